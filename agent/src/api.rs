@@ -1,0 +1,193 @@
+//! The agent's local HTTP API (127.0.0.1 by default).
+//!
+//! - `GET /v1/version`: the agent's version and node id.
+//! - `GET /v1/nodes`: the membership table ([`crate::node::Member`] rows).
+//! - `GET /v1/kv`: every node's operator keys; `GET /v1/kv/{key}`: one key on every node;
+//!   `PUT /v1/kv/{key}` (body = value) and `DELETE /v1/kv/{key}`: this node's own key. In the
+//!   spirit of Lashup's KV API, for operators and tests to see replication at work.
+//! - `GET /metrics`: Prometheus text format.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+use crate::gossip::Gossip;
+use crate::node;
+
+/// Prefix of operator keys in gossip, so they never collide with the agent's own keys.
+pub const KV_PREFIX: &str = "kv/";
+const MAX_KV_KEY_LEN: usize = 200;
+const MAX_KV_VALUE_LEN: usize = 16 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub gossip: Arc<Gossip>,
+    pub registry: Arc<Registry>,
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/version", get(version))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/kv", get(kv_all))
+        .route("/v1/kv/{key}", get(kv_get).put(kv_put).delete(kv_delete))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[derive(Serialize)]
+struct Version {
+    version: &'static str,
+    node_id: String,
+}
+
+async fn version(State(s): State<ApiState>) -> axum::Json<Version> {
+    axum::Json(Version {
+        version: env!("CARGO_PKG_VERSION"),
+        node_id: s.gossip.node_id().to_owned(),
+    })
+}
+
+async fn nodes(State(s): State<ApiState>) -> axum::Json<Vec<node::Member>> {
+    axum::Json(node::members(&s.gossip.view(), SystemTime::now()))
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &s.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics failed: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct KvEntry {
+    node: String,
+    value: String,
+}
+
+async fn kv_all(
+    State(s): State<ApiState>,
+) -> axum::Json<BTreeMap<String, BTreeMap<String, String>>> {
+    let view = s.gossip.view();
+    let all = view
+        .nodes
+        .values()
+        .map(|n| {
+            let keys = n
+                .keys
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix(KV_PREFIX)?.to_owned(), v.clone())))
+                .collect();
+            (n.id.clone(), keys)
+        })
+        .collect();
+    axum::Json(all)
+}
+
+async fn kv_get(State(s): State<ApiState>, Path(key): Path<String>) -> Response {
+    if let Err(e) = check_key(&key) {
+        return e;
+    }
+    let full = format!("{KV_PREFIX}{key}");
+    let view = s.gossip.view();
+    let entries: Vec<KvEntry> = view
+        .nodes
+        .values()
+        .filter_map(|n| {
+            Some(KvEntry {
+                node: n.id.clone(),
+                value: n.get(&full)?.to_owned(),
+            })
+        })
+        .collect();
+    if entries.is_empty() {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no node publishes key {key:?}\n"),
+        )
+            .into_response();
+    }
+    axum::Json(entries).into_response()
+}
+
+async fn kv_put(State(s): State<ApiState>, Path(key): Path<String>, value: String) -> Response {
+    if let Err(e) = check_key(&key) {
+        return e;
+    }
+    if value.len() > MAX_KV_VALUE_LEN {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "value of {} bytes exceeds the limit of {MAX_KV_VALUE_LEN}\n",
+                value.len()
+            ),
+        )
+            .into_response();
+    }
+    s.gossip.publish(&format!("{KV_PREFIX}{key}"), &value).await;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn kv_delete(State(s): State<ApiState>, Path(key): Path<String>) -> Response {
+    if let Err(e) = check_key(&key) {
+        return e;
+    }
+    s.gossip.delete(&format!("{KV_PREFIX}{key}")).await;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn check_key(key: &str) -> Result<(), Response> {
+    let ok = !key.is_empty()
+        && key.len() <= MAX_KV_KEY_LEN
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err((
+            StatusCode::BAD_REQUEST,
+            format!("invalid key {key:?}: use 1 to {MAX_KV_KEY_LEN} characters of letters, digits, `-`, `.` and `_`\n"),
+        )
+            .into_response())
+    }
+}
+
+/// The address the API is reachable at, for log lines and the CLI.
+pub fn url(listen: SocketAddr) -> String {
+    format!("http://{listen}")
+}

@@ -1,0 +1,101 @@
+//! `dcnet nodes`: the cluster membership as the local agent sees it.
+
+use std::fmt::Write as _;
+
+use crate::node::{Member, NodeState};
+
+/// Renders members as an aligned table, one line per node.
+pub fn render_table(members: &[Member]) -> String {
+    let header = [
+        "NAME",
+        "STATE",
+        "ADDRESS",
+        "REGION",
+        "ZONE",
+        "ROLES",
+        "LAST HEARD",
+        "ID",
+    ];
+    let rows: Vec<[String; 8]> = members
+        .iter()
+        .map(|m| {
+            let name = m.name.clone().unwrap_or_else(|| "?".into());
+            [
+                if m.is_self { format!("{name} *") } else { name },
+                match m.state {
+                    NodeState::Up => "up".into(),
+                    NodeState::Down => "down".into(),
+                },
+                m.address.map_or_else(|| "-".into(), |a| a.to_string()),
+                m.region.clone().unwrap_or_else(|| "-".into()),
+                m.zone.clone().unwrap_or_else(|| "-".into()),
+                if m.roles.is_empty() {
+                    "-".into()
+                } else {
+                    m.roles.join(",")
+                },
+                format!("{:.1}s ago", m.last_heard_secs_ago),
+                m.id.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                let _ = write!(text, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&header);
+    for row in &rows {
+        line(&row.each_ref().map(String::as_str));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_and_marks_self() {
+        let member = |name: &str, state, is_self| Member {
+            id: format!("id-{name}"),
+            name: Some(name.into()),
+            address: Some("10.0.0.1".parse().unwrap()),
+            region: Some("r1".into()),
+            zone: None,
+            roles: vec!["agent".into()],
+            state,
+            last_heard: String::new(),
+            last_heard_secs_ago: 0.25,
+            generation: 1,
+            is_self,
+        };
+        let table = render_table(&[
+            member("node-1", NodeState::Up, true),
+            member("n2", NodeState::Down, false),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("NAME      STATE"), "{table}");
+        assert!(lines[1].starts_with("node-1 *  up     10.0.0.1"), "{table}");
+        assert!(lines[2].starts_with("n2        down"), "{table}");
+        assert!(
+            lines[2].ends_with("0.2s ago    id-n2") || lines[2].ends_with("0.3s ago    id-n2"),
+            "{table}"
+        );
+    }
+}

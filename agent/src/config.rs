@@ -1,0 +1,787 @@
+//! The agent's configuration: a TOML file (`--config`) whose every setting a flag can override.
+//!
+//! [`FileConfig`] mirrors the file (unknown keys are refused); [`Overrides`] holds the flags;
+//! [`AgentConfig::resolve`] merges them (flag over file over default), validates every value and
+//! reads the cluster secret, so a bad setting stops the agent at start with a message that
+//! names the file, the key and what is expected.
+//!
+//! ```toml
+//! name = "node-1"                 # default: the host name
+//! address = "10.0.0.1"            # underlay address other nodes reach this one at (required)
+//! state_dir = "/var/lib/dcnet"
+//! region = "us-west-2"
+//! zone = "us-west-2a"
+//! roles = ["master", "agent"]     # default: ["agent"]
+//!
+//! [gossip]
+//! listen = "0.0.0.0:62501"        # advertised as <address>:<port>
+//! seeds = ["10.0.0.2:62501"]
+//! secret_file = "/etc/dcnet/cluster-secret"   # required; same content on every node
+//! cluster = "dcnet"
+//! interval = "500ms"
+//! phi_threshold = 6.0
+//! dead_node_grace = "1h"
+//! tombstone_grace = "10m"
+//!
+//! [api]
+//! listen = "127.0.0.1:62080"
+//!
+//! [log]
+//! level = "info"                  # a tracing filter, e.g. "info,dcnet_agent=debug"
+//! format = "text"                 # or "json"
+//! ```
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Origin};
+
+/// Default gossip port (UDP).
+pub const DEFAULT_GOSSIP_PORT: u16 = 62501;
+/// Default address of the local HTTP API.
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:62080";
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/dcnet";
+/// Shortest accepted cluster secret, in bytes.
+pub const MIN_SECRET_LEN: usize = 16;
+
+// ---------------------------------------------------------------------------------------------
+// The file
+
+/// The config file as written; every field optional so flags can supply it instead.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub name: Option<String>,
+    pub address: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub region: Option<String>,
+    pub zone: Option<String>,
+    pub roles: Option<Vec<String>>,
+    #[serde(default)]
+    pub gossip: GossipSection,
+    #[serde(default)]
+    pub api: ApiSection,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[gossip]` of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GossipSection {
+    pub listen: Option<String>,
+    pub seeds: Option<Vec<String>>,
+    pub secret_file: Option<PathBuf>,
+    pub cluster: Option<String>,
+    pub interval: Option<String>,
+    pub phi_threshold: Option<f64>,
+    pub dead_node_grace: Option<String>,
+    pub tombstone_grace: Option<String>,
+}
+
+/// `[api]` of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    pub listen: Option<String>,
+}
+
+/// `[log]` of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub level: Option<String>,
+    pub format: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads and parses `path`.
+    pub fn read(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| Error::ConfigParse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+}
+
+/// Settings given as flags; each wins over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub name: Option<String>,
+    pub address: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub region: Option<String>,
+    pub zone: Option<String>,
+    pub roles: Vec<String>,
+    pub gossip_listen: Option<String>,
+    pub seeds: Vec<String>,
+    pub secret_file: Option<PathBuf>,
+    pub api_listen: Option<String>,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The resolved configuration
+
+/// A node's roles: masters run the control plane (scheduler, state source), agents run tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Roles {
+    pub master: bool,
+    pub agent: bool,
+}
+
+impl Roles {
+    /// Role names in their canonical order.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.master {
+            names.push("master");
+        }
+        if self.agent {
+            names.push("agent");
+        }
+        names
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The cluster secret: the key that authenticates every gossip datagram.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// Wraps key bytes; callers check the length.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    /// The key bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// Gossip settings, validated.
+#[derive(Debug, Clone)]
+pub struct GossipSettings {
+    pub listen: SocketAddr,
+    /// The address peers reach this node at: the node address with the listen port.
+    pub advertise: SocketAddr,
+    pub seeds: Vec<String>,
+    pub secret: Secret,
+    pub cluster: String,
+    pub interval: Duration,
+    pub phi_threshold: f64,
+    pub dead_node_grace: Duration,
+    pub tombstone_grace: Duration,
+}
+
+/// The agent's validated configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub name: String,
+    pub address: IpAddr,
+    pub state_dir: PathBuf,
+    pub region: Option<String>,
+    pub zone: Option<String>,
+    pub roles: Roles,
+    pub gossip: GossipSettings,
+    pub api_listen: SocketAddr,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+/// Merges one setting: the flag's value if given, else the file's.
+struct Pick<'a> {
+    file: Option<&'a Path>,
+}
+
+impl Pick<'_> {
+    fn origin(&self, key: &'static str, flag: &'static str, from_flag: bool) -> Origin {
+        Origin {
+            file: self.file.map(Path::to_path_buf),
+            key,
+            flag: from_flag.then_some(flag),
+        }
+    }
+
+    fn one<T>(
+        &self,
+        key: &'static str,
+        flag: &'static str,
+        from_flag: Option<T>,
+        from_file: Option<T>,
+    ) -> (Option<T>, Origin) {
+        match from_flag {
+            Some(v) => (Some(v), self.origin(key, flag, true)),
+            None => (from_file, self.origin(key, flag, false)),
+        }
+    }
+
+    fn list(
+        &self,
+        key: &'static str,
+        flag: &'static str,
+        from_flag: Vec<String>,
+        from_file: Option<Vec<String>>,
+    ) -> (Option<Vec<String>>, Origin) {
+        self.one(
+            key,
+            flag,
+            (!from_flag.is_empty()).then_some(from_flag),
+            from_file,
+        )
+    }
+}
+
+fn invalid(origin: Origin, value: impl Into<String>, expected: impl Into<String>) -> Error {
+    Error::ConfigInvalid {
+        origin,
+        value: value.into(),
+        expected: expected.into(),
+    }
+}
+
+impl AgentConfig {
+    /// Reads `config_file` (if any), applies `overrides`, fills defaults and validates.
+    pub fn load(config_file: Option<&Path>, overrides: Overrides) -> Result<Self, Error> {
+        let file = match config_file {
+            Some(path) => FileConfig::read(path)?,
+            None => FileConfig::default(),
+        };
+        Self::resolve(config_file, file, overrides)
+    }
+
+    /// Merges an already parsed file with the flags; `config_file` only names it in errors.
+    pub fn resolve(
+        config_file: Option<&Path>,
+        file: FileConfig,
+        o: Overrides,
+    ) -> Result<Self, Error> {
+        let p = Pick { file: config_file };
+
+        let (name, origin) = p.one("name", "--name", o.name, file.name);
+        let name = match name {
+            Some(name) => validate_node_name(&name, origin)?,
+            None => default_node_name(origin)?,
+        };
+
+        let (address, origin) = p.one("address", "--address", o.address, file.address);
+        let address_text = address.ok_or_else(|| Error::ConfigMissing {
+            origin: origin.clone(),
+            hint: "the underlay IP address other nodes reach this node at, e.g. `address = \"10.0.0.5\"` or --address 10.0.0.5",
+        })?;
+        let address: IpAddr = address_text.parse().map_err(|_| {
+            invalid(
+                origin.clone(),
+                &address_text,
+                "an IPv4 or IPv6 address such as 10.0.0.5",
+            )
+        })?;
+        if address.is_unspecified() || address.is_multicast() {
+            return Err(invalid(
+                origin,
+                &address_text,
+                "a unicast address of this node (not 0.0.0.0, ::, or multicast)",
+            ));
+        }
+
+        let (state_dir, origin) = p.one("state_dir", "--state-dir", o.state_dir, file.state_dir);
+        let state_dir = state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        if state_dir.as_os_str().is_empty() {
+            return Err(invalid(origin, "", "a directory path"));
+        }
+
+        let (region, origin) = p.one("region", "--region", o.region, file.region);
+        let region = region.map(|r| validate_label(r, origin)).transpose()?;
+        let (zone, origin) = p.one("zone", "--zone", o.zone, file.zone);
+        let zone = zone.map(|z| validate_label(z, origin)).transpose()?;
+
+        let (roles, origin) = p.list("roles", "--role", o.roles, file.roles);
+        let roles = parse_roles(roles.unwrap_or_else(|| vec!["agent".into()]), origin)?;
+
+        let gossip = resolve_gossip(
+            &p,
+            address,
+            file.gossip,
+            &o.gossip_listen,
+            o.seeds,
+            o.secret_file,
+        )?;
+
+        let (api, origin) = p.one("api.listen", "--api-listen", o.api_listen, file.api.listen);
+        let api_listen = parse_socket_addr(api.as_deref().unwrap_or(DEFAULT_API_LISTEN), origin)?;
+
+        let (level, origin) = p.one("log.level", "--log-level", o.log_level, file.log.level);
+        let log_level = level.unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(invalid(
+                origin,
+                log_level,
+                "a tracing filter such as `info` or `info,dcnet_agent=debug`",
+            ));
+        }
+        let (format, origin) = p.one("log.format", "--log-format", o.log_format, file.log.format);
+        let log_format = match format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(invalid(origin, other, "`text` or `json`")),
+        };
+
+        Ok(Self {
+            name,
+            address,
+            state_dir,
+            region,
+            zone,
+            roles,
+            gossip,
+            api_listen,
+            log_level,
+            log_format,
+        })
+    }
+}
+
+fn resolve_gossip(
+    p: &Pick<'_>,
+    address: IpAddr,
+    file: GossipSection,
+    listen_flag: &Option<String>,
+    seeds_flag: Vec<String>,
+    secret_flag: Option<PathBuf>,
+) -> Result<GossipSettings, Error> {
+    let (listen, origin) = p.one(
+        "gossip.listen",
+        "--gossip-listen",
+        listen_flag.clone(),
+        file.listen,
+    );
+    let listen = match listen {
+        Some(text) => parse_socket_addr(&text, origin)?,
+        None => SocketAddr::new(IpAddr::from([0, 0, 0, 0]), DEFAULT_GOSSIP_PORT),
+    };
+    let advertise = SocketAddr::new(address, listen.port());
+
+    let (seeds, origin) = p.list("gossip.seeds", "--seed", seeds_flag, file.seeds);
+    let seeds = seeds.unwrap_or_default();
+    for seed in &seeds {
+        validate_seed(seed, origin.clone())?;
+    }
+
+    let (secret_file, origin) = p.one(
+        "gossip.secret_file",
+        "--secret-file",
+        secret_flag,
+        file.secret_file,
+    );
+    let secret_file = secret_file.ok_or_else(|| Error::ConfigMissing {
+        origin: origin.clone(),
+        hint: "a file holding the cluster secret (the same on every node), e.g. `head -c 32 /dev/urandom | base64 > /etc/dcnet/cluster-secret`",
+    })?;
+    let secret = read_secret(&secret_file, origin)?;
+
+    let cluster_origin = p.origin("gossip.cluster", "", false);
+    let cluster = file.cluster.unwrap_or_else(|| "dcnet".into());
+    if cluster.is_empty() || cluster.len() > 64 {
+        return Err(invalid(
+            cluster_origin,
+            cluster,
+            "a cluster name of 1 to 64 characters",
+        ));
+    }
+
+    let duration = |key: &'static str, value: Option<String>, default: Duration| {
+        let origin = p.origin(key, "", false);
+        match value {
+            None => Ok(default),
+            Some(text) => match humantime::parse_duration(&text) {
+                Ok(d) if !d.is_zero() => Ok(d),
+                _ => Err(invalid(
+                    origin,
+                    text,
+                    "a positive duration such as `500ms`, `10s` or `1h`",
+                )),
+            },
+        }
+    };
+    let interval = duration("gossip.interval", file.interval, Duration::from_millis(500))?;
+    let dead_node_grace = duration(
+        "gossip.dead_node_grace",
+        file.dead_node_grace,
+        Duration::from_secs(3600),
+    )?;
+    let tombstone_grace = duration(
+        "gossip.tombstone_grace",
+        file.tombstone_grace,
+        Duration::from_secs(600),
+    )?;
+
+    let phi_threshold = file.phi_threshold.unwrap_or(6.0);
+    if !(phi_threshold.is_finite() && phi_threshold > 0.0) {
+        return Err(invalid(
+            p.origin("gossip.phi_threshold", "", false),
+            phi_threshold.to_string(),
+            "a positive number (failure detection after about phi_threshold heartbeat intervals)",
+        ));
+    }
+
+    Ok(GossipSettings {
+        listen,
+        advertise,
+        seeds,
+        secret,
+        cluster,
+        interval,
+        phi_threshold,
+        dead_node_grace,
+        tombstone_grace,
+    })
+}
+
+fn parse_socket_addr(text: &str, origin: Origin) -> Result<SocketAddr, Error> {
+    text.parse()
+        .map_err(|_| invalid(origin, text, "IP:PORT, e.g. 0.0.0.0:62501 or [::1]:62080"))
+}
+
+/// A seed is `IP:PORT` or `HOST:PORT` (resolved again periodically by the gossip library).
+fn validate_seed(seed: &str, origin: Origin) -> Result<(), Error> {
+    if seed.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let expected = "a peer's gossip address, IP:PORT or HOST:PORT, e.g. 10.0.0.2:62501";
+    let Some((host, port)) = seed.rsplit_once(':') else {
+        return Err(invalid(origin, seed, expected));
+    };
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    match port.parse::<u16>() {
+        Ok(port) if port != 0 && host_ok => Ok(()),
+        _ => Err(invalid(origin, seed, expected)),
+    }
+}
+
+fn read_secret(path: &Path, origin: Origin) -> Result<Secret, Error> {
+    let bytes = std::fs::read(path).map_err(|source| Error::SecretRead {
+        origin: origin.clone(),
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // A trailing newline from `echo` or an editor is not part of the secret.
+    let trimmed = bytes.trim_ascii_end();
+    if trimmed.len() < MIN_SECRET_LEN {
+        return Err(Error::SecretTooShort {
+            origin,
+            path: path.to_path_buf(),
+            len: trimmed.len(),
+            min: MIN_SECRET_LEN,
+        });
+    }
+    Ok(Secret(trimmed.to_vec()))
+}
+
+fn validate_node_name(name: &str, origin: Origin) -> Result<String, Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(invalid(
+            origin,
+            name,
+            "1 to 253 characters of letters, digits, `-`, `.` and `_`",
+        ))
+    }
+}
+
+fn default_node_name(origin: Origin) -> Result<String, Error> {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    validate_node_name(&host, origin).map_err(|_| Error::ConfigMissing {
+        origin: Origin {
+            file: None,
+            key: "name",
+            flag: None,
+        },
+        hint: "the host name cannot serve as the node name; set `name = \"node-1\"` or pass --name",
+    })
+}
+
+fn validate_label(value: String, origin: Origin) -> Result<String, Error> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    if ok {
+        Ok(value)
+    } else {
+        Err(invalid(
+            origin,
+            value,
+            "1 to 63 characters of letters, digits, `-`, `.` and `_`",
+        ))
+    }
+}
+
+fn parse_roles(names: Vec<String>, origin: Origin) -> Result<Roles, Error> {
+    let mut roles = Roles::default();
+    for name in &names {
+        match name.as_str() {
+            "master" => roles.master = true,
+            "agent" => roles.agent = true,
+            other => return Err(invalid(origin, other, "the roles `master` and/or `agent`")),
+        }
+    }
+    if !(roles.master || roles.agent) {
+        return Err(invalid(
+            origin,
+            "[]",
+            "at least one of the roles `master` and `agent`",
+        ));
+    }
+    Ok(roles)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret_file(dir: &tempfile::TempDir, content: &str) -> PathBuf {
+        let path = dir.path().join("secret");
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    fn base(dir: &tempfile::TempDir) -> String {
+        format!(
+            "name = \"n1\"\naddress = \"10.0.0.1\"\n[gossip]\nsecret_file = \"{}\"\n",
+            secret_file(dir, "0123456789abcdef0123\n").display()
+        )
+    }
+
+    fn load(text: &str) -> Result<AgentConfig, Error> {
+        load_with(text, Overrides::default())
+    }
+
+    fn load_with(text: &str, o: Overrides) -> Result<AgentConfig, Error> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, text).unwrap();
+        AgentConfig::load(Some(&path), o)
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(&base(&dir)).unwrap();
+        assert_eq!(c.name, "n1");
+        assert_eq!(c.gossip.listen, "0.0.0.0:62501".parse().unwrap());
+        assert_eq!(c.gossip.advertise, "10.0.0.1:62501".parse().unwrap());
+        assert_eq!(c.api_listen, DEFAULT_API_LISTEN.parse().unwrap());
+        assert_eq!(
+            c.roles,
+            Roles {
+                master: false,
+                agent: true
+            }
+        );
+        assert_eq!(c.gossip.secret.as_bytes(), b"0123456789abcdef0123");
+        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Overrides {
+            name: Some("n9".into()),
+            gossip_listen: Some("127.0.0.1:7000".into()),
+            roles: vec!["master".into(), "agent".into()],
+            seeds: vec!["10.0.0.2:7000".into(), "seed.example:7000".into()],
+            ..Default::default()
+        };
+        let c = load_with(&base(&dir), o).unwrap();
+        assert_eq!(c.name, "n9");
+        assert_eq!(c.gossip.advertise, "10.0.0.1:7000".parse().unwrap());
+        assert_eq!(
+            c.roles,
+            Roles {
+                master: true,
+                agent: true
+            }
+        );
+        assert_eq!(c.gossip.seeds.len(), 2);
+    }
+
+    /// Each bad input, and words its message must contain.
+    #[test]
+    fn bad_configuration_is_refused_with_the_key_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = base(&dir);
+        let cases: &[(&str, String, &[&str])] = &[
+            (
+                "unknown top-level key",
+                format!("{b}\ncolour = \"red\"\n"),
+                &["agent.toml", "colour"],
+            ),
+            (
+                "unknown key in a section",
+                format!("{b}listn = \"0.0.0.0:1\"\n"),
+                &["agent.toml", "listn"],
+            ),
+            (
+                "malformed gossip listen",
+                format!("{b}listen = \"0.0.0.0\"\n"),
+                &["gossip.listen", "IP:PORT"],
+            ),
+            (
+                "malformed address",
+                b.replace("10.0.0.1", "10.0.0.300"),
+                &["`address`", "10.0.0.300"],
+            ),
+            (
+                "unspecified address",
+                b.replace("10.0.0.1", "0.0.0.0"),
+                &["`address`", "unicast"],
+            ),
+            (
+                "malformed seed",
+                format!("{b}seeds = [\"10.0.0.2\"]\n"),
+                &["gossip.seeds", "HOST:PORT"],
+            ),
+            (
+                "bad role",
+                format!("roles = [\"boss\"]\n{b}"),
+                &["`roles`", "boss"],
+            ),
+            (
+                "bad duration",
+                format!("{b}interval = \"soon\"\n"),
+                &["gossip.interval", "duration"],
+            ),
+            (
+                "bad phi",
+                format!("{b}phi_threshold = -1.0\n"),
+                &["gossip.phi_threshold"],
+            ),
+            (
+                "bad api listen",
+                format!("{b}[api]\nlisten = \"localhost\"\n"),
+                &["api.listen"],
+            ),
+            (
+                "bad log format",
+                format!("{b}[log]\nformat = \"xml\"\n"),
+                &["log.format", "json"],
+            ),
+            ("bad zone", format!("zone = \"a b\"\n{b}"), &["`zone`"]),
+            (
+                "missing address",
+                b.replace("address = \"10.0.0.1\"\n", ""),
+                &["`address`", "required"],
+            ),
+            (
+                "missing secret file",
+                b.replace(
+                    &format!(
+                        "secret_file = \"{}\"\n",
+                        dir.path().join("secret").display()
+                    ),
+                    "",
+                ),
+                &["gossip.secret_file", "required"],
+            ),
+            (
+                "secret file absent",
+                b.replace("/secret", "/nope"),
+                &["gossip.secret_file", "nope", "cannot read"],
+            ),
+            (
+                "wrong type",
+                format!("{b}phi_threshold = \"high\"\n"),
+                &["agent.toml", "phi_threshold"],
+            ),
+        ];
+        for (what, text, words) in cases {
+            let err = load(text).expect_err(what).to_string();
+            for word in *words {
+                assert!(err.contains(word), "{what}: {err:?} lacks {word:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn short_secret_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = base(&dir);
+        secret_file(&dir, "short\n");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("5 bytes") && err.contains("urandom"), "{err}");
+    }
+
+    #[test]
+    fn unreadable_secret_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = base(&dir);
+        // A directory cannot be read as a file, also for root.
+        let path = dir.path().join("secret");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("cannot read the cluster secret"), "{err}");
+    }
+
+    #[test]
+    fn missing_config_file_is_named() {
+        let err = AgentConfig::load(
+            Some(Path::new("/nonexistent/agent.toml")),
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("/nonexistent/agent.toml") && err.contains("--config"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn flag_errors_name_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Overrides {
+            gossip_listen: Some("nope".into()),
+            ..Default::default()
+        };
+        let err = load_with(&base(&dir), o).unwrap_err().to_string();
+        assert!(err.starts_with("flag --gossip-listen"), "{err}");
+    }
+}

@@ -1,0 +1,75 @@
+//! `dcnet agent`: wires configuration, identity, gossip and the local API together and runs
+//! them until asked to stop.
+
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::Error;
+use crate::api::{self, ApiState};
+use crate::config::AgentConfig;
+use crate::gossip::{AuthenticatedUdp, Gossip, MembershipMetrics, TransportMetrics};
+use crate::identity::NodeIdentity;
+use crate::node::{NODE_INFO_KEY, NodeInfo};
+use crate::state::StateDir;
+
+/// Runs the agent until `shutdown` completes, then leaves the cluster and returns.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let state = StateDir::open(&config.state_dir)?;
+    let identity = NodeIdentity::load_or_create(&state)?;
+
+    // Bind the API first: a node that cannot serve it should not join the cluster.
+    let listener = tokio::net::TcpListener::bind(config.api_listen)
+        .await
+        .map_err(|source| Error::ApiBind {
+            listen: config.api_listen,
+            source,
+        })?;
+
+    let mut registry = Registry::default();
+    let transport_metrics = TransportMetrics::default();
+    transport_metrics.register(&mut registry);
+    let membership_metrics = MembershipMetrics::default();
+    membership_metrics.register(&mut registry);
+
+    let transport = AuthenticatedUdp::new(&config.gossip.secret, transport_metrics);
+    let info = serde_json::to_string(&NodeInfo::from_config(&config)).expect("NodeInfo serialises");
+    let gossip = Arc::new(
+        Gossip::start(
+            &config.gossip,
+            &identity,
+            &transport,
+            vec![(NODE_INFO_KEY.to_owned(), info)],
+            membership_metrics,
+        )
+        .await?,
+    );
+
+    let (stop_api, api_stopped) = oneshot::channel::<()>();
+    let api_state = ApiState {
+        gossip: gossip.clone(),
+        registry: Arc::new(registry),
+    };
+    let api = tokio::spawn(api::serve(listener, api_state, async {
+        let _ = api_stopped.await;
+    }));
+    info!(name = %config.name, node_id = %identity.id, generation = identity.generation,
+          api = %api::url(config.api_listen), "agent running");
+
+    shutdown.await;
+    info!("shutting down");
+    let _ = stop_api.send(());
+    match api.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "the API server failed"),
+        Err(e) => warn!(error = %e, "the API task failed"),
+    }
+    match Arc::try_unwrap(gossip) {
+        Ok(gossip) => gossip.shutdown().await,
+        Err(_) => warn!("gossip still referenced at shutdown; leaving it to the runtime"),
+    }
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,282 @@
+//! Cluster membership and replicated per-node state, over chitchat (scuttlebutt anti-entropy and
+//! a phi-accrual failure detector).
+//!
+//! Each node writes only its own keys ([`Gossip::publish`], [`Gossip::delete`]) and reads every
+//! node's through a [`ClusterView`] snapshot ([`Gossip::view`], [`Gossip::watch`]) or a stream of
+//! [`Event`]s ([`Gossip::subscribe`]). Readers never take chitchat's lock: an observer task
+//! samples chitchat whenever a key changes, the live set changes, or a second passes, builds the
+//! next view (see [`view`]) and publishes it.
+//!
+//! Choices that follow chitchat's known limits: the compressed V1 digest (the V0 digest outgrows
+//! a datagram past a few hundred nodes); short dead-node and tombstone grace periods, which keep
+//! the digest small under churn; deletions found by diffing snapshots, since chitchat's events
+//! omit them. Every datagram is authenticated ([`transport`]).
+
+pub mod codec;
+pub mod frame;
+pub mod transport;
+pub mod view;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use chitchat::transport::Transport;
+use chitchat::{
+    Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ListenerHandle,
+    ProtocolVersion,
+};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::{Mutex, Notify, broadcast, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info};
+
+pub use transport::{AuthenticatedUdp, TransportMetrics};
+pub use view::{ClusterView, Event, NodeView};
+
+use crate::Error;
+use crate::config::GossipSettings;
+use crate::identity::NodeIdentity;
+
+/// Events buffered per subscriber; one that falls further behind gets `Lagged` and should
+/// resynchronise from [`Gossip::view`].
+const EVENT_BUFFER: usize = 4096;
+/// The observer refreshes `last_heard` and liveness at least this often.
+const OBSERVE_EVERY: Duration = Duration::from_secs(1);
+
+/// Gauges of the membership as this node sees it.
+#[derive(Debug, Clone, Default)]
+pub struct MembershipMetrics {
+    nodes_up: Gauge,
+    nodes_down: Gauge,
+}
+
+impl MembershipMetrics {
+    /// Registers the gauges under `dcnet_cluster_*`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "dcnet_cluster_nodes_up",
+            "Nodes the failure detector considers alive",
+            self.nodes_up.clone(),
+        );
+        registry.register(
+            "dcnet_cluster_nodes_down",
+            "Known nodes considered dead, not yet forgotten",
+            self.nodes_down.clone(),
+        );
+    }
+}
+
+/// A running gossip member.
+pub struct Gossip {
+    handle: ChitchatHandle,
+    chitchat: Arc<Mutex<Chitchat>>,
+    self_id: String,
+    view: watch::Receiver<Arc<ClusterView>>,
+    events: broadcast::Sender<Event>,
+    changed: Arc<Notify>,
+    observer: JoinHandle<()>,
+    _key_listener: ListenerHandle,
+}
+
+impl Gossip {
+    /// Joins the cluster: binds the gossip socket through `transport` and starts gossiping with
+    /// the seeds. `initial` keys are published before the first datagram goes out.
+    pub async fn start(
+        settings: &GossipSettings,
+        identity: &NodeIdentity,
+        transport: &dyn Transport,
+        initial: Vec<(String, String)>,
+        metrics: MembershipMetrics,
+    ) -> Result<Self, Error> {
+        let config = ChitchatConfig {
+            chitchat_id: ChitchatId::new(
+                identity.id.as_str(),
+                identity.generation,
+                settings.advertise,
+            ),
+            cluster_id: settings.cluster.clone(),
+            gossip_interval: settings.interval,
+            listen_addr: settings.listen,
+            seed_nodes: settings.seeds.clone(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: settings.phi_threshold,
+                // The prior: before samples exist, assume heartbeats arrive once a round.
+                initial_interval: settings.interval,
+                dead_node_grace_period: settings.dead_node_grace,
+                ..FailureDetectorConfig::default()
+            },
+            marked_for_deletion_grace_period: settings.tombstone_grace,
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: ProtocolVersion::V1,
+        };
+        let handle = chitchat::spawn_chitchat(config, initial, transport)
+            .await
+            .map_err(|e| Error::GossipStart {
+                listen: settings.listen,
+                message: format!("{e:#}"),
+            })?;
+        let chitchat = handle.chitchat();
+
+        let changed = Arc::new(Notify::new());
+        let key_listener = {
+            let changed = changed.clone();
+            // Called under chitchat's lock on every key insert or update: only signal.
+            chitchat
+                .lock()
+                .await
+                .subscribe_event("", move |_| changed.notify_one())
+        };
+        let (view_tx, view_rx) = watch::channel(Arc::new(ClusterView::default()));
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let observer = tokio::spawn(observe(
+            chitchat.clone(),
+            changed.clone(),
+            view_tx,
+            events.clone(),
+            metrics,
+        ));
+        info!(node_id = %identity.id, generation = identity.generation, listen = %settings.listen,
+              advertise = %settings.advertise, seeds = ?settings.seeds, "gossip started");
+        Ok(Self {
+            handle,
+            chitchat,
+            self_id: identity.id.clone(),
+            view: view_rx,
+            events,
+            changed,
+            observer,
+            _key_listener: key_listener,
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.self_id
+    }
+
+    /// Sets one of this node's keys; peers see it within the propagation time.
+    pub async fn publish(&self, key: &str, value: &str) {
+        self.chitchat.lock().await.self_node_state().set(key, value);
+    }
+
+    /// Deletes one of this node's keys (a tombstone that peers learn of like any update).
+    pub async fn delete(&self, key: &str) {
+        self.chitchat.lock().await.self_node_state().delete(key);
+        // Deletions do not fire chitchat's key events.
+        self.changed.notify_one();
+    }
+
+    /// The latest view of the cluster.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.borrow().clone()
+    }
+
+    /// A receiver that sees every new view.
+    pub fn watch(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.view.clone()
+    }
+
+    /// A stream of changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Waits until `predicate` holds for the view, or `timeout` passes; returns the view that
+    /// satisfied it.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        mut predicate: impl FnMut(&ClusterView) -> bool,
+    ) -> Option<Arc<ClusterView>> {
+        let mut rx = self.view.clone();
+        let waited = tokio::time::timeout(timeout, rx.wait_for(|v| predicate(v))).await;
+        match waited {
+            Ok(Ok(view)) => Some(view.clone()),
+            _ => None,
+        }
+    }
+
+    /// Stops gossiping. Peers notice through their failure detectors.
+    pub async fn shutdown(self) {
+        self.observer.abort();
+        if let Err(e) = self.handle.shutdown().await {
+            debug!(error = %e, "gossip server ended with an error");
+        }
+    }
+}
+
+/// Samples chitchat into views until the gossip server is gone.
+async fn observe(
+    chitchat: Arc<Mutex<Chitchat>>,
+    changed: Arc<Notify>,
+    view_tx: watch::Sender<Arc<ClusterView>>,
+    events: broadcast::Sender<Event>,
+    metrics: MembershipMetrics,
+) {
+    let mut live_nodes = chitchat.lock().await.live_nodes_watcher();
+    let mut tick = tokio::time::interval(OBSERVE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut current = Arc::new(ClusterView::default());
+    loop {
+        tokio::select! {
+            () = changed.notified() => {}
+            changed = live_nodes.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        let observed = sample(&chitchat, &current).await;
+        let (next, new_events) = view::next_view(&current, observed, SystemTime::now());
+        let up = next.up_nodes().count();
+        metrics.nodes_up.set(up as i64);
+        metrics.nodes_down.set((next.nodes.len() - up) as i64);
+        if next != *current {
+            current = Arc::new(next);
+            view_tx.send_replace(current.clone());
+        }
+        for event in new_events {
+            // No subscriber is not an error.
+            let _ = events.send(event);
+        }
+    }
+}
+
+/// Reads every node state under chitchat's lock, copying keys only where they changed.
+async fn sample(chitchat: &Mutex<Chitchat>, current: &ClusterView) -> Vec<view::Observed> {
+    let chitchat = chitchat.lock().await;
+    let self_id = chitchat.self_chitchat_id().clone();
+    let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+    // Older generations of a restarted node are dropped by `next_view`: never copy their keys.
+    let mut newest: HashMap<&str, u64> = HashMap::new();
+    for id in chitchat.node_states().keys() {
+        let generation = newest.entry(&id.node_id).or_default();
+        *generation = (*generation).max(id.generation_id);
+    }
+    chitchat
+        .node_states()
+        .iter()
+        .map(|(id, state)| {
+            let node_id = id.node_id.to_string();
+            let is_newest = newest.get(&*id.node_id) == Some(&id.generation_id);
+            let keys = (is_newest
+                && view::needs_keys(current, &node_id, id.generation_id, state.max_version()))
+            .then(|| {
+                state
+                    .key_values()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect::<BTreeMap<_, _>>()
+            });
+            view::Observed {
+                id: node_id,
+                generation: id.generation_id,
+                gossip_addr: id.gossip_advertise_addr,
+                heartbeat: state.heartbeat().into(),
+                max_version: state.max_version(),
+                is_live: live.contains(id),
+                is_self: *id == self_id,
+                keys,
+            }
+        })
+        .collect()
+}

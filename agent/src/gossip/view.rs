@@ -1,0 +1,370 @@
+//! The cluster as this node sees it, and the events that turn one view into the next.
+//!
+//! chitchat keeps one state per (node id, generation) and reports neither deleted keys nor
+//! removed nodes. The observer in [`super`] samples it into [`Observed`] rows; [`next_view`] —
+//! pure, so it is unit-tested here — keeps the newest generation of each node id, carries
+//! unchanged key sets over without copying them, and diffs the result against the previous view
+//! into [`Event`]s.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// One node of the cluster, at its newest known generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeView {
+    /// Stable node id.
+    pub id: String,
+    pub generation: u64,
+    /// Address the node gossips at.
+    pub gossip_addr: SocketAddr,
+    /// Whether the failure detector considers it alive (always true for this node).
+    pub is_up: bool,
+    /// Whether this is the local node.
+    pub is_self: bool,
+    /// When this node last saw its heartbeat advance.
+    pub last_heard: SystemTime,
+    /// The node's published keys (tombstoned keys excluded).
+    pub keys: Arc<BTreeMap<String, String>>,
+    heartbeat: u64,
+    max_version: u64,
+}
+
+impl NodeView {
+    /// The value of `key`, if this node publishes it.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.keys.get(key).map(String::as_str)
+    }
+}
+
+/// Every node this node knows of, by node id.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterView {
+    pub nodes: BTreeMap<String, NodeView>,
+}
+
+impl ClusterView {
+    /// Nodes the failure detector considers alive.
+    pub fn up_nodes(&self) -> impl Iterator<Item = &NodeView> {
+        self.nodes.values().filter(|n| n.is_up)
+    }
+
+    /// The value of `key` on node `node_id`.
+    pub fn get(&self, node_id: &str, key: &str) -> Option<&str> {
+        self.nodes.get(node_id)?.get(key)
+    }
+}
+
+/// A change between two views.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A node became alive (also when first seen alive).
+    NodeUp {
+        node: String,
+    },
+    /// A node stopped answering; its keys stay until it is removed.
+    NodeDown {
+        node: String,
+    },
+    /// A node was dead past the grace period and is forgotten, with its keys.
+    NodeRemoved {
+        node: String,
+    },
+    KeyAdded {
+        node: String,
+        key: String,
+        value: String,
+    },
+    KeyUpdated {
+        node: String,
+        key: String,
+        value: String,
+    },
+    KeyDeleted {
+        node: String,
+        key: String,
+    },
+}
+
+/// What the observer read from chitchat for one (node id, generation).
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub id: String,
+    pub generation: u64,
+    pub gossip_addr: SocketAddr,
+    pub heartbeat: u64,
+    pub max_version: u64,
+    pub is_live: bool,
+    pub is_self: bool,
+    /// The live keys, or `None` when [`needs_keys`] said the previous view's are still current.
+    pub keys: Option<BTreeMap<String, String>>,
+}
+
+/// Whether the observer must copy the keys of this (id, generation, max_version): not when the
+/// previous view already holds exactly that state.
+pub fn needs_keys(prev: &ClusterView, id: &str, generation: u64, max_version: u64) -> bool {
+    prev.nodes
+        .get(id)
+        .is_none_or(|n| n.generation != generation || n.max_version != max_version)
+}
+
+/// Builds the view that follows `prev` from the observed rows, and the events between them.
+pub fn next_view(
+    prev: &ClusterView,
+    observed: Vec<Observed>,
+    now: SystemTime,
+) -> (ClusterView, Vec<Event>) {
+    // Newest generation per node id; older generations of a restarted node are stale.
+    let mut newest: BTreeMap<String, Observed> = BTreeMap::new();
+    for row in observed {
+        match newest.get(&row.id) {
+            Some(kept) if kept.generation >= row.generation => {}
+            _ => {
+                newest.insert(row.id.clone(), row);
+            }
+        }
+    }
+
+    let mut view = ClusterView::default();
+    let mut events = Vec::new();
+    for (id, row) in newest {
+        let before = prev.nodes.get(&id);
+        let keys = match (row.keys, before) {
+            (Some(keys), _) => Arc::new(keys),
+            (None, Some(before)) => before.keys.clone(),
+            // The observer skipped keys it did not need; absent a previous view that cannot be.
+            (None, None) => Arc::new(BTreeMap::new()),
+        };
+        let same_incarnation = before.is_some_and(|b| b.generation == row.generation);
+        let last_heard = match before {
+            Some(b) if same_incarnation && b.heartbeat == row.heartbeat => b.last_heard,
+            _ => now,
+        };
+        let is_up = row.is_live || row.is_self;
+
+        let empty = BTreeMap::new();
+        let old_keys = before.map_or(&empty, |b| &*b.keys);
+        diff_keys(&id, old_keys, &keys, &mut events);
+        match (before.map(|b| b.is_up), is_up) {
+            (Some(false) | None, true) => events.push(Event::NodeUp { node: id.clone() }),
+            (Some(true), false) => events.push(Event::NodeDown { node: id.clone() }),
+            _ => {}
+        }
+
+        view.nodes.insert(
+            id.clone(),
+            NodeView {
+                id,
+                generation: row.generation,
+                gossip_addr: row.gossip_addr,
+                is_up,
+                is_self: row.is_self,
+                last_heard,
+                keys,
+                heartbeat: row.heartbeat,
+                max_version: row.max_version,
+            },
+        );
+    }
+    for (id, before) in &prev.nodes {
+        if !view.nodes.contains_key(id) {
+            diff_keys(id, &before.keys, &BTreeMap::new(), &mut events);
+            events.push(Event::NodeRemoved { node: id.clone() });
+        }
+    }
+    (view, events)
+}
+
+fn diff_keys(
+    node: &str,
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+    events: &mut Vec<Event>,
+) {
+    if std::ptr::eq(old, new) {
+        return;
+    }
+    for (key, value) in new {
+        match old.get(key) {
+            None => events.push(Event::KeyAdded {
+                node: node.to_owned(),
+                key: key.clone(),
+                value: value.clone(),
+            }),
+            Some(v) if v != value => events.push(Event::KeyUpdated {
+                node: node.to_owned(),
+                key: key.clone(),
+                value: value.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    for key in old.keys() {
+        if !new.contains_key(key) {
+            events.push(Event::KeyDeleted {
+                node: node.to_owned(),
+                key: key.clone(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn row(
+        id: &str,
+        generation: u64,
+        heartbeat: u64,
+        live: bool,
+        keys: Option<&[(&str, &str)]>,
+    ) -> Observed {
+        Observed {
+            id: id.into(),
+            generation,
+            gossip_addr: "127.0.0.1:1".parse().unwrap(),
+            heartbeat,
+            max_version: heartbeat,
+            is_live: live,
+            is_self: false,
+            keys: keys.map(|kv| {
+                kv.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            }),
+        }
+    }
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn added(node: &str, key: &str, value: &str) -> Event {
+        Event::KeyAdded {
+            node: node.into(),
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn a_node_appears_then_changes_then_goes_down_then_is_removed() {
+        let v0 = ClusterView::default();
+        let (v1, e) = next_view(
+            &v0,
+            vec![row("a", 1, 1, true, Some(&[("k", "1"), ("j", "x")]))],
+            t(1),
+        );
+        assert_eq!(
+            e,
+            vec![
+                added("a", "j", "x"),
+                added("a", "k", "1"),
+                Event::NodeUp { node: "a".into() }
+            ]
+        );
+
+        let (v2, e) = next_view(
+            &v1,
+            vec![row("a", 1, 2, true, Some(&[("k", "2"), ("new", "n")]))],
+            t(2),
+        );
+        assert_eq!(
+            e,
+            vec![
+                Event::KeyUpdated {
+                    node: "a".into(),
+                    key: "k".into(),
+                    value: "2".into()
+                },
+                added("a", "new", "n"),
+                Event::KeyDeleted {
+                    node: "a".into(),
+                    key: "j".into()
+                },
+            ]
+        );
+        assert_eq!(v2.nodes["a"].last_heard, t(2));
+
+        // Unchanged state: keys carried over (None), no events, last_heard kept.
+        let (v3, e) = next_view(&v2, vec![row("a", 1, 2, false, None)], t(3));
+        assert_eq!(e, vec![Event::NodeDown { node: "a".into() }]);
+        assert_eq!(v3.get("a", "k"), Some("2"));
+        assert_eq!(v3.nodes["a"].last_heard, t(2));
+        assert!(Arc::ptr_eq(&v3.nodes["a"].keys, &v2.nodes["a"].keys));
+
+        let (v4, e) = next_view(&v3, vec![], t(4));
+        assert_eq!(
+            e,
+            vec![
+                Event::KeyDeleted {
+                    node: "a".into(),
+                    key: "k".into()
+                },
+                Event::KeyDeleted {
+                    node: "a".into(),
+                    key: "new".into()
+                },
+                Event::NodeRemoved { node: "a".into() },
+            ]
+        );
+        assert!(v4.nodes.is_empty());
+    }
+
+    #[test]
+    fn a_restarted_node_is_seen_at_its_newest_generation_only() {
+        let (v1, _) = next_view(
+            &ClusterView::default(),
+            vec![row("a", 1, 9, true, Some(&[("k", "old")]))],
+            t(1),
+        );
+        // The old generation lingers (dead) beside the new one.
+        let (v2, e) = next_view(
+            &v1,
+            vec![
+                row("a", 1, 9, false, Some(&[("k", "old")])),
+                row("a", 2, 1, true, Some(&[("k", "new")])),
+            ],
+            t(2),
+        );
+        assert_eq!(v2.nodes["a"].generation, 2);
+        assert_eq!(v2.get("a", "k"), Some("new"));
+        assert!(v2.nodes["a"].is_up);
+        assert_eq!(
+            e,
+            vec![Event::KeyUpdated {
+                node: "a".into(),
+                key: "k".into(),
+                value: "new".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_node_first_seen_dead_emits_no_up_or_down() {
+        let (v1, e) = next_view(
+            &ClusterView::default(),
+            vec![row("a", 1, 1, false, Some(&[]))],
+            t(1),
+        );
+        assert!(e.is_empty());
+        assert!(!v1.nodes["a"].is_up);
+    }
+
+    #[test]
+    fn keys_are_needed_only_for_new_state() {
+        let (v1, _) = next_view(
+            &ClusterView::default(),
+            vec![row("a", 1, 5, true, Some(&[]))],
+            t(1),
+        );
+        assert!(!needs_keys(&v1, "a", 1, 5));
+        assert!(needs_keys(&v1, "a", 1, 6));
+        assert!(needs_keys(&v1, "a", 2, 5));
+        assert!(needs_keys(&v1, "b", 1, 1));
+    }
+}

@@ -1,0 +1,23 @@
+//! The dcnet agent: one process per node that joins the cluster by gossip and runs the node's
+//! share of DNS, overlay and load balancing.
+//!
+//! - [`config`]: the TOML file and flag overrides, validated at start.
+//! - [`state`]: the state directory (locked, atomic writes); [`identity`]: the stable node id.
+//! - [`gossip`]: membership and replicated per-node keys over chitchat, authenticated.
+//! - [`node`]: what a node publishes about itself, and the membership table.
+//! - [`api`]: the local HTTP API; [`cli`]: operator commands that call it.
+//! - [`daemon`]: `dcnet agent`, the wiring of all of the above.
+//!
+//! The binary (`src/main.rs`) only parses the command line and calls into this library.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod gossip;
+pub mod identity;
+pub mod node;
+pub mod state;
+
+pub use error::Error;

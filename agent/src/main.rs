@@ -1,0 +1,177 @@
+//! `dcnet`: the per-node agent and the operator commands. Parses the command line, sets up
+//! logging, and hands over to `dcnet_agent`; exit code 2 means bad configuration or usage.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use dcnet_agent::config::{AgentConfig, DEFAULT_API_LISTEN, LogFormat, Overrides};
+use dcnet_agent::{cli, daemon};
+
+#[derive(Parser)]
+#[command(
+    name = "dcnet",
+    version,
+    about = "Networking for container clusters: DNS, overlay and L4 load balancing"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node agent.
+    Agent(AgentArgs),
+    /// Show the cluster's nodes as the local agent sees them.
+    Nodes(ClientArgs),
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    /// TOML configuration file; flags override its settings.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Node name (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Underlay address of this node, which peers reach it at.
+    #[arg(long)]
+    address: Option<String>,
+    /// State directory (node id, leases).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    #[arg(long)]
+    region: Option<String>,
+    #[arg(long)]
+    zone: Option<String>,
+    /// Role of this node: master and/or agent (repeat the flag for both).
+    #[arg(long = "role")]
+    roles: Vec<String>,
+    /// Gossip listen address, IP:PORT (UDP).
+    #[arg(long)]
+    gossip_listen: Option<String>,
+    /// A peer's gossip address to join through (repeatable).
+    #[arg(long = "seed")]
+    seeds: Vec<String>,
+    /// File holding the cluster secret.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// Local HTTP API listen address.
+    #[arg(long)]
+    api_listen: Option<String>,
+    /// Log filter, e.g. `info` or `info,dcnet_agent=debug` (RUST_LOG wins when set).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Log format: text or json.
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// Address of the agent's local API.
+    #[arg(long, default_value = DEFAULT_API_LISTEN)]
+    api: SocketAddr,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Agent(args) => run_agent(args),
+        Command::Nodes(args) => report(nodes(args)),
+    }
+}
+
+fn run_agent(args: AgentArgs) -> ExitCode {
+    let overrides = Overrides {
+        name: args.name,
+        address: args.address,
+        state_dir: args.state_dir,
+        region: args.region,
+        zone: args.zone,
+        roles: args.roles,
+        gossip_listen: args.gossip_listen,
+        seeds: args.seeds,
+        secret_file: args.secret_file,
+        api_listen: args.api_listen,
+        log_level: args.log_level,
+        log_format: args.log_format,
+    };
+    let config = match AgentConfig::load(args.config.as_deref(), overrides) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("dcnet agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dcnet agent: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(daemon::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "agent failed");
+            eprintln!("dcnet agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &AgentConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn nodes(args: ClientArgs) -> anyhow::Result<()> {
+    let members: Vec<dcnet_agent::node::Member> = cli::get_json(args.api, "/v1/nodes")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&members)?);
+    } else {
+        print!("{}", cli::nodes::render_table(&members));
+    }
+    Ok(())
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dcnet: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Errors of the load-balancer datapath.
+
+use std::path::PathBuf;
+
+/// A failure to load, attach or program the eBPF datapath.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The embedded object file was rejected (bad ELF, BTF, or map creation failed).
+    #[error(
+        "loading the embedded eBPF object failed (is this a kernel with BPF and BTF, and are we root?)"
+    )]
+    Load(#[source] aya::EbpfError),
+    /// The object has no program of this name: the loader and `ebpf/programs` disagree.
+    #[error("the eBPF object has no program named {0:?}")]
+    MissingProgram(&'static str),
+    /// The object has no map of this name: the loader and `ebpf/programs` disagree.
+    #[error("the eBPF object has no map named {0:?}")]
+    MissingMap(&'static str),
+    /// The kernel refused to load or attach a program (the verifier log is in the source).
+    #[error("eBPF program {name:?}: {action} failed")]
+    Program {
+        name: &'static str,
+        action: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// The cgroup directory to attach to could not be opened.
+    #[error("cannot open cgroup {path:?} (it must be a directory of the cgroup v2 hierarchy)")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A map operation failed.
+    #[error("eBPF map {name:?}: {action} failed")]
+    Map {
+        name: &'static str,
+        action: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}

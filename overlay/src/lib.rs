@@ -1,0 +1,19 @@
+//! dcnet's overlay network: the kernel objects it owns, programmed over netlink.
+//!
+//! - [`netns`]: named network namespaces (`/run/netns/<name>`, compatible with `ip netns`), and
+//!   running code or a netlink session inside one.
+//! - [`netlink`]: a route-netlink session bound to the namespace it was opened in.
+//! - [`link`]: bridges, veth pairs, link state, MTU and bridge ports.
+//! - [`address`]: interface addresses.
+//!
+//! Everything here talks to the kernel through netlink (rtnetlink), never by running `ip`.
+
+pub mod address;
+pub mod error;
+pub mod link;
+pub mod netlink;
+pub mod netns;
+
+pub use error::Error;
+pub use netlink::Netlink;
+pub use netns::Netns;
