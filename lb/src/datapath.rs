@@ -67,7 +67,8 @@ impl Datapath {
     }
 
     /// Attaches every program to the cgroup v2 directory `cgroup`, alongside programs others
-    /// attached there (`BPF_F_ALLOW_MULTI`).
+    /// attached there: on kernels ≥ 5.7 aya attaches through a BPF link, which always coexists
+    /// with other programs and refuses any attach flag (so the mode is `Single`, i.e. flags 0).
     pub fn attach(&mut self, cgroup: &Path) -> Result<(), Error> {
         let dir = File::open(cgroup).map_err(|source| Error::Cgroup {
             path: cgroup.to_path_buf(),
@@ -75,7 +76,7 @@ impl Datapath {
         })?;
         for &name in SOCK_ADDR_PROGRAMS {
             sock_addr_program(&mut self.ebpf, name)?
-                .attach(&dir, CgroupAttachMode::AllowMultiple)
+                .attach(&dir, CgroupAttachMode::Single)
                 .map_err(|source| Error::Program {
                     name,
                     action: "attach",

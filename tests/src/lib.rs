@@ -1,1 +1,13 @@
+//! The namespace-cluster harness that dcnet's integration tests and demo run on.
+//!
+//! - [`cluster`]: N nodes, each a network namespace running `dcnet agent`, on an underlay
+//!   bridge; waits with deadlines; logs on failure; teardown on drop.
+//! - [`cgroup`]: a cgroup per test for the eBPF socket hooks.
+//!
+//! The tests themselves are in `tests/tests/`, named by area (`gossip_`, `agent_`, `lb_`, ...).
 
+pub mod cgroup;
+pub mod cluster;
+
+pub use cgroup::TestCgroup;
+pub use cluster::{Cluster, ClusterOptions, NodeSpec, wait_until};

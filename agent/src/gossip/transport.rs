@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use chitchat::ChitchatEnvelope;
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -22,12 +22,22 @@ use super::frame::{FrameCodec, MAX_DATAGRAM, Opened, Reassembly};
 use crate::config::Secret;
 
 /// Why a received datagram was dropped.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum RejectReason {
     /// Too short or a tag that does not match: not from this cluster.
     Auth,
     /// Authentic, but not decodable (a peer of an incompatible version).
     Malformed,
+}
+
+impl EncodeLabelValue for RejectReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        encoder.write_str(match self {
+            RejectReason::Auth => "auth",
+            RejectReason::Malformed => "malformed",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -44,6 +54,7 @@ pub struct TransportMetrics {
     received_bytes: Counter,
     rejected: Family<RejectLabels, Counter>,
     unsendable: Counter,
+    fragmented: Counter,
 }
 
 impl TransportMetrics {
@@ -75,6 +86,11 @@ impl TransportMetrics {
             self.rejected.clone(),
         );
         registry.register(
+            "dcnet_gossip_messages_fragmented",
+            "Gossip messages too large for one datagram once authenticated, sent in fragments",
+            self.fragmented.clone(),
+        );
+        registry.register(
             "dcnet_gossip_messages_unsendable",
             "Gossip messages dropped before sending because they could not be encoded or framed",
             self.unsendable.clone(),
@@ -89,6 +105,11 @@ impl TransportMetrics {
     /// Authentic datagrams received so far.
     pub fn received(&self) -> u64 {
         self.received.get()
+    }
+
+    /// Messages sent in fragments so far.
+    pub fn fragmented(&self) -> u64 {
+        self.fragmented.get()
     }
 
     fn reject(&self, reason: RejectReason, n: u64) {
@@ -169,6 +190,9 @@ impl Socket for AuthenticatedSocket {
             self.metrics.unsendable.inc();
             return Ok(SendOutcome { num_bytes_sent: 0 });
         };
+        if datagrams.len() > 1 {
+            self.metrics.fragmented.inc();
+        }
         let mut num_bytes_sent = 0;
         for datagram in &datagrams {
             let sent = self

@@ -1,0 +1,509 @@
+//! A dcnet cluster on one machine: an underlay bridge in a namespace of its own, one network
+//! namespace per node wired to it by a veth pair, and a real `dcnet agent` in each.
+//!
+//! ```text
+//!   dcn-<tag>-u:  br0 ── n1 ─┐  n2 ─┐  n3 ─┐
+//!                            │      │      │   (veth pairs)
+//!   dcn-<tag>-1:        eth0 10.200.0.1/24 ...  lo, agent API 127.0.0.1:62080
+//! ```
+//!
+//! No namespace has a default route, so nothing a test sends can leave the machine. Names carry
+//! the test process id and a counter, so tests run in parallel; [`Cluster`]'s `Drop` stops the
+//! agents and deletes the namespaces also when a test panics, printing the agents' logs first;
+//! and [`sweep_leftovers`] removes what a killed test process could not.
+
+use std::fs::{self, File};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use dcnet_overlay::Netns;
+use serde::de::DeserializeOwned;
+
+/// Prefix of every namespace the harness creates: `dcn-<pid>-<n>-...`.
+pub const NETNS_PREFIX: &str = "dcn-";
+/// Port of each agent's API inside its namespace.
+pub const API_PORT: u16 = 62080;
+/// Gossip port of each agent.
+pub const GOSSIP_PORT: u16 = 62501;
+
+static NEXT_CLUSTER: AtomicU32 = AtomicU32::new(0);
+
+/// How one node of the cluster is configured.
+#[derive(Debug, Clone, Default)]
+pub struct NodeSpec {
+    pub region: Option<String>,
+    pub zone: Option<String>,
+    /// Defaults to `["agent"]`; node 1 is always a seed.
+    pub roles: Vec<String>,
+    /// A cluster secret other than the cluster's (to test authentication).
+    pub secret: Option<String>,
+    /// Extra lines for the node's config file.
+    pub extra_config: String,
+}
+
+/// Options for [`Cluster::start`].
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub nodes: Vec<NodeSpec>,
+    /// Kill the agents when the process that started them dies (tests); the demo's `--keep`
+    /// turns this off so the cluster outlives it.
+    pub die_with_parent: bool,
+    /// Gossip interval written into every config.
+    pub gossip_interval: &'static str,
+}
+
+impl ClusterOptions {
+    /// `n` agent nodes with default settings.
+    pub fn nodes(n: usize) -> Self {
+        Self {
+            nodes: vec![NodeSpec::default(); n],
+            die_with_parent: true,
+            gossip_interval: "200ms",
+        }
+    }
+}
+
+/// One node: its namespace, address, files and agent process.
+pub struct Node {
+    pub index: usize,
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub netns: Netns,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    pub state_dir: PathBuf,
+    process: Option<Child>,
+}
+
+impl Node {
+    /// Whether the agent process is running (started and not yet exited).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.process.as_mut().map(|p| p.try_wait()), Some(Ok(None)))
+    }
+
+    /// The agent's pid, if running.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Child::id)
+    }
+}
+
+/// A running cluster; dropping it tears everything down.
+pub struct Cluster {
+    tag: String,
+    underlay: Option<Netns>,
+    pub nodes: Vec<Node>,
+    dir: tempfile::TempDir,
+    dcnet: PathBuf,
+    die_with_parent: bool,
+    keep: bool,
+}
+
+impl Cluster {
+    /// Builds the namespaces and links, writes configs, and starts every agent.
+    pub fn start(options: ClusterOptions) -> Result<Self> {
+        require_root()?;
+        sweep_leftovers();
+        let dcnet = dcnet_binary()?;
+        let tag = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("dcnet-cluster-{tag}-"))
+            .tempdir()
+            .context("creating the cluster's temp dir")?;
+        let mut cluster = Self {
+            tag: tag.clone(),
+            underlay: None,
+            nodes: Vec::new(),
+            dir,
+            dcnet,
+            die_with_parent: options.die_with_parent,
+            keep: false,
+        };
+        cluster.build_network(options.nodes.len())?;
+        cluster.write_configs(&options)?;
+        for i in 0..cluster.nodes.len() {
+            cluster.start_agent(i)?;
+        }
+        Ok(cluster)
+    }
+
+    fn build_network(&mut self, n: usize) -> Result<()> {
+        let underlay = Netns::create(&format!("{NETNS_PREFIX}{}-u", self.tag))?;
+        underlay.netlink(|nl| async move {
+            nl.set_up("lo").await?;
+            nl.add_bridge("br0").await?;
+            nl.set_up("br0").await
+        })?;
+        self.underlay = Some(underlay);
+        for i in 0..n {
+            let netns = Netns::create(&format!("{NETNS_PREFIX}{}-{}", self.tag, i + 1))?;
+            let address = node_address(i);
+            let port = format!("n{}", i + 1);
+            let underlay = self.underlay.as_ref().expect("just created");
+            underlay.netlink(|nl| {
+                let (port, netns) = (port.clone(), &netns);
+                async move {
+                    nl.add_veth(&port, "eth0", Some(netns)).await?;
+                    nl.set_controller(&port, "br0").await?;
+                    nl.set_up(&port).await
+                }
+            })?;
+            netns.netlink(|nl| async move {
+                nl.set_up("lo").await?;
+                nl.add_address("eth0", IpAddr::V4(address), 24).await?;
+                nl.set_up("eth0").await
+            })?;
+            let dir = self.dir.path().join(format!("node-{}", i + 1));
+            fs::create_dir_all(&dir)?;
+            self.nodes.push(Node {
+                index: i,
+                name: format!("node-{}", i + 1),
+                address,
+                netns,
+                config_path: dir.join("agent.toml"),
+                log_path: dir.join("agent.log"),
+                state_dir: dir.join("state"),
+                process: None,
+            });
+        }
+        Ok(())
+    }
+
+    fn write_configs(&self, options: &ClusterOptions) -> Result<()> {
+        let secret_path = self.dir.path().join("cluster-secret");
+        fs::write(&secret_path, format!("cluster-secret-of-{}\n", self.tag))?;
+        let seed = SocketAddr::new(IpAddr::V4(node_address(0)), GOSSIP_PORT);
+        for (node, spec) in self.nodes.iter().zip(&options.nodes) {
+            let secret_file = match &spec.secret {
+                Some(secret) => {
+                    let path = node.config_path.with_file_name("other-secret");
+                    fs::write(&path, secret)?;
+                    path
+                }
+                None => secret_path.clone(),
+            };
+            let roles = if spec.roles.is_empty() {
+                vec!["agent".to_owned()]
+            } else {
+                spec.roles.clone()
+            };
+            let mut text = format!(
+                "name = \"{}\"\naddress = \"{}\"\nstate_dir = \"{}\"\nroles = {:?}\n",
+                node.name,
+                node.address,
+                node.state_dir.display(),
+                roles
+            );
+            if let Some(region) = &spec.region {
+                text += &format!("region = \"{region}\"\n");
+            }
+            if let Some(zone) = &spec.zone {
+                text += &format!("zone = \"{zone}\"\n");
+            }
+            text += &format!(
+                "\n[gossip]\nlisten = \"0.0.0.0:{GOSSIP_PORT}\"\nseeds = [\"{seed}\"]\nsecret_file = \"{}\"\ninterval = \"{}\"\n",
+                secret_file.display(),
+                options.gossip_interval
+            );
+            text += &format!(
+                "\n[api]\nlisten = \"127.0.0.1:{API_PORT}\"\n\n[log]\nlevel = \"info,dcnet_agent=debug\"\n"
+            );
+            text += &spec.extra_config;
+            fs::write(&node.config_path, text)?;
+        }
+        Ok(())
+    }
+
+    /// Starts (or restarts) the agent of node `i` with its config and state directory.
+    pub fn start_agent(&mut self, i: usize) -> Result<()> {
+        let node = &mut self.nodes[i];
+        if node.is_running() {
+            bail!("the agent of {} is already running", node.name);
+        }
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)?;
+        let mut command = Command::new(&self.dcnet);
+        command
+            .arg("agent")
+            .arg("--config")
+            .arg(&node.config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        in_netns(&mut command, &node.netns, self.die_with_parent);
+        node.process = Some(
+            command
+                .spawn()
+                .with_context(|| format!("starting {}", self.dcnet.display()))?,
+        );
+        Ok(())
+    }
+
+    /// Sends `signal` to the agent of node `i` and waits up to `timeout` for it to exit.
+    /// Returns its exit status (`None` if it did not exit in time; it is then killed).
+    pub fn stop_agent(
+        &mut self,
+        i: usize,
+        signal: nix::sys::signal::Signal,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let child = self.nodes[i].process.as_mut()?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, signal);
+        let deadline = Instant::now() + timeout;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    self.nodes[i].process = None;
+                    return Some(status);
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    self.nodes[i].process = None;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// GETs `path` from node `i`'s API and decodes the JSON.
+    pub fn get<T: DeserializeOwned + Send>(&self, i: usize, path: &str) -> Result<T> {
+        let url = format!("http://127.0.0.1:{API_PORT}{path}");
+        self.nodes[i].netns.run(|| -> Result<T> {
+            let mut response = http()
+                .get(&url)
+                .call()
+                .with_context(|| format!("GET {url}"))?;
+            Ok(response.body_mut().read_json()?)
+        })?
+    }
+
+    /// GETs `path` from node `i`'s API as text.
+    pub fn get_text(&self, i: usize, path: &str) -> Result<String> {
+        let url = format!("http://127.0.0.1:{API_PORT}{path}");
+        self.nodes[i].netns.run(|| -> Result<String> {
+            let mut response = http()
+                .get(&url)
+                .call()
+                .with_context(|| format!("GET {url}"))?;
+            Ok(response.body_mut().read_to_string()?)
+        })?
+    }
+
+    /// PUTs `body` to `path` on node `i`'s API.
+    pub fn put(&self, i: usize, path: &str, body: &str) -> Result<()> {
+        let url = format!("http://127.0.0.1:{API_PORT}{path}");
+        self.nodes[i].netns.run(|| -> Result<()> {
+            http()
+                .put(&url)
+                .send(body)
+                .with_context(|| format!("PUT {url}"))?;
+            Ok(())
+        })?
+    }
+
+    /// Runs `program args` inside node `i`'s namespace and returns its output.
+    pub fn run_in(&self, i: usize, program: &Path, args: &[&str]) -> Result<std::process::Output> {
+        let mut command = Command::new(program);
+        command.args(args);
+        in_netns(&mut command, &self.nodes[i].netns, true);
+        command
+            .output()
+            .with_context(|| format!("running {} in {}", program.display(), self.nodes[i].name))
+    }
+
+    /// The `dcnet` binary the agents run.
+    pub fn dcnet(&self) -> &Path {
+        &self.dcnet
+    }
+
+    /// The membership table as node `i` reports it.
+    pub fn members(&self, i: usize) -> Result<Vec<dcnet_agent::node::Member>> {
+        self.get(i, "/v1/nodes")
+    }
+
+    /// Leaves the namespaces and agents running after this value is dropped (the demo's
+    /// `--keep`); returns the commands that remove them.
+    pub fn keep(&mut self) -> Vec<String> {
+        self.keep = true;
+        let mut commands: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|n| Some(format!("kill {}", n.pid()?)))
+            .collect();
+        for name in self.namespace_names() {
+            commands.push(format!("ip netns delete {name}"));
+        }
+        commands.push(format!("rm -r {}", self.dir.path().display()));
+        commands
+    }
+
+    /// Names of the namespaces of this cluster.
+    pub fn namespace_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| n.netns.name().to_owned())
+            .collect();
+        names.extend(self.underlay.as_ref().map(|u| u.name().to_owned()));
+        names
+    }
+
+    /// The last `lines` lines of every agent's log, for failure reports.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for node in &self.nodes {
+            let text = fs::read_to_string(&node.log_path).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            out += &format!(
+                "----- {} ({}) last {} lines -----\n",
+                node.name,
+                node.log_path.display(),
+                lines.min(all.len())
+            );
+            for line in &all[all.len().saturating_sub(lines)..] {
+                out += line;
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.keep {
+            let dir = std::mem::replace(&mut self.dir, tempfile::TempDir::new().expect("temp dir"));
+            let _ = dir.keep();
+            for node in &mut self.nodes {
+                // Forget the child without killing it.
+                node.process.take();
+            }
+            return;
+        }
+        if std::thread::panicking() {
+            eprintln!("\n{}", self.log_tails(60));
+        }
+        for i in 0..self.nodes.len() {
+            self.stop_agent(i, nix::sys::signal::Signal::SIGTERM, Duration::from_secs(3));
+        }
+        for name in self.namespace_names() {
+            if let Err(e) = Netns::delete_by_name(&name) {
+                eprintln!("cluster teardown: {e}");
+            }
+        }
+    }
+}
+
+/// Makes `command` run inside `netns`, optionally dying with the thread that spawned it.
+pub fn in_netns(command: &mut Command, netns: &Netns, die_with_parent: bool) {
+    use std::os::fd::AsRawFd;
+    let fd = netns.file().as_raw_fd();
+    // SAFETY: only async-signal-safe system calls run between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if die_with_parent && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Polls `probe` every 100 ms until it yields a value or `timeout` passes; the error names
+/// `what` and the last problem seen.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("condition never held");
+    loop {
+        match probe() {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => last = format!("{e:#}"),
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what} (last: {last})");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Address of node `i` (0-based) on the underlay.
+pub fn node_address(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 200, 0, u8::try_from(i + 1).expect("at most 254 nodes"))
+}
+
+/// Removes namespaces left by harness processes that no longer exist (killed before their
+/// `Drop` ran). Agents in them died with their parent (`PR_SET_PDEATHSIG`).
+pub fn sweep_leftovers() {
+    let Ok(names) = Netns::list() else { return };
+    for name in names {
+        let Some(pid) = name
+            .strip_prefix(NETNS_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Netns::delete_by_name(&name);
+        }
+    }
+}
+
+/// Fails clearly when not root: these tests create namespaces and load BPF programs.
+pub fn require_root() -> Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!(
+            "dcnet's integration tests must run as root: they create network namespaces, links and cgroups, and load BPF programs"
+        );
+    }
+    Ok(())
+}
+
+/// The `dcnet` binary: `$DCNET_BIN`, else the one cargo built beside this test executable.
+pub fn dcnet_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("DCNET_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> or target/<profile>/<bin>
+    for dir in exe.ancestors().skip(1).take(2) {
+        let candidate = dir.join("dcnet");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "no dcnet binary next to {}; build it first (`cargo build -p dcnet-agent`) or set DCNET_BIN",
+        exe.display()
+    )
+}
+
+fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into()
+}
