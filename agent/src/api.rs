@@ -118,10 +118,11 @@ async fn kv_all(
     axum::Json(all)
 }
 
-async fn kv_get(State(s): State<ApiState>, Path(key): Path<String>) -> Response {
-    if let Err(e) = check_key(&key) {
-        return e;
-    }
+/// A rejected request: status and a message saying what to change.
+type Rejection = (StatusCode, String);
+
+async fn kv_get(State(s): State<ApiState>, Path(key): Path<String>) -> Result<Response, Rejection> {
+    check_key(&key)?;
     let full = format!("{KV_PREFIX}{key}");
     let view = s.gossip.view();
     let entries: Vec<KvEntry> = view
@@ -135,42 +136,41 @@ async fn kv_get(State(s): State<ApiState>, Path(key): Path<String>) -> Response 
         })
         .collect();
     if entries.is_empty() {
-        return (
+        return Err((
             StatusCode::NOT_FOUND,
             format!("no node publishes key {key:?}\n"),
-        )
-            .into_response();
+        ));
     }
-    axum::Json(entries).into_response()
+    Ok(axum::Json(entries).into_response())
 }
 
-async fn kv_put(State(s): State<ApiState>, Path(key): Path<String>, value: String) -> Response {
-    if let Err(e) = check_key(&key) {
-        return e;
-    }
+async fn kv_put(
+    State(s): State<ApiState>,
+    Path(key): Path<String>,
+    value: String,
+) -> Result<StatusCode, Rejection> {
+    check_key(&key)?;
     if value.len() > MAX_KV_VALUE_LEN {
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "value of {} bytes exceeds the limit of {MAX_KV_VALUE_LEN}\n",
-                value.len()
-            ),
-        )
-            .into_response();
+        let message = format!(
+            "value of {} bytes exceeds the limit of {MAX_KV_VALUE_LEN}\n",
+            value.len()
+        );
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, message));
     }
     s.gossip.publish(&format!("{KV_PREFIX}{key}"), &value).await;
-    StatusCode::NO_CONTENT.into_response()
+    Ok(StatusCode::NO_CONTENT)
 }
 
-async fn kv_delete(State(s): State<ApiState>, Path(key): Path<String>) -> Response {
-    if let Err(e) = check_key(&key) {
-        return e;
-    }
+async fn kv_delete(
+    State(s): State<ApiState>,
+    Path(key): Path<String>,
+) -> Result<StatusCode, Rejection> {
+    check_key(&key)?;
     s.gossip.delete(&format!("{KV_PREFIX}{key}")).await;
-    StatusCode::NO_CONTENT.into_response()
+    Ok(StatusCode::NO_CONTENT)
 }
 
-fn check_key(key: &str) -> Result<(), Response> {
+fn check_key(key: &str) -> Result<(), Rejection> {
     let ok = !key.is_empty()
         && key.len() <= MAX_KV_KEY_LEN
         && key
@@ -181,9 +181,10 @@ fn check_key(key: &str) -> Result<(), Response> {
     } else {
         Err((
             StatusCode::BAD_REQUEST,
-            format!("invalid key {key:?}: use 1 to {MAX_KV_KEY_LEN} characters of letters, digits, `-`, `.` and `_`\n"),
-        )
-            .into_response())
+            format!(
+                "invalid key {key:?}: use 1 to {MAX_KV_KEY_LEN} characters of letters, digits, `-`, `.` and `_`\n"
+            ),
+        ))
     }
 }
 

@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the node agent.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Show the cluster's nodes as the local agent sees them.
     Nodes(ClientArgs),
 }
@@ -82,7 +82,7 @@ struct ClientArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Agent(args) => run_agent(args),
+        Command::Agent(args) => run_agent(*args),
         Command::Nodes(args) => report(nodes(args)),
     }
 }

@@ -1,1 +1,72 @@
+//! Helpers shared by dcnet's benchmarks (`benches/benches/*.rs`): percentiles, CPU time and
+//! table printing. Each benchmark is a plain program (`harness = false`) run by
+//! `cargo bench -p dcnet-benches --bench <name> -- [options]`.
 
+use std::time::Duration;
+
+/// The `q`-quantile (0.0..=1.0) of `samples` by nearest rank; `None` if empty.
+pub fn quantile(samples: &[Duration], q: f64) -> Option<Duration> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+/// User plus system CPU time this process has used so far.
+pub fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Formats a duration in milliseconds with one decimal, or `-`.
+pub fn ms(d: Option<Duration>) -> String {
+    d.map_or_else(
+        || "-".into(),
+        |d| format!("{:.1}", d.as_secs_f64() * 1000.0),
+    )
+}
+
+/// Prints rows as an aligned table under `header`.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:>w$}"))
+            .collect();
+        println!("{}", text.join("  "));
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let s: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(quantile(&s, 0.5), Some(Duration::from_millis(50)));
+        assert_eq!(quantile(&s, 0.99), Some(Duration::from_millis(99)));
+        assert_eq!(quantile(&s, 1.0), Some(Duration::from_millis(100)));
+        assert_eq!(quantile(&[], 0.5), None);
+    }
+}

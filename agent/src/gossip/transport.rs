@@ -139,8 +139,7 @@ impl AuthenticatedUdp {
 #[async_trait]
 impl Transport for AuthenticatedUdp {
     async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        let socket = tokio::net::UdpSocket::bind(listen_addr)
-            .await
+        let socket = bind_udp(listen_addr)
             .with_context(|| format!("cannot bind the gossip socket {listen_addr}/udp"))?;
         Ok(Box::new(AuthenticatedSocket {
             socket,
@@ -152,6 +151,28 @@ impl Transport for AuthenticatedUdp {
             buf: vec![0; MAX_DATAGRAM + 1].into_boxed_slice(),
         }))
     }
+}
+
+/// Receive buffer asked for the gossip socket. Full-size gossip datagrams are ~64 KiB, so the
+/// kernel's usual 208 KiB holds only a few: when many nodes join at once (or tick in phase) the
+/// rest are dropped (`RcvbufErrors` in /proc/net/snmp) and a cluster of hundreds never converges.
+/// The kernel caps it at `net.core.rmem_max`.
+const RECV_BUFFER: usize = 4 << 20;
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(RECV_BUFFER) {
+        warn!(error = %e, "cannot enlarge the gossip receive buffer; bursts may be dropped");
+    }
+    debug!(
+        asked = RECV_BUFFER,
+        got = socket.recv_buffer_size().unwrap_or(0),
+        "gossip receive buffer"
+    );
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
 }
 
 struct AuthenticatedSocket {

@@ -1,1 +1,153 @@
-fn main() {}
+//! `make demo`: a local dcnet cluster on this machine.
+//!
+//! Three nodes (two zones of one region), each a network namespace running `dcnet agent`,
+//! joined over an underlay bridge. It waits for the cluster to form, shows the membership table
+//! with `dcnet nodes` run inside a node, shows a key replicating, and cleans up; with `--keep` it
+//! leaves the cluster running and prints how to explore and stop it.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use dcnet_agent::node::NodeState;
+use dcnet_tests::{Cluster, ClusterOptions, NodeSpec, wait_until};
+
+const NODES: usize = 3;
+
+fn main() {
+    let keep = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => false,
+        [flag] if flag == "--keep" => true,
+        _ => {
+            eprintln!(
+                "usage: dcnet-demo [--keep]\n  --keep  leave the cluster running and print how to explore and stop it"
+            );
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(keep) {
+        eprintln!("demo failed: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn step(n: usize, total: usize, text: &str) {
+    println!("[{n}/{total}] {text}");
+}
+
+fn run(keep: bool) -> Result<()> {
+    let total = 4;
+    step(
+        1,
+        total,
+        "building 3 nodes: network namespaces on an underlay bridge, agents started",
+    );
+    let zones = ["zone-a", "zone-a", "zone-b"];
+    let mut options = ClusterOptions::nodes(0);
+    options.die_with_parent = !keep;
+    options.nodes = zones
+        .iter()
+        .enumerate()
+        .map(|(i, zone)| NodeSpec {
+            region: Some("local".into()),
+            zone: Some((*zone).into()),
+            roles: if i == 0 {
+                vec!["master".into(), "agent".into()]
+            } else {
+                vec!["agent".into()]
+            },
+            ..NodeSpec::default()
+        })
+        .collect();
+    let started = Instant::now();
+    let mut cluster = Cluster::start(options).context("starting the cluster")?;
+    for node in &cluster.nodes {
+        println!(
+            "      {}  {:<15}  namespace {}",
+            node.name,
+            node.address,
+            node.netns.name()
+        );
+    }
+
+    step(
+        2,
+        total,
+        "waiting for every node to see every other through gossip",
+    );
+    for i in 0..NODES {
+        wait_until(
+            &format!("{} to see {NODES} nodes up", cluster.nodes[i].name),
+            Duration::from_secs(30),
+            || {
+                let members = cluster.members(i)?;
+                let up = members
+                    .iter()
+                    .filter(|m| m.state == NodeState::Up && m.name.is_some())
+                    .count();
+                Ok((up == NODES).then_some(()))
+            },
+        )?;
+    }
+    println!("      formed in {:.1?}", started.elapsed());
+
+    step(
+        3,
+        total,
+        "membership as node-1 sees it (`dcnet nodes`, run inside node-1's namespace):",
+    );
+    let out = cluster.run_in(0, cluster.dcnet(), &["nodes"])?;
+    anyhow::ensure!(
+        out.status.success(),
+        "dcnet nodes failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("      {line}");
+    }
+
+    step(
+        4,
+        total,
+        "a key published on node-1 (PUT /v1/kv/hello), read on node-3:",
+    );
+    cluster.put(0, "/v1/kv/hello", "world")?;
+    let published = Instant::now();
+    let entries: Vec<serde_json::Value> =
+        wait_until("node-3 to read the key", Duration::from_secs(10), || {
+            Ok(cluster
+                .get::<Vec<serde_json::Value>>(2, "/v1/kv/hello")
+                .ok())
+        })?;
+    println!(
+        "      node-3 reads {} after {:.0?}",
+        entries[0]["value"],
+        published.elapsed()
+    );
+
+    if keep {
+        let stop = cluster.keep();
+        let ns1 = &cluster.nodes[0].netns.name().to_owned();
+        println!("\nThe cluster keeps running. Explore it:");
+        println!("  ip netns exec {ns1} {} nodes", cluster.dcnet().display());
+        println!("  ip netns exec {ns1} curl -s 127.0.0.1:62080/metrics");
+        println!(
+            "  logs and configs: {}",
+            cluster.nodes[0]
+                .log_path
+                .parent()
+                .and_then(|p| p.parent())
+                .map_or(String::new(), |p| p.display().to_string())
+        );
+        println!("Stop it:");
+        for command in stop {
+            println!("  {command}");
+        }
+    } else {
+        println!(
+            "\ncleaning up (namespaces, links, agents); run with --keep to leave the cluster running"
+        );
+        drop(cluster);
+        println!("done");
+    }
+    Ok(())
+}

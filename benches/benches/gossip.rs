@@ -1,0 +1,360 @@
+//! Gossip benchmark: how fast a key reaches every node, and how fast a dead node is noticed,
+//! for clusters of N members.
+//!
+//! Every member is a full `dcnet_agent::gossip::Gossip` (chitchat, the HMAC-authenticated UDP
+//! transport, the view observer) on its own loopback port, all in this process. Measured:
+//!
+//! - propagation: a random member publishes a key; per trial, the time until every other member's
+//!   view holds it (reported as median and p99 over trials), and the per-member latencies;
+//! - failure detection: a random member stops; the time until every other member's view marks it
+//!   down (median and p99 over trials);
+//! - CPU: process CPU time per member per gossip round at rest, which is what one node spends
+//!   on its own core in a real cluster.
+//!
+//! All members share this machine's cores, so a large N is CPU-bound at a short interval (N ×
+//! per-member cost exceeds the cores) and would measure the simulation, not the protocol. Each
+//! size therefore has its own interval (`--intervals`), the table shows the simulation's load,
+//! and every time is also given in gossip rounds, which carry over to the production interval.
+//!
+//! Usage: `cargo bench -p dcnet-benches --bench gossip -- [--nodes 10,100,1000]
+//!        [--intervals 500ms,500ms,4s] [--phi 6] [--trials 20]`
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use dcnet_agent::config::{GossipSettings, Secret};
+use dcnet_agent::gossip::{AuthenticatedUdp, Gossip, MembershipMetrics, TransportMetrics};
+use dcnet_agent::identity::NodeIdentity;
+use dcnet_benches::{cpu_time, ms, print_table, quantile};
+use rand::seq::IndexedRandom;
+
+const BASE_PORT: u16 = 20_000;
+const SEEDS: usize = 3;
+
+struct Options {
+    nodes: Vec<usize>,
+    intervals: Vec<Duration>,
+    phi: f64,
+    trials: usize,
+}
+
+fn parse_args() -> Result<Options> {
+    let mut o = Options {
+        nodes: vec![10, 100, 1000],
+        intervals: vec![
+            Duration::from_millis(500),
+            Duration::from_millis(500),
+            Duration::from_secs(4),
+        ],
+        phi: 6.0,
+        trials: 20,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--nodes" => {
+                o.nodes = value()?
+                    .split(',')
+                    .map(|n| {
+                        n.trim()
+                            .parse()
+                            .context("--nodes takes numbers like 10,100")
+                    })
+                    .collect::<Result<_>>()?
+            }
+            "--intervals" => {
+                o.intervals = value()?
+                    .split(',')
+                    .map(|d| humantime_parse(d.trim()))
+                    .collect::<Result<_>>()?
+            }
+            "--phi" => o.phi = value()?.parse().context("--phi takes a number")?,
+            "--trials" => o.trials = value()?.parse().context("--trials takes a number")?,
+            // cargo bench passes --bench to every benchmark binary.
+            "--bench" => {}
+            other => bail!("unknown option {other}; see the header of benches/benches/gossip.rs"),
+        }
+    }
+    if o.nodes.iter().any(|&n| !(2..=5000).contains(&n)) {
+        bail!("--nodes values must be between 2 and 5000");
+    }
+    if o.intervals.len() != o.nodes.len() {
+        bail!(
+            "--intervals needs one interval per --nodes value ({} given for {} sizes)",
+            o.intervals.len(),
+            o.nodes.len()
+        );
+    }
+    Ok(o)
+}
+
+fn humantime_parse(text: &str) -> Result<Duration> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number.parse().context("durations look like 500ms or 2s")?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        _ => bail!("durations look like 500ms or 2s"),
+    }
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, BASE_PORT + i as u16))
+}
+
+async fn start_member(
+    i: usize,
+    interval: Duration,
+    o: &Options,
+    secret: &Secret,
+) -> Result<Gossip> {
+    let settings = GossipSettings {
+        listen: addr(i),
+        advertise: addr(i),
+        seeds: (0..SEEDS)
+            .filter(|&s| s != i)
+            .map(|s| addr(s).to_string())
+            .collect(),
+        secret: secret.clone(),
+        cluster: "bench".into(),
+        interval,
+        phi_threshold: o.phi,
+        dead_node_grace: Duration::from_secs(3600),
+        tombstone_grace: Duration::from_secs(600),
+    };
+    let transport = AuthenticatedUdp::new(secret, TransportMetrics::default());
+    let identity = NodeIdentity {
+        id: format!("member-{i:04}"),
+        generation: 1,
+    };
+    Ok(Gossip::start(
+        &settings,
+        &identity,
+        &transport,
+        vec![],
+        MembershipMetrics::default(),
+    )
+    .await?)
+}
+
+/// Waits until every member sees all `n` members up; returns how long it took.
+async fn wait_formed(members: &[Arc<Gossip>], n: usize, timeout: Duration) -> Result<Duration> {
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        let counts: Vec<usize> = members
+            .iter()
+            .map(|m| m.view().up_nodes().count())
+            .collect();
+        let formed = counts.iter().filter(|&&c| c == n).count();
+        if formed == members.len() {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "only {formed} of {n} members saw all {n} up within {timeout:?} (fewest seen: {:?})",
+                counts.iter().min()
+            );
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            eprintln!(
+                "  forming: {formed}/{n} members see everyone up, fewest seen {:?}",
+                counts.iter().min()
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct Row {
+    n: usize,
+    interval: Duration,
+    formed: Duration,
+    prop_all: Vec<Duration>,
+    prop_each: Vec<Duration>,
+    detect_all: Vec<Duration>,
+    /// CPU seconds per member per second at rest.
+    cpu_per_member: f64,
+}
+
+async fn run(n: usize, interval: Duration, o: &Options) -> Result<Row> {
+    let secret = Secret::new(b"benchmark-cluster-secret-0123456789".to_vec());
+    let mut members = Vec::with_capacity(n);
+    for i in 0..n {
+        members.push(Arc::new(start_member(i, interval, o, &secret).await?));
+    }
+    let formed = wait_formed(&members, n, Duration::from_secs(60) + interval * 40).await?;
+
+    // CPU at rest, per member.
+    let (cpu0, wall0) = (cpu_time(), Instant::now());
+    tokio::time::sleep(interval * 6).await;
+    let cpu_per_member =
+        (cpu_time() - cpu0).as_secs_f64() / wall0.elapsed().as_secs_f64() / n as f64;
+
+    let mut rng = rand::rng();
+    let timeout = Duration::from_secs(30) + interval * 30;
+    let (mut prop_all, mut prop_each) = (Vec::new(), Vec::new());
+    for trial in 0..o.trials {
+        let origin = members.choose(&mut rng).expect("members").clone();
+        let key = format!("bench/{trial}");
+        let waiters: Vec<_> = members
+            .iter()
+            .filter(|m| m.node_id() != origin.node_id())
+            .map(|m| {
+                let (m, key, origin_id) = (m.clone(), key.clone(), origin.node_id().to_owned());
+                tokio::spawn(async move {
+                    m.wait_for(timeout, |v| v.get(&origin_id, &key).is_some())
+                        .await
+                        .map(|_| Instant::now())
+                })
+            })
+            .collect();
+        // Members started together tick in phase; publish at a random point of the round so
+        // the figures are not biased by where trials fall relative to the ticks.
+        let jitter = interval.mul_f64(rand::random::<f64>());
+        tokio::time::sleep(jitter).await;
+        let published = Instant::now();
+        origin.publish(&key, "x").await;
+        let mut slowest = Duration::ZERO;
+        for w in waiters {
+            let seen = w
+                .await?
+                .with_context(|| format!("trial {trial}: a member never saw the key"))?;
+            let latency = seen.saturating_duration_since(published);
+            slowest = slowest.max(latency);
+            prop_each.push(latency);
+        }
+        prop_all.push(slowest);
+    }
+
+    // Failure detection: stop members one at a time (fewer trials: each shrinks the cluster).
+    let mut detect_all = Vec::new();
+    for _ in 0..o.trials.clamp(1, 5) {
+        let victim_index = (SEEDS..members.len())
+            .collect::<Vec<_>>()
+            .choose(&mut rng)
+            .copied()
+            .context("cluster too small")?;
+        let victim = members.remove(victim_index);
+        let victim_id = victim.node_id().to_owned();
+        let waiters: Vec<_> = members
+            .iter()
+            .map(|m| {
+                let (m, id) = (m.clone(), victim_id.clone());
+                tokio::spawn(async move {
+                    m.wait_for(timeout, |v| v.nodes.get(&id).is_some_and(|n| !n.is_up))
+                        .await
+                        .map(|_| Instant::now())
+                })
+            })
+            .collect();
+        tokio::time::sleep(interval.mul_f64(rand::random::<f64>())).await;
+        let stopped = Instant::now();
+        match Arc::try_unwrap(victim) {
+            Ok(g) => g.shutdown().await,
+            Err(_) => bail!("victim still shared"),
+        }
+        let mut slowest = Duration::ZERO;
+        for w in waiters {
+            let seen = w
+                .await?
+                .context("a member never noticed the stopped member")?;
+            slowest = slowest.max(seen.saturating_duration_since(stopped));
+        }
+        detect_all.push(slowest);
+    }
+
+    for m in members {
+        if let Ok(g) = Arc::try_unwrap(m) {
+            g.shutdown().await;
+        }
+    }
+    Ok(Row {
+        n,
+        interval,
+        formed,
+        prop_all,
+        prop_each,
+        detect_all,
+        cpu_per_member,
+    })
+}
+
+fn main() -> Result<()> {
+    let o = parse_args()?;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    println!(
+        "gossip benchmark: chitchat 0.13 + HMAC transport, phi {}, {} trials, {cores} cores",
+        o.phi, o.trials
+    );
+    let mut rows = Vec::new();
+    for (&n, &interval) in o.nodes.iter().zip(&o.intervals) {
+        eprintln!("running N = {n} at interval {interval:?} ...");
+        rows.push(runtime.block_on(run(n, interval, &o))?);
+        // Let sockets close before the next size reuses the ports.
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let both = |d: Option<Duration>| match d {
+                Some(d) => format!(
+                    "{} ({:.1}r)",
+                    ms(Some(d)),
+                    d.as_secs_f64() / r.interval.as_secs_f64()
+                ),
+                None => "-".into(),
+            };
+            let load = r.cpu_per_member * r.n as f64 / cores as f64;
+            vec![
+                r.n.to_string(),
+                format!("{:?}", r.interval),
+                both(Some(r.formed)),
+                both(quantile(&r.prop_all, 0.5)),
+                both(quantile(&r.prop_all, 0.99)),
+                both(quantile(&r.prop_each, 0.5)),
+                both(quantile(&r.prop_each, 0.99)),
+                both(quantile(&r.detect_all, 0.5)),
+                both(quantile(&r.detect_all, 0.99)),
+                format!(
+                    "{:.2}",
+                    r.cpu_per_member * r.interval.as_secs_f64() * 1000.0
+                ),
+                format!("{:.0}%", load * 100.0),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "N",
+            "interval",
+            "formed",
+            "prop-all p50",
+            "prop-all p99",
+            "prop-each p50",
+            "prop-each p99",
+            "detect p50",
+            "detect p99",
+            "cpu ms/round",
+            "sim load",
+        ],
+        &table,
+    );
+    println!(
+        "Times in ms, (r) = in gossip rounds. prop-all: publish -> visible on every member (per trial);\n\
+         prop-each: per member; detect: stop -> every member marks it down. cpu ms/round: CPU one member\n\
+         spends per gossip round at rest. sim load: all members' share of this machine's cores (near 100%\n\
+         the simulation, not the protocol, sets the times)."
+    );
+    Ok(())
+}
