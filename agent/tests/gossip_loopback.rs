@@ -35,15 +35,27 @@ async fn member(
     seed_hosts: &[u8],
     secret: Option<&[u8]>,
 ) -> (Gossip, TransportMetrics) {
+    member_with(net, host, seed_hosts, |s| {
+        if let Some(secret) = secret {
+            s.secret = Secret::new(secret.to_vec());
+        }
+    })
+    .await
+}
+
+async fn member_with(
+    net: u8,
+    host: u8,
+    seed_hosts: &[u8],
+    adjust: impl FnOnce(&mut GossipSettings),
+) -> (Gossip, TransportMetrics) {
     let addr = IpAddr::from([127, 77, net, host]);
     let seeds: Vec<IpAddr> = seed_hosts
         .iter()
         .map(|h| IpAddr::from([127, 77, net, *h]))
         .collect();
     let mut s = settings(addr, &seeds);
-    if let Some(secret) = secret {
-        s.secret = Secret::new(secret.to_vec());
-    }
+    adjust(&mut s);
     let metrics = TransportMetrics::default();
     let transport = AuthenticatedUdp::new(&s.secret, metrics.clone());
     let identity = NodeIdentity {
@@ -218,5 +230,86 @@ async fn a_stopped_member_is_reported_down() {
     .expect("NodeDown within the bound");
     assert_eq!(down, "node-4-2");
     assert!(n1.view().nodes.get("node-4-2").is_some_and(|n| !n.is_up));
+    n1.shutdown().await;
+}
+
+/// An authentic datagram that chitchat cannot decode (a peer of an incompatible version) is
+/// counted as malformed, and the member keeps receiving gossip afterwards.
+#[tokio::test]
+async fn an_authentic_but_undecodable_datagram_does_not_stop_gossip() {
+    use dcnet_agent::gossip::frame::FrameCodec;
+    let (n1, m1) = member(5, 1, &[], None).await;
+    let (n2, _) = member(5, 2, &[1], None).await;
+    assert!(
+        n1.wait_for(WAIT, |v| v.up_nodes().count() == 2)
+            .await
+            .is_some()
+    );
+
+    let junk = FrameCodec::new(&settings(IpAddr::from([127, 77, 5, 1]), &[]).secret)
+        .seal(b"not a chitchat envelope", 7)
+        .unwrap();
+    let socket = tokio::net::UdpSocket::bind("127.77.5.9:0").await.unwrap();
+    for datagram in &junk {
+        socket.send_to(datagram, "127.77.5.1:62501").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(m1.rejected(RejectReason::Malformed), 1);
+    assert_eq!(m1.rejected(RejectReason::Auth), 0);
+
+    n2.publish("after", "junk").await;
+    assert!(
+        n1.wait_for(WAIT, |v| v.get("node-5-2", "after") == Some("junk"))
+            .await
+            .is_some(),
+        "gossip still flows after the undecodable datagram"
+    );
+    n1.shutdown().await;
+    n2.shutdown().await;
+}
+
+/// A member dead for longer than the grace period is forgotten: its keys are reported deleted
+/// and the node removed.
+#[tokio::test]
+async fn a_dead_member_is_forgotten_after_the_grace_period() {
+    let grace = |s: &mut GossipSettings| s.dead_node_grace = Duration::from_secs(2);
+    let (n1, _) = member_with(6, 1, &[], grace).await;
+    let (n2, _) = member_with(6, 2, &[1], grace).await;
+    n2.publish("mine", "v").await;
+    // Up (two heartbeats seen), not merely known, so that going down is an event.
+    let up_with_key = |v: &dcnet_agent::gossip::ClusterView| {
+        v.get("node-6-2", "mine") == Some("v") && v.up_nodes().count() == 2
+    };
+    assert!(n1.wait_for(WAIT, up_with_key).await.is_some());
+    let mut events = n1.subscribe();
+    n2.shutdown().await;
+    let mut seen = Vec::new();
+    let removed = tokio::time::timeout(WAIT, async {
+        loop {
+            match events.recv().await {
+                Ok(e @ Event::NodeRemoved { .. }) => {
+                    seen.push(e);
+                    break;
+                }
+                Ok(e) => seen.push(e),
+                Err(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(removed.is_ok(), "no NodeRemoved within {WAIT:?}: {seen:?}");
+    let node = "node-6-2".to_string();
+    assert!(
+        seen.contains(&Event::NodeDown { node: node.clone() }),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&Event::KeyDeleted {
+            node: node.clone(),
+            key: "mine".into()
+        }),
+        "{seen:?}"
+    );
+    assert!(!n1.view().nodes.contains_key(&node));
     n1.shutdown().await;
 }

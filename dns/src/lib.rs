@@ -1,4 +1,9 @@
 //! dcnet's DNS: record generation from task state (Mesos-DNS compatible), the authoritative
 //! server for `mesos` and `thisdcos.directory`, and forwarding of every other name.
 //!
-//! Not built yet: see the DNS issue. The crate exists so the workspace has its final shape.
+//! - [`name`]: labels, domain fragments, task hashes and agent-id tails, as Mesos-DNS forms them.
+//!
+//! Record generation, the server, the forwarder and the Mesos-DNS drop-in mode are being built
+//! (see the DNS issue).
+
+pub mod name;

@@ -281,15 +281,14 @@ impl Cluster {
     }
 
     /// GETs `path` from node `i`'s API and decodes the JSON.
-    pub fn get<T: DeserializeOwned + Send>(&self, i: usize, path: &str) -> Result<T> {
-        let url = format!("http://127.0.0.1:{API_PORT}{path}");
-        self.nodes[i].netns.run(|| -> Result<T> {
-            let mut response = http()
-                .get(&url)
-                .call()
-                .with_context(|| format!("GET {url}"))?;
-            Ok(response.body_mut().read_json()?)
-        })?
+    pub fn get<T: DeserializeOwned>(&self, i: usize, path: &str) -> Result<T> {
+        let text = self.get_text(i, path)?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "GET {path} on node {}: not the expected JSON: {text}",
+                i + 1
+            )
+        })
     }
 
     /// GETs `path` from node `i`'s API as text.
@@ -340,6 +339,7 @@ impl Cluster {
     /// `--keep`); returns the commands that remove them.
     pub fn keep(&mut self) -> Vec<String> {
         self.keep = true;
+        self.dir.disable_cleanup(true);
         let mut commands: Vec<String> = self
             .nodes
             .iter()
@@ -387,8 +387,6 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if self.keep {
-            let dir = std::mem::replace(&mut self.dir, tempfile::TempDir::new().expect("temp dir"));
-            let _ = dir.keep();
             for node in &mut self.nodes {
                 // Forget the child without killing it.
                 node.process.take();

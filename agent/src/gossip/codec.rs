@@ -11,7 +11,8 @@
 //! trying to skip authentication) is discarded. Decoding survives cancellation of the receive
 //! future, as chitchat's server requires: the real senders of datagrams handed to chitchat wait
 //! in `pending`, in order, until chitchat yields them. chitchat silently skips bytes it cannot
-//! decode; the length of each pending datagram lets the codec tell which one it skipped.
+//! decode; the length of each pending datagram lets the codec tell which one it skipped, and the
+//! transport bounds its wait for the last one ([`EnvelopeCodec::abandon_pending`]).
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
@@ -20,6 +21,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use anyhow::Context as _;
 use chitchat::ChitchatEnvelope;
 use chitchat::transport::{RecvOutcome, Socket, UdpSocket as ChitchatUdpSocket};
+use tokio::time::Instant;
 
 use super::frame::MAX_DATAGRAM;
 
@@ -30,8 +32,9 @@ pub struct EnvelopeCodec {
     bytes: UdpSocket,
     bytes_addr: SocketAddr,
     buf: Box<[u8]>,
-    /// Sender and length of each datagram handed to chitchat and not yet decoded.
-    pending: VecDeque<(SocketAddr, usize)>,
+    /// Sender, length and submission time of each datagram handed to chitchat and not yet
+    /// decoded.
+    pending: VecDeque<(SocketAddr, usize, Instant)>,
 }
 
 impl EnvelopeCodec {
@@ -80,13 +83,24 @@ impl EnvelopeCodec {
         self.bytes
             .send_to(bytes, self.coder_addr)
             .context("gossip codec send")?;
-        self.pending.push_back((from, bytes.len()));
+        self.pending.push_back((from, bytes.len(), Instant::now()));
         Ok(())
     }
 
-    /// Whether submitted bytes await decoding.
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+    /// When the oldest submission still awaiting decoding was made, if any. Callers bound
+    /// their wait from this instant, not from their own start: chitchat cancels and repeats
+    /// `recv` every gossip round, and a per-call timeout would never expire.
+    pub fn oldest_pending(&self) -> Option<Instant> {
+        self.pending.front().map(|&(_, _, at)| at)
+    }
+
+    /// Gives up on every submission not yet decoded (chitchat dropped them without a word) and
+    /// returns how many there were. An envelope for one that arrives later finds no pending
+    /// entry and is discarded.
+    pub fn abandon_pending(&mut self) -> usize {
+        let n = self.pending.len();
+        self.pending.clear();
+        n
     }
 
     /// The next decoded envelope, attributed to the peer that sent it, and how many earlier
@@ -98,7 +112,7 @@ impl EnvelopeCodec {
                 continue;
             }
             let mut skipped = 0;
-            while let Some((from, len)) = self.pending.pop_front() {
+            while let Some((from, len, _)) = self.pending.pop_front() {
                 if len == outcome.num_bytes_received {
                     outcome.from_addr = from;
                     return Ok((outcome, skipped));

@@ -104,6 +104,9 @@ impl Gossip {
                 phi_threshold: settings.phi_threshold,
                 // The prior: before samples exist, assume heartbeats arrive once a round.
                 initial_interval: settings.interval,
+                // Gaps longer than this are not sampled; it must stay well above the round, or a
+                // slow gossip interval would leave the detector without samples.
+                max_interval: (settings.interval * 20).max(Duration::from_secs(10)),
                 dead_node_grace_period: settings.dead_node_grace,
                 ..FailureDetectorConfig::default()
             },

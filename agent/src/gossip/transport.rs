@@ -153,6 +153,10 @@ impl Transport for AuthenticatedUdp {
     }
 }
 
+/// How long decoding over the loopback codec may take. Delivery there is immediate; only a
+/// datagram chitchat refused to decode ever waits this long.
+const DECODE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Receive buffer asked for the gossip socket. Full-size gossip datagrams are ~64 KiB, so the
 /// kernel's usual 208 KiB holds only a few: when many nodes join at once (or tick in phase) the
 /// rest are dropped (`RcvbufErrors` in /proc/net/snmp) and a cluster of hundreds never converges.
@@ -230,11 +234,25 @@ impl Socket for AuthenticatedSocket {
 
     async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
         loop {
-            // Bytes handed to the codec before an earlier call was cancelled come first.
-            if self.codec.has_pending() {
-                let (outcome, undecodable) = self.codec.next_decoded().await?;
-                self.metrics.reject(RejectReason::Malformed, undecodable);
-                return Ok(outcome);
+            // Bytes handed to the codec (now, or before an earlier call was cancelled) come
+            // first. chitchat drops bytes it cannot decode without a word, so the wait is
+            // bounded: otherwise one such datagram would stop this node's gossip for good.
+            if let Some(submitted) = self.codec.oldest_pending() {
+                let deadline = submitted + DECODE_TIMEOUT;
+                match tokio::time::timeout_at(deadline, self.codec.next_decoded()).await {
+                    Ok(decoded) => {
+                        let (outcome, undecodable) = decoded?;
+                        self.metrics.reject(RejectReason::Malformed, undecodable);
+                        return Ok(outcome);
+                    }
+                    Err(_) => {
+                        let abandoned = self.codec.abandon_pending();
+                        self.metrics
+                            .reject(RejectReason::Malformed, abandoned as u64);
+                        debug!(abandoned, "authentic gossip that chitchat could not decode");
+                        continue;
+                    }
+                }
             }
             let (len, from) = match self.socket.recv_from(&mut self.buf).await {
                 Ok(received) => received,
@@ -268,7 +286,10 @@ impl Socket for AuthenticatedSocket {
             self.metrics.received.inc();
             self.metrics.received_bytes.inc_by(len as u64);
             if let Some(message) = message {
-                self.codec.submit(from, &message)?;
+                // Losing one message is gossip's everyday weather; stopping the loop is not.
+                if let Err(e) = self.codec.submit(from, &message) {
+                    warn!(from = %from, error = %e, "gossip message not decoded; dropped");
+                }
             }
         }
     }
