@@ -2,8 +2,12 @@
 //! server for `mesos` and `thisdcos.directory`, and forwarding of every other name.
 //!
 //! - [`name`]: labels, domain fragments, task hashes and agent-id tails, as Mesos-DNS forms them.
+//! - [`records`]: every Mesos-DNS record, generated from a normalized [`records::Cluster`].
+//! - [`mesos`]: a Mesos master's `/master/state`, mapped onto that cluster.
 //!
 //! Record generation, the server, the forwarder and the Mesos-DNS drop-in mode are being built
 //! (see the DNS issue).
 
+pub mod mesos;
 pub mod name;
+pub mod records;

@@ -1,0 +1,96 @@
+//! A Mesos master as the source of DNS records (Mesos-DNS's input).
+//!
+//! - [`state`]: the `/master/state` document.
+//! - [`cluster`]: maps it onto [`crate::records::Cluster`], resolving host names through a
+//!   caller-supplied function (IP literals need none), so that generation stays pure.
+
+pub mod state;
+
+use std::net::IpAddr;
+
+use crate::records::{self, Cluster, Discovery, DiscoveryPort, first_of_each_family};
+use state::{IpSource, State, split_pid};
+
+/// Turns a host name or IP literal into addresses.
+pub type Resolve<'a> = &'a dyn Fn(&str) -> Vec<IpAddr>;
+
+/// Resolves IP literals only: what tests and an offline node can rely on.
+pub fn literal_only(host: &str) -> Vec<IpAddr> {
+    host.parse().map(|ip| vec![ip]).unwrap_or_default()
+}
+
+/// The cluster a master's state describes, task addresses taken from `sources` in order.
+pub fn cluster(state: &State, sources: &[IpSource], resolve: Resolve<'_>) -> Cluster {
+    let agents: Vec<records::AgentInfo> = state
+        .slaves
+        .iter()
+        .map(|agent| {
+            let (host, port) = match agent.pid.as_deref().and_then(split_pid) {
+                Some((host, port)) => (host, Some(port)),
+                None => (agent.hostname.as_str(), None),
+            };
+            records::AgentInfo {
+                id: agent.id.clone(),
+                ips: first_of_each_family(&resolve(host)),
+                port,
+            }
+        })
+        .collect();
+
+    let frameworks = state
+        .frameworks
+        .iter()
+        .map(|f| {
+            let (host, port) = match f.pid.as_deref().and_then(split_pid) {
+                Some((host, port)) => (host, Some(port)),
+                None => (f.hostname.as_str(), None),
+            };
+            let tasks = f
+                .tasks
+                .iter()
+                .map(|task| {
+                    let agent_ips = agents
+                        .iter()
+                        .find(|a| a.id == task.slave_id)
+                        .map(|a| a.ips.as_slice())
+                        .unwrap_or_default();
+                    records::TaskInfo {
+                        id: task.id.clone(),
+                        name: task.name.clone(),
+                        agent_id: task.slave_id.clone(),
+                        is_running: task.state == "TASK_RUNNING",
+                        ips: task.ips(sources, agent_ips),
+                        ports: task.ports(),
+                        discovery: task.discovery.as_ref().map(|d| Discovery {
+                            name: d.name.clone(),
+                            ports: d
+                                .ports
+                                .ports
+                                .iter()
+                                .map(|p| DiscoveryPort {
+                                    number: p.number,
+                                    protocol: p.protocol.clone(),
+                                    name: p.name.clone(),
+                                })
+                                .collect(),
+                        }),
+                    }
+                })
+                .collect();
+            records::FrameworkInfo {
+                name: f.name.clone(),
+                scheduler_ips: resolve(host),
+                scheduler_port: port,
+                tasks,
+            }
+        })
+        .collect();
+
+    let leader =
+        split_pid(&state.leader).and_then(|(host, port)| Some((*resolve(host).first()?, port)));
+    Cluster {
+        frameworks,
+        agents,
+        leader,
+    }
+}

@@ -1,0 +1,455 @@
+//! Mesos-DNS's records, generated from a normalized view of the cluster ([`Cluster`]) that both
+//! a Mesos master's state ([`crate::mesos`]) and dcnet's own task model map onto. Pure: host
+//! names are resolved by the caller (see [`Cluster::from_state`]'s resolver), nothing here does
+//! I/O.
+//!
+//! For domain `mesos` (every name lower-case, fully qualified):
+//!
+//! | name | type | data |
+//! |---|---|---|
+//! | `<task>.<fw>.mesos.` and `<task>-<hash>-<agent>.<fw>.mesos.` | A/AAAA | the task's first IPv4 and first IPv6, by IP source order |
+//! | the same under `.slave.` | A/AAAA | the agent's addresses |
+//! | `_<task>._tcp\|_udp.<fw>[.slave].mesos.` | SRV | `<canonical>.slave.mesos.`, each port resource (only under `.slave.` with discovery info) |
+//! | `_<task>._<proto>.<fw>.mesos.`, `_<port>._<task>._<proto>.<fw>.mesos.` | SRV | `<canonical>.mesos.`, each discovery port |
+//! | `<fw>.mesos.` / `_framework._tcp.<fw>.mesos.` | A/AAAA / SRV | the scheduler's address / port |
+//! | `slave.mesos.` / `_slave._tcp.mesos.` | A/AAAA / SRV | every agent / its port |
+//! | `leader.mesos.`, `master.mesos.`, `master<N>.mesos.`, `_leader._tcp\|_udp.mesos.` | A/AAAA, SRV | the masters, in configured order, the leader appended if absent |
+//! | the SOA `mname` | A/AAAA | the server's listen addresses |
+//!
+//! Only running tasks on known agents get records. With discovery info, the discovery name is
+//! the task label, and (as Mesos-DNS still does) its raw form too when that is a valid name.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::Serialize;
+
+use crate::name::{LabelSpec, agent_id_tail, domain_fragment, task_hash};
+
+// ---------------------------------------------------------------------------------------------
+// Input
+
+/// What records are generated from.
+#[derive(Debug, Clone, Default)]
+pub struct Cluster {
+    pub frameworks: Vec<FrameworkInfo>,
+    pub agents: Vec<AgentInfo>,
+    /// The leading master's address and port, if known.
+    pub leader: Option<(IpAddr, u16)>,
+}
+
+/// A framework and its tasks.
+#[derive(Debug, Clone, Default)]
+pub struct FrameworkInfo {
+    /// As the framework named itself (sanitised here).
+    pub name: String,
+    /// The scheduler's addresses, and its port if it has one.
+    pub scheduler_ips: Vec<IpAddr>,
+    pub scheduler_port: Option<u16>,
+    pub tasks: Vec<TaskInfo>,
+}
+
+/// An agent.
+#[derive(Debug, Clone, Default)]
+pub struct AgentInfo {
+    pub id: String,
+    /// At most one IPv4 and one IPv6 address.
+    pub ips: Vec<IpAddr>,
+    pub port: Option<u16>,
+}
+
+/// A task.
+#[derive(Debug, Clone, Default)]
+pub struct TaskInfo {
+    pub id: String,
+    pub name: String,
+    pub agent_id: String,
+    pub is_running: bool,
+    /// Addresses in IP source priority order (the generator keeps the first of each family).
+    pub ips: Vec<IpAddr>,
+    /// Host ports of the task's port resources.
+    pub ports: Vec<u16>,
+    pub discovery: Option<Discovery>,
+}
+
+/// Service-discovery info of a task.
+#[derive(Debug, Clone, Default)]
+pub struct Discovery {
+    pub name: String,
+    pub ports: Vec<DiscoveryPort>,
+}
+
+/// A discovery port: number, protocol (`tcp`, `udp`; empty for both) and optional name.
+#[derive(Debug, Clone, Default)]
+pub struct DiscoveryPort {
+    pub number: u16,
+    pub protocol: String,
+    pub name: String,
+}
+
+/// Settings that shape the names.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Domain without trailing dot, e.g. `mesos`.
+    pub domain: String,
+    pub spec: LabelSpec,
+    /// Configured masters, `(address, port)`, in order.
+    pub masters: Vec<(IpAddr, u16)>,
+    /// The SOA mname (the server's own name), fully qualified.
+    pub mname: String,
+    /// The addresses the server answers on, for its own name.
+    pub listen_ips: Vec<IpAddr>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+/// An SRV record's data (priority 0 and the configured weight are added when serving).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct SrvTarget {
+    /// Fully qualified target name.
+    pub target: String,
+    pub port: u16,
+}
+
+/// Every record, by lower-case fully qualified name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordSet {
+    pub a: BTreeMap<String, BTreeSet<Ipv4Addr>>,
+    pub aaaa: BTreeMap<String, BTreeSet<Ipv6Addr>>,
+    pub srv: BTreeMap<String, BTreeSet<SrvTarget>>,
+    /// What each task contributed, for Mesos-DNS's `/v1/enumerate`.
+    pub enumeration: Enumeration,
+}
+
+/// `/v1/enumerate`: frameworks, their tasks, and each task's records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Enumeration {
+    pub frameworks: Vec<EnumeratedFramework>,
+}
+
+/// One framework of the enumeration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EnumeratedFramework {
+    pub name: String,
+    pub tasks: Vec<EnumeratedTask>,
+}
+
+/// One task of the enumeration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EnumeratedTask {
+    pub name: String,
+    pub id: String,
+    pub records: Vec<EnumeratedRecord>,
+}
+
+/// One record of a task, as Mesos-DNS lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnumeratedRecord {
+    pub name: String,
+    /// An address, or `target:port` for SRV.
+    pub host: String,
+    pub rtype: &'static str,
+}
+
+impl RecordSet {
+    /// Adds an address record; returns whether it was new.
+    pub fn add_ip(&mut self, name: &str, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => self.a.entry(name.to_owned()).or_default().insert(v4),
+            IpAddr::V6(v6) => self.aaaa.entry(name.to_owned()).or_default().insert(v6),
+        }
+    }
+
+    /// Adds an SRV record; returns whether it was new.
+    pub fn add_srv(&mut self, name: &str, target: &str, port: u16) -> bool {
+        self.srv
+            .entry(name.to_owned())
+            .or_default()
+            .insert(SrvTarget {
+                target: target.to_owned(),
+                port,
+            })
+    }
+
+    /// Number of individual records.
+    pub fn len(&self) -> usize {
+        self.a.values().map(BTreeSet::len).sum::<usize>()
+            + self.aaaa.values().map(BTreeSet::len).sum::<usize>()
+            + self.srv.values().map(BTreeSet::len).sum::<usize>()
+    }
+
+    /// Whether there are no records at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generation
+
+/// Generates every record of `cluster`.
+pub fn generate(cluster: &Cluster, settings: &Settings) -> RecordSet {
+    let mut g = Generator {
+        set: RecordSet::default(),
+        tail: format!(
+            ".{}.",
+            settings.domain.trim_end_matches('.').to_ascii_lowercase()
+        ),
+        settings,
+    };
+    g.frameworks(cluster);
+    let agent_ips = g.agents(cluster);
+    g.listener();
+    g.masters(cluster);
+    g.tasks(cluster, &agent_ips);
+    g.set
+}
+
+struct Generator<'a> {
+    set: RecordSet,
+    /// `.<domain>.`
+    tail: String,
+    settings: &'a Settings,
+}
+
+impl Generator<'_> {
+    fn frameworks(&mut self, cluster: &Cluster) {
+        for f in &cluster.frameworks {
+            let fname = domain_fragment(&f.name, self.settings.spec);
+            if fname.is_empty() || f.scheduler_ips.is_empty() {
+                continue;
+            }
+            let name = format!("{fname}{}", self.tail);
+            for ip in first_of_each_family(&f.scheduler_ips) {
+                self.set.add_ip(&name, ip);
+            }
+            if let Some(port) = f.scheduler_port {
+                self.set
+                    .add_srv(&format!("_framework._tcp.{name}"), &name, port);
+            }
+        }
+    }
+
+    fn agents(&mut self, cluster: &Cluster) -> BTreeMap<String, Vec<IpAddr>> {
+        let name = format!("slave{}", self.tail);
+        let mut by_id = BTreeMap::new();
+        for agent in &cluster.agents {
+            let ips = first_of_each_family(&agent.ips);
+            for &ip in &ips {
+                self.set.add_ip(&name, ip);
+            }
+            if let (Some(port), false) = (agent.port, ips.is_empty()) {
+                self.set
+                    .add_srv(&format!("_slave._tcp{}", self.tail), &name, port);
+            }
+            by_id.insert(agent.id.clone(), ips);
+        }
+        by_id
+    }
+
+    fn listener(&mut self) {
+        let mname = fqdn(&self.settings.mname);
+        for &ip in &self.settings.listen_ips {
+            self.set.add_ip(&mname, ip);
+        }
+    }
+
+    fn masters(&mut self, cluster: &Cluster) {
+        let Some((leader_ip, leader_port)) = cluster.leader else {
+            return;
+        };
+        let tail = &self.tail;
+        let leader = format!("leader{tail}");
+        let all = format!("master{tail}");
+        self.set.add_ip(&leader, leader_ip);
+        self.set.add_ip(&all, leader_ip);
+        for proto in ["_tcp", "_udp"] {
+            self.set
+                .add_srv(&format!("_leader.{proto}{tail}"), &leader, leader_port);
+        }
+        // masterN follows the configured order, so a new leader does not renumber them; the
+        // leader gets the next index if it is not configured.
+        let mut index = 0;
+        let mut leader_numbered = false;
+        for &(ip, port) in &self.settings.masters {
+            let is_leader = (ip, port) == (leader_ip, leader_port);
+            if is_leader {
+                if leader_numbered {
+                    continue;
+                }
+                leader_numbered = true;
+            } else if !self.set.add_ip(&all, ip) {
+                continue; // listed twice
+            }
+            self.set.add_ip(&format!("master{index}{tail}"), ip);
+            index += 1;
+        }
+        if !leader_numbered {
+            self.set.add_ip(&format!("master{index}{tail}"), leader_ip);
+        }
+    }
+
+    fn tasks(&mut self, cluster: &Cluster, agent_ips: &BTreeMap<String, Vec<IpAddr>>) {
+        for f in &cluster.frameworks {
+            let mut enumerated = EnumeratedFramework {
+                name: f.name.clone(),
+                tasks: Vec::new(),
+            };
+            let fname = domain_fragment(&f.name, self.settings.spec);
+            for task in &f.tasks {
+                let Some(agent_ips) = agent_ips.get(&task.agent_id) else {
+                    continue;
+                };
+                if !task.is_running || fname.is_empty() {
+                    continue;
+                }
+                let mut records = Vec::new();
+                for label in task_labels(task, self.settings.spec) {
+                    self.task_records(task, &label, &fname, agent_ips, &mut records);
+                }
+                enumerated.tasks.push(EnumeratedTask {
+                    name: task.name.clone(),
+                    id: task.id.clone(),
+                    records,
+                });
+            }
+            self.set.enumeration.frameworks.push(enumerated);
+        }
+    }
+
+    fn task_records(
+        &mut self,
+        task: &TaskInfo,
+        label: &str,
+        fname: &str,
+        agent_ips: &[IpAddr],
+        records: &mut Vec<EnumeratedRecord>,
+    ) {
+        let tail = self.tail.clone();
+        let canonical = format!(
+            "{label}-{}-{}.{fname}",
+            task_hash(&task.id),
+            agent_id_tail(&task.agent_id)
+        );
+        let short = format!("{label}.{fname}");
+        let mut add_ip = |set: &mut RecordSet, name: String, ip: IpAddr| {
+            if set.add_ip(&name, ip) {
+                let rtype = if ip.is_ipv4() { "A" } else { "AAAA" };
+                records.push(EnumeratedRecord {
+                    name,
+                    host: ip.to_string(),
+                    rtype,
+                });
+            }
+        };
+        for ip in first_of_each_family(&task.ips) {
+            add_ip(&mut self.set, format!("{short}{tail}"), ip);
+            add_ip(&mut self.set, format!("{canonical}{tail}"), ip);
+        }
+        for &ip in agent_ips {
+            add_ip(&mut self.set, format!("{short}.slave{tail}"), ip);
+            add_ip(&mut self.set, format!("{canonical}.slave{tail}"), ip);
+        }
+
+        let mut add_srv = |set: &mut RecordSet, name: String, target: &str, port: u16| {
+            if set.add_srv(&name, target, port) {
+                records.push(EnumeratedRecord {
+                    name,
+                    host: format!("{target}:{port}"),
+                    rtype: "SRV",
+                });
+            }
+        };
+        // Port resources point at the agent; without discovery info also outside `.slave.`.
+        let has_discovery = task.discovery.as_ref().is_some_and(|d| !d.name.is_empty());
+        let agent_target = format!("{canonical}.slave{tail}");
+        for &port in &task.ports {
+            for proto in ["_tcp", "_udp"] {
+                add_srv(
+                    &mut self.set,
+                    format!("_{label}.{proto}.{fname}.slave{tail}"),
+                    &agent_target,
+                    port,
+                );
+                if !has_discovery {
+                    add_srv(
+                        &mut self.set,
+                        format!("_{label}.{proto}.{fname}{tail}"),
+                        &agent_target,
+                        port,
+                    );
+                }
+            }
+        }
+        // Discovery ports point at the task itself, and by name when named.
+        let Some(discovery) = task.discovery.as_ref().filter(|_| has_discovery) else {
+            return;
+        };
+        let task_target = format!("{canonical}{tail}");
+        for port in &discovery.ports {
+            let proto = self.settings.spec.label(&port.protocol);
+            let protos: Vec<String> = if proto.is_empty() {
+                vec!["_tcp".into(), "_udp".into()]
+            } else {
+                vec![format!("_{proto}")]
+            };
+            let port_name = self.settings.spec.label(&port.name);
+            for proto in &protos {
+                let name = format!("_{label}.{proto}.{fname}{tail}");
+                add_srv(&mut self.set, name.clone(), &task_target, port.number);
+                if !port_name.is_empty() {
+                    add_srv(
+                        &mut self.set,
+                        format!("_{port_name}.{name}"),
+                        &task_target,
+                        port.number,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The labels a task's records are made under: its sanitised name, or with discovery info the
+/// sanitised discovery name preceded, as Mesos-DNS still does, by the raw discovery name when
+/// that is itself a valid (possibly dotted) DNS name.
+fn task_labels(task: &TaskInfo, spec: LabelSpec) -> Vec<String> {
+    let Some(discovery) = task.discovery.as_ref().filter(|d| !d.name.is_empty()) else {
+        let label = spec.label(&task.name);
+        return if label.is_empty() {
+            vec![]
+        } else {
+            vec![label]
+        };
+    };
+    let mut labels = Vec::new();
+    let raw = discovery.name.to_ascii_lowercase();
+    let raw_is_valid = raw.split('.').all(|l| {
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    if raw_is_valid {
+        labels.push(raw);
+    }
+    let label = spec.label(&discovery.name);
+    if !label.is_empty() && !labels.contains(&label) {
+        labels.push(label);
+    }
+    labels
+}
+
+/// The first IPv4 and the first IPv6 address of `ips`, in that order.
+pub fn first_of_each_family(ips: &[IpAddr]) -> Vec<IpAddr> {
+    let v4 = ips.iter().find(|ip| ip.is_ipv4());
+    let v6 = ips.iter().find(|ip| ip.is_ipv6());
+    v4.into_iter().chain(v6).copied().collect()
+}
+
+/// `name` lower-cased with a trailing dot.
+pub fn fqdn(name: &str) -> String {
+    let mut name = name.to_ascii_lowercase();
+    if !name.ends_with('.') {
+        name.push('.');
+    }
+    name
+}
