@@ -26,6 +26,32 @@ enum Command {
     Agent(Box<AgentArgs>),
     /// Show the cluster's nodes as the local agent sees them.
     Nodes(ClientArgs),
+    /// DNS tools.
+    #[command(subcommand)]
+    Dns(DnsCommand),
+}
+
+#[derive(Subcommand)]
+enum DnsCommand {
+    /// Print the records a Mesos master state produces, in master-file format.
+    Records(DnsRecordsArgs),
+}
+
+#[derive(Args)]
+struct DnsRecordsArgs {
+    /// A saved `GET /master/state` document.
+    #[arg(long)]
+    state: PathBuf,
+    #[arg(long, default_value = "mesos")]
+    domain: String,
+    /// Labels follow RFC 952 (24 characters, starting with a letter) instead of RFC 1123.
+    #[arg(long)]
+    rfc952: bool,
+    /// Where task addresses come from, in order (Mesos-DNS's IPSources).
+    #[arg(long, value_delimiter = ',', default_value = "netinfo,mesos,host")]
+    ip_sources: Vec<String>,
+    #[arg(long, default_value_t = 60)]
+    ttl: u32,
 }
 
 #[derive(Args)]
@@ -84,6 +110,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Agent(args) => run_agent(*args),
         Command::Nodes(args) => report(nodes(args)),
+        Command::Dns(DnsCommand::Records(args)) => report(dns_records(args)),
     }
 }
 
@@ -163,6 +190,17 @@ fn nodes(args: ClientArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", cli::nodes::render_table(&members));
     }
+    Ok(())
+}
+
+fn dns_records(args: DnsRecordsArgs) -> anyhow::Result<()> {
+    let options = cli::dns::RecordsOptions {
+        domain: args.domain,
+        rfc952: args.rfc952,
+        ip_sources: args.ip_sources,
+        ttl: args.ttl,
+    };
+    print!("{}", cli::dns::records(&args.state, &options)?);
     Ok(())
 }
 

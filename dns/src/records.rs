@@ -183,6 +183,40 @@ impl RecordSet {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Writes every record in master-file format (RFC 1035 §5), sorted by name then type,
+    /// SRV with priority 0 and `srv_weight`.
+    pub fn write_zone_file(
+        &self,
+        out: &mut impl std::fmt::Write,
+        ttl: u32,
+        srv_weight: u16,
+    ) -> std::fmt::Result {
+        let mut lines: Vec<(&str, u8, String)> = Vec::with_capacity(self.len());
+        for (name, ips) in &self.a {
+            lines.extend(ips.iter().map(|ip| (name.as_str(), 0, format!("A\t{ip}"))));
+        }
+        for (name, ips) in &self.aaaa {
+            lines.extend(
+                ips.iter()
+                    .map(|ip| (name.as_str(), 1, format!("AAAA\t{ip}"))),
+            );
+        }
+        for (name, targets) in &self.srv {
+            lines.extend(targets.iter().map(|t| {
+                (
+                    name.as_str(),
+                    2,
+                    format!("SRV\t0 {srv_weight} {} {}", t.port, t.target),
+                )
+            }));
+        }
+        lines.sort();
+        for (name, _, data) in lines {
+            writeln!(out, "{name}\t{ttl}\tIN\t{data}")?;
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -350,3 +350,17 @@ fn only_running_tasks_are_enumerated() {
     assert!(car.records.iter().all(|r| r.name.ends_with(".mesos.")));
     assert_eq!(set.enumeration.frameworks.len(), 4);
 }
+
+#[test]
+fn zone_file_lines() {
+    let set = records(LabelSpec::Rfc1123, &[Netinfo, Mesos, Host]);
+    let mut text = String::new();
+    set.write_zone_file(&mut text, 60, 1).unwrap();
+    assert!(
+        text.contains("leader.mesos.\t60\tIN\tA\t144.76.157.37\n"),
+        "{text}"
+    );
+    assert!(text.contains("_leader._tcp.mesos.\t60\tIN\tSRV\t0 1 5050 leader.mesos.\n"));
+    assert!(text.contains("toy-store.ipv6-framework.mesos.\t60\tIN\tAAAA\tfd01:b::1:8000:2\n"));
+    assert_eq!(text.lines().count(), set.len());
+}

@@ -152,3 +152,46 @@ fn agent_stops_cleanly_on_sigterm_and_sigint_and_guards_its_state_dir() {
         .unwrap();
     }
 }
+
+#[test]
+fn dns_records_prints_the_records_of_a_mesos_state() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dns/tests/fixtures/mesos-dns-fake-state.json"
+    );
+    let out = Command::new(dcnet_binary().unwrap())
+        .args([
+            "dns",
+            "records",
+            "--state",
+            fixture,
+            "--ip-sources",
+            "docker,host",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("liquor-store.marathon.mesos.\t60\tIN\tA\t10.3.0.1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("_slave._tcp.mesos.\t60\tIN\tSRV\t0 1 5051 slave.mesos.\n"),
+        "{text}"
+    );
+
+    let out = Command::new(dcnet_binary().unwrap())
+        .args(["dns", "records", "--state", "/nonexistent/state.json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot read the Mesos state file /nonexistent/state.json")
+    );
+}

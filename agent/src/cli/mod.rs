@@ -1,7 +1,9 @@
 //! The operator commands that talk to a running agent's local API.
 //!
 //! - [`nodes`]: `dcnet nodes`, the membership table.
+//! - [`dns`]: `dcnet dns records`, the records of a Mesos state, offline.
 
+pub mod dns;
 pub mod nodes;
 
 use std::net::SocketAddr;
