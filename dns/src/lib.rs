@@ -4,6 +4,7 @@
 //! - [`name`]: labels, domain fragments, task hashes and agent-id tails, as Mesos-DNS forms them.
 //! - [`records`]: every Mesos-DNS record, generated from a normalized [`records::Cluster`].
 //! - [`mesos`]: a Mesos master's `/master/state`, mapped onto that cluster.
+//! - [`zone`]: the immutable snapshot of every served zone, and how a name is looked up in it.
 //!
 //! Record generation, the server, the forwarder and the Mesos-DNS drop-in mode are being built
 //! (see the DNS issue).
@@ -11,3 +12,4 @@
 pub mod mesos;
 pub mod name;
 pub mod records;
+pub mod zone;
