@@ -4,11 +4,13 @@
 //! - [`name`]: labels, domain fragments, task hashes and agent-id tails, as Mesos-DNS forms them.
 //! - [`records`]: every Mesos-DNS record, generated from a normalized [`records::Cluster`].
 //! - [`mesos`]: a Mesos master's `/master/state`, mapped onto that cluster.
+//! - [`answer`]: one query in, one authoritative response out, from a snapshot.
 //! - [`zone`]: the immutable snapshot of every served zone, and how a name is looked up in it.
 //!
 //! Record generation, the server, the forwarder and the Mesos-DNS drop-in mode are being built
 //! (see the DNS issue).
 
+pub mod answer;
 pub mod mesos;
 pub mod name;
 pub mod records;

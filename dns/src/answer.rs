@@ -1,0 +1,319 @@
+//! Authoritative answers: one query message in, one response out, from a [`Snapshot`].
+//!
+//! Parsing and building go through hickory-proto. Behaviour, by RFC:
+//! - answers carry AA; the question and answer owners keep the client's letter case, so
+//!   0x20-randomising resolvers accept them (names are matched case-insensitively);
+//! - an unknown name is NXDOMAIN and a known name without the asked type NOERROR/NODATA, both
+//!   with the zone's SOA in authority, TTL min(zone TTL, SOA minimum) (RFC 2308 §3, RFC 8020);
+//! - SOA and NS at the apex are answered; SRV answers carry their targets' addresses as
+//!   additional records (RFC 2782);
+//! - EDNS (RFC 6891): an OPT in the query gets one in the response, its payload size bounds the
+//!   UDP answer; a version above 0 gets BADVERS;
+//! - an answer too large for UDP drops additional records, then is truncated with TC set;
+//! - a malformed query gets FORMERR when its header is readable, otherwise nothing; responses and
+//!   other opcodes are never answered as queries (FORMERR is not sent to a response, NOTIMP to
+//!   other opcodes), so two servers cannot loop.
+//!
+//! Names outside every served zone come back as [`Outcome::NotOurs`] for the forwarder.
+
+use std::net::IpAddr;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+
+use crate::zone::{Lookup, NameRecords, Snapshot, ZoneInfo};
+
+/// Largest UDP response this server sends, whatever the client offers (RFC 6891 §6.2.5; the
+/// DNS flag day 2020 value avoids fragmentation).
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+/// Payload size advertised in our OPT record.
+const ADVERTISED_PAYLOAD: u16 = MAX_UDP_PAYLOAD;
+
+/// How the query arrived, which bounds the response size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Settings of the answering side.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerSettings {
+    /// SRV weight (Mesos-DNS's `srvRecordDefaultWeight`).
+    pub srv_weight: u16,
+}
+
+impl Default for AnswerSettings {
+    fn default() -> Self {
+        Self { srv_weight: 1 }
+    }
+}
+
+/// What to do with a query.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send these bytes back.
+    Reply(Vec<u8>),
+    /// Not in any served zone: forward (the parsed query is handed on).
+    NotOurs(Box<Message>),
+    /// Say nothing (unparseable, or not a query).
+    Drop,
+}
+
+/// Answers one DNS message received over `transport`.
+pub fn answer(
+    snapshot: &Snapshot,
+    query: &[u8],
+    transport: Transport,
+    settings: AnswerSettings,
+) -> Outcome {
+    let request = match Message::from_vec(query) {
+        Ok(message) => message,
+        Err(_) => return formerr_from_header(query),
+    };
+    if request.metadata.message_type != MessageType::Query {
+        return Outcome::Drop;
+    }
+    let mut response = Message::response(request.metadata.id, request.metadata.op_code);
+    response.metadata.recursion_desired = request.metadata.recursion_desired;
+    response.queries = request.queries.clone();
+    if let Some(edns) = &request.edns {
+        response.set_edns(our_edns());
+        if edns.version() > 0 {
+            return reply(response, ResponseCode::BADVERS, &request, transport);
+        }
+    }
+    if request.metadata.op_code != OpCode::Query {
+        return reply(response, ResponseCode::NotImp, &request, transport);
+    }
+    let [question] = request.queries.as_slice() else {
+        return reply(response, ResponseCode::FormErr, &request, transport);
+    };
+    if question.query_class() != DNSClass::IN && question.query_class() != DNSClass::ANY {
+        return reply(response, ResponseCode::Refused, &request, transport);
+    }
+
+    let lower = question.name().to_lowercase().to_ascii();
+    let lower = if lower.ends_with('.') {
+        lower
+    } else {
+        format!("{lower}.")
+    };
+    let owner = question.name().clone();
+    let rtype = question.query_type();
+    let code = match snapshot.lookup(&lower) {
+        Lookup::NotAuthoritative => return Outcome::NotOurs(Box::new(request)),
+        Lookup::NxDomain { zone } => {
+            response.add_authority(soa_record(zone, true));
+            ResponseCode::NXDomain
+        }
+        Lookup::Empty { zone, is_apex } => {
+            if is_apex {
+                add_apex_records(&mut response, zone, &owner, rtype);
+            }
+            if response.answers.is_empty() {
+                response.add_authority(soa_record(zone, true));
+            }
+            ResponseCode::NoError
+        }
+        Lookup::Found {
+            zone,
+            records,
+            is_apex,
+        } => {
+            if is_apex {
+                add_apex_records(&mut response, zone, &owner, rtype);
+            }
+            add_name_records(
+                &mut response,
+                snapshot,
+                zone,
+                records,
+                &owner,
+                rtype,
+                settings,
+            );
+            if response.answers.is_empty() {
+                response.add_authority(soa_record(zone, true));
+            }
+            ResponseCode::NoError
+        }
+    };
+    response.metadata.authoritative = true;
+    reply(response, code, &request, transport)
+}
+
+fn our_edns() -> Edns {
+    let mut edns = Edns::new();
+    edns.set_max_payload(ADVERTISED_PAYLOAD);
+    edns
+}
+
+/// Finishes `response` with `code` and encodes it within the transport's size limit.
+fn reply(
+    mut response: Message,
+    code: ResponseCode,
+    request: &Message,
+    transport: Transport,
+) -> Outcome {
+    response.metadata.response_code = code;
+    if let Some(edns) = response.edns.as_mut() {
+        // The high bits of extended codes (BADVERS = 16) travel in the OPT record.
+        edns.set_rcode_high(code.high());
+    }
+    let limit = match transport {
+        Transport::Udp => usize::from(request.max_payload().min(MAX_UDP_PAYLOAD)),
+        Transport::Tcp => usize::from(u16::MAX),
+    };
+    let Ok(bytes) = response.to_vec() else {
+        return Outcome::Drop;
+    };
+    if bytes.len() <= limit {
+        return Outcome::Reply(bytes);
+    }
+    // Additional records are optional: drop them before the answers.
+    response.additionals.clear();
+    if let Ok(bytes) = response.to_vec()
+        && bytes.len() <= limit
+    {
+        return Outcome::Reply(bytes);
+    }
+    match response.truncate().to_vec() {
+        Ok(bytes) => Outcome::Reply(bytes),
+        Err(_) => Outcome::Drop,
+    }
+}
+
+/// FORMERR for a message hickory could not parse, if at least its header is there and it is a
+/// query.
+fn formerr_from_header(query: &[u8]) -> Outcome {
+    let Some(header) = query.get(..12) else {
+        return Outcome::Drop;
+    };
+    let is_response = header[2] & 0x80 != 0;
+    if is_response {
+        return Outcome::Drop;
+    }
+    let id = u16::from_be_bytes([header[0], header[1]]);
+    let op_code = OpCode::from_u8((header[2] >> 3) & 0x0f);
+    let mut response = Message::error_msg(id, op_code, ResponseCode::FormErr);
+    response.metadata.recursion_desired = header[2] & 0x01 != 0;
+    match response.to_vec() {
+        Ok(bytes) => Outcome::Reply(bytes),
+        Err(_) => Outcome::Drop,
+    }
+}
+
+fn name(text: &str) -> Name {
+    // Zone data is generated from validated labels; a name that still fails is skipped by
+    // callers through the root name, which never matches anything useful.
+    Name::from_ascii(text).unwrap_or_else(|_| Name::root())
+}
+
+/// The zone's SOA; `negative` gives it the negative-caching TTL.
+fn soa_record(zone: &ZoneInfo, negative: bool) -> Record {
+    let soa = &zone.soa;
+    let ttl = if negative {
+        zone.ttl.min(soa.minimum)
+    } else {
+        zone.ttl
+    };
+    let data = SOA::new(
+        name(&soa.mname),
+        name(&soa.rname),
+        soa.serial,
+        clamp_i32(soa.refresh),
+        clamp_i32(soa.retry),
+        clamp_i32(soa.expire),
+        soa.minimum,
+    );
+    Record::from_rdata(name(&zone.origin), ttl, RData::SOA(data))
+}
+
+fn clamp_i32(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+fn add_apex_records(response: &mut Message, zone: &ZoneInfo, owner: &Name, rtype: RecordType) {
+    if matches!(rtype, RecordType::SOA | RecordType::ANY) {
+        let mut soa = soa_record(zone, false);
+        soa.name = owner.clone();
+        response.add_answer(soa);
+    }
+    if matches!(rtype, RecordType::NS | RecordType::ANY) {
+        for ns in &zone.ns {
+            response.add_answer(Record::from_rdata(
+                owner.clone(),
+                zone.ttl,
+                RData::NS(NS(name(ns))),
+            ));
+        }
+    }
+}
+
+fn add_name_records(
+    response: &mut Message,
+    snapshot: &Snapshot,
+    zone: &ZoneInfo,
+    records: &NameRecords,
+    owner: &Name,
+    rtype: RecordType,
+    settings: AnswerSettings,
+) {
+    let any = rtype == RecordType::ANY;
+    if any || rtype == RecordType::A {
+        for &ip in &records.a {
+            response.add_answer(Record::from_rdata(owner.clone(), zone.ttl, RData::A(A(ip))));
+        }
+    }
+    if any || rtype == RecordType::AAAA {
+        for &ip in &records.aaaa {
+            response.add_answer(Record::from_rdata(
+                owner.clone(),
+                zone.ttl,
+                RData::AAAA(AAAA(ip)),
+            ));
+        }
+    }
+    if any || rtype == RecordType::SRV {
+        for srv in &records.srv {
+            let target = name(&srv.target);
+            let data = SRV::new(0, settings.srv_weight, srv.port, target.clone());
+            response.add_answer(Record::from_rdata(
+                owner.clone(),
+                zone.ttl,
+                RData::SRV(data),
+            ));
+            // The target's addresses save the client a round trip.
+            if let Some(target_records) = snapshot.records(&srv.target) {
+                for ip in target_records
+                    .a
+                    .iter()
+                    .map(|&ip| IpAddr::V4(ip))
+                    .chain(target_records.aaaa.iter().map(|&ip| IpAddr::V6(ip)))
+                {
+                    let data = match ip {
+                        IpAddr::V4(v4) => RData::A(A(v4)),
+                        IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+                    };
+                    response.add_additional(Record::from_rdata(target.clone(), zone.ttl, data));
+                }
+            }
+        }
+    }
+}
+
+/// A query for `qname`/`qtype`, as bytes (for tests, benchmarks and health checks).
+pub fn build_query(id: u16, qname: &str, qtype: RecordType, edns: Option<(u8, u16)>) -> Vec<u8> {
+    let mut message = Message::new(id, MessageType::Query, OpCode::Query);
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(name(qname), qtype));
+    if let Some((version, payload)) = edns {
+        let mut e = Edns::new();
+        e.set_version(version);
+        e.set_max_payload(payload);
+        message.set_edns(e);
+    }
+    message.to_vec().expect("a simple query encodes")
+}
