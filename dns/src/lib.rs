@@ -5,13 +5,18 @@
 //! - [`records`]: every Mesos-DNS record, generated from a normalized [`records::Cluster`].
 //! - [`mesos`]: a Mesos master's `/master/state`, mapped onto that cluster.
 //! - [`answer`]: one query in, one authoritative response out, from a snapshot.
+//! - [`server`]: UDP workers (SO_REUSEPORT, one per core) and TCP, answering from a shared snapshot.
 //! - [`zone`]: the immutable snapshot of every served zone, and how a name is looked up in it.
 //!
 //! Record generation, the server, the forwarder and the Mesos-DNS drop-in mode are being built
 //! (see the DNS issue).
 
 pub mod answer;
+pub mod error;
 pub mod mesos;
 pub mod name;
 pub mod records;
+pub mod server;
 pub mod zone;
+
+pub use error::Error;

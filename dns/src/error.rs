@@ -1,0 +1,22 @@
+//! Errors of the DNS crate.
+
+use std::net::SocketAddr;
+
+/// What can fail when starting or running DNS.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A listen address could not be bound (taken, or not an address of this host).
+    #[error(
+        "cannot listen on {addr}/{proto}: {source} (is another DNS server running on it? choose another address or stop it)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        proto: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker thread could not be started.
+    #[error("cannot start a DNS worker thread")]
+    Thread(#[source] std::io::Error),
+}

@@ -1,0 +1,163 @@
+//! UDP: one SO_REUSEPORT socket and one thread per worker, so the kernel spreads queries over
+//! cores with no shared queue. Each thread reads the current snapshot per query (one atomic
+//! load), answers, and sends; queries for other zones go to the forwarder, which replies
+//! through a clone of the same socket.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tracing::{debug, warn};
+
+use super::{Forward, ServerMetrics, SharedSnapshot};
+use crate::answer::{AnswerSettings, Outcome, Transport, answer};
+use crate::error::Error;
+
+/// Largest datagram read; longer ones are truncated by the kernel and fail to parse.
+const RECV_BUFFER: usize = 4096;
+/// How often an idle worker checks for shutdown.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Binds `workers` sockets to `addr` with SO_REUSEPORT, after checking that nobody else serves
+/// it: a second process on the same port would otherwise silently take a share of the queries.
+pub fn bind(addr: SocketAddr, workers: usize) -> Result<Vec<UdpSocket>, Error> {
+    let probe = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(
+        |source| Error::Bind {
+            addr,
+            proto: "udp",
+            source,
+        },
+    )?;
+    if let Err(source) = probe.bind(&addr.into()) {
+        return Err(Error::Bind {
+            addr,
+            proto: "udp",
+            source,
+        });
+    }
+    // Keep the probe until the group is bound, so the port cannot be taken in between; then
+    // let it go so it receives nothing.
+    let mut sockets = Vec::with_capacity(workers);
+    let bound_addr = probe
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or(addr);
+    drop(probe);
+    for _ in 0..workers.max(1) {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+            .map_err(|source| Error::Bind {
+                addr,
+                proto: "udp",
+                source,
+            })?;
+        socket
+            .set_reuse_port(true)
+            .and_then(|()| socket.bind(&bound_addr.into()))
+            .and_then(|()| socket.set_read_timeout(Some(POLL)))
+            .map_err(|source| Error::Bind {
+                addr: bound_addr,
+                proto: "udp",
+                source,
+            })?;
+        // Bursts queue here rather than being dropped.
+        let _ = socket.set_recv_buffer_size(4 << 20);
+        sockets.push(socket.into());
+    }
+    Ok(sockets)
+}
+
+/// Runs one worker per socket until `stop` is set.
+pub fn spawn(
+    sockets: Vec<UdpSocket>,
+    snapshot: SharedSnapshot,
+    settings: AnswerSettings,
+    forward: Option<Arc<dyn Forward>>,
+    metrics: Arc<ServerMetrics>,
+    stop: Arc<AtomicBool>,
+) -> Result<Vec<JoinHandle<()>>, Error> {
+    sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, socket)| {
+            let (snapshot, forward, metrics, stop) = (
+                snapshot.clone(),
+                forward.clone(),
+                metrics.clone(),
+                stop.clone(),
+            );
+            std::thread::Builder::new()
+                .name(format!("dns-udp-{i}"))
+                .spawn(move || serve(socket, snapshot, settings, forward, metrics, stop))
+                .map_err(Error::Thread)
+        })
+        .collect()
+}
+
+fn serve(
+    socket: UdpSocket,
+    snapshot: SharedSnapshot,
+    settings: AnswerSettings,
+    forward: Option<Arc<dyn Forward>>,
+    metrics: Arc<ServerMetrics>,
+    stop: Arc<AtomicBool>,
+) {
+    let reply_socket = match socket.try_clone() {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            warn!(error = %e, "cannot clone the UDP socket for forwarded replies");
+            return;
+        }
+    };
+    let mut buf = [0u8; RECV_BUFFER];
+    while !stop.load(Ordering::Relaxed) {
+        let (len, from) = match socket.recv_from(&mut buf) {
+            Ok(received) => received,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                debug!(error = %e, "UDP receive failed");
+                continue;
+            }
+        };
+        metrics.queries_udp.inc();
+        let current = snapshot.load();
+        match answer(&current, &buf[..len], Transport::Udp, settings) {
+            Outcome::Reply(bytes) => {
+                if let Err(e) = socket.send_to(&bytes, from) {
+                    debug!(to = %from, error = %e, "UDP send failed");
+                }
+            }
+            Outcome::NotOurs(query) => match &forward {
+                Some(forward) => {
+                    let reply_socket = reply_socket.clone();
+                    forward.forward(
+                        *query,
+                        from,
+                        Transport::Udp,
+                        Box::new(move |bytes: Vec<u8>| {
+                            let _ = reply_socket.send_to(&bytes, from);
+                        }),
+                    );
+                }
+                None => {
+                    if let Some(bytes) = super::refused(&query) {
+                        let _ = socket.send_to(&bytes, from);
+                    }
+                }
+            },
+            Outcome::Drop => {
+                metrics.dropped.inc();
+            }
+        }
+    }
+}

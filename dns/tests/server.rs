@@ -1,0 +1,137 @@
+//! The DNS server on loopback: UDP and pipelined TCP, snapshot swaps, refusal of a taken port.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use dcnet_dns::answer::build_query;
+use dcnet_dns::records::RecordSet;
+use dcnet_dns::server::{DnsServer, ServerConfig, ServerMetrics};
+use dcnet_dns::zone::{Snapshot, Soa, ZoneData};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+
+fn snapshot(ip: &str) -> Snapshot {
+    let mut records = RecordSet::default();
+    records.add_ip("web.marathon.mesos.", ip.parse().unwrap());
+    Snapshot::build(vec![ZoneData {
+        origin: "mesos.".into(),
+        soa: Soa {
+            mname: "ns1.mesos.".into(),
+            rname: "root.ns1.mesos.".into(),
+            serial: 1,
+            refresh: 60,
+            retry: 600,
+            expire: 86400,
+            minimum: 60,
+        },
+        ns: vec![],
+        ttl: 60,
+        records,
+    }])
+}
+
+async fn start(shared: &Arc<ArcSwap<Snapshot>>) -> DnsServer {
+    let mut config = ServerConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+    config.udp_workers = 2;
+    DnsServer::start(
+        config,
+        shared.clone(),
+        None,
+        Arc::new(ServerMetrics::default()),
+    )
+    .await
+    .expect("server starts")
+}
+
+fn udp_ask(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    socket
+        .send_to(&build_query(7, name, rtype, None), server)
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let (len, _) = socket.recv_from(&mut buf).expect("a UDP answer");
+    Message::from_vec(&buf[..len]).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_and_pipelined_tcp_answer_and_follow_snapshot_swaps() {
+    let shared = Arc::new(ArcSwap::from_pointee(snapshot("10.0.0.1")));
+    let server = start(&shared).await;
+    let addr = server.local_addrs()[0];
+
+    let r =
+        tokio::task::spawn_blocking(move || udp_ask(addr, "web.marathon.mesos.", RecordType::A))
+            .await
+            .unwrap();
+    assert_eq!(r.answers[0].data.to_string(), "10.0.0.1");
+
+    // Three queries in one write; three answers come back on the same connection.
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let mut batch = Vec::new();
+        for id in [1u16, 2, 3] {
+            let q = build_query(id, "web.marathon.mesos.", RecordType::A, None);
+            batch.extend_from_slice(&(q.len() as u16).to_be_bytes());
+            batch.extend_from_slice(&q);
+        }
+        stream.write_all(&batch).unwrap();
+        (0..3)
+            .map(|_| {
+                let mut len = [0u8; 2];
+                stream.read_exact(&mut len).unwrap();
+                let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+                stream.read_exact(&mut buf).unwrap();
+                Message::from_vec(&buf).unwrap()
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let mut ids: Vec<u16> = answers.iter().map(|m| m.metadata.id).collect();
+    ids.sort();
+    assert_eq!(ids, vec![1, 2, 3]);
+    assert!(
+        answers
+            .iter()
+            .all(|m| m.answers[0].data.to_string() == "10.0.0.1")
+    );
+
+    // A new snapshot changes every answer at once.
+    shared.store(Arc::new(snapshot("10.0.0.2")));
+    let r =
+        tokio::task::spawn_blocking(move || udp_ask(addr, "web.marathon.mesos.", RecordType::A))
+            .await
+            .unwrap();
+    assert_eq!(r.answers[0].data.to_string(), "10.0.0.2");
+
+    // Without a forwarder, other names are refused.
+    let r = tokio::task::spawn_blocking(move || udp_ask(addr, "example.com.", RecordType::A))
+        .await
+        .unwrap();
+    assert_eq!(r.metadata.response_code, ResponseCode::Refused);
+
+    // The port is taken: a second server must refuse to start rather than share it.
+    let mut config = ServerConfig::new(vec![addr]);
+    config.udp_workers = 1;
+    let err = DnsServer::start(
+        config,
+        shared.clone(),
+        None,
+        Arc::new(ServerMetrics::default()),
+    )
+    .await
+    .err()
+    .expect("second server refused");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+
+    server.shutdown().await;
+}
