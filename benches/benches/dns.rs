@@ -1,0 +1,429 @@
+//! DNS benchmark: dcnet's authoritative path against Knot DNS, same records, same queries, in
+//! one run.
+//!
+//! Each server gets core 0 (Knot: `taskset`; dcnet: this process pins itself, its server
+//! threads inherit it) with one UDP worker; dnsperf runs on core 1. Everything is on loopback.
+//! Reported: queries per second, server CPU per query (from /proc for knotd, getrusage for this
+//! process), and dcnet/Knot ratios.
+//!
+//! Record sets: the Mesos-DNS fixture, and synthetic clusters of N tasks. Query mix, spread
+//! evenly: task A, canonical-name A, task SRV (with additionals), agent A under `.slave.`, and
+//! a name that does not exist (NXDOMAIN).
+//!
+//! Usage: `cargo bench -p dcnet-benches --bench dns -- [--seconds 10] [--sizes fixture,100000]`
+
+use std::io::Write as _;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use arc_swap::ArcSwap;
+use dcnet_benches::{cpu_time, print_table};
+use dcnet_dns::answer::build_query;
+use dcnet_dns::mesos::{self, literal_only, state::IpSource};
+use dcnet_dns::name::LabelSpec;
+use dcnet_dns::records::{self, AgentInfo, Cluster, FrameworkInfo, RecordSet, Settings, TaskInfo};
+use dcnet_dns::server::{DnsServer, ServerConfig, ServerMetrics};
+use dcnet_dns::zone::{Snapshot, Soa, ZoneData};
+use hickory_proto::rr::RecordType;
+
+const KNOT_PORT: u16 = 53531;
+const FIXTURE: &str = include_str!("../../dns/tests/fixtures/mesos-dns-fake-state.json");
+
+struct Options {
+    seconds: u64,
+    sizes: Vec<Option<usize>>,
+}
+
+fn parse_args() -> Result<Options> {
+    let mut o = Options {
+        seconds: 10,
+        sizes: vec![None, Some(100_000)],
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--seconds" => o.seconds = value()?.parse().context("--seconds takes a number")?,
+            "--sizes" => {
+                o.sizes = value()?
+                    .split(',')
+                    .map(|s| match s.trim() {
+                        "fixture" => Ok(None),
+                        n => n
+                            .parse()
+                            .map(Some)
+                            .context("--sizes takes `fixture` or task counts"),
+                    })
+                    .collect::<Result<_>>()?
+            }
+            "--bench" => {}
+            other => bail!("unknown option {other}; see the header of benches/benches/dns.rs"),
+        }
+    }
+    Ok(o)
+}
+
+fn settings() -> Settings {
+    Settings {
+        domain: "mesos".into(),
+        spec: LabelSpec::Rfc1123,
+        masters: vec![("10.0.0.1".parse().unwrap(), 5050)],
+        mname: "ns1.mesos".into(),
+        listen_ips: vec!["127.0.0.1".parse().unwrap()],
+    }
+}
+
+/// A synthetic cluster: `tasks` running tasks over 10 frameworks and 100 agents.
+fn synthetic(tasks: usize) -> Cluster {
+    let agents: Vec<AgentInfo> = (0..100u32)
+        .map(|i| AgentInfo {
+            id: format!("agent-s{i}"),
+            ips: vec![std::net::Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250 + 1) as u8).into()],
+            port: Some(5051),
+        })
+        .collect();
+    let frameworks = (0..10)
+        .map(|f| FrameworkInfo {
+            name: format!("framework{f}"),
+            scheduler_ips: vec!["10.0.0.2".parse().unwrap()],
+            scheduler_port: Some(25501),
+            tasks: (0..tasks / 10)
+                .map(|t| {
+                    let n = (f * (tasks / 10) + t) as u32;
+                    TaskInfo {
+                        id: format!("app{t}.{f}-{n:08x}"),
+                        name: format!("app{t}"),
+                        agent_id: format!("agent-s{}", n % 100),
+                        is_running: true,
+                        ips: vec![
+                            std::net::Ipv4Addr::new(9, (n >> 16) as u8, (n >> 8) as u8, n as u8)
+                                .into(),
+                        ],
+                        ports: vec![31000 + (n % 1000) as u16],
+                        discovery: None,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    Cluster {
+        frameworks,
+        agents,
+        leader: Some(("10.0.0.1".parse().unwrap(), 5050)),
+    }
+}
+
+/// Names to ask, evenly over the five kinds.
+fn query_mix(set: &RecordSet) -> Vec<(String, RecordType)> {
+    let pick = |names: Vec<&String>, n: usize| -> Vec<String> {
+        let step = (names.len() / n).max(1);
+        names.into_iter().step_by(step).take(n).cloned().collect()
+    };
+    let n = 200;
+    let a_names: Vec<&String> = set
+        .a
+        .keys()
+        .filter(|k| !k.contains(".slave.") && k.matches('-').count() < 2)
+        .collect();
+    let canonical: Vec<&String> = set
+        .a
+        .keys()
+        .filter(|k| !k.contains(".slave.") && k.matches('-').count() >= 2)
+        .collect();
+    let slave: Vec<&String> = set.a.keys().filter(|k| k.contains(".slave.")).collect();
+    let srv: Vec<&String> = set.srv.keys().filter(|k| !k.contains(".slave.")).collect();
+    let mut mix = Vec::new();
+    let kinds = [
+        (pick(a_names, n), RecordType::A),
+        (pick(canonical, n), RecordType::A),
+        (pick(srv, n), RecordType::SRV),
+        (pick(slave, n), RecordType::A),
+        (
+            (0..n)
+                .map(|i| format!("missing{i}.marathon.mesos."))
+                .collect(),
+            RecordType::A,
+        ),
+    ];
+    let longest = kinds.iter().map(|(v, _)| v.len()).max().unwrap_or(0);
+    for i in 0..longest {
+        for (names, rtype) in &kinds {
+            if let Some(name) = names.get(i % names.len().max(1)) {
+                mix.push((name.clone(), *rtype));
+            }
+        }
+    }
+    mix
+}
+
+fn soa() -> Soa {
+    Soa {
+        mname: "ns1.mesos".into(),
+        rname: "root.ns1.mesos".into(),
+        serial: 1,
+        refresh: 60,
+        retry: 600,
+        expire: 86400,
+        minimum: 60,
+    }
+}
+
+struct Measured {
+    qps: f64,
+    cpu_us_per_query: f64,
+    lost: f64,
+}
+
+/// Runs dnsperf on core 1 against `server` and returns queries/s and the lost fraction.
+fn dnsperf(server: SocketAddr, queries: &Path, seconds: u64) -> Result<(f64, f64, u64)> {
+    let out = Command::new("taskset")
+        .args([
+            "-c",
+            "1",
+            "dnsperf",
+            "-s",
+            &server.ip().to_string(),
+            "-p",
+            &server.port().to_string(),
+        ])
+        .arg("-d")
+        .arg(queries)
+        .args([
+            "-l",
+            &seconds.to_string(),
+            "-c",
+            "4",
+            "-q",
+            "500",
+            "-t",
+            "2",
+        ])
+        .output()
+        .context("running dnsperf (apt install dnsperf, or run scripts/setup.sh)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |label: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(label))?
+            .split(':')
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    let qps =
+        field("Queries per second").with_context(|| format!("dnsperf printed no rate:\n{text}"))?;
+    let completed = field("Queries completed").unwrap_or(0.0);
+    let lost = field("Queries lost").unwrap_or(0.0);
+    let total = completed + lost;
+    Ok((
+        qps,
+        if total > 0.0 { lost / total } else { 0.0 },
+        completed as u64,
+    ))
+}
+
+fn proc_cpu(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').context("odd /proc stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Ok(Duration::from_secs_f64(ticks as f64 / hz as f64))
+}
+
+fn wait_answering(server: SocketAddr) -> Result<()> {
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline {
+        socket.send_to(
+            &build_query(1, "leader.mesos.", RecordType::A, None),
+            server,
+        )?;
+        if socket.recv_from(&mut buf).is_ok() {
+            return Ok(());
+        }
+    }
+    bail!("{server} did not answer within 10 s")
+}
+
+struct Knot {
+    child: Child,
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_knot(dir: &Path, zone_file: &Path) -> Result<Knot> {
+    let config = format!(
+        "server:\n    listen: 127.0.0.1@{KNOT_PORT}\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n    rundir: {dir}\n\
+         database:\n    storage: {dir}\n\
+         zone:\n  - domain: mesos\n    file: {zone}\n    zonefile-load: whole\n    journal-content: none\n",
+        dir = dir.display(),
+        zone = zone_file.display()
+    );
+    let config_path = dir.join("knot.conf");
+    std::fs::write(&config_path, config)?;
+    let child = Command::new("taskset")
+        .args(["-c", "0", "knotd", "-c"])
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting knotd (apt install knot, or run scripts/setup.sh)")?;
+    Ok(Knot { child })
+}
+
+fn pin_to_core(core: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the calls only read/write it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn run_size(
+    size: Option<usize>,
+    seconds: u64,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Vec<String>> {
+    let cluster = match size {
+        None => {
+            let mut state: dcnet_dns::mesos::state::State = serde_json::from_str(FIXTURE)?;
+            state.leader = "master@10.0.0.1:5050".into();
+            mesos::cluster(
+                &state,
+                &[IpSource::Netinfo, IpSource::Mesos, IpSource::Host],
+                &literal_only,
+            )
+        }
+        Some(n) => synthetic(n),
+    };
+    let set = records::generate(&cluster, &settings());
+    let label = size.map_or("fixture".to_string(), |n| format!("{n} tasks"));
+    let dir = tempfile::tempdir()?;
+
+    // The same records for both servers.
+    let zone_file = dir.path().join("mesos.zone");
+    let mut zone = String::from(
+        "$ORIGIN mesos.\n$TTL 60\n@\tIN\tSOA\tns1.mesos. root.ns1.mesos. 1 60 600 86400 60\n@\tIN\tNS\tns1.mesos.\n",
+    );
+    set.write_zone_file(&mut zone, 60, 1)?;
+    std::fs::write(&zone_file, zone)?;
+    let queries_path = dir.path().join("queries.txt");
+    let mut queries = std::fs::File::create(&queries_path)?;
+    for (name, rtype) in query_mix(&set) {
+        writeln!(queries, "{name} {rtype}")?;
+    }
+    drop(queries);
+
+    eprintln!("{label}: {} records, Knot ...", set.len());
+    let knot = start_knot(dir.path(), &zone_file)?;
+    let knot_addr: SocketAddr = ([127, 0, 0, 1], KNOT_PORT).into();
+    wait_answering(knot_addr)?;
+    let cpu0 = proc_cpu(knot.child.id())?;
+    let (qps, lost, done) = dnsperf(knot_addr, &queries_path, seconds)?;
+    let knot_result = Measured {
+        qps,
+        cpu_us_per_query: (proc_cpu(knot.child.id())? - cpu0).as_secs_f64() * 1e6
+            / done.max(1) as f64,
+        lost,
+    };
+    drop(knot);
+
+    eprintln!("{label}: dcnet ...");
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(vec![ZoneData {
+        origin: "mesos".into(),
+        soa: soa(),
+        ns: vec![],
+        ttl: 60,
+        records: set,
+    }])));
+    let mut config = ServerConfig::new(vec!["127.0.0.1:0".parse()?]);
+    config.udp_workers = 1;
+    let server = runtime.block_on(DnsServer::start(
+        config,
+        snapshot,
+        None,
+        Arc::new(ServerMetrics::default()),
+    ))?;
+    let addr = server.local_addrs()[0];
+    wait_answering(addr)?;
+    let cpu0 = cpu_time();
+    let (qps, lost, done) = dnsperf(addr, &queries_path, seconds)?;
+    let dcnet_result = Measured {
+        qps,
+        cpu_us_per_query: (cpu_time() - cpu0).as_secs_f64() * 1e6 / done.max(1) as f64,
+        lost,
+    };
+    runtime.block_on(server.shutdown());
+
+    Ok(vec![
+        label,
+        format!("{:.0}", knot_result.qps),
+        format!("{:.2}", knot_result.cpu_us_per_query),
+        format!("{:.0}", dcnet_result.qps),
+        format!("{:.2}", dcnet_result.cpu_us_per_query),
+        format!("{:.2}", dcnet_result.qps / knot_result.qps),
+        format!(
+            "{:.2}",
+            dcnet_result.cpu_us_per_query / knot_result.cpu_us_per_query
+        ),
+        format!(
+            "{:.1}% / {:.1}%",
+            knot_result.lost * 100.0,
+            dcnet_result.lost * 100.0
+        ),
+    ])
+}
+
+fn main() -> Result<()> {
+    let o = parse_args()?;
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        bail!("this benchmark needs 2 cores: the server on one, dnsperf on the other");
+    }
+    // Everything this process starts from here on (the dcnet server's threads) runs on core 0.
+    pin_to_core(0);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    println!(
+        "dns benchmark: one UDP worker each on core 0, dnsperf (4 clients, 500 in flight) on core 1, {} s per run",
+        o.seconds
+    );
+    let mut rows = Vec::new();
+    for size in &o.sizes {
+        rows.push(run_size(*size, o.seconds, &runtime)?);
+    }
+    print_table(
+        &[
+            "records",
+            "knot q/s",
+            "knot µs/q",
+            "dcnet q/s",
+            "dcnet µs/q",
+            "q/s ratio",
+            "cpu ratio",
+            "lost k/d",
+        ],
+        &rows,
+    );
+    println!(
+        "q/s ratio = dcnet/Knot (goal >= 1.0); cpu ratio = dcnet/Knot CPU per query (goal <= 1.0)."
+    );
+    Ok(())
+}
