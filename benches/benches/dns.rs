@@ -350,6 +350,7 @@ fn run_size(
         soa: soa(),
         ns: vec![],
         ttl: 60,
+        srv_weight: 1,
         records: set,
     }])));
     let mut config = ServerConfig::new(vec!["127.0.0.1:0".parse()?]);

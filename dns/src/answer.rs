@@ -37,19 +37,6 @@ pub enum Transport {
     Tcp,
 }
 
-/// Settings of the answering side.
-#[derive(Debug, Clone, Copy)]
-pub struct AnswerSettings {
-    /// SRV weight (Mesos-DNS's `srvRecordDefaultWeight`).
-    pub srv_weight: u16,
-}
-
-impl Default for AnswerSettings {
-    fn default() -> Self {
-        Self { srv_weight: 1 }
-    }
-}
-
 /// What to do with a query.
 #[derive(Debug)]
 pub enum Outcome {
@@ -62,12 +49,7 @@ pub enum Outcome {
 }
 
 /// Answers one DNS message received over `transport`.
-pub fn answer(
-    snapshot: &Snapshot,
-    query: &[u8],
-    transport: Transport,
-    settings: AnswerSettings,
-) -> Outcome {
+pub fn answer(snapshot: &Snapshot, query: &[u8], transport: Transport) -> Outcome {
     let request = match Message::from_vec(query) {
         Ok(message) => message,
         Err(_) => return formerr_from_header(query),
@@ -95,53 +77,60 @@ pub fn answer(
     }
 
     let lower = question.name().to_lowercase().to_ascii();
-    let lower = if lower.ends_with('.') {
-        lower
-    } else {
-        format!("{lower}.")
+    let lower = if lower.ends_with('.') { lower } else { format!("{lower}.") };
+    let Some(parts) = resolve(snapshot, &lower, question.name(), question.query_type()) else {
+        return Outcome::NotOurs(Box::new(request));
     };
-    let owner = question.name().clone();
-    let rtype = question.query_type();
-    let code = match snapshot.lookup(&lower) {
-        Lookup::NotAuthoritative => return Outcome::NotOurs(Box::new(request)),
+    response.answers = parts.answers;
+    response.authorities = parts.authorities;
+    response.additionals = parts.additionals;
+    response.metadata.authoritative = true;
+    reply(response, parts.rcode, &request, transport)
+}
+
+/// The sections of an authoritative answer.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    pub rcode: ResponseCode,
+    pub answers: Vec<Record>,
+    pub authorities: Vec<Record>,
+    pub additionals: Vec<Record>,
+}
+
+/// What the snapshot answers for `lower` (lower-case, fully qualified) and `rtype`, with answer
+/// owners written as `owner`; `None` if no served zone holds the name. The one place answers
+/// are decided: both the general path and the prepared fast path use it.
+pub fn resolve(snapshot: &Snapshot, lower: &str, owner: &Name, rtype: RecordType) -> Option<Parts> {
+    let mut parts = Parts {
+        rcode: ResponseCode::NoError,
+        answers: Vec::new(),
+        authorities: Vec::new(),
+        additionals: Vec::new(),
+    };
+    let zone = match snapshot.lookup(lower) {
+        Lookup::NotAuthoritative => return None,
         Lookup::NxDomain { zone } => {
-            response.add_authority(soa_record(zone, true));
-            ResponseCode::NXDomain
+            parts.rcode = ResponseCode::NXDomain;
+            zone
         }
         Lookup::Empty { zone, is_apex } => {
             if is_apex {
-                add_apex_records(&mut response, zone, &owner, rtype);
+                add_apex_records(&mut parts, zone, owner, rtype);
             }
-            if response.answers.is_empty() {
-                response.add_authority(soa_record(zone, true));
-            }
-            ResponseCode::NoError
+            zone
         }
-        Lookup::Found {
-            zone,
-            records,
-            is_apex,
-        } => {
+        Lookup::Found { zone, records, is_apex } => {
             if is_apex {
-                add_apex_records(&mut response, zone, &owner, rtype);
+                add_apex_records(&mut parts, zone, owner, rtype);
             }
-            add_name_records(
-                &mut response,
-                snapshot,
-                zone,
-                records,
-                &owner,
-                rtype,
-                settings,
-            );
-            if response.answers.is_empty() {
-                response.add_authority(soa_record(zone, true));
-            }
-            ResponseCode::NoError
+            add_name_records(&mut parts, snapshot, zone, records, owner, rtype);
+            zone
         }
     };
-    response.metadata.authoritative = true;
-    reply(response, code, &request, transport)
+    if parts.answers.is_empty() {
+        parts.authorities.push(soa_record(zone, true));
+    }
+    Some(parts)
 }
 
 fn our_edns() -> Edns {
@@ -212,7 +201,7 @@ fn name(text: &str) -> Name {
 }
 
 /// The zone's SOA; `negative` gives it the negative-caching TTL.
-fn soa_record(zone: &ZoneInfo, negative: bool) -> Record {
+pub(crate) fn soa_record(zone: &ZoneInfo, negative: bool) -> Record {
     let soa = &zone.soa;
     let ttl = if negative {
         zone.ttl.min(soa.minimum)
@@ -235,15 +224,15 @@ fn clamp_i32(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
 
-fn add_apex_records(response: &mut Message, zone: &ZoneInfo, owner: &Name, rtype: RecordType) {
+fn add_apex_records(parts: &mut Parts, zone: &ZoneInfo, owner: &Name, rtype: RecordType) {
     if matches!(rtype, RecordType::SOA | RecordType::ANY) {
         let mut soa = soa_record(zone, false);
         soa.name = owner.clone();
-        response.add_answer(soa);
+        parts.answers.push(soa);
     }
     if matches!(rtype, RecordType::NS | RecordType::ANY) {
         for ns in &zone.ns {
-            response.add_answer(Record::from_rdata(
+            parts.answers.push(Record::from_rdata(
                 owner.clone(),
                 zone.ttl,
                 RData::NS(NS(name(ns))),
@@ -253,23 +242,22 @@ fn add_apex_records(response: &mut Message, zone: &ZoneInfo, owner: &Name, rtype
 }
 
 fn add_name_records(
-    response: &mut Message,
+    parts: &mut Parts,
     snapshot: &Snapshot,
     zone: &ZoneInfo,
     records: &NameRecords,
     owner: &Name,
     rtype: RecordType,
-    settings: AnswerSettings,
 ) {
     let any = rtype == RecordType::ANY;
     if any || rtype == RecordType::A {
         for &ip in &records.a {
-            response.add_answer(Record::from_rdata(owner.clone(), zone.ttl, RData::A(A(ip))));
+            parts.answers.push(Record::from_rdata(owner.clone(), zone.ttl, RData::A(A(ip))));
         }
     }
     if any || rtype == RecordType::AAAA {
         for &ip in &records.aaaa {
-            response.add_answer(Record::from_rdata(
+            parts.answers.push(Record::from_rdata(
                 owner.clone(),
                 zone.ttl,
                 RData::AAAA(AAAA(ip)),
@@ -279,8 +267,8 @@ fn add_name_records(
     if any || rtype == RecordType::SRV {
         for srv in &records.srv {
             let target = name(&srv.target);
-            let data = SRV::new(0, settings.srv_weight, srv.port, target.clone());
-            response.add_answer(Record::from_rdata(
+            let data = SRV::new(0, zone.srv_weight, srv.port, target.clone());
+            parts.answers.push(Record::from_rdata(
                 owner.clone(),
                 zone.ttl,
                 RData::SRV(data),
@@ -297,7 +285,7 @@ fn add_name_records(
                         IpAddr::V4(v4) => RData::A(A(v4)),
                         IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
                     };
-                    response.add_additional(Record::from_rdata(target.clone(), zone.ttl, data));
+                    parts.additionals.push(Record::from_rdata(target.clone(), zone.ttl, data));
                 }
             }
         }

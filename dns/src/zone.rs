@@ -37,6 +37,8 @@ pub struct ZoneData {
     pub ns: Vec<String>,
     /// TTL of every record of the zone.
     pub ttl: u32,
+    /// Weight of every SRV record (Mesos-DNS's `srvRecordDefaultWeight`).
+    pub srv_weight: u16,
     pub records: RecordSet,
 }
 
@@ -47,6 +49,7 @@ pub struct ZoneInfo {
     pub soa: Soa,
     pub ns: Vec<String>,
     pub ttl: u32,
+    pub srv_weight: u16,
 }
 
 /// The records of one name.
@@ -113,6 +116,7 @@ impl Snapshot {
                         soa,
                         ns,
                         ttl: z.ttl,
+                        srv_weight: z.srv_weight,
                     },
                     z.records,
                 )
@@ -260,6 +264,7 @@ mod tests {
             soa: soa(),
             ns: vec![],
             ttl: 60,
+            srv_weight: 1,
             records,
         };
         Snapshot::build(vec![

@@ -1,7 +1,7 @@
 //! The authoritative answer path, query bytes in and response bytes out, checked by decoding
 //! the responses with hickory-proto.
 
-use dcnet_dns::answer::{AnswerSettings, Outcome, Transport, answer, build_query};
+use dcnet_dns::answer::{Outcome, Transport, answer, build_query};
 use dcnet_dns::records::RecordSet;
 use dcnet_dns::zone::{Snapshot, Soa, ZoneData};
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
@@ -41,12 +41,13 @@ fn snapshot() -> Snapshot {
         },
         ns: vec![],
         ttl: 60,
+        srv_weight: 1,
         records: mesos,
     }])
 }
 
 fn ask(query: &[u8], transport: Transport) -> Message {
-    match answer(&snapshot(), query, transport, AnswerSettings::default()) {
+    match answer(&snapshot(), query, transport) {
         Outcome::Reply(bytes) => Message::from_vec(&bytes).expect("response decodes"),
         other => panic!("expected a reply, got {other:?}"),
     }
@@ -208,9 +209,7 @@ fn names_outside_our_zones_are_for_the_forwarder() {
     match answer(
         &snapshot(),
         &query,
-        Transport::Udp,
-        AnswerSettings::default(),
-    ) {
+        Transport::Udp) {
         Outcome::NotOurs(message) => {
             assert_eq!(message.queries[0].name().to_ascii(), "example.com.")
         }
@@ -220,16 +219,15 @@ fn names_outside_our_zones_are_for_the_forwarder() {
 
 #[test]
 fn malformed_input_gets_formerr_or_nothing() {
-    let settings = AnswerSettings::default();
     // Too short for a header: nothing.
     assert!(matches!(
-        answer(&snapshot(), &[1, 2, 3], Transport::Udp, settings),
+        answer(&snapshot(), &[1, 2, 3], Transport::Udp),
         Outcome::Drop
     ));
     // A header claiming a question that is not there: FORMERR with the id.
     let mut bad = build_query(0x4242, "web.marathon.mesos.", RecordType::A, None);
     bad.truncate(14);
-    let Outcome::Reply(bytes) = answer(&snapshot(), &bad, Transport::Udp, settings) else {
+    let Outcome::Reply(bytes) = answer(&snapshot(), &bad, Transport::Udp) else {
         panic!("no FORMERR")
     };
     let r = Message::from_vec(&bytes).unwrap();
@@ -241,7 +239,7 @@ fn malformed_input_gets_formerr_or_nothing() {
     let mut response = build_query(9, "web.marathon.mesos.", RecordType::A, None);
     response[2] |= 0x80;
     assert!(matches!(
-        answer(&snapshot(), &response, Transport::Udp, settings),
+        answer(&snapshot(), &response, Transport::Udp),
         Outcome::Drop
     ));
     // Other opcodes: NOTIMP.
@@ -265,6 +263,6 @@ fn random_bytes_never_panic() {
                 seed as u8
             })
             .collect();
-        let _ = answer(&snapshot, &bytes, Transport::Udp, AnswerSettings::default());
+        let _ = answer(&snapshot, &bytes, Transport::Udp);
     }
 }

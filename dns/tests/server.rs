@@ -29,6 +29,7 @@ fn snapshot(ip: &str) -> Snapshot {
         },
         ns: vec![],
         ttl: 60,
+        srv_weight: 1,
         records,
     }])
 }

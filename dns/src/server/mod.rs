@@ -19,7 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::answer::{AnswerSettings, Transport};
+use crate::answer::Transport;
 use crate::error::Error;
 use crate::zone::Snapshot;
 
@@ -74,7 +74,6 @@ pub struct ServerConfig {
     pub udp_workers: usize,
     /// How long a TCP connection may stay silent.
     pub tcp_idle: Duration,
-    pub answer: AnswerSettings,
 }
 
 impl ServerConfig {
@@ -84,7 +83,6 @@ impl ServerConfig {
             listen,
             udp_workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             tcp_idle: Duration::from_secs(10),
-            answer: AnswerSettings::default(),
         }
     }
 }
@@ -136,7 +134,6 @@ impl DnsServer {
             udp_threads.extend(udp::spawn(
                 sockets,
                 snapshot.clone(),
-                config.answer,
                 forward.clone(),
                 metrics.clone(),
                 stop_udp.clone(),
@@ -148,8 +145,7 @@ impl DnsServer {
                 tokio::spawn(tcp::serve(
                     listener,
                     snapshot.clone(),
-                    config.answer,
-                    forward.clone(),
+                        forward.clone(),
                     metrics.clone(),
                     config.tcp_idle,
                     stop_rx.clone(),

@@ -12,7 +12,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::debug;
 
 use super::{Forward, ServerMetrics, SharedSnapshot};
-use crate::answer::{AnswerSettings, Outcome, Transport, answer};
+use crate::answer::{Outcome, Transport, answer};
 
 /// Most TCP connections served at once.
 const MAX_CONNECTIONS: usize = 1024;
@@ -21,7 +21,6 @@ const MAX_CONNECTIONS: usize = 1024;
 pub async fn serve(
     listener: TcpListener,
     snapshot: SharedSnapshot,
-    settings: AnswerSettings,
     forward: Option<Arc<dyn Forward>>,
     metrics: Arc<ServerMetrics>,
     idle: Duration,
@@ -45,7 +44,7 @@ pub async fn serve(
         };
         let (snapshot, forward, metrics) = (snapshot.clone(), forward.clone(), metrics.clone());
         tokio::spawn(async move {
-            connection(stream, peer, snapshot, settings, forward, metrics, idle).await;
+            connection(stream, peer, snapshot, forward, metrics, idle).await;
             drop(slot);
         });
     }
@@ -55,7 +54,6 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     snapshot: SharedSnapshot,
-    settings: AnswerSettings,
     forward: Option<Arc<dyn Forward>>,
     metrics: Arc<ServerMetrics>,
     idle: Duration,
@@ -91,7 +89,7 @@ async fn connection(
         }
         metrics.queries_tcp.inc();
         let current = snapshot.load();
-        match answer(&current, &buf, Transport::Tcp, settings) {
+        match answer(&current, &buf, Transport::Tcp) {
             Outcome::Reply(bytes) => {
                 if tx.send(bytes).is_err() {
                     break;

@@ -13,7 +13,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, warn};
 
 use super::{Forward, ServerMetrics, SharedSnapshot};
-use crate::answer::{AnswerSettings, Outcome, Transport, answer};
+use crate::answer::{Outcome, Transport, answer};
 use crate::error::Error;
 
 /// Largest datagram read; longer ones are truncated by the kernel and fail to parse.
@@ -74,7 +74,6 @@ pub fn bind(addr: SocketAddr, workers: usize) -> Result<Vec<UdpSocket>, Error> {
 pub fn spawn(
     sockets: Vec<UdpSocket>,
     snapshot: SharedSnapshot,
-    settings: AnswerSettings,
     forward: Option<Arc<dyn Forward>>,
     metrics: Arc<ServerMetrics>,
     stop: Arc<AtomicBool>,
@@ -91,7 +90,7 @@ pub fn spawn(
             );
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || serve(socket, snapshot, settings, forward, metrics, stop))
+                .spawn(move || serve(socket, snapshot, forward, metrics, stop))
                 .map_err(Error::Thread)
         })
         .collect()
@@ -100,7 +99,6 @@ pub fn spawn(
 fn serve(
     socket: UdpSocket,
     snapshot: SharedSnapshot,
-    settings: AnswerSettings,
     forward: Option<Arc<dyn Forward>>,
     metrics: Arc<ServerMetrics>,
     stop: Arc<AtomicBool>,
@@ -131,7 +129,7 @@ fn serve(
         };
         metrics.queries_udp.inc();
         let current = snapshot.load();
-        match answer(&current, &buf[..len], Transport::Udp, settings) {
+        match answer(&current, &buf[..len], Transport::Udp) {
             Outcome::Reply(bytes) => {
                 if let Err(e) = socket.send_to(&bytes, from) {
                     debug!(to = %from, error = %e, "UDP send failed");

@@ -1,0 +1,274 @@
+//! Answers prepared when a snapshot is built, and the fast path that serves them.
+//!
+//! The common queries (A, AAAA or SRV, class IN, one question, at most an OPT record) are
+//! answered without parsing into messages: [`answer_fast`] reads the header and question by
+//! hand, looks the lower-cased name up, and writes the response as the query's header and
+//! question (copied, so the client's letter case is kept) followed by answer, authority and
+//! additional sections prepared in wire form. The profile of the hickory path showed its parse
+//! and encode, not the kernel, to be what separated it from Knot.
+//!
+//! The prepared bytes are encoded by hickory-proto, so the crate stays in charge of the wire
+//! format: answer owners are a pointer to the question (offset 12), and since a name's length
+//! does not depend on its letter case, each name's sections are encoded at the offset they
+//! will occupy, so compression pointers inside them are right. Negative answers are shared by
+//! every name of a zone, so they are encoded without compression.
+//!
+//! Anything else returns `None` and takes the hickory path in [`crate::answer`], which also
+//! handles truncation; `tests/fast_path.rs` checks both paths give the same answers.
+
+use std::collections::HashMap;
+
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+
+use crate::answer::MAX_UDP_PAYLOAD;
+
+const TYPE_A: u16 = 1;
+const TYPE_AAAA: u16 = 28;
+const TYPE_SRV: u16 = 33;
+const TYPE_OPT: u16 = 41;
+const CLASS_IN: u16 = 1;
+const RCODE_NXDOMAIN: u8 = 3;
+
+/// One prepared response body: the counts and bytes of its answer, authority and additional
+/// sections.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sections {
+    pub rcode: u8,
+    pub answers: u16,
+    pub authorities: u16,
+    pub additionals: u16,
+    pub bytes: Box<[u8]>,
+}
+
+/// The prepared responses of one name.
+#[derive(Debug, Clone, Default)]
+pub struct PreparedName {
+    pub a: Sections,
+    pub aaaa: Sections,
+    pub srv: Sections,
+}
+
+/// Prepared responses of a snapshot.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// By lower-case wire-format name.
+    names: HashMap<Box<[u8]>, PreparedName>,
+    /// Zone origins in wire format, most specific first, with their NXDOMAIN response.
+    nxdomain: Vec<(Box<[u8]>, Sections)>,
+}
+
+impl Prepared {
+    /// Adds the prepared responses of `name` (lower-case, fully qualified).
+    pub fn insert(&mut self, name: &str, prepared: PreparedName) {
+        if let Some(wire) = wire_name(name) {
+            self.names.insert(wire, prepared);
+        }
+    }
+
+    /// Adds a zone (most specific first) and its NXDOMAIN response.
+    pub fn add_zone(&mut self, origin: &str, nxdomain: Sections) {
+        if let Some(wire) = wire_name(origin) {
+            self.nxdomain.push((wire, nxdomain));
+        }
+    }
+}
+
+/// Encodes `records` (answers, authorities, additionals) as prepared sections for a question
+/// name of `qname_len` wire bytes. Answer owners become a pointer to the question. With
+/// `compress` false names are written whole, so the bytes fit any question.
+pub fn encode_sections(
+    rcode: u8,
+    answers: &[Record],
+    authorities: &[Record],
+    additionals: &[Record],
+    qname_len: usize,
+    compress: bool,
+) -> Option<Sections> {
+    let mut buf = Vec::new();
+    {
+        // The sections start after the header (12), the question name, its type and class (4).
+        let offset = u32::try_from(12 + qname_len + 4).ok()?;
+        let mut encoder = BinEncoder::with_offset(&mut buf, offset);
+        if !compress {
+            encoder.set_name_encoding(NameEncoding::Uncompressed);
+        }
+        for record in answers {
+            // Owner: a pointer to the question name at offset 12 (RFC 1035 §4.1.4).
+            encoder.emit_u16(0xC00C).ok()?;
+            encoder.emit_u16(u16::from(record.record_type())).ok()?;
+            encoder.emit_u16(u16::from(record.dns_class)).ok()?;
+            encoder.emit_u32(record.ttl).ok()?;
+            emit_rdata(&mut encoder, &record.data)?;
+        }
+        for record in authorities.iter().chain(additionals) {
+            record.emit(&mut encoder).ok()?;
+        }
+    }
+    Some(Sections {
+        rcode,
+        answers: u16::try_from(answers.len()).ok()?,
+        authorities: u16::try_from(authorities.len()).ok()?,
+        additionals: u16::try_from(additionals.len()).ok()?,
+        bytes: buf.into_boxed_slice(),
+    })
+}
+
+fn emit_rdata(encoder: &mut BinEncoder<'_>, data: &RData) -> Option<()> {
+    // RDLENGTH first, filled in once the data is written.
+    let place = encoder.place::<u16>().ok()?;
+    data.emit(encoder).ok()?;
+    let len = u16::try_from(encoder.len_since_place(&place)).ok()?;
+    place.replace(encoder, len).ok()
+}
+
+/// The lower-case wire form of a fully qualified name.
+fn wire_name(name: &str) -> Option<Box<[u8]>> {
+    let name = Name::from_ascii(name).ok()?.to_lowercase();
+    let mut buf = Vec::with_capacity(name.len() + 2);
+    for label in name.iter() {
+        buf.push(u8::try_from(label.len()).ok()?);
+        buf.extend_from_slice(label);
+    }
+    buf.push(0);
+    Some(buf.into_boxed_slice())
+}
+
+/// The answer to a plain query, written into `out`, or `None` for the general path. `limit` is
+/// the largest response the transport allows.
+pub fn answer_fast(prepared: &Prepared, query: &[u8], out: &mut Vec<u8>, limit: usize) -> Option<()> {
+    let header = query.get(..12)?;
+    // QR = 0 and OPCODE = QUERY, one question, nothing but possibly an OPT after it.
+    if header[2] & 0xF8 != 0 {
+        return None;
+    }
+    let count = |i: usize| u16::from_be_bytes([header[i], header[i + 1]]);
+    if count(4) != 1 || count(6) != 0 || count(8) != 0 || count(10) > 1 {
+        return None;
+    }
+    // The question name, lower-cased into a key; no compression in a question.
+    let mut key = [0u8; 255];
+    let mut pos = 12;
+    let mut key_len = 0;
+    loop {
+        let len = usize::from(*query.get(pos)?);
+        if len == 0 {
+            break;
+        }
+        if len > 63 || key_len + 1 + len >= key.len() {
+            return None;
+        }
+        let label = query.get(pos + 1..pos + 1 + len)?;
+        key[key_len] = len as u8;
+        for (k, &b) in key[key_len + 1..key_len + 1 + len].iter_mut().zip(label) {
+            *k = b.to_ascii_lowercase();
+        }
+        key_len += 1 + len;
+        pos += 1 + len;
+    }
+    key[key_len] = 0;
+    key_len += 1;
+    pos += 1;
+    let qtype = u16::from_be_bytes([*query.get(pos)?, *query.get(pos + 1)?]);
+    let qclass = u16::from_be_bytes([*query.get(pos + 2)?, *query.get(pos + 3)?]);
+    let question_end = pos + 4;
+    if qclass != CLASS_IN || !matches!(qtype, TYPE_A | TYPE_AAAA | TYPE_SRV) {
+        return None;
+    }
+
+    // EDNS: a version-0 OPT without anything surprising; we echo our own.
+    let has_edns = count(10) == 1;
+    let mut udp_limit = 512;
+    if has_edns {
+        let opt = query.get(question_end..question_end + 11)?;
+        let rr_type = u16::from_be_bytes([opt[1], opt[2]]);
+        let version = opt[6];
+        let rdlen = usize::from(u16::from_be_bytes([opt[9], opt[10]]));
+        if opt[0] != 0 || rr_type != TYPE_OPT || version != 0 || question_end + 11 + rdlen != query.len() {
+            return None;
+        }
+        udp_limit = usize::from(u16::from_be_bytes([opt[3], opt[4]]).clamp(512, MAX_UDP_PAYLOAD));
+    } else if question_end != query.len() {
+        return None;
+    }
+    let limit = limit.min(if limit > usize::from(MAX_UDP_PAYLOAD) { limit } else { udp_limit });
+
+    let key = &key[..key_len];
+    let sections = match prepared.names.get(key) {
+        Some(name) => match qtype {
+            TYPE_A => &name.a,
+            TYPE_AAAA => &name.aaaa,
+            _ => &name.srv,
+        },
+        None => {
+            // Not a name with records: NXDOMAIN if inside a zone that has no such name. Empty
+            // non-terminals and apexes are prepared as names, so they never get here.
+            let (_, nx) = prepared.nxdomain.iter().find(|(origin, _)| is_label_suffix(key, origin))?;
+            nx
+        }
+    };
+
+    out.clear();
+    out.extend_from_slice(&header[..2]);
+    // QR, AA, and the client's RD; RA, Z, AD, CD clear; the rcode.
+    out.push(0x84 | (header[2] & 0x01));
+    out.push(sections.rcode);
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&sections.answers.to_be_bytes());
+    out.extend_from_slice(&sections.authorities.to_be_bytes());
+    out.extend_from_slice(&(sections.additionals + u16::from(has_edns)).to_be_bytes());
+    out.extend_from_slice(&query[12..question_end]);
+    out.extend_from_slice(&sections.bytes);
+    if has_edns {
+        // OPT: root owner, type 41, our payload size, extended rcode 0, version 0, no flags,
+        // no options (RFC 6891 §6.1.2).
+        out.extend_from_slice(&[0, 0, 41]);
+        out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    }
+    // Too large: the general path truncates properly.
+    (out.len() <= limit).then_some(())
+}
+
+/// Whether wire name `name` is `origin` or lies below it, at a label boundary.
+fn is_label_suffix(name: &[u8], origin: &[u8]) -> bool {
+    if origin.len() > name.len() {
+        return false;
+    }
+    let start = name.len() - origin.len();
+    if name[start..] != *origin {
+        return false;
+    }
+    // Walk the labels to check that `start` is a label boundary.
+    let mut pos = 0;
+    while pos < start {
+        pos += 1 + usize::from(name[pos]);
+    }
+    pos == start
+}
+
+/// Record types the fast path prepares.
+pub const PREPARED_TYPES: [RecordType; 3] = [RecordType::A, RecordType::AAAA, RecordType::SRV];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_suffixes() {
+        let name = wire_name("a.mesos.").unwrap();
+        let origin = wire_name("mesos.").unwrap();
+        assert!(is_label_suffix(&name, &origin));
+        assert!(is_label_suffix(&origin, &origin));
+        let fake = wire_name("amesos.").unwrap();
+        assert!(!is_label_suffix(&fake, &origin));
+        // "xmesos" ends with the bytes of a 5-letter label "mesos" only by accident.
+        let tricky = wire_name("b.xmesos.").unwrap();
+        assert!(!is_label_suffix(&tricky, &origin));
+    }
+
+    #[test]
+    fn wire_names_are_lower_case() {
+        assert_eq!(&*wire_name("Ab.C.").unwrap(), b"\x02ab\x01c\x00");
+    }
+}
