@@ -50,6 +50,15 @@ pub enum Outcome {
 
 /// Answers one DNS message received over `transport`.
 pub fn answer(snapshot: &Snapshot, query: &[u8], transport: Transport) -> Outcome {
+    let mut out = Vec::with_capacity(512);
+    if crate::prepared::answer_fast(snapshot.prepared(), query, &mut out, transport).is_some() {
+        return Outcome::Reply(out);
+    }
+    answer_general(snapshot, query, transport)
+}
+
+/// The hickory-proto path: every query the fast path does not take.
+pub fn answer_general(snapshot: &Snapshot, query: &[u8], transport: Transport) -> Outcome {
     let request = match Message::from_vec(query) {
         Ok(message) => message,
         Err(_) => return formerr_from_header(query),

@@ -5,6 +5,7 @@
 //! - [`records`]: every Mesos-DNS record, generated from a normalized [`records::Cluster`].
 //! - [`mesos`]: a Mesos master's `/master/state`, mapped onto that cluster.
 //! - [`answer`]: one query in, one authoritative response out, from a snapshot.
+//! - [`prepared`]: answers of the common queries prepared in wire form, and the fast path.
 //! - [`server`]: UDP workers (SO_REUSEPORT, one per core) and TCP, answering from a shared snapshot.
 //! - [`zone`]: the immutable snapshot of every served zone, and how a name is looked up in it.
 //!
@@ -15,6 +16,7 @@ pub mod answer;
 pub mod error;
 pub mod mesos;
 pub mod name;
+pub mod prepared;
 pub mod records;
 pub mod server;
 pub mod zone;

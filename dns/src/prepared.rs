@@ -21,7 +21,8 @@ use std::collections::HashMap;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
-use crate::answer::MAX_UDP_PAYLOAD;
+use crate::answer::{MAX_UDP_PAYLOAD, Transport, resolve, soa_record};
+use crate::zone::Snapshot;
 
 const TYPE_A: u16 = 1;
 const TYPE_AAAA: u16 = 28;
@@ -41,12 +42,22 @@ pub struct Sections {
     pub bytes: Box<[u8]>,
 }
 
-/// The prepared responses of one name.
+/// The prepared responses of one name; `None` is the zone's shared NODATA.
 #[derive(Debug, Clone, Default)]
-pub struct PreparedName {
-    pub a: Sections,
-    pub aaaa: Sections,
-    pub srv: Sections,
+struct PreparedName {
+    zone: usize,
+    a: Option<Sections>,
+    aaaa: Option<Sections>,
+    srv: Option<Sections>,
+}
+
+/// What every name of a zone shares: its negative answers (the SOA owner is the apex, so the
+/// bytes do not depend on the question).
+#[derive(Debug)]
+struct PreparedZone {
+    origin: Box<[u8]>,
+    nodata: Sections,
+    nxdomain: Sections,
 }
 
 /// Prepared responses of a snapshot.
@@ -54,24 +65,53 @@ pub struct PreparedName {
 pub struct Prepared {
     /// By lower-case wire-format name.
     names: HashMap<Box<[u8]>, PreparedName>,
-    /// Zone origins in wire format, most specific first, with their NXDOMAIN response.
-    nxdomain: Vec<(Box<[u8]>, Sections)>,
+    /// Most specific first, as in the snapshot.
+    zones: Vec<PreparedZone>,
 }
 
-impl Prepared {
-    /// Adds the prepared responses of `name` (lower-case, fully qualified).
-    pub fn insert(&mut self, name: &str, prepared: PreparedName) {
-        if let Some(wire) = wire_name(name) {
-            self.names.insert(wire, prepared);
-        }
+/// Prepares the fast-path answers of every name of `snapshot`: names with records, empty
+/// non-terminals and apexes (the last two answer NODATA to every prepared type).
+pub fn prepare(snapshot: &Snapshot) -> Prepared {
+    let mut prepared = Prepared::default();
+    for zone in snapshot.zones() {
+        let soa = [soa_record(zone, true)];
+        let (Some(origin), Some(nodata), Some(nxdomain)) = (
+            wire_name(&zone.origin),
+            encode_sections(0, &[], &soa, &[], 0, false),
+            encode_sections(RCODE_NXDOMAIN, &[], &soa, &[], 0, false),
+        ) else {
+            continue;
+        };
+        prepared.zones.push(PreparedZone { origin, nodata, nxdomain });
     }
-
-    /// Adds a zone (most specific first) and its NXDOMAIN response.
-    pub fn add_zone(&mut self, origin: &str, nxdomain: Sections) {
-        if let Some(wire) = wire_name(origin) {
-            self.nxdomain.push((wire, nxdomain));
+    for (name, zone) in snapshot.existing_names() {
+        let (Some(wire), Ok(owner)) = (wire_name(name), Name::from_ascii(name)) else { continue };
+        let mut entry = PreparedName {
+            zone,
+            ..PreparedName::default()
+        };
+        for rtype in PREPARED_TYPES {
+            let Some(parts) = resolve(snapshot, name, &owner, rtype) else { continue };
+            if parts.answers.is_empty() {
+                continue; // the zone's NODATA
+            }
+            let sections = encode_sections(
+                u8::from(parts.rcode.low()),
+                &parts.answers,
+                &parts.authorities,
+                &parts.additionals,
+                wire.len(),
+                true,
+            );
+            match rtype {
+                RecordType::A => entry.a = sections,
+                RecordType::AAAA => entry.aaaa = sections,
+                _ => entry.srv = sections,
+            }
         }
+        prepared.names.insert(wire, entry);
     }
+    prepared
 }
 
 /// Encodes `records` (answers, authorities, additionals) as prepared sections for a question
@@ -85,11 +125,13 @@ pub fn encode_sections(
     qname_len: usize,
     compress: bool,
 ) -> Option<Sections> {
-    let mut buf = Vec::new();
+    // The sections start after the header (12), the question name, its type and class (4).
+    // hickory writes at that index of the buffer, so compression pointers come out absolute;
+    // the placeholder bytes before it hold no names, so nothing can point into them.
+    let offset = 12 + qname_len + 4;
+    let mut buf = vec![0u8; offset];
     {
-        // The sections start after the header (12), the question name, its type and class (4).
-        let offset = u32::try_from(12 + qname_len + 4).ok()?;
-        let mut encoder = BinEncoder::with_offset(&mut buf, offset);
+        let mut encoder = BinEncoder::with_offset(&mut buf, u32::try_from(offset).ok()?);
         if !compress {
             encoder.set_name_encoding(NameEncoding::Uncompressed);
         }
@@ -105,6 +147,7 @@ pub fn encode_sections(
             record.emit(&mut encoder).ok()?;
         }
     }
+    buf.drain(..offset);
     Some(Sections {
         rcode,
         answers: u16::try_from(answers.len()).ok()?,
@@ -134,9 +177,8 @@ fn wire_name(name: &str) -> Option<Box<[u8]>> {
     Some(buf.into_boxed_slice())
 }
 
-/// The answer to a plain query, written into `out`, or `None` for the general path. `limit` is
-/// the largest response the transport allows.
-pub fn answer_fast(prepared: &Prepared, query: &[u8], out: &mut Vec<u8>, limit: usize) -> Option<()> {
+/// The answer to a plain query, written into `out`, or `None` for the general path.
+pub fn answer_fast(prepared: &Prepared, query: &[u8], out: &mut Vec<u8>, transport: Transport) -> Option<()> {
     let header = query.get(..12)?;
     // QR = 0 and OPCODE = QUERY, one question, nothing but possibly an OPT after it.
     if header[2] & 0xF8 != 0 {
@@ -191,21 +233,23 @@ pub fn answer_fast(prepared: &Prepared, query: &[u8], out: &mut Vec<u8>, limit: 
     } else if question_end != query.len() {
         return None;
     }
-    let limit = limit.min(if limit > usize::from(MAX_UDP_PAYLOAD) { limit } else { udp_limit });
+    let limit = match transport {
+        Transport::Udp => udp_limit,
+        Transport::Tcp => usize::from(u16::MAX),
+    };
 
     let key = &key[..key_len];
     let sections = match prepared.names.get(key) {
-        Some(name) => match qtype {
-            TYPE_A => &name.a,
-            TYPE_AAAA => &name.aaaa,
-            _ => &name.srv,
-        },
-        None => {
-            // Not a name with records: NXDOMAIN if inside a zone that has no such name. Empty
-            // non-terminals and apexes are prepared as names, so they never get here.
-            let (_, nx) = prepared.nxdomain.iter().find(|(origin, _)| is_label_suffix(key, origin))?;
-            nx
+        Some(name) => {
+            let own = match qtype {
+                TYPE_A => &name.a,
+                TYPE_AAAA => &name.aaaa,
+                _ => &name.srv,
+            };
+            own.as_ref().unwrap_or(&prepared.zones.get(name.zone)?.nodata)
         }
+        // Not an existing name: NXDOMAIN if inside a zone, else the general path (forwarding).
+        None => &prepared.zones.iter().find(|z| is_label_suffix(key, &z.origin))?.nxdomain,
     };
 
     out.clear();
@@ -248,7 +292,7 @@ fn is_label_suffix(name: &[u8], origin: &[u8]) -> bool {
 }
 
 /// Record types the fast path prepares.
-pub const PREPARED_TYPES: [RecordType; 3] = [RecordType::A, RecordType::AAAA, RecordType::SRV];
+const PREPARED_TYPES: [RecordType; 3] = [RecordType::A, RecordType::AAAA, RecordType::SRV];
 
 #[cfg(test)]
 mod tests {

@@ -7,9 +7,10 @@
 //! `x.slave.mesos.` does); no such domain; or not ours (to be forwarded). Names are matched
 //! lower-case; callers lower-case the question.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use crate::prepared::{Prepared, prepare};
 use crate::records::{RecordSet, SrvTarget, fqdn};
 
 /// Start-of-authority settings of one zone (Mesos-DNS's SOA* config keys).
@@ -89,7 +90,10 @@ pub struct Snapshot {
     /// Longest origin first, so the most specific zone wins.
     zones: Vec<ZoneInfo>,
     names: HashMap<String, (usize, NameRecords)>,
-    empty_non_terminals: HashSet<String>,
+    /// Names without records that exist because names below them do, with their zone.
+    empty_non_terminals: HashMap<String, usize>,
+    /// Wire-form answers of the common queries (see [`crate::prepared`]).
+    prepared: Prepared,
 }
 
 impl Snapshot {
@@ -152,7 +156,7 @@ impl Snapshot {
         }
         snapshot.names.retain(|_, (_, r)| !r.is_empty());
         // Every ancestor of a name, up to its zone's apex, exists.
-        let mut ents = HashSet::new();
+        let mut ents = HashMap::new();
         for (name, &(zone, _)) in &snapshot.names {
             let origin = &snapshot.zones[zone].origin;
             let mut rest = name.as_str();
@@ -161,13 +165,30 @@ impl Snapshot {
                     break;
                 }
                 if !snapshot.names.contains_key(parent) {
-                    ents.insert(parent.to_owned());
+                    ents.insert(parent.to_owned(), zone);
                 }
                 rest = parent;
             }
         }
         snapshot.empty_non_terminals = ents;
+        snapshot.prepared = prepare(&snapshot);
         snapshot
+    }
+
+    /// Every name that exists, with its zone index: names with records, empty non-terminals,
+    /// and the apexes.
+    pub fn existing_names(&self) -> impl Iterator<Item = (&str, usize)> {
+        let apexes = self.zones.iter().enumerate().map(|(i, z)| (z.origin.as_str(), i));
+        self.names
+            .iter()
+            .map(|(name, (zone, _))| (name.as_str(), *zone))
+            .chain(self.empty_non_terminals.iter().map(|(name, zone)| (name.as_str(), *zone)))
+            .chain(apexes)
+    }
+
+    /// The fast path's prepared answers.
+    pub fn prepared(&self) -> &Prepared {
+        &self.prepared
     }
 
     /// Index of the most specific served zone containing `name` (lower-case, fully qualified).
@@ -189,7 +210,7 @@ impl Snapshot {
                 is_apex,
             };
         }
-        if is_apex || self.empty_non_terminals.contains(name) {
+        if is_apex || self.empty_non_terminals.contains_key(name) {
             return Lookup::Empty { zone, is_apex };
         }
         Lookup::NxDomain { zone }
