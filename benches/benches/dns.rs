@@ -10,7 +10,8 @@
 //! evenly: task A, canonical-name A, task SRV (with additionals), agent A under `.slave.`, and
 //! a name that does not exist (NXDOMAIN).
 //!
-//! Usage: `cargo bench -p dcnet-benches --bench dns -- [--seconds 10] [--sizes fixture,100000]`
+//! Usage: `cargo bench -p dcnet-benches --bench dns -- [--seconds 10] [--rounds 3]
+//!        [--sizes fixture,100000]`
 
 use std::io::Write as _;
 use std::net::{SocketAddr, UdpSocket};
@@ -35,12 +36,14 @@ const FIXTURE: &str = include_str!("../../dns/tests/fixtures/mesos-dns-fake-stat
 
 struct Options {
     seconds: u64,
+    rounds: usize,
     sizes: Vec<Option<usize>>,
 }
 
 fn parse_args() -> Result<Options> {
     let mut o = Options {
         seconds: 10,
+        rounds: 3,
         sizes: vec![None, Some(100_000)],
     };
     let mut args = std::env::args().skip(1);
@@ -48,6 +51,7 @@ fn parse_args() -> Result<Options> {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
         match arg.as_str() {
             "--seconds" => o.seconds = value()?.parse().context("--seconds takes a number")?,
+            "--rounds" => o.rounds = value()?.parse().context("--rounds takes a number")?,
             "--sizes" => {
                 o.sizes = value()?
                     .split(',')
@@ -227,6 +231,12 @@ fn dnsperf(server: SocketAddr, queries: &Path, seconds: u64) -> Result<(f64, f64
     ))
 }
 
+/// The run with the median rate (its CPU and loss figures go with it).
+fn median(mut runs: Vec<Measured>) -> Measured {
+    runs.sort_by(|a, b| a.qps.total_cmp(&b.qps));
+    runs.swap_remove(runs.len() / 2)
+}
+
 fn proc_cpu(pid: u32) -> Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command (which may contain spaces) start after the last ')'.
@@ -298,6 +308,7 @@ fn pin_to_core(core: usize) {
 fn run_size(
     size: Option<usize>,
     seconds: u64,
+    rounds: usize,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<Vec<String>> {
     let cluster = match size {
@@ -330,21 +341,12 @@ fn run_size(
     }
     drop(queries);
 
-    eprintln!("{label}: {} records, Knot ...", set.len());
+    // Both servers stay up on core 0 (the idle one costs nothing); rounds alternate between
+    // them and the medians are reported, since single runs vary by tens of percent.
+    eprintln!("{label}: {} records", set.len());
     let knot = start_knot(dir.path(), &zone_file)?;
     let knot_addr: SocketAddr = ([127, 0, 0, 1], KNOT_PORT).into();
     wait_answering(knot_addr)?;
-    let cpu0 = proc_cpu(knot.child.id())?;
-    let (qps, lost, done) = dnsperf(knot_addr, &queries_path, seconds)?;
-    let knot_result = Measured {
-        qps,
-        cpu_us_per_query: (proc_cpu(knot.child.id())? - cpu0).as_secs_f64() * 1e6
-            / done.max(1) as f64,
-        lost,
-    };
-    drop(knot);
-
-    eprintln!("{label}: dcnet ...");
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(vec![ZoneData {
         origin: "mesos".into(),
         soa: soa(),
@@ -363,14 +365,30 @@ fn run_size(
     ))?;
     let addr = server.local_addrs()[0];
     wait_answering(addr)?;
-    let cpu0 = cpu_time();
-    let (qps, lost, done) = dnsperf(addr, &queries_path, seconds)?;
-    let dcnet_result = Measured {
-        qps,
-        cpu_us_per_query: (cpu_time() - cpu0).as_secs_f64() * 1e6 / done.max(1) as f64,
-        lost,
-    };
+
+    let (mut knot_runs, mut dcnet_runs) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        eprintln!("  round {round}/{rounds}: Knot, then dcnet");
+        let cpu0 = proc_cpu(knot.child.id())?;
+        let (qps, lost, done) = dnsperf(knot_addr, &queries_path, seconds)?;
+        knot_runs.push(Measured {
+            qps,
+            cpu_us_per_query: (proc_cpu(knot.child.id())? - cpu0).as_secs_f64() * 1e6
+                / done.max(1) as f64,
+            lost,
+        });
+        let cpu0 = cpu_time();
+        let (qps, lost, done) = dnsperf(addr, &queries_path, seconds)?;
+        dcnet_runs.push(Measured {
+            qps,
+            cpu_us_per_query: (cpu_time() - cpu0).as_secs_f64() * 1e6 / done.max(1) as f64,
+            lost,
+        });
+    }
     runtime.block_on(server.shutdown());
+    drop(knot);
+    let knot_result = median(knot_runs);
+    let dcnet_result = median(dcnet_runs);
 
     Ok(vec![
         label,
@@ -403,12 +421,12 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     println!(
-        "dns benchmark: one UDP worker each on core 0, dnsperf (4 clients, 500 in flight) on core 1, {} s per run",
-        o.seconds
+        "dns benchmark: one UDP worker each on core 0, dnsperf (4 clients, 500 in flight) on core 1, {} s per run, median of {} alternating rounds",
+        o.seconds, o.rounds
     );
     let mut rows = Vec::new();
     for size in &o.sizes {
-        rows.push(run_size(*size, o.seconds, &runtime)?);
+        rows.push(run_size(*size, o.seconds, o.rounds, &runtime)?);
     }
     print_table(
         &[

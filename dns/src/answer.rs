@@ -86,7 +86,11 @@ pub fn answer_general(snapshot: &Snapshot, query: &[u8], transport: Transport) -
     }
 
     let lower = question.name().to_lowercase().to_ascii();
-    let lower = if lower.ends_with('.') { lower } else { format!("{lower}.") };
+    let lower = if lower.ends_with('.') {
+        lower
+    } else {
+        format!("{lower}.")
+    };
     let Some(parts) = resolve(snapshot, &lower, question.name(), question.query_type()) else {
         return Outcome::NotOurs(Box::new(request));
     };
@@ -128,7 +132,11 @@ pub fn resolve(snapshot: &Snapshot, lower: &str, owner: &Name, rtype: RecordType
             }
             zone
         }
-        Lookup::Found { zone, records, is_apex } => {
+        Lookup::Found {
+            zone,
+            records,
+            is_apex,
+        } => {
             if is_apex {
                 add_apex_records(&mut parts, zone, owner, rtype);
             }
@@ -261,7 +269,9 @@ fn add_name_records(
     let any = rtype == RecordType::ANY;
     if any || rtype == RecordType::A {
         for &ip in &records.a {
-            parts.answers.push(Record::from_rdata(owner.clone(), zone.ttl, RData::A(A(ip))));
+            parts
+                .answers
+                .push(Record::from_rdata(owner.clone(), zone.ttl, RData::A(A(ip))));
         }
     }
     if any || rtype == RecordType::AAAA {
@@ -294,7 +304,9 @@ fn add_name_records(
                         IpAddr::V4(v4) => RData::A(A(v4)),
                         IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
                     };
-                    parts.additionals.push(Record::from_rdata(target.clone(), zone.ttl, data));
+                    parts
+                        .additionals
+                        .push(Record::from_rdata(target.clone(), zone.ttl, data));
                 }
             }
         }

@@ -82,16 +82,24 @@ pub fn prepare(snapshot: &Snapshot) -> Prepared {
         ) else {
             continue;
         };
-        prepared.zones.push(PreparedZone { origin, nodata, nxdomain });
+        prepared.zones.push(PreparedZone {
+            origin,
+            nodata,
+            nxdomain,
+        });
     }
     for (name, zone) in snapshot.existing_names() {
-        let (Some(wire), Ok(owner)) = (wire_name(name), Name::from_ascii(name)) else { continue };
+        let (Some(wire), Ok(owner)) = (wire_name(name), Name::from_ascii(name)) else {
+            continue;
+        };
         let mut entry = PreparedName {
             zone,
             ..PreparedName::default()
         };
         for rtype in PREPARED_TYPES {
-            let Some(parts) = resolve(snapshot, name, &owner, rtype) else { continue };
+            let Some(parts) = resolve(snapshot, name, &owner, rtype) else {
+                continue;
+            };
             if parts.answers.is_empty() {
                 continue; // the zone's NODATA
             }
@@ -178,7 +186,12 @@ fn wire_name(name: &str) -> Option<Box<[u8]>> {
 }
 
 /// The answer to a plain query, written into `out`, or `None` for the general path.
-pub fn answer_fast(prepared: &Prepared, query: &[u8], out: &mut Vec<u8>, transport: Transport) -> Option<()> {
+pub fn answer_fast(
+    prepared: &Prepared,
+    query: &[u8],
+    out: &mut Vec<u8>,
+    transport: Transport,
+) -> Option<()> {
     let header = query.get(..12)?;
     // QR = 0 and OPCODE = QUERY, one question, nothing but possibly an OPT after it.
     if header[2] & 0xF8 != 0 {
@@ -226,7 +239,11 @@ pub fn answer_fast(prepared: &Prepared, query: &[u8], out: &mut Vec<u8>, transpo
         let rr_type = u16::from_be_bytes([opt[1], opt[2]]);
         let version = opt[6];
         let rdlen = usize::from(u16::from_be_bytes([opt[9], opt[10]]));
-        if opt[0] != 0 || rr_type != TYPE_OPT || version != 0 || question_end + 11 + rdlen != query.len() {
+        if opt[0] != 0
+            || rr_type != TYPE_OPT
+            || version != 0
+            || question_end + 11 + rdlen != query.len()
+        {
             return None;
         }
         udp_limit = usize::from(u16::from_be_bytes([opt[3], opt[4]]).clamp(512, MAX_UDP_PAYLOAD));
@@ -246,10 +263,17 @@ pub fn answer_fast(prepared: &Prepared, query: &[u8], out: &mut Vec<u8>, transpo
                 TYPE_AAAA => &name.aaaa,
                 _ => &name.srv,
             };
-            own.as_ref().unwrap_or(&prepared.zones.get(name.zone)?.nodata)
+            own.as_ref()
+                .unwrap_or(&prepared.zones.get(name.zone)?.nodata)
         }
         // Not an existing name: NXDOMAIN if inside a zone, else the general path (forwarding).
-        None => &prepared.zones.iter().find(|z| is_label_suffix(key, &z.origin))?.nxdomain,
+        None => {
+            &prepared
+                .zones
+                .iter()
+                .find(|z| is_label_suffix(key, &z.origin))?
+                .nxdomain
+        }
     };
 
     out.clear();

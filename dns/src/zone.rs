@@ -178,11 +178,19 @@ impl Snapshot {
     /// Every name that exists, with its zone index: names with records, empty non-terminals,
     /// and the apexes.
     pub fn existing_names(&self) -> impl Iterator<Item = (&str, usize)> {
-        let apexes = self.zones.iter().enumerate().map(|(i, z)| (z.origin.as_str(), i));
+        let apexes = self
+            .zones
+            .iter()
+            .enumerate()
+            .map(|(i, z)| (z.origin.as_str(), i));
         self.names
             .iter()
             .map(|(name, (zone, _))| (name.as_str(), *zone))
-            .chain(self.empty_non_terminals.iter().map(|(name, zone)| (name.as_str(), *zone)))
+            .chain(
+                self.empty_non_terminals
+                    .iter()
+                    .map(|(name, zone)| (name.as_str(), *zone)),
+            )
             .chain(apexes)
     }
 

@@ -206,10 +206,7 @@ fn unknown_edns_version_is_badvers() {
 #[test]
 fn names_outside_our_zones_are_for_the_forwarder() {
     let query = build_query(5, "example.com.", RecordType::A, None);
-    match answer(
-        &snapshot(),
-        &query,
-        Transport::Udp) {
+    match answer(&snapshot(), &query, Transport::Udp) {
         Outcome::NotOurs(message) => {
             assert_eq!(message.queries[0].name().to_ascii(), "example.com.")
         }

@@ -12,9 +12,14 @@ use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 
 fn snapshot() -> Snapshot {
-    let mut state: State = serde_json::from_str(include_str!("fixtures/mesos-dns-fake-state.json")).unwrap();
+    let mut state: State =
+        serde_json::from_str(include_str!("fixtures/mesos-dns-fake-state.json")).unwrap();
     state.leader = "master@10.0.0.1:5050".into();
-    let cluster = mesos::cluster(&state, &[IpSource::Netinfo, IpSource::Mesos, IpSource::Host], &literal_only);
+    let cluster = mesos::cluster(
+        &state,
+        &[IpSource::Netinfo, IpSource::Mesos, IpSource::Host],
+        &literal_only,
+    );
     let settings = Settings {
         domain: "mesos".into(),
         spec: LabelSpec::Rfc1123,
@@ -23,7 +28,10 @@ fn snapshot() -> Snapshot {
         listen_ips: vec!["127.0.0.1".parse().unwrap()],
     };
     let mut other = RecordSet::default();
-    other.add_ip("web.marathon.l4lb.thisdcos.directory.", "11.0.0.7".parse().unwrap());
+    other.add_ip(
+        "web.marathon.l4lb.thisdcos.directory.",
+        "11.0.0.7".parse().unwrap(),
+    );
     let soa = Soa {
         mname: "ns1.mesos".into(),
         rname: "root.ns1.mesos".into(),
@@ -69,34 +77,70 @@ fn view(bytes: &[u8]) -> String {
         u16::from(md.response_code)
     );
     for q in &m.queries {
-        out += &format!("Q {} {} {}\n", q.name().to_ascii(), q.query_type(), q.query_class());
+        out += &format!(
+            "Q {} {} {}\n",
+            q.name().to_ascii(),
+            q.query_type(),
+            q.query_class()
+        );
     }
-    for (section, records) in [("AN", &m.answers), ("NS", &m.authorities), ("AR", &m.additionals)] {
+    for (section, records) in [
+        ("AN", &m.answers),
+        ("NS", &m.authorities),
+        ("AR", &m.additionals),
+    ] {
         let mut lines: Vec<String> = records
             .iter()
-            .map(|r| format!("{section} {} {} {} {}", r.name.to_ascii(), r.ttl, r.record_type(), r.data))
+            .map(|r| {
+                format!(
+                    "{section} {} {} {} {}",
+                    r.name.to_ascii(),
+                    r.ttl,
+                    r.record_type(),
+                    r.data
+                )
+            })
             .collect();
         lines.sort();
         out += &lines.join("\n");
         out.push('\n');
     }
-    out += &format!("edns={:?}\n", m.edns.as_ref().map(|e| (e.version(), e.max_payload())));
+    out += &format!(
+        "edns={:?}\n",
+        m.edns.as_ref().map(|e| (e.version(), e.max_payload()))
+    );
     out
 }
 
 fn mixed_case(name: &str, salt: usize) -> String {
     name.chars()
         .enumerate()
-        .map(|(i, c)| if (i + salt) % 3 == 0 { c.to_ascii_uppercase() } else { c })
+        .map(|(i, c)| {
+            if (i + salt) % 3 == 0 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
 #[test]
 fn fast_path_matches_the_general_path() {
     let snapshot = snapshot();
-    let mut names: Vec<String> = snapshot.existing_names().map(|(n, _)| n.to_owned()).collect();
+    let mut names: Vec<String> = snapshot
+        .existing_names()
+        .map(|(n, _)| n.to_owned())
+        .collect();
     names.sort();
-    names.extend(["missing.marathon.mesos.", "x.y.z.mesos.", "nothing.l4lb.thisdcos.directory."].map(String::from));
+    names.extend(
+        [
+            "missing.marathon.mesos.",
+            "x.y.z.mesos.",
+            "nothing.l4lb.thisdcos.directory.",
+        ]
+        .map(String::from),
+    );
     let mut fast_answers = 0;
     for (i, name) in names.iter().enumerate() {
         for rtype in [RecordType::A, RecordType::AAAA, RecordType::SRV] {
@@ -104,16 +148,23 @@ fn fast_path_matches_the_general_path() {
                 for edns in [None, Some((0, 1232)), Some((0, 4096))] {
                     let query = build_query(i as u16, &qname, rtype, edns);
                     let mut fast = Vec::new();
-                    if answer_fast(snapshot.prepared(), &query, &mut fast, Transport::Udp).is_none() {
+                    if answer_fast(snapshot.prepared(), &query, &mut fast, Transport::Udp).is_none()
+                    {
                         // Allowed only when the answer does not fit: the general path truncates.
-                        let Outcome::Reply(general) = answer_general(&snapshot, &query, Transport::Udp) else {
+                        let Outcome::Reply(general) =
+                            answer_general(&snapshot, &query, Transport::Udp)
+                        else {
                             panic!("{qname} {rtype}: neither path answered");
                         };
                         let m = Message::from_vec(&general).unwrap();
-                        assert!(m.metadata.truncation || m.additionals.is_empty(), "{qname} {rtype}: fast path declined a plain answer");
+                        assert!(
+                            m.metadata.truncation || m.additionals.is_empty(),
+                            "{qname} {rtype}: fast path declined a plain answer"
+                        );
                         continue;
                     }
-                    let Outcome::Reply(general) = answer_general(&snapshot, &query, Transport::Udp) else {
+                    let Outcome::Reply(general) = answer_general(&snapshot, &query, Transport::Udp)
+                    else {
                         panic!("{qname} {rtype}: general path did not reply");
                     };
                     assert_eq!(view(&fast), view(&general), "{qname} {rtype} {edns:?}");
@@ -122,7 +173,10 @@ fn fast_path_matches_the_general_path() {
             }
         }
     }
-    assert!(fast_answers > 500, "the fast path answered only {fast_answers} queries");
+    assert!(
+        fast_answers > 500,
+        "the fast path answered only {fast_answers} queries"
+    );
 }
 
 #[test]
@@ -131,11 +185,26 @@ fn fast_path_declines_what_it_does_not_prepare() {
     let mut out = Vec::new();
     // (description, query)
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("other zone", build_query(1, "example.com.", RecordType::A, None)),
-        ("SOA at the apex", build_query(2, "mesos.", RecordType::SOA, None)),
-        ("TXT", build_query(3, "leader.mesos.", RecordType::TXT, None)),
-        ("EDNS version 1", build_query(4, "leader.mesos.", RecordType::A, Some((1, 1232)))),
-        ("truncated", build_query(5, "leader.mesos.", RecordType::A, None)[..20].to_vec()),
+        (
+            "other zone",
+            build_query(1, "example.com.", RecordType::A, None),
+        ),
+        (
+            "SOA at the apex",
+            build_query(2, "mesos.", RecordType::SOA, None),
+        ),
+        (
+            "TXT",
+            build_query(3, "leader.mesos.", RecordType::TXT, None),
+        ),
+        (
+            "EDNS version 1",
+            build_query(4, "leader.mesos.", RecordType::A, Some((1, 1232))),
+        ),
+        (
+            "truncated",
+            build_query(5, "leader.mesos.", RecordType::A, None)[..20].to_vec(),
+        ),
         ("a response", {
             let mut q = build_query(6, "leader.mesos.", RecordType::A, None);
             q[2] |= 0x80;
@@ -148,6 +217,9 @@ fn fast_path_declines_what_it_does_not_prepare() {
         }),
     ];
     for (what, query) in cases {
-        assert!(answer_fast(snapshot.prepared(), &query, &mut out, Transport::Udp).is_none(), "{what}");
+        assert!(
+            answer_fast(snapshot.prepared(), &query, &mut out, Transport::Udp).is_none(),
+            "{what}"
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! Queries outside the served zones go to a [`Forward`] implementation if one is given;
 //! without one they are REFUSED (this server is then authoritative-only).
 
+pub mod mmsg;
 pub mod tcp;
 pub mod udp;
 
@@ -145,7 +146,7 @@ impl DnsServer {
                 tokio::spawn(tcp::serve(
                     listener,
                     snapshot.clone(),
-                        forward.clone(),
+                    forward.clone(),
                     metrics.clone(),
                     config.tcp_idle,
                     stop_rx.clone(),

@@ -1,7 +1,7 @@
 //! UDP: one SO_REUSEPORT socket and one thread per worker, so the kernel spreads queries over
-//! cores with no shared queue. Each thread reads the current snapshot per query (one atomic
-//! load), answers, and sends; queries for other zones go to the forwarder, which replies
-//! through a clone of the same socket.
+//! cores with no shared queue. Each thread takes queued datagrams in batches ([`super::mmsg`]),
+//! loads the current snapshot once per batch, answers, and sends the replies in one call;
+//! queries for other zones go to the forwarder, which replies through a clone of the socket.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -12,12 +12,16 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, warn};
 
+use super::mmsg::Batch;
 use super::{Forward, ServerMetrics, SharedSnapshot};
-use crate::answer::{Outcome, Transport, answer};
+use crate::answer::{Outcome, Transport, answer_general};
 use crate::error::Error;
+use crate::prepared::answer_fast;
 
 /// Largest datagram read; longer ones are truncated by the kernel and fail to parse.
 const RECV_BUFFER: usize = 4096;
+/// Datagrams taken per system call.
+const BATCH: usize = 32;
 /// How often an idle worker checks for shutdown.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -110,14 +114,17 @@ fn serve(
             return;
         }
     };
-    let mut buf = [0u8; RECV_BUFFER];
+    let mut batch = Batch::new(BATCH, RECV_BUFFER);
+    let mut scratch = Vec::with_capacity(512);
     while !stop.load(Ordering::Relaxed) {
-        let (len, from) = match socket.recv_from(&mut buf) {
-            Ok(received) => received,
+        let received = match batch.recv(&socket) {
+            Ok(n) => n,
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) =>
             {
                 continue;
@@ -127,35 +134,54 @@ fn serve(
                 continue;
             }
         };
-        metrics.queries_udp.inc();
+        metrics.queries_udp.inc_by(received as u64);
         let current = snapshot.load();
-        match answer(&current, &buf[..len], Transport::Udp) {
-            Outcome::Reply(bytes) => {
-                if let Err(e) = socket.send_to(&bytes, from) {
-                    debug!(to = %from, error = %e, "UDP send failed");
-                }
+        for i in 0..received {
+            // Plain queries: prepared bytes into a reused buffer, no allocation.
+            if answer_fast(
+                current.prepared(),
+                batch.datagram(i),
+                &mut scratch,
+                Transport::Udp,
+            )
+            .is_some()
+            {
+                batch.reply(i, &scratch);
+                continue;
             }
-            Outcome::NotOurs(query) => match &forward {
-                Some(forward) => {
-                    let reply_socket = reply_socket.clone();
-                    forward.forward(
-                        *query,
-                        from,
-                        Transport::Udp,
-                        Box::new(move |bytes: Vec<u8>| {
-                            let _ = reply_socket.send_to(&bytes, from);
-                        }),
-                    );
-                }
-                None => {
-                    if let Some(bytes) = super::refused(&query) {
-                        let _ = socket.send_to(&bytes, from);
+            match answer_general(&current, batch.datagram(i), Transport::Udp) {
+                Outcome::Reply(bytes) => batch.reply(i, &bytes),
+                Outcome::NotOurs(query) => {
+                    let Some(from) = batch.source(i) else {
+                        continue;
+                    };
+                    match &forward {
+                        Some(forward) => {
+                            let reply_socket = reply_socket.clone();
+                            forward.forward(
+                                *query,
+                                from,
+                                Transport::Udp,
+                                Box::new(move |bytes: Vec<u8>| {
+                                    let _ = reply_socket.send_to(&bytes, from);
+                                }),
+                            );
+                        }
+                        None => {
+                            if let Some(bytes) = super::refused(&query) {
+                                batch.reply(i, &bytes);
+                            }
+                        }
                     }
                 }
-            },
-            Outcome::Drop => {
-                metrics.dropped.inc();
+                Outcome::Drop => {
+                    metrics.dropped.inc();
+                }
             }
+        }
+        let unsent = batch.flush(&socket);
+        if unsent > 0 {
+            debug!(unsent, "UDP replies dropped by the kernel");
         }
     }
 }
