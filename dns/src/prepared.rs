@@ -104,7 +104,7 @@ pub fn prepare(snapshot: &Snapshot) -> Prepared {
                 continue; // the zone's NODATA
             }
             let sections = encode_sections(
-                u8::from(parts.rcode.low()),
+                parts.rcode.low(),
                 &parts.answers,
                 &parts.authorities,
                 &parts.additionals,
