@@ -116,7 +116,7 @@ fn mixed_case(name: &str, salt: usize) -> String {
     name.chars()
         .enumerate()
         .map(|(i, c)| {
-            if (i + salt) % 3 == 0 {
+            if (i + salt).is_multiple_of(3) {
                 c.to_ascii_uppercase()
             } else {
                 c
