@@ -88,33 +88,40 @@ pub fn prepare(snapshot: &Snapshot) -> Prepared {
             nxdomain,
         });
     }
+    // Answer owners are written as a pointer to the question, so any owner will do here.
+    let owner = Name::root();
     for (name, zone) in snapshot.existing_names() {
-        let (Some(wire), Ok(owner)) = (wire_name(name), Name::from_ascii(name)) else {
+        let Some(wire) = wire_name(name) else {
             continue;
         };
         let mut entry = PreparedName {
             zone,
             ..PreparedName::default()
         };
-        for rtype in PREPARED_TYPES {
-            let Some(parts) = resolve(snapshot, name, &owner, rtype) else {
-                continue;
-            };
-            if parts.answers.is_empty() {
-                continue; // the zone's NODATA
-            }
-            let sections = encode_sections(
-                parts.rcode.low(),
-                &parts.answers,
-                &parts.authorities,
-                &parts.additionals,
-                wire.len(),
-                true,
-            );
-            match rtype {
-                RecordType::A => entry.a = sections,
-                RecordType::AAAA => entry.aaaa = sections,
-                _ => entry.srv = sections,
+        // Only the types the name has: the others are the zone's shared NODATA.
+        if let Some(records) = snapshot.records(name) {
+            let present = [
+                (RecordType::A, !records.a.is_empty()),
+                (RecordType::AAAA, !records.aaaa.is_empty()),
+                (RecordType::SRV, !records.srv.is_empty()),
+            ];
+            for (rtype, _) in present.into_iter().filter(|(_, has)| *has) {
+                let Some(parts) = resolve(snapshot, name, &owner, rtype) else {
+                    continue;
+                };
+                let sections = encode_sections(
+                    parts.rcode.low(),
+                    &parts.answers,
+                    &parts.authorities,
+                    &parts.additionals,
+                    wire.len(),
+                    true,
+                );
+                match rtype {
+                    RecordType::A => entry.a = sections,
+                    RecordType::AAAA => entry.aaaa = sections,
+                    _ => entry.srv = sections,
+                }
             }
         }
         prepared.names.insert(wire, entry);
@@ -173,16 +180,22 @@ fn emit_rdata(encoder: &mut BinEncoder<'_>, data: &RData) -> Option<()> {
     place.replace(encoder, len).ok()
 }
 
-/// The lower-case wire form of a fully qualified name.
+/// The lower-case wire form of a fully qualified name in presentation form (no escapes: zone
+/// names are generated from sanitised labels). `None` for an empty label or one over 63 bytes.
 fn wire_name(name: &str) -> Option<Box<[u8]>> {
-    let name = Name::from_ascii(name).ok()?.to_lowercase();
+    let name = name.strip_suffix('.').unwrap_or(name);
     let mut buf = Vec::with_capacity(name.len() + 2);
-    for label in name.iter() {
-        buf.push(u8::try_from(label.len()).ok()?);
-        buf.extend_from_slice(label);
+    if !name.is_empty() {
+        for label in name.split('.') {
+            if label.is_empty() || label.len() > 63 {
+                return None;
+            }
+            buf.push(label.len() as u8);
+            buf.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+        }
     }
     buf.push(0);
-    Some(buf.into_boxed_slice())
+    (buf.len() <= 255).then(|| buf.into_boxed_slice())
 }
 
 /// The answer to a plain query, written into `out`, or `None` for the general path.
@@ -314,9 +327,6 @@ fn is_label_suffix(name: &[u8], origin: &[u8]) -> bool {
     }
     pos == start
 }
-
-/// Record types the fast path prepares.
-const PREPARED_TYPES: [RecordType; 3] = [RecordType::A, RecordType::AAAA, RecordType::SRV];
 
 #[cfg(test)]
 mod tests {
