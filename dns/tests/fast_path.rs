@@ -156,7 +156,7 @@ fn check_paths_agree(snapshot: &Snapshot) {
                     {
                         // Allowed only when the answer does not fit: the general path truncates.
                         let Outcome::Reply(general) =
-                            answer_general(&snapshot, &query, Transport::Udp)
+                            answer_general(snapshot, &query, Transport::Udp)
                         else {
                             panic!("{qname} {rtype}: neither path answered");
                         };
@@ -167,7 +167,7 @@ fn check_paths_agree(snapshot: &Snapshot) {
                         );
                         continue;
                     }
-                    let Outcome::Reply(general) = answer_general(&snapshot, &query, Transport::Udp)
+                    let Outcome::Reply(general) = answer_general(snapshot, &query, Transport::Udp)
                     else {
                         panic!("{qname} {rtype}: general path did not reply");
                     };
