@@ -1,9 +1,11 @@
 //! A Mesos master as the source of DNS records (Mesos-DNS's input).
 //!
+//! - [`config`]: Mesos-DNS's `config.json`.
 //! - [`state`]: the `/master/state` document.
 //! - [`cluster`]: maps it onto [`crate::records::Cluster`], resolving host names through a
 //!   caller-supplied function (IP literals need none), so that generation stays pure.
 
+pub mod config;
 pub mod state;
 
 use std::net::IpAddr;

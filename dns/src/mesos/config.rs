@@ -1,0 +1,494 @@
+//! Mesos-DNS's `config.json`, read the way Mesos-DNS reads it: the same keys (matched without
+//! regard to case, as Go's JSON decoder does), the same defaults. Unknown keys are reported as
+//! warnings, not errors, so a file written for any Mesos-DNS version loads; a known key with a
+//! bad value is refused, naming the key and what is expected.
+//!
+//! ZooKeeper leader detection (`zk`) is not implemented: with `masters` listed it is ignored
+//! (with a warning), without them the file is refused with that advice.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::state::IpSource;
+
+/// A validated Mesos-DNS configuration, with Mesos-DNS's field names for `/v1/config`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MesosDnsConfig {
+    pub refresh_seconds: u64,
+    pub port: u16,
+    /// Upstream query timeout, seconds.
+    pub timeout: u64,
+    pub state_timeout_seconds: u64,
+    #[serde(rename = "HttpPort")]
+    pub http_port: u16,
+    #[serde(rename = "TTL")]
+    pub ttl: u32,
+    #[serde(rename = "SOARefresh")]
+    pub soa_refresh: u32,
+    #[serde(rename = "SOARetry")]
+    pub soa_retry: u32,
+    #[serde(rename = "SOAExpire")]
+    pub soa_expire: u32,
+    #[serde(rename = "SOAMinttl")]
+    pub soa_minttl: u32,
+    #[serde(rename = "SOAMname")]
+    pub soa_mname: String,
+    #[serde(rename = "SOARname")]
+    pub soa_rname: String,
+    /// `IP:PORT` of each master, in order.
+    pub masters: Vec<String>,
+    pub resolvers: Vec<String>,
+    #[serde(rename = "IPSources")]
+    pub ip_sources: Vec<IpSource>,
+    pub zk: String,
+    pub domain: String,
+    pub listener: IpAddr,
+    #[serde(rename = "HTTPListener")]
+    pub http_listener: IpAddr,
+    pub recurse_on: bool,
+    #[serde(rename = "DnsOn")]
+    pub dns_on: bool,
+    #[serde(rename = "HttpOn")]
+    pub http_on: bool,
+    pub external_on: bool,
+    #[serde(rename = "EnforceRFC952")]
+    pub enforce_rfc952: bool,
+    pub enumeration_on: bool,
+    pub set_truncate_bit: bool,
+    pub srv_record_default_weight: u16,
+    /// Per-zone forwarders: zone → resolvers.
+    pub zone_resolvers: std::collections::BTreeMap<String, Vec<String>>,
+    /// Where it was read from.
+    pub file: PathBuf,
+}
+
+impl Default for MesosDnsConfig {
+    fn default() -> Self {
+        Self {
+            refresh_seconds: 60,
+            port: 53,
+            timeout: 5,
+            state_timeout_seconds: 300,
+            http_port: 8123,
+            ttl: 60,
+            soa_refresh: 60,
+            soa_retry: 600,
+            soa_expire: 86400,
+            soa_minttl: 60,
+            soa_mname: "ns1.mesos".into(),
+            soa_rname: "root.ns1.mesos".into(),
+            masters: Vec::new(),
+            resolvers: vec!["8.8.8.8".into()],
+            ip_sources: vec![IpSource::Netinfo, IpSource::Mesos, IpSource::Host],
+            zk: String::new(),
+            domain: "mesos".into(),
+            listener: IpAddr::from([0, 0, 0, 0]),
+            http_listener: IpAddr::from([0, 0, 0, 0]),
+            recurse_on: true,
+            dns_on: true,
+            http_on: true,
+            external_on: true,
+            enforce_rfc952: false,
+            enumeration_on: true,
+            set_truncate_bit: true,
+            srv_record_default_weight: 1,
+            zone_resolvers: Default::default(),
+            file: PathBuf::new(),
+        }
+    }
+}
+
+/// Why a config file was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error(
+        "Mesos-DNS config {path}: cannot read it ({source}); pass an existing file to --mesos-dns-config"
+    )]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Mesos-DNS config {path}: not valid JSON ({source})")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("Mesos-DNS config {path}: key `{key}`: {value} is not valid: expected {expected}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("Mesos-DNS config {path}: {problem}")]
+    Unusable { path: PathBuf, problem: String },
+}
+
+/// The configuration and the warnings reading it produced (unknown or ignored keys).
+pub type Loaded = (MesosDnsConfig, Vec<String>);
+
+impl MesosDnsConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates the JSON `text`; `path` names it in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
+        let value: Value = serde_json::from_str(text).map_err(|source| ConfigError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let Value::Object(object) = value else {
+            return Err(ConfigError::Unusable {
+                path: path.to_path_buf(),
+                problem: "the top level must be a JSON object".into(),
+            });
+        };
+        let mut c = MesosDnsConfig {
+            file: path.to_path_buf(),
+            ..Self::default()
+        };
+        let mut warnings = Vec::new();
+        let invalid = |key: &str, value: &Value, expected: &'static str| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_owned(),
+            value: value.to_string(),
+            expected,
+        };
+        for (key, value) in &object {
+            let k = key.to_ascii_lowercase();
+            let number = |max: u64, expected| {
+                value
+                    .as_u64()
+                    .filter(|n| *n <= max)
+                    .ok_or_else(|| invalid(key, value, expected))
+            };
+            let positive = |max: u64, expected| {
+                number(max, expected).and_then(|n| {
+                    if n == 0 {
+                        Err(invalid(key, value, expected))
+                    } else {
+                        Ok(n)
+                    }
+                })
+            };
+            let flag = || {
+                value
+                    .as_bool()
+                    .ok_or_else(|| invalid(key, value, "true or false"))
+            };
+            let text = || {
+                value
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| invalid(key, value, "a string"))
+            };
+            let list = || -> Result<Vec<String>, ConfigError> {
+                value
+                    .as_array()
+                    .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_owned)).collect())
+                    .ok_or_else(|| invalid(key, value, "a list of strings"))
+            };
+            let ip = || {
+                value
+                    .as_str()
+                    .and_then(|s| s.parse::<IpAddr>().ok())
+                    .ok_or_else(|| invalid(key, value, "an IP address such as 0.0.0.0"))
+            };
+            match k.as_str() {
+                "refreshseconds" => {
+                    c.refresh_seconds = positive(86_400, "a number of seconds from 1 to 86400")?
+                }
+                "port" => c.port = positive(65_535, "a port from 1 to 65535")? as u16,
+                "timeout" => c.timeout = positive(3_600, "a number of seconds from 1 to 3600")?,
+                "statetimeoutseconds" => {
+                    c.state_timeout_seconds =
+                        positive(86_400, "a number of seconds from 1 to 86400")?
+                }
+                "httpport" => c.http_port = positive(65_535, "a port from 1 to 65535")? as u16,
+                "ttl" => c.ttl = number(i32::MAX as u64, "a TTL in seconds")? as u32,
+                "soarefresh" => {
+                    c.soa_refresh = number(u32::MAX as u64, "a number of seconds")? as u32
+                }
+                "soaretry" => c.soa_retry = number(u32::MAX as u64, "a number of seconds")? as u32,
+                "soaexpire" => {
+                    c.soa_expire = number(u32::MAX as u64, "a number of seconds")? as u32
+                }
+                "soaminttl" => {
+                    c.soa_minttl = number(u32::MAX as u64, "a number of seconds")? as u32
+                }
+                "soamname" => c.soa_mname = text()?,
+                "soarname" | "email" => c.soa_rname = text()?,
+                "masters" => c.masters = list()?,
+                "resolvers" => c.resolvers = list()?,
+                "ipsources" => {
+                    c.ip_sources = list()?
+                        .iter()
+                        .map(|s| match s.as_str() {
+                            "netinfo" => Ok(IpSource::Netinfo),
+                            "docker" => Ok(IpSource::Docker),
+                            "mesos" => Ok(IpSource::Mesos),
+                            "host" => Ok(IpSource::Host),
+                            _ => Err(invalid(
+                                key,
+                                value,
+                                "a list of netinfo, docker, mesos and host",
+                            )),
+                        })
+                        .collect::<Result<_, _>>()?
+                }
+                "zk" => c.zk = text()?,
+                "domain" => c.domain = text()?.trim_end_matches('.').to_ascii_lowercase(),
+                "listener" => c.listener = ip()?,
+                "httplistener" => c.http_listener = ip()?,
+                "recurseon" => c.recurse_on = flag()?,
+                "dnson" => c.dns_on = flag()?,
+                "httpon" => c.http_on = flag()?,
+                "externalon" => c.external_on = flag()?,
+                "enforcerfc952" => c.enforce_rfc952 = flag()?,
+                "enumerationon" => c.enumeration_on = flag()?,
+                "settruncatebit" => c.set_truncate_bit = flag()?,
+                "srvrecorddefaultweight" => {
+                    c.srv_record_default_weight = number(65_535, "a weight from 0 to 65535")? as u16
+                }
+                "zoneresolvers" => {
+                    let map = value
+                        .as_object()
+                        .ok_or_else(|| invalid(key, value, "an object of zone: [resolvers]"))?;
+                    for (zone, resolvers) in map {
+                        let resolvers = resolvers
+                            .as_array()
+                            .and_then(|a| {
+                                a.iter()
+                                    .map(|v| v.as_str().map(str::to_owned))
+                                    .collect::<Option<Vec<_>>>()
+                            })
+                            .ok_or_else(|| invalid(key, value, "an object of zone: [resolvers]"))?;
+                        c.zone_resolvers
+                            .insert(zone.trim_end_matches('.').to_ascii_lowercase(), resolvers);
+                    }
+                }
+                "zkdetectiontimeout"
+                | "mesoshttpson"
+                | "cacertfile"
+                | "certfile"
+                | "keyfile"
+                | "mesoscredentials"
+                | "iamconfigfile"
+                | "mesosauthentication"
+                | "soaserial"
+                | "file" => {
+                    warnings.push(format!(
+                        "key `{key}` is accepted but has no effect in dcnet"
+                    ));
+                }
+                _ => warnings.push(format!("unknown key `{key}` ignored")),
+            }
+        }
+        c.validate(&mut warnings)?;
+        Ok((c, warnings))
+    }
+
+    fn validate(&mut self, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+        let unusable = |problem: String| ConfigError::Unusable {
+            path: self.file.clone(),
+            problem,
+        };
+        if self.masters.is_empty() {
+            return Err(unusable(if self.zk.is_empty() {
+                "no `masters` listed: give the masters' IP:PORT, e.g. \"masters\": [\"10.0.0.1:5050\"]".into()
+            } else {
+                "dcnet does not detect the leader through ZooKeeper (`zk`): list the masters' IP:PORT under `masters` instead".into()
+            }));
+        }
+        if !self.zk.is_empty() {
+            warnings.push(
+                "`zk` is ignored: dcnet tries `masters` in order and follows the leader they name"
+                    .into(),
+            );
+        }
+        for master in &self.masters {
+            if master.parse::<SocketAddr>().is_err() {
+                return Err(ConfigError::Invalid {
+                    path: self.file.clone(),
+                    key: "masters".into(),
+                    value: format!("{master:?}"),
+                    expected: "IP:PORT entries such as 10.0.0.1:5050",
+                });
+            }
+        }
+        for resolver in self
+            .resolvers
+            .iter()
+            .chain(self.zone_resolvers.values().flatten())
+        {
+            if parse_resolver(resolver).is_none() {
+                return Err(ConfigError::Invalid {
+                    path: self.file.clone(),
+                    key: "resolvers".into(),
+                    value: format!("{resolver:?}"),
+                    expected: "IP or IP:PORT entries such as 8.8.8.8",
+                });
+            }
+        }
+        if self.domain.is_empty() || self.domain.split('.').any(|l| l.is_empty() || l.len() > 63) {
+            return Err(ConfigError::Invalid {
+                path: self.file.clone(),
+                key: "domain".into(),
+                value: format!("{:?}", self.domain),
+                expected: "a domain such as mesos",
+            });
+        }
+        if !(self.dns_on || self.http_on) {
+            return Err(unusable(
+                "both `DnsOn` and `HttpOn` are false: nothing would be served".into(),
+            ));
+        }
+        // Mesos-DNS accepts `@` for the mailbox's first dot.
+        self.soa_rname = self.soa_rname.replacen('@', ".", 1);
+        Ok(())
+    }
+
+    /// The upstream resolvers as socket addresses (port 53 unless given).
+    pub fn resolver_addrs(&self) -> Vec<SocketAddr> {
+        self.resolvers
+            .iter()
+            .filter_map(|r| parse_resolver(r))
+            .collect()
+    }
+
+    /// The masters as socket addresses, in order.
+    pub fn master_addrs(&self) -> Vec<SocketAddr> {
+        self.masters.iter().filter_map(|m| m.parse().ok()).collect()
+    }
+}
+
+/// `IP` or `IP:PORT` (or `[V6]:PORT`), port 53 by default.
+pub fn parse_resolver(text: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    text.parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, 53))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Loaded, ConfigError> {
+        MesosDnsConfig::parse(text, Path::new("/etc/mesos-dns/config.json"))
+    }
+
+    #[test]
+    fn defaults_and_case_insensitive_keys() {
+        let (c, warnings) = parse(r#"{"masters": ["10.0.0.1:5050"], "RefreshSeconds": 5, "httpport": 8124, "IPSOURCES": ["host"]}"#).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(c.refresh_seconds, 5);
+        assert_eq!(c.http_port, 8124);
+        assert_eq!(c.ip_sources, vec![IpSource::Host]);
+        assert_eq!(c.port, 53);
+        assert_eq!(c.ttl, 60);
+        assert_eq!(c.domain, "mesos");
+        assert_eq!(c.soa_mname, "ns1.mesos");
+        assert_eq!(c.listener, IpAddr::from([0, 0, 0, 0]));
+        assert!(c.external_on && c.recurse_on && c.enumeration_on && c.set_truncate_bit);
+        assert!(!c.enforce_rfc952);
+        assert_eq!(c.resolver_addrs(), vec!["8.8.8.8:53".parse().unwrap()]);
+    }
+
+    #[test]
+    fn unknown_and_inert_keys_are_warnings() {
+        let (_, warnings) =
+            parse(r#"{"masters": ["10.0.0.1:5050"], "colour": 1, "zkDetectionTimeout": 30}"#)
+                .unwrap();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings.iter().any(|w| w.contains("colour")));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        // (config, words in the message)
+        let cases: &[(&str, &[&str])] = &[
+            (
+                r#"{"masters": ["10.0.0.1:5050"], "port": 70000}"#,
+                &["`port`", "70000"],
+            ),
+            (
+                r#"{"masters": ["10.0.0.1:5050"], "refreshSeconds": 0}"#,
+                &["`refreshSeconds`"],
+            ),
+            (r#"{"masters": ["10.0.0.1:5050"], "ttl": "60"}"#, &["`ttl`"]),
+            (
+                r#"{"masters": ["10.0.0.1:5050"], "IPSources": ["nfs"]}"#,
+                &["`IPSources`", "netinfo"],
+            ),
+            (
+                r#"{"masters": ["10.0.0.1:5050"], "listener": "everywhere"}"#,
+                &["`listener`"],
+            ),
+            (r#"{"masters": ["master1"]}"#, &["`masters`", "IP:PORT"]),
+            (
+                r#"{"masters": ["10.0.0.1:5050"], "resolvers": ["dns.google"]}"#,
+                &["`resolvers`"],
+            ),
+            (
+                r#"{"masters": ["10.0.0.1:5050"], "dnson": false, "httpon": false}"#,
+                &["nothing would be served"],
+            ),
+            (
+                r#"{"zk": "zk://10.0.0.1:2181/mesos"}"#,
+                &["ZooKeeper", "masters"],
+            ),
+            (r#"{}"#, &["no `masters`"]),
+            (r#"[1]"#, &["JSON object"]),
+            (r#"{"masters": "#, &["not valid JSON"]),
+        ];
+        for (text, words) in cases {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.contains("/etc/mesos-dns/config.json"), "{err}");
+            for word in *words {
+                assert!(err.contains(word), "{text}: {err:?} lacks {word:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn zk_beside_masters_is_ignored_with_a_warning() {
+        let (c, warnings) =
+            parse(r#"{"masters": ["10.0.0.1:5050"], "zk": "zk://x/mesos"}"#).unwrap();
+        assert_eq!(c.master_addrs(), vec!["10.0.0.1:5050".parse().unwrap()]);
+        assert!(warnings.iter().any(|w| w.contains("`zk` is ignored")));
+    }
+
+    #[test]
+    fn config_serialises_with_mesos_dns_names() {
+        let (c, _) = parse(r#"{"masters": ["10.0.0.1:5050"]}"#).unwrap();
+        let json = serde_json::to_value(&c).unwrap();
+        for key in [
+            "RefreshSeconds",
+            "HttpPort",
+            "TTL",
+            "SOAMname",
+            "IPSources",
+            "DnsOn",
+            "EnforceRFC952",
+            "Masters",
+        ] {
+            assert!(json.get(key).is_some(), "{key} missing in {json}");
+        }
+    }
+}
