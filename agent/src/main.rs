@@ -26,9 +26,22 @@ enum Command {
     Agent(Box<AgentArgs>),
     /// Show the cluster's nodes as the local agent sees them.
     Nodes(ClientArgs),
-    /// DNS tools.
+    /// DNS: a drop-in Mesos-DNS (`--mesos-dns-config`), and DNS tools.
+    Dns(DnsArgs),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct DnsArgs {
+    /// Serve as a drop-in replacement for Mesos-DNS, from its config.json (the file given to
+    /// `mesos-dns -config=`).
+    #[arg(long, value_name = "FILE")]
+    mesos_dns_config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `debug` (RUST_LOG wins when set).
+    #[arg(long, default_value = "info")]
+    log_level: String,
     #[command(subcommand)]
-    Dns(DnsCommand),
+    command: Option<DnsCommand>,
 }
 
 #[derive(Subcommand)]
@@ -110,7 +123,21 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Agent(args) => run_agent(*args),
         Command::Nodes(args) => report(nodes(args)),
-        Command::Dns(DnsCommand::Records(args)) => report(dns_records(args)),
+        Command::Dns(DnsArgs {
+            command: Some(DnsCommand::Records(args)),
+            ..
+        }) => report(dns_records(args)),
+        Command::Dns(DnsArgs {
+            mesos_dns_config: Some(file),
+            log_level,
+            ..
+        }) => run_mesos_dns(&file, &log_level),
+        Command::Dns(_) => {
+            eprintln!(
+                "dcnet dns: give --mesos-dns-config FILE to serve as Mesos-DNS, or a subcommand (see dcnet dns --help)"
+            );
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -155,15 +182,49 @@ fn run_agent(args: AgentArgs) -> ExitCode {
 }
 
 fn init_logging(config: &AgentConfig) {
+    init_tracing(&config.log_level, config.log_format);
+}
+
+fn init_tracing(level: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match config.log_format {
+    match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run_mesos_dns(file: &std::path::Path, log_level: &str) -> ExitCode {
+    let (config, warnings) = match dcnet_dns::mesos::config::MesosDnsConfig::load(file) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("dcnet dns: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(log_level, LogFormat::Text);
+    for warning in warnings {
+        tracing::warn!(file = %file.display(), "{warning}");
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dcnet dns: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dcnet_dns::mesos::service::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "dns failed");
+            eprintln!("dcnet dns: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

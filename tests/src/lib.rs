@@ -3,11 +3,17 @@
 //! - [`cluster`]: N nodes, each a network namespace running `dcnet agent`, on an underlay
 //!   bridge; waits with deadlines; logs on failure; teardown on drop.
 //! - [`cgroup`]: a cgroup per test for the eBPF socket hooks.
+//! - [`namespace`]: a single network namespace for a test; [`fake_master`]: a Mesos master's
+//!   state endpoint to serve from it.
 //!
 //! The tests themselves are in `tests/tests/`, named by area (`gossip_`, `agent_`, `lb_`, ...).
 
 pub mod cgroup;
 pub mod cluster;
+pub mod fake_master;
+pub mod namespace;
 
 pub use cgroup::TestCgroup;
 pub use cluster::{Cluster, ClusterOptions, NodeSpec, wait_until};
+pub use fake_master::FakeMaster;
+pub use namespace::TestNamespace;

@@ -11,33 +11,10 @@ use std::time::Duration;
 
 use dcnet_lb::{Datapath, Protocol};
 use dcnet_overlay::Netns;
-use dcnet_tests::TestCgroup;
 use dcnet_tests::cluster::{in_netns, require_root};
+use dcnet_tests::{TestCgroup, TestNamespace};
 
 const VIP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(11, 0, 0, 1), 80);
-
-/// A namespace with `lo` up, deleted on drop.
-struct TestNetns(Option<Netns>);
-
-impl TestNetns {
-    fn create(label: &str) -> Self {
-        let ns = Netns::create(&format!("dcn-{}-lb-{label}", std::process::id())).unwrap();
-        ns.netlink(|nl| async move { nl.set_up("lo").await })
-            .unwrap();
-        Self(Some(ns))
-    }
-    fn ns(&self) -> &Netns {
-        self.0.as_ref().unwrap()
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        if let Some(ns) = self.0.take() {
-            let _ = ns.delete();
-        }
-    }
-}
 
 /// Runs bash in `ns` (and in `cgroup` if given) to send `message` to the VIP over TCP.
 fn client(ns: &Netns, cgroup: Option<&TestCgroup>, message: &str) -> std::process::Output {
@@ -56,13 +33,13 @@ fn client(ns: &Netns, cgroup: Option<&TestCgroup>, message: &str) -> std::proces
 #[test]
 fn connect4_translates_a_vip_for_processes_in_its_cgroup_only() {
     require_root().unwrap();
-    let netns = TestNetns::create("connect4");
+    let netns = TestNamespace::create("connect4").unwrap();
     let cgroup = TestCgroup::create("connect4").unwrap();
     assert_ne!(cgroup.path(), Path::new(dcnet_tests::cgroup::CGROUP2_ROOT));
 
     // The backend listens on loopback inside the namespace.
     let listener: TcpListener = netns
-        .ns()
+        .netns()
         .run(|| TcpListener::bind("127.0.0.1:0"))
         .unwrap()
         .unwrap();
@@ -77,7 +54,7 @@ fn connect4_translates_a_vip_for_processes_in_its_cgroup_only() {
     datapath.insert_vip4(VIP, Protocol::Tcp, backend).unwrap();
 
     // In the cgroup: the connect to the VIP lands on the backend.
-    let out = client(netns.ns(), Some(&cgroup), "through-the-vip");
+    let out = client(netns.netns(), Some(&cgroup), "through-the-vip");
     assert!(
         out.status.success(),
         "client in cgroup failed: {}",
@@ -91,7 +68,7 @@ fn connect4_translates_a_vip_for_processes_in_its_cgroup_only() {
     assert!(peer.ip().is_loopback());
 
     // Outside the cgroup the VIP is just an unroutable address here.
-    let out = client(netns.ns(), None, "direct");
+    let out = client(netns.netns(), None, "direct");
     assert!(
         !out.status.success(),
         "an untranslated connect must fail in a namespace without routes"
@@ -101,7 +78,7 @@ fn connect4_translates_a_vip_for_processes_in_its_cgroup_only() {
 
     // Removing the VIP stops the translation for the cgroup too.
     datapath.remove_vip4(VIP, Protocol::Tcp).unwrap();
-    let out = client(netns.ns(), Some(&cgroup), "after-removal");
+    let out = client(netns.netns(), Some(&cgroup), "after-removal");
     assert!(
         !out.status.success(),
         "connect after the VIP was removed must not reach the backend"

@@ -2,10 +2,15 @@
 //!
 //! - [`config`]: Mesos-DNS's `config.json`.
 //! - [`state`]: the `/master/state` document.
+//! - [`fetch`]: reading it from the leading master.
+//! - [`service`]: the drop-in replacement for Mesos-DNS; [`http`]: its HTTP API.
 //! - [`cluster`]: maps it onto [`crate::records::Cluster`], resolving host names through a
 //!   caller-supplied function (IP literals need none), so that generation stays pure.
 
 pub mod config;
+pub mod fetch;
+pub mod http;
+pub mod service;
 pub mod state;
 
 use std::net::IpAddr;

@@ -1,0 +1,244 @@
+//! Mesos-DNS's HTTP API, with its JSON shapes, so existing clients keep working:
+//!
+//! - `GET /v1/version`: `{"Service":"Mesos-DNS","URL":...,"Version":...}`
+//! - `GET /v1/config`: the configuration, with Mesos-DNS's field names
+//! - `GET /v1/hosts/{host}`: `[{"host","ip"}]`, one per A/AAAA record (`[]` if none)
+//! - `GET /v1/services/{service}`: `[{"service","host","ip","port"}]`, one per SRV record and
+//!   target address; an unknown service gives one record of empty strings, as Mesos-DNS does
+//! - `GET /v1/enumerate`: frameworks, tasks and their records (empty when `EnumerationOn` is off)
+//! - `GET /v1/axfr`: the whole zone (`As`, `AAAAs`, `SRVs`, and the SOA settings)
+//!
+//! dcnet adds `GET /metrics` (Prometheus text).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+use super::config::MesosDnsConfig;
+use crate::records::{Enumeration, RecordSet, fqdn};
+
+/// What the API serves: the records of the last good state.
+#[derive(Debug, Default)]
+pub struct ApiModel {
+    pub records: RecordSet,
+    pub serial: u32,
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    pub config: Arc<MesosDnsConfig>,
+    pub model: Arc<ArcSwap<ApiModel>>,
+    pub registry: Arc<Registry>,
+}
+
+/// The routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/version", get(version))
+        .route("/v1/config", get(config))
+        .route("/v1/hosts/{host}", get(hosts))
+        .route("/v1/services/{service}", get(services))
+        .route("/v1/enumerate", get(enumerate))
+        .route("/v1/axfr", get(axfr))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Version {
+    service: &'static str,
+    #[serde(rename = "URL")]
+    url: &'static str,
+    version: &'static str,
+}
+
+async fn version() -> axum::Json<Version> {
+    axum::Json(Version {
+        service: "Mesos-DNS",
+        url: "https://github.com/mesosphere/mesos-dns (served by dcnet)",
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+async fn config(State(s): State<ApiState>) -> axum::Json<MesosDnsConfig> {
+    axum::Json(MesosDnsConfig::clone(&s.config))
+}
+
+#[derive(Serialize)]
+struct HostRecord {
+    host: String,
+    ip: String,
+}
+
+async fn hosts(State(s): State<ApiState>, Path(host): Path<String>) -> axum::Json<Vec<HostRecord>> {
+    let name = fqdn(&host);
+    let model = s.model.load();
+    let v4 = model
+        .records
+        .a
+        .get(&name)
+        .into_iter()
+        .flatten()
+        .map(|ip| ip.to_string());
+    let v6 = model
+        .records
+        .aaaa
+        .get(&name)
+        .into_iter()
+        .flatten()
+        .map(|ip| ip.to_string());
+    axum::Json(
+        v4.chain(v6)
+            .map(|ip| HostRecord {
+                host: name.clone(),
+                ip,
+            })
+            .collect(),
+    )
+}
+
+#[derive(Serialize)]
+struct ServiceRecord {
+    service: String,
+    host: String,
+    ip: String,
+    port: String,
+}
+
+async fn services(
+    State(s): State<ApiState>,
+    Path(service): Path<String>,
+) -> axum::Json<Vec<ServiceRecord>> {
+    let name = fqdn(&service);
+    let model = s.model.load();
+    let mut out = Vec::new();
+    for srv in model.records.srv.get(&name).into_iter().flatten() {
+        let v4 = model
+            .records
+            .a
+            .get(&srv.target)
+            .into_iter()
+            .flatten()
+            .map(|ip| ip.to_string());
+        let v6 = model
+            .records
+            .aaaa
+            .get(&srv.target)
+            .into_iter()
+            .flatten()
+            .map(|ip| ip.to_string());
+        let mut ips: Vec<String> = v4.chain(v6).collect();
+        if ips.is_empty() {
+            ips.push(String::new());
+        }
+        for ip in ips {
+            out.push(ServiceRecord {
+                service: name.clone(),
+                host: srv.target.clone(),
+                ip,
+                port: srv.port.to_string(),
+            });
+        }
+    }
+    if out.is_empty() {
+        out.push(ServiceRecord {
+            service: String::new(),
+            host: String::new(),
+            ip: String::new(),
+            port: String::new(),
+        });
+    }
+    axum::Json(out)
+}
+
+async fn enumerate(State(s): State<ApiState>) -> axum::Json<Enumeration> {
+    if !s.config.enumeration_on {
+        return axum::Json(Enumeration::default());
+    }
+    axum::Json(s.model.load().records.enumeration.clone())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Axfr {
+    #[serde(rename = "TTL")]
+    ttl: u32,
+    serial: u32,
+    refresh_seconds: u64,
+    mname: String,
+    rname: String,
+    domain: String,
+    records: AxfrRecords,
+}
+
+#[derive(Serialize)]
+struct AxfrRecords {
+    #[serde(rename = "As")]
+    a: BTreeMap<String, Vec<String>>,
+    #[serde(rename = "AAAAs")]
+    aaaa: BTreeMap<String, Vec<String>>,
+    #[serde(rename = "SRVs")]
+    srv: BTreeMap<String, Vec<String>>,
+}
+
+async fn axfr(State(s): State<ApiState>) -> axum::Json<Axfr> {
+    let model = s.model.load();
+    let strings = |set: &BTreeMap<String, std::collections::BTreeSet<std::net::Ipv4Addr>>| {
+        set.iter()
+            .map(|(k, v)| (k.clone(), v.iter().map(|ip| ip.to_string()).collect()))
+            .collect()
+    };
+    let records = AxfrRecords {
+        a: strings(&model.records.a),
+        aaaa: model
+            .records
+            .aaaa
+            .iter()
+            .map(|(k, v)| (k.clone(), v.iter().map(|ip| ip.to_string()).collect()))
+            .collect(),
+        srv: model
+            .records
+            .srv
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.iter()
+                        .map(|t| format!("{}:{}", t.target, t.port))
+                        .collect(),
+                )
+            })
+            .collect(),
+    };
+    axum::Json(Axfr {
+        ttl: s.config.ttl,
+        serial: model.serial,
+        refresh_seconds: s.config.refresh_seconds,
+        mname: fqdn(&s.config.soa_mname),
+        rname: fqdn(&s.config.soa_rname),
+        domain: s.config.domain.clone(),
+        records,
+    })
+}
+
+async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
+    let mut body = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut body, &s.registry);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+}

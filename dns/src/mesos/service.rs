@@ -1,0 +1,256 @@
+//! `dcnet dns --mesos-dns-config FILE`: a drop-in replacement for Mesos-DNS.
+//!
+//! Every `refreshSeconds` the leading master's state is fetched, records generated, and a new
+//! snapshot swapped in. A refresh that fails (masters down, bad JSON) keeps the last good records
+//! served and says so in the log and in `dcnet_dns_state_refresh_failures_total`. DNS is served
+//! on `listener:port` (UDP and TCP) and the Mesos-DNS HTTP API on `HTTPListener:HttpPort`.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::config::MesosDnsConfig;
+use super::fetch::fetch_state;
+use super::http::{ApiModel, ApiState};
+use crate::error::Error;
+use crate::name::LabelSpec;
+use crate::records::{self, RecordSet, Settings};
+use crate::server::{DnsServer, ServerConfig, ServerMetrics, SharedSnapshot};
+use crate::zone::{Snapshot, Soa, ZoneData};
+
+/// Counters of the state refreshes.
+#[derive(Debug, Default)]
+struct RefreshMetrics {
+    ok: Counter,
+    failed: Counter,
+    records: Gauge,
+    last_success: Gauge,
+}
+
+/// Runs Mesos-DNS's job until `shutdown` completes.
+pub async fn run(config: MesosDnsConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let config = Arc::new(config);
+    let mut registry = Registry::default();
+    let server_metrics = Arc::new(ServerMetrics::default());
+    server_metrics.register(&mut registry);
+    let refresh = Arc::new(RefreshMetrics::default());
+    registry.register(
+        "dcnet_dns_state_refreshes",
+        "Successful reads of the master state",
+        refresh.ok.clone(),
+    );
+    registry.register(
+        "dcnet_dns_state_refresh_failures",
+        "Failed reads of the master state (the last good records stay served)",
+        refresh.failed.clone(),
+    );
+    registry.register(
+        "dcnet_dns_records",
+        "Records served",
+        refresh.records.clone(),
+    );
+    registry.register(
+        "dcnet_dns_state_last_success_seconds",
+        "Unix time of the last successful state read",
+        refresh.last_success.clone(),
+    );
+
+    let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(build(
+        &config,
+        RecordSet::default(),
+        0,
+    )));
+    let model = Arc::new(ArcSwap::from_pointee(ApiModel::default()));
+
+    let dns = if config.dns_on {
+        let listen = SocketAddr::new(config.listener, config.port);
+        let server = DnsServer::start(
+            ServerConfig::new(vec![listen]),
+            snapshot.clone(),
+            None,
+            server_metrics,
+        )
+        .await?;
+        info!(listen = %listen, "serving DNS for {}", config.domain);
+        Some(server)
+    } else {
+        None
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let http = if config.http_on {
+        let listen = SocketAddr::new(config.http_listener, config.http_port);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: listen,
+                proto: "tcp",
+                source,
+            })?;
+        let state = ApiState {
+            config: config.clone(),
+            model: model.clone(),
+            registry: Arc::new(registry),
+        };
+        let mut stop = stop_rx.clone();
+        info!(listen = %listen, "serving the Mesos-DNS HTTP API");
+        Some(tokio::spawn(async move {
+            let serve = axum::serve(listener, super::http::router(state)).with_graceful_shutdown(
+                async move {
+                    let _ = stop.changed().await;
+                },
+            );
+            if let Err(e) = serve.await {
+                warn!(error = %e, "the HTTP API failed");
+            }
+        }))
+    } else {
+        None
+    };
+
+    let refresher = tokio::spawn(refresh_loop(
+        config.clone(),
+        snapshot,
+        model,
+        refresh,
+        stop_rx,
+    ));
+    shutdown.await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = refresher.await;
+    if let Some(http) = http {
+        let _ = http.await;
+    }
+    if let Some(dns) = dns {
+        dns.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn refresh_loop(
+    config: Arc<MesosDnsConfig>,
+    snapshot: SharedSnapshot,
+    model: Arc<ArcSwap<ApiModel>>,
+    metrics: Arc<RefreshMetrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(config.refresh_seconds));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let config = config.clone();
+        let refreshed = tokio::task::spawn_blocking(move || {
+            let (state, leader) = fetch_state(
+                &config.master_addrs(),
+                Duration::from_secs(config.state_timeout_seconds),
+            )?;
+            let cluster = super::cluster(&state, &config.ip_sources, &resolve_host);
+            let serial = unix_now() as u32;
+            let records = records::generate(&cluster, &settings(&config));
+            let snapshot = build(&config, records.clone(), serial);
+            Ok::<_, super::fetch::FetchError>((snapshot, ApiModel { records, serial }, leader))
+        })
+        .await;
+        match refreshed {
+            Ok(Ok((new, api, leader))) => {
+                metrics.ok.inc();
+                metrics.records.set(api.records.len() as i64);
+                metrics.last_success.set(unix_now() as i64);
+                info!(leader = %leader, records = api.records.len(), "records refreshed");
+                snapshot.store(Arc::new(new));
+                model.store(Arc::new(api));
+            }
+            Ok(Err(e)) => {
+                metrics.failed.inc();
+                warn!(error = %e, "state refresh failed; still serving the last good records");
+            }
+            Err(e) => {
+                metrics.failed.inc();
+                warn!(error = %e, "state refresh panicked; still serving the last good records");
+            }
+        }
+    }
+}
+
+fn settings(config: &MesosDnsConfig) -> Settings {
+    Settings {
+        domain: config.domain.clone(),
+        spec: if config.enforce_rfc952 {
+            LabelSpec::Rfc952
+        } else {
+            LabelSpec::Rfc1123
+        },
+        masters: config
+            .master_addrs()
+            .into_iter()
+            .map(|a| (a.ip(), a.port()))
+            .collect(),
+        mname: config.soa_mname.clone(),
+        listen_ips: listen_ips(config.listener),
+    }
+}
+
+fn build(config: &MesosDnsConfig, records: RecordSet, serial: u32) -> Snapshot {
+    Snapshot::build(vec![ZoneData {
+        origin: config.domain.clone(),
+        soa: Soa {
+            mname: config.soa_mname.clone(),
+            rname: config.soa_rname.clone(),
+            serial,
+            refresh: config.soa_refresh,
+            retry: config.soa_retry,
+            expire: config.soa_expire,
+            minimum: config.soa_minttl,
+        },
+        ns: vec![],
+        ttl: config.ttl,
+        srv_weight: config.srv_record_default_weight,
+        records,
+    }])
+}
+
+/// The addresses the server's own name resolves to: the listener, or with 0.0.0.0 every
+/// non-loopback IPv4 address of the host (as Mesos-DNS does).
+fn listen_ips(listener: IpAddr) -> Vec<IpAddr> {
+    if !listener.is_unspecified() {
+        return vec![listener];
+    }
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut ips: Vec<IpAddr> = addrs
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| IpAddr::V4(s.ip())))
+        .filter(|ip| !ip.is_loopback())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+/// A framework's or agent's host: an IP literal, or a name resolved by the system resolver.
+fn resolve_host(host: &str) -> Vec<IpAddr> {
+    if let Ok(ip) = host.parse() {
+        return vec![ip];
+    }
+    (host, 0)
+        .to_socket_addrs()
+        .map(|addrs| addrs.map(|a| a.ip()).collect())
+        .unwrap_or_default()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,94 @@
+//! A stand-in for a Mesos master's `/master/state`, served by axum inside a test namespace.
+//! Tests change the body it serves (another state, or garbage) and count the requests.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use dcnet_overlay::Netns;
+
+#[derive(Default)]
+struct Shared {
+    body: Mutex<String>,
+    requests: AtomicUsize,
+}
+
+/// A running fake master; stops when dropped.
+pub struct FakeMaster {
+    shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeMaster {
+    /// Serves `body` at `http://<addr>/master/state` inside `netns`.
+    pub fn start(netns: &Netns, addr: SocketAddr, body: String) -> Result<Self> {
+        let listener = netns
+            .run(|| std::net::TcpListener::bind(addr))?
+            .with_context(|| format!("binding the fake master on {addr}"))?;
+        listener.set_nonblocking(true)?;
+        let shared = Arc::new(Shared {
+            body: Mutex::new(body),
+            requests: AtomicUsize::new(0),
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let state = shared.clone();
+        let thread = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let app = Router::new()
+                    .route("/master/state", get(serve))
+                    .with_state(state);
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
+        Ok(Self {
+            shared,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Serves `body` from now on.
+    pub fn set_body(&self, body: String) {
+        *self.shared.body.lock().expect("not poisoned") = body;
+    }
+
+    /// Requests served so far.
+    pub fn requests(&self) -> usize {
+        self.shared.requests.load(Ordering::Relaxed)
+    }
+}
+
+async fn serve(State(shared): State<Arc<Shared>>) -> ([(&'static str, &'static str); 1], String) {
+    shared.requests.fetch_add(1, Ordering::Relaxed);
+    let body = shared.body.lock().expect("not poisoned").clone();
+    ([("content-type", "application/json")], body)
+}
+
+impl Drop for FakeMaster {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! `dcnet dns --mesos-dns-config` as a drop-in for Mesos-DNS, in a namespace of the test: a fake
+//! master serves the shared fixture (its leader rewritten to the fake's loopback address), and
+//! real clients ask: dig over UDP and TCP, glibc through getent, and the HTTP API. A master that
+//! is down is skipped, the state is re-read from the leader another master names, and a state
+//! that stops parsing keeps the last good records served.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use dcnet_tests::cluster::{dcnet_binary, in_netns};
+use dcnet_tests::{FakeMaster, TestNamespace, wait_until};
+
+const FIXTURE: &str = include_str!("../../dns/tests/fixtures/mesos-dns-fake-state.json");
+
+/// The fixture, led by `leader` (IP:PORT) instead of 1.2.3.4, which nothing may ever reach.
+fn state_led_by(leader: &str) -> String {
+    FIXTURE.replace("master@1.2.3.4:5050", &format!("master@{leader}"))
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn dig(ns: &TestNamespace, args: &[&str]) -> String {
+    let mut all = vec!["@127.0.0.1", "+time=2", "+tries=1"];
+    all.extend_from_slice(args);
+    let out = ns
+        .run("dig", &all)
+        .expect("dig runs (apt install dnsutils, or scripts/setup.sh)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn http(ns: &TestNamespace, path: &str) -> serde_json::Value {
+    let url = format!("http://127.0.0.1:8123{path}");
+    ns.netns()
+        .run(|| -> anyhow::Result<serde_json::Value> {
+            let mut response = ureq::get(&url).call()?;
+            Ok(serde_json::from_str(
+                &response.body_mut().read_to_string()?,
+            )?)
+        })
+        .unwrap()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+#[test]
+fn drop_in_mesos_dns_serves_the_fixture_to_real_clients() {
+    let ns = TestNamespace::create("mesosdns").unwrap();
+    // 5051 is down; 5052 answers but names 5050 as leader; 5050 leads.
+    let leader = FakeMaster::start(
+        ns.netns(),
+        "127.0.0.1:5050".parse().unwrap(),
+        state_led_by("127.0.0.1:5050"),
+    )
+    .unwrap();
+    let follower_state =
+        state_led_by("127.0.0.1:5050").replace("\"frameworks\"", "\"frameworks_of_a_follower\"");
+    let follower = FakeMaster::start(
+        ns.netns(),
+        "127.0.0.1:5052".parse().unwrap(),
+        follower_state,
+    )
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        r#"{
+          "masters": ["127.0.0.1:5051", "127.0.0.1:5052"],
+          "refreshSeconds": 1,
+          "listener": "127.0.0.1",
+          "port": 53,
+          "httpport": 8123,
+          "IPSources": ["netinfo", "docker", "mesos", "host"],
+          "externalOn": false,
+          "someKeyFromAnotherVersion": true
+        }"#,
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("dns.log")).unwrap();
+    let mut command = Command::new(dcnet_binary().unwrap());
+    command
+        .args(["dns", "--mesos-dns-config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(log);
+    in_netns(&mut command, ns.netns(), true);
+    let _dns = Running(command.spawn().unwrap());
+    let logs = || std::fs::read_to_string(dir.path().join("dns.log")).unwrap_or_default();
+
+    let ready = wait_until("records from the leader", Duration::from_secs(15), || {
+        Ok(dig(&ns, &["+short", "liquor-store.marathon.mesos"])
+            .contains("10.3.0.1")
+            .then_some(()))
+    });
+    if let Err(e) = ready {
+        panic!("{e}\n{}", logs());
+    }
+    assert!(
+        leader.requests() > 0,
+        "the state was re-read from the leader the follower named"
+    );
+    assert!(follower.requests() > 0);
+    assert!(
+        logs().contains("someKeyFromAnotherVersion"),
+        "unknown keys are warned about"
+    );
+
+    // dig over UDP: A, authoritative, both addresses.
+    let a = dig(&ns, &["liquor-store.marathon.mesos", "A"]);
+    assert!(a.contains("status: NOERROR") && a.contains(" aa"), "{a}");
+    assert!(a.contains("10.3.0.1") && a.contains("10.3.0.2"), "{a}");
+    // SRV with the targets' addresses as additional records.
+    let srv = dig(&ns, &["_liquor-store._tcp.marathon.mesos", "SRV"]);
+    assert!(
+        srv.contains("liquor-store-4dfjd-0.marathon.mesos."),
+        "{srv}"
+    );
+    assert!(
+        srv.contains("ADDITIONAL SECTION") && srv.contains("10.3.0.1"),
+        "{srv}"
+    );
+    // NXDOMAIN with the SOA in authority; the question in the client's case.
+    let nx = dig(&ns, &["NoSuch.Marathon.Mesos", "A"]);
+    assert!(
+        nx.contains("status: NXDOMAIN") && nx.contains("SOA") && nx.contains("ns1.mesos."),
+        "{nx}"
+    );
+    assert!(nx.contains("NoSuch.Marathon.Mesos."), "{nx}");
+    // TCP.
+    let tcp = dig(&ns, &["+tcp", "+short", "leader.mesos"]);
+    assert_eq!(tcp.trim(), "127.0.0.1");
+
+    // glibc, through a resolv.conf that points at the server (ip netns exec mounts it).
+    ns.set_resolv_conf("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+        .unwrap();
+    let out = ns
+        .exec("getent", &["hosts", "big-dog.marathon.mesos"])
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("10.3.0.1"),
+        "{out:?}"
+    );
+
+    // The Mesos-DNS HTTP API.
+    assert_eq!(http(&ns, "/v1/version")["Service"], "Mesos-DNS");
+    assert_eq!(http(&ns, "/v1/config")["Masters"][0], "127.0.0.1:5051");
+    let hosts = http(&ns, "/v1/hosts/liquor-store.marathon.mesos");
+    assert_eq!(hosts.as_array().unwrap().len(), 2, "{hosts}");
+    assert_eq!(hosts[0]["host"], "liquor-store.marathon.mesos.");
+    let services = http(&ns, "/v1/services/_liquor-store._tcp.marathon.mesos");
+    assert!(
+        services
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["port"] == "443" && s["ip"] == "10.3.0.1"),
+        "{services}"
+    );
+    let unknown = http(&ns, "/v1/services/_nothing._tcp.marathon.mesos");
+    assert_eq!(
+        unknown,
+        serde_json::json!([{"service": "", "host": "", "ip": "", "port": ""}])
+    );
+    let enumeration = http(&ns, "/v1/enumerate");
+    assert!(
+        enumeration["frameworks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "marathon")
+    );
+    let axfr = http(&ns, "/v1/axfr");
+    assert!(
+        axfr["Records"]["As"]["leader.mesos."][0] == "127.0.0.1",
+        "{axfr}"
+    );
+
+    // The leader starts serving garbage: the last good records stay, and it is said so.
+    leader.set_body("{ not json".into());
+    wait_until(
+        "a failed refresh to be logged",
+        Duration::from_secs(10),
+        || {
+            Ok(logs()
+                .contains("still serving the last good records")
+                .then_some(()))
+        },
+    )
+    .unwrap();
+    assert!(dig(&ns, &["+short", "liquor-store.marathon.mesos"]).contains("10.3.0.1"));
+    let metrics = ns
+        .netns()
+        .run(|| {
+            ureq::get("http://127.0.0.1:8123/metrics")
+                .call()
+                .map(|mut r| r.body_mut().read_to_string())
+        })
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("dcnet_dns_state_refresh_failures_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
