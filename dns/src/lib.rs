@@ -3,6 +3,7 @@
 //!
 //! - [`name`]: labels, domain fragments, task hashes and agent-id tails, as Mesos-DNS forms them.
 //! - [`records`]: every Mesos-DNS record, generated from a normalized [`records::Cluster`].
+//! - [`forward`]: every other name, to upstreams (dual dispatch, health scores, cache, ACL).
 //! - [`mesos`]: a Mesos master's `/master/state`, mapped onto that cluster.
 //! - [`answer`]: one query in, one authoritative response out, from a snapshot.
 //! - [`prepared`]: answers of the common queries prepared in wire form, and the fast path.
@@ -14,6 +15,7 @@
 
 pub mod answer;
 pub mod error;
+pub mod forward;
 pub mod mesos;
 pub mod name;
 pub mod prepared;

@@ -68,6 +68,13 @@ fn drop_in_mesos_dns_serves_the_fixture_to_real_clients() {
     .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
+    // Upstreams for other names: one that never answers (listed first), and Knot for example.
+    let _silent = ns
+        .netns()
+        .run(|| std::net::UdpSocket::bind("127.0.0.3:53"))
+        .unwrap()
+        .unwrap();
+    let _knot = start_knot(&ns, dir.path());
     let config = dir.path().join("config.json");
     std::fs::write(
         &config,
@@ -78,7 +85,9 @@ fn drop_in_mesos_dns_serves_the_fixture_to_real_clients() {
           "port": 53,
           "httpport": 8123,
           "IPSources": ["netinfo", "docker", "mesos", "host"],
-          "externalOn": false,
+          "externalOn": true,
+          "resolvers": ["127.0.0.3", "127.0.0.2"],
+          "timeout": 2,
           "someKeyFromAnotherVersion": true
         }"#,
     )
@@ -136,6 +145,21 @@ fn drop_in_mesos_dns_serves_the_fixture_to_real_clients() {
     // TCP.
     let tcp = dig(&ns, &["+tcp", "+short", "leader.mesos"]);
     assert_eq!(tcp.trim(), "127.0.0.1");
+
+    // Other names are forwarded: both upstreams asked at once, so the silent one costs nothing.
+    let started = std::time::Instant::now();
+    let forwarded = dig(&ns, &["www.example", "A"]);
+    assert!(
+        forwarded.contains("192.0.2.80") && forwarded.contains(" ra"),
+        "{forwarded}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "forwarding took {:?}",
+        started.elapsed()
+    );
+    let missing = dig(&ns, &["missing.example", "A"]);
+    assert!(missing.contains("status: NXDOMAIN"), "{missing}");
 
     // glibc, through a resolv.conf that points at the server (ip netns exec mounts it).
     ns.set_resolv_conf("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
@@ -211,4 +235,47 @@ fn drop_in_mesos_dns_serves_the_fixture_to_real_clients() {
             .any(|l| l.starts_with("dcnet_dns_state_refresh_failures_total") && !l.ends_with(" 0")),
         "{metrics}"
     );
+}
+
+/// Knot DNS inside the namespace, authoritative for `example.` on 127.0.0.2:53.
+fn start_knot(ns: &TestNamespace, dir: &std::path::Path) -> Running {
+    let zone = dir.join("example.zone");
+    std::fs::write(
+        &zone,
+        "$ORIGIN example.\n$TTL 60\n@ SOA ns.example. root.example. 1 60 60 60 60\n@ NS ns.example.\nns A 127.0.0.2\nwww A 192.0.2.80\n",
+    )
+    .unwrap();
+    let conf = dir.join("knot.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "server:\n    listen: 127.0.0.2@53\n    rundir: {d}\ndatabase:\n    storage: {d}\nzone:\n  - domain: example\n    file: {z}\n",
+            d = dir.display(),
+            z = zone.display()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new("knotd");
+    command
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    in_netns(&mut command, ns.netns(), true);
+    let knot = Running(
+        command
+            .spawn()
+            .expect("knotd (apt install knot, or scripts/setup.sh)"),
+    );
+    wait_until("Knot to answer", Duration::from_secs(10), || {
+        let out = ns.run(
+            "dig",
+            &["@127.0.0.2", "+short", "+time=1", "+tries=1", "www.example"],
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .contains("192.0.2.80")
+            .then_some(()))
+    })
+    .unwrap();
+    knot
 }

@@ -4,6 +4,8 @@
 //! snapshot swapped in. A refresh that fails (masters down, bad JSON) keeps the last good records
 //! served and says so in the log and in `dcnet_dns_state_refresh_failures_total`. DNS is served
 //! on `listener:port` (UDP and TCP) and the Mesos-DNS HTTP API on `HTTPListener:HttpPort`.
+//! With `externalOn`, other names are forwarded to `resolvers` (`zoneResolvers` per zone), for
+//! clients in private networks (loopback, RFC 1918, CGNAT, IPv6 ULA and link-local).
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -16,13 +18,14 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::config::MesosDnsConfig;
+use super::config::{MesosDnsConfig, parse_resolver};
 use super::fetch::fetch_state;
 use super::http::{ApiModel, ApiState};
 use crate::error::Error;
+use crate::forward::{ForwardMetrics, Forwarder, ForwarderConfig};
 use crate::name::LabelSpec;
 use crate::records::{self, RecordSet, Settings};
-use crate::server::{DnsServer, ServerConfig, ServerMetrics, SharedSnapshot};
+use crate::server::{DnsServer, Forward, ServerConfig, ServerMetrics, SharedSnapshot};
 use crate::zone::{Snapshot, Soa, ZoneData};
 
 /// Counters of the state refreshes.
@@ -69,12 +72,39 @@ pub async fn run(config: MesosDnsConfig, shutdown: impl Future<Output = ()>) -> 
     )));
     let model = Arc::new(ArcSwap::from_pointee(ApiModel::default()));
 
+    // Other names go upstream when `externalOn` (Mesos-DNS's default), else are refused.
+    let forward: Option<Arc<dyn Forward>> = config.external_on.then(|| {
+        let metrics = Arc::new(ForwardMetrics::default());
+        metrics.register(&mut registry);
+        let zones = config
+            .zone_resolvers
+            .iter()
+            .map(|(zone, servers)| {
+                (
+                    zone.clone(),
+                    servers.iter().filter_map(|s| parse_resolver(s)).collect(),
+                )
+            })
+            .collect();
+        let forwarder = Forwarder::new(
+            ForwarderConfig {
+                upstreams: config.resolver_addrs(),
+                zones,
+                timeout: Duration::from_secs(config.timeout),
+                allowed: ForwarderConfig::private_networks(),
+                cache_entries: 10_000,
+            },
+            tokio::runtime::Handle::current(),
+            metrics,
+        );
+        Arc::new(forwarder) as Arc<dyn Forward>
+    });
     let dns = if config.dns_on {
         let listen = SocketAddr::new(config.listener, config.port);
         let server = DnsServer::start(
             ServerConfig::new(vec![listen]),
             snapshot.clone(),
-            None,
+            forward,
             server_metrics,
         )
         .await?;

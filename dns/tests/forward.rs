@@ -1,0 +1,195 @@
+//! Forwarding on loopback: dcnet's own authoritative server plays the upstreams, a bound UDP
+//! socket that never answers plays the broken one.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use dcnet_dns::answer::build_query;
+use dcnet_dns::forward::{ForwardMetrics, Forwarder, ForwarderConfig};
+use dcnet_dns::records::RecordSet;
+use dcnet_dns::server::{DnsServer, Forward, ServerConfig, ServerMetrics};
+use dcnet_dns::zone::{Snapshot, Soa, ZoneData};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+
+fn zone(origin: &str, name: &str, ip: &str) -> Snapshot {
+    let mut records = RecordSet::default();
+    records.add_ip(name, ip.parse().unwrap());
+    Snapshot::build(vec![ZoneData {
+        origin: origin.into(),
+        soa: Soa {
+            mname: format!("ns.{origin}"),
+            rname: format!("root.{origin}"),
+            serial: 1,
+            refresh: 60,
+            retry: 60,
+            expire: 60,
+            minimum: 30,
+        },
+        ns: vec![],
+        ttl: 300,
+        srv_weight: 1,
+        records,
+    }])
+}
+
+async fn server(snapshot: Snapshot, forward: Option<Arc<dyn Forward>>) -> DnsServer {
+    let mut config = ServerConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+    config.udp_workers = 1;
+    DnsServer::start(
+        config,
+        Arc::new(ArcSwap::from_pointee(snapshot)),
+        forward,
+        Arc::new(ServerMetrics::default()),
+    )
+    .await
+    .unwrap()
+}
+
+fn ask(server: SocketAddr, name: &str) -> (Message, Duration) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let started = Instant::now();
+    socket
+        .send_to(&build_query(0x5151, name, RecordType::A, None), server)
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let (len, _) = socket.recv_from(&mut buf).expect("an answer within 5 s");
+    (Message::from_vec(&buf[..len]).unwrap(), started.elapsed())
+}
+
+struct Setup {
+    front: DnsServer,
+    upstream: Option<DnsServer>,
+    _corp: DnsServer,
+    _blackhole: UdpSocket,
+    metrics: Arc<ForwardMetrics>,
+}
+
+async fn setup(allowed: &str, blackhole_first: bool, timeout: Duration) -> Setup {
+    let upstream = server(zone("example.", "www.example.", "192.0.2.10"), None).await;
+    let corp = server(zone("corp.", "intranet.corp.", "192.0.2.20"), None).await;
+    let blackhole = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut upstreams = vec![upstream.local_addrs()[0]];
+    if blackhole_first {
+        upstreams.insert(0, blackhole.local_addr().unwrap());
+    }
+    let metrics = Arc::new(ForwardMetrics::default());
+    let forwarder = Forwarder::new(
+        ForwarderConfig {
+            upstreams,
+            zones: vec![("Corp".into(), vec![corp.local_addrs()[0]])],
+            timeout,
+            allowed: vec![allowed.parse().unwrap()],
+            cache_entries: 100,
+        },
+        tokio::runtime::Handle::current(),
+        metrics.clone(),
+    );
+    let front = server(
+        zone("mesos.", "leader.mesos.", "10.0.0.1"),
+        Some(Arc::new(forwarder)),
+    )
+    .await;
+    Setup {
+        front,
+        upstream: Some(upstream),
+        _corp: corp,
+        _blackhole: blackhole,
+        metrics,
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_caches_and_routes_zones() {
+    let mut s = setup("127.0.0.0/8", false, Duration::from_secs(2)).await;
+    let front = s.front.local_addrs()[0];
+
+    let (r, _) = blocking(move || ask(front, "www.example.")).await;
+    assert_eq!(r.metadata.id, 0x5151);
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert!(r.metadata.recursion_available);
+    assert_eq!(r.answers[0].data.to_string(), "192.0.2.10");
+    assert_eq!(r.answers[0].ttl, 300);
+
+    // Our own zone is still answered authoritatively.
+    let (r, _) = blocking(move || ask(front, "leader.mesos.")).await;
+    assert!(r.metadata.authoritative);
+
+    // A per-zone forwarder, matched case-insensitively.
+    let (r, _) = blocking(move || ask(front, "intranet.CORP.")).await;
+    assert_eq!(r.answers[0].data.to_string(), "192.0.2.20");
+
+    // With the upstream gone, the cached answer is still served, its TTL counted down.
+    s.upstream.take().unwrap().shutdown().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (r, _) = blocking(move || ask(front, "www.example.")).await;
+    assert_eq!(r.answers[0].data.to_string(), "192.0.2.10");
+    assert!(
+        r.answers[0].ttl < 300,
+        "TTL {} not counted down",
+        r.answers[0].ttl
+    );
+    assert_eq!(s.metrics.cache_hits.get(), 1);
+
+    s.front.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_upstream_does_not_delay_the_answer() {
+    // The blackhole is first in the list; dual dispatch asks both at once.
+    let s = setup("127.0.0.0/8", true, Duration::from_secs(3)).await;
+    let front = s.front.local_addrs()[0];
+    let (r, took) = blocking(move || ask(front, "www.example.")).await;
+    assert_eq!(r.answers[0].data.to_string(), "192.0.2.10");
+    assert!(
+        took < Duration::from_secs(1),
+        "answered after {took:?}: the silent upstream held it up"
+    );
+    s.front.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servfail_when_no_upstream_answers_in_time() {
+    let s = setup("127.0.0.0/8", true, Duration::from_millis(600)).await;
+    // Stop the real upstream: only the silent one is left for example.
+    let Setup {
+        front,
+        upstream,
+        _corp,
+        _blackhole,
+        metrics,
+    } = s;
+    upstream.unwrap().shutdown().await;
+    let addr = front.local_addrs()[0];
+    let (r, took) = blocking(move || ask(addr, "other.example.")).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert_eq!(metrics.servfail.get(), 1);
+    front.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_outside_the_allowed_networks_are_refused() {
+    let s = setup("10.0.0.0/8", false, Duration::from_secs(2)).await;
+    let front = s.front.local_addrs()[0];
+    let (r, _) = blocking(move || ask(front, "www.example.")).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::Refused);
+    assert!(r.answers.is_empty());
+    // Authoritative answers do not depend on the ACL.
+    let (r, _) = blocking(move || ask(front, "leader.mesos.")).await;
+    assert_eq!(r.answers.len(), 1);
+    assert_eq!(s.metrics.refused.get(), 1);
+    s.front.shutdown().await;
+}
