@@ -29,6 +29,20 @@
 //! [log]
 //! level = "info"                  # a tracing filter, e.g. "info,dcnet_agent=debug"
 //! format = "text"                 # or "json"
+//!
+//! [dns]
+//! enabled = true
+//! listen = ["127.0.0.1:53"]
+//! upstreams = ["10.0.0.2"]        # default: the nameservers of /etc/resolv.conf
+//! allowed_networks = ["10.0.0.0/8"]   # who may recurse; default: private networks
+//! domain = "mesos"
+//! resolv_conf = "/etc/resolv.conf"    # manage this file; off unless set
+//!
+//! [dns.mesos]                     # read task state from these masters and publish it
+//! masters = ["10.0.0.1:5050"]
+//! refresh = "5s"
+//! state_timeout = "10s"
+//! ip_sources = ["netinfo", "mesos", "host"]
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -71,6 +85,8 @@ pub struct FileConfig {
     pub api: ApiSection,
     #[serde(default)]
     pub log: LogSection,
+    #[serde(default)]
+    pub dns: DnsSection,
 }
 
 /// `[gossip]` of the config file.
@@ -114,6 +130,30 @@ impl FileConfig {
             message: e.to_string().trim_end().to_owned(),
         })
     }
+}
+
+/// `[dns]` of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    pub enabled: Option<bool>,
+    pub listen: Option<Vec<String>>,
+    pub upstreams: Option<Vec<String>>,
+    pub allowed_networks: Option<Vec<String>>,
+    pub domain: Option<String>,
+    pub resolv_conf: Option<PathBuf>,
+    #[serde(default)]
+    pub mesos: MesosSection,
+}
+
+/// `[dns.mesos]` of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MesosSection {
+    pub masters: Option<Vec<String>>,
+    pub refresh: Option<String>,
+    pub state_timeout: Option<String>,
+    pub ip_sources: Option<Vec<String>>,
 }
 
 /// Settings given as flags; each wins over the file.
@@ -201,6 +241,22 @@ pub struct GossipSettings {
     pub tombstone_grace: Duration,
 }
 
+/// DNS settings, validated.
+#[derive(Debug, Clone)]
+pub struct DnsSettings {
+    pub enabled: bool,
+    pub listen: Vec<SocketAddr>,
+    pub upstreams: Vec<SocketAddr>,
+    pub allowed_networks: Vec<ipnetwork::IpNetwork>,
+    pub domain: String,
+    pub resolv_conf: Option<PathBuf>,
+    /// Masters to read task state from; empty on nodes that only serve.
+    pub mesos_masters: Vec<SocketAddr>,
+    pub mesos_refresh: Duration,
+    pub mesos_state_timeout: Duration,
+    pub ip_sources: Vec<dcnet_dns::mesos::state::IpSource>,
+}
+
 /// The agent's validated configuration.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -214,6 +270,7 @@ pub struct AgentConfig {
     pub api_listen: SocketAddr,
     pub log_level: String,
     pub log_format: LogFormat,
+    pub dns: DnsSettings,
 }
 
 /// Merges one setting: the flag's value if given, else the file's.
@@ -353,6 +410,8 @@ impl AgentConfig {
             other => return Err(invalid(origin, other, "`text` or `json`")),
         };
 
+        let dns = resolve_dns(&p, file.dns)?;
+
         Ok(Self {
             name,
             address,
@@ -364,6 +423,7 @@ impl AgentConfig {
             api_listen,
             log_level,
             log_format,
+            dns,
         })
     }
 }
@@ -457,6 +517,131 @@ fn resolve_gossip(
         dead_node_grace,
         tombstone_grace,
     })
+}
+
+fn resolve_dns(p: &Pick<'_>, file: DnsSection) -> Result<DnsSettings, Error> {
+    let origin = |key| p.origin(key, "", false);
+    let listen = match file.listen {
+        Some(list) => list
+            .iter()
+            .map(|a| parse_socket_addr(a, origin("dns.listen")))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => vec![SocketAddr::from(([127, 0, 0, 1], 53))],
+    };
+    let upstreams = match file.upstreams {
+        Some(list) => list
+            .iter()
+            .map(|u| {
+                dcnet_dns::mesos::config::parse_resolver(u).ok_or_else(|| {
+                    invalid(
+                        origin("dns.upstreams"),
+                        u,
+                        "IP or IP:PORT entries such as 10.0.0.2 or 10.0.0.2:53",
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => system_nameservers(),
+    };
+    let allowed_networks = match file.allowed_networks {
+        Some(list) => list
+            .iter()
+            .map(|n| {
+                n.parse().map_err(|_| {
+                    invalid(
+                        origin("dns.allowed_networks"),
+                        n,
+                        "networks such as 10.0.0.0/8 or fd00::/8",
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => dcnet_dns::forward::ForwarderConfig::private_networks(),
+    };
+    let domain = file
+        .domain
+        .unwrap_or_else(|| "mesos".into())
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    if domain.is_empty() || domain.split('.').any(|l| l.is_empty() || l.len() > 63) {
+        return Err(invalid(
+            origin("dns.domain"),
+            domain,
+            "a domain such as mesos",
+        ));
+    }
+    let masters = file
+        .mesos
+        .masters
+        .unwrap_or_default()
+        .iter()
+        .map(|m| parse_socket_addr(m, origin("dns.mesos.masters")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let duration = |key: &'static str, value: Option<String>, default: Duration| match value {
+        None => Ok(default),
+        Some(text) => match humantime::parse_duration(&text) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            _ => Err(invalid(
+                origin(key),
+                text,
+                "a positive duration such as `5s`",
+            )),
+        },
+    };
+    let mesos_refresh = duration(
+        "dns.mesos.refresh",
+        file.mesos.refresh,
+        Duration::from_secs(5),
+    )?;
+    let mesos_state_timeout = duration(
+        "dns.mesos.state_timeout",
+        file.mesos.state_timeout,
+        Duration::from_secs(10),
+    )?;
+    use dcnet_dns::mesos::state::IpSource;
+    let ip_sources = match file.mesos.ip_sources {
+        Some(list) => list
+            .iter()
+            .map(|s| match s.as_str() {
+                "netinfo" => Ok(IpSource::Netinfo),
+                "docker" => Ok(IpSource::Docker),
+                "mesos" => Ok(IpSource::Mesos),
+                "host" => Ok(IpSource::Host),
+                other => Err(invalid(
+                    origin("dns.mesos.ip_sources"),
+                    other,
+                    "netinfo, docker, mesos or host",
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => vec![IpSource::Netinfo, IpSource::Mesos, IpSource::Host],
+    };
+    Ok(DnsSettings {
+        enabled: file.enabled.unwrap_or(true),
+        listen,
+        upstreams,
+        allowed_networks,
+        domain,
+        resolv_conf: file.resolv_conf,
+        mesos_masters: masters,
+        mesos_refresh,
+        mesos_state_timeout,
+        ip_sources,
+    })
+}
+
+/// The nameservers of /etc/resolv.conf that are not loopback (a local resolver may be this very
+/// agent), port 53.
+fn system_nameservers() -> Vec<SocketAddr> {
+    let Ok(text) = std::fs::read_to_string("/etc/resolv.conf") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+        .filter(|ip| !ip.is_loopback())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
 }
 
 fn parse_socket_addr(text: &str, origin: Origin) -> Result<SocketAddr, Error> {
@@ -728,6 +913,31 @@ mod tests {
                 "wrong type",
                 format!("{b}phi_threshold = \"high\"\n"),
                 &["agent.toml", "phi_threshold"],
+            ),
+            (
+                "bad dns listen",
+                format!("{b}[dns]\nlisten = [\"127.0.0.1\"]\n"),
+                &["dns.listen", "IP:PORT"],
+            ),
+            (
+                "bad upstream",
+                format!("{b}[dns]\nupstreams = [\"dns.google\"]\n"),
+                &["dns.upstreams"],
+            ),
+            (
+                "bad network",
+                format!("{b}[dns]\nallowed_networks = [\"10.0.0.0/33\"]\n"),
+                &["dns.allowed_networks"],
+            ),
+            (
+                "bad master",
+                format!("{b}[dns.mesos]\nmasters = [\"master-1\"]\n"),
+                &["dns.mesos.masters"],
+            ),
+            (
+                "unknown dns key",
+                format!("{b}[dns]\nlistens = []\n"),
+                &["agent.toml", "listens"],
             ),
         ];
         for (what, text, words) in cases {

@@ -14,6 +14,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod error;
 pub mod gossip;
 pub mod identity;

@@ -3,6 +3,7 @@
 //!
 //! - [`name`]: labels, domain fragments, task hashes and agent-id tails, as Mesos-DNS forms them.
 //! - [`records`]: every Mesos-DNS record, generated from a normalized [`records::Cluster`].
+//! - [`dcos`]: the `thisdcos.directory` and `spartan` zones of dcos-dns, from the same cluster.
 //! - [`forward`]: every other name, to upstreams (dual dispatch, health scores, cache, ACL).
 //! - [`mesos`]: a Mesos master's `/master/state`, mapped onto that cluster.
 //! - [`answer`]: one query in, one authoritative response out, from a snapshot.
@@ -14,6 +15,7 @@
 //! (see the DNS issue).
 
 pub mod answer;
+pub mod dcos;
 pub mod error;
 pub mod forward;
 pub mod mesos;

@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::name::{LabelSpec, agent_id_tail, domain_fragment, task_hash};
 
@@ -50,7 +50,7 @@ pub struct FrameworkInfo {
 }
 
 /// An agent.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentInfo {
     pub id: String,
     /// At most one IPv4 and one IPv6 address.
@@ -59,7 +59,7 @@ pub struct AgentInfo {
 }
 
 /// A task.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskInfo {
     pub id: String,
     pub name: String,
@@ -73,14 +73,14 @@ pub struct TaskInfo {
 }
 
 /// Service-discovery info of a task.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Discovery {
     pub name: String,
     pub ports: Vec<DiscoveryPort>,
 }
 
 /// A discovery port: number, protocol (`tcp`, `udp`; empty for both) and optional name.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DiscoveryPort {
     pub number: u16,
     pub protocol: String,

@@ -210,6 +210,30 @@ fn diff_keys(
     }
 }
 
+/// Views for other modules' tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// A view of up nodes holding `keys`.
+    pub fn view_with(nodes: &[(&str, BTreeMap<String, String>)]) -> ClusterView {
+        let rows = nodes
+            .iter()
+            .map(|(id, keys)| Observed {
+                id: (*id).to_owned(),
+                generation: 1,
+                gossip_addr: "127.0.0.1:1".parse().expect("literal"),
+                heartbeat: 1,
+                max_version: 1,
+                is_live: true,
+                is_self: false,
+                keys: Some(keys.clone()),
+            })
+            .collect();
+        next_view(&ClusterView::default(), rows, SystemTime::UNIX_EPOCH).0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
