@@ -1,4 +1,4 @@
-//! `dcnet agent`: wires configuration, identity, gossip and the local API together and runs
+//! `dcnet agent`: wires configuration, identity, gossip, DNS and the local API together and runs
 //! them until asked to stop.
 
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use tracing::{info, warn};
 use crate::Error;
 use crate::api::{self, ApiState};
 use crate::config::AgentConfig;
+use crate::dns::DnsService;
 use crate::gossip::{AuthenticatedUdp, Gossip, MembershipMetrics, TransportMetrics};
 use crate::identity::NodeIdentity;
 use crate::node::{NODE_INFO_KEY, NodeInfo};
@@ -47,6 +48,20 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         .await?,
     );
 
+    let dns = if config.dns.enabled {
+        Some(
+            DnsService::start(
+                config.dns.clone(),
+                gossip.clone(),
+                config.address,
+                &mut registry,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+
     let (stop_api, api_stopped) = oneshot::channel::<()>();
     let api_state = ApiState {
         gossip: gossip.clone(),
@@ -60,6 +75,9 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
 
     shutdown.await;
     info!("shutting down");
+    if let Some(dns) = dns {
+        dns.shutdown().await;
+    }
     let _ = stop_api.send(());
     match api.await {
         Ok(Ok(())) => {}

@@ -96,6 +96,9 @@ pub enum Error {
         listen: std::net::SocketAddr,
         message: String,
     },
+    /// DNS could not start (its listen address is taken, usually).
+    #[error("DNS: {0}")]
+    Dns(#[source] dcnet_dns::Error),
     /// The local HTTP API could not bind its address.
     #[error(
         "the local API cannot listen on {listen} ({source}); is another agent running? choose another with --api-listen"

@@ -216,6 +216,9 @@ impl Cluster {
             text += &format!(
                 "\n[api]\nlisten = \"127.0.0.1:{API_PORT}\"\n\n[log]\nlevel = \"info,dcnet_agent=debug\"\n"
             );
+            // Each node's DNS answers inside its namespace; it must not forward to the machine's
+            // own nameservers.
+            text += "\n[dns]\nupstreams = []\n";
             text += &spec.extra_config;
             fs::write(&node.config_path, text)?;
         }

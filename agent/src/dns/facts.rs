@@ -7,8 +7,11 @@
 //! dns/leader                IP:PORT of the leading master
 //! dns/agent/<agent id>      AgentInfo (JSON)
 //! dns/framework/<name>      {"scheduler_ips": [...], "scheduler_port": N}
-//! dns/task/<task id>        TaskInfo plus its framework's name (JSON), running tasks only
+//! dns/task/<fw>/<id>/<name> TaskInfo plus its framework's name (JSON), running tasks only
 //! ```
+//!
+//! Task ids are unique only within a framework (and not even that in every state document),
+//! so a task's key carries its framework and name as well.
 //!
 //! Several nodes may publish (each master polling the same leader); their views converge, and
 //! readers take the newest rather than merging, so a stale publisher cannot resurrect a task.
@@ -62,7 +65,8 @@ pub fn to_keys(cluster: &Cluster) -> BTreeMap<String, String> {
                 framework: framework.name.clone(),
                 task: task.clone(),
             };
-            keys.insert(format!("{TASK}{}", task.id), json(&fact));
+            let key = format!("{TASK}{}/{}/{}", framework.name, task.id, task.name);
+            keys.insert(key, json(&fact));
         }
     }
     keys
@@ -185,9 +189,9 @@ mod tests {
     #[test]
     fn keys_round_trip_running_tasks_only() {
         let keys = to_keys(&cluster());
-        assert!(keys.contains_key("dns/task/web.1"));
+        assert!(keys.contains_key("dns/task/marathon/web.1/web"));
         assert!(
-            !keys.contains_key("dns/task/old.1"),
+            !keys.keys().any(|k| k.contains("old.1")),
             "only running tasks are published"
         );
         assert!(keys.values().all(|v| v.len() < 1024), "each value is small");

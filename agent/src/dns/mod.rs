@@ -1,4 +1,9 @@
 //! DNS on every node: the agent's side of the dcnet-dns crate.
 //!
 //! - [`facts`]: task facts in gossip, and the cluster rebuilt from the replica.
+//! - [`service`]: the server, the replica that follows gossip, and the task-state publisher.
+
 pub mod facts;
+pub mod service;
+
+pub use service::DnsService;

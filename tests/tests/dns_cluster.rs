@@ -1,0 +1,141 @@
+//! DNS on every node of a cluster: node 1 reads task state from a fake master and publishes it
+//! through gossip; every node answers from its own replica.
+//!
+//! Bounds stated here (gossip interval 200 ms, state refresh 1 s): a task published on node 1 is
+//! answered on node 3 within 10 s of the master serving it (measured ~1-2 s: a refresh, gossip
+//! propagation, a rebuild); a task removed from the state is NXDOMAIN on node 3 within 10 s.
+
+use std::time::{Duration, Instant};
+
+use dcnet_tests::cluster::node_address;
+use dcnet_tests::{Cluster, ClusterOptions, FakeMaster, NodeSpec, wait_until};
+use nix::sys::signal::Signal;
+
+const FIXTURE: &str = include_str!("../../dns/tests/fixtures/mesos-dns-fake-state.json");
+
+fn state(leader: &str, keep_liquor_store: bool) -> String {
+    let mut state: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
+    state["leader"] = format!("master@{leader}").into();
+    if !keep_liquor_store {
+        for framework in state["frameworks"].as_array_mut().unwrap() {
+            framework["tasks"].as_array_mut().unwrap().retain(|t| {
+                t["name"] != "liquor.store" && t["name"] != "non-human-readable-liquor-store"
+            });
+        }
+    }
+    state.to_string()
+}
+
+fn dig(cluster: &Cluster, node: usize, args: &[&str]) -> String {
+    let mut all = vec!["@127.0.0.1", "+time=1", "+tries=1"];
+    all.extend_from_slice(args);
+    let dig = std::path::Path::new("/usr/bin/dig");
+    let out = cluster
+        .run_in(node, dig, &all)
+        .expect("dig (apt install dnsutils, or scripts/setup.sh)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn records_published_on_one_node_are_answered_on_every_node() {
+    let master_addr = format!("{}:5050", node_address(0));
+    let mut options = ClusterOptions::nodes(3);
+    options.nodes[0] = NodeSpec {
+        roles: vec!["master".into(), "agent".into()],
+        extra_config: format!(
+            "\n[dns.mesos]\nmasters = [\"{master_addr}\"]\nrefresh = \"1s\"\nip_sources = [\"docker\", \"host\"]\n"
+        ),
+        ..NodeSpec::default()
+    };
+    let mut cluster = Cluster::start(options).unwrap();
+    let master = FakeMaster::start(
+        &cluster.nodes[0].netns,
+        master_addr.parse().unwrap(),
+        state(&master_addr, true),
+    )
+    .unwrap();
+    let started = Instant::now();
+
+    // Node 3 answers from its replica what node 1 read and published.
+    let answered = wait_until("node 3 to answer the task", Duration::from_secs(10), || {
+        Ok(dig(&cluster, 2, &["+short", "liquor-store.marathon.mesos"])
+            .contains("10.3.0.1")
+            .then_some(()))
+    });
+    if let Err(e) = answered {
+        panic!(
+            "{e}\nnode 1 says:\n{}\nnode 3 says:\n{}",
+            dig(&cluster, 0, &["liquor-store.marathon.mesos"]),
+            dig(&cluster, 2, &["liquor-store.marathon.mesos"])
+        );
+    }
+    eprintln!(
+        "task answered on node 3 {:?} after the master came up",
+        started.elapsed()
+    );
+    assert!(master.requests() > 0);
+
+    // The dcos-dns zones, on node 2.
+    let a = dig(
+        &cluster,
+        1,
+        &[
+            "+short",
+            "liquor-store.marathon.agentip.dcos.thisdcos.directory",
+        ],
+    );
+    assert!(a.contains("1.2.3.11") && a.contains("1.2.3.12"), "{a}");
+    let c = dig(
+        &cluster,
+        1,
+        &[
+            "+short",
+            "liquor-store.marathon.containerip.dcos.thisdcos.directory",
+        ],
+    );
+    assert!(c.contains("10.3.0.1"), "{c}");
+    assert_eq!(
+        dig(&cluster, 1, &["+short", "ready.spartan"]).trim(),
+        "127.0.0.1"
+    );
+    assert_eq!(
+        dig(&cluster, 1, &["+short", "thisnode.thisdcos.directory"]).trim(),
+        node_address(1).to_string()
+    );
+    let masters = dig(&cluster, 1, &["+short", "master.dcos.thisdcos.directory"]);
+    assert!(
+        masters.contains(&node_address(0).to_string()),
+        "node-1 has the master role: {masters}"
+    );
+    let ttl = dig(&cluster, 1, &["+noall", "+answer", "ready.spartan"]);
+    assert!(
+        ttl.split_whitespace().nth(1) == Some("5"),
+        "dcos-dns TTL is 5: {ttl}"
+    );
+    // An empty l4lb zone is still ours: NXDOMAIN, not forwarded.
+    let vip = dig(&cluster, 1, &["web.marathon.l4lb.thisdcos.directory"]);
+    assert!(
+        vip.contains("status: NXDOMAIN") && vip.contains(" aa"),
+        "{vip}"
+    );
+
+    // A task that leaves the state leaves DNS everywhere.
+    master.set_body(state(&master_addr, false));
+    let removed = Instant::now();
+    wait_until("node 3 to forget the task", Duration::from_secs(10), || {
+        Ok(dig(&cluster, 2, &["liquor-store.marathon.mesos"])
+            .contains("status: NXDOMAIN")
+            .then_some(()))
+    })
+    .unwrap();
+    eprintln!(
+        "removed task NXDOMAIN on node 3 after {:?}",
+        removed.elapsed()
+    );
+    assert!(dig(&cluster, 2, &["+short", "car-store.marathon.slave.mesos"]).contains("1.2.3.11"));
+
+    // The publisher dies: every node keeps answering from its replica.
+    cluster.stop_agent(0, Signal::SIGKILL, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(dig(&cluster, 2, &["+short", "car-store.marathon.slave.mesos"]).contains("1.2.3.11"));
+}
