@@ -42,7 +42,9 @@ pub struct NodeSpec {
     pub roles: Vec<String>,
     /// A cluster secret other than the cluster's (to test authentication).
     pub secret: Option<String>,
-    /// Extra lines for the node's config file.
+    /// Extra lines inside the node's `[dns]` table.
+    pub dns_config: String,
+    /// Extra lines for the node's config file (after every table the harness writes).
     pub extra_config: String,
 }
 
@@ -219,6 +221,7 @@ impl Cluster {
             // Each node's DNS answers inside its namespace; it must not forward to the machine's
             // own nameservers.
             text += "\n[dns]\nupstreams = []\n";
+            text += &spec.dns_config;
             text += &spec.extra_config;
             fs::write(&node.config_path, text)?;
         }

@@ -47,6 +47,10 @@ fn records_published_on_one_node_are_answered_on_every_node() {
         ),
         ..NodeSpec::default()
     };
+    let resolv_dir = tempfile::tempdir().unwrap();
+    let resolv_conf = resolv_dir.path().join("resolv.conf");
+    std::fs::write(&resolv_conf, "search corp.example\nnameserver 192.0.2.53\n").unwrap();
+    options.nodes[1].dns_config = format!("resolv_conf = \"{}\"\n", resolv_conf.display());
     let mut cluster = Cluster::start(options).unwrap();
     let master = FakeMaster::start(
         &cluster.nodes[0].netns,
@@ -119,6 +123,24 @@ fn records_published_on_one_node_are_answered_on_every_node() {
         "{vip}"
     );
 
+    // Node 2 keeps its resolv.conf on the listener that answers ready.spartan, keeping the
+    // search domain, and leaves the file alone while nothing changes.
+    let text = wait_until(
+        "node 2 to write its resolv.conf",
+        Duration::from_secs(10),
+        || {
+            let text = std::fs::read_to_string(&resolv_conf)?;
+            Ok(text.contains("nameserver 127.0.0.1").then_some(text))
+        },
+    )
+    .unwrap();
+    assert!(
+        text.contains("search corp.example\n") && text.contains("options timeout:1 attempts:3\n"),
+        "{text}"
+    );
+    assert!(!text.contains("192.0.2.53"), "{text}");
+    let written = std::fs::metadata(&resolv_conf).unwrap().modified().unwrap();
+
     // A task that leaves the state leaves DNS everywhere.
     master.set_body(state(&master_addr, false));
     let removed = Instant::now();
@@ -133,6 +155,14 @@ fn records_published_on_one_node_are_answered_on_every_node() {
         removed.elapsed()
     );
     assert!(dig(&cluster, 2, &["+short", "car-store.marathon.slave.mesos"]).contains("1.2.3.11"));
+
+    // Over a manager period later (5 s), the unchanged file was not rewritten.
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(removed.elapsed()));
+    assert_eq!(
+        std::fs::metadata(&resolv_conf).unwrap().modified().unwrap(),
+        written,
+        "resolv.conf rewritten without change"
+    );
 
     // The publisher dies: every node keeps answering from its replica.
     cluster.stop_agent(0, Signal::SIGKILL, Duration::from_secs(5));

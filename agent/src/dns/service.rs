@@ -124,6 +124,15 @@ impl DnsService {
             replica_metrics.clone(),
             stopped.clone(),
         ))];
+        if let Some(path) = settings.resolv_conf.clone() {
+            let manager = super::resolv_conf::manage(
+                path,
+                server.local_addrs().to_vec(),
+                settings.upstreams.clone(),
+                stopped.clone(),
+            );
+            tasks.push(tokio::spawn(manager));
+        }
         if !settings.mesos_masters.is_empty() {
             tasks.push(tokio::spawn(publisher(
                 settings,
