@@ -35,7 +35,7 @@ fn step(n: usize, total: usize, text: &str) {
 }
 
 fn run(keep: bool) -> Result<()> {
-    let total = 4;
+    let total = 5;
     step(
         1,
         total,
@@ -124,12 +124,38 @@ fn run(keep: bool) -> Result<()> {
         published.elapsed()
     );
 
+    step(
+        5,
+        total,
+        "DNS on every node, answered from its gossip replica (dig inside each namespace):",
+    );
+    for i in 0..NODES {
+        let dig = |name: &str| -> Result<String> {
+            let out = cluster.run_in(
+                i,
+                std::path::Path::new("dig"),
+                &["@127.0.0.1", "+short", "+time=1", name],
+            )?;
+            Ok(String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "))
+        };
+        println!(
+            "      {}: thisnode.thisdcos.directory -> {:<12} master.dcos.thisdcos.directory -> {}",
+            cluster.nodes[i].name,
+            dig("thisnode.thisdcos.directory")?,
+            dig("master.dcos.thisdcos.directory")?
+        );
+    }
+
     if keep {
         let stop = cluster.keep();
         let ns1 = &cluster.nodes[0].netns.name().to_owned();
         println!("\nThe cluster keeps running. Explore it:");
         println!("  ip netns exec {ns1} {} nodes", cluster.dcnet().display());
         println!("  ip netns exec {ns1} curl -s 127.0.0.1:62080/metrics");
+        println!("  ip netns exec {ns1} dig @127.0.0.1 ready.spartan");
         println!(
             "  logs and configs: {}",
             cluster.nodes[0]
