@@ -10,7 +10,12 @@
 //! evenly: task A, canonical-name A, task SRV (with additionals), agent A under `.slave.`, and
 //! a name that does not exist (NXDOMAIN).
 //!
-//! Usage: `cargo bench -p dcnet-benches --bench dns -- [--seconds 10] [--rounds 3]
+//! With `--churn`, each size also runs while 1% of its tasks move every second: dcnet
+//! regenerates its records and rebuilds its snapshot, Knot is given the rewritten zone file and
+//! `knotc zone-reload`; both on core 0 beside their server. The updates each one managed per
+//! second are reported with the rates.
+//!
+//! Usage: `cargo bench -p dcnet-benches --bench dns -- [--seconds 10] [--rounds 3] [--churn]
 //!        [--sizes fixture,100000]`
 
 use std::io::Write as _;
@@ -37,6 +42,7 @@ const FIXTURE: &str = include_str!("../../dns/tests/fixtures/mesos-dns-fake-stat
 struct Options {
     seconds: u64,
     rounds: usize,
+    churn: bool,
     sizes: Vec<Option<usize>>,
 }
 
@@ -44,6 +50,7 @@ fn parse_args() -> Result<Options> {
     let mut o = Options {
         seconds: 10,
         rounds: 3,
+        churn: false,
         sizes: vec![None, Some(100_000)],
     };
     let mut args = std::env::args().skip(1);
@@ -52,6 +59,7 @@ fn parse_args() -> Result<Options> {
         match arg.as_str() {
             "--seconds" => o.seconds = value()?.parse().context("--seconds takes a number")?,
             "--rounds" => o.rounds = value()?.parse().context("--rounds takes a number")?,
+            "--churn" => o.churn = true,
             "--sizes" => {
                 o.sizes = value()?
                     .split(',')
@@ -280,6 +288,7 @@ fn start_knot(dir: &Path, zone_file: &Path) -> Result<Knot> {
     let config = format!(
         "server:\n    listen: 127.0.0.1@{KNOT_PORT}\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n    rundir: {dir}\n\
          database:\n    storage: {dir}\n\
+         control:\n    listen: {dir}/knot.sock\n\
          zone:\n  - domain: mesos\n    file: {zone}\n    zonefile-load: whole\n    journal-content: none\n",
         dir = dir.display(),
         zone = zone_file.display()
@@ -305,12 +314,64 @@ fn pin_to_core(core: usize) {
     }
 }
 
+/// Moves 1% of the tasks every second (or as fast as `apply` allows) and hands each new
+/// cluster to `apply`, on a thread of this process (core 0, beside the servers).
+struct Churn {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+    started: Instant,
+}
+
+impl Churn {
+    fn start(mut cluster: Cluster, mut apply: impl FnMut(&Cluster, u64) + Send + 'static) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut updates = 0u64;
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                let round = Instant::now();
+                let tasks: Vec<&mut TaskInfo> = cluster
+                    .frameworks
+                    .iter_mut()
+                    .flat_map(|f| f.tasks.iter_mut())
+                    .collect();
+                for (i, task) in tasks.into_iter().enumerate() {
+                    if (i + updates as usize) % 100 == 0 {
+                        let k = (i as u32) ^ (updates as u32).rotate_left(16);
+                        task.ips =
+                            vec![std::net::Ipv4Addr::from(0xAC10_0000 | (k & 0xFFFF)).into()];
+                    }
+                }
+                updates += 1;
+                apply(&cluster, updates);
+                if let Some(rest) = Duration::from_secs(1).checked_sub(round.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+            }
+            updates
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+            started: Instant::now(),
+        }
+    }
+
+    /// Stops and returns the updates applied per second.
+    fn finish(mut self) -> f64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let updates = self.thread.take().and_then(|t| t.join().ok()).unwrap_or(0);
+        updates as f64 / self.started.elapsed().as_secs_f64()
+    }
+}
+
 fn run_size(
     size: Option<usize>,
     seconds: u64,
     rounds: usize,
+    churn: bool,
     runtime: &tokio::runtime::Runtime,
-) -> Result<Vec<String>> {
+) -> Result<Vec<Vec<String>>> {
     let cluster = match size {
         None => {
             let mut state: dcnet_dns::mesos::state::State = serde_json::from_str(FIXTURE)?;
@@ -350,73 +411,132 @@ fn run_size(
     let knot_addr: SocketAddr = ([127, 0, 0, 1], KNOT_PORT).into();
     wait_answering(knot_addr)?;
     let started = Instant::now();
-    let built = Snapshot::build(vec![ZoneData {
-        origin: "mesos".into(),
-        soa: soa(),
-        ns: vec![],
-        ttl: 60,
-        srv_weight: 1,
-        records: set,
-    }]);
+    let built = mesos_snapshot(set);
     let build_time = started.elapsed();
     let snapshot = Arc::new(ArcSwap::from_pointee(built));
     let mut config = ServerConfig::new(vec!["127.0.0.1:0".parse()?]);
     config.udp_workers = 1;
     let server = runtime.block_on(DnsServer::start(
         config,
-        snapshot,
+        snapshot.clone(),
         None,
         Arc::new(ServerMetrics::default()),
     ))?;
     let addr = server.local_addrs()[0];
     wait_answering(addr)?;
 
-    let (mut knot_runs, mut dcnet_runs) = (Vec::new(), Vec::new());
-    for round in 1..=rounds {
-        eprintln!("  round {round}/{rounds}: Knot, then dcnet");
+    let measure_knot = || -> Result<Measured> {
         let cpu0 = proc_cpu(knot.child.id())?;
         let (qps, lost, done) = dnsperf(knot_addr, &queries_path, seconds)?;
-        knot_runs.push(Measured {
+        Ok(Measured {
             qps,
             cpu_us_per_query: (proc_cpu(knot.child.id())? - cpu0).as_secs_f64() * 1e6
                 / done.max(1) as f64,
             lost,
-        });
+        })
+    };
+    let measure_dcnet = || -> Result<Measured> {
         let cpu0 = cpu_time();
         let (qps, lost, done) = dnsperf(addr, &queries_path, seconds)?;
-        dcnet_runs.push(Measured {
+        Ok(Measured {
             qps,
             cpu_us_per_query: (cpu_time() - cpu0).as_secs_f64() * 1e6 / done.max(1) as f64,
             lost,
-        });
+        })
+    };
+    let (mut knot_runs, mut dcnet_runs) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        eprintln!("  round {round}/{rounds}: Knot, then dcnet");
+        knot_runs.push(measure_knot()?);
+        dcnet_runs.push(measure_dcnet()?);
+    }
+    let build = format!(
+        "{:.0} + {:.0}",
+        generate_time.as_secs_f64() * 1e3,
+        build_time.as_secs_f64() * 1e3
+    );
+    let mut rows = vec![row(&label, median(knot_runs), median(dcnet_runs), build)];
+
+    if churn {
+        let (mut knot_runs, mut dcnet_runs, mut knot_rates, mut dcnet_rates) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            eprintln!("  churn round {round}/{rounds}: Knot, then dcnet");
+            let (zone_file, socket) = (zone_file.clone(), dir.path().join("knot.sock"));
+            let churn = Churn::start(cluster.clone(), move |c, serial| {
+                let set = records::generate(c, &settings());
+                let mut zone = format!(
+                    "$ORIGIN mesos.
+$TTL 60
+@	IN	SOA	ns1.mesos. root.ns1.mesos. {} 60 600 86400 60
+@	IN	NS	ns1.mesos.
+",
+                    serial + 1
+                );
+                let _ = set.write_zone_file(&mut zone, 60, 1);
+                let tmp = zone_file.with_extension("tmp");
+                if std::fs::write(&tmp, zone)
+                    .and_then(|()| std::fs::rename(&tmp, &zone_file))
+                    .is_ok()
+                {
+                    let _ = Command::new("taskset")
+                        .args(["-c", "0", "knotc", "-b", "-s"])
+                        .arg(&socket)
+                        .args(["zone-reload", "mesos"])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            });
+            knot_runs.push(measure_knot()?);
+            knot_rates.push(churn.finish());
+
+            let target = snapshot.clone();
+            let churn = Churn::start(cluster.clone(), move |c, _| {
+                let set = records::generate(c, &settings());
+                target.store(Arc::new(mesos_snapshot(set)));
+            });
+            dcnet_runs.push(measure_dcnet()?);
+            dcnet_rates.push(churn.finish());
+        }
+        let rate = |rates: &[f64]| rates.iter().sum::<f64>() / rates.len().max(1) as f64;
+        let updates = format!("{:.2} / {:.2} per s", rate(&knot_rates), rate(&dcnet_rates));
+        rows.push(row(
+            &format!("{label} +churn"),
+            median(knot_runs),
+            median(dcnet_runs),
+            updates,
+        ));
     }
     runtime.block_on(server.shutdown());
     drop(knot);
-    let knot_result = median(knot_runs);
-    let dcnet_result = median(dcnet_runs);
+    Ok(rows)
+}
 
-    Ok(vec![
-        label,
-        format!("{:.0}", knot_result.qps),
-        format!("{:.2}", knot_result.cpu_us_per_query),
-        format!("{:.0}", dcnet_result.qps),
-        format!("{:.2}", dcnet_result.cpu_us_per_query),
-        format!("{:.2}", dcnet_result.qps / knot_result.qps),
-        format!(
-            "{:.2}",
-            dcnet_result.cpu_us_per_query / knot_result.cpu_us_per_query
-        ),
-        format!(
-            "{:.1}% / {:.1}%",
-            knot_result.lost * 100.0,
-            dcnet_result.lost * 100.0
-        ),
-        format!(
-            "{:.0} + {:.0}",
-            generate_time.as_secs_f64() * 1e3,
-            build_time.as_secs_f64() * 1e3
-        ),
-    ])
+fn mesos_snapshot(records: RecordSet) -> Snapshot {
+    Snapshot::build(vec![ZoneData {
+        origin: "mesos".into(),
+        soa: soa(),
+        ns: vec![],
+        ttl: 60,
+        srv_weight: 1,
+        records,
+    }])
+}
+
+/// A table row: rates, CPU per query, ratios, losses and `last`.
+fn row(label: &str, knot: Measured, dcnet: Measured, last: String) -> Vec<String> {
+    vec![
+        label.to_owned(),
+        format!("{:.0}", knot.qps),
+        format!("{:.2}", knot.cpu_us_per_query),
+        format!("{:.0}", dcnet.qps),
+        format!("{:.2}", dcnet.cpu_us_per_query),
+        format!("{:.2}", dcnet.qps / knot.qps),
+        format!("{:.2}", dcnet.cpu_us_per_query / knot.cpu_us_per_query),
+        format!("{:.1}% / {:.1}%", knot.lost * 100.0, dcnet.lost * 100.0),
+        last,
+    ]
 }
 
 fn main() -> Result<()> {
@@ -436,7 +556,7 @@ fn main() -> Result<()> {
     );
     let mut rows = Vec::new();
     for size in &o.sizes {
-        rows.push(run_size(*size, o.seconds, o.rounds, &runtime)?);
+        rows.extend(run_size(*size, o.seconds, o.rounds, o.churn, &runtime)?);
     }
     print_table(
         &[
@@ -448,7 +568,7 @@ fn main() -> Result<()> {
             "q/s ratio",
             "cpu ratio",
             "lost k/d",
-            "gen+build ms",
+            "gen+build ms | updates k/d",
         ],
         &rows,
     );
