@@ -336,7 +336,7 @@ impl Churn {
                     .flat_map(|f| f.tasks.iter_mut())
                     .collect();
                 for (i, task) in tasks.into_iter().enumerate() {
-                    if (i + updates as usize) % 100 == 0 {
+                    if (i + updates as usize).is_multiple_of(100) {
                         let k = (i as u32) ^ (updates as u32).rotate_left(16);
                         task.ips =
                             vec![std::net::Ipv4Addr::from(0xAC10_0000 | (k & 0xFFFF)).into()];
