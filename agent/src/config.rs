@@ -602,16 +602,14 @@ fn resolve_dns(p: &Pick<'_>, file: DnsSection) -> Result<DnsSettings, Error> {
     let ip_sources = match file.mesos.ip_sources {
         Some(list) => list
             .iter()
-            .map(|s| match s.as_str() {
-                "netinfo" => Ok(IpSource::Netinfo),
-                "docker" => Ok(IpSource::Docker),
-                "mesos" => Ok(IpSource::Mesos),
-                "host" => Ok(IpSource::Host),
-                other => Err(invalid(
-                    origin("dns.mesos.ip_sources"),
-                    other,
-                    "netinfo, docker, mesos or host",
-                )),
+            .map(|s| {
+                s.parse::<IpSource>().map_err(|_| {
+                    invalid(
+                        origin("dns.mesos.ip_sources"),
+                        s,
+                        "netinfo, docker, mesos or host",
+                    )
+                })
             })
             .collect::<Result<Vec<_>, _>>()?,
         None => vec![IpSource::Netinfo, IpSource::Mesos, IpSource::Host],

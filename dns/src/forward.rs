@@ -182,6 +182,13 @@ impl Forwarder {
         });
         Self { inner }
     }
+
+    /// A forwarder on the current tokio runtime, its counters registered in `registry`.
+    pub fn start(config: ForwarderConfig, registry: &mut Registry) -> Self {
+        let metrics = Arc::new(ForwardMetrics::default());
+        metrics.register(registry);
+        Self::new(config, tokio::runtime::Handle::current(), metrics)
+    }
 }
 
 impl Inner {

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use dcnet_dns::mesos::state::{IpSource, State};
 use dcnet_dns::mesos::{self, literal_only};
 use dcnet_dns::name::LabelSpec;
@@ -31,14 +31,9 @@ pub fn records(state_file: &Path, options: &RecordsOptions) -> anyhow::Result<St
     let sources = options
         .ip_sources
         .iter()
-        .map(|s| match s.as_str() {
-            "netinfo" => Ok(IpSource::Netinfo),
-            "docker" => Ok(IpSource::Docker),
-            "mesos" => Ok(IpSource::Mesos),
-            "host" => Ok(IpSource::Host),
-            other => bail!("unknown IP source {other:?}: use netinfo, docker, mesos or host"),
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|s| s.parse::<IpSource>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
     let cluster = mesos::cluster(&state, &sources, &literal_only);
     let leader: Vec<(IpAddr, u16)> = cluster.leader.into_iter().collect();
     let settings = Settings {

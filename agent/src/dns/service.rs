@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use dcnet_dns::dcos;
-use dcnet_dns::forward::{ForwardMetrics, Forwarder, ForwarderConfig};
+use dcnet_dns::forward::{Forwarder, ForwarderConfig};
 use dcnet_dns::mesos::fetch::fetch_state;
 use dcnet_dns::name::LabelSpec;
 use dcnet_dns::records::{self, Cluster, RecordSet, Settings};
@@ -91,19 +91,14 @@ impl DnsService {
             RecordSet::default(),
         )));
         let forward: Option<Arc<dyn Forward>> = (!settings.upstreams.is_empty()).then(|| {
-            let metrics = Arc::new(ForwardMetrics::default());
-            metrics.register(registry);
-            Arc::new(Forwarder::new(
-                ForwarderConfig {
-                    upstreams: settings.upstreams.clone(),
-                    zones: Vec::new(),
-                    timeout: Duration::from_secs(2),
-                    allowed: settings.allowed_networks.clone(),
-                    cache_entries: 10_000,
-                },
-                tokio::runtime::Handle::current(),
-                metrics,
-            )) as Arc<dyn Forward>
+            let config = ForwarderConfig {
+                upstreams: settings.upstreams.clone(),
+                zones: Vec::new(),
+                timeout: Duration::from_secs(2),
+                allowed: settings.allowed_networks.clone(),
+                cache_entries: 10_000,
+            };
+            Arc::new(Forwarder::start(config, registry)) as Arc<dyn Forward>
         });
         let server = DnsServer::start(
             ServerConfig::new(settings.listen.clone()),

@@ -236,16 +236,10 @@ impl MesosDnsConfig {
                 "ipsources" => {
                     c.ip_sources = list()?
                         .iter()
-                        .map(|s| match s.as_str() {
-                            "netinfo" => Ok(IpSource::Netinfo),
-                            "docker" => Ok(IpSource::Docker),
-                            "mesos" => Ok(IpSource::Mesos),
-                            "host" => Ok(IpSource::Host),
-                            _ => Err(invalid(
-                                key,
-                                value,
-                                "a list of netinfo, docker, mesos and host",
-                            )),
+                        .map(|s| {
+                            s.parse::<IpSource>().map_err(|_| {
+                                invalid(key, value, "a list of netinfo, docker, mesos and host")
+                            })
                         })
                         .collect::<Result<_, _>>()?
                 }

@@ -80,25 +80,29 @@ struct HostRecord {
     ip: String,
 }
 
+/// The A then AAAA addresses of `name`.
+fn addresses(records: &RecordSet, name: &str) -> Vec<String> {
+    let v4 = records
+        .a
+        .get(name)
+        .into_iter()
+        .flatten()
+        .map(|ip| ip.to_string());
+    let v6 = records
+        .aaaa
+        .get(name)
+        .into_iter()
+        .flatten()
+        .map(|ip| ip.to_string());
+    v4.chain(v6).collect()
+}
+
 async fn hosts(State(s): State<ApiState>, Path(host): Path<String>) -> axum::Json<Vec<HostRecord>> {
     let name = fqdn(&host);
     let model = s.model.load();
-    let v4 = model
-        .records
-        .a
-        .get(&name)
-        .into_iter()
-        .flatten()
-        .map(|ip| ip.to_string());
-    let v6 = model
-        .records
-        .aaaa
-        .get(&name)
-        .into_iter()
-        .flatten()
-        .map(|ip| ip.to_string());
     axum::Json(
-        v4.chain(v6)
+        addresses(&model.records, &name)
+            .into_iter()
             .map(|ip| HostRecord {
                 host: name.clone(),
                 ip,
@@ -123,21 +127,7 @@ async fn services(
     let model = s.model.load();
     let mut out = Vec::new();
     for srv in model.records.srv.get(&name).into_iter().flatten() {
-        let v4 = model
-            .records
-            .a
-            .get(&srv.target)
-            .into_iter()
-            .flatten()
-            .map(|ip| ip.to_string());
-        let v6 = model
-            .records
-            .aaaa
-            .get(&srv.target)
-            .into_iter()
-            .flatten()
-            .map(|ip| ip.to_string());
-        let mut ips: Vec<String> = v4.chain(v6).collect();
+        let mut ips = addresses(&model.records, &srv.target);
         if ips.is_empty() {
             ips.push(String::new());
         }

@@ -22,7 +22,7 @@ use super::config::{MesosDnsConfig, parse_resolver};
 use super::fetch::fetch_state;
 use super::http::{ApiModel, ApiState};
 use crate::error::Error;
-use crate::forward::{ForwardMetrics, Forwarder, ForwarderConfig};
+use crate::forward::{Forwarder, ForwarderConfig};
 use crate::name::LabelSpec;
 use crate::records::{self, RecordSet, Settings};
 use crate::server::{DnsServer, Forward, ServerConfig, ServerMetrics, SharedSnapshot};
@@ -74,8 +74,6 @@ pub async fn run(config: MesosDnsConfig, shutdown: impl Future<Output = ()>) -> 
 
     // Other names go upstream when `externalOn` (Mesos-DNS's default), else are refused.
     let forward: Option<Arc<dyn Forward>> = config.external_on.then(|| {
-        let metrics = Arc::new(ForwardMetrics::default());
-        metrics.register(&mut registry);
         let zones = config
             .zone_resolvers
             .iter()
@@ -86,7 +84,7 @@ pub async fn run(config: MesosDnsConfig, shutdown: impl Future<Output = ()>) -> 
                 )
             })
             .collect();
-        let forwarder = Forwarder::new(
+        let forwarder = Forwarder::start(
             ForwarderConfig {
                 upstreams: config.resolver_addrs(),
                 zones,
@@ -94,8 +92,7 @@ pub async fn run(config: MesosDnsConfig, shutdown: impl Future<Output = ()>) -> 
                 allowed: ForwarderConfig::private_networks(),
                 cache_entries: 10_000,
             },
-            tokio::runtime::Handle::current(),
-            metrics,
+            &mut registry,
         );
         Arc::new(forwarder) as Arc<dyn Forward>
     });

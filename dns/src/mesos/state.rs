@@ -160,6 +160,23 @@ pub enum IpSource {
     Host,
 }
 
+impl std::str::FromStr for IpSource {
+    type Err = String;
+
+    /// `netinfo`, `docker`, `mesos` or `host`, as Mesos-DNS's `IPSources` names them.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "netinfo" => Ok(IpSource::Netinfo),
+            "docker" => Ok(IpSource::Docker),
+            "mesos" => Ok(IpSource::Mesos),
+            "host" => Ok(IpSource::Host),
+            other => Err(format!(
+                "unknown IP source {other:?}: use netinfo, docker, mesos or host"
+            )),
+        }
+    }
+}
+
 const DOCKER_IP_LABEL: &str = "Docker.NetworkSettings.IPAddress";
 const MESOS_IP_LABEL: &str = "MesosContainerizer.NetworkSettings.IPAddress";
 
