@@ -5,11 +5,13 @@
 //! - [`netlink`]: a route-netlink session bound to the namespace it was opened in.
 //! - [`link`]: bridges, veth pairs, link state, MTU and bridge ports.
 //! - [`address`]: interface addresses.
+//! - [`ipam`]: pools, leases agreed through gossip, container addresses (pure logic).
 //!
 //! Everything here talks to the kernel through netlink (rtnetlink), never by running `ip`.
 
 pub mod address;
 pub mod error;
+pub mod ipam;
 pub mod link;
 pub mod netlink;
 pub mod netns;
