@@ -5,6 +5,7 @@
 //! - [`netlink`]: a route-netlink session bound to the namespace it was opened in.
 //! - [`link`]: bridges, veth pairs, link state, MTU and bridge ports.
 //! - [`address`]: interface addresses.
+//! - [`vtep`]: the VXLAN tunnel endpoint and its per-peer neighbours, FDB, routes and rules.
 //! - [`ipam`]: pools, leases agreed through gossip, container addresses (pure logic).
 //!
 //! Everything here talks to the kernel through netlink (rtnetlink), never by running `ip`.
@@ -15,6 +16,7 @@ pub mod ipam;
 pub mod link;
 pub mod netlink;
 pub mod netns;
+pub mod vtep;
 
 pub use error::Error;
 pub use netlink::Netlink;

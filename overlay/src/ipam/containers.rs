@@ -111,13 +111,19 @@ mod tests {
         assert_eq!(c.capacity(), 253);
         assert_eq!(c.allocate("a").unwrap(), Ipv4Addr::new(9, 0, 3, 2));
         assert_eq!(c.allocate("b").unwrap(), Ipv4Addr::new(9, 0, 3, 3));
-        assert_eq!(c.allocate("a").unwrap(), Ipv4Addr::new(9, 0, 3, 2), "idempotent");
+        assert_eq!(
+            c.allocate("a").unwrap(),
+            Ipv4Addr::new(9, 0, 3, 2),
+            "idempotent"
+        );
     }
 
     #[test]
     fn never_twice_and_full_is_an_error() {
         let mut c = ips("9.0.3.0/29"); // .2 to .6
-        let got: Vec<Ipv4Addr> = (0..5).map(|i| c.allocate(&i.to_string()).unwrap()).collect();
+        let got: Vec<Ipv4Addr> = (0..5)
+            .map(|i| c.allocate(&i.to_string()).unwrap())
+            .collect();
         let mut unique = got.clone();
         unique.sort();
         unique.dedup();

@@ -295,7 +295,10 @@ mod tests {
             panic!("expected a claim")
         };
         assert_eq!(record.state, LeaseState::Claimed);
-        assert_eq!(a.step(t0 + SETTLE + SETTLE / 2, 6000, &[]), Outcome::Unchanged);
+        assert_eq!(
+            a.step(t0 + SETTLE + SETTLE / 2, 6000, &[]),
+            Outcome::Unchanged
+        );
         let Outcome::Held(held) = a.step(t0 + 2 * SETTLE, 8000, &[]) else {
             panic!("expected the lease")
         };
@@ -308,7 +311,13 @@ mod tests {
     #[test]
     fn a_valid_persisted_lease_resumes_at_once() {
         let held = rec("9.0.7.0/24", LeaseState::Held, 100);
-        let a = Agreement::new(pool("9.0.0.0/8", 24), "a", SETTLE, Instant::now(), Some(held));
+        let a = Agreement::new(
+            pool("9.0.0.0/8", 24),
+            "a",
+            SETTLE,
+            Instant::now(),
+            Some(held),
+        );
         assert_eq!(a.held(), Some(held));
     }
 
@@ -359,7 +368,10 @@ mod tests {
             node_id: "c",
             record: next,
         };
-        assert_eq!(b.step(t0 + SETTLE, 3, &[a_claim, c_claim]), Outcome::Unchanged);
+        assert_eq!(
+            b.step(t0 + SETTLE, 3, &[a_claim, c_claim]),
+            Outcome::Unchanged
+        );
     }
 
     #[test]
@@ -417,7 +429,9 @@ mod tests {
     fn simulate(seed: u64, agents: usize, pool: Pool) {
         let tick = Duration::from_millis(100);
         let t0 = Instant::now();
-        let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut rng = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let mut next = move || {
             rng ^= rng << 13;
             rng ^= rng >> 7;
@@ -431,8 +445,7 @@ mod tests {
             .collect();
         let mut agreements: Vec<Option<Agreement>> = vec![None; agents];
         // Published records reach each observer after a per-pair delay of at most 1.5 s.
-        let mut in_flight: VecDeque<(Instant, usize, usize, Option<LeaseRecord>)> =
-            VecDeque::new();
+        let mut in_flight: VecDeque<(Instant, usize, usize, Option<LeaseRecord>)> = VecDeque::new();
         let mut seen: Vec<BTreeMap<usize, LeaseRecord>> = vec![BTreeMap::new(); agents];
         let mut last_delivery = vec![vec![t0; agents]; agents];
         for step in 0..400u32 {

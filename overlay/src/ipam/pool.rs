@@ -93,8 +93,8 @@ impl Pool {
         if slot.prefix() != self.slot_prefix || !self.range.contains(slot.network()) {
             return None;
         }
-        let offset = (u32::from(slot.ip()) - u32::from(self.range.network()))
-            >> (32 - self.slot_prefix);
+        let offset =
+            (u32::from(slot.ip()) - u32::from(self.range.network())) >> (32 - self.slot_prefix);
         let index = offset.checked_sub(u32::from(self.skip_ends))?;
         (self.slot(index)? == slot).then_some(index)
     }
@@ -149,7 +149,11 @@ mod tests {
             Pool::addresses(net("192.168.7.0/28")).unwrap(),
         ] {
             for i in 0..pool.len() {
-                assert_eq!(pool.index(pool.slot(i).unwrap()), Some(i), "{pool:?} slot {i}");
+                assert_eq!(
+                    pool.index(pool.slot(i).unwrap()),
+                    Some(i),
+                    "{pool:?} slot {i}"
+                );
             }
         }
     }

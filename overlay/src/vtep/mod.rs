@@ -1,0 +1,101 @@
+//! The VXLAN tunnel endpoint and the per-peer kernel objects that route overlay traffic through
+//! it.
+//!
+//! - [`plan`]: the objects wanted for a set of peers, and the changes from what the kernel
+//!   has to what is wanted (pure).
+//! - [`kernel`]: the VXLAN link itself, reading those objects back, and applying changes.
+//!
+//! Per remote agent the kernel holds four objects, all on the VTEP (design §3):
+//! a permanent neighbour (remote VTEP IP → VTEP MAC), an FDB entry (VTEP MAC → remote underlay
+//! IP), a route in the overlay table (remote subnet via remote VTEP IP, onlink) and a policy
+//! rule that sends traffic to that subnet to the overlay table.
+
+pub mod kernel;
+pub mod plan;
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+
+pub use kernel::{Applied, VtepLink};
+pub use plan::{Change, Peer, TunnelState};
+
+/// Device name of the VTEP, as dcos-overlay names it.
+pub const DEFAULT_NAME: &str = "vtep1024";
+/// VXLAN network identifier.
+pub const DEFAULT_VNI: u32 = 1024;
+/// UDP port of the tunnel.
+pub const DEFAULT_PORT: u16 = 64000;
+/// Routing table holding the routes to remote subnets.
+pub const DEFAULT_TABLE: u32 = 42;
+/// Priority of the policy rules: before the main table (32766).
+pub const DEFAULT_RULE_PRIORITY: u32 = 32000;
+/// Route and rule protocol that marks objects dcnet owns (`ip route show proto 220`).
+pub const PROTOCOL: u8 = 220;
+/// VXLAN over IPv4 costs 50 bytes of the underlay MTU.
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// An Ethernet address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    /// The VTEP MAC of a VTEP address: OUI 70:b3:d5 and the address's low 24 bits, so it never
+    /// changes while the address does not.
+    pub fn for_vtep(ip: Ipv4Addr) -> Self {
+        let [_, a, b, c] = ip.octets();
+        Mac([0x70, 0xb3, 0xd5, a, b, c])
+    }
+
+    /// From a netlink link-layer address attribute; `None` unless 6 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(Mac)
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.0 == [0; 6]
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+/// How the local VTEP is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VtepConfig {
+    pub name: String,
+    pub vni: u32,
+    pub port: u16,
+    /// This node's underlay address: the tunnel's source.
+    pub local: Ipv4Addr,
+    /// The VTEP address with the VTEP range's prefix (44.128.0.7/20).
+    pub address: Ipv4Network,
+    pub mtu: u32,
+    pub table: u32,
+    pub rule_priority: u32,
+}
+
+impl VtepConfig {
+    /// The VTEP's MAC.
+    pub fn mac(&self) -> Mac {
+        Mac::for_vtep(self.address.ip())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vtep_mac_is_the_oui_and_the_low_24_bits() {
+        let mac = Mac::for_vtep(Ipv4Addr::new(44, 128, 3, 7));
+        assert_eq!(mac.to_string(), "70:b3:d5:80:03:07");
+        assert_eq!(Mac::from_slice(&mac.0), Some(mac));
+        assert_eq!(Mac::from_slice(&[1, 2, 3]), None);
+    }
+}

@@ -1,0 +1,208 @@
+//! The VTEP and its tunnel objects, programmed over netlink in a namespace of the test and
+//! checked with iproute2 as an independent reader.
+
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+use dcnet_overlay::vtep::{Change, Peer, TunnelState, VtepConfig, VtepLink};
+use dcnet_tests::namespace::TestNamespace;
+
+fn config() -> VtepConfig {
+    VtepConfig {
+        name: "vtep1024".into(),
+        vni: 1024,
+        port: 64000,
+        local: Ipv4Addr::new(10, 77, 0, 1),
+        address: "44.128.0.1/20".parse().unwrap(),
+        mtu: 1450,
+        table: 42,
+        rule_priority: 32000,
+    }
+}
+
+fn peers(n: u32, underlay_base: u32) -> Vec<Peer> {
+    (2..n + 2)
+        .map(|i| Peer {
+            node: format!("node-{i}"),
+            vtep_ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(44, 128, 0, 0)) + i),
+            underlay: Ipv4Addr::from(underlay_base + i),
+            subnets: vec![format!("9.{}.{}.0/24", i / 256, i % 256).parse().unwrap()],
+        })
+        .collect()
+}
+
+fn ip(ns: &TestNamespace, args: &[&str]) -> String {
+    let out = ns.run("ip", args).expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn vtep_is_created_as_dcos_overlay_creates_it() -> Result<()> {
+    let ns = TestNamespace::create("vtep")?;
+    let (_, changed) = ns
+        .netns()
+        .netlink(|nl| async move { VtepLink::ensure(&nl, &config()).await })?;
+    assert!(changed);
+    let details = ip(&ns, &["-d", "link", "show", "vtep1024"]);
+    for want in [
+        "vxlan id 1024",
+        "local 10.77.0.1",
+        "dstport 64000",
+        "nolearning",
+        "mtu 1450",
+        "70:b3:d5:80:00:01",
+    ] {
+        assert!(details.contains(want), "{want:?} missing from:\n{details}");
+    }
+    assert!(ip(&ns, &["-4", "addr", "show", "vtep1024"]).contains("44.128.0.1/20"));
+
+    // Idempotent: a second pass changes nothing.
+    let (_, changed) = ns
+        .netns()
+        .netlink(|nl| async move { VtepLink::ensure(&nl, &config()).await })?;
+    assert!(!changed);
+
+    // A VTEP with the wrong parameters (made by hand) is replaced.
+    ip(&ns, &["link", "del", "vtep1024"]);
+    ip(
+        &ns,
+        &[
+            "link",
+            "add",
+            "vtep1024",
+            "type",
+            "vxlan",
+            "id",
+            "7",
+            "dstport",
+            "4789",
+            "local",
+            "10.77.0.1",
+        ],
+    );
+    let (_, changed) = ns
+        .netns()
+        .netlink(|nl| async move { VtepLink::ensure(&nl, &config()).await })?;
+    assert!(changed);
+    assert!(ip(&ns, &["-d", "link", "show", "vtep1024"]).contains("vxlan id 1024"));
+    Ok(())
+}
+
+#[test]
+fn tunnel_objects_round_trip_and_drift_is_found() -> Result<()> {
+    let ns = TestNamespace::create("tunnel")?;
+    let peers = peers(50, u32::from(Ipv4Addr::new(10, 77, 0, 0)));
+    let want = TunnelState::desired(&peers);
+    let (read, failed) = ns.netns().netlink(|nl| {
+        let want = want.clone();
+        async move {
+            let (vtep, _) = VtepLink::ensure(&nl, &config()).await?;
+            let applied = vtep
+                .apply(&nl, &TunnelState::default().changes_to(&want))
+                .await;
+            let failed: Vec<String> = applied
+                .failed
+                .iter()
+                .map(|(c, e)| format!("{c}: {e:?}"))
+                .collect();
+            Ok::<_, dcnet_overlay::Error>((vtep.read(&nl).await?, failed))
+        }
+    })?;
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert_eq!(read, want);
+    assert_eq!(read.len(), 200);
+
+    // iproute2 sees the same objects.
+    let neigh = ip(&ns, &["neigh", "show", "dev", "vtep1024", "44.128.0.2"]);
+    assert!(
+        neigh.contains("lladdr 70:b3:d5:80:00:02 PERMANENT"),
+        "{neigh}"
+    );
+    let fdb = ns.run("bridge", &["fdb", "show", "dev", "vtep1024"])?;
+    let fdb = String::from_utf8_lossy(&fdb.stdout);
+    assert!(
+        fdb.contains("70:b3:d5:80:00:02 dst 10.77.0.2 self permanent"),
+        "{fdb}"
+    );
+    let route = ip(&ns, &["route", "show", "table", "42", "9.0.2.0/24"]);
+    assert!(
+        route.contains("via 44.128.0.2 dev vtep1024 proto 220 onlink"),
+        "{route}"
+    );
+    let rules = ip(&ns, &["rule", "show", "pref", "32000"]);
+    assert!(rules.contains("to 9.0.2.0/24 lookup 42"), "{rules}");
+
+    // Damage by hand: one object of each kind deleted, one FDB entry re-pointed.
+    ip(&ns, &["neigh", "del", "44.128.0.3", "dev", "vtep1024"]);
+    ip(&ns, &["route", "del", "9.0.4.0/24", "table", "42"]);
+    ip(
+        &ns,
+        &[
+            "rule",
+            "del",
+            "to",
+            "9.0.5.0/24",
+            "lookup",
+            "42",
+            "pref",
+            "32000",
+        ],
+    );
+    let out = ns.run(
+        "bridge",
+        &[
+            "fdb",
+            "replace",
+            "70:b3:d5:80:00:06",
+            "dev",
+            "vtep1024",
+            "dst",
+            "10.99.0.6",
+            "self",
+            "permanent",
+        ],
+    )?;
+    assert!(out.status.success());
+    let (changes, repaired) = ns.netns().netlink(|nl| {
+        let want = want.clone();
+        async move {
+            let (vtep, _) = VtepLink::ensure(&nl, &config()).await?;
+            let changes = vtep.read(&nl).await?.changes_to(&want);
+            vtep.apply(&nl, &changes).await;
+            Ok::<_, dcnet_overlay::Error>((changes, vtep.read(&nl).await?))
+        }
+    })?;
+    let shown: Vec<String> = changes.iter().map(Change::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "delete fdb 70:b3:d5:80:00:06 dst 10.99.0.6",
+            "set fdb 70:b3:d5:80:00:06 dst 10.77.0.6",
+            "set neighbour 44.128.0.3 lladdr 70:b3:d5:80:00:03",
+            "set route 9.0.4.0/24 via 44.128.0.4",
+            "add rule to 9.0.5.0/24",
+        ]
+    );
+    assert_eq!(repaired, want);
+
+    // Everything removed when the peers are gone.
+    let empty = ns.netns().netlink(|nl| {
+        let want = want.clone();
+        async move {
+            let (vtep, _) = VtepLink::ensure(&nl, &config()).await?;
+            let applied = vtep
+                .apply(&nl, &want.changes_to(&TunnelState::default()))
+                .await;
+            assert!(applied.failed.is_empty(), "{:?}", applied.failed);
+            vtep.read(&nl).await
+        }
+    })?;
+    assert!(empty.is_empty(), "{empty:?}");
+    assert!(ip(&ns, &["rule", "show", "pref", "32000"]).is_empty());
+    Ok(())
+}
