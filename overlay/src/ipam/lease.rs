@@ -490,13 +490,13 @@ mod tests {
             }
             let mut holders: BTreeMap<Ipv4Network, usize> = BTreeMap::new();
             for (i, a) in agreements.iter().enumerate() {
-                if let Some(held) = a.as_ref().and_then(Agreement::held) {
-                    if let Some(other) = holders.insert(held.net, i) {
-                        panic!(
-                            "seed {seed}: {} held by {} and {} at step {step}",
-                            held.net, ids[other], ids[i]
-                        );
-                    }
+                if let Some(held) = a.as_ref().and_then(Agreement::held)
+                    && let Some(other) = holders.insert(held.net, i)
+                {
+                    panic!(
+                        "seed {seed}: {} held by {} and {} at step {step}",
+                        held.net, ids[other], ids[i]
+                    );
                 }
             }
         }
