@@ -5,6 +5,9 @@
 //! - `GET /v1/kv`: every node's operator keys; `GET /v1/kv/{key}`: one key on every node;
 //!   `PUT /v1/kv/{key}` (body = value) and `DELETE /v1/kv/{key}`: this node's own key. In the
 //!   spirit of Lashup's KV API, for operators and tests to see replication at work.
+//! - `GET /v1/overlay`: leases, peers and the last reconcile; `POST /v1/overlay/attach`,
+//!   `/detach` and `/check` (JSON bodies, see [`crate::overlay::service`]): container
+//!   attachment, used by `dcnet-cni` and the task launcher. Errors are `{"error": "..."}`.
 //! - `GET /metrics`: Prometheus text format.
 
 use std::collections::BTreeMap;
@@ -16,11 +19,12 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::gossip::Gossip;
+use crate::overlay::{AttachError, OverlayService};
 use crate::node;
 
 /// Prefix of operator keys in gossip, so they never collide with the agent's own keys.
@@ -33,6 +37,8 @@ const MAX_KV_VALUE_LEN: usize = 16 * 1024;
 pub struct ApiState {
     pub gossip: Arc<Gossip>,
     pub registry: Arc<Registry>,
+    /// `None` when the overlay is off.
+    pub overlay: Option<Arc<OverlayService>>,
 }
 
 /// The API's routes.
@@ -42,6 +48,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes", get(nodes))
         .route("/v1/kv", get(kv_all))
         .route("/v1/kv/{key}", get(kv_get).put(kv_put).delete(kv_delete))
+        .route("/v1/overlay", get(overlay_status))
+        .route("/v1/overlay/attach", post(overlay_attach))
+        .route("/v1/overlay/detach", post(overlay_detach))
+        .route("/v1/overlay/check", post(overlay_check))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -159,6 +169,56 @@ async fn kv_put(
     }
     s.gossip.publish(&format!("{KV_PREFIX}{key}"), &value).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+type JsonError = (StatusCode, axum::Json<serde_json::Value>);
+
+fn json_error(status: StatusCode, message: impl std::fmt::Display) -> JsonError {
+    (status, axum::Json(serde_json::json!({ "error": message.to_string() })))
+}
+
+fn overlay_of(s: &ApiState) -> Result<&Arc<OverlayService>, JsonError> {
+    s.overlay.as_ref().ok_or_else(|| {
+        json_error(
+            StatusCode::NOT_FOUND,
+            "the overlay is not enabled on this node: set `[overlay] enabled = true` in its config",
+        )
+    })
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> Result<T, JsonError> {
+    serde_json::from_str(body)
+        .map_err(|e| json_error(StatusCode::BAD_REQUEST, format!("invalid {what} request: {e}")))
+}
+
+fn attach_error(e: AttachError) -> JsonError {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_error(status, e)
+}
+
+async fn overlay_status(State(s): State<ApiState>) -> Result<Response, JsonError> {
+    Ok(axum::Json(overlay_of(&s)?.status()).into_response())
+}
+
+async fn overlay_attach(State(s): State<ApiState>, body: String) -> Result<Response, JsonError> {
+    let overlay = overlay_of(&s)?;
+    let request = parse_body("attach", &body)?;
+    let response = overlay.attach(request).await.map_err(attach_error)?;
+    Ok(axum::Json(response).into_response())
+}
+
+async fn overlay_detach(State(s): State<ApiState>, body: String) -> Result<Response, JsonError> {
+    let overlay = overlay_of(&s)?;
+    let request = parse_body("detach", &body)?;
+    let detached = overlay.detach(request).await.map_err(attach_error)?;
+    Ok(axum::Json(serde_json::json!({ "detached": detached })).into_response())
+}
+
+async fn overlay_check(State(s): State<ApiState>, body: String) -> Result<Response, JsonError> {
+    let overlay = overlay_of(&s)?;
+    let request = parse_body("check", &body)?;
+    let response = overlay.check(request).await.map_err(attach_error)?;
+    Ok(axum::Json(response).into_response())
 }
 
 async fn kv_delete(

@@ -1,6 +1,7 @@
 //! `dcnet agent`: wires configuration, identity, gossip, DNS and the local API together and runs
 //! them until asked to stop.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
@@ -14,11 +15,12 @@ use crate::dns::DnsService;
 use crate::gossip::{AuthenticatedUdp, Gossip, MembershipMetrics, TransportMetrics};
 use crate::identity::NodeIdentity;
 use crate::node::{NODE_INFO_KEY, NodeInfo};
+use crate::overlay::OverlayService;
 use crate::state::StateDir;
 
 /// Runs the agent until `shutdown` completes, then leaves the cluster and returns.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let state = StateDir::open(&config.state_dir)?;
+    let state = Arc::new(StateDir::open(&config.state_dir)?);
     let identity = NodeIdentity::load_or_create(&state)?;
 
     // Bind the API first: a node that cannot serve it should not join the cluster.
@@ -62,10 +64,37 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         None
     };
 
+    let overlay = match (config.overlay.enabled, config.address) {
+        (true, IpAddr::V4(underlay)) => {
+            let dns_listen = if config.dns.enabled {
+                config.dns.listen.clone()
+            } else {
+                Vec::new()
+            };
+            Some(Arc::new(
+                OverlayService::start(
+                    config.overlay.clone(),
+                    gossip.clone(),
+                    state.clone(),
+                    underlay,
+                    &dns_listen,
+                    &mut registry,
+                )
+                .await?,
+            ))
+        }
+        (true, IpAddr::V6(_)) => {
+            warn!("the overlay needs an IPv4 underlay address; it stays off");
+            None
+        }
+        (false, _) => None,
+    };
+
     let (stop_api, api_stopped) = oneshot::channel::<()>();
     let api_state = ApiState {
         gossip: gossip.clone(),
         registry: Arc::new(registry),
+        overlay: overlay.clone(),
     };
     let api = tokio::spawn(api::serve(listener, api_state, async {
         let _ = api_stopped.await;
@@ -77,6 +106,9 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     info!("shutting down");
     if let Some(dns) = dns {
         dns.shutdown().await;
+    }
+    if let Some(overlay) = overlay.and_then(|o| Arc::try_unwrap(o).ok()) {
+        overlay.shutdown().await;
     }
     let _ = stop_api.send(());
     match api.await {

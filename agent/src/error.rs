@@ -85,6 +85,14 @@ pub enum Error {
         "state directory: {path} is corrupt ({problem}); move it away to start this node with a new identity"
     )]
     StateCorrupt { path: PathBuf, problem: String },
+    /// The overlay's state file holds something this version cannot use.
+    #[error(
+        "state directory: {path} is corrupt ({message}); fix it, or move it away to have this node agree new overlay leases (its containers then need attaching again)"
+    )]
+    OverlayStateCorrupt { path: PathBuf, message: String },
+    /// Setting up the overlay in the kernel failed.
+    #[error("overlay: {0}")]
+    Overlay(#[source] dcnet_overlay::Error),
     /// Another agent already uses this state directory.
     #[error(
         "state directory {path} is in use by another dcnet agent; stop it first, or give this one its own --state-dir"

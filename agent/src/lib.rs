@@ -5,6 +5,7 @@
 //! - [`state`]: the state directory (locked, atomic writes); [`identity`]: the stable node id.
 //! - [`gossip`]: membership and replicated per-node keys over chitchat, authenticated.
 //! - [`node`]: what a node publishes about itself, and the membership table.
+//! - [`overlay`]: leases, the VXLAN tunnel's reconciler and container attachment.
 //! - [`api`]: the local HTTP API; [`cli`]: operator commands that call it.
 //! - [`daemon`]: `dcnet agent`, the wiring of all of the above.
 //!
@@ -19,6 +20,7 @@ pub mod error;
 pub mod gossip;
 pub mod identity;
 pub mod node;
+pub mod overlay;
 pub mod state;
 
 pub use error::Error;

@@ -5,12 +5,14 @@
 //! - [`netlink`]: a route-netlink session bound to the namespace it was opened in.
 //! - [`link`]: bridges, veth pairs, link state, MTU and bridge ports.
 //! - [`address`]: interface addresses.
+//! - [`container`]: attaching a container's namespace to an overlay bridge, and detaching it.
 //! - [`vtep`]: the VXLAN tunnel endpoint and its per-peer neighbours, FDB, routes and rules.
 //! - [`ipam`]: pools, leases agreed through gossip, container addresses (pure logic).
 //!
 //! Everything here talks to the kernel through netlink (rtnetlink), never by running `ip`.
 
 pub mod address;
+pub mod container;
 pub mod error;
 pub mod ipam;
 pub mod link;

@@ -75,6 +75,40 @@ impl Netns {
         })
     }
 
+    /// Opens a namespace by path: a name under /run/netns, or any namespace file such as
+    /// `/proc/<pid>/ns/net` (what container runtimes pass to CNI plugins).
+    pub fn open_path(path: &Path) -> Result<Self, Error> {
+        let name = path.to_string_lossy().into_owned();
+        let file = File::open(path).map_err(|e| Error::netns(&name, "opening", e))?;
+        // Refuse anything that is not a network namespace before a setns could fail later.
+        setns_check(&file).map_err(|e| Error::netns(&name, "checking it is a network namespace", e))?;
+        Ok(Self {
+            name,
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// The name under /run/netns, if the namespace was opened from there (its `ip netns` name).
+    pub fn netns_name(&self) -> Option<&str> {
+        let name = self.path.strip_prefix(NETNS_DIR).ok()?.to_str()?;
+        (!name.contains('/') && validate_name(name).is_ok()).then_some(name)
+    }
+
+    /// A netlink session inside this namespace, driven by the calling tokio runtime: the socket
+    /// is opened on a thread inside the namespace and keeps acting there.
+    pub fn open_netlink(&self) -> Result<Netlink, Error> {
+        let runtime = tokio::runtime::Handle::current();
+        let (connection, handle, _) = self
+            .run(|| {
+                let _entered = runtime.enter();
+                rtnetlink::new_connection()
+            })?
+            .map_err(Error::Socket)?;
+        tokio::spawn(connection);
+        Ok(Netlink { handle })
+    }
+
     /// The namespace's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -154,6 +188,25 @@ impl Netns {
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .collect())
     }
+}
+
+/// Whether `file` is a network namespace: statfs on an nsfs file works for every namespace
+/// kind, so ask the kernel with the NS_GET_NSTYPE ioctl.
+fn setns_check(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: the ioctl takes no argument and only reads the descriptor, which is open.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+    if kind < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if kind != libc::CLONE_NEWNET {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a network namespace",
+        ));
+    }
+    Ok(())
 }
 
 fn delete_path(name: &str, path: &Path) -> Result<(), Error> {

@@ -1,0 +1,154 @@
+//! What agents say about the overlay in gossip, and what a node reads from it: the lease
+//! records other agents hold or claim, and the peers the tunnel must reach. Pure, so it is
+//! unit-tested on hand-made views.
+//!
+//! Keys, one per agent and pool, each a [`LeaseRecord`] as JSON:
+//! - `overlay/vtep`: the agent's VTEP address (a /32 of the VTEP range);
+//! - `overlay/net/<name>`: the agent's subnet of overlay `<name>`.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use dcnet_overlay::ipam::{LeaseRecord, LeaseState};
+use dcnet_overlay::vtep::Peer;
+
+use crate::gossip::ClusterView;
+use crate::node::{NODE_INFO_KEY, NodeInfo};
+
+/// Key of an agent's VTEP lease.
+pub const VTEP_KEY: &str = "overlay/vtep";
+
+/// Key of an agent's lease on overlay `network`.
+pub fn network_key(network: &str) -> String {
+    format!("overlay/net/{network}")
+}
+
+/// Parses a published lease record; `None` for anything malformed (a newer or broken agent),
+/// which is then ignored rather than trusted.
+pub fn parse_record(value: &str) -> Option<LeaseRecord> {
+    serde_json::from_str(value).ok()
+}
+
+/// The records other agents publish under `key` that still count: from agents that are up, or
+/// down for less than `release` (their slots stay reserved that long).
+pub fn observed_records(
+    view: &ClusterView,
+    key: &str,
+    now: SystemTime,
+    release: Duration,
+) -> Vec<(String, LeaseRecord)> {
+    view.nodes
+        .values()
+        .filter(|n| !n.is_self)
+        .filter(|n| n.is_up || now.duration_since(n.last_heard).unwrap_or_default() < release)
+        .filter_map(|n| Some((n.id.clone(), parse_record(n.get(key)?)?)))
+        .collect()
+}
+
+/// The remote agents the tunnel must reach: up, with an IPv4 underlay address, a held VTEP
+/// lease, and held subnets of the `networks` this node has (subnets of overlays it does not
+/// know are left out).
+pub fn peers(view: &ClusterView, networks: &[String]) -> Vec<Peer> {
+    view.up_nodes()
+        .filter(|n| !n.is_self)
+        .filter_map(|n| {
+            let info: NodeInfo = serde_json::from_str(n.get(NODE_INFO_KEY)?).ok()?;
+            let IpAddr::V4(underlay) = info.address else {
+                return None;
+            };
+            let vtep = held(n.get(VTEP_KEY))?;
+            let subnets = networks
+                .iter()
+                .filter_map(|name| held(n.get(&network_key(name))))
+                .map(|r| r.net)
+                .collect();
+            Some(Peer {
+                node: info.name,
+                vtep_ip: vtep.net.ip(),
+                underlay,
+                subnets,
+            })
+        })
+        .collect()
+}
+
+fn held(value: Option<&str>) -> Option<LeaseRecord> {
+    parse_record(value?).filter(|r| r.state == LeaseState::Held)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::gossip::view::tests_support::view_with;
+
+    fn info(name: &str, addr: &str) -> String {
+        format!(r#"{{"name":"{name}","address":"{addr}","roles":["agent"],"version":"0"}}"#)
+    }
+
+    fn rec(net: &str, state: &str) -> String {
+        format!(r#"{{"net":"{net}","state":"{state}","since_ms":1}}"#)
+    }
+
+    fn keys(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    #[test]
+    fn peers_need_a_held_vtep_and_list_held_subnets_of_known_networks() {
+        let view = view_with(&[
+            (
+                "a",
+                keys(&[
+                    ("node", info("node-a", "10.0.0.1")),
+                    (VTEP_KEY, rec("44.128.0.1/32", "held")),
+                    ("overlay/net/dcos", rec("9.0.1.0/24", "held")),
+                    ("overlay/net/other", rec("10.1.0.0/24", "held")),
+                ]),
+            ),
+            (
+                "b",
+                keys(&[
+                    ("node", info("node-b", "10.0.0.2")),
+                    (VTEP_KEY, rec("44.128.0.2/32", "claimed")),
+                ]),
+            ),
+            (
+                "c",
+                keys(&[
+                    ("node", info("node-c", "10.0.0.3")),
+                    (VTEP_KEY, rec("44.128.0.3/32", "held")),
+                    ("overlay/net/dcos", rec("9.0.3.0/24", "claimed")),
+                ]),
+            ),
+            ("d", keys(&[(VTEP_KEY, "not json".into())])),
+        ]);
+        let peers = peers(&view, &["dcos".to_owned()]);
+        assert_eq!(peers.len(), 2, "{peers:?}");
+        assert_eq!(peers[0].node, "node-a");
+        assert_eq!(peers[0].vtep_ip, Ipv4Addr::new(44, 128, 0, 1));
+        assert_eq!(peers[0].underlay, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(peers[0].subnets, ["9.0.1.0/24".parse().unwrap()]);
+        assert_eq!(peers[1].node, "node-c");
+        assert!(peers[1].subnets.is_empty(), "a claim is not routed to");
+    }
+
+    #[test]
+    fn records_of_long_gone_agents_are_released() {
+        let mut view = view_with(&[
+            ("a", keys(&[(VTEP_KEY, rec("44.128.0.1/32", "held"))])),
+            ("b", keys(&[(VTEP_KEY, rec("44.128.0.2/32", "held"))])),
+        ]);
+        let now = SystemTime::now();
+        for (id, gone_for) in [("a", 30), ("b", 300)] {
+            let node = view.nodes.get_mut(id).unwrap();
+            node.is_up = false;
+            node.last_heard = now - Duration::from_secs(gone_for);
+        }
+        let seen = observed_records(&view, VTEP_KEY, now, Duration::from_secs(60));
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].0, "a");
+    }
+}

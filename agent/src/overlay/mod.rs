@@ -1,0 +1,12 @@
+//! The overlay on every node: the agent's side of the dcnet-overlay crate.
+//!
+//! - [`facts`]: lease records and peers in gossip (pure).
+//! - [`store`]: leases, container addresses and attachments in the state directory.
+//! - [`service`]: the lease agreement, the reconciler that keeps the kernel's tunnel objects
+//!   right, and container attach/detach for the API and the CNI plugin.
+
+pub mod facts;
+pub mod service;
+pub mod store;
+
+pub use service::{AttachError, AttachRequest, AttachResponse, DetachRequest, OverlayService};

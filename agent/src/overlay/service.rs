@@ -1,0 +1,1066 @@
+//! The overlay on a node: agrees the node's leases through gossip, keeps the VTEP, the bridges
+//! and the tunnel objects of every peer in the kernel, and attaches containers.
+//!
+//! One task owns the leases and the kernel's tunnel state. It wakes on every gossip view, at
+//! the end of a lease's settle period, and every `reconcile_interval`. On a view change it
+//! applies only the difference from what it applied last (a few netlink requests); on the
+//! interval, or after anything failed, it reads the kernel back and repairs whatever differs,
+//! so objects deleted or changed by hand come back within one interval.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dcnet_overlay::container::{self, AttachSpec, BridgeSpec};
+use dcnet_overlay::ipam::{Agreement, LeaseRecord, LeaseState, Observed, Outcome, Pool};
+use dcnet_overlay::vtep::{self, Mac, TunnelState, VtepConfig, VtepLink};
+use dcnet_overlay::{Netlink, Netns};
+use ipnetwork::Ipv4Network;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use super::facts::{self, VTEP_KEY};
+use super::store::{Attachment, Stored, StoredNetwork, attachment_key};
+use crate::config::{OverlayNetwork, OverlaySettings};
+use crate::gossip::{ClusterView, Gossip};
+use crate::state::StateDir;
+
+/// How often a running agent records that it is alive in its state file.
+const RENEW_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChangeLabels {
+    object: &'static str,
+    op: &'static str,
+}
+
+/// What the overlay reports in `/metrics`.
+#[derive(Default)]
+struct Metrics {
+    changes: Family<ChangeLabels, Counter>,
+    change_failures: Counter,
+    lease_conflicts: Counter,
+    peers: Gauge,
+    kernel_objects: Gauge,
+    reconcile_seconds: Option<Histogram>,
+}
+
+impl Metrics {
+    fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            reconcile_seconds: Some(Histogram::new(exponential_buckets(0.0001, 4.0, 9))),
+            ..Self::default()
+        };
+        registry.register(
+            "dcnet_overlay_kernel_changes",
+            "Tunnel objects the reconciler set or deleted, by object and operation",
+            m.changes.clone(),
+        );
+        registry.register(
+            "dcnet_overlay_kernel_change_failures",
+            "Tunnel object changes the kernel refused (retried on the next pass)",
+            m.change_failures.clone(),
+        );
+        registry.register(
+            "dcnet_overlay_lease_conflicts",
+            "Lease claims or leases given up to another agent",
+            m.lease_conflicts.clone(),
+        );
+        registry.register("dcnet_overlay_peers", "Remote agents the tunnel reaches", m.peers.clone());
+        registry.register(
+            "dcnet_overlay_kernel_objects",
+            "Tunnel objects (neighbours, FDB entries, routes, rules) wanted in the kernel",
+            m.kernel_objects.clone(),
+        );
+        if let Some(h) = &m.reconcile_seconds {
+            registry.register(
+                "dcnet_overlay_reconcile_seconds",
+                "Time of one reconcile pass (incremental or full)",
+                h.clone(),
+            );
+        }
+        m
+    }
+}
+
+/// The overlay as `GET /v1/overlay` shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    pub vtep: Option<VtepStatus>,
+    pub networks: Vec<NetworkStatus>,
+    pub peers: Vec<PeerStatus>,
+    pub kernel_objects: usize,
+    pub last_reconcile: Option<ReconcileStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VtepStatus {
+    pub name: String,
+    pub address: Option<Ipv4Network>,
+    pub mac: Option<String>,
+    pub lease: Option<LeaseState>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkStatus {
+    pub name: String,
+    pub bridge: String,
+    pub subnet: Option<Ipv4Network>,
+    pub lease: Option<LeaseState>,
+    pub mtu: u32,
+    pub containers: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    pub node: String,
+    pub vtep: Ipv4Addr,
+    pub underlay: Ipv4Addr,
+    pub subnets: Vec<Ipv4Network>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReconcileStatus {
+    /// `incremental` or `full`.
+    pub kind: &'static str,
+    pub changes: usize,
+    pub failed: usize,
+    pub micros: u128,
+    pub at_ms: u64,
+}
+
+/// An attach request (API and CNI plugin).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachRequest {
+    pub container_id: String,
+    /// A namespace name under /run/netns, or a path such as /proc/<pid>/ns/net.
+    pub netns: String,
+    #[serde(default = "default_ifname")]
+    pub ifname: String,
+    #[serde(default = "default_network")]
+    pub network: String,
+}
+
+/// A detach or check request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetachRequest {
+    pub container_id: String,
+    #[serde(default = "default_ifname")]
+    pub ifname: String,
+    /// When absent, every network is searched.
+    #[serde(default)]
+    pub network: Option<String>,
+}
+
+fn default_ifname() -> String {
+    "eth0".into()
+}
+
+fn default_network() -> String {
+    "dcos".into()
+}
+
+/// What an attach made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachResponse {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    /// Address with the subnet's prefix.
+    pub address: Ipv4Network,
+    pub gateway: Ipv4Addr,
+    pub mtu: u32,
+    pub mac: String,
+    pub host_veth: String,
+    pub nameservers: Vec<Ipv4Addr>,
+}
+
+/// Why an attach, detach or check failed; [`AttachError::status`] maps it to HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    NotReady(String),
+    #[error("{0}")]
+    Full(String),
+    #[error("{0}")]
+    Kernel(String),
+}
+
+impl AttachError {
+    /// The HTTP status code for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            AttachError::BadRequest(_) => 400,
+            AttachError::NotFound(_) => 404,
+            AttachError::Full(_) => 409,
+            AttachError::NotReady(_) => 503,
+            AttachError::Kernel(_) => 500,
+        }
+    }
+}
+
+struct Inner {
+    settings: OverlaySettings,
+    node_id: String,
+    underlay: Ipv4Addr,
+    gossip: Arc<Gossip>,
+    dir: Arc<StateDir>,
+    netlink: Netlink,
+    stored: Mutex<Stored>,
+    status: StdMutex<Status>,
+    metrics: Metrics,
+    /// Where containers send DNS: addresses the node's DNS listens on; `None` stands for "the
+    /// network's gateway" (a wildcard listener).
+    nameservers: Vec<Option<Ipv4Addr>>,
+}
+
+/// The running overlay of this node.
+pub struct OverlayService {
+    inner: Arc<Inner>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl OverlayService {
+    /// Loads the stored leases, publishes those still valid and starts the loop. `dns_listen`
+    /// are the node's DNS listeners (for the containers' resolv.conf).
+    pub async fn start(
+        settings: OverlaySettings,
+        gossip: Arc<Gossip>,
+        dir: Arc<StateDir>,
+        underlay: Ipv4Addr,
+        dns_listen: &[SocketAddr],
+        registry: &mut Registry,
+    ) -> Result<Self, crate::Error> {
+        let stored = Stored::load(&dir)?;
+        let netlink = Netlink::open().map_err(crate::Error::Overlay)?;
+        enable_forwarding();
+        let nameservers = dns_listen
+            .iter()
+            .filter(|a| a.port() == 53)
+            .filter_map(|a| match a.ip() {
+                IpAddr::V4(ip) if ip.is_unspecified() => Some(None),
+                IpAddr::V4(ip) if !ip.is_loopback() => Some(Some(ip)),
+                _ => None,
+            })
+            .collect();
+        let inner = Arc::new(Inner {
+            node_id: gossip.node_id().to_owned(),
+            settings,
+            underlay,
+            gossip,
+            dir,
+            netlink,
+            stored: Mutex::new(stored),
+            status: StdMutex::new(Status::default()),
+            metrics: Metrics::new(registry),
+            nameservers,
+        });
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(inner.clone().run(stopped));
+        Ok(Self { inner, stop, task })
+    }
+
+    /// The overlay's current state.
+    pub fn status(&self) -> Status {
+        self.inner.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Attaches a container namespace to an overlay network.
+    pub async fn attach(&self, req: AttachRequest) -> Result<AttachResponse, AttachError> {
+        self.inner.attach(req).await
+    }
+
+    /// Detaches a container interface; `Ok(None)` if it was not attached (nothing to do).
+    pub async fn detach(&self, req: DetachRequest) -> Result<Option<Attachment>, AttachError> {
+        self.inner.detach(req).await
+    }
+
+    /// Checks that an attached interface is still there with its address.
+    pub async fn check(&self, req: DetachRequest) -> Result<AttachResponse, AttachError> {
+        self.inner.check(req).await
+    }
+
+    /// Stops the loop. Kernel objects stay: traffic keeps flowing while the agent restarts.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// One agreement per pool: the VTEP address, then each network's subnet.
+struct Leases {
+    vtep: Agreement,
+    networks: Vec<(OverlayNetwork, Agreement)>,
+    /// The last outcome was `Exhausted`, per key, to log it once.
+    exhausted: BTreeMap<String, bool>,
+}
+
+impl Inner {
+    async fn run(self: Arc<Self>, mut stopped: oneshot::Receiver<()>) {
+        let mut leases = match self.start_leases().await {
+            Ok(leases) => leases,
+            Err(e) => {
+                error!(error = %e, "overlay: cannot start lease agreement; the overlay stays off");
+                return;
+            }
+        };
+        let mut views = self.gossip.watch();
+        let mut tick = tokio::time::interval(self.settings.reconcile_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut renew = tokio::time::interval(RENEW_EVERY.min(self.settings.lease_release / 4));
+        let mut applied: Option<TunnelState> = None;
+        loop {
+            let deadline = [leases.vtep.deadline()]
+                .into_iter()
+                .chain(leases.networks.iter().map(|(_, a)| a.deadline()))
+                .flatten()
+                .min();
+            let settle = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut stopped => break,
+                changed = views.changed() => if changed.is_err() { break },
+                _ = tick.tick() => applied = None,
+                _ = renew.tick() => self.renew().await,
+                _ = settle => {}
+            }
+            let view = self.gossip.view();
+            if self.step_leases(&view, &mut leases).await {
+                applied = None;
+            }
+            self.reconcile(&view, &leases, &mut applied).await;
+        }
+        debug!("overlay loop stopped");
+    }
+
+    /// Builds the agreements from the stored leases: a lease stored within the release time
+    /// is resumed (and published at once); an older one only names the preferred slot.
+    async fn start_leases(&self) -> Result<Leases, String> {
+        let now = Instant::now();
+        let now_ms = unix_ms();
+        let settle = self.settings.lease_settle;
+        let stored = self.stored.lock().await.clone();
+        let expired = now_ms.saturating_sub(stored.renewed_ms)
+            > self.settings.lease_release.as_millis() as u64;
+        let resume = |record: Option<LeaseRecord>| {
+            record.map(|r| {
+                if expired {
+                    LeaseRecord {
+                        state: LeaseState::Claimed,
+                        ..r
+                    }
+                } else {
+                    r
+                }
+            })
+        };
+        let vtep_pool = Pool::addresses(self.settings.vtep_range).map_err(|e| e.to_string())?;
+        let vtep = Agreement::new(vtep_pool, &self.node_id, settle, now, resume(stored.vtep));
+        let mut networks = Vec::new();
+        for network in &self.settings.networks {
+            let pool = Pool::subnets(network.subnet, network.prefix).map_err(|e| e.to_string())?;
+            let record = stored.networks.get(&network.name).and_then(|n| n.lease);
+            let agreement = Agreement::new(pool, &self.node_id, settle, now, resume(record));
+            networks.push((network.clone(), agreement));
+        }
+        if expired && stored.renewed_ms != 0 {
+            warn!(
+                "overlay: stored leases are older than the release time ({}); agreeing them again",
+                humantime::format_duration(self.settings.lease_release)
+            );
+        }
+        let leases = Leases {
+            vtep,
+            networks,
+            exhausted: BTreeMap::new(),
+        };
+        if let Some(r) = leases.vtep.held() {
+            self.publish(VTEP_KEY, &r).await;
+            info!(vtep = %r.net.ip(), "overlay: VTEP lease resumed");
+        }
+        for (network, agreement) in &leases.networks {
+            if let Some(r) = agreement.held() {
+                self.publish(&facts::network_key(&network.name), &r).await;
+                info!(network = %network.name, subnet = %r.net, "overlay: subnet lease resumed");
+            }
+        }
+        self.renew().await;
+        Ok(leases)
+    }
+
+    async fn publish(&self, key: &str, record: &LeaseRecord) {
+        let value = serde_json::to_string(record).expect("a lease record serialises");
+        self.gossip.publish(key, &value).await;
+    }
+
+    /// Steps every agreement; returns whether a held lease appeared or changed.
+    async fn step_leases(&self, view: &ClusterView, leases: &mut Leases) -> bool {
+        let now = Instant::now();
+        let now_ms = unix_ms();
+        let release = self.settings.lease_release;
+        let mut changed = false;
+
+        let seen = facts::observed_records(view, VTEP_KEY, SystemTime::now(), release);
+        let outcome = leases.vtep.step(now, now_ms, &observed(&seen));
+        changed |= self
+            .handle_outcome(VTEP_KEY, None, outcome, &mut leases.exhausted)
+            .await;
+        for (network, agreement) in &mut leases.networks {
+            let key = facts::network_key(&network.name);
+            let seen = facts::observed_records(view, &key, SystemTime::now(), release);
+            let outcome = agreement.step(now, now_ms, &observed(&seen));
+            changed |= self
+                .handle_outcome(&key, Some(network), outcome, &mut leases.exhausted)
+                .await;
+        }
+        changed
+    }
+
+    async fn handle_outcome(
+        &self,
+        key: &str,
+        network: Option<&OverlayNetwork>,
+        outcome: Outcome,
+        exhausted: &mut BTreeMap<String, bool>,
+    ) -> bool {
+        let was_exhausted = exhausted.insert(key.to_owned(), false).unwrap_or(false);
+        match outcome {
+            Outcome::Unchanged => {
+                exhausted.insert(key.to_owned(), was_exhausted);
+                false
+            }
+            Outcome::Claimed { record, lost } => {
+                self.publish(key, &record).await;
+                let Some((net, winner)) = lost else {
+                    debug!(%key, slot = %record.net, "overlay: lease claimed");
+                    return false;
+                };
+                self.metrics.lease_conflicts.inc();
+                let mut stored = self.stored.lock().await;
+                let held_lost = match network {
+                    None => stored.vtep.is_some_and(|r| r.net == net),
+                    Some(n) => stored
+                        .networks
+                        .get(&n.name)
+                        .and_then(|s| s.lease)
+                        .is_some_and(|r| r.net == net),
+                };
+                if held_lost {
+                    error!(%key, %net, %winner, next = %record.net,
+                           "overlay: a held lease conflicts with an older one and is given up; containers on it must be attached again");
+                    match network {
+                        None => stored.vtep = None,
+                        Some(n) => {
+                            stored.networks.remove(&n.name);
+                        }
+                    }
+                    self.save(&stored);
+                    true
+                } else {
+                    info!(%key, %net, %winner, next = %record.net,
+                          "overlay: claim lost a tie-break; claiming another slot");
+                    false
+                }
+            }
+            Outcome::Held(record) => {
+                self.publish(key, &record).await;
+                let mut stored = self.stored.lock().await;
+                match network {
+                    None => {
+                        stored.vtep = Some(record);
+                        info!(vtep = %record.net.ip(), "overlay: VTEP lease agreed");
+                    }
+                    Some(n) => {
+                        let entry =
+                            stored
+                                .networks
+                                .entry(n.name.clone())
+                                .or_insert_with(|| StoredNetwork {
+                                    lease: None,
+                                    addresses: None,
+                                    attachments: BTreeMap::new(),
+                                });
+                        entry.lease = Some(record);
+                        if entry.addresses.as_ref().map(|a| a.subnet()) != Some(record.net) {
+                            entry.addresses =
+                                Some(dcnet_overlay::ipam::ContainerIps::new(record.net));
+                        }
+                        info!(network = %n.name, subnet = %record.net, "overlay: subnet lease agreed");
+                    }
+                }
+                self.save(&stored);
+                true
+            }
+            Outcome::Exhausted => {
+                if !was_exhausted {
+                    warn!(%key, "overlay: every slot of the pool is taken; waiting for one to be released");
+                }
+                exhausted.insert(key.to_owned(), true);
+                false
+            }
+        }
+    }
+
+    fn save(&self, stored: &Stored) {
+        if let Err(e) = stored.save(&self.dir) {
+            error!(error = %e, "overlay: cannot persist the overlay state");
+        }
+    }
+
+    /// Records that this agent is alive, so its leases count as valid after a restart.
+    async fn renew(&self) {
+        let mut stored = self.stored.lock().await;
+        stored.renewed_ms = unix_ms();
+        self.save(&stored);
+    }
+
+    fn vtep_config(&self, lease: LeaseRecord) -> VtepConfig {
+        VtepConfig {
+            name: vtep::DEFAULT_NAME.into(),
+            vni: vtep::DEFAULT_VNI,
+            port: vtep::DEFAULT_PORT,
+            local: self.underlay,
+            address: Ipv4Network::new(lease.net.ip(), self.settings.vtep_range.prefix())
+                .unwrap_or(lease.net),
+            mtu: self.settings.vtep_mtu,
+            table: vtep::DEFAULT_TABLE,
+            rule_priority: vtep::DEFAULT_RULE_PRIORITY,
+        }
+    }
+
+    /// Brings the kernel to the desired tunnel state. With `applied` known, only the difference
+    /// from it; otherwise (first pass, interval, after a failure) the VTEP and bridges are
+    /// ensured and the kernel is read back.
+    async fn reconcile(&self, view: &ClusterView, leases: &Leases, applied: &mut Option<TunnelState>) {
+        let names: Vec<String> = self.settings.networks.iter().map(|n| n.name.clone()).collect();
+        let peers = facts::peers(view, &names);
+        let desired = TunnelState::desired(&peers);
+        self.metrics.peers.set(peers.len() as i64);
+        self.metrics.kernel_objects.set(desired.len() as i64);
+        let Some(vtep_lease) = leases.vtep.held() else {
+            self.update_status(leases, &peers, desired.len(), None);
+            return;
+        };
+        let started = Instant::now();
+        let config = self.vtep_config(vtep_lease);
+        let full = applied.is_none();
+        let result = async {
+            let (link, link_changed) = VtepLink::ensure(&self.netlink, &config).await?;
+            if link_changed {
+                info!(vtep = %config.name, address = %config.address, mac = %config.mac(),
+                      "overlay: VTEP created or repaired");
+            }
+            let base = match applied.take() {
+                Some(base) if !link_changed => base,
+                _ => {
+                    for (network, agreement) in &leases.networks {
+                        if let Some(lease) = agreement.held() {
+                            self.ensure_bridge(network, lease.net).await?;
+                        }
+                    }
+                    link.read(&self.netlink).await?
+                }
+            };
+            Ok::<_, dcnet_overlay::Error>((link, base))
+        }
+        .await;
+        let (link, base) = match result {
+            Ok(ok) => ok,
+            Err(e) => {
+                warn!(error = %e, "overlay: reconcile failed; retrying on the next pass");
+                self.update_status(leases, &peers, desired.len(), None);
+                return;
+            }
+        };
+        let changes = base.changes_to(&desired);
+        let outcome = link.apply(&self.netlink, &changes).await;
+        for change in &outcome.done {
+            let op = if change.is_set() { "set" } else { "delete" };
+            self.metrics
+                .changes
+                .get_or_create(&ChangeLabels {
+                    object: change.object(),
+                    op,
+                })
+                .inc();
+        }
+        if !changes.is_empty() {
+            let kind = if full { "repair" } else { "update" };
+            if changes.len() <= 16 {
+                for change in &outcome.done {
+                    info!(%change, "overlay: {kind}");
+                }
+            } else {
+                info!(changes = outcome.done.len(), peers = peers.len(), "overlay: {kind}");
+            }
+        }
+        for (change, e) in &outcome.failed {
+            self.metrics.change_failures.inc();
+            warn!(%change, error = %e, "overlay: kernel refused a change; retrying on the next pass");
+        }
+        *applied = outcome.failed.is_empty().then_some(desired.clone());
+        let micros = started.elapsed().as_micros();
+        if let Some(h) = &self.metrics.reconcile_seconds {
+            h.observe(started.elapsed().as_secs_f64());
+        }
+        let report = ReconcileStatus {
+            kind: if full { "full" } else { "incremental" },
+            changes: changes.len(),
+            failed: outcome.failed.len(),
+            micros,
+            at_ms: unix_ms(),
+        };
+        self.update_status(leases, &peers, desired.len(), Some(report));
+    }
+
+    async fn ensure_bridge(&self, network: &OverlayNetwork, subnet: Ipv4Network) -> Result<(), dcnet_overlay::Error> {
+        let spec = bridge_spec(network, subnet);
+        if container::ensure_bridge(&self.netlink, &spec).await? {
+            info!(bridge = %spec.name, address = %spec.address, "overlay: bridge created or repaired");
+        }
+        Ok(())
+    }
+
+    fn update_status(
+        &self,
+        leases: &Leases,
+        peers: &[vtep::Peer],
+        objects: usize,
+        reconcile: Option<ReconcileStatus>,
+    ) {
+        let stored_counts: BTreeMap<String, usize> = self
+            .stored
+            .try_lock()
+            .map(|s| {
+                s.networks
+                    .iter()
+                    .map(|(n, s)| (n.clone(), s.attachments.len()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let vtep_record = leases.vtep.record();
+        let Ok(mut status) = self.status.lock() else {
+            return;
+        };
+        status.vtep = Some(VtepStatus {
+            name: vtep::DEFAULT_NAME.into(),
+            address: vtep_record.map(|r| self.vtep_config(r).address),
+            mac: vtep_record.map(|r| Mac::for_vtep(r.net.ip()).to_string()),
+            lease: vtep_record.map(|r| r.state),
+        });
+        status.networks = leases
+            .networks
+            .iter()
+            .map(|(n, a)| NetworkStatus {
+                name: n.name.clone(),
+                bridge: bridge_name(&n.name),
+                subnet: a.record().map(|r| r.net),
+                lease: a.record().map(|r| r.state),
+                mtu: n.mtu,
+                containers: stored_counts
+                    .get(&n.name)
+                    .copied()
+                    .or_else(|| {
+                        status
+                            .networks
+                            .iter()
+                            .find(|s| s.name == n.name)
+                            .map(|s| s.containers)
+                    })
+                    .unwrap_or(0),
+            })
+            .collect();
+        status.peers = peers
+            .iter()
+            .map(|p| PeerStatus {
+                node: p.node.clone(),
+                vtep: p.vtep_ip,
+                underlay: p.underlay,
+                subnets: p.subnets.clone(),
+            })
+            .collect();
+        status.kernel_objects = objects;
+        if reconcile.is_some() {
+            status.last_reconcile = reconcile;
+        }
+    }
+
+    async fn attach(&self, req: AttachRequest) -> Result<AttachResponse, AttachError> {
+        validate_id("container_id", &req.container_id)?;
+        validate_ifname(&req.ifname)?;
+        let network = self.network(&req.network)?;
+        let netns = open_netns(&req.netns)?;
+        let key = attachment_key(&req.container_id, &req.ifname);
+
+        let mut stored = self.stored.lock().await;
+        let entry = stored
+            .networks
+            .get_mut(&network.name)
+            .filter(|n| n.lease.is_some_and(|l| l.state == LeaseState::Held))
+            .ok_or_else(|| {
+                AttachError::NotReady(format!(
+                    "this node has no agreed subnet of network {:?} yet (it is agreed through gossip within seconds of start); retry shortly",
+                    network.name
+                ))
+            })?;
+        if let Some(existing) = entry.attachments.get(&key) {
+            return Err(AttachError::BadRequest(format!(
+                "container {:?} already has interface {:?} on network {:?} (address {}); detach it first",
+                req.container_id, req.ifname, network.name, existing.address
+            )));
+        }
+        let addresses = entry
+            .addresses
+            .as_mut()
+            .ok_or_else(|| AttachError::NotReady("container addresses not ready; retry".into()))?;
+        let subnet = addresses.subnet();
+        let gateway = addresses.gateway();
+        let ip = addresses
+            .allocate(&key)
+            .map_err(|e| AttachError::Full(e.to_string()))?;
+        // Persist before touching the kernel: after a crash the address is still taken.
+        self.save(&stored);
+
+        let address = Ipv4Network::new(ip, subnet.prefix()).map_err(|e| AttachError::Kernel(e.to_string()))?;
+        let bridge = bridge_name(&network.name);
+        let made = async {
+            self.ensure_bridge(&network, subnet).await?;
+            let spec = AttachSpec {
+                container_id: &req.container_id,
+                ifname: &req.ifname,
+                bridge: &bridge,
+                address,
+                gateway,
+                mtu: network.mtu,
+            };
+            container::attach(&self.netlink, &netns, &spec).await
+        }
+        .await;
+        let attached = match made {
+            Ok(attached) => attached,
+            Err(e) => {
+                if let Some(entry) = stored.networks.get_mut(&network.name)
+                    && let Some(a) = entry.addresses.as_mut()
+                {
+                    a.release(&key);
+                }
+                self.save(&stored);
+                return Err(match e {
+                    dcnet_overlay::Error::InterfaceExists { .. } => AttachError::BadRequest(e.to_string()),
+                    other => AttachError::Kernel(error_chain(&other)),
+                });
+            }
+        };
+        let nameservers = self.container_nameservers(gateway);
+        let resolv_conf = netns
+            .netns_name()
+            .filter(|_| !nameservers.is_empty())
+            .and_then(|name| write_resolv_conf(name, &nameservers));
+        let record = Attachment {
+            container_id: req.container_id.clone(),
+            ifname: req.ifname.clone(),
+            netns: netns.path().to_path_buf(),
+            address: ip,
+            host_veth: attached.host_veth.clone(),
+            resolv_conf,
+        };
+        if let Some(entry) = stored.networks.get_mut(&network.name) {
+            entry.attachments.insert(key, record);
+        }
+        self.save(&stored);
+        if let Ok(mut status) = self.status.lock()
+            && let Some(n) = status.networks.iter_mut().find(|n| n.name == network.name)
+        {
+            n.containers += 1;
+        }
+        info!(container = %req.container_id, ifname = %req.ifname, network = %network.name,
+              %address, "overlay: container attached");
+        Ok(AttachResponse {
+            network: network.name.clone(),
+            container_id: req.container_id,
+            ifname: req.ifname,
+            address,
+            gateway,
+            mtu: network.mtu,
+            mac: attached.mac.to_string(),
+            host_veth: attached.host_veth,
+            nameservers,
+        })
+    }
+
+    async fn detach(&self, req: DetachRequest) -> Result<Option<Attachment>, AttachError> {
+        validate_id("container_id", &req.container_id)?;
+        validate_ifname(&req.ifname)?;
+        if let Some(name) = &req.network {
+            self.network(name)?;
+        }
+        let key = attachment_key(&req.container_id, &req.ifname);
+        let mut stored = self.stored.lock().await;
+        let found = stored
+            .networks
+            .iter_mut()
+            .filter(|(name, _)| req.network.as_ref().is_none_or(|n| n == *name))
+            .find_map(|(name, entry)| {
+                let attachment = entry.attachments.remove(&key)?;
+                if let Some(a) = entry.addresses.as_mut() {
+                    a.release(&key);
+                }
+                Some((name.clone(), attachment))
+            });
+        // The veth goes even if no record names it (an attach interrupted before it recorded).
+        container::detach(&self.netlink, &req.container_id, &req.ifname)
+            .await
+            .map_err(|e| AttachError::Kernel(error_chain(&e)))?;
+        let Some((network, attachment)) = found else {
+            return Ok(None);
+        };
+        if let Some(path) = &attachment.resolv_conf {
+            remove_resolv_conf(path);
+        }
+        self.save(&stored);
+        if let Ok(mut status) = self.status.lock()
+            && let Some(n) = status.networks.iter_mut().find(|n| n.name == network)
+        {
+            n.containers = n.containers.saturating_sub(1);
+        }
+        info!(container = %req.container_id, ifname = %req.ifname, %network,
+              address = %attachment.address, "overlay: container detached");
+        Ok(Some(attachment))
+    }
+
+    async fn check(&self, req: DetachRequest) -> Result<AttachResponse, AttachError> {
+        validate_id("container_id", &req.container_id)?;
+        validate_ifname(&req.ifname)?;
+        let key = attachment_key(&req.container_id, &req.ifname);
+        let stored = self.stored.lock().await;
+        let (name, entry, attachment) = stored
+            .networks
+            .iter()
+            .filter(|(name, _)| req.network.as_ref().is_none_or(|n| n == *name))
+            .find_map(|(name, entry)| Some((name, entry, entry.attachments.get(&key)?)))
+            .ok_or_else(|| {
+                AttachError::NotFound(format!(
+                    "container {:?} has no interface {:?} on this node's overlays",
+                    req.container_id, req.ifname
+                ))
+            })?;
+        let network = self.network(name)?;
+        let addresses = entry
+            .addresses
+            .as_ref()
+            .ok_or_else(|| AttachError::NotReady("container addresses not ready".into()))?;
+        let address = Ipv4Network::new(attachment.address, addresses.subnet().prefix())
+            .map_err(|e| AttachError::Kernel(e.to_string()))?;
+        let netns = Netns::open_path(&attachment.netns).map_err(|e| {
+            AttachError::NotFound(format!("the container's namespace is gone: {}", error_chain(&e)))
+        })?;
+        container::check(&netns, &attachment.ifname, address)
+            .await
+            .map_err(|e| AttachError::NotFound(error_chain(&e)))?;
+        Ok(AttachResponse {
+            network: network.name.clone(),
+            container_id: attachment.container_id.clone(),
+            ifname: attachment.ifname.clone(),
+            address,
+            gateway: addresses.gateway(),
+            mtu: network.mtu,
+            mac: String::new(),
+            host_veth: attachment.host_veth.clone(),
+            nameservers: self.container_nameservers(addresses.gateway()),
+        })
+    }
+
+    fn network(&self, name: &str) -> Result<OverlayNetwork, AttachError> {
+        self.settings
+            .networks
+            .iter()
+            .find(|n| n.name == name)
+            .cloned()
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.settings.networks.iter().map(|n| n.name.as_str()).collect();
+                AttachError::BadRequest(format!(
+                    "no overlay network named {name:?} on this node; configured: {}",
+                    known.join(", ")
+                ))
+            })
+    }
+
+    fn container_nameservers(&self, gateway: Ipv4Addr) -> Vec<Ipv4Addr> {
+        let mut out: Vec<Ipv4Addr> = self.nameservers.iter().map(|n| n.unwrap_or(gateway)).collect();
+        out.dedup();
+        out
+    }
+}
+
+fn observed(seen: &[(String, LeaseRecord)]) -> Vec<Observed<'_>> {
+    seen.iter()
+        .map(|(id, record)| Observed {
+            node_id: id,
+            record: *record,
+        })
+        .collect()
+}
+
+/// The bridge of overlay `name`, as dcos-overlay names the Mesos containerizer's.
+pub fn bridge_name(name: &str) -> String {
+    format!("m-{name}")
+}
+
+fn bridge_spec(network: &OverlayNetwork, subnet: Ipv4Network) -> BridgeSpec {
+    let gateway = dcnet_overlay::ipam::ContainerIps::new(subnet).gateway();
+    BridgeSpec {
+        name: bridge_name(&network.name),
+        address: Ipv4Network::new(gateway, subnet.prefix()).unwrap_or(subnet),
+        mtu: network.mtu,
+    }
+}
+
+fn open_netns(netns: &str) -> Result<Netns, AttachError> {
+    if netns.is_empty() {
+        return Err(AttachError::BadRequest(
+            "netns is empty: give a namespace name under /run/netns or a path such as /proc/<pid>/ns/net".into(),
+        ));
+    }
+    let path = if netns.contains('/') {
+        PathBuf::from(netns)
+    } else {
+        Path::new(dcnet_overlay::netns::NETNS_DIR).join(netns)
+    };
+    Netns::open_path(&path).map_err(|e| AttachError::NotFound(error_chain(&e)))
+}
+
+fn validate_id(what: &str, id: &str) -> Result<(), AttachError> {
+    let ok = !id.is_empty()
+        && id.len() <= 256
+        && id.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+    if ok {
+        Ok(())
+    } else {
+        Err(AttachError::BadRequest(format!(
+            "{what} {id:?} is not valid: use 1 to 256 printable characters without spaces or '/'"
+        )))
+    }
+}
+
+fn validate_ifname(ifname: &str) -> Result<(), AttachError> {
+    let ok = !ifname.is_empty()
+        && ifname.len() <= 15
+        && ifname != "."
+        && ifname != ".."
+        && ifname.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+    if ok {
+        Ok(())
+    } else {
+        Err(AttachError::BadRequest(format!(
+            "ifname {ifname:?} is not a valid interface name: use 1 to 15 characters without spaces, '/' or ':'"
+        )))
+    }
+}
+
+/// Writes `/etc/netns/<name>/resolv.conf`, which `ip netns exec` shows as /etc/resolv.conf.
+fn write_resolv_conf(name: &str, nameservers: &[Ipv4Addr]) -> Option<PathBuf> {
+    let dir = Path::new("/etc/netns").join(name);
+    let path = dir.join("resolv.conf");
+    let mut text = String::from("# written by dcnet: the node's DNS\n");
+    for ns in nameservers {
+        text.push_str(&format!("nameserver {ns}\n"));
+    }
+    text.push_str("options timeout:1 attempts:3\n");
+    let written = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, text));
+    match written {
+        Ok(()) => Some(path),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "overlay: cannot write the container's resolv.conf");
+            None
+        }
+    }
+}
+
+fn remove_resolv_conf(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    if let Some(dir) = path.parent() {
+        // Only if empty: the directory may hold other files of the namespace.
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+/// Routing between the bridges and the VTEP needs forwarding on in this namespace.
+fn enable_forwarding() {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(PATH).is_ok_and(|v| v.trim() == "1") {
+        return;
+    }
+    match std::fs::write(PATH, "1") {
+        Ok(()) => info!("overlay: IPv4 forwarding enabled"),
+        Err(e) => warn!(error = %e, "overlay: cannot enable IPv4 forwarding; containers will not reach other nodes"),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_interface_names_are_checked() {
+        assert!(validate_id("container_id", "task.1-abc").is_ok());
+        for bad in ["", "a b", "a/b", &"x".repeat(257)] {
+            assert!(validate_id("container_id", bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_ifname("eth0").is_ok());
+        for bad in ["", "a/b", "eth:0", "1234567890123456", ".."] {
+            assert!(validate_ifname(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bridges_take_the_first_address() {
+        let network = OverlayNetwork {
+            name: "dcos".into(),
+            subnet: "9.0.0.0/8".parse().unwrap(),
+            prefix: 24,
+            mtu: 1420,
+        };
+        let spec = bridge_spec(&network, "9.0.7.0/24".parse().unwrap());
+        assert_eq!(spec.name, "m-dcos");
+        assert_eq!(spec.address.to_string(), "9.0.7.1/24");
+    }
+}

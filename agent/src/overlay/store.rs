@@ -1,0 +1,128 @@
+//! The overlay's state on disk (`overlay.json` in the state directory): this agent's leases,
+//! its container addresses and attachments, so that a restarted agent keeps its subnet, VTEP
+//! and containers' addresses.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use dcnet_overlay::ipam::{ContainerIps, LeaseRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::state::StateDir;
+
+/// File name in the state directory.
+pub const FILE: &str = "overlay.json";
+
+/// Everything the overlay keeps across restarts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep: Option<LeaseRecord>,
+    #[serde(default)]
+    pub networks: BTreeMap<String, StoredNetwork>,
+    /// When the agent last confirmed it still runs (Unix ms): a lease older than the release
+    /// time was freed by the others meanwhile and must be agreed again.
+    #[serde(default)]
+    pub renewed_ms: u64,
+}
+
+/// One overlay network's share of this agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredNetwork {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseRecord>,
+    /// Container addresses, once the subnet is held; keyed like `attachments`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<ContainerIps>,
+    /// `<container id>/<ifname>` → what was attached.
+    #[serde(default)]
+    pub attachments: BTreeMap<String, Attachment>,
+}
+
+/// One container interface on an overlay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub container_id: String,
+    pub ifname: String,
+    /// The namespace as given (a path).
+    pub netns: PathBuf,
+    pub address: Ipv4Addr,
+    pub host_veth: String,
+    /// The resolv.conf written for the namespace, removed on detach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolv_conf: Option<PathBuf>,
+}
+
+/// The key of an attachment: CNI identifies one by container id and interface name.
+pub fn attachment_key(container_id: &str, ifname: &str) -> String {
+    format!("{container_id}/{ifname}")
+}
+
+impl Stored {
+    /// Reads the stored state; a missing file is an empty state, a corrupt one an error (the
+    /// operator must look rather than have leases silently forgotten).
+    pub fn load(dir: &StateDir) -> Result<Self, Error> {
+        match dir.read(FILE)? {
+            None => Ok(Self::default()),
+            Some(text) => serde_json::from_str(&text).map_err(|e| Error::OverlayStateCorrupt {
+                path: dir.path().join(FILE),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Writes the state atomically.
+    pub fn save(&self, dir: &StateDir) -> Result<(), Error> {
+        let text = serde_json::to_string_pretty(self).expect("the overlay state serialises");
+        dir.write(FILE, &text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_the_state_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::open(tmp.path()).unwrap();
+        assert_eq!(Stored::load(&dir).unwrap(), Stored::default());
+        let mut stored = Stored {
+            vtep: Some(LeaseRecord {
+                net: "44.128.0.9/32".parse().unwrap(),
+                state: dcnet_overlay::ipam::LeaseState::Held,
+                since_ms: 7,
+            }),
+            renewed_ms: 9,
+            ..Stored::default()
+        };
+        let mut ips = ContainerIps::new("9.0.4.0/24".parse().unwrap());
+        let address = ips.allocate("c1/eth0").unwrap();
+        stored.networks.insert(
+            "dcos".into(),
+            StoredNetwork {
+                lease: None,
+                addresses: Some(ips),
+                attachments: BTreeMap::from([(
+                    attachment_key("c1", "eth0"),
+                    Attachment {
+                        container_id: "c1".into(),
+                        ifname: "eth0".into(),
+                        netns: "/run/netns/c1".into(),
+                        address,
+                        host_veth: "dc0".into(),
+                        resolv_conf: None,
+                    },
+                )]),
+            },
+        );
+        stored.save(&dir).unwrap();
+        assert_eq!(Stored::load(&dir).unwrap(), stored);
+
+        dir.write(FILE, "{ not json").unwrap();
+        let err = Stored::load(&dir).unwrap_err().to_string();
+        assert!(err.contains("overlay.json"), "{err}");
+    }
+}

@@ -1,0 +1,200 @@
+//! Putting a container's network namespace on an overlay and taking it off again: a veth pair
+//! from the node's bridge for that overlay into the namespace, the container's address, its
+//! default route and MTU. The agent's API, the CNI plugin and the task launcher all use this.
+
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+use netlink_packet_route::link::LinkAttribute;
+use rtnetlink::RouteMessageBuilder;
+
+use crate::vtep::Mac;
+use crate::{Error, Netlink, Netns};
+
+/// The node side of one overlay: a bridge holding the containers' gateway address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeSpec {
+    pub name: String,
+    /// Gateway address with the subnet's prefix (9.0.3.1/24).
+    pub address: Ipv4Network,
+    pub mtu: u32,
+}
+
+/// Creates the bridge if missing and sets its address, MTU and state. Returns whether anything
+/// changed.
+pub async fn ensure_bridge(nl: &Netlink, spec: &BridgeSpec) -> Result<bool, Error> {
+    let mut changed = false;
+    let link = match nl.link(&spec.name).await {
+        Ok(link) => link,
+        Err(Error::LinkNotFound(_)) => {
+            nl.add_bridge(&spec.name).await?;
+            changed = true;
+            nl.link(&spec.name).await?
+        }
+        Err(e) => return Err(e),
+    };
+    let index = link.header.index;
+    let has_mtu = link
+        .attributes
+        .iter()
+        .any(|a| matches!(a, LinkAttribute::Mtu(m) if *m == spec.mtu));
+    if !has_mtu {
+        nl.set_mtu(&spec.name, spec.mtu).await?;
+        changed = true;
+    }
+    changed |= nl
+        .set_only_ipv4_address(index, &spec.name, spec.address)
+        .await?;
+    if !link
+        .header
+        .flags
+        .contains(netlink_packet_route::link::LinkFlags::Up)
+    {
+        nl.set_up(&spec.name).await?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// What to attach.
+#[derive(Debug, Clone)]
+pub struct AttachSpec<'a> {
+    /// Container id: names the host side of the veth, so a detach finds it again.
+    pub container_id: &'a str,
+    /// Interface name inside the container (`eth0`).
+    pub ifname: &'a str,
+    pub bridge: &'a str,
+    /// The container's address with the subnet's prefix (9.0.3.7/24).
+    pub address: Ipv4Network,
+    pub gateway: Ipv4Addr,
+    pub mtu: u32,
+}
+
+/// What an attach made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    /// Host side of the veth pair, a port of the bridge.
+    pub host_veth: String,
+    /// The container interface's MAC.
+    pub mac: Mac,
+}
+
+/// Name of the host side of a container's veth: `dc` and 11 hex digits of a hash of the
+/// container id and interface name (interface names have at most 15 characters).
+pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
+    let hash = [container_id.as_bytes(), b"/", ifname.as_bytes()]
+        .concat()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    format!("dc{:011x}", hash & 0xfff_ffff_ffff)
+}
+
+/// Attaches the namespace `target` (`host` is a session in the node's namespace). A leftover
+/// pair of an earlier, interrupted attach of the same container is replaced. On failure
+/// everything made so far is removed again.
+pub async fn attach(host: &Netlink, target: &Netns, spec: &AttachSpec<'_>) -> Result<Attached, Error> {
+    let host_veth = host_veth_name(spec.container_id, spec.ifname);
+    match host.delete_link(&host_veth).await {
+        Ok(()) | Err(Error::LinkNotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let inside = target.open_netlink()?;
+    if inside.link(spec.ifname).await.is_ok() {
+        return Err(Error::InterfaceExists {
+            netns: target.name().to_owned(),
+            ifname: spec.ifname.to_owned(),
+        });
+    }
+    host.add_veth(&host_veth, spec.ifname, Some(target)).await?;
+    let result = configure(host, &inside, &host_veth, spec).await;
+    if result.is_err() {
+        // Deleting one end deletes both.
+        let _ = host.delete_link(&host_veth).await;
+    }
+    result
+}
+
+async fn configure(
+    host: &Netlink,
+    inside: &Netlink,
+    host_veth: &str,
+    spec: &AttachSpec<'_>,
+) -> Result<Attached, Error> {
+    host.set_mtu(host_veth, spec.mtu).await?;
+    host.set_controller(host_veth, spec.bridge).await?;
+    host.set_up(host_veth).await?;
+
+    inside.set_mtu(spec.ifname, spec.mtu).await?;
+    let index = inside.link_index(spec.ifname).await?;
+    inside
+        .set_only_ipv4_address(index, spec.ifname, spec.address)
+        .await?;
+    inside.set_up(spec.ifname).await?;
+    inside.set_up("lo").await?;
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .gateway(spec.gateway)
+        .output_interface(index)
+        .build();
+    inside
+        .handle
+        .route()
+        .add(route)
+        .replace()
+        .execute()
+        .await
+        .map_err(|e| Error::netlink("add default route", format!("via {}", spec.gateway), e))?;
+    let link = inside.link(spec.ifname).await?;
+    let mac = link
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Address(m) => Mac::from_slice(m),
+            _ => None,
+        })
+        .unwrap_or(Mac([0; 6]));
+    Ok(Attached {
+        host_veth: host_veth.to_owned(),
+        mac,
+    })
+}
+
+/// Removes a container's veth pair (both ends), if present. Returns whether it was.
+pub async fn detach(host: &Netlink, container_id: &str, ifname: &str) -> Result<bool, Error> {
+    match host.delete_link(&host_veth_name(container_id, ifname)).await {
+        Ok(()) => Ok(true),
+        Err(Error::LinkNotFound(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks that the container's interface is there with `address`: what CNI CHECK asks.
+pub async fn check(target: &Netns, ifname: &str, address: Ipv4Network) -> Result<(), Error> {
+    let inside = target.open_netlink()?;
+    let index = inside.link_index(ifname).await?;
+    let present = inside.ipv4_addresses(index).await?;
+    if present.contains(&address) {
+        Ok(())
+    } else {
+        Err(Error::AddressMissing {
+            ifname: ifname.to_owned(),
+            address,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_veth_names_fit_and_differ() {
+        let a = host_veth_name("task-1", "eth0");
+        assert_eq!(a.len(), 13);
+        assert!(a.starts_with("dc"));
+        assert_eq!(a, host_veth_name("task-1", "eth0"));
+        assert_ne!(a, host_veth_name("task-1", "eth1"));
+        assert_ne!(a, host_veth_name("task-2", "eth0"));
+    }
+}
