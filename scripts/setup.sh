@@ -7,7 +7,7 @@ set -euo pipefail
 # Debian packages: iproute2 and bpftool for inspecting what tests build; the DNS, overlay and
 # load-balancing benchmarks run these peers side by side with dcnet.
 DEB_PACKAGES=(
-  iproute2 bpftool iptables nftables tcpdump
+  iproute2 iputils-ping bpftool iptables nftables tcpdump
   dnsutils knot-dnsutils dnsperf knot
   iperf3 haproxy hyperfine wrk
 )

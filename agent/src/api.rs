@@ -24,8 +24,8 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::gossip::Gossip;
-use crate::overlay::{AttachError, OverlayService};
 use crate::node;
+use crate::overlay::{AttachError, OverlayService};
 
 /// Prefix of operator keys in gossip, so they never collide with the agent's own keys.
 pub const KV_PREFIX: &str = "kv/";
@@ -174,7 +174,10 @@ async fn kv_put(
 type JsonError = (StatusCode, axum::Json<serde_json::Value>);
 
 fn json_error(status: StatusCode, message: impl std::fmt::Display) -> JsonError {
-    (status, axum::Json(serde_json::json!({ "error": message.to_string() })))
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": message.to_string() })),
+    )
 }
 
 fn overlay_of(s: &ApiState) -> Result<&Arc<OverlayService>, JsonError> {
@@ -187,8 +190,12 @@ fn overlay_of(s: &ApiState) -> Result<&Arc<OverlayService>, JsonError> {
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> Result<T, JsonError> {
-    serde_json::from_str(body)
-        .map_err(|e| json_error(StatusCode::BAD_REQUEST, format!("invalid {what} request: {e}")))
+    serde_json::from_str(body).map_err(|e| {
+        json_error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid {what} request: {e}"),
+        )
+    })
 }
 
 fn attach_error(e: AttachError) -> JsonError {

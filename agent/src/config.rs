@@ -705,14 +705,18 @@ fn resolve_overlay(
         ));
     }
     let ipv4_range = |key: &'static str, text: String| -> Result<ipnetwork::Ipv4Network, Error> {
-        let net: ipnetwork::Ipv4Network = text.parse().map_err(|_| {
-            invalid(origin(key), &text, "an IPv4 network such as 9.0.0.0/8")
-        })?;
+        let net: ipnetwork::Ipv4Network = text
+            .parse()
+            .map_err(|_| invalid(origin(key), &text, "an IPv4 network such as 9.0.0.0/8"))?;
         if net.ip() != net.network() {
             return Err(invalid(
                 origin(key),
                 &text,
-                format!("the network's first address ({}/{})", net.network(), net.prefix()),
+                format!(
+                    "the network's first address ({}/{})",
+                    net.network(),
+                    net.prefix()
+                ),
             ));
         }
         Ok(net)
@@ -731,7 +735,11 @@ fn resolve_overlay(
     let mtu = |key: &'static str, value: Option<u32>, default: u32| match value {
         None => Ok(default),
         Some(m) if (576..=9000).contains(&m) => Ok(m),
-        Some(m) => Err(invalid(origin(key), m.to_string(), "an MTU from 576 to 9000")),
+        Some(m) => Err(invalid(
+            origin(key),
+            m.to_string(),
+            "an MTU from 576 to 9000",
+        )),
     };
     let vtep_mtu = mtu("overlay.vtep_mtu", file.vtep_mtu, 1450)?;
     let reconcile_interval = parse_duration(
@@ -774,7 +782,9 @@ fn resolve_overlay(
         // The bridge is named `m-<name>`, and interface names have at most 15 characters.
         let name_ok = !n.name.is_empty()
             && n.name.len() <= 13
-            && n.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && n.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !name_ok || resolved.iter().any(|r| r.name == n.name) {
             return Err(invalid(
                 origin("overlay.networks.name"),
@@ -794,10 +804,7 @@ fn resolve_overlay(
                 format!("a prefix from /{} (the subnet's) to /29", subnet.prefix()),
             ));
         }
-        if let Some(other) = resolved
-            .iter()
-            .find(|r| r.subnet.overlaps(subnet))
-        {
+        if let Some(other) = resolved.iter().find(|r| r.subnet.overlaps(subnet)) {
             return Err(invalid(
                 origin("overlay.networks.subnet"),
                 subnet.to_string(),
@@ -838,7 +845,11 @@ fn resolve_overlay(
 }
 
 /// A positive duration such as `5s`, or `default` when absent.
-fn parse_duration(origin: Origin, value: Option<String>, default: Duration) -> Result<Duration, Error> {
+fn parse_duration(
+    origin: Origin,
+    value: Option<String>,
+    default: Duration,
+) -> Result<Duration, Error> {
     match value {
         None => Ok(default),
         Some(text) => match humantime::parse_duration(&text) {

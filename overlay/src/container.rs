@@ -94,7 +94,11 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
 /// Attaches the namespace `target` (`host` is a session in the node's namespace). A leftover
 /// pair of an earlier, interrupted attach of the same container is replaced. On failure
 /// everything made so far is removed again.
-pub async fn attach(host: &Netlink, target: &Netns, spec: &AttachSpec<'_>) -> Result<Attached, Error> {
+pub async fn attach(
+    host: &Netlink,
+    target: &Netns,
+    spec: &AttachSpec<'_>,
+) -> Result<Attached, Error> {
     let host_veth = host_veth_name(spec.container_id, spec.ifname);
     match host.delete_link(&host_veth).await {
         Ok(()) | Err(Error::LinkNotFound(_)) => {}
@@ -162,7 +166,10 @@ async fn configure(
 
 /// Removes a container's veth pair (both ends), if present. Returns whether it was.
 pub async fn detach(host: &Netlink, container_id: &str, ifname: &str) -> Result<bool, Error> {
-    match host.delete_link(&host_veth_name(container_id, ifname)).await {
+    match host
+        .delete_link(&host_veth_name(container_id, ifname))
+        .await
+    {
         Ok(()) => Ok(true),
         Err(Error::LinkNotFound(_)) => Ok(false),
         Err(e) => Err(e),

@@ -35,7 +35,9 @@ pub enum Error {
     #[error("no network interface named {0:?} in this namespace")]
     LinkNotFound(String),
     /// The container already has an interface of the name an attach wants to create.
-    #[error("network namespace {netns:?} already has an interface {ifname:?}: detach it first or choose another name")]
+    #[error(
+        "network namespace {netns:?} already has an interface {ifname:?}: detach it first or choose another name"
+    )]
     InterfaceExists { netns: String, ifname: String },
     /// A container interface lacks the address it was given.
     #[error("interface {ifname:?} does not have its address {address}")]

@@ -81,7 +81,8 @@ impl Netns {
         let name = path.to_string_lossy().into_owned();
         let file = File::open(path).map_err(|e| Error::netns(&name, "opening", e))?;
         // Refuse anything that is not a network namespace before a setns could fail later.
-        setns_check(&file).map_err(|e| Error::netns(&name, "checking it is a network namespace", e))?;
+        setns_check(&file)
+            .map_err(|e| Error::netns(&name, "checking it is a network namespace", e))?;
         Ok(Self {
             name,
             path: path.to_path_buf(),

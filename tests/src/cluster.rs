@@ -321,6 +321,26 @@ impl Cluster {
         })?
     }
 
+    /// POSTs `body` to `path` on node `i`'s API; returns the status and the body, whatever
+    /// the status.
+    pub fn post(&self, i: usize, path: &str, body: &str) -> Result<(u16, String)> {
+        let url = format!("http://127.0.0.1:{API_PORT}{path}");
+        self.nodes[i].netns.run(|| -> Result<(u16, String)> {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(10)))
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let mut response = agent
+                .post(&url)
+                .header("content-type", "application/json")
+                .send(body)
+                .with_context(|| format!("POST {url}"))?;
+            let status = response.status().as_u16();
+            Ok((status, response.body_mut().read_to_string()?))
+        })?
+    }
+
     /// Runs `program args` inside node `i`'s namespace and returns its output.
     pub fn run_in(&self, i: usize, program: &Path, args: &[&str]) -> Result<std::process::Output> {
         let mut command = Command::new(program);

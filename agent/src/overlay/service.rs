@@ -76,7 +76,11 @@ impl Metrics {
             "Lease claims or leases given up to another agent",
             m.lease_conflicts.clone(),
         );
-        registry.register("dcnet_overlay_peers", "Remote agents the tunnel reaches", m.peers.clone());
+        registry.register(
+            "dcnet_overlay_peers",
+            "Remote agents the tunnel reaches",
+            m.peers.clone(),
+        );
         registry.register(
             "dcnet_overlay_kernel_objects",
             "Tunnel objects (neighbours, FDB entries, routes, rules) wanted in the kernel",
@@ -279,7 +283,11 @@ impl OverlayService {
 
     /// The overlay's current state.
     pub fn status(&self) -> Status {
-        self.inner.status.lock().map(|s| s.clone()).unwrap_or_default()
+        self.inner
+            .status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 
     /// Attaches a container namespace to an overlay network.
@@ -492,15 +500,13 @@ impl Inner {
                         info!(vtep = %record.net.ip(), "overlay: VTEP lease agreed");
                     }
                     Some(n) => {
-                        let entry =
-                            stored
-                                .networks
-                                .entry(n.name.clone())
-                                .or_insert_with(|| StoredNetwork {
-                                    lease: None,
-                                    addresses: None,
-                                    attachments: BTreeMap::new(),
-                                });
+                        let entry = stored.networks.entry(n.name.clone()).or_insert_with(|| {
+                            StoredNetwork {
+                                lease: None,
+                                addresses: None,
+                                attachments: BTreeMap::new(),
+                            }
+                        });
                         entry.lease = Some(record);
                         if entry.addresses.as_ref().map(|a| a.subnet()) != Some(record.net) {
                             entry.addresses =
@@ -552,8 +558,18 @@ impl Inner {
     /// Brings the kernel to the desired tunnel state. With `applied` known, only the difference
     /// from it; otherwise (first pass, interval, after a failure) the VTEP and bridges are
     /// ensured and the kernel is read back.
-    async fn reconcile(&self, view: &ClusterView, leases: &Leases, applied: &mut Option<TunnelState>) {
-        let names: Vec<String> = self.settings.networks.iter().map(|n| n.name.clone()).collect();
+    async fn reconcile(
+        &self,
+        view: &ClusterView,
+        leases: &Leases,
+        applied: &mut Option<TunnelState>,
+    ) {
+        let names: Vec<String> = self
+            .settings
+            .networks
+            .iter()
+            .map(|n| n.name.clone())
+            .collect();
         let peers = facts::peers(view, &names);
         let desired = TunnelState::desired(&peers);
         self.metrics.peers.set(peers.len() as i64);
@@ -612,7 +628,11 @@ impl Inner {
                     info!(%change, "overlay: {kind}");
                 }
             } else {
-                info!(changes = outcome.done.len(), peers = peers.len(), "overlay: {kind}");
+                info!(
+                    changes = outcome.done.len(),
+                    peers = peers.len(),
+                    "overlay: {kind}"
+                );
             }
         }
         for (change, e) in &outcome.failed {
@@ -634,7 +654,11 @@ impl Inner {
         self.update_status(leases, &peers, desired.len(), Some(report));
     }
 
-    async fn ensure_bridge(&self, network: &OverlayNetwork, subnet: Ipv4Network) -> Result<(), dcnet_overlay::Error> {
+    async fn ensure_bridge(
+        &self,
+        network: &OverlayNetwork,
+        subnet: Ipv4Network,
+    ) -> Result<(), dcnet_overlay::Error> {
         let spec = bridge_spec(network, subnet);
         if container::ensure_bridge(&self.netlink, &spec).await? {
             info!(bridge = %spec.name, address = %spec.address, "overlay: bridge created or repaired");
@@ -742,7 +766,8 @@ impl Inner {
         // Persist before touching the kernel: after a crash the address is still taken.
         self.save(&stored);
 
-        let address = Ipv4Network::new(ip, subnet.prefix()).map_err(|e| AttachError::Kernel(e.to_string()))?;
+        let address = Ipv4Network::new(ip, subnet.prefix())
+            .map_err(|e| AttachError::Kernel(e.to_string()))?;
         let bridge = bridge_name(&network.name);
         let made = async {
             self.ensure_bridge(&network, subnet).await?;
@@ -767,7 +792,9 @@ impl Inner {
                 }
                 self.save(&stored);
                 return Err(match e {
-                    dcnet_overlay::Error::InterfaceExists { .. } => AttachError::BadRequest(e.to_string()),
+                    dcnet_overlay::Error::InterfaceExists { .. } => {
+                        AttachError::BadRequest(e.to_string())
+                    }
                     other => AttachError::Kernel(error_chain(&other)),
                 });
             }
@@ -873,7 +900,10 @@ impl Inner {
         let address = Ipv4Network::new(attachment.address, addresses.subnet().prefix())
             .map_err(|e| AttachError::Kernel(e.to_string()))?;
         let netns = Netns::open_path(&attachment.netns).map_err(|e| {
-            AttachError::NotFound(format!("the container's namespace is gone: {}", error_chain(&e)))
+            AttachError::NotFound(format!(
+                "the container's namespace is gone: {}",
+                error_chain(&e)
+            ))
         })?;
         container::check(&netns, &attachment.ifname, address)
             .await
@@ -898,7 +928,12 @@ impl Inner {
             .find(|n| n.name == name)
             .cloned()
             .ok_or_else(|| {
-                let known: Vec<&str> = self.settings.networks.iter().map(|n| n.name.as_str()).collect();
+                let known: Vec<&str> = self
+                    .settings
+                    .networks
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect();
                 AttachError::BadRequest(format!(
                     "no overlay network named {name:?} on this node; configured: {}",
                     known.join(", ")
@@ -907,7 +942,11 @@ impl Inner {
     }
 
     fn container_nameservers(&self, gateway: Ipv4Addr) -> Vec<Ipv4Addr> {
-        let mut out: Vec<Ipv4Addr> = self.nameservers.iter().map(|n| n.unwrap_or(gateway)).collect();
+        let mut out: Vec<Ipv4Addr> = self
+            .nameservers
+            .iter()
+            .map(|n| n.unwrap_or(gateway))
+            .collect();
         out.dedup();
         out
     }
@@ -951,9 +990,8 @@ fn open_netns(netns: &str) -> Result<Netns, AttachError> {
 }
 
 fn validate_id(what: &str, id: &str) -> Result<(), AttachError> {
-    let ok = !id.is_empty()
-        && id.len() <= 256
-        && id.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+    let ok =
+        !id.is_empty() && id.len() <= 256 && id.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
     if ok {
         Ok(())
     } else {
@@ -968,7 +1006,9 @@ fn validate_ifname(ifname: &str) -> Result<(), AttachError> {
         && ifname.len() <= 15
         && ifname != "."
         && ifname != ".."
-        && ifname.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+        && ifname
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
     if ok {
         Ok(())
     } else {
@@ -1013,7 +1053,9 @@ fn enable_forwarding() {
     }
     match std::fs::write(PATH, "1") {
         Ok(()) => info!("overlay: IPv4 forwarding enabled"),
-        Err(e) => warn!(error = %e, "overlay: cannot enable IPv4 forwarding; containers will not reach other nodes"),
+        Err(e) => {
+            warn!(error = %e, "overlay: cannot enable IPv4 forwarding; containers will not reach other nodes")
+        }
     }
 }
 
