@@ -508,19 +508,25 @@ pub fn require_root() -> Result<()> {
 
 /// The `dcnet` binary: `$DCNET_BIN`, else the one cargo built beside this test executable.
 pub fn dcnet_binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("DCNET_BIN") {
+    workspace_binary("dcnet", "DCNET_BIN", "dcnet-agent")
+}
+
+/// A binary of the workspace (`name`, built by package `package`), found next to the running
+/// test or given by the environment variable `var`.
+pub fn workspace_binary(name: &str, var: &str, package: &str) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(var) {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test> or target/<profile>/<bin>
     for dir in exe.ancestors().skip(1).take(2) {
-        let candidate = dir.join("dcnet");
+        let candidate = dir.join(name);
         if candidate.is_file() {
             return Ok(candidate);
         }
     }
     bail!(
-        "no dcnet binary next to {}; build it first (`cargo build -p dcnet-agent`) or set DCNET_BIN",
+        "no {name} binary next to {}; build it first (`cargo build -p {package}`) or set {var}",
         exe.display()
     )
 }

@@ -9,4 +9,5 @@ pub mod facts;
 pub mod service;
 pub mod store;
 
-pub use service::{AttachError, AttachRequest, AttachResponse, DetachRequest, OverlayService};
+pub use dcnet_overlay::api::{AttachRequest, AttachResponse, DetachRequest};
+pub use service::{AttachError, OverlayService};

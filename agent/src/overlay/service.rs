@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use dcnet_overlay::api::{AttachRequest, AttachResponse, DetachRequest};
 use dcnet_overlay::container::{self, AttachSpec, BridgeSpec};
 use dcnet_overlay::ipam::{Agreement, LeaseRecord, LeaseState, Observed, Outcome, Pool};
 use dcnet_overlay::vtep::{self, Mac, TunnelState, VtepConfig, VtepLink};
@@ -24,7 +25,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
@@ -141,54 +142,6 @@ pub struct ReconcileStatus {
     pub failed: usize,
     pub micros: u128,
     pub at_ms: u64,
-}
-
-/// An attach request (API and CNI plugin).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AttachRequest {
-    pub container_id: String,
-    /// A namespace name under /run/netns, or a path such as /proc/<pid>/ns/net.
-    pub netns: String,
-    #[serde(default = "default_ifname")]
-    pub ifname: String,
-    #[serde(default = "default_network")]
-    pub network: String,
-}
-
-/// A detach or check request.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DetachRequest {
-    pub container_id: String,
-    #[serde(default = "default_ifname")]
-    pub ifname: String,
-    /// When absent, every network is searched.
-    #[serde(default)]
-    pub network: Option<String>,
-}
-
-fn default_ifname() -> String {
-    "eth0".into()
-}
-
-fn default_network() -> String {
-    "dcos".into()
-}
-
-/// What an attach made.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AttachResponse {
-    pub network: String,
-    pub container_id: String,
-    pub ifname: String,
-    /// Address with the subnet's prefix.
-    pub address: Ipv4Network,
-    pub gateway: Ipv4Addr,
-    pub mtu: u32,
-    pub mac: String,
-    pub host_veth: String,
-    pub nameservers: Vec<Ipv4Addr>,
 }
 
 /// Why an attach, detach or check failed; [`AttachError::status`] maps it to HTTP.

@@ -1,0 +1,101 @@
+//! The calls to the node's agent, and how its answers map to CNI error codes.
+
+use std::time::Duration;
+
+use dcnet_overlay::api::{AttachRequest, AttachResponse, DetachRequest};
+use serde::Serialize;
+
+use crate::result::{CniError, code};
+
+/// What the plugin needs from the agent.
+pub trait Agent {
+    fn attach(&self, req: &AttachRequest) -> Result<AttachResponse, CniError>;
+    fn detach(&self, req: &DetachRequest) -> Result<(), CniError>;
+    fn check(&self, req: &DetachRequest) -> Result<AttachResponse, CniError>;
+}
+
+/// The agent's HTTP API at `base` (e.g. `http://127.0.0.1:62080`).
+pub struct HttpAgent {
+    base: String,
+    http: ureq::Agent,
+}
+
+impl HttpAgent {
+    pub fn new(base: &str) -> Self {
+        let http = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(30)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        }
+    }
+
+    fn post(&self, path: &str, body: &impl Serialize) -> Result<String, CniError> {
+        let url = format!("{}{path}", self.base);
+        let text = serde_json::to_string(body).expect("requests serialise");
+        let mut response = self
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(text)
+            .map_err(|e| {
+                CniError::new(
+                    code::TRY_AGAIN_LATER,
+                    format!("the dcnet agent at {} is not reachable", self.base),
+                    format!("{e}; is `dcnet agent` running with the overlay enabled?"),
+                )
+            })?;
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        if status == 200 {
+            return Ok(body);
+        }
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
+            .unwrap_or(body);
+        Err(CniError::new(
+            status_code(status),
+            message,
+            format!("POST {url}: HTTP {status}"),
+        ))
+    }
+}
+
+/// The CNI code for an agent's HTTP status.
+pub fn status_code(status: u16) -> u32 {
+    match status {
+        400 => code::INVALID_NETWORK_CONFIG,
+        404 => code::CONTAINER_UNKNOWN,
+        409 => code::ADDRESSES_EXHAUSTED,
+        503 => code::TRY_AGAIN_LATER,
+        _ => code::IO_FAILURE,
+    }
+}
+
+fn decode(body: &str) -> Result<AttachResponse, CniError> {
+    serde_json::from_str(body).map_err(|e| {
+        CniError::new(
+            code::DECODING_FAILURE,
+            "the agent's answer is not understood",
+            e.to_string(),
+        )
+    })
+}
+
+impl Agent for HttpAgent {
+    fn attach(&self, req: &AttachRequest) -> Result<AttachResponse, CniError> {
+        decode(&self.post("/v1/overlay/attach", req)?)
+    }
+
+    fn detach(&self, req: &DetachRequest) -> Result<(), CniError> {
+        self.post("/v1/overlay/detach", req).map(drop)
+    }
+
+    fn check(&self, req: &DetachRequest) -> Result<AttachResponse, CniError> {
+        decode(&self.post("/v1/overlay/check", req)?)
+    }
+}

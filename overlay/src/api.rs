@@ -1,0 +1,55 @@
+//! The bodies of the agent's container-attachment API (`POST /v1/overlay/attach`, `/detach`,
+//! `/check`), shared by the agent that serves it and the `dcnet-cni` plugin that calls it.
+
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+use serde::{Deserialize, Serialize};
+
+/// An attach request (API and CNI plugin).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachRequest {
+    pub container_id: String,
+    /// A namespace name under /run/netns, or a path such as /proc/<pid>/ns/net.
+    pub netns: String,
+    #[serde(default = "default_ifname")]
+    pub ifname: String,
+    #[serde(default = "default_network")]
+    pub network: String,
+}
+
+/// A detach or check request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetachRequest {
+    pub container_id: String,
+    #[serde(default = "default_ifname")]
+    pub ifname: String,
+    /// When absent, every network is searched.
+    #[serde(default)]
+    pub network: Option<String>,
+}
+
+fn default_ifname() -> String {
+    "eth0".into()
+}
+
+fn default_network() -> String {
+    "dcos".into()
+}
+
+/// What an attach made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachResponse {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    /// Address with the subnet's prefix.
+    pub address: Ipv4Network,
+    pub gateway: Ipv4Addr,
+    pub mtu: u32,
+    pub mac: String,
+    pub host_veth: String,
+    pub nameservers: Vec<Ipv4Addr>,
+}

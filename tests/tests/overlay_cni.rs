@@ -1,0 +1,186 @@
+//! `dcnet-cni` as a container runtime runs it: inside the node's namespace, configuration on
+//! stdin, `CNI_*` variables, result or error JSON on stdout.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use dcnet_tests::cluster::{in_netns, workspace_binary};
+use dcnet_tests::{Cluster, ClusterOptions, NodeSpec, TestNamespace, wait_until};
+use serde_json::Value;
+
+const CONF: &str = r#"{"cniVersion":"1.0.0","name":"dcos","type":"dcnet-cni"}"#;
+
+/// What is wrong, the configuration, the environment, and the CNI error code expected.
+type ErrorCase<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u64);
+
+struct Cni<'a> {
+    cluster: &'a Cluster,
+}
+
+impl Cni<'_> {
+    /// Runs the plugin in node 1's namespace; returns (exit success, stdout JSON).
+    fn run(&self, conf: &str, env: &[(&str, &str)]) -> Result<(bool, Value)> {
+        let plugin = workspace_binary("dcnet-cni", "DCNET_CNI_BIN", "dcnet-cni")?;
+        let mut command = Command::new(plugin);
+        command
+            .env_clear()
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        in_netns(&mut command, &self.cluster.nodes[0].netns, true);
+        let mut child = command.spawn().context("starting dcnet-cni")?;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(conf.as_bytes())?;
+        let out = child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let json = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).with_context(|| format!("stdout is not JSON: {text:?}"))?
+        };
+        Ok((out.status.success(), json))
+    }
+}
+
+fn env<'a>(command: &'a str, id: &'a str, netns: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("CNI_COMMAND", command),
+        ("CNI_CONTAINERID", id),
+        ("CNI_NETNS", netns),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/opt/cni/bin"),
+    ]
+}
+
+/// Names of node 1's links (states and bridge MACs change with ports; names are what counts).
+fn host_links(cluster: &Cluster) -> Result<Vec<String>> {
+    let ip = std::path::Path::new("/usr/sbin/ip");
+    let out = cluster.run_in(0, ip, &["-o", "link", "show"])?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1).map(str::to_owned))
+        .collect())
+}
+
+fn containers(cluster: &Cluster) -> Result<u64> {
+    let s: Value = cluster.get(0, "/v1/overlay")?;
+    Ok(s["networks"][0]["containers"].as_u64().unwrap_or(0))
+}
+
+#[test]
+fn cni_add_check_del_version_and_errors() -> Result<()> {
+    let mut options = ClusterOptions::nodes(1);
+    options.nodes[0] = NodeSpec {
+        extra_config: "\n[overlay]\nenabled = true\nlease_settle = \"500ms\"\n".into(),
+        ..NodeSpec::default()
+    };
+    let cluster = Cluster::start(options)?;
+    wait_until("the overlay lease", Duration::from_secs(20), || {
+        let s: Value = cluster.get(0, "/v1/overlay")?;
+        Ok((s["networks"][0]["lease"] == "held").then_some(()))
+    })?;
+    let cni = Cni { cluster: &cluster };
+    let ns = TestNamespace::create("cni")?;
+    let netns_path = format!("/run/netns/{}", ns.netns().name());
+    let id = format!("cni-{}", ns.netns().name());
+
+    // VERSION
+    let (ok, v) = cni.run(r#"{"cniVersion":"1.0.0"}"#, &[("CNI_COMMAND", "VERSION")])?;
+    assert!(ok);
+    assert_eq!(v["cniVersion"], "1.0.0");
+    assert!(
+        v["supportedVersions"]
+            .as_array()
+            .is_some_and(|s| s.contains(&Value::from("1.0.0")))
+    );
+
+    // Bad requests: the error object with its code, and nothing left behind.
+    let before_links = host_links(&cluster)?;
+    let before = containers(&cluster)?;
+    let add = env("ADD", &id, &netns_path);
+    let cases: Vec<ErrorCase> = vec![
+        ("not JSON", "{".into(), add.clone(), 6),
+        ("unsupported version", r#"{"cniVersion":"9.0.0","name":"dcos","type":"dcnet-cni"}"#.into(), add.clone(), 1),
+        ("no name", r#"{"cniVersion":"1.0.0","type":"dcnet-cni"}"#.into(), add.clone(), 7),
+        ("unknown overlay", r#"{"cniVersion":"1.0.0","name":"nope","type":"dcnet-cni"}"#.into(), add.clone(), 7),
+        ("no CNI_CONTAINERID", CONF.into(), vec![("CNI_COMMAND", "ADD"), ("CNI_NETNS", &netns_path), ("CNI_IFNAME", "eth0")], 4),
+        ("no CNI_COMMAND", CONF.into(), add[1..].to_vec(), 4),
+        ("missing namespace", CONF.into(), env("ADD", &id, "/run/netns/dcn-does-not-exist"), 3),
+        ("bad interface name", CONF.into(), vec![("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", &id), ("CNI_NETNS", &netns_path), ("CNI_IFNAME", "a/b")], 7),
+        ("agent unreachable", r#"{"cniVersion":"1.0.0","name":"dcos","type":"dcnet-cni","agent":"http://127.0.0.1:1"}"#.into(), add.clone(), 11),
+    ];
+    for (what, conf, vars, code) in &cases {
+        let (ok, err) = cni.run(conf, vars)?;
+        assert!(!ok, "{what}: must fail");
+        assert_eq!(err["code"], *code, "{what}: {err}");
+        assert!(
+            err["msg"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {err}"
+        );
+        assert!(err.get("cniVersion").is_some(), "{what}: {err}");
+    }
+    assert_eq!(host_links(&cluster)?, before_links, "no link left behind");
+    assert_eq!(containers(&cluster)?, before, "no address left allocated");
+    let inside = ns.run("ip", &["-o", "link", "show"])?;
+    assert!(!String::from_utf8_lossy(&inside.stdout).contains("eth0"));
+
+    // ADD
+    let (ok, result) = cni.run(CONF, &add)?;
+    assert!(ok, "{result}");
+    assert_eq!(result["cniVersion"], "1.0.0");
+    let address = result["ips"][0]["address"]
+        .as_str()
+        .context("ips[0].address")?
+        .to_owned();
+    assert!(address.ends_with("/24"), "{result}");
+    assert_eq!(result["ips"][0]["interface"], 1);
+    assert_eq!(result["interfaces"][1]["name"], "eth0");
+    assert_eq!(result["interfaces"][1]["sandbox"], netns_path.as_str());
+    assert_eq!(result["routes"][0]["dst"], "0.0.0.0/0");
+    let inside = ns.run("ip", &["-o", "-4", "addr", "show", "eth0"])?;
+    assert!(String::from_utf8_lossy(&inside.stdout).contains(&address));
+    let gateway = result["ips"][0]["gateway"].as_str().context("gateway")?;
+    let ping = ns.run("ping", &["-c", "1", "-W", "2", gateway])?;
+    assert!(ping.status.success(), "the container reaches its gateway");
+
+    // A second ADD of the same container and interface is refused, the first stays intact.
+    let (ok, err) = cni.run(CONF, &add)?;
+    assert!(!ok);
+    assert_eq!(err["code"], 7, "{err}");
+
+    // CHECK against the result, and against a wrong one.
+    let with_prev = |prev: &Value| {
+        let mut conf: Value = serde_json::from_str(CONF).expect("literal");
+        conf["prevResult"] = prev.clone();
+        conf.to_string()
+    };
+    let (ok, out) = cni.run(&with_prev(&result), &env("CHECK", &id, &netns_path))?;
+    assert!(ok, "{out}");
+    let mut wrong = result.clone();
+    wrong["ips"][0]["address"] = "9.9.9.9/24".into();
+    let (ok, err) = cni.run(&with_prev(&wrong), &env("CHECK", &id, &netns_path))?;
+    assert!(!ok);
+    assert_eq!(err["code"], 999, "{err}");
+
+    // DEL removes everything; a second DEL (or one without a namespace) succeeds too.
+    let (ok, out) = cni.run(CONF, &env("DEL", &id, &netns_path))?;
+    assert!(ok, "{out}");
+    assert_eq!(
+        host_links(&cluster)?,
+        before_links,
+        "the host side of the veth is gone"
+    );
+    assert_eq!(containers(&cluster)?, before, "the address is free again");
+    let (ok, out) = cni.run(CONF, &env("DEL", &id, ""))?;
+    assert!(ok, "{out}");
+    let (ok, err) = cni.run(&with_prev(&result), &env("CHECK", &id, &netns_path))?;
+    assert!(!ok);
+    assert_eq!(err["code"], 3, "{err}");
+    Ok(())
+}
