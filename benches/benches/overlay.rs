@@ -1,0 +1,489 @@
+//! Overlay benchmark, two parts in one run.
+//!
+//! **Datapath.** A two-node namespace cluster with the overlay on; one container attached on
+//! each node. The same measurements run between the containers over the overlay (VXLAN) and
+//! between the two nodes' namespaces over the plain underlay (veth + bridge), alternating, and
+//! ratios overlay/underlay are printed:
+//! - TCP throughput, `iperf3` (one stream, `--seconds` long);
+//! - request/response latency: one TCP connection, a 64-byte request answered by a 64-byte
+//!   response, back to back; p50/p99 and transactions per second.
+//!
+//! **Reconcile.** In a namespace of its own, the code the agent runs (`VtepLink::read`,
+//! `TunnelState::changes_to`, `VtepLink::apply`) against the kernel: from nothing to N peers
+//! (4 objects each); a periodic pass with nothing to do; one change (a peer re-pointed to a
+//! new underlay address) applied incrementally as on a gossip change, and found by a full pass
+//! as after drift; a peer added and removed; everything removed.
+//!
+//! Usage: `cargo bench -p dcnet-benches --bench overlay -- [--seconds 10] [--rounds 3]
+//!        [--peers 10,100,1000] [--skip-datapath] [--skip-reconcile]`
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use dcnet_benches::{print_table, quantile};
+use dcnet_overlay::Netns;
+use dcnet_overlay::vtep::{Peer, TunnelState, VtepConfig, VtepLink};
+use dcnet_tests::cluster::in_netns;
+use dcnet_tests::container::Container;
+use dcnet_tests::{Cluster, ClusterOptions, NodeSpec, TestNamespace, wait_until};
+
+struct Options {
+    seconds: u64,
+    rounds: usize,
+    peers: Vec<u32>,
+    datapath: bool,
+    reconcile: bool,
+}
+
+fn parse_args() -> Result<Options> {
+    let mut o = Options {
+        seconds: 10,
+        rounds: 3,
+        peers: vec![10, 100, 1000],
+        datapath: true,
+        reconcile: true,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--seconds" => o.seconds = value()?.parse().context("--seconds takes a number")?,
+            "--rounds" => o.rounds = value()?.parse().context("--rounds takes a number")?,
+            "--peers" => {
+                o.peers = value()?
+                    .split(',')
+                    .map(|p| {
+                        p.trim()
+                            .parse()
+                            .context("--peers takes numbers such as 10,1000")
+                    })
+                    .collect::<Result<_>>()?
+            }
+            "--skip-datapath" => o.datapath = false,
+            "--skip-reconcile" => o.reconcile = false,
+            "--bench" => {}
+            other => {
+                bail!("unknown option {other:?}; see the usage at the top of benches/overlay.rs")
+            }
+        }
+    }
+    Ok(o)
+}
+
+fn main() -> Result<()> {
+    let o = parse_args()?;
+    if o.reconcile {
+        reconcile(&o)?;
+    }
+    if o.datapath {
+        datapath(&o)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reconcile
+
+fn vtep_config() -> VtepConfig {
+    VtepConfig {
+        name: "vtep1024".into(),
+        vni: 1024,
+        port: 64000,
+        local: Ipv4Addr::new(10, 77, 0, 1),
+        address: "44.128.0.1/20".parse().expect("literal"),
+        mtu: 1450,
+        table: 42,
+        rule_priority: 32000,
+    }
+}
+
+fn peers(n: u32, underlay_offset: u32) -> Vec<Peer> {
+    (0..n)
+        .map(|i| {
+            let k = i + 2;
+            Peer {
+                node: format!("node-{k}"),
+                vtep_ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(44, 128, 0, 0)) + k),
+                underlay: Ipv4Addr::from(
+                    u32::from(Ipv4Addr::new(10, 77, 0, 0)) + k + underlay_offset,
+                ),
+                subnets: vec![
+                    format!("9.{}.{}.0/24", k / 256, k % 256)
+                        .parse()
+                        .expect("valid"),
+                ],
+            }
+        })
+        .collect()
+}
+
+/// Times of the reconcile scenarios at one size.
+#[derive(Default)]
+struct ReconcileTimes {
+    full_from_nothing: Vec<Duration>,
+    noop_pass: Vec<Duration>,
+    one_change_incremental: Vec<Duration>,
+    one_change_full: Vec<Duration>,
+    add_peer: Vec<Duration>,
+    remove_peer: Vec<Duration>,
+    remove_all: Vec<Duration>,
+}
+
+fn reconcile(o: &Options) -> Result<()> {
+    println!("## Reconcile: the agent's read/diff/apply against the kernel, in a namespace\n");
+    let mut rows = Vec::new();
+    for &n in &o.peers {
+        let ns = TestNamespace::create("recon")?;
+        let mut t = ReconcileTimes::default();
+        for _ in 0..o.rounds {
+            ns.netns().netlink(|nl| {
+                let t = &mut t;
+                async move { reconcile_round(&nl, n, t).await }
+            })?;
+        }
+        let med = |v: &[Duration]| {
+            quantile(v, 0.5).map_or("-".into(), |d| format!("{:.2}", d.as_secs_f64() * 1000.0))
+        };
+        rows.push(vec![
+            n.to_string(),
+            (n * 4).to_string(),
+            med(&t.full_from_nothing),
+            med(&t.noop_pass),
+            med(&t.one_change_incremental),
+            med(&t.one_change_full),
+            med(&t.add_peer),
+            med(&t.remove_peer),
+            med(&t.remove_all),
+        ]);
+    }
+    print_table(
+        &[
+            "peers",
+            "objects",
+            "full from nothing ms",
+            "periodic pass, no drift ms",
+            "one change, incremental ms",
+            "one change, full pass ms",
+            "add a peer ms",
+            "remove a peer ms",
+            "remove all ms",
+        ],
+        &rows,
+    );
+    println!(
+        "\nmedians of {} rounds; goals: full reconcile of 1000 peers < 1000 ms, one change < 10 ms\n",
+        o.rounds
+    );
+    Ok(())
+}
+
+async fn reconcile_round(
+    nl: &dcnet_overlay::Netlink,
+    n: u32,
+    t: &mut ReconcileTimes,
+) -> Result<(), dcnet_overlay::Error> {
+    let (vtep, _) = VtepLink::ensure(nl, &vtep_config()).await?;
+    let all = peers(n, 0);
+    let desired = TunnelState::desired(&all);
+
+    let full = |want: TunnelState| {
+        let vtep = vtep.clone();
+        async move {
+            let started = Instant::now();
+            let have = vtep.read(nl).await?;
+            let changes = have.changes_to(&want);
+            let applied = vtep.apply(nl, &changes).await;
+            if let Some((change, e)) = applied.failed.first() {
+                panic!("{change}: {e}");
+            }
+            Ok::<_, dcnet_overlay::Error>((started.elapsed(), changes.len()))
+        }
+    };
+    let incremental = |from: &TunnelState, to: &TunnelState| {
+        let changes = from.changes_to(to);
+        let vtep = vtep.clone();
+        async move {
+            let started = Instant::now();
+            let applied = vtep.apply(nl, &changes).await;
+            assert!(
+                applied.failed.is_empty(),
+                "{:?}",
+                applied.failed.first().map(|f| f.0)
+            );
+            started.elapsed()
+        }
+    };
+
+    let (took, changes) = full(desired.clone()).await?;
+    assert_eq!(changes, desired.len());
+    t.full_from_nothing.push(took);
+    let (took, changes) = full(desired.clone()).await?;
+    assert_eq!(changes, 0);
+    t.noop_pass.push(took);
+
+    // One peer re-pointed (2 changes: FDB delete + set), as a gossip change applies it.
+    let mut moved = all.clone();
+    let k = (n / 2) as usize;
+    moved[k].underlay = Ipv4Addr::new(10, 99, 0, 1);
+    let moved_state = TunnelState::desired(&moved);
+    t.one_change_incremental
+        .push(incremental(&desired, &moved_state).await);
+    // And back, found by a full pass (as drift is).
+    let (took, changes) = full(desired.clone()).await?;
+    assert_eq!(changes, 2);
+    t.one_change_full.push(took);
+
+    // A peer joins, then leaves.
+    let mut grown = all.clone();
+    grown.extend(peers(n + 1, 0).into_iter().skip(n as usize));
+    let grown_state = TunnelState::desired(&grown);
+    t.add_peer.push(incremental(&desired, &grown_state).await);
+    t.remove_peer
+        .push(incremental(&grown_state, &desired).await);
+
+    t.remove_all
+        .push(incremental(&desired, &TunnelState::default()).await);
+    let left = vtep.read(nl).await?;
+    assert!(left.is_empty(), "{} objects left", left.len());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Datapath
+
+/// Kills a background process when dropped.
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_in(netns: &Netns, program: &str, args: &[&str]) -> Result<Background> {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    in_netns(&mut command, netns, true);
+    Ok(Background(
+        command
+            .spawn()
+            .with_context(|| format!("starting {program}"))?,
+    ))
+}
+
+fn iperf3(
+    client: &Netns,
+    server: &Netns,
+    server_ip: Ipv4Addr,
+    port: u16,
+    seconds: u64,
+) -> Result<f64> {
+    let _server = spawn_in(server, "iperf3", &["-s", "-1", "-p", &port.to_string()])?;
+    // The server needs a moment to listen.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut command = Command::new("iperf3");
+        command.args([
+            "-c",
+            &server_ip.to_string(),
+            "-p",
+            &port.to_string(),
+            "-t",
+            &seconds.to_string(),
+            "-J",
+        ]);
+        in_netns(&mut command, client, true);
+        let out = command
+            .output()
+            .context("running iperf3 (apt install iperf3, or scripts/setup.sh)")?;
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(bps) = json["end"]["sum_received"]["bits_per_second"].as_f64() {
+            return Ok(bps);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "iperf3 to {server_ip}:{port} failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Request/response over one TCP connection: returns per-transaction latencies.
+fn request_response(
+    client: &Netns,
+    server: &Netns,
+    server_ip: Ipv4Addr,
+    port: u16,
+    seconds: u64,
+) -> Result<Vec<Duration>> {
+    let listener = server.run(move || TcpListener::bind((server_ip, port)))??;
+    let server_thread = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut stream, _) = listener.accept()?;
+        stream.set_nodelay(true)?;
+        let mut buf = [0u8; 64];
+        loop {
+            if stream.read_exact(&mut buf).is_err() {
+                return Ok(());
+            }
+            stream.write_all(&buf)?;
+        }
+    });
+    let target = SocketAddr::from((server_ip, port));
+    let mut stream =
+        client.run(move || TcpStream::connect_timeout(&target, Duration::from_secs(3)))??;
+    stream.set_nodelay(true)?;
+    let request = [7u8; 64];
+    let mut response = [0u8; 64];
+    let mut samples = Vec::with_capacity(200_000);
+    let end = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < end {
+        let started = Instant::now();
+        stream.write_all(&request)?;
+        stream.read_exact(&mut response)?;
+        samples.push(started.elapsed());
+    }
+    drop(stream);
+    let _ = server_thread.join();
+    Ok(samples)
+}
+
+fn datapath(o: &Options) -> Result<()> {
+    println!(
+        "## Datapath: containers on two nodes over the overlay vs the nodes over the underlay\n"
+    );
+    let mut options = ClusterOptions::nodes(2);
+    for node in &mut options.nodes {
+        *node = NodeSpec {
+            extra_config: "\n[overlay]\nenabled = true\nlease_settle = \"1s\"\n".into(),
+            ..NodeSpec::default()
+        };
+    }
+    let cluster = Cluster::start(options)?;
+    wait_until("the overlay to form", Duration::from_secs(30), || {
+        let ready = (0..2).all(|i| {
+            cluster
+                .get::<serde_json::Value>(i, "/v1/overlay")
+                .is_ok_and(|s| {
+                    s["peers"].as_array().is_some_and(|p| {
+                        p.len() == 1 && p[0]["subnets"].as_array().is_some_and(|s| !s.is_empty())
+                    })
+                })
+        });
+        Ok(ready.then_some(()))
+    })?;
+    let a = Container::attach(&cluster, 0, "bench-a")?;
+    let b = Container::attach(&cluster, 1, "bench-b")?;
+    let (node_a, node_b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    // Warm up ARP and the tunnel.
+    let _ = a.ping(b.ip, 56);
+
+    let mut thr = (Vec::new(), Vec::new());
+    let mut lat = (Vec::new(), Vec::new());
+    let mut tps = (Vec::new(), Vec::new());
+    for round in 0..o.rounds {
+        let port = 5201 + round as u16 * 2;
+        thr.0
+            .push(iperf3(a.ns.netns(), b.ns.netns(), b.ip, port, o.seconds)?);
+        thr.1.push(iperf3(
+            &node_a.netns,
+            &node_b.netns,
+            node_b.address,
+            port + 1,
+            o.seconds,
+        )?);
+        let rr_seconds = o.seconds.div_ceil(2);
+        let overlay = request_response(
+            a.ns.netns(),
+            b.ns.netns(),
+            b.ip,
+            7100 + round as u16 * 2,
+            rr_seconds,
+        )?;
+        let underlay = request_response(
+            &node_a.netns,
+            &node_b.netns,
+            node_b.address,
+            7101 + round as u16 * 2,
+            rr_seconds,
+        )?;
+        tps.0.push(overlay.len() as f64 / rr_seconds as f64);
+        tps.1.push(underlay.len() as f64 / rr_seconds as f64);
+        lat.0
+            .push((quantile(&overlay, 0.5), quantile(&overlay, 0.99)));
+        lat.1
+            .push((quantile(&underlay, 0.5), quantile(&underlay, 0.99)));
+        eprintln!(
+            "round {}: overlay {:.2} Gbit/s, underlay {:.2} Gbit/s",
+            round + 1,
+            thr.0[round] / 1e9,
+            thr.1[round] / 1e9
+        );
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let med_dur = |v: &[(Option<Duration>, Option<Duration>)], p99: bool| {
+        let mut d: Vec<Duration> = v
+            .iter()
+            .filter_map(|(a, b)| if p99 { *b } else { *a })
+            .collect();
+        d.sort();
+        d.get(d.len() / 2).copied().unwrap_or_default()
+    };
+    let (to, tu) = (median(&mut thr.0), median(&mut thr.1));
+    let (ro, ru) = (median(&mut tps.0), median(&mut tps.1));
+    let us = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e6);
+    let rows = vec![
+        vec![
+            "TCP throughput Gbit/s".into(),
+            format!("{:.2}", to / 1e9),
+            format!("{:.2}", tu / 1e9),
+            format!("{:.2}", to / tu),
+        ],
+        vec![
+            "request/response per s".into(),
+            format!("{ro:.0}"),
+            format!("{ru:.0}"),
+            format!("{:.2}", ro / ru),
+        ],
+        vec![
+            "latency p50 µs".into(),
+            us(med_dur(&lat.0, false)),
+            us(med_dur(&lat.1, false)),
+            format!(
+                "{:.2}",
+                med_dur(&lat.0, false).as_secs_f64() / med_dur(&lat.1, false).as_secs_f64()
+            ),
+        ],
+        vec![
+            "latency p99 µs".into(),
+            us(med_dur(&lat.0, true)),
+            us(med_dur(&lat.1, true)),
+            format!(
+                "{:.2}",
+                med_dur(&lat.0, true).as_secs_f64() / med_dur(&lat.1, true).as_secs_f64()
+            ),
+        ],
+    ];
+    print_table(
+        &["measure", "overlay", "underlay", "overlay/underlay"],
+        &rows,
+    );
+    println!(
+        "\nmedians of {} rounds of {} s (request/response: {} s); goal: throughput ratio >= 0.9",
+        o.rounds,
+        o.seconds,
+        o.seconds.div_ceil(2)
+    );
+    Ok(())
+}
