@@ -16,8 +16,10 @@ demo: setup
 test: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --all-targets --quiet -- -D warnings
+	$(CARGO) build --bins --quiet
 	$(CARGO) test
 
 # Benchmarks print tables with their peers side by side; they are not pass/fail.
 bench: setup
+	$(CARGO) build --release --quiet -p dcnet-agent
 	$(CARGO) bench -p dcnet-benches

@@ -144,6 +144,8 @@ impl Request {
             netns: self.netns.clone(),
             ifname: self.ifname.clone(),
             network: self.network.clone(),
+            // The runtime owns the namespace.
+            create: false,
         }
     }
 

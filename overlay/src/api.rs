@@ -17,6 +17,10 @@ pub struct AttachRequest {
     pub ifname: String,
     #[serde(default = "default_network")]
     pub network: String,
+    /// Create the namespace (a name, not a path) if it does not exist; a detach then deletes
+    /// it again. Runtimes that make their own namespaces (CNI) leave this off.
+    #[serde(default)]
+    pub create: bool,
 }
 
 /// A detach or check request.

@@ -255,6 +255,20 @@ fn containers_on_three_nodes_reach_each_other_and_the_tunnel_heals() -> Result<(
             (200, "{\"detached\":null}"),
             "detach is idempotent"
         );
+
+        // The agent can also create the namespace, and then deletes it on detach.
+        let name = format!("dcn-{}-made", std::process::id());
+        let body = serde_json::json!({ "container_id": "made", "netns": name, "create": true });
+        let (status_code, text) = cluster.post(0, "/v1/overlay/attach", &body.to_string())?;
+        assert_eq!(status_code, 200, "{text}");
+        assert!(std::path::Path::new("/run/netns").join(&name).exists());
+        let (status_code, text) =
+            cluster.post(0, "/v1/overlay/detach", r#"{"container_id":"made"}"#)?;
+        assert_eq!(status_code, 200, "{text}");
+        assert!(
+            !std::path::Path::new("/run/netns").join(&name).exists(),
+            "deleted on detach"
+        );
         Ok(())
     };
     let result = run();

@@ -687,9 +687,23 @@ impl Inner {
         validate_id("container_id", &req.container_id)?;
         validate_ifname(&req.ifname)?;
         let network = self.network(&req.network)?;
-        let netns = open_netns(&req.netns)?;
-        let key = attachment_key(&req.container_id, &req.ifname);
+        let (netns, created) = open_netns(&req.netns, req.create)?;
+        let result = self.attach_to(&req, &network, &netns, created).await;
+        if result.is_err() && created {
+            // A namespace made for this attach goes again with it.
+            let _ = netns.delete();
+        }
+        result
+    }
 
+    async fn attach_to(
+        &self,
+        req: &AttachRequest,
+        network: &OverlayNetwork,
+        netns: &Netns,
+        created_netns: bool,
+    ) -> Result<AttachResponse, AttachError> {
+        let key = attachment_key(&req.container_id, &req.ifname);
         let mut stored = self.stored.lock().await;
         let entry = stored
             .networks
@@ -723,7 +737,7 @@ impl Inner {
             .map_err(|e| AttachError::Kernel(e.to_string()))?;
         let bridge = bridge_name(&network.name);
         let made = async {
-            self.ensure_bridge(&network, subnet).await?;
+            self.ensure_bridge(network, subnet).await?;
             let spec = AttachSpec {
                 container_id: &req.container_id,
                 ifname: &req.ifname,
@@ -732,7 +746,7 @@ impl Inner {
                 gateway,
                 mtu: network.mtu,
             };
-            container::attach(&self.netlink, &netns, &spec).await
+            container::attach(&self.netlink, netns, &spec).await
         }
         .await;
         let attached = match made {
@@ -763,6 +777,7 @@ impl Inner {
             netns: netns.path().to_path_buf(),
             address: ip,
             host_veth: attached.host_veth.clone(),
+            created_netns,
             resolv_conf,
         };
         if let Some(entry) = stored.networks.get_mut(&network.name) {
@@ -778,8 +793,8 @@ impl Inner {
               %address, "overlay: container attached");
         Ok(AttachResponse {
             network: network.name.clone(),
-            container_id: req.container_id,
-            ifname: req.ifname,
+            container_id: req.container_id.clone(),
+            ifname: req.ifname.clone(),
             address,
             gateway,
             mtu: network.mtu,
@@ -817,6 +832,11 @@ impl Inner {
         };
         if let Some(path) = &attachment.resolv_conf {
             remove_resolv_conf(path);
+        }
+        if attachment.created_netns
+            && let Err(e) = Netns::open_path(&attachment.netns).and_then(Netns::delete)
+        {
+            warn!(netns = %attachment.netns.display(), error = %e, "overlay: cannot delete the container's namespace");
         }
         self.save(&stored);
         if let Ok(mut status) = self.status.lock()
@@ -928,18 +948,35 @@ fn bridge_spec(network: &OverlayNetwork, subnet: Ipv4Network) -> BridgeSpec {
     }
 }
 
-fn open_netns(netns: &str) -> Result<Netns, AttachError> {
+/// Opens the namespace `netns` (a name under /run/netns, or a path); with `create`, a name
+/// that does not exist yet is created. Returns it and whether it was created.
+fn open_netns(netns: &str, create: bool) -> Result<(Netns, bool), AttachError> {
     if netns.is_empty() {
         return Err(AttachError::BadRequest(
             "netns is empty: give a namespace name under /run/netns or a path such as /proc/<pid>/ns/net".into(),
         ));
     }
-    let path = if netns.contains('/') {
-        PathBuf::from(netns)
-    } else {
-        Path::new(dcnet_overlay::netns::NETNS_DIR).join(netns)
-    };
-    Netns::open_path(&path).map_err(|e| AttachError::NotFound(error_chain(&e)))
+    if netns.contains('/') {
+        if create {
+            return Err(AttachError::BadRequest(format!(
+                "create needs a namespace name, not the path {netns:?}"
+            )));
+        }
+        return Netns::open_path(Path::new(netns))
+            .map(|n| (n, false))
+            .map_err(|e| AttachError::NotFound(error_chain(&e)));
+    }
+    let path = Path::new(dcnet_overlay::netns::NETNS_DIR).join(netns);
+    if create && !path.exists() {
+        let created = Netns::create(netns).map_err(|e| match e {
+            dcnet_overlay::Error::InvalidNetnsName(_) => AttachError::BadRequest(e.to_string()),
+            other => AttachError::Kernel(error_chain(&other)),
+        })?;
+        return Ok((created, true));
+    }
+    Netns::open_path(&path)
+        .map(|n| (n, false))
+        .map_err(|e| AttachError::NotFound(error_chain(&e)))
 }
 
 fn validate_id(what: &str, id: &str) -> Result<(), AttachError> {

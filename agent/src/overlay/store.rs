@@ -50,6 +50,9 @@ pub struct Attachment {
     pub netns: PathBuf,
     pub address: Ipv4Addr,
     pub host_veth: String,
+    /// The agent created the namespace (and deletes it on detach).
+    #[serde(default)]
+    pub created_netns: bool,
     /// The resolv.conf written for the namespace, removed on detach.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolv_conf: Option<PathBuf>,
@@ -113,6 +116,7 @@ mod tests {
                         netns: "/run/netns/c1".into(),
                         address,
                         host_veth: "dc0".into(),
+                        created_netns: false,
                         resolv_conf: None,
                     },
                 )]),

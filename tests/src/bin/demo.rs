@@ -2,7 +2,8 @@
 //!
 //! Three nodes (two zones of one region), each a network namespace running `dcnet agent`,
 //! joined over an underlay bridge. It waits for the cluster to form, shows the membership table
-//! with `dcnet nodes` run inside a node, shows a key replicating, and cleans up; with `--keep` it
+//! with `dcnet nodes` run inside a node, shows a key replicating, DNS on every node, and a
+//! container on each node reaching the others over the VXLAN overlay, then cleans up; with `--keep` it
 //! leaves the cluster running and prints how to explore and stop it.
 
 use std::time::{Duration, Instant};
@@ -35,7 +36,7 @@ fn step(n: usize, total: usize, text: &str) {
 }
 
 fn run(keep: bool) -> Result<()> {
-    let total = 5;
+    let total = 6;
     step(
         1,
         total,
@@ -55,6 +56,9 @@ fn run(keep: bool) -> Result<()> {
             } else {
                 vec!["agent".into()]
             },
+            // Containers reach their node's DNS at their gateway address.
+            dns_config: "listen = [\"0.0.0.0:53\"]\n".into(),
+            extra_config: "\n[overlay]\nenabled = true\n".into(),
             ..NodeSpec::default()
         })
         .collect();
@@ -149,13 +153,26 @@ fn run(keep: bool) -> Result<()> {
         );
     }
 
+    step(
+        6,
+        total,
+        "the overlay: leases agreed through gossip, one container per node attached over the API",
+    );
+    let containers = overlay(&cluster)?;
+
     if keep {
-        let stop = cluster.keep();
+        let mut stop = cluster.keep();
+        stop.extend(containers.iter().map(|c| format!("ip netns delete {c}")));
         let ns1 = &cluster.nodes[0].netns.name().to_owned();
         println!("\nThe cluster keeps running. Explore it:");
         println!("  ip netns exec {ns1} {} nodes", cluster.dcnet().display());
         println!("  ip netns exec {ns1} curl -s 127.0.0.1:62080/metrics");
         println!("  ip netns exec {ns1} dig @127.0.0.1 ready.spartan");
+        println!("  ip netns exec {ns1} curl -s 127.0.0.1:62080/v1/overlay");
+        if let (Some(first), Some(last)) = (containers.first(), containers.last()) {
+            println!("  ip netns exec {first} ip addr show eth0");
+            println!("  ip netns exec {last} dig +short thisnode.thisdcos.directory");
+        }
         println!(
             "  logs and configs: {}",
             cluster.nodes[0]
@@ -172,8 +189,84 @@ fn run(keep: bool) -> Result<()> {
         println!(
             "\ncleaning up (namespaces, links, agents); run with --keep to leave the cluster running"
         );
+        for c in &containers {
+            let _ = dcnet_overlay::Netns::delete_by_name(c);
+        }
         drop(cluster);
         println!("done");
     }
     Ok(())
+}
+
+/// Waits for every node's overlay, attaches a container namespace on each (the agent creates
+/// it), and shows them reaching each other. Returns the containers' namespace names.
+fn overlay(cluster: &Cluster) -> Result<Vec<String>> {
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for i in 0..NODES {
+        statuses.push(wait_until(
+            &format!("{}'s overlay to reach its peers", cluster.nodes[i].name),
+            Duration::from_secs(30),
+            || {
+                let s: serde_json::Value = cluster.get(i, "/v1/overlay")?;
+                let ready = s["networks"][0]["lease"] == "held"
+                    && s["peers"].as_array().map_or(0, Vec::len) == NODES - 1;
+                Ok(ready.then_some(s))
+            },
+        )?);
+    }
+    println!("      agreed in {:.1?}", started.elapsed());
+    let mut names = Vec::new();
+    let mut addresses = Vec::new();
+    for (i, s) in statuses.iter().enumerate() {
+        let name = format!("{}-c{}", cluster.nodes[i].netns.name(), i + 1);
+        let body = serde_json::json!({ "container_id": name, "netns": name, "create": true });
+        let (status, text) = cluster.post(i, "/v1/overlay/attach", &body.to_string())?;
+        anyhow::ensure!(
+            status == 200,
+            "attaching a container on {}: {text}",
+            cluster.nodes[i].name
+        );
+        names.push(name.clone());
+        let attached: serde_json::Value = serde_json::from_str(&text)?;
+        let address = attached["address"].as_str().unwrap_or("?").to_owned();
+        println!(
+            "      {}: VTEP {:<16} subnet {:<14} container {name} eth0 {address}",
+            cluster.nodes[i].name,
+            s["vtep"]["address"].as_str().unwrap_or("?"),
+            s["networks"][0]["subnet"].as_str().unwrap_or("?"),
+        );
+        addresses.push(address.split('/').next().unwrap_or("").to_owned());
+    }
+    for (j, to) in addresses.iter().enumerate().skip(1) {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &names[0], "ping", "-c", "3", "-i", "0.2", "-q", to,
+            ])
+            .output()
+            .context("running ping (apt install iputils-ping, or scripts/setup.sh)")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let summary = text.lines().last().unwrap_or("no reply");
+        println!(
+            "      ping {} -> {} on {}: {summary}",
+            addresses[0], to, cluster.nodes[j].name
+        );
+    }
+    let last = names.last().context("a container")?;
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            last,
+            "dig",
+            "+short",
+            "+time=1",
+            "thisnode.thisdcos.directory",
+        ])
+        .output()?;
+    println!(
+        "      DNS from {last} through its resolv.conf: thisnode.thisdcos.directory -> {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    Ok(names)
 }
