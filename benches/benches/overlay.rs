@@ -6,7 +6,9 @@
 //! ratios overlay/underlay are printed:
 //! - TCP throughput, `iperf3` (one stream, `--seconds` long);
 //! - request/response latency: one TCP connection, a 64-byte request answered by a 64-byte
-//!   response, back to back; p50/p99 and transactions per second.
+//!   response, back to back; p50/p99 and transactions per second;
+//! - TCP throughput from the container to the remote node's underlay address, routed by the
+//!   node without the tunnel, which separates the tunnel's cost from the container hop's.
 //!
 //! **Reconcile.** In a namespace of its own, the code the agent runs (`VtepLink::read`,
 //! `TunnelState::changes_to`, `VtepLink::apply`) against the kernel: from nothing to N peers
@@ -356,10 +358,135 @@ fn request_response(
     Ok(samples)
 }
 
+/// Routes `subnet` from `netns` over the plain underlay via `via`, ahead of the overlay's policy
+/// rule (priority 31000 < 32000, table 43), or removes that route again. The agent's reconciler
+/// leaves both alone: it owns only its own table and rule priority.
+fn plain_route(netns: &Netns, subnet: (Ipv4Addr, u8), via: Ipv4Addr, on: bool) -> Result<()> {
+    use netlink_packet_route::AddressFamily;
+    use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+    use rtnetlink::RouteMessageBuilder;
+    const TABLE: u32 = 43;
+    const PRIORITY: u32 = 31000;
+    netns.run(|| -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let (connection, handle, _) = rtnetlink::new_connection()?;
+            tokio::spawn(connection);
+            let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(subnet.0, subnet.1)
+                .gateway(via)
+                .table_id(TABLE)
+                .build();
+            if on {
+                handle.route().add(route).replace().execute().await?;
+                handle
+                    .rule()
+                    .add()
+                    .v4()
+                    .destination_prefix(subnet.0, subnet.1)
+                    .table_id(TABLE)
+                    .priority(PRIORITY)
+                    .action(RuleAction::ToTable)
+                    .execute()
+                    .await?;
+            } else {
+                let mut rule = RuleMessage::default();
+                rule.header.family = AddressFamily::Inet;
+                rule.header.dst_len = subnet.1;
+                rule.header.action = RuleAction::ToTable;
+                rule.attributes
+                    .push(RuleAttribute::Destination(subnet.0.into()));
+                rule.attributes.push(RuleAttribute::Table(TABLE));
+                rule.attributes.push(RuleAttribute::Priority(PRIORITY));
+                handle.rule().del(rule).execute().await?;
+                handle.route().del(route).execute().await?;
+            }
+            Ok(())
+        })
+    })?
+}
+
+/// The /24 (the default lease size) a container address is in.
+fn lease_of(ip: Ipv4Addr) -> (Ipv4Addr, u8) {
+    (Ipv4Addr::from(u32::from(ip) & 0xffff_ff00), 24)
+}
+
+/// The same containers without the tunnel, for as long as it lives: both nodes route the other
+/// node's container subnet straight over the underlay.
+struct NoTunnel<'a> {
+    routes: Vec<(&'a Netns, (Ipv4Addr, u8), Ipv4Addr)>,
+}
+
+impl<'a> NoTunnel<'a> {
+    fn new(routes: Vec<(&'a Netns, (Ipv4Addr, u8), Ipv4Addr)>) -> Result<Self> {
+        // Pushed one by one, so a failure half-way still removes what was added.
+        let mut guard = Self { routes: Vec::new() };
+        for (netns, subnet, via) in routes {
+            plain_route(netns, subnet, via, true)?;
+            guard.routes.push((netns, subnet, via));
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for NoTunnel<'_> {
+    fn drop(&mut self) {
+        for (netns, subnet, via) in &self.routes {
+            if let Err(e) = plain_route(netns, *subnet, *via, false) {
+                eprintln!("removing the bench's plain route to {subnet:?}: {e:#}");
+            }
+        }
+    }
+}
+
+/// Results of one path over all rounds.
+#[derive(Default)]
+struct PathResults {
+    bits_per_second: Vec<f64>,
+    transactions_per_second: Vec<f64>,
+    p50: Vec<Duration>,
+    p99: Vec<Duration>,
+}
+
+impl PathResults {
+    fn measure(
+        &mut self,
+        client: &Netns,
+        server: &Netns,
+        server_ip: Ipv4Addr,
+        port: u16,
+        seconds: u64,
+    ) -> Result<()> {
+        self.bits_per_second
+            .push(iperf3(client, server, server_ip, port, seconds)?);
+        let rr_seconds = seconds.div_ceil(2);
+        let samples = request_response(client, server, server_ip, port + 1000, rr_seconds)?;
+        self.transactions_per_second
+            .push(samples.len() as f64 / rr_seconds as f64);
+        self.p50.push(quantile(&samples, 0.5).unwrap_or_default());
+        self.p99.push(quantile(&samples, 0.99).unwrap_or_default());
+        Ok(())
+    }
+
+    fn medians(&self) -> [f64; 4] {
+        fn median(mut v: Vec<f64>) -> f64 {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or_default()
+        }
+        let micros = |d: &[Duration]| d.iter().map(|d| d.as_secs_f64() * 1e6).collect();
+        [
+            median(self.bits_per_second.clone()) / 1e9,
+            median(self.transactions_per_second.clone()),
+            median(micros(&self.p50)),
+            median(micros(&self.p99)),
+        ]
+    }
+}
+
 fn datapath(o: &Options) -> Result<()> {
-    println!(
-        "## Datapath: containers on two nodes over the overlay vs the nodes over the underlay\n"
-    );
+    println!("## Datapath: containers on two nodes, over the overlay and without the tunnel\n");
     let mut options = ClusterOptions::nodes(2);
     for node in &mut options.nodes {
         *node = NodeSpec {
@@ -386,101 +513,87 @@ fn datapath(o: &Options) -> Result<()> {
     // Warm up ARP and the tunnel.
     let _ = a.ping(b.ip, 56);
 
-    let mut thr = (Vec::new(), Vec::new());
-    let mut lat = (Vec::new(), Vec::new());
-    let mut tps = (Vec::new(), Vec::new());
+    let (mut overlay, mut plain, mut nodes) = Default::default();
     for round in 0..o.rounds {
-        let port = 5201 + round as u16 * 2;
-        thr.0
-            .push(iperf3(a.ns.netns(), b.ns.netns(), b.ip, port, o.seconds)?);
-        thr.1.push(iperf3(
-            &node_a.netns,
-            &node_b.netns,
-            node_b.address,
-            port + 1,
-            o.seconds,
-        )?);
-        let rr_seconds = o.seconds.div_ceil(2);
-        let overlay = request_response(
+        let port = 5201 + round as u16 * 3;
+        PathResults::measure(
+            &mut overlay,
             a.ns.netns(),
             b.ns.netns(),
             b.ip,
-            7100 + round as u16 * 2,
-            rr_seconds,
+            port,
+            o.seconds,
         )?;
-        let underlay = request_response(
+        {
+            let _no_tunnel = NoTunnel::new(vec![
+                (&node_a.netns, lease_of(b.ip), node_b.address),
+                (&node_b.netns, lease_of(a.ip), node_a.address),
+            ])?;
+            let _ = a.ping(b.ip, 56);
+            PathResults::measure(
+                &mut plain,
+                a.ns.netns(),
+                b.ns.netns(),
+                b.ip,
+                port + 1,
+                o.seconds,
+            )?;
+        }
+        PathResults::measure(
+            &mut nodes,
             &node_a.netns,
             &node_b.netns,
             node_b.address,
-            7101 + round as u16 * 2,
-            rr_seconds,
+            port + 2,
+            o.seconds,
         )?;
-        tps.0.push(overlay.len() as f64 / rr_seconds as f64);
-        tps.1.push(underlay.len() as f64 / rr_seconds as f64);
-        lat.0
-            .push((quantile(&overlay, 0.5), quantile(&overlay, 0.99)));
-        lat.1
-            .push((quantile(&underlay, 0.5), quantile(&underlay, 0.99)));
+        let gbit = |r: &PathResults| r.bits_per_second[round] / 1e9;
         eprintln!(
-            "round {}: overlay {:.2} Gbit/s, underlay {:.2} Gbit/s",
+            "round {}: overlay {:.2} Gbit/s, no tunnel {:.2} Gbit/s, node to node {:.2} Gbit/s",
             round + 1,
-            thr.0[round] / 1e9,
-            thr.1[round] / 1e9
+            gbit(&overlay),
+            gbit(&plain),
+            gbit(&nodes)
         );
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let med_dur = |v: &[(Option<Duration>, Option<Duration>)], p99: bool| {
-        let mut d: Vec<Duration> = v
-            .iter()
-            .filter_map(|(a, b)| if p99 { *b } else { *a })
-            .collect();
-        d.sort();
-        d.get(d.len() / 2).copied().unwrap_or_default()
-    };
-    let (to, tu) = (median(&mut thr.0), median(&mut thr.1));
-    let (ro, ru) = (median(&mut tps.0), median(&mut tps.1));
-    let us = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e6);
-    let rows = vec![
-        vec![
-            "TCP throughput Gbit/s".into(),
-            format!("{:.2}", to / 1e9),
-            format!("{:.2}", tu / 1e9),
-            format!("{:.2}", to / tu),
-        ],
-        vec![
-            "request/response per s".into(),
-            format!("{ro:.0}"),
-            format!("{ru:.0}"),
-            format!("{:.2}", ro / ru),
-        ],
-        vec![
-            "latency p50 µs".into(),
-            us(med_dur(&lat.0, false)),
-            us(med_dur(&lat.1, false)),
-            format!(
-                "{:.2}",
-                med_dur(&lat.0, false).as_secs_f64() / med_dur(&lat.1, false).as_secs_f64()
-            ),
-        ],
-        vec![
-            "latency p99 µs".into(),
-            us(med_dur(&lat.0, true)),
-            us(med_dur(&lat.1, true)),
-            format!(
-                "{:.2}",
-                med_dur(&lat.0, true).as_secs_f64() / med_dur(&lat.1, true).as_secs_f64()
-            ),
-        ],
+    let (ov, pl, no) = (overlay.medians(), plain.medians(), nodes.medians());
+    let measures = [
+        ("TCP throughput Gbit/s", 2),
+        ("request/response per s", 0),
+        ("latency p50 µs", 1),
+        ("latency p99 µs", 1),
     ];
+    let rows: Vec<Vec<String>> = measures
+        .iter()
+        .enumerate()
+        .map(|(i, (name, decimals))| {
+            let d = *decimals;
+            vec![
+                (*name).to_owned(),
+                format!("{:.d$}", ov[i]),
+                format!("{:.d$}", pl[i]),
+                format!("{:.d$}", no[i]),
+                format!("{:.2}", ov[i] / pl[i]),
+                format!("{:.2}", ov[i] / no[i]),
+            ]
+        })
+        .collect();
     print_table(
-        &["measure", "overlay", "underlay", "overlay/underlay"],
+        &[
+            "measure",
+            "overlay",
+            "no tunnel",
+            "node to node",
+            "overlay/no tunnel",
+            "overlay/node to node",
+        ],
         &rows,
     );
     println!(
-        "\nmedians of {} rounds of {} s (request/response: {} s); goal: throughput ratio >= 0.9",
+        "\noverlay: container to container through VXLAN; no tunnel: the same containers, veths and \
+         bridges,\nrouted over the underlay; node to node: the nodes' namespaces over the underlay \
+         (veth + bridge).\nMedians of {} rounds of {} s (request/response: {} s); goal: \
+         overlay/no tunnel throughput >= 0.9",
         o.rounds,
         o.seconds,
         o.seconds.div_ceil(2)

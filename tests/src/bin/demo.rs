@@ -162,7 +162,11 @@ fn run(keep: bool) -> Result<()> {
 
     if keep {
         let mut stop = cluster.keep();
-        stop.extend(containers.iter().map(|c| format!("ip netns delete {c}")));
+        stop.extend(
+            containers
+                .iter()
+                .map(|c| format!("ip netns delete {c}; rm -rf /etc/netns/{c}")),
+        );
         let ns1 = &cluster.nodes[0].netns.name().to_owned();
         println!("\nThe cluster keeps running. Explore it:");
         println!("  ip netns exec {ns1} {} nodes", cluster.dcnet().display());
@@ -189,8 +193,16 @@ fn run(keep: bool) -> Result<()> {
         println!(
             "\ncleaning up (namespaces, links, agents); run with --keep to leave the cluster running"
         );
-        for c in &containers {
-            let _ = dcnet_overlay::Netns::delete_by_name(c);
+        // A detach deletes the namespace the agent created, and its resolv.conf.
+        for (i, c) in containers.iter().enumerate() {
+            let body = serde_json::json!({ "container_id": c });
+            if !matches!(
+                cluster.post(i, "/v1/overlay/detach", &body.to_string()),
+                Ok((200, _))
+            ) {
+                let _ = dcnet_overlay::Netns::delete_by_name(c);
+                let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(c));
+            }
         }
         drop(cluster);
         println!("done");
