@@ -32,9 +32,18 @@ pub struct Container {
 impl Container {
     /// Creates a namespace and attaches it to network `dcos` on node `node`.
     pub fn attach(cluster: &Cluster, node: usize, label: &str) -> Result<Self> {
+        Self::attach_to(cluster, node, label, "dcos")
+    }
+
+    /// Creates a namespace and attaches it to overlay `network` on node `node`.
+    pub fn attach_to(cluster: &Cluster, node: usize, label: &str, network: &str) -> Result<Self> {
         let ns = TestNamespace::create(label)?;
         let id = format!("{}-{label}", ns.netns().name());
-        let body = serde_json::json!({ "container_id": id, "netns": ns.netns().name() });
+        let body = serde_json::json!({
+            "container_id": id,
+            "netns": ns.netns().name(),
+            "network": network,
+        });
         let (status, text) = cluster.post(node, "/v1/overlay/attach", &body.to_string())?;
         if status != 200 {
             bail!("attach {label} on node {}: HTTP {status}: {text}", node + 1);

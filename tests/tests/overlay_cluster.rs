@@ -398,6 +398,75 @@ fn concurrent_joins_never_share_a_lease() -> Result<()> {
     Ok(())
 }
 
+/// Two named overlays: each node leases a subnet in both, containers of each network reach
+/// their peers on the other node, and the networks route to each other through the one VTEP
+/// (as DC/OS overlays do; they are address spaces, not isolation).
+#[test]
+fn two_overlays_each_get_a_subnet_and_carry_traffic() -> Result<()> {
+    let extra = "\n[[overlay.networks]]\nname = \"dcos\"\nsubnet = \"9.0.0.0/8\"\n\n[[overlay.networks]]\nname = \"apps\"\nsubnet = \"172.31.0.0/16\"\nprefix = 26\nmtu = 1400\n";
+    let cluster = overlay_cluster(2, extra)?;
+    for i in 0..2 {
+        wait_until(
+            &format!(
+                "node {} to lease both networks and see both of its peer's",
+                i + 1
+            ),
+            Duration::from_secs(20),
+            || {
+                let s = status(&cluster, i)?;
+                let held = s["networks"]
+                    .as_array()
+                    .is_some_and(|n| n.len() == 2 && n.iter().all(|n| n["lease"] == "held"));
+                let peer_subnets = s["peers"][0]["subnets"].as_array().map_or(0, Vec::len);
+                Ok((held && peer_subnets == 2).then_some(()))
+            },
+        )
+        .with_context(|| cluster.log_tails(30))?;
+    }
+    let s = status(&cluster, 0)?;
+    let apps = s["networks"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == "apps"))
+        .context("network apps in the status")?;
+    assert!(
+        apps["subnet"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("172.31.") && s.ends_with("/26")),
+        "{apps}"
+    );
+
+    let dcos = [
+        Container::attach_to(&cluster, 0, "d1", "dcos")?,
+        Container::attach_to(&cluster, 1, "d2", "dcos")?,
+    ];
+    let apps = [
+        Container::attach_to(&cluster, 0, "a1", "apps")?,
+        Container::attach_to(&cluster, 1, "a2", "apps")?,
+    ];
+    assert!(dcos[0].ip.octets()[0] == 9 && apps[0].ip.octets()[..2] == [172, 31]);
+    assert_eq!(apps[0].attached.mtu, 1400);
+    // The largest payload that fits each network's MTU crosses unfragmented.
+    for (from, to, size) in [
+        (&dcos[0], &dcos[1], 1392),
+        (&dcos[1], &dcos[0], 1392),
+        (&apps[0], &apps[1], 1372),
+        (&apps[1], &apps[0], 1372),
+        (&dcos[0], &apps[1], 1372),
+    ] {
+        let ok = wait_until("a ping across", Duration::from_secs(5), || {
+            Ok(from.ping(to.ip, size)?.then_some(()))
+        });
+        assert!(
+            ok.is_ok(),
+            "{} -> {} ({size} bytes) failed\n{}",
+            from.ip,
+            to.ip,
+            cluster.log_tails(20)
+        );
+    }
+    Ok(())
+}
+
 fn lease_conflicts(cluster: &Cluster, i: usize) -> Result<u64> {
     let metrics = cluster.get_text(i, "/metrics")?;
     Ok(metrics
