@@ -1,53 +1,103 @@
-//! Loads dcnet's socket-hook programs and owns their maps.
+//! Loads dcnet's socket-hook programs and programs their maps.
 //!
 //! The object is built from `ebpf/programs` by this crate's build script and embedded, so the
 //! binary carries a datapath that matches its own map layouts. Programs are attached to one
 //! cgroup (v2): on a node that is the root cgroup, in tests a cgroup made for the test. Dropping
 //! the [`Datapath`] detaches everything it attached.
+//!
+//! A VIP's backend set changes atomically: the new set is written to free slots of `BACKENDS4`,
+//! then the VIP's one `VIPS4` entry is replaced to point at it. A connect sees the old set or
+//! the new one, never a mix. The old slots are reused only after [`RETIRE_GRACE`], long after
+//! any program that read the old entry has finished.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::net::SocketAddrV4;
+use std::ops::Range;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use aya::Ebpf;
-use aya::maps::{HashMap, MapData};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr};
-use dcnet_ebpf_common::{Backend4, PROTO_TCP, PROTO_UDP, VIPS4, Vip4Key};
+use aya::{Ebpf, EbpfLoader, util::nr_cpus};
+use dcnet_ebpf_common::{
+    BACKEND_CONNS, BACKEND_CONNS_MAX_ENTRIES, BACKENDS4, BACKENDS4_MAX_ENTRIES, Backend4,
+    MAX_BACKENDS_PER_VIP, PROTO_TCP, PROTO_UDP, STATS, Stat, VIP_CONNS, VIPS4, VIPS4_MAX_ENTRIES,
+    Vip4Key, VipEntry,
+};
 
 use crate::Error;
+use crate::slots::{IdAllocator, RangeAllocator};
+use crate::vip::{Backend, Protocol, Vip};
 
 /// The object file produced by `lb/build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dcnet-ebpf"));
 
 /// Programs of the object, by the function names in `ebpf/programs`.
-const SOCK_ADDR_PROGRAMS: &[&str] = &["connect4"];
+const SOCK_ADDR_PROGRAMS: &[&str] = &["connect4", "sendmsg4", "recvmsg4", "getpeername4"];
 
-/// Transport protocol of a VIP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    Tcp,
-    Udp,
+/// How long replaced backend slots stay untouched. Programs read them within microseconds of
+/// reading the VIP entry; a second is a wide margin.
+pub const RETIRE_GRACE: Duration = Duration::from_secs(1);
+
+/// What [`Datapath::set_vip`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Added,
+    Updated,
+    Unchanged,
 }
 
-impl Protocol {
-    fn number(self) -> u8 {
-        match self {
-            Protocol::Tcp => PROTO_TCP,
-            Protocol::Udp => PROTO_UDP,
-        }
-    }
+/// What a [`Datapath::sync`] did, and what it could not do.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    pub added: usize,
+    pub updated: usize,
+    pub removed: usize,
+    pub unchanged: usize,
+    /// VIPs that could not be programmed; the others were.
+    pub failed: Vec<(Vip, Error)>,
+}
+
+/// New-connection counts of one VIP and its backends since it was programmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipCounters {
+    pub vip: Vip,
+    pub connections: u64,
+    pub backends: Vec<(SocketAddrV4, u64)>,
+}
+
+/// A VIP as programmed.
+#[derive(Debug)]
+struct Programmed {
+    /// Every backend, weight 0 included, sorted by address.
+    backends: Vec<Backend>,
+    /// The slots of the backends with weight > 0.
+    slots: Range<u32>,
+    counter: u32,
+    backend_counters: BTreeMap<SocketAddrV4, u32>,
 }
 
 /// The loaded eBPF datapath and its maps.
 pub struct Datapath {
     ebpf: Ebpf,
-    vips4: HashMap<MapData, Vip4Key, Backend4>,
+    vips4: HashMap<MapData, Vip4Key, VipEntry>,
+    backends4: Array<MapData, Backend4>,
+    vip_conns: PerCpuArray<MapData, u64>,
+    backend_conns: PerCpuArray<MapData, u64>,
+    stats: PerCpuArray<MapData, u64>,
+    cpus: usize,
+    slots: RangeAllocator,
+    vip_counters: IdAllocator,
+    backend_counters: IdAllocator,
+    programmed: BTreeMap<Vip, Programmed>,
+    retired: Vec<(Range<u32>, Instant)>,
 }
 
 impl Datapath {
     /// Loads the embedded object into the kernel and verifies its programs (not yet attached).
     pub fn load() -> Result<Self, Error> {
-        let mut ebpf = Ebpf::load(OBJECT).map_err(Error::Load)?;
+        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(Error::Load)?;
         for &name in SOCK_ADDR_PROGRAMS {
             sock_addr_program(&mut ebpf, name)?
                 .load()
@@ -57,13 +107,21 @@ impl Datapath {
                     source,
                 })?;
         }
-        let map = ebpf.take_map(VIPS4).ok_or(Error::MissingMap(VIPS4))?;
-        let vips4 = HashMap::try_from(map).map_err(|source| Error::Map {
-            name: VIPS4,
-            action: "open",
-            source,
-        })?;
-        Ok(Self { ebpf, vips4 })
+        let cpus = nr_cpus().map_err(|(_, source)| Error::Cpus(source))?;
+        Ok(Self {
+            vips4: take_map(&mut ebpf, VIPS4, HashMap::try_from)?,
+            backends4: take_map(&mut ebpf, BACKENDS4, Array::try_from)?,
+            vip_conns: take_map(&mut ebpf, VIP_CONNS, PerCpuArray::try_from)?,
+            backend_conns: take_map(&mut ebpf, BACKEND_CONNS, PerCpuArray::try_from)?,
+            stats: take_map(&mut ebpf, STATS, PerCpuArray::try_from)?,
+            ebpf,
+            cpus,
+            slots: RangeAllocator::new(BACKENDS4_MAX_ENTRIES),
+            vip_counters: IdAllocator::new(VIPS4_MAX_ENTRIES),
+            backend_counters: IdAllocator::new(BACKEND_CONNS_MAX_ENTRIES),
+            programmed: BTreeMap::new(),
+            retired: Vec::new(),
+        })
     }
 
     /// Attaches every program to the cgroup v2 directory `cgroup`, alongside programs others
@@ -86,33 +144,334 @@ impl Datapath {
         Ok(())
     }
 
-    /// Sends new connections to `vip` over `protocol` to `backend` instead.
-    pub fn insert_vip4(
-        &mut self,
-        vip: SocketAddrV4,
-        protocol: Protocol,
-        backend: SocketAddrV4,
-    ) -> Result<(), Error> {
-        let key = Vip4Key::new(vip.ip().octets(), vip.port(), protocol.number());
-        let value = Backend4::new(backend.ip().octets(), backend.port());
-        self.vips4
-            .insert(key, value, 0)
-            .map_err(|source| Error::Map {
-                name: VIPS4,
-                action: "insert",
-                source,
-            })
-    }
+    /// Makes `backends` the backends of `vip` (adding the VIP if new). Backends with weight 0
+    /// take no new connections; with none above 0, connects to the VIP fail at once with
+    /// ECONNREFUSED. A backend listed twice counts once, with its highest weight.
+    pub fn set_vip(&mut self, vip: Vip, backends: &[Backend]) -> Result<Change, Error> {
+        self.release_retired();
+        let backends = normalize(backends);
+        if self
+            .programmed
+            .get(&vip)
+            .is_some_and(|p| p.backends == backends)
+        {
+            return Ok(Change::Unchanged);
+        }
+        let usable: Vec<&Backend> = backends.iter().filter(|b| b.weight > 0).collect();
+        if usable.len() > MAX_BACKENDS_PER_VIP as usize {
+            return Err(Error::TooManyBackends {
+                vip,
+                count: usable.len(),
+                max: MAX_BACKENDS_PER_VIP,
+            });
+        }
+        let is_new = !self.programmed.contains_key(&vip);
 
-    /// Stops translating `vip`; connections to it then go to the VIP address itself.
-    pub fn remove_vip4(&mut self, vip: SocketAddrV4, protocol: Protocol) -> Result<(), Error> {
-        let key = Vip4Key::new(vip.ip().octets(), vip.port(), protocol.number());
-        self.vips4.remove(&key).map_err(|source| Error::Map {
-            name: VIPS4,
-            action: "remove",
-            source,
+        // Counters: the VIP's and each backend's, kept across set changes.
+        let counter = match self.programmed.get(&vip) {
+            Some(p) => p.counter,
+            None => self.new_counter(Counter::Vip)?,
+        };
+        let mut backend_counters = self
+            .programmed
+            .get(&vip)
+            .map(|p| p.backend_counters.clone())
+            .unwrap_or_default();
+        let wanted: BTreeSet<SocketAddrV4> = backends.iter().map(|b| b.addr).collect();
+        for addr in &wanted {
+            if backend_counters.contains_key(addr) {
+                continue;
+            }
+            match self.new_counter(Counter::Backend) {
+                Ok(id) => {
+                    backend_counters.insert(*addr, id);
+                }
+                Err(e) => {
+                    self.undo_counters(&vip, is_new, counter, &backend_counters);
+                    return Err(e);
+                }
+            }
+        }
+
+        let Some(slots) = self.slots.allocate(usable.len() as u32) else {
+            self.undo_counters(&vip, is_new, counter, &backend_counters);
+            return Err(Error::Full {
+                map: BACKENDS4,
+                capacity: BACKENDS4_MAX_ENTRIES,
+            });
+        };
+        let written = usable.iter().zip(slots.clone()).try_for_each(|(b, slot)| {
+            let entry = Backend4::new(
+                b.addr.ip().octets(),
+                b.addr.port(),
+                backend_counters[&b.addr],
+            );
+            self.backends4
+                .set(slot, entry, 0)
+                .map_err(|source| Error::Map {
+                    name: BACKENDS4,
+                    action: "write a backend",
+                    source,
+                })
+        });
+        let entry = VipEntry {
+            first: slots.start,
+            count: slots.len() as u32,
+            counter,
+            _pad: 0,
+        };
+        let swapped = written.and_then(|()| {
+            self.vips4
+                .insert(key(&vip), entry, 0)
+                .map_err(|source| Error::Map {
+                    name: VIPS4,
+                    action: "insert",
+                    source,
+                })
+        });
+        if let Err(e) = swapped {
+            // Nothing points at the new slots: they can be reused at once.
+            self.slots.free(slots);
+            self.undo_counters(&vip, is_new, counter, &backend_counters);
+            return Err(e);
+        }
+
+        // The swap is done: retire what the old entry used.
+        if let Some(old) = self.programmed.remove(&vip) {
+            self.retire(old.slots);
+            for (addr, id) in &old.backend_counters {
+                if !wanted.contains(addr) {
+                    self.backend_counters.free(*id);
+                    backend_counters.remove(addr);
+                }
+            }
+        }
+        self.programmed.insert(
+            vip,
+            Programmed {
+                backends,
+                slots,
+                counter,
+                backend_counters,
+            },
+        );
+        Ok(if is_new {
+            Change::Added
+        } else {
+            Change::Updated
         })
     }
+
+    /// Stops translating `vip`; connects to it then go to the VIP address itself. Removing a
+    /// VIP that is not programmed is not an error.
+    pub fn remove_vip(&mut self, vip: &Vip) -> Result<bool, Error> {
+        self.release_retired();
+        if !self.programmed.contains_key(vip) {
+            return Ok(false);
+        }
+        match self.vips4.remove(&key(vip)) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(source) => {
+                return Err(Error::Map {
+                    name: VIPS4,
+                    action: "remove",
+                    source,
+                });
+            }
+        }
+        if let Some(old) = self.programmed.remove(vip) {
+            self.retire(old.slots);
+            self.vip_counters.free(old.counter);
+            for id in old.backend_counters.values() {
+                self.backend_counters.free(*id);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Makes the programmed VIPs exactly `desired`: VIPs not in it are removed, the others set.
+    /// A VIP that fails is reported and the rest still programmed.
+    pub fn sync(&mut self, desired: &BTreeMap<Vip, Vec<Backend>>) -> SyncReport {
+        let mut report = SyncReport::default();
+        let gone: Vec<Vip> = self
+            .programmed
+            .keys()
+            .filter(|v| !desired.contains_key(v))
+            .copied()
+            .collect();
+        for vip in gone {
+            match self.remove_vip(&vip) {
+                Ok(_) => report.removed += 1,
+                Err(e) => report.failed.push((vip, e)),
+            }
+        }
+        for (vip, backends) in desired {
+            match self.set_vip(*vip, backends) {
+                Ok(Change::Added) => report.added += 1,
+                Ok(Change::Updated) => report.updated += 1,
+                Ok(Change::Unchanged) => report.unchanged += 1,
+                Err(e) => report.failed.push((*vip, e)),
+            }
+        }
+        report
+    }
+
+    /// The programmed VIPs and their backends (weight 0 included).
+    pub fn vips(&self) -> impl Iterator<Item = (&Vip, &[Backend])> {
+        self.programmed
+            .iter()
+            .map(|(vip, p)| (vip, p.backends.as_slice()))
+    }
+
+    /// Whether `vip` is programmed: a connect to it is translated from now on.
+    pub fn has_vip(&self, vip: &Vip) -> bool {
+        self.programmed.contains_key(vip)
+    }
+
+    /// New-connection counts of every programmed VIP and its backends, summed over CPUs.
+    pub fn counters(&self) -> Result<Vec<VipCounters>, Error> {
+        self.programmed
+            .iter()
+            .map(|(vip, p)| {
+                let backends = p
+                    .backend_counters
+                    .iter()
+                    .map(|(addr, id)| Ok((*addr, sum(&self.backend_conns, *id, BACKEND_CONNS)?)))
+                    .collect::<Result<_, Error>>()?;
+                Ok(VipCounters {
+                    vip: *vip,
+                    connections: sum(&self.vip_conns, p.counter, VIP_CONNS)?,
+                    backends,
+                })
+            })
+            .collect()
+    }
+
+    /// The datapath's outcome counters (`Stat`), summed over CPUs.
+    pub fn stats(&self) -> Result<Vec<(&'static str, u64)>, Error> {
+        Stat::ALL
+            .iter()
+            .map(|s| Ok((s.name(), sum(&self.stats, *s as u32, STATS)?)))
+            .collect()
+    }
+
+    fn retire(&mut self, slots: Range<u32>) {
+        if !slots.is_empty() {
+            self.retired.push((slots, Instant::now()));
+        }
+    }
+
+    fn release_retired(&mut self) {
+        let now = Instant::now();
+        let (done, waiting): (Vec<_>, Vec<_>) = self
+            .retired
+            .drain(..)
+            .partition(|(_, at)| now.duration_since(*at) >= RETIRE_GRACE);
+        self.retired = waiting;
+        for (slots, _) in done {
+            self.slots.free(slots);
+        }
+    }
+
+    /// A counter id with its per-CPU values zeroed (ids are reused).
+    fn new_counter(&mut self, which: Counter) -> Result<u32, Error> {
+        let (ids, map, name, capacity) = match which {
+            Counter::Vip => (
+                &mut self.vip_counters,
+                &mut self.vip_conns,
+                VIP_CONNS,
+                VIPS4_MAX_ENTRIES,
+            ),
+            Counter::Backend => (
+                &mut self.backend_counters,
+                &mut self.backend_conns,
+                BACKEND_CONNS,
+                BACKEND_CONNS_MAX_ENTRIES,
+            ),
+        };
+        let id = ids.allocate().ok_or(Error::Full {
+            map: name,
+            capacity,
+        })?;
+        let zeros = PerCpuValues::try_from(vec![0u64; self.cpus]).map_err(Error::Cpus)?;
+        if let Err(source) = map.set(id, zeros, 0) {
+            ids.free(id);
+            return Err(Error::Map {
+                name,
+                action: "zero a counter",
+                source,
+            });
+        }
+        Ok(id)
+    }
+
+    /// Frees the counter ids a failed [`Self::set_vip`] allocated.
+    fn undo_counters(
+        &mut self,
+        vip: &Vip,
+        is_new: bool,
+        counter: u32,
+        backend_counters: &BTreeMap<SocketAddrV4, u32>,
+    ) {
+        let old = self.programmed.get(vip).map(|p| &p.backend_counters);
+        for (addr, id) in backend_counters {
+            if old.is_none_or(|o| !o.contains_key(addr)) {
+                self.backend_counters.free(*id);
+            }
+        }
+        if is_new {
+            self.vip_counters.free(counter);
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Counter {
+    Vip,
+    Backend,
+}
+
+/// Sorted by address, one entry per address with its highest weight.
+fn normalize(backends: &[Backend]) -> Vec<Backend> {
+    let mut by_addr: BTreeMap<SocketAddrV4, u32> = BTreeMap::new();
+    for b in backends {
+        let w = by_addr.entry(b.addr).or_insert(0);
+        *w = (*w).max(b.weight);
+    }
+    by_addr
+        .into_iter()
+        .map(|(addr, weight)| Backend { addr, weight })
+        .collect()
+}
+
+fn key(vip: &Vip) -> Vip4Key {
+    let proto = match vip.protocol {
+        Protocol::Tcp => PROTO_TCP,
+        Protocol::Udp => PROTO_UDP,
+    };
+    Vip4Key::new(vip.addr.ip().octets(), vip.addr.port(), proto)
+}
+
+fn sum(map: &PerCpuArray<MapData, u64>, index: u32, name: &'static str) -> Result<u64, Error> {
+    let values = map.get(&index, 0).map_err(|source| Error::Map {
+        name,
+        action: "read a counter",
+        source,
+    })?;
+    Ok(values.iter().sum())
+}
+
+fn take_map<T>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>,
+) -> Result<T, Error> {
+    let map = ebpf.take_map(name).ok_or(Error::MissingMap(name))?;
+    convert(map).map_err(|source| Error::Map {
+        name,
+        action: "open",
+        source,
+    })
 }
 
 fn sock_addr_program<'a>(
@@ -127,4 +486,21 @@ fn sock_addr_program<'a>(
             action: "type check",
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_are_sorted_and_deduplicated_with_their_highest_weight() {
+        let b = |port, weight| Backend {
+            addr: SocketAddrV4::new([9, 0, 0, 1].into(), port),
+            weight,
+        };
+        assert_eq!(
+            normalize(&[b(2, 1), b(1, 0), b(2, 0), b(1, 3)]),
+            vec![b(1, 3), b(2, 1)]
+        );
+    }
 }

@@ -32,6 +32,21 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The number of CPUs could not be read (per-CPU counters need it).
+    #[error("cannot read the number of possible CPUs from /sys/devices/system/cpu/possible")]
+    Cpus(#[source] std::io::Error),
+    /// A map has no room left.
+    #[error("eBPF map {map:?} is full ({capacity} entries): remove VIPs or backends")]
+    Full { map: &'static str, capacity: u32 },
+    /// A VIP has more backends taking connections than the datapath can choose among.
+    #[error(
+        "VIP {vip} has {count} backends with weight > 0; the datapath takes at most {max} per VIP"
+    )]
+    TooManyBackends {
+        vip: crate::Vip,
+        count: usize,
+        max: u32,
+    },
     /// A map operation failed.
     #[error("eBPF map {name:?}: {action} failed")]
     Map {

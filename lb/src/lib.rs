@@ -1,7 +1,10 @@
 //! dcnet's L4 load balancer, userspace side.
 //!
+//! - [`vip`]: the VIP model (pure): `VIP_<n>` labels, named VIP addresses and DNS names,
+//!   backends and weights.
+//! - [`slots`]: allocation of the datapath's backend slots and counter ids (pure).
 //! - [`datapath`]: loads the kernel programs of `ebpf/programs` (embedded at build time),
-//!   attaches them to a cgroup, and writes the VIP maps.
+//!   attaches them to a cgroup, and programs VIPs: each VIP's backend set is swapped in whole.
 //! - [`error`]: what can fail, with the program, map or cgroup concerned.
 //!
 //! The kernel programs themselves live in `ebpf/programs`; the map layouts they share with this
@@ -9,6 +12,9 @@
 
 pub mod datapath;
 pub mod error;
+pub mod slots;
+pub mod vip;
 
-pub use datapath::{Datapath, Protocol};
+pub use datapath::Datapath;
 pub use error::Error;
+pub use vip::{Backend, Protocol, Vip, VipError, VipHost, VipLabel, VipName};

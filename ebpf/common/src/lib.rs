@@ -5,12 +5,44 @@
 //! in network byte order, as `struct bpf_sock_addr` holds them (include/uapi/linux/bpf.h), so the
 //! kernel side never converts. Map names are the `UPPER_SNAKE` constants below, identical in the
 //! program and the loader.
+//!
+//! The maps:
+//! - [`VIPS4`]: VIP (address, port, protocol) → [`VipEntry`]: where the VIP's backend set lives
+//!   in [`BACKENDS4`] and how many backends it has. A set is replaced by writing a new range of
+//!   [`BACKENDS4`] and then swapping this one entry, so a connect sees the old set or the new
+//!   one, never a mix.
+//! - [`BACKENDS4`]: an array of [`Backend4`] slots, handed out in ranges by userspace.
+//! - [`REVERSE4`]: (socket cookie, backend) → VIP, written at connect/sendmsg time and read by
+//!   `recvmsg4` and `getpeername4` to show the VIP to the client. LRU: entries of closed
+//!   sockets age out.
+//! - [`VIP_CONNS`], [`BACKEND_CONNS`]: per-CPU new-connection counters, indexed by
+//!   [`VipEntry::counter`] and [`Backend4::counter`].
+//! - [`STATS`]: per-CPU counters of the datapath's outcomes, indexed by [`Stat`].
 #![no_std]
 
-/// Name of the IPv4 VIP table: [`Vip4Key`] → [`Backend4`].
+/// Name of the IPv4 VIP table: [`Vip4Key`] → [`VipEntry`].
 pub const VIPS4: &str = "VIPS4";
-/// Capacity of [`VIPS4`].
-pub const VIPS4_MAX_ENTRIES: u32 = 65_536;
+/// Name of the IPv4 backend slots: array of [`Backend4`].
+pub const BACKENDS4: &str = "BACKENDS4";
+/// Name of the reverse table: [`Reverse4Key`] → [`Vip4Addr`].
+pub const REVERSE4: &str = "REVERSE4";
+/// Name of the per-VIP new-connection counters: per-CPU array of `u64`.
+pub const VIP_CONNS: &str = "VIP_CONNS";
+/// Name of the per-backend new-connection counters: per-CPU array of `u64`.
+pub const BACKEND_CONNS: &str = "BACKEND_CONNS";
+/// Name of the datapath outcome counters: per-CPU array of `u64`, indexed by [`Stat`].
+pub const STATS: &str = "STATS";
+
+/// Capacity of [`VIPS4`] and [`VIP_CONNS`]: (address, port, protocol) triples.
+pub const VIPS4_MAX_ENTRIES: u32 = 32_768;
+/// Capacity of [`BACKENDS4`]: backend slots over all VIPs, including a set being replaced.
+pub const BACKENDS4_MAX_ENTRIES: u32 = 262_144;
+/// Capacity of [`BACKEND_CONNS`]: distinct (VIP, backend) counters.
+pub const BACKEND_CONNS_MAX_ENTRIES: u32 = 65_536;
+/// Capacity of [`REVERSE4`]: sockets that talk to a VIP at one time.
+pub const REVERSE4_MAX_ENTRIES: u32 = 262_144;
+/// Largest backend set of one VIP. Bounds the verifier's view of a slot index.
+pub const MAX_BACKENDS_PER_VIP: u32 = 4_096;
 
 /// `IPPROTO_TCP` as `bpf_sock_addr.protocol` reports it.
 pub const PROTO_TCP: u8 = 6;
@@ -30,7 +62,20 @@ pub struct Vip4Key {
     pub _pad: u8,
 }
 
-/// The backend a connect to a VIP is sent to.
+/// Where a VIP's backends are: slots `first .. first + count` of [`BACKENDS4`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VipEntry {
+    /// First slot of the VIP's set in [`BACKENDS4`].
+    pub first: u32,
+    /// Number of backends that take new connections; 0 refuses connects at once.
+    pub count: u32,
+    /// Index of this VIP's counter in [`VIP_CONNS`].
+    pub counter: u32,
+    pub _pad: u32,
+}
+
+/// A backend a connect to a VIP can be sent to.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Backend4 {
@@ -39,6 +84,70 @@ pub struct Backend4 {
     /// Port, network byte order.
     pub port: u16,
     pub _pad: u16,
+    /// Index of this backend's counter in [`BACKEND_CONNS`].
+    pub counter: u32,
+}
+
+/// A socket's conversation with one backend, for mapping it back to the VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Reverse4Key {
+    /// `bpf_get_socket_cookie` of the client socket.
+    pub cookie: u64,
+    /// Backend address, network byte order.
+    pub addr: u32,
+    /// Backend port, network byte order.
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// A VIP address and port, network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Vip4Addr {
+    pub addr: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// Outcomes the datapath counts in [`STATS`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// A connect or first datagram to a VIP was sent to a backend.
+    Translated = 0,
+    /// A VIP had no backend taking connections: refused with ECONNREFUSED.
+    NoBackend = 1,
+    /// A VIP's slot range pointed outside [`BACKENDS4`] (a userspace bug): refused.
+    BadSlot = 2,
+    /// [`REVERSE4`] could not be written: the VIP will not show in replies of that socket.
+    ReverseFull = 3,
+    /// A reply or peer address was mapped back to its VIP.
+    Reversed = 4,
+}
+
+impl Stat {
+    /// Every outcome, in index order.
+    pub const ALL: [Stat; 5] = [
+        Stat::Translated,
+        Stat::NoBackend,
+        Stat::BadSlot,
+        Stat::ReverseFull,
+        Stat::Reversed,
+    ];
+    /// Capacity of [`STATS`].
+    pub const COUNT: u32 = Self::ALL.len() as u32;
+
+    /// The outcome's name in metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Stat::Translated => "translated",
+            Stat::NoBackend => "no_backend",
+            Stat::BadSlot => "bad_slot",
+            Stat::ReverseFull => "reverse_full",
+            Stat::Reversed => "reversed",
+        }
+    }
 }
 
 impl Vip4Key {
@@ -55,6 +164,18 @@ impl Vip4Key {
 
 impl Backend4 {
     /// Builds a backend from host-order parts.
+    pub const fn new(octets: [u8; 4], port: u16, counter: u32) -> Self {
+        Self {
+            addr: u32::from_ne_bytes(octets),
+            port: port.to_be(),
+            _pad: 0,
+            counter,
+        }
+    }
+}
+
+impl Vip4Addr {
+    /// Builds a VIP address from host-order parts.
     pub const fn new(octets: [u8; 4], port: u16) -> Self {
         Self {
             addr: u32::from_ne_bytes(octets),
@@ -64,12 +185,18 @@ impl Backend4 {
     }
 }
 
-// SAFETY: plain `#[repr(C)]` integers with explicit padding: every bit pattern is valid.
+// SAFETY (all impls below): plain `#[repr(C)]` integers with explicit padding, so every bit
+// pattern is a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Vip4Key {}
-// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for VipEntry {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Backend4 {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Reverse4Key {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Vip4Addr {}
 
 #[cfg(test)]
 mod tests {
@@ -80,7 +207,24 @@ mod tests {
         let key = Vip4Key::new([11, 0, 0, 1], 80, PROTO_TCP);
         assert_eq!(key.addr.to_ne_bytes(), [11, 0, 0, 1]);
         assert_eq!(key.port.to_ne_bytes(), [0, 80]);
-        assert_eq!(core::mem::size_of::<Vip4Key>(), 8);
-        assert_eq!(core::mem::size_of::<Backend4>(), 8);
+        let backend = Backend4::new([9, 0, 1, 2], 8080, 7);
+        assert_eq!(backend.port.to_ne_bytes(), 8080u16.to_be_bytes());
+    }
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        use core::mem::size_of;
+        assert_eq!(size_of::<Vip4Key>(), 8);
+        assert_eq!(size_of::<VipEntry>(), 16);
+        assert_eq!(size_of::<Backend4>(), 12);
+        assert_eq!(size_of::<Reverse4Key>(), 16);
+        assert_eq!(size_of::<Vip4Addr>(), 8);
+    }
+
+    #[test]
+    fn stats_are_indexed_in_order() {
+        for (i, s) in Stat::ALL.iter().enumerate() {
+            assert_eq!(*s as u32, i as u32);
+        }
     }
 }

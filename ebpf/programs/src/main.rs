@@ -1,50 +1,138 @@
 //! dcnet's kernel programs: socket-level load balancing in cgroup `sock_addr` hooks.
 //!
-//! `connect4` rewrites a connect to a VIP into a connect to a backend before the kernel routes
-//! it, so a load-balanced connection costs one map lookup at connect time and nothing per packet
-//! (no NAT, no conntrack entry). The maps are declared here and described in
-//! `dcnet-ebpf-common`; the loader is `dcnet-lb`.
+//! A connect (TCP, or UDP that connects) or an unconnected UDP send to a VIP is rewritten to a
+//! backend before the kernel routes it, so a load-balanced connection costs a few map lookups
+//! at connect time and nothing per packet: no NAT, no conntrack entry, no port exhaustion.
+//! `recvmsg4` and `getpeername4` map the backend back to the VIP, so clients that check a
+//! reply's source (DNS-style UDP clients) or ask for their peer see the VIP.
+//!
+//! - `maps.rs`: every map, and the counters;
+//! - `lb.rs`: the decision: VIP lookup, backend choice, counting, reverse entries.
+//!
+//! Map layouts are in `dcnet-ebpf-common`; the loader is `dcnet-lb`.
 #![no_std]
 #![no_main]
 
+mod lb;
+mod maps;
+
 use aya_ebpf::{
-    macros::{cgroup_sock_addr, map},
-    maps::HashMap,
+    helpers::{bpf_get_socket_cookie, bpf_set_retval},
+    macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use dcnet_ebpf_common::{Backend4, VIPS4_MAX_ENTRIES, Vip4Key};
+use dcnet_ebpf_common::{PROTO_UDP, Stat, Vip4Key};
+use lb::{Decision, Pick};
 
-/// Verdict that lets the syscall proceed (cgroup sock_addr programs: 1 = allow, 0 = EPERM).
+/// Verdicts of cgroup sock_addr programs: 1 lets the call proceed, 0 fails it (with EPERM, or
+/// the error set by `bpf_set_retval`, kernel ≥ 5.18).
 const ALLOW: i32 = 1;
-
-#[map]
-static VIPS4: HashMap<Vip4Key, Backend4> = HashMap::with_max_entries(VIPS4_MAX_ENTRIES, 0);
+const REJECT: i32 = 0;
+const ECONNREFUSED: i32 = 111;
 
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
-    match try_connect4(&ctx) {
-        Ok(verdict) | Err(verdict) => verdict,
-    }
+    try_connect4(&ctx)
 }
 
-fn try_connect4(ctx: &SockAddrContext) -> Result<i32, i32> {
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
+    try_sendmsg4(&ctx)
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn recvmsg4(ctx: SockAddrContext) -> i32 {
+    try_reverse(&ctx)
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn getpeername4(ctx: SockAddrContext) -> i32 {
+    try_reverse(&ctx)
+}
+
+/// The destination of the call as a VIP key. `user_port` is a 32-bit field holding the port
+/// in network order in its low 16 bits (include/uapi/linux/bpf.h); the verifier requires
+/// 4-byte reads and writes of it.
+#[inline(always)]
+fn destination(ctx: &SockAddrContext) -> Vip4Key {
     // SAFETY: the kernel hands the program a valid `bpf_sock_addr` for the hook's duration.
-    let sa = unsafe { &mut *ctx.sock_addr };
-    // `user_port` is a 32-bit field holding the port in network order in its low 16 bits
-    // (include/uapi/linux/bpf.h); the verifier requires 4-byte reads and writes of it.
-    let key = Vip4Key {
+    let sa = unsafe { &*ctx.sock_addr };
+    Vip4Key {
         addr: sa.user_ip4,
         port: sa.user_port as u16,
         proto: sa.protocol as u8,
         _pad: 0,
-    };
-    // SAFETY: entries are plain integers; a concurrent update can at worst yield the old or the
-    // new backend, both valid destinations.
-    if let Some(backend) = unsafe { VIPS4.get(&key) } {
-        sa.user_ip4 = backend.addr;
-        sa.user_port = backend.port as u32;
     }
-    Ok(ALLOW)
+}
+
+#[inline(always)]
+fn cookie(ctx: &SockAddrContext) -> u64 {
+    // SAFETY: `bpf_get_socket_cookie` takes the program's context in sock_addr programs.
+    unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) }
+}
+
+#[inline(always)]
+fn refuse() -> i32 {
+    // SAFETY: a helper of cgroup programs; the value becomes the syscall's error.
+    unsafe { bpf_set_retval(-ECONNREFUSED) };
+    REJECT
+}
+
+fn try_connect4(ctx: &SockAddrContext) -> i32 {
+    let vip = destination(ctx);
+    let cookie = cookie(ctx);
+    // TCP draws at random per connection; a connected UDP socket keeps its backend for its
+    // lifetime anyway, and drawing by cookie keeps it equal to what sendmsg4 would choose.
+    let pick = if vip.proto == PROTO_UDP {
+        Pick::Sticky(cookie)
+    } else {
+        Pick::Random
+    };
+    match lb::choose(&vip, pick) {
+        Decision::Pass => ALLOW,
+        Decision::Refuse => refuse(),
+        Decision::To(backend) => {
+            // SAFETY: as in `destination`; the hook may rewrite the address.
+            let sa = unsafe { &mut *ctx.sock_addr };
+            sa.user_ip4 = backend.addr;
+            sa.user_port = u32::from(backend.port);
+            lb::remember(cookie, &backend, &vip);
+            ALLOW
+        }
+    }
+}
+
+fn try_sendmsg4(ctx: &SockAddrContext) -> i32 {
+    let vip = destination(ctx);
+    let cookie = cookie(ctx);
+    match lb::choose(&vip, Pick::Sticky(cookie)) {
+        Decision::Pass => ALLOW,
+        Decision::Refuse => refuse(),
+        Decision::To(backend) => {
+            // SAFETY: as in `destination`; the hook may rewrite the address.
+            let sa = unsafe { &mut *ctx.sock_addr };
+            sa.user_ip4 = backend.addr;
+            sa.user_port = u32::from(backend.port);
+            if !lb::is_remembered(cookie, &backend) {
+                lb::remember(cookie, &backend, &vip);
+            }
+            ALLOW
+        }
+    }
+}
+
+/// `recvmsg4` (the source of a datagram) and `getpeername4` (the peer of a socket): a backend
+/// this socket reached through a VIP is shown as that VIP.
+fn try_reverse(ctx: &SockAddrContext) -> i32 {
+    // SAFETY: as in `destination`.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    if let Some(vip) = lb::reverse(cookie(ctx), sa.user_ip4, sa.user_port as u16) {
+        sa.user_ip4 = vip.addr;
+        sa.user_port = u32::from(vip.port);
+        maps::stat(Stat::Reversed);
+    }
+    // These hooks cannot fail the call: the kernel ignores their verdict.
+    ALLOW
 }
 
 #[cfg(not(test))]

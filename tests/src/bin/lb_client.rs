@@ -1,0 +1,124 @@
+//! A socket client for the load-balancer tests, run inside a test's namespace and cgroup (the
+//! eBPF hooks act per cgroup, so the client must be a process of its own). One line of output
+//! per attempt, parsed by the tests:
+//!
+//! - `dcnet-lb-client tcp ADDR N`: N connects; each reads what the server sends until EOF.
+//!   `ok PEER RESPONSE` (PEER as `getpeername` reports it) or `err KIND ELAPSED_US`.
+//! - `dcnet-lb-client udp ADDR N`: one unconnected socket sends N datagrams with `sendto` and
+//!   reads each reply with `recvfrom`: `ok SOURCE RESPONSE`.
+//! - `dcnet-lb-client udp-connected ADDR N`: one connected socket, N datagrams:
+//!   `ok PEER RESPONSE`.
+//! - `dcnet-lb-client tcp-hold ADDR`: one connect; reads the server's first line and prints
+//!   `ok PEER LINE`, then for every line read on stdin sends it and prints the answer as
+//!   `echo ANSWER` (a long-lived connection).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (mode, addr) = match args.as_slice() {
+        [mode, addr, ..] => (mode.as_str(), addr),
+        _ => bail!("usage: dcnet-lb-client tcp|udp|udp-connected|tcp-hold ADDR [N]"),
+    };
+    let addr: SocketAddr = addr.parse().with_context(|| format!("address {addr:?}"))?;
+    let n: usize = match args.get(2) {
+        Some(n) => n.parse().with_context(|| format!("count {n:?}"))?,
+        None => 1,
+    };
+    let mut out = std::io::stdout().lock();
+    match mode {
+        "tcp" => {
+            for _ in 0..n {
+                let started = Instant::now();
+                match tcp_once(addr) {
+                    Ok((peer, response)) => writeln!(out, "ok {peer} {response}")?,
+                    Err(e) => {
+                        writeln!(out, "err {:?} {}", e.kind(), started.elapsed().as_micros())?
+                    }
+                }
+            }
+        }
+        "udp" => {
+            let socket = UdpSocket::bind("0.0.0.0:0")?;
+            socket.set_read_timeout(Some(TIMEOUT))?;
+            let mut buf = [0u8; 512];
+            for i in 0..n {
+                let started = Instant::now();
+                let result = socket
+                    .send_to(format!("ping {i}").as_bytes(), addr)
+                    .and_then(|_| socket.recv_from(&mut buf));
+                match result {
+                    Ok((len, from)) => writeln!(
+                        out,
+                        "ok {from} {}",
+                        String::from_utf8_lossy(&buf[..len]).trim()
+                    )?,
+                    Err(e) => {
+                        writeln!(out, "err {:?} {}", e.kind(), started.elapsed().as_micros())?
+                    }
+                }
+            }
+        }
+        "udp-connected" => {
+            let socket = UdpSocket::bind("0.0.0.0:0")?;
+            socket.set_read_timeout(Some(TIMEOUT))?;
+            let started = Instant::now();
+            if let Err(e) = socket.connect(addr) {
+                writeln!(out, "err {:?} {}", e.kind(), started.elapsed().as_micros())?;
+                return Ok(());
+            }
+            let mut buf = [0u8; 512];
+            for i in 0..n {
+                let result = socket
+                    .send(format!("ping {i}").as_bytes())
+                    .and_then(|_| socket.recv(&mut buf));
+                match result {
+                    Ok(len) => writeln!(
+                        out,
+                        "ok {} {}",
+                        socket.peer_addr()?,
+                        String::from_utf8_lossy(&buf[..len]).trim()
+                    )?,
+                    Err(e) => writeln!(out, "err {:?} 0", e.kind())?,
+                }
+                out.flush()?;
+            }
+        }
+        "tcp-hold" => {
+            let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+            stream.set_read_timeout(Some(TIMEOUT))?;
+            let mut reader = BufReader::new(stream.try_clone()?);
+            let mut greeting = String::new();
+            reader.read_line(&mut greeting)?;
+            writeln!(out, "ok {} {}", stream.peer_addr()?, greeting.trim())?;
+            out.flush()?;
+            for line in std::io::stdin().lock().lines() {
+                let line = line?;
+                stream.write_all(format!("{line}\n").as_bytes())?;
+                let mut echo = String::new();
+                reader.read_line(&mut echo)?;
+                writeln!(out, "echo {}", echo.trim())?;
+                out.flush()?;
+            }
+        }
+        other => bail!("unknown mode {other:?}: expected tcp, udp, udp-connected or tcp-hold"),
+    }
+    Ok(())
+}
+
+fn tcp_once(addr: SocketAddr) -> std::io::Result<(SocketAddr, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    let peer = stream.peer_addr()?;
+    // Nothing to send: the server sees EOF and closes after its greeting.
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok((peer, response.trim().to_owned()))
+}

@@ -1,0 +1,381 @@
+//! The eBPF datapath against real sockets: programs loaded with aya and attached to a cgroup
+//! made for each test, clients (`dcnet-lb-client`) started inside that cgroup and inside a
+//! namespace of the test's own with no route out, backends listening on loopback addresses of
+//! that namespace. A connect that is not translated fails locally (the VIP is unroutable).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dcnet_lb::datapath::Change;
+use dcnet_lb::{Backend, Datapath, Protocol, Vip};
+use dcnet_tests::cluster::{in_netns, require_root};
+use dcnet_tests::{TestCgroup, TestNamespace};
+
+const CLIENT: &str = env!("CARGO_BIN_EXE_dcnet-lb-client");
+
+struct Setup {
+    ns: TestNamespace,
+    cgroup: TestCgroup,
+    datapath: Datapath,
+}
+
+impl Setup {
+    fn new(label: &str) -> Self {
+        require_root().unwrap();
+        let ns = TestNamespace::create(label).unwrap();
+        let cgroup = TestCgroup::create(label).unwrap();
+        assert_ne!(cgroup.path(), Path::new(dcnet_tests::cgroup::CGROUP2_ROOT));
+        let mut datapath = Datapath::load().unwrap();
+        datapath.attach(cgroup.path()).unwrap();
+        Self {
+            ns,
+            cgroup,
+            datapath,
+        }
+    }
+
+    fn command(&self, args: &[&str], in_cgroup: bool) -> Command {
+        let mut command = Command::new(CLIENT);
+        command.args(args);
+        in_netns(&mut command, self.ns.netns(), true);
+        if in_cgroup {
+            self.cgroup.place(&mut command);
+        }
+        command
+    }
+
+    /// Runs the client in the namespace (and the cgroup) and returns its lines.
+    fn client(&self, args: &[&str], in_cgroup: bool) -> Vec<Line> {
+        let out = self.command(args, in_cgroup).output().unwrap();
+        assert!(
+            out.status.success(),
+            "client {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(Line::parse)
+            .collect()
+    }
+
+    /// `n` TCP backends on 127.0.0.(i+1), each answering its name `t<i>` and closing.
+    fn tcp_backends(&self, n: u8) -> Vec<SocketAddrV4> {
+        (0..n)
+            .map(|i| {
+                let ip = Ipv4Addr::new(127, 0, 0, i + 1);
+                let listener = self
+                    .ns
+                    .netns()
+                    .run(move || TcpListener::bind((ip, 0)))
+                    .unwrap()
+                    .unwrap();
+                let addr = v4(listener.local_addr().unwrap());
+                std::thread::spawn(move || {
+                    for stream in listener.incoming() {
+                        let Ok(mut stream) = stream else { return };
+                        // Line-echo after the greeting until the client's EOF, for held
+                        // connections; one-shot clients shut down their side at once.
+                        let _ = stream.write_all(format!("t{i}\n").as_bytes());
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                        let mut reader = BufReader::new(stream.try_clone().unwrap());
+                        let mut line = String::new();
+                        while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+                            let _ = stream.write_all(format!("t{i}:{line}").as_bytes());
+                            line.clear();
+                        }
+                    }
+                });
+                addr
+            })
+            .collect()
+    }
+
+    /// `n` UDP backends on 127.0.0.(i+1), each answering every datagram with `u<i>`.
+    fn udp_backends(&self, n: u8) -> Vec<SocketAddrV4> {
+        (0..n)
+            .map(|i| {
+                let ip = Ipv4Addr::new(127, 0, 0, i + 1);
+                let socket = self
+                    .ns
+                    .netns()
+                    .run(move || UdpSocket::bind((ip, 0)))
+                    .unwrap()
+                    .unwrap();
+                let addr = v4(socket.local_addr().unwrap());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 512];
+                    while let Ok((_, from)) = socket.recv_from(&mut buf) {
+                        let _ = socket.send_to(format!("u{i}").as_bytes(), from);
+                    }
+                });
+                addr
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Line {
+    Ok { peer: String, response: String },
+    Err { kind: String, micros: u64 },
+}
+
+impl Line {
+    fn parse(line: &str) -> Line {
+        let mut parts = line.splitn(3, ' ');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("ok"), Some(peer), response) => Line::Ok {
+                peer: peer.into(),
+                response: response.unwrap_or("").into(),
+            },
+            (Some("err"), Some(kind), Some(micros)) => Line::Err {
+                kind: kind.into(),
+                micros: micros.parse().unwrap(),
+            },
+            _ => panic!("unexpected client output {line:?}"),
+        }
+    }
+}
+
+fn v4(addr: SocketAddr) -> SocketAddrV4 {
+    match addr {
+        SocketAddr::V4(a) => a,
+        other => panic!("unexpected {other}"),
+    }
+}
+
+fn vip(last: u8, port: u16, protocol: Protocol) -> Vip {
+    Vip {
+        addr: SocketAddrV4::new(Ipv4Addr::new(11, 0, 0, last), port),
+        protocol,
+    }
+}
+
+fn weighted(addrs: &[SocketAddrV4], weight: u32) -> Vec<Backend> {
+    addrs.iter().map(|&addr| Backend { addr, weight }).collect()
+}
+
+/// Responses per backend name, asserting every attempt succeeded with the VIP as its peer.
+fn tally(lines: &[Line], vip: &Vip) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for line in lines {
+        match line {
+            Line::Ok { peer, response } => {
+                assert_eq!(peer, &vip.addr.to_string(), "the peer shown is the VIP");
+                let name = response.split(':').next().unwrap_or_default().to_owned();
+                *counts.entry(name).or_insert(0) += 1;
+            }
+            other => panic!("a connect through {vip} failed: {other:?}"),
+        }
+    }
+    counts
+}
+
+#[test]
+fn tcp_connects_spread_over_backends_and_show_the_vip() {
+    let mut s = Setup::new("lbtcp");
+    let backends = s.tcp_backends(3);
+    let vip = vip(1, 80, Protocol::Tcp);
+    assert_eq!(
+        s.datapath.set_vip(vip, &weighted(&backends, 1)).unwrap(),
+        Change::Added
+    );
+    assert_eq!(
+        s.datapath.set_vip(vip, &weighted(&backends, 1)).unwrap(),
+        Change::Unchanged
+    );
+
+    let lines = s.client(&["tcp", &vip.addr.to_string(), "300"], true);
+    let counts = tally(&lines, &vip);
+    eprintln!("300 connects: {counts:?}");
+    assert_eq!(counts.len(), 3, "every backend used: {counts:?}");
+    assert!(
+        counts.values().all(|&c| c <= 200),
+        "none more than twice its fair share of 100: {counts:?}"
+    );
+
+    // The counters saw every connect, per VIP and per backend.
+    let counters = s.datapath.counters().unwrap();
+    assert_eq!(counters.len(), 1);
+    assert_eq!(counters[0].connections, 300);
+    let per_backend: HashMap<SocketAddrV4, u64> = counters[0].backends.iter().copied().collect();
+    for (i, b) in backends.iter().enumerate() {
+        assert_eq!(
+            per_backend[b] as usize,
+            counts[&format!("t{i}")],
+            "backend {b}'s counter"
+        );
+    }
+    let stats: HashMap<_, _> = s.datapath.stats().unwrap().into_iter().collect();
+    assert_eq!(stats["translated"], 300);
+    assert!(
+        stats["reversed"] >= 300,
+        "getpeername mapped back: {stats:?}"
+    );
+
+    // Outside the cgroup the VIP is just an unroutable address.
+    let outside = s.client(&["tcp", &vip.addr.to_string(), "1"], false);
+    assert!(
+        matches!(&outside[0], Line::Err { .. }),
+        "untranslated outside the cgroup: {outside:?}"
+    );
+
+    // Removed: no translation in the cgroup either.
+    assert!(s.datapath.remove_vip(&vip).unwrap());
+    assert!(!s.datapath.remove_vip(&vip).unwrap());
+    let after = s.client(&["tcp", &vip.addr.to_string(), "1"], true);
+    assert!(matches!(&after[0], Line::Err { .. }), "{after:?}");
+}
+
+#[test]
+fn weight_zero_takes_no_new_connections_and_existing_ones_drain() {
+    let mut s = Setup::new("lbdrain");
+    let backends = s.tcp_backends(2);
+    let vip = vip(2, 8080, Protocol::Tcp);
+    // Only t0 first, so the held connection is on it.
+    s.datapath
+        .set_vip(vip, &weighted(&backends[..1], 1))
+        .unwrap();
+    let mut held = s
+        .command(&["tcp-hold", &vip.addr.to_string()], true)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = held.stdin.take().unwrap();
+    let mut stdout = BufReader::new(held.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), format!("ok {} t0", vip.addr));
+
+    // t0 drains: weight 0; t1 takes the new connections.
+    let change = s
+        .datapath
+        .set_vip(
+            vip,
+            &[
+                Backend {
+                    addr: backends[0],
+                    weight: 0,
+                },
+                Backend {
+                    addr: backends[1],
+                    weight: 1,
+                },
+            ],
+        )
+        .unwrap();
+    assert_eq!(change, Change::Updated);
+    let counts = tally(&s.client(&["tcp", &vip.addr.to_string(), "50"], true), &vip);
+    assert_eq!(
+        counts.get("t0"),
+        None,
+        "no new connection to t0: {counts:?}"
+    );
+    assert_eq!(counts.get("t1"), Some(&50));
+
+    // The held connection still talks to t0.
+    writeln!(stdin, "still-there").unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "echo t0:still-there");
+    drop(stdin);
+    held.wait().unwrap();
+}
+
+#[test]
+fn no_usable_backend_refuses_at_once() {
+    let mut s = Setup::new("lbrefuse");
+    let backends = s.tcp_backends(1);
+    let tcp = vip(3, 80, Protocol::Tcp);
+    let udp = vip(3, 53, Protocol::Udp);
+    s.datapath.set_vip(tcp, &weighted(&backends, 0)).unwrap();
+    s.datapath.set_vip(udp, &[]).unwrap();
+    for (mode, vip) in [("tcp", tcp), ("udp", udp), ("udp-connected", udp)] {
+        let lines = s.client(&[mode, &vip.addr.to_string(), "3"], true);
+        for line in &lines {
+            match line {
+                Line::Err { kind, micros } => {
+                    assert_eq!(kind, "ConnectionRefused", "{mode}");
+                    assert!(*micros < 100_000, "{mode}: refused after {micros} µs");
+                }
+                other => panic!("{mode}: {other:?}"),
+            }
+        }
+        eprintln!("{mode}: {lines:?}");
+    }
+    let stats: HashMap<_, _> = s.datapath.stats().unwrap().into_iter().collect();
+    assert!(stats["no_backend"] >= 7, "{stats:?}");
+}
+
+#[test]
+fn udp_replies_come_from_the_vip_and_sockets_stick_to_a_backend() {
+    let mut s = Setup::new("lbudp");
+    let backends = s.udp_backends(3);
+    let vip = vip(4, 53, Protocol::Udp);
+    s.datapath.set_vip(vip, &weighted(&backends, 1)).unwrap();
+
+    // Unconnected: sendto the VIP, recvfrom shows the VIP; one socket, one backend.
+    let lines = s.client(&["udp", &vip.addr.to_string(), "20"], true);
+    let counts = tally(&lines, &vip);
+    assert_eq!(
+        counts.len(),
+        1,
+        "one socket sticks to one backend: {counts:?}"
+    );
+    assert_eq!(counts.values().sum::<usize>(), 20);
+
+    // Connected: getpeername and recv show the VIP.
+    let lines = s.client(&["udp-connected", &vip.addr.to_string(), "5"], true);
+    assert_eq!(tally(&lines, &vip).values().sum::<usize>(), 5);
+
+    // Many sockets spread over the backends.
+    let mut used = BTreeMap::new();
+    for _ in 0..30 {
+        let lines = s.client(&["udp", &vip.addr.to_string(), "1"], true);
+        for (name, n) in tally(&lines, &vip) {
+            *used.entry(name).or_insert(0) += n;
+        }
+    }
+    assert_eq!(used.len(), 3, "30 sockets over 3 backends: {used:?}");
+}
+
+#[test]
+fn backend_sets_swap_whole_while_clients_connect() {
+    let mut s = Setup::new("lbswap");
+    let backends = s.tcp_backends(4);
+    let vip = vip(5, 80, Protocol::Tcp);
+    let (a, b) = (&backends[..2], &backends[2..]);
+    s.datapath.set_vip(vip, &weighted(a, 1)).unwrap();
+    let client = s
+        .command(&["tcp", &vip.addr.to_string(), "2000"], true)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut swaps = 0;
+    while started.elapsed() < Duration::from_secs(30) {
+        let set = if swaps % 2 == 0 { b } else { a };
+        s.datapath.set_vip(vip, &weighted(set, 1)).unwrap();
+        swaps += 1;
+        std::thread::sleep(Duration::from_millis(2));
+        if s.datapath.counters().unwrap()[0].connections >= 2000 {
+            break;
+        }
+    }
+    let out = client.wait_with_output().unwrap();
+    let lines: Vec<Line> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(Line::parse)
+        .collect();
+    let counts = tally(&lines, &vip);
+    eprintln!("{swaps} swaps during 2000 connects: {counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), 2000);
+    assert!(swaps > 20, "the sets were swapped while connecting");
+    let stats: HashMap<_, _> = s.datapath.stats().unwrap().into_iter().collect();
+    assert_eq!(stats["bad_slot"], 0, "no connect saw a torn set: {stats:?}");
+}
