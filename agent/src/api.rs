@@ -8,6 +8,8 @@
 //! - `GET /v1/overlay`: leases, peers and the last reconcile; `POST /v1/overlay/attach`,
 //!   `/detach` and `/check` (JSON bodies, see [`crate::overlay::service`]): container
 //!   attachment, used by `dcnet-cni` and the task launcher. Errors are `{"error": "..."}`.
+//! - `GET /v1/vips`: the VIPs this node's load balancer has, with backends, weights, states and
+//!   new-connection counts ([`crate::lb::VipStatus`] rows).
 //! - `GET /metrics`: Prometheus text format.
 
 use std::collections::BTreeMap;
@@ -24,6 +26,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::gossip::Gossip;
+use crate::lb::LbService;
 use crate::node;
 use crate::overlay::{AttachError, OverlayService};
 
@@ -39,6 +42,8 @@ pub struct ApiState {
     pub registry: Arc<Registry>,
     /// `None` when the overlay is off.
     pub overlay: Option<Arc<OverlayService>>,
+    /// `None` when the load balancer is off.
+    pub lb: Option<Arc<LbService>>,
 }
 
 /// The API's routes.
@@ -52,6 +57,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/overlay/attach", post(overlay_attach))
         .route("/v1/overlay/detach", post(overlay_detach))
         .route("/v1/overlay/check", post(overlay_check))
+        .route("/v1/vips", get(vips))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -187,6 +193,19 @@ fn overlay_of(s: &ApiState) -> Result<&Arc<OverlayService>, JsonError> {
             "the overlay is not enabled on this node: set `[overlay] enabled = true` in its config",
         )
     })
+}
+
+async fn vips(State(s): State<ApiState>) -> Result<Response, JsonError> {
+    let lb = s.lb.as_ref().ok_or_else(|| {
+        json_error(
+            StatusCode::NOT_FOUND,
+            "the load balancer is not enabled on this node: set `[lb] enabled = true` in its config",
+        )
+    })?;
+    let status = lb
+        .status()
+        .map_err(|e| json_error(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(axum::Json(status).into_response())
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> Result<T, JsonError> {

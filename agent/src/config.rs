@@ -57,6 +57,11 @@
 //! subnet = "9.0.0.0/8"
 //! prefix = 24                     # one /24 per agent
 //! mtu = 1420
+//!
+//! [lb]                            # Minuteman-style VIPs in eBPF socket hooks; off unless enabled
+//! enabled = true
+//! cgroup = "/sys/fs/cgroup"       # cgroup v2 directory the hooks attach to; default: the
+//!                                 # root of the cgroup v2 mount (every process on the node)
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -103,6 +108,8 @@ pub struct FileConfig {
     pub dns: DnsSection,
     #[serde(default)]
     pub overlay: OverlaySection,
+    #[serde(default)]
+    pub lb: LbSection,
 }
 
 /// `[gossip]` of the config file.
@@ -183,6 +190,14 @@ pub struct OverlaySection {
     pub lease_settle: Option<String>,
     pub lease_release: Option<String>,
     pub networks: Option<Vec<OverlayNetworkSection>>,
+}
+
+/// `[lb]` of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LbSection {
+    pub enabled: Option<bool>,
+    pub cgroup: Option<PathBuf>,
 }
 
 /// One `[[overlay.networks]]` entry.
@@ -312,6 +327,14 @@ pub struct OverlaySettings {
     pub networks: Vec<OverlayNetwork>,
 }
 
+/// Load-balancer settings, validated.
+#[derive(Debug, Clone)]
+pub struct LbSettings {
+    pub enabled: bool,
+    /// The cgroup v2 directory the socket hooks attach to.
+    pub cgroup: PathBuf,
+}
+
 /// One named overlay network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverlayNetwork {
@@ -338,6 +361,7 @@ pub struct AgentConfig {
     pub log_format: LogFormat,
     pub dns: DnsSettings,
     pub overlay: OverlaySettings,
+    pub lb: LbSettings,
 }
 
 /// Merges one setting: the flag's value if given, else the file's.
@@ -479,6 +503,7 @@ impl AgentConfig {
 
         let dns = resolve_dns(&p, file.dns)?;
         let overlay = resolve_overlay(&p, file.overlay, address, &gossip)?;
+        let lb = resolve_lb(&p, file.lb)?;
 
         Ok(Self {
             name,
@@ -493,8 +518,43 @@ impl AgentConfig {
             log_format,
             dns,
             overlay,
+            lb,
         })
     }
+}
+
+fn resolve_lb(p: &Pick<'_>, file: LbSection) -> Result<LbSettings, Error> {
+    let enabled = file.enabled.unwrap_or(false);
+    let cgroup = match file.cgroup {
+        Some(path) => path,
+        None if enabled => cgroup2_mount().ok_or_else(|| {
+            invalid(
+                p.origin("lb.cgroup", "", false),
+                "(not set)",
+                "a cgroup v2 directory: no cgroup2 mount found in /proc/self/mounts, so set \
+                 lb.cgroup to one",
+            )
+        })?,
+        None => PathBuf::new(),
+    };
+    if enabled && !cgroup.join("cgroup.procs").is_file() {
+        return Err(invalid(
+            p.origin("lb.cgroup", "", false),
+            cgroup.display().to_string(),
+            "a directory of the cgroup v2 hierarchy (it has a cgroup.procs file)",
+        ));
+    }
+    Ok(LbSettings { enabled, cgroup })
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on most systems).
+fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (_, dir, kind) = (fields.next()?, fields.next()?, fields.next()?);
+        (kind == "cgroup2").then(|| PathBuf::from(dir))
+    })
 }
 
 fn resolve_gossip(

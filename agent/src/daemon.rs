@@ -1,11 +1,11 @@
-//! `dcnet agent`: wires configuration, identity, gossip, DNS and the local API together and runs
-//! them until asked to stop.
+//! `dcnet agent`: wires configuration, identity, gossip, DNS, the overlay, the load balancer and
+//! the local API together and runs them until asked to stop.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
 use crate::Error;
@@ -14,6 +14,8 @@ use crate::config::AgentConfig;
 use crate::dns::DnsService;
 use crate::gossip::{AuthenticatedUdp, Gossip, MembershipMetrics, TransportMetrics};
 use crate::identity::NodeIdentity;
+use crate::lb::LbService;
+use crate::lb::service::NamedVips;
 use crate::node::{NODE_INFO_KEY, NodeInfo};
 use crate::overlay::OverlayService;
 use crate::state::StateDir;
@@ -50,12 +52,26 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         .await?,
     );
 
+    // The load balancer tells DNS which named VIPs its datapath has.
+    let (named_vips, named_vips_rx) = watch::channel(NamedVips::new());
+    let lb = if config.lb.enabled {
+        Some(Arc::new(LbService::start(
+            &config.lb,
+            gossip.clone(),
+            named_vips,
+            &mut registry,
+        )?))
+    } else {
+        None
+    };
+
     let dns = if config.dns.enabled {
         Some(
             DnsService::start(
                 config.dns.clone(),
                 gossip.clone(),
                 config.address,
+                named_vips_rx,
                 &mut registry,
             )
             .await?,
@@ -95,6 +111,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         gossip: gossip.clone(),
         registry: Arc::new(registry),
         overlay: overlay.clone(),
+        lb: lb.clone(),
     };
     let api = tokio::spawn(api::serve(listener, api_state, async {
         let _ = api_stopped.await;
@@ -115,6 +132,10 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "the API server failed"),
         Err(e) => warn!(error = %e, "the API task failed"),
+    }
+    // After the API (which shares it): detaches the socket hooks.
+    if let Some(lb) = lb.and_then(|l| Arc::try_unwrap(l).ok()) {
+        lb.shutdown().await;
     }
     match Arc::try_unwrap(gossip) {
         Ok(gossip) => gossip.shutdown().await,

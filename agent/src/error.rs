@@ -93,6 +93,9 @@ pub enum Error {
     /// Setting up the overlay in the kernel failed.
     #[error("overlay: {0}")]
     Overlay(#[source] dcnet_overlay::Error),
+    /// The load balancer's eBPF datapath could not be loaded or attached.
+    #[error("load balancer: {0}")]
+    Lb(#[source] dcnet_lb::Error),
     /// Another agent already uses this state directory.
     #[error(
         "state directory {path} is in use by another dcnet agent; stop it first, or give this one its own --state-dir"

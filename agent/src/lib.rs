@@ -19,6 +19,7 @@ pub mod dns;
 pub mod error;
 pub mod gossip;
 pub mod identity;
+pub mod lb;
 pub mod node;
 pub mod overlay;
 pub mod state;

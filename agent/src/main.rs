@@ -26,6 +26,8 @@ enum Command {
     Agent(Box<AgentArgs>),
     /// Show the cluster's nodes as the local agent sees them.
     Nodes(ClientArgs),
+    /// Show the load balancer's VIPs, backends and connection counts on this node.
+    Vips(ClientArgs),
     /// DNS: a drop-in Mesos-DNS (`--mesos-dns-config`), and DNS tools.
     Dns(DnsArgs),
 }
@@ -123,6 +125,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Agent(args) => run_agent(*args),
         Command::Nodes(args) => report(nodes(args)),
+        Command::Vips(args) => report(vips(args)),
         Command::Dns(DnsArgs {
             command: Some(DnsCommand::Records(args)),
             ..
@@ -250,6 +253,16 @@ fn nodes(args: ClientArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&members)?);
     } else {
         print!("{}", cli::nodes::render_table(&members));
+    }
+    Ok(())
+}
+
+fn vips(args: ClientArgs) -> anyhow::Result<()> {
+    let vips: Vec<dcnet_agent::lb::VipStatus> = cli::get_json(args.api, "/v1/vips")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&vips)?);
+    } else {
+        print!("{}", cli::vips::render_table(&vips));
     }
     Ok(())
 }

@@ -116,6 +116,7 @@ fn synthetic(tasks: usize) -> Cluster {
                                 .into(),
                         ],
                         ports: vec![31000 + (n % 1000) as u16],
+                        healthy: None,
                         discovery: None,
                     }
                 })

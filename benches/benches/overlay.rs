@@ -21,11 +21,11 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use dcnet_benches::{print_table, quantile};
+use dcnet_benches::{print_table, quantile, spawn_in};
 use dcnet_overlay::Netns;
 use dcnet_overlay::vtep::{Peer, TunnelState, VtepConfig, VtepLink};
 use dcnet_tests::cluster::in_netns;
@@ -255,30 +255,6 @@ async fn reconcile_round(
 
 // ---------------------------------------------------------------------------------------------
 // Datapath
-
-/// Kills a background process when dropped.
-struct Background(Child);
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_in(netns: &Netns, program: &str, args: &[&str]) -> Result<Background> {
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    in_netns(&mut command, netns, true);
-    Ok(Background(
-        command
-            .spawn()
-            .with_context(|| format!("starting {program}"))?,
-    ))
-}
 
 fn iperf3(
     client: &Netns,

@@ -2,7 +2,11 @@
 //! table printing. Each benchmark is a plain program (`harness = false`) run by
 //! `cargo bench -p dcnet-benches --bench <name> -- [options]`.
 
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use anyhow::{Context, Result};
+use dcnet_overlay::Netns;
 
 /// The `q`-quantile (0.0..=1.0) of `samples` by nearest rank; `None` if empty.
 pub fn quantile(samples: &[Duration], q: f64) -> Option<Duration> {
@@ -55,6 +59,32 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     for row in rows {
         line(row.iter().map(String::as_str).collect());
     }
+}
+
+/// A process killed (and reaped) when this is dropped.
+pub struct Background(pub Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `program` inside `netns`, output discarded, killed when the result is dropped (and
+/// when this process dies).
+pub fn spawn_in(netns: &Netns, program: &str, args: &[&str]) -> Result<Background> {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    dcnet_tests::cluster::in_netns(&mut command, netns, true);
+    Ok(Background(
+        command
+            .spawn()
+            .with_context(|| format!("starting {program}"))?,
+    ))
 }
 
 #[cfg(test)]

@@ -105,6 +105,7 @@ mod tests {
             is_running: running,
             ips: ips.iter().map(|s| ip(s)).collect(),
             ports: ports.to_vec(),
+            healthy: None,
             discovery: None,
         };
         Cluster {

@@ -69,6 +69,10 @@ pub struct TaskInfo {
     pub ips: Vec<IpAddr>,
     /// Host ports of the task's port resources.
     pub ports: Vec<u16>,
+    /// Health-check result; `None` without health checks. Not used for names; the load
+    /// balancer gives unhealthy backends weight 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
     pub discovery: Option<Discovery>,
 }
 
@@ -85,6 +89,9 @@ pub struct DiscoveryPort {
     pub number: u16,
     pub protocol: String,
     pub name: String,
+    /// The port's labels (`VIP_0` = `/web:80`), in order. Not used for names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<(String, String)>,
 }
 
 /// Settings that shape the names.

@@ -2,9 +2,13 @@
 //!
 //! - [`nodes`]: `dcnet nodes`, the membership table.
 //! - [`dns`]: `dcnet dns records`, the records of a Mesos state, offline.
+//! - [`vips`]: `dcnet vips`, the load balancer's VIPs and backends.
 
 pub mod dns;
 pub mod nodes;
+pub mod vips;
+
+use std::fmt::Write as _;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,4 +28,29 @@ pub fn get_json<T: serde::de::DeserializeOwned>(api: SocketAddr, path: &str) -> 
         .body_mut()
         .read_json()
         .with_context(|| format!("{url} answered with something that is not the expected JSON"))
+}
+
+/// Renders rows as a table: columns left-aligned to their widest cell, two spaces apart, no
+/// trailing spaces.
+pub fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (cell, w) in cells.zip(&widths) {
+            let _ = write!(text, "{cell:<w$}  ");
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
 }

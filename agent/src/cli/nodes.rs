@@ -1,7 +1,5 @@
 //! `dcnet nodes`: the cluster membership as the local agent sees it.
 
-use std::fmt::Write as _;
-
 use crate::node::{Member, NodeState};
 
 /// Renders members as an aligned table, one line per node.
@@ -39,30 +37,8 @@ pub fn render_table(members: &[Member]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &[&str]| {
-        let mut text = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                text.push_str(cell);
-            } else {
-                let _ = write!(text, "{cell:<w$}  ");
-            }
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    };
-    line(&header);
-    for row in &rows {
-        line(&row.each_ref().map(String::as_str));
-    }
-    out
+    let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
+    super::render_table(&header, &rows)
 }
 
 #[cfg(test)]

@@ -159,12 +159,14 @@ mod tests {
                         is_running: true,
                         ips: vec!["9.0.0.2".parse().unwrap()],
                         ports: vec![31000],
+                        healthy: Some(true),
                         discovery: Some(Discovery {
                             name: "web".into(),
                             ports: vec![DiscoveryPort {
                                 number: 80,
                                 protocol: "tcp".into(),
                                 name: "http".into(),
+                                labels: vec![("VIP_0".into(), "/web:80".into())],
                             }],
                         }),
                     },

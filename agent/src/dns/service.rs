@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 use super::facts;
 use crate::config::DnsSettings;
 use crate::gossip::{ClusterView, Gossip};
+use crate::lb::service::NamedVips;
 use crate::node::{NODE_INFO_KEY, NodeInfo};
 
 /// A burst of gossip updates within this window costs one rebuild.
@@ -58,6 +59,7 @@ impl DnsService {
         settings: DnsSettings,
         gossip: Arc<Gossip>,
         this_node: IpAddr,
+        named_vips: watch::Receiver<NamedVips>,
         registry: &mut Registry,
     ) -> Result<Self, crate::Error> {
         let server_metrics = Arc::new(ServerMetrics::default());
@@ -89,6 +91,7 @@ impl DnsService {
             RecordSet::default(),
             RecordSet::default(),
             RecordSet::default(),
+            RecordSet::default(),
         )));
         let forward: Option<Arc<dyn Forward>> = (!settings.upstreams.is_empty()).then(|| {
             let config = ForwarderConfig {
@@ -115,6 +118,7 @@ impl DnsService {
             settings.domain.clone(),
             gossip.clone(),
             this_node,
+            named_vips,
             snapshot,
             replica_metrics.clone(),
             stopped.clone(),
@@ -153,11 +157,12 @@ impl DnsService {
     }
 }
 
-/// Rebuilds the snapshot whenever the gossip view changes.
+/// Rebuilds the snapshot whenever the gossip view or the load balancer's named VIPs change.
 async fn replica(
     domain: String,
     gossip: Arc<Gossip>,
     this_node: IpAddr,
+    mut named_vips: watch::Receiver<NamedVips>,
     snapshot: SharedSnapshot,
     metrics: Arc<ReplicaMetrics>,
     mut stop: watch::Receiver<bool>,
@@ -165,9 +170,11 @@ async fn replica(
     let mut views = gossip.watch();
     loop {
         let view = views.borrow_and_update().clone();
+        let vips = named_vips.borrow_and_update().clone();
         let domain = domain.clone();
         let built =
-            tokio::task::spawn_blocking(move || build_from_view(&domain, &view, this_node)).await;
+            tokio::task::spawn_blocking(move || build_from_view(&domain, &view, this_node, &vips))
+                .await;
         match built {
             Ok((new, records)) => {
                 metrics.rebuilds.inc();
@@ -178,14 +185,21 @@ async fn replica(
         }
         tokio::select! {
             changed = views.changed() => if changed.is_err() { return },
+            // Without a load balancer the sender is gone: that is no reason to stop.
+            Ok(()) = named_vips.changed() => {}
             _ = stop.changed() => return,
         }
         tokio::time::sleep(DEBOUNCE).await;
     }
 }
 
-/// The snapshot a gossip view implies, and its number of records.
-fn build_from_view(domain: &str, view: &ClusterView, this_node: IpAddr) -> (Snapshot, usize) {
+/// The snapshot a gossip view and the named VIPs imply, and its number of records.
+fn build_from_view(
+    domain: &str,
+    view: &ClusterView,
+    this_node: IpAddr,
+    named_vips: &NamedVips,
+) -> (Snapshot, usize) {
     let cluster = facts::from_view(view).unwrap_or_default();
     // Masters: the nodes that say they have the role, as gossip knows them.
     let masters: Vec<IpAddr> = view
@@ -204,14 +218,22 @@ fn build_from_view(domain: &str, view: &ClusterView, this_node: IpAddr) -> (Snap
     };
     let mesos = records::generate(&cluster, &settings);
     let (thisdcos, spartan) = dcos::generate(&cluster, LabelSpec::Rfc1123, &masters, &[this_node]);
-    let count = mesos.len() + thisdcos.len() + spartan.len();
-    (build_snapshot(domain, mesos, thisdcos, spartan), count)
+    let mut l4lb = RecordSet::default();
+    for (name, ip) in named_vips {
+        l4lb.add_ip(&format!("{name}."), IpAddr::V4(*ip));
+    }
+    let count = mesos.len() + thisdcos.len() + spartan.len() + l4lb.len();
+    (
+        build_snapshot(domain, mesos, thisdcos, l4lb, spartan),
+        count,
+    )
 }
 
 fn build_snapshot(
     domain: &str,
     mesos: RecordSet,
     thisdcos: RecordSet,
+    l4lb: RecordSet,
     spartan: RecordSet,
 ) -> Snapshot {
     let soa = |apex: &str| Soa {
@@ -236,8 +258,8 @@ fn build_snapshot(
     Snapshot::build(vec![
         zone(domain, MESOS_TTL, mesos),
         zone(dcos::THISDCOS, dcos::DCOS_TTL, thisdcos),
-        // Named VIPs land here once the load balancer publishes them.
-        zone(dcos::L4LB, dcos::DCOS_TTL, RecordSet::default()),
+        // Named VIPs the local datapath has (see crate::lb::service on the ordering).
+        zone(dcos::L4LB, dcos::DCOS_TTL, l4lb),
         zone(dcos::SPARTAN, dcos::DCOS_TTL, spartan),
     ])
 }

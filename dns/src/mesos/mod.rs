@@ -68,6 +68,7 @@ pub fn cluster(state: &State, sources: &[IpSource], resolve: Resolve<'_>) -> Clu
                         is_running: task.state == "TASK_RUNNING",
                         ips: task.ips(sources, agent_ips),
                         ports: task.ports(),
+                        healthy: task.healthy(),
                         discovery: task.discovery.as_ref().map(|d| Discovery {
                             name: d.name.clone(),
                             ports: d
@@ -78,6 +79,12 @@ pub fn cluster(state: &State, sources: &[IpSource], resolve: Resolve<'_>) -> Clu
                                     number: p.number,
                                     protocol: p.protocol.clone(),
                                     name: p.name.clone(),
+                                    labels: p
+                                        .labels
+                                        .labels
+                                        .iter()
+                                        .map(|l| (l.key.clone(), l.value.clone()))
+                                        .collect(),
                                 })
                                 .collect(),
                         }),

@@ -84,6 +84,9 @@ pub struct Status {
     pub labels: Vec<Label>,
     #[serde(default)]
     pub container_status: Option<ContainerStatus>,
+    /// The result of the task's health checks, when it has any.
+    #[serde(default)]
+    pub healthy: Option<bool>,
 }
 
 /// A key/value label.
@@ -144,6 +147,16 @@ pub struct DiscoveryPort {
     pub protocol: String,
     #[serde(default)]
     pub name: String,
+    /// Labels such as `VIP_0` = `/web:80` (the load balancer's VIPs).
+    #[serde(default)]
+    pub labels: Labels,
+}
+
+/// Mesos' `Labels` message: `{"labels": [{"key": ..., "value": ...}]}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Labels {
+    #[serde(default)]
+    pub labels: Vec<Label>,
 }
 
 /// Where a task's IP addresses may come from (`IPSources` in Mesos-DNS's config).
@@ -192,6 +205,16 @@ impl Task {
             .iter()
             .filter(|s| s.state == "TASK_RUNNING")
             .max_by(|a, b| a.timestamp.total_cmp(&b.timestamp))
+    }
+
+    /// The health of the task as its latest status with a health result reports it; `None`
+    /// when it has no health checks.
+    pub fn healthy(&self) -> Option<bool> {
+        self.statuses
+            .iter()
+            .filter(|s| s.healthy.is_some())
+            .max_by(|a, b| a.timestamp.total_cmp(&b.timestamp))
+            .and_then(|s| s.healthy)
     }
 
     /// Every address the sources yield, in source order; `agent_ips` serve the `host` source.

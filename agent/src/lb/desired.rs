@@ -1,0 +1,266 @@
+//! The VIPs a gossip view implies: every running task's discovery ports with `VIP_<n>` labels
+//! become backends (the task's first IPv4 address and the port's number), with weight 0 for
+//! tasks whose health checks fail. Tasks on agents that gossip reports down are left out, so
+//! their backends are withdrawn on every node as soon as the failure detector decides.
+//!
+//! Named VIPs get their address from [`dcnet_lb::vip::named_addresses`] over every name in
+//! the view, so all nodes agree without talking about it.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+
+use dcnet_dns::records::Cluster;
+use dcnet_lb::vip::{
+    Backend, Protocol, Vip, VipError, VipHost, VipLabel, VipName, named_addresses,
+};
+
+/// What the cluster's tasks ask of the load balancer.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Desired {
+    pub vips: BTreeMap<Vip, Vec<Backend>>,
+    /// DNS name and address of every named VIP.
+    pub names: BTreeMap<Vip, (VipName, String)>,
+    /// Labels that could not be used, with why.
+    pub errors: Vec<LabelProblem>,
+}
+
+/// A `VIP_<n>` label that was ignored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelProblem {
+    pub task: String,
+    pub error: VipError,
+}
+
+/// The VIPs `cluster` implies. `down_agents`: addresses of agents gossip reports down; their
+/// tasks' backends are left out.
+pub fn desired(cluster: &Cluster, down_agents: &HashSet<IpAddr>) -> Desired {
+    let agent_ips: BTreeMap<&str, &[IpAddr]> = cluster
+        .agents
+        .iter()
+        .map(|a| (a.id.as_str(), a.ips.as_slice()))
+        .collect();
+    let mut errors = Vec::new();
+    // (host, port, protocol) → backends, before named hosts have addresses.
+    let mut wanted: BTreeMap<(VipHost, u16, Protocol), Vec<Backend>> = BTreeMap::new();
+    for framework in &cluster.frameworks {
+        for task in framework.tasks.iter().filter(|t| t.is_running) {
+            let Some(discovery) = &task.discovery else {
+                continue;
+            };
+            let on_down_agent = agent_ips
+                .get(task.agent_id.as_str())
+                .is_some_and(|ips| ips.iter().any(|ip| down_agents.contains(ip)));
+            let ip = task.ips.iter().find_map(|ip| match ip {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            });
+            let weight = u32::from(task.healthy != Some(false));
+            for port in &discovery.ports {
+                for (key, value) in port.labels.iter().filter(|(k, _)| VipLabel::is_vip_key(k)) {
+                    let label = match VipLabel::parse(key, value, &framework.name) {
+                        Ok(label) => label,
+                        Err(error) => {
+                            errors.push(LabelProblem {
+                                task: task.id.clone(),
+                                error,
+                            });
+                            continue;
+                        }
+                    };
+                    for protocol in protocols(&port.protocol) {
+                        let backends = wanted
+                            .entry((label.host.clone(), label.port, protocol))
+                            .or_default();
+                        // The VIP exists as long as a task declares it, even with no backend
+                        // to use: connects are then refused at once instead of hanging.
+                        if let (Some(ip), false, 1..) = (ip, on_down_agent, port.number) {
+                            backends.push(Backend {
+                                addr: SocketAddrV4::new(ip, port.number),
+                                weight,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    let named: BTreeSet<&VipName> = wanted
+        .keys()
+        .filter_map(|(host, _, _)| match host {
+            VipHost::Named(n) => Some(n),
+            VipHost::Ip(_) => None,
+        })
+        .collect();
+    let addresses = named_addresses(named);
+    let mut out = Desired {
+        errors,
+        ..Desired::default()
+    };
+    for ((host, port, protocol), backends) in wanted {
+        let addr: Ipv4Addr = match &host {
+            VipHost::Ip(ip) => *ip,
+            VipHost::Named(n) => addresses[n],
+        };
+        let vip = Vip {
+            addr: SocketAddrV4::new(addr, port),
+            protocol,
+        };
+        if let VipHost::Named(n) = host {
+            let dns = n.dns_name();
+            out.names.insert(vip, (n, dns));
+        }
+        out.vips.entry(vip).or_default().extend(backends);
+    }
+    out
+}
+
+/// Protocols of a discovery port: Mesos leaves it empty for "both" in some frameworks; Marathon
+/// writes `tcp`, `udp` or `udp,tcp`.
+fn protocols(field: &str) -> Vec<Protocol> {
+    let mut out: Vec<Protocol> = field
+        .split(',')
+        .filter_map(|p| p.trim().parse().ok())
+        .collect();
+    if out.is_empty() {
+        out.push(Protocol::Tcp);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dcnet_dns::records::{AgentInfo, Discovery, DiscoveryPort, FrameworkInfo, TaskInfo};
+
+    fn task(id: &str, agent: &str, ip: &str, port: u16, labels: &[(&str, &str)]) -> TaskInfo {
+        TaskInfo {
+            id: id.into(),
+            name: id.split('.').next().unwrap_or(id).into(),
+            agent_id: agent.into(),
+            is_running: true,
+            ips: vec![ip.parse().unwrap()],
+            ports: vec![],
+            healthy: None,
+            discovery: Some(Discovery {
+                name: "web".into(),
+                ports: vec![DiscoveryPort {
+                    number: port,
+                    protocol: "tcp".into(),
+                    name: "http".into(),
+                    labels: labels
+                        .iter()
+                        .map(|(k, v)| ((*k).into(), (*v).into()))
+                        .collect(),
+                }],
+            }),
+        }
+    }
+
+    fn cluster(tasks: Vec<TaskInfo>) -> Cluster {
+        Cluster {
+            frameworks: vec![FrameworkInfo {
+                name: "marathon".into(),
+                scheduler_ips: vec![],
+                scheduler_port: None,
+                tasks,
+            }],
+            agents: vec![
+                AgentInfo {
+                    id: "a2".into(),
+                    ips: vec!["10.0.0.2".parse().unwrap()],
+                    port: Some(5051),
+                },
+                AgentInfo {
+                    id: "a3".into(),
+                    ips: vec!["10.0.0.3".parse().unwrap()],
+                    port: Some(5051),
+                },
+            ],
+            leader: None,
+        }
+    }
+
+    #[test]
+    fn named_and_ip_vips_collect_their_backends() {
+        let c = cluster(vec![
+            task("web.1", "a2", "9.0.2.2", 80, &[("VIP_0", "/web:80")]),
+            task("web.2", "a3", "9.0.3.2", 80, &[("VIP_0", "/web:80")]),
+            task(
+                "db.1",
+                "a3",
+                "9.0.3.3",
+                5432,
+                &[("VIP_0", "10.10.0.1:5432")],
+            ),
+            task("plain.1", "a3", "9.0.3.4", 8080, &[("OTHER", "x")]),
+        ]);
+        let d = desired(&c, &HashSet::new());
+        assert_eq!(d.vips.len(), 2);
+        let (web, (name, dns)) = d.names.iter().next().unwrap();
+        assert_eq!(name.name, "web");
+        assert_eq!(dns, "web.marathon.l4lb.thisdcos.directory");
+        assert_eq!(web.addr.ip().octets()[0], 11);
+        assert_eq!(web.addr.port(), 80);
+        let backends: Vec<String> = d.vips[web].iter().map(|b| b.addr.to_string()).collect();
+        assert_eq!(backends, ["9.0.2.2:80", "9.0.3.2:80"]);
+        let db = Vip {
+            addr: "10.10.0.1:5432".parse().unwrap(),
+            protocol: Protocol::Tcp,
+        };
+        assert_eq!(d.vips[&db].len(), 1);
+        assert!(!d.names.contains_key(&db));
+    }
+
+    #[test]
+    fn unhealthy_tasks_get_weight_zero_and_down_agents_lose_their_backends() {
+        let mut sick = task("web.2", "a3", "9.0.3.2", 80, &[("VIP_0", "/web:80")]);
+        sick.healthy = Some(false);
+        let c = cluster(vec![
+            task("web.1", "a2", "9.0.2.2", 80, &[("VIP_0", "/web:80")]),
+            sick,
+        ]);
+        let d = desired(&c, &HashSet::new());
+        let weights: Vec<u32> = d
+            .vips
+            .values()
+            .next()
+            .unwrap()
+            .iter()
+            .map(|b| b.weight)
+            .collect();
+        assert_eq!(weights, [1, 0]);
+
+        let down: HashSet<IpAddr> = ["10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap()]
+            .into_iter()
+            .collect();
+        let d = desired(&c, &down);
+        assert_eq!(d.vips.len(), 1, "the VIP stays while tasks declare it");
+        assert!(
+            d.vips.values().next().unwrap().is_empty(),
+            "no backend on a down agent"
+        );
+    }
+
+    #[test]
+    fn bad_labels_are_reported_not_fatal() {
+        let c = cluster(vec![
+            task("bad.1", "a2", "9.0.2.2", 80, &[("VIP_0", "/web")]),
+            task("web.1", "a2", "9.0.2.3", 80, &[("VIP_1", "/web:80")]),
+        ]);
+        let d = desired(&c, &HashSet::new());
+        assert_eq!(d.vips.len(), 1);
+        assert_eq!(d.errors.len(), 1);
+        assert_eq!(d.errors[0].task, "bad.1");
+    }
+
+    #[test]
+    fn protocols_of_a_port() {
+        assert_eq!(protocols("tcp"), [Protocol::Tcp]);
+        assert_eq!(protocols("udp,tcp"), [Protocol::Tcp, Protocol::Udp]);
+        assert_eq!(protocols(""), [Protocol::Tcp]);
+        assert_eq!(protocols("UDP"), [Protocol::Udp]);
+    }
+}

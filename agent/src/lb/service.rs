@@ -1,0 +1,334 @@
+//! The agent's load-balancer service: loads the eBPF datapath, attaches it to the configured
+//! cgroup, and keeps its VIPs equal to what the task facts in gossip imply ([`super::desired`]).
+//!
+//! Ordering with DNS: the named VIPs handed to the DNS service (`l4lb.thisdcos.directory`) are
+//! only those the datapath has programmed, after the sync that programmed them, so a name never
+//! resolves on a node before a connect to its address is translated there.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use dcnet_lb::datapath::VipCounters;
+use dcnet_lb::{Datapath, Vip, VipName};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::desired::{Desired, desired};
+use crate::config::LbSettings;
+use crate::dns::facts;
+use crate::gossip::{ClusterView, Gossip};
+use crate::node::{NODE_INFO_KEY, NodeInfo};
+
+/// A burst of gossip updates within this window costs one sync.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Named VIPs the datapath has: DNS name → address. Read by the DNS service.
+pub type NamedVips = BTreeMap<String, Ipv4Addr>;
+
+/// A VIP as `GET /v1/vips` and `dcnet vips` show it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct VipStatus {
+    pub vip: SocketAddrV4,
+    pub protocol: dcnet_lb::Protocol,
+    /// `<name>.<framework>.l4lb.thisdcos.directory` for a named VIP.
+    pub name: Option<String>,
+    /// New connections since the VIP was programmed on this node.
+    pub connections: u64,
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One backend of a [`VipStatus`].
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct BackendStatus {
+    pub addr: SocketAddrV4,
+    pub weight: u32,
+    /// `up` (takes new connections) or `draining` (weight 0).
+    pub state: String,
+    pub connections: u64,
+}
+
+#[derive(Debug, Default)]
+struct SyncMetrics {
+    syncs: Counter,
+    failures: Counter,
+    label_errors: Counter,
+    seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+/// What the service and the API share.
+struct Shared {
+    datapath: Mutex<Datapath>,
+    names: Mutex<BTreeMap<Vip, (VipName, String)>>,
+}
+
+impl Shared {
+    fn datapath(&self) -> MutexGuard<'_, Datapath> {
+        // A panic while holding the lock leaves the maps as the kernel has them; keep going.
+        self.datapath.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running load balancer.
+pub struct LbService {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl LbService {
+    /// Loads and attaches the datapath, then follows gossip. `named` receives the named VIPs
+    /// the datapath has, for DNS.
+    pub fn start(
+        settings: &LbSettings,
+        gossip: Arc<Gossip>,
+        named: watch::Sender<NamedVips>,
+        registry: &mut Registry,
+    ) -> Result<Self, crate::Error> {
+        let mut datapath = Datapath::load().map_err(crate::Error::Lb)?;
+        datapath
+            .attach(&settings.cgroup)
+            .map_err(crate::Error::Lb)?;
+        info!(cgroup = %settings.cgroup.display(), "load balancer attached");
+        let shared = Arc::new(Shared {
+            datapath: Mutex::new(datapath),
+            names: Mutex::new(BTreeMap::new()),
+        });
+        let metrics = Arc::new(SyncMetrics::default());
+        registry.register(
+            "dcnet_lb_syncs",
+            "Times the datapath was brought in line with gossip",
+            metrics.syncs.clone(),
+        );
+        registry.register(
+            "dcnet_lb_sync_failures",
+            "VIPs a sync could not program (see the log)",
+            metrics.failures.clone(),
+        );
+        registry.register(
+            "dcnet_lb_label_errors",
+            "VIP labels of tasks that could not be used (see the log)",
+            metrics.label_errors.clone(),
+        );
+        registry.register(
+            "dcnet_lb_sync_seconds",
+            "Duration of the last sync",
+            metrics.seconds.clone(),
+        );
+        registry.register_collector(Box::new(CountersCollector(shared.clone())));
+
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(follow(gossip, shared.clone(), named, metrics, stopped));
+        Ok(Self { shared, stop, task })
+    }
+
+    /// Every VIP the datapath has, with backends and connection counts.
+    pub fn status(&self) -> Result<Vec<VipStatus>, dcnet_lb::Error> {
+        let datapath = self.shared.datapath();
+        let counters: BTreeMap<Vip, VipCounters> = datapath
+            .counters()?
+            .into_iter()
+            .map(|c| (c.vip, c))
+            .collect();
+        let names = self.shared.names.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(datapath
+            .vips()
+            .map(|(vip, backends)| {
+                let counts = counters.get(vip);
+                let backend_count = |addr: &SocketAddrV4| {
+                    counts
+                        .and_then(|c| c.backends.iter().find(|(a, _)| a == addr))
+                        .map_or(0, |(_, n)| *n)
+                };
+                VipStatus {
+                    vip: vip.addr,
+                    protocol: vip.protocol,
+                    name: names.get(vip).map(|(_, dns)| dns.clone()),
+                    connections: counts.map_or(0, |c| c.connections),
+                    backends: backends
+                        .iter()
+                        .map(|b| BackendStatus {
+                            addr: b.addr,
+                            weight: b.weight,
+                            state: if b.weight > 0 { "up" } else { "draining" }.into(),
+                            connections: backend_count(&b.addr),
+                        })
+                        .collect(),
+                }
+            })
+            .collect())
+    }
+
+    /// Stops following gossip and detaches the datapath (programs and maps are released).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Syncs the datapath on every gossip change.
+async fn follow(
+    gossip: Arc<Gossip>,
+    shared: Arc<Shared>,
+    named: watch::Sender<NamedVips>,
+    metrics: Arc<SyncMetrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut views = gossip.watch();
+    let mut reported: HashSet<String> = HashSet::new();
+    loop {
+        let view = views.borrow_and_update().clone();
+        let want = desired_from_view(&view);
+        for problem in &want.errors {
+            let text = format!("task {}: {}", problem.task, problem.error);
+            if reported.insert(text.clone()) {
+                metrics.label_errors.inc();
+                warn!("{text}; the label is ignored");
+            }
+        }
+        let shared_for_sync = shared.clone();
+        let synced = tokio::task::spawn_blocking(move || sync(&shared_for_sync, want)).await;
+        match synced {
+            Ok((now_named, failures, elapsed)) => {
+                metrics.syncs.inc();
+                metrics.failures.inc_by(failures);
+                metrics.seconds.set(elapsed.as_secs_f64());
+                named.send_if_modified(|current| {
+                    let changed = *current != now_named;
+                    *current = now_named;
+                    changed
+                });
+            }
+            Err(e) => warn!(error = %e, "the load-balancer sync failed"),
+        }
+        tokio::select! {
+            changed = views.changed() => if changed.is_err() { return },
+            _ = stop.changed() => return,
+        }
+        tokio::time::sleep(DEBOUNCE).await;
+    }
+}
+
+/// Programs `want`; returns the named VIPs now programmed, the failures and the time taken.
+fn sync(shared: &Shared, want: Desired) -> (NamedVips, u64, Duration) {
+    let started = Instant::now();
+    let mut datapath = shared.datapath();
+    let report = datapath.sync(&want.vips);
+    for (vip, error) in &report.failed {
+        warn!(%vip, error = %error, "VIP not programmed");
+    }
+    if report.added + report.updated + report.removed > 0 {
+        info!(
+            added = report.added,
+            updated = report.updated,
+            removed = report.removed,
+            vips = want.vips.len(),
+            "VIPs programmed"
+        );
+    }
+    // Only what the datapath has goes to DNS.
+    let programmed: BTreeMap<Vip, (VipName, String)> = want
+        .names
+        .into_iter()
+        .filter(|(vip, _)| datapath.has_vip(vip))
+        .collect();
+    drop(datapath);
+    let now_named: NamedVips = programmed
+        .iter()
+        .map(|(vip, (_, dns))| (dns.clone(), *vip.addr.ip()))
+        .collect();
+    *shared.names.lock().unwrap_or_else(|e| e.into_inner()) = programmed;
+    (now_named, report.failed.len() as u64, started.elapsed())
+}
+
+/// The desired VIPs of a gossip view: task facts, minus backends on agents gossip reports down.
+fn desired_from_view(view: &ClusterView) -> Desired {
+    let cluster = facts::from_view(view).unwrap_or_default();
+    let down: HashSet<IpAddr> = view
+        .nodes
+        .values()
+        .filter(|n| !n.is_up)
+        .filter_map(|n| serde_json::from_str::<NodeInfo>(n.get(NODE_INFO_KEY)?).ok())
+        .map(|info| info.address)
+        .collect();
+    desired(&cluster, &down)
+}
+
+/// Per-VIP and per-backend connection counters and the datapath's outcome counters, read from
+/// the per-CPU maps at scrape time.
+struct CountersCollector(Arc<Shared>);
+
+impl std::fmt::Debug for CountersCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CountersCollector")
+    }
+}
+
+impl Collector for CountersCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let datapath = self.0.datapath();
+        let (counters, stats) = match (datapath.counters(), datapath.stats()) {
+            (Ok(c), Ok(s)) => (c, s),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(error = %e, "reading the load balancer's counters failed");
+                return Ok(());
+            }
+        };
+        let vips = datapath.vips().count();
+        drop(datapath);
+        let mut family = encoder.encode_descriptor(
+            "dcnet_lb_vip_connections",
+            "New connections to a VIP on this node",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in &counters {
+            let labels = [
+                ("vip", c.vip.addr.to_string()),
+                ("protocol", c.vip.protocol.to_string()),
+            ];
+            ConstCounter::new(c.connections).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "dcnet_lb_backend_connections",
+            "New connections a VIP sent to a backend on this node",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in &counters {
+            for (backend, n) in &c.backends {
+                let labels = [
+                    ("vip", c.vip.addr.to_string()),
+                    ("protocol", c.vip.protocol.to_string()),
+                    ("backend", backend.to_string()),
+                ];
+                ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "dcnet_lb_datapath_events",
+            "Outcomes of the socket hooks (translated, no_backend, bad_slot, reverse_full, reversed)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (name, n) in stats {
+            ConstCounter::new(n).encode(family.encode_family(&[("event", name)])?)?;
+        }
+        ConstGauge::new(vips as i64).encode(encoder.encode_descriptor(
+            "dcnet_lb_vips",
+            "VIPs programmed in the datapath",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        Ok(())
+    }
+}

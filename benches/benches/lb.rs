@@ -1,0 +1,544 @@
+//! L4 load-balancing benchmark: short TCP connections through five datapaths, side by side in
+//! one run, with the same client and server.
+//!
+//! Every case gets fresh namespaces: a client namespace and a server namespace joined by a
+//! veth pair (no route anywhere else). The server (`dcnet-conn-load serve`, 2 threads) answers
+//! a 64-byte request with 64 bytes and closes. The client (`dcnet-conn-load run`, 2 threads)
+//! loops connect, request, read to EOF, close, and reports connections per second and the
+//! latency of whole connections. The datapaths:
+//! - **dcnet**: the eBPF socket hooks, attached to a cgroup made for the bench, which holds the
+//!   client; the VIP is translated at connect time;
+//! - **iptables**: DNAT rules in the client namespace's `nat OUTPUT` chain (conntrack NAT,
+//!   the class of kube-proxy's iptables mode and of dcos-l4lb's IPVS NAT mode), one rule per
+//!   VIP, the measured one in the middle;
+//! - **nftables**: a verdict map from VIP to a chain per VIP that DNATs (kube-proxy's nftables
+//!   mode);
+//! - **haproxy**: HAProxy in TCP mode in the client namespace, one listener per VIP on
+//!   127.0.0.1;
+//! - **direct**: the client connects to the backend itself.
+//!
+//! The client is pinned to core 0 and the server to core 1 in every case. Each with 1, 1,000
+//! and 10,000 VIPs configured (all to the same backend). Ratios are to
+//! direct, measured in the same round. Then the sustained rate from one client thread to one
+//! VIP through dcnet, to show there is no cap from port exhaustion (Minuteman's conntrack
+//! design capped near 235/s).
+//!
+//! Usage: `cargo bench -p dcnet-benches --bench lb -- [--seconds 5] [--rounds 3]
+//!        [--vips 1,1000,10000] [--sustained-seconds 20]`
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use dcnet_benches::{Background, print_table, spawn_in};
+use dcnet_lb::{Backend, Datapath, Protocol, Vip};
+use dcnet_tests::cluster::in_netns;
+use dcnet_tests::{TestCgroup, TestNamespace};
+
+const LOAD: &str = env!("CARGO_BIN_EXE_dcnet-conn-load");
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 211, 0, 1);
+const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 211, 0, 2);
+const BACKEND: SocketAddrV4 = SocketAddrV4::new(SERVER_IP, 8080);
+const HAPROXY_BASE_PORT: u16 = 10_000;
+/// The client runs on one core and the server on the other, the same for every datapath, so
+/// the scheduler's placement does not add noise to the comparison. HAProxy floats.
+const CLIENT_CPU: &str = "0";
+const SERVER_CPU: &str = "1";
+/// Pause after each case: deleting a namespace with tens of thousands of TIME_WAIT sockets
+/// and conntrack entries keeps a kernel worker busy for a while.
+const SETTLE: Duration = Duration::from_secs(2);
+
+struct Options {
+    seconds: f64,
+    rounds: usize,
+    vips: Vec<u32>,
+    sustained_seconds: f64,
+}
+
+fn parse_args() -> Result<Options> {
+    let mut o = Options {
+        seconds: 5.0,
+        rounds: 3,
+        vips: vec![1, 1000, 10_000],
+        sustained_seconds: 20.0,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--seconds" => o.seconds = value()?.parse().context("--seconds takes a number")?,
+            "--rounds" => o.rounds = value()?.parse().context("--rounds takes a number")?,
+            "--sustained-seconds" => {
+                o.sustained_seconds = value()?
+                    .parse()
+                    .context("--sustained-seconds takes a number")?
+            }
+            "--vips" => {
+                o.vips = value()?
+                    .split(',')
+                    .map(|v| {
+                        v.trim()
+                            .parse()
+                            .context("--vips takes numbers such as 1,1000")
+                    })
+                    .collect::<Result<_>>()?
+            }
+            "--bench" => {}
+            other => bail!("unknown option {other:?}; see the usage at the top of benches/lb.rs"),
+        }
+    }
+    if o.vips.iter().any(|&n| n == 0 || n > 30_000) {
+        bail!("--vips: each count must be between 1 and 30000");
+    }
+    Ok(o)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Path {
+    Dcnet,
+    Iptables,
+    Nftables,
+    Haproxy,
+    Direct,
+}
+
+impl Path {
+    const ALL: [Path; 5] = [
+        Path::Dcnet,
+        Path::Iptables,
+        Path::Nftables,
+        Path::Haproxy,
+        Path::Direct,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Path::Dcnet => "dcnet VIP (eBPF)",
+            Path::Iptables => "iptables DNAT",
+            Path::Nftables => "nftables DNAT vmap",
+            Path::Haproxy => "HAProxy (TCP)",
+            Path::Direct => "direct",
+        }
+    }
+}
+
+/// The VIPs of a case: `n` addresses in 11.0.0.0/8, the measured one in the middle.
+fn vips(n: u32) -> (Vec<SocketAddrV4>, usize) {
+    let all = (0..n)
+        .map(|i| SocketAddrV4::new(Ipv4Addr::from(0x0b00_0001 + i), 80))
+        .collect();
+    (all, n as usize / 2)
+}
+
+/// One client/server namespace pair with the server running.
+struct Pair {
+    client: TestNamespace,
+    _server: TestNamespace,
+    _backend: Background,
+}
+
+impl Pair {
+    fn new(label: &str) -> Result<Self> {
+        let client = TestNamespace::create(&format!("{label}c"))?;
+        let server = TestNamespace::create(&format!("{label}s"))?;
+        let server_ns = server.netns();
+        client.netns().netlink(|nl| async move {
+            nl.add_veth("lbc", "lbs", Some(server_ns)).await?;
+            nl.add_address("lbc", CLIENT_IP.into(), 24).await?;
+            nl.set_up("lbc").await
+        })?;
+        server.netns().netlink(|nl| async move {
+            nl.add_address("lbs", SERVER_IP.into(), 24).await?;
+            nl.set_up("lbs").await
+        })?;
+        for ns in [&client, &server] {
+            ns.netns().run(|| -> Result<()> {
+                // More ephemeral ports than the default, the same for every datapath.
+                std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "20000 65000")?;
+                std::fs::write("/proc/sys/net/core/somaxconn", "4096")?;
+                Ok(())
+            })??;
+        }
+        let backend = spawn_in(
+            server.netns(),
+            "taskset",
+            &["-c", SERVER_CPU, LOAD, "serve", &BACKEND.to_string(), "2"],
+        )?;
+        // The VIP range routed towards the server, as a node's default route would: conntrack
+        // NAT needs a route before its OUTPUT hook runs (dcnet's hooks run before routing).
+        add_route(client.netns(), (Ipv4Addr::new(11, 0, 0, 0), 8), SERVER_IP)?;
+        let pair = Self {
+            client,
+            _server: server,
+            _backend: backend,
+        };
+        pair.wait_for_backend()?;
+        Ok(pair)
+    }
+
+    fn wait_for_backend(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let ok = self.client.netns().run(|| {
+                std::net::TcpStream::connect_timeout(&BACKEND.into(), Duration::from_millis(200))
+                    .is_ok()
+            })?;
+            if ok {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("the backend at {BACKEND} did not start")
+    }
+
+    /// Runs the load client in the client namespace (and `cgroup`).
+    fn load(
+        &self,
+        target: SocketAddrV4,
+        threads: usize,
+        seconds: f64,
+        cgroup: Option<&TestCgroup>,
+    ) -> Result<LoadResult> {
+        let mut command = Command::new("taskset");
+        command.args([
+            "-c",
+            CLIENT_CPU,
+            LOAD,
+            "run",
+            &target.to_string(),
+            &threads.to_string(),
+            &seconds.to_string(),
+        ]);
+        in_netns(&mut command, self.client.netns(), true);
+        if let Some(cgroup) = cgroup {
+            cgroup.place(&mut command);
+        }
+        let out = command.stderr(Stdio::inherit()).output()?;
+        if !out.status.success() {
+            bail!("the load client to {target} failed");
+        }
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("client output {:?}", String::from_utf8_lossy(&out.stdout)))?;
+        let connections = json["connections"].as_f64().unwrap_or_default();
+        let errors: u64 = json["errors"]
+            .as_object()
+            .map(|e| e.values().filter_map(|v| v.as_u64()).sum())
+            .unwrap_or_default();
+        if errors > 0 {
+            eprintln!("  errors to {target}: {}", json["errors"]);
+        }
+        Ok(LoadResult {
+            per_second: connections / json["seconds"].as_f64().unwrap_or(seconds),
+            p50_us: json["p50_us"].as_f64().unwrap_or_default(),
+            p99_us: json["p99_us"].as_f64().unwrap_or_default(),
+            errors,
+        })
+    }
+}
+
+/// Adds a route to `dst` via `via` inside `netns` (a namespace of the bench's own).
+fn add_route(netns: &dcnet_overlay::Netns, dst: (Ipv4Addr, u8), via: Ipv4Addr) -> Result<()> {
+    netns.run(|| -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let (connection, handle, _) = rtnetlink::new_connection()?;
+            tokio::spawn(connection);
+            let route = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(dst.0, dst.1)
+                .gateway(via)
+                .build();
+            handle.route().add(route).execute().await?;
+            Ok(())
+        })
+    })?
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct LoadResult {
+    per_second: f64,
+    p50_us: f64,
+    p99_us: f64,
+    errors: u64,
+}
+
+/// What a datapath needs kept alive while it is measured.
+enum Installed {
+    Dcnet {
+        _datapath: Box<Datapath>,
+        cgroup: TestCgroup,
+    },
+    Nothing,
+    Haproxy {
+        _proxy: Background,
+        _config: tempfile::TempDir,
+    },
+}
+
+impl Installed {
+    /// The cgroup the client must run in, for dcnet.
+    fn cgroup(&self) -> Option<&TestCgroup> {
+        match self {
+            Installed::Dcnet { cgroup, .. } => Some(cgroup),
+            _ => None,
+        }
+    }
+}
+
+/// Sets `path` up for `n` VIPs in `pair`; returns what to keep and the address to connect to.
+fn install(path: Path, pair: &Pair, n: u32) -> Result<(Installed, SocketAddrV4)> {
+    let (all, measured) = vips(n);
+    match path {
+        Path::Direct => Ok((Installed::Nothing, BACKEND)),
+        Path::Dcnet => {
+            let cgroup = TestCgroup::create("lbbench")?;
+            let mut datapath = Datapath::load()?;
+            datapath.attach(cgroup.path())?;
+            let desired: BTreeMap<Vip, Vec<Backend>> = all
+                .iter()
+                .map(|&addr| {
+                    (
+                        Vip {
+                            addr,
+                            protocol: Protocol::Tcp,
+                        },
+                        vec![Backend {
+                            addr: BACKEND,
+                            weight: 1,
+                        }],
+                    )
+                })
+                .collect();
+            let report = datapath.sync(&desired);
+            if let Some((vip, e)) = report.failed.first() {
+                bail!("programming {vip}: {e}");
+            }
+            Ok((
+                Installed::Dcnet {
+                    _datapath: Box::new(datapath),
+                    cgroup,
+                },
+                all[measured],
+            ))
+        }
+        Path::Iptables => {
+            let mut rules = String::from("*nat\n:OUTPUT ACCEPT [0:0]\n");
+            for vip in &all {
+                writeln!(
+                    rules,
+                    "-A OUTPUT -d {}/32 -p tcp -m tcp --dport {} -j DNAT --to-destination {BACKEND}",
+                    vip.ip(),
+                    vip.port()
+                )?;
+            }
+            rules.push_str("COMMIT\n");
+            feed(pair, "iptables-restore", &[], &rules)?;
+            Ok((Installed::Nothing, all[measured]))
+        }
+        Path::Nftables => {
+            let mut text = String::from("table ip dcnbench {\n");
+            for i in 0..all.len() {
+                writeln!(
+                    text,
+                    "  chain svc{i} {{ meta l4proto tcp dnat to {}:{}; }}",
+                    BACKEND.ip(),
+                    BACKEND.port()
+                )?;
+            }
+            text.push_str(
+                "  map services {\n    type ipv4_addr . inet_proto . inet_service : verdict\n",
+            );
+            let elements: Vec<String> = all
+                .iter()
+                .enumerate()
+                .map(|(i, v)| format!("{} . tcp . {} : goto svc{i}", v.ip(), v.port()))
+                .collect();
+            writeln!(text, "    elements = {{ {} }}\n  }}", elements.join(", "))?;
+            text.push_str(
+                "  chain output {\n    type nat hook output priority -100; policy accept;\n    \
+                 ip daddr . meta l4proto . th dport vmap @services\n  }\n}\n",
+            );
+            feed(pair, "nft", &["-f", "-"], &text)?;
+            Ok((Installed::Nothing, all[measured]))
+        }
+        Path::Haproxy => {
+            let dir = tempfile::tempdir()?;
+            let mut cfg = String::from(
+                "global\n  maxconn 4000\n  nbthread 2\n\ndefaults\n  mode tcp\n  \
+                 timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\n",
+            );
+            for i in 0..all.len() {
+                writeln!(
+                    cfg,
+                    "listen v{i}\n  bind 127.0.0.1:{}\n  server b {BACKEND}\n",
+                    HAPROXY_BASE_PORT as usize + i
+                )?;
+            }
+            let path = dir.path().join("haproxy.cfg");
+            std::fs::write(&path, cfg)?;
+            let proxy = spawn_in(
+                pair.client.netns(),
+                "haproxy",
+                &["-db", "-f", &path.to_string_lossy()],
+            )?;
+            let target = SocketAddrV4::new(
+                Ipv4Addr::LOCALHOST,
+                HAPROXY_BASE_PORT + u16::try_from(measured)?,
+            );
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !pair.client.netns().run(|| {
+                std::net::TcpStream::connect_timeout(&target.into(), Duration::from_millis(200))
+                    .is_ok()
+            })? {
+                if Instant::now() > deadline {
+                    bail!("HAProxy did not listen on {target} within 30 s");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok((
+                Installed::Haproxy {
+                    _proxy: proxy,
+                    _config: dir,
+                },
+                target,
+            ))
+        }
+    }
+}
+
+/// Runs `program args` in the client namespace with `input` on stdin.
+fn feed(pair: &Pair, program: &str, args: &[&str], input: &str) -> Result<()> {
+    use std::io::Write;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    in_netns(&mut command, pair.client.netns(), true);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {program} (scripts/setup.sh installs it)"))?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("{program} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+fn measure(path: Path, n: u32, o: &Options) -> Result<LoadResult> {
+    let pair = Pair::new("lb")?;
+    let (installed, target) = install(path, &pair, n)?;
+    let cgroup = installed.cgroup();
+    // A short warm-up (ARP, caches), then the measured run.
+    pair.load(target, 2, 0.3, cgroup)?;
+    let result = pair.load(target, 2, o.seconds, cgroup)?;
+    drop(installed);
+    drop(pair);
+    std::thread::sleep(SETTLE);
+    Ok(result)
+}
+
+fn main() -> Result<()> {
+    let o = parse_args()?;
+    println!("## Short TCP connections per second through each datapath (2 client threads)\n");
+    let mut results: BTreeMap<(u32, Path), Vec<LoadResult>> = BTreeMap::new();
+    for round in 0..o.rounds {
+        for &n in &o.vips {
+            // Rotate the order each round so no datapath always runs first.
+            let mut order = Path::ALL.to_vec();
+            order.rotate_left(round % Path::ALL.len());
+            for path in order {
+                let r = measure(path, n, &o)
+                    .with_context(|| format!("{} with {n} VIPs", path.name()))?;
+                eprintln!(
+                    "round {} {n:>5} VIPs {:<20} {:>8.0} conn/s p50 {:.0} µs",
+                    round + 1,
+                    path.name(),
+                    r.per_second,
+                    r.p50_us
+                );
+                results.entry((n, path)).or_default().push(r);
+            }
+        }
+    }
+    let median = |v: &[LoadResult], f: fn(&LoadResult) -> f64| {
+        let mut x: Vec<f64> = v.iter().map(f).collect();
+        x.sort_by(f64::total_cmp);
+        x[x.len() / 2]
+    };
+    let mut rows = Vec::new();
+    for &n in &o.vips {
+        let direct = median(&results[&(n, Path::Direct)], |r| r.per_second);
+        let iptables = median(&results[&(n, Path::Iptables)], |r| r.per_second);
+        for path in Path::ALL {
+            let r = &results[&(n, path)];
+            let rate = median(r, |r| r.per_second);
+            rows.push(vec![
+                n.to_string(),
+                path.name().to_owned(),
+                format!("{rate:.0}"),
+                format!("{:.0}", median(r, |r| r.p50_us)),
+                format!("{:.0}", median(r, |r| r.p99_us)),
+                format!("{:.3}", rate / direct),
+                format!("{:.2}", rate / iptables),
+                r.iter().map(|r| r.errors).sum::<u64>().to_string(),
+            ]);
+        }
+    }
+    print_table(
+        &[
+            "VIPs",
+            "datapath",
+            "conn/s",
+            "p50 µs",
+            "p99 µs",
+            "÷ direct",
+            "÷ iptables",
+            "errors",
+        ],
+        &rows,
+    );
+    println!(
+        "\nmedians of {} rounds of {} s; goals: dcnet >= 0.97 x direct at every VIP count, \
+         >= 1.1 x iptables at one VIP",
+        o.rounds, o.seconds
+    );
+
+    println!(
+        "\n## Sustained new connections from one client thread to one VIP, {} s\n",
+        o.sustained_seconds
+    );
+    let mut rows = Vec::new();
+    for path in [Path::Dcnet, Path::Direct] {
+        let pair = Pair::new("lbsus")?;
+        let (installed, target) = install(path, &pair, 1)?;
+        let cgroup = installed.cgroup();
+        let r = pair.load(target, 1, o.sustained_seconds, cgroup)?;
+        drop(installed);
+        drop(pair);
+        std::thread::sleep(SETTLE);
+        let total = r.per_second * o.sustained_seconds;
+        rows.push(vec![
+            path.name().to_owned(),
+            format!("{:.0}", r.per_second),
+            format!("{total:.0}"),
+            r.errors.to_string(),
+        ]);
+    }
+    print_table(&["datapath", "conn/s", "connections", "errors"], &rows);
+    println!(
+        "\n(the client's ephemeral port range holds 45,000 ports; more connections than that \
+         without errors means no cap from port exhaustion)"
+    );
+    Ok(())
+}

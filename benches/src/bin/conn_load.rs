@@ -1,0 +1,148 @@
+//! Short-connection load, both ends, for the load-balancing benchmark (`benches/lb.rs`). The
+//! client is a process of its own because the eBPF hooks act on the cgroup a process is in.
+//!
+//! - `dcnet-conn-load serve ADDR THREADS`: accepts on ADDR; per connection reads one request,
+//!   writes a 64-byte response and closes first (so TIME_WAIT stays on the server side, as
+//!   with a web server answering `Connection: close`).
+//! - `dcnet-conn-load run ADDR THREADS SECONDS`: each thread loops connect, 64-byte request,
+//!   read to EOF, close. Prints one JSON line: connections, errors by kind, seconds, and the
+//!   connection latency (connect to EOF) p50/p99 in µs.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+const REQUEST: [u8; 64] = [b'q'; 64];
+const RESPONSE: [u8; 64] = [b'r'; 64];
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["serve", addr, threads] => serve(addr.parse()?, threads.parse()?),
+        ["run", addr, threads, seconds] => run(addr.parse()?, threads.parse()?, seconds.parse()?),
+        _ => bail!("usage: dcnet-conn-load serve ADDR THREADS | run ADDR THREADS SECONDS"),
+    }
+}
+
+fn serve(addr: SocketAddr, threads: usize) -> Result<()> {
+    let listener = Arc::new(TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?);
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let listener = Arc::clone(&listener);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 256];
+                loop {
+                    let Ok((mut stream, _)) = listener.accept() else {
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    if stream.read(&mut buf).is_ok() {
+                        let _ = stream.write_all(&RESPONSE);
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    Ok(())
+}
+
+struct Tally {
+    connections: u64,
+    errors: BTreeMap<String, u64>,
+    latencies: Vec<Duration>,
+}
+
+fn run(addr: SocketAddr, threads: usize, seconds: f64) -> Result<()> {
+    let started = Instant::now();
+    let end = started + Duration::from_secs_f64(seconds);
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut tally = Tally {
+                    connections: 0,
+                    errors: BTreeMap::new(),
+                    latencies: Vec::with_capacity(1 << 18),
+                };
+                let mut buf = [0u8; 256];
+                while Instant::now() < end {
+                    let t = Instant::now();
+                    match once(addr, &mut buf) {
+                        Ok(()) => {
+                            tally.connections += 1;
+                            tally.latencies.push(t.elapsed());
+                        }
+                        Err(e) => *tally.errors.entry(format!("{:?}", e.kind())).or_default() += 1,
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut total = Tally {
+        connections: 0,
+        errors: BTreeMap::new(),
+        latencies: Vec::new(),
+    };
+    for w in workers {
+        let t = w
+            .join()
+            .map_err(|_| anyhow::anyhow!("a client thread panicked"))?;
+        total.connections += t.connections;
+        for (k, v) in t.errors {
+            *total.errors.entry(k).or_default() += v;
+        }
+        total.latencies.extend(t.latencies);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    total.latencies.sort();
+    let q = |p: f64| {
+        total
+            .latencies
+            .get(
+                ((total.latencies.len() as f64 * p) as usize).min(total.latencies.len().max(1) - 1),
+            )
+            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    let json = serde_json::json!({
+        "connections": total.connections,
+        "errors": total.errors,
+        "seconds": elapsed,
+        "p50_us": q(0.5),
+        "p99_us": q(0.99),
+    });
+    println!("{json}");
+    Ok(())
+}
+
+fn once(addr: SocketAddr, buf: &mut [u8]) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(&REQUEST)?;
+    let mut got = 0;
+    loop {
+        match stream.read(&mut buf[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    if got != RESPONSE.len() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("response of {got} bytes"),
+        ));
+    }
+    Ok(())
+}
