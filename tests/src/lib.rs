@@ -3,7 +3,8 @@
 //! - [`cluster`]: N nodes, each a network namespace running `dcnet agent`, on an underlay
 //!   bridge; waits with deadlines; logs on failure; teardown on drop.
 //! - [`container`]: a namespace attached to a node's overlay through the agent's API.
-//! - [`cgroup`]: a cgroup per test for the eBPF socket hooks.
+//! - [`cgroup`]: a cgroup per test for the eBPF socket hooks; [`lb`]: backends and the socket
+//!   client for the load-balancer tests.
 //! - [`namespace`]: a single network namespace for a test; [`fake_master`]: a Mesos master's
 //!   state endpoint to serve from it.
 //!
@@ -13,6 +14,7 @@ pub mod cgroup;
 pub mod cluster;
 pub mod container;
 pub mod fake_master;
+pub mod lb;
 pub mod namespace;
 
 pub use cgroup::TestCgroup;

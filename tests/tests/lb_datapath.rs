@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use dcnet_lb::datapath::Change;
 use dcnet_lb::{Backend, Datapath, Protocol, Vip};
 use dcnet_tests::cluster::{in_netns, require_root};
+use dcnet_tests::lb::{self, Line};
 use dcnet_tests::{TestCgroup, TestNamespace};
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_dcnet-lb-client");
@@ -58,93 +59,28 @@ impl Setup {
         );
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .map(Line::parse)
+            .map(|l| Line::parse(l).unwrap())
             .collect()
     }
 
-    /// `n` TCP backends on 127.0.0.(i+1), each answering its name `t<i>` and closing.
+    /// `n` TCP backends on 127.0.0.(i+1), each greeting with its name `t<i>`.
     fn tcp_backends(&self, n: u8) -> Vec<SocketAddrV4> {
         (0..n)
             .map(|i| {
-                let ip = Ipv4Addr::new(127, 0, 0, i + 1);
-                let listener = self
-                    .ns
-                    .netns()
-                    .run(move || TcpListener::bind((ip, 0)))
-                    .unwrap()
-                    .unwrap();
-                let addr = v4(listener.local_addr().unwrap());
-                std::thread::spawn(move || {
-                    for stream in listener.incoming() {
-                        let Ok(mut stream) = stream else { return };
-                        // Line-echo after the greeting until the client's EOF, for held
-                        // connections; one-shot clients shut down their side at once.
-                        let _ = stream.write_all(format!("t{i}\n").as_bytes());
-                        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                        let mut reader = BufReader::new(stream.try_clone().unwrap());
-                        let mut line = String::new();
-                        while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
-                            let _ = stream.write_all(format!("t{i}:{line}").as_bytes());
-                            line.clear();
-                        }
-                    }
-                });
-                addr
+                let addr = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, i + 1), 0);
+                lb::tcp_backend(self.ns.netns(), addr, &format!("t{i}")).unwrap()
             })
             .collect()
     }
 
-    /// `n` UDP backends on 127.0.0.(i+1), each answering every datagram with `u<i>`.
+    /// `n` UDP backends on 127.0.0.(i+1), each answering with its name `u<i>`.
     fn udp_backends(&self, n: u8) -> Vec<SocketAddrV4> {
         (0..n)
             .map(|i| {
-                let ip = Ipv4Addr::new(127, 0, 0, i + 1);
-                let socket = self
-                    .ns
-                    .netns()
-                    .run(move || UdpSocket::bind((ip, 0)))
-                    .unwrap()
-                    .unwrap();
-                let addr = v4(socket.local_addr().unwrap());
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 512];
-                    while let Ok((_, from)) = socket.recv_from(&mut buf) {
-                        let _ = socket.send_to(format!("u{i}").as_bytes(), from);
-                    }
-                });
-                addr
+                let addr = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, i + 1), 0);
+                lb::udp_backend(self.ns.netns(), addr, &format!("u{i}")).unwrap()
             })
             .collect()
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Line {
-    Ok { peer: String, response: String },
-    Err { kind: String, micros: u64 },
-}
-
-impl Line {
-    fn parse(line: &str) -> Line {
-        let mut parts = line.splitn(3, ' ');
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some("ok"), Some(peer), response) => Line::Ok {
-                peer: peer.into(),
-                response: response.unwrap_or("").into(),
-            },
-            (Some("err"), Some(kind), Some(micros)) => Line::Err {
-                kind: kind.into(),
-                micros: micros.parse().unwrap(),
-            },
-            _ => panic!("unexpected client output {line:?}"),
-        }
-    }
-}
-
-fn v4(addr: SocketAddr) -> SocketAddrV4 {
-    match addr {
-        SocketAddr::V4(a) => a,
-        other => panic!("unexpected {other}"),
     }
 }
 
@@ -161,18 +97,7 @@ fn weighted(addrs: &[SocketAddrV4], weight: u32) -> Vec<Backend> {
 
 /// Responses per backend name, asserting every attempt succeeded with the VIP as its peer.
 fn tally(lines: &[Line], vip: &Vip) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for line in lines {
-        match line {
-            Line::Ok { peer, response } => {
-                assert_eq!(peer, &vip.addr.to_string(), "the peer shown is the VIP");
-                let name = response.split(':').next().unwrap_or_default().to_owned();
-                *counts.entry(name).or_insert(0) += 1;
-            }
-            other => panic!("a connect through {vip} failed: {other:?}"),
-        }
-    }
-    counts
+    lb::tally(lines, &vip.addr.to_string()).unwrap()
 }
 
 #[test]
@@ -370,7 +295,7 @@ fn backend_sets_swap_whole_while_clients_connect() {
     let out = client.wait_with_output().unwrap();
     let lines: Vec<Line> = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(Line::parse)
+        .map(|l| Line::parse(l).unwrap())
         .collect();
     let counts = tally(&lines, &vip);
     eprintln!("{swaps} swaps during 2000 connects: {counts:?}");

@@ -1,6 +1,6 @@
 //! A socket client for the load-balancer tests, run inside a test's namespace and cgroup (the
 //! eBPF hooks act per cgroup, so the client must be a process of its own). One line of output
-//! per attempt, parsed by the tests:
+//! per attempt, parsed by the tests (ADDR is `IP:PORT` or `NAME:PORT`, resolved once):
 //!
 //! - `dcnet-lb-client tcp ADDR N`: N connects; each reads what the server sends until EOF.
 //!   `ok PEER RESPONSE` (PEER as `getpeername` reports it) or `err KIND ELAPSED_US`.
@@ -13,7 +13,7 @@
 //!   `echo ANSWER` (a long-lived connection).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -26,7 +26,15 @@ fn main() -> Result<()> {
         [mode, addr, ..] => (mode.as_str(), addr),
         _ => bail!("usage: dcnet-lb-client tcp|udp|udp-connected|tcp-hold ADDR [N]"),
     };
-    let addr: SocketAddr = addr.parse().with_context(|| format!("address {addr:?}"))?;
+    // An address, or a name resolved through the namespace's resolv.conf (glibc).
+    let addr: SocketAddr = match addr.parse() {
+        Ok(a) => a,
+        Err(_) => addr
+            .to_socket_addrs()
+            .with_context(|| format!("resolving {addr:?}"))?
+            .find(SocketAddr::is_ipv4)
+            .with_context(|| format!("{addr:?} has no IPv4 address"))?,
+    };
     let n: usize = match args.get(2) {
         Some(n) => n.parse().with_context(|| format!("count {n:?}"))?,
         None => 1,

@@ -1,0 +1,323 @@
+//! The load balancer across a namespace cluster: a (fake) Mesos master lists tasks whose ports
+//! carry `VIP_<n>` labels; node 1 publishes them through gossip; every node programs its eBPF
+//! datapath, attached to a cgroup made for that node by this test (never the root cgroup).
+//! Clients run in containers on the overlay, inside their node's cgroup.
+//!
+//! Bounds stated here (gossip interval 200 ms, state refresh 1 s):
+//! - a task's VIP is programmed on every node within 10 s of the master listing it;
+//! - after a node is stopped, no new connection reaches its backends once gossip reports it
+//!   down: within 10 s (failure detection is about 1-2 s at this interval).
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use dcnet_tests::cluster::node_address;
+use dcnet_tests::container::Container;
+use dcnet_tests::lb::{self, Line};
+use dcnet_tests::{Cluster, ClusterOptions, FakeMaster, NodeSpec, TestCgroup, wait_until};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+const WEB: &str = "web.marathon.l4lb.thisdcos.directory";
+
+/// A Mesos state with one `web` task per backend: TCP 8080 behind `/web:80`, UDP 5353 behind
+/// `/echo:53`. `backends`: (agent index, container IP, healthy).
+fn state(master: &str, backends: &[(usize, Ipv4Addr, bool)]) -> String {
+    let slaves: Vec<Value> = (0..3)
+        .map(|i| {
+            json!({
+                "id": format!("S{i}"),
+                "hostname": node_address(i).to_string(),
+                "pid": format!("slave(1)@{}:5051", node_address(i)),
+            })
+        })
+        .collect();
+    let tasks: Vec<Value> = backends
+        .iter()
+        .enumerate()
+        .map(|(n, (agent, ip, healthy))| {
+            json!({
+                "id": format!("web.{n}"),
+                "name": "web",
+                "slave_id": format!("S{agent}"),
+                "state": "TASK_RUNNING",
+                "statuses": [{
+                    "state": "TASK_RUNNING",
+                    "timestamp": 1.0 + n as f64,
+                    "healthy": healthy,
+                    "container_status": {"network_infos": [{"ip_addresses": [{"ip_address": ip.to_string()}]}]},
+                }],
+                "discovery": {"name": "web", "ports": {"ports": [
+                    {"number": 8080, "protocol": "tcp", "name": "http",
+                     "labels": {"labels": [{"key": "VIP_0", "value": "/web:80"}]}},
+                    {"number": 5353, "protocol": "udp", "name": "echo",
+                     "labels": {"labels": [{"key": "VIP_1", "value": "/echo:53"}]}},
+                ]}},
+            })
+        })
+        .collect();
+    json!({
+        "leader": format!("master@{master}"),
+        "slaves": slaves,
+        "frameworks": [{"name": "marathon", "pid": format!("scheduler@{master}"), "tasks": tasks}],
+    })
+    .to_string()
+}
+
+/// The VIPs node `i` has programmed.
+fn vips(cluster: &Cluster, i: usize) -> Result<Vec<Value>> {
+    cluster.get(i, "/v1/vips")
+}
+
+/// The web VIP on node `i`: address and backends (address → weight), once it is there.
+fn web_vip(cluster: &Cluster, i: usize) -> Result<Option<(SocketAddrV4, BTreeMap<String, u64>)>> {
+    let vips = vips(cluster, i)?;
+    let Some(web) = vips.iter().find(|v| v["name"] == WEB) else {
+        return Ok(None);
+    };
+    let addr = web["vip"].as_str().context("vip")?.parse()?;
+    let backends = web["backends"]
+        .as_array()
+        .context("backends")?
+        .iter()
+        .map(|b| {
+            (
+                b["addr"].as_str().unwrap_or_default().to_owned(),
+                b["weight"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    Ok(Some((addr, backends)))
+}
+
+fn wait_for_backends(
+    cluster: &Cluster,
+    i: usize,
+    what: &str,
+    want: &BTreeMap<String, u64>,
+) -> Result<(SocketAddrV4, Duration)> {
+    let started = Instant::now();
+    let addr = wait_until(what, Duration::from_secs(10), || {
+        Ok(web_vip(cluster, i)?
+            .filter(|(_, b)| b == want)
+            .map(|(a, _)| a))
+    })
+    .with_context(|| cluster.log_tails(20))?;
+    Ok((addr, started.elapsed()))
+}
+
+/// The A records of `name` as node `i`'s DNS answers them.
+fn dig(cluster: &Cluster, i: usize, name: &str) -> Result<String> {
+    let out = cluster.run_in(
+        i,
+        std::path::Path::new("/usr/bin/dig"),
+        &["@127.0.0.1", "+short", "+time=1", "+tries=1", name],
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Runs the socket client in container `c` inside `cgroup`.
+fn client(c: &Container, cgroup: &TestCgroup, args: &[&str]) -> Result<Vec<Line>> {
+    lb::run_client(lb::client_command(c.ns.netns().name(), Some(cgroup), args)?)
+}
+
+fn weights(entries: &[(SocketAddrV4, u64)]) -> BTreeMap<String, u64> {
+    entries.iter().map(|(a, w)| (a.to_string(), *w)).collect()
+}
+
+#[test]
+fn vips_balance_across_nodes_follow_health_and_membership() -> Result<()> {
+    let cgroups: Vec<TestCgroup> = (0..3)
+        .map(|i| TestCgroup::create(&format!("lbnode{}", i + 1)))
+        .collect::<Result<_>>()?;
+    let master_addr = format!("{}:5050", node_address(0));
+    let mut options = ClusterOptions::nodes(3);
+    for (i, node) in options.nodes.iter_mut().enumerate() {
+        let mut extra = format!(
+            "\n[overlay]\nenabled = true\nlease_settle = \"1s\"\n\n[lb]\nenabled = true\ncgroup = \"{}\"\n",
+            cgroups[i].path().display()
+        );
+        if i == 0 {
+            extra.push_str(&format!(
+                "\n[dns.mesos]\nmasters = [\"{master_addr}\"]\nrefresh = \"1s\"\nip_sources = [\"netinfo\", \"host\"]\n"
+            ));
+        }
+        *node = NodeSpec {
+            roles: if i == 0 {
+                vec!["master".into(), "agent".into()]
+            } else {
+                vec!["agent".into()]
+            },
+            dns_config: "listen = [\"0.0.0.0:53\"]\n".into(),
+            extra_config: extra,
+            ..NodeSpec::default()
+        };
+    }
+    let mut cluster = Cluster::start(options)?;
+    wait_until("the overlay to form", Duration::from_secs(30), || {
+        let ready = (0..3).all(|i| {
+            cluster
+                .get::<Value>(i, "/v1/overlay")
+                .is_ok_and(|s| s["peers"].as_array().is_some_and(|p| p.len() == 2))
+        });
+        Ok(ready.then_some(()))
+    })?;
+
+    // Backends in containers on nodes 2 and 3; the client in a container on node 1.
+    let client_c = Container::attach(&cluster, 0, "cli")?;
+    let b2 = Container::attach(&cluster, 1, "web2")?;
+    let b3 = Container::attach(&cluster, 2, "web3")?;
+    let mut tcp = Vec::new();
+    for (c, name) in [(&b2, "web2"), (&b3, "web3")] {
+        tcp.push(lb::tcp_backend(
+            c.ns.netns(),
+            SocketAddrV4::new(c.ip, 8080),
+            name,
+        )?);
+        lb::udp_backend(c.ns.netns(), SocketAddrV4::new(c.ip, 5353), name)?;
+    }
+    let master = FakeMaster::start(
+        &cluster.nodes[0].netns,
+        master_addr.parse()?,
+        state(&master_addr, &[(1, b2.ip, true), (2, b3.ip, true)]),
+    )?;
+
+    // Programmed on every node; the name resolves only where the datapath has the VIP.
+    let both = weights(&[(tcp[0], 1), (tcp[1], 1)]);
+    let mut vip = None;
+    for i in 0..3 {
+        let (addr, took) = wait_for_backends(&cluster, i, "the web VIP", &both)?;
+        eprintln!(
+            "node {}: web VIP {addr} programmed {took:?} after the wait began",
+            i + 1
+        );
+        vip.get_or_insert(addr);
+        assert_eq!(vip, Some(addr), "every node computes the same VIP address");
+    }
+    let vip = vip.context("no VIP")?;
+    assert_eq!(vip.ip().octets()[0], 11);
+    assert_eq!(vip.port(), 80);
+    assert_eq!(dig(&cluster, 2, WEB)?, vip.ip().to_string());
+
+    // 300 connects from node 1 by address: both backends, none over twice its share, and
+    // getpeername shows the VIP.
+    let lines = client(&client_c, &cgroups[0], &["tcp", &vip.to_string(), "300"])?;
+    let counts = lb::tally(&lines, &vip.to_string())?;
+    eprintln!("300 connects by address: {counts:?}");
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert!(counts.values().all(|&n| n <= 300), "{counts:?}");
+    // By name, resolved through the container's resolv.conf (the node's DNS).
+    let lines = client(
+        &client_c,
+        &cgroups[0],
+        &["tcp", &format!("{WEB}:80"), "100"],
+    )?;
+    let counts = lb::tally(&lines, &vip.to_string())?;
+    eprintln!("100 connects by name: {counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), 100);
+    // Per-backend counters on node 1 saw them all.
+    let metrics = cluster.get_text(0, "/metrics")?;
+    let counted: u64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("dcnet_lb_vip_connections_total{") && l.contains(&vip.to_string())
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(counted, 400, "{metrics}");
+
+    // UDP through the named echo VIP: the reply comes from the VIP.
+    let echo = vips(&cluster, 0)?
+        .into_iter()
+        .find(|v| v["name"] == "echo.marathon.l4lb.thisdcos.directory")
+        .context("the echo VIP")?;
+    let echo_addr = echo["vip"].as_str().context("echo vip")?.to_owned();
+    assert_eq!(echo["protocol"], "udp");
+    let lines = client(&client_c, &cgroups[0], &["udp", &echo_addr, "5"])?;
+    assert_eq!(lb::tally(&lines, &echo_addr)?.values().sum::<usize>(), 5);
+
+    // Weight 0: web3 fails its health check; no new connection reaches it.
+    master.set_body(state(&master_addr, &[(1, b2.ip, true), (2, b3.ip, false)]));
+    wait_for_backends(
+        &cluster,
+        0,
+        "web3 at weight 0",
+        &weights(&[(tcp[0], 1), (tcp[1], 0)]),
+    )?;
+    let lines = client(&client_c, &cgroups[0], &["tcp", &vip.to_string(), "100"])?;
+    assert_eq!(
+        lb::tally(&lines, &vip.to_string())?,
+        BTreeMap::from([("web2".to_owned(), 100)])
+    );
+
+    // Hairpin: web2 connects to its own VIP and reaches a backend (itself, web3 draining).
+    let lines = client(&b2, &cgroups[1], &["tcp", &vip.to_string(), "20"])?;
+    assert_eq!(
+        lb::tally(&lines, &vip.to_string())?,
+        BTreeMap::from([("web2".to_owned(), 20)])
+    );
+
+    // No usable backend: connects are refused at once.
+    master.set_body(state(&master_addr, &[(1, b2.ip, false), (2, b3.ip, false)]));
+    wait_for_backends(
+        &cluster,
+        0,
+        "both at weight 0",
+        &weights(&[(tcp[0], 0), (tcp[1], 0)]),
+    )?;
+    let lines = client(&client_c, &cgroups[0], &["tcp", &vip.to_string(), "3"])?;
+    for line in &lines {
+        match line {
+            Line::Err { kind, micros } if kind == "ConnectionRefused" && *micros < 100_000 => {}
+            other => bail!("expected an immediate refusal, got {other:?}"),
+        }
+    }
+
+    // Node 3 stops: its backend leaves every other node's datapath.
+    master.set_body(state(&master_addr, &[(1, b2.ip, true), (2, b3.ip, true)]));
+    wait_for_backends(&cluster, 0, "both healthy again", &both)?;
+    let stopped = Instant::now();
+    cluster.stop_agent(2, Signal::SIGKILL, Duration::from_secs(5));
+    let (_, _) = wait_for_backends(
+        &cluster,
+        0,
+        "node 3's backend withdrawn",
+        &weights(&[(tcp[0], 1)]),
+    )?;
+    eprintln!(
+        "node 3's backend withdrawn {:?} after it stopped",
+        stopped.elapsed()
+    );
+    let lines = client(&client_c, &cgroups[0], &["tcp", &vip.to_string(), "100"])?;
+    assert_eq!(
+        lb::tally(&lines, &vip.to_string())?,
+        BTreeMap::from([("web2".to_owned(), 100)]),
+        "no new connection to the stopped node's backend"
+    );
+
+    // The tasks are gone: the VIP and its name go.
+    master.set_body(state(&master_addr, &[]));
+    wait_until("the VIP removed", Duration::from_secs(10), || {
+        Ok(web_vip(&cluster, 0)?.is_none().then_some(()))
+    })?;
+    wait_until("the name removed", Duration::from_secs(5), || {
+        Ok(dig(&cluster, 0, WEB)?.is_empty().then_some(()))
+    })?;
+
+    // Nothing of ours was ever attached to the root cgroup.
+    let out = std::process::Command::new("bpftool")
+        .args(["cgroup", "show", dcnet_tests::cgroup::CGROUP2_ROOT])
+        .output()
+        .context("bpftool (apt install bpftool, or scripts/setup.sh)")?;
+    let root = String::from_utf8_lossy(&out.stdout);
+    for program in ["connect4", "sendmsg4", "recvmsg4", "getpeername4"] {
+        assert!(
+            !root.contains(program),
+            "{program} attached to the root cgroup:\n{root}"
+        );
+    }
+    drop(master);
+    Ok(())
+}
