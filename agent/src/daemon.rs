@@ -54,16 +54,6 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
 
     // The load balancer tells DNS which named VIPs its datapath has.
     let (named_vips, named_vips_rx) = watch::channel(NamedVips::new());
-    let lb = if config.lb.enabled {
-        Some(Arc::new(LbService::start(
-            &config.lb,
-            gossip.clone(),
-            named_vips,
-            &mut registry,
-        )?))
-    } else {
-        None
-    };
 
     let dns = if config.dns.enabled {
         Some(
@@ -104,6 +94,18 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             None
         }
         (false, _) => None,
+    };
+
+    let lb = if config.lb.enabled {
+        Some(Arc::new(LbService::start(
+            &config.lb,
+            gossip.clone(),
+            named_vips,
+            overlay.clone(),
+            &mut registry,
+        )?))
+    } else {
+        None
     };
 
     let (stop_api, api_stopped) = oneshot::channel::<()>();

@@ -22,12 +22,13 @@ use aya::programs::{CgroupAttachMode, CgroupSockAddr};
 use aya::{Ebpf, EbpfLoader, util::nr_cpus};
 use dcnet_ebpf_common::{
     BACKEND_CONNS, BACKEND_CONNS_MAX_ENTRIES, BACKENDS4, BACKENDS4_MAX_ENTRIES, Backend4,
-    MAX_BACKENDS_PER_VIP, PROTO_TCP, PROTO_UDP, STATS, Stat, VIP_CONNS, VIPS4, VIPS4_MAX_ENTRIES,
-    Vip4Key, VipEntry,
+    MAX_BACKENDS_PER_VIP, PROTO_TCP, PROTO_UDP, REVERSE4, Reverse4Key, STATS, Stat, VIP_CONNS,
+    VIPS4, VIPS4_MAX_ENTRIES, Vip4Addr, Vip4Key, VipEntry,
 };
 
 use crate::Error;
 use crate::slots::{IdAllocator, RangeAllocator};
+use crate::sockets::UdpSocketInfo;
 use crate::vip::{Backend, Protocol, Vip};
 
 /// The object file produced by `lb/build.rs`.
@@ -83,6 +84,7 @@ pub struct Datapath {
     ebpf: Ebpf,
     vips4: HashMap<MapData, Vip4Key, VipEntry>,
     backends4: Array<MapData, Backend4>,
+    reverse4: HashMap<MapData, Reverse4Key, Vip4Addr>,
     vip_conns: PerCpuArray<MapData, u64>,
     backend_conns: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
@@ -92,6 +94,8 @@ pub struct Datapath {
     backend_counters: IdAllocator,
     programmed: BTreeMap<Vip, Programmed>,
     retired: Vec<(Range<u32>, Instant)>,
+    /// UDP backends that left a VIP since the last [`Datapath::take_removed_udp`].
+    removed_udp: BTreeSet<(Vip, SocketAddrV4)>,
 }
 
 impl Datapath {
@@ -111,6 +115,7 @@ impl Datapath {
         Ok(Self {
             vips4: take_map(&mut ebpf, VIPS4, HashMap::try_from)?,
             backends4: take_map(&mut ebpf, BACKENDS4, Array::try_from)?,
+            reverse4: take_map(&mut ebpf, REVERSE4, HashMap::try_from)?,
             vip_conns: take_map(&mut ebpf, VIP_CONNS, PerCpuArray::try_from)?,
             backend_conns: take_map(&mut ebpf, BACKEND_CONNS, PerCpuArray::try_from)?,
             stats: take_map(&mut ebpf, STATS, PerCpuArray::try_from)?,
@@ -121,6 +126,7 @@ impl Datapath {
             backend_counters: IdAllocator::new(BACKEND_CONNS_MAX_ENTRIES),
             programmed: BTreeMap::new(),
             retired: Vec::new(),
+            removed_udp: BTreeSet::new(),
         })
     }
 
@@ -239,6 +245,14 @@ impl Datapath {
         // The swap is done: retire what the old entry used.
         if let Some(old) = self.programmed.remove(&vip) {
             self.retire(old.slots);
+            if vip.protocol == Protocol::Udp {
+                self.removed_udp.extend(
+                    old.backends
+                        .iter()
+                        .filter(|b| !wanted.contains(&b.addr))
+                        .map(|b| (vip, b.addr)),
+                );
+            }
             for (addr, id) in &old.backend_counters {
                 if !wanted.contains(addr) {
                     self.backend_counters.free(*id);
@@ -281,6 +295,10 @@ impl Datapath {
         }
         if let Some(old) = self.programmed.remove(vip) {
             self.retire(old.slots);
+            if vip.protocol == Protocol::Udp {
+                self.removed_udp
+                    .extend(old.backends.iter().map(|b| (*vip, b.addr)));
+            }
             self.vip_counters.free(old.counter);
             for id in old.backend_counters.values() {
                 self.backend_counters.free(*id);
@@ -314,6 +332,40 @@ impl Datapath {
             }
         }
         report
+    }
+
+    /// UDP backends that left a VIP (or whose VIP went) since the last call: sockets still
+    /// connected to them through that VIP should be destroyed (see [`crate::sockets`]).
+    pub fn take_removed_udp(&mut self) -> BTreeSet<(Vip, SocketAddrV4)> {
+        std::mem::take(&mut self.removed_udp)
+    }
+
+    /// Of `sockets`, those that reached their peer through one of `removed`'s VIPs (by the
+    /// reverse table). A socket that connected to the backend's address directly is left alone.
+    pub fn through_removed(
+        &self,
+        sockets: Vec<UdpSocketInfo>,
+        removed: &BTreeSet<(Vip, SocketAddrV4)>,
+    ) -> Vec<UdpSocketInfo> {
+        sockets
+            .into_iter()
+            .filter(|s| {
+                let key = Reverse4Key {
+                    cookie: s.cookie,
+                    addr: u32::from_ne_bytes(s.peer.ip().octets()),
+                    port: s.peer.port().to_be(),
+                    _pad: 0,
+                };
+                let Ok(vip) = self.reverse4.get(&key, 0) else {
+                    return false;
+                };
+                let vip = Vip {
+                    addr: SocketAddrV4::new(vip.addr.to_ne_bytes().into(), u16::from_be(vip.port)),
+                    protocol: Protocol::Udp,
+                };
+                removed.contains(&(vip, s.peer))
+            })
+            .collect()
     }
 
     /// The programmed VIPs and their backends (weight 0 included).

@@ -47,6 +47,9 @@ pub enum Error {
         count: usize,
         max: u32,
     },
+    /// A sock_diag (netlink) request about sockets failed.
+    #[error("sock_diag: cannot {0} (the kernel needs CONFIG_INET_DIAG_DESTROY to destroy sockets)")]
+    SockDiag(&'static str, #[source] std::io::Error),
     /// A map operation failed.
     #[error("eBPF map {name:?}: {action} failed")]
     Map {

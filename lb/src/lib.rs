@@ -5,6 +5,7 @@
 //! - [`slots`]: allocation of the datapath's backend slots and counter ids (pure).
 //! - [`datapath`]: loads the kernel programs of `ebpf/programs` (embedded at build time),
 //!   attaches them to a cgroup, and programs VIPs: each VIP's backend set is swapped in whole.
+//! - [`sockets`]: destroys UDP sockets still connected to a backend that left (sock_diag).
 //! - [`error`]: what can fail, with the program, map or cgroup concerned.
 //!
 //! The kernel programs themselves live in `ebpf/programs`; the map layouts they share with this
@@ -13,6 +14,7 @@
 pub mod datapath;
 pub mod error;
 pub mod slots;
+pub mod sockets;
 pub mod vip;
 
 pub use datapath::Datapath;

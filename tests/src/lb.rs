@@ -46,6 +46,47 @@ pub fn run_client(mut command: Command) -> Result<Vec<Line>> {
         .collect()
 }
 
+/// A long-lived client (`udp-hold`): each [`UdpHold::ask`] sends a line and reads the answer.
+/// Killed when dropped.
+pub struct UdpHold {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl UdpHold {
+    /// Starts `command` (a `udp-hold` client command) with piped stdin and stdout.
+    pub fn start(mut command: Command) -> Result<Self> {
+        let mut child = command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("starting dcnet-lb-client udp-hold")?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("stdout")?);
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    /// Sends `line` and returns how the client saw the answer.
+    pub fn ask(&mut self, line: &str) -> Result<Line> {
+        writeln!(self.stdin, "{line}")?;
+        let mut answer = String::new();
+        self.stdout.read_line(&mut answer)?;
+        Line::parse(answer.trim())
+    }
+}
+
+impl Drop for UdpHold {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// One attempt as the client reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Line {

@@ -199,7 +199,12 @@ fn vips_balance_across_nodes_follow_health_and_membership() -> Result<()> {
     let vip = vip.context("no VIP")?;
     assert_eq!(vip.ip().octets()[0], 11);
     assert_eq!(vip.port(), 80);
-    assert_eq!(dig(&cluster, 2, WEB)?, vip.ip().to_string());
+    // DNS follows the datapath (after its debounce), never the other way round.
+    wait_until(
+        "node 3 to answer the VIP's name",
+        Duration::from_secs(3),
+        || Ok((dig(&cluster, 2, WEB)? == vip.ip().to_string()).then_some(())),
+    )?;
 
     // 300 connects from node 1 by address: both backends, none over twice its share, and
     // getpeername shows the VIP.
@@ -252,6 +257,12 @@ fn vips_balance_across_nodes_follow_health_and_membership() -> Result<()> {
         BTreeMap::from([("web2".to_owned(), 100)])
     );
 
+    wait_for_backends(
+        &cluster,
+        1,
+        "web3 at weight 0 on node 2",
+        &weights(&[(tcp[0], 1), (tcp[1], 0)]),
+    )?;
     // Hairpin: web2 connects to its own VIP and reaches a backend (itself, web3 draining).
     let lines = client(&b2, &cgroups[1], &["tcp", &vip.to_string(), "20"])?;
     assert_eq!(
@@ -275,9 +286,38 @@ fn vips_balance_across_nodes_follow_health_and_membership() -> Result<()> {
         }
     }
 
+    // A connected UDP client on node 1 that talks to web3 (the only healthy echo backend when
+    // it connects), kept while web2 recovers.
+    master.set_body(state(&master_addr, &[(1, b2.ip, false), (2, b3.ip, true)]));
+    wait_for_backends(
+        &cluster,
+        0,
+        "only web3 healthy",
+        &weights(&[(tcp[0], 0), (tcp[1], 1)]),
+    )?;
+    let mut held = lb::UdpHold::start(lb::client_command(
+        client_c.ns.netns().name(),
+        Some(&cgroups[0]),
+        &["udp-hold", &echo_addr],
+    )?)?;
+    assert_eq!(
+        held.ask("hello")?,
+        Line::Ok {
+            peer: echo_addr.clone(),
+            response: "web3".into()
+        }
+    );
+
     // Node 3 stops: its backend leaves every other node's datapath.
     master.set_body(state(&master_addr, &[(1, b2.ip, true), (2, b3.ip, true)]));
     wait_for_backends(&cluster, 0, "both healthy again", &both)?;
+    assert_eq!(
+        held.ask("still web3")?.clone(),
+        Line::Ok {
+            peer: echo_addr.clone(),
+            response: "web3".into()
+        }
+    );
     let stopped = Instant::now();
     cluster.stop_agent(2, Signal::SIGKILL, Duration::from_secs(5));
     let (_, _) = wait_for_backends(
@@ -295,6 +335,25 @@ fn vips_balance_across_nodes_follow_health_and_membership() -> Result<()> {
         lb::tally(&lines, &vip.to_string())?,
         BTreeMap::from([("web2".to_owned(), 100)]),
         "no new connection to the stopped node's backend"
+    );
+    // The UDP socket connected to web3 through the VIP was destroyed on node 1.
+    // (A reply that times out while node 3's tunnel is gone does not count: only the errors
+    // of a destroyed socket do.)
+    let aborted = [libc::EDESTADDRREQ as u64, libc::ECONNABORTED as u64];
+    wait_until(
+        "the stale UDP socket destroyed",
+        Duration::from_secs(10),
+        || {
+            Ok(match held.ask("after")? {
+                Line::Err { micros: errno, .. } if aborted.contains(&errno) => Some(()),
+                _ => None,
+            })
+        },
+    )?;
+    let lines = client(&client_c, &cgroups[0], &["udp-connected", &echo_addr, "1"])?;
+    assert_eq!(
+        lb::tally(&lines, &echo_addr)?,
+        BTreeMap::from([("web2".to_owned(), 1)])
     );
 
     // The tasks are gone: the VIP and its name go.

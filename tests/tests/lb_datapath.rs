@@ -304,3 +304,70 @@ fn backend_sets_swap_whole_while_clients_connect() {
     let stats: HashMap<_, _> = s.datapath.stats().unwrap().into_iter().collect();
     assert_eq!(stats["bad_slot"], 0, "no connect saw a torn set: {stats:?}");
 }
+
+#[test]
+fn udp_sockets_connected_to_a_removed_backend_are_destroyed() {
+    let mut s = Setup::new("lbdestroy");
+    let backends = s.udp_backends(2);
+    let vip = vip(6, 53, Protocol::Udp);
+    s.datapath
+        .set_vip(vip, &weighted(&backends[..1], 1))
+        .unwrap();
+    let hold = |target: SocketAddrV4| {
+        lb::UdpHold::start(s.command(&["udp-hold", &target.to_string()], true)).unwrap()
+    };
+    let mut through_vip = hold(vip.addr);
+    let mut direct = hold(backends[0]);
+    let ok = |peer: &SocketAddrV4| Line::Ok {
+        peer: peer.to_string(),
+        response: "u0".into(),
+    };
+    assert_eq!(through_vip.ask("one").unwrap(), ok(&vip.addr));
+    assert_eq!(direct.ask("one").unwrap(), ok(&backends[0]));
+
+    // u0 leaves the VIP: the socket that reached it through the VIP is destroyed, the one
+    // connected to u0 directly is not.
+    s.datapath
+        .set_vip(vip, &weighted(&backends[1..], 1))
+        .unwrap();
+    let removed = s.datapath.take_removed_udp();
+    assert_eq!(removed.len(), 1);
+    let peers = removed.iter().map(|(_, b)| *b).collect();
+    let connected =
+        s.ns.netns()
+            .run(|| dcnet_lb::sockets::connected_udp(&peers))
+            .unwrap()
+            .unwrap();
+    assert_eq!(
+        connected.len(),
+        2,
+        "both clients are connected to u0: {connected:?}"
+    );
+    let stale = s.datapath.through_removed(connected, &removed);
+    assert_eq!(stale.len(), 1);
+    let destroyed =
+        s.ns.netns()
+            .run(|| dcnet_lb::sockets::destroy(&stale))
+            .unwrap()
+            .unwrap();
+    assert_eq!(destroyed, 1);
+    // The kernel aborts the socket (ECONNABORTED for a waiting receive) and disconnects it, so
+    // its next send fails with EDESTADDRREQ.
+    match through_vip.ask("two").unwrap() {
+        Line::Err { micros: errno, .. } => assert!(
+            [libc::EDESTADDRREQ as u64, libc::ECONNABORTED as u64].contains(&errno),
+            "errno {errno}"
+        ),
+        other => panic!("the stale socket still works: {other:?}"),
+    }
+    assert_eq!(direct.ask("two").unwrap(), ok(&backends[0]));
+    // A new socket reaches the remaining backend.
+    let lines = s.client(&["udp-connected", &vip.addr.to_string(), "1"], true);
+    assert_eq!(
+        lines[0],
+        Line::Ok {
+            peer: vip.addr.to_string(),
+            response: "u1".into()
+        }
+    );
+}

@@ -5,13 +5,15 @@
 //! only those the datapath has programmed, after the sync that programmed them, so a name never
 //! resolves on a node before a connect to its address is translated there.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use dcnet_lb::datapath::VipCounters;
-use dcnet_lb::{Datapath, Vip, VipName};
+use dcnet_lb::{Datapath, Vip, VipName, sockets};
+use dcnet_overlay::Netns;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -21,13 +23,14 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::desired::{Desired, desired};
 use crate::config::LbSettings;
 use crate::dns::facts;
 use crate::gossip::{ClusterView, Gossip};
 use crate::node::{NODE_INFO_KEY, NodeInfo};
+use crate::overlay::OverlayService;
 
 /// A burst of gossip updates within this window costs one sync.
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -60,6 +63,7 @@ pub struct BackendStatus {
 #[derive(Debug, Default)]
 struct SyncMetrics {
     syncs: Counter,
+    udp_destroyed: Counter,
     failures: Counter,
     label_errors: Counter,
     seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -88,10 +92,14 @@ pub struct LbService {
 impl LbService {
     /// Loads and attaches the datapath, then follows gossip. `named` receives the named VIPs
     /// the datapath has, for DNS.
+    ///
+    /// `overlay`: where the containers' namespaces are known, so that UDP sockets in them still
+    /// connected to a removed backend can be destroyed (the node's own are always covered).
     pub fn start(
         settings: &LbSettings,
         gossip: Arc<Gossip>,
         named: watch::Sender<NamedVips>,
+        overlay: Option<Arc<OverlayService>>,
         registry: &mut Registry,
     ) -> Result<Self, crate::Error> {
         let mut datapath = Datapath::load().map_err(crate::Error::Lb)?;
@@ -120,6 +128,11 @@ impl LbService {
             metrics.label_errors.clone(),
         );
         registry.register(
+            "dcnet_lb_udp_sockets_destroyed",
+            "Connected UDP sockets destroyed because their backend left the VIP",
+            metrics.udp_destroyed.clone(),
+        );
+        registry.register(
             "dcnet_lb_sync_seconds",
             "Duration of the last sync",
             metrics.seconds.clone(),
@@ -127,7 +140,14 @@ impl LbService {
         registry.register_collector(Box::new(CountersCollector(shared.clone())));
 
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(follow(gossip, shared.clone(), named, metrics, stopped));
+        let task = tokio::spawn(follow(
+            gossip,
+            shared.clone(),
+            named,
+            overlay,
+            metrics,
+            stopped,
+        ));
         Ok(Self { shared, stop, task })
     }
 
@@ -180,6 +200,7 @@ async fn follow(
     gossip: Arc<Gossip>,
     shared: Arc<Shared>,
     named: watch::Sender<NamedVips>,
+    overlay: Option<Arc<OverlayService>>,
     metrics: Arc<SyncMetrics>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -209,6 +230,26 @@ async fn follow(
                 });
             }
             Err(e) => warn!(error = %e, "the load-balancer sync failed"),
+        }
+        let removed = shared.datapath().take_removed_udp();
+        if !removed.is_empty() {
+            let mut namespaces = vec![None];
+            if let Some(overlay) = &overlay {
+                namespaces.extend(overlay.attached_namespaces().await.into_iter().map(Some));
+            }
+            let shared = shared.clone();
+            let destroyed = tokio::task::spawn_blocking(move || {
+                destroy_stale_udp(&shared, &removed, &namespaces)
+            })
+            .await
+            .unwrap_or_default();
+            if destroyed > 0 {
+                metrics.udp_destroyed.inc_by(destroyed as u64);
+                info!(
+                    sockets = destroyed,
+                    "destroyed UDP sockets still connected to removed backends"
+                );
+            }
         }
         tokio::select! {
             changed = views.changed() => if changed.is_err() { return },
@@ -248,6 +289,44 @@ fn sync(shared: &Shared, want: Desired) -> (NamedVips, u64, Duration) {
         .collect();
     *shared.names.lock().unwrap_or_else(|e| e.into_inner()) = programmed;
     (now_named, report.failed.len() as u64, started.elapsed())
+}
+
+/// Destroys, in this node's namespace (`None`) and each container namespace, the connected
+/// UDP sockets that reached one of `removed`'s backends through its VIP. Returns how many.
+fn destroy_stale_udp(
+    shared: &Shared,
+    removed: &BTreeSet<(Vip, SocketAddrV4)>,
+    namespaces: &[Option<PathBuf>],
+) -> usize {
+    let peers: HashSet<SocketAddrV4> = removed.iter().map(|(_, b)| *b).collect();
+    let mut destroyed = 0;
+    for path in namespaces {
+        let netns = match path.as_deref().map(Netns::open_path).transpose() {
+            Ok(netns) => netns,
+            // A container that went away in the meantime has no sockets left.
+            Err(e) => {
+                debug!(error = %e, "skipping a namespace");
+                continue;
+            }
+        };
+        let work = || -> Result<usize, dcnet_lb::Error> {
+            let connected = sockets::connected_udp(&peers)?;
+            let stale = shared.datapath().through_removed(connected, removed);
+            sockets::destroy(&stale)
+        };
+        let result = match &netns {
+            Some(ns) => ns
+                .run(work)
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string())),
+            None => work().map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(n) => destroyed += n,
+            Err(e) => warn!(namespace = ?path, error = %e, "destroying stale UDP sockets failed"),
+        }
+    }
+    destroyed
 }
 
 /// The desired VIPs of a gossip view: task facts, minus backends on agents gossip reports down.

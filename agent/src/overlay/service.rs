@@ -243,6 +243,17 @@ impl OverlayService {
             .unwrap_or_default()
     }
 
+    /// The network namespaces (paths) of every attached container.
+    pub async fn attached_namespaces(&self) -> Vec<PathBuf> {
+        let stored = self.inner.stored.lock().await;
+        let paths: std::collections::BTreeSet<PathBuf> = stored
+            .networks
+            .values()
+            .flat_map(|n| n.attachments.values().map(|a| a.netns.clone()))
+            .collect();
+        paths.into_iter().collect()
+    }
+
     /// Attaches a container namespace to an overlay network.
     pub async fn attach(&self, req: AttachRequest) -> Result<AttachResponse, AttachError> {
         self.inner.attach(req).await

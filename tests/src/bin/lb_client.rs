@@ -8,6 +8,8 @@
 //!   reads each reply with `recvfrom`: `ok SOURCE RESPONSE`.
 //! - `dcnet-lb-client udp-connected ADDR N`: one connected socket, N datagrams:
 //!   `ok PEER RESPONSE`.
+//! - `dcnet-lb-client udp-hold ADDR`: one connected UDP socket; for every line read on stdin
+//!   sends it and prints `ok PEER RESPONSE` or `err KIND ERRNO` (a long-lived UDP client).
 //! - `dcnet-lb-client tcp-hold ADDR`: one connect; reads the server's first line and prints
 //!   `ok PEER LINE`, then for every line read on stdin sends it and prints the answer as
 //!   `echo ANSWER` (a long-lived connection).
@@ -24,7 +26,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (mode, addr) = match args.as_slice() {
         [mode, addr, ..] => (mode.as_str(), addr),
-        _ => bail!("usage: dcnet-lb-client tcp|udp|udp-connected|tcp-hold ADDR [N]"),
+        _ => bail!("usage: dcnet-lb-client tcp|udp|udp-connected|udp-hold|tcp-hold ADDR [N]"),
     };
     // An address, or a name resolved through the namespace's resolv.conf (glibc).
     let addr: SocketAddr = match addr.parse() {
@@ -98,6 +100,30 @@ fn main() -> Result<()> {
                 out.flush()?;
             }
         }
+        "udp-hold" => {
+            let socket = UdpSocket::bind("0.0.0.0:0")?;
+            socket.set_read_timeout(Some(TIMEOUT))?;
+            socket.connect(addr)?;
+            let mut buf = [0u8; 512];
+            for line in std::io::stdin().lock().lines() {
+                let line = line?;
+                let result = socket
+                    .send(line.as_bytes())
+                    .and_then(|_| socket.recv(&mut buf))
+                    .and_then(|len| Ok((socket.peer_addr()?, len)));
+                match result {
+                    Ok((peer, len)) => writeln!(
+                        out,
+                        "ok {peer} {}",
+                        String::from_utf8_lossy(&buf[..len]).trim()
+                    )?,
+                    Err(e) => {
+                        writeln!(out, "err {:?} {}", e.kind(), e.raw_os_error().unwrap_or(0))?
+                    }
+                }
+                out.flush()?;
+            }
+        }
         "tcp-hold" => {
             let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
             stream.set_read_timeout(Some(TIMEOUT))?;
@@ -115,7 +141,9 @@ fn main() -> Result<()> {
                 out.flush()?;
             }
         }
-        other => bail!("unknown mode {other:?}: expected tcp, udp, udp-connected or tcp-hold"),
+        other => {
+            bail!("unknown mode {other:?}: expected tcp, udp, udp-connected, udp-hold or tcp-hold")
+        }
     }
     Ok(())
 }
