@@ -1,9 +1,12 @@
 //! L4 load-balancing benchmark: short TCP connections through five datapaths, side by side in
 //! one run, with the same client and server.
 //!
-//! Every case gets fresh namespaces: a client namespace and a server namespace joined by a
-//! veth pair (no route anywhere else). The server (`dcnet-conn-load serve`, 2 threads) answers
-//! a 64-byte request with 64 bytes and closes. The client (`dcnet-conn-load run`, 2 threads)
+//! One server namespace runs the server (`dcnet-conn-load serve`, 2 threads), which answers a
+//! 64-byte request with 64 bytes and closes. For each VIP count, client namespaces are joined
+//! to it by veth pairs (no route anywhere else): one without netfilter NAT for dcnet, HAProxy
+//! and direct, one for iptables and one for nftables (a NAT table turns conntrack on for every
+//! connection of its namespace). Every datapath is installed at once and the runs alternate,
+//! round after round, so drift on a shared machine hits them all alike. The client (`dcnet-conn-load run`, 2 threads)
 //! loops connect, request, read to EOF, close, and reports connections per second and the
 //! latency of whole connections. The datapaths:
 //! - **dcnet**: the eBPF socket hooks, attached to a cgroup made for the bench, which holds the
@@ -23,7 +26,7 @@
 //! VIP through dcnet, to show there is no cap from port exhaustion (Minuteman's conntrack
 //! design capped near 235/s).
 //!
-//! Usage: `cargo bench -p dcnet-benches --bench lb -- [--seconds 5] [--rounds 3]
+//! Usage: `cargo bench -p dcnet-benches --bench lb -- [--seconds 2] [--rounds 5]
 //!        [--vips 1,1000,10000] [--sustained-seconds 20]`
 
 use std::collections::BTreeMap;
@@ -39,17 +42,11 @@ use dcnet_tests::cluster::in_netns;
 use dcnet_tests::{TestCgroup, TestNamespace};
 
 const LOAD: &str = env!("CARGO_BIN_EXE_dcnet-conn-load");
-const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 211, 0, 1);
-const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 211, 0, 2);
-const BACKEND: SocketAddrV4 = SocketAddrV4::new(SERVER_IP, 8080);
 const HAPROXY_BASE_PORT: u16 = 10_000;
 /// The client runs on one core and the server on the other, the same for every datapath, so
 /// the scheduler's placement does not add noise to the comparison. HAProxy floats.
 const CLIENT_CPU: &str = "0";
 const SERVER_CPU: &str = "1";
-/// Pause after each case: deleting a namespace with tens of thousands of TIME_WAIT sockets
-/// and conntrack entries keeps a kernel worker busy for a while.
-const SETTLE: Duration = Duration::from_secs(2);
 
 struct Options {
     seconds: f64,
@@ -60,8 +57,8 @@ struct Options {
 
 fn parse_args() -> Result<Options> {
     let mut o = Options {
-        seconds: 5.0,
-        rounds: 3,
+        seconds: 2.0,
+        rounds: 5,
         vips: vec![1, 1000, 10_000],
         sustained_seconds: 20.0,
     };
@@ -133,57 +130,84 @@ fn vips(n: u32) -> (Vec<SocketAddrV4>, usize) {
     (all, n as usize / 2)
 }
 
-/// One client/server namespace pair with the server running.
-struct Pair {
-    client: TestNamespace,
-    _server: TestNamespace,
-    _backend: Background,
+/// The server namespace and its server, shared by every client namespace of the run.
+struct Server {
+    ns: TestNamespace,
+    _process: Background,
+    next_link: u8,
 }
 
-impl Pair {
-    fn new(label: &str) -> Result<Self> {
-        let client = TestNamespace::create(&format!("{label}c"))?;
-        let server = TestNamespace::create(&format!("{label}s"))?;
-        let server_ns = server.netns();
-        client.netns().netlink(|nl| async move {
-            nl.add_veth("lbc", "lbs", Some(server_ns)).await?;
-            nl.add_address("lbc", CLIENT_IP.into(), 24).await?;
-            nl.set_up("lbc").await
-        })?;
-        server.netns().netlink(|nl| async move {
-            nl.add_address("lbs", SERVER_IP.into(), 24).await?;
-            nl.set_up("lbs").await
-        })?;
-        for ns in [&client, &server] {
-            ns.netns().run(|| -> Result<()> {
-                // More ephemeral ports than the default, the same for every datapath.
-                std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "20000 65000")?;
-                std::fs::write("/proc/sys/net/core/somaxconn", "4096")?;
-                Ok(())
-            })??;
-        }
-        let backend = spawn_in(
-            server.netns(),
+impl Server {
+    fn start() -> Result<Self> {
+        let ns = TestNamespace::create("lbsrv")?;
+        tune(&ns)?;
+        let process = spawn_in(
+            ns.netns(),
             "taskset",
-            &["-c", SERVER_CPU, LOAD, "serve", &BACKEND.to_string(), "2"],
+            &["-c", SERVER_CPU, LOAD, "serve", "0.0.0.0:8080", "2"],
         )?;
+        Ok(Self {
+            ns,
+            _process: process,
+            next_link: 0,
+        })
+    }
+}
+
+/// Settings every namespace of the bench gets, whatever the datapath.
+fn tune(ns: &TestNamespace) -> Result<()> {
+    ns.netns().run(|| -> Result<()> {
+        // More ephemeral ports than the default, the same for every datapath.
+        std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "20000 65000")?;
+        std::fs::write("/proc/sys/net/core/somaxconn", "4096")?;
+        Ok(())
+    })?
+}
+
+/// A client namespace with its own veth pair into the server's namespace (10.211.k.0/24): the
+/// server is `backend` from here.
+struct Client {
+    ns: TestNamespace,
+    backend: SocketAddrV4,
+}
+
+impl Client {
+    fn new(server: &mut Server, label: &str) -> Result<Self> {
+        let k = server.next_link;
+        server.next_link += 1;
+        let ns = TestNamespace::create(label)?;
+        tune(&ns)?;
+        let (here, there) = (format!("lbc{k}"), format!("lbs{k}"));
+        let client_ip = Ipv4Addr::new(10, 211, k, 1);
+        let server_ip = Ipv4Addr::new(10, 211, k, 2);
+        let server_ns = server.ns.netns();
+        let (h, t) = (here.clone(), there.clone());
+        ns.netns().netlink(|nl| async move {
+            nl.add_veth(&h, &t, Some(server_ns)).await?;
+            nl.add_address(&h, client_ip.into(), 24).await?;
+            nl.set_up(&h).await
+        })?;
+        server.ns.netns().netlink(|nl| async move {
+            nl.add_address(&there, server_ip.into(), 24).await?;
+            nl.set_up(&there).await
+        })?;
         // The VIP range routed towards the server, as a node's default route would: conntrack
         // NAT needs a route before its OUTPUT hook runs (dcnet's hooks run before routing).
-        add_route(client.netns(), (Ipv4Addr::new(11, 0, 0, 0), 8), SERVER_IP)?;
-        let pair = Self {
-            client,
-            _server: server,
-            _backend: backend,
+        add_route(ns.netns(), (Ipv4Addr::new(11, 0, 0, 0), 8), server_ip)?;
+        let client = Self {
+            ns,
+            backend: SocketAddrV4::new(server_ip, 8080),
         };
-        pair.wait_for_backend()?;
-        Ok(pair)
+        client.wait_for_backend()?;
+        Ok(client)
     }
 
     fn wait_for_backend(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(5);
+        let backend = self.backend;
         while Instant::now() < deadline {
-            let ok = self.client.netns().run(|| {
-                std::net::TcpStream::connect_timeout(&BACKEND.into(), Duration::from_millis(200))
+            let ok = self.ns.netns().run(|| {
+                std::net::TcpStream::connect_timeout(&backend.into(), Duration::from_millis(200))
                     .is_ok()
             })?;
             if ok {
@@ -191,10 +215,10 @@ impl Pair {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("the backend at {BACKEND} did not start")
+        bail!("the backend at {backend} did not answer")
     }
 
-    /// Runs the load client in the client namespace (and `cgroup`).
+    /// Runs the load client here (and in `cgroup`).
     fn load(
         &self,
         target: SocketAddrV4,
@@ -212,7 +236,7 @@ impl Pair {
             &threads.to_string(),
             &seconds.to_string(),
         ]);
-        in_netns(&mut command, self.client.netns(), true);
+        in_netns(&mut command, self.ns.netns(), true);
         if let Some(cgroup) = cgroup {
             cgroup.place(&mut command);
         }
@@ -290,10 +314,10 @@ impl Installed {
 }
 
 /// Sets `path` up for `n` VIPs in `pair`; returns what to keep and the address to connect to.
-fn install(path: Path, pair: &Pair, n: u32) -> Result<(Installed, SocketAddrV4)> {
+fn install(path: Path, client: &Client, n: u32) -> Result<(Installed, SocketAddrV4)> {
     let (all, measured) = vips(n);
     match path {
-        Path::Direct => Ok((Installed::Nothing, BACKEND)),
+        Path::Direct => Ok((Installed::Nothing, client.backend)),
         Path::Dcnet => {
             let cgroup = TestCgroup::create("lbbench")?;
             let mut datapath = Datapath::load()?;
@@ -307,7 +331,7 @@ fn install(path: Path, pair: &Pair, n: u32) -> Result<(Installed, SocketAddrV4)>
                             protocol: Protocol::Tcp,
                         },
                         vec![Backend {
-                            addr: BACKEND,
+                            addr: client.backend,
                             weight: 1,
                         }],
                     )
@@ -330,13 +354,14 @@ fn install(path: Path, pair: &Pair, n: u32) -> Result<(Installed, SocketAddrV4)>
             for vip in &all {
                 writeln!(
                     rules,
-                    "-A OUTPUT -d {}/32 -p tcp -m tcp --dport {} -j DNAT --to-destination {BACKEND}",
+                    "-A OUTPUT -d {}/32 -p tcp -m tcp --dport {} -j DNAT --to-destination {}",
                     vip.ip(),
-                    vip.port()
+                    vip.port(),
+                    client.backend
                 )?;
             }
             rules.push_str("COMMIT\n");
-            feed(pair, "iptables-restore", &[], &rules)?;
+            feed(client, "iptables-restore", &[], &rules)?;
             Ok((Installed::Nothing, all[measured]))
         }
         Path::Nftables => {
@@ -345,8 +370,8 @@ fn install(path: Path, pair: &Pair, n: u32) -> Result<(Installed, SocketAddrV4)>
                 writeln!(
                     text,
                     "  chain svc{i} {{ meta l4proto tcp dnat to {}:{}; }}",
-                    BACKEND.ip(),
-                    BACKEND.port()
+                    client.backend.ip(),
+                    client.backend.port()
                 )?;
             }
             text.push_str(
@@ -362,7 +387,7 @@ fn install(path: Path, pair: &Pair, n: u32) -> Result<(Installed, SocketAddrV4)>
                 "  chain output {\n    type nat hook output priority -100; policy accept;\n    \
                  ip daddr . meta l4proto . th dport vmap @services\n  }\n}\n",
             );
-            feed(pair, "nft", &["-f", "-"], &text)?;
+            feed(client, "nft", &["-f", "-"], &text)?;
             Ok((Installed::Nothing, all[measured]))
         }
         Path::Haproxy => {
@@ -374,14 +399,15 @@ fn install(path: Path, pair: &Pair, n: u32) -> Result<(Installed, SocketAddrV4)>
             for i in 0..all.len() {
                 writeln!(
                     cfg,
-                    "listen v{i}\n  bind 127.0.0.1:{}\n  server b {BACKEND}\n",
-                    HAPROXY_BASE_PORT as usize + i
+                    "listen v{i}\n  bind 127.0.0.1:{}\n  server b {}\n",
+                    HAPROXY_BASE_PORT as usize + i,
+                    client.backend
                 )?;
             }
             let path = dir.path().join("haproxy.cfg");
             std::fs::write(&path, cfg)?;
             let proxy = spawn_in(
-                pair.client.netns(),
+                client.ns.netns(),
                 "haproxy",
                 &["-db", "-f", &path.to_string_lossy()],
             )?;
@@ -390,7 +416,7 @@ fn install(path: Path, pair: &Pair, n: u32) -> Result<(Installed, SocketAddrV4)>
                 HAPROXY_BASE_PORT + u16::try_from(measured)?,
             );
             let deadline = Instant::now() + Duration::from_secs(30);
-            while !pair.client.netns().run(|| {
+            while !client.ns.netns().run(|| {
                 std::net::TcpStream::connect_timeout(&target.into(), Duration::from_millis(200))
                     .is_ok()
             })? {
@@ -410,8 +436,8 @@ fn install(path: Path, pair: &Pair, n: u32) -> Result<(Installed, SocketAddrV4)>
     }
 }
 
-/// Runs `program args` in the client namespace with `input` on stdin.
-fn feed(pair: &Pair, program: &str, args: &[&str], input: &str) -> Result<()> {
+/// Runs `program args` in the client's namespace with `input` on stdin.
+fn feed(client: &Client, program: &str, args: &[&str], input: &str) -> Result<()> {
     use std::io::Write;
     let mut command = Command::new(program);
     command
@@ -419,7 +445,7 @@ fn feed(pair: &Pair, program: &str, args: &[&str], input: &str) -> Result<()> {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    in_netns(&mut command, pair.client.netns(), true);
+    in_netns(&mut command, client.ns.netns(), true);
     let mut child = command
         .spawn()
         .with_context(|| format!("starting {program} (scripts/setup.sh installs it)"))?;
@@ -435,33 +461,62 @@ fn feed(pair: &Pair, program: &str, args: &[&str], input: &str) -> Result<()> {
     Ok(())
 }
 
-fn measure(path: Path, n: u32, o: &Options) -> Result<LoadResult> {
-    let pair = Pair::new("lb")?;
-    let (installed, target) = install(path, &pair, n)?;
-    let cgroup = installed.cgroup();
-    // A short warm-up (ARP, caches), then the measured run.
-    pair.load(target, 2, 0.3, cgroup)?;
-    let result = pair.load(target, 2, o.seconds, cgroup)?;
-    drop(installed);
-    drop(pair);
-    std::thread::sleep(SETTLE);
-    Ok(result)
+/// The client namespaces of one VIP count, every datapath installed: dcnet, direct and
+/// HAProxy share a namespace without netfilter NAT (dcnet acts only on the cgroup's processes,
+/// HAProxy only on its own ports); iptables and nftables each get one, because a NAT table
+/// turns conntrack on for every connection of its namespace.
+struct Setup {
+    clients: Vec<Client>,
+    paths: BTreeMap<Path, (usize, Installed, SocketAddrV4)>,
+}
+
+impl Setup {
+    fn new(server: &mut Server, n: u32) -> Result<Self> {
+        let clients = vec![
+            Client::new(server, "lbplain")?,
+            Client::new(server, "lbipt")?,
+            Client::new(server, "lbnft")?,
+        ];
+        let mut paths = BTreeMap::new();
+        for path in Path::ALL {
+            let which = match path {
+                Path::Iptables => 1,
+                Path::Nftables => 2,
+                _ => 0,
+            };
+            let (installed, target) = install(path, &clients[which], n)
+                .with_context(|| format!("setting up {} with {n} VIPs", path.name()))?;
+            paths.insert(path, (which, installed, target));
+        }
+        Ok(Self { clients, paths })
+    }
+
+    fn run(&self, path: Path, threads: usize, seconds: f64) -> Result<LoadResult> {
+        let (which, installed, target) = &self.paths[&path];
+        self.clients[*which].load(*target, threads, seconds, installed.cgroup())
+    }
 }
 
 fn main() -> Result<()> {
     let o = parse_args()?;
     println!("## Short TCP connections per second through each datapath (2 client threads)\n");
+    let mut server = Server::start()?;
     let mut results: BTreeMap<(u32, Path), Vec<LoadResult>> = BTreeMap::new();
-    for round in 0..o.rounds {
-        for &n in &o.vips {
+    for &n in &o.vips {
+        let setup = Setup::new(&mut server, n)?;
+        for path in Path::ALL {
+            setup.run(path, 2, 0.3)?; // warm-up: ARP, caches, HAProxy's first connections
+        }
+        for round in 0..o.rounds {
             // Rotate the order each round so no datapath always runs first.
             let mut order = Path::ALL.to_vec();
             order.rotate_left(round % Path::ALL.len());
             for path in order {
-                let r = measure(path, n, &o)
+                let r = setup
+                    .run(path, 2, o.seconds)
                     .with_context(|| format!("{} with {n} VIPs", path.name()))?;
                 eprintln!(
-                    "round {} {n:>5} VIPs {:<20} {:>8.0} conn/s p50 {:.0} µs",
+                    "round {:>2} {n:>5} VIPs {:<20} {:>8.0} conn/s p50 {:.0} µs",
                     round + 1,
                     path.name(),
                     r.per_second,
@@ -518,15 +573,10 @@ fn main() -> Result<()> {
         "\n## Sustained new connections from one client thread to one VIP, {} s\n",
         o.sustained_seconds
     );
+    let setup = Setup::new(&mut server, 1)?;
     let mut rows = Vec::new();
-    for path in [Path::Dcnet, Path::Direct] {
-        let pair = Pair::new("lbsus")?;
-        let (installed, target) = install(path, &pair, 1)?;
-        let cgroup = installed.cgroup();
-        let r = pair.load(target, 1, o.sustained_seconds, cgroup)?;
-        drop(installed);
-        drop(pair);
-        std::thread::sleep(SETTLE);
+    for path in [Path::Dcnet, Path::Iptables, Path::Direct] {
+        let r = setup.run(path, 1, o.sustained_seconds)?;
         let total = r.per_second * o.sustained_seconds;
         rows.push(vec![
             path.name().to_owned(),
