@@ -96,6 +96,9 @@ fn parse_args() -> Result<Options> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Path {
     Dcnet,
+    /// The backend directly, from the client in dcnet's cgroup: what the hooks cost a connect
+    /// that is not to a VIP, and what being in another cgroup costs.
+    DirectInCgroup,
     Iptables,
     Nftables,
     Haproxy,
@@ -103,8 +106,9 @@ enum Path {
 }
 
 impl Path {
-    const ALL: [Path; 5] = [
+    const ALL: [Path; 6] = [
         Path::Dcnet,
+        Path::DirectInCgroup,
         Path::Iptables,
         Path::Nftables,
         Path::Haproxy,
@@ -114,6 +118,7 @@ impl Path {
     fn name(self) -> &'static str {
         match self {
             Path::Dcnet => "dcnet VIP (eBPF)",
+            Path::DirectInCgroup => "direct, in the cgroup",
             Path::Iptables => "iptables DNAT",
             Path::Nftables => "nftables DNAT vmap",
             Path::Haproxy => "HAProxy (TCP)",
@@ -259,6 +264,7 @@ impl Client {
             p50_us: json["p50_us"].as_f64().unwrap_or_default(),
             p99_us: json["p99_us"].as_f64().unwrap_or_default(),
             errors,
+            hook_ns: None,
         })
     }
 }
@@ -288,12 +294,14 @@ struct LoadResult {
     p50_us: f64,
     p99_us: f64,
     errors: u64,
+    /// Mean time of dcnet's connect4 program per call during this run (BPF run-time stats).
+    hook_ns: Option<f64>,
 }
 
 /// What a datapath needs kept alive while it is measured.
 enum Installed {
     Dcnet {
-        _datapath: Box<Datapath>,
+        datapath: Box<Datapath>,
         cgroup: TestCgroup,
     },
     Nothing,
@@ -317,7 +325,7 @@ impl Installed {
 fn install(path: Path, client: &Client, n: u32) -> Result<(Installed, SocketAddrV4)> {
     let (all, measured) = vips(n);
     match path {
-        Path::Direct => Ok((Installed::Nothing, client.backend)),
+        Path::Direct | Path::DirectInCgroup => Ok((Installed::Nothing, client.backend)),
         Path::Dcnet => {
             let cgroup = TestCgroup::create("lbbench")?;
             let mut datapath = Datapath::load()?;
@@ -343,7 +351,7 @@ fn install(path: Path, client: &Client, n: u32) -> Result<(Installed, SocketAddr
             }
             Ok((
                 Installed::Dcnet {
-                    _datapath: Box::new(datapath),
+                    datapath: Box::new(datapath),
                     cgroup,
                 },
                 all[measured],
@@ -493,12 +501,39 @@ impl Setup {
 
     fn run(&self, path: Path, threads: usize, seconds: f64) -> Result<LoadResult> {
         let (which, installed, target) = &self.paths[&path];
-        self.clients[*which].load(*target, threads, seconds, installed.cgroup())
+        let cgroup = match path {
+            Path::DirectInCgroup => self.paths[&Path::Dcnet].1.cgroup(),
+            _ => installed.cgroup(),
+        };
+        let before = self.connect4_runs()?;
+        let mut result = self.clients[*which].load(*target, threads, seconds, cgroup)?;
+        if cgroup.is_some() {
+            let after = self.connect4_runs()?;
+            let runs = after.0.saturating_sub(before.0);
+            result.hook_ns =
+                (runs > 0).then(|| (after.1 - before.1).as_nanos() as f64 / runs as f64);
+        }
+        Ok(result)
+    }
+
+    /// Runs and run time of dcnet's connect4 so far.
+    fn connect4_runs(&self) -> Result<(u64, Duration)> {
+        let Installed::Dcnet { datapath, .. } = &self.paths[&Path::Dcnet].1 else {
+            bail!("dcnet is not installed");
+        };
+        let runs = datapath.program_runs()?;
+        let c = runs
+            .iter()
+            .find(|r| r.name == "connect4")
+            .context("no connect4 program")?;
+        Ok((c.runs, c.run_time))
     }
 }
 
 fn main() -> Result<()> {
     let o = parse_args()?;
+    // Per-program run counts and times, for the cost of dcnet's hook itself.
+    let _stats = dcnet_lb::datapath::enable_run_time_stats()?;
     println!("## Short TCP connections per second through each datapath (2 client threads)\n");
     let mut server = Server::start()?;
     let mut results: BTreeMap<(u32, Path), Vec<LoadResult>> = BTreeMap::new();
@@ -526,26 +561,37 @@ fn main() -> Result<()> {
             }
         }
     }
-    let median = |v: &[LoadResult], f: fn(&LoadResult) -> f64| {
-        let mut x: Vec<f64> = v.iter().map(f).collect();
+    fn median(mut x: Vec<f64>) -> f64 {
         x.sort_by(f64::total_cmp);
-        x[x.len() / 2]
+        x.get(x.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+    // Ratios are taken within each round (the runs of a round are seconds apart, so CPU steal
+    // hits both sides alike) and then the median over rounds.
+    let ratio = |a: &[LoadResult], b: &[LoadResult], f: fn(&LoadResult) -> f64| {
+        median(a.iter().zip(b).map(|(a, b)| f(a) / f(b)).collect())
     };
     let mut rows = Vec::new();
     for &n in &o.vips {
-        let direct = median(&results[&(n, Path::Direct)], |r| r.per_second);
-        let iptables = median(&results[&(n, Path::Iptables)], |r| r.per_second);
+        let direct = &results[&(n, Path::Direct)];
+        let iptables = &results[&(n, Path::Iptables)];
         for path in Path::ALL {
             let r = &results[&(n, path)];
-            let rate = median(r, |r| r.per_second);
+            let of = |f: fn(&LoadResult) -> f64| median(r.iter().map(f).collect());
+            let hook: Vec<f64> = r.iter().filter_map(|r| r.hook_ns).collect();
             rows.push(vec![
                 n.to_string(),
                 path.name().to_owned(),
-                format!("{rate:.0}"),
-                format!("{:.0}", median(r, |r| r.p50_us)),
-                format!("{:.0}", median(r, |r| r.p99_us)),
-                format!("{:.3}", rate / direct),
-                format!("{:.2}", rate / iptables),
+                format!("{:.0}", of(|r| r.per_second)),
+                format!("{:.0}", of(|r| r.p50_us)),
+                format!("{:.0}", of(|r| r.p99_us)),
+                format!("{:.3}", ratio(r, direct, |r| r.per_second)),
+                format!("{:.3}", ratio(r, direct, |r| r.p50_us)),
+                format!("{:.2}", ratio(r, iptables, |r| r.per_second)),
+                if hook.is_empty() {
+                    "-".into()
+                } else {
+                    format!("{:.0}", median(hook))
+                },
                 r.iter().map(|r| r.errors).sum::<u64>().to_string(),
             ]);
         }
@@ -558,14 +604,18 @@ fn main() -> Result<()> {
             "p50 µs",
             "p99 µs",
             "÷ direct",
+            "p50 ÷ direct",
             "÷ iptables",
+            "connect4 ns",
             "errors",
         ],
         &rows,
     );
     println!(
-        "\nmedians of {} rounds of {} s; goals: dcnet >= 0.97 x direct at every VIP count, \
-         >= 1.1 x iptables at one VIP",
+        "\nconn/s and latencies: medians of {} rounds of {} s; ratios: medians of the per-round \
+         ratios;\nconnect4 ns: the kernel's mean run time of dcnet's connect4 program per call \
+         (BPF_ENABLE_STATS).\ngoals: dcnet >= 0.97 x direct at every VIP count, >= 1.1 x \
+         iptables at one VIP",
         o.rounds, o.seconds
     );
 

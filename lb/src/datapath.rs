@@ -68,6 +68,21 @@ pub struct VipCounters {
     pub backends: Vec<(SocketAddrV4, u64)>,
 }
 
+/// How often one program ran and the time it took, since stats were enabled
+/// ([`enable_run_time_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgramRuns {
+    pub name: &'static str,
+    pub runs: u64,
+    pub run_time: Duration,
+}
+
+/// Turns on the kernel's per-program run counters and time (`BPF_ENABLE_STATS`) for as long as
+/// the returned descriptor is open. They cost a clock read per run, so they stay off otherwise.
+pub fn enable_run_time_stats() -> Result<std::os::fd::OwnedFd, Error> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(Error::Stats)
+}
+
 /// A VIP as programmed.
 #[derive(Debug)]
 struct Programmed {
@@ -394,6 +409,35 @@ impl Datapath {
                     vip: *vip,
                     connections: sum(&self.vip_conns, p.counter, VIP_CONNS)?,
                     backends,
+                })
+            })
+            .collect()
+    }
+
+    /// Runs and run time of each program (zero unless [`enable_run_time_stats`] is in effect).
+    pub fn program_runs(&self) -> Result<Vec<ProgramRuns>, Error> {
+        SOCK_ADDR_PROGRAMS
+            .iter()
+            .map(|&name| {
+                let program: &CgroupSockAddr = self
+                    .ebpf
+                    .program(name)
+                    .ok_or(Error::MissingProgram(name))?
+                    .try_into()
+                    .map_err(|source| Error::Program {
+                        name,
+                        action: "type check",
+                        source,
+                    })?;
+                let info = program.info().map_err(|source| Error::Program {
+                    name,
+                    action: "read info",
+                    source,
+                })?;
+                Ok(ProgramRuns {
+                    name,
+                    runs: info.run_count(),
+                    run_time: info.run_time(),
                 })
             })
             .collect()

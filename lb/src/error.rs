@@ -50,6 +50,9 @@ pub enum Error {
     /// A sock_diag (netlink) request about sockets failed.
     #[error("sock_diag: cannot {0} (the kernel needs CONFIG_INET_DIAG_DESTROY to destroy sockets)")]
     SockDiag(&'static str, #[source] std::io::Error),
+    /// The kernel's program statistics could not be enabled.
+    #[error("enabling BPF run-time statistics failed")]
+    Stats(#[source] aya::sys::SyscallError),
     /// A map operation failed.
     #[error("eBPF map {name:?}: {action} failed")]
     Map {

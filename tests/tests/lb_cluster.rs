@@ -217,11 +217,12 @@ fn vips_balance_across_nodes_follow_health_and_membership() -> Result<()> {
     let lines = client(
         &client_c,
         &cgroups[0],
-        &["tcp", &format!("{WEB}:80"), "100"],
+        &["tcp", &format!("{WEB}:80"), "300"],
     )?;
     let counts = lb::tally(&lines, &vip.to_string())?;
-    eprintln!("100 connects by name: {counts:?}");
-    assert_eq!(counts.values().sum::<usize>(), 100);
+    eprintln!("300 connects by name: {counts:?}");
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert!(counts.values().all(|&n| n <= 300), "{counts:?}");
     // Per-backend counters on node 1 saw them all.
     let metrics = cluster.get_text(0, "/metrics")?;
     let counted: u64 = metrics
@@ -231,7 +232,7 @@ fn vips_balance_across_nodes_follow_health_and_membership() -> Result<()> {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
-    assert_eq!(counted, 400, "{metrics}");
+    assert_eq!(counted, 600, "{metrics}");
 
     // UDP through the named echo VIP: the reply comes from the VIP.
     let echo = vips(&cluster, 0)?

@@ -142,6 +142,17 @@ fn tcp_connects_spread_over_backends_and_show_the_vip() {
         "getpeername mapped back: {stats:?}"
     );
 
+    // A connect to a backend's own address, from the cgroup, is left alone and shows the
+    // backend: the VIP is remembered per socket, not per backend.
+    let direct = s.client(&["tcp", &backends[0].to_string(), "1"], true);
+    assert_eq!(
+        direct[0],
+        Line::Ok {
+            peer: backends[0].to_string(),
+            response: "t0".into()
+        }
+    );
+
     // Outside the cgroup the VIP is just an unroutable address.
     let outside = s.client(&["tcp", &vip.addr.to_string(), "1"], false);
     assert!(

@@ -15,6 +15,9 @@
 //! - [`REVERSE4`]: (socket cookie, backend) → VIP, written at connect/sendmsg time and read by
 //!   `recvmsg4` and `getpeername4` to show the VIP to the client. LRU: entries of closed
 //!   sockets age out.
+//! - [`SOCK_VIP4`]: socket storage (kept in the socket, freed with it) of a TCP socket's VIP
+//!   and backend, read by `getpeername4`; never evicted while the socket lives, unlike an LRU
+//!   entry. Not readable from userspace.
 //! - [`VIP_CONNS`], [`BACKEND_CONNS`]: per-CPU new-connection counters, indexed by
 //!   [`VipEntry::counter`] and [`Backend4::counter`].
 //! - [`STATS`]: per-CPU counters of the datapath's outcomes, indexed by [`Stat`].
@@ -26,6 +29,8 @@ pub const VIPS4: &str = "VIPS4";
 pub const BACKENDS4: &str = "BACKENDS4";
 /// Name of the reverse table: [`Reverse4Key`] → [`Vip4Addr`].
 pub const REVERSE4: &str = "REVERSE4";
+/// Name of the per-socket VIP storage: [`SockVip4`].
+pub const SOCK_VIP4: &str = "SOCK_VIP4";
 /// Name of the per-VIP new-connection counters: per-CPU array of `u64`.
 pub const VIP_CONNS: &str = "VIP_CONNS";
 /// Name of the per-backend new-connection counters: per-CPU array of `u64`.
@@ -107,6 +112,16 @@ pub struct Reverse4Key {
 pub struct Vip4Addr {
     pub addr: u32,
     pub port: u16,
+    pub _pad: u16,
+}
+
+/// A connected socket's VIP and the backend it was sent to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SockVip4 {
+    pub vip: Vip4Addr,
+    pub backend_addr: u32,
+    pub backend_port: u16,
     pub _pad: u16,
 }
 
@@ -219,6 +234,7 @@ mod tests {
         assert_eq!(size_of::<Backend4>(), 12);
         assert_eq!(size_of::<Reverse4Key>(), 16);
         assert_eq!(size_of::<Vip4Addr>(), 8);
+        assert_eq!(size_of::<SockVip4>(), 16);
     }
 
     #[test]

@@ -1,46 +1,36 @@
-//! The load-balancing decision shared by the hooks: find the VIP, choose a backend, count the
-//! connection and remember the socket's backend for the reverse hooks.
+//! The load-balancing decision shared by the hooks: look the VIP up, choose a backend, count
+//! the connection, and remember the socket's backend for the reverse hooks.
 
-use aya_ebpf::helpers::bpf_get_prandom_u32;
-use dcnet_ebpf_common::{Backend4, MAX_BACKENDS_PER_VIP, Reverse4Key, Stat, Vip4Addr, Vip4Key};
+use aya_ebpf::{helpers::bpf_get_prandom_u32, programs::SockAddrContext};
+use dcnet_ebpf_common::{
+    Backend4, MAX_BACKENDS_PER_VIP, Reverse4Key, SockVip4, Stat, Vip4Addr, Vip4Key, VipEntry,
+};
 
-use crate::maps::{BACKEND_CONNS, BACKENDS4, REVERSE4, VIP_CONNS, VIPS4, count, stat};
+use crate::maps::{BACKEND_CONNS, BACKENDS4, REVERSE4, SOCK_VIP4, VIP_CONNS, VIPS4, count, stat};
 
-/// What a hook does with a destination.
+/// What a hook does with a connect or datagram to a VIP.
 pub enum Decision {
-    /// Not a VIP: leave the destination alone.
-    Pass,
     /// Send to this backend instead.
     To(Backend4),
     /// A VIP without a backend taking connections: fail the call with ECONNREFUSED.
     Refuse,
 }
 
-/// How a backend is chosen among the VIP's set.
-#[derive(Clone, Copy)]
-pub enum Pick {
-    /// Uniformly at random: every TCP connect.
-    Random,
-    /// By the socket cookie, so every datagram of one socket goes to the same backend.
-    Sticky(u64),
+/// The VIP's entry, if `vip` is one. The only work a connect to anything else costs.
+#[inline(always)]
+pub fn lookup(vip: &Vip4Key) -> Option<VipEntry> {
+    // SAFETY: VIPS4 is not preallocated (see maps.rs), so the entry stays whole while copied.
+    unsafe { VIPS4.get(vip) }.copied()
 }
 
-/// Looks `vip` up and chooses a backend for it.
+/// Chooses a backend of `entry` by `draw` (uniform over u32) and counts the connection.
 #[inline(always)]
-pub fn choose(vip: &Vip4Key, pick: Pick) -> Decision {
-    // SAFETY: VIPS4 is not preallocated (see maps.rs), so the entry stays whole while read.
-    let Some(entry) = (unsafe { VIPS4.get(vip) }) else {
-        return Decision::Pass;
-    };
+pub fn choose(entry: &VipEntry, draw: u32) -> Decision {
     let (first, backends, vip_counter) = (entry.first, entry.count, entry.counter);
     if backends == 0 {
         stat(Stat::NoBackend);
         return Decision::Refuse;
     }
-    let draw = match pick {
-        Pick::Random => bpf_random(),
-        Pick::Sticky(cookie) => mix(cookie),
-    };
     // The bound keeps the verifier's range of `offset` small; userspace never writes bigger sets.
     let offset = (draw % backends) & (MAX_BACKENDS_PER_VIP - 1);
     let Some(backend) = BACKENDS4.get(first.wrapping_add(offset)) else {
@@ -73,6 +63,43 @@ pub fn remember(cookie: u64, backend: &Backend4, vip: &Vip4Key) {
     }
 }
 
+/// Remembers, in the socket itself, that this TCP socket reached `backend` through `vip`.
+#[inline(always)]
+pub fn remember_in_socket(ctx: &SockAddrContext, backend: &Backend4, vip: &Vip4Key) {
+    let mut value = SockVip4 {
+        vip: Vip4Addr {
+            addr: vip.addr,
+            port: vip.port,
+            _pad: 0,
+        },
+        backend_addr: backend.addr,
+        backend_port: backend.port,
+        _pad: 0,
+    };
+    // SAFETY: the context's socket is valid for the hook's duration.
+    let slot = unsafe { SOCK_VIP4.get_or_insert_ptr_mut(ctx, Some(&mut value)) };
+    if slot.is_null() {
+        stat(Stat::ReverseFull);
+    } else {
+        // SAFETY: non-null: this socket's storage. A socket that connects again (after a failed
+        // connect) gets its entry overwritten.
+        unsafe { *slot = value };
+    }
+}
+
+/// The VIP this TCP socket reached `addr:port` through, if it did.
+#[inline(always)]
+pub fn reverse_in_socket(ctx: &SockAddrContext, addr: u32, port: u16) -> Option<Vip4Addr> {
+    // SAFETY: the context's socket is valid for the hook's duration.
+    let slot = unsafe { SOCK_VIP4.get_ptr_mut(ctx) };
+    if slot.is_null() {
+        return None;
+    }
+    // SAFETY: non-null: this socket's storage.
+    let value = unsafe { *slot };
+    (value.backend_addr == addr && value.backend_port == port).then_some(value.vip)
+}
+
 /// Whether socket `cookie` already has its reverse entry for `backend` (sendmsg: only the first
 /// datagram to a backend writes it).
 #[inline(always)]
@@ -100,15 +127,17 @@ pub fn reverse(cookie: u64, addr: u32, port: u16) -> Option<Vip4Addr> {
     unsafe { REVERSE4.get(&key) }.copied()
 }
 
+/// A uniform draw, for TCP connects.
 #[inline(always)]
-fn bpf_random() -> u32 {
+pub fn random() -> u32 {
     // SAFETY: a helper without arguments, allowed in every program type.
     unsafe { bpf_get_prandom_u32() }
 }
 
-/// Spreads a socket cookie (a counter) over 32 bits, so consecutive sockets land on different
-/// backends (Fibonacci hashing: the high bits of the product by 2^64/φ).
+/// A socket's own draw, for UDP: every datagram of one socket picks the same backend. Spreads
+/// the cookie (a counter) over 32 bits so consecutive sockets land on different backends
+/// (Fibonacci hashing: the high bits of the product by 2^64/φ).
 #[inline(always)]
-fn mix(cookie: u64) -> u32 {
+pub fn sticky(cookie: u64) -> u32 {
     (cookie.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32
 }

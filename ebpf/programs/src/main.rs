@@ -22,7 +22,7 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use dcnet_ebpf_common::{PROTO_UDP, Stat, Vip4Key};
-use lb::{Decision, Pick};
+use lb::Decision;
 
 /// Verdicts of cgroup sock_addr programs: 1 lets the call proceed, 0 fails it (with EPERM, or
 /// the error set by `bpf_set_retval`, kernel ≥ 5.18).
@@ -47,7 +47,7 @@ pub fn recvmsg4(ctx: SockAddrContext) -> i32 {
 
 #[cgroup_sock_addr(getpeername4)]
 pub fn getpeername4(ctx: SockAddrContext) -> i32 {
-    try_reverse(&ctx)
+    try_getpeername4(&ctx)
 }
 
 /// The destination of the call as a VIP key. `user_port` is a 32-bit field holding the port
@@ -80,39 +80,45 @@ fn refuse() -> i32 {
 
 fn try_connect4(ctx: &SockAddrContext) -> i32 {
     let vip = destination(ctx);
-    let cookie = cookie(ctx);
-    // TCP draws at random per connection; a connected UDP socket keeps its backend for its
-    // lifetime anyway, and drawing by cookie keeps it equal to what sendmsg4 would choose.
-    let pick = if vip.proto == PROTO_UDP {
-        Pick::Sticky(cookie)
-    } else {
-        Pick::Random
+    let Some(entry) = lb::lookup(&vip) else {
+        return ALLOW;
     };
-    match lb::choose(&vip, pick) {
-        Decision::Pass => ALLOW,
-        Decision::Refuse => refuse(),
-        Decision::To(backend) => {
-            // SAFETY: as in `destination`; the hook may rewrite the address.
-            let sa = unsafe { &mut *ctx.sock_addr };
-            sa.user_ip4 = backend.addr;
-            sa.user_port = u32::from(backend.port);
-            lb::remember(cookie, &backend, &vip);
-            ALLOW
+    if vip.proto == PROTO_UDP {
+        // A connected UDP socket draws by its cookie, the backend sendmsg4 would choose for it,
+        // and goes into the shared reverse table, where recvmsg4 and the clean-up of removed
+        // backends (userspace, by cookie) find it.
+        let cookie = cookie(ctx);
+        match lb::choose(&entry, lb::sticky(cookie)) {
+            Decision::Refuse => refuse(),
+            Decision::To(backend) => {
+                rewrite(ctx, &backend);
+                lb::remember(cookie, &backend, &vip);
+                ALLOW
+            }
+        }
+    } else {
+        // TCP draws at random per connection and keeps its VIP in the socket.
+        match lb::choose(&entry, lb::random()) {
+            Decision::Refuse => refuse(),
+            Decision::To(backend) => {
+                rewrite(ctx, &backend);
+                lb::remember_in_socket(ctx, &backend, &vip);
+                ALLOW
+            }
         }
     }
 }
 
 fn try_sendmsg4(ctx: &SockAddrContext) -> i32 {
     let vip = destination(ctx);
+    let Some(entry) = lb::lookup(&vip) else {
+        return ALLOW;
+    };
     let cookie = cookie(ctx);
-    match lb::choose(&vip, Pick::Sticky(cookie)) {
-        Decision::Pass => ALLOW,
+    match lb::choose(&entry, lb::sticky(cookie)) {
         Decision::Refuse => refuse(),
         Decision::To(backend) => {
-            // SAFETY: as in `destination`; the hook may rewrite the address.
-            let sa = unsafe { &mut *ctx.sock_addr };
-            sa.user_ip4 = backend.addr;
-            sa.user_port = u32::from(backend.port);
+            rewrite(ctx, &backend);
             if !lb::is_remembered(cookie, &backend) {
                 lb::remember(cookie, &backend, &vip);
             }
@@ -121,18 +127,49 @@ fn try_sendmsg4(ctx: &SockAddrContext) -> i32 {
     }
 }
 
-/// `recvmsg4` (the source of a datagram) and `getpeername4` (the peer of a socket): a backend
-/// this socket reached through a VIP is shown as that VIP.
+/// Points the call at `backend`.
+#[inline(always)]
+fn rewrite(ctx: &SockAddrContext, backend: &dcnet_ebpf_common::Backend4) {
+    // SAFETY: as in `destination`; connect4 and sendmsg4 may rewrite the address.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    sa.user_ip4 = backend.addr;
+    sa.user_port = u32::from(backend.port);
+}
+
+/// `recvmsg4`: the source of a datagram from a backend this socket reached through a VIP is
+/// shown as that VIP.
 fn try_reverse(ctx: &SockAddrContext) -> i32 {
     // SAFETY: as in `destination`.
     let sa = unsafe { &mut *ctx.sock_addr };
     if let Some(vip) = lb::reverse(cookie(ctx), sa.user_ip4, sa.user_port as u16) {
-        sa.user_ip4 = vip.addr;
-        sa.user_port = u32::from(vip.port);
-        maps::stat(Stat::Reversed);
+        show(sa, &vip);
     }
-    // These hooks cannot fail the call: the kernel ignores their verdict.
+    // These hooks cannot fail the call: the kernel requires them to return 1.
     ALLOW
+}
+
+/// `getpeername4`: the peer of a socket connected through a VIP is shown as the VIP. TCP keeps
+/// it in the socket, connected UDP in the reverse table.
+fn try_getpeername4(ctx: &SockAddrContext) -> i32 {
+    // SAFETY: as in `destination`.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    let (addr, port) = (sa.user_ip4, sa.user_port as u16);
+    let vip = if sa.protocol as u8 == PROTO_UDP {
+        lb::reverse(cookie(ctx), addr, port)
+    } else {
+        lb::reverse_in_socket(ctx, addr, port)
+    };
+    if let Some(vip) = vip {
+        show(sa, &vip);
+    }
+    ALLOW
+}
+
+#[inline(always)]
+fn show(sa: &mut aya_ebpf::bindings::bpf_sock_addr, vip: &dcnet_ebpf_common::Vip4Addr) {
+    sa.user_ip4 = vip.addr;
+    sa.user_port = u32::from(vip.port);
+    maps::stat(Stat::Reversed);
 }
 
 #[cfg(not(test))]

@@ -3,12 +3,13 @@
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    macros::map,
+    btf_maps::SkStorage,
+    macros::{btf_map, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use dcnet_ebpf_common::{
     BACKEND_CONNS_MAX_ENTRIES, BACKENDS4_MAX_ENTRIES, Backend4, REVERSE4_MAX_ENTRIES, Reverse4Key,
-    Stat, VIPS4_MAX_ENTRIES, Vip4Addr, Vip4Key, VipEntry,
+    SockVip4, Stat, VIPS4_MAX_ENTRIES, Vip4Addr, Vip4Key, VipEntry,
 };
 
 /// Not preallocated on purpose: with preallocation the kernel recycles a replaced element at
@@ -25,6 +26,12 @@ pub static BACKENDS4: Array<Backend4> = Array::with_max_entries(BACKENDS4_MAX_EN
 #[map]
 pub static REVERSE4: LruHashMap<Reverse4Key, Vip4Addr> =
     LruHashMap::with_max_entries(REVERSE4_MAX_ENTRIES, 0);
+
+/// A TCP socket's VIP, in the socket itself. Costs about what a reverse-table entry costs per
+/// connect (both measured), but lives exactly as long as the socket: a busy node's LRU would
+/// evict the entries of long-lived connections.
+#[btf_map]
+pub static SOCK_VIP4: SkStorage<SockVip4> = SkStorage::new();
 
 #[map]
 pub static VIP_CONNS: PerCpuArray<u64> = PerCpuArray::with_max_entries(VIPS4_MAX_ENTRIES, 0);
