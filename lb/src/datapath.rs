@@ -5,14 +5,14 @@
 //! cgroup (v2): on a node that is the root cgroup, in tests a cgroup made for the test. Dropping
 //! the [`Datapath`] detaches everything it attached.
 //!
-//! A VIP's backend set changes atomically: the new set is written to free slots of `BACKENDS4`,
-//! then the VIP's one `VIPS4` entry is replaced to point at it. A connect sees the old set or
+//! A VIP's backend set changes atomically: the new set is written to free slots of `BACKENDS4`
+//! (`BACKENDS6`), then the VIP's one `VIPS4` (`VIPS6`) entry is replaced to point at it. A connect sees the old set or
 //! the new one, never a mix. The old slots are reused only after [`RETIRE_GRACE`], long after
 //! any program that read the old entry has finished.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -21,9 +21,10 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr};
 use aya::{Ebpf, EbpfLoader, util::nr_cpus};
 use dcnet_ebpf_common::{
-    BACKEND_CONNS, BACKEND_CONNS_MAX_ENTRIES, BACKENDS4, BACKENDS4_MAX_ENTRIES, Backend4,
-    MAX_BACKENDS_PER_VIP, PROTO_TCP, PROTO_UDP, REVERSE4, Reverse4Key, STATS, Stat, VIP_CONNS,
-    VIPS4, VIPS4_MAX_ENTRIES, Vip4Addr, Vip4Key, VipEntry,
+    BACKEND_CONNS, BACKEND_CONNS_MAX_ENTRIES, BACKENDS4, BACKENDS4_MAX_ENTRIES, BACKENDS6,
+    BACKENDS6_MAX_ENTRIES, Backend4, Backend6, MAX_BACKENDS_PER_VIP, PROTO_TCP, PROTO_UDP,
+    REVERSE4, REVERSE6, Reverse4Key, Reverse6Key, STATS, Stat, VIP_CONNS, VIPS4, VIPS4_MAX_ENTRIES,
+    VIPS6, Vip4Addr, Vip4Key, Vip6Addr, Vip6Key, VipEntry, ip6_octets, ip6_words,
 };
 
 use crate::Error;
@@ -35,7 +36,16 @@ use crate::vip::{Backend, Protocol, Vip};
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dcnet-ebpf"));
 
 /// Programs of the object, by the function names in `ebpf/programs`.
-const SOCK_ADDR_PROGRAMS: &[&str] = &["connect4", "sendmsg4", "recvmsg4", "getpeername4"];
+const SOCK_ADDR_PROGRAMS: &[&str] = &[
+    "connect4",
+    "sendmsg4",
+    "recvmsg4",
+    "getpeername4",
+    "connect6",
+    "sendmsg6",
+    "recvmsg6",
+    "getpeername6",
+];
 
 /// How long replaced backend slots stay untouched. Programs read them within microseconds of
 /// reading the VIP entry; a second is a wide margin.
@@ -65,7 +75,7 @@ pub struct SyncReport {
 pub struct VipCounters {
     pub vip: Vip,
     pub connections: u64,
-    pub backends: Vec<(SocketAddrV4, u64)>,
+    pub backends: Vec<(SocketAddr, u64)>,
 }
 
 /// How often one program ran and the time it took, since stats were enabled
@@ -91,7 +101,7 @@ struct Programmed {
     /// The slots of the backends with weight > 0.
     slots: Range<u32>,
     counter: u32,
-    backend_counters: BTreeMap<SocketAddrV4, u32>,
+    backend_counters: BTreeMap<SocketAddr, u32>,
 }
 
 /// The loaded eBPF datapath and its maps.
@@ -100,17 +110,21 @@ pub struct Datapath {
     vips4: HashMap<MapData, Vip4Key, VipEntry>,
     backends4: Array<MapData, Backend4>,
     reverse4: HashMap<MapData, Reverse4Key, Vip4Addr>,
+    vips6: HashMap<MapData, Vip6Key, VipEntry>,
+    backends6: Array<MapData, Backend6>,
+    reverse6: HashMap<MapData, Reverse6Key, Vip6Addr>,
     vip_conns: PerCpuArray<MapData, u64>,
     backend_conns: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
     cpus: usize,
-    slots: RangeAllocator,
+    slots4: RangeAllocator,
+    slots6: RangeAllocator,
     vip_counters: IdAllocator,
     backend_counters: IdAllocator,
     programmed: BTreeMap<Vip, Programmed>,
-    retired: Vec<(Range<u32>, Instant)>,
+    retired: Vec<(Family, Range<u32>, Instant)>,
     /// UDP backends that left a VIP since the last [`Datapath::take_removed_udp`].
-    removed_udp: BTreeSet<(Vip, SocketAddrV4)>,
+    removed_udp: BTreeSet<(Vip, SocketAddr)>,
 }
 
 impl Datapath {
@@ -131,12 +145,16 @@ impl Datapath {
             vips4: take_map(&mut ebpf, VIPS4, HashMap::try_from)?,
             backends4: take_map(&mut ebpf, BACKENDS4, Array::try_from)?,
             reverse4: take_map(&mut ebpf, REVERSE4, HashMap::try_from)?,
+            vips6: take_map(&mut ebpf, VIPS6, HashMap::try_from)?,
+            backends6: take_map(&mut ebpf, BACKENDS6, Array::try_from)?,
+            reverse6: take_map(&mut ebpf, REVERSE6, HashMap::try_from)?,
             vip_conns: take_map(&mut ebpf, VIP_CONNS, PerCpuArray::try_from)?,
             backend_conns: take_map(&mut ebpf, BACKEND_CONNS, PerCpuArray::try_from)?,
             stats: take_map(&mut ebpf, STATS, PerCpuArray::try_from)?,
             ebpf,
             cpus,
-            slots: RangeAllocator::new(BACKENDS4_MAX_ENTRIES),
+            slots4: RangeAllocator::new(BACKENDS4_MAX_ENTRIES),
+            slots6: RangeAllocator::new(BACKENDS6_MAX_ENTRIES),
             vip_counters: IdAllocator::new(VIPS4_MAX_ENTRIES),
             backend_counters: IdAllocator::new(BACKEND_CONNS_MAX_ENTRIES),
             programmed: BTreeMap::new(),
@@ -178,6 +196,13 @@ impl Datapath {
         {
             return Ok(Change::Unchanged);
         }
+        let family = Family::of(&vip.addr);
+        if let Some(b) = backends.iter().find(|b| Family::of(&b.addr) != family) {
+            return Err(Error::FamilyMismatch {
+                vip,
+                backend: b.addr,
+            });
+        }
         let usable: Vec<&Backend> = backends.iter().filter(|b| b.weight > 0).collect();
         if usable.len() > MAX_BACKENDS_PER_VIP as usize {
             return Err(Error::TooManyBackends {
@@ -198,7 +223,7 @@ impl Datapath {
             .get(&vip)
             .map(|p| p.backend_counters.clone())
             .unwrap_or_default();
-        let wanted: BTreeSet<SocketAddrV4> = backends.iter().map(|b| b.addr).collect();
+        let wanted: BTreeSet<SocketAddr> = backends.iter().map(|b| b.addr).collect();
         for addr in &wanted {
             if backend_counters.contains_key(addr) {
                 continue;
@@ -214,52 +239,35 @@ impl Datapath {
             }
         }
 
-        let Some(slots) = self.slots.allocate(usable.len() as u32) else {
+        let Some(slots) = self.slots(family).allocate(usable.len() as u32) else {
             self.undo_counters(&vip, is_new, counter, &backend_counters);
-            return Err(Error::Full {
-                map: BACKENDS4,
-                capacity: BACKENDS4_MAX_ENTRIES,
-            });
+            let (map, capacity) = match family {
+                Family::V4 => (BACKENDS4, BACKENDS4_MAX_ENTRIES),
+                Family::V6 => (BACKENDS6, BACKENDS6_MAX_ENTRIES),
+            };
+            return Err(Error::Full { map, capacity });
         };
-        let written = usable.iter().zip(slots.clone()).try_for_each(|(b, slot)| {
-            let entry = Backend4::new(
-                b.addr.ip().octets(),
-                b.addr.port(),
-                backend_counters[&b.addr],
-            );
-            self.backends4
-                .set(slot, entry, 0)
-                .map_err(|source| Error::Map {
-                    name: BACKENDS4,
-                    action: "write a backend",
-                    source,
-                })
-        });
+        let written = usable
+            .iter()
+            .zip(slots.clone())
+            .try_for_each(|(b, slot)| self.write_backend(slot, b.addr, backend_counters[&b.addr]));
         let entry = VipEntry {
             first: slots.start,
             count: slots.len() as u32,
             counter,
             _pad: 0,
         };
-        let swapped = written.and_then(|()| {
-            self.vips4
-                .insert(key(&vip), entry, 0)
-                .map_err(|source| Error::Map {
-                    name: VIPS4,
-                    action: "insert",
-                    source,
-                })
-        });
+        let swapped = written.and_then(|()| self.write_vip(&vip, entry));
         if let Err(e) = swapped {
             // Nothing points at the new slots: they can be reused at once.
-            self.slots.free(slots);
+            self.slots(family).free(slots);
             self.undo_counters(&vip, is_new, counter, &backend_counters);
             return Err(e);
         }
 
         // The swap is done: retire what the old entry used.
         if let Some(old) = self.programmed.remove(&vip) {
-            self.retire(old.slots);
+            self.retire(family, old.slots);
             if vip.protocol == Protocol::Udp {
                 self.removed_udp.extend(
                     old.backends
@@ -298,18 +306,22 @@ impl Datapath {
         if !self.programmed.contains_key(vip) {
             return Ok(false);
         }
-        match self.vips4.remove(&key(vip)) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(source) => {
+        let removed = match vip.addr {
+            SocketAddr::V4(_) => self.vips4.remove(&key4(vip)).map_err(|e| (VIPS4, e)),
+            SocketAddr::V6(_) => self.vips6.remove(&key6(vip)).map_err(|e| (VIPS6, e)),
+        };
+        match removed {
+            Ok(()) | Err((_, aya::maps::MapError::KeyNotFound)) => {}
+            Err((name, source)) => {
                 return Err(Error::Map {
-                    name: VIPS4,
+                    name,
                     action: "remove",
                     source,
                 });
             }
         }
         if let Some(old) = self.programmed.remove(vip) {
-            self.retire(old.slots);
+            self.retire(Family::of(&vip.addr), old.slots);
             if vip.protocol == Protocol::Udp {
                 self.removed_udp
                     .extend(old.backends.iter().map(|b| (*vip, b.addr)));
@@ -351,7 +363,7 @@ impl Datapath {
 
     /// UDP backends that left a VIP (or whose VIP went) since the last call: sockets still
     /// connected to them through that VIP should be destroyed (see [`crate::sockets`]).
-    pub fn take_removed_udp(&mut self) -> BTreeSet<(Vip, SocketAddrV4)> {
+    pub fn take_removed_udp(&mut self) -> BTreeSet<(Vip, SocketAddr)> {
         std::mem::take(&mut self.removed_udp)
     }
 
@@ -360,25 +372,43 @@ impl Datapath {
     pub fn through_removed(
         &self,
         sockets: Vec<UdpSocketInfo>,
-        removed: &BTreeSet<(Vip, SocketAddrV4)>,
+        removed: &BTreeSet<(Vip, SocketAddr)>,
     ) -> Vec<UdpSocketInfo> {
         sockets
             .into_iter()
             .filter(|s| {
-                let key = Reverse4Key {
-                    cookie: s.cookie,
-                    addr: u32::from_ne_bytes(s.peer.ip().octets()),
-                    port: s.peer.port().to_be(),
-                    _pad: 0,
-                };
-                let Ok(vip) = self.reverse4.get(&key, 0) else {
-                    return false;
-                };
-                let vip = Vip {
-                    addr: SocketAddrV4::new(vip.addr.to_ne_bytes().into(), u16::from_be(vip.port)),
-                    protocol: Protocol::Udp,
-                };
-                removed.contains(&(vip, s.peer))
+                let vip =
+                    match s.peer {
+                        SocketAddr::V4(peer) => {
+                            let key = Reverse4Key {
+                                cookie: s.cookie,
+                                addr: u32::from_ne_bytes(peer.ip().octets()),
+                                port: peer.port().to_be(),
+                                _pad: 0,
+                            };
+                            self.reverse4.get(&key, 0).ok().map(|v| {
+                                SocketAddr::from((v.addr.to_ne_bytes(), u16::from_be(v.port)))
+                            })
+                        }
+                        SocketAddr::V6(peer) => {
+                            let key = Reverse6Key {
+                                cookie: s.cookie,
+                                addr: ip6_words(peer.ip().octets()),
+                                port: peer.port().to_be(),
+                                _pad: [0; 3],
+                            };
+                            self.reverse6.get(&key, 0).ok().map(|v| {
+                                SocketAddr::from((ip6_octets(v.addr), u16::from_be(v.port)))
+                            })
+                        }
+                    };
+                vip.is_some_and(|addr| {
+                    let vip = Vip {
+                        addr,
+                        protocol: Protocol::Udp,
+                    };
+                    removed.contains(&(vip, s.peer))
+                })
             })
             .collect()
     }
@@ -451,10 +481,51 @@ impl Datapath {
             .collect()
     }
 
-    fn retire(&mut self, slots: Range<u32>) {
+    fn retire(&mut self, family: Family, slots: Range<u32>) {
         if !slots.is_empty() {
-            self.retired.push((slots, Instant::now()));
+            self.retired.push((family, slots, Instant::now()));
         }
+    }
+
+    fn slots(&mut self, family: Family) -> &mut RangeAllocator {
+        match family {
+            Family::V4 => &mut self.slots4,
+            Family::V6 => &mut self.slots6,
+        }
+    }
+
+    /// Writes one backend slot of the backend's family.
+    fn write_backend(&mut self, slot: u32, addr: SocketAddr, counter: u32) -> Result<(), Error> {
+        let (name, result) = match addr {
+            SocketAddr::V4(a) => (
+                BACKENDS4,
+                self.backends4
+                    .set(slot, Backend4::new(a.ip().octets(), a.port(), counter), 0),
+            ),
+            SocketAddr::V6(a) => (
+                BACKENDS6,
+                self.backends6
+                    .set(slot, Backend6::new(a.ip().octets(), a.port(), counter), 0),
+            ),
+        };
+        result.map_err(|source| Error::Map {
+            name,
+            action: "write a backend",
+            source,
+        })
+    }
+
+    /// Writes (or replaces, atomically) a VIP's entry.
+    fn write_vip(&mut self, vip: &Vip, entry: VipEntry) -> Result<(), Error> {
+        let (name, result) = match vip.addr {
+            SocketAddr::V4(_) => (VIPS4, self.vips4.insert(key4(vip), entry, 0)),
+            SocketAddr::V6(_) => (VIPS6, self.vips6.insert(key6(vip), entry, 0)),
+        };
+        result.map_err(|source| Error::Map {
+            name,
+            action: "insert",
+            source,
+        })
     }
 
     fn release_retired(&mut self) {
@@ -462,10 +533,10 @@ impl Datapath {
         let (done, waiting): (Vec<_>, Vec<_>) = self
             .retired
             .drain(..)
-            .partition(|(_, at)| now.duration_since(*at) >= RETIRE_GRACE);
+            .partition(|(_, _, at)| now.duration_since(*at) >= RETIRE_GRACE);
         self.retired = waiting;
-        for (slots, _) in done {
-            self.slots.free(slots);
+        for (family, slots, _) in done {
+            self.slots(family).free(slots);
         }
     }
 
@@ -507,7 +578,7 @@ impl Datapath {
         vip: &Vip,
         is_new: bool,
         counter: u32,
-        backend_counters: &BTreeMap<SocketAddrV4, u32>,
+        backend_counters: &BTreeMap<SocketAddr, u32>,
     ) {
         let old = self.programmed.get(vip).map(|p| &p.backend_counters);
         for (addr, id) in backend_counters {
@@ -529,7 +600,7 @@ enum Counter {
 
 /// Sorted by address, one entry per address with its highest weight.
 fn normalize(backends: &[Backend]) -> Vec<Backend> {
-    let mut by_addr: BTreeMap<SocketAddrV4, u32> = BTreeMap::new();
+    let mut by_addr: BTreeMap<SocketAddr, u32> = BTreeMap::new();
     for b in backends {
         let w = by_addr.entry(b.addr).or_insert(0);
         *w = (*w).max(b.weight);
@@ -540,12 +611,43 @@ fn normalize(backends: &[Backend]) -> Vec<Backend> {
         .collect()
 }
 
-fn key(vip: &Vip) -> Vip4Key {
-    let proto = match vip.protocol {
+/// An address family of the datapath's maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn of(addr: &SocketAddr) -> Self {
+        match addr {
+            SocketAddr::V4(_) => Family::V4,
+            SocketAddr::V6(_) => Family::V6,
+        }
+    }
+}
+
+fn proto(vip: &Vip) -> u8 {
+    match vip.protocol {
         Protocol::Tcp => PROTO_TCP,
         Protocol::Udp => PROTO_UDP,
+    }
+}
+
+fn key4(vip: &Vip) -> Vip4Key {
+    let octets = match vip.addr.ip() {
+        std::net::IpAddr::V4(ip) => ip.octets(),
+        std::net::IpAddr::V6(_) => [0; 4],
     };
-    Vip4Key::new(vip.addr.ip().octets(), vip.addr.port(), proto)
+    Vip4Key::new(octets, vip.addr.port(), proto(vip))
+}
+
+fn key6(vip: &Vip) -> Vip6Key {
+    let octets = match vip.addr.ip() {
+        std::net::IpAddr::V6(ip) => ip.octets(),
+        std::net::IpAddr::V4(_) => [0; 16],
+    };
+    Vip6Key::new(octets, vip.addr.port(), proto(vip))
 }
 
 fn sum(map: &PerCpuArray<MapData, u64>, index: u32, name: &'static str) -> Result<u64, Error> {
@@ -591,7 +693,7 @@ mod tests {
     #[test]
     fn backends_are_sorted_and_deduplicated_with_their_highest_weight() {
         let b = |port, weight| Backend {
-            addr: SocketAddrV4::new([9, 0, 0, 1].into(), port),
+            addr: SocketAddr::from(([9, 0, 0, 1], port)),
             weight,
         };
         assert_eq!(

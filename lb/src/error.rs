@@ -53,6 +53,14 @@ pub enum Error {
     /// The kernel's program statistics could not be enabled.
     #[error("enabling BPF run-time statistics failed")]
     Stats(#[source] aya::sys::SyscallError),
+    /// A VIP's backend is of the other address family.
+    #[error(
+        "VIP {vip} cannot have backend {backend}: a VIP's backends must be of its address family"
+    )]
+    FamilyMismatch {
+        vip: crate::Vip,
+        backend: std::net::SocketAddr,
+    },
     /// A map operation failed.
     #[error("eBPF map {name:?}: {action} failed")]
     Map {

@@ -13,14 +13,14 @@
 //! whose clients use VIPs (the node's own and its containers').
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::SocketAddr;
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
-use netlink_packet_sock_diag::{AF_INET, IPPROTO_UDP, SockDiagDestroy, SockDiagMessage};
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
+use netlink_packet_sock_diag::{AF_INET, AF_INET6, IPPROTO_UDP, SockDiagDestroy, SockDiagMessage};
+use netlink_sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_SOCK_DIAG};
 
 use crate::Error;
 
@@ -28,20 +28,32 @@ use crate::Error;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UdpSocketInfo {
     pub cookie: u64,
-    pub peer: SocketAddrV4,
+    pub peer: SocketAddr,
+    family: u8,
     id: SocketId,
 }
 
-/// Connected UDP sockets of the calling thread's namespace whose peer is in `peers`.
-pub fn connected_udp(peers: &HashSet<SocketAddrV4>) -> Result<Vec<UdpSocketInfo>, Error> {
+/// Connected UDP sockets (IPv4 and IPv6) of the calling thread's namespace whose peer is in
+/// `peers`.
+pub fn connected_udp(peers: &HashSet<SocketAddr>) -> Result<Vec<UdpSocketInfo>, Error> {
+    let mut found = connected_udp_of(AF_INET, peers)?;
+    found.extend(connected_udp_of(AF_INET6, peers)?);
+    Ok(found)
+}
+
+fn connected_udp_of(family: u8, peers: &HashSet<SocketAddr>) -> Result<Vec<UdpSocketInfo>, Error> {
     let socket = open()?;
     let request = InetRequest {
-        family: AF_INET,
+        family,
         protocol: IPPROTO_UDP,
         extensions: ExtensionFlags::empty(),
         // Connected UDP sockets are in TCP_ESTABLISHED.
         states: StateFlags::ESTABLISHED,
-        socket_id: SocketId::new_v4(),
+        socket_id: if family == AF_INET {
+            SocketId::new_v4()
+        } else {
+            SocketId::new_v6()
+        },
     };
     let mut message = NetlinkMessage::new(
         header(NLM_F_REQUEST | NLM_F_DUMP),
@@ -68,15 +80,14 @@ pub fn connected_udp(peers: &HashSet<SocketAddrV4>) -> Result<Vec<UdpSocketInfo>
                 }
                 NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
                     let id = &r.header.socket_id;
-                    if let IpAddr::V4(ip) = id.destination_address {
-                        let peer = SocketAddrV4::new(ip, id.destination_port);
-                        if peers.contains(&peer) {
-                            found.push(UdpSocketInfo {
-                                cookie: cookie(&id.cookie),
-                                peer,
-                                id: id.clone(),
-                            });
-                        }
+                    let peer = SocketAddr::new(id.destination_address, id.destination_port);
+                    if peers.contains(&peer) {
+                        found.push(UdpSocketInfo {
+                            cookie: cookie(&id.cookie),
+                            peer,
+                            family,
+                            id: id.clone(),
+                        });
                     }
                 }
                 _ => {}
@@ -100,7 +111,7 @@ pub fn destroy(sockets: &[UdpSocketInfo]) -> Result<usize, Error> {
     let mut buf = vec![0u8; 8 * 1024];
     for s in sockets {
         let request = InetRequest {
-            family: AF_INET,
+            family: s.family,
             protocol: IPPROTO_UDP,
             extensions: ExtensionFlags::empty(),
             states: StateFlags::all(),
@@ -137,7 +148,7 @@ fn open() -> Result<Socket, Error> {
         .bind_auto()
         .map_err(|e| Error::SockDiag("bind the sock_diag socket", e))?;
     socket
-        .connect(&SocketAddr::new(0, 0))
+        .connect(&NetlinkAddr::new(0, 0))
         .map_err(|e| Error::SockDiag("connect the sock_diag socket", e))?;
     Ok(socket)
 }

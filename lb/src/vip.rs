@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use dcnet_dns::name::{LabelSpec, domain_fragment};
@@ -112,8 +112,8 @@ impl fmt::Display for VipName {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VipHost {
-    /// An IPv4 literal, used as is.
-    Ip(Ipv4Addr),
+    /// An IP literal (IPv6 in brackets: `[fd00::1]:80`), used as is.
+    Ip(IpAddr),
     /// A named VIP; its address comes from [`named_addresses`].
     Named(VipName),
 }
@@ -152,7 +152,17 @@ impl VipLabel {
             })?;
         if let Ok(ip) = host.parse::<Ipv4Addr>() {
             return Ok(Self {
-                host: VipHost::Ip(ip),
+                host: VipHost::Ip(ip.into()),
+                port,
+            });
+        }
+        if let Some(ip) = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .and_then(|h| h.parse::<Ipv6Addr>().ok())
+        {
+            return Ok(Self {
+                host: VipHost::Ip(ip.into()),
                 port,
             });
         }
@@ -179,10 +189,10 @@ impl VipLabel {
     }
 }
 
-/// A VIP as the datapath sees it: address, port and protocol.
+/// A VIP as the datapath sees it: address, port and protocol. Its backends are of its family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Vip {
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     pub protocol: Protocol,
 }
 
@@ -196,7 +206,7 @@ impl fmt::Display for Vip {
 /// existing ones drain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Backend {
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     pub weight: u32,
 }
 
@@ -259,8 +269,14 @@ mod tests {
             (
                 "IP literal",
                 "10.0.0.1:5000",
-                VipHost::Ip(Ipv4Addr::new(10, 0, 0, 1)),
+                VipHost::Ip([10, 0, 0, 1].into()),
                 5000,
+            ),
+            (
+                "IPv6 literal",
+                "[fd00::1]:53",
+                VipHost::Ip("fd00::1".parse().unwrap()),
+                53,
             ),
             (
                 "named with slash",
@@ -305,6 +321,8 @@ mod tests {
             (":80", "is not usable"),
             ("/:80", "is not usable"),
             ("/we b:80", "is not usable"),
+            ("fd00::1:80", "is not usable"),
+            ("[fd00::zz]:80", "is not usable"),
             ("/---:80", "is not usable"),
         ];
         for (value, expected) in cases {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
@@ -128,11 +128,11 @@ pub fn tally(lines: &[Line], peer: &str) -> Result<BTreeMap<String, usize>> {
 
 /// A TCP backend on `addr` inside `netns`: greets each connection with `name`, then echoes
 /// lines as `name:line` until the client's EOF. Serves until the process ends.
-pub fn tcp_backend(netns: &Netns, addr: SocketAddrV4, name: &str) -> Result<SocketAddrV4> {
+pub fn tcp_backend(netns: &Netns, addr: SocketAddr, name: &str) -> Result<SocketAddr> {
     let listener = netns
         .run(move || TcpListener::bind(addr))?
         .with_context(|| format!("binding {addr}"))?;
-    let addr = v4(listener.local_addr()?)?;
+    let addr = listener.local_addr()?;
     let name = name.to_owned();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
@@ -157,11 +157,11 @@ pub fn tcp_backend(netns: &Netns, addr: SocketAddrV4, name: &str) -> Result<Sock
 }
 
 /// A UDP backend on `addr` inside `netns`: answers every datagram with `name`.
-pub fn udp_backend(netns: &Netns, addr: SocketAddrV4, name: &str) -> Result<SocketAddrV4> {
+pub fn udp_backend(netns: &Netns, addr: SocketAddr, name: &str) -> Result<SocketAddr> {
     let socket = netns
         .run(move || UdpSocket::bind(addr))?
         .with_context(|| format!("binding {addr}"))?;
-    let addr = v4(socket.local_addr()?)?;
+    let addr = socket.local_addr()?;
     let name = name.to_owned();
     std::thread::spawn(move || {
         let mut buf = [0u8; 512];
@@ -170,11 +170,4 @@ pub fn udp_backend(netns: &Netns, addr: SocketAddrV4, name: &str) -> Result<Sock
         }
     });
     Ok(addr)
-}
-
-fn v4(addr: SocketAddr) -> Result<SocketAddrV4> {
-    match addr {
-        SocketAddr::V4(a) => Ok(a),
-        other => bail!("expected an IPv4 address, got {other}"),
-    }
 }

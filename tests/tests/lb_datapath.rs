@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,20 +64,20 @@ impl Setup {
     }
 
     /// `n` TCP backends on 127.0.0.(i+1), each greeting with its name `t<i>`.
-    fn tcp_backends(&self, n: u8) -> Vec<SocketAddrV4> {
+    fn tcp_backends(&self, n: u8) -> Vec<SocketAddr> {
         (0..n)
             .map(|i| {
-                let addr = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, i + 1), 0);
+                let addr = SocketAddr::from((Ipv4Addr::new(127, 0, 0, i + 1), 0));
                 lb::tcp_backend(self.ns.netns(), addr, &format!("t{i}")).unwrap()
             })
             .collect()
     }
 
     /// `n` UDP backends on 127.0.0.(i+1), each answering with its name `u<i>`.
-    fn udp_backends(&self, n: u8) -> Vec<SocketAddrV4> {
+    fn udp_backends(&self, n: u8) -> Vec<SocketAddr> {
         (0..n)
             .map(|i| {
-                let addr = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, i + 1), 0);
+                let addr = SocketAddr::from((Ipv4Addr::new(127, 0, 0, i + 1), 0));
                 lb::udp_backend(self.ns.netns(), addr, &format!("u{i}")).unwrap()
             })
             .collect()
@@ -86,12 +86,12 @@ impl Setup {
 
 fn vip(last: u8, port: u16, protocol: Protocol) -> Vip {
     Vip {
-        addr: SocketAddrV4::new(Ipv4Addr::new(11, 0, 0, last), port),
+        addr: SocketAddr::from((Ipv4Addr::new(11, 0, 0, last), port)),
         protocol,
     }
 }
 
-fn weighted(addrs: &[SocketAddrV4], weight: u32) -> Vec<Backend> {
+fn weighted(addrs: &[SocketAddr], weight: u32) -> Vec<Backend> {
     addrs.iter().map(|&addr| Backend { addr, weight }).collect()
 }
 
@@ -127,7 +127,7 @@ fn tcp_connects_spread_over_backends_and_show_the_vip() {
     let counters = s.datapath.counters().unwrap();
     assert_eq!(counters.len(), 1);
     assert_eq!(counters[0].connections, 300);
-    let per_backend: HashMap<SocketAddrV4, u64> = counters[0].backends.iter().copied().collect();
+    let per_backend: HashMap<SocketAddr, u64> = counters[0].backends.iter().copied().collect();
     for (i, b) in backends.iter().enumerate() {
         assert_eq!(
             per_backend[b] as usize,
@@ -324,12 +324,12 @@ fn udp_sockets_connected_to_a_removed_backend_are_destroyed() {
     s.datapath
         .set_vip(vip, &weighted(&backends[..1], 1))
         .unwrap();
-    let hold = |target: SocketAddrV4| {
+    let hold = |target: SocketAddr| {
         lb::UdpHold::start(s.command(&["udp-hold", &target.to_string()], true)).unwrap()
     };
     let mut through_vip = hold(vip.addr);
     let mut direct = hold(backends[0]);
-    let ok = |peer: &SocketAddrV4| Line::Ok {
+    let ok = |peer: &SocketAddr| Line::Ok {
         peer: peer.to_string(),
         response: "u0".into(),
     };
@@ -381,4 +381,51 @@ fn udp_sockets_connected_to_a_removed_backend_are_destroyed() {
             response: "u1".into()
         }
     );
+}
+
+#[test]
+fn ipv6_vips_translate_tcp_and_udp_and_refuse_without_backends() {
+    let mut s = Setup::new("lbv6");
+    let ns = s.ns.netns();
+    let loopback = |port| SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    let tcp: Vec<SocketAddr> = (0..2)
+        .map(|i| lb::tcp_backend(ns, loopback(0), &format!("t{i}")).unwrap())
+        .collect();
+    let udp = lb::udp_backend(ns, loopback(0), "u0").unwrap();
+    let vip6 = |port, protocol| Vip {
+        addr: SocketAddr::from(("fd00:11::1".parse::<std::net::Ipv6Addr>().unwrap(), port)),
+        protocol,
+    };
+    let (tcp_vip, udp_vip) = (vip6(80, Protocol::Tcp), vip6(53, Protocol::Udp));
+    s.datapath.set_vip(tcp_vip, &weighted(&tcp, 1)).unwrap();
+    s.datapath.set_vip(udp_vip, &weighted(&[udp], 1)).unwrap();
+    // An IPv4 backend for an IPv6 VIP is refused with the reason.
+    let mixed = s
+        .datapath
+        .set_vip(tcp_vip, &weighted(&["127.0.0.1:80".parse().unwrap()], 1));
+    assert!(
+        mixed.unwrap_err().to_string().contains("address family"),
+        "a mixed set is refused"
+    );
+
+    let counts = tally(
+        &s.client(&["tcp", &tcp_vip.addr.to_string(), "100"], true),
+        &tcp_vip,
+    );
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), 100);
+    let lines = s.client(&["udp", &udp_vip.addr.to_string(), "3"], true);
+    assert_eq!(tally(&lines, &udp_vip).values().sum::<usize>(), 3);
+    let lines = s.client(&["udp-connected", &udp_vip.addr.to_string(), "2"], true);
+    assert_eq!(tally(&lines, &udp_vip).values().sum::<usize>(), 2);
+
+    s.datapath.set_vip(tcp_vip, &[]).unwrap();
+    let lines = s.client(&["tcp", &tcp_vip.addr.to_string(), "1"], true);
+    assert!(
+        matches!(&lines[0], Line::Err { kind, .. } if kind == "ConnectionRefused"),
+        "{lines:?}"
+    );
+    let counters = s.datapath.counters().unwrap();
+    let tcp_count = counters.iter().find(|c| c.vip == tcp_vip).unwrap();
+    assert_eq!(tcp_count.connections, 100);
 }

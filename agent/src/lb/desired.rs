@@ -1,13 +1,14 @@
 //! The VIPs a gossip view implies: every running task's discovery ports with `VIP_<n>` labels
-//! become backends (the task's first IPv4 address and the port's number), with weight 0 for
-//! tasks whose health checks fail. Tasks on agents that gossip reports down are left out, so
+//! become backends (the task's first address of the VIP's family and the port's number), with
+//! weight 0 for tasks whose health checks fail. Named VIPs are IPv4; an IP-literal VIP may be
+//! IPv6 (`[fd00::1]:80`), served by the tasks' IPv6 addresses. Tasks on agents that gossip reports down are left out, so
 //! their backends are withdrawn on every node as soon as the failure detector decides.
 //!
 //! Named VIPs get their address from [`dcnet_lb::vip::named_addresses`] over every name in
 //! the view, so all nodes agree without talking about it.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use dcnet_dns::records::Cluster;
 use dcnet_lb::vip::{
@@ -50,10 +51,7 @@ pub fn desired(cluster: &Cluster, down_agents: &HashSet<IpAddr>) -> Desired {
             let on_down_agent = agent_ips
                 .get(task.agent_id.as_str())
                 .is_some_and(|ips| ips.iter().any(|ip| down_agents.contains(ip)));
-            let ip = task.ips.iter().find_map(|ip| match ip {
-                IpAddr::V4(v4) => Some(*v4),
-                IpAddr::V6(_) => None,
-            });
+            let ip_of = |v6: bool| task.ips.iter().copied().find(|ip| ip.is_ipv6() == v6);
             let weight = u32::from(task.healthy != Some(false));
             for port in &discovery.ports {
                 for (key, value) in port.labels.iter().filter(|(k, _)| VipLabel::is_vip_key(k)) {
@@ -73,9 +71,10 @@ pub fn desired(cluster: &Cluster, down_agents: &HashSet<IpAddr>) -> Desired {
                             .or_default();
                         // The VIP exists as long as a task declares it, even with no backend
                         // to use: connects are then refused at once instead of hanging.
-                        if let (Some(ip), false, 1..) = (ip, on_down_agent, port.number) {
+                        let v6 = matches!(label.host, VipHost::Ip(IpAddr::V6(_)));
+                        if let (Some(ip), false, 1..) = (ip_of(v6), on_down_agent, port.number) {
                             backends.push(Backend {
-                                addr: SocketAddrV4::new(ip, port.number),
+                                addr: SocketAddr::new(ip, port.number),
                                 weight,
                             });
                         }
@@ -98,12 +97,12 @@ pub fn desired(cluster: &Cluster, down_agents: &HashSet<IpAddr>) -> Desired {
         ..Desired::default()
     };
     for ((host, port, protocol), backends) in wanted {
-        let addr: Ipv4Addr = match &host {
+        let addr: IpAddr = match &host {
             VipHost::Ip(ip) => *ip,
-            VipHost::Named(n) => addresses[n],
+            VipHost::Named(n) => addresses[n].into(),
         };
         let vip = Vip {
-            addr: SocketAddrV4::new(addr, port),
+            addr: SocketAddr::new(addr, port),
             protocol,
         };
         if let VipHost::Named(n) = host {
@@ -202,7 +201,7 @@ mod tests {
         let (web, (name, dns)) = d.names.iter().next().unwrap();
         assert_eq!(name.name, "web");
         assert_eq!(dns, "web.marathon.l4lb.thisdcos.directory");
-        assert_eq!(web.addr.ip().octets()[0], 11);
+        assert!(matches!(web.addr.ip(), IpAddr::V4(ip) if ip.octets()[0] == 11));
         assert_eq!(web.addr.port(), 80);
         let backends: Vec<String> = d.vips[web].iter().map(|b| b.addr.to_string()).collect();
         assert_eq!(backends, ["9.0.2.2:80", "9.0.3.2:80"]);
@@ -212,6 +211,22 @@ mod tests {
         };
         assert_eq!(d.vips[&db].len(), 1);
         assert!(!d.names.contains_key(&db));
+    }
+
+    #[test]
+    fn an_ipv6_vip_takes_the_tasks_ipv6_addresses() {
+        let mut t = task(
+            "api.1",
+            "a2",
+            "9.0.2.2",
+            8080,
+            &[("VIP_0", "[fd00::10]:80")],
+        );
+        t.ips.push("fd00:9::2".parse().unwrap());
+        let d = desired(&cluster(vec![t]), &HashSet::new());
+        let (vip, backends) = d.vips.iter().next().unwrap();
+        assert_eq!(vip.addr.to_string(), "[fd00::10]:80");
+        assert_eq!(backends[0].addr.to_string(), "[fd00:9::2]:8080");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! resolves on a node before a connect to its address is translated there.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -41,7 +41,7 @@ pub type NamedVips = BTreeMap<String, Ipv4Addr>;
 /// A VIP as `GET /v1/vips` and `dcnet vips` show it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct VipStatus {
-    pub vip: SocketAddrV4,
+    pub vip: SocketAddr,
     pub protocol: dcnet_lb::Protocol,
     /// `<name>.<framework>.l4lb.thisdcos.directory` for a named VIP.
     pub name: Option<String>,
@@ -53,7 +53,7 @@ pub struct VipStatus {
 /// One backend of a [`VipStatus`].
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct BackendStatus {
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     pub weight: u32,
     /// `up` (takes new connections) or `draining` (weight 0).
     pub state: String,
@@ -164,7 +164,7 @@ impl LbService {
             .vips()
             .map(|(vip, backends)| {
                 let counts = counters.get(vip);
-                let backend_count = |addr: &SocketAddrV4| {
+                let backend_count = |addr: &SocketAddr| {
                     counts
                         .and_then(|c| c.backends.iter().find(|(a, _)| a == addr))
                         .map_or(0, |(_, n)| *n)
@@ -285,7 +285,10 @@ fn sync(shared: &Shared, want: Desired) -> (NamedVips, u64, Duration) {
     drop(datapath);
     let now_named: NamedVips = programmed
         .iter()
-        .map(|(vip, (_, dns))| (dns.clone(), *vip.addr.ip()))
+        .filter_map(|(vip, (_, dns))| match vip.addr.ip() {
+            IpAddr::V4(ip) => Some((dns.clone(), ip)),
+            IpAddr::V6(_) => None,
+        })
         .collect();
     *shared.names.lock().unwrap_or_else(|e| e.into_inner()) = programmed;
     (now_named, report.failed.len() as u64, started.elapsed())
@@ -295,10 +298,10 @@ fn sync(shared: &Shared, want: Desired) -> (NamedVips, u64, Duration) {
 /// UDP sockets that reached one of `removed`'s backends through its VIP. Returns how many.
 fn destroy_stale_udp(
     shared: &Shared,
-    removed: &BTreeSet<(Vip, SocketAddrV4)>,
+    removed: &BTreeSet<(Vip, SocketAddr)>,
     namespaces: &[Option<PathBuf>],
 ) -> usize {
-    let peers: HashSet<SocketAddrV4> = removed.iter().map(|(_, b)| *b).collect();
+    let peers: HashSet<SocketAddr> = removed.iter().map(|(_, b)| *b).collect();
     let mut destroyed = 0;
     for path in namespaces {
         let netns = match path.as_deref().map(Netns::open_path).transpose() {

@@ -21,6 +21,10 @@
 //! - [`VIP_CONNS`], [`BACKEND_CONNS`]: per-CPU new-connection counters, indexed by
 //!   [`VipEntry::counter`] and [`Backend4::counter`].
 //! - [`STATS`]: per-CPU counters of the datapath's outcomes, indexed by [`Stat`].
+//!
+//! IPv6 has the same maps with `6` for `4` ([`VIPS6`], [`BACKENDS6`], [`REVERSE6`],
+//! [`SOCK_VIP6`]) over parallel types ([`Vip6Key`], [`Backend6`], ...), addresses as four
+//! network-order words as `bpf_sock_addr.user_ip6` holds them. Counters are shared.
 #![no_std]
 
 /// Name of the IPv4 VIP table: [`Vip4Key`] → [`VipEntry`].
@@ -38,10 +42,25 @@ pub const BACKEND_CONNS: &str = "BACKEND_CONNS";
 /// Name of the datapath outcome counters: per-CPU array of `u64`, indexed by [`Stat`].
 pub const STATS: &str = "STATS";
 
+/// Name of the IPv6 VIP table: [`Vip6Key`] → [`VipEntry`] (slots of [`BACKENDS6`]).
+pub const VIPS6: &str = "VIPS6";
+/// Name of the IPv6 backend slots: array of [`Backend6`].
+pub const BACKENDS6: &str = "BACKENDS6";
+/// Name of the IPv6 reverse table: [`Reverse6Key`] → [`Vip6Addr`].
+pub const REVERSE6: &str = "REVERSE6";
+/// Name of the per-socket IPv6 VIP storage: [`SockVip6`].
+pub const SOCK_VIP6: &str = "SOCK_VIP6";
+
 /// Capacity of [`VIPS4`] and [`VIP_CONNS`]: (address, port, protocol) triples.
 pub const VIPS4_MAX_ENTRIES: u32 = 32_768;
 /// Capacity of [`BACKENDS4`]: backend slots over all VIPs, including a set being replaced.
 pub const BACKENDS4_MAX_ENTRIES: u32 = 262_144;
+/// Capacity of [`VIPS6`].
+pub const VIPS6_MAX_ENTRIES: u32 = 8_192;
+/// Capacity of [`BACKENDS6`].
+pub const BACKENDS6_MAX_ENTRIES: u32 = 65_536;
+/// Capacity of [`REVERSE6`].
+pub const REVERSE6_MAX_ENTRIES: u32 = 65_536;
 /// Capacity of [`BACKEND_CONNS`]: distinct (VIP, backend) counters.
 pub const BACKEND_CONNS_MAX_ENTRIES: u32 = 65_536;
 /// Capacity of [`REVERSE4`]: sockets that talk to a VIP at one time.
@@ -123,6 +142,113 @@ pub struct SockVip4 {
     pub backend_addr: u32,
     pub backend_port: u16,
     pub _pad: u16,
+}
+
+/// An IPv6 VIP as the socket hooks see it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Vip6Key {
+    /// IPv6 address: four words, each in network byte order, as `user_ip6` holds them.
+    pub addr: [u32; 4],
+    /// Port, network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// An IPv6 backend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Backend6 {
+    pub addr: [u32; 4],
+    pub port: u16,
+    pub _pad: u16,
+    /// Index of this backend's counter in [`BACKEND_CONNS`].
+    pub counter: u32,
+}
+
+/// An IPv6 socket's conversation with one backend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Reverse6Key {
+    pub cookie: u64,
+    pub addr: [u32; 4],
+    pub port: u16,
+    pub _pad: [u16; 3],
+}
+
+/// An IPv6 VIP address and port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Vip6Addr {
+    pub addr: [u32; 4],
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// A connected IPv6 socket's VIP and backend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SockVip6 {
+    pub vip: Vip6Addr,
+    pub backend_addr: [u32; 4],
+    pub backend_port: u16,
+    pub _pad: u16,
+}
+
+/// The words of an IPv6 address as `bpf_sock_addr.user_ip6` holds them.
+pub const fn ip6_words(octets: [u8; 16]) -> [u32; 4] {
+    let mut out = [0u32; 4];
+    let mut i = 0;
+    while i < 4 {
+        out[i] = u32::from_ne_bytes([
+            octets[i * 4],
+            octets[i * 4 + 1],
+            octets[i * 4 + 2],
+            octets[i * 4 + 3],
+        ]);
+        i += 1;
+    }
+    out
+}
+
+/// The octets of an IPv6 address from its `user_ip6` words.
+pub const fn ip6_octets(words: [u32; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let b = words[i].to_ne_bytes();
+        out[i * 4] = b[0];
+        out[i * 4 + 1] = b[1];
+        out[i * 4 + 2] = b[2];
+        out[i * 4 + 3] = b[3];
+        i += 1;
+    }
+    out
+}
+
+impl Vip6Key {
+    /// Builds a key from host-order parts.
+    pub const fn new(octets: [u8; 16], port: u16, proto: u8) -> Self {
+        Self {
+            addr: ip6_words(octets),
+            port: port.to_be(),
+            proto,
+            _pad: 0,
+        }
+    }
+}
+
+impl Backend6 {
+    /// Builds a backend from host-order parts.
+    pub const fn new(octets: [u8; 16], port: u16, counter: u32) -> Self {
+        Self {
+            addr: ip6_words(octets),
+            port: port.to_be(),
+            _pad: 0,
+            counter,
+        }
+    }
 }
 
 /// Outcomes the datapath counts in [`STATS`].
@@ -212,6 +338,14 @@ unsafe impl aya::Pod for Backend4 {}
 unsafe impl aya::Pod for Reverse4Key {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Vip4Addr {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Vip6Key {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Backend6 {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Reverse6Key {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Vip6Addr {}
 
 #[cfg(test)]
 mod tests {
@@ -235,6 +369,23 @@ mod tests {
         assert_eq!(size_of::<Reverse4Key>(), 16);
         assert_eq!(size_of::<Vip4Addr>(), 8);
         assert_eq!(size_of::<SockVip4>(), 16);
+        assert_eq!(size_of::<Vip6Key>(), 20);
+        assert_eq!(size_of::<Backend6>(), 24);
+        assert_eq!(size_of::<Reverse6Key>(), 32);
+        assert_eq!(size_of::<Vip6Addr>(), 20);
+        assert_eq!(size_of::<SockVip6>(), 40);
+    }
+
+    #[test]
+    fn ipv6_words_round_trip_in_memory_order() {
+        let octets = [0xfd, 0, 0, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let words = ip6_words(octets);
+        assert_eq!(words[0].to_ne_bytes(), [0xfd, 0, 0, 0x11]);
+        assert_eq!(ip6_octets(words), octets);
+        assert_eq!(
+            Vip6Key::new(octets, 80, PROTO_TCP).port.to_ne_bytes(),
+            [0, 80]
+        );
     }
 
     #[test]

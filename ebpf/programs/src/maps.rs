@@ -8,8 +8,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use dcnet_ebpf_common::{
-    BACKEND_CONNS_MAX_ENTRIES, BACKENDS4_MAX_ENTRIES, Backend4, REVERSE4_MAX_ENTRIES, Reverse4Key,
-    SockVip4, Stat, VIPS4_MAX_ENTRIES, Vip4Addr, Vip4Key, VipEntry,
+    BACKEND_CONNS_MAX_ENTRIES, BACKENDS4_MAX_ENTRIES, BACKENDS6_MAX_ENTRIES, Backend4, Backend6,
+    REVERSE4_MAX_ENTRIES, REVERSE6_MAX_ENTRIES, Reverse4Key, Reverse6Key, SockVip4, SockVip6, Stat,
+    VIPS4_MAX_ENTRIES, VIPS6_MAX_ENTRIES, Vip4Addr, Vip4Key, Vip6Addr, Vip6Key, VipEntry,
 };
 
 /// Not preallocated on purpose: with preallocation the kernel recycles a replaced element at
@@ -32,6 +33,21 @@ pub static REVERSE4: LruHashMap<Reverse4Key, Vip4Addr> =
 /// evict the entries of long-lived connections.
 #[btf_map]
 pub static SOCK_VIP4: SkStorage<SockVip4> = SkStorage::new();
+
+/// As [`VIPS4`], for IPv6.
+#[map]
+pub static VIPS6: HashMap<Vip6Key, VipEntry> =
+    HashMap::with_max_entries(VIPS6_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+
+#[map]
+pub static BACKENDS6: Array<Backend6> = Array::with_max_entries(BACKENDS6_MAX_ENTRIES, 0);
+
+#[map]
+pub static REVERSE6: LruHashMap<Reverse6Key, Vip6Addr> =
+    LruHashMap::with_max_entries(REVERSE6_MAX_ENTRIES, 0);
+
+#[btf_map]
+pub static SOCK_VIP6: SkStorage<SockVip6> = SkStorage::new();
 
 #[map]
 pub static VIP_CONNS: PerCpuArray<u64> = PerCpuArray::with_max_entries(VIPS4_MAX_ENTRIES, 0);

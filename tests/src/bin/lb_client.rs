@@ -34,8 +34,8 @@ fn main() -> Result<()> {
         Err(_) => addr
             .to_socket_addrs()
             .with_context(|| format!("resolving {addr:?}"))?
-            .find(SocketAddr::is_ipv4)
-            .with_context(|| format!("{addr:?} has no IPv4 address"))?,
+            .next()
+            .with_context(|| format!("{addr:?} has no address"))?,
     };
     let n: usize = match args.get(2) {
         Some(n) => n.parse().with_context(|| format!("count {n:?}"))?,
@@ -55,7 +55,7 @@ fn main() -> Result<()> {
             }
         }
         "udp" => {
-            let socket = UdpSocket::bind("0.0.0.0:0")?;
+            let socket = UdpSocket::bind(any(addr))?;
             socket.set_read_timeout(Some(TIMEOUT))?;
             let mut buf = [0u8; 512];
             for i in 0..n {
@@ -76,7 +76,7 @@ fn main() -> Result<()> {
             }
         }
         "udp-connected" => {
-            let socket = UdpSocket::bind("0.0.0.0:0")?;
+            let socket = UdpSocket::bind(any(addr))?;
             socket.set_read_timeout(Some(TIMEOUT))?;
             let started = Instant::now();
             if let Err(e) = socket.connect(addr) {
@@ -101,7 +101,7 @@ fn main() -> Result<()> {
             }
         }
         "udp-hold" => {
-            let socket = UdpSocket::bind("0.0.0.0:0")?;
+            let socket = UdpSocket::bind(any(addr))?;
             socket.set_read_timeout(Some(TIMEOUT))?;
             socket.connect(addr)?;
             let mut buf = [0u8; 512];
@@ -146,6 +146,14 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The wildcard address of `addr`'s family, to bind a client socket to.
+fn any(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    }
 }
 
 fn tcp_once(addr: SocketAddr) -> std::io::Result<(SocketAddr, String)> {
