@@ -449,16 +449,7 @@ impl Datapath {
         SOCK_ADDR_PROGRAMS
             .iter()
             .map(|&name| {
-                let program: &CgroupSockAddr = self
-                    .ebpf
-                    .program(name)
-                    .ok_or(Error::MissingProgram(name))?
-                    .try_into()
-                    .map_err(|source| Error::Program {
-                        name,
-                        action: "type check",
-                        source,
-                    })?;
+                let program = self.ebpf.program(name).ok_or(Error::MissingProgram(name))?;
                 let info = program.info().map_err(|source| Error::Program {
                     name,
                     action: "read info",
