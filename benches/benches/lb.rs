@@ -449,6 +449,70 @@ fn install(path: Path, client: &Client, n: u32) -> Result<(Installed, SocketAddr
     }
 }
 
+/// One client process, in dcnet's cgroup, alternating its connections between the VIP and the
+/// backend's own address: both halves meet the same machine at the same moments, so their
+/// ratio is the datapath's cost alone, free of the drift that shared-machine rates carry.
+fn ab_section(server: &mut Server, o: &Options) -> Result<()> {
+    println!(
+        "\n## Interleaved: one client alternating connections between dcnet's VIP and the backend \
+         directly ({} s per VIP count, 2 threads)\n",
+        o.seconds * o.rounds as f64
+    );
+    let mut rows = Vec::new();
+    for &n in &o.vips {
+        let setup = Setup::new(server, n)?;
+        let (which, installed, vip) = &setup.paths[&Path::Dcnet];
+        let client = &setup.clients[*which];
+        let mut command = Command::new("taskset");
+        command.args([
+            "-c",
+            CLIENT_CPU,
+            LOAD,
+            "ab",
+            &vip.to_string(),
+            &client.backend.to_string(),
+            "2",
+            &(o.seconds * o.rounds as f64).to_string(),
+        ]);
+        in_netns(&mut command, client.ns.netns(), true);
+        if let Some(cgroup) = installed.cgroup() {
+            cgroup.place(&mut command);
+        }
+        let out = command.stderr(Stdio::inherit()).output()?;
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("ab output {:?}", String::from_utf8_lossy(&out.stdout)))?;
+        let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+        rows.push(vec![
+            n.to_string(),
+            format!("{:.1}", f(&json["a"]["mean_us"])),
+            format!("{:.1}", f(&json["b"]["mean_us"])),
+            format!("{:.1}", f(&json["a"]["p50_us"])),
+            format!("{:.1}", f(&json["b"]["p50_us"])),
+            format!("{:.3}", 1.0 / f(&json["mean_ratio"])),
+            format!("{:.3}", 1.0 / f(&json["p50_ratio"])),
+            json["errors"].to_string(),
+        ]);
+    }
+    print_table(
+        &[
+            "VIPs",
+            "VIP mean µs",
+            "direct mean µs",
+            "VIP p50 µs",
+            "direct p50 µs",
+            "rate VIP ÷ direct (mean)",
+            "(p50)",
+            "errors",
+        ],
+        &rows,
+    );
+    println!(
+        "\n(a closed-loop client's rate is the inverse of its connection time, so the rate ratio \
+         is direct time ÷ VIP time)"
+    );
+    Ok(())
+}
+
 /// Runs `program args` in the client's namespace with `input` on stdin.
 fn feed(client: &Client, program: &str, args: &[&str], input: &str) -> Result<()> {
     use std::io::Write;
@@ -629,6 +693,8 @@ fn main() -> Result<()> {
          connection: <= 1.03 x), >= 1.1 x iptables at one VIP",
         o.rounds, o.seconds
     );
+
+    ab_section(&mut server, &o)?;
 
     println!(
         "\n## Sustained new connections from one client thread to one VIP, {} s\n",

@@ -8,6 +8,9 @@
 //!   read to EOF, close. Prints one JSON line: connections, errors by kind, seconds, the
 //!   connection latency (connect to EOF) p50/p99 in µs, and the client's CPU time per
 //!   connection in µs.
+//! - `dcnet-conn-load ab ADDR_A ADDR_B THREADS SECONDS`: as `run`, but each thread alternates
+//!   its connections between A and B, so that both see the same moments of the machine (CPU
+//!   steal, other load); prints the mean and median connection time of each and their ratios.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -30,7 +33,13 @@ fn main() -> Result<()> {
     {
         ["serve", addr, threads] => serve(addr.parse()?, threads.parse()?),
         ["run", addr, threads, seconds] => run(addr.parse()?, threads.parse()?, seconds.parse()?),
-        _ => bail!("usage: dcnet-conn-load serve ADDR THREADS | run ADDR THREADS SECONDS"),
+        ["ab", a, b, threads, seconds] => {
+            ab([a.parse()?, b.parse()?], threads.parse()?, seconds.parse()?)
+        }
+        _ => bail!(
+            "usage: dcnet-conn-load serve ADDR THREADS | run ADDR THREADS SECONDS | \
+             ab ADDR_A ADDR_B THREADS SECONDS"
+        ),
     }
 }
 
@@ -128,6 +137,57 @@ fn run(addr: SocketAddr, threads: usize, seconds: f64) -> Result<()> {
         "p50_us": q(0.5),
         "p99_us": q(0.99),
         "cpu_us_per_connection": cpu * 1e6 / (total.connections.max(1) as f64),
+    });
+    println!("{json}");
+    Ok(())
+}
+
+fn ab(targets: [SocketAddr; 2], threads: usize, seconds: f64) -> Result<()> {
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut times: [Vec<Duration>; 2] = Default::default();
+                let mut errors = 0u64;
+                let mut buf = [0u8; 256];
+                // Threads start on different sides, so A and B are always both in flight.
+                let mut side = t % 2;
+                while Instant::now() < end {
+                    let started = Instant::now();
+                    match once(targets[side], &mut buf) {
+                        Ok(()) => times[side].push(started.elapsed()),
+                        Err(_) => errors += 1,
+                    }
+                    side ^= 1;
+                }
+                (times, errors)
+            })
+        })
+        .collect();
+    let mut all: [Vec<Duration>; 2] = Default::default();
+    let mut errors = 0;
+    for w in workers {
+        let (times, e) = w
+            .join()
+            .map_err(|_| anyhow::anyhow!("a client thread panicked"))?;
+        for (side, t) in times.into_iter().enumerate() {
+            all[side].extend(t);
+        }
+        errors += e;
+    }
+    let stats = |v: &mut Vec<Duration>| {
+        v.sort();
+        let mean = v.iter().map(Duration::as_secs_f64).sum::<f64>() / v.len().max(1) as f64;
+        let median = v.get(v.len() / 2).map_or(0.0, Duration::as_secs_f64);
+        (mean * 1e6, median * 1e6, v.len())
+    };
+    let (a, b) = (stats(&mut all[0]), stats(&mut all[1]));
+    let json = serde_json::json!({
+        "a": {"mean_us": a.0, "p50_us": a.1, "connections": a.2},
+        "b": {"mean_us": b.0, "p50_us": b.1, "connections": b.2},
+        "mean_ratio": a.0 / b.0,
+        "p50_ratio": a.1 / b.1,
+        "errors": errors,
     });
     println!("{json}");
     Ok(())
