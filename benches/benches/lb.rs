@@ -27,7 +27,7 @@
 //! design capped near 235/s).
 //!
 //! Usage: `cargo bench -p dcnet-benches --bench lb -- [--seconds 2] [--rounds 5]
-//!        [--vips 1,1000,10000] [--sustained-seconds 20]`
+//!        [--vips 1,1000,10000] [--sustained-seconds 20] [--only-interleaved]`
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -55,6 +55,8 @@ struct Options {
     rounds: usize,
     vips: Vec<u32>,
     sustained_seconds: f64,
+    /// Only the interleaved A/B run (for quick comparisons of datapath variants).
+    only_interleaved: bool,
 }
 
 fn parse_args() -> Result<Options> {
@@ -63,6 +65,7 @@ fn parse_args() -> Result<Options> {
         rounds: 5,
         vips: vec![1, 1000, 10_000],
         sustained_seconds: 20.0,
+        only_interleaved: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -85,6 +88,7 @@ fn parse_args() -> Result<Options> {
                     })
                     .collect::<Result<_>>()?
             }
+            "--only-interleaved" => o.only_interleaved = true,
             "--bench" => {}
             other => bail!("unknown option {other:?}; see the usage at the top of benches/lb.rs"),
         }
@@ -605,6 +609,9 @@ fn main() -> Result<()> {
     let _stats = dcnet_lb::datapath::enable_run_time_stats()?;
     println!("## Short TCP connections per second through each datapath (2 client threads)\n");
     let mut server = Server::start()?;
+    if o.only_interleaved {
+        return ab_section(&mut server, &o);
+    }
     let mut results: BTreeMap<(u32, Path), Vec<LoadResult>> = BTreeMap::new();
     for &n in &o.vips {
         let setup = Setup::new(&mut server, n)?;

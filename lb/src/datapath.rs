@@ -18,13 +18,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
-use aya::programs::{CgroupAttachMode, CgroupSockAddr};
+use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr};
 use aya::{Ebpf, EbpfLoader, util::nr_cpus};
 use dcnet_ebpf_common::{
     BACKEND_CONNS, BACKEND_CONNS_MAX_ENTRIES, BACKENDS4, BACKENDS4_MAX_ENTRIES, BACKENDS6,
     BACKENDS6_MAX_ENTRIES, Backend4, Backend6, MAX_BACKENDS_PER_VIP, PROTO_TCP, PROTO_UDP,
-    REVERSE4, REVERSE6, Reverse4Key, Reverse6Key, STATS, Stat, VIP_CONNS, VIPS4, VIPS4_MAX_ENTRIES,
-    VIPS6, Vip4Addr, Vip4Key, Vip6Addr, Vip6Key, VipEntry, ip6_octets, ip6_words,
+    REVERSE4, REVERSE6, Reverse4Key, Reverse6Key, STATS, SockVip4, SockVip6, Stat, TCP_VIPS4,
+    TCP_VIPS6, VIP_CONNS, VIPS4, VIPS4_MAX_ENTRIES, VIPS6, Vip4Addr, Vip4Key, Vip6Addr, Vip6Key,
+    VipEntry, ip6_octets, ip6_words,
 };
 
 use crate::Error;
@@ -46,6 +47,9 @@ const SOCK_ADDR_PROGRAMS: &[&str] = &[
     "recvmsg6",
     "getpeername6",
 ];
+
+/// The `cgroup_sock` program that forgets a released TCP socket's VIP.
+const SOCK_RELEASE: &str = "sock_release";
 
 /// How long replaced backend slots stay untouched. Programs read them within microseconds of
 /// reading the VIP entry; a second is a wide margin.
@@ -113,6 +117,8 @@ pub struct Datapath {
     vips6: HashMap<MapData, Vip6Key, VipEntry>,
     backends6: Array<MapData, Backend6>,
     reverse6: HashMap<MapData, Reverse6Key, Vip6Addr>,
+    tcp_vips4: HashMap<MapData, u64, SockVip4>,
+    tcp_vips6: HashMap<MapData, u64, SockVip6>,
     vip_conns: PerCpuArray<MapData, u64>,
     backend_conns: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
@@ -140,6 +146,13 @@ impl Datapath {
                     source,
                 })?;
         }
+        sock_release_program(&mut ebpf)?
+            .load()
+            .map_err(|source| Error::Program {
+                name: SOCK_RELEASE,
+                action: "load",
+                source,
+            })?;
         let cpus = nr_cpus().map_err(|(_, source)| Error::Cpus(source))?;
         Ok(Self {
             vips4: take_map(&mut ebpf, VIPS4, HashMap::try_from)?,
@@ -148,6 +161,8 @@ impl Datapath {
             vips6: take_map(&mut ebpf, VIPS6, HashMap::try_from)?,
             backends6: take_map(&mut ebpf, BACKENDS6, Array::try_from)?,
             reverse6: take_map(&mut ebpf, REVERSE6, HashMap::try_from)?,
+            tcp_vips4: take_map(&mut ebpf, TCP_VIPS4, HashMap::try_from)?,
+            tcp_vips6: take_map(&mut ebpf, TCP_VIPS6, HashMap::try_from)?,
             vip_conns: take_map(&mut ebpf, VIP_CONNS, PerCpuArray::try_from)?,
             backend_conns: take_map(&mut ebpf, BACKEND_CONNS, PerCpuArray::try_from)?,
             stats: take_map(&mut ebpf, STATS, PerCpuArray::try_from)?,
@@ -180,6 +195,13 @@ impl Datapath {
                     source,
                 })?;
         }
+        sock_release_program(&mut self.ebpf)?
+            .attach(&dir, CgroupAttachMode::Single)
+            .map_err(|source| Error::Program {
+                name: SOCK_RELEASE,
+                action: "attach",
+                source,
+            })?;
         Ok(())
     }
 
@@ -464,6 +486,12 @@ impl Datapath {
             .collect()
     }
 
+    /// TCP sockets now open through a VIP (entries of the TCP tables, which `sock_release`
+    /// removes when a socket closes).
+    pub fn open_tcp_sockets(&self) -> usize {
+        self.tcp_vips4.keys().count() + self.tcp_vips6.keys().count()
+    }
+
     /// The datapath's outcome counters (`Stat`), summed over CPUs.
     pub fn stats(&self) -> Result<Vec<(&'static str, u64)>, Error> {
         Stat::ALL
@@ -661,6 +689,17 @@ fn take_map<T>(
         action: "open",
         source,
     })
+}
+
+fn sock_release_program(ebpf: &mut Ebpf) -> Result<&mut CgroupSock, Error> {
+    ebpf.program_mut(SOCK_RELEASE)
+        .ok_or(Error::MissingProgram(SOCK_RELEASE))?
+        .try_into()
+        .map_err(|source| Error::Program {
+            name: SOCK_RELEASE,
+            action: "type check",
+            source,
+        })
 }
 
 fn sock_addr_program<'a>(

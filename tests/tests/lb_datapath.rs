@@ -135,6 +135,8 @@ fn tcp_connects_spread_over_backends_and_show_the_vip() {
             "backend {b}'s counter"
         );
     }
+    // Every client socket closed: sock_release emptied the TCP table.
+    assert_eq!(s.datapath.open_tcp_sockets(), 0);
     let stats: HashMap<_, _> = s.datapath.stats().unwrap().into_iter().collect();
     assert_eq!(stats["translated"], 300);
     assert!(
@@ -214,6 +216,8 @@ fn weight_zero_takes_no_new_connections_and_existing_ones_drain() {
     );
     assert_eq!(counts.get("t1"), Some(&50));
 
+    // The held connection is the one TCP socket open through the VIP.
+    assert_eq!(s.datapath.open_tcp_sockets(), 1);
     // The held connection still talks to t0.
     writeln!(stdin, "still-there").unwrap();
     line.clear();

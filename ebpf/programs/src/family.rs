@@ -4,7 +4,6 @@
 
 use aya_ebpf::{
     bindings::bpf_sock_addr,
-    btf_maps::SkStorage,
     maps::{Array, HashMap, LruHashMap},
 };
 use dcnet_ebpf_common::{
@@ -12,7 +11,7 @@ use dcnet_ebpf_common::{
     Vip6Key, VipEntry,
 };
 
-use crate::maps::{BACKENDS4, BACKENDS6, REVERSE4, REVERSE6, SOCK_VIP4, SOCK_VIP6, VIPS4, VIPS6};
+use crate::maps::{BACKENDS4, BACKENDS6, REVERSE4, REVERSE6, TCP_VIPS4, TCP_VIPS6, VIPS4, VIPS6};
 
 /// An address family of the datapath.
 pub trait Family {
@@ -27,7 +26,7 @@ pub trait Family {
     fn vips() -> &'static HashMap<Self::Key, VipEntry>;
     fn backends() -> &'static Array<Self::Backend>;
     fn reverse() -> &'static LruHashMap<Self::RevKey, Self::VipAddr>;
-    fn sock_vips() -> &'static SkStorage<Self::SockVip>;
+    fn tcp_vips() -> &'static HashMap<u64, Self::SockVip>;
 
     /// The call's address and port (the destination, or the peer in the reverse hooks).
     /// `user_port` is a 32-bit field with the port in network order in its low 16 bits; the
@@ -65,8 +64,8 @@ impl Family for V4 {
     fn reverse() -> &'static LruHashMap<Reverse4Key, Vip4Addr> {
         &REVERSE4
     }
-    fn sock_vips() -> &'static SkStorage<SockVip4> {
-        &SOCK_VIP4
+    fn tcp_vips() -> &'static HashMap<u64, SockVip4> {
+        &TCP_VIPS4
     }
     #[inline(always)]
     fn address(sa: &bpf_sock_addr) -> (u32, u16) {
@@ -147,8 +146,8 @@ impl Family for V6 {
     fn reverse() -> &'static LruHashMap<Reverse6Key, Vip6Addr> {
         &REVERSE6
     }
-    fn sock_vips() -> &'static SkStorage<SockVip6> {
-        &SOCK_VIP6
+    fn tcp_vips() -> &'static HashMap<u64, SockVip6> {
+        &TCP_VIPS6
     }
     #[inline(always)]
     fn address(sa: &bpf_sock_addr) -> ([u32; 4], u16) {

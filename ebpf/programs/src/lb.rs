@@ -2,7 +2,7 @@
 //! choose a backend, count the connection, and remember the socket's VIP for the reverse
 //! hooks.
 
-use aya_ebpf::{helpers::bpf_get_prandom_u32, programs::SockAddrContext};
+use aya_ebpf::helpers::bpf_get_prandom_u32;
 use dcnet_ebpf_common::{MAX_BACKENDS_PER_VIP, Stat, VipEntry};
 
 use crate::family::Family;
@@ -80,38 +80,31 @@ pub fn reverse<F: Family>(cookie: u64, addr: F::Addr, port: u16) -> Option<F::Vi
     unsafe { F::reverse().get(&F::rev_key(cookie, addr, port)) }.copied()
 }
 
-/// Remembers, in the socket itself, that this TCP socket reached `backend` through `key`.
+/// Remembers that TCP socket `cookie` reached `backend` through `key` (until `sock_release`).
 #[inline(always)]
-pub fn remember_in_socket<F: Family>(ctx: &SockAddrContext, backend: &F::Backend, key: &F::Key) {
+pub fn remember_tcp<F: Family>(cookie: u64, backend: &F::Backend, key: &F::Key) {
     let (addr, port, _) = F::backend_parts(backend);
     let (vip, vip_port, _) = F::key_parts(key);
-    let mut value = F::sock_vip(F::vip_addr(vip, vip_port), addr, port);
-    // SAFETY: the context's socket is valid for the hook's duration.
-    let slot = unsafe { F::sock_vips().get_or_insert_ptr_mut(ctx, Some(&mut value)) };
-    if slot.is_null() {
+    let value = F::sock_vip(F::vip_addr(vip, vip_port), addr, port);
+    if F::tcp_vips().insert(&cookie, &value, 0).is_err() {
         stat(Stat::ReverseFull);
-    } else {
-        // SAFETY: non-null: this socket's storage. A socket that connects again (after a failed
-        // connect) gets its entry overwritten.
-        unsafe { *slot = value };
     }
 }
 
-/// The VIP this TCP socket reached `addr:port` through, if it did.
+/// The VIP TCP socket `cookie` reached `addr:port` through, if it did.
 #[inline(always)]
-pub fn reverse_in_socket<F: Family>(
-    ctx: &SockAddrContext,
-    addr: F::Addr,
-    port: u16,
-) -> Option<F::VipAddr> {
-    // SAFETY: the context's socket is valid for the hook's duration.
-    let slot = unsafe { F::sock_vips().get_ptr_mut(ctx) };
-    if slot.is_null() {
-        return None;
-    }
-    // SAFETY: non-null: this socket's storage.
-    let (vip, backend, backend_port) = F::sock_vip_parts(unsafe { &*slot });
+pub fn reverse_tcp<F: Family>(cookie: u64, addr: F::Addr, port: u16) -> Option<F::VipAddr> {
+    // SAFETY: a copy is taken at once; the entry goes only when its own socket is released.
+    let value = unsafe { F::tcp_vips().get(&cookie) }?;
+    let (vip, backend, backend_port) = F::sock_vip_parts(value);
     (backend == addr && backend_port == port).then_some(vip)
+}
+
+/// Forgets TCP socket `cookie` (it is being released).
+#[inline(always)]
+pub fn forget_tcp<F: Family>(cookie: u64) {
+    // Absent for every socket that did not go through a VIP: not an error.
+    let _ = F::tcp_vips().remove(&cookie);
 }
 
 /// A uniform draw, for TCP connects.

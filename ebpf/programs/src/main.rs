@@ -1,5 +1,6 @@
 //! dcnet's kernel programs: socket-level load balancing in cgroup `sock_addr` hooks, for IPv4
-//! (`connect4`, `sendmsg4`, `recvmsg4`, `getpeername4`) and IPv6 (the same with `6`).
+//! (`connect4`, `sendmsg4`, `recvmsg4`, `getpeername4`) and IPv6 (the same with `6`), and a
+//! `sock_release` hook that forgets a closing TCP socket's VIP.
 //!
 //! A connect (TCP, or UDP that connects) or an unconnected UDP send to a VIP is rewritten to a
 //! backend before the kernel routes it, so a load-balanced connection costs a few map lookups
@@ -21,10 +22,10 @@ mod maps;
 
 use aya_ebpf::{
     helpers::{bpf_get_socket_cookie, bpf_set_retval},
-    macros::cgroup_sock_addr,
-    programs::SockAddrContext,
+    macros::{cgroup_sock, cgroup_sock_addr},
+    programs::{SockAddrContext, SockContext},
 };
-use dcnet_ebpf_common::{PROTO_UDP, Stat};
+use dcnet_ebpf_common::{PROTO_TCP, PROTO_UDP, Stat};
 use family::{Family, V4, V6};
 use lb::Decision;
 
@@ -33,6 +34,7 @@ use lb::Decision;
 const ALLOW: i32 = 1;
 const REJECT: i32 = 0;
 const ECONNREFUSED: i32 = 111;
+const AF_INET6: u32 = 10;
 
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
@@ -135,12 +137,12 @@ fn try_connect<F: Family>(ctx: &SockAddrContext) -> i32 {
             }
         }
     } else {
-        // TCP draws at random per connection and keeps its VIP in the socket.
+        // TCP draws at random per connection; its VIP is kept by cookie until sock_release.
         match lb::choose::<F>(&entry, lb::random()) {
             Decision::Refuse => refuse(),
             Decision::To(backend) => {
                 rewrite::<F>(ctx, &backend);
-                lb::remember_in_socket::<F>(ctx, &backend, &key);
+                lb::remember_tcp::<F>(cookie(ctx), &backend, &key);
                 ALLOW
             }
         }
@@ -179,8 +181,8 @@ fn try_recvmsg<F: Family>(ctx: &SockAddrContext) -> i32 {
     ALLOW
 }
 
-/// `getpeername`: the peer of a socket connected through a VIP is shown as the VIP. TCP keeps
-/// it in the socket, connected UDP in the reverse table.
+/// `getpeername`: the peer of a socket connected through a VIP is shown as the VIP, from the
+/// TCP table or (connected UDP) the reverse table.
 #[inline(always)]
 fn try_getpeername<F: Family>(ctx: &SockAddrContext) -> i32 {
     // SAFETY: as in `destination`.
@@ -189,10 +191,27 @@ fn try_getpeername<F: Family>(ctx: &SockAddrContext) -> i32 {
     let vip = if sa.protocol as u8 == PROTO_UDP {
         lb::reverse::<F>(cookie(ctx), addr, port)
     } else {
-        lb::reverse_in_socket::<F>(ctx, addr, port)
+        lb::reverse_tcp::<F>(cookie(ctx), addr, port)
     };
     if let Some(vip) = vip {
         show::<F>(ctx, &vip);
+    }
+    ALLOW
+}
+
+/// A socket of the cgroup is released: forget its TCP VIP entry, if it had one.
+#[cgroup_sock(sock_release)]
+pub fn sock_release(ctx: SockContext) -> i32 {
+    // SAFETY: the kernel hands the program a valid `bpf_sock` for the hook's duration.
+    let sk = unsafe { &*ctx.sock };
+    if sk.protocol as u8 == PROTO_TCP {
+        // SAFETY: `bpf_get_socket_cookie` takes the program's context in cgroup sock programs.
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.sock.cast()) };
+        if sk.family == AF_INET6 {
+            lb::forget_tcp::<V6>(cookie);
+        } else {
+            lb::forget_tcp::<V4>(cookie);
+        }
     }
     ALLOW
 }
@@ -203,7 +222,7 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
-/// GPL: needed by helpers the datapath uses (socket storage, `bpf_set_retval`).
+/// GPL: needed by helpers the datapath uses (`bpf_set_retval`).
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 4] = *b"GPL\0";

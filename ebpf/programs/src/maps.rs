@@ -3,14 +3,14 @@
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    btf_maps::SkStorage,
-    macros::{btf_map, map},
+    macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use dcnet_ebpf_common::{
     BACKEND_CONNS_MAX_ENTRIES, BACKENDS4_MAX_ENTRIES, BACKENDS6_MAX_ENTRIES, Backend4, Backend6,
     REVERSE4_MAX_ENTRIES, REVERSE6_MAX_ENTRIES, Reverse4Key, Reverse6Key, SockVip4, SockVip6, Stat,
-    VIPS4_MAX_ENTRIES, VIPS6_MAX_ENTRIES, Vip4Addr, Vip4Key, Vip6Addr, Vip6Key, VipEntry,
+    TCP_VIPS_MAX_ENTRIES, VIPS4_MAX_ENTRIES, VIPS6_MAX_ENTRIES, Vip4Addr, Vip4Key, Vip6Addr,
+    Vip6Key, VipEntry,
 };
 
 /// Not preallocated on purpose: with preallocation the kernel recycles a replaced element at
@@ -28,11 +28,10 @@ pub static BACKENDS4: Array<Backend4> = Array::with_max_entries(BACKENDS4_MAX_EN
 pub static REVERSE4: LruHashMap<Reverse4Key, Vip4Addr> =
     LruHashMap::with_max_entries(REVERSE4_MAX_ENTRIES, 0);
 
-/// A TCP socket's VIP, in the socket itself. Costs about what a reverse-table entry costs per
-/// connect (both measured), but lives exactly as long as the socket: a busy node's LRU would
-/// evict the entries of long-lived connections.
-#[btf_map]
-pub static SOCK_VIP4: SkStorage<SockVip4> = SkStorage::new();
+/// A TCP socket's VIP by socket cookie, from connect to `sock_release`. Preallocated: an insert
+/// takes a free element without allocating.
+#[map]
+pub static TCP_VIPS4: HashMap<u64, SockVip4> = HashMap::with_max_entries(TCP_VIPS_MAX_ENTRIES, 0);
 
 /// As [`VIPS4`], for IPv6.
 #[map]
@@ -46,8 +45,8 @@ pub static BACKENDS6: Array<Backend6> = Array::with_max_entries(BACKENDS6_MAX_EN
 pub static REVERSE6: LruHashMap<Reverse6Key, Vip6Addr> =
     LruHashMap::with_max_entries(REVERSE6_MAX_ENTRIES, 0);
 
-#[btf_map]
-pub static SOCK_VIP6: SkStorage<SockVip6> = SkStorage::new();
+#[map]
+pub static TCP_VIPS6: HashMap<u64, SockVip6> = HashMap::with_max_entries(TCP_VIPS_MAX_ENTRIES, 0);
 
 #[map]
 pub static VIP_CONNS: PerCpuArray<u64> = PerCpuArray::with_max_entries(VIPS4_MAX_ENTRIES, 0);
