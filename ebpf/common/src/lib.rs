@@ -12,13 +12,14 @@
 //!   [`BACKENDS4`] and then swapping this one entry, so a connect sees the old set or the new
 //!   one, never a mix.
 //! - [`BACKENDS4`]: an array of [`Backend4`] slots, handed out in ranges by userspace.
-//! - [`REVERSE4`]: (socket cookie, backend) → VIP, written at connect/sendmsg time and read by
-//!   `recvmsg4` and `getpeername4` to show the VIP to the client. LRU: entries of closed
-//!   sockets age out.
+//! - [`REVERSE4`]: (socket cookie, backend) → VIP for UDP sockets, written by `connect4` and
+//!   `sendmsg4` (an unconnected socket may talk to several backends) and read by `recvmsg4` and
+//!   `getpeername4` to show the VIP to the client. LRU: entries of closed sockets age out.
 //! - [`TCP_VIPS4`]: socket cookie → [`SockVip4`], a TCP socket's VIP and backend, read by
 //!   `getpeername4` and deleted by `sock_release` when the socket closes: never evicted while
-//!   the socket lives, and never full of dead entries. (Measured against the alternatives: BPF
-//!   socket storage cost about 4% of a short connection, an LRU entry about 2%, this under 1%.)
+//!   the socket lives, and never full of dead entries. (Measured per short connection against
+//!   the alternatives: BPF socket storage cost about 4%, an LRU entry about 2.3%, this about
+//!   1.5-2%.)
 //! - [`VIP_CONNS`], [`BACKEND_CONNS`]: per-CPU new-connection counters, indexed by
 //!   [`VipEntry::counter`] and [`Backend4::counter`].
 //! - [`STATS`]: per-CPU counters of the datapath's outcomes, indexed by [`Stat`].
