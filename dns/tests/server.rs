@@ -1,4 +1,5 @@
-//! The DNS server on loopback: UDP and pipelined TCP, snapshot swaps, refusal of a taken port.
+//! The DNS server on loopback: UDP and pipelined TCP, snapshot swaps, refusal of a taken port,
+//! and the TCP idle timeout.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -134,5 +135,77 @@ async fn udp_and_pipelined_tcp_answer_and_follow_snapshot_swaps() {
     .expect("second server refused");
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
 
+    server.shutdown().await;
+}
+
+/// Sends one query over `stream` and reads its answer.
+fn tcp_ask(stream: &mut TcpStream, id: u16) -> Message {
+    let query = build_query(id, "web.marathon.mesos", RecordType::A, None);
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&query);
+    stream.write_all(&framed).unwrap();
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).unwrap();
+    let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut answer).unwrap();
+    Message::from_vec(&answer).unwrap()
+}
+
+/// Whether the server closed `stream` (EOF) within `within`.
+fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Ok(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tcp_connections_are_closed_and_busy_ones_kept() {
+    let shared = Arc::new(ArcSwap::from_pointee(snapshot("10.0.0.1")));
+    let mut config = ServerConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+    config.udp_workers = 1;
+    config.tcp_idle = Duration::from_millis(300);
+    let server = DnsServer::start(
+        config,
+        shared.clone(),
+        None,
+        Arc::new(ServerMetrics::default()),
+    )
+    .await
+    .expect("server starts");
+    let addr = server.local_addrs()[0];
+
+    tokio::task::spawn_blocking(move || {
+        // A client that asks every 100 ms outlives the 300 ms idle timeout many times over.
+        let mut busy = TcpStream::connect(addr).unwrap();
+        for id in 0..10 {
+            assert_eq!(tcp_ask(&mut busy, id).metadata.id, id);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            tcp_ask(&mut busy, 99).metadata.id,
+            99,
+            "still open after 1 s of queries"
+        );
+        // Silent after an answer: closed after the idle timeout, not before.
+        let mut idle = TcpStream::connect(addr).unwrap();
+        tcp_ask(&mut idle, 1);
+        assert!(
+            !closed_within(&mut idle, Duration::from_millis(150)),
+            "closed before the idle timeout"
+        );
+        assert!(
+            closed_within(&mut idle, Duration::from_secs(2)),
+            "an idle connection stays open"
+        );
+        // Half a query (the length, then nothing): closed too, the slow-loris case.
+        let mut partial = TcpStream::connect(addr).unwrap();
+        partial.write_all(&[0, 40, 0]).unwrap();
+        assert!(
+            closed_within(&mut partial, Duration::from_secs(2)),
+            "a half-sent query holds the connection"
+        );
+    })
+    .await
+    .unwrap();
     server.shutdown().await;
 }
