@@ -1,30 +1,32 @@
 //! L4 load-balancing benchmark: short TCP connections through five datapaths, side by side in
 //! one run, with the same client and server.
 //!
-//! One server namespace runs the server (`dcnet-conn-load serve`, 2 threads), which answers a
-//! 64-byte request with 64 bytes and closes. For each VIP count, client namespaces are joined
-//! to it by veth pairs (no route anywhere else): one without netfilter NAT for dcnet, HAProxy
-//! and direct, one for iptables and one for nftables (a NAT table turns conntrack on for every
-//! connection of its namespace). Every datapath is installed at once and the runs alternate,
-//! round after round, so drift on a shared machine hits them all alike. The client (`dcnet-conn-load run`, 2 threads)
-//! loops connect, request, read to EOF, close, and reports connections per second and the
-//! latency of whole connections. The datapaths:
+//! One server namespace runs the server (`dcnet-conn-load serve`, 2 threads, core 1), which
+//! answers a 64-byte request with 64 bytes and closes. The client (`dcnet-conn-load run`, 2
+//! threads, core 0) loops connect, request, read to EOF, close, and reports connections per
+//! second, the latency of whole connections and its own CPU time per connection. For each VIP
+//! count (1, 1,000, 10,000, all to the same backend, the measured one in the middle), client
+//! namespaces are joined to the server by veth pairs (no route anywhere else): one without
+//! netfilter NAT for dcnet, HAProxy and direct, one for iptables and one for nftables (a NAT
+//! table turns conntrack on for every connection of its namespace). The datapaths:
 //! - **dcnet**: the eBPF socket hooks, attached to a cgroup made for the bench, which holds the
-//!   client; the VIP is translated at connect time;
+//!   client; the VIP is translated at connect time. Also **direct, in the cgroup**: what the
+//!   hooks cost a connect that is not to a VIP;
 //! - **iptables**: DNAT rules in the client namespace's `nat OUTPUT` chain (conntrack NAT,
-//!   the class of kube-proxy's iptables mode and of dcos-l4lb's IPVS NAT mode), one rule per
-//!   VIP, the measured one in the middle;
+//!   the class of kube-proxy's iptables mode and of dcos-l4lb's IPVS NAT mode), one per VIP;
 //! - **nftables**: a verdict map from VIP to a chain per VIP that DNATs (kube-proxy's nftables
 //!   mode);
 //! - **haproxy**: HAProxy in TCP mode in the client namespace, one listener per VIP on
 //!   127.0.0.1;
 //! - **direct**: the client connects to the backend itself.
 //!
-//! The client is pinned to core 0 and the server to core 1 in every case. Each with 1, 1,000
-//! and 10,000 VIPs configured (all to the same backend). Ratios are to
-//! direct, measured in the same round. Then the sustained rate from one client thread to one
-//! VIP through dcnet, to show there is no cap from port exhaustion (Minuteman's conntrack
-//! design capped near 235/s).
+//! Every datapath is installed at once and the runs alternate, round after round; ratios are
+//! medians of per-round ratios. Shared machines drift (this one shows up to 40% CPU steal), so
+//! an **interleaved** run follows: one client in dcnet's cgroup alternates its connections
+//! between the VIP and the backend, and the ratio of their connection times is the datapath's
+//! cost alone. Last, the **sustained** rate of one client thread to one VIP with only 2,000
+//! ephemeral ports, to show there is no cap from port exhaustion (Minuteman's conntrack design
+//! capped near 235/s).
 //!
 //! Usage: `cargo bench -p dcnet-benches --bench lb -- [--seconds 2] [--rounds 5]
 //!        [--vips 1,1000,10000] [--sustained-seconds 20] [--only-interleaved]`
