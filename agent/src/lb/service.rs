@@ -209,13 +209,18 @@ async fn follow(
     loop {
         let view = views.borrow_and_update().clone();
         let want = desired_from_view(&view);
-        for problem in &want.errors {
-            let text = format!("task {}: {}", problem.task, problem.error);
-            if reported.insert(text.clone()) {
-                metrics.label_errors.inc();
-                warn!("{text}; the label is ignored");
-            }
+        // Each bad label is logged once while its task lasts; forgetting those of tasks that
+        // are gone keeps this set from growing over a long uptime.
+        let current: HashSet<String> = want
+            .errors
+            .iter()
+            .map(|p| format!("task {}: {}", p.task, p.error))
+            .collect();
+        for text in current.difference(&reported) {
+            metrics.label_errors.inc();
+            warn!("{text}; the label is ignored");
         }
+        reported = current;
         let shared_for_sync = shared.clone();
         let synced = tokio::task::spawn_blocking(move || sync(&shared_for_sync, want)).await;
         match synced {
