@@ -39,44 +39,35 @@ use hickory_proto::rr::RecordType;
 const KNOT_PORT: u16 = 53531;
 const FIXTURE: &str = include_str!("../../dns/tests/fixtures/mesos-dns-fake-state.json");
 
+/// The DNS benchmark: dcnet's authoritative path against Knot DNS.
+#[derive(clap::Parser)]
 struct Options {
+    #[arg(long, default_value_t = 10)]
     seconds: u64,
+    #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Also run while 1% of the tasks move every second.
+    #[arg(long)]
     churn: bool,
-    sizes: Vec<Option<usize>>,
+    /// `fixture` or task counts.
+    #[arg(long, value_delimiter = ',', default_value = "fixture,100000", value_parser = parse_size)]
+    sizes: Vec<Size>,
+    // `cargo bench` passes --bench to every benchmark binary.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
-fn parse_args() -> Result<Options> {
-    let mut o = Options {
-        seconds: 10,
-        rounds: 3,
-        churn: false,
-        sizes: vec![None, Some(100_000)],
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--seconds" => o.seconds = value()?.parse().context("--seconds takes a number")?,
-            "--rounds" => o.rounds = value()?.parse().context("--rounds takes a number")?,
-            "--churn" => o.churn = true,
-            "--sizes" => {
-                o.sizes = value()?
-                    .split(',')
-                    .map(|s| match s.trim() {
-                        "fixture" => Ok(None),
-                        n => n
-                            .parse()
-                            .map(Some)
-                            .context("--sizes takes `fixture` or task counts"),
-                    })
-                    .collect::<Result<_>>()?
-            }
-            "--bench" => {}
-            other => bail!("unknown option {other}; see the header of benches/benches/dns.rs"),
-        }
+/// A record set: the fixture (`None`) or that many synthetic tasks.
+type Size = Option<usize>;
+
+fn parse_size(text: &str) -> Result<Size, String> {
+    match text.trim() {
+        "fixture" => Ok(None),
+        n => n
+            .parse()
+            .map(Some)
+            .map_err(|_| "`fixture` or a task count".to_owned()),
     }
-    Ok(o)
 }
 
 fn settings() -> Settings {
@@ -541,7 +532,7 @@ fn row(label: &str, knot: Measured, dcnet: Measured, last: String) -> Vec<String
 }
 
 fn main() -> Result<()> {
-    let o = parse_args()?;
+    let o = <Options as clap::Parser>::parse();
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         bail!("this benchmark needs 2 cores: the server on one, dnsperf on the other");
     }

@@ -33,54 +33,28 @@ use rand::seq::IndexedRandom;
 const BASE_PORT: u16 = 20_000;
 const SEEDS: usize = 3;
 
+/// The gossip benchmark: propagation and failure detection at N members.
+#[derive(clap::Parser)]
 struct Options {
-    nodes: Vec<usize>,
+    /// Cluster sizes, each 2 to 5000.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000",
+          value_parser = clap::value_parser!(u32).range(2..=5000))]
+    nodes: Vec<u32>,
+    /// One gossip interval per size, e.g. 500ms,500ms,4s.
+    #[arg(long, value_delimiter = ',', default_value = "500ms,500ms,4s",
+          value_parser = humantime::parse_duration)]
     intervals: Vec<Duration>,
+    #[arg(long, default_value_t = 6.0)]
     phi: f64,
+    #[arg(long, default_value_t = 20)]
     trials: usize,
+    // `cargo bench` passes --bench to every benchmark binary.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 fn parse_args() -> Result<Options> {
-    let mut o = Options {
-        nodes: vec![10, 100, 1000],
-        intervals: vec![
-            Duration::from_millis(500),
-            Duration::from_millis(500),
-            Duration::from_secs(4),
-        ],
-        phi: 6.0,
-        trials: 20,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--nodes" => {
-                o.nodes = value()?
-                    .split(',')
-                    .map(|n| {
-                        n.trim()
-                            .parse()
-                            .context("--nodes takes numbers like 10,100")
-                    })
-                    .collect::<Result<_>>()?
-            }
-            "--intervals" => {
-                o.intervals = value()?
-                    .split(',')
-                    .map(|d| humantime_parse(d.trim()))
-                    .collect::<Result<_>>()?
-            }
-            "--phi" => o.phi = value()?.parse().context("--phi takes a number")?,
-            "--trials" => o.trials = value()?.parse().context("--trials takes a number")?,
-            // cargo bench passes --bench to every benchmark binary.
-            "--bench" => {}
-            other => bail!("unknown option {other}; see the header of benches/benches/gossip.rs"),
-        }
-    }
-    if o.nodes.iter().any(|&n| !(2..=5000).contains(&n)) {
-        bail!("--nodes values must be between 2 and 5000");
-    }
+    let o = <Options as clap::Parser>::parse();
     if o.intervals.len() != o.nodes.len() {
         bail!(
             "--intervals needs one interval per --nodes value ({} given for {} sizes)",
@@ -89,19 +63,6 @@ fn parse_args() -> Result<Options> {
         );
     }
     Ok(o)
-}
-
-fn humantime_parse(text: &str) -> Result<Duration> {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: u64 = number.parse().context("durations look like 500ms or 2s")?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        _ => bail!("durations look like 500ms or 2s"),
-    }
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -304,7 +265,7 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
     for (&n, &interval) in o.nodes.iter().zip(&o.intervals) {
         eprintln!("running N = {n} at interval {interval:?} ...");
-        rows.push(runtime.block_on(run(n, interval, &o))?);
+        rows.push(runtime.block_on(run(n as usize, interval, &o))?);
         // Let sockets close before the next size reuses the ports.
         std::thread::sleep(Duration::from_secs(1));
     }

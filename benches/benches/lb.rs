@@ -52,53 +52,26 @@ const SUSTAINED_PORTS: &str = "40000 41999";
 const CLIENT_CPU: &str = "0";
 const SERVER_CPU: &str = "1";
 
+/// The L4 load-balancing benchmark: dcnet's VIP against conntrack DNAT, HAProxy and direct.
+#[derive(clap::Parser)]
 struct Options {
+    /// Length of each run of the alternating rounds.
+    #[arg(long, default_value_t = 2.0)]
     seconds: f64,
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// VIP counts to configure, each 1 to 30000.
+    #[arg(long, value_delimiter = ',', default_value = "1,1000,10000",
+          value_parser = clap::value_parser!(u32).range(1..=30_000))]
     vips: Vec<u32>,
+    #[arg(long, default_value_t = 20.0)]
     sustained_seconds: f64,
     /// Only the interleaved A/B run (for quick comparisons of datapath variants).
+    #[arg(long)]
     only_interleaved: bool,
-}
-
-fn parse_args() -> Result<Options> {
-    let mut o = Options {
-        seconds: 2.0,
-        rounds: 5,
-        vips: vec![1, 1000, 10_000],
-        sustained_seconds: 20.0,
-        only_interleaved: false,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--seconds" => o.seconds = value()?.parse().context("--seconds takes a number")?,
-            "--rounds" => o.rounds = value()?.parse().context("--rounds takes a number")?,
-            "--sustained-seconds" => {
-                o.sustained_seconds = value()?
-                    .parse()
-                    .context("--sustained-seconds takes a number")?
-            }
-            "--vips" => {
-                o.vips = value()?
-                    .split(',')
-                    .map(|v| {
-                        v.trim()
-                            .parse()
-                            .context("--vips takes numbers such as 1,1000")
-                    })
-                    .collect::<Result<_>>()?
-            }
-            "--only-interleaved" => o.only_interleaved = true,
-            "--bench" => {}
-            other => bail!("unknown option {other:?}; see the usage at the top of benches/lb.rs"),
-        }
-    }
-    if o.vips.iter().any(|&n| n == 0 || n > 30_000) {
-        bail!("--vips: each count must be between 1 and 30000");
-    }
-    Ok(o)
+    // `cargo bench` passes --bench to every benchmark binary.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -606,7 +579,7 @@ impl Setup {
 }
 
 fn main() -> Result<()> {
-    let o = parse_args()?;
+    let o = <Options as clap::Parser>::parse();
     // Per-program run counts and times, for the cost of dcnet's hook itself.
     let _stats = dcnet_lb::datapath::enable_run_time_stats()?;
     println!("## Short TCP connections per second through each datapath (2 client threads)\n");

@@ -32,55 +32,32 @@ use dcnet_tests::cluster::in_netns;
 use dcnet_tests::container::Container;
 use dcnet_tests::{Cluster, ClusterOptions, NodeSpec, TestNamespace, wait_until};
 
+/// The overlay benchmark: reconcile times, and containers over VXLAN vs without the tunnel.
+#[derive(clap::Parser)]
 struct Options {
+    /// Length of each throughput run (request/response runs half of it).
+    #[arg(long, default_value_t = 10)]
     seconds: u64,
+    #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Peer counts of the reconcile part.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
     peers: Vec<u32>,
-    datapath: bool,
-    reconcile: bool,
-}
-
-fn parse_args() -> Result<Options> {
-    let mut o = Options {
-        seconds: 10,
-        rounds: 3,
-        peers: vec![10, 100, 1000],
-        datapath: true,
-        reconcile: true,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--seconds" => o.seconds = value()?.parse().context("--seconds takes a number")?,
-            "--rounds" => o.rounds = value()?.parse().context("--rounds takes a number")?,
-            "--peers" => {
-                o.peers = value()?
-                    .split(',')
-                    .map(|p| {
-                        p.trim()
-                            .parse()
-                            .context("--peers takes numbers such as 10,1000")
-                    })
-                    .collect::<Result<_>>()?
-            }
-            "--skip-datapath" => o.datapath = false,
-            "--skip-reconcile" => o.reconcile = false,
-            "--bench" => {}
-            other => {
-                bail!("unknown option {other:?}; see the usage at the top of benches/overlay.rs")
-            }
-        }
-    }
-    Ok(o)
+    #[arg(long)]
+    skip_datapath: bool,
+    #[arg(long)]
+    skip_reconcile: bool,
+    // `cargo bench` passes --bench to every benchmark binary.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 fn main() -> Result<()> {
-    let o = parse_args()?;
-    if o.reconcile {
+    let o = <Options as clap::Parser>::parse();
+    if !o.skip_reconcile {
         reconcile(&o)?;
     }
-    if o.datapath {
+    if !o.skip_datapath {
         datapath(&o)?;
     }
     Ok(())
