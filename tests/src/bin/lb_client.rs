@@ -83,18 +83,9 @@ fn main() -> Result<()> {
                 writeln!(out, "err {:?} {}", e.kind(), started.elapsed().as_micros())?;
                 return Ok(());
             }
-            let mut buf = [0u8; 512];
             for i in 0..n {
-                let result = socket
-                    .send(format!("ping {i}").as_bytes())
-                    .and_then(|_| socket.recv(&mut buf));
-                match result {
-                    Ok(len) => writeln!(
-                        out,
-                        "ok {} {}",
-                        socket.peer_addr()?,
-                        String::from_utf8_lossy(&buf[..len]).trim()
-                    )?,
+                match exchange(&socket, format!("ping {i}").as_bytes()) {
+                    Ok((peer, answer)) => writeln!(out, "ok {peer} {answer}")?,
                     Err(e) => writeln!(out, "err {:?} 0", e.kind())?,
                 }
                 out.flush()?;
@@ -104,19 +95,9 @@ fn main() -> Result<()> {
             let socket = UdpSocket::bind(any(addr))?;
             socket.set_read_timeout(Some(TIMEOUT))?;
             socket.connect(addr)?;
-            let mut buf = [0u8; 512];
             for line in std::io::stdin().lock().lines() {
-                let line = line?;
-                let result = socket
-                    .send(line.as_bytes())
-                    .and_then(|_| socket.recv(&mut buf))
-                    .and_then(|len| Ok((socket.peer_addr()?, len)));
-                match result {
-                    Ok((peer, len)) => writeln!(
-                        out,
-                        "ok {peer} {}",
-                        String::from_utf8_lossy(&buf[..len]).trim()
-                    )?,
+                match exchange(&socket, line?.as_bytes()) {
+                    Ok((peer, answer)) => writeln!(out, "ok {peer} {answer}")?,
                     Err(e) => {
                         writeln!(out, "err {:?} {}", e.kind(), e.raw_os_error().unwrap_or(0))?
                     }
@@ -146,6 +127,16 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Sends `payload` on a connected UDP socket and reads the answer: the peer `getpeername`
+/// reports and the answer's text.
+fn exchange(socket: &UdpSocket, payload: &[u8]) -> std::io::Result<(SocketAddr, String)> {
+    let mut buf = [0u8; 512];
+    socket.send(payload)?;
+    let len = socket.recv(&mut buf)?;
+    let answer = String::from_utf8_lossy(&buf[..len]).trim().to_owned();
+    Ok((socket.peer_addr()?, answer))
 }
 
 /// The wildcard address of `addr`'s family, to bind a client socket to.
