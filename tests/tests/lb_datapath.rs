@@ -12,11 +12,9 @@ use std::time::{Duration, Instant};
 
 use dcnet_lb::datapath::Change;
 use dcnet_lb::{Backend, Datapath, Protocol, Vip};
-use dcnet_tests::cluster::{in_netns, require_root};
+use dcnet_tests::cluster::require_root;
 use dcnet_tests::lb::{self, Line};
 use dcnet_tests::{TestCgroup, TestNamespace};
-
-const CLIENT: &str = env!("CARGO_BIN_EXE_dcnet-lb-client");
 
 struct Setup {
     ns: TestNamespace,
@@ -40,27 +38,13 @@ impl Setup {
     }
 
     fn command(&self, args: &[&str], in_cgroup: bool) -> Command {
-        let mut command = Command::new(CLIENT);
-        command.args(args);
-        in_netns(&mut command, self.ns.netns(), true);
-        if in_cgroup {
-            self.cgroup.place(&mut command);
-        }
-        command
+        let cgroup = in_cgroup.then_some(&self.cgroup);
+        lb::client_command(self.ns.netns().name(), cgroup, args).unwrap()
     }
 
     /// Runs the client in the namespace (and the cgroup) and returns its lines.
     fn client(&self, args: &[&str], in_cgroup: bool) -> Vec<Line> {
-        let out = self.command(args, in_cgroup).output().unwrap();
-        assert!(
-            out.status.success(),
-            "client {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| Line::parse(l).unwrap())
-            .collect()
+        lb::run_client(self.command(args, in_cgroup)).unwrap()
     }
 
     /// `n` TCP backends on 127.0.0.(i+1), each greeting with its name `t<i>`.
