@@ -38,7 +38,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use dcnet_benches::{Background, print_table, spawn_in};
+use dcnet_benches::{Background, netlink_in, print_table, spawn_in};
 use dcnet_lb::{Backend, Datapath, Protocol, Vip};
 use dcnet_tests::cluster::in_netns;
 use dcnet_tests::{TestCgroup, TestNamespace};
@@ -253,21 +253,14 @@ impl Client {
 
 /// Adds a route to `dst` via `via` inside `netns` (a namespace of the bench's own).
 fn add_route(netns: &dcnet_overlay::Netns, dst: (Ipv4Addr, u8), via: Ipv4Addr) -> Result<()> {
-    netns.run(|| -> Result<()> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        runtime.block_on(async {
-            let (connection, handle, _) = rtnetlink::new_connection()?;
-            tokio::spawn(connection);
-            let route = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(dst.0, dst.1)
-                .gateway(via)
-                .build();
-            handle.route().add(route).execute().await?;
-            Ok(())
-        })
-    })?
+    netlink_in(netns, |handle| async move {
+        let route = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst.0, dst.1)
+            .gateway(via)
+            .build();
+        handle.route().add(route).execute().await?;
+        Ok(())
+    })
 }
 
 #[derive(Debug, Clone, Copy, Default)]

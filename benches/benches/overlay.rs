@@ -25,7 +25,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use dcnet_benches::{print_table, quantile, spawn_in};
+use dcnet_benches::{netlink_in, print_table, quantile, spawn_in};
 use dcnet_overlay::Netns;
 use dcnet_overlay::vtep::{Peer, TunnelState, VtepConfig, VtepLink};
 use dcnet_tests::cluster::in_netns;
@@ -320,45 +320,38 @@ fn plain_route(netns: &Netns, subnet: (Ipv4Addr, u8), via: Ipv4Addr, on: bool) -
     use rtnetlink::RouteMessageBuilder;
     const TABLE: u32 = 43;
     const PRIORITY: u32 = 31000;
-    netns.run(|| -> Result<()> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        runtime.block_on(async {
-            let (connection, handle, _) = rtnetlink::new_connection()?;
-            tokio::spawn(connection);
-            let route = RouteMessageBuilder::<Ipv4Addr>::new()
+    netlink_in(netns, |handle| async move {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(subnet.0, subnet.1)
+            .gateway(via)
+            .table_id(TABLE)
+            .build();
+        if on {
+            handle.route().add(route).replace().execute().await?;
+            handle
+                .rule()
+                .add()
+                .v4()
                 .destination_prefix(subnet.0, subnet.1)
-                .gateway(via)
                 .table_id(TABLE)
-                .build();
-            if on {
-                handle.route().add(route).replace().execute().await?;
-                handle
-                    .rule()
-                    .add()
-                    .v4()
-                    .destination_prefix(subnet.0, subnet.1)
-                    .table_id(TABLE)
-                    .priority(PRIORITY)
-                    .action(RuleAction::ToTable)
-                    .execute()
-                    .await?;
-            } else {
-                let mut rule = RuleMessage::default();
-                rule.header.family = AddressFamily::Inet;
-                rule.header.dst_len = subnet.1;
-                rule.header.action = RuleAction::ToTable;
-                rule.attributes
-                    .push(RuleAttribute::Destination(subnet.0.into()));
-                rule.attributes.push(RuleAttribute::Table(TABLE));
-                rule.attributes.push(RuleAttribute::Priority(PRIORITY));
-                handle.rule().del(rule).execute().await?;
-                handle.route().del(route).execute().await?;
-            }
-            Ok(())
-        })
-    })?
+                .priority(PRIORITY)
+                .action(RuleAction::ToTable)
+                .execute()
+                .await?;
+        } else {
+            let mut rule = RuleMessage::default();
+            rule.header.family = AddressFamily::Inet;
+            rule.header.dst_len = subnet.1;
+            rule.header.action = RuleAction::ToTable;
+            rule.attributes
+                .push(RuleAttribute::Destination(subnet.0.into()));
+            rule.attributes.push(RuleAttribute::Table(TABLE));
+            rule.attributes.push(RuleAttribute::Priority(PRIORITY));
+            handle.rule().del(rule).execute().await?;
+            handle.route().del(route).execute().await?;
+        }
+        Ok(())
+    })
 }
 
 /// The /24 (the default lease size) a container address is in.

@@ -87,6 +87,27 @@ pub fn spawn_in(netns: &Netns, program: &str, args: &[&str]) -> Result<Backgroun
     ))
 }
 
+/// Runs `f` with an rtnetlink handle inside `netns` (a namespace of the benchmark's own), on a
+/// single-threaded runtime of its own; for the kernel objects a bench sets up around what it
+/// measures (routes, rules).
+pub fn netlink_in<T, F, Fut>(netns: &Netns, f: F) -> Result<T>
+where
+    T: Send,
+    F: FnOnce(rtnetlink::Handle) -> Fut + Send,
+    Fut: Future<Output = Result<T>>,
+{
+    netns.run(|| -> Result<T> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let (connection, handle, _) = rtnetlink::new_connection()?;
+            tokio::spawn(connection);
+            f(handle).await
+        })
+    })?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
