@@ -62,6 +62,18 @@
 //! enabled = true
 //! cgroup = "/sys/fs/cgroup"       # cgroup v2 directory the hooks attach to; default: the
 //!                                 # root of the cgroup v2 mount (every process on the node)
+//!
+//! [scheduler]                     # Marathon-style apps; runs on master nodes, one leads
+//! enabled = true                  # default: true on nodes with the master role
+//! listen = "10.0.0.1:8080"        # the /v2 API; default: <address>:8080
+//!
+//! [launcher]                      # runs the scheduler's tasks; on nodes with the agent role
+//! enabled = true                  # default: true on nodes with the agent role
+//! cpus = 4.0                      # what the scheduler may place here; default: this machine's
+//! mem = 8192                      # cores and memory (MB)
+//! cgroup = "/sys/fs/cgroup/dcnet-tasks"  # parent of one cgroup v2 directory per task; default:
+//!                                 # none (tasks are stopped through their process group)
+//! kill_grace = "5s"               # SIGTERM, then SIGKILL after this long
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -110,6 +122,29 @@ pub struct FileConfig {
     pub overlay: OverlaySection,
     #[serde(default)]
     pub lb: LbSection,
+    #[serde(default)]
+    pub scheduler: SchedulerSection,
+    #[serde(default)]
+    pub launcher: LauncherSection,
+}
+
+/// `[scheduler]` of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSection {
+    pub enabled: Option<bool>,
+    pub listen: Option<String>,
+}
+
+/// `[launcher]` of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LauncherSection {
+    pub enabled: Option<bool>,
+    pub cpus: Option<f64>,
+    pub mem: Option<f64>,
+    pub cgroup: Option<PathBuf>,
+    pub kill_grace: Option<String>,
 }
 
 /// `[gossip]` of the config file.
@@ -335,6 +370,31 @@ pub struct LbSettings {
     pub cgroup: PathBuf,
 }
 
+/// Scheduler settings, validated.
+#[derive(Debug, Clone)]
+pub struct SchedulerSettings {
+    pub enabled: bool,
+    /// Where the Marathon-style `/v2` API listens.
+    pub listen: SocketAddr,
+}
+
+/// Task launcher settings, validated.
+#[derive(Debug, Clone)]
+pub struct LauncherSettings {
+    pub enabled: bool,
+    /// Resources the scheduler may place on this node.
+    pub cpus: f64,
+    /// In MB.
+    pub mem: f64,
+    /// Parent cgroup v2 directory of the tasks' own cgroups.
+    pub cgroup: Option<PathBuf>,
+    /// How long a task has between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+}
+
+/// Default port of the scheduler's `/v2` API (Marathon's).
+pub const DEFAULT_SCHEDULER_PORT: u16 = 8080;
+
 /// One named overlay network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverlayNetwork {
@@ -362,6 +422,8 @@ pub struct AgentConfig {
     pub dns: DnsSettings,
     pub overlay: OverlaySettings,
     pub lb: LbSettings,
+    pub scheduler: SchedulerSettings,
+    pub launcher: LauncherSettings,
 }
 
 /// Merges one setting: the flag's value if given, else the file's.
@@ -504,6 +566,8 @@ impl AgentConfig {
         let dns = resolve_dns(&p, file.dns)?;
         let overlay = resolve_overlay(&p, file.overlay, address, &gossip)?;
         let lb = resolve_lb(&p, file.lb)?;
+        let scheduler = resolve_scheduler(&p, file.scheduler, roles, address)?;
+        let launcher = resolve_launcher(&p, file.launcher, roles)?;
 
         Ok(Self {
             name,
@@ -519,8 +583,98 @@ impl AgentConfig {
             dns,
             overlay,
             lb,
+            scheduler,
+            launcher,
         })
     }
+}
+
+fn resolve_scheduler(
+    p: &Pick<'_>,
+    file: SchedulerSection,
+    roles: Roles,
+    address: IpAddr,
+) -> Result<SchedulerSettings, Error> {
+    let enabled = file.enabled.unwrap_or(roles.master);
+    if enabled && !roles.master {
+        return Err(invalid(
+            p.origin("scheduler.enabled", "", false),
+            "true",
+            "false on a node without the master role (add \"master\" to roles to run the \
+             scheduler here)",
+        ));
+    }
+    let listen = match file.listen {
+        Some(text) => parse_socket_addr(&text, p.origin("scheduler.listen", "", false))?,
+        None => SocketAddr::new(address, DEFAULT_SCHEDULER_PORT),
+    };
+    Ok(SchedulerSettings { enabled, listen })
+}
+
+fn resolve_launcher(
+    p: &Pick<'_>,
+    file: LauncherSection,
+    roles: Roles,
+) -> Result<LauncherSettings, Error> {
+    let enabled = file.enabled.unwrap_or(roles.agent);
+    let positive = |key: &'static str, value: Option<f64>, detected: f64| match value {
+        None => Ok(detected),
+        Some(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Some(v) => Err(invalid(
+            p.origin(key, "", false),
+            v.to_string(),
+            "a number above 0",
+        )),
+    };
+    let cpus = positive(
+        "launcher.cpus",
+        file.cpus,
+        std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+    )?;
+    let mem = positive(
+        "launcher.mem",
+        file.mem,
+        total_memory_mb().unwrap_or(1024.0),
+    )?;
+    if let Some(cgroup) = &file.cgroup {
+        let parent_ok = cgroup
+            .parent()
+            .is_some_and(|parent| parent.join("cgroup.procs").is_file());
+        if !cgroup.join("cgroup.procs").is_file() && !parent_ok {
+            return Err(invalid(
+                p.origin("launcher.cgroup", "", false),
+                cgroup.display().to_string(),
+                "a directory of the cgroup v2 hierarchy, or a new one directly under such a \
+                 directory",
+            ));
+        }
+    }
+    let kill_grace = parse_duration(
+        p.origin("launcher.kill_grace", "", false),
+        file.kill_grace,
+        Duration::from_secs(5),
+    )?;
+    Ok(LauncherSettings {
+        enabled,
+        cpus,
+        mem,
+        cgroup: file.cgroup,
+        kill_grace,
+    })
+}
+
+/// This machine's memory in MB, from /proc/meminfo.
+fn total_memory_mb() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some((kb / 1024.0).floor())
 }
 
 fn resolve_lb(p: &Pick<'_>, file: LbSection) -> Result<LbSettings, Error> {

@@ -19,9 +19,11 @@ pub mod dns;
 pub mod error;
 pub mod gossip;
 pub mod identity;
+pub mod launcher;
 pub mod lb;
 pub mod node;
 pub mod overlay;
+pub mod scheduler;
 pub mod state;
 
 pub use error::Error;

@@ -12,7 +12,7 @@ use crate::gossip::ClusterView;
 pub const NODE_INFO_KEY: &str = "node";
 
 /// A node's self-description, published once at start.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeInfo {
     pub name: String,
     /// Underlay address.
@@ -24,6 +24,17 @@ pub struct NodeInfo {
     pub roles: Vec<String>,
     /// dcnet version the node runs.
     pub version: String,
+    /// What the scheduler may place here; `None` where no launcher runs tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+}
+
+/// A node's resources for tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpus: f64,
+    /// In MB.
+    pub mem: f64,
 }
 
 impl NodeInfo {
@@ -41,6 +52,10 @@ impl NodeInfo {
                 .map(str::to_owned)
                 .collect(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            resources: config.launcher.enabled.then_some(Resources {
+                cpus: config.launcher.cpus,
+                mem: config.launcher.mem,
+            }),
         }
     }
 }

@@ -1,0 +1,215 @@
+//! What a launcher publishes about the tasks it runs: one `task/<task id>` key each, holding a
+//! [`TaskStatus`]. The scheduler reads them to follow (and, after a failover, adopt) tasks;
+//! DNS and the load balancer turn the running ones into records and VIP backends, through
+//! [`tasks_in_view`].
+
+use std::net::IpAddr;
+
+use dcnet_dns::records::{AgentInfo, Discovery, DiscoveryPort, TaskInfo};
+use serde::{Deserialize, Serialize};
+
+use crate::gossip::ClusterView;
+use crate::node::{NODE_INFO_KEY, NodeInfo};
+use crate::scheduler::app::{Network, PortSpec};
+
+pub const PREFIX: &str = "task/";
+/// The framework name launched tasks are published under, as Marathon's are in Mesos.
+pub const FRAMEWORK: &str = "marathon";
+
+/// A task's lifecycle, in Mesos's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskState {
+    TaskStaging,
+    TaskRunning,
+    TaskKilling,
+    TaskFinished,
+    TaskFailed,
+    TaskKilled,
+}
+
+impl TaskState {
+    /// Whether the task is over.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::TaskFinished | TaskState::TaskFailed | TaskState::TaskKilled
+        )
+    }
+
+    /// Mesos's name, e.g. `TASK_RUNNING`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::TaskStaging => "TASK_STAGING",
+            TaskState::TaskRunning => "TASK_RUNNING",
+            TaskState::TaskKilling => "TASK_KILLING",
+            TaskState::TaskFinished => "TASK_FINISHED",
+            TaskState::TaskFailed => "TASK_FAILED",
+            TaskState::TaskKilled => "TASK_KILLED",
+        }
+    }
+}
+
+/// A task as its launcher reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub task_id: String,
+    pub app_id: String,
+    /// The app version the task runs.
+    pub version: String,
+    pub state: TaskState,
+    /// `None` without health checks; `Some(false)` until the first check passes.
+    pub healthy: Option<bool>,
+    /// The task's own address on an overlay, or the node's on the host network.
+    pub ip: Option<IpAddr>,
+    pub network: Network,
+    pub ports: Vec<PortSpec>,
+    pub host_ports: Vec<u16>,
+    pub cpus: f64,
+    pub mem: f64,
+    /// When the task was staged and when it started running, ms since the epoch.
+    pub staged_ms: u64,
+    pub started_ms: Option<u64>,
+    /// Why it ended (or why it is being killed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl TaskStatus {
+    /// The Mesos task name (`/prod/web` → `web.prod`).
+    pub fn task_name(&self) -> String {
+        let segments: Vec<&str> = self.app_id.trim_matches('/').split('/').rev().collect();
+        segments.join(".")
+    }
+
+    /// The task as DNS and the load balancer see it, on agent `agent_id`. Running and not
+    /// failing its health checks is what puts a task in DNS; the load balancer gives a task
+    /// that fails them weight 0.
+    pub fn to_task_info(&self, agent_id: &str) -> TaskInfo {
+        let name = self.task_name();
+        let ports: Vec<DiscoveryPort> = self
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| DiscoveryPort {
+                // The port clients use: the container's own on an overlay, else the host's.
+                number: match self.network {
+                    Network::Container(_) => p.number,
+                    Network::Host => self.host_ports.get(i).copied().unwrap_or(p.number),
+                },
+                protocol: p.protocol.as_str().to_owned(),
+                name: p.name.clone().unwrap_or_default(),
+                labels: p
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            })
+            .collect();
+        TaskInfo {
+            id: self.task_id.clone(),
+            name: name.clone(),
+            agent_id: agent_id.to_owned(),
+            is_running: self.state == TaskState::TaskRunning,
+            ips: self.ip.into_iter().collect(),
+            ports: match self.network {
+                Network::Container(_) => ports.iter().map(|p| p.number).collect(),
+                Network::Host => self.host_ports.clone(),
+            },
+            healthy: self.healthy,
+            discovery: (!ports.is_empty()).then(|| Discovery { name, ports }),
+        }
+    }
+}
+
+/// The statuses a node publishes.
+pub fn statuses(node: &crate::gossip::NodeView) -> impl Iterator<Item = TaskStatus> + '_ {
+    node.keys
+        .range(PREFIX.to_owned()..)
+        .take_while(|(k, _)| k.starts_with(PREFIX))
+        .filter_map(|(_, v)| serde_json::from_str(v).ok())
+}
+
+/// Every launched task of the nodes that are up, with the agents running them, for DNS and
+/// the load balancer. Tasks of a node that is down are left out: the scheduler replaces them.
+pub fn tasks_in_view(view: &ClusterView) -> (Vec<AgentInfo>, Vec<TaskInfo>) {
+    let mut agents = Vec::new();
+    let mut tasks = Vec::new();
+    for node in view.up_nodes() {
+        let mut any = false;
+        for status in statuses(node) {
+            any = true;
+            tasks.push(status.to_task_info(&node.id));
+        }
+        if any
+            && let Some(info) = node
+                .get(NODE_INFO_KEY)
+                .and_then(|j| serde_json::from_str::<NodeInfo>(j).ok())
+        {
+            agents.push(AgentInfo {
+                id: node.id.clone(),
+                ips: vec![info.address],
+                port: None,
+            });
+        }
+    }
+    (agents, tasks)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::scheduler::app::PortProtocol;
+
+    pub(crate) fn status(id: &str, state: TaskState) -> TaskStatus {
+        TaskStatus {
+            task_id: id.into(),
+            app_id: "/prod/web".into(),
+            version: "v".into(),
+            state,
+            healthy: Some(true),
+            ip: Some("9.0.1.2".parse().unwrap()),
+            network: Network::Container("dcos".into()),
+            ports: vec![PortSpec {
+                number: 80,
+                protocol: PortProtocol::Tcp,
+                name: Some("http".into()),
+                labels: BTreeMap::from([("VIP_0".into(), "/web:80".into())]),
+            }],
+            host_ports: vec![],
+            cpus: 0.1,
+            mem: 32.0,
+            staged_ms: 1,
+            started_ms: Some(2),
+            message: None,
+        }
+    }
+
+    #[test]
+    fn a_running_task_becomes_a_mesos_style_task() {
+        let info = status("prod_web.1", TaskState::TaskRunning).to_task_info("node-a");
+        assert_eq!(info.name, "web.prod");
+        assert!(info.is_running);
+        assert_eq!(info.ips, vec!["9.0.1.2".parse::<IpAddr>().unwrap()]);
+        let d = info.discovery.unwrap();
+        assert_eq!(d.ports[0].number, 80);
+        assert_eq!(d.ports[0].labels, vec![("VIP_0".into(), "/web:80".into())]);
+        assert!(
+            !status("x", TaskState::TaskStaging)
+                .to_task_info("a")
+                .is_running
+        );
+    }
+
+    #[test]
+    fn host_network_tasks_advertise_their_host_ports() {
+        let mut s = status("x", TaskState::TaskRunning);
+        s.network = Network::Host;
+        s.host_ports = vec![31005];
+        let info = s.to_task_info("a");
+        assert_eq!(info.ports, vec![31005]);
+        assert_eq!(info.discovery.unwrap().ports[0].number, 31005);
+    }
+}

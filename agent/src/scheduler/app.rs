@@ -1,0 +1,1055 @@
+//! Marathon app definitions: the JSON users already write, validated into an [`App`].
+//!
+//! Validation walks the JSON by hand rather than through a derived deserializer so that every
+//! problem is reported at once, each with its JSON path and what is expected, in Marathon's
+//! own error shape (`{"message": "Object is not valid", "details": [{"path", "errors"}]}`).
+//! Fields dcnet has no use for (`disk`, `upgradeStrategy`, `fetch`, ...) are accepted and
+//! reported back as ignored, so existing files work unchanged; fields that would change what
+//! runs and that dcnet cannot honour (a Docker image, a host port on an overlay) are refused.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::constraint::Constraint;
+
+/// Marathon's default health-check timings (seconds) and failure count.
+const HC_GRACE: u32 = 300;
+const HC_INTERVAL: u32 = 60;
+const HC_TIMEOUT: u32 = 20;
+const HC_MAX_FAILURES: u32 = 3;
+
+/// An app as the scheduler keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct App {
+    /// Absolute path, e.g. `/web` or `/prod/web`.
+    pub id: String,
+    pub command: Command,
+    pub instances: u32,
+    pub cpus: f64,
+    pub mem: f64,
+    pub env: BTreeMap<String, String>,
+    pub network: Network,
+    pub ports: Vec<PortSpec>,
+    /// Host networking only: use the ports as given instead of assigning free ones.
+    pub require_ports: bool,
+    pub health_checks: Vec<HealthCheck>,
+    pub constraints: Vec<Constraint>,
+    pub labels: BTreeMap<String, String>,
+    /// RFC 3339 time of the last change that affects how tasks run.
+    pub version: String,
+}
+
+/// What a task runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Command {
+    /// `cmd`: a shell command line, run with `sh -c`.
+    Shell(String),
+    /// `args`: an argument vector, executed directly.
+    Args(Vec<String>),
+}
+
+/// The network a task joins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// The agent's own network namespace.
+    Host,
+    /// An overlay network, by name: the task gets its own namespace and address.
+    Container(String),
+}
+
+/// A port the app declares: `portDefinitions` (host) or `container.portMappings` (overlay).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSpec {
+    /// The port number: the container port on an overlay; the requested host port (0 = any)
+    /// on the host network.
+    pub number: u16,
+    pub protocol: PortProtocol,
+    pub name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `tcp`, `udp` or both (`udp,tcp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortProtocol {
+    Tcp,
+    Udp,
+    Both,
+}
+
+impl PortProtocol {
+    /// The protocol as Marathon and Mesos-DNS spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortProtocol::Tcp => "tcp",
+            PortProtocol::Udp => "udp",
+            PortProtocol::Both => "udp,tcp",
+        }
+    }
+}
+
+/// A health check, run by the agent that runs the task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    pub grace_period_secs: u32,
+    pub interval_secs: u32,
+    pub timeout_secs: u32,
+    /// Consecutive failures after which the task is killed (and replaced); 0 = never.
+    pub max_consecutive_failures: u32,
+}
+
+/// What a health check does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// Connect to the task's port `port_index`.
+    Tcp { port_index: usize },
+    /// `GET path` on the task's port `port_index`; 2xx and 3xx are healthy.
+    Http { port_index: usize, path: String },
+    /// A shell command in the task's network namespace; exit status 0 is healthy.
+    Command { command: String },
+}
+
+/// Why an app definition was refused: every problem, each with the JSON path it is at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub details: Vec<(String, String)>,
+}
+
+impl Invalid {
+    /// Marathon's error body.
+    pub fn to_json(&self) -> Value {
+        let mut by_path: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (path, error) in &self.details {
+            by_path.entry(path).or_default().push(error);
+        }
+        json!({
+            "message": "Object is not valid",
+            "details": by_path
+                .into_iter()
+                .map(|(path, errors)| json!({"path": path, "errors": errors}))
+                .collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the app definition is not valid:")?;
+        for (path, error) in &self.details {
+            write!(f, "\n  {path}: {error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// An app that was accepted, and the fields that were ignored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub app: App,
+    pub ignored: Vec<String>,
+}
+
+/// Collects problems while walking the JSON.
+#[derive(Default)]
+struct Problems(Vec<(String, String)>);
+
+impl Problems {
+    fn add(&mut self, path: &str, error: impl Into<String>) {
+        self.0.push((path.to_owned(), error.into()));
+    }
+}
+
+/// Top-level fields that dcnet reads.
+const KNOWN: &[&str] = &[
+    "id",
+    "cmd",
+    "args",
+    "instances",
+    "cpus",
+    "mem",
+    "env",
+    "networks",
+    "portDefinitions",
+    "ports",
+    "requirePorts",
+    "container",
+    "healthChecks",
+    "constraints",
+    "labels",
+    "version",
+];
+
+/// Validates an app definition. `path_id`, from `PUT /v2/apps/{id}`, supplies or must match
+/// the `id`; `version` is stamped on the result.
+pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Parsed, Invalid> {
+    let mut p = Problems::default();
+    let Some(obj) = value.as_object() else {
+        p.add("/", "expected a JSON object (an app definition)");
+        return Err(Invalid { details: p.0 });
+    };
+    let ignored: Vec<String> = obj
+        .keys()
+        .filter(|k| !KNOWN.contains(&k.as_str()))
+        .cloned()
+        .collect();
+
+    let id = match (obj.get("id"), path_id) {
+        (Some(Value::String(s)), _) => normalize_id(s, &mut p, "/id"),
+        (Some(_), _) => {
+            p.add("/id", "expected a string such as \"/web\"");
+            None
+        }
+        (None, Some(from_path)) => normalize_id(from_path, &mut p, "/id"),
+        (None, None) => {
+            p.add("/id", "is required, e.g. \"/web\"");
+            None
+        }
+    };
+    if let (Some(id), Some(from_path)) = (&id, path_id)
+        && let Some(from_path) = normalize_id(from_path, &mut Problems::default(), "")
+        && *id != from_path
+    {
+        p.add(
+            "/id",
+            format!("{id:?} does not match the app id in the URL ({from_path:?})"),
+        );
+    }
+
+    let command = match (obj.get("cmd"), obj.get("args")) {
+        (Some(_), Some(_)) => {
+            p.add("/cmd", "give either cmd or args, not both");
+            None
+        }
+        (Some(Value::String(s)), None) if !s.trim().is_empty() => Some(Command::Shell(s.clone())),
+        (Some(_), None) => {
+            p.add("/cmd", "expected a non-empty shell command line");
+            None
+        }
+        (None, Some(v)) => match string_list(v) {
+            Some(args) if !args.is_empty() => Some(Command::Args(args)),
+            _ => {
+                p.add("/args", "expected a non-empty array of strings");
+                None
+            }
+        },
+        (None, None) => {
+            p.add("/cmd", "is required: the command the task runs (or args)");
+            None
+        }
+    };
+
+    let instances = match obj.get("instances") {
+        None => 1,
+        Some(v) => match v.as_u64().filter(|n| *n <= 10_000) {
+            Some(n) => n as u32,
+            None => {
+                p.add("/instances", "expected an integer from 0 to 10000");
+                0
+            }
+        },
+    };
+    let cpus = positive(obj.get("cpus"), 1.0, "/cpus", &mut p, false);
+    let mem = positive(obj.get("mem"), 128.0, "/mem", &mut p, true);
+    let env = string_map(obj.get("env"), "/env", &mut p, true);
+    let labels = string_map(obj.get("labels"), "/labels", &mut p, false);
+    let network = parse_networks(obj.get("networks"), &mut p);
+    let container = obj.get("container");
+    if let Some(c) = container {
+        check_container(c, &mut p);
+    }
+    let require_ports = match obj.get("requirePorts") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            p.add("/requirePorts", "expected true or false");
+            false
+        }
+    };
+    let ports_path = match &network {
+        Some(Network::Container(_)) => "/container/portMappings",
+        _ if obj.contains_key("portDefinitions") => "/portDefinitions",
+        _ => "/ports",
+    };
+    let ports = match &network {
+        Some(Network::Container(_)) => {
+            if obj.contains_key("portDefinitions") {
+                p.add(
+                    "/portDefinitions",
+                    "apps on a container network declare ports in container.portMappings",
+                );
+            }
+            let mappings = container.and_then(|c| c.get("portMappings"));
+            parse_ports(mappings, "/container/portMappings", true, &mut p)
+        }
+        _ => {
+            if container.and_then(|c| c.get("portMappings")).is_some() {
+                p.add(
+                    "/container/portMappings",
+                    "portMappings need a container network; on the host network use portDefinitions",
+                );
+            }
+            match (obj.get("portDefinitions"), obj.get("ports")) {
+                (Some(defs), _) => parse_ports(Some(defs), "/portDefinitions", false, &mut p),
+                (None, Some(Value::Array(numbers))) => {
+                    let defs: Vec<Value> = numbers.iter().map(|n| json!({"port": n})).collect();
+                    parse_ports(Some(&Value::Array(defs)), "/ports", false, &mut p)
+                }
+                (None, Some(_)) => {
+                    p.add("/ports", "expected an array of port numbers");
+                    Vec::new()
+                }
+                (None, None) => Vec::new(),
+            }
+        }
+    };
+    check_unique_ports(&ports, ports_path, &network, require_ports, &mut p);
+    let health_checks = parse_health_checks(obj.get("healthChecks"), ports.len(), &mut p);
+    let constraints = match obj.get("constraints") {
+        None => Vec::new(),
+        Some(Value::Array(list)) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                Constraint::parse(c)
+                    .map_err(|e| p.add(&format!("/constraints/{i}"), e))
+                    .ok()
+            })
+            .collect(),
+        Some(_) => {
+            p.add(
+                "/constraints",
+                "expected an array such as [[\"hostname\", \"UNIQUE\"]]",
+            );
+            Vec::new()
+        }
+    };
+
+    if !p.0.is_empty() {
+        return Err(Invalid { details: p.0 });
+    }
+    let (Some(id), Some(command), Some(network)) = (id, command, network) else {
+        // Each None above added a problem.
+        return Err(Invalid {
+            details: vec![("/".into(), "invalid".into())],
+        });
+    };
+    Ok(Parsed {
+        app: App {
+            id,
+            command,
+            instances,
+            cpus,
+            mem,
+            env,
+            network,
+            ports,
+            require_ports,
+            health_checks,
+            constraints,
+            labels,
+            version: version.to_owned(),
+        },
+        ignored,
+    })
+}
+
+/// Normalises an app id to an absolute path, checking Marathon's rules for each segment.
+fn normalize_id(id: &str, p: &mut Problems, path: &str) -> Option<String> {
+    let trimmed = id.trim_matches('/');
+    if trimmed.is_empty() {
+        p.add(
+            path,
+            format!("{id:?} is not an app id: expected e.g. \"/web\""),
+        );
+        return None;
+    }
+    for segment in trimmed.split('/') {
+        let ok = !segment.is_empty()
+            && segment.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+        if !ok {
+            p.add(
+                path,
+                format!(
+                    "{id:?}: path segment {segment:?} must be lowercase letters, digits, '-' and \
+                     '.', not starting or ending with '-' or '.'"
+                ),
+            );
+            return None;
+        }
+    }
+    Some(format!("/{trimmed}"))
+}
+
+/// A positive number with a default; `zero_ok` accepts 0.
+fn positive(v: Option<&Value>, default: f64, path: &str, p: &mut Problems, zero_ok: bool) -> f64 {
+    match v {
+        None => default,
+        Some(v) => match v.as_f64() {
+            Some(n) if n.is_finite() && (n > 0.0 || (zero_ok && n == 0.0)) => n,
+            _ => {
+                let what = if zero_ok { "0 or more" } else { "above 0" };
+                p.add(path, format!("expected a number {what}"));
+                default
+            }
+        },
+    }
+}
+
+fn string_list(v: &Value) -> Option<Vec<String>> {
+    v.as_array()?
+        .iter()
+        .map(|s| s.as_str().map(str::to_owned))
+        .collect()
+}
+
+fn string_map(
+    v: Option<&Value>,
+    path: &str,
+    p: &mut Problems,
+    env_names: bool,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Some(v) = v else { return out };
+    let Some(obj) = v.as_object() else {
+        p.add(path, "expected an object of string values");
+        return out;
+    };
+    for (k, v) in obj {
+        match v {
+            Value::String(s) => {
+                if env_names
+                    && (k.is_empty() || k.contains('=') || k.contains('\0') || s.contains('\0'))
+                {
+                    p.add(
+                        &format!("{path}/{k}"),
+                        "not a valid environment variable (no '=' or NUL, not empty)",
+                    );
+                }
+                out.insert(k.clone(), s.clone());
+            }
+            Value::Object(o) if o.contains_key("secret") => p.add(
+                &format!("{path}/{k}"),
+                "secret references are not supported; give the value as a string",
+            ),
+            _ => p.add(&format!("{path}/{k}"), "expected a string"),
+        }
+    }
+    out
+}
+
+fn parse_networks(v: Option<&Value>, p: &mut Problems) -> Option<Network> {
+    let Some(v) = v else {
+        return Some(Network::Host);
+    };
+    let Some(list) = v.as_array() else {
+        p.add(
+            "/networks",
+            "expected an array such as [{\"mode\": \"container\", \"name\": \"dcos\"}]",
+        );
+        return None;
+    };
+    match list.as_slice() {
+        [] => Some(Network::Host),
+        [one] => {
+            let mode = one.get("mode").and_then(Value::as_str).unwrap_or("host");
+            match mode {
+                "host" => Some(Network::Host),
+                "container" => match one.get("name").and_then(Value::as_str) {
+                    Some(name) if !name.is_empty() => Some(Network::Container(name.to_owned())),
+                    _ => {
+                        p.add(
+                            "/networks/0/name",
+                            "a container network needs the overlay's name, e.g. \"dcos\"",
+                        );
+                        None
+                    }
+                },
+                "container/bridge" => {
+                    p.add(
+                        "/networks/0/mode",
+                        "container/bridge is not supported; use \"container\" with an overlay \
+                         name, or \"host\"",
+                    );
+                    None
+                }
+                other => {
+                    p.add(
+                        "/networks/0/mode",
+                        format!(
+                            "{other:?} is not a network mode: expected \"host\" or \"container\""
+                        ),
+                    );
+                    None
+                }
+            }
+        }
+        _ => {
+            p.add("/networks", "a task joins one network; give exactly one");
+            None
+        }
+    }
+}
+
+fn check_container(c: &Value, p: &mut Problems) {
+    let Some(obj) = c.as_object() else {
+        p.add("/container", "expected an object");
+        return;
+    };
+    match obj.get("type").and_then(Value::as_str) {
+        None | Some("MESOS") => {}
+        Some("DOCKER") => p.add(
+            "/container/type",
+            "DOCKER containers are not supported: dcnet runs cmd as a process in its own \
+             network namespace; use \"MESOS\" or leave container.type out",
+        ),
+        Some(other) => p.add(
+            "/container/type",
+            format!("{other:?} is not a container type: expected \"MESOS\""),
+        ),
+    }
+    if obj.get("docker").is_some_and(|d| d.get("image").is_some()) {
+        p.add(
+            "/container/docker/image",
+            "container images are not supported: dcnet runs cmd as a process",
+        );
+    }
+}
+
+fn parse_ports(v: Option<&Value>, path: &str, container: bool, p: &mut Problems) -> Vec<PortSpec> {
+    let Some(v) = v else { return Vec::new() };
+    let Some(list) = v.as_array() else {
+        p.add(path, "expected an array of port objects");
+        return Vec::new();
+    };
+    let number_key = if container { "containerPort" } else { "port" };
+    let mut out = Vec::new();
+    for (i, entry) in list.iter().enumerate() {
+        let at = format!("{path}/{i}");
+        let Some(obj) = entry.as_object() else {
+            p.add(&at, "expected an object");
+            continue;
+        };
+        let number = match obj.get(number_key) {
+            None => 0,
+            Some(n) => match n.as_u64().and_then(|n| u16::try_from(n).ok()) {
+                Some(n) => n,
+                None => {
+                    p.add(
+                        &format!("{at}/{number_key}"),
+                        "expected a port number from 0 to 65535",
+                    );
+                    continue;
+                }
+            },
+        };
+        if container {
+            if number == 0 {
+                p.add(
+                    &format!("{at}/containerPort"),
+                    "is required on an overlay: the port the task listens on",
+                );
+            }
+            if obj.get("hostPort").and_then(Value::as_u64).unwrap_or(0) != 0 {
+                p.add(
+                    &format!("{at}/hostPort"),
+                    "host port mappings are not supported on an overlay: reach the task at \
+                     its own address or through a VIP label",
+                );
+            }
+        }
+        let protocol = match obj.get("protocol").and_then(Value::as_str) {
+            None | Some("tcp") => PortProtocol::Tcp,
+            Some("udp") => PortProtocol::Udp,
+            Some("udp,tcp") | Some("tcp,udp") => PortProtocol::Both,
+            Some(other) => {
+                p.add(
+                    &format!("{at}/protocol"),
+                    format!("{other:?}: expected \"tcp\", \"udp\" or \"udp,tcp\""),
+                );
+                PortProtocol::Tcp
+            }
+        };
+        let name = match obj.get("name") {
+            None => None,
+            Some(Value::String(s))
+                if !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                Some(s.clone())
+            }
+            Some(_) => {
+                p.add(
+                    &format!("{at}/name"),
+                    "expected a name of letters, digits, '-' and '_'",
+                );
+                None
+            }
+        };
+        let labels = string_map(obj.get("labels"), &format!("{at}/labels"), p, false);
+        out.push(PortSpec {
+            number,
+            protocol,
+            name,
+            labels,
+        });
+    }
+    out
+}
+
+fn check_unique_ports(
+    ports: &[PortSpec],
+    path: &str,
+    network: &Option<Network>,
+    require_ports: bool,
+    p: &mut Problems,
+) {
+    let fixed = matches!(network, Some(Network::Container(_))) || require_ports;
+    let mut seen = BTreeMap::new();
+    for (i, port) in ports.iter().enumerate() {
+        if fixed && port.number != 0 && seen.insert(port.number, i).is_some() {
+            p.add(
+                &format!("{path}/{i}"),
+                format!("port {} is declared twice", port.number),
+            );
+        }
+        if let Some(name) = &port.name
+            && ports[..i].iter().any(|q| q.name.as_ref() == Some(name))
+        {
+            p.add(
+                &format!("{path}/{i}/name"),
+                format!("{name:?} is used twice"),
+            );
+        }
+    }
+}
+
+fn parse_health_checks(v: Option<&Value>, port_count: usize, p: &mut Problems) -> Vec<HealthCheck> {
+    let Some(v) = v else { return Vec::new() };
+    let Some(list) = v.as_array() else {
+        p.add("/healthChecks", "expected an array of health checks");
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, entry) in list.iter().enumerate() {
+        let at = format!("/healthChecks/{i}");
+        let Some(obj) = entry.as_object() else {
+            p.add(&at, "expected an object");
+            continue;
+        };
+        let seconds = |key: &str, default: u32, p: &mut Problems| match obj.get(key) {
+            None => default,
+            Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) => n,
+                None => {
+                    p.add(&format!("{at}/{key}"), "expected a whole number of seconds");
+                    default
+                }
+            },
+        };
+        let grace_period_secs = seconds("gracePeriodSeconds", HC_GRACE, p);
+        let interval_secs = seconds("intervalSeconds", HC_INTERVAL, p).max(1);
+        let timeout_secs = seconds("timeoutSeconds", HC_TIMEOUT, p).max(1);
+        let max_consecutive_failures = seconds("maxConsecutiveFailures", HC_MAX_FAILURES, p);
+        let port_index = match obj.get("portIndex") {
+            None => 0,
+            Some(v) => match v.as_u64() {
+                Some(n) => n as usize,
+                None => {
+                    p.add(
+                        &format!("{at}/portIndex"),
+                        "expected an index into the app's ports",
+                    );
+                    0
+                }
+            },
+        };
+        let protocol = obj
+            .get("protocol")
+            .and_then(Value::as_str)
+            .unwrap_or("HTTP");
+        let needs_port = |p: &mut Problems| {
+            if port_index >= port_count {
+                p.add(
+                    &format!("{at}/portIndex"),
+                    format!("{port_index} is out of range: the app declares {port_count} port(s)"),
+                );
+            }
+        };
+        let kind = match protocol {
+            "TCP" | "MESOS_TCP" => {
+                needs_port(p);
+                CheckKind::Tcp { port_index }
+            }
+            "HTTP" | "MESOS_HTTP" => {
+                needs_port(p);
+                let path = obj.get("path").and_then(Value::as_str).unwrap_or("/");
+                if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_whitespace()) {
+                    p.add(
+                        &format!("{at}/path"),
+                        "expected a URL path such as \"/health\"",
+                    );
+                }
+                CheckKind::Http {
+                    port_index,
+                    path: path.to_owned(),
+                }
+            }
+            "COMMAND" => match obj
+                .get("command")
+                .and_then(|c| c.get("value"))
+                .and_then(Value::as_str)
+            {
+                Some(c) if !c.trim().is_empty() => CheckKind::Command {
+                    command: c.to_owned(),
+                },
+                _ => {
+                    p.add(
+                        &format!("{at}/command"),
+                        "a COMMAND check needs {\"value\": \"<shell command>\"}",
+                    );
+                    continue;
+                }
+            },
+            other => {
+                p.add(
+                    &format!("{at}/protocol"),
+                    format!("{other:?}: expected \"TCP\", \"HTTP\" or \"COMMAND\""),
+                );
+                continue;
+            }
+        };
+        out.push(HealthCheck {
+            kind,
+            grace_period_secs,
+            interval_secs,
+            timeout_secs,
+            max_consecutive_failures,
+        });
+    }
+    out
+}
+
+impl App {
+    /// The Mesos task name Marathon gives this app's tasks: the path's segments reversed and
+    /// joined by dots (`/prod/web` → `web.prod`), which Mesos-DNS turns into names.
+    pub fn task_name(&self) -> String {
+        let segments: Vec<&str> = self.id.trim_matches('/').split('/').rev().collect();
+        segments.join(".")
+    }
+
+    /// Whether `other` runs tasks differently (anything but the instance count changed).
+    pub fn runs_differently(&self, other: &App) -> bool {
+        let strip = |a: &App| App {
+            instances: 0,
+            version: String::new(),
+            ..a.clone()
+        };
+        strip(self) != strip(other)
+    }
+
+    /// The app in Marathon's JSON shape, for `GET /v2/apps`.
+    pub fn to_marathon(&self) -> Value {
+        let mut obj = Map::new();
+        obj.insert("id".into(), json!(self.id));
+        match &self.command {
+            Command::Shell(cmd) => obj.insert("cmd".into(), json!(cmd)),
+            Command::Args(args) => obj.insert("args".into(), json!(args)),
+        };
+        obj.insert("instances".into(), json!(self.instances));
+        obj.insert("cpus".into(), json!(self.cpus));
+        obj.insert("mem".into(), json!(self.mem));
+        obj.insert("env".into(), json!(self.env));
+        obj.insert("labels".into(), json!(self.labels));
+        let port_json = |p: &PortSpec, key: &str| {
+            let mut o = Map::new();
+            o.insert(key.into(), json!(p.number));
+            o.insert("protocol".into(), json!(p.protocol.as_str()));
+            if let Some(n) = &p.name {
+                o.insert("name".into(), json!(n));
+            }
+            o.insert("labels".into(), json!(p.labels));
+            Value::Object(o)
+        };
+        match &self.network {
+            Network::Host => {
+                obj.insert("networks".into(), json!([{"mode": "host"}]));
+                let defs: Vec<Value> = self.ports.iter().map(|p| port_json(p, "port")).collect();
+                obj.insert("portDefinitions".into(), json!(defs));
+                obj.insert("requirePorts".into(), json!(self.require_ports));
+            }
+            Network::Container(name) => {
+                obj.insert(
+                    "networks".into(),
+                    json!([{"mode": "container", "name": name}]),
+                );
+                let maps: Vec<Value> = self
+                    .ports
+                    .iter()
+                    .map(|p| port_json(p, "containerPort"))
+                    .collect();
+                obj.insert(
+                    "container".into(),
+                    json!({"type": "MESOS", "portMappings": maps}),
+                );
+            }
+        }
+        let checks: Vec<Value> = self
+            .health_checks
+            .iter()
+            .map(|h| {
+                let mut o = match &h.kind {
+                    CheckKind::Tcp { port_index } => {
+                        json!({"protocol": "TCP", "portIndex": port_index})
+                    }
+                    CheckKind::Http { port_index, path } => {
+                        json!({"protocol": "HTTP", "portIndex": port_index, "path": path})
+                    }
+                    CheckKind::Command { command } => {
+                        json!({"protocol": "COMMAND", "command": {"value": command}})
+                    }
+                };
+                if let Some(o) = o.as_object_mut() {
+                    o.insert("gracePeriodSeconds".into(), json!(h.grace_period_secs));
+                    o.insert("intervalSeconds".into(), json!(h.interval_secs));
+                    o.insert("timeoutSeconds".into(), json!(h.timeout_secs));
+                    o.insert(
+                        "maxConsecutiveFailures".into(),
+                        json!(h.max_consecutive_failures),
+                    );
+                }
+                o
+            })
+            .collect();
+        obj.insert("healthChecks".into(), json!(checks));
+        let constraints: Vec<Value> = self.constraints.iter().map(Constraint::to_json).collect();
+        obj.insert("constraints".into(), json!(constraints));
+        obj.insert("version".into(), json!(self.version));
+        Value::Object(obj)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(v: Value) -> App {
+        match parse(&v, None, "2026-11-23T00:00:00Z") {
+            Ok(p) => p.app,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn errors(v: Value) -> Vec<(String, String)> {
+        parse(&v, None, "v").expect_err("should be refused").details
+    }
+
+    fn has(errors: &[(String, String)], path: &str, needle: &str) -> bool {
+        errors.iter().any(|(p, e)| p == path && e.contains(needle))
+    }
+
+    #[test]
+    fn the_demo_web_app_parses() {
+        let app = ok(json!({
+            "id": "web",
+            "cmd": "python3 -m http.server 80",
+            "instances": 3,
+            "cpus": 0.1,
+            "mem": 32,
+            "networks": [{"mode": "container", "name": "dcos"}],
+            "container": {"type": "MESOS", "portMappings": [
+                {"containerPort": 80, "name": "http", "labels": {"VIP_0": "/web:80"}}
+            ]},
+            "healthChecks": [{"protocol": "HTTP", "path": "/", "portIndex": 0,
+                              "gracePeriodSeconds": 5, "intervalSeconds": 1}],
+            "constraints": [["@zone", "GROUP_BY", "2"]],
+            "upgradeStrategy": {"minimumHealthCapacity": 1}
+        }));
+        assert_eq!(app.id, "/web");
+        assert_eq!(app.instances, 3);
+        assert_eq!(app.network, Network::Container("dcos".into()));
+        assert_eq!(app.ports[0].number, 80);
+        assert_eq!(app.ports[0].labels["VIP_0"], "/web:80");
+        assert_eq!(app.health_checks[0].timeout_secs, HC_TIMEOUT);
+        assert_eq!(app.health_checks[0].interval_secs, 1);
+        assert_eq!(app.task_name(), "web");
+        let parsed = parse(&app.to_marathon(), None, "v2").unwrap();
+        assert_eq!(
+            parsed.app,
+            App {
+                version: "v2".into(),
+                ..app
+            },
+            "the Marathon shape reads back into the same app"
+        );
+    }
+
+    #[test]
+    fn defaults_follow_marathon() {
+        let app = ok(json!({"id": "/a/b", "cmd": "sleep 1000"}));
+        assert_eq!(
+            (app.instances, app.cpus, app.mem),
+            (1, 1.0, 128.0),
+            "Marathon's defaults"
+        );
+        assert_eq!(app.network, Network::Host);
+        assert_eq!(app.task_name(), "b.a");
+    }
+
+    #[test]
+    fn unknown_fields_are_reported_as_ignored() {
+        let parsed = parse(
+            &json!({"id": "/x", "cmd": "true", "disk": 10, "fetch": []}),
+            None,
+            "v",
+        )
+        .unwrap();
+        assert_eq!(parsed.ignored, vec!["disk", "fetch"]);
+    }
+
+    #[test]
+    fn every_problem_is_named_with_its_path() {
+        let e = errors(json!({
+            "id": "Web_App",
+            "instances": -1,
+            "cpus": 0,
+            "mem": "lots",
+            "env": {"A": 1},
+            "networks": [{"mode": "container"}],
+        }));
+        assert!(has(&e, "/id", "lowercase"), "{e:?}");
+        assert!(has(&e, "/cmd", "required"), "{e:?}");
+        assert!(has(&e, "/instances", "integer"), "{e:?}");
+        assert!(has(&e, "/cpus", "above 0"), "{e:?}");
+        assert!(has(&e, "/mem", "0 or more"), "{e:?}");
+        assert!(has(&e, "/env/A", "string"), "{e:?}");
+        assert!(has(&e, "/networks/0/name", "overlay"), "{e:?}");
+        let body = Invalid { details: e }.to_json();
+        assert_eq!(body["message"], "Object is not valid");
+        assert!(body["details"].as_array().unwrap().len() >= 7);
+    }
+
+    #[test]
+    fn not_an_object_and_wrong_types() {
+        assert!(has(&errors(json!([1, 2])), "/", "JSON object"));
+        assert!(has(&errors(json!({"id": 5, "cmd": "x"})), "/id", "string"));
+        assert!(has(
+            &errors(json!({"id": "/x", "cmd": "x", "args": ["y"]})),
+            "/cmd",
+            "not both"
+        ));
+        assert!(has(
+            &errors(json!({"id": "/x", "args": []})),
+            "/args",
+            "non-empty"
+        ));
+    }
+
+    #[test]
+    fn what_dcnet_cannot_run_is_refused() {
+        let e = errors(json!({
+            "id": "/x", "cmd": "x",
+            "container": {"type": "DOCKER", "docker": {"image": "nginx"}}
+        }));
+        assert!(has(&e, "/container/type", "not supported"), "{e:?}");
+        assert!(has(&e, "/container/docker/image", "not supported"), "{e:?}");
+        let e = errors(json!({
+            "id": "/x", "cmd": "x", "networks": [{"mode": "container", "name": "dcos"}],
+            "container": {"portMappings": [{"containerPort": 80, "hostPort": 8080}]}
+        }));
+        assert!(
+            has(&e, "/container/portMappings/0/hostPort", "not supported"),
+            "{e:?}"
+        );
+        let e = errors(json!({
+            "id": "/x", "cmd": "x", "networks": [{"mode": "container/bridge"}]
+        }));
+        assert!(has(&e, "/networks/0/mode", "not supported"), "{e:?}");
+    }
+
+    #[test]
+    fn ports_and_health_checks_are_checked() {
+        let e = errors(json!({
+            "id": "/x", "cmd": "x",
+            "networks": [{"mode": "container", "name": "dcos"}],
+            "container": {"portMappings": [
+                {"containerPort": 80, "protocol": "sctp"},
+                {"containerPort": 80},
+                {"containerPort": 70000}
+            ]},
+            "healthChecks": [
+                {"protocol": "TCP", "portIndex": 5},
+                {"protocol": "COMMAND"},
+                {"protocol": "GRPC"},
+                {"protocol": "HTTP", "path": "health"}
+            ]
+        }));
+        assert!(
+            has(&e, "/container/portMappings/0/protocol", "sctp"),
+            "{e:?}"
+        );
+        assert!(has(&e, "/container/portMappings/1", "twice"), "{e:?}");
+        assert!(
+            has(&e, "/container/portMappings/2/containerPort", "65535"),
+            "{e:?}"
+        );
+        assert!(
+            has(&e, "/healthChecks/0/portIndex", "out of range"),
+            "{e:?}"
+        );
+        assert!(has(&e, "/healthChecks/1/command", "value"), "{e:?}");
+        assert!(has(&e, "/healthChecks/2/protocol", "GRPC"), "{e:?}");
+        assert!(has(&e, "/healthChecks/3/path", "URL path"), "{e:?}");
+    }
+
+    #[test]
+    fn host_ports_from_port_definitions_or_ports() {
+        let app = ok(json!({"id": "/x", "cmd": "x", "ports": [0, 0]}));
+        assert_eq!(app.ports.len(), 2);
+        let app = ok(json!({"id": "/x", "cmd": "x", "requirePorts": true,
+                            "portDefinitions": [{"port": 8080, "protocol": "udp,tcp", "name": "api"}]}));
+        assert_eq!(app.ports[0].protocol, PortProtocol::Both);
+        assert!(app.require_ports);
+        assert!(has(
+            &errors(json!({"id": "/x", "cmd": "x",
+                           "container": {"portMappings": [{"containerPort": 1}]}})),
+            "/container/portMappings",
+            "container network"
+        ));
+    }
+
+    #[test]
+    fn the_url_id_supplies_or_must_match_the_body() {
+        let app = parse(&json!({"cmd": "x"}), Some("/web"), "v").unwrap().app;
+        assert_eq!(app.id, "/web");
+        let e = parse(&json!({"id": "/other", "cmd": "x"}), Some("web"), "v")
+            .unwrap_err()
+            .details;
+        assert!(has(&e, "/id", "does not match"), "{e:?}");
+    }
+
+    #[test]
+    fn only_running_fields_make_a_new_version() {
+        let a = ok(json!({"id": "/x", "cmd": "x", "instances": 1}));
+        let b = ok(json!({"id": "/x", "cmd": "x", "instances": 5}));
+        let c = ok(json!({"id": "/x", "cmd": "y", "instances": 1}));
+        assert!(!a.runs_differently(&b));
+        assert!(a.runs_differently(&c));
+    }
+}

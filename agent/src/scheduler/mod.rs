@@ -1,0 +1,12 @@
+//! The thin scheduler: Marathon-style apps placed on the cluster's agents.
+//!
+//! Pure logic, tested without root: [`app`] (the app JSON and its validation),
+//! [`constraint`], [`placement`] (which agent gets a task) and [`plan`] (each round's
+//! decisions). [`facts`] is what schedulers publish in gossip and who leads; [`store`] keeps
+//! the apps on disk; [`service`] runs the leader's loop and serves the `/v2` API.
+
+pub mod app;
+pub mod constraint;
+pub mod facts;
+pub mod placement;
+pub mod plan;

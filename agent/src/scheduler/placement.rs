@@ -1,0 +1,313 @@
+//! Where a new task goes: the live agents that have room and satisfy every constraint, then
+//! the one running the fewest of the app's tasks, then the least loaded. Pure and
+//! deterministic: the same inputs always choose the same agent.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::app::{App, Network};
+use super::constraint::{Field, Operator};
+
+/// Host ports handed out to host-network tasks that do not require their own, as Mesos agents
+/// offer them by default.
+pub const HOST_PORT_RANGE: std::ops::Range<u16> = 31000..32000;
+
+/// An agent as placement sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agent {
+    pub id: String,
+    pub hostname: String,
+    pub region: Option<String>,
+    pub zone: Option<String>,
+    pub cpus: f64,
+    pub mem: f64,
+    pub used_cpus: f64,
+    pub used_mem: f64,
+    /// Host ports taken by tasks on this agent.
+    pub used_ports: BTreeSet<u16>,
+}
+
+impl Agent {
+    fn field(&self, field: Field) -> Option<&str> {
+        match field {
+            Field::Hostname => Some(&self.hostname),
+            Field::Region => self.region.as_deref(),
+            Field::Zone => self.zone.as_deref(),
+        }
+    }
+}
+
+/// The chosen agent (index into the slice given) and the host ports the task gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub agent: usize,
+    pub host_ports: Vec<u16>,
+}
+
+/// Why nothing fits: how many agents each reason ruled out, in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unplaceable(pub String);
+
+/// Places one more task of `app`; `running_on` holds the agent id of each of the app's
+/// current tasks.
+pub fn place(app: &App, agents: &[Agent], running_on: &[&str]) -> Result<Placement, Unplaceable> {
+    let count_on = |id: &str| running_on.iter().filter(|r| **r == id).count();
+    let by_id: BTreeMap<&str, &Agent> = agents.iter().map(|a| (a.id.as_str(), a)).collect();
+    // How many of the app's tasks each value of a field has.
+    let counts = |field: Field| {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for id in running_on {
+            if let Some(v) = by_id.get(id).and_then(|a| a.field(field)) {
+                *counts.entry(v).or_default() += 1;
+            }
+        }
+        counts
+    };
+
+    let mut rejected: BTreeMap<String, usize> = BTreeMap::new();
+    let mut reject = |why: String| *rejected.entry(why).or_default() += 1;
+    let mut fits: Vec<(usize, Vec<u16>)> = Vec::new();
+    'agents: for (i, agent) in agents.iter().enumerate() {
+        if agent.cpus - agent.used_cpus + 1e-9 < app.cpus {
+            reject(format!("too few free cpus (the app needs {})", app.cpus));
+            continue;
+        }
+        if agent.mem - agent.used_mem + 1e-9 < app.mem {
+            reject(format!(
+                "too little free mem (the app needs {} MB)",
+                app.mem
+            ));
+            continue;
+        }
+        for c in &app.constraints {
+            let value = agent.field(c.field);
+            let ok = match (&c.operator, value) {
+                (_, None) => false,
+                (Operator::Unique, Some(v)) => !counts(c.field).contains_key(v),
+                (Operator::Cluster(Some(want)), Some(v)) => v == want,
+                (Operator::Cluster(None), Some(v)) => {
+                    let c = counts(c.field);
+                    c.is_empty() || c.contains_key(v)
+                }
+                (Operator::Is(want), Some(v)) => v == want,
+                (Operator::MaxPer(n), Some(v)) => {
+                    counts(c.field).get(v).copied().unwrap_or(0) < *n as usize
+                }
+                // Spreading is decided among the agents that pass everything else, below.
+                (Operator::GroupBy(_), Some(_)) => true,
+            };
+            if !ok {
+                reject(format!("constraint {c}"));
+                continue 'agents;
+            }
+        }
+        match host_ports(app, agent) {
+            Some(ports) => fits.push((i, ports)),
+            None => reject("its host ports are taken".to_owned()),
+        }
+    }
+
+    // GROUP_BY: only the values with the fewest tasks among those that can still take one.
+    for c in &app.constraints {
+        if let Operator::GroupBy(_) = c.operator {
+            let counts = counts(c.field);
+            let load = |i: usize| {
+                agents[i]
+                    .field(c.field)
+                    .map_or(usize::MAX, |v| counts.get(v).copied().unwrap_or(0))
+            };
+            if let Some(min) = fits.iter().map(|(i, _)| load(*i)).min() {
+                fits.retain(|(i, _)| load(*i) == min);
+            }
+        }
+    }
+
+    let best = fits.into_iter().min_by(|(a, _), (b, _)| {
+        let (a, b) = (&agents[*a], &agents[*b]);
+        let load = |x: &Agent| (x.used_cpus + app.cpus) / x.cpus.max(1e-9);
+        count_on(&a.id)
+            .cmp(&count_on(&b.id))
+            .then(load(a).total_cmp(&load(b)))
+            .then(a.hostname.cmp(&b.hostname))
+            .then(a.id.cmp(&b.id))
+    });
+    match best {
+        Some((agent, host_ports)) => Ok(Placement { agent, host_ports }),
+        None if agents.is_empty() => Err(Unplaceable("no live agent".into())),
+        None => {
+            let reasons: Vec<String> = rejected
+                .into_iter()
+                .map(|(why, n)| format!("{n} agent(s): {why}"))
+                .collect();
+            Err(Unplaceable(format!(
+                "no agent can take a task of {}: {}",
+                app.id,
+                if reasons.is_empty() {
+                    "the spread constraints leave none".to_owned()
+                } else {
+                    reasons.join("; ")
+                }
+            )))
+        }
+    }
+}
+
+/// The host ports a task of `app` gets on `agent`, or `None` if they are not free.
+fn host_ports(app: &App, agent: &Agent) -> Option<Vec<u16>> {
+    if !matches!(app.network, Network::Host) {
+        return Some(Vec::new());
+    }
+    let mut taken = agent.used_ports.clone();
+    let mut out = Vec::with_capacity(app.ports.len());
+    for port in &app.ports {
+        let chosen = if app.require_ports && port.number != 0 {
+            (!taken.contains(&port.number)).then_some(port.number)?
+        } else {
+            HOST_PORT_RANGE.clone().find(|p| !taken.contains(p))?
+        };
+        taken.insert(chosen);
+        out.push(chosen);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::scheduler::app::parse;
+
+    fn app(extra: serde_json::Value) -> App {
+        let mut v = json!({"id": "/web", "cmd": "x", "cpus": 1, "mem": 100});
+        for (k, val) in extra.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        parse(&v, None, "v").unwrap().app
+    }
+
+    fn agent(id: &str, zone: &str) -> Agent {
+        Agent {
+            id: id.into(),
+            hostname: format!("host-{id}"),
+            region: Some("r1".into()),
+            zone: Some(zone.into()),
+            cpus: 4.0,
+            mem: 1000.0,
+            used_cpus: 0.0,
+            used_mem: 0.0,
+            used_ports: BTreeSet::new(),
+        }
+    }
+
+    /// Places `n` tasks one after another, as the scheduler does, and returns their agents.
+    fn place_n(app: &App, agents: &mut [Agent], n: usize) -> Result<Vec<String>, Unplaceable> {
+        let mut on: Vec<String> = Vec::new();
+        for _ in 0..n {
+            let refs: Vec<&str> = on.iter().map(String::as_str).collect();
+            let p = place(app, agents, &refs)?;
+            agents[p.agent].used_cpus += app.cpus;
+            agents[p.agent].used_mem += app.mem;
+            agents[p.agent].used_ports.extend(p.host_ports);
+            on.push(agents[p.agent].id.clone());
+        }
+        Ok(on)
+    }
+
+    #[test]
+    fn spreads_over_agents_by_default() {
+        let mut agents = vec![agent("a", "z1"), agent("b", "z1"), agent("c", "z2")];
+        let on = place_n(&app(json!({})), &mut agents, 3).unwrap();
+        let distinct: BTreeSet<_> = on.iter().collect();
+        assert_eq!(distinct.len(), 3, "{on:?}");
+    }
+
+    #[test]
+    fn hostname_unique_stops_at_one_per_agent() {
+        let a = app(json!({"constraints": [["hostname", "UNIQUE"]]}));
+        let mut agents = vec![agent("a", "z1"), agent("b", "z2")];
+        assert_eq!(place_n(&a, &mut agents, 2).unwrap().len(), 2);
+        let err = place_n(&a, &mut agents, 3).unwrap_err();
+        assert!(
+            err.0
+                .contains("2 agent(s): constraint [\"hostname\",\"UNIQUE\"]"),
+            "{}",
+            err.0
+        );
+    }
+
+    #[test]
+    fn hostname_cluster_pins_to_one_agent() {
+        let a = app(json!({"constraints": [["hostname", "CLUSTER", "host-b"]]}));
+        let mut agents = vec![agent("a", "z1"), agent("b", "z2"), agent("c", "z2")];
+        assert_eq!(place_n(&a, &mut agents, 3).unwrap(), vec!["b", "b", "b"]);
+        let a = app(json!({"constraints": [["hostname", "CLUSTER"]]}));
+        let mut agents = vec![agent("a", "z1"), agent("b", "z2")];
+        let on = place_n(&a, &mut agents, 3).unwrap();
+        assert!(on.iter().all(|x| *x == on[0]), "{on:?}");
+    }
+
+    #[test]
+    fn region_is_filters() {
+        let a = app(json!({"constraints": [["@region", "IS", "r2"]]}));
+        let mut agents = vec![agent("a", "z1"), agent("b", "z2")];
+        agents[1].region = Some("r2".into());
+        assert_eq!(place_n(&a, &mut agents, 2).unwrap(), vec!["b", "b"]);
+        agents[1].region = None;
+        assert!(place_n(&a, &mut agents, 1).is_err(), "no region, no match");
+    }
+
+    #[test]
+    fn zone_group_by_balances_zones_not_agents() {
+        // Three agents in z1, one in z2: four tasks must split 2/2 between the zones.
+        let a = app(json!({"constraints": [["@zone", "GROUP_BY", "2"]]}));
+        let mut agents = vec![
+            agent("a", "z1"),
+            agent("b", "z1"),
+            agent("c", "z1"),
+            agent("d", "z2"),
+        ];
+        let on = place_n(&a, &mut agents, 4).unwrap();
+        let in_z2 = on.iter().filter(|x| *x == "d").count();
+        assert_eq!(in_z2, 2, "{on:?}");
+    }
+
+    #[test]
+    fn zone_unique_and_max_per() {
+        let a = app(json!({"constraints": [["@zone", "UNIQUE"]]}));
+        let mut agents = vec![agent("a", "z1"), agent("b", "z1"), agent("c", "z2")];
+        assert_eq!(place_n(&a, &mut agents.clone(), 2).unwrap().len(), 2);
+        assert!(place_n(&a, &mut agents, 3).is_err());
+        let a = app(json!({"constraints": [["@zone", "MAX_PER", "2"]]}));
+        let mut agents = vec![agent("a", "z1"), agent("b", "z1"), agent("c", "z2")];
+        assert_eq!(place_n(&a, &mut agents.clone(), 4).unwrap().len(), 4);
+        assert!(place_n(&a, &mut agents, 5).is_err());
+    }
+
+    #[test]
+    fn resources_are_respected_and_named() {
+        let a = app(json!({"cpus": 3}));
+        let mut agents = vec![agent("a", "z1")];
+        assert!(place_n(&a, &mut agents, 1).is_ok());
+        let err = place_n(&a, &mut agents, 1).unwrap_err();
+        assert!(err.0.contains("too few free cpus"), "{}", err.0);
+        let err = place(&a, &[], &[]).unwrap_err();
+        assert_eq!(err.0, "no live agent");
+    }
+
+    #[test]
+    fn host_ports_are_assigned_or_required() {
+        let a = app(json!({"portDefinitions": [{"port": 0}, {"port": 0}]}));
+        let mut agents = vec![agent("a", "z1")];
+        let p = place(&a, &agents, &[]).unwrap();
+        assert_eq!(p.host_ports, vec![31000, 31001]);
+        agents[0].used_ports.insert(31000);
+        assert_eq!(
+            place(&a, &agents, &[]).unwrap().host_ports,
+            vec![31001, 31002]
+        );
+        let fixed = app(json!({"requirePorts": true, "portDefinitions": [{"port": 8080}]}));
+        agents[0].used_ports.insert(8080);
+        let err = place(&fixed, &agents, &[]).unwrap_err();
+        assert!(err.0.contains("host ports are taken"), "{}", err.0);
+    }
+}

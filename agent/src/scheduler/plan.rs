@@ -1,0 +1,497 @@
+//! The scheduler's decisions, as a pure function of its apps, its assignments and what the
+//! agents report: drop tasks that ended, were lost with their agent or never started; kill
+//! extras and tasks of an older app version; place what is missing, with a backoff for apps
+//! whose tasks keep ending.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::app::App;
+use super::facts::Assignment;
+use super::placement::{self, Agent};
+use crate::launcher::facts::{TaskState, TaskStatus};
+
+/// How long an assignment may go without a status from its agent before it is given up.
+pub const LAUNCH_TIMEOUT_MS: u64 = 60_000;
+/// First restart delay of an app whose task ended; doubles per failure up to the maximum.
+pub const BACKOFF_START_MS: u64 = 1_000;
+pub const BACKOFF_MAX_MS: u64 = 60_000;
+/// A task that has run this long clears its app's backoff.
+pub const BACKOFF_RESET_MS: u64 = 30_000;
+
+/// An assignment and when it was made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracked {
+    pub assignment: Assignment,
+    pub created_ms: u64,
+}
+
+/// Restart backoff of one app.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Backoff {
+    pub failures: u32,
+    pub not_before_ms: u64,
+}
+
+/// What the leader keeps between rounds.
+#[derive(Debug, Clone, Default)]
+pub struct SchedState {
+    pub tasks: BTreeMap<String, Tracked>,
+    pub backoff: BTreeMap<String, Backoff>,
+    /// Apps that could not be placed, with why (shown by the API).
+    pub waiting: BTreeMap<String, String>,
+}
+
+/// What the agents report.
+pub struct World<'a> {
+    pub apps: &'a BTreeMap<String, App>,
+    /// Live agents that run tasks, with their capacity (usage is computed here).
+    pub agents: Vec<Agent>,
+    /// Nodes that are up (an assignment to any other node is lost).
+    pub up: BTreeSet<String>,
+    /// Every task status published by a live node: task id → (node id, status).
+    pub statuses: BTreeMap<String, (String, TaskStatus)>,
+    pub now_ms: u64,
+}
+
+/// One decision, for the log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Launched { task_id: String, node_id: String },
+    Dropped { task_id: String, reason: String },
+}
+
+/// The tasks a new leader takes over: every live, unfinished task of an app it knows, at the
+/// app's current version. Others are left out, so their agents stop them.
+pub fn adopt(apps: &BTreeMap<String, App>, world: &World<'_>) -> BTreeMap<String, Tracked> {
+    world
+        .statuses
+        .iter()
+        .filter(|(_, (_, s))| !s.state.is_terminal() && s.state != TaskState::TaskKilling)
+        .filter_map(|(id, (node, s))| {
+            let app = apps.get(&s.app_id).filter(|a| a.version == s.version)?;
+            Some((
+                id.clone(),
+                Tracked {
+                    assignment: Assignment {
+                        task_id: id.clone(),
+                        node_id: node.clone(),
+                        app: app.clone(),
+                        host_ports: s.host_ports.clone(),
+                    },
+                    created_ms: s.staged_ms,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// One round. `new_id` names a new task of an app.
+pub fn reconcile(
+    state: &mut SchedState,
+    world: &World<'_>,
+    new_id: &mut dyn FnMut(&App) -> String,
+) -> Vec<Change> {
+    let mut changes = Vec::new();
+    let now = world.now_ms;
+
+    // 1. Drop what is over, lost or no longer wanted as it is.
+    let mut dropped = Vec::new();
+    for (id, t) in &state.tasks {
+        let a = &t.assignment;
+        let status = world
+            .statuses
+            .get(id)
+            .filter(|(node, _)| *node == a.node_id)
+            .map(|(_, s)| s);
+        let reason = match (world.apps.get(&a.app.id), status) {
+            _ if !world.up.contains(&a.node_id) => Some("its agent is down".to_owned()),
+            (None, _) => Some("its app was removed".to_owned()),
+            (Some(app), _) if app.version != a.app.version => {
+                Some(format!("its app changed (version {})", app.version))
+            }
+            (_, Some(s)) if s.state.is_terminal() => {
+                let backoff = state.backoff.entry(a.app.id.clone()).or_default();
+                backoff.failures += 1;
+                let delay = BACKOFF_START_MS
+                    .saturating_mul(1 << (backoff.failures - 1).min(16))
+                    .min(BACKOFF_MAX_MS);
+                backoff.not_before_ms = now + delay;
+                Some(format!(
+                    "it ended: {}{}",
+                    s.state.as_str(),
+                    s.message
+                        .as_deref()
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default()
+                ))
+            }
+            (_, None) if now.saturating_sub(t.created_ms) > LAUNCH_TIMEOUT_MS => {
+                Some("its agent never reported it".to_owned())
+            }
+            (_, Some(s)) => {
+                if s.state == TaskState::TaskRunning
+                    && s.healthy != Some(false)
+                    && s.started_ms
+                        .is_some_and(|t| now.saturating_sub(t) >= BACKOFF_RESET_MS)
+                {
+                    state.backoff.remove(&a.app.id);
+                }
+                None
+            }
+            (_, None) => None,
+        };
+        if let Some(reason) = reason {
+            dropped.push((id.clone(), reason));
+        }
+    }
+    for (task_id, reason) in dropped {
+        state.tasks.remove(&task_id);
+        changes.push(Change::Dropped { task_id, reason });
+    }
+    state.backoff.retain(|app, _| world.apps.contains_key(app));
+
+    // 2. Scale each app to its instance count.
+    let mut agents = world.agents.clone();
+    for t in state.tasks.values() {
+        if let Some(agent) = agents.iter_mut().find(|g| g.id == t.assignment.node_id) {
+            agent.used_cpus += t.assignment.app.cpus;
+            agent.used_mem += t.assignment.app.mem;
+            agent.used_ports.extend(&t.assignment.host_ports);
+        }
+    }
+    state.waiting.clear();
+    for app in world.apps.values() {
+        let mut mine: Vec<(&String, &Tracked)> = state
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.assignment.app.id == app.id)
+            .collect();
+        let want = app.instances as usize;
+        if mine.len() > want {
+            // Keep the running and healthy, and among those the oldest.
+            let rank = |id: &str, t: &Tracked| {
+                let s = world.statuses.get(id).map(|(_, s)| s);
+                let running = s.is_some_and(|s| s.state == TaskState::TaskRunning);
+                let healthy = s.is_some_and(|s| s.healthy != Some(false));
+                (!running, !healthy, std::cmp::Reverse(t.created_ms))
+            };
+            mine.sort_by(|(a, ta), (b, tb)| rank(a, ta).cmp(&rank(b, tb)));
+            let extra: Vec<String> = mine[want..].iter().map(|(id, _)| (*id).clone()).collect();
+            for task_id in extra {
+                if let Some(t) = state.tasks.remove(&task_id)
+                    && let Some(agent) = agents.iter_mut().find(|g| g.id == t.assignment.node_id)
+                {
+                    agent.used_cpus -= t.assignment.app.cpus;
+                    agent.used_mem -= t.assignment.app.mem;
+                    for p in &t.assignment.host_ports {
+                        agent.used_ports.remove(p);
+                    }
+                }
+                changes.push(Change::Dropped {
+                    task_id,
+                    reason: format!("{} scaled to {want}", app.id),
+                });
+            }
+            continue;
+        }
+        if mine.len() == want {
+            continue;
+        }
+        if let Some(b) = state.backoff.get(&app.id)
+            && now < b.not_before_ms
+        {
+            state.waiting.insert(
+                app.id.clone(),
+                format!(
+                    "restart backoff after {} failure(s): next launch in {:.1} s",
+                    b.failures,
+                    (b.not_before_ms - now) as f64 / 1000.0
+                ),
+            );
+            continue;
+        }
+        let mut running_on: Vec<String> = mine
+            .iter()
+            .map(|(_, t)| t.assignment.node_id.clone())
+            .collect();
+        for _ in mine.len()..want {
+            let refs: Vec<&str> = running_on.iter().map(String::as_str).collect();
+            match placement::place(app, &agents, &refs) {
+                Ok(p) => {
+                    let agent = &mut agents[p.agent];
+                    agent.used_cpus += app.cpus;
+                    agent.used_mem += app.mem;
+                    agent.used_ports.extend(&p.host_ports);
+                    let task_id = new_id(app);
+                    state.tasks.insert(
+                        task_id.clone(),
+                        Tracked {
+                            assignment: Assignment {
+                                task_id: task_id.clone(),
+                                node_id: agent.id.clone(),
+                                app: app.clone(),
+                                host_ports: p.host_ports,
+                            },
+                            created_ms: now,
+                        },
+                    );
+                    running_on.push(agent.id.clone());
+                    changes.push(Change::Launched {
+                        task_id,
+                        node_id: agent.id.clone(),
+                    });
+                }
+                Err(e) => {
+                    state.waiting.insert(app.id.clone(), e.0);
+                    break;
+                }
+            }
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::scheduler::app::{Network, parse};
+
+    fn app(id: &str, instances: u32, version: &str) -> App {
+        parse(
+            &json!({"id": id, "cmd": "x", "instances": instances, "cpus": 1, "mem": 10}),
+            None,
+            version,
+        )
+        .unwrap()
+        .app
+    }
+
+    fn agent(id: &str) -> Agent {
+        Agent {
+            id: id.into(),
+            hostname: id.into(),
+            region: None,
+            zone: None,
+            cpus: 2.0,
+            mem: 100.0,
+            used_cpus: 0.0,
+            used_mem: 0.0,
+            used_ports: BTreeSet::new(),
+        }
+    }
+
+    fn status(t: &Tracked, state: TaskState) -> (String, TaskStatus) {
+        let a = &t.assignment;
+        (
+            a.node_id.clone(),
+            TaskStatus {
+                task_id: a.task_id.clone(),
+                app_id: a.app.id.clone(),
+                version: a.app.version.clone(),
+                state,
+                healthy: None,
+                ip: None,
+                network: Network::Host,
+                ports: vec![],
+                host_ports: a.host_ports.clone(),
+                cpus: a.app.cpus,
+                mem: a.app.mem,
+                staged_ms: t.created_ms,
+                started_ms: Some(t.created_ms),
+                message: Some("exit status 1".into()),
+            },
+        )
+    }
+
+    struct Sim {
+        apps: BTreeMap<String, App>,
+        agents: Vec<Agent>,
+        up: BTreeSet<String>,
+        statuses: BTreeMap<String, (String, TaskStatus)>,
+        state: SchedState,
+        now: u64,
+        next: u32,
+    }
+
+    impl Sim {
+        fn new(apps: &[App], agents: &[&str]) -> Self {
+            Self {
+                apps: apps.iter().map(|a| (a.id.clone(), a.clone())).collect(),
+                agents: agents.iter().map(|a| agent(a)).collect(),
+                up: agents.iter().map(|a| (*a).to_owned()).collect(),
+                statuses: BTreeMap::new(),
+                state: SchedState::default(),
+                now: 1_000_000,
+                next: 0,
+            }
+        }
+
+        fn round(&mut self) -> Vec<Change> {
+            let world = World {
+                apps: &self.apps,
+                agents: self
+                    .agents
+                    .iter()
+                    .filter(|a| self.up.contains(&a.id))
+                    .cloned()
+                    .collect(),
+                up: self.up.clone(),
+                statuses: self.statuses.clone(),
+                now_ms: self.now,
+            };
+            let next = &mut self.next;
+            let mut new_id = |a: &App| {
+                *next += 1;
+                format!("{}.{next}", a.id.trim_start_matches('/'))
+            };
+            reconcile(&mut self.state, &world, &mut new_id)
+        }
+
+        /// Every assigned task reports `state`.
+        fn report(&mut self, state: TaskState) {
+            for (id, t) in &self.state.tasks {
+                self.statuses.insert(id.clone(), status(t, state));
+            }
+        }
+
+        fn on(&self, node: &str) -> usize {
+            self.state
+                .tasks
+                .values()
+                .filter(|t| t.assignment.node_id == node)
+                .count()
+        }
+    }
+
+    #[test]
+    fn places_scales_up_and_down() {
+        let mut sim = Sim::new(&[app("/web", 3, "v1")], &["a", "b"]);
+        assert_eq!(sim.round().len(), 3);
+        assert_eq!((sim.on("a"), sim.on("b")), (2, 1));
+        sim.report(TaskState::TaskRunning);
+        assert!(sim.round().is_empty(), "stable once placed");
+
+        sim.apps.get_mut("/web").unwrap().instances = 4;
+        assert_eq!(sim.round().len(), 1);
+        assert_eq!(sim.state.tasks.len(), 4);
+        // Two cpus per agent: a fifth task has nowhere to go, and the app says why.
+        sim.apps.get_mut("/web").unwrap().instances = 5;
+        assert!(sim.round().is_empty());
+        assert!(sim.state.waiting["/web"].contains("too few free cpus"));
+
+        sim.apps.get_mut("/web").unwrap().instances = 1;
+        let dropped = sim.round();
+        assert_eq!(dropped.len(), 3);
+        assert!(
+            matches!(&dropped[0], Change::Dropped { reason, .. } if reason.contains("scaled to 1"))
+        );
+        // The one kept is a running one, not the newest (which never reported).
+        let kept = sim.state.tasks.keys().next().unwrap().clone();
+        assert_eq!(sim.statuses[&kept].1.state, TaskState::TaskRunning);
+    }
+
+    #[test]
+    fn tasks_of_a_dead_agent_are_placed_again() {
+        let mut sim = Sim::new(&[app("/web", 2, "v1")], &["a", "b"]);
+        sim.round();
+        sim.report(TaskState::TaskRunning);
+        sim.up.remove("b");
+        sim.statuses.retain(|_, (node, _)| node != "b");
+        let changes = sim.round();
+        assert!(
+            changes.iter().any(
+                |c| matches!(c, Change::Dropped { reason, .. } if reason == "its agent is down")
+            )
+        );
+        assert_eq!(sim.on("a"), 2);
+        assert_eq!(sim.on("b"), 0);
+    }
+
+    #[test]
+    fn ended_tasks_restart_with_a_growing_backoff() {
+        let mut sim = Sim::new(&[app("/crash", 1, "v1")], &["a"]);
+        sim.round();
+        sim.report(TaskState::TaskFailed);
+        let changes = sim.round();
+        assert!(
+            matches!(&changes[0], Change::Dropped { reason, .. } if reason.contains("TASK_FAILED (exit status 1)"))
+        );
+        assert!(sim.state.tasks.is_empty(), "no relaunch inside the backoff");
+        assert!(sim.state.waiting["/crash"].contains("backoff"));
+        sim.now += BACKOFF_START_MS;
+        assert_eq!(sim.round().len(), 1, "relaunched after 1 s");
+        sim.report(TaskState::TaskFailed);
+        sim.round();
+        assert_eq!(sim.state.backoff["/crash"].failures, 2);
+        sim.now += BACKOFF_START_MS;
+        assert!(sim.round().is_empty(), "the second wait is 2 s");
+        sim.now += BACKOFF_START_MS;
+        assert_eq!(sim.round().len(), 1);
+        // Running long enough clears the backoff.
+        sim.report(TaskState::TaskRunning);
+        sim.now += BACKOFF_RESET_MS + 1;
+        sim.round();
+        assert!(!sim.state.backoff.contains_key("/crash"));
+    }
+
+    #[test]
+    fn a_new_version_replaces_tasks_and_removal_drops_them() {
+        let mut sim = Sim::new(&[app("/web", 2, "v1")], &["a", "b"]);
+        sim.round();
+        sim.report(TaskState::TaskRunning);
+        sim.apps.insert("/web".into(), app("/web", 2, "v2"));
+        let changes = sim.round();
+        assert_eq!(changes.len(), 4, "two dropped, two launched: {changes:?}");
+        assert!(
+            sim.state
+                .tasks
+                .values()
+                .all(|t| t.assignment.app.version == "v2")
+        );
+        sim.apps.clear();
+        assert_eq!(sim.round().len(), 2);
+        assert!(sim.state.tasks.is_empty());
+    }
+
+    #[test]
+    fn unreported_assignments_time_out() {
+        let mut sim = Sim::new(&[app("/web", 1, "v1")], &["a"]);
+        sim.round();
+        sim.now += LAUNCH_TIMEOUT_MS + 1;
+        let changes = sim.round();
+        assert!(
+            matches!(&changes[0], Change::Dropped { reason, .. } if reason.contains("never reported"))
+        );
+        assert_eq!(sim.state.tasks.len(), 1, "and placed again");
+    }
+
+    #[test]
+    fn a_new_leader_adopts_running_tasks_of_known_versions() {
+        let mut sim = Sim::new(&[app("/web", 2, "v1")], &["a", "b"]);
+        sim.round();
+        sim.report(TaskState::TaskRunning);
+        let before: BTreeSet<String> = sim.state.tasks.keys().cloned().collect();
+        // A stray task of an app the new leader does not know.
+        let mut stray = sim.statuses.values().next().unwrap().clone();
+        stray.1.task_id = "gone.1".into();
+        stray.1.app_id = "/gone".into();
+        sim.statuses.insert("gone.1".into(), stray);
+        let world = World {
+            apps: &sim.apps,
+            agents: sim.agents.clone(),
+            up: sim.up.clone(),
+            statuses: sim.statuses.clone(),
+            now_ms: sim.now,
+        };
+        let adopted = adopt(&sim.apps, &world);
+        let ids: BTreeSet<String> = adopted.keys().cloned().collect();
+        assert_eq!(ids, before);
+        sim.state = SchedState {
+            tasks: adopted,
+            ..SchedState::default()
+        };
+        assert!(sim.round().is_empty(), "nothing to do after adoption");
+    }
+}
