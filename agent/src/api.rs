@@ -10,6 +10,9 @@
 //!   attachment, used by `dcnet-cni` and the task launcher. Errors are `{"error": "..."}`.
 //! - `GET /v1/vips`: the VIPs this node's load balancer has, with backends, weights, states and
 //!   new-connection counts ([`crate::lb::VipStatus`] rows).
+//! - `GET /v1/tasks`: every launched task as its agent reports it ([`TaskRow`] rows), from
+//!   gossip, so it answers with no scheduler running.
+//! - `/v2/...`: Marathon's API, forwarded to the leading scheduler wherever it runs.
 //! - `GET /metrics`: Prometheus text format.
 
 use std::collections::BTreeMap;
@@ -58,6 +61,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/overlay/detach", post(overlay_detach))
         .route("/v1/overlay/check", post(overlay_check))
         .route("/v1/vips", get(vips))
+        .route("/v1/tasks", get(tasks))
+        .route("/v2/{*rest}", axum::routing::any(forward_v2))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -271,6 +276,110 @@ fn check_key(key: &str) -> Result<(), Rejection> {
                 "invalid key {key:?}: use 1 to {MAX_KV_KEY_LEN} characters of letters, digits, `-`, `.` and `_`\n"
             ),
         ))
+    }
+}
+
+/// One launched task, as `GET /v1/tasks` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct TaskRow {
+    pub node: String,
+    pub node_id: String,
+    #[serde(flatten)]
+    pub status: crate::launcher::facts::TaskStatus,
+}
+
+async fn tasks(State(s): State<ApiState>) -> axum::Json<Vec<TaskRow>> {
+    let view = s.gossip.view();
+    let mut rows = Vec::new();
+    for node in view.nodes.values() {
+        let name = node
+            .get(node::NODE_INFO_KEY)
+            .and_then(|j| serde_json::from_str::<node::NodeInfo>(j).ok())
+            .map_or_else(|| node.id.clone(), |i| i.name);
+        for status in crate::launcher::facts::statuses(node) {
+            rows.push(TaskRow {
+                node: name.clone(),
+                node_id: node.id.clone(),
+                status,
+            });
+        }
+    }
+    rows.sort_by(|a, b| {
+        (&a.status.app_id, &a.node, &a.status.task_id).cmp(&(
+            &b.status.app_id,
+            &b.node,
+            &b.status.task_id,
+        ))
+    });
+    axum::Json(rows)
+}
+
+/// Forwards a Marathon API call to the leading scheduler, and its answer back.
+async fn forward_v2(
+    State(s): State<ApiState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(leader) = crate::scheduler::facts::leader(&s.gossip.view()).map(|l| l.api.to_owned())
+    else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"message": "no scheduler is running: start an agent with the master role (its [scheduler] is on by default) and retry"})),
+        )
+            .into_response();
+    };
+    let path = uri
+        .path_and_query()
+        .map_or("/v2", |p| p.as_str())
+        .to_owned();
+    let url = format!("{leader}{path}");
+    let forwarded = tokio::task::spawn_blocking(move || -> Result<(u16, Vec<u8>), String> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(std::time::Duration::from_secs(10)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let response = match method.as_str() {
+            "GET" => agent.get(&url).call(),
+            "DELETE" => agent.delete(&url).call(),
+            "POST" => agent
+                .post(&url)
+                .content_type("application/json")
+                .send(&body[..]),
+            "PUT" => agent
+                .put(&url)
+                .content_type("application/json")
+                .send(&body[..]),
+            other => return Err(format!("method {other} is not part of the API")),
+        };
+        let mut response =
+            response.map_err(|e| format!("the scheduler at {url} did not answer: {e}"))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_vec()
+            .map_err(|e| format!("reading the scheduler's answer: {e}"))?;
+        Ok((status, body))
+    })
+    .await;
+    match forwarded {
+        Ok(Ok((status, body))) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Ok(Err(e)) => (
+            StatusCode::BAD_GATEWAY,
+            axum::Json(serde_json::json!({"message": e})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({"message": e.to_string()})),
+        )
+            .into_response(),
     }
 }
 

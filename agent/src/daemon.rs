@@ -14,10 +14,12 @@ use crate::config::AgentConfig;
 use crate::dns::DnsService;
 use crate::gossip::{AuthenticatedUdp, Gossip, MembershipMetrics, TransportMetrics};
 use crate::identity::NodeIdentity;
+use crate::launcher::LauncherService;
 use crate::lb::LbService;
 use crate::lb::service::NamedVips;
 use crate::node::{NODE_INFO_KEY, NodeInfo};
 use crate::overlay::OverlayService;
+use crate::scheduler::SchedulerService;
 use crate::state::StateDir;
 
 /// Runs the agent until `shutdown` completes, then leaves the cluster and returns.
@@ -108,6 +110,31 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         None
     };
 
+    let scheduler = if config.scheduler.enabled {
+        Some(
+            SchedulerService::start(
+                &config.scheduler,
+                gossip.clone(),
+                state.clone(),
+                config.gossip.interval,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let launcher = if config.launcher.enabled {
+        Some(LauncherService::start(
+            config.launcher.clone(),
+            gossip.clone(),
+            overlay.clone(),
+            config.state_dir.join("tasks"),
+            config.address,
+        )?)
+    } else {
+        None
+    };
+
     let (stop_api, api_stopped) = oneshot::channel::<()>();
     let api_state = ApiState {
         gossip: gossip.clone(),
@@ -123,6 +150,13 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
 
     shutdown.await;
     info!("shutting down");
+    // The control plane first; tasks keep running for the next start to adopt.
+    if let Some(scheduler) = scheduler {
+        scheduler.shutdown().await;
+    }
+    if let Some(launcher) = launcher {
+        launcher.shutdown().await;
+    }
     if let Some(dns) = dns {
         dns.shutdown().await;
     }

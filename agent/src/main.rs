@@ -30,6 +30,53 @@ enum Command {
     Vips(ClientArgs),
     /// DNS: a drop-in Mesos-DNS (`--mesos-dns-config`), and DNS tools.
     Dns(DnsArgs),
+    /// Marathon-style apps: add, list, scale and remove them (through the leading scheduler).
+    App(AppArgs),
+    /// Tasks: what runs where, as the agents report it.
+    Task(TaskArgs),
+}
+
+#[derive(Args)]
+struct AppArgs {
+    #[command(subcommand)]
+    command: AppCommand,
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// Add an app from a Marathon app definition (JSON file).
+    Add {
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the apps with their running and healthy task counts.
+    List(ClientArgs),
+    /// Change an app's number of instances.
+    Scale {
+        id: String,
+        instances: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove an app; its tasks are stopped.
+    Remove {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args)]
+struct TaskArgs {
+    #[command(subcommand)]
+    command: TaskCommand,
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// List every task of the cluster with its node, address, state and health.
+    List(ClientArgs),
 }
 
 #[derive(Args)]
@@ -50,6 +97,22 @@ struct DnsArgs {
 enum DnsCommand {
     /// Print the records a Mesos master state produces, in master-file format.
     Records(DnsRecordsArgs),
+    /// Ask the node's DNS server for a name, e.g. `dcnet dns lookup web.marathon.mesos`.
+    Lookup(DnsLookupArgs),
+}
+
+#[derive(Args)]
+struct DnsLookupArgs {
+    name: String,
+    /// Record type: A, AAAA, SRV, SOA, NS, ...
+    #[arg(long = "type", short = 't', default_value = "A")]
+    kind: String,
+    /// The DNS server to ask (the agent's own listener by default).
+    #[arg(long, default_value = "127.0.0.1:53")]
+    server: SocketAddr,
+    /// Print JSON instead of lines.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -130,6 +193,27 @@ fn main() -> ExitCode {
             command: Some(DnsCommand::Records(args)),
             ..
         }) => report(dns_records(args)),
+        Command::Dns(DnsArgs {
+            command: Some(DnsCommand::Lookup(args)),
+            ..
+        }) => report(dns_lookup(args)),
+        Command::App(AppArgs { command }) => report(match command {
+            AppCommand::Add { file, client } => cli::apps::add(client.api, &file, client.json),
+            AppCommand::List(client) => cli::apps::list(client.api, client.json),
+            AppCommand::Scale {
+                id,
+                instances,
+                client,
+            } => {
+                cli::apps::check_id(&id).and_then(|()| cli::apps::scale(client.api, &id, instances))
+            }
+            AppCommand::Remove { id, client } => {
+                cli::apps::check_id(&id).and_then(|()| cli::apps::remove(client.api, &id))
+            }
+        }),
+        Command::Task(TaskArgs {
+            command: TaskCommand::List(client),
+        }) => report(cli::apps::tasks(client.api, client.json)),
         Command::Dns(DnsArgs {
             mesos_dns_config: Some(file),
             log_level,
@@ -275,6 +359,16 @@ fn dns_records(args: DnsRecordsArgs) -> anyhow::Result<()> {
         ttl: args.ttl,
     };
     print!("{}", cli::dns::records(&args.state, &options)?);
+    Ok(())
+}
+
+fn dns_lookup(args: DnsLookupArgs) -> anyhow::Result<()> {
+    let lookup = cli::dns::lookup(args.server, &args.name, &args.kind)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&lookup)?);
+    } else {
+        print!("{}", cli::dns::render_lookup(&lookup));
+    }
     Ok(())
 }
 

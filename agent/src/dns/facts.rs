@@ -77,9 +77,31 @@ pub fn generation(millis: u64) -> (String, String) {
     (GENERATION.to_owned(), millis.to_string())
 }
 
-/// The cluster as the freshest publisher in `view` describes it (nodes that are down included:
-/// DNS keeps answering when the publisher is gone). `None` if nobody publishes.
+/// The cluster `view` describes: the Mesos state of the freshest publisher, if any, and the
+/// tasks dcnet's own launchers run (under framework `marathon`). `None` if there is neither.
 pub fn from_view(view: &ClusterView) -> Option<Cluster> {
+    let mesos = mesos_from_view(view);
+    let (agents, tasks) = crate::launcher::facts::tasks_in_view(view);
+    if tasks.is_empty() {
+        return mesos;
+    }
+    let mut cluster = mesos.unwrap_or_default();
+    cluster.agents.extend(agents);
+    let framework = crate::launcher::facts::FRAMEWORK;
+    match cluster.frameworks.iter_mut().find(|f| f.name == framework) {
+        Some(f) => f.tasks.extend(tasks),
+        None => cluster.frameworks.push(FrameworkInfo {
+            name: framework.to_owned(),
+            tasks,
+            ..FrameworkInfo::default()
+        }),
+    }
+    Some(cluster)
+}
+
+/// The cluster as the freshest Mesos-state publisher in `view` describes it (nodes that are
+/// down included: DNS keeps answering when the publisher is gone).
+fn mesos_from_view(view: &ClusterView) -> Option<Cluster> {
     let publisher = view
         .nodes
         .values()

@@ -200,7 +200,12 @@ fn build_from_view(
     this_node: IpAddr,
     named_vips: &NamedVips,
 ) -> (Snapshot, usize) {
-    let cluster = facts::from_view(view).unwrap_or_default();
+    let mut cluster = facts::from_view(view).unwrap_or_default();
+    // A task whose health checks fail (or have not passed yet) is not in DNS; the load
+    // balancer, which reads the same facts, gives it weight 0 instead.
+    for framework in &mut cluster.frameworks {
+        framework.tasks.retain(|t| t.healthy != Some(false));
+    }
     // Masters: the nodes that say they have the role, as gossip knows them.
     let masters: Vec<IpAddr> = view
         .nodes

@@ -117,7 +117,7 @@ impl TaskStatus {
                 Network::Host => self.host_ports.clone(),
             },
             healthy: self.healthy,
-            discovery: (!ports.is_empty()).then(|| Discovery { name, ports }),
+            discovery: (!ports.is_empty()).then_some(Discovery { name, ports }),
         }
     }
 }
@@ -156,8 +156,9 @@ pub fn tasks_in_view(view: &ClusterView) -> (Vec<AgentInfo>, Vec<TaskInfo>) {
     (agents, tasks)
 }
 
+/// Statuses for other modules' tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests_support {
     use std::collections::BTreeMap;
 
     use super::*;
@@ -186,6 +187,12 @@ mod tests {
             message: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::status;
+    use super::*;
 
     #[test]
     fn a_running_task_becomes_a_mesos_style_task() {

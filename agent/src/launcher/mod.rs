@@ -1,6 +1,14 @@
 //! The task launcher: runs the tasks the leading scheduler assigns to this node, each in its
 //! own network namespace on an overlay (or on the host network), and reports them.
 //!
-//! [`facts`] is what it publishes in gossip, which DNS and the load balancer read too.
+//! - [`facts`]: the statuses it publishes in gossip, which DNS and the load balancer read too.
+//! - [`process`]: one task's sandbox, namespace, cgroup, environment, start and stop.
+//! - [`health`]: TCP, HTTP and COMMAND checks, and what their results add up to.
+//! - [`service`]: the loop that follows the scheduler's assignments.
 
 pub mod facts;
+pub mod health;
+pub mod process;
+pub mod service;
+
+pub use service::LauncherService;

@@ -10,3 +10,7 @@ pub mod constraint;
 pub mod facts;
 pub mod placement;
 pub mod plan;
+pub mod service;
+pub mod store;
+
+pub use service::SchedulerService;

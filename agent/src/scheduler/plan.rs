@@ -175,7 +175,7 @@ pub fn reconcile(
                 let healthy = s.is_some_and(|s| s.healthy != Some(false));
                 (!running, !healthy, std::cmp::Reverse(t.created_ms))
             };
-            mine.sort_by(|(a, ta), (b, tb)| rank(a, ta).cmp(&rank(b, tb)));
+            mine.sort_by_key(|(id, t)| rank(id, t));
             let extra: Vec<String> = mine[want..].iter().map(|(id, _)| (*id).clone()).collect();
             for task_id in extra {
                 if let Some(t) = state.tasks.remove(&task_id)

@@ -1,0 +1,258 @@
+//! `dcnet app add|list|remove|scale` and `dcnet task list`.
+//!
+//! Apps go through the local agent, which forwards `/v2` calls to the leading scheduler;
+//! `task list` reads the tasks' own reports from gossip (`/v1/tasks`), so it works while no
+//! scheduler runs.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use super::{call_json, render_table};
+use crate::api::TaskRow;
+
+/// Turns an error answer into a message: Marathon's `details` one per line.
+fn failure(status: u16, body: &Value, what: &str) -> anyhow::Error {
+    let mut text = format!(
+        "{what}: {} ({status})",
+        body["message"].as_str().unwrap_or("the scheduler refused")
+    );
+    if let Some(details) = body["details"].as_array() {
+        for d in details {
+            let errors: Vec<&str> = d["errors"]
+                .as_array()
+                .map(|e| e.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            text += &format!(
+                "\n  {}: {}",
+                d["path"].as_str().unwrap_or("?"),
+                errors.join("; ")
+            );
+        }
+    }
+    anyhow::anyhow!(text)
+}
+
+/// `dcnet app add FILE`: the app definition in FILE (JSON, as for Marathon).
+pub fn add(api: SocketAddr, file: &Path, json: bool) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the app definition {}", file.display()))?;
+    let value: Value = serde_json::from_str(&text).with_context(|| {
+        format!("{} is not valid JSON; an app definition looks like {{\"id\": \"/web\", \"cmd\": \"...\", \"instances\": 3}}", file.display())
+    })?;
+    let (status, body) = call_json(api, "POST", "/v2/apps", Some(&value))?;
+    if status != 201 {
+        return Err(failure(
+            status,
+            &body,
+            &format!("adding {}", file.display()),
+        ));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    println!(
+        "app {} added: {} instance(s); follow it with `dcnet app list` and `dcnet task list`",
+        body["id"].as_str().unwrap_or("?"),
+        body["instances"]
+    );
+    if let Some(ignored) = body["ignoredFields"].as_array() {
+        let names: Vec<&str> = ignored.iter().filter_map(Value::as_str).collect();
+        println!("note: dcnet ignored these fields: {}", names.join(", "));
+    }
+    Ok(())
+}
+
+/// `dcnet app list`.
+pub fn list(api: SocketAddr, json: bool) -> anyhow::Result<()> {
+    let (status, body) = call_json(api, "GET", "/v2/apps", None)?;
+    if status != 200 {
+        return Err(failure(status, &body, "listing apps"));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body["apps"])?);
+        return Ok(());
+    }
+    print!(
+        "{}",
+        apps_table(body["apps"].as_array().map_or(&[][..], Vec::as_slice))
+    );
+    Ok(())
+}
+
+/// The apps as a table.
+pub fn apps_table(apps: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = apps
+        .iter()
+        .map(|a| {
+            let network = a["networks"][0]["name"]
+                .as_str()
+                .map_or_else(|| "host".to_owned(), |n| format!("overlay {n}"));
+            let ports = a["container"]["portMappings"]
+                .as_array()
+                .or_else(|| a["portDefinitions"].as_array());
+            let vips: Vec<String> = ports
+                .into_iter()
+                .flatten()
+                .flat_map(|p| p["labels"].as_object().into_iter().flatten())
+                .filter(|(k, _)| k.starts_with("VIP_"))
+                .filter_map(|(_, v)| v.as_str().map(str::to_owned))
+                .collect();
+            vec![
+                a["id"].as_str().unwrap_or("?").to_owned(),
+                format!("{}/{}", a["tasksRunning"], a["instances"]),
+                if a["healthChecks"].as_array().is_some_and(|h| !h.is_empty()) {
+                    format!("{}", a["tasksHealthy"])
+                } else {
+                    "-".into()
+                },
+                a["cpus"].to_string(),
+                a["mem"].to_string(),
+                network,
+                if vips.is_empty() {
+                    "-".into()
+                } else {
+                    vips.join(",")
+                },
+                a["waiting"].as_str().unwrap_or("").to_owned(),
+            ]
+        })
+        .collect();
+    render_table(
+        &[
+            "ID", "RUNNING", "HEALTHY", "CPUS", "MEM", "NETWORK", "VIPS", "WAITING",
+        ],
+        &rows,
+    )
+}
+
+/// `dcnet app remove ID`.
+pub fn remove(api: SocketAddr, id: &str) -> anyhow::Result<()> {
+    let id = format!("/{}", id.trim_matches('/'));
+    let (status, body) = call_json(api, "DELETE", &format!("/v2/apps{id}"), None)?;
+    if status != 200 {
+        return Err(failure(status, &body, &format!("removing {id}")));
+    }
+    println!("app {id} removed; its tasks are being stopped");
+    Ok(())
+}
+
+/// `dcnet app scale ID N`.
+pub fn scale(api: SocketAddr, id: &str, instances: u32) -> anyhow::Result<()> {
+    let id = format!("/{}", id.trim_matches('/'));
+    let (status, body) = call_json(api, "GET", &format!("/v2/apps{id}"), None)?;
+    if status != 200 {
+        return Err(failure(status, &body, &format!("scaling {id}")));
+    }
+    let patch = serde_json::json!({ "instances": instances });
+    let (status, body) = call_json(api, "PUT", &format!("/v2/apps{id}"), Some(&patch))?;
+    if status != 200 {
+        return Err(failure(status, &body, &format!("scaling {id}")));
+    }
+    println!("app {id} scaled to {instances}");
+    Ok(())
+}
+
+/// `dcnet task list`.
+pub fn tasks(api: SocketAddr, json: bool) -> anyhow::Result<()> {
+    let rows: Vec<TaskRow> = super::get_json(api, "/v1/tasks")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    print!("{}", tasks_table(&rows));
+    Ok(())
+}
+
+/// The tasks as a table.
+pub fn tasks_table(rows: &[TaskRow]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let s = &r.status;
+            vec![
+                s.task_id.clone(),
+                s.app_id.clone(),
+                r.node.clone(),
+                s.ip.map_or_else(|| "-".into(), |ip| ip.to_string()),
+                s.state.as_str().trim_start_matches("TASK_").to_lowercase(),
+                match s.healthy {
+                    None => "-".into(),
+                    Some(true) => "healthy".into(),
+                    Some(false) => "unhealthy".into(),
+                },
+                s.message.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    render_table(
+        &["TASK", "APP", "NODE", "IP", "STATE", "HEALTH", "MESSAGE"],
+        &cells,
+    )
+}
+
+/// Refuses an app id that cannot be one, before any request.
+pub fn check_id(id: &str) -> anyhow::Result<()> {
+    if id.trim_matches('/').is_empty() {
+        bail!("{id:?} is not an app id: give one such as /web");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::launcher::facts::TaskState;
+
+    #[test]
+    fn app_table_shows_counts_network_and_vips() {
+        let apps = vec![json!({
+            "id": "/web", "instances": 3, "tasksRunning": 2, "tasksHealthy": 2, "cpus": 0.1, "mem": 32.0,
+            "networks": [{"mode": "container", "name": "dcos"}],
+            "container": {"portMappings": [{"containerPort": 80, "labels": {"VIP_0": "/web:80"}}]},
+            "healthChecks": [{"protocol": "HTTP"}],
+        })];
+        let t = apps_table(&apps);
+        let line = t.lines().nth(1).unwrap();
+        assert!(
+            line.contains("/web")
+                && line.contains("2/3")
+                && line.contains("overlay dcos")
+                && line.contains("/web:80"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn failures_list_each_field() {
+        let body = json!({"message": "Object is not valid", "details": [{"path": "/cpus", "errors": ["expected a number above 0"]}]});
+        let e = failure(422, &body, "adding app.json").to_string();
+        assert!(
+            e.contains("Object is not valid (422)")
+                && e.contains("/cpus: expected a number above 0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn task_table_lower_cases_states() {
+        let mut status =
+            crate::launcher::facts::tests_support::status("web.1", TaskState::TaskRunning);
+        status.healthy = Some(false);
+        let rows = vec![TaskRow {
+            node: "node-2".into(),
+            node_id: "x".into(),
+            status,
+        }];
+        let t = tasks_table(&rows);
+        assert!(
+            t.contains("running") && t.contains("unhealthy") && t.contains("node-2"),
+            "{t}"
+        );
+    }
+}

@@ -1,0 +1,289 @@
+//! Health checks, run by the agent that runs the task: TCP (connect), HTTP (`GET`, 2xx or 3xx
+//! is healthy) and COMMAND (exit status 0, in the task's network namespace). Each check of
+//! each task is a loop that reports every result to the launcher, which keeps the counts and
+//! decides (see [`Tracker`]).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::scheduler::app::{CheckKind, HealthCheck};
+
+/// One check's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub task_id: String,
+    pub check: usize,
+    /// `Err` says why it failed.
+    pub result: Result<(), String>,
+}
+
+/// Where a task's checks reach it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub task_id: String,
+    pub ip: IpAddr,
+    /// The task's ports, by index (host ports on the host network).
+    pub ports: Vec<u16>,
+    pub netns: Option<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+/// Runs `check` against `target` every interval, sending each outcome, until the receiver is
+/// gone or the task is aborted.
+pub async fn run(index: usize, check: HealthCheck, target: Target, out: mpsc::Sender<Outcome>) {
+    let interval = Duration::from_secs(u64::from(check.interval_secs));
+    let timeout = Duration::from_secs(u64::from(check.timeout_secs));
+    loop {
+        let result = match tokio::time::timeout(timeout, once(&check.kind, &target)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {}s", check.timeout_secs)),
+        };
+        let outcome = Outcome {
+            task_id: target.task_id.clone(),
+            check: index,
+            result,
+        };
+        if out.send(outcome).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+async fn once(kind: &CheckKind, t: &Target) -> Result<(), String> {
+    let port = |i: usize| {
+        t.ports
+            .get(i)
+            .map(|p| SocketAddr::new(t.ip, *p))
+            .ok_or_else(|| format!("the task has no port {i}"))
+    };
+    match kind {
+        CheckKind::Tcp { port_index } => {
+            let addr = port(*port_index)?;
+            TcpStream::connect(addr)
+                .await
+                .map(drop)
+                .map_err(|e| format!("connect to {addr}: {e}"))
+        }
+        CheckKind::Http { port_index, path } => http_get(port(*port_index)?, path).await,
+        CheckKind::Command { command } => {
+            let argv = super::process::argv(
+                &crate::scheduler::app::Command::Shell(command.clone()),
+                t.netns.as_deref(),
+            );
+            let status = tokio::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .env_clear()
+                .envs(&t.env)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .status()
+                .await
+                .map_err(|e| format!("running the command: {e}"))?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(format!("the command ended with {status}"))
+            }
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 GET: only the status line matters.
+async fn http_get(addr: SocketAddr, path: &str) -> Result<(), String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: dcnet-health\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("sending to {addr}: {e}"))?;
+    let mut head = [0u8; 64];
+    let mut n = 0;
+    while n < 12 {
+        match stream.read(&mut head[n..]).await {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(format!("reading from {addr}: {e}")),
+        }
+    }
+    let line = String::from_utf8_lossy(&head[..n]);
+    let code: Option<u16> = line
+        .strip_prefix("HTTP/")
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok());
+    match code {
+        Some(c) if (200..400).contains(&c) => Ok(()),
+        Some(c) => Err(format!("GET {path} on {addr} answered {c}")),
+        None => Err(format!("{addr} did not answer HTTP: {:?}", line.trim())),
+    }
+}
+
+/// What the checks of one task add up to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracker {
+    checks: Vec<HealthCheck>,
+    /// Per check: last result (None before the first), consecutive failures.
+    state: Vec<(Option<bool>, u32)>,
+    started_ms: u64,
+}
+
+/// What the launcher does after an outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Keep,
+    /// Too many consecutive failures: kill the task, with this message.
+    Kill(String),
+}
+
+impl Tracker {
+    pub fn new(checks: Vec<HealthCheck>, started_ms: u64) -> Self {
+        let state = vec![(None, 0); checks.len()];
+        Self {
+            checks,
+            state,
+            started_ms,
+        }
+    }
+
+    /// `None` without checks; otherwise healthy only when every check's last result passed.
+    pub fn healthy(&self) -> Option<bool> {
+        (!self.checks.is_empty()).then(|| self.state.iter().all(|(last, _)| *last == Some(true)))
+    }
+
+    /// Takes one outcome at `now_ms`. Failures in the grace period before a first success
+    /// do not count, as in Marathon.
+    pub fn record(&mut self, check: usize, result: &Result<(), String>, now_ms: u64) -> Verdict {
+        let (Some(spec), Some(state)) = (self.checks.get(check), self.state.get_mut(check)) else {
+            return Verdict::Keep;
+        };
+        match result {
+            Ok(()) => *state = (Some(true), 0),
+            Err(why) => {
+                let in_grace = state.0.is_none()
+                    && now_ms.saturating_sub(self.started_ms)
+                        < u64::from(spec.grace_period_secs) * 1000;
+                if in_grace {
+                    return Verdict::Keep;
+                }
+                state.0 = Some(false);
+                state.1 += 1;
+                if spec.max_consecutive_failures > 0 && state.1 >= spec.max_consecutive_failures {
+                    return Verdict::Kill(format!(
+                        "health check {check} failed {} times in a row: {why}",
+                        state.1
+                    ));
+                }
+            }
+        }
+        Verdict::Keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(grace: u32, max: u32) -> HealthCheck {
+        HealthCheck {
+            kind: CheckKind::Tcp { port_index: 0 },
+            grace_period_secs: grace,
+            interval_secs: 1,
+            timeout_secs: 1,
+            max_consecutive_failures: max,
+        }
+    }
+
+    #[test]
+    fn grace_then_failures_then_kill() {
+        let mut t = Tracker::new(vec![check(10, 3)], 0);
+        let bad = Err("refused".to_owned());
+        assert_eq!(t.healthy(), Some(false), "unhealthy until a first pass");
+        assert_eq!(t.record(0, &bad, 5_000), Verdict::Keep);
+        assert_eq!(
+            t.state[0],
+            (None, 0),
+            "failures in the grace period do not count"
+        );
+        assert_eq!(t.record(0, &Ok(()), 6_000), Verdict::Keep);
+        assert_eq!(t.healthy(), Some(true));
+        // After a first success the grace period is over.
+        assert_eq!(t.record(0, &bad, 7_000), Verdict::Keep);
+        assert_eq!(t.healthy(), Some(false));
+        assert_eq!(t.record(0, &bad, 8_000), Verdict::Keep);
+        match t.record(0, &bad, 9_000) {
+            Verdict::Kill(m) => assert!(m.contains("3 times") && m.contains("refused"), "{m}"),
+            v => panic!("{v:?}"),
+        }
+        assert_eq!(Tracker::new(vec![], 0).healthy(), None);
+    }
+
+    #[test]
+    fn zero_max_failures_never_kills() {
+        let mut t = Tracker::new(vec![check(0, 0)], 0);
+        for i in 0..10 {
+            assert_eq!(t.record(0, &Err("x".into()), i), Verdict::Keep);
+        }
+    }
+
+    #[tokio::test]
+    async fn tcp_and_http_checks_against_a_local_server() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 256];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let status = if buf[..n].starts_with(b"GET /bad") {
+                    503
+                } else {
+                    200
+                };
+                let _ = s
+                    .write_all(format!("HTTP/1.0 {status} X\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        let target = Target {
+            task_id: "t".into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            ports: vec![port],
+            netns: None,
+            env: BTreeMap::new(),
+        };
+        assert_eq!(
+            once(&CheckKind::Tcp { port_index: 0 }, &target).await,
+            Ok(())
+        );
+        let http = |path: &str| CheckKind::Http {
+            port_index: 0,
+            path: path.into(),
+        };
+        assert_eq!(once(&http("/"), &target).await, Ok(()));
+        let err = once(&http("/bad"), &target).await.unwrap_err();
+        assert!(err.contains("503"), "{err}");
+        let err = once(&CheckKind::Tcp { port_index: 1 }, &target)
+            .await
+            .unwrap_err();
+        assert!(err.contains("no port 1"), "{err}");
+        let cmd = |c: &str| CheckKind::Command { command: c.into() };
+        let mut env_target = target.clone();
+        env_target.env.insert("PATH".into(), "/usr/bin:/bin".into());
+        assert_eq!(once(&cmd("true"), &env_target).await, Ok(()));
+        assert!(
+            once(&cmd("exit 3"), &env_target)
+                .await
+                .unwrap_err()
+                .contains("3")
+        );
+    }
+}

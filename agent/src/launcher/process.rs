@@ -1,0 +1,459 @@
+//! One task's process: its sandbox directory, network namespace, cgroup, environment, start,
+//! exit and stop. Everything that touches the operating system for a task is here.
+//!
+//! A task runs `sh -c <cmd>` (or its `args`) in a process group of its own, inside its own
+//! cgroup when the launcher has one, and on an overlay through `ip netns exec`, which also
+//! shows the namespace's `/etc/netns/<name>/resolv.conf` (written by the overlay) as the
+//! task's `/etc/resolv.conf`. Its record is kept on disk so a restarted agent finds it again:
+//! tasks outlive the agent, as Mesos executors do.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+
+use crate::scheduler::app::{Command, Network};
+use crate::scheduler::facts::Assignment;
+
+/// The file of a task's record in its sandbox.
+const RECORD_FILE: &str = "task.json";
+/// PATH given to tasks (their environment is otherwise only what Mesos would set).
+const TASK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What the launcher remembers of a task, on disk in `<sandbox>/task.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub assignment: Assignment,
+    /// The network namespace (a name under /run/netns) on an overlay.
+    pub netns: Option<String>,
+    pub ip: Option<IpAddr>,
+    pub pid: Option<u32>,
+    /// The process's start time in clock ticks since boot (/proc/<pid>/stat field 22): with
+    /// the pid, it tells the task's process from a later one that reused the pid.
+    pub pid_start: Option<u64>,
+    pub cgroup: Option<PathBuf>,
+    pub staged_ms: u64,
+    pub started_ms: Option<u64>,
+}
+
+/// Why a task could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting the task's command: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LaunchError {
+    let path = path.to_path_buf();
+    move |source| LaunchError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// The directory of a task: its record, stdout and stderr.
+pub fn sandbox(root: &Path, task_id: &str) -> PathBuf {
+    root.join(task_id)
+}
+
+/// The network namespace name of a task (unique cluster-wide: task ids carry a UUID).
+pub fn netns_name(task_id: &str) -> String {
+    let tail = task_id.rsplit('.').next().unwrap_or(task_id);
+    format!("dcnet-{}", tail.replace('-', ""))
+}
+
+/// Writes the record atomically.
+pub fn save(root: &Path, record: &Record) -> Result<(), LaunchError> {
+    let dir = sandbox(root, &record.assignment.task_id);
+    let path = dir.join(RECORD_FILE);
+    let tmp = dir.join(".task.json.tmp");
+    let text = serde_json::to_string_pretty(record).unwrap_or_default();
+    let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io("writing", &tmp))?;
+    fs::rename(&tmp, &path).map_err(io("renaming into", &path))
+}
+
+/// Every record under `root` (unreadable ones are logged and skipped).
+pub fn load_all(root: &Path) -> Vec<Record> {
+    let Ok(entries) = fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path().join(RECORD_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => match serde_json::from_str(&text) {
+                Ok(record) => out.push(record),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "skipping a task record that does not parse")
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read a task record")
+            }
+        }
+    }
+    out
+}
+
+/// Removes the record (the sandbox's logs stay for operators to read).
+pub fn forget(root: &Path, task_id: &str) {
+    let _ = fs::remove_file(sandbox(root, task_id).join(RECORD_FILE));
+}
+
+/// Keeps the `keep` newest sandboxes without a record, removing older ones.
+pub fn prune_sandboxes(root: &Path, keep: usize) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    let mut done: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && !p.join(RECORD_FILE).exists())
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .collect();
+    done.sort();
+    let excess = done.len().saturating_sub(keep);
+    for (_, path) in done.into_iter().take(excess) {
+        let _ = fs::remove_dir_all(path);
+    }
+}
+
+/// The task's environment, as Mesos and Marathon set it, then the app's own `env`.
+pub fn environment(a: &Assignment, host: &str, sandbox: &Path) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("PATH".into(), TASK_PATH.into());
+    env.insert("HOST".into(), host.into());
+    env.insert("MESOS_TASK_ID".into(), a.task_id.clone());
+    env.insert("MESOS_SANDBOX".into(), sandbox.display().to_string());
+    env.insert("MARATHON_APP_ID".into(), a.app.id.clone());
+    env.insert("MARATHON_APP_VERSION".into(), a.app.version.clone());
+    let ports: Vec<u16> = match a.app.network {
+        Network::Host => a.host_ports.clone(),
+        Network::Container(_) => a.app.ports.iter().map(|p| p.number).collect(),
+    };
+    for (i, port) in ports.iter().enumerate() {
+        env.insert(format!("PORT{i}"), port.to_string());
+        if let Some(name) = &a.app.ports[i].name {
+            env.insert(
+                format!("PORT_{}", name.to_ascii_uppercase().replace('-', "_")),
+                port.to_string(),
+            );
+        }
+    }
+    if let Some(first) = ports.first() {
+        env.insert("PORT".into(), first.to_string());
+    }
+    env.insert(
+        "PORTS".into(),
+        ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    for (k, v) in &a.app.labels {
+        let key: String = k
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        env.insert(format!("MARATHON_APP_LABEL_{key}"), v.clone());
+    }
+    for (k, v) in &a.app.env {
+        env.insert(k.clone(), v.clone());
+    }
+    env
+}
+
+/// The program and arguments that run `command`, in `netns` if given.
+pub fn argv(command: &Command, netns: Option<&str>) -> Vec<String> {
+    let mut argv: Vec<String> = match netns {
+        Some(ns) => vec!["ip".into(), "netns".into(), "exec".into(), ns.into()],
+        None => Vec::new(),
+    };
+    match command {
+        Command::Shell(cmd) => argv.extend(["sh".into(), "-c".into(), cmd.clone()]),
+        Command::Args(args) => argv.extend(args.iter().cloned()),
+    }
+    argv
+}
+
+/// A started process.
+pub struct Started {
+    pub child: tokio::process::Child,
+    pub pid: u32,
+    pub pid_start: Option<u64>,
+}
+
+/// Starts the task's process: output appended to `<sandbox>/stdout` and `stderr`, in its own
+/// process group, inside `cgroup` (created here) when given.
+pub fn spawn(
+    record: &Record,
+    env: &BTreeMap<String, String>,
+    dir: &Path,
+) -> Result<Started, LaunchError> {
+    let stdout = append(&dir.join("stdout"))?;
+    let stderr = append(&dir.join("stderr"))?;
+    let argv = argv(&record.assignment.app.command, record.netns.as_deref());
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .envs(env)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(cgroup) = &record.cgroup {
+        fs::create_dir_all(cgroup).map_err(io("creating cgroup", cgroup))?;
+        let procs = CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes())
+            .map_err(|_| LaunchError::Spawn(std::io::Error::other("NUL in the cgroup path")))?;
+        // SAFETY: open/write/close are async-signal-safe; nothing allocates after fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // "0" moves the writing process itself.
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if written != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = cmd.spawn().map_err(LaunchError::Spawn)?;
+    let pid = child
+        .id()
+        .ok_or_else(|| LaunchError::Spawn(std::io::Error::other("the child exited at once")))?;
+    Ok(Started {
+        child,
+        pid,
+        pid_start: process_start(pid),
+    })
+}
+
+fn append(path: &Path) -> Result<File, LaunchError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io("opening", path))
+}
+
+/// A process's start time (clock ticks since boot), from /proc/<pid>/stat.
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from its end.
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the record's process is still the one it started.
+pub fn still_running(record: &Record) -> bool {
+    match (record.pid, record.pid_start) {
+        (Some(pid), Some(start)) => process_start(pid) == Some(start),
+        _ => false,
+    }
+}
+
+/// Waits for a process that is not our child (adopted after an agent restart) to exit.
+pub async fn wait_foreign(pid: u32) -> std::io::Result<()> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ESRCH) {
+            Ok(())
+        } else {
+            Err(e)
+        };
+    }
+    // SAFETY: the descriptor was just returned to us and is owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: the AsyncFd owns the descriptor, which is neither replaced nor closed under it.
+    let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)? };
+    // A pidfd becomes readable when the process exits.
+    let _guard = fd.readable().await?;
+    Ok(())
+}
+
+/// Stops a task: SIGTERM to its process group, then after `grace` SIGKILL to the group, or
+/// everything in its cgroup (which catches processes that left the group).
+pub async fn stop(record: &Record, grace: Duration) {
+    if let Some(pid) = record.pid.filter(|_| still_running(record)) {
+        let group = Pid::from_raw(pid as i32);
+        let _ = killpg(group, Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + grace;
+        while still_running(record) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if still_running(record) {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+    }
+    if let Some(cgroup) = &record.cgroup {
+        remove_cgroup(cgroup).await;
+    }
+}
+
+/// Kills whatever is left in `cgroup` and removes it.
+pub async fn remove_cgroup(cgroup: &Path) {
+    if !cgroup.exists() {
+        return;
+    }
+    let _ = fs::write(cgroup.join("cgroup.kill"), "1");
+    for _ in 0..100 {
+        match fs::remove_dir(cgroup) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    tracing::warn!(cgroup = %cgroup.display(), "cannot remove a task's cgroup; it still has processes");
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::scheduler::app::parse;
+
+    fn assignment(v: serde_json::Value, host_ports: Vec<u16>) -> Assignment {
+        Assignment {
+            task_id: "prod_web.6f1c2a9e-0000-4000-8000-1234567890ab".into(),
+            node_id: "n".into(),
+            app: parse(&v, None, "2026-11-23T00:00:00Z").unwrap().app,
+            host_ports,
+        }
+    }
+
+    #[test]
+    fn mesos_environment_on_an_overlay() {
+        let a = assignment(
+            json!({"id": "/prod/web", "cmd": "x", "env": {"MODE": "demo", "PORT0": "mine"},
+                   "labels": {"team-a": "x"},
+                   "networks": [{"mode": "container", "name": "dcos"}],
+                   "container": {"portMappings": [{"containerPort": 80, "name": "http"},
+                                                  {"containerPort": 9000}]}}),
+            vec![],
+        );
+        let env = environment(&a, "10.0.0.5", Path::new("/sb"));
+        assert_eq!(env["HOST"], "10.0.0.5");
+        assert_eq!(env["PORT1"], "9000");
+        assert_eq!(env["PORT_HTTP"], "80");
+        assert_eq!(env["PORT"], "80");
+        assert_eq!(env["PORTS"], "80,9000");
+        assert_eq!(env["MARATHON_APP_ID"], "/prod/web");
+        assert_eq!(env["MARATHON_APP_LABEL_TEAM_A"], "x");
+        assert_eq!(env["MESOS_TASK_ID"], a.task_id);
+        assert_eq!(env["MODE"], "demo");
+        assert_eq!(env["PORT0"], "mine", "the app's own env has the last word");
+    }
+
+    #[test]
+    fn host_network_gets_host_ports_and_no_namespace() {
+        let a = assignment(
+            json!({"id": "/x", "args": ["/bin/echo", "hi"], "ports": [0]}),
+            vec![31007],
+        );
+        let env = environment(&a, "h", Path::new("/sb"));
+        assert_eq!(env["PORT0"], "31007");
+        assert_eq!(argv(&a.app.command, None), vec!["/bin/echo", "hi"]);
+        assert_eq!(
+            argv(&Command::Shell("a && b".into()), Some("dcnet-1")),
+            vec!["ip", "netns", "exec", "dcnet-1", "sh", "-c", "a && b"]
+        );
+    }
+
+    #[test]
+    fn netns_names_are_short_and_unique_per_task() {
+        assert_eq!(
+            netns_name("prod_web.6f1c2a9e-0000-4000-8000-1234567890ab"),
+            "dcnet-6f1c2a9e0000400080001234567890ab"
+        );
+    }
+
+    #[test]
+    fn our_own_start_time_is_read() {
+        let me = std::process::id();
+        assert!(process_start(me).is_some());
+        let record = Record {
+            assignment: assignment(json!({"id": "/x", "cmd": "x"}), vec![]),
+            netns: None,
+            ip: None,
+            pid: Some(me),
+            pid_start: process_start(me),
+            cgroup: None,
+            staged_ms: 0,
+            started_ms: None,
+        };
+        assert!(still_running(&record));
+        let reused = Record {
+            pid_start: Some(1),
+            ..record
+        };
+        assert!(!still_running(&reused), "same pid, other start time");
+    }
+
+    #[test]
+    fn records_round_trip_and_prune_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = Record {
+            assignment: assignment(json!({"id": "/x", "cmd": "x"}), vec![]),
+            netns: Some("dcnet-1".into()),
+            ip: Some("9.0.0.2".parse().unwrap()),
+            pid: Some(1),
+            pid_start: Some(2),
+            cgroup: None,
+            staged_ms: 3,
+            started_ms: Some(4),
+        };
+        fs::create_dir_all(sandbox(dir.path(), &record.assignment.task_id)).unwrap();
+        save(dir.path(), &record).unwrap();
+        assert_eq!(load_all(dir.path()), vec![record.clone()]);
+        for i in 0..5 {
+            fs::create_dir_all(dir.path().join(format!("old.{i}"))).unwrap();
+        }
+        prune_sandboxes(dir.path(), 2);
+        let left = fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(
+            left, 3,
+            "the live task's sandbox and the 2 newest finished ones"
+        );
+        forget(dir.path(), &record.assignment.task_id);
+        assert!(load_all(dir.path()).is_empty());
+    }
+}

@@ -1,0 +1,509 @@
+//! The launcher's loop: follows the leading scheduler's assignments for this node, starts and
+//! stops tasks, runs their health checks and publishes their statuses.
+//!
+//! It acts only on a complete assignment set from a live leader: with no scheduler, tasks
+//! keep running as they are (and a task that ends stays ended until a scheduler decides).
+//! Tasks outlive the agent: on start it adopts the processes its records name, if they are
+//! still the same processes, and reports the others as lost.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dcnet_overlay::api::{AttachRequest, DetachRequest};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::facts::{PREFIX, TaskState, TaskStatus};
+use super::health::{self, Outcome, Target, Tracker, Verdict};
+use super::process::{self, Record};
+use crate::config::LauncherSettings;
+use crate::gossip::{ClusterView, Gossip};
+use crate::overlay::OverlayService;
+use crate::scheduler::app::Network;
+use crate::scheduler::facts::{Assignment, leader};
+
+/// Finished tasks' sandboxes (logs) kept on disk.
+const KEEP_SANDBOXES: usize = 50;
+
+/// The running launcher.
+pub struct LauncherService {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl LauncherService {
+    /// Adopts the tasks left by an earlier run and starts following the scheduler.
+    pub fn start(
+        settings: LauncherSettings,
+        gossip: Arc<Gossip>,
+        overlay: Option<Arc<OverlayService>>,
+        root: PathBuf,
+        host: IpAddr,
+    ) -> Result<Self, crate::Error> {
+        std::fs::create_dir_all(&root).map_err(|source| crate::Error::State {
+            action: "creating",
+            path: root.clone(),
+            source,
+        })?;
+        let (stop, stopped) = watch::channel(false);
+        let (events_tx, events) = mpsc::channel(256);
+        let (health_tx, health) = mpsc::channel(256);
+        let launcher = Launcher {
+            node_id: gossip.node_id().to_owned(),
+            settings,
+            gossip,
+            overlay,
+            root,
+            host,
+            tasks: BTreeMap::new(),
+            published: BTreeMap::new(),
+            events_tx,
+            health_tx,
+        };
+        let task = tokio::spawn(launcher.run(events, health, stopped));
+        Ok(Self { stop, task })
+    }
+
+    /// Stops following the scheduler. The tasks keep running; the next start adopts them.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+enum Event {
+    Exited {
+        task_id: String,
+        message: String,
+        success: bool,
+    },
+    Stopped {
+        task_id: String,
+    },
+}
+
+/// A task of this node.
+struct Local {
+    record: Record,
+    state: TaskState,
+    tracker: Option<Tracker>,
+    message: Option<String>,
+    /// Health-check loops and the exit waiter, aborted when the task ends.
+    jobs: Vec<JoinHandle<()>>,
+    stopping: bool,
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        for job in &self.jobs {
+            job.abort();
+        }
+    }
+}
+
+struct Launcher {
+    node_id: String,
+    settings: LauncherSettings,
+    gossip: Arc<Gossip>,
+    overlay: Option<Arc<OverlayService>>,
+    root: PathBuf,
+    host: IpAddr,
+    tasks: BTreeMap<String, Local>,
+    published: BTreeMap<String, String>,
+    events_tx: mpsc::Sender<Event>,
+    health_tx: mpsc::Sender<Outcome>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Launcher {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Event>,
+        mut health: mpsc::Receiver<Outcome>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        self.adopt_existing().await;
+        let mut views = self.gossip.watch();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut ticks = 0u64;
+        loop {
+            let view = views.borrow_and_update().clone();
+            self.follow(&view).await;
+            self.publish().await;
+            tokio::select! {
+                changed = views.changed() => if changed.is_err() { break },
+                Some(event) = events.recv() => self.on_event(event).await,
+                Some(outcome) = health.recv() => self.on_health(outcome),
+                _ = tick.tick() => {
+                    ticks += 1;
+                    if ticks.is_multiple_of(60) {
+                        process::prune_sandboxes(&self.root, KEEP_SANDBOXES);
+                    }
+                }
+                _ = stopped.changed() => break,
+            }
+        }
+        // The tasks stay; their records let the next run adopt them.
+        self.tasks.clear();
+    }
+
+    /// Takes over the tasks recorded by an earlier run of the agent.
+    async fn adopt_existing(&mut self) {
+        for record in process::load_all(&self.root) {
+            let task_id = record.assignment.task_id.clone();
+            let mut local = Local {
+                record,
+                state: TaskState::TaskRunning,
+                tracker: None,
+                message: None,
+                jobs: Vec::new(),
+                stopping: false,
+            };
+            if process::still_running(&local.record) {
+                let pid = local.record.pid.unwrap_or_default();
+                info!(task = %task_id, pid, "adopted a task still running from the last run");
+                let tx = self.events_tx.clone();
+                let id = task_id.clone();
+                local.jobs.push(tokio::spawn(async move {
+                    let message = match process::wait_foreign(pid).await {
+                        Ok(()) => {
+                            "exited (its status is unknown: it was adopted after an agent restart)"
+                                .to_owned()
+                        }
+                        Err(e) => format!("cannot watch the adopted process {pid}: {e}"),
+                    };
+                    let _ = tx
+                        .send(Event::Exited {
+                            task_id: id,
+                            message,
+                            success: false,
+                        })
+                        .await;
+                }));
+                self.start_checks(&mut local);
+            } else {
+                warn!(task = %task_id, "a recorded task's process is gone; reporting it failed");
+                local.state = TaskState::TaskFailed;
+                local.message = Some("its process was gone when the agent restarted".into());
+                self.cleanup(&local.record).await;
+            }
+            self.tasks.insert(task_id, local);
+        }
+    }
+
+    /// Starts what the leader assigns here and stops what it no longer does.
+    async fn follow(&mut self, view: &ClusterView) {
+        let Some(leader) = leader(view) else { return };
+        let Some(assignments) = leader.assignments else {
+            return;
+        };
+        let mine: BTreeMap<&str, &Assignment> = assignments
+            .iter()
+            .filter(|(_, a)| a.node_id == self.node_id)
+            .map(|(id, a)| (*id, a))
+            .collect();
+        for (id, a) in &mine {
+            if !self.tasks.contains_key(*id) {
+                self.launch((*a).clone()).await;
+            }
+        }
+        let unassigned: Vec<String> = self
+            .tasks
+            .keys()
+            .filter(|id| !mine.contains_key(id.as_str()))
+            .cloned()
+            .collect();
+        for id in unassigned {
+            let Some(local) = self.tasks.get_mut(&id) else {
+                continue;
+            };
+            if local.state.is_terminal() {
+                // The scheduler has seen the end (or never knew the task): done with it.
+                process::forget(&self.root, &id);
+                self.tasks.remove(&id);
+            } else if !local.stopping {
+                info!(task = %id, "the scheduler no longer wants this task; stopping it");
+                self.begin_stop(&id, None);
+            }
+        }
+    }
+
+    async fn launch(&mut self, a: Assignment) {
+        let task_id = a.task_id.clone();
+        info!(task = %task_id, app = %a.app.id, "launching");
+        let dir = process::sandbox(&self.root, &task_id);
+        let mut local = Local {
+            record: Record {
+                netns: None,
+                ip: None,
+                pid: None,
+                pid_start: None,
+                cgroup: self.settings.cgroup.as_ref().map(|c| c.join(&task_id)),
+                staged_ms: now_ms(),
+                started_ms: None,
+                assignment: a,
+            },
+            state: TaskState::TaskStaging,
+            tracker: None,
+            message: None,
+            jobs: Vec::new(),
+            stopping: false,
+        };
+        match self.start_process(&mut local, &dir).await {
+            Ok(()) => {
+                info!(task = %task_id, pid = ?local.record.pid, ip = ?local.record.ip, "task running");
+            }
+            Err(message) => {
+                warn!(task = %task_id, error = %message, "task failed to start");
+                local.state = TaskState::TaskFailed;
+                local.message = Some(message);
+                self.cleanup(&local.record).await;
+            }
+        }
+        self.tasks.insert(task_id, local);
+    }
+
+    async fn start_process(
+        &mut self,
+        local: &mut Local,
+        dir: &std::path::Path,
+    ) -> Result<(), String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let a = local.record.assignment.clone();
+        match &a.app.network {
+            Network::Host => local.record.ip = Some(self.host),
+            Network::Container(name) => {
+                let overlay = self.overlay.as_ref().ok_or_else(|| {
+                    format!("the app joins overlay {name:?} but the overlay is off on this node")
+                })?;
+                let netns = process::netns_name(&a.task_id);
+                let attached = overlay
+                    .attach(AttachRequest {
+                        container_id: a.task_id.clone(),
+                        netns: netns.clone(),
+                        ifname: "eth0".into(),
+                        network: name.clone(),
+                        create: true,
+                    })
+                    .await
+                    .map_err(|e| format!("attaching to overlay {name:?}: {e}"))?;
+                local.record.netns = Some(netns);
+                local.record.ip = Some(IpAddr::V4(attached.address.ip()));
+            }
+        }
+        // Saved before the process exists: a crash now still leaves the namespace findable.
+        process::save(&self.root, &local.record).map_err(|e| e.to_string())?;
+        let env = process::environment(&a, &self.host.to_string(), dir);
+        let started = process::spawn(&local.record, &env, dir).map_err(|e| e.to_string())?;
+        local.record.pid = Some(started.pid);
+        local.record.pid_start = started.pid_start;
+        local.record.started_ms = Some(now_ms());
+        process::save(&self.root, &local.record).map_err(|e| e.to_string())?;
+        local.state = TaskState::TaskRunning;
+        let tx = self.events_tx.clone();
+        let task_id = a.task_id.clone();
+        let mut child = started.child;
+        local.jobs.push(tokio::spawn(async move {
+            let (message, success) = match child.wait().await {
+                Ok(status) => (format!("exited: {status}"), status.success()),
+                Err(e) => (format!("cannot wait for the process: {e}"), false),
+            };
+            let _ = tx
+                .send(Event::Exited {
+                    task_id,
+                    message,
+                    success,
+                })
+                .await;
+        }));
+        self.start_checks(local);
+        Ok(())
+    }
+
+    fn start_checks(&self, local: &mut Local) {
+        let a = &local.record.assignment;
+        if a.app.health_checks.is_empty() {
+            return;
+        }
+        local.tracker = Some(Tracker::new(
+            a.app.health_checks.clone(),
+            local.record.started_ms.unwrap_or_else(now_ms),
+        ));
+        let Some(ip) = local.record.ip else { return };
+        let dir = process::sandbox(&self.root, &a.task_id);
+        let target = Target {
+            task_id: a.task_id.clone(),
+            ip,
+            ports: match a.app.network {
+                Network::Host => a.host_ports.clone(),
+                Network::Container(_) => a.app.ports.iter().map(|p| p.number).collect(),
+            },
+            netns: local.record.netns.clone(),
+            env: process::environment(a, &self.host.to_string(), &dir),
+        };
+        for (i, check) in a.app.health_checks.iter().enumerate() {
+            local.jobs.push(tokio::spawn(health::run(
+                i,
+                check.clone(),
+                target.clone(),
+                self.health_tx.clone(),
+            )));
+        }
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Exited {
+                task_id,
+                message,
+                success,
+            } => {
+                let Some(local) = self.tasks.get_mut(&task_id) else {
+                    return;
+                };
+                if local.stopping {
+                    return;
+                }
+                info!(task = %task_id, %message, "task ended");
+                local.state = if success {
+                    TaskState::TaskFinished
+                } else {
+                    TaskState::TaskFailed
+                };
+                local.message = Some(message);
+                for job in local.jobs.drain(..) {
+                    job.abort();
+                }
+                let record = local.record.clone();
+                self.cleanup(&record).await;
+            }
+            Event::Stopped { task_id } => {
+                let Some(local) = self.tasks.get_mut(&task_id) else {
+                    return;
+                };
+                local.stopping = false;
+                local.state = if local.message.is_some() {
+                    TaskState::TaskFailed
+                } else {
+                    TaskState::TaskKilled
+                };
+                info!(task = %task_id, state = local.state.as_str(), "task stopped");
+            }
+        }
+    }
+
+    fn on_health(&mut self, outcome: Outcome) {
+        let Some(local) = self.tasks.get_mut(&outcome.task_id) else {
+            return;
+        };
+        if local.state != TaskState::TaskRunning {
+            return;
+        }
+        let Some(tracker) = local.tracker.as_mut() else {
+            return;
+        };
+        let was = tracker.healthy();
+        let verdict = tracker.record(outcome.check, &outcome.result, now_ms());
+        let now = tracker.healthy();
+        if was != now {
+            info!(task = %outcome.task_id, healthy = ?now, result = ?outcome.result, "health changed");
+        }
+        if let Verdict::Kill(message) = verdict {
+            warn!(task = %outcome.task_id, %message, "killing an unhealthy task");
+            let id = outcome.task_id.clone();
+            self.begin_stop(&id, Some(message));
+        }
+    }
+
+    /// Stops a task in the background; `failure` marks it failed rather than killed.
+    fn begin_stop(&mut self, task_id: &str, failure: Option<String>) {
+        let Some(local) = self.tasks.get_mut(task_id) else {
+            return;
+        };
+        local.stopping = true;
+        local.state = TaskState::TaskKilling;
+        local.message = failure;
+        for job in local.jobs.drain(..) {
+            job.abort();
+        }
+        let record = local.record.clone();
+        let grace = self.settings.kill_grace;
+        let overlay = self.overlay.clone();
+        let tx = self.events_tx.clone();
+        let id = task_id.to_owned();
+        tokio::spawn(async move {
+            process::stop(&record, grace).await;
+            detach(overlay.as_deref(), &record).await;
+            let _ = tx.send(Event::Stopped { task_id: id }).await;
+        });
+    }
+
+    /// Releases what an ended task held: its overlay address and namespace, its cgroup.
+    async fn cleanup(&self, record: &Record) {
+        detach(self.overlay.as_deref(), record).await;
+        if let Some(cgroup) = &record.cgroup {
+            process::remove_cgroup(cgroup).await;
+        }
+    }
+
+    async fn publish(&mut self) {
+        let mut wanted = BTreeMap::new();
+        for (id, local) in &self.tasks {
+            let a = &local.record.assignment;
+            let status = TaskStatus {
+                task_id: id.clone(),
+                app_id: a.app.id.clone(),
+                version: a.app.version.clone(),
+                state: local.state,
+                healthy: local.tracker.as_ref().and_then(Tracker::healthy),
+                ip: local.record.ip,
+                network: a.app.network.clone(),
+                ports: a.app.ports.clone(),
+                host_ports: a.host_ports.clone(),
+                cpus: a.app.cpus,
+                mem: a.app.mem,
+                staged_ms: local.record.staged_ms,
+                started_ms: local.record.started_ms,
+                message: local.message.clone(),
+            };
+            wanted.insert(
+                format!("{PREFIX}{id}"),
+                serde_json::to_string(&status).unwrap_or_default(),
+            );
+        }
+        for (key, value) in &wanted {
+            if self.published.get(key) != Some(value) {
+                self.gossip.publish(key, value).await;
+            }
+        }
+        for key in self.published.keys() {
+            if !wanted.contains_key(key) {
+                self.gossip.delete(key).await;
+            }
+        }
+        self.published = wanted;
+    }
+}
+
+async fn detach(overlay: Option<&OverlayService>, record: &Record) {
+    let (Some(overlay), Some(_)) = (overlay, &record.netns) else {
+        return;
+    };
+    let request = DetachRequest {
+        container_id: record.assignment.task_id.clone(),
+        ifname: "eth0".into(),
+        network: None,
+    };
+    if let Err(e) = overlay.detach(request).await {
+        warn!(task = %record.assignment.task_id, error = %e, "detaching the task from the overlay failed");
+    }
+}

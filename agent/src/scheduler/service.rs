@@ -1,0 +1,657 @@
+//! The scheduler on a master node: it stands as a candidate in gossip, and while it leads it
+//! runs the reconcile round and publishes assignments; while it stands by it keeps a copy of
+//! the leader's apps on disk. It serves Marathon's `/v2` API on its own listener.
+//!
+//! A new leader waits one settle period (ten gossip rounds) for the agents' task statuses to
+//! reach it, adopts the running tasks, and only then publishes its set: agents never see a
+//! leader's set before it holds their tasks, so a failover stops nothing.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::app::{self, App};
+use super::facts::{self, CANDIDATE_KEY, LEADER_KEY, LeaderFact, TASK_PREFIX};
+use super::placement::Agent;
+use super::plan::{self, Change, SchedState, World};
+use super::store;
+use crate::config::SchedulerSettings;
+use crate::gossip::{ClusterView, Gossip};
+use crate::launcher::facts::{TaskStatus, statuses};
+use crate::node::{NODE_INFO_KEY, NodeInfo};
+use crate::state::StateDir;
+
+/// How often the leader's round runs besides on every change.
+const ROUND: Duration = Duration::from_millis(500);
+
+/// What the loop and the API share.
+struct Inner {
+    gossip: Arc<Gossip>,
+    dir: Arc<StateDir>,
+    api_url: String,
+    settle: Duration,
+    apps: Mutex<BTreeMap<String, App>>,
+    sched: Mutex<SchedState>,
+    /// Whether this scheduler leads and has published its set.
+    ready: Mutex<bool>,
+    poke: Notify,
+}
+
+/// A running scheduler.
+pub struct SchedulerService {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl SchedulerService {
+    /// Loads the stored apps, binds the API and starts the loop.
+    pub async fn start(
+        settings: &SchedulerSettings,
+        gossip: Arc<Gossip>,
+        dir: Arc<StateDir>,
+        gossip_interval: Duration,
+    ) -> Result<Self, crate::Error> {
+        let apps = store::load(&dir)?;
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| crate::Error::ApiBind {
+                listen: settings.listen,
+                source,
+            })?;
+        let api_url = api_url(settings.listen);
+        info!(api = %api_url, apps = apps.len(), "scheduler standing as a candidate");
+        let inner = Arc::new(Inner {
+            gossip: gossip.clone(),
+            dir,
+            api_url: api_url.clone(),
+            settle: gossip_interval * 10,
+            apps: Mutex::new(apps),
+            sched: Mutex::new(SchedState::default()),
+            ready: Mutex::new(false),
+            poke: Notify::new(),
+        });
+        gossip.publish(CANDIDATE_KEY, &api_url).await;
+        let (stop, stopped) = watch::channel(false);
+        let mut api_stop = stopped.clone();
+        let api = tokio::spawn({
+            let router = router(inner.clone());
+            async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = api_stop.changed().await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    warn!(error = %e, "the scheduler API failed");
+                }
+            }
+        });
+        let run = tokio::spawn(inner.run(stopped));
+        Ok(Self {
+            stop,
+            tasks: vec![run, api],
+        })
+    }
+
+    /// Stops leading and serving. Tasks keep running; agents wait for the next leader.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What a view tells the scheduler.
+struct Parts {
+    /// Live nodes that run tasks, for placement.
+    agents: Vec<Agent>,
+    /// Live nodes.
+    up: std::collections::BTreeSet<String>,
+    /// Task id → (node id, status), from live nodes.
+    statuses: BTreeMap<String, (String, TaskStatus)>,
+}
+
+/// The placement agents, live nodes and task statuses of a view.
+fn world_parts(view: &ClusterView) -> Parts {
+    let mut agents = Vec::new();
+    let mut up = std::collections::BTreeSet::new();
+    let mut all = BTreeMap::new();
+    for node in view.up_nodes() {
+        up.insert(node.id.clone());
+        for s in statuses(node) {
+            all.insert(s.task_id.clone(), (node.id.clone(), s));
+        }
+        let Some(info) = node
+            .get(NODE_INFO_KEY)
+            .and_then(|j| serde_json::from_str::<NodeInfo>(j).ok())
+        else {
+            continue;
+        };
+        if let Some(r) = info.resources {
+            agents.push(Agent {
+                id: node.id.clone(),
+                hostname: info.name,
+                region: info.region,
+                zone: info.zone,
+                cpus: r.cpus,
+                mem: r.mem,
+                used_cpus: 0.0,
+                used_mem: 0.0,
+                used_ports: Default::default(),
+            });
+        }
+    }
+    Parts {
+        agents,
+        up,
+        statuses: all,
+    }
+}
+
+fn new_task_id(app: &App) -> String {
+    format!(
+        "{}.{}",
+        app.id.trim_start_matches('/').replace('/', "_"),
+        uuid::Uuid::new_v4()
+    )
+}
+
+impl Inner {
+    fn is_leader(&self, view: &ClusterView) -> bool {
+        facts::leader(view).is_some_and(|l| l.node_id == self.gossip.node_id())
+    }
+
+    async fn run(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
+        let mut views = self.gossip.watch();
+        let mut leading_since: Option<Instant> = None;
+        let mut published: BTreeMap<String, String> = BTreeMap::new();
+        loop {
+            let view = views.borrow_and_update().clone();
+            if self.is_leader(&view) {
+                let since = *leading_since.get_or_insert_with(|| {
+                    info!("this scheduler leads; waiting for the agents' task statuses");
+                    Instant::now()
+                });
+                if since.elapsed() >= self.settle {
+                    self.lead(&view, &mut published).await;
+                }
+            } else {
+                if leading_since.take().is_some() {
+                    info!("this scheduler no longer leads");
+                    *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = false;
+                    *self.sched.lock().unwrap_or_else(|p| p.into_inner()) = SchedState::default();
+                    for key in std::mem::take(&mut published).keys() {
+                        self.gossip.delete(key).await;
+                    }
+                }
+                self.mirror(&view);
+            }
+            tokio::select! {
+                changed = views.changed() => if changed.is_err() { return },
+                () = self.poke.notified() => {}
+                () = tokio::time::sleep(ROUND) => {}
+                _ = stopped.changed() => {
+                    self.gossip.delete(CANDIDATE_KEY).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One leader round: adopt on the first, then reconcile and publish what changed.
+    async fn lead(&self, view: &ClusterView, published: &mut BTreeMap<String, String>) {
+        let Parts {
+            agents,
+            up,
+            statuses,
+        } = world_parts(view);
+        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let world = World {
+            apps: &apps,
+            agents,
+            up,
+            statuses,
+            now_ms: now_ms(),
+        };
+        let wanted = {
+            let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+            let mut sched = self.sched.lock().unwrap_or_else(|p| p.into_inner());
+            if !*ready {
+                sched.tasks = plan::adopt(&apps, &world);
+                info!(adopted = sched.tasks.len(), "adopted the running tasks");
+                *ready = true;
+            }
+            for change in plan::reconcile(&mut sched, &world, &mut new_task_id) {
+                match change {
+                    Change::Launched { task_id, node_id } => {
+                        info!(task = %task_id, node = %node_id, "placed")
+                    }
+                    Change::Dropped { task_id, reason } => {
+                        info!(task = %task_id, %reason, "dropped")
+                    }
+                }
+            }
+            let mut wanted = BTreeMap::new();
+            for (id, t) in &sched.tasks {
+                let value = serde_json::to_string(&t.assignment).unwrap_or_default();
+                wanted.insert(format!("{TASK_PREFIX}{id}"), value);
+            }
+            for app in apps.values() {
+                wanted.insert(
+                    facts::app_key(&app.id),
+                    serde_json::to_string(app).unwrap_or_default(),
+                );
+            }
+            let fact = LeaderFact {
+                api: self.api_url.clone(),
+                tasks: sched.tasks.len(),
+            };
+            wanted.insert(
+                LEADER_KEY.to_owned(),
+                serde_json::to_string(&fact).unwrap_or_default(),
+            );
+            wanted
+        };
+        // Assignments and apps first, the leader key (with the count) last.
+        for (key, value) in wanted.iter().filter(|(k, _)| k.as_str() != LEADER_KEY) {
+            if published.get(key) != Some(value) {
+                self.gossip.publish(key, value).await;
+            }
+        }
+        for key in published.keys().filter(|k| !wanted.contains_key(*k)) {
+            self.gossip.delete(key).await;
+        }
+        if let Some(value) = wanted.get(LEADER_KEY)
+            && published.get(LEADER_KEY) != Some(value)
+        {
+            self.gossip.publish(LEADER_KEY, value).await;
+        }
+        *published = wanted;
+    }
+
+    /// Standby: keeps the leader's apps on disk, for a failover.
+    fn mirror(&self, view: &ClusterView) {
+        let Some(leader) = facts::leader(view) else {
+            return;
+        };
+        if leader.assignments.is_none() {
+            return;
+        }
+        let Some(node) = view.nodes.get(leader.node_id) else {
+            return;
+        };
+        let theirs = facts::apps(node);
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        if *apps != theirs {
+            if let Err(e) = store::save(&self.dir, &theirs) {
+                warn!(error = %e, "cannot store the leader's apps");
+                return;
+            }
+            *apps = theirs;
+        }
+    }
+
+    /// Applies a change to the apps: stored first, then used.
+    fn change_apps(&self, f: impl FnOnce(&mut BTreeMap<String, App>)) -> Result<(), String> {
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = apps.clone();
+        f(&mut next);
+        store::save(&self.dir, &next).map_err(|e| e.to_string())?;
+        *apps = next;
+        self.poke.notify_one();
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The /v2 API
+
+type Shared = Arc<Inner>;
+
+fn router(inner: Shared) -> Router {
+    Router::new()
+        .route("/v2/apps", get(list_apps).post(create_app))
+        .route(
+            "/v2/apps/{*id}",
+            get(get_app).put(put_app).delete(delete_app),
+        )
+        .route("/v2/tasks", get(list_tasks))
+        .route("/v2/leader", get(get_leader))
+        .with_state(inner)
+}
+
+/// An error answer: a status and Marathon's `{"message": ...}`.
+type Refusal = (StatusCode, axum::Json<Value>);
+
+fn refusal(status: StatusCode, text: impl Into<String>) -> Refusal {
+    (status, axum::Json(json!({"message": text.into()})))
+}
+
+fn message(status: StatusCode, text: impl Into<String>) -> Response {
+    refusal(status, text).into_response()
+}
+
+/// Refuses when this scheduler does not lead (the agents' API forwards to the one that does).
+fn require_leader(s: &Inner) -> Result<(), Refusal> {
+    let view = s.gossip.view();
+    if s.is_leader(&view) {
+        if *s.ready.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(());
+        }
+        return Err(refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this scheduler was just elected and is adopting the running tasks; retry in a few seconds",
+        ));
+    }
+    let leader = facts::leader(&view).map(|l| l.api.to_owned());
+    Err(refusal(
+        StatusCode::SERVICE_UNAVAILABLE,
+        match leader {
+            Some(url) => format!("this scheduler is not the leader; the leader is at {url}"),
+            None => "no scheduler leads at the moment".to_owned(),
+        },
+    ))
+}
+
+fn now_version() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, Refusal> {
+    serde_json::from_slice(body).map_err(|e| {
+        refusal(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid JSON: {e}; send an app definition such as {{\"id\": \"/web\", \"cmd\": \"...\"}}"),
+        )
+    })
+}
+
+/// An app with its task counts, as Marathon lists it.
+fn app_json(s: &Inner, app: &App, view: &ClusterView, with_tasks: bool) -> Value {
+    let tasks = tasks_json(s, view, Some(&app.id));
+    let count = |pred: &dyn Fn(&Value) -> bool| tasks.iter().filter(|t| pred(t)).count();
+    let running = count(&|t| t["state"] == "TASK_RUNNING");
+    let staged = count(&|t| t["state"] == "TASK_STAGING");
+    let healthy = count(&|t| {
+        t["healthCheckResults"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty() && r.iter().all(|c| c["alive"] == true))
+    });
+    let unhealthy = count(&|t| {
+        t["healthCheckResults"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|c| c["alive"] == false))
+    });
+    let mut v = app.to_marathon();
+    v["tasksRunning"] = json!(running);
+    v["tasksStaged"] = json!(staged);
+    v["tasksHealthy"] = json!(healthy);
+    v["tasksUnhealthy"] = json!(unhealthy);
+    let waiting = s
+        .sched
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .waiting
+        .get(&app.id)
+        .cloned();
+    if let Some(w) = waiting {
+        v["waiting"] = json!(w);
+    }
+    if with_tasks {
+        v["tasks"] = json!(tasks);
+    }
+    v
+}
+
+/// The leader's tasks in Marathon's shape: assignments, with what their agents report.
+fn tasks_json(s: &Inner, view: &ClusterView, app: Option<&str>) -> Vec<Value> {
+    let statuses = world_parts(view).statuses;
+    let names: BTreeMap<&str, String> = view
+        .nodes
+        .values()
+        .filter_map(|n| {
+            let info: NodeInfo = serde_json::from_str(n.get(NODE_INFO_KEY)?).ok()?;
+            Some((n.id.as_str(), info.name))
+        })
+        .collect();
+    let sched = s.sched.lock().unwrap_or_else(|p| p.into_inner());
+    sched
+        .tasks
+        .values()
+        .filter(|t| app.is_none_or(|a| t.assignment.app.id == a))
+        .map(|t| {
+            let a = &t.assignment;
+            let status = statuses.get(&a.task_id).map(|(_, s)| s);
+            let iso = |ms: u64| {
+                humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+            };
+            json!({
+                "id": a.task_id,
+                "appId": a.app.id,
+                "host": names.get(a.node_id.as_str()).cloned().unwrap_or_else(|| a.node_id.clone()),
+                "agentId": a.node_id,
+                "state": status.map_or("TASK_STAGING", |s| s.state.as_str()),
+                "ipAddresses": status.and_then(|s| s.ip).map(|ip| vec![json!({
+                    "ipAddress": ip.to_string(),
+                    "protocol": if ip.is_ipv4() { "IPv4" } else { "IPv6" },
+                })]).unwrap_or_default(),
+                "ports": a.host_ports,
+                "stagedAt": iso(t.created_ms),
+                "startedAt": status.and_then(|s| s.started_ms).map(iso),
+                "version": a.app.version,
+                "healthCheckResults": status
+                    .and_then(|s| s.healthy)
+                    .map(|h| vec![json!({"alive": h})])
+                    .unwrap_or_default(),
+                "message": status.and_then(|s| s.message.clone()),
+            })
+        })
+        .collect()
+}
+
+async fn list_apps(State(s): State<Shared>) -> Response {
+    if let Err(r) = require_leader(&s) {
+        return r.into_response();
+    }
+    let view = s.gossip.view();
+    let apps = s.apps.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let list: Vec<Value> = apps
+        .values()
+        .map(|a| app_json(&s, a, &view, false))
+        .collect();
+    axum::Json(json!({"apps": list})).into_response()
+}
+
+async fn create_app(State(s): State<Shared>, body: Bytes) -> Response {
+    if let Err(r) = require_leader(&s) {
+        return r.into_response();
+    }
+    let value = match parse_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    let parsed = match app::parse(&value, None, &now_version()) {
+        Ok(p) => p,
+        Err(invalid) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(invalid.to_json()),
+            )
+                .into_response();
+        }
+    };
+    let id = parsed.app.id.clone();
+    let mut exists = false;
+    let app = parsed.app.clone();
+    let stored = s.change_apps(|apps| {
+        if apps.contains_key(&id) {
+            exists = true;
+        } else {
+            apps.insert(id.clone(), app);
+        }
+    });
+    if exists {
+        return message(
+            StatusCode::CONFLICT,
+            format!(
+                "An app with id [{id}] already exists; change it with PUT /v2/apps{id} or `dcnet app remove {id}` first"
+            ),
+        );
+    }
+    if let Err(e) = stored {
+        return message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("storing the app failed: {e}"),
+        );
+    }
+    info!(app = %id, ignored = ?parsed.ignored, "app created");
+    let mut v = parsed.app.to_marathon();
+    if !parsed.ignored.is_empty() {
+        v["ignoredFields"] = json!(parsed.ignored);
+    }
+    (StatusCode::CREATED, axum::Json(v)).into_response()
+}
+
+fn normalize(id: &str) -> String {
+    format!("/{}", id.trim_matches('/'))
+}
+
+async fn get_app(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    if let Err(r) = require_leader(&s) {
+        return r.into_response();
+    }
+    let id = normalize(&id);
+    let view = s.gossip.view();
+    let app = s
+        .apps
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&id)
+        .cloned();
+    match app {
+        Some(app) => axum::Json(json!({"app": app_json(&s, &app, &view, true)})).into_response(),
+        None => message(StatusCode::NOT_FOUND, format!("App '{id}' does not exist")),
+    }
+}
+
+/// PUT: a whole definition or only some fields (`{"instances": 5}`), laid over the current
+/// one. A change of anything but `instances` is a new version, whose tasks replace the old.
+async fn put_app(State(s): State<Shared>, Path(id): Path<String>, body: Bytes) -> Response {
+    if let Err(r) = require_leader(&s) {
+        return r.into_response();
+    }
+    let id = normalize(&id);
+    let patch = match parse_body(&body) {
+        Ok(Value::Object(o)) => o,
+        Ok(_) => return message(StatusCode::BAD_REQUEST, "expected a JSON object"),
+        Err(r) => return r.into_response(),
+    };
+    let current = s
+        .apps
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&id)
+        .cloned();
+    let mut merged = current.as_ref().map_or_else(|| json!({}), App::to_marathon);
+    for (k, v) in patch {
+        merged[k] = v;
+    }
+    let version = now_version();
+    let mut parsed = match app::parse(&merged, Some(&id), &version) {
+        Ok(p) => p,
+        Err(invalid) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(invalid.to_json()),
+            )
+                .into_response();
+        }
+    };
+    if let Some(old) = &current
+        && !old.runs_differently(&parsed.app)
+    {
+        parsed.app.version = old.version.clone();
+    }
+    let app = parsed.app.clone();
+    if let Err(e) = s.change_apps(|apps| {
+        apps.insert(id.clone(), app);
+    }) {
+        return message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("storing the app failed: {e}"),
+        );
+    }
+    info!(app = %id, instances = parsed.app.instances, version = %parsed.app.version, "app changed");
+    let status = if current.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    (
+        status,
+        axum::Json(json!({"version": parsed.app.version, "deploymentId": uuid::Uuid::new_v4().to_string()})),
+    )
+        .into_response()
+}
+
+async fn delete_app(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    if let Err(r) = require_leader(&s) {
+        return r.into_response();
+    }
+    let id = normalize(&id);
+    let mut found = false;
+    if let Err(e) = s.change_apps(|apps| found = apps.remove(&id).is_some()) {
+        return message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("storing the apps failed: {e}"),
+        );
+    }
+    if !found {
+        return message(StatusCode::NOT_FOUND, format!("App '{id}' does not exist"));
+    }
+    info!(app = %id, "app removed");
+    axum::Json(json!({"version": now_version(), "deploymentId": uuid::Uuid::new_v4().to_string()}))
+        .into_response()
+}
+
+async fn list_tasks(State(s): State<Shared>) -> Response {
+    if let Err(r) = require_leader(&s) {
+        return r.into_response();
+    }
+    let view = s.gossip.view();
+    axum::Json(json!({"tasks": tasks_json(&s, &view, None)})).into_response()
+}
+
+async fn get_leader(State(s): State<Shared>) -> Response {
+    let view = s.gossip.view();
+    match facts::leader(&view) {
+        Some(l) => {
+            axum::Json(json!({"leader": l.api.trim_start_matches("http://")})).into_response()
+        }
+        None => message(StatusCode::NOT_FOUND, "no scheduler leads at the moment"),
+    }
+}
+
+/// Where this scheduler's API listens (for logs and tests).
+pub fn api_url(listen: SocketAddr) -> String {
+    format!("http://{listen}")
+}
