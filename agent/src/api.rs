@@ -10,8 +10,8 @@
 //!   attachment, used by `dcnet-cni` and the task launcher. Errors are `{"error": "..."}`.
 //! - `GET /v1/vips`: the VIPs this node's load balancer has, with backends, weights, states and
 //!   new-connection counts ([`crate::lb::VipStatus`] rows).
-//! - `GET /v1/tasks`: every launched task as its agent reports it ([`TaskRow`] rows), from
-//!   gossip, so it answers with no scheduler running.
+//! - `GET /v1/tasks`: every launched task of the live nodes as its agent reports it
+//!   ([`TaskRow`] rows), from gossip, so it answers with no scheduler running.
 //! - `/v2/...`: Marathon's API, forwarded to the leading scheduler wherever it runs.
 //! - `GET /metrics`: Prometheus text format.
 
@@ -291,7 +291,8 @@ pub struct TaskRow {
 async fn tasks(State(s): State<ApiState>) -> axum::Json<Vec<TaskRow>> {
     let view = s.gossip.view();
     let mut rows = Vec::new();
-    for node in view.nodes.values() {
+    // Tasks of a node that is down are gone from DNS and the VIPs, and replaced: not listed.
+    for node in view.up_nodes() {
         let name = node
             .get(node::NODE_INFO_KEY)
             .and_then(|j| serde_json::from_str::<node::NodeInfo>(j).ok())

@@ -74,6 +74,7 @@
 //! cgroup = "/sys/fs/cgroup/dcnet-tasks"  # parent of one cgroup v2 directory per task; default:
 //!                                 # none (tasks are stopped through their process group)
 //! kill_grace = "5s"               # SIGTERM, then SIGKILL after this long
+//! netns_prefix = "dcnet-"         # tasks' namespaces are /run/netns/<prefix><task uuid>
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -145,6 +146,7 @@ pub struct LauncherSection {
     pub mem: Option<f64>,
     pub cgroup: Option<PathBuf>,
     pub kill_grace: Option<String>,
+    pub netns_prefix: Option<String>,
 }
 
 /// `[gossip]` of the config file.
@@ -390,6 +392,8 @@ pub struct LauncherSettings {
     pub cgroup: Option<PathBuf>,
     /// How long a task has between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// Start of the tasks' network namespace names (the rest is the task's UUID).
+    pub netns_prefix: String,
 }
 
 /// Default port of the scheduler's `/v2` API (Marathon's).
@@ -654,12 +658,26 @@ fn resolve_launcher(
         file.kill_grace,
         Duration::from_secs(5),
     )?;
+    let netns_prefix = file.netns_prefix.unwrap_or_else(|| "dcnet-".into());
+    if netns_prefix.is_empty()
+        || netns_prefix.len() > 40
+        || !netns_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(invalid(
+            p.origin("launcher.netns_prefix", "", false),
+            netns_prefix,
+            "1 to 40 letters, digits, '-' or '_'",
+        ));
+    }
     Ok(LauncherSettings {
         enabled,
         cpus,
         mem,
         cgroup: file.cgroup,
         kill_grace,
+        netns_prefix,
     })
 }
 

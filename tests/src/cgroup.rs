@@ -76,7 +76,21 @@ impl Drop for TestCgroup {
     }
 }
 
+/// Kills everything in the cgroup at `path` and in its descendants (`cgroup.kill`).
+pub fn kill_all(path: &Path) {
+    let _ = std::fs::write(path.join("cgroup.kill"), "1");
+}
+
 fn remove(path: &Path) {
+    kill_all(path);
+    // Children first: a cgroup with children cannot be removed.
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            if entry.path().is_dir() {
+                remove(&entry.path());
+            }
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         if let Ok(procs) = std::fs::read_to_string(path.join("cgroup.procs")) {

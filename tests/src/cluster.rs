@@ -45,7 +45,11 @@ pub struct NodeSpec {
     /// Extra lines inside the node's `[dns]` table.
     pub dns_config: String,
     /// Extra lines for the node's config file (after every table the harness writes).
+    /// `{cgroup}` stands for the node's cgroup when `tasks` is set.
     pub extra_config: String,
+    /// Give the node a cgroup of its own (`{cgroup}`), run its agent in it, and have its
+    /// launcher put tasks under it: killing the node kills its tasks, as on a real machine.
+    pub tasks: bool,
 }
 
 /// Options for [`Cluster::start`].
@@ -79,6 +83,8 @@ pub struct Node {
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     pub state_dir: PathBuf,
+    /// The node's own cgroup ([`NodeSpec::tasks`]).
+    pub cgroup: Option<crate::TestCgroup>,
     process: Option<Child>,
 }
 
@@ -130,6 +136,14 @@ impl Cluster {
             keep: false,
         };
         cluster.build_network(options.nodes.len())?;
+        for (node, spec) in cluster.nodes.iter_mut().zip(&options.nodes) {
+            if spec.tasks {
+                node.cgroup = Some(crate::TestCgroup::create(&format!(
+                    "node{}",
+                    node.index + 1
+                ))?);
+            }
+        }
         cluster.write_configs(&options)?;
         for i in 0..cluster.nodes.len() {
             cluster.start_agent(i)?;
@@ -173,6 +187,7 @@ impl Cluster {
                 config_path: dir.join("agent.toml"),
                 log_path: dir.join("agent.log"),
                 state_dir: dir.join("state"),
+                cgroup: None,
                 process: None,
             });
         }
@@ -222,7 +237,19 @@ impl Cluster {
             // own nameservers.
             text += "\n[dns]\nupstreams = []\n";
             text += &spec.dns_config;
-            text += &spec.extra_config;
+            if let Some(cgroup) = &node.cgroup {
+                text += &format!(
+                    "\n[launcher]\ncgroup = \"{}/tasks\"\nkill_grace = \"1s\"\nnetns_prefix = \"{}\"\n",
+                    cgroup.path().display(),
+                    self.task_netns_prefix()
+                );
+            }
+            let cgroup = node
+                .cgroup
+                .as_ref()
+                .map(|c| c.path().display().to_string())
+                .unwrap_or_default();
+            text += &spec.extra_config.replace("{cgroup}", &cgroup);
             fs::write(&node.config_path, text)?;
         }
         Ok(())
@@ -247,6 +274,9 @@ impl Cluster {
             .stdout(log.try_clone()?)
             .stderr(log);
         in_netns(&mut command, &node.netns, self.die_with_parent);
+        if let Some(cgroup) = &node.cgroup {
+            cgroup.place(&mut command);
+        }
         node.process = Some(
             command
                 .spawn()
@@ -284,6 +314,19 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Kills node `i` as if the machine died: its agent and every task it started.
+    pub fn kill_node(&mut self, i: usize) {
+        self.stop_agent(i, nix::sys::signal::Signal::SIGKILL, Duration::from_secs(3));
+        if let Some(cgroup) = &self.nodes[i].cgroup {
+            crate::cgroup::kill_all(cgroup.path());
+        }
+    }
+
+    /// Prefix of the namespaces the launchers of this cluster make for tasks.
+    pub fn task_netns_prefix(&self) -> String {
+        format!("{NETNS_PREFIX}{}-t-", self.tag)
     }
 
     /// GETs `path` from node `i`'s API and decodes the JSON.
@@ -371,6 +414,19 @@ impl Cluster {
             .iter()
             .filter_map(|n| Some(format!("kill {}", n.pid()?)))
             .collect();
+        for node in &mut self.nodes {
+            if let Some(cgroup) = node.cgroup.take() {
+                commands.push(format!(
+                    "echo 1 > {0}/cgroup.kill; find {0} -depth -type d -exec rmdir {{}} +",
+                    cgroup.path().display()
+                ));
+                std::mem::forget(cgroup);
+            }
+        }
+        commands.push(format!(
+            "for ns in $(ip netns list | grep -o '^{}[^ ]*'); do ip netns delete $ns; done",
+            self.task_netns_prefix()
+        ));
         for name in self.namespace_names() {
             commands.push(format!("ip netns delete {name}"));
         }
@@ -378,13 +434,22 @@ impl Cluster {
         commands
     }
 
-    /// Names of the namespaces of this cluster.
+    /// Names of the namespaces of this cluster, its tasks' included.
     pub fn namespace_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .nodes
             .iter()
             .map(|n| n.netns.name().to_owned())
             .collect();
+        let prefix = self.task_netns_prefix();
+        if let Ok(entries) = fs::read_dir("/run/netns") {
+            names.extend(
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                    .filter(|n| n.starts_with(&prefix)),
+            );
+        }
         names.extend(self.underlay.as_ref().map(|u| u.name().to_owned()));
         names
     }
@@ -424,6 +489,10 @@ impl Drop for Cluster {
         }
         for i in 0..self.nodes.len() {
             self.stop_agent(i, nix::sys::signal::Signal::SIGTERM, Duration::from_secs(3));
+        }
+        // Tasks outlive their agent; on a test machine they go with the cluster.
+        for node in &mut self.nodes {
+            drop(node.cgroup.take());
         }
         for name in self.namespace_names() {
             if let Err(e) = Netns::delete_by_name(&name) {

@@ -75,9 +75,9 @@ pub fn sandbox(root: &Path, task_id: &str) -> PathBuf {
 }
 
 /// The network namespace name of a task (unique cluster-wide: task ids carry a UUID).
-pub fn netns_name(task_id: &str) -> String {
+pub fn netns_name(prefix: &str, task_id: &str) -> String {
     let tail = task_id.rsplit('.').next().unwrap_or(task_id);
-    format!("dcnet-{}", tail.replace('-', ""))
+    format!("{prefix}{}", tail.replace('-', ""))
 }
 
 /// Writes the record atomically.
@@ -401,7 +401,7 @@ mod tests {
     #[test]
     fn netns_names_are_short_and_unique_per_task() {
         assert_eq!(
-            netns_name("prod_web.6f1c2a9e-0000-4000-8000-1234567890ab"),
+            netns_name("dcnet-", "prod_web.6f1c2a9e-0000-4000-8000-1234567890ab"),
             "dcnet-6f1c2a9e0000400080001234567890ab"
         );
     }

@@ -285,7 +285,7 @@ impl Launcher {
                 let overlay = self.overlay.as_ref().ok_or_else(|| {
                     format!("the app joins overlay {name:?} but the overlay is off on this node")
                 })?;
-                let netns = process::netns_name(&a.task_id);
+                let netns = process::netns_name(&self.settings.netns_prefix, &a.task_id);
                 let attached = overlay
                     .attach(AttachRequest {
                         container_id: a.task_id.clone(),

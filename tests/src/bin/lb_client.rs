@@ -4,6 +4,8 @@
 //!
 //! - `dcnet-lb-client tcp ADDR N`: N connects; each reads what the server sends until EOF.
 //!   `ok PEER RESPONSE` (PEER as `getpeername` reports it) or `err KIND ELAPSED_US`.
+//! - `dcnet-lb-client http ADDR N [PATH]`: N connects, each `GET PATH` (default `/`) over
+//!   HTTP/1.0: `ok PEER BODY` (the body's first line) or `err KIND ELAPSED_US`.
 //! - `dcnet-lb-client udp ADDR N`: one unconnected socket sends N datagrams with `sendto` and
 //!   reads each reply with `recvfrom`: `ok SOURCE RESPONSE`.
 //! - `dcnet-lb-client udp-connected ADDR N`: one connected socket, N datagrams:
@@ -26,7 +28,9 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (mode, addr) = match args.as_slice() {
         [mode, addr, ..] => (mode.as_str(), addr),
-        _ => bail!("usage: dcnet-lb-client tcp|udp|udp-connected|udp-hold|tcp-hold ADDR [N]"),
+        _ => bail!(
+            "usage: dcnet-lb-client tcp|http|udp|udp-connected|udp-hold|tcp-hold ADDR [N] [PATH]"
+        ),
     };
     // An address, or a name resolved through the namespace's resolv.conf (glibc).
     let addr: SocketAddr = match addr.parse() {
@@ -48,6 +52,18 @@ fn main() -> Result<()> {
                 let started = Instant::now();
                 match tcp_once(addr) {
                     Ok((peer, response)) => writeln!(out, "ok {peer} {response}")?,
+                    Err(e) => {
+                        writeln!(out, "err {:?} {}", e.kind(), started.elapsed().as_micros())?
+                    }
+                }
+            }
+        }
+        "http" => {
+            let path = args.get(3).map_or("/", String::as_str);
+            for _ in 0..n {
+                let started = Instant::now();
+                match http_once(addr, path) {
+                    Ok((peer, body)) => writeln!(out, "ok {peer} {body}")?,
                     Err(e) => {
                         writeln!(out, "err {:?} {}", e.kind(), started.elapsed().as_micros())?
                     }
@@ -145,6 +161,26 @@ fn any(addr: SocketAddr) -> SocketAddr {
         SocketAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
         SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
     }
+}
+
+fn http_once(addr: SocketAddr, path: &str) -> std::io::Result<(SocketAddr, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    let peer = stream.peer_addr()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let Some((head, body)) = response.split_once("\r\n\r\n") else {
+        return Err(std::io::Error::other("no HTTP answer"));
+    };
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        let status = head.lines().next().unwrap_or_default().replace(' ', "_");
+        return Err(std::io::Error::other(status));
+    }
+    Ok((
+        peer,
+        body.lines().next().unwrap_or_default().trim().to_owned(),
+    ))
 }
 
 fn tcp_once(addr: SocketAddr) -> std::io::Result<(SocketAddr, String)> {

@@ -1,0 +1,457 @@
+//! The scheduler end to end, in a 4-node namespace cluster: node 1 is the master (scheduler
+//! only), nodes 2-4 are agents in zones z1, z1, z2. Apps go in through the `dcnet` CLI on an
+//! agent (forwarded to the leader); tasks are real processes (python3's HTTP server) in their
+//! own namespaces on the overlay; the client is a container on node 2's overlay, inside
+//! node 2's cgroup where the eBPF socket hooks act.
+//!
+//! Bounds stated here (gossip interval 200 ms):
+//! - a new app's name resolves from the client container within 30 s of `dcnet app add`
+//!   (placement, launch, the first passing health check, gossip);
+//! - after an agent is killed, its tasks run elsewhere and DNS and the VIP have moved within
+//!   30 s (failure detection, placement, launch, health);
+//! - a removed app's name and VIP are gone within 15 s.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use dcnet_agent::api::TaskRow;
+use dcnet_agent::launcher::facts::TaskState;
+use dcnet_tests::container::Container;
+use dcnet_tests::lb::{self, Line};
+use dcnet_tests::{Cluster, ClusterOptions, NodeSpec, wait_until};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+const WEB: &str = r#"{
+  "id": "/web",
+  "cmd": "echo $MESOS_TASK_ID > id && exec python3 -m http.server $PORT0",
+  "instances": 3,
+  "cpus": 0.1,
+  "mem": 32,
+  "networks": [{"mode": "container", "name": "dcos"}],
+  "container": {"type": "MESOS", "portMappings": [
+    {"containerPort": 80, "name": "http", "labels": {"VIP_0": "/web:80"}}
+  ]},
+  "healthChecks": [{"protocol": "HTTP", "path": "/id", "portIndex": 0,
+                    "gracePeriodSeconds": 15, "intervalSeconds": 1, "timeoutSeconds": 2,
+                    "maxConsecutiveFailures": 3}]
+}"#;
+
+const NAME: &str = "web.marathon.mesos";
+const VIP_NAME: &str = "web.marathon.l4lb.thisdcos.directory";
+
+fn start_cluster() -> Result<Cluster> {
+    let zones = ["z0", "z1", "z1", "z2"];
+    let mut options = ClusterOptions::nodes(4);
+    for (i, node) in options.nodes.iter_mut().enumerate() {
+        *node = NodeSpec {
+            roles: vec![if i == 0 { "master" } else { "agent" }.into()],
+            region: Some("r1".into()),
+            zone: Some(zones[i].into()),
+            dns_config: "listen = [\"0.0.0.0:53\"]\n".into(),
+            extra_config: "\n[overlay]\nenabled = true\nlease_settle = \"1s\"\n\n[lb]\nenabled = true\ncgroup = \"{cgroup}\"\n".into(),
+            tasks: true,
+            ..NodeSpec::default()
+        };
+    }
+    let cluster = Cluster::start(options)?;
+    wait_until("the overlay to form", Duration::from_secs(30), || {
+        let ready = (0..4).all(|i| {
+            cluster
+                .get::<Value>(i, "/v1/overlay")
+                .is_ok_and(|s| s["peers"].as_array().is_some_and(|p| p.len() == 3))
+        });
+        Ok(ready.then_some(()))
+    })?;
+    Ok(cluster)
+}
+
+/// Runs `dcnet ARGS` on node `i`; returns stdout, or the error with stderr.
+fn dcnet(cluster: &Cluster, i: usize, args: &[&str]) -> Result<String> {
+    let out = cluster.run_in(i, cluster.dcnet(), args)?;
+    if !out.status.success() {
+        bail!(
+            "dcnet {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The IPv4 addresses glibc resolves `name` to inside container `c` (empty if none).
+fn resolve(c: &Container, name: &str) -> Result<BTreeSet<Ipv4Addr>> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            c.ns.netns().name(),
+            "getent",
+            "ahostsv4",
+            name,
+        ])
+        .output()
+        .context("running getent")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect())
+}
+
+/// The running, healthy tasks of `/web` as the agents report them, seen from node `i`.
+fn healthy_tasks(cluster: &Cluster, i: usize) -> Result<Vec<TaskRow>> {
+    let rows: Vec<TaskRow> = cluster.get(i, "/v1/tasks")?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| {
+            r.status.app_id == "/web"
+                && r.status.state == TaskState::TaskRunning
+                && r.status.healthy == Some(true)
+        })
+        .collect())
+}
+
+fn task_ips(rows: &[TaskRow]) -> BTreeSet<Ipv4Addr> {
+    rows.iter()
+        .filter_map(|r| match r.status.ip {
+            Some(std::net::IpAddr::V4(ip)) => Some(ip),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits until `n` healthy tasks run and the client resolves exactly their addresses.
+fn wait_for_tasks(
+    cluster: &Cluster,
+    client: &Container,
+    n: usize,
+    within: Duration,
+) -> Result<Vec<TaskRow>> {
+    wait_until(
+        &format!("{n} healthy /web tasks, all in DNS"),
+        within,
+        || {
+            let rows = healthy_tasks(cluster, 1)?;
+            if rows.len() != n {
+                bail!("{} healthy tasks", rows.len());
+            }
+            let resolved = resolve(client, NAME)?;
+            if resolved != task_ips(&rows) {
+                let dig = Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        client.ns.netns().name(),
+                        "dig",
+                        "+tries=1",
+                        "+time=1",
+                        NAME,
+                    ])
+                    .output()?;
+                bail!(
+                    "DNS answers {resolved:?}, the tasks have {:?}; dig: {}",
+                    task_ips(&rows),
+                    String::from_utf8_lossy(&dig.stdout)
+                );
+            }
+            Ok(Some(rows))
+        },
+    )
+}
+
+/// `n` GETs of /id through the VIP from the client; every one must succeed through the VIP.
+fn through_vip(cluster: &Cluster, client: &Container, n: usize) -> Result<BTreeSet<String>> {
+    let cgroup = cluster.nodes[1]
+        .cgroup
+        .as_ref()
+        .context("node 2 has a cgroup")?;
+    let addr = format!("{VIP_NAME}:80");
+    let count = n.to_string();
+    let lines = lb::run_client(lb::client_command(
+        client.ns.netns().name(),
+        Some(cgroup),
+        &["http", &addr, &count, "/id"],
+    )?)?;
+    let mut served = BTreeSet::new();
+    for line in lines {
+        match line {
+            Line::Ok { response, .. } => {
+                served.insert(response);
+            }
+            other => bail!("a request through the VIP failed: {other:?}"),
+        }
+    }
+    Ok(served)
+}
+
+/// Runs `scenario`; on failure prints the agents' logs before the cluster is torn down.
+fn with_logs(
+    cluster: &mut Cluster,
+    scenario: impl FnOnce(&mut Cluster) -> Result<()>,
+) -> Result<()> {
+    let result = scenario(cluster);
+    if result.is_err() {
+        eprintln!("{}", cluster.log_tails(80));
+    }
+    result
+}
+
+#[test]
+fn apps_run_resolve_balance_survive_failures_and_go_away() -> Result<()> {
+    let mut cluster = start_cluster()?;
+    with_logs(&mut cluster, lifecycle)
+}
+
+fn lifecycle(cluster: &mut Cluster) -> Result<()> {
+    let client = Container::attach(cluster, 1, "cli")?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("web.json");
+    std::fs::write(&file, WEB)?;
+
+    // Deploy through the CLI on node 2 (forwarded to the leader on node 1).
+    let added = Instant::now();
+    wait_until(
+        "the scheduler to take the app",
+        Duration::from_secs(30),
+        || {
+            Ok(dcnet(
+                cluster,
+                1,
+                &["app", "add", file.to_str().unwrap_or_default()],
+            )
+            .ok())
+        },
+    )?;
+    let rows = wait_for_tasks(cluster, &client, 3, Duration::from_secs(30))?;
+    println!(
+        "web resolves from a container with 3 instances {:.1} s after `dcnet app add`",
+        added.elapsed().as_secs_f64()
+    );
+    let zones: BTreeSet<&str> = rows.iter().map(|r| r.node.as_str()).collect();
+    assert_eq!(zones.len(), 3, "spread over the three agents: {zones:?}");
+
+    // The VIP spreads connections over the instances.
+    let served = through_vip(cluster, &client, 60)?;
+    let ids: BTreeSet<String> = rows.iter().map(|r| r.status.task_id.clone()).collect();
+    assert_eq!(served, ids, "every instance served through the VIP");
+    let vip_ips = resolve(&client, VIP_NAME)?;
+    assert!(vip_ips.iter().all(|ip| ip.octets()[0] == 11), "{vip_ips:?}");
+
+    // Scale to 5.
+    dcnet(cluster, 1, &["app", "scale", "/web", "5"])?;
+    let rows = wait_for_tasks(cluster, &client, 5, Duration::from_secs(30))?;
+    let list = dcnet(cluster, 1, &["app", "list"])?;
+    assert!(list.contains("/web") && list.contains("5/5"), "{list}");
+
+    // Kill node 4 (zone z2): its tasks go elsewhere, DNS and the VIP follow.
+    let killed_id = cluster.nodes[3].name.clone();
+    let lost: BTreeSet<Ipv4Addr> = task_ips(
+        &rows
+            .iter()
+            .filter(|r| r.node == killed_id)
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    assert!(!lost.is_empty(), "node 4 ran some of the 5 tasks");
+    let killed = Instant::now();
+    cluster.kill_node(3);
+    let rows = wait_until(
+        "the lost tasks to run elsewhere",
+        Duration::from_secs(30),
+        || {
+            let rows = healthy_tasks(cluster, 1)?;
+            let elsewhere = rows.len() == 5 && rows.iter().all(|r| r.node != killed_id);
+            if !elsewhere {
+                return Ok(None);
+            }
+            Ok((resolve(&client, NAME)? == task_ips(&rows)).then_some(rows))
+        },
+    )?;
+    println!(
+        "5 instances again, without node 4, {:.1} s after it was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    let served = through_vip(cluster, &client, 60)?;
+    let ids: BTreeSet<String> = rows.iter().map(|r| r.status.task_id.clone()).collect();
+    assert!(
+        served.is_subset(&ids) && served.len() >= 4,
+        "{served:?} vs {ids:?}"
+    );
+
+    // Stop the scheduler: tasks, DNS and the VIP keep working.
+    cluster.stop_agent(0, Signal::SIGTERM, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(healthy_tasks(cluster, 1)?.len(), 5);
+    assert_eq!(resolve(&client, NAME)?, task_ips(&rows));
+    assert!(through_vip(cluster, &client, 20)?.is_subset(&ids));
+    let refused = dcnet(cluster, 1, &["app", "list"]).unwrap_err().to_string();
+    assert!(refused.contains("no scheduler"), "{refused}");
+
+    // It comes back and adopts the running tasks: none is replaced.
+    cluster.start_agent(0)?;
+    wait_until(
+        "the scheduler to adopt the tasks",
+        Duration::from_secs(30),
+        || {
+            let Ok(list) = dcnet(cluster, 1, &["app", "list", "--json"]) else {
+                return Ok(None);
+            };
+            let apps: Value = serde_json::from_str(&list)?;
+            Ok((apps[0]["tasksRunning"] == 5).then_some(()))
+        },
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    let after: BTreeSet<String> = healthy_tasks(cluster, 1)?
+        .into_iter()
+        .map(|r| r.status.task_id)
+        .collect();
+    assert_eq!(after, ids, "the same tasks, adopted");
+
+    // Remove: the name, the VIP and the tasks go.
+    dcnet(cluster, 1, &["app", "remove", "/web"])?;
+    wait_until(
+        "the app's name, VIP and tasks to go",
+        Duration::from_secs(15),
+        || {
+            let tasks: Vec<TaskRow> = cluster.get(1, "/v1/tasks")?;
+            let vips: Value = cluster.get(1, "/v1/vips")?;
+            Ok((tasks.is_empty()
+                && resolve(&client, NAME)?.is_empty()
+                && resolve(&client, VIP_NAME)?.is_empty()
+                && vips.as_array().is_some_and(Vec::is_empty))
+            .then_some(()))
+        },
+    )?;
+    // The killed node comes back clean: its old tasks are reported lost, then forgotten.
+    cluster.start_agent(3)?;
+    wait_until(
+        "node 4 to forget its dead tasks",
+        Duration::from_secs(20),
+        || {
+            let tasks: Vec<TaskRow> = cluster.get(3, "/v1/tasks")?;
+            Ok(tasks.is_empty().then_some(()))
+        },
+    )?;
+    client.detach(cluster)?;
+    Ok(())
+}
+
+#[test]
+fn invalid_apps_and_constraints_are_explained() -> Result<()> {
+    let mut cluster = start_cluster()?;
+    with_logs(&mut cluster, |c| constraints(c))
+}
+
+fn constraints(cluster: &mut Cluster) -> Result<()> {
+    let cluster = &*cluster;
+    let dir = tempfile::tempdir()?;
+    let write = |name: &str, text: &str| -> Result<String> {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text)?;
+        Ok(path.to_str().unwrap_or_default().to_owned())
+    };
+
+    // Not JSON: refused before any request.
+    let bad = write("bad.json", "{\"id\": ")?;
+    let err = dcnet(cluster, 1, &["app", "add", &bad])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not valid JSON"), "{err}");
+    // Invalid fields: every one named, with its path.
+    let invalid = write(
+        "invalid.json",
+        r#"{"id": "Web", "cmd": "", "cpus": -1, "constraints": [["rack", "LIKE", "a"]]}"#,
+    )?;
+    let err = wait_until(
+        "the scheduler to judge the app",
+        Duration::from_secs(30),
+        || match dcnet(cluster, 1, &["app", "add", &invalid]) {
+            Ok(out) => bail!("an invalid app was accepted: {out}"),
+            Err(e)
+                if e.to_string().contains("not the leader") || e.to_string().contains("retry") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Ok(Some(e.to_string())),
+        },
+    )?;
+    for needle in [
+        "Object is not valid (422)",
+        "/id:",
+        "/cmd:",
+        "/cpus:",
+        "/constraints/0:",
+    ] {
+        assert!(err.contains(needle), "{needle} in {err}");
+    }
+
+    // hostname UNIQUE with more instances than agents: three run, the app says why not four.
+    let unique = write(
+        "unique.json",
+        r#"{"id": "/one-each", "cmd": "exec sleep 1000", "instances": 4, "cpus": 0.01, "mem": 1,
+            "constraints": [["hostname", "UNIQUE"], ["@region", "IS", "r1"]]}"#,
+    )?;
+    dcnet(cluster, 1, &["app", "add", &unique])?;
+    let apps = wait_until(
+        "three tasks, one per agent",
+        Duration::from_secs(30),
+        || {
+            let apps: Value =
+                serde_json::from_str(&dcnet(cluster, 1, &["app", "list", "--json"])?)?;
+            Ok((apps[0]["tasksRunning"] == 3).then_some(apps))
+        },
+    )?;
+    let waiting = apps[0]["waiting"].as_str().unwrap_or_default();
+    assert!(waiting.contains("UNIQUE"), "{waiting}");
+    let tasks: Vec<TaskRow> = cluster.get(1, "/v1/tasks")?;
+    let nodes: BTreeSet<&str> = tasks.iter().map(|t| t.node.as_str()).collect();
+    assert_eq!(nodes.len(), 3, "one per agent: {nodes:?}");
+
+    // @zone IS z2 on the host network: every instance on node 4, with Mesos-style ports.
+    let pinned = write(
+        "pinned.json",
+        r#"{"id": "/pinned", "cmd": "echo $HOST $PORT0 > env && exec sleep 1000", "instances": 2,
+            "cpus": 0.01, "mem": 1, "portDefinitions": [{"port": 0}],
+            "constraints": [["@zone", "IS", "z2"]]}"#,
+    )?;
+    dcnet(cluster, 1, &["app", "add", &pinned])?;
+    let rows = wait_until("two pinned tasks", Duration::from_secs(30), || {
+        let tasks: Vec<TaskRow> = cluster.get(1, "/v1/tasks")?;
+        let pinned: Vec<TaskRow> = tasks
+            .into_iter()
+            .filter(|t| t.status.app_id == "/pinned" && t.status.state == TaskState::TaskRunning)
+            .collect();
+        Ok((pinned.len() == 2).then_some(pinned))
+    })?;
+    assert!(
+        rows.iter().all(|r| r.node == cluster.nodes[3].name),
+        "{rows:?}"
+    );
+    let ports: BTreeSet<u16> = rows
+        .iter()
+        .flat_map(|r| r.status.host_ports.clone())
+        .collect();
+    assert_eq!(
+        ports.len(),
+        2,
+        "distinct host ports on one agent: {ports:?}"
+    );
+    let sandbox = cluster.nodes[3]
+        .state_dir
+        .join("tasks")
+        .join(&rows[0].status.task_id);
+    let env = wait_until("the task's env file", Duration::from_secs(5), || {
+        Ok(std::fs::read_to_string(sandbox.join("env")).ok())
+    })?;
+    let want = format!(
+        "{} {}",
+        cluster.nodes[3].address, rows[0].status.host_ports[0]
+    );
+    assert_eq!(env.trim(), want);
+    assert!(Path::new(&sandbox.join("stdout")).exists());
+    Ok(())
+}
