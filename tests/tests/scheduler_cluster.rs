@@ -343,7 +343,7 @@ fn lifecycle(cluster: &mut Cluster) -> Result<()> {
 #[test]
 fn invalid_apps_and_constraints_are_explained() -> Result<()> {
     let mut cluster = start_cluster()?;
-    with_logs(&mut cluster, |c| constraints(c))
+    with_logs(&mut cluster, constraints)
 }
 
 fn constraints(cluster: &mut Cluster) -> Result<()> {
