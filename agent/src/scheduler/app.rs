@@ -901,6 +901,18 @@ mod tests {
     }
 
     #[test]
+    fn the_example_apps_parse_without_ignored_fields() {
+        for text in [
+            include_str!("../../../examples/apps/web.json"),
+            include_str!("../../../examples/apps/client.json"),
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let parsed = parse(&value, None, "v").unwrap_or_else(|e| panic!("{e}"));
+            assert!(parsed.ignored.is_empty(), "{:?}", parsed.ignored);
+        }
+    }
+
+    #[test]
     fn defaults_follow_marathon() {
         let app = ok(json!({"id": "/a/b", "cmd": "sleep 1000"}));
         assert_eq!(
