@@ -34,6 +34,18 @@ pub async fn ensure_bridge(nl: &Netlink, spec: &BridgeSpec) -> Result<bool, Erro
         Err(e) => return Err(e),
     };
     let index = link.header.index;
+    // A bridge without an address of its own takes the smallest of its ports' MACs, so a new
+    // container could change the gateway's MAC under the others' ARP caches (their traffic to
+    // the gateway, DNS included, is then lost until the entries expire). A fixed one never moves.
+    let mac = gateway_mac(spec.address.ip());
+    let has_mac = link
+        .attributes
+        .iter()
+        .any(|a| matches!(a, LinkAttribute::Address(m) if m.as_slice() == mac));
+    if !has_mac {
+        nl.set_mac(&spec.name, mac).await?;
+        changed = true;
+    }
     let has_mtu = link
         .attributes
         .iter()
@@ -54,6 +66,13 @@ pub async fn ensure_bridge(nl: &Netlink, spec: &BridgeSpec) -> Result<bool, Erro
         changed = true;
     }
     Ok(changed)
+}
+
+/// The bridge's MAC: locally administered, derived from the gateway address (as CNI's
+/// `0a:58:` prefix does), so it is the same on every start and unique per subnet.
+pub fn gateway_mac(gateway: std::net::Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = gateway.octets();
+    [0x0a, 0x58, a, b, c, d]
 }
 
 /// What to attach.

@@ -76,6 +76,17 @@ impl Netlink {
             .await
     }
 
+    /// Sets the link's MAC address.
+    pub async fn set_mac(&self, name: &str, mac: [u8; 6]) -> Result<(), Error> {
+        let index = self.link_index(name).await?;
+        self.set(
+            name,
+            "set mac",
+            LinkUnspec::new_with_index(index).address(mac.to_vec()),
+        )
+        .await
+    }
+
     /// Makes the link `port` a port of the bridge `bridge`.
     pub async fn set_controller(&self, port: &str, bridge: &str) -> Result<(), Error> {
         let bridge_index = self.link_index(bridge).await?;
