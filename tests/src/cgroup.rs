@@ -1,8 +1,6 @@
 //! A cgroup (v2) made for one test, so eBPF programs are never attached to the root cgroup.
 //! Dropping it kills whatever is still inside and removes it.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,23 +47,11 @@ impl TestCgroup {
 
     /// Makes `command`'s process join this cgroup before it execs.
     pub fn place(&self, command: &mut Command) {
-        let procs = CString::new(self.path.join("cgroup.procs").as_os_str().as_bytes())
-            .expect("no NUL in path");
-        // SAFETY: open/write/close are async-signal-safe; nothing allocates after fork.
+        let join = dcnet_agent::launcher::process::join_cgroup(&self.path)
+            .expect("test cgroup paths have no NUL");
+        // SAFETY: `join` makes only async-signal-safe calls and allocates nothing.
         unsafe {
-            command.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // "0" moves the writing process itself.
-                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-                if written != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            command.pre_exec(join);
         }
     }
 }

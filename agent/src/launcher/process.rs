@@ -234,23 +234,10 @@ pub fn spawn(
         .kill_on_drop(false);
     if let Some(cgroup) = &record.cgroup {
         fs::create_dir_all(cgroup).map_err(io("creating cgroup", cgroup))?;
-        let procs = CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes())
-            .map_err(|_| LaunchError::Spawn(std::io::Error::other("NUL in the cgroup path")))?;
-        // SAFETY: open/write/close are async-signal-safe; nothing allocates after fork.
+        let join = join_cgroup(cgroup).map_err(LaunchError::Spawn)?;
+        // SAFETY: `join` makes only async-signal-safe calls and allocates nothing.
         unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // "0" moves the writing process itself.
-                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-                if written != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            cmd.pre_exec(join);
         }
     }
     let child = cmd.spawn().map_err(LaunchError::Spawn)?;
@@ -261,6 +248,32 @@ pub fn spawn(
         child,
         pid,
         pid_start: process_start(pid),
+    })
+}
+
+/// A `pre_exec` hook that moves the new process into `cgroup` before it execs. It makes only
+/// async-signal-safe calls (open, write, close) and allocates nothing, as code between fork
+/// and exec must.
+pub fn join_cgroup(
+    cgroup: &Path,
+) -> std::io::Result<impl FnMut() -> std::io::Result<()> + Send + Sync + 'static> {
+    let procs = CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("NUL in the cgroup path"))?;
+    Ok(move || {
+        // SAFETY: a valid C string and a buffer of one byte; the descriptor is ours.
+        unsafe {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // "0" moves the writing process itself.
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if written != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
     })
 }
 
