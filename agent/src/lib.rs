@@ -27,3 +27,11 @@ pub mod scheduler;
 pub mod state;
 
 pub use error::Error;
+
+/// Milliseconds since the Unix epoch: the timestamps the agent publishes in gossip and keeps
+/// in its records (0 if the clock is before 1970).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

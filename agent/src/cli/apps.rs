@@ -131,7 +131,7 @@ pub fn apps_table(apps: &[Value]) -> String {
 
 /// `dcnet app remove ID`.
 pub fn remove(api: SocketAddr, id: &str) -> anyhow::Result<()> {
-    let id = format!("/{}", id.trim_matches('/'));
+    let id = crate::scheduler::app::absolute_id(id);
     let (status, body) = call_json(api, "DELETE", &format!("/v2/apps{id}"), None)?;
     if status != 200 {
         return Err(failure(status, &body, &format!("removing {id}")));
@@ -142,7 +142,7 @@ pub fn remove(api: SocketAddr, id: &str) -> anyhow::Result<()> {
 
 /// `dcnet app scale ID N`.
 pub fn scale(api: SocketAddr, id: &str, instances: u32) -> anyhow::Result<()> {
-    let id = format!("/{}", id.trim_matches('/'));
+    let id = crate::scheduler::app::absolute_id(id);
     let (status, body) = call_json(api, "GET", &format!("/v2/apps{id}"), None)?;
     if status != 200 {
         return Err(failure(status, &body, &format!("scaling {id}")));

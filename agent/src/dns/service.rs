@@ -324,11 +324,7 @@ async fn publisher(
         for key in published.keys().filter(|k| !wanted.contains_key(*k)) {
             gossip.delete(key).await;
         }
-        let (key, value) = facts::generation(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-        );
+        let (key, value) = facts::generation(crate::unix_ms());
         gossip.publish(&key, &value).await;
         metrics.published.inc();
         published = wanted;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::gossip::ClusterView;
 use crate::node::{NODE_INFO_KEY, NodeInfo};
-use crate::scheduler::app::{Network, PortSpec};
+use crate::scheduler::app::{Network, PortSpec, task_ports};
 
 pub const PREFIX: &str = "task/";
 /// The framework name launched tasks are published under, as Marathon's are in Mesos.
@@ -78,8 +78,7 @@ pub struct TaskStatus {
 impl TaskStatus {
     /// The Mesos task name (`/prod/web` → `web.prod`).
     pub fn task_name(&self) -> String {
-        let segments: Vec<&str> = self.app_id.trim_matches('/').split('/').rev().collect();
-        segments.join(".")
+        crate::scheduler::app::task_name(&self.app_id)
     }
 
     /// The task as DNS and the load balancer see it, on agent `agent_id`. Running and not
@@ -87,16 +86,13 @@ impl TaskStatus {
     /// that fails them weight 0.
     pub fn to_task_info(&self, agent_id: &str) -> TaskInfo {
         let name = self.task_name();
+        let numbers = task_ports(&self.network, &self.ports, &self.host_ports);
         let ports: Vec<DiscoveryPort> = self
             .ports
             .iter()
-            .enumerate()
-            .map(|(i, p)| DiscoveryPort {
-                // The port clients use: the container's own on an overlay, else the host's.
-                number: match self.network {
-                    Network::Container(_) => p.number,
-                    Network::Host => self.host_ports.get(i).copied().unwrap_or(p.number),
-                },
+            .zip(&numbers)
+            .map(|(p, number)| DiscoveryPort {
+                number: *number,
                 protocol: p.protocol.as_str().to_owned(),
                 name: p.name.clone().unwrap_or_default(),
                 labels: p
@@ -112,10 +108,7 @@ impl TaskStatus {
             agent_id: agent_id.to_owned(),
             is_running: self.state == TaskState::TaskRunning,
             ips: self.ip.into_iter().collect(),
-            ports: match self.network {
-                Network::Container(_) => ports.iter().map(|p| p.number).collect(),
-                Network::Host => self.host_ports.clone(),
-            },
+            ports: numbers,
             healthy: self.healthy,
             discovery: (!ports.is_empty()).then_some(Discovery { name, ports }),
         }

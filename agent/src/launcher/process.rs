@@ -22,7 +22,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 
-use crate::scheduler::app::{Command, Network};
+use crate::scheduler::app::{Command, task_ports};
 use crate::scheduler::facts::Assignment;
 
 /// The file of a task's record in its sandbox.
@@ -149,10 +149,7 @@ pub fn environment(a: &Assignment, host: &str, sandbox: &Path) -> BTreeMap<Strin
     env.insert("MESOS_SANDBOX".into(), sandbox.display().to_string());
     env.insert("MARATHON_APP_ID".into(), a.app.id.clone());
     env.insert("MARATHON_APP_VERSION".into(), a.app.version.clone());
-    let ports: Vec<u16> = match a.app.network {
-        Network::Host => a.host_ports.clone(),
-        Network::Container(_) => a.app.ports.iter().map(|p| p.number).collect(),
-    };
+    let ports = task_ports(&a.app.network, &a.app.ports, &a.host_ports);
     for (i, port) in ports.iter().enumerate() {
         env.insert(format!("PORT{i}"), port.to_string());
         if let Some(name) = &a.app.ports[i].name {

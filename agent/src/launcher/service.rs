@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dcnet_overlay::api::{AttachRequest, DetachRequest};
 use tokio::sync::{mpsc, watch};
@@ -23,7 +23,7 @@ use super::process::{self, Record};
 use crate::config::LauncherSettings;
 use crate::gossip::{ClusterView, Gossip};
 use crate::overlay::OverlayService;
-use crate::scheduler::app::Network;
+use crate::scheduler::app::{Network, task_ports};
 use crate::scheduler::facts::{Assignment, leader};
 
 /// Finished tasks' sandboxes (logs) kept on disk.
@@ -116,12 +116,6 @@ struct Launcher {
     published: BTreeMap<String, String>,
     events_tx: mpsc::Sender<Event>,
     health_tx: mpsc::Sender<Outcome>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Launcher {
@@ -248,7 +242,7 @@ impl Launcher {
                 pid: None,
                 pid_start: None,
                 cgroup: self.settings.cgroup.as_ref().map(|c| c.join(&task_id)),
-                staged_ms: now_ms(),
+                staged_ms: crate::unix_ms(),
                 started_ms: None,
                 assignment: a,
             },
@@ -306,7 +300,7 @@ impl Launcher {
         let started = process::spawn(&local.record, &env, dir).map_err(|e| e.to_string())?;
         local.record.pid = Some(started.pid);
         local.record.pid_start = started.pid_start;
-        local.record.started_ms = Some(now_ms());
+        local.record.started_ms = Some(crate::unix_ms());
         process::save(&self.root, &local.record).map_err(|e| e.to_string())?;
         local.state = TaskState::TaskRunning;
         let tx = self.events_tx.clone();
@@ -336,17 +330,14 @@ impl Launcher {
         }
         local.tracker = Some(Tracker::new(
             a.app.health_checks.clone(),
-            local.record.started_ms.unwrap_or_else(now_ms),
+            local.record.started_ms.unwrap_or_else(crate::unix_ms),
         ));
         let Some(ip) = local.record.ip else { return };
         let dir = process::sandbox(&self.root, &a.task_id);
         let target = Target {
             task_id: a.task_id.clone(),
             ip,
-            ports: match a.app.network {
-                Network::Host => a.host_ports.clone(),
-                Network::Container(_) => a.app.ports.iter().map(|p| p.number).collect(),
-            },
+            ports: task_ports(&a.app.network, &a.app.ports, &a.host_ports),
             netns: local.record.netns.clone(),
             env: process::environment(a, &self.host.to_string(), &dir),
         };
@@ -412,7 +403,7 @@ impl Launcher {
             return;
         };
         let was = tracker.healthy();
-        let verdict = tracker.record(outcome.check, &outcome.result, now_ms());
+        let verdict = tracker.record(outcome.check, &outcome.result, crate::unix_ms());
         let now = tracker.healthy();
         if was != now {
             info!(task = %outcome.task_id, healthy = ?now, result = ?outcome.result, "health changed");

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use dcnet_overlay::api::{AttachRequest, AttachResponse, DetachRequest};
 use dcnet_overlay::container::{self, AttachSpec, BridgeSpec};
@@ -330,7 +330,7 @@ impl Inner {
     /// is resumed (and published at once); an older one only names the preferred slot.
     async fn start_leases(&self) -> Result<Leases, String> {
         let now = Instant::now();
-        let now_ms = unix_ms();
+        let now_ms = crate::unix_ms();
         let settle = self.settings.lease_settle;
         let stored = self.stored.lock().await.clone();
         let expired = now_ms.saturating_sub(stored.renewed_ms)
@@ -389,7 +389,7 @@ impl Inner {
     /// Steps every agreement; returns whether a held lease appeared or changed.
     async fn step_leases(&self, view: &ClusterView, leases: &mut Leases) -> bool {
         let now = Instant::now();
-        let now_ms = unix_ms();
+        let now_ms = crate::unix_ms();
         let release = self.settings.lease_release;
         let mut changed = false;
 
@@ -501,7 +501,7 @@ impl Inner {
     /// Records that this agent is alive, so its leases count as valid after a restart.
     async fn renew(&self) {
         let mut stored = self.stored.lock().await;
-        stored.renewed_ms = unix_ms();
+        stored.renewed_ms = crate::unix_ms();
         self.save(&stored);
     }
 
@@ -613,7 +613,7 @@ impl Inner {
             changes: changes.len(),
             failed: outcome.failed.len(),
             micros,
-            at_ms: unix_ms(),
+            at_ms: crate::unix_ms(),
         };
         self.update_status(leases, &peers, desired.len(), Some(report));
     }
@@ -1069,13 +1069,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

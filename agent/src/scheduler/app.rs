@@ -362,6 +362,11 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
     })
 }
 
+/// An app id as an absolute path (`web/` → `/web`), without checking it.
+pub fn absolute_id(id: &str) -> String {
+    format!("/{}", id.trim_matches('/'))
+}
+
 /// Normalises an app id to an absolute path, checking Marathon's rules for each segment.
 fn normalize_id(id: &str, p: &mut Problems, path: &str) -> Option<String> {
     let trimmed = id.trim_matches('/');
@@ -746,12 +751,30 @@ fn parse_health_checks(v: Option<&Value>, port_count: usize, p: &mut Problems) -
     out
 }
 
+/// The Mesos task name Marathon gives an app's tasks: the id's segments reversed and joined
+/// by dots (`/prod/web` → `web.prod`), which Mesos-DNS turns into names.
+pub fn task_name(app_id: &str) -> String {
+    let segments: Vec<&str> = app_id.trim_matches('/').split('/').rev().collect();
+    segments.join(".")
+}
+
+/// The ports a task is reached at, one per declared port: the container's own on an overlay,
+/// the assigned host ports on the host network.
+pub fn task_ports(network: &Network, ports: &[PortSpec], host_ports: &[u16]) -> Vec<u16> {
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match network {
+            Network::Container(_) => p.number,
+            Network::Host => host_ports.get(i).copied().unwrap_or(p.number),
+        })
+        .collect()
+}
+
 impl App {
-    /// The Mesos task name Marathon gives this app's tasks: the path's segments reversed and
-    /// joined by dots (`/prod/web` → `web.prod`), which Mesos-DNS turns into names.
+    /// The Mesos task name of this app's tasks ([`task_name`]).
     pub fn task_name(&self) -> String {
-        let segments: Vec<&str> = self.id.trim_matches('/').split('/').rev().collect();
-        segments.join(".")
+        task_name(&self.id)
     }
 
     /// Whether `other` runs tasks differently (anything but the instance count changed).

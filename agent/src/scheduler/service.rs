@@ -114,12 +114,6 @@ impl SchedulerService {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// What a view tells the scheduler.
 struct Parts {
     /// Live nodes that run tasks, for placement.
@@ -230,7 +224,7 @@ impl Inner {
             agents,
             up,
             statuses,
-            now_ms: now_ms(),
+            now_ms: crate::unix_ms(),
         };
         let wanted = {
             let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
@@ -310,15 +304,30 @@ impl Inner {
         }
     }
 
-    /// Applies a change to the apps: stored first, then used.
-    fn change_apps(&self, f: impl FnOnce(&mut BTreeMap<String, App>)) -> Result<(), String> {
+    /// Applies a change to the apps under one lock: stored first, then used. Nothing changes
+    /// when `f` refuses.
+    fn change_apps<T>(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<String, App>) -> Result<T, Refusal>,
+    ) -> Result<T, Refusal> {
         let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = apps.clone();
-        f(&mut next);
-        store::save(&self.dir, &next).map_err(|e| e.to_string())?;
+        let out = f(&mut next)?;
+        store::save(&self.dir, &next).map_err(|e| {
+            refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("storing the apps failed: {e}"),
+            )
+        })?;
         *apps = next;
         self.poke.notify_one();
-        Ok(())
+        Ok(out)
+    }
+
+    /// The app `id`, or 404.
+    fn app(&self, id: &str) -> Result<App, Refusal> {
+        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        apps.get(id).cloned().ok_or_else(|| not_found(id))
     }
 }
 
@@ -346,8 +355,23 @@ fn refusal(status: StatusCode, text: impl Into<String>) -> Refusal {
     (status, axum::Json(json!({"message": text.into()})))
 }
 
-fn message(status: StatusCode, text: impl Into<String>) -> Response {
-    refusal(status, text).into_response()
+fn not_found(id: &str) -> Refusal {
+    refusal(StatusCode::NOT_FOUND, format!("App '{id}' does not exist"))
+}
+
+/// Validates an app definition; Marathon's 422 with every problem if it is not valid.
+fn validate(value: &Value, path_id: Option<&str>) -> Result<app::Parsed, Refusal> {
+    app::parse(value, path_id, &now_version()).map_err(|invalid| {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(invalid.to_json()),
+        )
+    })
+}
+
+/// What Marathon answers to a change: its version and a deployment id.
+fn deployment(version: &str) -> Value {
+    json!({"version": version, "deploymentId": uuid::Uuid::new_v4().to_string()})
 }
 
 /// Refuses when this scheduler does not lead (the agents' API forwards to the one that does).
@@ -468,187 +492,101 @@ fn tasks_json(s: &Inner, view: &ClusterView, app: Option<&str>) -> Vec<Value> {
         .collect()
 }
 
-async fn list_apps(State(s): State<Shared>) -> Response {
-    if let Err(r) = require_leader(&s) {
-        return r.into_response();
-    }
+type Answer = Result<Response, Refusal>;
+
+async fn list_apps(State(s): State<Shared>) -> Answer {
+    require_leader(&s)?;
     let view = s.gossip.view();
     let apps = s.apps.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let list: Vec<Value> = apps
         .values()
         .map(|a| app_json(&s, a, &view, false))
         .collect();
-    axum::Json(json!({"apps": list})).into_response()
+    Ok(axum::Json(json!({"apps": list})).into_response())
 }
 
-async fn create_app(State(s): State<Shared>, body: Bytes) -> Response {
-    if let Err(r) = require_leader(&s) {
-        return r.into_response();
-    }
-    let value = match parse_body(&body) {
-        Ok(v) => v,
-        Err(r) => return r.into_response(),
-    };
-    let parsed = match app::parse(&value, None, &now_version()) {
-        Ok(p) => p,
-        Err(invalid) => {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                axum::Json(invalid.to_json()),
-            )
-                .into_response();
-        }
-    };
+async fn create_app(State(s): State<Shared>, body: Bytes) -> Answer {
+    require_leader(&s)?;
+    let parsed = validate(&parse_body(&body)?, None)?;
     let id = parsed.app.id.clone();
-    let mut exists = false;
-    let app = parsed.app.clone();
-    let stored = s.change_apps(|apps| {
+    s.change_apps(|apps| {
         if apps.contains_key(&id) {
-            exists = true;
-        } else {
-            apps.insert(id.clone(), app);
+            return Err(refusal(
+                StatusCode::CONFLICT,
+                format!(
+                    "An app with id [{id}] already exists; change it with PUT /v2/apps{id} or `dcnet app remove {id}` first"
+                ),
+            ));
         }
-    });
-    if exists {
-        return message(
-            StatusCode::CONFLICT,
-            format!(
-                "An app with id [{id}] already exists; change it with PUT /v2/apps{id} or `dcnet app remove {id}` first"
-            ),
-        );
-    }
-    if let Err(e) = stored {
-        return message(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("storing the app failed: {e}"),
-        );
-    }
+        apps.insert(id.clone(), parsed.app.clone());
+        Ok(())
+    })?;
     info!(app = %id, ignored = ?parsed.ignored, "app created");
     let mut v = parsed.app.to_marathon();
     if !parsed.ignored.is_empty() {
         v["ignoredFields"] = json!(parsed.ignored);
     }
-    (StatusCode::CREATED, axum::Json(v)).into_response()
+    Ok((StatusCode::CREATED, axum::Json(v)).into_response())
 }
 
-fn normalize(id: &str) -> String {
-    format!("/{}", id.trim_matches('/'))
-}
-
-async fn get_app(State(s): State<Shared>, Path(id): Path<String>) -> Response {
-    if let Err(r) = require_leader(&s) {
-        return r.into_response();
-    }
-    let id = normalize(&id);
+async fn get_app(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
+    require_leader(&s)?;
+    let app = s.app(&app::absolute_id(&id))?;
     let view = s.gossip.view();
-    let app = s
-        .apps
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&id)
-        .cloned();
-    match app {
-        Some(app) => axum::Json(json!({"app": app_json(&s, &app, &view, true)})).into_response(),
-        None => message(StatusCode::NOT_FOUND, format!("App '{id}' does not exist")),
-    }
+    Ok(axum::Json(json!({"app": app_json(&s, &app, &view, true)})).into_response())
 }
 
 /// PUT: a whole definition or only some fields (`{"instances": 5}`), laid over the current
 /// one. A change of anything but `instances` is a new version, whose tasks replace the old.
-async fn put_app(State(s): State<Shared>, Path(id): Path<String>, body: Bytes) -> Response {
-    if let Err(r) = require_leader(&s) {
-        return r.into_response();
-    }
-    let id = normalize(&id);
-    let patch = match parse_body(&body) {
-        Ok(Value::Object(o)) => o,
-        Ok(_) => return message(StatusCode::BAD_REQUEST, "expected a JSON object"),
-        Err(r) => return r.into_response(),
+async fn put_app(State(s): State<Shared>, Path(id): Path<String>, body: Bytes) -> Answer {
+    require_leader(&s)?;
+    let id = app::absolute_id(&id);
+    let Value::Object(patch) = parse_body(&body)? else {
+        return Err(refusal(StatusCode::BAD_REQUEST, "expected a JSON object"));
     };
-    let current = s
-        .apps
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&id)
-        .cloned();
+    let current = s.app(&id).ok();
     let mut merged = current.as_ref().map_or_else(|| json!({}), App::to_marathon);
     for (k, v) in patch {
         merged[k] = v;
     }
-    let version = now_version();
-    let mut parsed = match app::parse(&merged, Some(&id), &version) {
-        Ok(p) => p,
-        Err(invalid) => {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                axum::Json(invalid.to_json()),
-            )
-                .into_response();
-        }
-    };
+    let mut app = validate(&merged, Some(&id))?.app;
     if let Some(old) = &current
-        && !old.runs_differently(&parsed.app)
+        && !old.runs_differently(&app)
     {
-        parsed.app.version = old.version.clone();
+        app.version = old.version.clone();
     }
-    let app = parsed.app.clone();
-    if let Err(e) = s.change_apps(|apps| {
-        apps.insert(id.clone(), app);
-    }) {
-        return message(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("storing the app failed: {e}"),
-        );
-    }
-    info!(app = %id, instances = parsed.app.instances, version = %parsed.app.version, "app changed");
+    s.change_apps(|apps| {
+        apps.insert(id.clone(), app.clone());
+        Ok(())
+    })?;
+    info!(app = %id, instances = app.instances, version = %app.version, "app changed");
     let status = if current.is_some() {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    (
-        status,
-        axum::Json(json!({"version": parsed.app.version, "deploymentId": uuid::Uuid::new_v4().to_string()})),
-    )
-        .into_response()
+    Ok((status, axum::Json(deployment(&app.version))).into_response())
 }
 
-async fn delete_app(State(s): State<Shared>, Path(id): Path<String>) -> Response {
-    if let Err(r) = require_leader(&s) {
-        return r.into_response();
-    }
-    let id = normalize(&id);
-    let mut found = false;
-    if let Err(e) = s.change_apps(|apps| found = apps.remove(&id).is_some()) {
-        return message(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("storing the apps failed: {e}"),
-        );
-    }
-    if !found {
-        return message(StatusCode::NOT_FOUND, format!("App '{id}' does not exist"));
-    }
+async fn delete_app(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
+    require_leader(&s)?;
+    let id = app::absolute_id(&id);
+    s.change_apps(|apps| apps.remove(&id).map(drop).ok_or_else(|| not_found(&id)))?;
     info!(app = %id, "app removed");
-    axum::Json(json!({"version": now_version(), "deploymentId": uuid::Uuid::new_v4().to_string()}))
-        .into_response()
+    Ok(axum::Json(deployment(&now_version())).into_response())
 }
 
-async fn list_tasks(State(s): State<Shared>) -> Response {
-    if let Err(r) = require_leader(&s) {
-        return r.into_response();
-    }
+async fn list_tasks(State(s): State<Shared>) -> Answer {
+    require_leader(&s)?;
     let view = s.gossip.view();
-    axum::Json(json!({"tasks": tasks_json(&s, &view, None)})).into_response()
+    Ok(axum::Json(json!({"tasks": tasks_json(&s, &view, None)})).into_response())
 }
 
-async fn get_leader(State(s): State<Shared>) -> Response {
+async fn get_leader(State(s): State<Shared>) -> Answer {
     let view = s.gossip.view();
-    match facts::leader(&view) {
-        Some(l) => {
-            axum::Json(json!({"leader": l.api.trim_start_matches("http://")})).into_response()
-        }
-        None => message(StatusCode::NOT_FOUND, "no scheduler leads at the moment"),
-    }
+    let leader = facts::leader(&view)
+        .ok_or_else(|| refusal(StatusCode::NOT_FOUND, "no scheduler leads at the moment"))?;
+    Ok(axum::Json(json!({"leader": leader.api.trim_start_matches("http://")})).into_response())
 }
 
 /// Where this scheduler's API listens (for logs and tests).
