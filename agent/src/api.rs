@@ -335,7 +335,9 @@ async fn forward_v2(
         .map_or("/v2", |p| p.as_str())
         .to_owned();
     let url = format!("{leader}{path}");
-    let forwarded = tokio::task::spawn_blocking(move || -> Result<(u16, Vec<u8>), String> {
+    // The status, `Retry-After` (a new leader asks clients to wait) and the body.
+    type Forwarded = (u16, Option<String>, Vec<u8>);
+    let forwarded = tokio::task::spawn_blocking(move || -> Result<Forwarded, String> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(std::time::Duration::from_secs(10)))
             .http_status_as_error(false)
@@ -357,20 +359,31 @@ async fn forward_v2(
         let mut response =
             response.map_err(|e| format!("the scheduler at {url} did not answer: {e}"))?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = response
             .body_mut()
             .read_to_vec()
             .map_err(|e| format!("reading the scheduler's answer: {e}"))?;
-        Ok((status, body))
+        Ok((status, retry_after, body))
     })
     .await;
     match forwarded {
-        Ok(Ok((status, body))) => (
-            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response(),
+        Ok(Ok((status, retry_after, body))) => {
+            let mut response = (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response();
+            if let Some(v) = retry_after.and_then(|v| header::HeaderValue::from_str(&v).ok()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            response
+        }
         Ok(Err(e)) => (
             StatusCode::BAD_GATEWAY,
             axum::Json(serde_json::json!({"message": e})),

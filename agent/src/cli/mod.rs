@@ -34,13 +34,48 @@ pub fn get_json<T: serde::de::DeserializeOwned>(api: SocketAddr, path: &str) -> 
 }
 
 /// Sends `method path` with an optional JSON body to the agent API at `api`; returns the status
-/// and the decoded JSON answer (`null` if the body is empty or not JSON).
+/// and the decoded JSON answer (`null` if the body is empty or not JSON). A `503` with
+/// `Retry-After` (a scheduler that was just elected and adopts the running tasks) is retried
+/// for up to [`RETRY_FOR`], saying so once on stderr: nothing was changed by the refused call.
 pub fn call_json(
     api: SocketAddr,
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
+    let started = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        let (status, retry_after, answer) = call_once(api, method, path, body)?;
+        let wait = retry_after.map(|s| Duration::from_secs(s.clamp(1, 10)));
+        match wait {
+            Some(wait) if status == 503 && started.elapsed() + wait <= RETRY_FOR => {
+                if !said {
+                    eprintln!(
+                        "waiting for the scheduler: {}",
+                        answer["message"]
+                            .as_str()
+                            .unwrap_or("it asked to retry later")
+                    );
+                    said = true;
+                }
+                std::thread::sleep(wait);
+            }
+            _ => return Ok((status, answer)),
+        }
+    }
+}
+
+/// How long [`call_json`] keeps retrying a call the scheduler asked to retry later.
+const RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// One call: the status, `Retry-After` in seconds if given, and the JSON answer.
+fn call_once(
+    api: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<(u16, Option<u64>, serde_json::Value)> {
     use anyhow::Context as _;
     let url = format!("{}{path}", crate::api::url(api));
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -59,9 +94,15 @@ pub fn call_json(
         format!("cannot reach the dcnet agent at {url}; is `dcnet agent` running here? (pass --api if it listens elsewhere)")
     })?;
     let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
     let text = response.body_mut().read_to_string().unwrap_or_default();
     Ok((
         status,
+        retry_after,
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
     ))
 }
@@ -89,4 +130,59 @@ pub fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
         line(&mut row.iter().map(String::as_str));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// Serves one canned HTTP answer per connection, in order; returns its address.
+    fn serve(answers: Vec<&'static str>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for answer in answers {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+                reader.get_mut().write_all(answer.as_bytes()).unwrap();
+            }
+        });
+        addr
+    }
+
+    const ADOPTING: &str = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 23\r\nConnection: close\r\n\r\n{\"message\": \"adopting\"}";
+    const CREATED: &str =
+        "HTTP/1.1 201 Created\r\nContent-Length: 14\r\nConnection: close\r\n\r\n{\"id\": \"/web\"}";
+    const NO_SCHEDULER: &str = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 19\r\nConnection: close\r\n\r\n{\"message\": \"none\"}";
+
+    #[test]
+    fn a_call_the_scheduler_asks_to_retry_is_retried() {
+        let api = serve(vec![ADOPTING, CREATED]);
+        let body = serde_json::json!({"id": "/web"});
+        let (status, answer) = call_json(api, "POST", "/v2/apps", Some(&body)).unwrap();
+        assert_eq!((status, answer["id"].as_str()), (201, Some("/web")));
+    }
+
+    #[test]
+    fn a_refusal_without_retry_after_is_returned_at_once() {
+        let api = serve(vec![NO_SCHEDULER]);
+        let (status, answer) = call_json(api, "GET", "/v2/apps", None).unwrap();
+        assert_eq!((status, answer["message"].as_str()), (503, Some("none")));
+    }
 }

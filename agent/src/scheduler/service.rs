@@ -348,12 +348,38 @@ fn router(inner: Shared) -> Router {
         .with_state(inner)
 }
 
-/// An error answer: a status and Marathon's `{"message": ...}`.
-type Refusal = (StatusCode, axum::Json<Value>);
+/// An error answer: a status, Marathon's `{"message": ...}` body, and `Retry-After` when
+/// waiting helps.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    body: Value,
+    retry_after: Option<&'static str>,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(seconds),
+            );
+        }
+        response
+    }
+}
 
 fn refusal(status: StatusCode, text: impl Into<String>) -> Refusal {
-    (status, axum::Json(json!({"message": text.into()})))
+    Refusal {
+        status,
+        body: json!({"message": text.into()}),
+        retry_after: None,
+    }
 }
+
+/// How long a client should wait before retrying while a new leader adopts tasks.
+const ADOPTING_RETRY_AFTER_S: &str = "2";
 
 fn not_found(id: &str) -> Refusal {
     refusal(StatusCode::NOT_FOUND, format!("App '{id}' does not exist"))
@@ -361,11 +387,10 @@ fn not_found(id: &str) -> Refusal {
 
 /// Validates an app definition; Marathon's 422 with every problem if it is not valid.
 fn validate(value: &Value, path_id: Option<&str>) -> Result<app::Parsed, Refusal> {
-    app::parse(value, path_id, &now_version()).map_err(|invalid| {
-        (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            axum::Json(invalid.to_json()),
-        )
+    app::parse(value, path_id, &now_version()).map_err(|invalid| Refusal {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        body: invalid.to_json(),
+        retry_after: None,
     })
 }
 
@@ -381,10 +406,13 @@ fn require_leader(s: &Inner) -> Result<(), Refusal> {
         if *s.ready.lock().unwrap_or_else(|p| p.into_inner()) {
             return Ok(());
         }
-        return Err(refusal(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this scheduler was just elected and is adopting the running tasks; retry in a few seconds",
-        ));
+        return Err(Refusal {
+            retry_after: Some(ADOPTING_RETRY_AFTER_S),
+            ..refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this scheduler was just elected and is adopting the running tasks; retry in a few seconds",
+            )
+        });
     }
     let leader = facts::leader(&view).map(|l| l.api.to_owned());
     Err(refusal(
@@ -482,7 +510,10 @@ fn tasks_json(s: &Inner, view: &ClusterView, app: Option<&str>) -> Vec<Value> {
                 "stagedAt": iso(t.created_ms),
                 "startedAt": status.and_then(|s| s.started_ms).map(iso),
                 "version": a.app.version,
+                // Empty until a check has a result, as in Marathon: neither healthy nor
+                // unhealthy while starting.
                 "healthCheckResults": status
+                    .filter(|s| !s.health_pending)
                     .and_then(|s| s.healthy)
                     .map(|h| vec![json!({"alive": h})])
                     .unwrap_or_default(),
