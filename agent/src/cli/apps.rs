@@ -182,6 +182,7 @@ pub fn tasks_table(rows: &[TaskRow]) -> String {
                 match s.healthy {
                     None => "-".into(),
                     Some(true) => "healthy".into(),
+                    Some(false) if s.health_pending => "pending".into(),
                     Some(false) => "unhealthy".into(),
                 },
                 s.message.clone().unwrap_or_default(),
@@ -254,5 +255,9 @@ mod tests {
             t.contains("running") && t.contains("unhealthy") && t.contains("node-2"),
             "{t}"
         );
+        let mut rows = rows;
+        rows[0].status.health_pending = true;
+        let t = tasks_table(&rows);
+        assert!(t.contains("pending") && !t.contains("unhealthy"), "{t}");
     }
 }

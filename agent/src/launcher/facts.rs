@@ -60,6 +60,10 @@ pub struct TaskStatus {
     pub state: TaskState,
     /// `None` without health checks; `Some(false)` until the first check passes.
     pub healthy: Option<bool>,
+    /// A health check has no result yet (the task is starting, or failing inside its grace
+    /// period): not healthy, but not seen failing either.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub health_pending: bool,
     /// The task's own address on an overlay, or the node's on the host network.
     pub ip: Option<IpAddr>,
     pub network: Network,
@@ -164,6 +168,7 @@ pub(crate) mod tests_support {
             version: "v".into(),
             state,
             healthy: Some(true),
+            health_pending: false,
             ip: Some("9.0.1.2".parse().unwrap()),
             network: Network::Container("dcos".into()),
             ports: vec![PortSpec {

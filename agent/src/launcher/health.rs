@@ -160,6 +160,12 @@ impl Tracker {
         (!self.checks.is_empty()).then(|| self.state.iter().all(|(last, _)| *last == Some(true)))
     }
 
+    /// Whether some check has no result yet (before its first pass, failures inside the
+    /// grace period leave none).
+    pub fn pending(&self) -> bool {
+        self.state.iter().any(|(last, _)| last.is_none())
+    }
+
     /// Takes one outcome at `now_ms`. Failures in the grace period before a first success
     /// do not count, as in Marathon.
     pub fn record(&mut self, check: usize, result: &Result<(), String>, now_ms: u64) -> Verdict {
@@ -208,6 +214,7 @@ mod tests {
         let mut t = Tracker::new(vec![check(10, 3)], 0);
         let bad = Err("refused".to_owned());
         assert_eq!(t.healthy(), Some(false), "unhealthy until a first pass");
+        assert!(t.pending(), "no result yet");
         assert_eq!(t.record(0, &bad, 5_000), Verdict::Keep);
         assert_eq!(
             t.state[0],

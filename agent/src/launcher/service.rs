@@ -456,6 +456,7 @@ impl Launcher {
                 version: a.app.version.clone(),
                 state: local.state,
                 healthy: local.tracker.as_ref().and_then(Tracker::healthy),
+                health_pending: local.tracker.as_ref().is_some_and(Tracker::pending),
                 ip: local.record.ip,
                 network: a.app.network.clone(),
                 ports: a.app.ports.clone(),

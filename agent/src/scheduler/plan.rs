@@ -292,6 +292,7 @@ mod tests {
                 version: a.app.version.clone(),
                 state,
                 healthy: None,
+                health_pending: false,
                 ip: None,
                 network: Network::Host,
                 ports: vec![],
