@@ -417,7 +417,7 @@ impl Cluster {
         for node in &mut self.nodes {
             if let Some(cgroup) = node.cgroup.take() {
                 commands.push(format!(
-                    "echo 1 > {0}/cgroup.kill; find {0} -depth -type d -exec rmdir {{}} +",
+                    "echo 1 > {0}/cgroup.kill; sleep 1; find {0} -depth -type d -exec rmdir {{}} +",
                     cgroup.path().display()
                 ));
                 std::mem::forget(cgroup);
@@ -427,7 +427,9 @@ impl Cluster {
             "for ns in $(ip netns list | grep -o '^{}[^ ]*'); do ip netns delete $ns; done",
             self.task_netns_prefix()
         ));
-        for name in self.namespace_names() {
+        // The tasks' namespaces are deleted by the loop above, also those made after now.
+        let nodes = self.nodes.iter().map(|n| n.netns.name());
+        for name in nodes.chain(self.underlay.as_ref().map(Netns::name)) {
             commands.push(format!("ip netns delete {name}"));
         }
         commands.push(format!("rm -r {}", self.dir.path().display()));
