@@ -73,6 +73,8 @@
 //! mem = 8192                      # cores and memory (MB)
 //! cgroup = "/sys/fs/cgroup/dcnet-tasks"  # parent of one cgroup v2 directory per task; default:
 //!                                 # none (tasks are stopped through their process group)
+//! drain = "2s"                    # a stopping task leaves DNS and the VIPs this long before
+//!                                 # SIGTERM, so no node still sends it new connections
 //! kill_grace = "5s"               # SIGTERM, then SIGKILL after this long
 //! netns_prefix = "dcnet-"         # tasks' namespaces are /run/netns/<prefix><task uuid>
 //! ```
@@ -91,6 +93,9 @@ pub const DEFAULT_GOSSIP_PORT: u16 = 62501;
 /// rounds (p99) and a dead node is noticed by all in ≤ 10.3 rounds with phi 6, so 400 ms keeps
 /// propagation under 2 s and detection around 4 s at that size.
 pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(400);
+/// How long a stopping task is announced as killing before it is signalled: a few gossip
+/// rounds, for every node's DNS and load balancer to drop it.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(2);
 /// Default address of the local HTTP API.
 pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:62080";
 /// Default state directory.
@@ -145,6 +150,7 @@ pub struct LauncherSection {
     pub cpus: Option<f64>,
     pub mem: Option<f64>,
     pub cgroup: Option<PathBuf>,
+    pub drain: Option<String>,
     pub kill_grace: Option<String>,
     pub netns_prefix: Option<String>,
 }
@@ -390,6 +396,8 @@ pub struct LauncherSettings {
     pub mem: f64,
     /// Parent cgroup v2 directory of the tasks' own cgroups.
     pub cgroup: Option<PathBuf>,
+    /// How long a stopping task is out of DNS and the VIPs before its SIGTERM.
+    pub drain: Duration,
     /// How long a task has between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
     /// Start of the tasks' network namespace names (the rest is the task's UUID).
@@ -653,6 +661,11 @@ fn resolve_launcher(
             ));
         }
     }
+    let drain = parse_duration(
+        p.origin("launcher.drain", "", false),
+        file.drain,
+        DEFAULT_DRAIN,
+    )?;
     let kill_grace = parse_duration(
         p.origin("launcher.kill_grace", "", false),
         file.kill_grace,
@@ -676,6 +689,7 @@ fn resolve_launcher(
         cpus,
         mem,
         cgroup: file.cgroup,
+        drain,
         kill_grace,
         netns_prefix,
     })

@@ -50,6 +50,13 @@ enum AppCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Replace an app's definition with a file's (`id` names the app); a changed definition
+    /// is rolled out as its upgradeStrategy allows.
+    Update {
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// List the apps with their running and healthy task counts.
     List(ClientArgs),
     /// Change an app's number of instances.
@@ -199,6 +206,9 @@ fn main() -> ExitCode {
         }) => report(dns_lookup(args)),
         Command::App(AppArgs { command }) => report(match command {
             AppCommand::Add { file, client } => cli::apps::add(client.api, &file, client.json),
+            AppCommand::Update { file, client } => {
+                cli::apps::update(client.api, &file, client.json)
+            }
             AppCommand::List(client) => cli::apps::list(client.api, client.json),
             AppCommand::Scale {
                 id,

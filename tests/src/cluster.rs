@@ -239,7 +239,7 @@ impl Cluster {
             text += &spec.dns_config;
             if let Some(cgroup) = &node.cgroup {
                 text += &format!(
-                    "\n[launcher]\ncgroup = \"{}/tasks\"\nkill_grace = \"1s\"\nnetns_prefix = \"{}\"\n",
+                    "\n[launcher]\ncgroup = \"{}/tasks\"\ndrain = \"1s\"\nkill_grace = \"1s\"\nnetns_prefix = \"{}\"\n",
                     cgroup.path().display(),
                     self.task_netns_prefix()
                 );

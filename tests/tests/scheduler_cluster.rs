@@ -311,6 +311,71 @@ fn lifecycle(cluster: &mut Cluster) -> Result<()> {
         .collect();
     assert_eq!(after, ids, "the same tasks, adopted");
 
+    // A new version rolls out: new tasks start, old ones leave DNS and the VIP before they
+    // are stopped, so connections through the VIP meanwhile all succeed.
+    let v2 = dir.path().join("web-v2.json");
+    let mut changed: Value = serde_json::from_str(WEB)?;
+    changed["env"] = serde_json::json!({"GREETING": "v2"});
+    changed["instances"] = 5.into();
+    std::fs::write(&v2, changed.to_string())?;
+    let cgroup = cluster.nodes[1]
+        .cgroup
+        .as_ref()
+        .context("node 2's cgroup")?;
+    let load = lb::client_command(
+        client.ns.netns().name(),
+        Some(cgroup),
+        &["http", &format!("{VIP_NAME}:80"), "4000", "/id"],
+    )?
+    .stdout(std::process::Stdio::piped())
+    .spawn()?;
+    let rolled = Instant::now();
+    let said = dcnet(
+        cluster,
+        1,
+        &["app", "update", v2.to_str().unwrap_or_default()],
+    )?;
+    assert!(said.contains("new tasks start"), "{said}");
+    let new_ids = wait_until(
+        "the new version to replace the old",
+        Duration::from_secs(30),
+        || {
+            let rows = healthy_tasks(cluster, 1)?;
+            let all: Vec<TaskRow> = cluster.get(1, "/v1/tasks")?;
+            let new: BTreeSet<String> = rows
+                .iter()
+                .filter(|r| !ids.contains(&r.status.task_id))
+                .map(|r| r.status.task_id.clone())
+                .collect();
+            Ok(
+                (new.len() == 5 && all.iter().filter(|r| r.status.app_id == "/web").count() == 5)
+                    .then_some(new),
+            )
+        },
+    )?;
+    println!(
+        "new version rolled out in {:.1} s",
+        rolled.elapsed().as_secs_f64()
+    );
+    let out = load.wait_with_output()?;
+    let lines: Vec<Line> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(Line::parse)
+        .collect::<Result<_>>()?;
+    let failed: Vec<&Line> = lines
+        .iter()
+        .filter(|l| matches!(l, Line::Err { .. }))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} connections through the VIP failed during the rollout: {:?}",
+        failed.len(),
+        lines.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(resolve(&client, NAME)?.len(), 5);
+    assert!(through_vip(cluster, &client, 40)?.is_subset(&new_ids));
+
     // Remove: the name, the VIP and the tasks go.
     dcnet(cluster, 1, &["app", "remove", "/web"])?;
     wait_until(

@@ -1,4 +1,4 @@
-//! `dcnet app add|list|remove|scale` and `dcnet task list`.
+//! `dcnet app add|update|list|remove|scale` and `dcnet task list`.
 //!
 //! Apps go through the local agent, which forwards `/v2` calls to the leading scheduler;
 //! `task list` reads the tasks' own reports from gossip (`/v1/tasks`), so it works while no
@@ -35,13 +35,52 @@ fn failure(status: u16, body: &Value, what: &str) -> anyhow::Error {
     anyhow::anyhow!(text)
 }
 
-/// `dcnet app add FILE`: the app definition in FILE (JSON, as for Marathon).
-pub fn add(api: SocketAddr, file: &Path, json: bool) -> anyhow::Result<()> {
+/// Reads an app definition file as JSON.
+fn read_definition(file: &Path) -> anyhow::Result<Value> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read the app definition {}", file.display()))?;
-    let value: Value = serde_json::from_str(&text).with_context(|| {
+    serde_json::from_str(&text).with_context(|| {
         format!("{} is not valid JSON; an app definition looks like {{\"id\": \"/web\", \"cmd\": \"...\", \"instances\": 3}}", file.display())
-    })?;
+    })
+}
+
+/// `dcnet app update FILE`: replaces an app's definition with FILE's. A change to what its
+/// tasks run is a new version, rolled out as the app's upgrade strategy allows.
+pub fn update(api: SocketAddr, file: &Path, json: bool) -> anyhow::Result<()> {
+    let value = read_definition(file)?;
+    let Some(id) = value["id"].as_str() else {
+        bail!(
+            "{} has no \"id\": the app to update is named by it",
+            file.display()
+        );
+    };
+    check_id(id)?;
+    let id = crate::scheduler::app::absolute_id(id);
+    let (status, body) = call_json(api, "GET", &format!("/v2/apps{id}"), None)?;
+    if status != 200 {
+        return Err(failure(status, &body, &format!("updating {id}")));
+    }
+    let before = body["app"]["version"].clone();
+    let (status, body) = call_json(api, "PUT", &format!("/v2/apps{id}"), Some(&value))?;
+    if status != 200 {
+        return Err(failure(status, &body, &format!("updating {id}")));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else if body["version"] == before {
+        println!("app {id} updated; its tasks run as before (no new version)");
+    } else {
+        println!(
+            "app {id} updated to version {}: new tasks start, old ones stop as new ones are ready",
+            body["version"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+/// `dcnet app add FILE`: the app definition in FILE (JSON, as for Marathon).
+pub fn add(api: SocketAddr, file: &Path, json: bool) -> anyhow::Result<()> {
+    let value = read_definition(file)?;
     let (status, body) = call_json(api, "POST", "/v2/apps", Some(&value))?;
     if status != 201 {
         return Err(failure(

@@ -415,12 +415,20 @@ impl Launcher {
         }
     }
 
-    /// Stops a task in the background; `failure` marks it failed rather than killed.
+    /// Stops a task in the background; `failure` marks it failed rather than killed. A task
+    /// that was serving is first announced as killing (out of DNS and the VIPs everywhere)
+    /// and signalled only after the drain time, so connections in flight to it are not
+    /// refused by a node that has not heard yet.
     fn begin_stop(&mut self, task_id: &str, failure: Option<String>) {
         let Some(local) = self.tasks.get_mut(task_id) else {
             return;
         };
         local.stopping = true;
+        let drain = if local.state == TaskState::TaskRunning {
+            self.settings.drain
+        } else {
+            Duration::ZERO
+        };
         local.state = TaskState::TaskKilling;
         local.message = failure;
         for job in local.jobs.drain(..) {
@@ -432,6 +440,7 @@ impl Launcher {
         let tx = self.events_tx.clone();
         let id = task_id.to_owned();
         tokio::spawn(async move {
+            tokio::time::sleep(drain).await;
             process::stop(&record, grace).await;
             detach(overlay.as_deref(), &record).await;
             let _ = tx.send(Event::Stopped { task_id: id }).await;

@@ -3,7 +3,7 @@
 //! Validation walks the JSON by hand rather than through a derived deserializer so that every
 //! problem is reported at once, each with its JSON path and what is expected, in Marathon's
 //! own error shape (`{"message": "Object is not valid", "details": [{"path", "errors"}]}`).
-//! Fields dcnet has no use for (`disk`, `upgradeStrategy`, `fetch`, ...) are accepted and
+//! Fields dcnet has no use for (`disk`, `fetch`, `backoffSeconds`, ...) are accepted and
 //! reported back as ignored, so existing files work unchanged; fields that would change what
 //! runs and that dcnet cannot honour (a Docker image, a host port on an overlay) are refused.
 
@@ -38,8 +38,42 @@ pub struct App {
     pub health_checks: Vec<HealthCheck>,
     pub constraints: Vec<Constraint>,
     pub labels: BTreeMap<String, String>,
+    /// How a new version replaces the tasks of the old one.
+    #[serde(default)]
+    pub upgrade: UpgradeStrategy,
     /// RFC 3339 time of the last change that affects how tasks run.
     pub version: String,
+}
+
+/// Marathon's `upgradeStrategy`: while a new version rolls out, at least
+/// `minimum_health_capacity × instances` tasks stay ready (old ones are stopped only as new
+/// ones pass their health checks), and at most `(1 + maximum_over_capacity) × instances` run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct UpgradeStrategy {
+    pub minimum_health_capacity: f64,
+    pub maximum_over_capacity: f64,
+}
+
+impl Default for UpgradeStrategy {
+    /// Marathon's defaults: start every new task at once, stop old ones as new ones are ready.
+    fn default() -> Self {
+        Self {
+            minimum_health_capacity: 1.0,
+            maximum_over_capacity: 1.0,
+        }
+    }
+}
+
+impl UpgradeStrategy {
+    /// Tasks that must stay ready during a rollout of `instances`.
+    pub fn min_ready(&self, instances: u32) -> usize {
+        (f64::from(instances) * self.minimum_health_capacity).ceil() as usize
+    }
+
+    /// Tasks that may run at once during a rollout of `instances`.
+    pub fn max_running(&self, instances: u32) -> usize {
+        instances as usize + (f64::from(instances) * self.maximum_over_capacity).floor() as usize
+    }
 }
 
 /// What a task runs.
@@ -185,6 +219,7 @@ const KNOWN: &[&str] = &[
     "healthChecks",
     "constraints",
     "labels",
+    "upgradeStrategy",
     "version",
 ];
 
@@ -261,6 +296,7 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
     let mem = positive(obj.get("mem"), 128.0, "/mem", &mut p, true);
     let env = string_map(obj.get("env"), "/env", &mut p, true);
     let labels = string_map(obj.get("labels"), "/labels", &mut p, false);
+    let upgrade = parse_upgrade(obj.get("upgradeStrategy"), &mut p);
     let network = parse_networks(obj.get("networks"), &mut p);
     let container = obj.get("container");
     if let Some(c) = container {
@@ -356,10 +392,48 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
             health_checks,
             constraints,
             labels,
+            upgrade,
             version: version.to_owned(),
         },
         ignored,
     })
+}
+
+/// `upgradeStrategy`: two fractions, each defaulting to 1.
+fn parse_upgrade(v: Option<&Value>, p: &mut Problems) -> UpgradeStrategy {
+    let mut strategy = UpgradeStrategy::default();
+    let Some(v) = v else { return strategy };
+    let Some(obj) = v.as_object() else {
+        p.add(
+            "/upgradeStrategy",
+            "expected an object such as {\"minimumHealthCapacity\": 0.5, \"maximumOverCapacity\": 0}",
+        );
+        return strategy;
+    };
+    for (key, field) in [
+        (
+            "minimumHealthCapacity",
+            &mut strategy.minimum_health_capacity,
+        ),
+        ("maximumOverCapacity", &mut strategy.maximum_over_capacity),
+    ] {
+        match obj.get(key).map(Value::as_f64) {
+            None => {}
+            Some(Some(n)) if (0.0..=1.0).contains(&n) => *field = n,
+            Some(_) => p.add(
+                &format!("/upgradeStrategy/{key}"),
+                "expected a number from 0 to 1",
+            ),
+        }
+    }
+    if strategy.minimum_health_capacity == 1.0 && strategy.maximum_over_capacity == 0.0 {
+        p.add(
+            "/upgradeStrategy",
+            "with minimumHealthCapacity 1 and maximumOverCapacity 0 no old task may stop before a \
+             new one runs, and no new one may start: lower the first or raise the second",
+        );
+    }
+    strategy
 }
 
 /// An app id as an absolute path (`web/` → `/web`), without checking it.
@@ -781,6 +855,7 @@ impl App {
     pub fn runs_differently(&self, other: &App) -> bool {
         let strip = |a: &App| App {
             instances: 0,
+            upgrade: UpgradeStrategy::default(),
             version: String::new(),
             ..a.clone()
         };
@@ -863,6 +938,13 @@ impl App {
         obj.insert("healthChecks".into(), json!(checks));
         let constraints: Vec<Value> = self.constraints.iter().map(Constraint::to_json).collect();
         obj.insert("constraints".into(), json!(constraints));
+        obj.insert(
+            "upgradeStrategy".into(),
+            json!({
+                "minimumHealthCapacity": self.upgrade.minimum_health_capacity,
+                "maximumOverCapacity": self.upgrade.maximum_over_capacity,
+            }),
+        );
         obj.insert("version".into(), json!(self.version));
         Value::Object(obj)
     }
@@ -945,6 +1027,32 @@ mod tests {
         );
         assert_eq!(app.network, Network::Host);
         assert_eq!(app.task_name(), "b.a");
+    }
+
+    #[test]
+    fn upgrade_strategy_is_read_and_checked() {
+        let app = ok(json!({"id": "/x", "cmd": "true", "instances": 3,
+                            "upgradeStrategy": {"minimumHealthCapacity": 0.5}}));
+        assert_eq!(app.upgrade.minimum_health_capacity, 0.5);
+        assert_eq!(app.upgrade.maximum_over_capacity, 1.0);
+        assert_eq!(
+            (app.upgrade.min_ready(3), app.upgrade.max_running(3)),
+            (2, 6)
+        );
+        let e = errors(json!({"id": "/x", "cmd": "true",
+                              "upgradeStrategy": {"maximumOverCapacity": 2}}));
+        assert!(
+            has(&e, "/upgradeStrategy/maximumOverCapacity", "0 to 1"),
+            "{e:?}"
+        );
+        let e = errors(json!({"id": "/x", "cmd": "true",
+                              "upgradeStrategy": {"maximumOverCapacity": 0}}));
+        assert!(has(&e, "/upgradeStrategy", "lower the first"), "{e:?}");
+        let changed = ok(json!({"id": "/x", "cmd": "true", "instances": 3}));
+        assert!(
+            !app.runs_differently(&changed),
+            "a new strategy alone does not replace tasks"
+        );
     }
 
     #[test]

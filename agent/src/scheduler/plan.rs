@@ -1,7 +1,8 @@
 //! The scheduler's decisions, as a pure function of its apps, its assignments and what the
 //! agents report: drop tasks that ended, were lost with their agent or never started; kill
-//! extras and tasks of an older app version; place what is missing, with a backoff for apps
-//! whose tasks keep ending.
+//! extras; replace tasks of an older app version as its upgrade strategy allows (old ones stop
+//! as new ones become ready); place what is missing, with a backoff for apps whose tasks keep
+//! ending.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -85,6 +86,20 @@ pub fn adopt(apps: &BTreeMap<String, App>, world: &World<'_>) -> BTreeMap<String
         .collect()
 }
 
+/// A tracked task with its id.
+type Entry<'a> = (&'a String, &'a Tracked);
+
+/// Gives back what `t` held on its agent.
+fn release(agents: &mut [Agent], t: &Tracked) {
+    if let Some(agent) = agents.iter_mut().find(|g| g.id == t.assignment.node_id) {
+        agent.used_cpus -= t.assignment.app.cpus;
+        agent.used_mem -= t.assignment.app.mem;
+        for p in &t.assignment.host_ports {
+            agent.used_ports.remove(p);
+        }
+    }
+}
+
 /// One round. `new_id` names a new task of an app.
 pub fn reconcile(
     state: &mut SchedState,
@@ -106,9 +121,6 @@ pub fn reconcile(
         let reason = match (world.apps.get(&a.app.id), status) {
             _ if !world.up.contains(&a.node_id) => Some("its agent is down".to_owned()),
             (None, _) => Some("its app was removed".to_owned()),
-            (Some(app), _) if app.version != a.app.version => {
-                Some(format!("its app changed (version {})", app.version))
-            }
             (_, Some(s)) if s.state.is_terminal() => {
                 let backoff = state.backoff.entry(a.app.id.clone()).or_default();
                 backoff.failures += 1;
@@ -160,41 +172,80 @@ pub fn reconcile(
         }
     }
     state.waiting.clear();
+    let status = |id: &str| world.statuses.get(id).map(|(_, s)| s);
+    // Running and not failing (or not yet passing) a health check.
+    let ready = |id: &str| {
+        status(id).is_some_and(|s| s.state == TaskState::TaskRunning && s.healthy != Some(false))
+    };
     for app in world.apps.values() {
-        let mut mine: Vec<(&String, &Tracked)> = state
+        // Tasks of the current version, and those of older ones still being replaced.
+        let (mut mine, mut retiring): (Vec<Entry<'_>>, Vec<Entry<'_>>) = state
             .tasks
             .iter()
             .filter(|(_, t)| t.assignment.app.id == app.id)
-            .collect();
+            .partition(|(_, t)| t.assignment.app.version == app.version);
         let want = app.instances as usize;
+        // Among tasks of one kind: ready first, then the oldest.
+        let rank = |id: &str, t: &Tracked| {
+            let running = status(id).is_some_and(|s| s.state == TaskState::TaskRunning);
+            (!ready(id), !running, std::cmp::Reverse(t.created_ms))
+        };
+        let mut stop: Vec<(String, String)> = Vec::new();
         if mine.len() > want {
-            // Keep the running and healthy, and among those the oldest.
-            let rank = |id: &str, t: &Tracked| {
-                let s = world.statuses.get(id).map(|(_, s)| s);
-                let running = s.is_some_and(|s| s.state == TaskState::TaskRunning);
-                let healthy = s.is_some_and(|s| s.healthy != Some(false));
-                (!running, !healthy, std::cmp::Reverse(t.created_ms))
-            };
             mine.sort_by_key(|(id, t)| rank(id, t));
-            let extra: Vec<String> = mine[want..].iter().map(|(id, _)| (*id).clone()).collect();
-            for task_id in extra {
-                if let Some(t) = state.tasks.remove(&task_id)
-                    && let Some(agent) = agents.iter_mut().find(|g| g.id == t.assignment.node_id)
-                {
-                    agent.used_cpus -= t.assignment.app.cpus;
-                    agent.used_mem -= t.assignment.app.mem;
-                    for p in &t.assignment.host_ports {
-                        agent.used_ports.remove(p);
-                    }
-                }
-                changes.push(Change::Dropped {
-                    task_id,
-                    reason: format!("{} scaled to {want}", app.id),
-                });
-            }
-            continue;
+            stop.extend(
+                mine.split_off(want)
+                    .into_iter()
+                    .map(|(id, _)| (id.clone(), format!("{} scaled to {want}", app.id))),
+            );
         }
-        if mine.len() == want {
+        // Old tasks stop as new ones become ready, keeping the strategy's minimum ready.
+        let ready_new = mine.iter().filter(|(id, _)| ready(id)).count();
+        let keep_old = app
+            .upgrade
+            .min_ready(app.instances)
+            .min(want)
+            .saturating_sub(ready_new)
+            .min(retiring.len());
+        if retiring.len() > keep_old {
+            retiring.sort_by_key(|(id, t)| rank(id, t));
+            stop.extend(retiring.split_off(keep_old).into_iter().map(|(id, _)| {
+                (
+                    id.clone(),
+                    format!("replaced by version {} of {}", app.version, app.id),
+                )
+            }));
+        }
+        let launches = want.saturating_sub(mine.len()).min(
+            app.upgrade
+                .max_running(app.instances)
+                .saturating_sub(mine.len() + retiring.len()),
+        );
+        // Constraints see only the current version: the old tasks are going away, and
+        // counting them would skew where the new ones end up (GROUP_BY would fill the zones
+        // the old ones were thin in). Host ports and resources still count them.
+        let mut running_on: Vec<String> = mine
+            .iter()
+            .map(|(_, t)| t.assignment.node_id.clone())
+            .collect();
+        let (missing, old) = (want.saturating_sub(mine.len()), retiring.len());
+        for (task_id, reason) in stop {
+            if let Some(t) = state.tasks.remove(&task_id) {
+                release(&mut agents, &t);
+            }
+            changes.push(Change::Dropped { task_id, reason });
+        }
+        if launches == 0 {
+            if missing > 0 {
+                state.waiting.insert(
+                    app.id.clone(),
+                    format!(
+                        "upgrade strategy: at most {} task(s) at once, {old} old one(s) still \
+                         running until new ones are ready",
+                        app.upgrade.max_running(app.instances)
+                    ),
+                );
+            }
             continue;
         }
         if let Some(b) = state.backoff.get(&app.id)
@@ -210,11 +261,7 @@ pub fn reconcile(
             );
             continue;
         }
-        let mut running_on: Vec<String> = mine
-            .iter()
-            .map(|(_, t)| t.assignment.node_id.clone())
-            .collect();
-        for _ in mine.len()..want {
+        for _ in 0..launches {
             let refs: Vec<&str> = running_on.iter().map(String::as_str).collect();
             match placement::place(app, &agents, &refs) {
                 Ok(p) => {
@@ -437,23 +484,80 @@ mod tests {
         assert!(!sim.state.backoff.contains_key("/crash"));
     }
 
+    /// Ids of the tasks at `version`.
+    fn at(sim: &Sim, version: &str) -> Vec<String> {
+        sim.state
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.assignment.app.version == version)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     #[test]
-    fn a_new_version_replaces_tasks_and_removal_drops_them() {
-        let mut sim = Sim::new(&[app("/web", 2, "v1")], &["a", "b"]);
+    fn a_new_version_starts_before_the_old_one_stops() {
+        let mut sim = Sim::new(&[app("/web", 2, "v1")], &["a", "b", "c"]);
+        sim.agents.iter_mut().for_each(|a| a.cpus = 4.0);
         sim.round();
         sim.report(TaskState::TaskRunning);
         sim.apps.insert("/web".into(), app("/web", 2, "v2"));
+        // Marathon's default strategy: every new task at once, no old one stopped yet.
         let changes = sim.round();
-        assert_eq!(changes.len(), 4, "two dropped, two launched: {changes:?}");
         assert!(
-            sim.state
-                .tasks
-                .values()
-                .all(|t| t.assignment.app.version == "v2")
+            changes.iter().all(|c| matches!(c, Change::Launched { .. })),
+            "{changes:?}"
         );
+        assert_eq!((at(&sim, "v1").len(), at(&sim, "v2").len()), (2, 2));
+        // One new task ready: one old one stops.
+        let new = at(&sim, "v2");
+        let t = sim.state.tasks[&new[0]].clone();
+        sim.statuses
+            .insert(new[0].clone(), status(&t, TaskState::TaskRunning));
+        let changes = sim.round();
+        assert!(
+            matches!(&changes[..], [Change::Dropped { reason, .. }] if reason.contains("replaced by version v2")),
+            "{changes:?}"
+        );
+        assert_eq!(at(&sim, "v1").len(), 1);
+        // Both ready: the last old one stops, and nothing else happens.
+        sim.report(TaskState::TaskRunning);
+        assert_eq!(sim.round().len(), 1);
+        assert_eq!((at(&sim, "v1").len(), at(&sim, "v2").len()), (0, 2));
+        assert!(sim.round().is_empty());
+
         sim.apps.clear();
         assert_eq!(sim.round().len(), 2);
         assert!(sim.state.tasks.is_empty());
+    }
+
+    #[test]
+    fn a_strategy_without_over_capacity_stops_old_tasks_first() {
+        let strategy = |version: &str| {
+            parse(
+                &json!({"id": "/web", "cmd": "x", "instances": 4, "cpus": 1, "mem": 10,
+                        "upgradeStrategy": {"minimumHealthCapacity": 0.5,
+                                            "maximumOverCapacity": 0}}),
+                None,
+                version,
+            )
+            .unwrap()
+            .app
+        };
+        let mut sim = Sim::new(&[strategy("v1")], &["a", "b"]);
+        sim.round();
+        sim.report(TaskState::TaskRunning);
+        sim.apps.insert("/web".into(), strategy("v2"));
+        // Two must stay ready and at most four run: two old stop, two new start.
+        sim.round();
+        assert_eq!((at(&sim, "v1").len(), at(&sim, "v2").len()), (2, 2));
+        // Not ready yet: nothing more moves, and the app says why.
+        assert!(sim.round().is_empty());
+        assert!(sim.state.waiting["/web"].contains("old one(s) still running"));
+        sim.report(TaskState::TaskRunning);
+        sim.round();
+        sim.report(TaskState::TaskRunning);
+        sim.round();
+        assert_eq!((at(&sim, "v1").len(), at(&sim, "v2").len()), (0, 4));
     }
 
     #[test]
