@@ -399,6 +399,19 @@ impl Cluster {
         &self.dcnet
     }
 
+    /// Runs the CLI, `dcnet ARGS`, inside node `i`; its stdout, or an error with its stderr.
+    pub fn cli(&self, i: usize, args: &[&str]) -> Result<String> {
+        let out = self.run_in(i, &self.dcnet, args)?;
+        if !out.status.success() {
+            bail!(
+                "dcnet {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// The membership table as node `i` reports it.
     pub fn members(&self, i: usize) -> Result<Vec<dcnet_agent::node::Member>> {
         self.get(i, "/v1/nodes")

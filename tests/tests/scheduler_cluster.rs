@@ -70,19 +70,6 @@ fn start_cluster() -> Result<Cluster> {
     Ok(cluster)
 }
 
-/// Runs `dcnet ARGS` on node `i`; returns stdout, or the error with stderr.
-fn dcnet(cluster: &Cluster, i: usize, args: &[&str]) -> Result<String> {
-    let out = cluster.run_in(i, cluster.dcnet(), args)?;
-    if !out.status.success() {
-        bail!(
-            "dcnet {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The IPv4 addresses glibc resolves `name` to inside container `c` (empty if none).
 fn resolve(c: &Container, name: &str) -> Result<BTreeSet<Ipv4Addr>> {
     let out = Command::new("ip")
@@ -218,12 +205,9 @@ fn lifecycle(cluster: &mut Cluster) -> Result<()> {
         "the scheduler to take the app",
         Duration::from_secs(30),
         || {
-            Ok(dcnet(
-                cluster,
-                1,
-                &["app", "add", file.to_str().unwrap_or_default()],
-            )
-            .ok())
+            Ok(cluster
+                .cli(1, &["app", "add", file.to_str().unwrap_or_default()])
+                .ok())
         },
     )?;
     let rows = wait_for_tasks(cluster, &client, 3, Duration::from_secs(30))?;
@@ -242,9 +226,9 @@ fn lifecycle(cluster: &mut Cluster) -> Result<()> {
     assert!(vip_ips.iter().all(|ip| ip.octets()[0] == 11), "{vip_ips:?}");
 
     // Scale to 5.
-    dcnet(cluster, 1, &["app", "scale", "/web", "5"])?;
+    cluster.cli(1, &["app", "scale", "/web", "5"])?;
     let rows = wait_for_tasks(cluster, &client, 5, Duration::from_secs(30))?;
-    let list = dcnet(cluster, 1, &["app", "list"])?;
+    let list = cluster.cli(1, &["app", "list"])?;
     assert!(list.contains("/web") && list.contains("5/5"), "{list}");
 
     // Kill node 4 (zone z2): its tasks go elsewhere, DNS and the VIP follow.
@@ -288,7 +272,7 @@ fn lifecycle(cluster: &mut Cluster) -> Result<()> {
     assert_eq!(healthy_tasks(cluster, 1)?.len(), 5);
     assert_eq!(resolve(&client, NAME)?, task_ips(&rows));
     assert!(through_vip(cluster, &client, 20)?.is_subset(&ids));
-    let refused = dcnet(cluster, 1, &["app", "list"]).unwrap_err().to_string();
+    let refused = cluster.cli(1, &["app", "list"]).unwrap_err().to_string();
     assert!(refused.contains("no scheduler"), "{refused}");
 
     // It comes back and adopts the running tasks: none is replaced.
@@ -297,7 +281,7 @@ fn lifecycle(cluster: &mut Cluster) -> Result<()> {
         "the scheduler to adopt the tasks",
         Duration::from_secs(30),
         || {
-            let Ok(list) = dcnet(cluster, 1, &["app", "list", "--json"]) else {
+            let Ok(list) = cluster.cli(1, &["app", "list", "--json"]) else {
                 return Ok(None);
             };
             let apps: Value = serde_json::from_str(&list)?;
@@ -330,11 +314,7 @@ fn lifecycle(cluster: &mut Cluster) -> Result<()> {
     .stdout(std::process::Stdio::piped())
     .spawn()?;
     let rolled = Instant::now();
-    let said = dcnet(
-        cluster,
-        1,
-        &["app", "update", v2.to_str().unwrap_or_default()],
-    )?;
+    let said = cluster.cli(1, &["app", "update", v2.to_str().unwrap_or_default()])?;
     assert!(said.contains("new tasks start"), "{said}");
     let new_ids = wait_until(
         "the new version to replace the old",
@@ -377,7 +357,7 @@ fn lifecycle(cluster: &mut Cluster) -> Result<()> {
     assert!(through_vip(cluster, &client, 40)?.is_subset(&new_ids));
 
     // Remove: the name, the VIP and the tasks go.
-    dcnet(cluster, 1, &["app", "remove", "/web"])?;
+    cluster.cli(1, &["app", "remove", "/web"])?;
     wait_until(
         "the app's name, VIP and tasks to go",
         Duration::from_secs(15),
@@ -422,7 +402,8 @@ fn constraints(cluster: &mut Cluster) -> Result<()> {
 
     // Not JSON: refused before any request.
     let bad = write("bad.json", "{\"id\": ")?;
-    let err = dcnet(cluster, 1, &["app", "add", &bad])
+    let err = cluster
+        .cli(1, &["app", "add", &bad])
         .unwrap_err()
         .to_string();
     assert!(err.contains("not valid JSON"), "{err}");
@@ -434,7 +415,7 @@ fn constraints(cluster: &mut Cluster) -> Result<()> {
     let err = wait_until(
         "the scheduler to judge the app",
         Duration::from_secs(30),
-        || match dcnet(cluster, 1, &["app", "add", &invalid]) {
+        || match cluster.cli(1, &["app", "add", &invalid]) {
             Ok(out) => bail!("an invalid app was accepted: {out}"),
             Err(e)
                 if e.to_string().contains("not the leader") || e.to_string().contains("retry") =>
@@ -460,13 +441,12 @@ fn constraints(cluster: &mut Cluster) -> Result<()> {
         r#"{"id": "/one-each", "cmd": "exec sleep 1000", "instances": 4, "cpus": 0.01, "mem": 1,
             "constraints": [["hostname", "UNIQUE"], ["@region", "IS", "r1"]]}"#,
     )?;
-    dcnet(cluster, 1, &["app", "add", &unique])?;
+    cluster.cli(1, &["app", "add", &unique])?;
     let apps = wait_until(
         "three tasks, one per agent",
         Duration::from_secs(30),
         || {
-            let apps: Value =
-                serde_json::from_str(&dcnet(cluster, 1, &["app", "list", "--json"])?)?;
+            let apps: Value = serde_json::from_str(&cluster.cli(1, &["app", "list", "--json"])?)?;
             Ok((apps[0]["tasksRunning"] == 3).then_some(apps))
         },
     )?;
@@ -483,7 +463,7 @@ fn constraints(cluster: &mut Cluster) -> Result<()> {
             "cpus": 0.01, "mem": 1, "portDefinitions": [{"port": 0}],
             "constraints": [["@zone", "IS", "z2"]]}"#,
     )?;
-    dcnet(cluster, 1, &["app", "add", &pinned])?;
+    cluster.cli(1, &["app", "add", &pinned])?;
     let rows = wait_until("two pinned tasks", Duration::from_secs(30), || {
         let tasks: Vec<TaskRow> = cluster.get(1, "/v1/tasks")?;
         let pinned: Vec<TaskRow> = tasks

@@ -377,17 +377,9 @@ fn watch<T>(
     }
 }
 
-/// Runs `dcnet ARGS` inside node `i`; its stdout, or an error with its stderr.
+/// Runs `dcnet ARGS` inside node `i`: its stdout without the last newline.
 fn dcnet(cluster: &Cluster, i: usize, args: &[&str]) -> Result<String> {
-    let out = cluster.run_in(i, cluster.dcnet(), args)?;
-    if !out.status.success() {
-        bail!(
-            "dcnet {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+    Ok(cluster.cli(i, args)?.trim_end().to_owned())
 }
 
 fn run_in_container(netns: &str, program: &str, args: &[&str]) -> Result<String> {
