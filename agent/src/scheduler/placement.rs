@@ -27,6 +27,22 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// Counts a task of `app` holding `host_ports` here.
+    pub fn hold(&mut self, app: &App, host_ports: &[u16]) {
+        self.used_cpus += app.cpus;
+        self.used_mem += app.mem;
+        self.used_ports.extend(host_ports);
+    }
+
+    /// Gives back what [`Agent::hold`] counted.
+    pub fn release(&mut self, app: &App, host_ports: &[u16]) {
+        self.used_cpus -= app.cpus;
+        self.used_mem -= app.mem;
+        for p in host_ports {
+            self.used_ports.remove(p);
+        }
+    }
+
     fn field(&self, field: Field) -> Option<&str> {
         match field {
             Field::Hostname => Some(&self.hostname),
@@ -205,9 +221,7 @@ mod tests {
         for _ in 0..n {
             let refs: Vec<&str> = on.iter().map(String::as_str).collect();
             let p = place(app, agents, &refs)?;
-            agents[p.agent].used_cpus += app.cpus;
-            agents[p.agent].used_mem += app.mem;
-            agents[p.agent].used_ports.extend(p.host_ports);
+            agents[p.agent].hold(app, &p.host_ports);
             on.push(agents[p.agent].id.clone());
         }
         Ok(on)

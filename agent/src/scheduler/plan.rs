@@ -89,15 +89,9 @@ pub fn adopt(apps: &BTreeMap<String, App>, world: &World<'_>) -> BTreeMap<String
 /// A tracked task with its id.
 type Entry<'a> = (&'a String, &'a Tracked);
 
-/// Gives back what `t` held on its agent.
-fn release(agents: &mut [Agent], t: &Tracked) {
-    if let Some(agent) = agents.iter_mut().find(|g| g.id == t.assignment.node_id) {
-        agent.used_cpus -= t.assignment.app.cpus;
-        agent.used_mem -= t.assignment.app.mem;
-        for p in &t.assignment.host_ports {
-            agent.used_ports.remove(p);
-        }
-    }
+/// The agent `t` was assigned to, if it is live.
+fn agent_of<'a>(agents: &'a mut [Agent], t: &Tracked) -> Option<&'a mut Agent> {
+    agents.iter_mut().find(|g| g.id == t.assignment.node_id)
 }
 
 /// One round. `new_id` names a new task of an app.
@@ -165,10 +159,8 @@ pub fn reconcile(
     // 2. Scale each app to its instance count.
     let mut agents = world.agents.clone();
     for t in state.tasks.values() {
-        if let Some(agent) = agents.iter_mut().find(|g| g.id == t.assignment.node_id) {
-            agent.used_cpus += t.assignment.app.cpus;
-            agent.used_mem += t.assignment.app.mem;
-            agent.used_ports.extend(&t.assignment.host_ports);
+        if let Some(agent) = agent_of(&mut agents, t) {
+            agent.hold(&t.assignment.app, &t.assignment.host_ports);
         }
     }
     state.waiting.clear();
@@ -216,7 +208,8 @@ pub fn reconcile(
                 )
             }));
         }
-        let launches = want.saturating_sub(mine.len()).min(
+        let missing = want.saturating_sub(mine.len());
+        let launches = missing.min(
             app.upgrade
                 .max_running(app.instances)
                 .saturating_sub(mine.len() + retiring.len()),
@@ -228,10 +221,12 @@ pub fn reconcile(
             .iter()
             .map(|(_, t)| t.assignment.node_id.clone())
             .collect();
-        let (missing, old) = (want.saturating_sub(mine.len()), retiring.len());
+        let old = retiring.len();
         for (task_id, reason) in stop {
-            if let Some(t) = state.tasks.remove(&task_id) {
-                release(&mut agents, &t);
+            if let Some(t) = state.tasks.remove(&task_id)
+                && let Some(agent) = agent_of(&mut agents, &t)
+            {
+                agent.release(&t.assignment.app, &t.assignment.host_ports);
             }
             changes.push(Change::Dropped { task_id, reason });
         }
@@ -266,9 +261,7 @@ pub fn reconcile(
             match placement::place(app, &agents, &refs) {
                 Ok(p) => {
                     let agent = &mut agents[p.agent];
-                    agent.used_cpus += app.cpus;
-                    agent.used_mem += app.mem;
-                    agent.used_ports.extend(&p.host_ports);
+                    agent.hold(app, &p.host_ports);
                     let task_id = new_id(app);
                     state.tasks.insert(
                         task_id.clone(),
