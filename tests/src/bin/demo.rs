@@ -219,7 +219,7 @@ fn demo(cluster: &mut Cluster, apps: &Path) -> Result<()> {
         "the tasks (`dcnet task list`): each a process in its own network namespace with an overlay IP",
     );
     indent(&dcnet(cluster, 1, &["task", "list"])?);
-    let client = client_task(cluster)?;
+    let client = client_task(cluster, &tasks(cluster)?)?;
     println!(
         "      the client container: namespace {} on {}, eth0 {}",
         client.netns, cluster.nodes[client.node].name, client.ip
@@ -286,7 +286,7 @@ fn demo(cluster: &mut Cluster, apps: &Path) -> Result<()> {
         killed.elapsed().as_secs_f64()
     );
     indent(&dcnet(cluster, 0, &["task", "list"])?);
-    let client = client_task(cluster)?;
+    let client = client_task(cluster, &tasks(cluster)?)?;
     let answer = dig(&client.netns, NAME, "A")?;
     println!(
         "      {NAME} from the client's container: {}",
@@ -324,7 +324,7 @@ fn demo(cluster: &mut Cluster, apps: &Path) -> Result<()> {
         "      the 4th instance on {victim}: {}",
         on_victim.join(", ")
     );
-    let client = client_task(cluster)?;
+    let client = client_task(cluster, &tasks(cluster)?)?;
     show_spread(cluster, &client, &web)?;
     Ok(())
 }
@@ -403,25 +403,28 @@ fn ip_of(row: &TaskRow) -> String {
     row.status.ip.map_or("-".into(), |ip| ip.to_string())
 }
 
-/// The running, healthy web tasks, seen from node-1 (tasks of nodes that are down are not
-/// listed).
-fn healthy_web(cluster: &Cluster) -> Result<Vec<TaskRow>> {
-    let rows: Vec<TaskRow> = cluster.get(0, "/v1/tasks")?;
-    Ok(rows
-        .into_iter()
+/// Every task, as node-1 lists them (tasks of nodes that are down are not listed).
+fn tasks(cluster: &Cluster) -> Result<Vec<TaskRow>> {
+    cluster.get(0, "/v1/tasks")
+}
+
+/// The running, healthy web tasks among `rows`.
+fn healthy_web(rows: &[TaskRow]) -> Vec<TaskRow> {
+    rows.iter()
         .filter(|r| {
             r.status.app_id == WEB
                 && r.status.state == TaskState::TaskRunning
                 && r.status.healthy == Some(true)
         })
-        .collect())
+        .cloned()
+        .collect()
 }
 
 /// Waits until `n` web instances are healthy (none on `not_on`) and the client's container
 /// resolves the name to exactly their addresses; prints progress.
 fn wait_for_web(cluster: &Cluster, n: usize, not_on: Option<&str>) -> Result<Vec<TaskRow>> {
     watch(&format!("{n} healthy web instances in DNS"), 60, || {
-        let rows: Vec<TaskRow> = cluster.get(0, "/v1/tasks")?;
+        let rows = tasks(cluster)?;
         let web: Vec<&TaskRow> = rows.iter().filter(|r| r.status.app_id == WEB).collect();
         let mut states: BTreeMap<String, usize> = BTreeMap::new();
         for r in &web {
@@ -444,11 +447,11 @@ fn wait_for_web(cluster: &Cluster, n: usize, not_on: Option<&str>) -> Result<Vec
                 summary.join(", ")
             }
         );
-        let healthy = healthy_web(cluster)?;
+        let healthy = healthy_web(&rows);
         if healthy.len() != n || not_on.is_some_and(|v| healthy.iter().any(|r| r.node == v)) {
             return Ok((None, status));
         }
-        let Ok(client) = client_task(cluster) else {
+        let Ok(client) = client_task(cluster, &rows) else {
             return Ok((None, status + "; the client is not running"));
         };
         let want: BTreeSet<String> = healthy.iter().map(ip_of).collect();
@@ -470,8 +473,8 @@ struct Client {
     ip: IpAddr,
 }
 
-fn client_task(cluster: &Cluster) -> Result<Client> {
-    let rows: Vec<TaskRow> = cluster.get(0, "/v1/tasks")?;
+/// The running client task among `rows`.
+fn client_task(cluster: &Cluster, rows: &[TaskRow]) -> Result<Client> {
     let row = rows
         .iter()
         .find(|r| r.status.app_id == "/client" && r.status.state == TaskState::TaskRunning)
@@ -540,7 +543,9 @@ fn explain_keep(cluster: &mut Cluster) {
         .map(|n| n.netns.name().to_owned())
         .collect();
     let dcnet = cluster.dcnet().display().to_string();
-    let client = client_task(cluster).ok();
+    let client = tasks(cluster)
+        .and_then(|rows| client_task(cluster, &rows))
+        .ok();
     let dir = cluster.nodes[0]
         .log_path
         .parent()
