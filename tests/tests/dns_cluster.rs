@@ -79,7 +79,13 @@ fn records_published_on_one_node_are_answered_on_every_node() {
     );
     assert!(master.requests() > 0);
 
-    // The dcos-dns zones, on node 2.
+    // The dcos-dns zones, on node 2: it may hear of the task a gossip round after node 3.
+    wait_until("node 2 to answer the task", Duration::from_secs(10), || {
+        Ok(dig(&cluster, 1, &["+short", "liquor-store.marathon.mesos"])
+            .contains("10.3.0.1")
+            .then_some(()))
+    })
+    .unwrap();
     let a = dig(
         &cluster,
         1,
