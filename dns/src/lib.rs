@@ -8,6 +8,7 @@
 //! - [`mesos`]: a Mesos master's `/master/state`, mapped onto that cluster.
 //! - [`answer`]: one query in, one authoritative response out, from a snapshot.
 //! - [`prepared`]: answers of the common queries prepared in wire form, and the fast path.
+//! - [`shards`]: the copy-on-write sharded map a snapshot's names live in.
 //! - [`server`]: UDP workers (SO_REUSEPORT, one per core) and TCP, answering from a shared snapshot.
 //! - [`zone`]: the immutable snapshot of every served zone, and how a name is looked up in it.
 //!
@@ -23,6 +24,7 @@ pub mod name;
 pub mod prepared;
 pub mod records;
 pub mod server;
+pub mod shards;
 pub mod zone;
 
 pub use error::Error;

@@ -1,4 +1,5 @@
-//! Answers prepared when a snapshot is built, and the fast path that serves them.
+//! Answers prepared when a name's records change (see [`crate::zone`]), and the fast path that
+//! serves them.
 //!
 //! The common queries (A, AAAA or SRV, class IN, one question, at most an OPT record) are
 //! answered without parsing into messages: [`answer_fast`] reads the header and question by
@@ -16,13 +17,11 @@
 //! Anything else returns `None` and takes the hickory path in [`crate::answer`], which also
 //! handles truncation; `tests/fast_path.rs` checks both paths give the same answers.
 
-use std::collections::HashMap;
-
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
 use crate::answer::{MAX_UDP_PAYLOAD, Transport, resolve, soa_record};
-use crate::zone::Snapshot;
+use crate::zone::{NameRecords, Snapshot, ZoneInfo};
 
 const TYPE_A: u16 = 1;
 const TYPE_AAAA: u16 = 28;
@@ -42,10 +41,9 @@ pub struct Sections {
     pub bytes: Box<[u8]>,
 }
 
-/// The prepared responses of one name; `None` is the zone's shared NODATA.
-#[derive(Debug, Clone, Default)]
-struct PreparedName {
-    zone: usize,
+/// The prepared responses of one name; `None` is its zone's shared NODATA.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PreparedName {
     a: Option<Sections>,
     aaaa: Option<Sections>,
     srv: Option<Sections>,
@@ -53,78 +51,58 @@ struct PreparedName {
 
 /// What every name of a zone shares: its negative answers (the SOA owner is the apex, so the
 /// bytes do not depend on the question).
-#[derive(Debug)]
-struct PreparedZone {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PreparedZone {
     origin: Box<[u8]>,
     nodata: Sections,
     nxdomain: Sections,
 }
 
-/// Prepared responses of a snapshot.
-#[derive(Debug, Default)]
-pub struct Prepared {
-    /// By lower-case wire-format name.
-    names: HashMap<Box<[u8]>, PreparedName>,
-    /// Most specific first, as in the snapshot.
-    zones: Vec<PreparedZone>,
+/// The negative answers of `zone`; `None` if they cannot be encoded (the general path then
+/// answers).
+pub(crate) fn prepare_zone(zone: &ZoneInfo) -> Option<PreparedZone> {
+    let soa = [soa_record(zone, true)];
+    Some(PreparedZone {
+        origin: wire_name(&zone.origin)?,
+        nodata: encode_sections(0, &[], &soa, &[], 0, false)?,
+        nxdomain: encode_sections(RCODE_NXDOMAIN, &[], &soa, &[], 0, false)?,
+    })
 }
 
-/// Prepares the fast-path answers of every name of `snapshot`: names with records, empty
-/// non-terminals and apexes (the last two answer NODATA to every prepared type).
-pub fn prepare(snapshot: &Snapshot) -> Prepared {
-    let mut prepared = Prepared::default();
-    for zone in snapshot.zones() {
-        let soa = [soa_record(zone, true)];
-        let (Some(origin), Some(nodata), Some(nxdomain)) = (
-            wire_name(&zone.origin),
-            encode_sections(0, &[], &soa, &[], 0, false),
-            encode_sections(RCODE_NXDOMAIN, &[], &soa, &[], 0, false),
-        ) else {
-            continue;
-        };
-        prepared.zones.push(PreparedZone {
-            origin,
-            nodata,
-            nxdomain,
-        });
-    }
+/// The fast-path answers of `name` (lower-case, fully qualified, `wire_len` bytes in wire
+/// form), which exists in `snapshot` with `records`: only the types it has, the others being
+/// the zone's shared NODATA.
+pub(crate) fn prepare_name(
+    snapshot: &Snapshot,
+    name: &str,
+    wire_len: usize,
+    records: &NameRecords,
+) -> PreparedName {
     // Answer owners are written as a pointer to the question, so any owner will do here.
     let owner = Name::root();
-    for (name, zone) in snapshot.existing_names() {
-        let Some(wire) = wire_name(name) else {
+    let mut prepared = PreparedName::default();
+    let present = [
+        (RecordType::A, !records.a.is_empty()),
+        (RecordType::AAAA, !records.aaaa.is_empty()),
+        (RecordType::SRV, !records.srv.is_empty()),
+    ];
+    for (rtype, _) in present.into_iter().filter(|(_, has)| *has) {
+        let Some(parts) = resolve(snapshot, name, &owner, rtype) else {
             continue;
         };
-        let mut entry = PreparedName {
-            zone,
-            ..PreparedName::default()
-        };
-        // Only the types the name has: the others are the zone's shared NODATA.
-        if let Some(records) = snapshot.records(name) {
-            let present = [
-                (RecordType::A, !records.a.is_empty()),
-                (RecordType::AAAA, !records.aaaa.is_empty()),
-                (RecordType::SRV, !records.srv.is_empty()),
-            ];
-            for (rtype, _) in present.into_iter().filter(|(_, has)| *has) {
-                let Some(parts) = resolve(snapshot, name, &owner, rtype) else {
-                    continue;
-                };
-                let sections = encode_sections(
-                    parts.rcode.low(),
-                    &parts.answers,
-                    &parts.authorities,
-                    &parts.additionals,
-                    wire.len(),
-                    true,
-                );
-                match rtype {
-                    RecordType::A => entry.a = sections,
-                    RecordType::AAAA => entry.aaaa = sections,
-                    _ => entry.srv = sections,
-                }
-            }
+        let sections = encode_sections(
+            parts.rcode.low(),
+            &parts.answers,
+            &parts.authorities,
+            &parts.additionals,
+            wire_len,
+            true,
+        );
+        match rtype {
+            RecordType::A => prepared.a = sections,
+            RecordType::AAAA => prepared.aaaa = sections,
+            _ => prepared.srv = sections,
         }
-        prepared.names.insert(wire, entry);
     }
     prepared
 }
@@ -182,7 +160,7 @@ fn emit_rdata(encoder: &mut BinEncoder<'_>, data: &RData) -> Option<()> {
 
 /// The lower-case wire form of a fully qualified name in presentation form (no escapes: zone
 /// names are generated from sanitised labels). `None` for an empty label or one over 63 bytes.
-fn wire_name(name: &str) -> Option<Box<[u8]>> {
+pub(crate) fn wire_name(name: &str) -> Option<Box<[u8]>> {
     let name = name.strip_suffix('.').unwrap_or(name);
     let mut buf = Vec::with_capacity(name.len() + 2);
     if !name.is_empty() {
@@ -200,7 +178,7 @@ fn wire_name(name: &str) -> Option<Box<[u8]>> {
 
 /// The answer to a plain query, written into `out`, or `None` for the general path.
 pub fn answer_fast(
-    prepared: &Prepared,
+    snapshot: &Snapshot,
     query: &[u8],
     out: &mut Vec<u8>,
     transport: Transport,
@@ -269,23 +247,32 @@ pub fn answer_fast(
     };
 
     let key = &key[..key_len];
-    let sections = match prepared.names.get(key) {
-        Some(name) => {
+    let existing = snapshot
+        .entry(key)
+        .and_then(|e| Some((e.zone, e.answers.as_ref()?)));
+    let sections = match existing {
+        Some((zone, name)) => {
             let own = match qtype {
                 TYPE_A => &name.a,
                 TYPE_AAAA => &name.aaaa,
                 _ => &name.srv,
             };
-            own.as_ref()
-                .unwrap_or(&prepared.zones.get(name.zone)?.nodata)
+            match own {
+                Some(own) => own,
+                None => &snapshot.negative().get(zone)?.as_ref()?.nodata,
+            }
         }
         // Not an existing name: NXDOMAIN if inside a zone, else the general path (forwarding).
+        // Zones are most specific first; one whose answers could not be prepared sends every
+        // such name to the general path.
         None => {
-            &prepared
-                .zones
-                .iter()
-                .find(|z| is_label_suffix(key, &z.origin))?
-                .nxdomain
+            let mut zones = snapshot.negative().iter();
+            loop {
+                let zone = zones.next()?.as_ref()?;
+                if is_label_suffix(key, &zone.origin) {
+                    break &zone.nxdomain;
+                }
+            }
         }
     };
 

@@ -1,17 +1,25 @@
 //! The authoritative data one server answers from: an immutable snapshot of every zone it
-//! serves (`mesos.`, `thisdcos.directory.`, ...), rebuilt and swapped whole when records change
-//! so readers never lock.
+//! serves (`mesos.`, `thisdcos.directory.`, ...), swapped whole when records change so readers
+//! never lock.
 //!
 //! [`Snapshot::lookup`] decides the kind of answer (RFC 1034 §4.3.2, RFC 8020): records; no data
 //! for an existing name, including empty non-terminals (`slave.mesos.` exists because
 //! `x.slave.mesos.` does); no such domain; or not ours (to be forwarded). Names are matched
 //! lower-case; callers lower-case the question.
+//!
+//! A new snapshot is made from the last one by [`Snapshot::apply`], in time proportional to the
+//! names that changed: names live in a [`ShardedMap`] whose untouched shards the two snapshots
+//! share, and each name keeps what an update needs to stay local: how many names with records
+//! lie below it (so empty non-terminals appear and disappear with their last descendant), and
+//! which SRV owners point at it (so their prepared additional records follow its addresses).
+//! [`Snapshot::build`] is the same update applied to empty zones.
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
-use crate::prepared::{Prepared, prepare};
+use crate::prepared::{PreparedName, PreparedZone, prepare_name, prepare_zone, wire_name};
 use crate::records::{RecordSet, SrvTarget, fqdn};
+use crate::shards::ShardedMap;
 
 /// Start-of-authority settings of one zone (Mesos-DNS's SOA* config keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +51,14 @@ pub struct ZoneData {
     pub records: RecordSet,
 }
 
+impl ZoneData {
+    /// The zone's settings, normalised, and its records.
+    fn split(self) -> (ZoneInfo, RecordSet) {
+        let info = ZoneInfo::new(&self.origin, self.soa, self.ns, self.ttl, self.srv_weight);
+        (info, self.records)
+    }
+}
+
 /// What a zone says about itself, for SOA/NS answers and negative answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZoneInfo {
@@ -51,6 +67,36 @@ pub struct ZoneInfo {
     pub ns: Vec<String>,
     pub ttl: u32,
     pub srv_weight: u16,
+}
+
+impl ZoneInfo {
+    /// A zone's settings with its names made lower-case and fully qualified; `ns` defaults to
+    /// the SOA's mname.
+    pub fn new(origin: &str, soa: Soa, ns: Vec<String>, ttl: u32, srv_weight: u16) -> Self {
+        let ns = if ns.is_empty() {
+            vec![fqdn(&soa.mname)]
+        } else {
+            ns.iter().map(|n| fqdn(n)).collect()
+        };
+        let soa = Soa {
+            mname: fqdn(&soa.mname),
+            rname: fqdn(&soa.rname),
+            ..soa
+        };
+        Self {
+            origin: fqdn(origin),
+            soa,
+            ns,
+            ttl,
+            srv_weight,
+        }
+    }
+
+    /// Whether names keep their prepared answers when the zone changes from `self` to
+    /// `other`: the answers depend on the origin, TTL and SRV weight, not on the SOA or NS.
+    fn answers_alike(&self, other: &ZoneInfo) -> bool {
+        (&self.origin, self.ttl, self.srv_weight) == (&other.origin, other.ttl, other.srv_weight)
+    }
 }
 
 /// The records of one name.
@@ -62,7 +108,8 @@ pub struct NameRecords {
 }
 
 impl NameRecords {
-    fn is_empty(&self) -> bool {
+    /// Whether the name has no record.
+    pub fn is_empty(&self) -> bool {
         self.a.is_empty() && self.aaaa.is_empty() && self.srv.is_empty()
     }
 }
@@ -84,65 +131,56 @@ pub enum Lookup<'a> {
     NotAuthoritative,
 }
 
+/// One name of the map. It is there while it exists (an apex, records, or names with records
+/// below it) or while SRV records point at it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Entry {
+    pub(crate) zone: usize,
+    apex: bool,
+    records: NameRecords,
+    /// Names with records below this one, within its zone.
+    descendants: u32,
+    /// Wire names of the SRV owners whose targets this name is.
+    referrers: Vec<Arc<[u8]>>,
+    /// The prepared answers; `None` while the name does not exist.
+    pub(crate) answers: Option<PreparedName>,
+}
+
+impl Entry {
+    fn exists(&self) -> bool {
+        self.apex || !self.records.is_empty() || self.descendants > 0
+    }
+}
+
 /// Every served zone, ready to answer from.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Longest origin first, so the most specific zone wins.
     zones: Vec<ZoneInfo>,
-    names: HashMap<String, (usize, NameRecords)>,
-    /// Names without records that exist because names below them do, with their zone.
-    empty_non_terminals: HashMap<String, usize>,
-    /// Wire-form answers of the common queries (see [`crate::prepared`]).
-    prepared: Prepared,
+    /// By lower-case wire-format name.
+    names: ShardedMap<Arc<Entry>>,
+    /// Each zone's shared negative answers, as `zones`; `None` if they could not be encoded.
+    negative: Vec<Option<PreparedZone>>,
+    /// Names with records.
+    with_records: usize,
 }
 
 impl Snapshot {
     /// Builds the snapshot. Records whose name lies outside their zone are dropped; a name in
     /// two zones belongs to the more specific one.
     pub fn build(zones: Vec<ZoneData>) -> Self {
-        let mut infos: Vec<(ZoneInfo, RecordSet)> = zones
-            .into_iter()
-            .map(|z| {
-                let origin = fqdn(&z.origin);
-                let ns = if z.ns.is_empty() {
-                    vec![fqdn(&z.soa.mname)]
-                } else {
-                    z.ns.iter().map(|n| fqdn(n)).collect()
-                };
-                let soa = Soa {
-                    mname: fqdn(&z.soa.mname),
-                    rname: fqdn(&z.soa.rname),
-                    ..z.soa
-                };
-                (
-                    ZoneInfo {
-                        origin,
-                        soa,
-                        ns,
-                        ttl: z.ttl,
-                        srv_weight: z.srv_weight,
-                    },
-                    z.records,
-                )
-            })
-            .collect();
-        infos.sort_by_key(|(info, _)| std::cmp::Reverse(info.origin.len()));
-
-        let mut snapshot = Snapshot::default();
-        for (info, _) in &infos {
-            snapshot.zones.push(info.clone());
-        }
-        for (index, (_, records)) in infos.iter().enumerate() {
+        let (infos, sets): (Vec<ZoneInfo>, Vec<RecordSet>) =
+            zones.into_iter().map(ZoneData::split).unzip();
+        let empty = Snapshot::empty(infos.clone(), 0);
+        let mut changes: std::collections::HashMap<String, NameRecords> =
+            std::collections::HashMap::new();
+        for (info, records) in infos.iter().zip(&sets) {
+            let index = empty.zone_of(&info.origin);
             let mut put = |name: &String, f: &mut dyn FnMut(&mut NameRecords)| {
                 let name = name.to_ascii_lowercase();
-                if snapshot.zone_of(&name) != Some(index) {
-                    return;
+                if empty.zone_of(&name) == index {
+                    f(changes.entry(name).or_default());
                 }
-                let entry = snapshot
-                    .names
-                    .entry(name)
-                    .or_insert_with(|| (index, NameRecords::default()));
-                f(&mut entry.1);
             };
             for (name, ips) in &records.a {
                 put(name, &mut |r| r.a.extend(ips));
@@ -154,49 +192,230 @@ impl Snapshot {
                 put(name, &mut |r| r.srv.extend(targets.iter().cloned()));
             }
         }
-        snapshot.names.retain(|_, (_, r)| !r.is_empty());
-        // Every ancestor of a name, up to its zone's apex, exists.
-        let mut ents = HashMap::new();
-        for (name, &(zone, _)) in &snapshot.names {
-            let origin = &snapshot.zones[zone].origin;
-            let mut rest = name.as_str();
-            while let Some((_, parent)) = rest.split_once('.') {
-                if parent.len() <= origin.len() {
-                    break;
+        // From no zones at all, so `apply` starts over from the apexes.
+        Snapshot::default().apply(infos, changes)
+    }
+
+    /// Zones without records.
+    fn empty(mut zones: Vec<ZoneInfo>, capacity: usize) -> Self {
+        zones.sort_by_key(|z| std::cmp::Reverse(z.origin.len()));
+        Snapshot {
+            negative: zones.iter().map(prepare_zone).collect(),
+            zones,
+            names: ShardedMap::with_capacity(capacity),
+            with_records: 0,
+        }
+    }
+
+    /// This snapshot with the zones' settings replaced by `zones` and each changed name's
+    /// records replaced by the given ones (empty records remove a name). Costs what changed:
+    /// only when the zones' origins, TTLs or SRV weights differ is everything prepared again.
+    pub fn apply(
+        &self,
+        zones: Vec<ZoneInfo>,
+        changes: impl IntoIterator<Item = (String, NameRecords)>,
+    ) -> Snapshot {
+        let changes = changes.into_iter();
+        let mut next = Snapshot::empty(zones, 0);
+        let alike = next.zones.len() == self.zones.len()
+            && next
+                .zones
+                .iter()
+                .zip(&self.zones)
+                .all(|(a, b)| a.answers_alike(b));
+        let mut dirty = Vec::new();
+        if alike {
+            next.names = self.names.clone();
+            next.with_records = self.with_records;
+        } else {
+            // Start over from the apexes, with every current name as a change before the given
+            // ones.
+            next.names = ShardedMap::with_capacity(self.names.len() + changes.size_hint().0);
+            for (index, zone) in next.zones.iter().enumerate() {
+                let Some(key) = wire_name(&zone.origin) else {
+                    continue;
+                };
+                let key: Arc<[u8]> = key.into();
+                if next.names.get(&key).is_none() {
+                    let apex = Entry {
+                        zone: index,
+                        apex: true,
+                        ..Entry::default()
+                    };
+                    next.names.insert(key.clone(), Arc::new(apex));
+                    dirty.push(key);
                 }
-                if !snapshot.names.contains_key(parent) {
-                    ents.insert(parent.to_owned(), zone);
-                }
-                rest = parent;
+            }
+            for (name, records) in self.names_with_records() {
+                next.set(&name, records.clone(), &mut dirty);
             }
         }
-        snapshot.empty_non_terminals = ents;
-        snapshot.prepared = prepare(&snapshot);
-        snapshot
+        for (name, records) in changes {
+            next.set(&fqdn(&name), records, &mut dirty);
+        }
+        next.settle(dirty);
+        next
+    }
+
+    /// Sets the records of `name` (lower-case, fully qualified), noting in `dirty` the names
+    /// whose answers or existence this may change.
+    fn set(&mut self, name: &str, records: NameRecords, dirty: &mut Vec<Arc<[u8]>>) {
+        let (Some(zone), Some(key)) = (self.zone_of(name), wire_name(name)) else {
+            return;
+        };
+        let key: Arc<[u8]> = key.into();
+        let empty = NameRecords::default();
+        let old = self.names.get(&key).map_or(&empty, |e| &e.records);
+        if *old == records {
+            return;
+        }
+        let addresses_changed = old.a != records.a || old.aaaa != records.aaaa;
+        let had = !old.is_empty();
+        let has = !records.is_empty();
+        let gone: Vec<String> = old
+            .srv
+            .iter()
+            .filter(|t| !records.srv.iter().any(|n| n.target == t.target))
+            .map(|t| t.target.clone())
+            .collect();
+        let new: Vec<String> = records
+            .srv
+            .iter()
+            .filter(|t| !old.srv.iter().any(|o| o.target == t.target))
+            .map(|t| t.target.clone())
+            .collect();
+
+        let entry = self.entry_mut(&key, zone);
+        entry.records = records;
+        let referrers = if addresses_changed {
+            entry.referrers.clone()
+        } else {
+            Vec::new()
+        };
+        dirty.push(key.clone());
+        dirty.extend(referrers);
+        for target in dedup(gone) {
+            self.refer(&target, &key, false, dirty);
+        }
+        for target in dedup(new) {
+            self.refer(&target, &key, true, dirty);
+        }
+        if had != has {
+            self.with_records = if has {
+                self.with_records + 1
+            } else {
+                self.with_records - 1
+            };
+            self.count_below(&key, zone, has, dirty);
+        }
+    }
+
+    /// Adds or removes `owner` from the referrers of `target`.
+    fn refer(&mut self, target: &str, owner: &Arc<[u8]>, add: bool, dirty: &mut Vec<Arc<[u8]>>) {
+        let (Some(zone), Some(key)) = (self.zone_of(target), wire_name(target)) else {
+            return;
+        };
+        let key: Arc<[u8]> = key.into();
+        if !add && self.names.get(&key).is_none() {
+            return;
+        }
+        let entry = self.entry_mut(&key, zone);
+        if add {
+            entry.referrers.push(owner.clone());
+        } else {
+            entry.referrers.retain(|r| r != owner);
+            dirty.push(key);
+        }
+    }
+
+    /// Counts a name with records in (or out of) each of its ancestors below the apex.
+    fn count_below(&mut self, key: &[u8], zone: usize, add: bool, dirty: &mut Vec<Arc<[u8]>>) {
+        let apex_len = wire_name(&self.zones[zone].origin).map_or(1, |w| w.len());
+        let mut pos = 0;
+        while let Some(&len) = key.get(pos) {
+            pos += 1 + usize::from(len);
+            let parent = &key[pos.min(key.len())..];
+            if parent.len() <= apex_len {
+                break;
+            }
+            let parent: Arc<[u8]> = parent.into();
+            let entry = self.entry_mut(&parent, zone);
+            let before = entry.descendants;
+            entry.descendants = if add {
+                before + 1
+            } else {
+                before.saturating_sub(1)
+            };
+            // Only existence matters to the answers.
+            if (before == 0) != (entry.descendants == 0) {
+                dirty.push(parent);
+            }
+        }
+    }
+
+    /// The entry of `key`, made if missing, ready to change.
+    fn entry_mut(&mut self, key: &Arc<[u8]>, zone: usize) -> &mut Entry {
+        if self.names.get(key).is_none() {
+            let entry = Entry {
+                zone,
+                ..Entry::default()
+            };
+            self.names.insert(key.clone(), Arc::new(entry));
+        }
+        let entry = self
+            .names
+            .get_mut(key)
+            .expect("the entry was just looked up or inserted");
+        Arc::make_mut(entry)
+    }
+
+    /// Prepares the answers of the dirty names again, and drops names that neither exist nor
+    /// are pointed at.
+    fn settle(&mut self, mut dirty: Vec<Arc<[u8]>>) {
+        dirty.sort_unstable();
+        dirty.dedup();
+        for key in dirty {
+            let Some(entry) = self.names.get(&key) else {
+                continue;
+            };
+            if !entry.exists() {
+                if entry.referrers.is_empty() {
+                    self.names.remove(&key);
+                } else if entry.answers.is_some() {
+                    self.entry_mut(&key, 0).answers = None;
+                }
+                continue;
+            }
+            let answers = prepare_name(self, &presentation(&key), key.len(), &entry.records);
+            self.entry_mut(&key, 0).answers = Some(answers);
+        }
+    }
+
+    /// Every name with records, with them (for rebuilding and for listing the zones).
+    pub fn names_with_records(&self) -> impl Iterator<Item = (String, &NameRecords)> {
+        self.names
+            .iter()
+            .filter(|(_, e)| !e.records.is_empty())
+            .map(|(key, e)| (presentation(key), &e.records))
     }
 
     /// Every name that exists, with its zone index: names with records, empty non-terminals,
     /// and the apexes.
-    pub fn existing_names(&self) -> impl Iterator<Item = (&str, usize)> {
-        let apexes = self
-            .zones
-            .iter()
-            .enumerate()
-            .map(|(i, z)| (z.origin.as_str(), i));
+    pub fn existing_names(&self) -> impl Iterator<Item = (String, usize)> {
         self.names
             .iter()
-            .map(|(name, (zone, _))| (name.as_str(), *zone))
-            .chain(
-                self.empty_non_terminals
-                    .iter()
-                    .map(|(name, zone)| (name.as_str(), *zone)),
-            )
-            .chain(apexes)
+            .filter(|(_, e)| e.exists())
+            .map(|(key, e)| (presentation(key), e.zone))
     }
 
-    /// The fast path's prepared answers.
-    pub fn prepared(&self) -> &Prepared {
-        &self.prepared
+    /// The entry of a lower-case wire-format name (for the fast path).
+    pub(crate) fn entry(&self, wire: &[u8]) -> Option<&Entry> {
+        self.names.get(wire).map(|e| &**e)
+    }
+
+    /// The shared negative answers of every zone, most specific first.
+    pub(crate) fn negative(&self) -> &[Option<PreparedZone>] {
+        &self.negative
     }
 
     /// Index of the most specific served zone containing `name` (lower-case, fully qualified).
@@ -210,23 +429,27 @@ impl Snapshot {
             return Lookup::NotAuthoritative;
         };
         let zone = &self.zones[index];
-        let is_apex = name == zone.origin;
-        if let Some((_, records)) = self.names.get(name) {
-            return Lookup::Found {
+        let entry = wire_name(name)
+            .and_then(|key| self.names.get(&key))
+            .filter(|e| e.exists());
+        match entry {
+            Some(e) if !e.records.is_empty() => Lookup::Found {
                 zone,
-                records,
-                is_apex,
-            };
+                records: &e.records,
+                is_apex: e.apex,
+            },
+            Some(e) => Lookup::Empty {
+                zone,
+                is_apex: e.apex,
+            },
+            None => Lookup::NxDomain { zone },
         }
-        if is_apex || self.empty_non_terminals.contains_key(name) {
-            return Lookup::Empty { zone, is_apex };
-        }
-        Lookup::NxDomain { zone }
     }
 
     /// The records of `name` if it has any (for SRV targets' addresses).
     pub fn records(&self, name: &str) -> Option<&NameRecords> {
-        self.names.get(name).map(|(_, r)| r)
+        let entry = self.names.get(&wire_name(name)?)?;
+        (!entry.records.is_empty()).then_some(&entry.records)
     }
 
     /// The served zones, most specific first.
@@ -236,13 +459,40 @@ impl Snapshot {
 
     /// Number of names with records.
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.with_records
     }
 
     /// Whether no name has records.
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.with_records == 0
     }
+}
+
+fn dedup(mut names: Vec<String>) -> Vec<String> {
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// The presentation form (lower-case, fully qualified) of a wire-format name.
+fn presentation(wire: &[u8]) -> String {
+    let mut name = String::with_capacity(wire.len());
+    let mut pos = 0;
+    while let Some(&len) = wire.get(pos) {
+        if len == 0 {
+            break;
+        }
+        let label = wire
+            .get(pos + 1..pos + 1 + usize::from(len))
+            .unwrap_or_default();
+        name.extend(label.iter().map(|&b| char::from(b)));
+        name.push('.');
+        pos += 1 + usize::from(len);
+    }
+    if name.is_empty() {
+        name.push('.');
+    }
+    name
 }
 
 /// Whether `name` is `origin` or below it (both lower-case, fully qualified).
@@ -361,6 +611,216 @@ mod tests {
         assert_eq!(mesos.soa.mname, "ns1.mesos.");
         assert_eq!(mesos.ns, vec!["ns1.mesos."]);
         assert_eq!(s.zones()[0].origin, "l4lb.thisdcos.directory.");
+    }
+
+    /// A small deterministic random source (xorshift), so failures replay.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Names of a few nested levels in two zones, and one outside both.
+    fn universe() -> Vec<String> {
+        let mut names = Vec::new();
+        for fw in ["fw1", "fw2"] {
+            names.push(format!("{fw}.mesos."));
+            for task in ["a", "b", "c"] {
+                names.push(format!("{task}.{fw}.mesos."));
+                names.push(format!("{task}.{fw}.slave.mesos."));
+                names.push(format!("_{task}._tcp.{fw}.mesos."));
+                names.push(format!("x.{task}.{fw}.mesos."));
+            }
+        }
+        names.extend(["mesos.".into(), "vip.l4lb.thisdcos.directory.".into()]);
+        names.push("stray.example.".into());
+        names
+    }
+
+    fn random_records(rng: &mut Rng, names: &[String]) -> NameRecords {
+        let mut records = NameRecords::default();
+        if rng.below(3) == 0 {
+            return records;
+        }
+        for _ in 0..rng.below(3) {
+            records.a.push(Ipv4Addr::new(10, 0, 0, rng.below(4) as u8));
+        }
+        if rng.below(4) == 0 {
+            records
+                .aaaa
+                .push(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, rng.below(3) as u16));
+        }
+        for _ in 0..rng.below(3) {
+            records.srv.push(SrvTarget {
+                target: names[rng.below(names.len())].clone(),
+                port: 31000 + rng.below(2) as u16,
+            });
+        }
+        records.a.sort();
+        records.a.dedup();
+        records.aaaa.sort();
+        records.aaaa.dedup();
+        records.srv.sort();
+        records.srv.dedup();
+        records
+    }
+
+    fn infos(ttl: u32, serial: u32) -> Vec<ZoneInfo> {
+        ["mesos", "thisdcos.directory", "l4lb.thisdcos.directory"]
+            .iter()
+            .map(|origin| ZoneInfo::new(origin, Soa { serial, ..soa() }, vec![], ttl, 1))
+            .collect()
+    }
+
+    fn build_from(
+        truth: &std::collections::BTreeMap<String, NameRecords>,
+        ttl: u32,
+        serial: u32,
+    ) -> Snapshot {
+        let zones = infos(ttl, serial)
+            .into_iter()
+            .map(|info| {
+                let mut records = RecordSet::default();
+                for (name, r) in truth.iter().filter(|(n, _)| is_in_zone(n, &info.origin)) {
+                    for &ip in &r.a {
+                        records.add_ip(name, ip.into());
+                    }
+                    for &ip in &r.aaaa {
+                        records.add_ip(name, ip.into());
+                    }
+                    for t in &r.srv {
+                        records.add_srv(name, &t.target, t.port);
+                    }
+                }
+                ZoneData {
+                    origin: info.origin,
+                    soa: info.soa,
+                    ns: vec![],
+                    ttl,
+                    srv_weight: 1,
+                    records,
+                }
+            })
+            .collect();
+        Snapshot::build(zones)
+    }
+
+    /// A name's key, zone, apexness, records, existence, referrers and answers.
+    type Contents = (
+        Vec<u8>,
+        usize,
+        bool,
+        NameRecords,
+        bool,
+        Vec<Arc<[u8]>>,
+        Option<PreparedName>,
+    );
+
+    /// Everything that decides answers, in a comparable form; checks on the way that a name
+    /// that does not exist is kept only for the SRV records pointing at it.
+    fn contents(s: &Snapshot) -> Vec<Contents> {
+        let mut all: Vec<_> = s
+            .names
+            .iter()
+            .map(|(key, e)| {
+                if !e.exists() {
+                    assert!(!e.referrers.is_empty(), "{key:?} is kept for nothing");
+                    assert!(e.answers.is_none(), "{key:?} does not exist but answers");
+                }
+                let mut referrers = e.referrers.clone();
+                referrers.sort();
+                (
+                    key.to_vec(),
+                    e.zone,
+                    e.apex,
+                    e.records.clone(),
+                    e.exists(),
+                    referrers,
+                    e.answers.clone(),
+                )
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    #[test]
+    fn applying_changes_gives_what_a_full_build_gives() {
+        let names = universe();
+        for seed in 1..=40u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let mut truth = std::collections::BTreeMap::new();
+            let (mut ttl, mut serial) = (60, 1);
+            let mut incremental = build_from(&truth, ttl, serial);
+            for step in 0..30 {
+                let mut changes = Vec::new();
+                for _ in 0..1 + rng.below(4) {
+                    let name = names[rng.below(names.len())].clone();
+                    let records = random_records(&mut rng, &names);
+                    changes.push((name, records));
+                }
+                serial += 1;
+                // Now and then a TTL change, which prepares every answer again.
+                if rng.below(10) == 0 {
+                    ttl += 1;
+                }
+                for (name, records) in &changes {
+                    // Out-of-zone names are dropped by both.
+                    if records.is_empty() {
+                        truth.remove(name);
+                    } else {
+                        truth.insert(name.clone(), records.clone());
+                    }
+                }
+                incremental = incremental.apply(infos(ttl, serial), changes);
+                let full = build_from(&truth, ttl, serial);
+                assert_eq!(
+                    contents(&incremental),
+                    contents(&full),
+                    "seed {seed}, step {step}"
+                );
+                assert_eq!(
+                    incremental.negative, full.negative,
+                    "seed {seed}, step {step}"
+                );
+                assert_eq!(incremental.len(), full.len(), "seed {seed}, step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_update_leaves_the_old_snapshot_as_it_was() {
+        let old = snapshot();
+        let mut records = old.records("web.marathon.mesos.").unwrap().clone();
+        records.a.push("10.0.0.2".parse().unwrap());
+        let zones = old.zones().to_vec();
+        let new = old.apply(
+            zones,
+            [
+                ("web.marathon.mesos.".to_owned(), records),
+                (
+                    "web.marathon.slave.mesos.".to_owned(),
+                    NameRecords::default(),
+                ),
+            ],
+        );
+        assert_eq!(old.records("web.marathon.mesos.").unwrap().a.len(), 1);
+        assert_eq!(new.records("web.marathon.mesos.").unwrap().a.len(), 2);
+        assert!(old.records("web.marathon.slave.mesos.").is_some());
+        // Its last name gone, `slave.mesos.` is no longer an empty non-terminal.
+        assert!(matches!(
+            new.lookup("slave.mesos."),
+            Lookup::NxDomain { .. }
+        ));
+        assert!(matches!(old.lookup("slave.mesos."), Lookup::Empty { .. }));
     }
 
     #[test]

@@ -132,10 +132,7 @@ fn fast_path_matches_the_general_path() {
 }
 
 fn check_paths_agree(snapshot: &Snapshot) {
-    let mut names: Vec<String> = snapshot
-        .existing_names()
-        .map(|(n, _)| n.to_owned())
-        .collect();
+    let mut names: Vec<String> = snapshot.existing_names().map(|(n, _)| n).collect();
     names.sort();
     names.extend(
         [
@@ -152,8 +149,7 @@ fn check_paths_agree(snapshot: &Snapshot) {
                 for edns in [None, Some((0, 1232)), Some((0, 4096))] {
                     let query = build_query(i as u16, &qname, rtype, edns);
                     let mut fast = Vec::new();
-                    if answer_fast(snapshot.prepared(), &query, &mut fast, Transport::Udp).is_none()
-                    {
+                    if answer_fast(snapshot, &query, &mut fast, Transport::Udp).is_none() {
                         // Allowed only when the answer does not fit: the general path truncates.
                         let Outcome::Reply(general) =
                             answer_general(snapshot, &query, Transport::Udp)
@@ -222,7 +218,7 @@ fn fast_path_declines_what_it_does_not_prepare() {
     ];
     for (what, query) in cases {
         assert!(
-            answer_fast(snapshot.prepared(), &query, &mut out, Transport::Udp).is_none(),
+            answer_fast(&snapshot, &query, &mut out, Transport::Udp).is_none(),
             "{what}"
         );
     }
