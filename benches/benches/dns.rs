@@ -10,9 +10,10 @@
 //! evenly: task A, canonical-name A, task SRV (with additionals), agent A under `.slave.`, and
 //! a name that does not exist (NXDOMAIN).
 //!
-//! With `--churn`, each size also runs while 1% of its tasks move every second: dcnet
-//! regenerates its records and rebuilds its snapshot, Knot is given the rewritten zone file and
-//! `knotc zone-reload`; both on core 0 beside their server. The updates each one managed per
+//! With `--churn`, each size also runs while 1% of its tasks move every second: dcnet makes
+//! the moved tasks' records again and applies the changed names to its snapshot (as its agent
+//! and drop-in server do), Knot is given the rewritten zone file and `knotc zone-reload`; both
+//! on core 0 beside their server. The updates each one managed per
 //! second are reported with the rates.
 //!
 //! Usage: `cargo bench -p dcnet-benches --bench dns -- [--seconds 10] [--rounds 3] [--churn]
@@ -29,12 +30,17 @@ use anyhow::{Context, Result, bail};
 use arc_swap::ArcSwap;
 use dcnet_benches::{cpu_time, print_table};
 use dcnet_dns::answer::build_query;
+use dcnet_dns::contributions::Contributions;
 use dcnet_dns::mesos::{self, literal_only, state::IpSource};
 use dcnet_dns::name::LabelSpec;
 use dcnet_dns::records::{self, AgentInfo, Cluster, FrameworkInfo, RecordSet, Settings, TaskInfo};
 use dcnet_dns::server::{DnsServer, ServerConfig, ServerMetrics};
-use dcnet_dns::zone::{Snapshot, Soa, ZoneData};
+use dcnet_dns::zone::{NameRecords, Snapshot, Soa, ZoneData, ZoneInfo};
 use hickory_proto::rr::RecordType;
+
+// As in the `dcnet` binary, which this benchmark stands in for.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const KNOT_PORT: u16 = 53531;
 const FIXTURE: &str = include_str!("../../dns/tests/fixtures/mesos-dns-fake-state.json");
@@ -176,6 +182,7 @@ fn soa() -> Soa {
     }
 }
 
+#[derive(Clone, Copy)]
 struct Measured {
     qps: f64,
     cpu_us_per_query: f64,
@@ -281,7 +288,8 @@ fn start_knot(dir: &Path, zone_file: &Path) -> Result<Knot> {
         "server:\n    listen: 127.0.0.1@{KNOT_PORT}\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n    rundir: {dir}\n\
          database:\n    storage: {dir}\n\
          control:\n    listen: {dir}/knot.sock\n\
-         zone:\n  - domain: mesos\n    file: {zone}\n    zonefile-load: whole\n    journal-content: none\n",
+         acl:\n  - id: local-update\n    address: 127.0.0.1\n    action: update\n\
+         zone:\n  - domain: mesos\n    file: {zone}\n    zonefile-load: whole\n    zonefile-sync: -1\n    journal-content: none\n    acl: local-update\n",
         dir = dir.display(),
         zone = zone_file.display()
     );
@@ -452,8 +460,9 @@ fn run_size(
     if churn {
         let (mut knot_runs, mut dcnet_runs, mut knot_rates, mut dcnet_rates) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut knot_ddns_runs, mut knot_ddns_rates) = (Vec::new(), Vec::new());
         for round in 1..=rounds {
-            eprintln!("  churn round {round}/{rounds}: Knot, then dcnet");
+            eprintln!("  churn round {round}/{rounds}: Knot reloading, Knot updated, then dcnet");
             let (zone_file, socket) = (zone_file.clone(), dir.path().join("knot.sock"));
             let churn = Churn::start(cluster.clone(), move |c, serial| {
                 let set = records::generate(c, &settings());
@@ -483,26 +492,112 @@ $TTL 60
             knot_runs.push(measure_knot()?);
             knot_rates.push(churn.finish());
 
-            let target = snapshot.clone();
+            // Knot's own incremental path: the changed names as DNS UPDATEs (RFC 2136), found
+            // by the same record contributions dcnet uses (made in this process, so not
+            // counted as Knot's CPU).
+            let mut contributions = Contributions::default();
+            contributions.update(&cluster, &settings());
             let churn = Churn::start(cluster.clone(), move |c, _| {
-                let set = records::generate(c, &settings());
-                target.store(Arc::new(mesos_snapshot(set)));
+                let changes = contributions.update(c, &settings());
+                if let Err(e) = knot_update(knot_addr, &changes) {
+                    eprintln!("  DNS UPDATE to Knot failed: {e:#}");
+                }
+            });
+            knot_ddns_runs.push(measure_knot()?);
+            knot_ddns_rates.push(churn.finish());
+
+            // As the agent and the drop-in server do: only what changed is made again.
+            let target = snapshot.clone();
+            let mut contributions = Contributions::default();
+            contributions.update(&cluster, &settings());
+            let churn = Churn::start(cluster.clone(), move |c, serial| {
+                let changes = contributions.update(c, &settings());
+                let next = target
+                    .load()
+                    .apply(vec![mesos_zone(serial as u32 + 1)], changes);
+                target.store(Arc::new(next));
             });
             dcnet_runs.push(measure_dcnet()?);
             dcnet_rates.push(churn.finish());
         }
         let rate = |rates: &[f64]| rates.iter().sum::<f64>() / rates.len().max(1) as f64;
+        let dcnet = median(dcnet_runs);
         let updates = format!("{:.2} / {:.2} per s", rate(&knot_rates), rate(&dcnet_rates));
         rows.push(row(
-            &format!("{label} +churn"),
+            &format!("{label} +churn, Knot reloads"),
             median(knot_runs),
-            median(dcnet_runs),
+            dcnet,
+            updates,
+        ));
+        let updates = format!(
+            "{:.2} / {:.2} per s",
+            rate(&knot_ddns_rates),
+            rate(&dcnet_rates)
+        );
+        rows.push(row(
+            &format!("{label} +churn, Knot DNS UPDATE"),
+            median(knot_ddns_runs),
+            dcnet,
             updates,
         ));
     }
     runtime.block_on(server.shutdown());
     drop(knot);
     Ok(rows)
+}
+
+/// Sends `changes` to Knot as DNS UPDATEs over TCP: each changed name's records deleted and
+/// its new ones added, a few hundred names per message.
+fn knot_update(server: SocketAddr, changes: &[(String, NameRecords)]) -> Result<()> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage};
+    use hickory_proto::rr::rdata::{A, AAAA, SRV};
+    use hickory_proto::rr::{DNSClass, Name, RData, Record};
+    use std::io::Read as _;
+
+    let origin = Name::from_ascii("mesos.")?;
+    let mut stream = std::net::TcpStream::connect(server)?;
+    for (id, chunk) in changes.chunks(200).enumerate() {
+        let mut message = Message::new(id as u16, MessageType::Query, OpCode::Update);
+        let mut zone = Query::new();
+        zone.set_name(origin.clone())
+            .set_query_class(DNSClass::IN)
+            .set_query_type(RecordType::SOA);
+        message.add_zone(zone);
+        for (name, records) in chunk {
+            let owner = Name::from_ascii(name)?;
+            let mut delete = Record::update0(owner.clone(), 0, RecordType::ANY);
+            delete.dns_class = DNSClass::ANY;
+            message.add_update(delete);
+            let data = records
+                .a
+                .iter()
+                .map(|ip| RData::A(A(*ip)))
+                .chain(records.aaaa.iter().map(|ip| RData::AAAA(AAAA(*ip))))
+                .chain(records.srv.iter().map(|t| {
+                    RData::SRV(SRV::new(
+                        0,
+                        1,
+                        t.port,
+                        Name::from_ascii(&t.target).unwrap_or_default(),
+                    ))
+                }));
+            for data in data {
+                message.add_update(Record::from_rdata(owner.clone(), 60, data));
+            }
+        }
+        let bytes = message.to_vec()?;
+        stream.write_all(&u16::try_from(bytes.len())?.to_be_bytes())?;
+        stream.write_all(&bytes)?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len)?;
+        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut reply)?;
+        let code = Message::from_vec(&reply)?.metadata.response_code;
+        if code != ResponseCode::NoError {
+            bail!("Knot refused an update: {code}");
+        }
+    }
+    Ok(())
 }
 
 fn mesos_snapshot(records: RecordSet) -> Snapshot {
@@ -514,6 +609,10 @@ fn mesos_snapshot(records: RecordSet) -> Snapshot {
         srv_weight: 1,
         records,
     }])
+}
+
+fn mesos_zone(serial: u32) -> ZoneInfo {
+    ZoneInfo::new("mesos", Soa { serial, ..soa() }, vec![], 60, 1)
 }
 
 /// A table row: rates, CPU per query, ratios, losses and `last`.

@@ -17,7 +17,7 @@
 use std::net::IpAddr;
 
 use crate::name::{LabelSpec, domain_fragment};
-use crate::records::{Cluster, RecordSet, first_of_each_family};
+use crate::records::{Cluster, Record, RecordSet, RecordSource, TaskInfo, first_of_each_family};
 
 /// Apex of the dcos-dns zones.
 pub const THISDCOS: &str = "thisdcos.directory";
@@ -28,70 +28,83 @@ pub const SPARTAN: &str = "spartan";
 /// TTL of dcos-dns answers.
 pub const DCOS_TTL: u32 = 5;
 
-/// The records of `thisdcos.directory`, and of `spartan`.
+/// The records of `thisdcos.directory` and of `spartan` (as a [`RecordSource`]).
+#[derive(Debug, Clone)]
+pub struct DcosRecords {
+    pub spec: LabelSpec,
+    /// Every master's address, for `master.dcos`.
+    pub masters: Vec<IpAddr>,
+    /// The answering node's addresses, for `thisnode`.
+    pub this_node: Vec<IpAddr>,
+}
+
+/// Every record of `thisdcos.directory` and `spartan`.
 pub fn generate(
     cluster: &Cluster,
     spec: LabelSpec,
     masters: &[IpAddr],
     this_node: &[IpAddr],
-) -> (RecordSet, RecordSet) {
-    let mut set = RecordSet::default();
-    for framework in &cluster.frameworks {
-        let fname = domain_fragment(&framework.name, spec);
-        if fname.is_empty() {
-            continue;
+) -> RecordSet {
+    let source = DcosRecords {
+        spec,
+        masters: masters.to_vec(),
+        this_node: this_node.to_vec(),
+    };
+    crate::records::generate_from(cluster, &source)
+}
+
+impl RecordSource for DcosRecords {
+    fn shared(&self, cluster: &Cluster, out: &mut Vec<Record>) {
+        if let Some((leader, _)) = cluster.leader {
+            out.push(Record::ip(format!("leader.dcos.{THISDCOS}."), leader));
+            out.push(Record::ip(format!("master.dcos.{THISDCOS}."), leader));
         }
-        for task in framework.tasks.iter().filter(|t| t.is_running) {
-            let Some(agent) = cluster.agents.iter().find(|a| a.id == task.agent_id) else {
-                continue;
-            };
-            let name = task
-                .discovery
-                .as_ref()
-                .filter(|d| !d.name.is_empty())
-                .map_or(task.name.as_str(), |d| d.name.as_str());
-            let label = spec.label(name);
-            if label.is_empty() {
-                continue;
-            }
-            let agent_ips = first_of_each_family(&agent.ips);
-            let task_ips = first_of_each_family(&task.ips);
-            let auto_ips = if task.ports.is_empty() && !task_ips.is_empty() {
-                &task_ips
-            } else {
-                &agent_ips
-            };
-            for (kind, ips) in [
-                ("agentip", &agent_ips),
-                ("containerip", &task_ips),
-                ("autoip", auto_ips),
-            ] {
-                let owner = format!("{label}.{fname}.{kind}.dcos.{THISDCOS}.");
-                for &ip in ips {
-                    set.add_ip(&owner, ip);
-                }
+        for &master in &self.masters {
+            out.push(Record::ip(format!("master.dcos.{THISDCOS}."), master));
+        }
+        for &ip in &self.this_node {
+            out.push(Record::ip(format!("thisnode.{THISDCOS}."), ip));
+        }
+        out.push(Record::ip(
+            format!("ready.{SPARTAN}."),
+            IpAddr::from([127, 0, 0, 1]),
+        ));
+    }
+
+    fn task(&self, framework: &str, task: &TaskInfo, agent_ips: &[IpAddr], out: &mut Vec<Record>) {
+        let fname = domain_fragment(framework, self.spec);
+        let name = task
+            .discovery
+            .as_ref()
+            .filter(|d| !d.name.is_empty())
+            .map_or(task.name.as_str(), |d| d.name.as_str());
+        let label = self.spec.label(name);
+        if fname.is_empty() || label.is_empty() {
+            return;
+        }
+        let task_ips = first_of_each_family(&task.ips);
+        let auto_ips = if task.ports.is_empty() && !task_ips.is_empty() {
+            &task_ips
+        } else {
+            agent_ips
+        };
+        for (kind, ips) in [
+            ("agentip", agent_ips),
+            ("containerip", &task_ips),
+            ("autoip", auto_ips),
+        ] {
+            let owner = format!("{label}.{fname}.{kind}.dcos.{THISDCOS}.");
+            for &ip in ips {
+                out.push(Record::ip(owner.clone(), ip));
             }
         }
     }
-    if let Some((leader, _)) = cluster.leader {
-        set.add_ip(&format!("leader.dcos.{THISDCOS}."), leader);
-        set.add_ip(&format!("master.dcos.{THISDCOS}."), leader);
-    }
-    for &master in masters {
-        set.add_ip(&format!("master.dcos.{THISDCOS}."), master);
-    }
-    for &ip in this_node {
-        set.add_ip(&format!("thisnode.{THISDCOS}."), ip);
-    }
-    let mut spartan = RecordSet::default();
-    spartan.add_ip(&format!("ready.{SPARTAN}."), IpAddr::from([127, 0, 0, 1]));
-    (set, spartan)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{AgentInfo, FrameworkInfo, TaskInfo};
+    use crate::records::{AgentInfo, FrameworkInfo};
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -140,7 +153,7 @@ mod tests {
 
     #[test]
     fn task_names_under_each_kind() {
-        let (set, _) = generate(
+        let set = generate(
             &cluster(),
             LabelSpec::Rfc1123,
             &[ip("10.0.0.2")],
@@ -190,7 +203,7 @@ mod tests {
 
     #[test]
     fn ready_spartan_is_loopback() {
-        let (_, spartan) = generate(&Cluster::default(), LabelSpec::Rfc1123, &[], &[]);
+        let spartan = generate(&Cluster::default(), LabelSpec::Rfc1123, &[], &[]);
         assert_eq!(get(&spartan, "ready.spartan."), vec!["127.0.0.1"]);
     }
 }

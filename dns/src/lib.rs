@@ -3,6 +3,7 @@
 //!
 //! - [`name`]: labels, domain fragments, task hashes and agent-id tails, as Mesos-DNS forms them.
 //! - [`records`]: every Mesos-DNS record, generated from a normalized [`records::Cluster`].
+//! - [`contributions`]: records by task, so a new cluster state costs what changed in it.
 //! - [`dcos`]: the `thisdcos.directory` and `spartan` zones of dcos-dns, from the same cluster.
 //! - [`forward`]: every other name, to upstreams (dual dispatch, health scores, cache, ACL).
 //! - [`mesos`]: a Mesos master's `/master/state`, mapped onto that cluster.
@@ -16,6 +17,7 @@
 //! (see the DNS issue).
 
 pub mod answer;
+pub mod contributions;
 pub mod dcos;
 pub mod error;
 pub mod forward;

@@ -19,7 +19,7 @@
 //! Only running tasks on known agents get records. With discovery info, the discovery name is
 //! the task label, and (as Mesos-DNS still does) its raw form too when that is a valid name.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
@@ -50,7 +50,7 @@ pub struct FrameworkInfo {
 }
 
 /// An agent.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AgentInfo {
     pub id: String,
     /// At most one IPv4 and one IPv6 address.
@@ -59,7 +59,7 @@ pub struct AgentInfo {
 }
 
 /// A task.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TaskInfo {
     pub id: String,
     pub name: String,
@@ -77,14 +77,14 @@ pub struct TaskInfo {
 }
 
 /// Service-discovery info of a task.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Discovery {
     pub name: String,
     pub ports: Vec<DiscoveryPort>,
 }
 
 /// A discovery port: number, protocol (`tcp`, `udp`; empty for both) and optional name.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DiscoveryPort {
     pub number: u16,
     pub protocol: String,
@@ -229,197 +229,304 @@ impl RecordSet {
 // ---------------------------------------------------------------------------------------------
 // Generation
 
-/// Generates every record of `cluster`.
+/// One record: its owner (lower-case, fully qualified) and its data.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Record {
+    pub name: String,
+    pub data: RecordData,
+}
+
+/// A record's data.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RecordData {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Srv(SrvTarget),
+}
+
+impl Record {
+    /// An A or AAAA record.
+    pub fn ip(name: String, ip: IpAddr) -> Self {
+        let data = match ip {
+            IpAddr::V4(v4) => RecordData::A(v4),
+            IpAddr::V6(v6) => RecordData::Aaaa(v6),
+        };
+        Self { name, data }
+    }
+
+    /// An SRV record.
+    pub fn srv(name: String, target: &str, port: u16) -> Self {
+        let target = SrvTarget {
+            target: target.to_owned(),
+            port,
+        };
+        Self {
+            name,
+            data: RecordData::Srv(target),
+        }
+    }
+}
+
+impl RecordSet {
+    /// Adds a record; returns whether it was new.
+    pub fn add(&mut self, record: &Record) -> bool {
+        match &record.data {
+            RecordData::A(ip) => self.add_ip(&record.name, IpAddr::V4(*ip)),
+            RecordData::Aaaa(ip) => self.add_ip(&record.name, IpAddr::V6(*ip)),
+            RecordData::Srv(t) => self.add_srv(&record.name, &t.target, t.port),
+        }
+    }
+}
+
+/// What records are made of a cluster: those of the cluster as a whole, and each task's own.
+/// The `mesos` zone's are made by its [`Settings`], dcos-dns's by [`crate::dcos::DcosRecords`];
+/// a pair of sources makes both.
+pub trait RecordSource {
+    /// Records of the cluster as a whole: frameworks, agents, masters, the server itself.
+    fn shared(&self, cluster: &Cluster, out: &mut Vec<Record>);
+
+    /// The records of one running task on a known agent, made from nothing but the task, its
+    /// framework's name and the agent's addresses (the first of each family), so that a task
+    /// whose inputs did not change keeps its records.
+    fn task(&self, framework: &str, task: &TaskInfo, agent_ips: &[IpAddr], out: &mut Vec<Record>);
+}
+
+impl<A: RecordSource, B: RecordSource> RecordSource for (A, B) {
+    fn shared(&self, cluster: &Cluster, out: &mut Vec<Record>) {
+        self.0.shared(cluster, out);
+        self.1.shared(cluster, out);
+    }
+
+    fn task(&self, framework: &str, task: &TaskInfo, agent_ips: &[IpAddr], out: &mut Vec<Record>) {
+        self.0.task(framework, task, agent_ips, out);
+        self.1.task(framework, task, agent_ips, out);
+    }
+}
+
+impl<T: RecordSource + ?Sized> RecordSource for &T {
+    fn shared(&self, cluster: &Cluster, out: &mut Vec<Record>) {
+        (**self).shared(cluster, out);
+    }
+
+    fn task(&self, framework: &str, task: &TaskInfo, agent_ips: &[IpAddr], out: &mut Vec<Record>) {
+        (**self).task(framework, task, agent_ips, out);
+    }
+}
+
+/// The first IPv4 and IPv6 address of each agent, by id.
+pub fn agent_addresses(cluster: &Cluster) -> HashMap<&str, Vec<IpAddr>> {
+    cluster
+        .agents
+        .iter()
+        .map(|a| (a.id.as_str(), first_of_each_family(&a.ips)))
+        .collect()
+}
+
+/// Generates every record of `cluster` for the `mesos` zone.
 pub fn generate(cluster: &Cluster, settings: &Settings) -> RecordSet {
-    let mut g = Generator {
-        set: RecordSet::default(),
-        tail: format!(
-            ".{}.",
-            settings.domain.trim_end_matches('.').to_ascii_lowercase()
-        ),
-        settings,
-    };
-    g.frameworks(cluster);
-    let agent_ips = g.agents(cluster);
-    g.listener();
-    g.masters(cluster);
-    g.tasks(cluster, &agent_ips);
-    g.set
+    generate_from(cluster, settings)
 }
 
-struct Generator<'a> {
-    set: RecordSet,
+/// Every record `source` makes of `cluster`, with the enumeration of every running task on a
+/// known agent and the records it added.
+pub fn generate_from(cluster: &Cluster, source: &impl RecordSource) -> RecordSet {
+    let mut set = RecordSet::default();
+    let mut records = Vec::new();
+    source.shared(cluster, &mut records);
+    for record in records.drain(..) {
+        set.add(&record);
+    }
+    let agents = agent_addresses(cluster);
+    for f in &cluster.frameworks {
+        let mut enumerated = EnumeratedFramework {
+            name: f.name.clone(),
+            tasks: Vec::new(),
+        };
+        for task in &f.tasks {
+            let Some(agent_ips) = agents.get(task.agent_id.as_str()) else {
+                continue;
+            };
+            if !task.is_running {
+                continue;
+            }
+            source.task(&f.name, task, agent_ips, &mut records);
+            // As Mesos-DNS lists them: each record once, under the first task that made it.
+            let listed = records
+                .drain(..)
+                .filter(|r| set.add(r))
+                .map(|r| EnumeratedRecord {
+                    host: match &r.data {
+                        RecordData::A(ip) => ip.to_string(),
+                        RecordData::Aaaa(ip) => ip.to_string(),
+                        RecordData::Srv(t) => format!("{}:{}", t.target, t.port),
+                    },
+                    rtype: match r.data {
+                        RecordData::A(_) => "A",
+                        RecordData::Aaaa(_) => "AAAA",
+                        RecordData::Srv(_) => "SRV",
+                    },
+                    name: r.name,
+                })
+                .collect();
+            enumerated.tasks.push(EnumeratedTask {
+                name: task.name.clone(),
+                id: task.id.clone(),
+                records: listed,
+            });
+        }
+        set.enumeration.frameworks.push(enumerated);
+    }
+    set
+}
+
+/// The `mesos` zone's records.
+impl RecordSource for Settings {
+    fn shared(&self, cluster: &Cluster, out: &mut Vec<Record>) {
+        let tail = self.tail();
+        self.frameworks(cluster, &tail, out);
+        self.agents(cluster, &tail, out);
+        self.listener(out);
+        self.masters(cluster, &tail, out);
+    }
+
+    fn task(&self, framework: &str, task: &TaskInfo, agent_ips: &[IpAddr], out: &mut Vec<Record>) {
+        let fname = domain_fragment(framework, self.spec);
+        if fname.is_empty() {
+            return;
+        }
+        let tail = self.tail();
+        for label in task_labels(task, self.spec) {
+            self.task_records(task, &label, &fname, &tail, agent_ips, out);
+        }
+    }
+}
+
+impl Settings {
     /// `.<domain>.`
-    tail: String,
-    settings: &'a Settings,
-}
+    fn tail(&self) -> String {
+        format!(
+            ".{}.",
+            self.domain.trim_end_matches('.').to_ascii_lowercase()
+        )
+    }
 
-impl Generator<'_> {
-    fn frameworks(&mut self, cluster: &Cluster) {
+    fn frameworks(&self, cluster: &Cluster, tail: &str, out: &mut Vec<Record>) {
         for f in &cluster.frameworks {
-            let fname = domain_fragment(&f.name, self.settings.spec);
+            let fname = domain_fragment(&f.name, self.spec);
             if fname.is_empty() || f.scheduler_ips.is_empty() {
                 continue;
             }
-            let name = format!("{fname}{}", self.tail);
+            let name = format!("{fname}{tail}");
             for ip in first_of_each_family(&f.scheduler_ips) {
-                self.set.add_ip(&name, ip);
+                out.push(Record::ip(name.clone(), ip));
             }
             if let Some(port) = f.scheduler_port {
-                self.set
-                    .add_srv(&format!("_framework._tcp.{name}"), &name, port);
+                out.push(Record::srv(format!("_framework._tcp.{name}"), &name, port));
             }
         }
     }
 
-    fn agents(&mut self, cluster: &Cluster) -> BTreeMap<String, Vec<IpAddr>> {
-        let name = format!("slave{}", self.tail);
-        let mut by_id = BTreeMap::new();
+    fn agents(&self, cluster: &Cluster, tail: &str, out: &mut Vec<Record>) {
+        let name = format!("slave{tail}");
         for agent in &cluster.agents {
             let ips = first_of_each_family(&agent.ips);
             for &ip in &ips {
-                self.set.add_ip(&name, ip);
+                out.push(Record::ip(name.clone(), ip));
             }
             if let (Some(port), false) = (agent.port, ips.is_empty()) {
-                self.set
-                    .add_srv(&format!("_slave._tcp{}", self.tail), &name, port);
+                out.push(Record::srv(format!("_slave._tcp{tail}"), &name, port));
             }
-            by_id.insert(agent.id.clone(), ips);
-        }
-        by_id
-    }
-
-    fn listener(&mut self) {
-        let mname = fqdn(&self.settings.mname);
-        for &ip in &self.settings.listen_ips {
-            self.set.add_ip(&mname, ip);
         }
     }
 
-    fn masters(&mut self, cluster: &Cluster) {
+    fn listener(&self, out: &mut Vec<Record>) {
+        let mname = fqdn(&self.mname);
+        for &ip in &self.listen_ips {
+            out.push(Record::ip(mname.clone(), ip));
+        }
+    }
+
+    fn masters(&self, cluster: &Cluster, tail: &str, out: &mut Vec<Record>) {
         let Some((leader_ip, leader_port)) = cluster.leader else {
             return;
         };
-        let tail = &self.tail;
         let leader = format!("leader{tail}");
         let all = format!("master{tail}");
-        self.set.add_ip(&leader, leader_ip);
-        self.set.add_ip(&all, leader_ip);
+        out.push(Record::ip(leader.clone(), leader_ip));
+        out.push(Record::ip(all.clone(), leader_ip));
         for proto in ["_tcp", "_udp"] {
-            self.set
-                .add_srv(&format!("_leader.{proto}{tail}"), &leader, leader_port);
+            out.push(Record::srv(
+                format!("_leader.{proto}{tail}"),
+                &leader,
+                leader_port,
+            ));
         }
         // masterN follows the configured order, so a new leader does not renumber them; the
         // leader gets the next index if it is not configured.
+        let mut listed = vec![leader_ip];
         let mut index = 0;
         let mut leader_numbered = false;
-        for &(ip, port) in &self.settings.masters {
+        for &(ip, port) in &self.masters {
             let is_leader = (ip, port) == (leader_ip, leader_port);
             if is_leader {
                 if leader_numbered {
                     continue;
                 }
                 leader_numbered = true;
-            } else if !self.set.add_ip(&all, ip) {
+            } else if listed.contains(&ip) {
                 continue; // listed twice
+            } else {
+                listed.push(ip);
+                out.push(Record::ip(all.clone(), ip));
             }
-            self.set.add_ip(&format!("master{index}{tail}"), ip);
+            out.push(Record::ip(format!("master{index}{tail}"), ip));
             index += 1;
         }
         if !leader_numbered {
-            self.set.add_ip(&format!("master{index}{tail}"), leader_ip);
-        }
-    }
-
-    fn tasks(&mut self, cluster: &Cluster, agent_ips: &BTreeMap<String, Vec<IpAddr>>) {
-        for f in &cluster.frameworks {
-            let mut enumerated = EnumeratedFramework {
-                name: f.name.clone(),
-                tasks: Vec::new(),
-            };
-            let fname = domain_fragment(&f.name, self.settings.spec);
-            for task in &f.tasks {
-                let Some(agent_ips) = agent_ips.get(&task.agent_id) else {
-                    continue;
-                };
-                if !task.is_running || fname.is_empty() {
-                    continue;
-                }
-                let mut records = Vec::new();
-                for label in task_labels(task, self.settings.spec) {
-                    self.task_records(task, &label, &fname, agent_ips, &mut records);
-                }
-                enumerated.tasks.push(EnumeratedTask {
-                    name: task.name.clone(),
-                    id: task.id.clone(),
-                    records,
-                });
-            }
-            self.set.enumeration.frameworks.push(enumerated);
+            out.push(Record::ip(format!("master{index}{tail}"), leader_ip));
         }
     }
 
     fn task_records(
-        &mut self,
+        &self,
         task: &TaskInfo,
         label: &str,
         fname: &str,
+        tail: &str,
         agent_ips: &[IpAddr],
-        records: &mut Vec<EnumeratedRecord>,
+        out: &mut Vec<Record>,
     ) {
-        let tail = self.tail.clone();
         let canonical = format!(
             "{label}-{}-{}.{fname}",
             task_hash(&task.id),
             agent_id_tail(&task.agent_id)
         );
         let short = format!("{label}.{fname}");
-        let mut add_ip = |set: &mut RecordSet, name: String, ip: IpAddr| {
-            if set.add_ip(&name, ip) {
-                let rtype = if ip.is_ipv4() { "A" } else { "AAAA" };
-                records.push(EnumeratedRecord {
-                    name,
-                    host: ip.to_string(),
-                    rtype,
-                });
-            }
-        };
         for ip in first_of_each_family(&task.ips) {
-            add_ip(&mut self.set, format!("{short}{tail}"), ip);
-            add_ip(&mut self.set, format!("{canonical}{tail}"), ip);
+            out.push(Record::ip(format!("{short}{tail}"), ip));
+            out.push(Record::ip(format!("{canonical}{tail}"), ip));
         }
         for &ip in agent_ips {
-            add_ip(&mut self.set, format!("{short}.slave{tail}"), ip);
-            add_ip(&mut self.set, format!("{canonical}.slave{tail}"), ip);
+            out.push(Record::ip(format!("{short}.slave{tail}"), ip));
+            out.push(Record::ip(format!("{canonical}.slave{tail}"), ip));
         }
 
-        let mut add_srv = |set: &mut RecordSet, name: String, target: &str, port: u16| {
-            if set.add_srv(&name, target, port) {
-                records.push(EnumeratedRecord {
-                    name,
-                    host: format!("{target}:{port}"),
-                    rtype: "SRV",
-                });
-            }
-        };
         // Port resources point at the agent; without discovery info also outside `.slave.`.
         let has_discovery = task.discovery.as_ref().is_some_and(|d| !d.name.is_empty());
         let agent_target = format!("{canonical}.slave{tail}");
         for &port in &task.ports {
             for proto in ["_tcp", "_udp"] {
-                add_srv(
-                    &mut self.set,
+                out.push(Record::srv(
                     format!("_{label}.{proto}.{fname}.slave{tail}"),
                     &agent_target,
                     port,
-                );
+                ));
                 if !has_discovery {
-                    add_srv(
-                        &mut self.set,
+                    out.push(Record::srv(
                         format!("_{label}.{proto}.{fname}{tail}"),
                         &agent_target,
                         port,
-                    );
+                    ));
                 }
             }
         }
@@ -429,23 +536,22 @@ impl Generator<'_> {
         };
         let task_target = format!("{canonical}{tail}");
         for port in &discovery.ports {
-            let proto = self.settings.spec.label(&port.protocol);
+            let proto = self.spec.label(&port.protocol);
             let protos: Vec<String> = if proto.is_empty() {
                 vec!["_tcp".into(), "_udp".into()]
             } else {
                 vec![format!("_{proto}")]
             };
-            let port_name = self.settings.spec.label(&port.name);
+            let port_name = self.spec.label(&port.name);
             for proto in &protos {
                 let name = format!("_{label}.{proto}.{fname}{tail}");
-                add_srv(&mut self.set, name.clone(), &task_target, port.number);
+                out.push(Record::srv(name.clone(), &task_target, port.number));
                 if !port_name.is_empty() {
-                    add_srv(
-                        &mut self.set,
+                    out.push(Record::srv(
                         format!("_{port_name}.{name}"),
                         &task_target,
                         port.number,
-                    );
+                    ));
                 }
             }
         }

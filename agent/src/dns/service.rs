@@ -4,7 +4,8 @@
 //! Every node answers from its own replica, so DNS keeps working on a node cut off from the
 //! masters, and when the publisher is down (its last facts stay in gossip until it is
 //! forgotten). Changes are picked up as gossip delivers them, with a short debounce so a burst
-//! of key updates costs one rebuild.
+//! of key updates costs one update, and an update costs what changed (see
+//! [`dcnet_dns::contributions`]).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -12,13 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use dcnet_dns::dcos;
+use dcnet_dns::contributions::Contributions;
+use dcnet_dns::dcos::{self, DcosRecords};
 use dcnet_dns::forward::{Forwarder, ForwarderConfig};
 use dcnet_dns::mesos::fetch::fetch_state;
 use dcnet_dns::name::LabelSpec;
-use dcnet_dns::records::{self, Cluster, RecordSet, Settings};
+use dcnet_dns::records::{Cluster, Record, RecordSource, Settings, TaskInfo};
 use dcnet_dns::server::{DnsServer, Forward, ServerConfig, ServerMetrics, SharedSnapshot};
-use dcnet_dns::zone::{Snapshot, Soa, ZoneData};
+use dcnet_dns::zone::{Snapshot, Soa, ZoneInfo};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -40,7 +42,7 @@ const MESOS_TTL: u32 = 60;
 /// Counters of the replica and the publisher.
 #[derive(Debug, Default)]
 struct ReplicaMetrics {
-    rebuilds: Counter,
+    updates: Counter,
     records: Gauge,
     published: Counter,
     publish_failures: Counter,
@@ -66,13 +68,13 @@ impl DnsService {
         server_metrics.register(registry);
         let replica_metrics = Arc::new(ReplicaMetrics::default());
         registry.register(
-            "dcnet_dns_replica_rebuilds",
-            "Snapshots rebuilt from gossip",
-            replica_metrics.rebuilds.clone(),
+            "dcnet_dns_replica_updates",
+            "Snapshot updates from gossip",
+            replica_metrics.updates.clone(),
         );
         registry.register(
             "dcnet_dns_records",
-            "Records this node serves",
+            "Names with records this node serves",
             replica_metrics.records.clone(),
         );
         registry.register(
@@ -86,13 +88,8 @@ impl DnsService {
             replica_metrics.publish_failures.clone(),
         );
 
-        let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(build_snapshot(
-            &settings.domain,
-            RecordSet::default(),
-            RecordSet::default(),
-            RecordSet::default(),
-            RecordSet::default(),
-        )));
+        let empty = Replica::new(settings.domain.clone(), this_node).current;
+        let snapshot: SharedSnapshot = Arc::new(ArcSwap::new(empty));
         let forward: Option<Arc<dyn Forward>> = (!settings.upstreams.is_empty()).then(|| {
             let config = ForwarderConfig {
                 upstreams: settings.upstreams.clone(),
@@ -157,7 +154,7 @@ impl DnsService {
     }
 }
 
-/// Rebuilds the snapshot whenever the gossip view or the load balancer's named VIPs change.
+/// Updates the snapshot whenever the gossip view or the load balancer's named VIPs change.
 async fn replica(
     domain: String,
     gossip: Arc<Gossip>,
@@ -168,20 +165,27 @@ async fn replica(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut views = gossip.watch();
+    let mut replica = Replica::new(domain.clone(), this_node);
     loop {
         let view = views.borrow_and_update().clone();
         let vips = named_vips.borrow_and_update().clone();
-        let domain = domain.clone();
-        let built =
-            tokio::task::spawn_blocking(move || build_from_view(&domain, &view, this_node, &vips))
-                .await;
-        match built {
-            Ok((new, records)) => {
-                metrics.rebuilds.inc();
-                metrics.records.set(records as i64);
-                snapshot.store(Arc::new(new));
+        let updated = tokio::task::spawn_blocking(move || {
+            replica.update(&view, &vips);
+            replica
+        })
+        .await;
+        match updated {
+            Ok(updated) => {
+                replica = updated;
+                metrics.updates.inc();
+                metrics.records.set(replica.current.len() as i64);
+                snapshot.store(replica.current.clone());
             }
-            Err(e) => warn!(error = %e, "DNS rebuild failed; still serving the previous records"),
+            Err(e) => {
+                // The replica went with the failed update: the next one starts from nothing.
+                warn!(error = %e, "DNS update failed; still serving the previous records");
+                replica = Replica::new(domain.clone(), this_node);
+            }
         }
         tokio::select! {
             changed = views.changed() => if changed.is_err() { return },
@@ -193,80 +197,97 @@ async fn replica(
     }
 }
 
-/// The snapshot a gossip view and the named VIPs imply, and its number of records.
-fn build_from_view(
-    domain: &str,
-    view: &ClusterView,
+/// This node's copy of the records, kept up to date change by change.
+struct Replica {
+    domain: String,
     this_node: IpAddr,
-    named_vips: &NamedVips,
-) -> (Snapshot, usize) {
-    let mut cluster = facts::from_view(view).unwrap_or_default();
-    // A task whose health checks fail (or have not passed yet) is not in DNS; the load
-    // balancer, which reads the same facts, gives it weight 0 instead.
-    for framework in &mut cluster.frameworks {
-        framework.tasks.retain(|t| t.healthy != Some(false));
-    }
-    // Masters: the nodes that say they have the role, as gossip knows them.
-    let masters: Vec<IpAddr> = view
-        .nodes
-        .values()
-        .filter_map(|n| serde_json::from_str::<NodeInfo>(n.get(NODE_INFO_KEY)?).ok())
-        .filter(|info| info.roles.iter().any(|r| r == "master"))
-        .map(|info| info.address)
-        .collect();
-    let settings = Settings {
-        domain: domain.to_owned(),
-        spec: LabelSpec::Rfc1123,
-        masters: Vec::new(),
-        mname: format!("ns1.{domain}"),
-        listen_ips: vec![this_node],
-    };
-    let mesos = records::generate(&cluster, &settings);
-    let (thisdcos, spartan) = dcos::generate(&cluster, LabelSpec::Rfc1123, &masters, &[this_node]);
-    let mut l4lb = RecordSet::default();
-    for (name, ip) in named_vips {
-        l4lb.add_ip(&format!("{name}."), IpAddr::V4(*ip));
-    }
-    let count = mesos.len() + thisdcos.len() + spartan.len() + l4lb.len();
-    (
-        build_snapshot(domain, mesos, thisdcos, l4lb, spartan),
-        count,
-    )
+    contributions: Contributions,
+    current: Arc<Snapshot>,
 }
 
-fn build_snapshot(
-    domain: &str,
-    mesos: RecordSet,
-    thisdcos: RecordSet,
-    l4lb: RecordSet,
-    spartan: RecordSet,
-) -> Snapshot {
-    let soa = |apex: &str| Soa {
-        mname: format!("ns1.{apex}"),
-        rname: format!("root.ns1.{apex}"),
-        serial: (SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())) as u32,
-        refresh: 60,
-        retry: 600,
-        expire: 86400,
-        minimum: 60,
+impl Replica {
+    fn new(domain: String, this_node: IpAddr) -> Self {
+        let current = Arc::new(Snapshot::default().apply(zones(&domain), []));
+        Self {
+            domain,
+            this_node,
+            contributions: Contributions::default(),
+            current,
+        }
+    }
+
+    /// Takes in a gossip view and the named VIPs: only the tasks that changed are looked at
+    /// again (see [`Contributions`]).
+    fn update(&mut self, view: &ClusterView, named_vips: &NamedVips) {
+        let mut cluster = facts::from_view(view).unwrap_or_default();
+        // A task whose health checks fail (or have not passed yet) is not in DNS; the load
+        // balancer, which reads the same facts, gives it weight 0 instead.
+        for framework in &mut cluster.frameworks {
+            framework.tasks.retain(|t| t.healthy != Some(false));
+        }
+        // Masters: the nodes that say they have the role, as gossip knows them.
+        let masters: Vec<IpAddr> = view
+            .nodes
+            .values()
+            .filter_map(|n| serde_json::from_str::<NodeInfo>(n.get(NODE_INFO_KEY)?).ok())
+            .filter(|info| info.roles.iter().any(|r| r == "master"))
+            .map(|info| info.address)
+            .collect();
+        let mesos = Settings {
+            domain: self.domain.clone(),
+            spec: LabelSpec::Rfc1123,
+            masters: Vec::new(),
+            mname: format!("ns1.{}", self.domain),
+            listen_ips: vec![self.this_node],
+        };
+        let dcos = DcosRecords {
+            spec: LabelSpec::Rfc1123,
+            masters,
+            this_node: vec![self.this_node],
+        };
+        let source = (mesos, (dcos, VipRecords(named_vips)));
+        let changes = self.contributions.update(&cluster, &source);
+        self.current = Arc::new(self.current.apply(zones(&self.domain), changes));
+    }
+}
+
+/// The named VIPs of the `l4lb` zone, which the local datapath has (see crate::lb::service on
+/// the ordering).
+struct VipRecords<'a>(&'a NamedVips);
+
+impl RecordSource for VipRecords<'_> {
+    fn shared(&self, _: &Cluster, out: &mut Vec<Record>) {
+        for (name, ip) in self.0 {
+            out.push(Record::ip(format!("{name}."), IpAddr::V4(*ip)));
+        }
+    }
+
+    fn task(&self, _: &str, _: &TaskInfo, _: &[IpAddr], _: &mut Vec<Record>) {}
+}
+
+/// The zones every node serves, their SOA serial the time of the update.
+fn zones(domain: &str) -> Vec<ZoneInfo> {
+    let serial = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as u32;
+    let zone = |origin: &str, ttl: u32| {
+        let soa = Soa {
+            mname: format!("ns1.{origin}"),
+            rname: format!("root.ns1.{origin}"),
+            serial,
+            refresh: 60,
+            retry: 600,
+            expire: 86400,
+            minimum: 60,
+        };
+        ZoneInfo::new(origin, soa, vec![], ttl, 1)
     };
-    let zone = |origin: &str, ttl: u32, records: RecordSet| ZoneData {
-        origin: origin.to_owned(),
-        soa: soa(origin),
-        ns: vec![],
-        ttl,
-        srv_weight: 1,
-        records,
-    };
-    Snapshot::build(vec![
-        zone(domain, MESOS_TTL, mesos),
-        zone(dcos::THISDCOS, dcos::DCOS_TTL, thisdcos),
-        // Named VIPs the local datapath has (see crate::lb::service on the ordering).
-        zone(dcos::L4LB, dcos::DCOS_TTL, l4lb),
-        zone(dcos::SPARTAN, dcos::DCOS_TTL, spartan),
-    ])
+    vec![
+        zone(domain, MESOS_TTL),
+        zone(dcos::THISDCOS, dcos::DCOS_TTL),
+        zone(dcos::L4LB, dcos::DCOS_TTL),
+        zone(dcos::SPARTAN, dcos::DCOS_TTL),
+    ]
 }
 
 /// Polls the masters and publishes what changed as task facts.
