@@ -1,8 +1,9 @@
 //! `dcnet dns --mesos-dns-config` as a drop-in for Mesos-DNS, in a namespace of the test: a fake
 //! master serves the shared fixture (its leader rewritten to the fake's loopback address), and
 //! real clients ask: dig over UDP and TCP, glibc through getent, and the HTTP API. A master that
-//! is down is skipped, the state is re-read from the leader another master names, and a state
-//! that stops parsing keeps the last good records served.
+//! is down is skipped, the state is re-read from the leader another master names, a change of
+//! state is applied at the next refresh, and a state that stops parsing keeps the last good
+//! records served.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -205,6 +206,26 @@ fn drop_in_mesos_dns_serves_the_fixture_to_real_clients() {
         axfr["Records"]["As"]["leader.mesos."][0] == "127.0.0.1",
         "{axfr}"
     );
+
+    // The state changes, one task renamed: the next refresh applies the change, the old name
+    // goes away and nothing else moves.
+    let old_name = "nginx.marathon.mesos";
+    let before = dig(&ns, &["+short", old_name]);
+    assert!(!before.trim().is_empty(), "{before}");
+    leader.set_body(
+        state_led_by("127.0.0.1:5050")
+            .replace("\"name\": \"nginx\"", "\"name\": \"renamed-nginx\""),
+    );
+    wait_until(
+        "the renamed task to be answered",
+        Duration::from_secs(10),
+        || Ok((dig(&ns, &["+short", "renamed-nginx.marathon.mesos"]) == before).then_some(())),
+    )
+    .unwrap();
+    assert!(dig(&ns, &[old_name]).contains("status: NXDOMAIN"));
+    assert!(dig(&ns, &["+short", "liquor-store.marathon.mesos"]).contains("10.3.0.1"));
+    let hosts = http(&ns, "/v1/hosts/renamed-nginx.marathon.mesos");
+    assert!(!hosts.as_array().unwrap().is_empty(), "{hosts}");
 
     // The leader starts serving garbage: the last good records stay, and it is said so.
     leader.set_body("{ not json".into());

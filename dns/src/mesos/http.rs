@@ -23,12 +23,18 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use super::config::MesosDnsConfig;
-use crate::records::{Enumeration, RecordSet, fqdn};
+use crate::records::{self, Cluster, Enumeration, Settings, fqdn};
+use crate::zone::Snapshot;
 
 /// What the API serves: the records of the last good state.
 #[derive(Debug, Default)]
 pub struct ApiModel {
-    pub records: RecordSet,
+    /// The snapshot DNS answers from.
+    pub snapshot: Arc<Snapshot>,
+    /// The state it was made from and the settings it was made with, for `/v1/enumerate`. The
+    /// enumeration lists every record, so it is made when asked for rather than on every
+    /// refresh.
+    pub source: Option<Arc<(Cluster, Settings)>>,
     pub serial: u32,
 }
 
@@ -81,19 +87,12 @@ struct HostRecord {
 }
 
 /// The A then AAAA addresses of `name`.
-fn addresses(records: &RecordSet, name: &str) -> Vec<String> {
-    let v4 = records
-        .a
-        .get(name)
-        .into_iter()
-        .flatten()
-        .map(|ip| ip.to_string());
-    let v6 = records
-        .aaaa
-        .get(name)
-        .into_iter()
-        .flatten()
-        .map(|ip| ip.to_string());
+fn addresses(snapshot: &Snapshot, name: &str) -> Vec<String> {
+    let Some(records) = snapshot.records(name) else {
+        return Vec::new();
+    };
+    let v4 = records.a.iter().map(|ip| ip.to_string());
+    let v6 = records.aaaa.iter().map(|ip| ip.to_string());
     v4.chain(v6).collect()
 }
 
@@ -101,7 +100,7 @@ async fn hosts(State(s): State<ApiState>, Path(host): Path<String>) -> axum::Jso
     let name = fqdn(&host);
     let model = s.model.load();
     axum::Json(
-        addresses(&model.records, &name)
+        addresses(&model.snapshot, &name)
             .into_iter()
             .map(|ip| HostRecord {
                 host: name.clone(),
@@ -126,8 +125,9 @@ async fn services(
     let name = fqdn(&service);
     let model = s.model.load();
     let mut out = Vec::new();
-    for srv in model.records.srv.get(&name).into_iter().flatten() {
-        let mut ips = addresses(&model.records, &srv.target);
+    let targets = model.snapshot.records(&name).map(|r| r.srv.as_slice());
+    for srv in targets.unwrap_or_default() {
+        let mut ips = addresses(&model.snapshot, &srv.target);
         if ips.is_empty() {
             ips.push(String::new());
         }
@@ -155,7 +155,11 @@ async fn enumerate(State(s): State<ApiState>) -> axum::Json<Enumeration> {
     if !s.config.enumeration_on {
         return axum::Json(Enumeration::default());
     }
-    axum::Json(s.model.load().records.enumeration.clone())
+    let Some(source) = s.model.load().source.clone() else {
+        return axum::Json(Enumeration::default());
+    };
+    let (cluster, settings) = &*source;
+    axum::Json(records::generate(cluster, settings).enumeration)
 }
 
 #[derive(Serialize)]
@@ -183,33 +187,33 @@ struct AxfrRecords {
 
 async fn axfr(State(s): State<ApiState>) -> axum::Json<Axfr> {
     let model = s.model.load();
-    let strings = |set: &BTreeMap<String, std::collections::BTreeSet<std::net::Ipv4Addr>>| {
-        set.iter()
-            .map(|(k, v)| (k.clone(), v.iter().map(|ip| ip.to_string()).collect()))
-            .collect()
+    let mut records = AxfrRecords {
+        a: BTreeMap::new(),
+        aaaa: BTreeMap::new(),
+        srv: BTreeMap::new(),
     };
-    let records = AxfrRecords {
-        a: strings(&model.records.a),
-        aaaa: model
-            .records
-            .aaaa
-            .iter()
-            .map(|(k, v)| (k.clone(), v.iter().map(|ip| ip.to_string()).collect()))
-            .collect(),
-        srv: model
-            .records
-            .srv
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.iter()
-                        .map(|t| format!("{}:{}", t.target, t.port))
-                        .collect(),
-                )
-            })
-            .collect(),
-    };
+    for (name, r) in model.snapshot.names_with_records() {
+        let put = |map: &mut BTreeMap<String, Vec<String>>, values: Vec<String>| {
+            if !values.is_empty() {
+                map.insert(name.clone(), values);
+            }
+        };
+        put(
+            &mut records.a,
+            r.a.iter().map(|ip| ip.to_string()).collect(),
+        );
+        put(
+            &mut records.aaaa,
+            r.aaaa.iter().map(|ip| ip.to_string()).collect(),
+        );
+        put(
+            &mut records.srv,
+            r.srv
+                .iter()
+                .map(|t| format!("{}:{}", t.target, t.port))
+                .collect(),
+        );
+    }
     axum::Json(Axfr {
         ttl: s.config.ttl,
         serial: model.serial,

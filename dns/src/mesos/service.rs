@@ -1,7 +1,7 @@
 //! `dcnet dns --mesos-dns-config FILE`: a drop-in replacement for Mesos-DNS.
 //!
-//! Every `refreshSeconds` the leading master's state is fetched, records generated, and a new
-//! snapshot swapped in. A refresh that fails (masters down, bad JSON) keeps the last good records
+//! Every `refreshSeconds` the leading master's state is fetched, the records of the tasks that
+//! changed made again, and the changed names applied to a new snapshot, which is swapped in. A refresh that fails (masters down, bad JSON) keeps the last good records
 //! served and says so in the log and in `dcnet_dns_state_refresh_failures_total`. DNS is served
 //! on `listener:port` (UDP and TCP) and the Mesos-DNS HTTP API on `HTTPListener:HttpPort`.
 //! With `externalOn`, other names are forwarded to `resolvers` (`zoneResolvers` per zone), for
@@ -21,12 +21,13 @@ use tracing::{info, warn};
 use super::config::{MesosDnsConfig, parse_resolver};
 use super::fetch::fetch_state;
 use super::http::{ApiModel, ApiState};
+use crate::contributions::Contributions;
 use crate::error::Error;
 use crate::forward::{Forwarder, ForwarderConfig};
 use crate::name::LabelSpec;
-use crate::records::{self, RecordSet, Settings};
+use crate::records::Settings;
 use crate::server::{DnsServer, Forward, ServerConfig, ServerMetrics, SharedSnapshot};
-use crate::zone::{Snapshot, Soa, ZoneData};
+use crate::zone::{Snapshot, Soa, ZoneInfo};
 
 /// Counters of the state refreshes.
 #[derive(Debug, Default)]
@@ -56,7 +57,7 @@ pub async fn run(config: MesosDnsConfig, shutdown: impl Future<Output = ()>) -> 
     );
     registry.register(
         "dcnet_dns_records",
-        "Records served",
+        "Names with records served",
         refresh.records.clone(),
     );
     registry.register(
@@ -65,11 +66,8 @@ pub async fn run(config: MesosDnsConfig, shutdown: impl Future<Output = ()>) -> 
         refresh.last_success.clone(),
     );
 
-    let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(build(
-        &config,
-        RecordSet::default(),
-        0,
-    )));
+    let empty = Arc::new(Snapshot::default().apply(vec![zone(&config, 0)], []));
+    let snapshot: SharedSnapshot = Arc::new(ArcSwap::new(empty));
     let model = Arc::new(ArcSwap::from_pointee(ApiModel::default()));
 
     // Other names go upstream when `externalOn` (Mesos-DNS's default), else are refused.
@@ -171,38 +169,55 @@ async fn refresh_loop(
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(config.refresh_seconds));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The records by task, and the snapshot they make: a refresh costs what changed.
+    let mut records = (Contributions::default(), snapshot.load_full());
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
         let config = config.clone();
+        let (mut contributions, current) = records;
         let refreshed = tokio::task::spawn_blocking(move || {
-            let (state, leader) = fetch_state(
+            let fetched = fetch_state(
                 &config.master_addrs(),
                 Duration::from_secs(config.state_timeout_seconds),
-            )?;
+            );
+            let (state, leader) = match fetched {
+                Ok(fetched) => fetched,
+                Err(e) => return ((contributions, current), Err(e)),
+            };
             let cluster = super::cluster(&state, &config.ip_sources, &resolve_host);
             let serial = unix_now() as u32;
-            let records = records::generate(&cluster, &settings(&config));
-            let snapshot = build(&config, records.clone(), serial);
-            Ok::<_, super::fetch::FetchError>((snapshot, ApiModel { records, serial }, leader))
+            let settings = settings(&config);
+            let changes = contributions.update(&cluster, &settings);
+            let next = Arc::new(current.apply(vec![zone(&config, serial)], changes));
+            let api = ApiModel {
+                snapshot: next.clone(),
+                source: Some(Arc::new((cluster, settings))),
+                serial,
+            };
+            ((contributions, next), Ok((api, leader)))
         })
         .await;
         match refreshed {
-            Ok(Ok((new, api, leader))) => {
+            Ok((kept, Ok((api, leader)))) => {
+                records = kept;
                 metrics.ok.inc();
-                metrics.records.set(api.records.len() as i64);
+                metrics.records.set(api.snapshot.len() as i64);
                 metrics.last_success.set(unix_now() as i64);
-                info!(leader = %leader, records = api.records.len(), "records refreshed");
-                snapshot.store(Arc::new(new));
+                info!(leader = %leader, names = api.snapshot.len(), "records refreshed");
+                snapshot.store(api.snapshot.clone());
                 model.store(Arc::new(api));
             }
-            Ok(Err(e)) => {
+            Ok((kept, Err(e))) => {
+                records = kept;
                 metrics.failed.inc();
                 warn!(error = %e, "state refresh failed; still serving the last good records");
             }
             Err(e) => {
+                // The records went with the failed refresh: the next one starts from nothing.
+                records = (Contributions::default(), Arc::new(Snapshot::default()));
                 metrics.failed.inc();
                 warn!(error = %e, "state refresh panicked; still serving the last good records");
             }
@@ -228,23 +243,24 @@ fn settings(config: &MesosDnsConfig) -> Settings {
     }
 }
 
-fn build(config: &MesosDnsConfig, records: RecordSet, serial: u32) -> Snapshot {
-    Snapshot::build(vec![ZoneData {
-        origin: config.domain.clone(),
-        soa: Soa {
-            mname: config.soa_mname.clone(),
-            rname: config.soa_rname.clone(),
-            serial,
-            refresh: config.soa_refresh,
-            retry: config.soa_retry,
-            expire: config.soa_expire,
-            minimum: config.soa_minttl,
-        },
-        ns: vec![],
-        ttl: config.ttl,
-        srv_weight: config.srv_record_default_weight,
-        records,
-    }])
+/// The served zone's settings, with `serial`.
+fn zone(config: &MesosDnsConfig, serial: u32) -> ZoneInfo {
+    let soa = Soa {
+        mname: config.soa_mname.clone(),
+        rname: config.soa_rname.clone(),
+        serial,
+        refresh: config.soa_refresh,
+        retry: config.soa_retry,
+        expire: config.soa_expire,
+        minimum: config.soa_minttl,
+    };
+    ZoneInfo::new(
+        &config.domain,
+        soa,
+        vec![],
+        config.ttl,
+        config.srv_record_default_weight,
+    )
 }
 
 /// The addresses the server's own name resolves to: the listener, or with 0.0.0.0 every
