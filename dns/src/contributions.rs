@@ -176,19 +176,19 @@ impl Contributions {
             for &(task, ips, _) in &inputs {
                 source.task(framework, task, ips, &mut records);
             }
+            let old = self.tasks.get_mut(framework).and_then(|t| t.remove(id));
+            let old = old.map(|c| c.records).unwrap_or_default();
+            let new = self.replace(old, std::mem::take(&mut records), &mut touched);
             let contribution = Contribution {
                 fingerprint: inputs.first().map_or(0, |&(_, _, f)| f),
                 tasks: u32::try_from(inputs.len()).unwrap_or(u32::MAX),
-                records: records.clone(),
+                records: new,
                 seen: epoch,
             };
-            let old = self
-                .tasks
+            self.tasks
                 .entry(framework.to_owned())
                 .or_default()
                 .insert(id.to_owned(), contribution);
-            let old = old.map(|c| c.records).unwrap_or_default();
-            self.replace(old, std::mem::take(&mut records), &mut touched);
         }
 
         touched
@@ -277,13 +277,13 @@ impl Contributions {
 
     /// Counts a contributor's `old` records out and its `new` ones in, leaving alone the ones
     /// in both (a task that moved keeps most of its records); notes the names whose set of
-    /// records changed.
+    /// records changed. Returns `new`, sorted.
     fn replace(
         &mut self,
         mut old: Vec<Record>,
         mut new: Vec<Record>,
         touched: &mut FastMap<String, ()>,
-    ) {
+    ) -> Vec<Record> {
         old.sort_unstable();
         new.sort_unstable();
         let (mut i, mut j) = (0, 0);
@@ -308,6 +308,7 @@ impl Contributions {
                 (None, None) => break,
             }
         }
+        new
     }
 
     /// Counts one record in (or out), noting its name if its set of records changed.

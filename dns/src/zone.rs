@@ -338,8 +338,7 @@ impl Snapshot {
             if parent.len() <= apex_len {
                 break;
             }
-            let parent: Arc<[u8]> = parent.into();
-            let entry = self.entry_mut(&parent, zone);
+            let entry = self.entry_mut(parent, zone);
             let before = entry.descendants;
             entry.descendants = if add {
                 before + 1
@@ -348,19 +347,19 @@ impl Snapshot {
             };
             // Only existence matters to the answers.
             if (before == 0) != (entry.descendants == 0) {
-                dirty.push(parent);
+                dirty.push(parent.into());
             }
         }
     }
 
     /// The entry of `key`, made if missing, ready to change.
-    fn entry_mut(&mut self, key: &Arc<[u8]>, zone: usize) -> &mut Entry {
+    fn entry_mut(&mut self, key: &[u8], zone: usize) -> &mut Entry {
         if self.names.get(key).is_none() {
             let entry = Entry {
                 zone,
                 ..Entry::default()
             };
-            self.names.insert(key.clone(), Arc::new(entry));
+            self.names.insert(key.into(), Arc::new(entry));
         }
         let entry = self
             .names
