@@ -87,8 +87,8 @@ pub struct Contributions {
     tasks: FastMap<String, FastMap<String, Contribution>>,
     shared: Vec<Record>,
     counts: FastMap<String, Counts>,
-    /// The fingerprints of the last update's tasks, in the cluster's order.
-    order: Vec<u64>,
+    /// The key hash and fingerprint of the last update's tasks, in the cluster's order.
+    order: Vec<(u64, u64)>,
     /// Counts the updates; a contribution not seen in the current one is gone.
     epoch: u64,
 }
@@ -135,20 +135,22 @@ impl Contributions {
         }
 
         // The tasks that get records, in the cluster's order, with their fingerprints.
+        use std::hash::BuildHasher;
         let agents = agent_addresses(cluster);
         let mut tasks = Vec::with_capacity(self.order.len());
         let mut order = Vec::with_capacity(self.order.len());
         for f in &cluster.frameworks {
             for task in f.tasks.iter().filter(|t| t.is_running) {
                 if let Some(ips) = agents.get(task.agent_id.as_str()) {
-                    order.push(fingerprint(&f.name, task, ips));
+                    let key = FINGERPRINT.hash_one((&f.name, &task.id));
+                    order.push((key, fingerprint(&f.name, task, ips)));
                     tasks.push((f.name.as_str(), task, ips.as_slice()));
                 }
             }
         }
 
         // Usually the same tasks in the same order, a few of them changed: then the changed
-        // positions are all there is to look at. Anything else is a full comparison by key.
+        // places are all there is to look at. Anything else is a comparison by key.
         let changed = match self.changed_in_place(&order, &tasks) {
             Some(changed) => changed,
             None => {
@@ -209,33 +211,42 @@ impl Contributions {
 
     /// The changed tasks when `order` has the same tasks in the same places as the last
     /// update; `None` when it does not, or when a changed task shares its key with another.
-    fn changed_in_place<'a>(&self, order: &[u64], tasks: &[Task<'a>]) -> Option<Changed<'a>> {
+    fn changed_in_place<'a>(
+        &self,
+        order: &[(u64, u64)],
+        tasks: &[Task<'a>],
+    ) -> Option<Changed<'a>> {
         if order.len() != self.order.len() {
             return None;
         }
         let mut changed = Changed::default();
-        for (k, (new, old)) in order.iter().zip(&self.order).enumerate() {
-            if new == old {
+        for (k, (&(key, print), &(old_key, old_print))) in order.iter().zip(&self.order).enumerate()
+        {
+            // Another task in this place: tasks came, went or moved.
+            if key != old_key {
+                return None;
+            }
+            if print == old_print {
                 continue;
             }
             let (framework, task, ips) = tasks[k];
-            // Another task in this place, or one of several with its key.
+            // One of several tasks with its key: those are compared by key.
             let c = self.tasks.get(framework)?.get(task.id.as_str())?;
             if c.tasks != 1 {
                 return None;
             }
-            changed.insert((framework, task.id.as_str()), vec![(task, ips, *new)]);
+            changed.insert((framework, task.id.as_str()), vec![(task, ips, print)]);
         }
         Some(changed)
     }
 
     /// The new and changed tasks, found by key; marks every task found as seen, so that the
     /// ones left unmarked are gone.
-    fn changed_by_key<'a>(&mut self, order: &[u64], tasks: &[Task<'a>]) -> Changed<'a> {
+    fn changed_by_key<'a>(&mut self, order: &[(u64, u64)], tasks: &[Task<'a>]) -> Changed<'a> {
         let epoch = self.epoch;
         let mut changed = Changed::default();
         let mut repeated = Vec::new();
-        for (&(framework, task, ips), &print) in tasks.iter().zip(order) {
+        for (&(framework, task, ips), &(_, print)) in tasks.iter().zip(order) {
             let key = (framework, task.id.as_str());
             if let Some(pending) = changed.get_mut(&key) {
                 pending.push((task, ips, print));
@@ -263,7 +274,7 @@ impl Contributions {
             for key in &repeated {
                 changed.insert(*key, Vec::new());
             }
-            for (&(framework, task, ips), &print) in tasks.iter().zip(order) {
+            for (&(framework, task, ips), &(_, print)) in tasks.iter().zip(order) {
                 let key = (framework, task.id.as_str());
                 if repeated.contains(&key)
                     && let Some(pending) = changed.get_mut(&key)
@@ -417,6 +428,36 @@ mod tests {
             all.entry(name.clone()).or_default().srv = targets.iter().cloned().collect();
         }
         all
+    }
+
+    #[test]
+    fn a_task_replaced_by_a_copy_of_its_neighbour_is_gone() {
+        // Same number of tasks, the second now in the first one's place and repeated: no
+        // task kept its place, so the first must be found gone.
+        let mut rng = Rng(7);
+        let mut cluster = random_cluster(&mut rng);
+        let mut first = random_task(&mut rng);
+        first.is_running = true;
+        first.id = "first".into();
+        let mut second = first.clone();
+        second.id = "second".into();
+        second.name = "other".into();
+        cluster.frameworks.truncate(1);
+        cluster.frameworks[0].tasks = vec![first, second.clone()];
+        let source = settings();
+        let mut contributions = Contributions::default();
+        let mut tracked: BTreeMap<String, NameRecords> = BTreeMap::new();
+        for step in 0..2 {
+            for (name, records) in contributions.update(&cluster, &source) {
+                if records.is_empty() {
+                    tracked.remove(&name);
+                } else {
+                    tracked.insert(name, records);
+                }
+            }
+            assert_eq!(tracked, by_name(&cluster, &source), "step {step}");
+            cluster.frameworks[0].tasks = vec![second.clone(), second.clone()];
+        }
     }
 
     #[test]
