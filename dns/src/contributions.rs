@@ -12,13 +12,14 @@
 //! task ids unique per framework, so only a confused master sends that) are one contributor
 //! with the records of both.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use crate::records::{Cluster, Record, RecordData, RecordSource, TaskInfo, agent_addresses};
 use crate::zone::NameRecords;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// What one task gave, and a fingerprint of what it was made of.
 #[derive(Debug)]
@@ -125,7 +126,7 @@ impl Contributions {
     ) -> Vec<(String, NameRecords)> {
         self.epoch += 1;
         let epoch = self.epoch;
-        let mut touched = FastMap::default();
+        let mut touched = FastSet::default();
 
         let mut shared = Vec::new();
         source.shared(cluster, &mut shared);
@@ -194,7 +195,7 @@ impl Contributions {
         }
 
         touched
-            .into_keys()
+            .into_iter()
             .map(|name| {
                 let records = match self.counts.get(&name) {
                     Some(counts) if counts.is_empty() => {
@@ -293,7 +294,7 @@ impl Contributions {
         &mut self,
         mut old: Vec<Record>,
         mut new: Vec<Record>,
-        touched: &mut FastMap<String, ()>,
+        touched: &mut FastSet<String>,
     ) -> Vec<Record> {
         old.sort_unstable();
         new.sort_unstable();
@@ -323,15 +324,15 @@ impl Contributions {
     }
 
     /// Counts one record in (or out), noting its name if its set of records changed.
-    fn count(&mut self, record: &Record, add: bool, touched: &mut FastMap<String, ()>) {
+    fn count(&mut self, record: &Record, add: bool, touched: &mut FastSet<String>) {
         let counts = match self.counts.get_mut(&record.name) {
             Some(counts) => counts,
             None if add => self.counts.entry(record.name.clone()).or_default(),
             None => return,
         };
         let changed = counts.bump(&record.data, add);
-        if changed && !touched.contains_key(&record.name) {
-            touched.insert(record.name.clone(), ());
+        if changed && !touched.contains(&record.name) {
+            touched.insert(record.name.clone());
         }
     }
 }
@@ -344,17 +345,7 @@ mod tests {
     use crate::dcos::DcosRecords;
     use crate::name::LabelSpec;
     use crate::records::{AgentInfo, Discovery, DiscoveryPort, FrameworkInfo, Settings};
-
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % n as u64) as usize
-        }
-    }
+    use crate::test_rng::Rng;
 
     fn settings() -> Settings {
         Settings {
@@ -434,11 +425,13 @@ mod tests {
     fn a_task_replaced_by_a_copy_of_its_neighbour_is_gone() {
         // Same number of tasks, the second now in the first one's place and repeated: no
         // task kept its place, so the first must be found gone.
-        let mut rng = Rng(7);
+        let mut rng = Rng::new(7);
         let mut cluster = random_cluster(&mut rng);
         let mut first = random_task(&mut rng);
         first.is_running = true;
         first.id = "first".into();
+        first.agent_id = "agent0".into();
+        first.ips = vec![IpAddr::from([9, 0, 0, 1])];
         let mut second = first.clone();
         second.id = "second".into();
         second.name = "other".into();
@@ -471,7 +464,7 @@ mod tests {
             },
         );
         for seed in 1..=50u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let mut rng = Rng::new(seed);
             let mut contributions = Contributions::default();
             let mut tracked: BTreeMap<String, NameRecords> = BTreeMap::new();
             let mut cluster = random_cluster(&mut rng);

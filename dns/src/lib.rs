@@ -30,3 +30,6 @@ pub mod shards;
 pub mod zone;
 
 pub use error::Error;
+
+#[cfg(test)]
+mod test_rng;

@@ -169,16 +169,17 @@ impl Snapshot {
     /// Builds the snapshot. Records whose name lies outside their zone are dropped; a name in
     /// two zones belongs to the more specific one.
     pub fn build(zones: Vec<ZoneData>) -> Self {
-        let (infos, sets): (Vec<ZoneInfo>, Vec<RecordSet>) =
-            zones.into_iter().map(ZoneData::split).unzip();
-        let empty = Snapshot::empty(infos.clone(), 0);
+        let mut zones: Vec<(ZoneInfo, RecordSet)> =
+            zones.into_iter().map(ZoneData::split).collect();
+        zones.sort_by_key(|(z, _)| std::cmp::Reverse(z.origin.len()));
+        let (infos, sets): (Vec<ZoneInfo>, Vec<RecordSet>) = zones.into_iter().unzip();
         let mut changes: std::collections::HashMap<String, NameRecords> =
             std::collections::HashMap::new();
         for (info, records) in infos.iter().zip(&sets) {
-            let index = empty.zone_of(&info.origin);
+            let index = zone_index(&infos, &info.origin);
             let mut put = |name: &String, f: &mut dyn FnMut(&mut NameRecords)| {
                 let name = name.to_ascii_lowercase();
-                if empty.zone_of(&name) == index {
+                if zone_index(&infos, &name) == index {
                     f(changes.entry(name).or_default());
                 }
             };
@@ -315,7 +316,6 @@ impl Snapshot {
         let (Some(zone), Some(key)) = (self.zone_of(target), wire_name(target)) else {
             return;
         };
-        let key: Arc<[u8]> = key.into();
         if !add && self.names.get(&key).is_none() {
             return;
         }
@@ -324,7 +324,7 @@ impl Snapshot {
             entry.referrers.push(owner.clone());
         } else {
             entry.referrers.retain(|r| r != owner);
-            dirty.push(key);
+            dirty.push(key.into());
         }
     }
 
@@ -419,7 +419,7 @@ impl Snapshot {
 
     /// Index of the most specific served zone containing `name` (lower-case, fully qualified).
     fn zone_of(&self, name: &str) -> Option<usize> {
-        self.zones.iter().position(|z| is_in_zone(name, &z.origin))
+        zone_index(&self.zones, name)
     }
 
     /// What the snapshot holds for `name` (lower-case, fully qualified).
@@ -494,6 +494,11 @@ fn presentation(wire: &[u8]) -> String {
     name
 }
 
+/// Index of the first of `zones` (most specific first) that contains `name`.
+fn zone_index(zones: &[ZoneInfo], name: &str) -> Option<usize> {
+    zones.iter().position(|z| is_in_zone(name, &z.origin))
+}
+
 /// Whether `name` is `origin` or below it (both lower-case, fully qualified).
 pub fn is_in_zone(name: &str, origin: &str) -> bool {
     origin == "."
@@ -506,6 +511,7 @@ pub fn is_in_zone(name: &str, origin: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
 
     fn soa() -> Soa {
         Soa {
@@ -610,21 +616,6 @@ mod tests {
         assert_eq!(mesos.soa.mname, "ns1.mesos.");
         assert_eq!(mesos.ns, vec!["ns1.mesos."]);
         assert_eq!(s.zones()[0].origin, "l4lb.thisdcos.directory.");
-    }
-
-    /// A small deterministic random source (xorshift), so failures replay.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
     }
 
     /// Names of a few nested levels in two zones, and one outside both.
@@ -755,7 +746,7 @@ mod tests {
     fn applying_changes_gives_what_a_full_build_gives() {
         let names = universe();
         for seed in 1..=40u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let mut rng = Rng::new(seed);
             let mut truth = std::collections::BTreeMap::new();
             let (mut ttl, mut serial) = (60, 1);
             let mut incremental = build_from(&truth, ttl, serial);
