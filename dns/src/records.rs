@@ -313,8 +313,11 @@ impl<T: RecordSource + ?Sized> RecordSource for &T {
     }
 }
 
-/// The first IPv4 and IPv6 address of each agent, by id.
-pub fn agent_addresses(cluster: &Cluster) -> HashMap<&str, Vec<IpAddr>> {
+/// The first IPv4 and IPv6 address of each agent, by id (looked up once per task on every
+/// update, hence the quick hasher).
+pub fn agent_addresses(
+    cluster: &Cluster,
+) -> HashMap<&str, Vec<IpAddr>, foldhash::fast::RandomState> {
     cluster
         .agents
         .iter()
