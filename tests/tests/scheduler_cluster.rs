@@ -452,8 +452,21 @@ fn constraints(cluster: &mut Cluster) -> Result<()> {
     )?;
     let waiting = apps[0]["waiting"].as_str().unwrap_or_default();
     assert!(waiting.contains("UNIQUE"), "{waiting}");
-    let tasks: Vec<TaskRow> = cluster.get(1, "/v1/tasks")?;
-    let nodes: BTreeSet<&str> = tasks.iter().map(|t| t.node.as_str()).collect();
+    // The leader counts from its own replica; node 2's may not have heard every agent yet.
+    let tasks = wait_until(
+        "node 2 to hear of the three tasks",
+        Duration::from_secs(15),
+        || {
+            let tasks: Vec<TaskRow> = cluster.get(1, "/v1/tasks")?;
+            let ours = tasks.iter().filter(|t| t.status.app_id == "/one-each");
+            Ok((ours.count() == 3).then_some(tasks))
+        },
+    )?;
+    let nodes: BTreeSet<&str> = tasks
+        .iter()
+        .filter(|t| t.status.app_id == "/one-each")
+        .map(|t| t.node.as_str())
+        .collect();
     assert_eq!(nodes.len(), 3, "one per agent: {nodes:?}");
 
     // @zone IS z2 on the host network: every instance on node 4, with Mesos-style ports.
