@@ -13,7 +13,14 @@
 //! - `GET /v1/tasks`: every launched task of the live nodes as its agent reports it
 //!   ([`TaskRow`] rows), from gossip, so it answers with no scheduler running.
 //! - `/v2/...`: Marathon's API, forwarded to the leading scheduler wherever it runs.
+//! - `GET /v1/auth/whoami`: the caller's subject and role; `/v1/auth/...` otherwise: the
+//!   masters' credential API, forwarded to the leading scheduler like `/v2`.
 //! - `GET /metrics`: Prometheus text format.
+//! - `GET /health`: liveness (`ok`).
+//!
+//! Every route but `/v1/version` and `/health` needs a credential ([`crate::auth::http`]):
+//! the local API is on loopback, but every local user can reach loopback, and whoever can
+//! attach containers or add apps can run code as root.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,7 +28,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -38,10 +45,15 @@ pub const KV_PREFIX: &str = "kv/";
 const MAX_KV_KEY_LEN: usize = 200;
 const MAX_KV_VALUE_LEN: usize = 16 * 1024;
 
+/// Routes served without a credential.
+pub const OPEN_ROUTES: &[&str] = &["/v1/version", "/health"];
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
     pub gossip: Arc<Gossip>,
+    /// The client calls to the leading scheduler go through (trusts the cluster CA).
+    pub client: ureq::Agent,
     pub registry: Arc<Registry>,
     /// `None` when the overlay is off.
     pub overlay: Option<Arc<OverlayService>>,
@@ -49,9 +61,10 @@ pub struct ApiState {
     pub lb: Option<Arc<LbService>>,
 }
 
-/// The API's routes.
-pub fn router(state: ApiState) -> Router {
+/// The API's routes, each behind `guard`.
+pub fn router(state: ApiState, guard: crate::auth::http::Guard) -> Router {
     Router::new()
+        .route("/health", get(|| async { "ok\n" }))
         .route("/v1/version", get(version))
         .route("/v1/nodes", get(nodes))
         .route("/v1/kv", get(kv_all))
@@ -62,8 +75,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/overlay/check", post(overlay_check))
         .route("/v1/vips", get(vips))
         .route("/v1/tasks", get(tasks))
-        .route("/v2/{*rest}", axum::routing::any(forward_v2))
+        .route("/v2/{*rest}", axum::routing::any(forward))
+        .route("/v1/auth/whoami", get(whoami))
+        .route("/v1/auth/{*rest}", axum::routing::any(forward))
         .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::auth::http::require_credential,
+        ))
         .with_state(state)
 }
 
@@ -71,11 +90,33 @@ pub fn router(state: ApiState) -> Router {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
+    guard: crate::auth::http::Guard,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(state, guard).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Who the caller is, as this node's check sees it.
+async fn whoami(identity: Option<Extension<dcnet_auth::Identity>>) -> Response {
+    match identity {
+        Some(Extension(id)) => axum::Json(serde_json::json!({
+            "subject": id.subject,
+            "role": id.role,
+            "token_id": id.token_id,
+        }))
+        .into_response(),
+        None => axum::Json(serde_json::json!({
+            "subject": null,
+            "role": "admin",
+            "insecure": true,
+        }))
+        .into_response(),
+    }
 }
 
 #[derive(Serialize)]
@@ -315,11 +356,14 @@ async fn tasks(State(s): State<ApiState>) -> axum::Json<Vec<TaskRow>> {
     axum::Json(rows)
 }
 
-/// Forwards a Marathon API call to the leading scheduler, and its answer back.
-async fn forward_v2(
+/// Forwards a Marathon (`/v2`) or credential (`/v1/auth`) call to the leading scheduler with
+/// the caller's own credential, and its answer back. The scheduler checks the credential
+/// again: it trusts no agent to have done so.
+async fn forward(
     State(s): State<ApiState>,
     method: axum::http::Method,
     uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     let Some(leader) = crate::scheduler::facts::leader(&s.gossip.view()).map(|l| l.api.to_owned())
@@ -335,23 +379,24 @@ async fn forward_v2(
         .map_or("/v2", |p| p.as_str())
         .to_owned();
     let url = format!("{leader}{path}");
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let agent = s.client.clone();
     // The status, `Retry-After` (a new leader asks clients to wait) and the body.
     type Forwarded = (u16, Option<String>, Vec<u8>);
     let forwarded = tokio::task::spawn_blocking(move || -> Result<Forwarded, String> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(std::time::Duration::from_secs(10)))
-            .http_status_as_error(false)
-            .build()
-            .into();
         let response = match method.as_str() {
-            "GET" => agent.get(&url).call(),
-            "DELETE" => agent.delete(&url).call(),
-            "POST" => agent
-                .post(&url)
+            "GET" => with_auth(agent.get(&url), &authorization).call(),
+            "DELETE" => with_auth(agent.delete(&url), &authorization).call(),
+            "POST" => with_auth(agent.post(&url), &authorization)
                 .content_type("application/json")
                 .send(&body[..]),
-            "PUT" => agent
-                .put(&url)
+            "PUT" => with_auth(agent.put(&url), &authorization)
+                .content_type("application/json")
+                .send(&body[..]),
+            "PATCH" => with_auth(agent.patch(&url), &authorization)
                 .content_type("application/json")
                 .send(&body[..]),
             other => return Err(format!("method {other} is not part of the API")),
@@ -394,6 +439,17 @@ async fn forward_v2(
             axum::Json(serde_json::json!({"message": e.to_string()})),
         )
             .into_response(),
+    }
+}
+
+/// `request` with the caller's `Authorization`, if it sent one.
+fn with_auth<B>(
+    request: ureq::RequestBuilder<B>,
+    authorization: &Option<String>,
+) -> ureq::RequestBuilder<B> {
+    match authorization {
+        Some(value) => request.header(header::AUTHORIZATION, value),
+        None => request,
     }
 }
 

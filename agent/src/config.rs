@@ -132,6 +132,16 @@ pub struct FileConfig {
     pub scheduler: SchedulerSection,
     #[serde(default)]
     pub launcher: LauncherSection,
+    #[serde(default)]
+    pub auth: AuthSection,
+}
+
+/// `[auth]` of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    pub pki_dir: Option<PathBuf>,
+    pub insecure: Option<bool>,
 }
 
 /// `[scheduler]` of the config file.
@@ -153,6 +163,7 @@ pub struct LauncherSection {
     pub drain: Option<String>,
     pub kill_grace: Option<String>,
     pub netns_prefix: Option<String>,
+    pub default_user: Option<String>,
 }
 
 /// `[gossip]` of the config file.
@@ -402,6 +413,8 @@ pub struct LauncherSettings {
     pub kill_grace: Duration,
     /// Start of the tasks' network namespace names (the rest is the task's UUID).
     pub netns_prefix: String,
+    /// The user a task runs as when its app names none.
+    pub default_user: String,
 }
 
 /// Default port of the scheduler's `/v2` API (Marathon's).
@@ -436,6 +449,16 @@ pub struct AgentConfig {
     pub lb: LbSettings,
     pub scheduler: SchedulerSettings,
     pub launcher: LauncherSettings,
+    pub auth: AuthSettings,
+}
+
+/// Authentication settings, validated.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// No credentials, no TLS (test clusters only; warned about at every start).
+    pub insecure: bool,
+    /// The cluster's key material ([`dcnet_auth::pki`]).
+    pub pki_dir: PathBuf,
 }
 
 /// Merges one setting: the flag's value if given, else the file's.
@@ -580,6 +603,7 @@ impl AgentConfig {
         let lb = resolve_lb(&p, file.lb)?;
         let scheduler = resolve_scheduler(&p, file.scheduler, roles, address)?;
         let launcher = resolve_launcher(&p, file.launcher, roles)?;
+        let auth = resolve_auth(&p, file.auth, roles, scheduler.enabled)?;
 
         Ok(Self {
             name,
@@ -597,6 +621,7 @@ impl AgentConfig {
             lb,
             scheduler,
             launcher,
+            auth,
         })
     }
 }
@@ -684,6 +709,21 @@ fn resolve_launcher(
             "1 to 40 letters, digits, '-' or '_'",
         ));
     }
+    let default_user = file
+        .default_user
+        .unwrap_or_else(|| DEFAULT_TASK_USER.to_owned());
+    if enabled
+        && nix::unistd::User::from_name(&default_user)
+            .ok()
+            .flatten()
+            .is_none()
+    {
+        return Err(invalid(
+            p.origin("launcher.default_user", "", false),
+            default_user,
+            "the name of a user that exists on this node (tasks whose app names no `user` run as it)",
+        ));
+    }
     Ok(LauncherSettings {
         enabled,
         cpus,
@@ -692,7 +732,47 @@ fn resolve_launcher(
         drain,
         kill_grace,
         netns_prefix,
+        default_user,
     })
+}
+
+/// The user tasks run as when their app names none: nobody, so that an app must ask to run
+/// as anyone with rights on the node.
+pub const DEFAULT_TASK_USER: &str = "nobody";
+
+fn resolve_auth(
+    p: &Pick<'_>,
+    file: AuthSection,
+    roles: Roles,
+    scheduler: bool,
+) -> Result<AuthSettings, Error> {
+    let insecure = file.insecure.unwrap_or(false);
+    let pki_dir = file
+        .pki_dir
+        .unwrap_or_else(|| PathBuf::from(dcnet_auth::pki::DEFAULT_DIR));
+    if !insecure {
+        // Every node verifies tokens and trusts the CA; a master also signs and issues.
+        let mut needed = vec!["ca.crt", "token.pub"];
+        if roles.master && scheduler {
+            needed.extend(["ca.key", "token.key"]);
+        }
+        let missing: Vec<&str> = needed
+            .into_iter()
+            .filter(|f| !pki_dir.join(f).is_file())
+            .collect();
+        if !missing.is_empty() {
+            return Err(invalid(
+                p.origin("auth.pki_dir", "", false),
+                pki_dir.display().to_string(),
+                format!(
+                    "a directory holding {} (missing here): run `dcnet auth init --pki-dir {}` once on the first master and copy ca.crt and token.pub to every node, ca.key and token.key to every master; or set `[auth] insecure = true` on a throwaway test cluster",
+                    missing.join(", "),
+                    pki_dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(AuthSettings { insecure, pki_dir })
 }
 
 /// This machine's memory in MB, from /proc/meminfo.
@@ -1245,11 +1325,62 @@ mod tests {
         path
     }
 
+    /// The cluster's keys in `dir/pki`, as `dcnet auth init` makes them.
+    fn pki(dir: &tempfile::TempDir) -> PathBuf {
+        let path = dir.path().join("pki");
+        if !path.exists() {
+            dcnet_auth::PkiDir::new(&path).init("test").unwrap();
+        }
+        path
+    }
+
     fn base(dir: &tempfile::TempDir) -> String {
         format!(
-            "name = \"n1\"\naddress = \"10.0.0.1\"\n[gossip]\nsecret_file = \"{}\"\n",
+            "name = \"n1\"\naddress = \"10.0.0.1\"\n[auth]\npki_dir = \"{}\"\n[gossip]\nsecret_file = \"{}\"\n",
+            pki(dir).display(),
             secret_file(dir, "0123456789abcdef0123\n").display()
         )
+    }
+
+    #[test]
+    fn auth_needs_the_keys_of_the_role_or_an_explicit_insecure() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = secret_file(&dir, "0123456789abcdef0123\n");
+        let with_auth = |auth: &str| {
+            format!(
+                "name = \"n1\"\naddress = \"10.0.0.1\"\n[auth]\n{auth}\n[gossip]\nsecret_file = \"{}\"\n",
+                secret.display()
+            )
+        };
+        let missing = dir.path().join("nowhere");
+        let err = load(&with_auth(&format!("pki_dir = \"{}\"", missing.display())))
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "auth.pki_dir",
+            "ca.crt, token.pub",
+            "dcnet auth init",
+            "insecure",
+        ] {
+            assert!(err.contains(needle), "{needle} in {err}");
+        }
+        let c = load(&with_auth("insecure = true")).unwrap();
+        assert!(c.auth.insecure);
+
+        // An agent needs the public half only; a master also the keys it signs with.
+        let agent_only = dir.path().join("agent-pki");
+        std::fs::create_dir(&agent_only).unwrap();
+        for f in ["ca.crt", "token.pub"] {
+            std::fs::copy(pki(&dir).join(f), agent_only.join(f)).unwrap();
+        }
+        let text = with_auth(&format!("pki_dir = \"{}\"", agent_only.display()));
+        assert!(load(&text).is_ok());
+        let o = Overrides {
+            roles: vec!["master".into()],
+            ..Default::default()
+        };
+        let err = load_with(&text, o).unwrap_err().to_string();
+        assert!(err.contains("ca.key, token.key"), "{err}");
     }
 
     fn load(text: &str) -> Result<AgentConfig, Error> {

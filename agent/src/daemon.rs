@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use crate::Error;
 use crate::api::{self, ApiState};
+use crate::auth::Auth;
 use crate::config::AgentConfig;
 use crate::dns::DnsService;
 use crate::gossip::{AuthenticatedUdp, Gossip, MembershipMetrics, TransportMetrics};
@@ -36,6 +37,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         })?;
 
     let mut registry = Registry::default();
+    let auth = Auth::load(&config.auth, state.clone(), &mut registry)?;
     let transport_metrics = TransportMetrics::default();
     transport_metrics.register(&mut registry);
     let membership_metrics = MembershipMetrics::default();
@@ -117,6 +119,8 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
                 gossip.clone(),
                 state.clone(),
                 config.gossip.interval,
+                &auth,
+                (&config.name, config.address),
             )
             .await?,
         )
@@ -135,14 +139,17 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         None
     };
 
+    let follower = auth.follow(gossip.clone());
     let (stop_api, api_stopped) = oneshot::channel::<()>();
     let api_state = ApiState {
         gossip: gossip.clone(),
+        client: auth.client(std::time::Duration::from_secs(10))?,
         registry: Arc::new(registry),
         overlay: overlay.clone(),
         lb: lb.clone(),
     };
-    let api = tokio::spawn(api::serve(listener, api_state, async {
+    let guard = auth.guard("agent", api::OPEN_ROUTES);
+    let api = tokio::spawn(api::serve(listener, api_state, guard, async {
         let _ = api_stopped.await;
     }));
     info!(name = %config.name, node_id = %identity.id, generation = identity.generation,
@@ -162,6 +169,9 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     }
     if let Some(overlay) = overlay.and_then(|o| Arc::try_unwrap(o).ok()) {
         overlay.shutdown().await;
+    }
+    if let Some(follower) = follower {
+        follower.abort();
     }
     let _ = stop_api.send(());
     match api.await {

@@ -119,4 +119,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The node's key material (`[auth] pki_dir`) is missing or unusable.
+    #[error(
+        "auth: {0}; make the cluster's keys once with `dcnet auth init` and copy them to every node (see the README), or set `[auth] insecure = true` for a test cluster"
+    )]
+    Auth(String),
 }

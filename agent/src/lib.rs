@@ -6,12 +6,14 @@
 //! - [`gossip`]: membership and replicated per-node keys over chitchat, authenticated.
 //! - [`node`]: what a node publishes about itself, and the membership table.
 //! - [`overlay`]: leases, the VXLAN tunnel's reconciler and container attachment.
+//! - [`auth`]: credentials on every HTTP API, TLS for the scheduler's.
 //! - [`api`]: the local HTTP API; [`cli`]: operator commands that call it.
 //! - [`daemon`]: `dcnet agent`, the wiring of all of the above.
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls into this library.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod daemon;

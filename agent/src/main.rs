@@ -39,6 +39,109 @@ enum Command {
     App(AppArgs),
     /// Tasks: what runs where, as the agents report it.
     Task(TaskArgs),
+    /// Credentials: the cluster's keys, tokens and basic users.
+    Auth(AuthArgs),
+}
+
+#[derive(Args)]
+struct AuthArgs {
+    #[command(subcommand)]
+    command: AuthCommand,
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Make the cluster's CA and token keys (once, on the first master) and a first admin
+    /// credential.
+    Init {
+        /// Where the key material goes.
+        #[arg(long, default_value = dcnet_auth::pki::DEFAULT_DIR)]
+        pki_dir: PathBuf,
+        /// Named in the CA certificate.
+        #[arg(long, default_value = "dcnet")]
+        cluster: String,
+        /// Where the admin credential is saved (default: this user's credential file).
+        #[arg(long)]
+        credentials: Option<PathBuf>,
+        /// Subject of the admin credential.
+        #[arg(long, default_value = "admin")]
+        subject: String,
+    },
+    /// Tokens: create, list, revoke.
+    Token(TokenArgs),
+    /// HTTP basic users (Marathon's --http_credentials): set, list, remove.
+    User(UserArgs),
+    /// Show who the local agent takes you for.
+    Whoami(ClientArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[command(subcommand)]
+    command: TokenCommand,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Issue a token (printed once; or saved as a credential file with --save).
+    Create {
+        #[arg(long)]
+        subject: String,
+        /// admin (everything) or read (GET only).
+        #[arg(long)]
+        role: dcnet_auth::Role,
+        /// Lifetime, e.g. 30d or 12h (at most a year).
+        #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// Save as a credential file (mode 0600) instead of printing.
+        #[arg(long)]
+        save: Option<PathBuf>,
+        /// Sign with the key file here instead of asking the scheduler (root on a master).
+        #[arg(long)]
+        offline: bool,
+        /// The key material, for --offline.
+        #[arg(long, default_value = dcnet_auth::pki::DEFAULT_DIR)]
+        pki_dir: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the tokens the masters issued.
+    List(ClientArgs),
+    /// Revoke a token by its id.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args)]
+struct UserArgs {
+    #[command(subcommand)]
+    command: UserCommand,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user or change its role and password (generated and printed if not given).
+    Set {
+        name: String,
+        #[arg(long)]
+        role: dcnet_auth::Role,
+        /// A file holding the password (at least 12 characters).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the users and their roles.
+    List(ClientArgs),
+    /// Remove a user.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Args)]
@@ -190,9 +293,19 @@ struct ClientArgs {
     /// Address of the agent's local API.
     #[arg(long, default_value = DEFAULT_API_LISTEN)]
     api: SocketAddr,
+    /// Credential file (default: $DCNET_CREDENTIALS, else /etc/dcnet/credentials for root,
+    /// ~/.config/dcnet/credentials for others; $DCNET_TOKEN wins over all).
+    #[arg(long, value_name = "FILE")]
+    credentials: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+impl ClientArgs {
+    fn client(&self) -> anyhow::Result<cli::Client> {
+        cli::Client::new(self.api, self.credentials.as_deref())
+    }
 }
 
 fn main() -> ExitCode {
@@ -210,25 +323,34 @@ fn main() -> ExitCode {
             ..
         }) => report(dns_lookup(args)),
         Command::App(AppArgs { command }) => report(match command {
-            AppCommand::Add { file, client } => cli::apps::add(client.api, &file, client.json),
-            AppCommand::Update { file, client } => {
-                cli::apps::update(client.api, &file, client.json)
-            }
-            AppCommand::List(client) => cli::apps::list(client.api, client.json),
+            AppCommand::Add { file, client } => client
+                .client()
+                .and_then(|c| cli::apps::add(&c, &file, client.json)),
+            AppCommand::Update { file, client } => client
+                .client()
+                .and_then(|c| cli::apps::update(&c, &file, client.json)),
+            AppCommand::List(client) => client
+                .client()
+                .and_then(|c| cli::apps::list(&c, client.json)),
             AppCommand::Scale {
                 id,
                 instances,
                 client,
-            } => {
-                cli::apps::check_id(&id).and_then(|()| cli::apps::scale(client.api, &id, instances))
-            }
-            AppCommand::Remove { id, client } => {
-                cli::apps::check_id(&id).and_then(|()| cli::apps::remove(client.api, &id))
-            }
+            } => cli::apps::check_id(&id)
+                .and_then(|()| client.client())
+                .and_then(|c| cli::apps::scale(&c, &id, instances)),
+            AppCommand::Remove { id, client } => cli::apps::check_id(&id)
+                .and_then(|()| client.client())
+                .and_then(|c| cli::apps::remove(&c, &id)),
         }),
         Command::Task(TaskArgs {
             command: TaskCommand::List(client),
-        }) => report(cli::apps::tasks(client.api, client.json)),
+        }) => report(
+            client
+                .client()
+                .and_then(|c| cli::apps::tasks(&c, client.json)),
+        ),
+        Command::Auth(AuthArgs { command }) => report(auth(command)),
         Command::Dns(DnsArgs {
             mesos_dns_config: Some(file),
             log_level,
@@ -346,8 +468,55 @@ async fn shutdown_signal() {
     }
 }
 
+fn auth(command: AuthCommand) -> anyhow::Result<()> {
+    use cli::auth as a;
+    match command {
+        AuthCommand::Init {
+            pki_dir,
+            cluster,
+            credentials,
+            subject,
+        } => {
+            let credentials = dcnet_auth::client::path(credentials.as_deref());
+            a::init(&pki_dir, &cluster, &credentials, &subject)
+        }
+        AuthCommand::Token(TokenArgs { command }) => match command {
+            TokenCommand::Create {
+                subject,
+                role,
+                ttl,
+                save,
+                offline: true,
+                pki_dir,
+                ..
+            } => a::create_offline(&pki_dir, &subject, role, ttl, save.as_deref()),
+            TokenCommand::Create {
+                subject,
+                role,
+                ttl,
+                save,
+                client,
+                ..
+            } => a::create(&client.client()?, &subject, role, ttl, save.as_deref()),
+            TokenCommand::List(client) => a::list(&client.client()?, client.json),
+            TokenCommand::Revoke { id, client } => a::revoke(&client.client()?, &id),
+        },
+        AuthCommand::User(UserArgs { command }) => match command {
+            UserCommand::Set {
+                name,
+                role,
+                password_file,
+                client,
+            } => a::set_user(&client.client()?, &name, role, password_file.as_deref()),
+            UserCommand::List(client) => a::users(&client.client()?, client.json),
+            UserCommand::Remove { name, client } => a::remove_user(&client.client()?, &name),
+        },
+        AuthCommand::Whoami(client) => a::whoami(&client.client()?),
+    }
+}
+
 fn nodes(args: ClientArgs) -> anyhow::Result<()> {
-    let members: Vec<dcnet_agent::node::Member> = cli::get_json(args.api, "/v1/nodes")?;
+    let members: Vec<dcnet_agent::node::Member> = cli::get_json(&args.client()?, "/v1/nodes")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&members)?);
     } else {
@@ -357,7 +526,7 @@ fn nodes(args: ClientArgs) -> anyhow::Result<()> {
 }
 
 fn vips(args: ClientArgs) -> anyhow::Result<()> {
-    let vips: Vec<dcnet_agent::lb::VipStatus> = cli::get_json(args.api, "/v1/vips")?;
+    let vips: Vec<dcnet_agent::lb::VipStatus> = cli::get_json(&args.client()?, "/v1/vips")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&vips)?);
     } else {

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use dcnet_auth::client::ClientCredential;
 use dcnet_overlay::api::{AttachRequest, AttachResponse, DetachRequest};
 use serde::Serialize;
 
@@ -14,14 +15,15 @@ pub trait Agent {
     fn check(&self, req: &DetachRequest) -> Result<AttachResponse, CniError>;
 }
 
-/// The agent's HTTP API at `base` (e.g. `http://127.0.0.1:62080`).
+/// The agent's HTTP API at `base` (e.g. `http://127.0.0.1:62080`), called with `credential`.
 pub struct HttpAgent {
     base: String,
     http: ureq::Agent,
+    credential: Option<ClientCredential>,
 }
 
 impl HttpAgent {
-    pub fn new(base: &str) -> Self {
+    pub fn new(base: &str, credential: Option<ClientCredential>) -> Self {
         let http = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(30)))
             .http_status_as_error(false)
@@ -30,33 +32,54 @@ impl HttpAgent {
         Self {
             base: base.trim_end_matches('/').to_owned(),
             http,
+            credential,
         }
     }
 
     fn post(&self, path: &str, body: &impl Serialize) -> Result<String, CniError> {
         let url = format!("{}{path}", self.base);
         let text = serde_json::to_string(body).expect("requests serialise");
-        let mut response = self
+        let mut request = self
             .http
             .post(&url)
-            .header("content-type", "application/json")
-            .send(text)
-            .map_err(|e| {
-                CniError::new(
-                    code::TRY_AGAIN_LATER,
-                    format!("the dcnet agent at {} is not reachable", self.base),
-                    format!("{e}; is `dcnet agent` running with the overlay enabled?"),
-                )
-            })?;
+            .header("content-type", "application/json");
+        if let Some(c) = &self.credential {
+            request = request.header("authorization", &c.header);
+        }
+        let mut response = request.send(text).map_err(|e| {
+            CniError::new(
+                code::TRY_AGAIN_LATER,
+                format!("the dcnet agent at {} is not reachable", self.base),
+                format!("{e}; is `dcnet agent` running with the overlay enabled?"),
+            )
+        })?;
         let status = response.status().as_u16();
         let body = response.body_mut().read_to_string().unwrap_or_default();
         if status == 200 {
             return Ok(body);
         }
-        let message = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
-            .unwrap_or(body);
+        let json = serde_json::from_str::<serde_json::Value>(&body).ok();
+        let field = |name: &str| {
+            json.as_ref()
+                .and_then(|v| v.get(name)?.as_str().map(str::to_owned))
+        };
+        if status == 401 || status == 403 {
+            let source = self.credential.as_ref().map_or_else(
+                || "no credential was sent".to_owned(),
+                |c| format!("credential from {}", c.source),
+            );
+            return Err(CniError::new(
+                code::INVALID_NETWORK_CONFIG,
+                format!(
+                    "the dcnet agent refused the plugin: {}",
+                    field("message").unwrap_or(body)
+                ),
+                format!(
+                    "POST {url}: HTTP {status} ({source}); name an admin credential file in the configuration's \"credentials\""
+                ),
+            ));
+        }
+        let message = field("error").unwrap_or(body);
         Err(CniError::new(
             status_code(status),
             message,

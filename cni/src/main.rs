@@ -21,12 +21,26 @@ fn main() {
             e.to_string(),
         )),
         Ok(_) => {
-            let agent_url = serde_json::from_str::<serde_json::Value>(&stdin)
-                .ok()
-                .and_then(|v| v.get("agent")?.as_str().map(str::to_owned))
-                .unwrap_or_else(|| DEFAULT_AGENT.into());
-            let agent = HttpAgent::new(&agent_url);
-            dcnet_cni::run(&stdin, &|k| std::env::var(k).ok(), &agent)
+            let conf = serde_json::from_str::<serde_json::Value>(&stdin).ok();
+            let field = |name: &str| {
+                conf.as_ref()
+                    .and_then(|v| v.get(name)?.as_str().map(str::to_owned))
+            };
+            let agent_url = field("agent").unwrap_or_else(|| DEFAULT_AGENT.into());
+            // The agent's API asks for a credential: the file the configuration names, else
+            // root's (/etc/dcnet/credentials); runtimes run plugins as root.
+            let credentials = field("credentials").map(std::path::PathBuf::from);
+            match dcnet_auth::client::load(credentials.as_deref()) {
+                Ok(credential) => {
+                    let agent = HttpAgent::new(&agent_url, credential);
+                    dcnet_cni::run(&stdin, &|k| std::env::var(k).ok(), &agent)
+                }
+                Err(e) => Err(CniError::new(
+                    code::INVALID_NETWORK_CONFIG,
+                    "cannot read the credential for the dcnet agent",
+                    format!("{e}; name a credential file in the configuration's \"credentials\""),
+                )),
+            }
         }
     };
     match outcome {

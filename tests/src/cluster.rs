@@ -56,6 +56,8 @@ pub struct NodeSpec {
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
     pub nodes: Vec<NodeSpec>,
+    /// Run with `[auth] insecure = true` (no credentials, plain HTTP).
+    pub insecure: bool,
     /// Kill the agents when the process that started them dies (tests); the demo's `--keep`
     /// turns this off so the cluster outlives it.
     pub die_with_parent: bool,
@@ -68,6 +70,7 @@ impl ClusterOptions {
     pub fn nodes(n: usize) -> Self {
         Self {
             nodes: vec![NodeSpec::default(); n],
+            insecure: false,
             die_with_parent: true,
             gossip_interval: "200ms",
         }
@@ -109,6 +112,8 @@ pub struct Cluster {
     dcnet: PathBuf,
     die_with_parent: bool,
     keep: bool,
+    /// The `Authorization` value of the cluster's admin credential (none when insecure).
+    admin: Option<String>,
 }
 
 impl Cluster {
@@ -134,7 +139,11 @@ impl Cluster {
             dcnet,
             die_with_parent: options.die_with_parent,
             keep: false,
+            admin: None,
         };
+        if !options.insecure {
+            cluster.admin = Some(cluster.make_credentials()?);
+        }
         cluster.build_network(options.nodes.len())?;
         for (node, spec) in cluster.nodes.iter_mut().zip(&options.nodes) {
             if spec.tasks {
@@ -149,6 +158,55 @@ impl Cluster {
             cluster.start_agent(i)?;
         }
         Ok(cluster)
+    }
+
+    /// The cluster's keys (`<dir>/pki`) and an admin credential file (`<dir>/credentials`),
+    /// as an operator makes them with `dcnet auth init`; returns its `Authorization` value.
+    fn make_credentials(&self) -> Result<String> {
+        let pki = dcnet_auth::PkiDir::new(self.pki_dir());
+        pki.init(&self.tag)?;
+        let token = self.token_with(
+            dcnet_auth::Role::Admin,
+            "harness",
+            Duration::from_secs(86_400),
+        )?;
+        dcnet_auth::client::write(
+            &self.credentials_path(),
+            &dcnet_auth::client::CredentialFile {
+                token: Some(token.clone()),
+                ..Default::default()
+            },
+        )?;
+        Ok(dcnet_auth::credential::token_header(&token))
+    }
+
+    /// The cluster's key material.
+    pub fn pki_dir(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    /// The admin credential file the CLI is given (`DCNET_CREDENTIALS`).
+    pub fn credentials_path(&self) -> PathBuf {
+        self.dir.path().join("credentials")
+    }
+
+    /// A token signed with the cluster's key (offline, as `dcnet auth token create --offline`).
+    pub fn token_with(
+        &self,
+        role: dcnet_auth::Role,
+        subject: &str,
+        ttl: Duration,
+    ) -> Result<String> {
+        let signer = dcnet_auth::PkiDir::new(self.pki_dir()).signer()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        Ok(signer.issue(subject, role, ttl, now)?.0)
+    }
+
+    /// The cluster CA certificate, PEM.
+    pub fn ca_pem(&self) -> Result<String> {
+        Ok(dcnet_auth::PkiDir::new(self.pki_dir()).ca_pem()?)
     }
 
     fn build_network(&mut self, n: usize) -> Result<()> {
@@ -233,6 +291,11 @@ impl Cluster {
             text += &format!(
                 "\n[api]\nlisten = \"127.0.0.1:{API_PORT}\"\n\n[log]\nlevel = \"info,dcnet_agent=debug\"\n"
             );
+            text += &if options.insecure {
+                "\n[auth]\ninsecure = true\n".to_owned()
+            } else {
+                format!("\n[auth]\npki_dir = \"{}\"\n", self.pki_dir().display())
+            };
             // Each node's DNS answers inside its namespace; it must not forward to the machine's
             // own nameservers.
             text += "\n[dns]\nupstreams = []\n";
@@ -340,32 +403,39 @@ impl Cluster {
         })
     }
 
-    /// GETs `path` from node `i`'s API as text.
+    /// GETs `path` from node `i`'s API as text, with the admin credential.
     pub fn get_text(&self, i: usize, path: &str) -> Result<String> {
         let url = format!("http://127.0.0.1:{API_PORT}{path}");
         self.nodes[i].netns.run(|| -> Result<String> {
-            let mut response = http()
-                .get(&url)
+            let mut response = self
+                .authorized(http().get(&url))
                 .call()
                 .with_context(|| format!("GET {url}"))?;
             Ok(response.body_mut().read_to_string()?)
         })?
     }
 
-    /// PUTs `body` to `path` on node `i`'s API.
+    /// PUTs `body` to `path` on node `i`'s API, with the admin credential.
     pub fn put(&self, i: usize, path: &str, body: &str) -> Result<()> {
         let url = format!("http://127.0.0.1:{API_PORT}{path}");
         self.nodes[i].netns.run(|| -> Result<()> {
-            http()
-                .put(&url)
+            self.authorized(http().put(&url))
                 .send(body)
                 .with_context(|| format!("PUT {url}"))?;
             Ok(())
         })?
     }
 
-    /// POSTs `body` to `path` on node `i`'s API; returns the status and the body, whatever
-    /// the status.
+    /// `request` with the admin credential (unchanged on an insecure cluster).
+    pub fn authorized<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.admin {
+            Some(value) => request.header("authorization", value),
+            None => request,
+        }
+    }
+
+    /// POSTs `body` to `path` on node `i`'s API with the admin credential; returns the status
+    /// and the body, whatever the status.
     pub fn post(&self, i: usize, path: &str, body: &str) -> Result<(u16, String)> {
         let url = format!("http://127.0.0.1:{API_PORT}{path}");
         self.nodes[i].netns.run(|| -> Result<(u16, String)> {
@@ -374,8 +444,8 @@ impl Cluster {
                 .http_status_as_error(false)
                 .build()
                 .into();
-            let mut response = agent
-                .post(&url)
+            let mut response = self
+                .authorized(agent.post(&url))
                 .header("content-type", "application/json")
                 .send(body)
                 .with_context(|| format!("POST {url}"))?;
@@ -387,7 +457,10 @@ impl Cluster {
     /// Runs `program args` inside node `i`'s namespace and returns its output.
     pub fn run_in(&self, i: usize, program: &Path, args: &[&str]) -> Result<std::process::Output> {
         let mut command = Command::new(program);
-        command.args(args);
+        command
+            .args(args)
+            .env(dcnet_auth::client::ENV_FILE, self.credentials_path())
+            .env_remove(dcnet_auth::client::ENV_TOKEN);
         in_netns(&mut command, &self.nodes[i].netns, true);
         command
             .output()

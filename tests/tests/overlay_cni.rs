@@ -20,8 +20,18 @@ struct Cni<'a> {
 }
 
 impl Cni<'_> {
-    /// Runs the plugin in node 1's namespace; returns (exit success, stdout JSON).
+    /// Runs the plugin in node 1's namespace; returns (exit success, stdout JSON). A
+    /// configuration that names no credential file gets the cluster's admin one.
     fn run(&self, conf: &str, env: &[(&str, &str)]) -> Result<(bool, Value)> {
+        let conf = match serde_json::from_str::<Value>(conf) {
+            Ok(Value::Object(mut map)) if !map.contains_key("credentials") => {
+                let path = self.cluster.credentials_path();
+                map.insert("credentials".into(), path.display().to_string().into());
+                Value::Object(map).to_string()
+            }
+            _ => conf.to_owned(),
+        };
+        let conf = conf.as_str();
         let plugin = workspace_binary("dcnet-cni", "DCNET_CNI_BIN", "dcnet-cni")?;
         let mut command = Command::new(plugin);
         command
@@ -100,6 +110,21 @@ fn cni_add_check_del_version_and_errors() -> Result<()> {
             .is_some_and(|s| s.contains(&Value::from("1.0.0")))
     );
 
+    // A credential that may only read: the agent refuses to attach with it.
+    let reader_dir = tempfile::tempdir()?;
+    let reader = reader_dir.path().join("read-only");
+    dcnet_auth::client::write(
+        &reader,
+        &dcnet_auth::client::CredentialFile {
+            token: Some(cluster.token_with(
+                dcnet_auth::Role::Read,
+                "cni-reader",
+                Duration::from_secs(600),
+            )?),
+            ..Default::default()
+        },
+    )?;
+
     // Bad requests: the error object with its code, and nothing left behind.
     let before_links = host_links(&cluster)?;
     let before = containers(&cluster)?;
@@ -114,6 +139,8 @@ fn cni_add_check_del_version_and_errors() -> Result<()> {
         ("missing namespace", CONF.into(), env("ADD", &id, "/run/netns/dcn-does-not-exist"), 3),
         ("bad interface name", CONF.into(), vec![("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", &id), ("CNI_NETNS", &netns_path), ("CNI_IFNAME", "a/b")], 7),
         ("agent unreachable", r#"{"cniVersion":"1.0.0","name":"dcos","type":"dcnet-cni","agent":"http://127.0.0.1:1"}"#.into(), add.clone(), 11),
+        ("no credential file", r#"{"cniVersion":"1.0.0","name":"dcos","type":"dcnet-cni","credentials":"/nonexistent/credentials"}"#.into(), add.clone(), 7),
+        ("a read-only credential", format!(r#"{{"cniVersion":"1.0.0","name":"dcos","type":"dcnet-cni","credentials":"{}"}}"#, reader.display()), add.clone(), 7),
     ];
     for (what, conf, vars, code) in &cases {
         let (ok, err) = cni.run(conf, vars)?;

@@ -4,13 +4,12 @@
 //! `task list` reads the tasks' own reports from gossip (`/v1/tasks`), so it works while no
 //! scheduler runs.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use super::{call_json, render_table};
+use super::{Client, call_json, render_table};
 use crate::api::TaskRow;
 
 /// Turns an error answer into a message: Marathon's `details` one per line.
@@ -46,7 +45,7 @@ fn read_definition(file: &Path) -> anyhow::Result<Value> {
 
 /// `dcnet app update FILE`: replaces an app's definition with FILE's. A change to what its
 /// tasks run is a new version, rolled out as the app's upgrade strategy allows.
-pub fn update(api: SocketAddr, file: &Path, json: bool) -> anyhow::Result<()> {
+pub fn update(api: &Client, file: &Path, json: bool) -> anyhow::Result<()> {
     let value = read_definition(file)?;
     let Some(id) = value["id"].as_str() else {
         bail!(
@@ -79,7 +78,7 @@ pub fn update(api: SocketAddr, file: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 /// `dcnet app add FILE`: the app definition in FILE (JSON, as for Marathon).
-pub fn add(api: SocketAddr, file: &Path, json: bool) -> anyhow::Result<()> {
+pub fn add(api: &Client, file: &Path, json: bool) -> anyhow::Result<()> {
     let value = read_definition(file)?;
     let (status, body) = call_json(api, "POST", "/v2/apps", Some(&value))?;
     if status != 201 {
@@ -106,7 +105,7 @@ pub fn add(api: SocketAddr, file: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 /// `dcnet app list`.
-pub fn list(api: SocketAddr, json: bool) -> anyhow::Result<()> {
+pub fn list(api: &Client, json: bool) -> anyhow::Result<()> {
     let (status, body) = call_json(api, "GET", "/v2/apps", None)?;
     if status != 200 {
         return Err(failure(status, &body, "listing apps"));
@@ -169,7 +168,7 @@ pub fn apps_table(apps: &[Value]) -> String {
 }
 
 /// `dcnet app remove ID`.
-pub fn remove(api: SocketAddr, id: &str) -> anyhow::Result<()> {
+pub fn remove(api: &Client, id: &str) -> anyhow::Result<()> {
     let id = crate::scheduler::app::absolute_id(id);
     let (status, body) = call_json(api, "DELETE", &format!("/v2/apps{id}"), None)?;
     if status != 200 {
@@ -180,7 +179,7 @@ pub fn remove(api: SocketAddr, id: &str) -> anyhow::Result<()> {
 }
 
 /// `dcnet app scale ID N`.
-pub fn scale(api: SocketAddr, id: &str, instances: u32) -> anyhow::Result<()> {
+pub fn scale(api: &Client, id: &str, instances: u32) -> anyhow::Result<()> {
     let id = crate::scheduler::app::absolute_id(id);
     let (status, body) = call_json(api, "GET", &format!("/v2/apps{id}"), None)?;
     if status != 200 {
@@ -196,7 +195,7 @@ pub fn scale(api: SocketAddr, id: &str, instances: u32) -> anyhow::Result<()> {
 }
 
 /// `dcnet task list`.
-pub fn tasks(api: SocketAddr, json: bool) -> anyhow::Result<()> {
+pub fn tasks(api: &Client, json: bool) -> anyhow::Result<()> {
     let rows: Vec<TaskRow> = super::get_json(api, "/v1/tasks")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

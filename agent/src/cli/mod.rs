@@ -5,8 +5,12 @@
 //! - [`vips`]: `dcnet vips`, the load balancer's VIPs and backends.
 //! - [`apps`]: `dcnet app ...` and `dcnet task list`, through the scheduler's `/v2` API.
 //! - [`dns`] also has `dcnet dns lookup`, a query to the node's own DNS server.
+//! - [`auth`]: `dcnet auth ...`: the cluster's keys, tokens and users.
+//!
+//! Every call presents the credential [`Client`] found (see [`dcnet_auth::client`]).
 
 pub mod apps;
+pub mod auth;
 pub mod dns;
 pub mod nodes;
 pub mod vips;
@@ -14,31 +18,87 @@ pub mod vips;
 use std::fmt::Write as _;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Fetches `path` from the agent API at `api` and decodes the JSON body.
-pub fn get_json<T: serde::de::DeserializeOwned>(api: SocketAddr, path: &str) -> anyhow::Result<T> {
-    use anyhow::Context as _;
-    let url = format!("{}{path}", crate::api::url(api));
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let mut response = agent.get(&url).call().with_context(|| {
-        format!("cannot reach the dcnet agent at {url}; is `dcnet agent` running here? (pass --api if it listens elsewhere)")
-    })?;
-    response
-        .body_mut()
-        .read_json()
+use anyhow::Context as _;
+use dcnet_auth::client::ClientCredential;
+
+/// The local agent's API and the credential to present to it.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub api: SocketAddr,
+    credential: Option<ClientCredential>,
+    /// The file a credential was looked for in (for the message when there is none).
+    looked_in: PathBuf,
+}
+
+impl Client {
+    /// A client of the agent at `api`, with the credential `credentials` names (see
+    /// [`dcnet_auth::client`] for where it is looked for otherwise).
+    pub fn new(api: SocketAddr, credentials: Option<&Path>) -> anyhow::Result<Self> {
+        let credential = dcnet_auth::client::load(credentials)?;
+        if let Some(c) = &credential
+            && let Some(warning) = dcnet_auth::client::permission_warning(Path::new(&c.source))
+        {
+            eprintln!("{warning}");
+        }
+        Ok(Self {
+            api,
+            credential,
+            looked_in: dcnet_auth::client::path(credentials),
+        })
+    }
+
+    /// A client that presents no credential (for tests of refusals).
+    pub fn anonymous(api: SocketAddr) -> Self {
+        Self {
+            api,
+            credential: None,
+            looked_in: PathBuf::new(),
+        }
+    }
+
+    /// What to tell the user when the API refuses the call with `status`.
+    fn refused(&self, status: u16, url: &str, answer: &serde_json::Value) -> anyhow::Error {
+        let message = answer["message"].as_str().unwrap_or("refused");
+        let hint = match (&self.credential, status) {
+            (None, _) => format!(
+                "no credential was sent: ${} is not set and {} does not exist; ask an admin for one (`dcnet auth token create --subject <you> --role read|admin`) and save it there as `token = \"...\"`, or pass --credentials FILE",
+                dcnet_auth::client::ENV_TOKEN,
+                self.looked_in.display()
+            ),
+            (Some(c), 403) => format!(
+                "the credential from {} is valid but its role may not do this",
+                c.source
+            ),
+            (Some(c), _) => format!("the credential from {} was refused", c.source),
+        };
+        anyhow::anyhow!("{url}: {message} ({status}); {hint}")
+    }
+}
+
+/// Fetches `path` from the agent API and decodes the JSON body.
+pub fn get_json<T: serde::de::DeserializeOwned>(client: &Client, path: &str) -> anyhow::Result<T> {
+    let url = format!("{}{path}", crate::api::url(client.api));
+    let (status, answer) = call_json(client, "GET", path, None)?;
+    if status != 200 {
+        anyhow::bail!(
+            "{url}: {} ({status})",
+            answer["message"].as_str().unwrap_or("the agent refused")
+        );
+    }
+    serde_json::from_value(answer)
         .with_context(|| format!("{url} answered with something that is not the expected JSON"))
 }
 
-/// Sends `method path` with an optional JSON body to the agent API at `api`; returns the status
-/// and the decoded JSON answer (`null` if the body is empty or not JSON). A `503` with
+/// Sends `method path` with an optional JSON body to the agent API; returns the status and
+/// the decoded JSON answer (`null` if the body is empty or not JSON). A `503` with
 /// `Retry-After` (a scheduler that was just elected and adopts the running tasks) is retried
 /// for up to [`RETRY_FOR`], saying so once on stderr: nothing was changed by the refused call.
+/// A 401 or 403 is an error that says what credential was sent and what to do.
 pub fn call_json(
-    api: SocketAddr,
+    client: &Client,
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
@@ -46,7 +106,11 @@ pub fn call_json(
     let started = std::time::Instant::now();
     let mut said = false;
     loop {
-        let (status, retry_after, answer) = call_once(api, method, path, body)?;
+        let (status, retry_after, answer) = call_once(client, method, path, body)?;
+        if status == 401 || status == 403 {
+            let url = format!("{}{path}", crate::api::url(client.api));
+            return Err(client.refused(status, &url, &answer));
+        }
         let wait = retry_after.map(|s| Duration::from_secs(s.clamp(1, 10)));
         match wait {
             Some(wait) if status == 503 && started.elapsed() + wait <= RETRY_FOR => {
@@ -71,23 +135,29 @@ const RETRY_FOR: Duration = Duration::from_secs(30);
 
 /// One call: the status, `Retry-After` in seconds if given, and the JSON answer.
 fn call_once(
-    api: SocketAddr,
+    client: &Client,
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<(u16, Option<u64>, serde_json::Value)> {
-    use anyhow::Context as _;
-    let url = format!("{}{path}", crate::api::url(api));
+    let url = format!("{}{path}", crate::api::url(client.api));
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(15)))
         .http_status_as_error(false)
         .build()
         .into();
+    let auth = client.credential.as_ref().map(|c| c.header.as_str());
+    fn with<B>(r: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::RequestBuilder<B> {
+        match auth {
+            Some(value) => r.header("authorization", value),
+            None => r,
+        }
+    }
     let sent = match (method, body) {
-        ("GET", _) => agent.get(&url).call(),
-        ("DELETE", _) => agent.delete(&url).call(),
-        ("POST", Some(b)) => agent.post(&url).send_json(b),
-        ("PUT", Some(b)) => agent.put(&url).send_json(b),
+        ("GET", _) => with(agent.get(&url), auth).call(),
+        ("DELETE", _) => with(agent.delete(&url), auth).call(),
+        ("POST", Some(b)) => with(agent.post(&url), auth).send_json(b),
+        ("PUT", Some(b)) => with(agent.put(&url), auth).send_json(b),
         _ => anyhow::bail!("{method} {path}: not a request this CLI makes"),
     };
     let mut response = sent.with_context(|| {
@@ -175,14 +245,15 @@ mod tests {
     fn a_call_the_scheduler_asks_to_retry_is_retried() {
         let api = serve(vec![ADOPTING, CREATED]);
         let body = serde_json::json!({"id": "/web"});
-        let (status, answer) = call_json(api, "POST", "/v2/apps", Some(&body)).unwrap();
+        let (status, answer) =
+            call_json(&Client::anonymous(api), "POST", "/v2/apps", Some(&body)).unwrap();
         assert_eq!((status, answer["id"].as_str()), (201, Some("/web")));
     }
 
     #[test]
     fn a_refusal_without_retry_after_is_returned_at_once() {
         let api = serve(vec![NO_SCHEDULER]);
-        let (status, answer) = call_json(api, "GET", "/v2/apps", None).unwrap();
+        let (status, answer) = call_json(&Client::anonymous(api), "GET", "/v2/apps", None).unwrap();
         assert_eq!((status, answer["message"].as_str()), (503, Some("none")));
     }
 }

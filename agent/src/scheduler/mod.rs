@@ -3,10 +3,11 @@
 //! Pure logic, tested without root: [`app`] (the app JSON and its validation),
 //! [`constraint`], [`placement`] (which agent gets a task) and [`plan`] (each round's
 //! decisions). [`facts`] is what schedulers publish in gossip and who leads; [`store`] keeps
-//! the apps on disk; [`service`] runs the leader's loop and serves the `/v2` API.
+//! the apps on disk; [`credentials`] the masters' credential store and its API; [`service`] runs the leader's loop and serves the `/v2` API.
 
 pub mod app;
 pub mod constraint;
+pub mod credentials;
 pub mod facts;
 pub mod placement;
 pub mod plan;

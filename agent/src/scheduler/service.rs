@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::app::{self, App};
+use super::credentials::{CredentialApi, Credentials};
 use super::facts::{self, CANDIDATE_KEY, LEADER_KEY, LeaderFact, TASK_PREFIX};
 use super::placement::Agent;
 use super::plan::{self, Change, SchedState, World};
@@ -47,7 +48,12 @@ struct Inner {
     /// Whether this scheduler leads and has published its set.
     ready: Mutex<bool>,
     poke: Notify,
+    /// The masters' credential store (`None` in insecure mode).
+    credentials: Option<Arc<Credentials>>,
 }
+
+/// Routes of the scheduler served without a credential: Marathon's liveness check.
+const OPEN_ROUTES: &[&str] = &["/ping"];
 
 /// A running scheduler.
 pub struct SchedulerService {
@@ -56,21 +62,40 @@ pub struct SchedulerService {
 }
 
 impl SchedulerService {
-    /// Loads the stored apps, binds the API and starts the loop.
+    /// Loads the stored apps and credentials, binds the API (TLS with a certificate issued
+    /// now, unless insecure) and starts the loop.
     pub async fn start(
         settings: &SchedulerSettings,
         gossip: Arc<Gossip>,
         dir: Arc<StateDir>,
         gossip_interval: Duration,
+        auth: &crate::auth::Auth,
+        node: (&str, std::net::IpAddr),
     ) -> Result<Self, crate::Error> {
         let apps = store::load(&dir)?;
+        let credentials = match (auth.signer()?, &auth.authn) {
+            (Some(signer), Some(authn)) => Some(Arc::new(Credentials::load(
+                signer,
+                authn.clone(),
+                dir.clone(),
+            )?)),
+            _ => None,
+        };
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .map_err(|source| crate::Error::ApiBind {
                 listen: settings.listen,
                 source,
             })?;
-        let api_url = api_url(settings.listen);
+        // Clients reach a leader by its address (from gossip) or by the Mesos names.
+        let (name, address) = node;
+        let names = [name, "leader.mesos", "master.mesos", "localhost"].map(str::to_owned);
+        let mut ips = vec![address, std::net::IpAddr::from([127, 0, 0, 1])];
+        if !settings.listen.ip().is_unspecified() {
+            ips.push(settings.listen.ip());
+        }
+        let tls = auth.server_tls(&names, &ips)?;
+        let api_url = api_url(auth.scheme(), settings.listen, address);
         info!(api = %api_url, apps = apps.len(), "scheduler standing as a candidate");
         let inner = Arc::new(Inner {
             gossip: gossip.clone(),
@@ -81,21 +106,40 @@ impl SchedulerService {
             sched: Mutex::new(SchedState::default()),
             ready: Mutex::new(false),
             poke: Notify::new(),
+            credentials,
         });
         gossip.publish(CANDIDATE_KEY, &api_url).await;
         let (stop, stopped) = watch::channel(false);
         let mut api_stop = stopped.clone();
-        let api = tokio::spawn({
-            let router = router(inner.clone());
-            async move {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(async move {
-                        let _ = api_stop.changed().await;
-                    })
-                    .await;
-                if let Err(e) = served {
-                    warn!(error = %e, "the scheduler API failed");
+        let router = router(inner.clone(), auth.guard("scheduler", OPEN_ROUTES));
+        let api = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = api_stop.changed().await;
+            };
+            let served = match tls {
+                Some(config) => match crate::auth::tls::TlsListener::new(listener, config) {
+                    Ok(tls) => {
+                        use axum::serve::ListenerExt as _;
+                        axum::serve(
+                            tls.tap_io(|_| {}),
+                            router.into_make_service_with_connect_info::<SocketAddr>(),
+                        )
+                        .with_graceful_shutdown(shutdown)
+                        .await
+                    }
+                    Err(e) => Err(e),
+                },
+                None => {
+                    axum::serve(
+                        listener,
+                        router.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(shutdown)
+                    .await
                 }
+            };
+            if let Err(e) = served {
+                warn!(error = %e, "the scheduler API failed");
             }
         });
         let run = tokio::spawn(inner.run(stopped));
@@ -180,6 +224,9 @@ impl Inner {
         let mut published: BTreeMap<String, String> = BTreeMap::new();
         loop {
             let view = views.borrow_and_update().clone();
+            if let Some(credentials) = &self.credentials {
+                credentials.catch_up();
+            }
             if self.is_leader(&view) {
                 let since = *leading_since.get_or_insert_with(|| {
                     info!("this scheduler leads; waiting for the agents' task statuses");
@@ -254,6 +301,9 @@ impl Inner {
                     facts::app_key(&app.id),
                     serde_json::to_string(app).unwrap_or_default(),
                 );
+            }
+            if let Some(signed) = self.credentials.as_ref().and_then(|c| c.signed()) {
+                wanted.insert(crate::auth::SET_KEY.to_owned(), signed);
             }
             let fact = LeaderFact {
                 api: self.api_url.clone(),
@@ -336,8 +386,20 @@ impl Inner {
 
 type Shared = Arc<Inner>;
 
-fn router(inner: Shared) -> Router {
+fn router(inner: Shared, guard: crate::auth::http::Guard) -> Router {
+    let credentials = super::credentials::router(CredentialApi {
+        credentials: inner.credentials.clone(),
+        require_leader: {
+            let inner = inner.clone();
+            Arc::new(move || require_leader(&inner).map_err(|r| Box::new(r.into_response())))
+        },
+        poke: {
+            let inner = inner.clone();
+            Arc::new(move || inner.poke.notify_one())
+        },
+    });
     Router::new()
+        .route("/ping", get(|| async { "pong\n" }))
         .route("/v2/apps", get(list_apps).post(create_app))
         .route(
             "/v2/apps/{*id}",
@@ -346,6 +408,11 @@ fn router(inner: Shared) -> Router {
         .route("/v2/tasks", get(list_tasks))
         .route("/v2/leader", get(get_leader))
         .with_state(inner)
+        .merge(credentials)
+        .route_layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::auth::http::require_credential,
+        ))
 }
 
 /// An error answer: a status, Marathon's `{"message": ...}` body, and `Retry-After` when
@@ -620,7 +687,13 @@ async fn get_leader(State(s): State<Shared>) -> Answer {
     Ok(axum::Json(json!({"leader": leader.api.trim_start_matches("http://")})).into_response())
 }
 
-/// Where this scheduler's API listens (for logs and tests).
-pub fn api_url(listen: SocketAddr) -> String {
-    format!("http://{listen}")
+/// Where this scheduler's API is reached: `scheme://listen`, with the node's address for a
+/// wildcard listen address.
+pub fn api_url(scheme: &str, listen: SocketAddr, address: std::net::IpAddr) -> String {
+    let ip = if listen.ip().is_unspecified() {
+        address
+    } else {
+        listen.ip()
+    };
+    format!("{scheme}://{}", SocketAddr::new(ip, listen.port()))
 }

@@ -1,0 +1,197 @@
+//! The credential check in front of every route of the agent's and the scheduler's HTTP
+//! APIs, and the audit of what it refuses.
+//!
+//! It runs after routing (`Router::route_layer`), so the audit counts refusals by route
+//! template (`/v2/apps/{*id}`), never by raw path: a scanner cannot grow the metrics. A few
+//! routes stay open (liveness, the version); everything else needs a credential whose role
+//! allows the method. The identity is put in the request's extensions for handlers.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use dcnet_auth::{Authenticator, Identity, Refusal};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use tracing::warn;
+
+/// The labels of a refused request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    api: &'static str,
+    endpoint: String,
+    reason: &'static str,
+}
+
+/// Refused requests, counted and logged (at most [`LOG_BURST`] lines per [`LOG_WINDOW`]).
+#[derive(Default)]
+pub struct Audit {
+    refused: Family<RefusedLabels, Counter>,
+    log: Mutex<LogWindow>,
+}
+
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+const LOG_BURST: u32 = 20;
+
+#[derive(Default)]
+struct LogWindow {
+    started: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl Audit {
+    /// Registers `dcnet_http_refused_total`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "dcnet_http_refused",
+            "HTTP requests refused for want of a valid credential (401) or role (403), by API, route and reason",
+            self.refused.clone(),
+        );
+    }
+
+    /// Counts and (within the rate) logs one refusal.
+    fn refused(
+        &self,
+        api: &'static str,
+        endpoint: &str,
+        method: &str,
+        peer: Option<SocketAddr>,
+        refusal: &Refusal,
+    ) {
+        self.refused
+            .get_or_create(&RefusedLabels {
+                api,
+                endpoint: endpoint.to_owned(),
+                reason: refusal.reason,
+            })
+            .inc();
+        let mut w = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if w.started
+            .is_none_or(|s| now.duration_since(s) >= LOG_WINDOW)
+        {
+            if w.suppressed > 0 {
+                warn!(api, suppressed = w.suppressed, window = ?LOG_WINDOW, "more requests were refused than logged");
+            }
+            *w = LogWindow {
+                started: Some(now),
+                ..LogWindow::default()
+            };
+        }
+        if w.logged < LOG_BURST {
+            w.logged += 1;
+            let peer = peer.map_or_else(|| "?".to_owned(), |p| p.to_string());
+            warn!(api, %peer, %method, endpoint, status = refusal.status, reason = refusal.reason,
+                  message = %refusal.message, "request refused");
+        } else {
+            w.suppressed += 1;
+        }
+    }
+
+    /// How many requests were refused with `reason` (all APIs and routes); for tests.
+    pub fn count(&self, reason: &str) -> u64 {
+        // Family has no iteration; encode and add up the matching lines.
+        let mut registry = Registry::default();
+        registry.register("r", "", self.refused.clone());
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        text.lines()
+            .filter(|l| l.contains(&format!("reason=\"{reason}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+/// What the check needs: which API it guards, the authenticator (`None`: insecure mode, no
+/// check), the routes that stay open, and the audit.
+#[derive(Clone)]
+pub struct Guard {
+    pub api: &'static str,
+    pub authn: Option<Arc<Authenticator>>,
+    pub open: &'static [&'static str],
+    pub audit: Arc<Audit>,
+}
+
+/// The middleware: see the module's doc.
+pub async fn require_credential(
+    State(guard): State<Guard>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(authn) = guard.authn.clone() else {
+        return next.run(request).await;
+    };
+    let endpoint = request.extensions().get::<MatchedPath>().map_or_else(
+        || request.uri().path().to_owned(),
+        |m| m.as_str().to_owned(),
+    );
+    if guard.open.contains(&endpoint.as_str()) {
+        return next.run(request).await;
+    }
+    let method = request.method().as_str().to_owned();
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
+    let now = crate::unix_ms() / 1000;
+    let identity = if authn.is_cheap(header.as_deref()) {
+        authn.authenticate(header.as_deref(), now)
+    } else {
+        // An Argon2 hash: off the async workers.
+        tokio::task::spawn_blocking(move || authn.authenticate(header.as_deref(), now))
+            .await
+            .unwrap_or_else(|e| {
+                Err(Refusal {
+                    status: 500,
+                    reason: "internal",
+                    message: format!("checking the credential failed: {e}"),
+                })
+            })
+    };
+    match identity.and_then(|id| dcnet_auth::authorize(&id, &method).map(|()| id)) {
+        Ok(identity) => {
+            request.extensions_mut().insert(identity);
+            next.run(request).await
+        }
+        Err(refusal) => {
+            let peer = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0);
+            guard
+                .audit
+                .refused(guard.api, &endpoint, &method, peer, &refusal);
+            refusal_response(&refusal)
+        }
+    }
+}
+
+/// A refusal as an HTTP answer: Marathon's `{"message": ...}`, and for a 401 the schemes a
+/// client may use.
+pub fn refusal_response(refusal: &Refusal) -> Response {
+    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::UNAUTHORIZED);
+    let mut response = (
+        status,
+        axum::Json(serde_json::json!({"message": refusal.message, "reason": refusal.reason})),
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"dcnet\", Basic realm=\"dcnet\""),
+        );
+    }
+    response
+}
+
+/// The identity a request was made with (`None` in insecure mode or on an open route).
+pub fn identity_of(request: &axum::http::Extensions) -> Option<&Identity> {
+    request.get::<Identity>()
+}
