@@ -71,12 +71,19 @@
 //! enabled = true                  # default: true on nodes with the agent role
 //! cpus = 4.0                      # what the scheduler may place here; default: this machine's
 //! mem = 8192                      # cores and memory (MB)
-//! cgroup = "/sys/fs/cgroup/dcnet-tasks"  # parent of one cgroup v2 directory per task; default:
-//!                                 # none (tasks are stopped through their process group)
+//! cgroup = "/sys/fs/cgroup/dcnet-tasks"  # parent of one cgroup v2 directory per task, where
+//!                                 # the control-plane guard attaches; default: dcnet-tasks
+//!                                 # under the cgroup v2 mount
+//! default_user = "nobody"         # tasks whose app names no `user` run as this user
 //! drain = "2s"                    # a stopping task leaves DNS and the VIPs this long before
 //!                                 # SIGTERM, so no node still sends it new connections
 //! kill_grace = "5s"               # SIGTERM, then SIGKILL after this long
 //! netns_prefix = "dcnet-"         # tasks' namespaces are /run/netns/<prefix><task uuid>
+//!
+//! [auth]                          # credentials on every API, TLS on the scheduler's
+//! pki_dir = "/etc/dcnet/pki"      # ca.crt and token.pub on every node; ca.key and token.key
+//!                                 # on masters (`dcnet auth init` makes them)
+//! insecure = false                # true: no credentials, no TLS (throwaway test clusters)
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -673,7 +680,18 @@ fn resolve_launcher(
         file.mem,
         total_memory_mb().unwrap_or(1024.0),
     )?;
-    if let Some(cgroup) = &file.cgroup {
+    let cgroup = match file.cgroup {
+        Some(cgroup) => Some(cgroup),
+        None if enabled => Some(cgroup2_mount().map(|m| m.join(DEFAULT_TASKS_CGROUP)).ok_or_else(|| {
+            invalid(
+                p.origin("launcher.cgroup", "", false),
+                "(not set)",
+                "a cgroup v2 directory for the tasks: no cgroup2 mount found in /proc/self/mounts, so set launcher.cgroup",
+            )
+        })?),
+        None => None,
+    };
+    if let Some(cgroup) = &cgroup {
         let parent_ok = cgroup
             .parent()
             .is_some_and(|parent| parent.join("cgroup.procs").is_file());
@@ -728,13 +746,16 @@ fn resolve_launcher(
         enabled,
         cpus,
         mem,
-        cgroup: file.cgroup,
+        cgroup,
         drain,
         kill_grace,
         netns_prefix,
         default_user,
     })
 }
+
+/// The tasks' cgroup under the cgroup v2 mount when `launcher.cgroup` is not set.
+pub const DEFAULT_TASKS_CGROUP: &str = "dcnet-tasks";
 
 /// The user tasks run as when their app names none: nobody, so that an app must ask to run
 /// as anyone with rights on the node.

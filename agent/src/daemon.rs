@@ -134,6 +134,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             overlay.clone(),
             config.state_dir.join("tasks"),
             config.address,
+            &mut registry,
         )?)
     } else {
         None

@@ -1,6 +1,6 @@
 //! What each node says about itself in gossip, and the membership table built from it.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,25 @@ pub struct NodeInfo {
     /// What the scheduler may place here; `None` where no launcher runs tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// The node's control-plane listeners (gossip, its API, the scheduler's API): what tasks
+    /// must never reach ([`crate::launcher::guard`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub control: Vec<Listener>,
+}
+
+/// A listening socket of the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub protocol: ListenerProtocol,
+}
+
+/// The transport of a [`Listener`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    Tcp,
+    Udp,
 }
 
 /// A node's resources for tasks.
@@ -56,8 +75,30 @@ impl NodeInfo {
                 cpus: config.launcher.cpus,
                 mem: config.launcher.mem,
             }),
+            control: control_listeners(config),
         }
     }
+}
+
+/// The control-plane listeners a node with `config` opens.
+fn control_listeners(config: &AgentConfig) -> Vec<Listener> {
+    let mut out = vec![
+        Listener {
+            addr: config.gossip.listen,
+            protocol: ListenerProtocol::Udp,
+        },
+        Listener {
+            addr: config.api_listen,
+            protocol: ListenerProtocol::Tcp,
+        },
+    ];
+    if config.scheduler.enabled {
+        out.push(Listener {
+            addr: config.scheduler.listen,
+            protocol: ListenerProtocol::Tcp,
+        });
+    }
+    out
 }
 
 /// Whether a node is alive.

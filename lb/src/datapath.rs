@@ -678,7 +678,7 @@ fn sum(map: &PerCpuArray<MapData, u64>, index: u32, name: &'static str) -> Resul
     Ok(values.iter().sum())
 }
 
-fn take_map<T>(
+pub(crate) fn take_map<T>(
     ebpf: &mut Ebpf,
     name: &'static str,
     convert: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>,
@@ -702,7 +702,7 @@ fn sock_release_program(ebpf: &mut Ebpf) -> Result<&mut CgroupSock, Error> {
         })
 }
 
-fn sock_addr_program<'a>(
+pub(crate) fn sock_addr_program<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut CgroupSockAddr, Error> {

@@ -5,6 +5,8 @@
 //! - [`slots`]: allocation of the datapath's backend slots and counter ids (pure).
 //! - [`datapath`]: loads the kernel programs of `ebpf/programs` (embedded at build time),
 //!   attaches them to a cgroup, and programs VIPs: each VIP's backend set is swapped in whole.
+//! - [`guard`]: the control-plane guard: tasks' connects and sends to the cluster's control
+//!   plane are refused, in eBPF hooks on the tasks' cgroup.
 //! - [`sockets`]: destroys UDP sockets still connected to a backend that left (sock_diag).
 //! - [`error`]: what can fail, with the program, map or cgroup concerned.
 //!
@@ -13,6 +15,7 @@
 
 pub mod datapath;
 pub mod error;
+pub mod guard;
 pub mod slots;
 pub mod sockets;
 pub mod vip;

@@ -45,11 +45,8 @@ pub struct NodeSpec {
     /// Extra lines inside the node's `[dns]` table.
     pub dns_config: String,
     /// Extra lines for the node's config file (after every table the harness writes).
-    /// `{cgroup}` stands for the node's cgroup when `tasks` is set.
+    /// `{cgroup}` stands for the node's cgroup.
     pub extra_config: String,
-    /// Give the node a cgroup of its own (`{cgroup}`), run its agent in it, and have its
-    /// launcher put tasks under it: killing the node kills its tasks, as on a real machine.
-    pub tasks: bool,
 }
 
 /// Options for [`Cluster::start`].
@@ -86,7 +83,9 @@ pub struct Node {
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     pub state_dir: PathBuf,
-    /// The node's own cgroup ([`NodeSpec::tasks`]).
+    /// The node's own cgroup: its agent runs in it and its launcher puts tasks (and the
+    /// control-plane guard) under `<cgroup>/tasks`, so killing the node kills its tasks, as
+    /// on a real machine.
     pub cgroup: Option<crate::TestCgroup>,
     process: Option<Child>,
 }
@@ -145,13 +144,11 @@ impl Cluster {
             cluster.admin = Some(cluster.make_credentials()?);
         }
         cluster.build_network(options.nodes.len())?;
-        for (node, spec) in cluster.nodes.iter_mut().zip(&options.nodes) {
-            if spec.tasks {
-                node.cgroup = Some(crate::TestCgroup::create(&format!(
-                    "node{}",
-                    node.index + 1
-                ))?);
-            }
+        for node in &mut cluster.nodes {
+            node.cgroup = Some(crate::TestCgroup::create(&format!(
+                "node{}",
+                node.index + 1
+            ))?);
         }
         cluster.write_configs(&options)?;
         for i in 0..cluster.nodes.len() {

@@ -54,7 +54,6 @@ fn start_cluster() -> Result<Cluster> {
             zone: Some(zones[i].into()),
             dns_config: "listen = [\"0.0.0.0:53\"]\n".into(),
             extra_config: "\n[overlay]\nenabled = true\nlease_settle = \"1s\"\n\n[lb]\nenabled = true\ncgroup = \"{cgroup}\"\n".into(),
-            tasks: true,
             ..NodeSpec::default()
         };
     }

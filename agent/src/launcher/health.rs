@@ -29,8 +29,18 @@ pub struct Target {
     pub ip: IpAddr,
     /// The task's ports, by index (host ports on the host network).
     pub ports: Vec<u16>,
-    pub netns: Option<String>,
     pub env: BTreeMap<String, String>,
+    /// How COMMAND checks are confined: as the task itself (`None` only in unit tests).
+    pub confined: Option<Confined>,
+}
+
+/// What a COMMAND check needs to run as its task runs: the task's record, the tasks' root
+/// and its user.
+#[derive(Debug, Clone)]
+pub struct Confined {
+    pub record: super::process::Record,
+    pub root: std::path::PathBuf,
+    pub run_as: super::confine::RunAs,
 }
 
 /// Runs `check` against `target` every interval, sending each outcome, until the receiver is
@@ -72,11 +82,14 @@ async fn once(kind: &CheckKind, t: &Target) -> Result<(), String> {
         }
         CheckKind::Http { port_index, path } => http_get(port(*port_index)?, path).await,
         CheckKind::Command { command } => {
-            let argv = super::process::argv(
-                &crate::scheduler::app::Command::Shell(command.clone()),
-                t.netns.as_deref(),
-            );
-            let status = tokio::process::Command::new(&argv[0])
+            let argv =
+                super::process::argv(&crate::scheduler::app::Command::Shell(command.clone()));
+            let mut cmd = tokio::process::Command::new(&argv[0]);
+            if let Some(c) = &t.confined {
+                super::process::confine(&mut cmd, &c.record, &c.root, c.run_as.clone())
+                    .map_err(|e| format!("confining the command: {e}"))?;
+            }
+            let status = cmd
                 .args(&argv[1..])
                 .env_clear()
                 .envs(&t.env)
@@ -264,8 +277,8 @@ mod tests {
             task_id: "t".into(),
             ip: "127.0.0.1".parse().unwrap(),
             ports: vec![port],
-            netns: None,
             env: BTreeMap::new(),
+            confined: None,
         };
         assert_eq!(
             once(&CheckKind::Tcp { port_index: 0 }, &target).await,

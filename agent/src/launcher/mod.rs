@@ -2,11 +2,15 @@
 //! own network namespace on an overlay (or on the host network), and reports them.
 //!
 //! - [`facts`]: the statuses it publishes in gossip, which DNS and the load balancer read too.
+//! - [`confine`]: what a task may see and do: its user, namespaces and mounts.
 //! - [`process`]: one task's sandbox, namespace, cgroup, environment, start and stop.
+//! - [`guard`]: keeps tasks from the control plane (eBPF on the tasks' cgroup).
 //! - [`health`]: TCP, HTTP and COMMAND checks, and what their results add up to.
 //! - [`service`]: the loop that follows the scheduler's assignments.
 
+pub mod confine;
 pub mod facts;
+pub mod guard;
 pub mod health;
 pub mod process;
 pub mod service;

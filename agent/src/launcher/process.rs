@@ -2,10 +2,9 @@
 //! exit and stop. Everything that touches the operating system for a task is here.
 //!
 //! A task runs `sh -c <cmd>` (or its `args`) in a process group of its own, inside its own
-//! cgroup when the launcher has one, and on an overlay through `ip netns exec`, which also
-//! shows the namespace's `/etc/netns/<name>/resolv.conf` (written by the overlay) as the
-//! task's `/etc/resolv.conf`. Its record is kept on disk so a restarted agent finds it again:
-//! tasks outlive the agent, as Mesos executors do.
+//! cgroup when the launcher has one, confined as [`super::confine`] describes (its network
+//! namespace on an overlay, a private mount namespace, its user). Its record is kept on disk
+//! so a restarted agent finds it again: tasks outlive the agent, as Mesos executors do.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -22,6 +21,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 
+use super::confine::{Confinement, RunAs};
 use crate::scheduler::app::{Command, task_ports};
 use crate::scheduler::facts::Assignment;
 
@@ -44,6 +44,9 @@ pub struct Record {
     pub cgroup: Option<PathBuf>,
     pub staged_ms: u64,
     pub started_ms: Option<u64>,
+    /// The user the task runs as (records of older agents have none: root).
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// Why a task could not be started.
@@ -141,9 +144,17 @@ pub fn prune_sandboxes(root: &Path, keep: usize) {
 }
 
 /// The task's environment, as Mesos and Marathon set it, then the app's own `env`.
-pub fn environment(a: &Assignment, host: &str, sandbox: &Path) -> BTreeMap<String, String> {
+pub fn environment(
+    a: &Assignment,
+    host: &str,
+    sandbox: &Path,
+    user: &str,
+) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     env.insert("PATH".into(), TASK_PATH.into());
+    env.insert("USER".into(), user.into());
+    env.insert("LOGNAME".into(), user.into());
+    env.insert("HOME".into(), sandbox.display().to_string());
     env.insert("HOST".into(), host.into());
     env.insert("MESOS_TASK_ID".into(), a.task_id.clone());
     env.insert("MESOS_SANDBOX".into(), sandbox.display().to_string());
@@ -189,17 +200,43 @@ pub fn environment(a: &Assignment, host: &str, sandbox: &Path) -> BTreeMap<Strin
     env
 }
 
-/// The program and arguments that run `command`, in `netns` if given.
-pub fn argv(command: &Command, netns: Option<&str>) -> Vec<String> {
-    let mut argv: Vec<String> = match netns {
-        Some(ns) => vec!["ip".into(), "netns".into(), "exec".into(), ns.into()],
-        None => Vec::new(),
-    };
+/// The program and arguments that run `command`.
+pub fn argv(command: &Command) -> Vec<String> {
     match command {
-        Command::Shell(cmd) => argv.extend(["sh".into(), "-c".into(), cmd.clone()]),
-        Command::Args(args) => argv.extend(args.iter().cloned()),
+        Command::Shell(cmd) => vec!["sh".into(), "-c".into(), cmd.clone()],
+        Command::Args(args) => args.clone(),
     }
-    argv
+}
+
+/// Makes `cmd` run in the task's cgroup (created here) and confinement: for the task and for
+/// its COMMAND health checks alike, which are the app's code too.
+pub fn confine(
+    cmd: &mut tokio::process::Command,
+    record: &Record,
+    root: &Path,
+    run_as: RunAs,
+) -> Result<(), LaunchError> {
+    if let Some(cgroup) = &record.cgroup {
+        fs::create_dir_all(cgroup).map_err(io("creating cgroup", cgroup))?;
+        let join = join_cgroup(cgroup).map_err(LaunchError::Spawn)?;
+        // SAFETY: `join` makes only async-signal-safe calls and allocates nothing.
+        unsafe {
+            cmd.pre_exec(join);
+        }
+    }
+    let dir = sandbox(root, &record.assignment.task_id);
+    let confinement = Confinement::new(
+        record.netns.as_deref(),
+        &super::confine::hidden_dir(root),
+        &dir,
+        run_as,
+    )
+    .map_err(io("preparing the confinement of", &dir))?;
+    // SAFETY: the hook makes only system calls and allocates nothing.
+    unsafe {
+        cmd.pre_exec(confinement.hook());
+    }
+    Ok(())
 }
 
 /// A started process.
@@ -209,34 +246,30 @@ pub struct Started {
     pub pid_start: Option<u64>,
 }
 
-/// Starts the task's process: output appended to `<sandbox>/stdout` and `stderr`, in its own
-/// process group, inside `cgroup` (created here) when given.
+/// Starts the task's process as `run_as`: output appended to `<sandbox>/stdout` and `stderr`,
+/// in its own process group, cgroup and confinement.
 pub fn spawn(
     record: &Record,
     env: &BTreeMap<String, String>,
-    dir: &Path,
+    root: &Path,
+    run_as: RunAs,
 ) -> Result<Started, LaunchError> {
+    let dir = sandbox(root, &record.assignment.task_id);
     let stdout = append(&dir.join("stdout"))?;
     let stderr = append(&dir.join("stderr"))?;
-    let argv = argv(&record.assignment.app.command, record.netns.as_deref());
+    super::confine::hand_over(&dir, &run_as).map_err(io("handing over", &dir))?;
+    let argv = argv(&record.assignment.app.command);
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .env_clear()
         .envs(env)
-        .current_dir(dir)
+        .current_dir(&dir)
         .stdin(std::process::Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
         .process_group(0)
         .kill_on_drop(false);
-    if let Some(cgroup) = &record.cgroup {
-        fs::create_dir_all(cgroup).map_err(io("creating cgroup", cgroup))?;
-        let join = join_cgroup(cgroup).map_err(LaunchError::Spawn)?;
-        // SAFETY: `join` makes only async-signal-safe calls and allocates nothing.
-        unsafe {
-            cmd.pre_exec(join);
-        }
-    }
+    confine(&mut cmd, record, root, run_as)?;
     let child = cmd.spawn().map_err(LaunchError::Spawn)?;
     let pid = child
         .id()
@@ -380,7 +413,7 @@ mod tests {
                                                   {"containerPort": 9000}]}}),
             vec![],
         );
-        let env = environment(&a, "10.0.0.5", Path::new("/sb"));
+        let env = environment(&a, "10.0.0.5", Path::new("/sb"), "nobody");
         assert_eq!(env["HOST"], "10.0.0.5");
         assert_eq!(env["PORT1"], "9000");
         assert_eq!(env["PORT_HTTP"], "80");
@@ -399,12 +432,16 @@ mod tests {
             json!({"id": "/x", "args": ["/bin/echo", "hi"], "ports": [0]}),
             vec![31007],
         );
-        let env = environment(&a, "h", Path::new("/sb"));
+        let env = environment(&a, "h", Path::new("/sb"), "nobody");
         assert_eq!(env["PORT0"], "31007");
-        assert_eq!(argv(&a.app.command, None), vec!["/bin/echo", "hi"]);
         assert_eq!(
-            argv(&Command::Shell("a && b".into()), Some("dcnet-1")),
-            vec!["ip", "netns", "exec", "dcnet-1", "sh", "-c", "a && b"]
+            (env["USER"].as_str(), env["HOME"].as_str()),
+            ("nobody", "/sb")
+        );
+        assert_eq!(argv(&a.app.command), vec!["/bin/echo", "hi"]);
+        assert_eq!(
+            argv(&Command::Shell("a && b".into())),
+            vec!["sh", "-c", "a && b"]
         );
     }
 
@@ -429,6 +466,7 @@ mod tests {
             cgroup: None,
             staged_ms: 0,
             started_ms: None,
+            user: None,
         };
         assert!(still_running(&record));
         let reused = Record {
@@ -450,6 +488,7 @@ mod tests {
             cgroup: None,
             staged_ms: 3,
             started_ms: Some(4),
+            user: Some("nobody".into()),
         };
         fs::create_dir_all(sandbox(dir.path(), &record.assignment.task_id)).unwrap();
         save(dir.path(), &record).unwrap();

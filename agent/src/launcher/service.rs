@@ -17,8 +17,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use super::confine::RunAs;
 use super::facts::{PREFIX, TaskState, TaskStatus};
-use super::health::{self, Outcome, Target, Tracker, Verdict};
+use super::guard::Keeper;
+use super::health::{self, Confined, Outcome, Target, Tracker, Verdict};
 use super::process::{self, Record};
 use crate::config::LauncherSettings;
 use crate::gossip::{ClusterView, Gossip};
@@ -36,14 +38,24 @@ pub struct LauncherService {
 }
 
 impl LauncherService {
-    /// Adopts the tasks left by an earlier run and starts following the scheduler.
+    /// Attaches the control-plane guard to the tasks' cgroup, adopts the tasks left by an
+    /// earlier run and starts following the scheduler.
     pub fn start(
         settings: LauncherSettings,
         gossip: Arc<Gossip>,
         overlay: Option<Arc<OverlayService>>,
         root: PathBuf,
         host: IpAddr,
+        registry: &mut prometheus_client::registry::Registry,
     ) -> Result<Self, crate::Error> {
+        let guard = match &settings.cgroup {
+            Some(cgroup) => {
+                let keeper = Keeper::start(cgroup, gossip.node_id(), registry)?;
+                keeper.follow(&gossip.view());
+                Some(keeper)
+            }
+            None => None,
+        };
         std::fs::create_dir_all(&root).map_err(|source| crate::Error::State {
             action: "creating",
             path: root.clone(),
@@ -63,6 +75,7 @@ impl LauncherService {
             published: BTreeMap::new(),
             events_tx,
             health_tx,
+            guard,
         };
         let task = tokio::spawn(launcher.run(events, health, stopped));
         Ok(Self { stop, task })
@@ -116,6 +129,7 @@ struct Launcher {
     published: BTreeMap<String, String>,
     events_tx: mpsc::Sender<Event>,
     health_tx: mpsc::Sender<Outcome>,
+    guard: Option<Keeper>,
 }
 
 impl Launcher {
@@ -131,6 +145,9 @@ impl Launcher {
         let mut ticks = 0u64;
         loop {
             let view = views.borrow_and_update().clone();
+            if let Some(guard) = &self.guard {
+                guard.follow(&view);
+            }
             self.follow(&view).await;
             self.publish().await;
             tokio::select! {
@@ -244,6 +261,12 @@ impl Launcher {
                 cgroup: self.settings.cgroup.as_ref().map(|c| c.join(&task_id)),
                 staged_ms: crate::unix_ms(),
                 started_ms: None,
+                user: Some(
+                    a.app
+                        .user
+                        .clone()
+                        .unwrap_or_else(|| self.settings.default_user.clone()),
+                ),
                 assignment: a,
             },
             state: TaskState::TaskStaging,
@@ -273,6 +296,7 @@ impl Launcher {
     ) -> Result<(), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let a = local.record.assignment.clone();
+        let run_as = RunAs::lookup(local.record.user.as_deref().unwrap_or("root"))?;
         match &a.app.network {
             Network::Host => local.record.ip = Some(self.host),
             Network::Container(name) => {
@@ -296,8 +320,9 @@ impl Launcher {
         }
         // Saved before the process exists: a crash now still leaves the namespace findable.
         process::save(&self.root, &local.record).map_err(|e| e.to_string())?;
-        let env = process::environment(&a, &self.host.to_string(), dir);
-        let started = process::spawn(&local.record, &env, dir).map_err(|e| e.to_string())?;
+        let env = process::environment(&a, &self.host.to_string(), dir, &run_as.name);
+        let started =
+            process::spawn(&local.record, &env, &self.root, run_as).map_err(|e| e.to_string())?;
         local.record.pid = Some(started.pid);
         local.record.pid_start = started.pid_start;
         local.record.started_ms = Some(crate::unix_ms());
@@ -334,12 +359,24 @@ impl Launcher {
         ));
         let Some(ip) = local.record.ip else { return };
         let dir = process::sandbox(&self.root, &a.task_id);
+        let user = local.record.user.as_deref().unwrap_or("root");
+        let run_as = match RunAs::lookup(user) {
+            Ok(run_as) => run_as,
+            Err(e) => {
+                warn!(task = %a.task_id, error = %e, "cannot run the task's health checks");
+                return;
+            }
+        };
         let target = Target {
             task_id: a.task_id.clone(),
             ip,
             ports: task_ports(&a.app.network, &a.app.ports, &a.host_ports),
-            netns: local.record.netns.clone(),
-            env: process::environment(a, &self.host.to_string(), &dir),
+            env: process::environment(a, &self.host.to_string(), &dir, &run_as.name),
+            confined: Some(Confined {
+                record: local.record.clone(),
+                root: self.root.clone(),
+                run_as,
+            }),
         };
         for (i, check) in a.app.health_checks.iter().enumerate() {
             local.jobs.push(tokio::spawn(health::run(

@@ -41,6 +41,9 @@ pub struct App {
     /// How a new version replaces the tasks of the old one.
     #[serde(default)]
     pub upgrade: UpgradeStrategy,
+    /// The user the tasks run as; `None`: the launcher's `default_user`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// RFC 3339 time of the last change that affects how tasks run.
     pub version: String,
 }
@@ -220,8 +223,19 @@ const KNOWN: &[&str] = &[
     "constraints",
     "labels",
     "upgradeStrategy",
+    "user",
     "version",
 ];
+
+/// Whether `name` can be a user name (the portable set of useradd, any case).
+fn is_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
 
 /// Validates an app definition. `path_id`, from `PUT /v2/apps/{id}`, supplies or must match
 /// the `id`; `version` is stamped on the result.
@@ -297,6 +311,17 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
     let env = string_map(obj.get("env"), "/env", &mut p, true);
     let labels = string_map(obj.get("labels"), "/labels", &mut p, false);
     let upgrade = parse_upgrade(obj.get("upgradeStrategy"), &mut p);
+    let user = match obj.get("user") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(u)) if is_user_name(u) => Some(u.clone()),
+        Some(_) => {
+            p.add(
+                "/user",
+                "expected a user name of the nodes (1 to 32 of a-z, 0-9, '_', '-', '.', not starting with '-')",
+            );
+            None
+        }
+    };
     let network = parse_networks(obj.get("networks"), &mut p);
     let container = obj.get("container");
     if let Some(c) = container {
@@ -393,6 +418,7 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
             constraints,
             labels,
             upgrade,
+            user,
             version: version.to_owned(),
         },
         ignored,
@@ -875,6 +901,9 @@ impl App {
         obj.insert("mem".into(), json!(self.mem));
         obj.insert("env".into(), json!(self.env));
         obj.insert("labels".into(), json!(self.labels));
+        if let Some(user) = &self.user {
+            obj.insert("user".into(), json!(user));
+        }
         let port_json = |p: &PortSpec, key: &str| {
             let mut o = Map::new();
             o.insert(key.into(), json!(p.number));

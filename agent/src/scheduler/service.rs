@@ -452,13 +452,29 @@ fn not_found(id: &str) -> Refusal {
     refusal(StatusCode::NOT_FOUND, format!("App '{id}' does not exist"))
 }
 
-/// Validates an app definition; Marathon's 422 with every problem if it is not valid.
+/// Validates an app definition; Marathon's 422 with every problem if it is not valid. The
+/// app's `user` must exist here: the nodes of a cluster share their users, and a task of a
+/// user no node has could only fail.
 fn validate(value: &Value, path_id: Option<&str>) -> Result<app::Parsed, Refusal> {
-    app::parse(value, path_id, &now_version()).map_err(|invalid| Refusal {
+    let unprocessable = |invalid: app::Invalid| Refusal {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         body: invalid.to_json(),
         retry_after: None,
-    })
+    };
+    let parsed = app::parse(value, path_id, &now_version()).map_err(unprocessable)?;
+    if let Some(user) = &parsed.app.user
+        && nix::unistd::User::from_name(user).ok().flatten().is_none()
+    {
+        return Err(unprocessable(app::Invalid {
+            details: vec![(
+                "/user".into(),
+                format!(
+                    "there is no user {user:?} on the scheduler's node; create it on every node, or leave `user` out to run as the agents' default user"
+                ),
+            )],
+        }));
+    }
+    Ok(parsed)
 }
 
 /// What Marathon answers to a change: its version and a deployment id.

@@ -332,6 +332,73 @@ impl Vip4Addr {
 
 // SAFETY (all impls below): plain `#[repr(C)]` integers with explicit padding, so every bit
 // pattern is a valid value.
+// ---------------------------------------------------------------------------------------------
+// The control-plane guard (`ebpf/programs/src/guard.rs`, loaded by `dcnet_lb::guard`)
+
+/// Name of the guard's IPv4 rules: LPM trie of [`Guard4`] → `u32` (unused, 0). A connect or
+/// send from a task to a matching (port, protocol, address prefix) is refused.
+pub const GUARD4: &str = "GUARD4";
+/// Name of the guard's IPv6 rules: LPM trie of [`Guard6`] → `u32`.
+pub const GUARD6: &str = "GUARD6";
+/// Name of the guard's counters: per-CPU array of `u64`, indexed by [`GuardStat`].
+pub const GUARD_STATS: &str = "GUARD_STATS";
+/// Capacity of [`GUARD4`] and [`GUARD6`]: rules (a few per node of the cluster).
+pub const GUARD_MAX_ENTRIES: u32 = 16_384;
+/// Bits of a guard key before the address (port, protocol, padding): always matched whole, so
+/// a rule's LPM prefix length is this plus its address prefix.
+pub const GUARD_FIXED_BITS: u32 = 32;
+
+/// A guard rule's data: port and protocol first, then the address, so that an LPM prefix over
+/// it matches the port and protocol exactly and the address by prefix. Network byte order, as
+/// in `bpf_sock_addr`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Guard4 {
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+    pub addr: u32,
+}
+
+/// As [`Guard4`], for IPv6 (four network-order words).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Guard6 {
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+    pub addr: [u32; 4],
+}
+
+/// The guard's counters, indexes of [`GUARD_STATS`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuardStat {
+    /// A task's connect to a control-plane listener was refused (ECONNREFUSED).
+    ConnectDenied = 0,
+    /// A task's unconnected datagram to a control-plane listener was refused (EPERM).
+    SendDenied = 1,
+}
+
+impl GuardStat {
+    pub const ALL: [GuardStat; 2] = [GuardStat::ConnectDenied, GuardStat::SendDenied];
+    /// Capacity of [`GUARD_STATS`].
+    pub const COUNT: u32 = Self::ALL.len() as u32;
+
+    /// The counter's name in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            GuardStat::ConnectDenied => "connect_denied",
+            GuardStat::SendDenied => "send_denied",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Guard4 {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Guard6 {}
+
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Vip4Key {}
 #[cfg(feature = "user")]

@@ -101,7 +101,6 @@ fn run(keep: bool) -> Result<()> {
             // Containers reach their node's DNS at their gateway address.
             dns_config: "listen = [\"0.0.0.0:53\"]\n".into(),
             extra_config: "\n[overlay]\nenabled = true\nlease_settle = \"1s\"\n\n[lb]\nenabled = true\ncgroup = \"{cgroup}\"\n".into(),
-            tasks: true,
             ..NodeSpec::default()
         })
         .collect();
