@@ -30,6 +30,8 @@ pub const NETNS_PREFIX: &str = "dcn-";
 pub const API_PORT: u16 = 62080;
 /// Gossip port of each agent.
 pub const GOSSIP_PORT: u16 = 62501;
+/// Address of the outsider ([`Cluster::add_outsider`]) on the underlay.
+pub const OUTSIDER_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 250);
 
 static NEXT_CLUSTER: AtomicU32 = AtomicU32::new(0);
 
@@ -106,6 +108,8 @@ impl Node {
 pub struct Cluster {
     tag: String,
     underlay: Option<Netns>,
+    /// A host on the underlay that is no node ([`Cluster::add_outsider`]).
+    outsider: Option<Netns>,
     pub nodes: Vec<Node>,
     dir: tempfile::TempDir,
     dcnet: PathBuf,
@@ -133,6 +137,7 @@ impl Cluster {
         let mut cluster = Self {
             tag: tag.clone(),
             underlay: None,
+            outsider: None,
             nodes: Vec::new(),
             dir,
             dcnet,
@@ -313,6 +318,37 @@ impl Cluster {
             fs::write(&node.config_path, text)?;
         }
         Ok(())
+    }
+
+    /// A namespace on the underlay bridge that is not a node (`OUTSIDER_ADDRESS`, no route
+    /// out): the position of an attacker on the nodes' network. Made once, removed with the
+    /// cluster.
+    pub fn add_outsider(&mut self) -> Result<&Netns> {
+        if self.outsider.is_none() {
+            let netns = Netns::create(&format!("{NETNS_PREFIX}{}-x", self.tag))?;
+            let underlay = self.underlay.as_ref().context("the underlay is gone")?;
+            underlay.netlink(|nl| {
+                let netns = &netns;
+                async move {
+                    nl.add_veth("x", "eth0", Some(netns)).await?;
+                    nl.set_controller("x", "br0").await?;
+                    nl.set_up("x").await
+                }
+            })?;
+            netns.netlink(|nl| async move {
+                nl.set_up("lo").await?;
+                nl.add_address("eth0", IpAddr::V4(OUTSIDER_ADDRESS), 24)
+                    .await?;
+                nl.set_up("eth0").await
+            })?;
+            self.outsider = Some(netns);
+        }
+        self.outsider.as_ref().context("just made")
+    }
+
+    /// The outsider, once added.
+    pub fn outsider(&self) -> Option<&Netns> {
+        self.outsider.as_ref()
     }
 
     /// Starts (or restarts) the agent of node `i` with its config and state directory.
@@ -512,7 +548,11 @@ impl Cluster {
         ));
         // The tasks' namespaces are deleted by the loop above, also those made after now.
         let nodes = self.nodes.iter().map(|n| n.netns.name());
-        for name in nodes.chain(self.underlay.as_ref().map(Netns::name)) {
+        let outsider = self.outsider.as_ref().map(Netns::name);
+        for name in nodes
+            .chain(outsider)
+            .chain(self.underlay.as_ref().map(Netns::name))
+        {
             commands.push(format!("ip netns delete {name}"));
         }
         commands.push(format!("rm -r {}", self.dir.path().display()));
@@ -535,6 +575,7 @@ impl Cluster {
                     .filter(|n| n.starts_with(&prefix)),
             );
         }
+        names.extend(self.outsider.as_ref().map(|u| u.name().to_owned()));
         names.extend(self.underlay.as_ref().map(|u| u.name().to_owned()));
         names
     }
