@@ -104,7 +104,7 @@ impl Authenticator {
         let Some(header) = header else {
             return Err(Refusal::unauthorized(
                 "missing",
-                "this API needs a credential: send `Authorization: token=<token>` (or Bearer, or HTTP basic); an admin makes one with `dcnet auth token create`",
+                "this API needs a credential: send `Authorization: token=<token>` (or Bearer, or HTTP basic)",
             ));
         };
         match credential::parse(header) {
@@ -279,7 +279,7 @@ mod tests {
 
         let missing = auth.authenticate(None, now()).unwrap_err();
         assert_eq!((missing.status, missing.reason), (401, "missing"));
-        assert!(missing.message.contains("dcnet auth token create"));
+        assert!(missing.message.contains("token=<token>"));
 
         // Revoke the admin token and remove the user: a newer set takes effect at once, the
         // cached basic credential included.

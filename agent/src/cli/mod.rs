@@ -64,7 +64,7 @@ impl Client {
         let message = answer["message"].as_str().unwrap_or("refused");
         let hint = match (&self.credential, status) {
             (None, _) => format!(
-                "no credential was sent: ${} is not set and {} does not exist; ask an admin for one (`dcnet auth token create --subject <you> --role read|admin`) and save it there as `token = \"...\"`, or pass --credentials FILE",
+                "no credential was sent (${} is not set, {} does not exist): save one there as `token = \"...\"` (an admin makes it with `dcnet auth token create`), or pass --credentials FILE",
                 dcnet_auth::client::ENV_TOKEN,
                 self.looked_in.display()
             ),

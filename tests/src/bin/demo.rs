@@ -105,6 +105,14 @@ fn run(keep: bool) -> Result<()> {
         })
         .collect();
     let mut cluster = Cluster::start(options).context("starting the cluster")?;
+    println!(
+        "      cluster keys (CA, token signing key) in {}, an admin credential in {}:",
+        cluster.pki_dir().display(),
+        cluster.credentials_path().display()
+    );
+    println!(
+        "      made as `dcnet auth init` makes them; every call below presents that credential"
+    );
     for (node, zone) in cluster.nodes.iter().zip(ZONES) {
         let roles = if node.index == 0 {
             "master (scheduler) + agent"
@@ -194,6 +202,8 @@ fn demo(cluster: &mut Cluster, apps: &Path) -> Result<()> {
     })?;
     println!("      `dcnet nodes` on node-2:");
     indent(&dcnet(cluster, 1, &["nodes"])?);
+    println!("      the same without a credential is refused:");
+    indent(&refused(cluster, 1, &["nodes"])?);
 
     step(
         3,
@@ -381,6 +391,22 @@ fn dcnet(cluster: &Cluster, i: usize, args: &[&str]) -> Result<String> {
     Ok(cluster.cli(i, args)?.trim_end().to_owned())
 }
 
+/// `dcnet ARGS` in node `i` with no credential: its error message.
+fn refused(cluster: &Cluster, i: usize, args: &[&str]) -> Result<String> {
+    let mut command = Command::new(cluster.dcnet());
+    command
+        .args(args)
+        .env_remove("DCNET_CREDENTIALS")
+        .env_remove("DCNET_TOKEN")
+        .env("HOME", "/nonexistent");
+    dcnet_tests::cluster::in_netns(&mut command, &cluster.nodes[i].netns, true);
+    let out = command.output().context("running dcnet")?;
+    if out.status.success() {
+        bail!("dcnet {} succeeded without a credential", args.join(" "));
+    }
+    Ok(String::from_utf8_lossy(&out.stderr).trim_end().to_owned())
+}
+
 fn run_in_container(netns: &str, program: &str, args: &[&str]) -> Result<String> {
     let out = Command::new("ip")
         .args(["netns", "exec", netns, program])
@@ -551,8 +577,10 @@ fn explain_keep(cluster: &mut Cluster) {
         .and_then(Path::parent)
         .map(|p| p.display().to_string())
         .unwrap_or_default();
+    let credentials = cluster.credentials_path().display().to_string();
     let stop = cluster.keep();
     println!("\nThe cluster keeps running. Explore it (any node's namespace works):");
+    println!("  export DCNET_CREDENTIALS={credentials}   # the admin credential the CLI presents");
     for args in [
         "nodes",
         "app list",
@@ -563,7 +591,10 @@ fn explain_keep(cluster: &mut Cluster) {
         println!("  ip netns exec {} {dcnet} {args}", ns[1]);
     }
     println!("  ip netns exec {} {dcnet} app scale /web 5", ns[1]);
-    println!("  ip netns exec {} curl -s 127.0.0.1:62080/metrics", ns[0]);
+    println!(
+        "  ip netns exec {} curl -s -H \"authorization: token=$(grep -o 'ey[^\\\"]*' {credentials})\" 127.0.0.1:62080/metrics",
+        ns[0]
+    );
     if let Some(c) = client {
         println!(
             "  ip netns exec {} dig web.marathon.mesos      # inside the client's container",
