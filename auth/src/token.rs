@@ -49,6 +49,13 @@ pub struct Claims {
     pub usage: Usage,
 }
 
+impl Claims {
+    /// Whether the token has expired at `now` (unix seconds), with the tolerated skew.
+    pub fn is_expired(&self, now: u64) -> bool {
+        self.exp + LEEWAY_S < now
+    }
+}
+
 /// Why a token is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenProblem {
@@ -187,7 +194,7 @@ impl Verifier {
             return Err(TokenProblem::BadLifetime);
         }
         // jsonwebtoken checks `exp` against the real clock; `now` is the caller's clock.
-        if claims.exp + LEEWAY_S < now {
+        if claims.is_expired(now) {
             return Err(TokenProblem::Expired);
         }
         Ok(claims)

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use arc_swap::ArcSwap;
-use dcnet_benches::{cpu_time, print_table};
+use dcnet_benches::{cpu_time, print_table, process_cpu};
 use dcnet_dns::answer::build_query;
 use dcnet_dns::contributions::Contributions;
 use dcnet_dns::mesos::{self, literal_only, state::IpSource};
@@ -244,17 +244,6 @@ fn median(mut runs: Vec<Measured>) -> Measured {
     runs.swap_remove(runs.len() / 2)
 }
 
-fn proc_cpu(pid: u32) -> Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command (which may contain spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').context("odd /proc stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Ok(Duration::from_secs_f64(ticks as f64 / hz as f64))
-}
-
 fn wait_answering(server: SocketAddr) -> Result<()> {
     let socket = UdpSocket::bind("127.0.0.1:0")?;
     socket.set_read_timeout(Some(Duration::from_millis(200)))?;
@@ -426,11 +415,11 @@ fn run_size(
     wait_answering(addr)?;
 
     let measure_knot = || -> Result<Measured> {
-        let cpu0 = proc_cpu(knot.child.id())?;
+        let cpu0 = process_cpu(knot.child.id())?;
         let (qps, lost, done) = dnsperf(knot_addr, &queries_path, seconds)?;
         Ok(Measured {
             qps,
-            cpu_us_per_query: (proc_cpu(knot.child.id())? - cpu0).as_secs_f64() * 1e6
+            cpu_us_per_query: (process_cpu(knot.child.id())? - cpu0).as_secs_f64() * 1e6
                 / done.max(1) as f64,
             lost,
         })
