@@ -217,9 +217,16 @@ fn delete_path(name: &str, path: &Path) -> Result<(), Error> {
         Err(e) => return Err(Error::netns(name, "unmounting", e)),
     }
     match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::netns(name, "removing its mount point", e)),
+    }
+    // Its per-namespace files (`ip netns exec`'s convention), such as the resolv.conf the
+    // overlay writes, go with the name, as `ip netns delete` leaves them behind.
+    match fs::remove_dir_all(Path::new("/etc/netns").join(name)) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::netns(name, "removing its mount point", e)),
+        Err(e) => Err(Error::netns(name, "removing /etc/netns/<name>", e)),
     }
 }
 

@@ -543,7 +543,7 @@ impl Cluster {
             }
         }
         commands.push(format!(
-            "for ns in $(ip netns list | grep -o '^{}[^ ]*'); do ip netns delete $ns; done",
+            "for ns in $(ip netns list | grep -o '^{0}[^ ]*'); do ip netns delete $ns; rm -rf /etc/netns/$ns; done",
             self.task_netns_prefix()
         ));
         // The tasks' namespaces are deleted by the loop above, also those made after now.
