@@ -84,30 +84,13 @@ impl Run {
     }
 }
 
+/// A kept-alive client and one that connects anew for each request.
 fn agents(ca: Option<&str>) -> Result<(ureq::Agent, ureq::Agent)> {
-    let build = |pooled: bool| -> Result<ureq::Agent> {
-        let mut config = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(10)))
-            .http_status_as_error(false);
-        if !pooled {
-            config = config
-                .max_idle_connections_per_host(0)
-                .max_idle_connections(0);
-        }
-        if let Some(ca) = ca {
-            let certs: Vec<ureq::tls::Certificate<'static>> = dcnet_auth::tls::certificates(ca)?
-                .iter()
-                .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
-                .collect();
-            config = config.tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-                    .build(),
-            );
-        }
-        Ok(config.build().into())
-    };
-    Ok((build(true)?, build(false)?))
+    let timeout = Duration::from_secs(10);
+    Ok((
+        dcnet_agent::auth::client(ca, timeout, true)?,
+        dcnet_agent::auth::client(ca, timeout, false)?,
+    ))
 }
 
 fn start(insecure: bool) -> Result<Cluster> {

@@ -137,15 +137,7 @@ impl Datapath {
     /// Loads the embedded object into the kernel and verifies its programs (not yet attached).
     pub fn load() -> Result<Self, Error> {
         let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(Error::Load)?;
-        for &name in SOCK_ADDR_PROGRAMS {
-            sock_addr_program(&mut ebpf, name)?
-                .load()
-                .map_err(|source| Error::Program {
-                    name,
-                    action: "load",
-                    source,
-                })?;
-        }
+        load_sock_addr(&mut ebpf, SOCK_ADDR_PROGRAMS)?;
         sock_release_program(&mut ebpf)?
             .load()
             .map_err(|source| Error::Program {
@@ -182,19 +174,7 @@ impl Datapath {
     /// attached there: on kernels ≥ 5.7 aya attaches through a BPF link, which always coexists
     /// with other programs and refuses any attach flag (so the mode is `Single`, i.e. flags 0).
     pub fn attach(&mut self, cgroup: &Path) -> Result<(), Error> {
-        let dir = File::open(cgroup).map_err(|source| Error::Cgroup {
-            path: cgroup.to_path_buf(),
-            source,
-        })?;
-        for &name in SOCK_ADDR_PROGRAMS {
-            sock_addr_program(&mut self.ebpf, name)?
-                .attach(&dir, CgroupAttachMode::Single)
-                .map_err(|source| Error::Program {
-                    name,
-                    action: "attach",
-                    source,
-                })?;
-        }
+        let dir = attach_sock_addr(&mut self.ebpf, SOCK_ADDR_PROGRAMS, cgroup)?;
         sock_release_program(&mut self.ebpf)?
             .attach(&dir, CgroupAttachMode::Single)
             .map_err(|source| Error::Program {
@@ -702,7 +682,44 @@ fn sock_release_program(ebpf: &mut Ebpf) -> Result<&mut CgroupSock, Error> {
         })
 }
 
-pub(crate) fn sock_addr_program<'a>(
+/// Loads (verifies) the sock_addr programs `names` of `ebpf`.
+pub(crate) fn load_sock_addr(ebpf: &mut Ebpf, names: &[&'static str]) -> Result<(), Error> {
+    for &name in names {
+        sock_addr_program(ebpf, name)?
+            .load()
+            .map_err(|source| Error::Program {
+                name,
+                action: "load",
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// Attaches the sock_addr programs `names` of `ebpf` to the cgroup v2 directory `cgroup`;
+/// returns the directory, open.
+pub(crate) fn attach_sock_addr(
+    ebpf: &mut Ebpf,
+    names: &[&'static str],
+    cgroup: &Path,
+) -> Result<File, Error> {
+    let dir = File::open(cgroup).map_err(|source| Error::Cgroup {
+        path: cgroup.to_path_buf(),
+        source,
+    })?;
+    for &name in names {
+        sock_addr_program(ebpf, name)?
+            .attach(&dir, CgroupAttachMode::Single)
+            .map_err(|source| Error::Program {
+                name,
+                action: "attach",
+                source,
+            })?;
+    }
+    Ok(dir)
+}
+
+fn sock_addr_program<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut CgroupSockAddr, Error> {

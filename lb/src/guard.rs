@@ -7,13 +7,11 @@
 //! difference from the last set is applied, entry by entry (each is independent).
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::net::IpAddr;
 use std::path::Path;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{MapData, PerCpuArray, PerCpuValues};
-use aya::programs::CgroupAttachMode;
 use aya::{Ebpf, EbpfLoader};
 use dcnet_ebpf_common::{
     GUARD_FIXED_BITS, GUARD_MAX_ENTRIES, GUARD_STATS, GUARD4, GUARD6, Guard4, Guard6, GuardStat,
@@ -21,7 +19,7 @@ use dcnet_ebpf_common::{
 };
 
 use crate::Error;
-use crate::datapath::{sock_addr_program, take_map};
+use crate::datapath::{attach_sock_addr, load_sock_addr, take_map};
 use crate::vip::Protocol;
 
 /// The guard's object file, produced by `lb/build.rs`.
@@ -152,15 +150,7 @@ impl Guard {
     /// Loads the embedded object and verifies its programs (not yet attached).
     pub fn load() -> Result<Self, Error> {
         let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(Error::Load)?;
-        for &name in PROGRAMS {
-            sock_addr_program(&mut ebpf, name)?
-                .load()
-                .map_err(|source| Error::Program {
-                    name,
-                    action: "load",
-                    source,
-                })?;
-        }
+        load_sock_addr(&mut ebpf, PROGRAMS)?;
         Ok(Self {
             rules4: take_map(&mut ebpf, GUARD4, LpmTrie::try_from)?,
             rules6: take_map(&mut ebpf, GUARD6, LpmTrie::try_from)?,
@@ -173,20 +163,7 @@ impl Guard {
     /// Attaches the hooks to the cgroup v2 directory `cgroup` (every process below it is
     /// guarded). They stay attached while this value lives.
     pub fn attach(&mut self, cgroup: &Path) -> Result<(), Error> {
-        let dir = File::open(cgroup).map_err(|source| Error::Cgroup {
-            path: cgroup.to_path_buf(),
-            source,
-        })?;
-        for &name in PROGRAMS {
-            sock_addr_program(&mut self.ebpf, name)?
-                .attach(&dir, CgroupAttachMode::Single)
-                .map_err(|source| Error::Program {
-                    name,
-                    action: "attach",
-                    source,
-                })?;
-        }
-        Ok(())
+        attach_sock_addr(&mut self.ebpf, PROGRAMS, cgroup).map(drop)
     }
 
     /// The rules in force.

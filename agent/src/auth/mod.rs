@@ -34,6 +34,33 @@ pub const SET_KEY: &str = "auth/set";
 /// The newest set this node accepted, in its state directory.
 const SET_FILE: &str = "auth-set.jwt";
 
+/// An HTTP client that trusts only the CA of `ca_pem` for HTTPS (any CA it has not: plain
+/// HTTP only), with `timeout` per call and, unless `pooled`, a new connection per request;
+/// answers of any status are returned.
+pub fn client(ca_pem: Option<&str>, timeout: Duration, pooled: bool) -> Result<ureq::Agent, Error> {
+    let mut config = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false);
+    if !pooled {
+        config = config
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0);
+    }
+    if let Some(ca) = ca_pem {
+        let certs = dcnet_auth::tls::certificates(ca).map_err(auth_error)?;
+        let certs: Vec<ureq::tls::Certificate<'static>> = certs
+            .iter()
+            .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+            .collect();
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                .build(),
+        );
+    }
+    Ok(config.build().into())
+}
+
 /// A node's authentication material and checks.
 pub struct Auth {
     /// `None` in insecure mode: no credential is asked for.
@@ -114,22 +141,7 @@ impl Auth {
 
     /// An HTTP client that trusts the cluster CA only; answers of any status are returned.
     pub fn client(&self, timeout: Duration) -> Result<ureq::Agent, Error> {
-        let mut config = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false);
-        if let Some(ca) = &self.ca_pem {
-            let certs = dcnet_auth::tls::certificates(ca).map_err(auth_error)?;
-            let certs: Vec<ureq::tls::Certificate<'static>> = certs
-                .iter()
-                .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
-                .collect();
-            config = config.tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-                    .build(),
-            );
-        }
-        Ok(config.build().into())
+        client(self.ca_pem.as_deref(), timeout, true)
     }
 
     /// The token signer (masters; `None` in insecure mode).

@@ -119,12 +119,17 @@ impl Credentials {
         f: impl FnOnce(&mut Store) -> Result<T, dcnet_auth::AuthError>,
     ) -> Result<T, (StatusCode, String)> {
         let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = store.clone();
-        // Never behind a set already in force, or the change would not be taken anywhere.
-        next.serial = next.serial.max(self.authn.set().serial);
+        // On the newest set heard, or the change would drop another master's (and carry a
+        // serial no node takes).
+        let heard = self.authn.set();
+        let mut next = if heard.serial > store.serial {
+            (*heard).clone()
+        } else {
+            store.clone()
+        };
         let before = next.serial;
         let out = f(&mut next).map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-        if next.serial == before {
+        if next.serial == before && next.serial == store.serial {
             return Ok(out);
         }
         self.save(&next).map_err(|e| {
