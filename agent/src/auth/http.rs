@@ -14,7 +14,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use dcnet_auth::{Authenticator, Identity, Refusal};
+use dcnet_auth::{Authenticator, Refusal};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -93,19 +93,6 @@ impl Audit {
         } else {
             w.suppressed += 1;
         }
-    }
-
-    /// How many requests were refused with `reason` (all APIs and routes); for tests.
-    pub fn count(&self, reason: &str) -> u64 {
-        // Family has no iteration; encode and add up the matching lines.
-        let mut registry = Registry::default();
-        registry.register("r", "", self.refused.clone());
-        let mut text = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-        text.lines()
-            .filter(|l| l.contains(&format!("reason=\"{reason}\"")))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
     }
 }
 
@@ -189,9 +176,4 @@ pub fn refusal_response(refusal: &Refusal) -> Response {
         );
     }
     response
-}
-
-/// The identity a request was made with (`None` in insecure mode or on an open route).
-pub fn identity_of(request: &axum::http::Extensions) -> Option<&Identity> {
-    request.get::<Identity>()
 }
