@@ -222,6 +222,39 @@ fn demo(cluster: &mut Cluster, apps: &Path) -> Result<()> {
         deployed.elapsed().as_secs_f64()
     );
     indent(&dcnet(cluster, 1, &["app", "list"])?);
+    let reader = cluster
+        .credentials_path()
+        .with_file_name("dashboard-credentials");
+    let reader = reader.to_str().context("a UTF-8 path")?;
+    println!(
+        "      $ dcnet auth token create --subject dashboard --role read --ttl 1h --save {reader}"
+    );
+    dcnet(
+        cluster,
+        1,
+        &[
+            "auth",
+            "token",
+            "create",
+            "--subject",
+            "dashboard",
+            "--role",
+            "read",
+            "--ttl",
+            "1h",
+            "--save",
+            reader,
+        ],
+    )?;
+    println!("      $ dcnet app remove /web --credentials {reader}   # a read credential may not");
+    match cluster.cli(1, &["app", "remove", "/web", "--credentials", reader]) {
+        Ok(out) => bail!("a read credential removed an app: {out}"),
+        Err(e) => indent(
+            e.to_string()
+                .split_once(" failed: ")
+                .map_or("", |(_, stderr)| stderr),
+        ),
+    }
 
     step(
         4,
