@@ -100,7 +100,29 @@ fn start(insecure: bool) -> Result<Cluster> {
         roles: vec!["master".into()],
         ..NodeSpec::default()
     };
-    Cluster::start(options)
+    let cluster = Cluster::start(options)?;
+    // Thousands of new connections a second from one client leave its ports in TIME_WAIT;
+    // without reuse, connect() soon spends milliseconds looking for a free port, whichever
+    // server it calls. Per namespace, the same for both clusters.
+    for (key, value) in [
+        ("net.ipv4.tcp_tw_reuse", "1"),
+        ("net.ipv4.ip_local_port_range", "1024 65000"),
+    ] {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                cluster.nodes[0].netns.name(),
+                "sysctl",
+                "-qw",
+            ])
+            .arg(format!("{key}={value}"))
+            .output()?;
+        if !out.status.success() {
+            bail!("sysctl {key}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    Ok(cluster)
 }
 
 fn call(
