@@ -563,21 +563,32 @@ while True:
     time.sleep(2)
 "#;
 
-/// A probe app on `network` (overlay `dcos`, or the host) pinned to node 2.
-fn probe_app(id: &str, overlay: bool, targets: &Value, state_dir: &Path) -> Value {
+/// A probe app on `network` (overlay `dcos`, or the host) pinned to node 2, run as `user`
+/// (the launcher's default, nobody, if `None`) whose uid is `uid`.
+fn probe_app(
+    id: &str,
+    overlay: bool,
+    targets: &Value,
+    state_dir: &Path,
+    user: Option<&str>,
+    uid: u32,
+) -> Value {
     let mut app = json!({
         "id": id,
         "cmd": "exec python3 -c \"$PROBE\"",
         "cpus": 0.01, "mem": 16,
         "env": {"PROBE": PROBE, "TARGETS": targets.to_string(),
-                "STATE_DIR": state_dir.display().to_string()},
+                "STATE_DIR": state_dir.display().to_string(), "EXPECTED_UID": uid.to_string()},
         "constraints": [["hostname", "IS", "node-2"]],
         // The health check is the app's code too: it runs as the task does.
-        "healthChecks": [{"protocol": "COMMAND", "command": {"value": "test \"$(id -u)\" = 65534 && test -f probe.json"},
+        "healthChecks": [{"protocol": "COMMAND", "command": {"value": "test \"$(id -u)\" = \"$EXPECTED_UID\" && test -f probe.json"},
                           "gracePeriodSeconds": 30, "intervalSeconds": 1, "maxConsecutiveFailures": 60}],
     });
     if overlay {
         app["networks"] = json!([{"mode": "container", "name": "dcos"}]);
+    }
+    if let Some(user) = user {
+        app["user"] = json!(user);
     }
     app
 }
@@ -677,7 +688,7 @@ fn confinement(cluster: &Cluster) -> Result<()> {
         "vip": ["tcp", "web.marathon.l4lb.thisdcos.directory", 80],
         "low_port": ["bind", "", 81],
     });
-    add(&probe_app("/probe", true, &targets, state_dir))?;
+    add(&probe_app("/probe", true, &targets, state_dir, None, 65534))?;
     let (task, probe) = probe_result(cluster, "/probe", |p| p["vip"] == "connected")?;
     let expect = [
         ("scheduler", "errno 111"),
@@ -726,14 +737,6 @@ fn confinement(cluster: &Cluster) -> Result<()> {
         ])
         .output()?;
     assert_eq!(String::from_utf8_lossy(&reach.stdout).trim(), "connected");
-    // Its COMMAND health check, run as the task runs, passes.
-    wait_until("the probe to be healthy", Duration::from_secs(30), || {
-        let tasks: Vec<TaskRow> = cluster.get(1, "/v1/tasks")?;
-        Ok(tasks
-            .iter()
-            .any(|t| t.status.app_id == "/probe" && t.status.healthy == Some(true))
-            .then_some(()))
-    })?;
 
     // On the host network: the agent's API on loopback and the scheduler are out of reach,
     // the node's DNS is not.
@@ -744,8 +747,21 @@ fn confinement(cluster: &Cluster) -> Result<()> {
         "gossip_own": ["udp", "127.0.0.1", 62501],
         "dns": ["tcp", "127.0.0.1", 53],
     });
-    add(&probe_app("/hostprobe", false, &host_targets, state_dir))?;
+    // This one names its user.
+    let daemon = nix::unistd::User::from_name("daemon")?
+        .context("a user `daemon` on this machine")?
+        .uid
+        .as_raw();
+    add(&probe_app(
+        "/hostprobe",
+        false,
+        &host_targets,
+        state_dir,
+        Some("daemon"),
+        daemon,
+    ))?;
     let (_, probe) = probe_result(cluster, "/hostprobe", |p| p.get("dns").is_some())?;
+    assert_eq!(probe["uid"], daemon, "runs as its app's user: {probe}");
     for (name, want) in [
         ("agent_api", "errno 111"),
         // Nothing listens there (the API is on loopback): refused either way.
@@ -777,6 +793,17 @@ fn confinement(cluster: &Cluster) -> Result<()> {
         "connected",
         "the API listens"
     );
+
+    // Their COMMAND health checks, run as the tasks run, pass.
+    wait_until("the probes to be healthy", Duration::from_secs(30), || {
+        let tasks: Vec<TaskRow> = cluster.get(1, "/v1/tasks")?;
+        let healthy = |app: &str| {
+            tasks
+                .iter()
+                .any(|t| t.status.app_id == app && t.status.healthy == Some(true))
+        };
+        Ok((healthy("/probe") && healthy("/hostprobe")).then_some(()))
+    })?;
 
     // The guard counted what it refused.
     let metrics = cluster.get_text(1, "/metrics")?;
