@@ -781,9 +781,15 @@ fn resolve_auth(
             .into_iter()
             .filter(|f| !pki_dir.join(f).is_file())
             .collect();
+        let origin = p.origin("auth.pki_dir", "", false);
+        if missing.is_empty() && roles.master && scheduler {
+            for key in ["ca.key", "token.key"] {
+                check_private(&pki_dir.join(key), &origin)?;
+            }
+        }
         if !missing.is_empty() {
             return Err(invalid(
-                p.origin("auth.pki_dir", "", false),
+                origin,
                 pki_dir.display().to_string(),
                 format!(
                     "a directory holding {} (missing here): run `dcnet auth init --pki-dir {}` once on the first master and copy ca.crt and token.pub to every node, ca.key and token.key to every master; or set `[auth] insecure = true` on a throwaway test cluster",
@@ -873,7 +879,7 @@ fn resolve_gossip(
     );
     let secret_file = secret_file.ok_or_else(|| Error::ConfigMissing {
         origin: origin.clone(),
-        hint: "a file holding the cluster secret (the same on every node), e.g. `head -c 32 /dev/urandom | base64 > /etc/dcnet/cluster-secret`",
+        hint: "a file holding the cluster secret (the same on every node), e.g. `(umask 077; head -c 32 /dev/urandom | base64 > /etc/dcnet/cluster-secret)`",
     })?;
     let secret = read_secret(&secret_file, origin)?;
 
@@ -1255,6 +1261,7 @@ fn read_secret(path: &Path, origin: Origin) -> Result<Secret, Error> {
         path: path.to_path_buf(),
         source,
     })?;
+    check_private(path, &origin)?;
     // A trailing newline from `echo` or an editor is not part of the secret.
     let trimmed = bytes.trim_ascii_end();
     if trimmed.len() < MIN_SECRET_LEN {
@@ -1266,6 +1273,24 @@ fn read_secret(path: &Path, origin: Origin) -> Result<Secret, Error> {
         });
     }
     Ok(Secret(trimmed.to_vec()))
+}
+
+/// Refuses a key file that users other than its owner can read (as ssh refuses a private
+/// key): whoever reads the cluster secret or a signing key can act as the cluster.
+fn check_private(path: &Path, origin: &Origin) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Error::KeyFileOpen {
+            origin: origin.clone(),
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 fn validate_node_name(name: &str, origin: Origin) -> Result<String, Error> {
@@ -1341,8 +1366,10 @@ mod tests {
     use super::*;
 
     fn secret_file(dir: &tempfile::TempDir, content: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
         let path = dir.path().join("secret");
         std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         path
     }
 
@@ -1586,6 +1613,34 @@ mod tests {
         secret_file(&dir, "short\n");
         let err = load(&text).unwrap_err().to_string();
         assert!(err.contains("5 bytes") && err.contains("urandom"), "{err}");
+    }
+
+    #[test]
+    fn key_files_others_can_read_are_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let text = base(&dir);
+        let secret = dir.path().join("secret");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("mode 644") && err.contains("chmod 600"),
+            "{err}"
+        );
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // A master's signing key, too; an agent does not read it.
+        let key = pki(&dir).join("token.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(load(&text).is_ok());
+        let master = Overrides {
+            roles: vec!["master".into()],
+            ..Default::default()
+        };
+        let err = load_with(&text, master).unwrap_err().to_string();
+        assert!(
+            err.contains("token.key") && err.contains("chmod 600"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -65,12 +65,22 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The cluster secret is too short to authenticate anything.
-    #[error("{origin}: the cluster secret in {path} has {len} bytes, fewer than {min}; generate one with `head -c 32 /dev/urandom | base64 > {path}`", path = path.display())]
+    #[error("{origin}: the cluster secret in {path} has {len} bytes, fewer than {min}; generate one with `(umask 077; head -c 32 /dev/urandom | base64 > {path})`", path = path.display())]
     SecretTooShort {
         origin: Origin,
         path: PathBuf,
         len: usize,
         min: usize,
+    },
+    /// A file holding a cluster key can be read by users other than its owner.
+    #[error(
+        "{origin}: {path} can be read by other users (mode {mode:o}): any of them, and any task, could act as the cluster with it; run `chmod 600 {path}`",
+        path = path.display()
+    )]
+    KeyFileOpen {
+        origin: Origin,
+        path: PathBuf,
+        mode: u32,
     },
     /// A file of the state directory could not be read or written.
     #[error("state directory: {action} {path} failed ({source})")]

@@ -256,13 +256,13 @@ impl Cluster {
 
     fn write_configs(&self, options: &ClusterOptions) -> Result<()> {
         let secret_path = self.dir.path().join("cluster-secret");
-        fs::write(&secret_path, format!("cluster-secret-of-{}\n", self.tag))?;
+        write_private(&secret_path, &format!("cluster-secret-of-{}\n", self.tag))?;
         let seed = SocketAddr::new(IpAddr::V4(node_address(0)), GOSSIP_PORT);
         for (node, spec) in self.nodes.iter().zip(&options.nodes) {
             let secret_file = match &spec.secret {
                 Some(secret) => {
                     let path = node.config_path.with_file_name("other-secret");
-                    fs::write(&path, secret)?;
+                    write_private(&path, secret)?;
                     path
                 }
                 None => secret_path.clone(),
@@ -626,6 +626,14 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// Writes a key file readable by its owner only, as the agent requires.
+pub fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::write(path, text)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    Ok(())
 }
 
 /// Makes `command` run inside `netns`, optionally dying with the thread that spawned it.

@@ -40,7 +40,7 @@ fn agent_with_config(dir: &tempfile::TempDir, text: &str) -> (Option<i32>, Strin
 fn bad_configuration_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
-    std::fs::write(&secret, "a-cluster-secret-of-some-length\n").unwrap();
+    dcnet_tests::cluster::write_private(&secret, "a-cluster-secret-of-some-length\n").unwrap();
     let good = format!(
         "address = \"10.200.0.1\"\nstate_dir = \"{}\"\n[gossip]\nsecret_file = \"{}\"\n",
         dir.path().join("state").display(),
