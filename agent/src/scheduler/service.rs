@@ -700,7 +700,12 @@ async fn get_leader(State(s): State<Shared>) -> Answer {
     let view = s.gossip.view();
     let leader = facts::leader(&view)
         .ok_or_else(|| refusal(StatusCode::NOT_FOUND, "no scheduler leads at the moment"))?;
-    Ok(axum::Json(json!({"leader": leader.api.trim_start_matches("http://")})).into_response())
+    // Marathon answers `host:port`, without the scheme.
+    let address = leader
+        .api
+        .split_once("://")
+        .map_or(leader.api, |(_, rest)| rest);
+    Ok(axum::Json(json!({"leader": address})).into_response())
 }
 
 /// Where this scheduler's API is reached: `scheme://listen`, with the node's address for a
