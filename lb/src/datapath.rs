@@ -719,7 +719,7 @@ pub(crate) fn attach_sock_addr(
     Ok(dir)
 }
 
-fn sock_addr_program<'a>(
+pub(crate) fn sock_addr_program<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut CgroupSockAddr, Error> {

@@ -25,6 +25,16 @@ pub enum Error {
         #[source]
         source: aya::programs::ProgramError,
     },
+    /// A program could not be attached to, queried on or detached from a cgroup.
+    #[error(
+        "eBPF program {name:?}: attaching to, querying or detaching from cgroup {cgroup:?} failed"
+    )]
+    Attach {
+        name: &'static str,
+        cgroup: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The cgroup directory to attach to could not be opened.
     #[error("cannot open cgroup {path:?} (it must be a directory of the cgroup v2 hierarchy)")]
     Cgroup {

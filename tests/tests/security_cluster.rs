@@ -632,15 +632,15 @@ except OSError as e:
 
 #[test]
 fn tasks_run_as_their_user_and_never_reach_the_control_plane() -> Result<()> {
-    let cluster = start_cluster()?;
-    let result = confinement(&cluster);
+    let mut cluster = start_cluster()?;
+    let result = confinement(&mut cluster);
     if result.is_err() {
         eprintln!("{}", cluster.log_tails(40));
     }
     result
 }
 
-fn confinement(cluster: &Cluster) -> Result<()> {
+fn confinement(cluster: &mut Cluster) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let add = |app: &Value| -> Result<String> {
         let path = dir.path().join("app.json");
@@ -794,17 +794,6 @@ fn confinement(cluster: &Cluster) -> Result<()> {
         "the API listens"
     );
 
-    // Their COMMAND health checks, run as the tasks run, pass.
-    wait_until("the probes to be healthy", Duration::from_secs(30), || {
-        let tasks: Vec<TaskRow> = cluster.get(1, "/v1/tasks")?;
-        let healthy = |app: &str| {
-            tasks
-                .iter()
-                .any(|t| t.status.app_id == app && t.status.healthy == Some(true))
-        };
-        Ok((healthy("/probe") && healthy("/hostprobe")).then_some(()))
-    })?;
-
     // The guard counted what it refused.
     let metrics = cluster.get_text(1, "/metrics")?;
     let counted = |event: &str| -> u64 {
@@ -816,6 +805,73 @@ fn confinement(cluster: &Cluster) -> Result<()> {
     };
     assert!(counted("connect_denied") >= 2, "{metrics}");
     assert!(counted("send_denied") >= 3, "{metrics}");
+
+    // The guard outlives the agent (tasks do): with node 2's agent killed, its tasks are
+    // still refused, and a restarted agent takes over without a second set of hooks.
+    let sandbox = cluster.nodes[1]
+        .state_dir
+        .join("tasks")
+        .join(&task.status.task_id);
+    let cgroup = cluster.nodes[1]
+        .cgroup
+        .as_ref()
+        .context("node 2's cgroup")?
+        .path()
+        .join("tasks");
+    cluster.stop_agent(1, nix::sys::signal::Signal::SIGKILL, Duration::from_secs(5));
+    let killed = std::time::SystemTime::now();
+    let fresh = wait_until(
+        "a probe made with no agent running",
+        Duration::from_secs(15),
+        || {
+            let made = std::fs::metadata(sandbox.join("probe.json"))?.modified()?;
+            if made <= killed + Duration::from_millis(2100) {
+                return Ok(None);
+            }
+            let probe: Value =
+                serde_json::from_str(&std::fs::read_to_string(sandbox.join("probe.json"))?)?;
+            Ok(Some(probe))
+        },
+    )?;
+    assert_eq!(
+        fresh["scheduler"], "errno 111",
+        "with the agent dead: {fresh}"
+    );
+    assert_eq!(
+        fresh["gossip_master"], "errno 1",
+        "with the agent dead: {fresh}"
+    );
+    cluster.start_agent(1)?;
+    let attached = |name: &str| -> Result<usize> {
+        let out = Command::new("bpftool")
+            .args(["cgroup", "show"])
+            .arg(&cgroup)
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).matches(name).count())
+    };
+    wait_until(
+        "one guard on the tasks' cgroup after the restart",
+        Duration::from_secs(20),
+        || {
+            let healthy = cluster.get::<Vec<TaskRow>>(1, "/v1/tasks").is_ok();
+            Ok(
+                (healthy && attached("guard_connect4")? == 1 && attached("guard_sendmsg6")? == 1)
+                    .then_some(()),
+            )
+        },
+    )?;
+
+    // Their COMMAND health checks, run as the tasks run, pass.
+    wait_until("the probes to be healthy", Duration::from_secs(30), || {
+        let tasks: Vec<TaskRow> = cluster.get(1, "/v1/tasks")?;
+        let healthy = |app: &str| {
+            tasks
+                .iter()
+                .any(|t| t.status.app_id == app && t.status.healthy == Some(true))
+        };
+        Ok((healthy("/probe") && healthy("/hostprobe")).then_some(()))
+    })?;
+
     Ok(())
 }
 

@@ -162,8 +162,9 @@ mod tests {
 // The keeper
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -172,28 +173,54 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
+/// How long after a start the rules of the last run are kept on top of what gossip shows:
+/// until then the view may lack nodes it has not heard from yet.
+const SEED_GRACE: Duration = Duration::from_secs(30);
+
 /// The guard on the tasks' cgroup, kept in step with the cluster.
 #[derive(Clone)]
 pub struct Keeper {
     guard: Arc<Mutex<dcnet_lb::guard::Guard>>,
     local: String,
     seen: Arc<Mutex<Applied>>,
+    /// Where the rules in force are kept for the next run.
+    file: PathBuf,
+    /// The last run's rules, and when this run started.
+    seed: Arc<(BTreeSet<Rule>, Instant)>,
 }
 
-/// What the rules in force were made from: each node's published info and this host's
-/// addresses.
+/// What the rules in force were made from: each node's published info, this host's
+/// addresses, and whether the last run's rules were still added.
 #[derive(Default, PartialEq)]
 struct Applied {
     infos: BTreeMap<String, String>,
     addrs: Vec<IpAddr>,
+    seeded: bool,
+}
+
+/// The rules a run kept in `file` (none if there is no file or it does not parse).
+fn load_rules(file: &Path) -> BTreeSet<Rule> {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default()
+}
+
+/// Keeps `rules` in `file` (atomically).
+fn save_rules(file: &Path, rules: &BTreeSet<Rule>) -> std::io::Result<()> {
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_string(rules).unwrap_or_default())?;
+    std::fs::rename(&tmp, file)
 }
 
 impl Keeper {
-    /// Loads the guard and attaches it to `cgroup` (created if missing), before any task can
-    /// run there; registers its counters.
+    /// Loads the guard with the last run's rules (kept in `file`), attaches it to `cgroup`
+    /// (created if missing) before any task can run there, retires the last run's guard still
+    /// attached there, and registers its counters.
     pub fn start(
         cgroup: &Path,
         local: &str,
+        file: PathBuf,
         registry: &mut Registry,
     ) -> Result<Self, crate::Error> {
         std::fs::create_dir_all(cgroup).map_err(|source| crate::Error::State {
@@ -201,13 +228,20 @@ impl Keeper {
             path: cgroup.to_path_buf(),
             source,
         })?;
+        let seed = load_rules(&file);
         let mut guard = dcnet_lb::guard::Guard::load().map_err(crate::Error::Lb)?;
+        guard.set_rules(seed.clone()).map_err(crate::Error::Lb)?;
+        // Ours first, then the last run's go: the cgroup is never without a guard.
         guard.attach(cgroup).map_err(crate::Error::Lb)?;
-        info!(cgroup = %cgroup.display(), "control-plane guard attached to the tasks' cgroup");
+        let retired = guard.retire_others(cgroup).map_err(crate::Error::Lb)?;
+        info!(cgroup = %cgroup.display(), rules = seed.len(), retired,
+              "control-plane guard attached to the tasks' cgroup");
         let keeper = Self {
             guard: Arc::new(Mutex::new(guard)),
             local: local.to_owned(),
             seen: Arc::new(Mutex::new(Applied::default())),
+            file,
+            seed: Arc::new((seed, Instant::now())),
         };
         registry.register_collector(Box::new(keeper.clone()));
         Ok(keeper)
@@ -222,12 +256,16 @@ impl Keeper {
                 .filter_map(|n| Some((n.id.clone(), n.get(NODE_INFO_KEY)?.to_owned())))
                 .collect(),
             addrs: local_addresses(),
+            seeded: self.seed.1.elapsed() < SEED_GRACE,
         };
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if *seen == now {
             return;
         }
-        let wanted = rules(view, &self.local, &now.addrs);
+        let mut wanted = rules(view, &self.local, &now.addrs);
+        if now.seeded {
+            wanted.extend(self.seed.0.iter().copied());
+        }
         let mut guard = self.guard.lock().unwrap_or_else(|p| p.into_inner());
         match guard.set_rules(wanted) {
             Ok((0, 0)) => {}
@@ -244,6 +282,9 @@ impl Keeper {
                 warn!(error = %e, "updating the control-plane guard failed");
                 return;
             }
+        }
+        if let Err(e) = save_rules(&self.file, guard.rules()) {
+            warn!(file = %self.file.display(), error = %e, "cannot keep the guard's rules for the next run");
         }
         *seen = now;
     }

@@ -50,7 +50,8 @@ impl LauncherService {
     ) -> Result<Self, crate::Error> {
         let guard = match &settings.cgroup {
             Some(cgroup) => {
-                let keeper = Keeper::start(cgroup, gossip.node_id(), registry)?;
+                let file = super::confine::hidden_dir(&root).join("guard-rules.json");
+                let keeper = Keeper::start(cgroup, gossip.node_id(), file, registry)?;
                 keeper.follow(&gossip.view());
                 Some(keeper)
             }
