@@ -49,9 +49,14 @@ impl NodeIdentity {
             })?,
             None => 0,
         };
-        let generation = previous + 1;
+        // The clock too, so a start whose generation could not be written (a full disk) is
+        // still above every earlier one, and so is the next after it.
+        let generation = (previous + 1).max(crate::unix_ms());
         // Written before use: a crash right after start must not reuse this generation.
-        state.write(GENERATION_FILE, &format!("{generation}\n"))?;
+        if let Err(e) = state.write(GENERATION_FILE, &format!("{generation}\n")) {
+            tracing::warn!(error = %e, generation,
+                "cannot record this start's generation; going on with one from the clock");
+        }
         Ok(Self { id, generation })
     }
 }
@@ -66,7 +71,11 @@ mod tests {
         let first = NodeIdentity::load_or_create(&StateDir::open(dir.path()).unwrap()).unwrap();
         let second = NodeIdentity::load_or_create(&StateDir::open(dir.path()).unwrap()).unwrap();
         assert_eq!(first.id, second.id);
-        assert_eq!(second.generation, first.generation + 1);
+        assert!(second.generation > first.generation);
+        // A clock set back does not take a generation back.
+        std::fs::write(dir.path().join("generation"), format!("{}\n", u64::MAX / 2)).unwrap();
+        let third = NodeIdentity::load_or_create(&StateDir::open(dir.path()).unwrap()).unwrap();
+        assert_eq!(third.generation, u64::MAX / 2 + 1);
     }
 
     #[test]

@@ -86,30 +86,48 @@ impl StateDir {
     pub fn write(&self, name: &str, contents: &str) -> Result<(), Error> {
         let path = self.path.join(name);
         let tmp = self.path.join(format!(".{name}.tmp"));
-        let io = |action, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::State {
-                action,
-                path,
+        write_atomically(&path, &tmp, contents.as_bytes(), 0o600).map_err(|source| {
+            Error::State {
+                action: "writing",
+                path: path.clone(),
                 source,
             }
-        };
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("creating", &tmp))?;
-        file.write_all(contents.as_bytes())
-            .map_err(io("writing", &tmp))?;
-        file.sync_all().map_err(io("syncing", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io("renaming into place", &path))?;
+        })?;
         // The rename itself is durable only once the directory is synced.
         File::open(&self.path)
             .and_then(|dir| dir.sync_all())
-            .map_err(io("syncing", &self.path))
+            .map_err(|source| Error::State {
+                action: "syncing",
+                path: self.path.clone(),
+                source,
+            })
     }
+}
+
+/// Replaces `path` with `contents` through `tmp` (same directory, created with `mode`, synced,
+/// renamed over `path`). If anything fails, `tmp` is removed: a full disk leaves no empty or
+/// half-written file behind.
+pub fn write_atomically(
+    path: &Path,
+    tmp: &Path,
+    contents: &[u8],
+    mode: u32,
+) -> std::io::Result<()> {
+    let written = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(mode)
+        .open(tmp)
+        .and_then(|mut file| {
+            file.write_all(contents)?;
+            file.sync_all()
+        })
+        .and_then(|()| fs::rename(tmp, path));
+    if written.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    written
 }
 
 #[cfg(test)]

@@ -124,7 +124,6 @@ fn answers_ready(listener: SocketAddr) -> bool {
 
 /// Replaces `path` with `contents` so readers see the old or the new file, never a mix.
 fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.dcnet-tmp",
@@ -132,10 +131,8 @@ fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
             .and_then(|n| n.to_str())
             .unwrap_or("resolv.conf")
     ));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    // Every process on the node reads it.
+    crate::state::write_atomically(path, &tmp, contents.as_bytes(), 0o644)
 }
 
 #[cfg(test)]

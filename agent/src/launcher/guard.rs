@@ -206,11 +206,10 @@ fn load_rules(file: &Path) -> BTreeSet<Rule> {
         .unwrap_or_default()
 }
 
-/// Keeps `rules` in `file` (atomically).
+/// Keeps `rules` in `file` (atomically; nothing is left behind when the disk is full).
 fn save_rules(file: &Path, rules: &BTreeSet<Rule>) -> std::io::Result<()> {
-    let tmp = file.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_string(rules).unwrap_or_default())?;
-    std::fs::rename(&tmp, file)
+    let text = serde_json::to_string(rules).unwrap_or_default();
+    crate::state::write_atomically(file, &file.with_extension("tmp"), text.as_bytes(), 0o600)
 }
 
 impl Keeper {

@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::net::IpAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -89,11 +88,8 @@ pub fn save(root: &Path, record: &Record) -> Result<(), LaunchError> {
     let path = dir.join(RECORD_FILE);
     let tmp = dir.join(".task.json.tmp");
     let text = serde_json::to_string_pretty(record).unwrap_or_default();
-    let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(io("writing", &tmp))?;
-    fs::rename(&tmp, &path).map_err(io("renaming into", &path))
+    crate::state::write_atomically(&path, &tmp, text.as_bytes(), 0o600)
+        .map_err(io("writing", &path))
 }
 
 /// Every record under `root` (unreadable ones are logged and skipped).

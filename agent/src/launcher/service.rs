@@ -305,6 +305,10 @@ impl Launcher {
                     format!("the app joins overlay {name:?} but the overlay is off on this node")
                 })?;
                 let netns = process::netns_name(&self.settings.netns_prefix, &a.task_id);
+                // Recorded before it exists: an agent killed from here on finds the namespace
+                // and the address in the record at its next start, and frees them.
+                local.record.netns = Some(netns.clone());
+                process::save(&self.root, &local.record).map_err(|e| e.to_string())?;
                 let attached = overlay
                     .attach(AttachRequest {
                         container_id: a.task_id.clone(),
@@ -315,7 +319,6 @@ impl Launcher {
                     })
                     .await
                     .map_err(|e| format!("attaching to overlay {name:?}: {e}"))?;
-                local.record.netns = Some(netns);
                 local.record.ip = Some(IpAddr::V4(attached.address.ip()));
             }
         }
@@ -488,6 +491,13 @@ impl Launcher {
     /// Releases what an ended task held: its overlay address and namespace, its cgroup.
     async fn cleanup(&self, record: &Record) {
         detach(self.overlay.as_deref(), record).await;
+        // The overlay deletes a namespace it recorded making; one made by an attach that was
+        // cut short is only in the task's record.
+        if let Some(netns) = &record.netns
+            && let Err(e) = dcnet_overlay::Netns::delete_by_name(netns)
+        {
+            warn!(task = %record.assignment.task_id, %netns, error = %e, "cannot delete the task's namespace");
+        }
         if let Some(cgroup) = &record.cgroup {
             process::remove_cgroup(cgroup).await;
         }

@@ -1,8 +1,9 @@
 //! The scheduler's decisions, as a pure function of its apps, its assignments and what the
 //! agents report: drop tasks that ended, were lost with their agent or never started; kill
 //! extras; replace tasks of an older app version as its upgrade strategy allows (old ones stop
-//! as new ones become ready); place what is missing, with a backoff for apps whose tasks keep
-//! ending.
+//! as new ones become ready); place what is missing, with a backoff per instance slot whose
+//! tasks keep ending: a task that replaces one that ended inherits its failures, so a crashing
+//! instance backs off however healthy its siblings are.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,28 +17,45 @@ pub const LAUNCH_TIMEOUT_MS: u64 = 60_000;
 /// First restart delay of an app whose task ended; doubles per failure up to the maximum.
 pub const BACKOFF_START_MS: u64 = 1_000;
 pub const BACKOFF_MAX_MS: u64 = 60_000;
-/// A task that has run this long clears its app's backoff.
+/// A task that has run this long, not failing its health checks, clears its slot's failures.
 pub const BACKOFF_RESET_MS: u64 = 30_000;
 
-/// An assignment and when it was made.
+/// An assignment, when it was made, and how many tasks of its slot ended before it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tracked {
     pub assignment: Assignment,
     pub created_ms: u64,
+    /// Failures in a row of the instance slot this task fills (0 for a new slot).
+    pub failures: u32,
 }
 
-/// Restart backoff of one app.
+/// An instance slot whose task ended, waiting to be filled again.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Backoff {
     pub failures: u32,
     pub not_before_ms: u64,
 }
 
+impl Backoff {
+    /// The slot of a task that ended after `failures` failures before it, at `now`.
+    fn after(failures: u32, now: u64) -> Self {
+        let failures = failures + 1;
+        let delay = BACKOFF_START_MS
+            .saturating_mul(1 << (failures - 1).min(16))
+            .min(BACKOFF_MAX_MS);
+        Self {
+            failures,
+            not_before_ms: now + delay,
+        }
+    }
+}
+
 /// What the leader keeps between rounds.
 #[derive(Debug, Clone, Default)]
 pub struct SchedState {
     pub tasks: BTreeMap<String, Tracked>,
-    pub backoff: BTreeMap<String, Backoff>,
+    /// Per app, the slots whose task ended and that wait to be filled, soonest first.
+    pub backoff: BTreeMap<String, Vec<Backoff>>,
     /// Apps that could not be placed, with why (shown by the API).
     pub waiting: BTreeMap<String, String>,
 }
@@ -80,6 +98,7 @@ pub fn adopt(apps: &BTreeMap<String, App>, world: &World<'_>) -> BTreeMap<String
                         host_ports: s.host_ports.clone(),
                     },
                     created_ms: s.staged_ms,
+                    failures: 0,
                 },
             ))
         })
@@ -105,6 +124,7 @@ pub fn reconcile(
 
     // 1. Drop what is over, lost or no longer wanted as it is.
     let mut dropped = Vec::new();
+    let mut proven = Vec::new();
     for (id, t) in &state.tasks {
         let a = &t.assignment;
         let status = world
@@ -116,12 +136,11 @@ pub fn reconcile(
             _ if !world.up.contains(&a.node_id) => Some("its agent is down".to_owned()),
             (None, _) => Some("its app was removed".to_owned()),
             (_, Some(s)) if s.state.is_terminal() => {
-                let backoff = state.backoff.entry(a.app.id.clone()).or_default();
-                backoff.failures += 1;
-                let delay = BACKOFF_START_MS
-                    .saturating_mul(1 << (backoff.failures - 1).min(16))
-                    .min(BACKOFF_MAX_MS);
-                backoff.not_before_ms = now + delay;
+                state
+                    .backoff
+                    .entry(a.app.id.clone())
+                    .or_default()
+                    .push(Backoff::after(t.failures, now));
                 Some(format!(
                     "it ended: {}{}",
                     s.state.as_str(),
@@ -135,12 +154,13 @@ pub fn reconcile(
                 Some("its agent never reported it".to_owned())
             }
             (_, Some(s)) => {
-                if s.state == TaskState::TaskRunning
+                if t.failures > 0
+                    && s.state == TaskState::TaskRunning
                     && s.healthy != Some(false)
                     && s.started_ms
                         .is_some_and(|t| now.saturating_sub(t) >= BACKOFF_RESET_MS)
                 {
-                    state.backoff.remove(&a.app.id);
+                    proven.push(id.clone());
                 }
                 None
             }
@@ -150,11 +170,19 @@ pub fn reconcile(
             dropped.push((id.clone(), reason));
         }
     }
+    for id in proven {
+        if let Some(t) = state.tasks.get_mut(&id) {
+            t.failures = 0;
+        }
+    }
     for (task_id, reason) in dropped {
         state.tasks.remove(&task_id);
         changes.push(Change::Dropped { task_id, reason });
     }
     state.backoff.retain(|app, _| world.apps.contains_key(app));
+    for slots in state.backoff.values_mut() {
+        slots.sort_by_key(|b| b.not_before_ms);
+    }
 
     // 2. Scale each app to its instance count.
     let mut agents = world.agents.clone();
@@ -243,9 +271,13 @@ pub fn reconcile(
             }
             continue;
         }
-        if let Some(b) = state.backoff.get(&app.id)
-            && now < b.not_before_ms
-        {
+        // Slots waiting after a failure are only as many as are missing (a scale-down may
+        // have taken some); the rest of the missing ones are new slots.
+        let slots = state.backoff.entry(app.id.clone()).or_default();
+        slots.truncate(missing);
+        let fresh = missing - slots.len();
+        let due = slots.iter().filter(|b| b.not_before_ms <= now).count();
+        if let Some(b) = slots.get(due) {
             state.waiting.insert(
                 app.id.clone(),
                 format!(
@@ -254,9 +286,13 @@ pub fn reconcile(
                     (b.not_before_ms - now) as f64 / 1000.0
                 ),
             );
-            continue;
         }
-        for _ in 0..launches {
+        // Due slots first (soonest first), then new ones, as many as may launch now.
+        let take = due.min(launches);
+        let mut fill: Vec<u32> = slots.drain(..take).map(|b| b.failures).collect();
+        fill.extend(std::iter::repeat_n(0, fresh.min(launches - take)));
+        let mut unfilled = Vec::new();
+        for (n, failures) in fill.iter().copied().enumerate() {
             let refs: Vec<&str> = running_on.iter().map(String::as_str).collect();
             match placement::place(app, &agents, &refs) {
                 Ok(p) => {
@@ -273,6 +309,7 @@ pub fn reconcile(
                                 host_ports: p.host_ports,
                             },
                             created_ms: now,
+                            failures,
                         },
                     );
                     running_on.push(agent.id.clone());
@@ -283,11 +320,19 @@ pub fn reconcile(
                 }
                 Err(e) => {
                     state.waiting.insert(app.id.clone(), e.0);
+                    unfilled.extend(fill[n..].iter().copied().filter(|f| *f > 0));
                     break;
                 }
             }
         }
+        // Failed slots not placed this round keep their failures, due at once.
+        let slots = state.backoff.entry(app.id.clone()).or_default();
+        slots.extend(unfilled.into_iter().map(|failures| Backoff {
+            failures,
+            not_before_ms: now,
+        }));
     }
+    state.backoff.retain(|_, slots| !slots.is_empty());
     changes
 }
 
@@ -465,16 +510,60 @@ mod tests {
         assert_eq!(sim.round().len(), 1, "relaunched after 1 s");
         sim.report(TaskState::TaskFailed);
         sim.round();
-        assert_eq!(sim.state.backoff["/crash"].failures, 2);
+        assert_eq!(sim.state.backoff["/crash"][0].failures, 2);
         sim.now += BACKOFF_START_MS;
         assert!(sim.round().is_empty(), "the second wait is 2 s");
         sim.now += BACKOFF_START_MS;
         assert_eq!(sim.round().len(), 1);
-        // Running long enough clears the backoff.
+        let task = |sim: &Sim| sim.state.tasks.values().next().unwrap().failures;
+        assert_eq!(task(&sim), 2, "the new task carries its slot's failures");
+        // Running long enough clears them.
         sim.report(TaskState::TaskRunning);
         sim.now += BACKOFF_RESET_MS + 1;
         sim.round();
+        assert_eq!(task(&sim), 0);
         assert!(!sim.state.backoff.contains_key("/crash"));
+    }
+
+    #[test]
+    fn a_crashing_instance_backs_off_however_healthy_its_sibling() {
+        let mut sim = Sim::new(&[app("/web", 2, "v1")], &["a", "b"]);
+        sim.round();
+        sim.report(TaskState::TaskRunning);
+        sim.now += BACKOFF_RESET_MS + 1;
+        sim.round();
+        let healthy = sim.state.tasks.keys().next().unwrap().clone();
+        for (failures, delay) in [(1, 1_000), (2, 2_000), (3, 4_000), (4, 8_000), (5, 16_000)] {
+            let crashing: Vec<String> = sim
+                .state
+                .tasks
+                .keys()
+                .filter(|id| **id != healthy)
+                .cloned()
+                .collect();
+            for id in crashing {
+                let failed = status(&sim.state.tasks[&id], TaskState::TaskFailed);
+                sim.statuses.insert(id, failed);
+            }
+            sim.round();
+            assert_eq!(sim.state.backoff["/web"][0].failures, failures);
+            sim.now += delay - 1;
+            assert!(
+                sim.round().is_empty(),
+                "failure {failures}: not before {delay} ms"
+            );
+            sim.now += 1;
+            assert_eq!(
+                sim.round().len(),
+                1,
+                "failure {failures}: relaunched after {delay} ms"
+            );
+            // The sibling has run for long, healthy: that clears nothing of the new task's.
+            sim.report(TaskState::TaskRunning);
+            sim.now += 1_000;
+            sim.round();
+        }
+        assert_eq!(sim.state.tasks[&healthy].failures, 0);
     }
 
     /// Ids of the tasks at `version`.
