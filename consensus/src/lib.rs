@@ -191,18 +191,7 @@ impl Consensus {
                 self.commit_deadline
             )));
         };
-        match written {
-            Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(Error::NotLeader {
-                    leader: f.leader_node,
-                })
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(Error::Membership(e.to_string()))
-            }
-            Err(RaftError::Fatal(e)) => Err(Error::Raft(e.to_string())),
-        }
+        written.map(|response| response.data).map_err(write_error)
     }
 
     /// The data as applied on this master (it may trail the leader's by what is in flight).
