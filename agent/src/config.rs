@@ -66,6 +66,8 @@
 //! [scheduler]                     # Marathon-style apps; runs on master nodes, one leads
 //! enabled = true                  # default: true on nodes with the master role
 //! listen = "10.0.0.1:8080"        # the /v2 API; default: <address>:8080
+//! masters = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]  # the first quorum (1, 3 or 5), by scheduler
+//!                                 # address; default: this node alone
 //!
 //! [launcher]                      # runs the scheduler's tasks; on nodes with the agent role
 //! enabled = true                  # default: true on nodes with the agent role
@@ -157,6 +159,7 @@ pub struct AuthSection {
 pub struct SchedulerSection {
     pub enabled: Option<bool>,
     pub listen: Option<String>,
+    pub masters: Option<Vec<String>>,
 }
 
 /// `[launcher]` of the config file.
@@ -402,6 +405,10 @@ pub struct SchedulerSettings {
     pub enabled: bool,
     /// Where the Marathon-style `/v2` API listens.
     pub listen: SocketAddr,
+    /// The masters that form the cluster's first quorum, by their scheduler address (this
+    /// node's own by default: a cluster of one). A master not among them waits to be added
+    /// with `dcnet master add`.
+    pub masters: Vec<SocketAddr>,
 }
 
 /// Task launcher settings, validated.
@@ -652,7 +659,47 @@ fn resolve_scheduler(
         Some(text) => parse_socket_addr(&text, p.origin("scheduler.listen", "", false))?,
         None => SocketAddr::new(address, DEFAULT_SCHEDULER_PORT),
     };
-    Ok(SchedulerSettings { enabled, listen })
+    // The address other masters reach this one at (a wildcard listen is reached at the node's).
+    let reached = if listen.ip().is_unspecified() {
+        SocketAddr::new(address, listen.port())
+    } else {
+        listen
+    };
+    let origin = p.origin("scheduler.masters", "", false);
+    let masters = match file.masters {
+        None => vec![reached],
+        Some(list) => {
+            let mut masters = Vec::new();
+            for text in &list {
+                let addr = text
+                    .parse::<SocketAddr>()
+                    .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, DEFAULT_SCHEDULER_PORT)))
+                    .map_err(|_| {
+                        invalid(
+                            origin.clone(),
+                            text,
+                            "each master's scheduler address, IP or IP:PORT, e.g. \"10.0.0.1\" or \"10.0.0.1:8080\"",
+                        )
+                    })?;
+                if !masters.contains(&addr) {
+                    masters.push(addr);
+                }
+            }
+            if !matches!(masters.len(), 1 | 3 | 5) {
+                return Err(invalid(
+                    origin,
+                    format!("{list:?}"),
+                    "1, 3 or 5 masters (a quorum of an even number tolerates no more failures than one master fewer)",
+                ));
+            }
+            masters
+        }
+    };
+    Ok(SchedulerSettings {
+        enabled,
+        listen,
+        masters,
+    })
 }
 
 fn resolve_launcher(

@@ -134,4 +134,7 @@ pub enum Error {
         "auth: {0}; make the cluster's keys once with `dcnet auth init` and copy them to every node (see the README), or set `[auth] insecure = true` for a test cluster"
     )]
     Auth(String),
+    /// The scheduler's Raft could not start.
+    #[error("scheduler: {0}")]
+    Scheduler(String),
 }

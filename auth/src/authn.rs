@@ -121,6 +121,31 @@ impl Authenticator {
         }
     }
 
+    /// Checks that `header` carries a master's peer token (Raft's messages between masters).
+    pub fn authenticate_peer(&self, header: Option<&[u8]>, now: u64) -> Result<Identity, Refusal> {
+        let refused = |why: &str| {
+            Refusal::unauthorized(
+                "not_a_master",
+                format!("only masters may send Raft messages: {why}"),
+            )
+        };
+        let Some(verifier) = &self.verifier else {
+            return Err(refused("this node cannot verify tokens"));
+        };
+        let jwt = match header.map(credential::parse) {
+            Some(Ok(Presented::Token(jwt))) => jwt,
+            _ => return Err(refused("no peer token")),
+        };
+        let claims = verifier
+            .verify_peer(&jwt, now)
+            .map_err(|p| refused(p.message()))?;
+        Ok(Identity {
+            subject: claims.sub,
+            role: claims.role,
+            token_id: Some(claims.jti),
+        })
+    }
+
     /// Whether the cached form of a basic credential is fresh, so [`Self::authenticate`]
     /// will not hash (a token never hashes).
     pub fn is_cheap(&self, header: Option<&[u8]>) -> bool {

@@ -144,6 +144,14 @@ impl Store {
         Ok(())
     }
 
+    /// Adds a basic user whose password was hashed already, or replaces the one of its name.
+    pub fn put_user(&mut self, user: User) {
+        self.users.retain(|u| u.name != user.name);
+        self.users.push(user);
+        self.users.sort_by(|a, b| a.name.cmp(&b.name));
+        self.serial += 1;
+    }
+
     /// Removes a basic user; an error if there is none of that name.
     pub fn remove_user(&mut self, name: &str) -> Result<(), AuthError> {
         let before = self.users.len();

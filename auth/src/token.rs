@@ -34,6 +34,8 @@ pub enum Usage {
     Credential,
     /// The masters' credential set (revocations, basic users).
     CredentialSet,
+    /// A master speaking to another (Raft's messages); accepted nowhere else.
+    Peer,
 }
 
 /// The claims of a token.
@@ -200,6 +202,16 @@ impl Verifier {
         Ok(claims)
     }
 
+    /// Verifies a master's token for Raft's messages: signed by the cluster's key (which only
+    /// masters hold), of kind `peer`, not expired.
+    pub fn verify_peer(&self, jwt: &str, now: u64) -> Result<Claims, TokenProblem> {
+        let claims: Claims = self.verify(jwt, Usage::Peer, true)?;
+        if claims.iat > now + LEEWAY_S || claims.is_expired(now) {
+            return Err(TokenProblem::Expired);
+        }
+        Ok(claims)
+    }
+
     /// Verifies a credential set and returns its claims.
     pub fn verify_set<T: DeserializeOwned>(&self, jwt: &str) -> Result<T, TokenProblem> {
         self.verify(jwt, Usage::CredentialSet, false)
@@ -288,6 +300,19 @@ impl Signer {
         Ok((self.sign(&claims)?, claims))
     }
 
+    /// A token by which master `subject` speaks to the other masters, valid for `ttl`.
+    pub fn issue_peer(&self, subject: &str, ttl: Duration, now: u64) -> Result<String, AuthError> {
+        self.sign(&Claims {
+            iss: ISSUER.to_owned(),
+            sub: subject.to_owned(),
+            jti: uuid::Uuid::new_v4().to_string(),
+            iat: now,
+            exp: now + ttl.as_secs(),
+            role: Role::Admin,
+            usage: Usage::Peer,
+        })
+    }
+
     /// Signs a credential set (`claims` must carry `iss` and `use: credential-set`).
     pub fn sign_set<T: Serialize>(&self, claims: &T) -> Result<String, AuthError> {
         self.sign(claims)
@@ -369,6 +394,35 @@ mod tests {
             .sign_set(&serde_json::json!({"iss": ISSUER, "use": "credential-set", "sub": "x", "exp": t + 60}))
             .unwrap();
         assert_eq!(v.verify_token(&set, t), Err(TokenProblem::WrongKind));
+    }
+
+    #[test]
+    fn peer_tokens_are_for_masters_only() {
+        let s = signer();
+        let t = now();
+        let peer = s.issue_peer("master:node-1", HOUR, t).unwrap();
+        assert_eq!(
+            s.verifier().verify_peer(&peer, t).unwrap().sub,
+            "master:node-1"
+        );
+        // Not a credential for the APIs, and a credential is not a peer token.
+        assert_eq!(
+            s.verifier().verify_token(&peer, t),
+            Err(TokenProblem::WrongKind)
+        );
+        let (credential, _) = s.issue("ops", Role::Admin, HOUR, t).unwrap();
+        assert_eq!(
+            s.verifier().verify_peer(&credential, t),
+            Err(TokenProblem::WrongKind)
+        );
+        assert_eq!(
+            signer().verifier().verify_peer(&peer, t),
+            Err(TokenProblem::UnknownKey)
+        );
+        assert_eq!(
+            s.verifier().verify_peer(&peer, t + 2 * 3600),
+            Err(TokenProblem::Expired)
+        );
     }
 
     #[test]

@@ -134,6 +134,11 @@ impl Auth {
         }
     }
 
+    /// The cluster CA, PEM (`None` in insecure mode).
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
     /// The scheme the scheduler serves: `https`, or `http` in insecure mode.
     pub fn scheme(&self) -> &'static str {
         if self.is_secure() { "https" } else { "http" }

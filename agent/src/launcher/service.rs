@@ -77,6 +77,7 @@ impl LauncherService {
             events_tx,
             health_tx,
             guard,
+            term: 0,
         };
         let task = tokio::spawn(launcher.run(events, health, stopped));
         Ok(Self { stop, task })
@@ -131,6 +132,8 @@ struct Launcher {
     events_tx: mpsc::Sender<Event>,
     health_tx: mpsc::Sender<Outcome>,
     guard: Option<Keeper>,
+    /// The highest scheduler term followed.
+    term: u64,
 }
 
 impl Launcher {
@@ -215,6 +218,15 @@ impl Launcher {
     /// Starts what the leader assigns here and stops what it no longer does.
     async fn follow(&mut self, view: &ClusterView) {
         let Some(leader) = leader(view) else { return };
+        // Fenced by term: a leader older than one already followed (deposed, not yet aware)
+        // never starts or stops anything here.
+        if leader.term < self.term {
+            return;
+        }
+        if leader.term > self.term {
+            info!(term = leader.term, leader = %leader.node_id, "following a new scheduler term");
+            self.term = leader.term;
+        }
         let Some(assignments) = leader.assignments else {
             return;
         };

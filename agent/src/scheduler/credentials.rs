@@ -5,10 +5,10 @@
 //! - `GET /v1/auth/users`, `PUT /v1/auth/users/{name}` (`{"role", "password"}`),
 //!   `DELETE /v1/auth/users/{name}`: HTTP basic users, as Marathon's `--http_credentials`.
 //!
-//! The store lives in the state directory (`auth.json`) of every master. The leader signs it
-//! and publishes it in gossip ([`crate::auth::SET_KEY`]); every master adopts a newer set it
-//! hears (a standby keeps up, a new leader starts from the newest), so a change survives the
-//! leader's loss once it has been heard.
+//! The store is part of the masters' replicated state (key `auth/store`, see
+//! [`super::replicated`]): a change returns once a majority of masters has it. Every master
+//! enforces the store as applied; the leader also signs it and publishes it in gossip
+//! ([`crate::auth::SET_KEY`]) for the agents, which are not part of Raft.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,81 +19,53 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, put};
 use dcnet_auth::{Authenticator, Identity, Role, Signer, Store};
+use dcnet_consensus::{Command, Consensus, Data};
 use serde::Deserialize;
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::Error;
-use crate::state::StateDir;
+use super::replicated::{CREDENTIALS_KEY, credentials};
 
-const FILE: &str = "auth.json";
 /// Lifetime of a token when the request names none.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(90 * 86_400);
 
-/// The store, the key that signs it and the check that enforces it on this node.
+/// The key that signs the store, the check that enforces it on this node, and the Raft that
+/// keeps it.
 pub struct Credentials {
     signer: Signer,
     authn: Arc<Authenticator>,
-    dir: Arc<StateDir>,
-    store: Mutex<Store>,
+    consensus: Arc<Consensus>,
     /// The last signed form and the serial it is of.
     signed: Mutex<Option<(u64, String)>>,
 }
 
+/// A refused change: the status and what to tell the client.
+type Failed = (StatusCode, String);
+
 impl Credentials {
-    /// Loads `auth.json` (empty on a first start) and puts it in force here.
-    pub fn load(
-        signer: Signer,
-        authn: Arc<Authenticator>,
-        dir: Arc<StateDir>,
-    ) -> Result<Self, Error> {
-        let store = match dir.read(FILE)? {
-            Some(text) => serde_json::from_str(&text).map_err(|e| Error::StateCorrupt {
-                path: dir.path().join(FILE),
-                problem: format!("not a credential store ({e})"),
-            })?,
-            None => Store::default(),
-        };
-        authn.install(store.clone());
-        Ok(Self {
+    pub fn new(signer: Signer, authn: Arc<Authenticator>, consensus: Arc<Consensus>) -> Self {
+        let credentials = Self {
             signer,
             authn,
-            dir,
-            store: Mutex::new(store),
+            consensus,
             signed: Mutex::new(None),
-        })
+        };
+        let data = credentials.consensus.data().borrow().clone();
+        credentials.sync(&data);
+        credentials
     }
 
-    fn save(&self, store: &Store) -> Result<(), Error> {
-        self.dir.write(
-            FILE,
-            &serde_json::to_string_pretty(store).unwrap_or_default(),
-        )
-    }
-
-    /// Adopts a newer set this node heard (from the leader, or a leader before it).
-    pub fn catch_up(&self) {
-        let heard = self.authn.set();
-        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        if heard.serial > store.serial {
-            match self.save(&heard) {
-                Ok(()) => {
-                    info!(
-                        serial = heard.serial,
-                        "credential store caught up with the masters'"
-                    );
-                    *store = (*heard).clone();
-                }
-                Err(e) => warn!(error = %e, "cannot store the masters' credential set"),
-            }
+    /// Puts the store of `data` in force here (if newer than the one in force).
+    pub fn sync(&self, data: &Data) {
+        let store = credentials(data);
+        if store.serial > self.authn.set().serial {
+            self.authn.install(store);
         }
     }
 
-    /// The signed store to publish; forgets expired tokens and revocations first.
-    pub fn signed(&self) -> Option<String> {
-        let now = crate::unix_ms() / 1000;
-        let _ = self.change(|s| Ok(s.purge(now)));
-        let store = self.store.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    /// The store of `data` signed, to publish.
+    pub fn signed(&self, data: &Data) -> Option<String> {
+        let store = credentials(data);
         let mut signed = self.signed.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((serial, jwt)) = &*signed
             && *serial == store.serial
@@ -112,35 +84,50 @@ impl Credentials {
         }
     }
 
-    /// Applies a change: stored first, then in force here. Nothing changes when `f` refuses
-    /// or reports no change.
-    fn change<T>(
-        &self,
-        f: impl FnOnce(&mut Store) -> Result<T, dcnet_auth::AuthError>,
-    ) -> Result<T, (StatusCode, String)> {
-        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        // On the newest set heard, or the change would drop another master's (and carry a
-        // serial no node takes).
-        let heard = self.authn.set();
-        let mut next = if heard.serial > store.serial {
-            (*heard).clone()
-        } else {
-            store.clone()
-        };
-        let before = next.serial;
-        let out = f(&mut next).map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-        if next.serial == before && next.serial == store.serial {
-            return Ok(out);
+    /// Forgets expired tokens and revocations (the leader, now and then).
+    pub async fn purge(&self) {
+        let now = crate::unix_ms() / 1000;
+        if let Err((_, e)) = self.change(|s| Ok(s.purge(now))).await {
+            warn!(error = %e, "cannot purge expired credentials");
         }
-        self.save(&next).map_err(|e| {
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("storing the credentials failed: {e}"),
-            )
-        })?;
-        self.authn.install(next.clone());
-        *store = next;
-        Ok(out)
+    }
+
+    /// Applies a change to the replicated store, on condition that nobody changed it since
+    /// it was read (tried again a few times if somebody did). Nothing changes when `f`
+    /// refuses or reports no change.
+    async fn change<T>(
+        &self,
+        mut f: impl FnMut(&mut Store) -> Result<T, dcnet_auth::AuthError>,
+    ) -> Result<T, Failed> {
+        for _ in 0..3 {
+            let data = self.consensus.data().borrow().clone();
+            let before = data.entries.get(CREDENTIALS_KEY).cloned();
+            let mut store = credentials(&data);
+            let serial = store.serial;
+            let out =
+                f(&mut store).map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+            if store.serial == serial {
+                return Ok(out);
+            }
+            let mut command = Command::put(
+                CREDENTIALS_KEY,
+                serde_json::to_value(&store).unwrap_or_default(),
+            );
+            command.expect.insert(CREDENTIALS_KEY.to_owned(), before);
+            match self.consensus.write(command).await {
+                Ok(reply) if reply.applied => {
+                    self.authn.install(store);
+                    return Ok(out);
+                }
+                // Changed meanwhile: read again.
+                Ok(_) => continue,
+                Err(e) => return Err(super::service::consensus_failure(e)),
+            }
+        }
+        Err((
+            StatusCode::CONFLICT,
+            "the credential store kept changing under this request; retry".into(),
+        ))
     }
 }
 
@@ -203,7 +190,7 @@ async fn list_tokens(State(api): State<CredentialApi>, caller: Caller) -> Respon
         Ok(c) => c,
         Err(r) => return *r,
     };
-    let store = credentials.store.lock().unwrap_or_else(|p| p.into_inner());
+    let store = super::replicated::credentials(&credentials.consensus.data().borrow());
     axum::Json(json!({"tokens": store.tokens})).into_response()
 }
 
@@ -248,7 +235,10 @@ async fn create_token(
     };
     let now = crate::unix_ms() / 1000;
     let signer = credentials.signer.clone();
-    match credentials.change(|s| s.issue(&signer, &request.subject, request.role, ttl, now)) {
+    match credentials
+        .change(|s| s.issue(&signer, &request.subject, request.role, ttl, now))
+        .await
+    {
         Ok((token, issued)) => {
             info!(by = ?who(&caller).map(|i| &i.subject), subject = %issued.subject, role = %issued.role, id = %issued.id, "token issued");
             (api.poke)();
@@ -275,7 +265,7 @@ async fn revoke_token(
         Err(r) => return *r,
     };
     let now = crate::unix_ms() / 1000;
-    match credentials.change(|s| s.revoke(&id, now)) {
+    match credentials.change(|s| s.revoke(&id, now)).await {
         Ok(listed) => {
             info!(by = ?who(&caller).map(|i| &i.subject), %id, "token revoked");
             (api.poke)();
@@ -290,7 +280,7 @@ async fn list_users(State(api): State<CredentialApi>, caller: Caller) -> Respons
         Ok(c) => c,
         Err(r) => return *r,
     };
-    let store = credentials.store.lock().unwrap_or_else(|p| p.into_inner());
+    let store = super::replicated::credentials(&credentials.consensus.data().borrow());
     let users: Vec<_> = store
         .users
         .iter()
@@ -325,18 +315,29 @@ async fn set_user(
             );
         }
     };
-    // Argon2 takes tens of milliseconds: off the async workers.
-    let changed = tokio::task::spawn_blocking(move || {
-        credentials.change(|s| s.set_user(&name, request.role, &request.password))
+    // Argon2 takes tens of milliseconds: hashed once, off the async workers.
+    let hashed = tokio::task::spawn_blocking(move || {
+        let mut scratch = Store::default();
+        scratch
+            .set_user(&name, request.role, &request.password)
+            .map(|()| scratch.users.remove(0))
     })
     .await;
-    match changed {
-        Ok(Ok(())) => {
+    let user = match hashed {
+        Ok(Ok(user)) => user,
+        Ok(Err(e)) => return answer(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Err(e) => return answer(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let put = |s: &mut Store| {
+        s.put_user(user.clone());
+        Ok(())
+    };
+    match credentials.change(put).await {
+        Ok(()) => {
             (api.poke)();
             answer(StatusCode::OK, "user set")
         }
-        Ok(Err((status, message))) => answer(status, message),
-        Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err((status, message)) => answer(status, message),
     }
 }
 
@@ -349,7 +350,7 @@ async fn remove_user(
         Ok(c) => c,
         Err(r) => return *r,
     };
-    match credentials.change(|s| s.remove_user(&name)) {
+    match credentials.change(|s| s.remove_user(&name)).await {
         Ok(()) => {
             (api.poke)();
             answer(StatusCode::OK, format!("user {name} removed"))

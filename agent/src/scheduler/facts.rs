@@ -1,18 +1,18 @@
 //! What schedulers publish in gossip, and how every node reads who leads and what it assigned.
 //!
 //! ```text
-//! sched/candidate        the scheduler's API URL: this master runs a scheduler
-//! sched/leader           {"api", "tasks": N}: this scheduler leads and has published its N
-//!                        assignments (published after them, so a reader that counts N
-//!                        `sched/task/` keys has the whole set)
+//! sched/leader           {"api", "term", "tasks": N}: this scheduler leads by Raft in `term`
+//!                        and has published its N assignments (published after them, so a
+//!                        reader that counts N `sched/task/` keys has the whole set; no
+//!                        `tasks` while a new leader adopts the running tasks)
 //! sched/task/<task id>   Assignment (JSON): run this task on that node
-//! sched/app/<app id>     App (JSON): standby masters keep a copy on disk for a failover
 //! ```
 //!
-//! The leader is the live candidate with the smallest node id; every node computes the same
-//! answer from its own view. A node acts on assignments only while their leader is up and its
-//! set is complete: with no scheduler, nothing is started or stopped (the data plane outlives
-//! the control plane).
+//! The leader is the live node publishing the highest term (Raft elects at most one per
+//! term); every node computes the same answer from its own view. A node acts on assignments
+//! only while their leader is up and its set is complete, and never on a term older than one
+//! it has seen (a deposed leader cannot stop or start anything): with no scheduler, nothing is
+//! started or stopped (the data plane outlives the control plane).
 
 use std::collections::BTreeMap;
 
@@ -21,10 +21,8 @@ use serde::{Deserialize, Serialize};
 use super::app::App;
 use crate::gossip::{ClusterView, NodeView};
 
-pub const CANDIDATE_KEY: &str = "sched/candidate";
 pub const LEADER_KEY: &str = "sched/leader";
 pub const TASK_PREFIX: &str = "sched/task/";
-pub const APP_PREFIX: &str = "sched/app/";
 
 /// A task the leader wants run on a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,7 +38,11 @@ pub struct Assignment {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaderFact {
     pub api: String,
-    pub tasks: usize,
+    /// The Raft term it leads in.
+    #[serde(default)]
+    pub term: u64,
+    /// How many assignments it published; `None` while it adopts the running tasks.
+    pub tasks: Option<usize>,
 }
 
 /// The leading scheduler as one node's view shows it.
@@ -48,27 +50,36 @@ pub struct LeaderFact {
 pub struct Leader<'a> {
     pub node_id: &'a str,
     /// Its API URL.
-    pub api: &'a str,
+    pub api: String,
+    /// The Raft term it leads in.
+    pub term: u64,
     /// Its assignments, when its published set is complete in this view.
     pub assignments: Option<BTreeMap<&'a str, Assignment>>,
 }
 
-/// The leading scheduler: the live candidate with the smallest node id.
+/// The leading scheduler: the live node that publishes a leader fact with the highest term.
 pub fn leader(view: &ClusterView) -> Option<Leader<'_>> {
-    let node = view
+    let (node, fact) = view
         .up_nodes()
-        .filter(|n| n.get(CANDIDATE_KEY).is_some())
-        .min_by(|a, b| a.id.cmp(&b.id))?;
+        .filter_map(|n| {
+            let fact: LeaderFact = serde_json::from_str(n.get(LEADER_KEY)?).ok()?;
+            Some((n, fact))
+        })
+        .max_by(|(a, fa), (b, fb)| fa.term.cmp(&fb.term).then_with(|| b.id.cmp(&a.id)))?;
     Some(Leader {
         node_id: &node.id,
-        api: node.get(CANDIDATE_KEY).unwrap_or_default(),
-        assignments: complete_assignments(node),
+        assignments: complete_assignments(node, &fact),
+        api: fact.api,
+        term: fact.term,
     })
 }
 
-/// The node's assignments if it leads and every one of them has arrived.
-fn complete_assignments(node: &NodeView) -> Option<BTreeMap<&str, Assignment>> {
-    let fact: LeaderFact = serde_json::from_str(node.get(LEADER_KEY)?).ok()?;
+/// The node's assignments if every one of them has arrived.
+fn complete_assignments<'a>(
+    node: &'a NodeView,
+    fact: &LeaderFact,
+) -> Option<BTreeMap<&'a str, Assignment>> {
+    let expected = fact.tasks?;
     let mut out = BTreeMap::new();
     for (key, value) in node.keys.range(TASK_PREFIX.to_owned()..) {
         let Some(id) = key.strip_prefix(TASK_PREFIX) else {
@@ -76,22 +87,7 @@ fn complete_assignments(node: &NodeView) -> Option<BTreeMap<&str, Assignment>> {
         };
         out.insert(id, serde_json::from_str(value).ok()?);
     }
-    (out.len() == fact.tasks).then_some(out)
-}
-
-/// The apps a node publishes (what standbys copy).
-pub fn apps(node: &NodeView) -> BTreeMap<String, App> {
-    node.keys
-        .range(APP_PREFIX.to_owned()..)
-        .take_while(|(k, _)| k.starts_with(APP_PREFIX))
-        .filter_map(|(_, v)| serde_json::from_str::<App>(v).ok())
-        .map(|a| (a.id.clone(), a))
-        .collect()
-}
-
-/// The gossip key of an app.
-pub fn app_key(id: &str) -> String {
-    format!("{APP_PREFIX}{}", id.trim_start_matches('/'))
+    (out.len() == expected).then_some(out)
 }
 
 #[cfg(test)]
@@ -120,40 +116,49 @@ mod tests {
     }
 
     #[test]
-    fn the_smallest_candidate_leads_and_its_set_must_be_complete() {
+    fn the_highest_term_leads_and_its_set_must_be_complete() {
         let a = serde_json::to_string(&assignment("web.1")).unwrap();
-        let leader_fact = |n: usize| {
+        let fact = |api: &str, term: u64, n: Option<usize>| {
             serde_json::to_string(&LeaderFact {
-                api: "http://a".into(),
+                api: api.into(),
+                term,
                 tasks: n,
             })
             .unwrap()
         };
+        // m1 was deposed (term 3) but still publishes; m2 leads in term 4.
         let view = view_with(&[
             (
                 "m1",
                 keys(&[
-                    (CANDIDATE_KEY, "http://a".into()),
-                    (LEADER_KEY, leader_fact(1)),
+                    (LEADER_KEY, fact("https://a", 3, Some(1))),
                     ("sched/task/web.1", a.clone()),
                 ]),
             ),
-            ("m2", keys(&[(CANDIDATE_KEY, "http://b".into())])),
+            (
+                "m2",
+                keys(&[
+                    (LEADER_KEY, fact("https://b", 4, Some(1))),
+                    ("sched/task/web.1", a.clone()),
+                ]),
+            ),
             ("n2", keys(&[])),
         ]);
         let l = leader(&view).unwrap();
-        assert_eq!((l.node_id, l.api), ("m1", "http://a"));
+        assert_eq!((l.node_id, l.api.as_str(), l.term), ("m2", "https://b", 4));
         assert_eq!(l.assignments.unwrap()["web.1"].node_id, "n2");
 
         // The leader key says 2 but only one assignment arrived: not complete.
         let view = view_with(&[(
             "m1",
             keys(&[
-                (CANDIDATE_KEY, "http://a".into()),
-                (LEADER_KEY, leader_fact(2)),
-                ("sched/task/web.1", a),
+                (LEADER_KEY, fact("https://a", 5, Some(2))),
+                ("sched/task/web.1", a.clone()),
             ]),
         )]);
+        assert!(leader(&view).unwrap().assignments.is_none());
+        // A new leader still adopting: known, with no set.
+        let view = view_with(&[("m1", keys(&[(LEADER_KEY, fact("https://a", 6, None))]))]);
         assert!(leader(&view).unwrap().assignments.is_none());
         assert!(leader(&view_with(&[("n2", keys(&[]))])).is_none());
     }

@@ -1,6 +1,8 @@
-//! The scheduler on a master node: it stands as a candidate in gossip, and while it leads it
-//! runs the reconcile round and publishes assignments; while it stands by it keeps a copy of
-//! the leader's apps on disk. It serves Marathon's `/v2` API on its own listener.
+//! The scheduler on a master node. The masters keep the apps and credentials by Raft
+//! ([`super::replicated`]); the Raft leader is the scheduler that leads: while it can confirm
+//! with a quorum that it still does, it runs the reconcile round and publishes its
+//! assignments in gossip with its term. It serves Marathon's `/v2` API on its own listener,
+//! where the masters' Raft messages arrive too.
 //!
 //! A new leader waits one settle period (ten gossip rounds) for the agents' task statuses to
 //! reach it, adopts the running tasks, and only then publishes its set: agents never see a
@@ -24,9 +26,10 @@ use tracing::{info, warn};
 
 use super::app::{self, App};
 use super::credentials::{CredentialApi, Credentials};
-use super::facts::{self, CANDIDATE_KEY, LEADER_KEY, LeaderFact, TASK_PREFIX};
+use super::facts::{self, LEADER_KEY, LeaderFact, TASK_PREFIX};
 use super::placement::Agent;
 use super::plan::{self, Change, SchedState, World};
+use super::replicated::{self, Replicated};
 use super::store;
 use crate::config::SchedulerSettings;
 use crate::gossip::{ClusterView, Gossip};
@@ -43,7 +46,7 @@ struct Inner {
     dir: Arc<StateDir>,
     api_url: String,
     settle: Duration,
-    apps: Mutex<BTreeMap<String, App>>,
+    replicated: Replicated,
     sched: Mutex<SchedState>,
     /// Whether this scheduler leads and has published its set.
     ready: Mutex<bool>,
@@ -59,6 +62,7 @@ const OPEN_ROUTES: &[&str] = &["/ping"];
 pub struct SchedulerService {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    inner: Arc<Inner>,
 }
 
 impl SchedulerService {
@@ -72,13 +76,27 @@ impl SchedulerService {
         auth: &crate::auth::Auth,
         node: (&str, std::net::IpAddr),
     ) -> Result<Self, crate::Error> {
-        let apps = store::load(&dir)?;
+        let (name, address) = node;
+        let reached = if settings.listen.ip().is_unspecified() {
+            SocketAddr::new(address, settings.listen.port())
+        } else {
+            settings.listen
+        };
+        let replicated = Replicated::start(
+            dir.path(),
+            name,
+            reached,
+            &settings.masters,
+            auth,
+            dcnet_consensus::Timing::default(),
+        )
+        .await?;
         let credentials = match (auth.signer()?, &auth.authn) {
-            (Some(signer), Some(authn)) => Some(Arc::new(Credentials::load(
+            (Some(signer), Some(authn)) => Some(Arc::new(Credentials::new(
                 signer,
                 authn.clone(),
-                dir.clone(),
-            )?)),
+                replicated.consensus().clone(),
+            ))),
             _ => None,
         };
         let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -88,7 +106,6 @@ impl SchedulerService {
                 source,
             })?;
         // Clients reach a leader by its address (from gossip) or by the Mesos names.
-        let (name, address) = node;
         let names = [name, "leader.mesos", "master.mesos", "localhost"].map(str::to_owned);
         let mut ips = vec![address, std::net::IpAddr::from([127, 0, 0, 1])];
         if !settings.listen.ip().is_unspecified() {
@@ -96,22 +113,22 @@ impl SchedulerService {
         }
         let tls = auth.server_tls(&names, &ips)?;
         let api_url = api_url(auth.scheme(), settings.listen, address);
-        info!(api = %api_url, apps = apps.len(), "scheduler standing as a candidate");
+        info!(api = %api_url, "scheduler running; the Raft leader leads");
+        let raft_routes = replicated.router(auth.authn.clone());
         let inner = Arc::new(Inner {
             gossip: gossip.clone(),
             dir,
             api_url: api_url.clone(),
             settle: gossip_interval * 10,
-            apps: Mutex::new(apps),
+            replicated,
             sched: Mutex::new(SchedState::default()),
             ready: Mutex::new(false),
             poke: Notify::new(),
             credentials,
         });
-        gossip.publish(CANDIDATE_KEY, &api_url).await;
         let (stop, stopped) = watch::channel(false);
         let mut api_stop = stopped.clone();
-        let router = router(inner.clone(), auth.guard("scheduler", OPEN_ROUTES));
+        let router = router(inner.clone(), auth.guard("scheduler", OPEN_ROUTES)).merge(raft_routes);
         let api = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = api_stop.changed().await;
@@ -142,19 +159,22 @@ impl SchedulerService {
                 warn!(error = %e, "the scheduler API failed");
             }
         });
-        let run = tokio::spawn(inner.run(stopped));
+        let run = tokio::spawn(inner.clone().run(stopped));
         Ok(Self {
             stop,
             tasks: vec![run, api],
+            inner,
         })
     }
 
-    /// Stops leading and serving. Tasks keep running; agents wait for the next leader.
+    /// Stops leading and serving, then Raft. Tasks keep running; agents wait for the next
+    /// leader.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
+        self.inner.replicated.shutdown().await;
     }
 }
 
@@ -214,58 +234,157 @@ fn new_task_id(app: &App) -> String {
 }
 
 impl Inner {
-    fn is_leader(&self, view: &ClusterView) -> bool {
-        facts::leader(view).is_some_and(|l| l.node_id == self.gossip.node_id())
+    fn consensus(&self) -> &Arc<dcnet_consensus::Consensus> {
+        self.replicated.consensus()
+    }
+
+    /// Whether this master leads by Raft (it may not know yet that it was deposed: rounds
+    /// confirm with a quorum before acting).
+    fn is_leader(&self) -> bool {
+        self.consensus().is_leader()
+    }
+
+    /// The apps as applied here.
+    fn apps(&self) -> BTreeMap<String, App> {
+        replicated::apps(&self.consensus().data().borrow())
     }
 
     async fn run(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
         let mut views = self.gossip.watch();
+        let mut data = self.consensus().data();
         let mut leading_since: Option<Instant> = None;
         let mut published: BTreeMap<String, String> = BTreeMap::new();
+        let mut last_purge = Instant::now();
         loop {
             let view = views.borrow_and_update().clone();
+            let current = data.borrow_and_update().clone();
             if let Some(credentials) = &self.credentials {
-                credentials.catch_up();
+                credentials.sync(&current);
             }
-            if self.is_leader(&view) {
+            // A leader acts only while a quorum confirms it still leads: a deposed one on the
+            // minority side of a partition stops publishing within a round.
+            let leading = self.is_leader() && self.consensus().confirm_leadership().await.is_ok();
+            if leading {
                 let since = *leading_since.get_or_insert_with(|| {
-                    info!("this scheduler leads; waiting for the agents' task statuses");
+                    info!(
+                        term = self.consensus().leader().1,
+                        "this scheduler leads; waiting for the agents' task statuses"
+                    );
                     Instant::now()
                 });
                 if since.elapsed() >= self.settle {
-                    self.lead(&view, &mut published).await;
-                }
-            } else {
-                if leading_since.take().is_some() {
-                    info!("this scheduler no longer leads");
-                    *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = false;
-                    *self.sched.lock().unwrap_or_else(|p| p.into_inner()) = SchedState::default();
-                    for key in std::mem::take(&mut published).keys() {
-                        self.gossip.delete(key).await;
+                    self.import_files(&current).await;
+                    if last_purge.elapsed() >= Duration::from_secs(60)
+                        && let Some(credentials) = &self.credentials
+                    {
+                        credentials.purge().await;
+                        last_purge = Instant::now();
                     }
                 }
-                self.mirror(&view);
+                self.lead(
+                    &view,
+                    &current,
+                    since.elapsed() >= self.settle,
+                    &mut published,
+                )
+                .await;
+            } else if leading_since.take().is_some() {
+                info!("this scheduler no longer leads");
+                *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = false;
+                *self.sched.lock().unwrap_or_else(|p| p.into_inner()) = SchedState::default();
+                for key in std::mem::take(&mut published).keys() {
+                    self.gossip.delete(key).await;
+                }
             }
             tokio::select! {
                 changed = views.changed() => if changed.is_err() { return },
+                changed = data.changed() => if changed.is_err() { return },
                 () = self.poke.notified() => {}
                 () = tokio::time::sleep(ROUND) => {}
                 _ = stopped.changed() => {
-                    self.gossip.delete(CANDIDATE_KEY).await;
+                    for key in std::mem::take(&mut published).keys() {
+                        self.gossip.delete(key).await;
+                    }
                     return;
                 }
             }
         }
     }
 
-    /// One leader round: adopt on the first, then reconcile and publish what changed.
-    async fn lead(&self, view: &ClusterView, published: &mut BTreeMap<String, String>) {
+    /// Once, on a cluster that never had them: imports the apps and credentials a master
+    /// kept in files before the scheduler's state moved to Raft, then renames the files.
+    async fn import_files(&self, data: &dcnet_consensus::Data) {
+        if data.entries.contains_key(replicated::IMPORTED_KEY) {
+            return;
+        }
+        let apps = match store::load(&self.dir) {
+            Ok(apps) => apps,
+            Err(e) => {
+                warn!(error = %e, "cannot read the apps to import");
+                return;
+            }
+        };
+        let mut command = replicated::apps_command(data, &replicated::apps(data), &apps);
+        command.expect.retain(|_, v| v.is_some());
+        command
+            .expect
+            .insert(replicated::IMPORTED_KEY.to_owned(), None);
+        let credentials = self.dir.read(store::CREDENTIALS_FILE).ok().flatten();
+        if let Some(text) = &credentials
+            && let Ok(store) = serde_json::from_str::<serde_json::Value>(text)
+        {
+            command
+                .set
+                .insert(replicated::CREDENTIALS_KEY.to_owned(), Some(store));
+        }
+        command
+            .set
+            .insert(replicated::IMPORTED_KEY.to_owned(), Some(json!(true)));
+        match self.consensus().write(command).await {
+            Ok(reply) if reply.applied => {
+                if !apps.is_empty() || credentials.is_some() {
+                    info!(
+                        apps = apps.len(),
+                        credentials = credentials.is_some(),
+                        "imported the apps and credentials of the files this master kept before Raft"
+                    );
+                }
+                store::retire_files(&self.dir);
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot import the stored apps yet"),
+        }
+    }
+
+    /// One leader round. Before the settle period is over, only the leader fact (its API and
+    /// term, no set yet); then adopt on the first round, reconcile, and publish what changed.
+    async fn lead(
+        &self,
+        view: &ClusterView,
+        data: &dcnet_consensus::Data,
+        settled: bool,
+        published: &mut BTreeMap<String, String>,
+    ) {
+        let term = self.consensus().leader().1;
+        if !settled {
+            let fact = LeaderFact {
+                api: self.api_url.clone(),
+                term,
+                tasks: None,
+            };
+            let value = serde_json::to_string(&fact).unwrap_or_default();
+            if published.get(LEADER_KEY) != Some(&value) {
+                self.gossip.publish(LEADER_KEY, &value).await;
+                published.insert(LEADER_KEY.to_owned(), value);
+            }
+            return;
+        }
         let Parts {
             agents,
             up,
             statuses,
         } = world_parts(view);
-        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let apps = replicated::apps(data);
         let world = World {
             apps: &apps,
             agents,
@@ -296,18 +415,13 @@ impl Inner {
                 let value = serde_json::to_string(&t.assignment).unwrap_or_default();
                 wanted.insert(format!("{TASK_PREFIX}{id}"), value);
             }
-            for app in apps.values() {
-                wanted.insert(
-                    facts::app_key(&app.id),
-                    serde_json::to_string(app).unwrap_or_default(),
-                );
-            }
-            if let Some(signed) = self.credentials.as_ref().and_then(|c| c.signed()) {
+            if let Some(signed) = self.credentials.as_ref().and_then(|c| c.signed(data)) {
                 wanted.insert(crate::auth::SET_KEY.to_owned(), signed);
             }
             let fact = LeaderFact {
                 api: self.api_url.clone(),
-                tasks: sched.tasks.len(),
+                term,
+                tasks: Some(sched.tasks.len()),
             };
             wanted.insert(
                 LEADER_KEY.to_owned(),
@@ -332,52 +446,67 @@ impl Inner {
         *published = wanted;
     }
 
-    /// Standby: keeps the leader's apps on disk, for a failover.
-    fn mirror(&self, view: &ClusterView) {
-        let Some(leader) = facts::leader(view) else {
-            return;
-        };
-        if leader.assignments.is_none() {
-            return;
-        }
-        let Some(node) = view.nodes.get(leader.node_id) else {
-            return;
-        };
-        let theirs = facts::apps(node);
-        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-        if *apps != theirs {
-            if let Err(e) = store::save(&self.dir, &theirs) {
-                warn!(error = %e, "cannot store the leader's apps");
-                return;
-            }
-            *apps = theirs;
-        }
-    }
-
-    /// Applies a change to the apps under one lock: stored first, then used. Nothing changes
-    /// when `f` refuses.
-    fn change_apps<T>(
+    /// Applies a change to the apps by Raft: committed on a majority before it answers, on
+    /// condition that the apps it changes are as they were read (read again and tried again
+    /// a few times if another change came first). Nothing changes when `f` refuses.
+    async fn change_apps<T>(
         &self,
-        f: impl FnOnce(&mut BTreeMap<String, App>) -> Result<T, Refusal>,
+        mut f: impl FnMut(&mut BTreeMap<String, App>) -> Result<T, Refusal>,
     ) -> Result<T, Refusal> {
-        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = apps.clone();
-        let out = f(&mut next)?;
-        store::save(&self.dir, &next).map_err(|e| {
-            refusal(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("storing the apps failed: {e}"),
-            )
-        })?;
-        *apps = next;
-        self.poke.notify_one();
-        Ok(out)
+        for _ in 0..3 {
+            let data = self.consensus().data().borrow().clone();
+            let before = replicated::apps(&data);
+            let mut next = before.clone();
+            let out = f(&mut next)?;
+            let command = replicated::apps_command(&data, &before, &next);
+            match self.consensus().write(command).await {
+                Ok(reply) if reply.applied => {
+                    self.poke.notify_one();
+                    return Ok(out);
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    let (status, message) = consensus_failure(e);
+                    return Err(Refusal {
+                        retry_after: (status == StatusCode::SERVICE_UNAVAILABLE)
+                            .then_some(ADOPTING_RETRY_AFTER_S),
+                        ..refusal(status, message)
+                    });
+                }
+            }
+        }
+        Err(refusal(
+            StatusCode::CONFLICT,
+            "the apps kept changing under this request; retry",
+        ))
     }
 
     /// The app `id`, or 404.
     fn app(&self, id: &str) -> Result<App, Refusal> {
-        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-        apps.get(id).cloned().ok_or_else(|| not_found(id))
+        self.apps().get(id).cloned().ok_or_else(|| not_found(id))
+    }
+}
+
+/// What to answer when Raft refuses or cannot commit a write.
+pub(crate) fn consensus_failure(e: dcnet_consensus::Error) -> (StatusCode, String) {
+    use dcnet_consensus::Error as E;
+    match e {
+        E::NotLeader { leader } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            match leader {
+                Some(m) => format!(
+                    "this scheduler is not the leader; the leader is at {}",
+                    m.url
+                ),
+                None => "no scheduler leads at the moment (an election is under way); retry".into(),
+            },
+        ),
+        E::NoQuorum(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no quorum of masters answers, so nothing can be changed: {why}"),
+        ),
+        E::Membership(why) => (StatusCode::CONFLICT, why),
+        other => (StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     }
 }
 
@@ -485,7 +614,7 @@ fn deployment(version: &str) -> Value {
 /// Refuses when this scheduler does not lead (the agents' API forwards to the one that does).
 fn require_leader(s: &Inner) -> Result<(), Refusal> {
     let view = s.gossip.view();
-    if s.is_leader(&view) {
+    if s.is_leader() {
         if *s.ready.lock().unwrap_or_else(|p| p.into_inner()) {
             return Ok(());
         }
@@ -611,7 +740,7 @@ type Answer = Result<Response, Refusal>;
 async fn list_apps(State(s): State<Shared>) -> Answer {
     require_leader(&s)?;
     let view = s.gossip.view();
-    let apps = s.apps.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let apps = s.apps();
     let list: Vec<Value> = apps
         .values()
         .map(|a| app_json(&s, a, &view, false))
@@ -634,7 +763,8 @@ async fn create_app(State(s): State<Shared>, body: Bytes) -> Answer {
         }
         apps.insert(id.clone(), parsed.app.clone());
         Ok(())
-    })?;
+    })
+    .await?;
     info!(app = %id, ignored = ?parsed.ignored, "app created");
     let mut v = parsed.app.to_marathon();
     if !parsed.ignored.is_empty() {
@@ -658,23 +788,27 @@ async fn put_app(State(s): State<Shared>, Path(id): Path<String>, body: Bytes) -
     let Value::Object(patch) = parse_body(&body)? else {
         return Err(refusal(StatusCode::BAD_REQUEST, "expected a JSON object"));
     };
-    let current = s.app(&id).ok();
-    let mut merged = current.as_ref().map_or_else(|| json!({}), App::to_marathon);
-    for (k, v) in patch {
-        merged[k] = v;
-    }
-    let mut app = validate(&merged, Some(&id))?.app;
-    if let Some(old) = &current
-        && !old.runs_differently(&app)
-    {
-        app.version = old.version.clone();
-    }
-    s.change_apps(|apps| {
-        apps.insert(id.clone(), app.clone());
-        Ok(())
-    })?;
+    // Laid over the app as it is when the change is committed, not as it was read first.
+    let (app, existed) = s
+        .change_apps(|apps| {
+            let current = apps.get(&id);
+            let mut merged = current.map_or_else(|| json!({}), App::to_marathon);
+            for (k, v) in &patch {
+                merged[k] = v.clone();
+            }
+            let mut app = validate(&merged, Some(&id))?.app;
+            if let Some(old) = current
+                && !old.runs_differently(&app)
+            {
+                app.version = old.version.clone();
+            }
+            let existed = current.is_some();
+            apps.insert(id.clone(), app.clone());
+            Ok((app, existed))
+        })
+        .await?;
     info!(app = %id, instances = app.instances, version = %app.version, "app changed");
-    let status = if current.is_some() {
+    let status = if existed {
         StatusCode::OK
     } else {
         StatusCode::CREATED
@@ -685,7 +819,8 @@ async fn put_app(State(s): State<Shared>, Path(id): Path<String>, body: Bytes) -
 async fn delete_app(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
     require_leader(&s)?;
     let id = app::absolute_id(&id);
-    s.change_apps(|apps| apps.remove(&id).map(drop).ok_or_else(|| not_found(&id)))?;
+    s.change_apps(|apps| apps.remove(&id).map(drop).ok_or_else(|| not_found(&id)))
+        .await?;
     info!(app = %id, "app removed");
     Ok(axum::Json(deployment(&now_version())).into_response())
 }
@@ -704,7 +839,8 @@ async fn get_leader(State(s): State<Shared>) -> Answer {
     let address = leader
         .api
         .split_once("://")
-        .map_or(leader.api, |(_, rest)| rest);
+        .map_or(leader.api.as_str(), |(_, rest)| rest)
+        .to_owned();
     Ok(axum::Json(json!({"leader": address})).into_response())
 }
 

@@ -1,5 +1,6 @@
-//! The apps on disk: one JSON file in the state directory, rewritten atomically on every
-//! change, so a restarted (or newly elected) scheduler has every app back.
+//! The files a master kept before the scheduler's state moved to Raft: its apps
+//! (`scheduler-apps.json`) and credentials (`auth.json`). A new leader imports them once
+//! ([`super::service`]) and renames them `*.imported`.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +9,8 @@ use crate::Error;
 use crate::state::StateDir;
 
 const FILE: &str = "scheduler-apps.json";
+/// The credential store a master kept before Raft.
+pub const CREDENTIALS_FILE: &str = "auth.json";
 
 /// Loads the stored apps (none on first start).
 pub fn load(dir: &StateDir) -> Result<BTreeMap<String, App>, Error> {
@@ -19,6 +22,17 @@ pub fn load(dir: &StateDir) -> Result<BTreeMap<String, App>, Error> {
         problem: format!("not a list of apps ({e}); move it away to start without apps"),
     })?;
     Ok(apps.into_iter().map(|a| (a.id.clone(), a)).collect())
+}
+
+/// Renames the files once imported, so they are never imported again (and an operator can
+/// still read them).
+pub fn retire_files(dir: &StateDir) {
+    for name in [FILE, CREDENTIALS_FILE] {
+        let path = dir.path().join(name);
+        if path.exists() {
+            let _ = std::fs::rename(&path, dir.path().join(format!("{name}.imported")));
+        }
+    }
 }
 
 /// Replaces the stored apps.
