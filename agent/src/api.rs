@@ -14,7 +14,8 @@
 //!   ([`TaskRow`] rows), from gossip, so it answers with no scheduler running.
 //! - `/v2/...`: Marathon's API, forwarded to the leading scheduler wherever it runs.
 //! - `GET /v1/auth/whoami`: the caller's subject and role; `/v1/auth/...` otherwise: the
-//!   masters' credential API, forwarded to the leading scheduler like `/v2`.
+//!   masters' credential API, and `/v1/masters`: the masters' quorum, both forwarded to the
+//!   leading scheduler like `/v2`.
 //! - `GET /metrics`: Prometheus text format.
 //! - `GET /health`: liveness (`ok`).
 //!
@@ -78,6 +79,8 @@ pub fn router(state: ApiState, guard: crate::auth::http::Guard) -> Router {
         .route("/v2/{*rest}", axum::routing::any(forward))
         .route("/v1/auth/whoami", get(whoami))
         .route("/v1/auth/{*rest}", axum::routing::any(forward))
+        .route("/v1/masters", axum::routing::any(forward))
+        .route("/v1/masters/{*rest}", axum::routing::any(forward))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             guard,

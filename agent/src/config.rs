@@ -671,10 +671,7 @@ fn resolve_scheduler(
         Some(list) => {
             let mut masters = Vec::new();
             for text in &list {
-                let addr = text
-                    .parse::<SocketAddr>()
-                    .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, DEFAULT_SCHEDULER_PORT)))
-                    .map_err(|_| {
+                let addr = parse_master_address(text).ok_or_else(|| {
                         invalid(
                             origin.clone(),
                             text,
@@ -699,6 +696,15 @@ fn resolve_scheduler(
         enabled,
         listen,
         masters,
+    })
+}
+
+/// A master's scheduler address, `IP` (port 8080) or `IP:PORT`.
+pub fn parse_master_address(text: &str) -> Option<SocketAddr> {
+    text.parse::<SocketAddr>().ok().or_else(|| {
+        text.parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, DEFAULT_SCHEDULER_PORT))
     })
 }
 

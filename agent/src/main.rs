@@ -41,6 +41,32 @@ enum Command {
     Task(TaskArgs),
     /// Credentials: the cluster's keys, tokens and basic users.
     Auth(AuthArgs),
+    /// The masters' quorum: list, add or remove a master.
+    Master(MasterArgs),
+}
+
+#[derive(Args)]
+struct MasterArgs {
+    #[command(subcommand)]
+    command: MasterCommand,
+}
+
+#[derive(Subcommand)]
+enum MasterCommand {
+    /// List the masters, who leads and the term.
+    List(ClientArgs),
+    /// Add a master by its scheduler address (IP or IP:PORT); it catches up, then votes.
+    Add {
+        address: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a master from the quorum.
+    Remove {
+        address: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Args)]
@@ -351,6 +377,17 @@ fn main() -> ExitCode {
                 .and_then(|c| cli::apps::tasks(&c, client.json)),
         ),
         Command::Auth(AuthArgs { command }) => report(auth(command)),
+        Command::Master(MasterArgs { command }) => report(match command {
+            MasterCommand::List(client) => client
+                .client()
+                .and_then(|c| cli::masters::list(&c, client.json)),
+            MasterCommand::Add { address, client } => client
+                .client()
+                .and_then(|c| cli::masters::add(&c, &address)),
+            MasterCommand::Remove { address, client } => client
+                .client()
+                .and_then(|c| cli::masters::remove(&c, &address)),
+        }),
         Command::Dns(DnsArgs {
             mesos_dns_config: Some(file),
             log_level,

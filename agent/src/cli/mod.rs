@@ -6,12 +6,14 @@
 //! - [`apps`]: `dcnet app ...` and `dcnet task list`, through the scheduler's `/v2` API.
 //! - [`dns`] also has `dcnet dns lookup`, a query to the node's own DNS server.
 //! - [`auth`]: `dcnet auth ...`: the cluster's keys, tokens and users.
+//! - [`masters`]: `dcnet master ...`: the masters' Raft quorum.
 //!
 //! Every call presents the credential [`Client`] found (see [`dcnet_auth::client`]).
 
 pub mod apps;
 pub mod auth;
 pub mod dns;
+pub mod masters;
 pub mod nodes;
 pub mod vips;
 

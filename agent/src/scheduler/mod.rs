@@ -10,6 +10,7 @@ pub mod app;
 pub mod constraint;
 pub mod credentials;
 pub mod facts;
+pub mod masters;
 pub mod placement;
 pub mod plan;
 pub mod replicated;

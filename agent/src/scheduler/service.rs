@@ -536,8 +536,16 @@ fn router(inner: Shared, guard: crate::auth::http::Guard) -> Router {
         )
         .route("/v2/tasks", get(list_tasks))
         .route("/v2/leader", get(get_leader))
-        .with_state(inner)
+        .with_state(inner.clone())
         .merge(credentials)
+        .merge(super::masters::router(super::masters::MastersApi {
+            consensus: inner.consensus().clone(),
+            scheme: if inner.api_url.starts_with("https") {
+                "https"
+            } else {
+                "http"
+            },
+        }))
         .route_layer(axum::middleware::from_fn_with_state(
             guard,
             crate::auth::http::require_credential,
@@ -775,7 +783,16 @@ async fn create_app(State(s): State<Shared>, body: Bytes) -> Answer {
 
 async fn get_app(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
     require_leader(&s)?;
-    let app = s.app(&app::absolute_id(&id))?;
+    let id = app::absolute_id(&id);
+    // Marathon's `GET /v2/apps/{id}/versions`, unless an app is named so.
+    if let Some(app_id) = id.strip_suffix("/versions")
+        && s.app(&id).is_err()
+    {
+        s.app(app_id)?;
+        let versions = replicated::versions(&s.consensus().data().borrow(), app_id);
+        return Ok(axum::Json(json!({"versions": versions})).into_response());
+    }
+    let app = s.app(&id)?;
     let view = s.gossip.view();
     Ok(axum::Json(json!({"app": app_json(&s, &app, &view, true)})).into_response())
 }
