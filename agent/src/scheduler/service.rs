@@ -252,6 +252,8 @@ impl Inner {
     async fn run(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
         let mut views = self.gossip.watch();
         let mut data = self.consensus().data();
+        // Woken at once when Raft elects or deposes this master.
+        let mut role = self.consensus().roles();
         let mut leading_since: Option<Instant> = None;
         let mut published: BTreeMap<String, String> = BTreeMap::new();
         let mut last_purge = Instant::now();
@@ -299,6 +301,7 @@ impl Inner {
             tokio::select! {
                 changed = views.changed() => if changed.is_err() { return },
                 changed = data.changed() => if changed.is_err() { return },
+                changed = role.changed() => if changed.is_err() { return },
                 () = self.poke.notified() => {}
                 () = tokio::time::sleep(ROUND) => {}
                 _ = stopped.changed() => {
@@ -324,8 +327,13 @@ impl Inner {
                 return;
             }
         };
-        let mut command = replicated::apps_command(data, &replicated::apps(data), &apps);
-        command.expect.retain(|_, v| v.is_some());
+        // Added beside what the cluster has: an app of the same id made since wins.
+        let current = replicated::apps(data);
+        let mut merged = current.clone();
+        for (id, app) in &apps {
+            merged.entry(id.clone()).or_insert_with(|| app.clone());
+        }
+        let mut command = replicated::apps_command(data, &current, &merged);
         command
             .expect
             .insert(replicated::IMPORTED_KEY.to_owned(), None);
@@ -620,21 +628,13 @@ fn deployment(version: &str) -> Value {
 }
 
 /// Refuses when this scheduler does not lead (the agents' API forwards to the one that does).
+/// Refuses unless this scheduler leads by Raft. Enough for every call: Raft has the apps,
+/// and a leader still adopting the running tasks shows the ones it is about to adopt.
 fn require_leader(s: &Inner) -> Result<(), Refusal> {
-    let view = s.gossip.view();
     if s.is_leader() {
-        if *s.ready.lock().unwrap_or_else(|p| p.into_inner()) {
-            return Ok(());
-        }
-        return Err(Refusal {
-            retry_after: Some(ADOPTING_RETRY_AFTER_S),
-            ..refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "this scheduler was just elected and is adopting the running tasks; retry in a few seconds",
-            )
-        });
+        return Ok(());
     }
-    let leader = facts::leader(&view).map(|l| l.api.to_owned());
+    let leader = facts::leader(&s.gossip.view()).map(|l| l.api.to_owned());
     Err(refusal(
         StatusCode::SERVICE_UNAVAILABLE,
         match leader {
@@ -696,7 +696,11 @@ fn app_json(s: &Inner, app: &App, view: &ClusterView, with_tasks: bool) -> Value
 
 /// The leader's tasks in Marathon's shape: assignments, with what their agents report.
 fn tasks_json(s: &Inner, view: &ClusterView, app: Option<&str>) -> Vec<Value> {
-    let statuses = world_parts(view).statuses;
+    let Parts {
+        agents,
+        up,
+        statuses,
+    } = world_parts(view);
     let names: BTreeMap<&str, String> = view
         .nodes
         .values()
@@ -705,9 +709,25 @@ fn tasks_json(s: &Inner, view: &ClusterView, app: Option<&str>) -> Vec<Value> {
             Some((n.id.as_str(), info.name))
         })
         .collect();
-    let sched = s.sched.lock().unwrap_or_else(|p| p.into_inner());
-    sched
-        .tasks
+    // A leader still adopting shows the tasks it is about to adopt.
+    let tracked = if *s.ready.lock().unwrap_or_else(|p| p.into_inner()) {
+        s.sched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tasks
+            .clone()
+    } else {
+        let apps = s.apps();
+        let world = World {
+            apps: &apps,
+            agents,
+            up,
+            statuses: statuses.clone(),
+            now_ms: crate::unix_ms(),
+        };
+        plan::adopt(&apps, &world)
+    };
+    tracked
         .values()
         .filter(|t| app.is_none_or(|a| t.assignment.app.id == a))
         .map(|t| {
