@@ -55,6 +55,8 @@ pub struct ApiState {
     pub gossip: Arc<Gossip>,
     /// The client calls to the leading scheduler go through (trusts the cluster CA).
     pub client: ureq::Agent,
+    /// This node's own scheduler's URL, on a master.
+    pub local_scheduler: Option<String>,
     pub registry: Arc<Registry>,
     /// `None` when the overlay is off.
     pub overlay: Option<Arc<OverlayService>>,
@@ -369,8 +371,15 @@ async fn forward(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(leader) = crate::scheduler::facts::leader(&s.gossip.view()).map(|l| l.api.to_owned())
-    else {
+    let leader = crate::scheduler::facts::leader(&s.gossip.view()).map(|l| l.api.to_owned());
+    // With no leader in sight (this node is cut off), a master still answers reads from what
+    // it has, marked stale.
+    let leader = leader.or_else(|| {
+        (method == axum::http::Method::GET)
+            .then(|| s.local_scheduler.clone())
+            .flatten()
+    });
+    let Some(leader) = leader else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(serde_json::json!({"message": "no scheduler is running: start an agent with the master role (its [scheduler] is on by default) and retry"})),
@@ -387,8 +396,8 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let agent = s.client.clone();
-    // The status, `Retry-After` (a new leader asks clients to wait) and the body.
-    type Forwarded = (u16, Option<String>, Vec<u8>);
+    // The status, the headers passed on and the body.
+    type Forwarded = (u16, Vec<(header::HeaderName, header::HeaderValue)>, Vec<u8>);
     let forwarded = tokio::task::spawn_blocking(move || -> Result<Forwarded, String> {
         let response = match method.as_str() {
             "GET" => with_auth(agent.get(&url), &authorization).call(),
@@ -407,29 +416,33 @@ async fn forward(
         let mut response =
             response.map_err(|e| format!("the scheduler at {url} did not answer: {e}"))?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        // What a client acts on: wait before retrying; the answer may be behind.
+        let passed: Vec<(header::HeaderName, header::HeaderValue)> = [
+            header::RETRY_AFTER,
+            header::HeaderName::from_static("x-dcnet-stale"),
+        ]
+        .into_iter()
+        .filter_map(|name| {
+            let value = response.headers().get(&name)?.to_str().ok()?;
+            Some((name, header::HeaderValue::from_str(value).ok()?))
+        })
+        .collect();
         let body = response
             .body_mut()
             .read_to_vec()
             .map_err(|e| format!("reading the scheduler's answer: {e}"))?;
-        Ok((status, retry_after, body))
+        Ok((status, passed, body))
     })
     .await;
     match forwarded {
-        Ok(Ok((status, retry_after, body))) => {
+        Ok(Ok((status, passed, body))) => {
             let mut response = (
                 StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
                 [(header::CONTENT_TYPE, "application/json")],
                 body,
             )
                 .into_response();
-            if let Some(v) = retry_after.and_then(|v| header::HeaderValue::from_str(&v).ok()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+            response.headers_mut().extend(passed);
             response
         }
         Ok(Err(e)) => (

@@ -145,6 +145,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     let api_state = ApiState {
         gossip: gossip.clone(),
         client: auth.client(std::time::Duration::from_secs(10))?,
+        local_scheduler: scheduler.as_ref().map(|s| s.api_url().to_owned()),
         registry: Arc::new(registry),
         overlay: overlay.clone(),
         lb: lb.clone(),

@@ -234,6 +234,16 @@ impl Consensus {
         (leader, metrics.current_term)
     }
 
+    /// Whether this master leads and a quorum acknowledged it within `within`: what it has
+    /// applied is then the committed state (a leader's lease; no round trip).
+    pub fn leads_recently(&self, within: Duration) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics.state == ServerState::Leader
+            && metrics
+                .millis_since_quorum_ack
+                .is_some_and(|ms| ms <= within.as_millis() as u64)
+    }
+
     /// Whether this master leads.
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader

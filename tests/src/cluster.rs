@@ -448,6 +448,30 @@ impl Cluster {
         })?
     }
 
+    /// GETs `path` from node `i`'s API: the body and the value of header `name`, if any.
+    pub fn get_with_header(
+        &self,
+        i: usize,
+        path: &str,
+        name: &str,
+    ) -> Result<(String, Option<String>)> {
+        let url = format!("http://127.0.0.1:{API_PORT}{path}");
+        self.nodes[i]
+            .netns
+            .run(|| -> Result<(String, Option<String>)> {
+                let mut response = self
+                    .authorized(http().get(&url))
+                    .call()
+                    .with_context(|| format!("GET {url}"))?;
+                let value = response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                Ok((response.body_mut().read_to_string()?, value))
+            })?
+    }
+
     /// PUTs `body` to `path` on node `i`'s API, with the admin credential.
     pub fn put(&self, i: usize, path: &str, body: &str) -> Result<()> {
         let url = format!("http://127.0.0.1:{API_PORT}{path}");

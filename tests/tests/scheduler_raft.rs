@@ -233,6 +233,16 @@ fn partitioned_leader(cluster: &mut Cluster) -> Result<()> {
             || refused.contains("no scheduler"),
         "{refused}"
     );
+    // It still answers reads, from what it has, marked stale.
+    let (body, stale) = cluster.get_with_header(old, "/v2/apps", "x-dcnet-stale")?;
+    assert!(body.contains("/sleeper"), "{body}");
+    assert_eq!(
+        stale.as_deref(),
+        Some("true"),
+        "a cut-off leader's read is marked stale"
+    );
+    let (_, fresh) = cluster.get_with_header(3, "/v2/apps", "x-dcnet-stale")?;
+    assert_eq!(fresh, None, "the majority's leader answers fresh");
     while cut.elapsed() < Duration::from_secs(20) {
         most = most.max(processes(cluster));
         std::thread::sleep(Duration::from_millis(200));

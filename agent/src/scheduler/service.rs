@@ -167,6 +167,11 @@ impl SchedulerService {
         })
     }
 
+    /// Where this scheduler's API is reached.
+    pub fn api_url(&self) -> &str {
+        &self.inner.api_url
+    }
+
     /// Stops leading and serving, then Raft. Tasks keep running; agents wait for the next
     /// leader.
     pub async fn shutdown(self) {
@@ -765,15 +770,28 @@ fn tasks_json(s: &Inner, view: &ClusterView, app: Option<&str>) -> Vec<Value> {
 
 type Answer = Result<Response, Refusal>;
 
+/// A read: served by any master from what it has applied, marked `X-Dcnet-Stale: true`
+/// unless this master leads with a quorum's recent acknowledgement (a follower, or a leader
+/// cut off on the minority side of a partition, may be behind).
+fn read(s: &Inner, body: Value) -> Answer {
+    let mut response = axum::Json(body).into_response();
+    if !s.consensus().leads_recently(Duration::from_secs(1)) {
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_static("x-dcnet-stale"),
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
 async fn list_apps(State(s): State<Shared>) -> Answer {
-    require_leader(&s)?;
     let view = s.gossip.view();
     let apps = s.apps();
     let list: Vec<Value> = apps
         .values()
         .map(|a| app_json(&s, a, &view, false))
         .collect();
-    Ok(axum::Json(json!({"apps": list})).into_response())
+    read(&s, json!({"apps": list}))
 }
 
 async fn create_app(State(s): State<Shared>, body: Bytes) -> Answer {
@@ -802,7 +820,6 @@ async fn create_app(State(s): State<Shared>, body: Bytes) -> Answer {
 }
 
 async fn get_app(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
-    require_leader(&s)?;
     let id = app::absolute_id(&id);
     // Marathon's `GET /v2/apps/{id}/versions`, unless an app is named so.
     if let Some(app_id) = id.strip_suffix("/versions")
@@ -810,11 +827,11 @@ async fn get_app(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
     {
         s.app(app_id)?;
         let versions = replicated::versions(&s.consensus().data().borrow(), app_id);
-        return Ok(axum::Json(json!({"versions": versions})).into_response());
+        return read(&s, json!({"versions": versions}));
     }
     let app = s.app(&id)?;
     let view = s.gossip.view();
-    Ok(axum::Json(json!({"app": app_json(&s, &app, &view, true)})).into_response())
+    read(&s, json!({"app": app_json(&s, &app, &view, true)}))
 }
 
 /// PUT: a whole definition or only some fields (`{"instances": 5}`), laid over the current
@@ -863,9 +880,8 @@ async fn delete_app(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
 }
 
 async fn list_tasks(State(s): State<Shared>) -> Answer {
-    require_leader(&s)?;
     let view = s.gossip.view();
-    Ok(axum::Json(json!({"tasks": tasks_json(&s, &view, None)})).into_response())
+    read(&s, json!({"tasks": tasks_json(&s, &view, None)}))
 }
 
 async fn get_leader(State(s): State<Shared>) -> Answer {
