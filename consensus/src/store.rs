@@ -82,6 +82,21 @@ fn write_meta<T: Serialize>(db: &Database, key: &str, value: &T) -> Result<()> {
     txn.commit().map_err(|e| err(&e))
 }
 
+/// As [`write_meta`], without waiting for the disk (redb's `Durability::None`: durable with
+/// the next durable commit).
+fn write_meta_lazily<T: Serialize>(db: &Database, key: &str, value: &T) -> Result<()> {
+    let err = |e: &dyn std::error::Error| io_error(ErrorSubject::Store, ErrorVerb::Write)(e);
+    let bytes = serde_json::to_vec(value).map_err(|e| err(&e))?;
+    let mut txn = db.begin_write().map_err(|e| err(&e))?;
+    txn.set_durability(redb::Durability::None)
+        .map_err(|e| err(&e))?;
+    {
+        let mut table = txn.open_table(META).map_err(|e| err(&e))?;
+        table.insert(key, bytes.as_slice()).map_err(|e| err(&e))?;
+    }
+    txn.commit().map_err(|e| err(&e))
+}
+
 // ---------------------------------------------------------------------------------------------
 // The log
 
@@ -156,7 +171,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<()> {
-        write_meta(&self.db, COMMITTED, &committed)
+        // Only a hint for the next start (which entries it may apply before it hears a
+        // leader): written without a sync, not worth one per write.
+        write_meta_lazily(&self.db, COMMITTED, &committed)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>> {
