@@ -214,3 +214,41 @@ fn an_agent_starts_and_serves_with_its_state_disk_full() -> Result<()> {
     cluster.stop_agent(0, Signal::SIGTERM, Duration::from_secs(10));
     Ok(())
 }
+
+#[test]
+fn the_apps_of_a_master_from_before_raft_are_imported_once() -> Result<()> {
+    let mut cluster = one_node()?;
+    let state = cluster.nodes[0].state_dir.clone();
+    cluster.stop_agent(0, Signal::SIGTERM, Duration::from_secs(10));
+    // The state of a master as it was before Raft: its apps in a file, no Raft store.
+    std::fs::remove_file(state.join("raft.redb"))?;
+    let app = dcnet_agent::scheduler::app::parse(
+        &json!({"id": "/legacy", "cmd": "sleep 1000", "instances": 0}),
+        None,
+        "2026-11-01T00:00:00Z",
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?
+    .app;
+    std::fs::write(
+        state.join("scheduler-apps.json"),
+        serde_json::to_string(&vec![app])?,
+    )?;
+    cluster.start_agent(0)?;
+    wait_until("the old apps imported", Duration::from_secs(30), || {
+        let apps: Value = serde_json::from_str(&cluster.cli(0, &["app", "list", "--json"])?)?;
+        Ok((apps[0]["id"] == "/legacy").then_some(()))
+    })?;
+    assert!(!state.join("scheduler-apps.json").exists());
+    assert!(state.join("scheduler-apps.json.imported").exists());
+    // Once: an app removed after the import does not come back with the next start.
+    cluster.cli(0, &["app", "remove", "/legacy"])?;
+    cluster.stop_agent(0, Signal::SIGTERM, Duration::from_secs(10));
+    cluster.start_agent(0)?;
+    wait_until("the scheduler back", Duration::from_secs(30), || {
+        Ok(cluster.cli(0, &["app", "list", "--json"]).ok())
+    })?;
+    std::thread::sleep(Duration::from_secs(3));
+    let apps: Value = serde_json::from_str(&cluster.cli(0, &["app", "list", "--json"])?)?;
+    assert_eq!(apps, json!([]), "imported once only");
+    Ok(())
+}
