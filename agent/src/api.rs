@@ -386,29 +386,58 @@ async fn forward(
         )
             .into_response();
     };
+    proxy(
+        s.client.clone(),
+        &leader,
+        method,
+        &uri,
+        &headers,
+        body,
+        false,
+    )
+    .await
+}
+
+/// Marks a call a standby master passed to its leader, which then answers it itself
+/// (never passes it on again): two masters that each think the other leads, for a moment,
+/// cannot bounce a call between them.
+pub const FORWARDED: &str = "x-dcnet-forwarded";
+
+/// Sends `method uri` with `body` and the caller's `Authorization` to the scheduler at
+/// `base` (its URL), and its answer back: status, body, `Retry-After` (a new leader asks
+/// clients to wait) and `X-Dcnet-Stale`. A scheduler that does not answer is a 502.
+/// `by_master` marks the call [`FORWARDED`].
+pub async fn proxy(
+    agent: ureq::Agent,
+    base: &str,
+    method: axum::http::Method,
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Bytes,
+    by_master: bool,
+) -> Response {
     let path = uri
         .path_and_query()
         .map_or("/v2", |p| p.as_str())
         .to_owned();
-    let url = format!("{leader}{path}");
+    let url = format!("{base}{path}");
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let agent = s.client.clone();
     // The status, the headers passed on and the body.
     type Forwarded = (u16, Vec<(header::HeaderName, header::HeaderValue)>, Vec<u8>);
     let forwarded = tokio::task::spawn_blocking(move || -> Result<Forwarded, String> {
         let response = match method.as_str() {
-            "GET" => with_auth(agent.get(&url), &authorization).call(),
-            "DELETE" => with_auth(agent.delete(&url), &authorization).call(),
-            "POST" => with_auth(agent.post(&url), &authorization)
+            "GET" => with_auth(agent.get(&url), &authorization, by_master).call(),
+            "DELETE" => with_auth(agent.delete(&url), &authorization, by_master).call(),
+            "POST" => with_auth(agent.post(&url), &authorization, by_master)
                 .content_type("application/json")
                 .send(&body[..]),
-            "PUT" => with_auth(agent.put(&url), &authorization)
+            "PUT" => with_auth(agent.put(&url), &authorization, by_master)
                 .content_type("application/json")
                 .send(&body[..]),
-            "PATCH" => with_auth(agent.patch(&url), &authorization)
+            "PATCH" => with_auth(agent.patch(&url), &authorization, by_master)
                 .content_type("application/json")
                 .send(&body[..]),
             other => return Err(format!("method {other} is not part of the API")),
@@ -462,10 +491,16 @@ async fn forward(
 fn with_auth<B>(
     request: ureq::RequestBuilder<B>,
     authorization: &Option<String>,
+    by_master: bool,
 ) -> ureq::RequestBuilder<B> {
-    match authorization {
+    let request = match authorization {
         Some(value) => request.header(header::AUTHORIZATION, value),
         None => request,
+    };
+    if by_master {
+        request.header(FORWARDED, "1")
+    } else {
+        request
     }
 }
 

@@ -2,7 +2,7 @@
 //! (nodes 4-5). Every assertion on tasks counts real processes in the agents' task cgroups.
 //!
 //! - the leader killed: another accepts writes within 3 s; the old one returns and the change
-//!   made without it stays;
+//!   made without it stays; a change sent to it, now a standby, reaches the leader;
 //! - the leader partitioned (its underlay dropped) for 20 s: it commits nothing, no more
 //!   processes run than asked at any moment, and after healing exactly what was asked runs;
 //! - masters added and removed while apps run: no task stops, no app disappears;
@@ -172,7 +172,65 @@ fn killed_leader(cluster: &mut Cluster) -> Result<()> {
     );
     let apps: Value = serde_json::from_str(&cluster.cli(3, &["app", "list", "--json"])?)?;
     assert_eq!(apps[0]["instances"], 6);
+
+    // A change sent straight to the old leader, now a standby, is passed to the leader
+    // and takes effect, as with Marathon's standbys.
+    let (status, body) = standby_call(
+        cluster,
+        old,
+        "PUT",
+        "/v2/apps/sleeper",
+        r#"{"instances": 5}"#,
+    )?;
+    assert!((200..300).contains(&status), "{status}: {body}");
+    wait_processes(cluster, 5, Duration::from_secs(30))?;
     Ok(())
+}
+
+/// `method path` with `body` sent with curl from an agent's namespace straight to master
+/// `i`'s scheduler, with an admin token: (status, body).
+fn standby_call(
+    cluster: &Cluster,
+    i: usize,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String)> {
+    let token = cluster.token_with(
+        dcnet_auth::Role::Admin,
+        "test-admin",
+        Duration::from_secs(600),
+    )?;
+    let ca = std::env::temp_dir().join(format!("dcnet-raft-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca, cluster.ca_pem()?)?;
+    let out = Command::new("ip")
+        .args(["netns", "exec", cluster.nodes[AGENTS[0]].netns.name()])
+        .args([
+            "curl",
+            "-sS",
+            "-m",
+            "15",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(&ca)
+        .args(["-H", &format!("authorization: Bearer {token}")])
+        .args([
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            body,
+        ])
+        .arg(format!("https://{}:8080{path}", cluster.nodes[i].address))
+        .output()
+        .context("running curl")?;
+    let _ = std::fs::remove_file(&ca);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    Ok((code.trim().parse().unwrap_or(0), body.to_owned()))
 }
 
 #[test]

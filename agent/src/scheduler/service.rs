@@ -47,6 +47,8 @@ struct Inner {
     api_url: String,
     settle: Duration,
     replicated: Replicated,
+    /// Calls to the leader (trusting the cluster CA).
+    client: ureq::Agent,
     sched: Mutex<SchedState>,
     /// Whether this scheduler leads and has published its set.
     ready: Mutex<bool>,
@@ -121,6 +123,7 @@ impl SchedulerService {
             api_url: api_url.clone(),
             settle: gossip_interval * 10,
             replicated,
+            client: auth.client(Duration::from_secs(10))?,
             sched: Mutex::new(SchedState::default()),
             ready: Mutex::new(false),
             poke: Notify::new(),
@@ -560,9 +563,54 @@ fn router(inner: Shared, guard: crate::auth::http::Guard) -> Router {
             },
         }))
         .route_layer(axum::middleware::from_fn_with_state(
+            inner.clone(),
+            forward_changes,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
             guard,
             crate::auth::http::require_credential,
         ))
+}
+
+/// On a master that does not lead, a change (anything but a read, which it answers itself,
+/// marked stale) goes to the leader, with the caller's credential, as Marathon's standbys
+/// proxy to theirs. Runs after the credential check.
+async fn forward_changes(
+    State(s): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.method() == axum::http::Method::GET
+        || request.headers().contains_key(crate::api::FORWARDED)
+        || s.is_leader()
+    {
+        return next.run(request).await;
+    }
+    // Without a known leader other than itself, the call gets this master's own answer
+    // (503 with Retry-After while an election runs).
+    let consensus = s.consensus();
+    let leader = match consensus.leader().0 {
+        Some((id, leader)) if id != consensus.id() => leader,
+        _ => return next.run(request).await,
+    };
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 1 << 20).await else {
+        return refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is over 1 MB",
+        )
+        .into_response();
+    };
+    crate::api::proxy(
+        s.client.clone(),
+        &leader.url,
+        parts.method,
+        &parts.uri,
+        &parts.headers,
+        body,
+        true,
+    )
+    .await
 }
 
 /// An error answer: a status, Marathon's `{"message": ...}` body, and `Retry-After` when
