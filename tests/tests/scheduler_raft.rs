@@ -6,7 +6,9 @@
 //! - the leader partitioned (its underlay dropped) for 20 s: it commits nothing, no more
 //!   processes run than asked at any moment, and after healing exactly what was asked runs;
 //! - masters added and removed while apps run: no task stops, no app disappears;
-//! - every master restarted at once: every app is back with its versions.
+//! - every master restarted at once: every app is back with its versions;
+//! - the leader killed half-way through an upgrade: the new leader takes over the task set
+//!   the old one kept in Raft, old-version tasks included, and stops none of them.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -443,5 +445,69 @@ fn full_restart(cluster: &mut Cluster) -> Result<()> {
         2,
         "the tasks ran on through the masters' restart"
     );
+    Ok(())
+}
+
+#[test]
+fn an_upgrade_half_done_goes_on_under_the_next_leader() -> Result<()> {
+    let mut cluster = start(&[0, 1, 2], &[])?;
+    let result = upgrade_failover(&mut cluster);
+    with_logs(&cluster, result)
+}
+
+fn upgrade_failover(cluster: &mut Cluster) -> Result<()> {
+    let old = leader(cluster, Duration::from_secs(30))?;
+    let v1 = write_app(cluster, &sleeper(2))?;
+    wait_until("the app to be added", Duration::from_secs(30), || {
+        Ok(cluster
+            .cli(3, &["app", "add", v1.to_str().unwrap_or_default()])
+            .ok())
+    })?;
+    wait_processes(cluster, 2, Duration::from_secs(30))?;
+    let running = task_ids(cluster);
+    assert_eq!(running.len(), 2);
+
+    // Version 2 can go nowhere: with Marathon's default upgrade strategy (no capacity below
+    // 100%) the version-1 tasks keep running until it can.
+    let mut next = sleeper(2);
+    next["cmd"] = json!("exec sleep 2000");
+    next["constraints"] = json!([["hostname", "CLUSTER", "no-such-node"]]);
+    let v2 = write_app(cluster, &next)?;
+    cluster.cli(3, &["app", "update", v2.to_str().unwrap_or_default()])?;
+    let why = wait_until(
+        "the leader to say why version 2 waits",
+        Duration::from_secs(30),
+        || {
+            let apps: Value = serde_json::from_str(&cluster.cli(3, &["app", "list", "--json"])?)?;
+            Ok(apps[0]["waiting"].as_str().map(str::to_owned))
+        },
+    )?;
+    eprintln!("version 2 waits: {why}");
+    assert_eq!(task_ids(cluster), running);
+
+    // A new leader knows only version 2 as the app's current one; it still keeps the
+    // version-1 tasks, as the old leader had decided.
+    cluster.stop_agent(old, Signal::SIGKILL, Duration::from_secs(5));
+    let new = wait_until("another leader", Duration::from_secs(15), || {
+        Ok(leader(cluster, Duration::from_secs(1))
+            .ok()
+            .filter(|n| *n != old))
+    })?;
+    wait_until(
+        "the new leader to publish its task set",
+        Duration::from_secs(30),
+        || {
+            let apps: Value = serde_json::from_str(&cluster.cli(3, &["app", "list", "--json"])?)?;
+            Ok(apps[0]["waiting"].as_str().map(str::to_owned))
+        },
+    )?;
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let now = task_ids(cluster);
+        if now != running || processes(cluster) != 2 {
+            bail!("under leader {new} the version-1 tasks {running:?} became {now:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     Ok(())
 }

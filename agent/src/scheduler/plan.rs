@@ -30,7 +30,7 @@ pub struct Tracked {
 }
 
 /// An instance slot whose task ended, waiting to be filled again.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Backoff {
     pub failures: u32,
     pub not_before_ms: u64,
@@ -289,10 +289,14 @@ pub fn reconcile(
         }
         // Due slots first (soonest first), then new ones, as many as may launch now.
         let take = due.min(launches);
-        let mut fill: Vec<u32> = slots.drain(..take).map(|b| b.failures).collect();
-        fill.extend(std::iter::repeat_n(0, fresh.min(launches - take)));
+        let mut fill: Vec<Backoff> = slots.drain(..take).collect();
+        fill.extend(std::iter::repeat_n(
+            Backoff::default(),
+            fresh.min(launches - take),
+        ));
         let mut unfilled = Vec::new();
-        for (n, failures) in fill.iter().copied().enumerate() {
+        for (n, slot) in fill.iter().enumerate() {
+            let failures = slot.failures;
             let refs: Vec<&str> = running_on.iter().map(String::as_str).collect();
             match placement::place(app, &agents, &refs) {
                 Ok(p) => {
@@ -320,17 +324,18 @@ pub fn reconcile(
                 }
                 Err(e) => {
                     state.waiting.insert(app.id.clone(), e.0);
-                    unfilled.extend(fill[n..].iter().copied().filter(|f| *f > 0));
+                    unfilled.extend(fill[n..].iter().filter(|b| b.failures > 0).cloned());
                     break;
                 }
             }
         }
-        // Failed slots not placed this round keep their failures, due at once.
-        let slots = state.backoff.entry(app.id.clone()).or_default();
-        slots.extend(unfilled.into_iter().map(|failures| Backoff {
-            failures,
-            not_before_ms: now,
-        }));
+        // Failed slots not placed this round stay as they were (due, with their failures):
+        // the kept task set does not change while an app waits for room.
+        state
+            .backoff
+            .entry(app.id.clone())
+            .or_default()
+            .extend(unfilled);
     }
     state.backoff.retain(|_, slots| !slots.is_empty());
     changes
@@ -523,6 +528,27 @@ mod tests {
         sim.round();
         assert_eq!(task(&sim), 0);
         assert!(!sim.state.backoff.contains_key("/crash"));
+    }
+
+    #[test]
+    fn a_failed_slot_waiting_for_room_stays_as_it_was() {
+        let mut sim = Sim::new(&[app("/crash", 1, "v1")], &["a"]);
+        sim.round();
+        sim.report(TaskState::TaskFailed);
+        sim.round();
+        // Its only agent goes away while the slot backs off: due later, but nowhere to go.
+        sim.up.clear();
+        sim.now += BACKOFF_START_MS;
+        sim.round();
+        let waiting = sim.state.backoff["/crash"].clone();
+        assert_eq!(waiting.len(), 1);
+        assert_eq!(waiting[0].failures, 1);
+        // Rounds go by: the slot (kept in Raft by the leader) is not rewritten each time.
+        for _ in 0..3 {
+            sim.now += 500;
+            assert!(sim.round().is_empty());
+            assert_eq!(sim.state.backoff["/crash"], waiting);
+        }
     }
 
     #[test]

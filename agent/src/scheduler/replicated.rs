@@ -5,8 +5,15 @@
 //! apps/<id>                 App (JSON): the app as it is now
 //! versions/<id>/<version>   App (JSON): each version the app has had
 //! auth/store                the credential store (tokens, revocations, basic users)
+//! tasks/<task id>           StoredTask: the leader's decision that this task runs there
+//! backoff/<id>              [Backoff] (JSON): the app's slots waiting to be filled again
 //! meta/imported             set once the files of a pre-Raft master were imported
+//! meta/tasks                set once a leader kept its task set here
 //! ```
+//!
+//! The leader commits its task set before any agent hears of a change to it, so a new leader
+//! takes over exactly the tasks the old one decided on, each with its app version (an upgrade
+//! half done goes on), and nothing an agent runs was unknown to the quorum.
 //!
 //! Masters are known to Raft by the address their scheduler is reached at (its id is derived
 //! from it, [`raft_id`]) and exchange Raft's messages on the scheduler's own listener, at
@@ -28,12 +35,17 @@ use serde_json::Value;
 use tracing::info;
 
 use super::app::App;
+use super::facts::Assignment;
+use super::plan::{Backoff, Tracked};
 use crate::Error;
 
 pub const APP_PREFIX: &str = "apps/";
 pub const VERSION_PREFIX: &str = "versions/";
 pub const CREDENTIALS_KEY: &str = "auth/store";
 pub const IMPORTED_KEY: &str = "meta/imported";
+pub const TASKS_PREFIX: &str = "tasks/";
+pub const BACKOFF_PREFIX: &str = "backoff/";
+pub const TASKS_KEPT_KEY: &str = "meta/tasks";
 
 /// Lifetime of the peer tokens a master signs itself (renewed at half of it).
 const PEER_TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -125,6 +137,115 @@ pub fn apps_command(
         }
     }
     command
+}
+
+/// A task as kept in Raft: its app by id and version (each version is kept).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct StoredTask {
+    node_id: String,
+    app_id: String,
+    version: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    host_ports: Vec<u16>,
+    created_ms: u64,
+    #[serde(default)]
+    failures: u32,
+}
+
+impl StoredTask {
+    fn of(t: &Tracked) -> Self {
+        Self {
+            node_id: t.assignment.node_id.clone(),
+            app_id: t.assignment.app.id.clone(),
+            version: t.assignment.app.version.clone(),
+            host_ports: t.assignment.host_ports.clone(),
+            created_ms: t.created_ms,
+            failures: t.failures,
+        }
+    }
+}
+
+/// Per app, its slots waiting to be filled again.
+pub type Backoffs = BTreeMap<String, Vec<Backoff>>;
+
+/// The task set (with the slots waiting to be filled) a leader kept in `data`, or `None`
+/// if none ever did. A task whose app version is gone (the app was removed) is left out,
+/// so its agent stops it.
+pub fn tasks(data: &Data) -> Option<(BTreeMap<String, Tracked>, Backoffs)> {
+    if !data.entries.contains_key(TASKS_KEPT_KEY) {
+        return None;
+    }
+    let tasks = data
+        .prefixed(TASKS_PREFIX)
+        .filter_map(|(key, value)| {
+            let stored: StoredTask = serde_json::from_value(value.clone()).ok()?;
+            let app = data
+                .entries
+                .get(&version_key(&stored.app_id, &stored.version))
+                .and_then(|v| serde_json::from_value::<App>(v.clone()).ok())?;
+            let task_id = key[TASKS_PREFIX.len()..].to_owned();
+            Some((
+                task_id.clone(),
+                Tracked {
+                    assignment: Assignment {
+                        task_id,
+                        node_id: stored.node_id,
+                        app,
+                        host_ports: stored.host_ports,
+                    },
+                    created_ms: stored.created_ms,
+                    failures: stored.failures,
+                },
+            ))
+        })
+        .collect();
+    let backoff = data
+        .prefixed(BACKOFF_PREFIX)
+        .filter_map(|(key, value)| {
+            let slots = serde_json::from_value(value.clone()).ok()?;
+            Some((format!("/{}", &key[BACKOFF_PREFIX.len()..]), slots))
+        })
+        .collect();
+    Some((tasks, backoff))
+}
+
+/// The command that makes `data` keep `tasks` and `backoff`, or `None` when it already does.
+pub fn tasks_command(
+    data: &Data,
+    tasks: &BTreeMap<String, Tracked>,
+    backoff: &Backoffs,
+) -> Option<Command> {
+    let mut command = Command::default();
+    let mut wanted: BTreeMap<String, Value> = BTreeMap::new();
+    for (id, t) in tasks {
+        let value = serde_json::to_value(StoredTask::of(t)).unwrap_or(Value::Null);
+        wanted.insert(format!("{TASKS_PREFIX}{id}"), value);
+    }
+    for (app, slots) in backoff.iter().filter(|(_, slots)| !slots.is_empty()) {
+        let value = serde_json::to_value(slots).unwrap_or(Value::Null);
+        wanted.insert(
+            format!("{BACKOFF_PREFIX}{}", app.trim_start_matches('/')),
+            value,
+        );
+    }
+    for prefix in [TASKS_PREFIX, BACKOFF_PREFIX] {
+        for (key, _) in data.prefixed(prefix) {
+            if !wanted.contains_key(key) {
+                command.set.insert(key.clone(), None);
+            }
+        }
+    }
+    for (key, value) in wanted {
+        if data.entries.get(&key) != Some(&value) {
+            command.set.insert(key, Some(value));
+        }
+    }
+    if !data.entries.contains_key(TASKS_KEPT_KEY) {
+        command
+            .set
+            .insert(TASKS_KEPT_KEY.to_owned(), Some(Value::Bool(true)));
+    }
+    (!command.set.is_empty()).then_some(command)
 }
 
 /// A master's peer token, signed by itself and renewed before it expires.
@@ -274,6 +395,72 @@ mod tests {
         )
         .unwrap()
         .app
+    }
+
+    fn tracked(id: &str, app: &App, node: &str) -> (String, Tracked) {
+        (
+            id.to_owned(),
+            Tracked {
+                assignment: Assignment {
+                    task_id: id.to_owned(),
+                    node_id: node.to_owned(),
+                    app: app.clone(),
+                    host_ports: vec![31000],
+                },
+                created_ms: 7,
+                failures: 2,
+            },
+        )
+    }
+
+    #[test]
+    fn the_task_set_comes_back_as_kept_with_each_tasks_version() {
+        let mut data = Data::default();
+        assert_eq!(tasks(&data), None, "never kept: the new leader adopts");
+        let (v1, v2) = (app("/g/web", "v1", 2), app("/g/web", "v2", 2));
+        let before = BTreeMap::new();
+        let both = BTreeMap::from([("/g/web".to_owned(), v2.clone())]);
+        let mut c = apps_command(
+            &data,
+            &before,
+            &BTreeMap::from([("/g/web".to_owned(), v1.clone())]),
+        );
+        assert!(data.apply(&c, 1).applied);
+        c = apps_command(
+            &data,
+            &BTreeMap::from([("/g/web".to_owned(), v1.clone())]),
+            &both,
+        );
+        assert!(data.apply(&c, 2).applied);
+
+        // Half-way through an upgrade: one task of each version, one slot backing off.
+        let set = BTreeMap::from([tracked("a", &v1, "n1"), tracked("b", &v2, "n2")]);
+        let backoff = BTreeMap::from([(
+            "/g/web".to_owned(),
+            vec![Backoff {
+                failures: 3,
+                not_before_ms: 99,
+            }],
+        )]);
+        let c = tasks_command(&data, &set, &backoff).expect("a change");
+        assert!(data.apply(&c, 3).applied);
+        assert_eq!(tasks(&data), Some((set.clone(), backoff.clone())));
+        assert_eq!(
+            tasks_command(&data, &set, &backoff),
+            None,
+            "nothing to write"
+        );
+
+        // A task that ends and a slot filled: only those keys change.
+        let fewer = BTreeMap::from([tracked("b", &v2, "n2")]);
+        let c = tasks_command(&data, &fewer, &BTreeMap::new()).expect("a change");
+        assert_eq!(c.set.len(), 2, "{c:?}");
+        assert!(data.apply(&c, 4).applied);
+        assert_eq!(tasks(&data), Some((fewer, BTreeMap::new())));
+
+        // The app removed with its versions: its task is no longer kept.
+        assert!(data.apply(&apps_command(&data, &both, &before), 5).applied);
+        assert_eq!(tasks(&data), Some((BTreeMap::new(), BTreeMap::new())));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::app::{self, App};
 use super::credentials::{CredentialApi, Credentials};
@@ -275,6 +275,9 @@ impl Inner {
             // minority side of a partition stops publishing within a round.
             let leading = self.is_leader() && self.consensus().confirm_leadership().await.is_ok();
             if leading {
+                // Read again after the confirmation: it holds every committed write, the
+                // task set kept by the last leader included.
+                let current = data.borrow_and_update().clone();
                 let since = *leading_since.get_or_insert_with(|| {
                     info!(
                         term = self.consensus().leader().1,
@@ -408,12 +411,25 @@ impl Inner {
             statuses,
             now_ms: crate::unix_ms(),
         };
-        let wanted = {
+        let (kept, wanted) = {
             let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
             let mut sched = self.sched.lock().unwrap_or_else(|p| p.into_inner());
             if !*ready {
-                sched.tasks = plan::adopt(&apps, &world);
-                info!(adopted = sched.tasks.len(), "adopted the running tasks");
+                match replicated::tasks(data) {
+                    Some((tasks, backoff)) => {
+                        info!(
+                            tasks = tasks.len(),
+                            "took over the task set the last leader kept in Raft"
+                        );
+                        sched.tasks = tasks;
+                        sched.backoff = backoff;
+                    }
+                    // A cluster whose leaders never kept one (before Raft): what runs.
+                    None => {
+                        sched.tasks = plan::adopt(&apps, &world);
+                        info!(adopted = sched.tasks.len(), "adopted the running tasks");
+                    }
+                }
                 *ready = true;
             }
             for change in plan::reconcile(&mut sched, &world, &mut new_task_id) {
@@ -443,8 +459,23 @@ impl Inner {
                 LEADER_KEY.to_owned(),
                 serde_json::to_string(&fact).unwrap_or_default(),
             );
-            wanted
+            (
+                replicated::tasks_command(data, &sched.tasks, &sched.backoff),
+                wanted,
+            )
         };
+        // Committed before any agent hears of it: a decision the quorum does not hold is
+        // never acted on, and the next leader starts from it.
+        if let Some(command) = kept {
+            let keys = command.set.len();
+            match self.consensus().write(command).await {
+                Ok(_) => debug!(keys, "the task set is kept in Raft"),
+                Err(e) => {
+                    warn!(error = %e, "cannot commit the task set; the agents hear of no change until it is");
+                    return;
+                }
+            }
+        }
         // Assignments and apps first, the leader key (with the count) last.
         for (key, value) in wanted.iter().filter(|(k, _)| k.as_str() != LEADER_KEY) {
             if published.get(key) != Some(value) {
