@@ -16,6 +16,12 @@
 //! - `GET /v1/auth/whoami`: the caller's subject and role; `/v1/auth/...` otherwise: the
 //!   masters' credential API, and `/v1/masters`: the masters' quorum, both forwarded to the
 //!   leading scheduler like `/v2`.
+//! - `GET /v1/keyring`: this node's gossip keys and every node's (ids only, never key bytes);
+//!   `POST /v1/keyring/keys` (`{"key": base64}`) installs a key, `PUT /v1/keyring/primary`
+//!   (`{"key": id or base64, "force": false}`) makes one primary, `DELETE
+//!   /v1/keyring/keys/{id}[?force=true]` removes one: on this node, checked against what
+//!   the live nodes publish so a rotation in the wrong order is refused (see
+//!   [`crate::gossip::keyring`]).
 //! - `GET /metrics`: Prometheus text format.
 //! - `GET /health`: liveness (`ok`).
 //!
@@ -37,6 +43,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::gossip::Gossip;
+use crate::gossip::keyring::{KEYRING_KEY, Key, KeyId, Keyring, KeyringError, KeyringFact};
 use crate::lb::LbService;
 use crate::node;
 use crate::overlay::{AttachError, OverlayService};
@@ -62,6 +69,8 @@ pub struct ApiState {
     pub overlay: Option<Arc<OverlayService>>,
     /// `None` when the load balancer is off.
     pub lb: Option<Arc<LbService>>,
+    /// The gossip keys.
+    pub keyring: Keyring,
 }
 
 /// The API's routes, each behind `guard`.
@@ -83,6 +92,13 @@ pub fn router(state: ApiState, guard: crate::auth::http::Guard) -> Router {
         .route("/v1/auth/{*rest}", axum::routing::any(forward))
         .route("/v1/masters", axum::routing::any(forward))
         .route("/v1/masters/{*rest}", axum::routing::any(forward))
+        .route("/v1/keyring", get(keyring_list))
+        .route("/v1/keyring/keys", post(keyring_install))
+        .route(
+            "/v1/keyring/keys/{id}",
+            axum::routing::delete(keyring_remove),
+        )
+        .route("/v1/keyring/primary", axum::routing::put(keyring_use))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             guard,
@@ -229,6 +245,147 @@ async fn kv_put(
 }
 
 type JsonError = (StatusCode, axum::Json<serde_json::Value>);
+
+/// A node's keyring as the cluster sees it.
+#[derive(Serialize)]
+struct NodeKeys {
+    node_id: String,
+    name: Option<String>,
+    up: bool,
+    /// `None` if the node publishes no keyring (an older agent).
+    keyring: Option<KeyringFact>,
+}
+
+fn cluster_keys(s: &ApiState) -> Vec<NodeKeys> {
+    let members = node::members(&s.gossip.view(), SystemTime::now());
+    let view = s.gossip.view();
+    members
+        .into_iter()
+        .map(|m| NodeKeys {
+            keyring: view
+                .nodes
+                .get(&m.id)
+                .and_then(|n| n.get(KEYRING_KEY))
+                .and_then(|v| serde_json::from_str(v).ok()),
+            node_id: m.id,
+            name: m.name,
+            up: m.state == node::NodeState::Up,
+        })
+        .collect()
+}
+
+async fn keyring_list(State(s): State<ApiState>) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "keyring": s.keyring.keys().fact(),
+        "nodes": cluster_keys(&s),
+    }))
+}
+
+#[derive(serde::Deserialize)]
+struct KeyBody {
+    key: String,
+    #[serde(default)]
+    force: bool,
+}
+
+fn keyring_error(e: KeyringError) -> JsonError {
+    let status = match e {
+        KeyringError::Write { .. } | KeyringError::Read { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        KeyringError::Unknown { .. } => StatusCode::NOT_FOUND,
+        KeyringError::BadKey { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        KeyringError::RemovePrimary { .. } => StatusCode::CONFLICT,
+    };
+    json_error(status, e)
+}
+
+/// A key named by its id, or given whole.
+fn key_id(text: &str) -> Result<KeyId, JsonError> {
+    text.parse::<KeyId>()
+        .or_else(|_| Key::parse(text).map(|k| k.id()))
+        .map_err(keyring_error)
+}
+
+async fn publish_keys(s: &ApiState) {
+    let fact = serde_json::to_string(&s.keyring.keys().fact()).unwrap_or_default();
+    s.gossip.publish(KEYRING_KEY, &fact).await;
+}
+
+/// Live nodes (other than this one) for which `bad` holds of their published keyring.
+fn live_nodes_where(s: &ApiState, bad: impl Fn(&KeyringFact) -> bool) -> Vec<String> {
+    cluster_keys(s)
+        .into_iter()
+        .filter(|n| n.up && n.node_id != s.gossip.node_id())
+        .filter(|n| n.keyring.as_ref().is_none_or(&bad))
+        .map(|n| n.name.unwrap_or(n.node_id))
+        .collect()
+}
+
+async fn keyring_install(
+    State(s): State<ApiState>,
+    axum::Json(body): axum::Json<KeyBody>,
+) -> Result<axum::Json<serde_json::Value>, JsonError> {
+    let key = Key::parse(&body.key).map_err(keyring_error)?;
+    let id = key.id();
+    let new = s.keyring.install(key).map_err(keyring_error)?;
+    publish_keys(&s).await;
+    tracing::info!(key = %id, new, "gossip key installed");
+    Ok(axum::Json(
+        serde_json::json!({ "key": id.to_string(), "installed": new }),
+    ))
+}
+
+async fn keyring_use(
+    State(s): State<ApiState>,
+    axum::Json(body): axum::Json<KeyBody>,
+) -> Result<axum::Json<serde_json::Value>, JsonError> {
+    let id = key_id(&body.key)?;
+    let named = id.to_string();
+    let lacking = live_nodes_where(&s, |k| !k.keys.contains(&named));
+    if !lacking.is_empty() && !body.force {
+        return Err(json_error(
+            StatusCode::CONFLICT,
+            format!(
+                "live nodes do not have key {id} installed, and would drop everything this node sends: {}; install it there first (`dcnet keyring install`), or pass --force",
+                lacking.join(", ")
+            ),
+        ));
+    }
+    let changed = s.keyring.use_key(id).map_err(keyring_error)?;
+    publish_keys(&s).await;
+    tracing::info!(key = %id, changed, "gossip key made primary");
+    Ok(axum::Json(
+        serde_json::json!({ "primary": named, "changed": changed }),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct ForceQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn keyring_remove(
+    State(s): State<ApiState>,
+    Path(text): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<ForceQuery>,
+) -> Result<axum::Json<serde_json::Value>, JsonError> {
+    let id = key_id(&text)?;
+    let named = id.to_string();
+    let using = live_nodes_where(&s, |k| k.primary == named);
+    if !using.is_empty() && !q.force {
+        return Err(json_error(
+            StatusCode::CONFLICT,
+            format!(
+                "live nodes still send with key {id}, and this node would drop all of it: {}; make another key primary there first (`dcnet keyring use`), or pass --force",
+                using.join(", ")
+            ),
+        ));
+    }
+    s.keyring.remove(id).map_err(keyring_error)?;
+    publish_keys(&s).await;
+    tracing::info!(key = %id, "gossip key removed");
+    Ok(axum::Json(serde_json::json!({ "removed": named })))
+}
 
 fn json_error(status: StatusCode, message: impl std::fmt::Display) -> JsonError {
     (

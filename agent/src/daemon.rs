@@ -13,6 +13,7 @@ use crate::api::{self, ApiState};
 use crate::auth::Auth;
 use crate::config::AgentConfig;
 use crate::dns::DnsService;
+use crate::gossip::keyring::{self, Keyring};
 use crate::gossip::{AuthenticatedUdp, Gossip, MembershipMetrics, TransportMetrics};
 use crate::identity::NodeIdentity;
 use crate::launcher::LauncherService;
@@ -43,14 +44,26 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     let membership_metrics = MembershipMetrics::default();
     membership_metrics.register(&mut registry);
 
-    let transport = AuthenticatedUdp::new(&config.gossip.secret, transport_metrics);
+    let (keyring, secret_ignored) = Keyring::open(&config.state_dir, &config.gossip.secret)?;
+    if secret_ignored {
+        warn!(
+            file = %config.state_dir.join(keyring::KEYRING_FILE).display(),
+            "the cluster secret is not among the gossip keys this node keeps: the keyring file wins (rotate keys with `dcnet keyring`)"
+        );
+    }
+    let transport =
+        AuthenticatedUdp::new(keyring.clone(), config.gossip.advertise, transport_metrics);
     let info = serde_json::to_string(&NodeInfo::from_config(&config)).expect("NodeInfo serialises");
+    let keys = serde_json::to_string(&keyring.keys().fact()).expect("KeyringFact serialises");
     let gossip = Arc::new(
         Gossip::start(
             &config.gossip,
             &identity,
             &transport,
-            vec![(NODE_INFO_KEY.to_owned(), info)],
+            vec![
+                (NODE_INFO_KEY.to_owned(), info),
+                (keyring::KEYRING_KEY.to_owned(), keys),
+            ],
             membership_metrics,
         )
         .await?,
@@ -149,6 +162,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         registry: Arc::new(registry),
         overlay: overlay.clone(),
         lb: lb.clone(),
+        keyring,
     };
     let guard = auth.guard("agent", api::OPEN_ROUTES);
     let api = tokio::spawn(api::serve(listener, api_state, guard, async {

@@ -32,6 +32,9 @@ impl fmt::Display for Origin {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The gossip keyring could not be read or stored.
+    #[error(transparent)]
+    Keyring(#[from] crate::gossip::keyring::KeyringError),
     /// The config file could not be read.
     #[error(
         "config file {path}: cannot read it ({source}); pass an existing, readable TOML file to --config"

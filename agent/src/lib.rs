@@ -23,6 +23,7 @@ pub mod gossip;
 pub mod identity;
 pub mod launcher;
 pub mod lb;
+pub mod log_budget;
 pub mod node;
 pub mod overlay;
 pub mod scheduler;
@@ -32,7 +33,7 @@ pub use error::Error;
 
 /// Milliseconds since the Unix epoch: the timestamps the agent publishes in gossip and keeps
 /// in its records (0 if the clock is before 1970).
-pub(crate) fn unix_ms() -> u64 {
+pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -43,6 +43,47 @@ enum Command {
     Auth(AuthArgs),
     /// The masters' quorum: list, add or remove a master.
     Master(MasterArgs),
+    /// Gossip encryption keys: list, generate, install, use, remove (rotation without downtime).
+    Keyring(KeyringArgs),
+}
+
+#[derive(Args)]
+struct KeyringArgs {
+    #[command(subcommand)]
+    command: KeyringCommand,
+}
+
+#[derive(Subcommand)]
+enum KeyringCommand {
+    /// Each node's gossip keys by id, and the one it sends with.
+    List(ClientArgs),
+    /// Print a new random key (base64) to install on every node.
+    Generate,
+    /// Accept a key (base64) on this node, besides the ones it has.
+    Install {
+        key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Send with an installed key (by id or base64) from now on; refused while a live node
+    /// lacks it.
+    Use {
+        key: String,
+        /// Even though some live nodes do not have the key.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop accepting a key (by id or base64); refused while a live node sends with it.
+    Remove {
+        key: String,
+        /// Even though some live nodes still send with the key.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Args)]
@@ -335,6 +376,13 @@ impl ClientArgs {
 }
 
 fn main() -> ExitCode {
+    // Errors on hot failure paths (sends to a dropped peer, refused requests) must stay cheap:
+    // with RUST_BACKTRACE=1 in the environment, anyhow would capture a backtrace for each.
+    // Panics keep theirs. Set before any thread starts.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: single-threaded here; nothing reads the environment concurrently.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Agent(args) => run_agent(*args),
@@ -387,6 +435,24 @@ fn main() -> ExitCode {
             MasterCommand::Remove { address, client } => client
                 .client()
                 .and_then(|c| cli::masters::remove(&c, &address)),
+        }),
+        Command::Keyring(KeyringArgs { command }) => report(match command {
+            KeyringCommand::List(client) => client
+                .client()
+                .and_then(|c| cli::keyring::list(&c, client.json)),
+            KeyringCommand::Generate => {
+                cli::keyring::generate();
+                Ok(())
+            }
+            KeyringCommand::Install { key, client } => client
+                .client()
+                .and_then(|c| cli::keyring::install(&c, &key)),
+            KeyringCommand::Use { key, force, client } => client
+                .client()
+                .and_then(|c| cli::keyring::use_key(&c, &key, force)),
+            KeyringCommand::Remove { key, force, client } => client
+                .client()
+                .and_then(|c| cli::keyring::remove(&c, &key, force)),
         }),
         Command::Dns(DnsArgs {
             mesos_dns_config: Some(file),

@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use dcnet_agent::config::{GossipSettings, Secret};
+use dcnet_agent::gossip::keyring::{Key, Keyring};
 use dcnet_agent::gossip::transport::RejectReason;
 use dcnet_agent::gossip::{AuthenticatedUdp, Event, Gossip, MembershipMetrics, TransportMetrics};
 use dcnet_agent::identity::NodeIdentity;
@@ -57,7 +58,8 @@ async fn member_with(
     let mut s = settings(addr, &seeds);
     adjust(&mut s);
     let metrics = TransportMetrics::default();
-    let transport = AuthenticatedUdp::new(&s.secret, metrics.clone());
+    let keyring = Keyring::in_memory(Key::from_secret(&s.secret));
+    let transport = AuthenticatedUdp::new(keyring, s.advertise, metrics.clone());
     let identity = NodeIdentity {
         id: format!("node-{net}-{host}"),
         generation: 1,
@@ -234,10 +236,11 @@ async fn a_stopped_member_is_reported_down() {
 }
 
 /// An authentic datagram that chitchat cannot decode (a peer of an incompatible version) is
-/// counted as malformed, and the member keeps receiving gossip afterwards.
+/// counted as malformed, and the member keeps receiving gossip afterwards; the same datagram
+/// sent again is a replay, and neither gets an answer.
 #[tokio::test]
-async fn an_authentic_but_undecodable_datagram_does_not_stop_gossip() {
-    use dcnet_agent::gossip::frame::FrameCodec;
+async fn an_authentic_but_undecodable_datagram_does_not_stop_gossip_and_is_not_replayed() {
+    use dcnet_agent::gossip::frame::Sealer;
     let (n1, m1) = member(5, 1, &[], None).await;
     let (n2, _) = member(5, 2, &[1], None).await;
     assert!(
@@ -246,16 +249,27 @@ async fn an_authentic_but_undecodable_datagram_does_not_stop_gossip() {
             .is_some()
     );
 
-    let junk = FrameCodec::new(&settings(IpAddr::from([127, 77, 5, 1]), &[]).secret)
-        .seal(b"not a chitchat envelope", 7)
+    let secret = settings(IpAddr::from([127, 77, 5, 1]), &[]).secret;
+    let keyring = Keyring::in_memory(Key::from_secret(&secret));
+    let mut sealer = Sealer::new(keyring, "127.77.5.9:62501".parse().unwrap());
+    let junk = sealer
+        .seal(b"not a chitchat envelope", 7, dcnet_agent::unix_ms())
         .unwrap();
     let socket = tokio::net::UdpSocket::bind("127.77.5.9:0").await.unwrap();
-    for datagram in &junk {
-        socket.send_to(datagram, "127.77.5.1:62501").await.unwrap();
+    for _ in 0..2 {
+        for datagram in &junk {
+            socket.send_to(datagram, "127.77.5.1:62501").await.unwrap();
+        }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(m1.rejected(RejectReason::Malformed), 1);
+    assert_eq!(m1.rejected(RejectReason::Replay), 1);
     assert_eq!(m1.rejected(RejectReason::Auth), 0);
+    let mut buf = [0; 64];
+    assert!(
+        socket.try_recv_from(&mut buf).is_err(),
+        "the sender's socket got an answer"
+    );
 
     n2.publish("after", "junk").await;
     assert!(

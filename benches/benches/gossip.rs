@@ -1,8 +1,10 @@
 //! Gossip benchmark: how fast a key reaches every node, and how fast a dead node is noticed,
 //! for clusters of N members.
 //!
-//! Every member is a full `dcnet_agent::gossip::Gossip` (chitchat, the HMAC-authenticated UDP
-//! transport, the view observer) on its own loopback port, all in this process. Measured:
+//! Every member is a full `dcnet_agent::gossip::Gossip` (chitchat, the view observer) on its own
+//! loopback port, all in this process. Each size runs twice, side by side: with dcnet's sealed
+//! transport (ChaCha20-Poly1305, freshness and replay checks) and with chitchat's plain UDP
+//! transport (no encryption, no authentication), and the table ends with their ratio. Measured:
 //!
 //! - propagation: a random member publishes a key; per trial, the time until every other member's
 //!   view holds it (reported as median and p99 over trials), and the per-member latencies;
@@ -17,14 +19,16 @@
 //! and every time is also given in gossip rounds, which carry over to the production interval.
 //!
 //! Usage: `cargo bench -p dcnet-benches --bench gossip -- [--nodes 10,100,1000]
-//!        [--intervals 500ms,500ms,4s] [--phi 6] [--trials 20]`
+//!        [--intervals 500ms,500ms,4s] [--phi 6] [--trials 20] [--transports sealed,plain]`
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use chitchat::transport::{Transport, UdpTransport};
 use dcnet_agent::config::{GossipSettings, Secret};
+use dcnet_agent::gossip::keyring::{Key, Keyring};
 use dcnet_agent::gossip::{AuthenticatedUdp, Gossip, MembershipMetrics, TransportMetrics};
 use dcnet_agent::identity::NodeIdentity;
 use dcnet_benches::{cpu_time, ms, print_table, quantile};
@@ -48,9 +52,18 @@ struct Options {
     phi: f64,
     #[arg(long, default_value_t = 20)]
     trials: usize,
+    /// Transports to run each size with: sealed (dcnet's), plain (chitchat's UDP).
+    #[arg(long, value_delimiter = ',', default_value = "sealed,plain")]
+    transports: Vec<Mode>,
     // `cargo bench` passes --bench to every benchmark binary.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    Sealed,
+    Plain,
 }
 
 fn parse_args() -> Result<Options> {
@@ -74,6 +87,8 @@ async fn start_member(
     interval: Duration,
     o: &Options,
     secret: &Secret,
+    mode: Mode,
+    keyring: &Keyring,
 ) -> Result<Gossip> {
     let settings = GossipSettings {
         listen: addr(i),
@@ -89,7 +104,14 @@ async fn start_member(
         dead_node_grace: Duration::from_secs(3600),
         tombstone_grace: Duration::from_secs(600),
     };
-    let transport = AuthenticatedUdp::new(secret, TransportMetrics::default());
+    let transport: Box<dyn Transport> = match mode {
+        Mode::Sealed => Box::new(AuthenticatedUdp::new(
+            keyring.clone(),
+            addr(i),
+            TransportMetrics::default(),
+        )),
+        Mode::Plain => Box::new(UdpTransport),
+    };
     let identity = NodeIdentity {
         id: format!("member-{i:04}"),
         generation: 1,
@@ -97,7 +119,7 @@ async fn start_member(
     Ok(Gossip::start(
         &settings,
         &identity,
-        &transport,
+        transport.as_ref(),
         vec![],
         MembershipMetrics::default(),
     )
@@ -136,6 +158,7 @@ async fn wait_formed(members: &[Arc<Gossip>], n: usize, timeout: Duration) -> Re
 
 struct Row {
     n: usize,
+    mode: Mode,
     interval: Duration,
     formed: Duration,
     prop_all: Vec<Duration>,
@@ -146,11 +169,14 @@ struct Row {
     cpu_per_member: f64,
 }
 
-async fn run(n: usize, interval: Duration, o: &Options) -> Result<Row> {
+async fn run(n: usize, interval: Duration, o: &Options, mode: Mode) -> Result<Row> {
     let secret = Secret::new(b"benchmark-cluster-secret-0123456789".to_vec());
+    let keyring = Keyring::in_memory(Key::from_secret(&secret));
     let mut members = Vec::with_capacity(n);
     for i in 0..n {
-        members.push(Arc::new(start_member(i, interval, o, &secret).await?));
+        members.push(Arc::new(
+            start_member(i, interval, o, &secret, mode, &keyring).await?,
+        ));
     }
     let formed = wait_formed(&members, n, Duration::from_secs(60) + interval * 40).await?;
 
@@ -242,6 +268,7 @@ async fn run(n: usize, interval: Duration, o: &Options) -> Result<Row> {
     }
     Ok(Row {
         n,
+        mode,
         interval,
         formed,
         prop_all,
@@ -259,15 +286,17 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     println!(
-        "gossip benchmark: chitchat 0.13 + HMAC transport, phi {}, {} trials, {cores} cores",
+        "gossip benchmark: chitchat 0.13, sealed (dcnet) and plain (chitchat UDP) transports, phi {}, {} trials, {cores} cores",
         o.phi, o.trials
     );
     let mut rows = Vec::new();
     for (&n, &interval) in o.nodes.iter().zip(&o.intervals) {
-        eprintln!("running N = {n} at interval {interval:?} ...");
-        rows.push(runtime.block_on(run(n as usize, interval, &o))?);
-        // Let sockets close before the next size reuses the ports.
-        std::thread::sleep(Duration::from_secs(1));
+        for &mode in &o.transports {
+            eprintln!("running N = {n} at interval {interval:?}, {mode:?} ...");
+            rows.push(runtime.block_on(run(n as usize, interval, &o, mode))?);
+            // Let sockets close before the next run reuses the ports.
+            std::thread::sleep(Duration::from_secs(1));
+        }
     }
     let table: Vec<Vec<String>> = rows
         .iter()
@@ -283,6 +312,7 @@ fn main() -> Result<()> {
             let load = r.cpu_per_member * r.n as f64 / cores as f64;
             vec![
                 r.n.to_string(),
+                format!("{:?}", r.mode).to_lowercase(),
                 format!("{:?}", r.interval),
                 both(Some(r.formed)),
                 both(quantile(&r.prop_all, 0.5)),
@@ -303,6 +333,7 @@ fn main() -> Result<()> {
     print_table(
         &[
             "N",
+            "transport",
             "interval",
             "formed",
             "prop-all p50",
@@ -323,5 +354,20 @@ fn main() -> Result<()> {
          spends per gossip round at rest. sim load: all members' share of this machine's cores (near 100%\n\
          the simulation, not the protocol, sets the times)."
     );
+    for sealed in rows.iter().filter(|r| r.mode == Mode::Sealed) {
+        let Some(plain) = rows
+            .iter()
+            .find(|r| r.mode == Mode::Plain && r.n == sealed.n)
+        else {
+            continue;
+        };
+        let p99 = |r: &Row| quantile(&r.prop_all, 0.99).map_or(f64::NAN, |d| d.as_secs_f64());
+        println!(
+            "N = {}: sealed / plain: cpu per member per round {:.2}x, prop-all p99 {:.2}x",
+            sealed.n,
+            sealed.cpu_per_member / plain.cpu_per_member,
+            p99(sealed) / p99(plain)
+        );
+    }
     Ok(())
 }

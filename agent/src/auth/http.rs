@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::log_budget::LogBudget;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -29,21 +30,19 @@ struct RefusedLabels {
     reason: &'static str,
 }
 
-/// Refused requests, counted and logged (at most [`LOG_BURST`] lines per [`LOG_WINDOW`]).
-#[derive(Default)]
+/// Refused requests, counted and logged (at most 20 lines per 10 s).
 pub struct Audit {
     refused: Family<RefusedLabels, Counter>,
-    log: Mutex<LogWindow>,
+    log: Mutex<LogBudget>,
 }
 
-const LOG_WINDOW: Duration = Duration::from_secs(10);
-const LOG_BURST: u32 = 20;
-
-#[derive(Default)]
-struct LogWindow {
-    started: Option<Instant>,
-    logged: u32,
-    suppressed: u64,
+impl Default for Audit {
+    fn default() -> Self {
+        Self {
+            refused: Family::default(),
+            log: Mutex::new(LogBudget::new(Duration::from_secs(10), 20)),
+        }
+    }
 }
 
 impl Audit {
@@ -72,26 +71,15 @@ impl Audit {
                 reason: refusal.reason,
             })
             .inc();
-        let mut w = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if w.started
-            .is_none_or(|s| now.duration_since(s) >= LOG_WINDOW)
-        {
-            if w.suppressed > 0 {
-                warn!(api, suppressed = w.suppressed, window = ?LOG_WINDOW, "more requests were refused than logged");
-            }
-            *w = LogWindow {
-                started: Some(now),
-                ..LogWindow::default()
-            };
+        let mut budget = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let admit = budget.admit(Instant::now());
+        if admit.suppressed > 0 {
+            warn!(api, suppressed = admit.suppressed, window = ?budget.window(), "more requests were refused than logged");
         }
-        if w.logged < LOG_BURST {
-            w.logged += 1;
+        if admit.log {
             let peer = peer.map_or_else(|| "?".to_owned(), |p| p.to_string());
             warn!(api, %peer, %method, endpoint, status = refusal.status, reason = refusal.reason,
                   message = %refusal.message, "request refused");
-        } else {
-            w.suppressed += 1;
         }
     }
 }

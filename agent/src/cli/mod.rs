@@ -7,12 +7,14 @@
 //! - [`dns`] also has `dcnet dns lookup`, a query to the node's own DNS server.
 //! - [`auth`]: `dcnet auth ...`: the cluster's keys, tokens and users.
 //! - [`masters`]: `dcnet master ...`: the masters' Raft quorum.
+//! - [`keyring`]: `dcnet keyring ...`: the gossip keys and their rotation.
 //!
 //! Every call presents the credential [`Client`] found (see [`dcnet_auth::client`]).
 
 pub mod apps;
 pub mod auth;
 pub mod dns;
+pub mod keyring;
 pub mod masters;
 pub mod nodes;
 pub mod vips;

@@ -1,46 +1,71 @@
-//! The authenticated frame every gossip datagram travels in, and the reassembly of the rare
-//! message that needs two.
+//! The sealed frame every gossip datagram travels in, and the reassembly of the rare message
+//! that needs two.
 //!
 //! ```text
-//! 0        format version (1)
-//! 1        flags (bit 0: fragment)
-//! 2..8     fragment header, only with the flag: message id (u32 LE), index, count
-//! ...      payload: a chitchat envelope, or a slice of one
-//! last 32  HMAC-SHA256(cluster secret, every byte before it)
+//! 0        format version (2)                                     ┐
+//! 1..5     key id: which keyring key sealed it                    │ in clear,
+//! 5..21    sender: 16 random bytes the sender chose at its start  │ authenticated
+//! 21..29   counter: u64 BE, one more for every datagram it seals  │
+//! 29..37   sent at: unix ms, u64 BE                               ┘
+//! ...      sealed (ChaCha20-Poly1305): flags (bit 0: fragment), the sender's gossip address
+//!          (4|6, address, port), [fragment header: message id u32 LE, index, count], payload
+//! last 16  Poly1305 tag
 //! ```
 //!
-//! The tag is checked in constant time before anything else is read, so bytes from outside the
-//! cluster never reach a decoder or the reassembly buffer. chitchat fills envelopes up to the
-//! largest UDP payload (its deltas are already compressed), so an envelope may not fit with the
-//! tag; it is then split, each part tagged on its own.
+//! Each sender seals with its own key, derived from the keyring key and its sender bytes
+//! (HKDF-SHA256), so its counter alone makes every nonce unique. A receiver opens a datagram only
+//! if its key is installed, then drops it if it was sent more than [`FRESHNESS`] from now by this
+//! node's clock (`stale`) or its counter was seen before (`replay`, a window of
+//! [`REPLAY_WINDOW`] counters per sender). An authentic, fresh, first datagram is answered at the
+//! address sealed inside it, never at the source address it came from: replaying or reflecting
+//! gossip at a third party gets no answer at all.
+//!
+//! chitchat fills envelopes up to the largest UDP payload (its deltas are already compressed),
+//! so an envelope may not fit with the frame; it is then split, each part sealed on its own.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use ring::hkdf;
 
+use super::keyring::{Key, KeyId, Keyring};
 use super::transport::RejectReason;
-use crate::config::Secret;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Largest UDP payload over IPv4.
 pub const MAX_DATAGRAM: usize = 65_507;
-const FORMAT_VERSION: u8 = 1;
+const FORMAT_VERSION: u8 = 2;
 const FLAG_FRAGMENT: u8 = 0b1;
-const HEADER_LEN: usize = 2;
+/// Version, key id, sender, counter, sent at.
+const HEADER_LEN: usize = 1 + 4 + 16 + 8 + 8;
+const TAG_LEN: usize = 16;
 const FRAGMENT_HEADER_LEN: usize = 6;
-const TAG_LEN: usize = 32;
+/// Flags and the longest address (family, IPv6, port).
+const MAX_INNER_LEN: usize = 1 + 1 + 16 + 2;
 /// At most this many fragments per message: enough for any envelope chitchat builds.
 const MAX_FRAGMENTS: usize = 4;
 /// Largest slice of a message carried by one fragment.
-const FRAGMENT_CHUNK: usize = MAX_DATAGRAM - HEADER_LEN - FRAGMENT_HEADER_LEN - TAG_LEN;
+const FRAGMENT_CHUNK: usize =
+    MAX_DATAGRAM - HEADER_LEN - MAX_INNER_LEN - FRAGMENT_HEADER_LEN - TAG_LEN;
+/// How far from this node's clock a datagram's send time may be. Nodes need NTP, as DC/OS
+/// required; a node further off is told so in the log and counted as `stale`.
+pub const FRESHNESS: Duration = Duration::from_secs(30);
+/// Counters remembered per sender: reordering deeper than this is dropped as a replay.
+pub const REPLAY_WINDOW: u64 = 1024;
+/// Senders remembered; only authentic senders are added, so this bounds restarts, not attacks.
+const MAX_SENDERS: usize = 4096;
 
 /// What an authentic datagram carried.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Opened<'a> {
+pub struct Opened<'a> {
+    /// The gossip address of its sender, as sealed inside it.
+    pub from: SocketAddr,
+    pub body: Body<'a>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Body<'a> {
     /// A whole message.
     Whole(&'a [u8]),
     /// Part `index` of `count` of message `id`.
@@ -52,71 +77,258 @@ pub enum Opened<'a> {
     },
 }
 
-/// Seals messages into datagrams and opens datagrams, with the cluster secret.
-#[derive(Clone)]
-pub struct FrameCodec {
-    mac: HmacSha256,
+/// The key `sender` seals with under `key`.
+fn sender_key(key: &Key, sender: &[u8; 16]) -> LessSafeKey {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, sender).extract(key.as_bytes());
+    let okm = prk
+        .expand(&[b"dcnet gossip v2"], &CHACHA20_POLY1305)
+        .expect("ChaCha20-Poly1305's key length is a valid HKDF output length");
+    LessSafeKey::new(UnboundKey::from(okm))
 }
 
-impl FrameCodec {
-    /// A codec keyed with `secret`.
-    pub fn new(secret: &Secret) -> Self {
+fn nonce(counter: u64) -> Nonce {
+    let mut n = [0; 12];
+    n[4..].copy_from_slice(&counter.to_be_bytes());
+    Nonce::assume_unique_for_key(n)
+}
+
+fn encode_addr(addr: SocketAddr, out: &mut Vec<u8>) {
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&addr.port().to_be_bytes());
+}
+
+fn decode_addr(bytes: &[u8]) -> Option<(SocketAddr, &[u8])> {
+    let (&family, rest) = bytes.split_first()?;
+    let (ip, rest): (IpAddr, &[u8]) = match family {
+        4 => {
+            let (ip, rest) = rest.split_first_chunk::<4>()?;
+            (Ipv4Addr::from(*ip).into(), rest)
+        }
+        6 => {
+            let (ip, rest) = rest.split_first_chunk::<16>()?;
+            (Ipv6Addr::from(*ip).into(), rest)
+        }
+        _ => return None,
+    };
+    let (port, rest) = rest.split_first_chunk::<2>()?;
+    Some((SocketAddr::new(ip, u16::from_be_bytes(*port)), rest))
+}
+
+/// Seals this node's messages with its keyring's primary key.
+pub struct Sealer {
+    keyring: Keyring,
+    address: SocketAddr,
+    sender: [u8; 16],
+    counter: u64,
+    key: Option<(KeyId, LessSafeKey)>,
+}
+
+impl Sealer {
+    /// A sealer for a node reached at `address`, with a fresh random sender id.
+    pub fn new(keyring: Keyring, address: SocketAddr) -> Self {
         Self {
-            // HMAC takes keys of any length.
-            mac: HmacSha256::new_from_slice(secret.as_bytes())
-                .expect("HMAC accepts any key length"),
+            keyring,
+            address,
+            sender: rand::random(),
+            counter: 0,
+            key: None,
         }
     }
 
+    /// The sender id this node seals with (its [`Opener`] refuses datagrams that carry it).
+    pub fn sender(&self) -> [u8; 16] {
+        self.sender
+    }
+
     /// The datagrams that carry `message` (one, unless it is too large); `id` tells apart the
-    /// fragments of different messages from one sender. `None` if even fragments cannot carry it.
-    pub fn seal(&self, message: &[u8], id: u32) -> Option<Vec<Vec<u8>>> {
-        if message.len() + HEADER_LEN + TAG_LEN <= MAX_DATAGRAM {
-            return Some(vec![self.tagged(&[FORMAT_VERSION, 0], message)]);
+    /// fragments of different messages. `None` if even fragments cannot carry it.
+    pub fn seal(&mut self, message: &[u8], id: u32, now_ms: u64) -> Option<Vec<Vec<u8>>> {
+        let mut inner = vec![0];
+        encode_addr(self.address, &mut inner);
+        if HEADER_LEN + inner.len() + message.len() + TAG_LEN <= MAX_DATAGRAM {
+            return Some(vec![self.sealed(&inner, message, now_ms)]);
         }
         let count = message.len().div_ceil(FRAGMENT_CHUNK);
         if count > MAX_FRAGMENTS {
             return None;
         }
+        inner[0] = FLAG_FRAGMENT;
         let datagrams = message
             .chunks(FRAGMENT_CHUNK)
             .enumerate()
             .map(|(index, part)| {
-                let mut header = vec![FORMAT_VERSION, FLAG_FRAGMENT];
+                let mut header = inner.clone();
                 header.extend_from_slice(&id.to_le_bytes());
                 header.extend_from_slice(&[index as u8, count as u8]);
-                self.tagged(&header, part)
+                self.sealed(&header, part, now_ms)
             })
             .collect();
         Some(datagrams)
     }
 
-    fn tagged(&self, header: &[u8], payload: &[u8]) -> Vec<u8> {
-        let mut datagram = Vec::with_capacity(header.len() + payload.len() + TAG_LEN);
-        datagram.extend_from_slice(header);
+    fn sealed(&mut self, inner: &[u8], payload: &[u8], now_ms: u64) -> Vec<u8> {
+        let primary = self.keyring.with(|k| k.primary.clone());
+        let id = primary.id();
+        if self.key.as_ref().map(|(k, _)| *k) != Some(id) {
+            self.key = Some((id, sender_key(&primary, &self.sender)));
+        }
+        self.counter += 1;
+        let mut datagram = Vec::with_capacity(HEADER_LEN + inner.len() + payload.len() + TAG_LEN);
+        datagram.push(FORMAT_VERSION);
+        datagram.extend_from_slice(&id.0);
+        datagram.extend_from_slice(&self.sender);
+        datagram.extend_from_slice(&self.counter.to_be_bytes());
+        datagram.extend_from_slice(&now_ms.to_be_bytes());
+        datagram.extend_from_slice(inner);
         datagram.extend_from_slice(payload);
-        let mut mac = self.mac.clone();
-        mac.update(&datagram);
-        datagram.extend_from_slice(&mac.finalize().into_bytes());
+        let (header, body) = datagram.split_at_mut(HEADER_LEN);
+        let key = self.key.as_ref().map(|(_, k)| k).expect("set above");
+        let tag = key
+            .seal_in_place_separate_tag(nonce(self.counter), Aad::from(&*header), body)
+            .expect("a datagram is far below ChaCha20-Poly1305's length limit");
+        datagram.extend_from_slice(tag.as_ref());
         datagram
     }
+}
 
-    /// Verifies a datagram and returns what it carries.
-    pub fn open<'a>(&self, datagram: &'a [u8]) -> Result<Opened<'a>, RejectReason> {
-        if datagram.len() < HEADER_LEN + TAG_LEN {
+/// The counters seen from one sender under one key.
+struct Seen {
+    key: LessSafeKey,
+    highest: u64,
+    bits: [u64; (REPLAY_WINDOW / 64) as usize],
+    last_heard: Instant,
+}
+
+impl Seen {
+    /// Records `n`; false if it was seen before or is older than the window.
+    fn first_time(&mut self, n: u64) -> bool {
+        if n > self.highest {
+            let gap = n - self.highest;
+            if gap >= REPLAY_WINDOW {
+                self.bits = [0; (REPLAY_WINDOW / 64) as usize];
+            } else {
+                for m in self.highest + 1..n {
+                    self.clear(m);
+                }
+            }
+            self.highest = n;
+        } else if self.highest - n >= REPLAY_WINDOW || self.is_set(n) {
+            return false;
+        }
+        self.set(n);
+        true
+    }
+
+    fn slot(n: u64) -> (usize, u64) {
+        let i = n % REPLAY_WINDOW;
+        ((i / 64) as usize, 1 << (i % 64))
+    }
+
+    fn is_set(&self, n: u64) -> bool {
+        let (w, b) = Self::slot(n);
+        self.bits[w] & b != 0
+    }
+
+    fn set(&mut self, n: u64) {
+        let (w, b) = Self::slot(n);
+        self.bits[w] |= b;
+    }
+
+    fn clear(&mut self, n: u64) {
+        let (w, b) = Self::slot(n);
+        self.bits[w] &= !b;
+    }
+}
+
+/// Opens datagrams with any installed key, dropping stale and repeated ones.
+pub struct Opener {
+    keyring: Keyring,
+    /// This node's own sender id: its own datagrams, reflected back at it, are replays.
+    own: [u8; 16],
+    senders: HashMap<([u8; 16], KeyId), Seen>,
+}
+
+impl Opener {
+    /// An opener for the node whose [`Sealer`] has sender id `own`.
+    pub fn new(keyring: Keyring, own: [u8; 16]) -> Self {
+        Self {
+            keyring,
+            own,
+            senders: HashMap::new(),
+        }
+    }
+
+    /// Opens `datagram` in place. `now_ms` is this node's clock (unix ms).
+    pub fn open<'a>(
+        &mut self,
+        datagram: &'a mut [u8],
+        now_ms: u64,
+        now: Instant,
+    ) -> Result<Opened<'a>, RejectReason> {
+        if datagram.len() < HEADER_LEN + 1 + TAG_LEN || datagram[0] != FORMAT_VERSION {
             return Err(RejectReason::Auth);
         }
-        let (signed, tag) = datagram.split_at(datagram.len() - TAG_LEN);
-        let mut mac = self.mac.clone();
-        mac.update(signed);
-        mac.verify_slice(tag).map_err(|_| RejectReason::Auth)?;
-
-        let (header, rest) = signed.split_at(HEADER_LEN);
-        if header[0] != FORMAT_VERSION {
-            return Err(RejectReason::Malformed);
+        let (header, body) = datagram.split_at_mut(HEADER_LEN);
+        let key_id = KeyId(header[1..5].try_into().expect("4 bytes"));
+        let sender: [u8; 16] = header[5..21].try_into().expect("16 bytes");
+        let counter = u64::from_be_bytes(header[21..29].try_into().expect("8 bytes"));
+        let sent_ms = u64::from_be_bytes(header[29..37].try_into().expect("8 bytes"));
+        let Some(installed) = self.keyring.with(|k| k.get(key_id).cloned()) else {
+            // A removed key's senders go with it.
+            self.senders.retain(|(_, id), _| *id != key_id);
+            return Err(RejectReason::Auth);
+        };
+        let mut derived = None;
+        let key = match self.senders.get(&(sender, key_id)) {
+            Some(seen) => &seen.key,
+            None => derived.insert(sender_key(&installed, &sender)),
+        };
+        let plain = key
+            .open_in_place(nonce(counter), Aad::from(&*header), body)
+            .map_err(|_| RejectReason::Auth)?;
+        if sent_ms.abs_diff(now_ms) > FRESHNESS.as_millis() as u64 {
+            return Err(RejectReason::Stale);
         }
-        if header[1] & FLAG_FRAGMENT == 0 {
-            return Ok(Opened::Whole(rest));
+        if sender == self.own {
+            return Err(RejectReason::Replay);
+        }
+        if let Some(key) = derived {
+            self.forget_some(now);
+            self.senders.insert(
+                (sender, key_id),
+                Seen {
+                    key,
+                    highest: 0,
+                    bits: [0; (REPLAY_WINDOW / 64) as usize],
+                    last_heard: now,
+                },
+            );
+        }
+        let seen = self
+            .senders
+            .get_mut(&(sender, key_id))
+            .expect("inserted above");
+        if !seen.first_time(counter) {
+            return Err(RejectReason::Replay);
+        }
+        seen.last_heard = now;
+
+        let (&flags, rest) = plain.split_first().ok_or(RejectReason::Malformed)?;
+        let (from, rest) = decode_addr(rest).ok_or(RejectReason::Malformed)?;
+        if flags & FLAG_FRAGMENT == 0 {
+            return Ok(Opened {
+                from,
+                body: Body::Whole(rest),
+            });
         }
         let Some((fragment, part)) = rest.split_first_chunk::<FRAGMENT_HEADER_LEN>() else {
             return Err(RejectReason::Malformed);
@@ -126,12 +338,34 @@ impl FrameCodec {
         if count < 2 || usize::from(count) > MAX_FRAGMENTS || index >= count {
             return Err(RejectReason::Malformed);
         }
-        Ok(Opened::Fragment {
-            id,
-            index,
-            count,
-            part,
+        Ok(Opened {
+            from,
+            body: Body::Fragment {
+                id,
+                index,
+                count,
+                part,
+            },
         })
+    }
+
+    /// Makes room for one more sender. A sender silent for three freshness periods can be
+    /// forgotten safely: anything it sent is stale by now, whatever its clock said.
+    fn forget_some(&mut self, now: Instant) {
+        if self.senders.len() < MAX_SENDERS {
+            return;
+        }
+        self.senders
+            .retain(|_, s| now.duration_since(s.last_heard) < FRESHNESS * 3);
+        if self.senders.len() >= MAX_SENDERS
+            && let Some(oldest) = self
+                .senders
+                .iter()
+                .min_by_key(|(_, s)| s.last_heard)
+                .map(|(k, _)| *k)
+        {
+            self.senders.remove(&oldest);
+        }
     }
 }
 
@@ -195,69 +429,152 @@ impl Reassembly {
 mod tests {
     use super::*;
 
-    fn codec(key: &str) -> FrameCodec {
-        FrameCodec::new(&Secret::new(key.as_bytes().to_vec()))
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn pair(key: &Key) -> (Sealer, Opener) {
+        let ring = Keyring::in_memory(key.clone());
+        (
+            Sealer::new(ring.clone(), "10.0.0.1:7946".parse().unwrap()),
+            Opener::new(ring, rand::random()),
+        )
+    }
+
+    fn open(o: &mut Opener, d: &[u8], now_ms: u64) -> Result<Vec<u8>, RejectReason> {
+        let mut copy = d.to_vec();
+        match o.open(&mut copy, now_ms, Instant::now())?.body {
+            Body::Whole(m) => Ok(m.to_vec()),
+            Body::Fragment { part, .. } => Ok(part.to_vec()),
+        }
     }
 
     #[test]
-    fn small_message_is_one_whole_datagram() {
-        let c = codec("0123456789abcdef");
-        let datagrams = c.seal(b"hello", 7).unwrap();
-        assert_eq!(datagrams.len(), 1);
-        assert_eq!(c.open(&datagrams[0]), Ok(Opened::Whole(&b"hello"[..])));
+    fn a_message_is_sealed_and_opened_with_its_sender_address() {
+        let (mut s, mut o) = pair(&Key::generate());
+        let d = s.seal(b"hello", 7, NOW).unwrap();
+        assert_eq!(d.len(), 1);
+        assert!(
+            !d[0].windows(5).any(|w| w == b"hello"),
+            "the payload travels in clear"
+        );
+        let mut copy = d[0].clone();
+        let opened = o.open(&mut copy, NOW, Instant::now()).unwrap();
+        assert_eq!(opened.from, "10.0.0.1:7946".parse().unwrap());
+        assert_eq!(opened.body, Body::Whole(&b"hello"[..]));
+    }
+
+    #[test]
+    fn a_replay_or_a_stale_datagram_is_dropped_reordering_is_not() {
+        let (mut s, mut o) = pair(&Key::generate());
+        let d: Vec<Vec<u8>> = (0..3)
+            .map(|i| s.seal(b"m", i, NOW).unwrap().remove(0))
+            .collect();
+        assert!(open(&mut o, &d[2], NOW).is_ok());
+        assert!(open(&mut o, &d[0], NOW).is_ok(), "late, not repeated");
+        assert_eq!(open(&mut o, &d[2], NOW), Err(RejectReason::Replay));
+        assert_eq!(open(&mut o, &d[0], NOW), Err(RejectReason::Replay));
+        assert!(open(&mut o, &d[1], NOW).is_ok());
+
+        let old = s.seal(b"m", 9, NOW).unwrap().remove(0);
+        for _ in 0..REPLAY_WINDOW {
+            s.seal(b"m", 9, NOW).unwrap();
+        }
+        let newest = s.seal(b"m", 9, NOW).unwrap().remove(0);
+        assert!(open(&mut o, &newest, NOW).is_ok());
+        assert_eq!(
+            open(&mut o, &old, NOW),
+            Err(RejectReason::Replay),
+            "older than the window"
+        );
+
+        let skew = FRESHNESS.as_millis() as u64 + 1;
+        let early = s.seal(b"m", 9, NOW - skew).unwrap().remove(0);
+        assert_eq!(open(&mut o, &early, NOW), Err(RejectReason::Stale));
+        let ahead = s.seal(b"m", 9, NOW + skew).unwrap().remove(0);
+        assert_eq!(open(&mut o, &ahead, NOW), Err(RejectReason::Stale));
+        // Neither was recorded as seen: both were refused before.
+        assert_eq!(open(&mut o, &early, NOW - skew), Ok(b"m".to_vec()));
+    }
+
+    #[test]
+    fn a_node_refuses_its_own_datagrams_reflected_back() {
+        let ring = Keyring::in_memory(Key::generate());
+        let mut s = Sealer::new(ring.clone(), "10.0.0.1:1".parse().unwrap());
+        let mut o = Opener::new(ring, s.sender());
+        let d = s.seal(b"m", 1, NOW).unwrap().remove(0);
+        assert_eq!(open(&mut o, &d, NOW), Err(RejectReason::Replay));
     }
 
     #[test]
     fn wrong_key_truncation_and_tampering_fail_authentication() {
-        let ours = codec("0123456789abcdef");
-        let theirs = codec("fedcba9876543210");
-        let datagram = theirs.seal(b"hello", 1).unwrap().remove(0);
-        assert_eq!(ours.open(&datagram), Err(RejectReason::Auth));
-        let datagram = ours.seal(b"hello", 1).unwrap().remove(0);
-        for i in 0..datagram.len() {
-            let mut tampered = datagram.clone();
+        let key = Key::generate();
+        let (mut theirs, _) = pair(&Key::generate());
+        let (mut ours, mut o) = pair(&key);
+        let d = theirs.seal(b"hello", 1, NOW).unwrap().remove(0);
+        assert_eq!(open(&mut o, &d, NOW), Err(RejectReason::Auth));
+        let d = ours.seal(b"hello", 1, NOW).unwrap().remove(0);
+        for i in 0..d.len() {
+            let mut tampered = d.clone();
             tampered[i] ^= 0x40;
-            assert_eq!(ours.open(&tampered), Err(RejectReason::Auth), "byte {i}");
+            assert_eq!(
+                open(&mut o, &tampered, NOW),
+                Err(RejectReason::Auth),
+                "byte {i}"
+            );
         }
         assert_eq!(
-            ours.open(&datagram[..datagram.len() - 1]),
+            open(&mut o, &d[..d.len() - 1], NOW),
             Err(RejectReason::Auth)
         );
-        assert_eq!(ours.open(b""), Err(RejectReason::Auth));
+        assert_eq!(open(&mut o, b"", NOW), Err(RejectReason::Auth));
+        assert!(open(&mut o, &d, NOW).is_ok(), "the original still opens");
     }
 
     #[test]
-    fn authentic_but_unknown_format_is_malformed() {
-        let c = codec("0123456789abcdef");
-        let datagram = c.tagged(&[9, 0], b"x");
-        assert_eq!(c.open(&datagram), Err(RejectReason::Malformed));
-        let bad_fragment = c.tagged(&[FORMAT_VERSION, FLAG_FRAGMENT, 0, 0, 0, 0, 3, 2], b"x");
-        assert_eq!(c.open(&bad_fragment), Err(RejectReason::Malformed));
+    fn a_rotation_keeps_both_sides_talking_and_a_removed_key_stops() {
+        let old = Key::generate();
+        let new = Key::generate();
+        let a = Keyring::in_memory(old.clone());
+        let b = Keyring::in_memory(old.clone());
+        let mut seal_a = Sealer::new(a.clone(), "10.0.0.1:1".parse().unwrap());
+        let mut open_b = Opener::new(b.clone(), rand::random());
+        b.install(new.clone()).unwrap();
+        a.install(new.clone()).unwrap();
+        a.use_key(new.id()).unwrap();
+        let d = seal_a.seal(b"x", 1, NOW).unwrap().remove(0);
+        assert!(open(&mut open_b, &d, NOW).is_ok(), "b accepts the new key");
+        b.use_key(new.id()).unwrap();
+        a.use_key(old.id()).unwrap();
+        let d = seal_a.seal(b"x", 1, NOW).unwrap().remove(0);
+        assert!(open(&mut open_b, &d, NOW).is_ok(), "and still the old one");
+        b.remove(old.id()).unwrap();
+        let d = seal_a.seal(b"x", 1, NOW).unwrap().remove(0);
+        assert_eq!(open(&mut open_b, &d, NOW), Err(RejectReason::Auth));
     }
 
     #[test]
     fn a_full_size_message_is_split_and_reassembled_in_any_order() {
-        let c = codec("0123456789abcdef");
+        let (mut s, mut o) = pair(&Key::generate());
         let message: Vec<u8> = (0..MAX_DATAGRAM).map(|i| (i % 251) as u8).collect();
-        let datagrams = c.seal(&message, 42).unwrap();
+        let datagrams = s.seal(&message, 42, NOW).unwrap();
         assert_eq!(datagrams.len(), 2);
         assert!(datagrams.iter().all(|d| d.len() <= MAX_DATAGRAM));
-        let from: SocketAddr = "10.0.0.1:1".parse().unwrap();
         let mut r = Reassembly::default();
         let now = Instant::now();
         let mut whole = None;
         for d in datagrams.iter().rev() {
-            let Ok(Opened::Fragment {
+            let mut copy = d.clone();
+            let opened = o.open(&mut copy, NOW, now).unwrap();
+            let Body::Fragment {
                 id,
                 index,
                 count,
                 part,
-            }) = c.open(d)
+            } = opened.body
             else {
                 panic!("not a fragment")
             };
             assert_eq!(id, 42);
-            whole = r.add(from, id, index, count, part, now);
+            whole = r.add(opened.from, id, index, count, part, now);
         }
         assert_eq!(whole.as_deref(), Some(&message[..]));
         assert!(r.partial.is_empty());

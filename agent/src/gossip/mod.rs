@@ -14,6 +14,7 @@
 
 pub mod codec;
 pub mod frame;
+pub mod keyring;
 pub mod transport;
 pub mod view;
 

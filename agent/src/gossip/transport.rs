@@ -1,8 +1,11 @@
-//! chitchat's transport hook, implemented over UDP with every datagram authenticated by the
-//! cluster secret: envelopes are encoded by [`super::codec`], framed and tagged by
-//! [`super::frame`], and received datagrams are verified before any decoding. Datagrams that fail
-//! are dropped and counted by reason. Replays are harmless: chitchat ignores versions and
-//! heartbeats it has already seen.
+//! chitchat's transport hook, implemented over UDP with every datagram sealed (encrypted and
+//! authenticated) with the gossip keyring: envelopes are encoded by [`super::codec`], sealed by
+//! [`super::frame`], and received datagrams are opened, checked for freshness and repeats
+//! before any decoding. Datagrams that fail are dropped and counted by reason.
+//!
+//! A replayed datagram is not harmless even though chitchat ignores old versions: a Syn is
+//! answered with a SynAck hundreds of times its size, to whatever source the replayer claims.
+//! So repeats are dropped, and answers go to the address sealed in the datagram.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -18,14 +21,19 @@ use prometheus_client::registry::Registry;
 use tracing::{debug, warn};
 
 use super::codec::EnvelopeCodec;
-use super::frame::{FrameCodec, MAX_DATAGRAM, Opened, Reassembly};
-use crate::config::Secret;
+use super::frame::{Body, MAX_DATAGRAM, Opener, Reassembly, Sealer};
+use super::keyring::Keyring;
+use crate::log_budget::LogBudget;
 
 /// Why a received datagram was dropped.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum RejectReason {
-    /// Too short or a tag that does not match: not from this cluster.
+    /// Too short, a key this node does not have, or a tag that does not match.
     Auth,
+    /// Authentic, but sent more than the freshness window from this node's clock.
+    Stale,
+    /// Authentic, but seen before: a replay.
+    Replay,
     /// Authentic, but not decodable (a peer of an incompatible version).
     Malformed,
 }
@@ -35,6 +43,8 @@ impl EncodeLabelValue for RejectReason {
         use std::fmt::Write as _;
         encoder.write_str(match self {
             RejectReason::Auth => "auth",
+            RejectReason::Stale => "stale",
+            RejectReason::Replay => "replay",
             RejectReason::Malformed => "malformed",
         })
     }
@@ -54,6 +64,7 @@ pub struct TransportMetrics {
     received_bytes: Counter,
     rejected: Family<RejectLabels, Counter>,
     unsendable: Counter,
+    send_errors: Counter,
     fragmented: Counter,
 }
 
@@ -82,13 +93,18 @@ impl TransportMetrics {
         );
         registry.register(
             "dcnet_gossip_datagrams_rejected",
-            "Gossip datagrams dropped: reason=auth failed the cluster-secret check, reason=malformed did not decode",
+            "Gossip datagrams dropped: reason=auth did not open with any installed key, stale was sent too far from this node's clock, replay was seen before, malformed did not decode",
             self.rejected.clone(),
         );
         registry.register(
             "dcnet_gossip_messages_fragmented",
             "Gossip messages too large for one datagram once authenticated, sent in fragments",
             self.fragmented.clone(),
+        );
+        registry.register(
+            "dcnet_gossip_send_errors",
+            "Gossip datagrams the kernel refused to send (e.g. EPERM from a firewall, no route)",
+            self.send_errors.clone(),
         );
         registry.register(
             "dcnet_gossip_messages_unsendable",
@@ -119,18 +135,21 @@ impl TransportMetrics {
     }
 }
 
-/// A chitchat transport over UDP that signs and verifies every datagram.
+/// A chitchat transport over UDP that seals and opens every datagram.
 #[derive(Clone)]
 pub struct AuthenticatedUdp {
-    frames: FrameCodec,
+    keyring: Keyring,
+    advertise: SocketAddr,
     metrics: TransportMetrics,
 }
 
 impl AuthenticatedUdp {
-    /// A transport keyed with the cluster secret, counting into `metrics`.
-    pub fn new(secret: &Secret, metrics: TransportMetrics) -> Self {
+    /// A transport for a node that peers reach at `advertise`, keyed with `keyring`, counting
+    /// into `metrics`.
+    pub fn new(keyring: Keyring, advertise: SocketAddr, metrics: TransportMetrics) -> Self {
         Self {
-            frames: FrameCodec::new(secret),
+            keyring,
+            advertise,
             metrics,
         }
     }
@@ -141,10 +160,14 @@ impl Transport for AuthenticatedUdp {
     async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
         let socket = bind_udp(listen_addr)
             .with_context(|| format!("cannot bind the gossip socket {listen_addr}/udp"))?;
+        let sealer = Sealer::new(self.keyring.clone(), self.advertise);
         Ok(Box::new(AuthenticatedSocket {
             socket,
             codec: EnvelopeCodec::open().await?,
-            frames: self.frames.clone(),
+            opener: Opener::new(self.keyring.clone(), sealer.sender()),
+            sealer,
+            stale_warned: None,
+            send_log: LogBudget::new(std::time::Duration::from_secs(10), 1),
             reassembly: Reassembly::default(),
             next_message_id: rand::random(),
             metrics: self.metrics.clone(),
@@ -182,7 +205,12 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
 struct AuthenticatedSocket {
     socket: tokio::net::UdpSocket,
     codec: EnvelopeCodec,
-    frames: FrameCodec,
+    sealer: Sealer,
+    opener: Opener,
+    /// When a clock-skew warning was last logged (at most one a minute).
+    stale_warned: Option<Instant>,
+    /// Failed sends are logged at most once per 10 s.
+    send_log: LogBudget,
     reassembly: Reassembly,
     next_message_id: u32,
     metrics: TransportMetrics,
@@ -205,7 +233,7 @@ impl Socket for AuthenticatedSocket {
         let id = self.next_message_id;
         self.next_message_id = id.wrapping_add(1);
         let datagrams = match self.codec.encode(envelope).await {
-            Ok(bytes) => self.frames.seal(bytes, id),
+            Ok(bytes) => self.sealer.seal(bytes, id, crate::unix_ms()),
             Err(e) => {
                 warn!(to = %to, error = %e, "gossip message not encoded; dropped");
                 None
@@ -220,11 +248,21 @@ impl Socket for AuthenticatedSocket {
         }
         let mut num_bytes_sent = 0;
         for datagram in &datagrams {
-            let sent = self
-                .socket
-                .send_to(datagram, to)
-                .await
-                .with_context(|| format!("sending gossip to {to}"))?;
+            // A failed send is gossip's weather (a peer's route gone, a firewall): counted and
+            // logged within a budget, never returned to chitchat, which would log it every
+            // time, and as an anyhow error that captures a backtrace when RUST_BACKTRACE is set.
+            let sent = match self.socket.send_to(datagram, to).await {
+                Ok(sent) => sent,
+                Err(e) => {
+                    self.metrics.send_errors.inc();
+                    let admit = self.send_log.admit(Instant::now());
+                    if admit.log {
+                        warn!(to = %to, error = %e, suppressed = admit.suppressed,
+                              "cannot send gossip (further failures within 10 s are only counted)");
+                    }
+                    break;
+                }
+            };
             self.metrics.sent.inc();
             self.metrics.sent_bytes.inc_by(sent as u64);
             num_bytes_sent += sent;
@@ -267,19 +305,41 @@ impl Socket for AuthenticatedSocket {
                 }
                 Err(e) => return Err(e).context("the gossip socket failed to receive"),
             };
-            let message = match self.frames.open(&self.buf[..len]) {
-                Ok(Opened::Whole(message)) => Some(message.to_vec()),
-                Ok(Opened::Fragment {
-                    id,
-                    index,
-                    count,
-                    part,
-                }) => self
-                    .reassembly
-                    .add(from, id, index, count, part, Instant::now()),
+            let (from, message) = match self.opener.open(
+                &mut self.buf[..len],
+                crate::unix_ms(),
+                Instant::now(),
+            ) {
+                Ok(opened) => {
+                    let message = match opened.body {
+                        Body::Whole(message) => Some(message.to_vec()),
+                        Body::Fragment {
+                            id,
+                            index,
+                            count,
+                            part,
+                        } => {
+                            self.reassembly
+                                .add(opened.from, id, index, count, part, Instant::now())
+                        }
+                    };
+                    (opened.from, message)
+                }
                 Err(reason) => {
                     self.metrics.reject(reason, 1);
                     debug!(from = %from, bytes = len, ?reason, "gossip datagram rejected");
+                    if reason == RejectReason::Stale
+                        && self
+                            .stale_warned
+                            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60))
+                    {
+                        self.stale_warned = Some(Instant::now());
+                        warn!(
+                            from = %from,
+                            "authentic gossip sent more than {} s from this node's clock was dropped: check NTP on both nodes",
+                            super::frame::FRESHNESS.as_secs()
+                        );
+                    }
                     continue;
                 }
             };
