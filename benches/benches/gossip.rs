@@ -89,6 +89,7 @@ async fn start_member(
     secret: &Secret,
     mode: Mode,
     keyring: &Keyring,
+    metrics: &TransportMetrics,
 ) -> Result<Gossip> {
     let settings = GossipSettings {
         listen: addr(i),
@@ -108,7 +109,7 @@ async fn start_member(
         Mode::Sealed => Box::new(AuthenticatedUdp::new(
             keyring.clone(),
             addr(i),
-            TransportMetrics::default(),
+            metrics.clone(),
         )),
         Mode::Plain => Box::new(UdpTransport),
     };
@@ -167,24 +168,33 @@ struct Row {
     detect_each: Vec<Duration>,
     /// CPU seconds per member per second at rest.
     cpu_per_member: f64,
+    /// Datagrams and bytes one member sends per round at rest (sealed transport only).
+    sent_per_member_round: (f64, f64),
 }
 
 async fn run(n: usize, interval: Duration, o: &Options, mode: Mode) -> Result<Row> {
     let secret = Secret::new(b"benchmark-cluster-secret-0123456789".to_vec());
     let keyring = Keyring::in_memory(Key::from_secret(&secret));
+    let metrics = TransportMetrics::default();
     let mut members = Vec::with_capacity(n);
     for i in 0..n {
         members.push(Arc::new(
-            start_member(i, interval, o, &secret, mode, &keyring).await?,
+            start_member(i, interval, o, &secret, mode, &keyring, &metrics).await?,
         ));
     }
     let formed = wait_formed(&members, n, Duration::from_secs(60) + interval * 40).await?;
 
-    // CPU at rest, per member.
-    let (cpu0, wall0) = (cpu_time(), Instant::now());
+    // CPU at rest, per member, and what it sends.
+    let (cpu0, wall0, sent0) = (cpu_time(), Instant::now(), metrics.sent());
     tokio::time::sleep(interval * 6).await;
-    let cpu_per_member =
-        (cpu_time() - cpu0).as_secs_f64() / wall0.elapsed().as_secs_f64() / n as f64;
+    let wall = wall0.elapsed().as_secs_f64();
+    let cpu_per_member = (cpu_time() - cpu0).as_secs_f64() / wall / n as f64;
+    let sent = metrics.sent();
+    let rounds = wall / interval.as_secs_f64();
+    let sent_per_member_round = (
+        (sent.0 - sent0.0) as f64 / n as f64 / rounds,
+        (sent.1 - sent0.1) as f64 / n as f64 / rounds,
+    );
 
     let mut rng = rand::rng();
     let timeout = Duration::from_secs(30) + interval * 30;
@@ -276,7 +286,28 @@ async fn run(n: usize, interval: Duration, o: &Options, mode: Mode) -> Result<Ro
         detect_all,
         detect_each,
         cpu_per_member,
+        sent_per_member_round,
     })
+}
+
+/// Seconds to seal and open one datagram of `len` payload bytes, timed over many.
+fn crypto_cost(len: usize) -> f64 {
+    use dcnet_agent::gossip::frame::{Opener, Sealer};
+    let keyring = Keyring::in_memory(Key::generate());
+    let mut sealer = Sealer::new(keyring.clone(), addr(0));
+    let mut opener = Opener::new(keyring, rand::random());
+    let message = vec![7u8; len];
+    let rounds = (20_000_000 / len.max(1)).clamp(200, 100_000);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let started = Instant::now();
+    for i in 0..rounds {
+        for mut d in sealer.seal(&message, i as u32, now).unwrap_or_default() {
+            let _ = std::hint::black_box(opener.open(&mut d, now, Instant::now()));
+        }
+    }
+    started.elapsed().as_secs_f64() / rounds as f64
 }
 
 fn main() -> Result<()> {
@@ -355,6 +386,19 @@ fn main() -> Result<()> {
          the simulation, not the protocol, sets the times)."
     );
     for sealed in rows.iter().filter(|r| r.mode == Mode::Sealed) {
+        // Encryption's own share: each datagram is sealed once and opened once.
+        let (datagrams, bytes) = sealed.sent_per_member_round;
+        if datagrams > 0.0 {
+            let per_datagram = crypto_cost((bytes / datagrams) as usize);
+            let crypto = per_datagram * datagrams;
+            let cpu_round = sealed.cpu_per_member * sealed.interval.as_secs_f64();
+            println!(
+                "N = {}: a member sends {datagrams:.1} datagrams ({bytes:.0} bytes) a round; sealing and opening them costs {:.1} us, {:.1}% of its CPU per round",
+                sealed.n,
+                crypto * 1e6,
+                crypto / cpu_round * 100.0
+            );
+        }
         let Some(plain) = rows
             .iter()
             .find(|r| r.mode == Mode::Plain && r.n == sealed.n)

@@ -123,6 +123,11 @@ impl TransportMetrics {
         self.received.get()
     }
 
+    /// Datagrams and bytes sent so far.
+    pub fn sent(&self) -> (u64, u64) {
+        (self.sent.get(), self.sent_bytes.get())
+    }
+
     /// Messages sent in fragments so far.
     pub fn fragmented(&self) -> u64 {
         self.fragmented.get()
