@@ -209,3 +209,63 @@ async fn idle_tcp_connections_are_closed_and_busy_ones_kept() {
     .unwrap();
     server.shutdown().await;
 }
+
+/// A server on `0.0.0.0` answers a query from the address it was sent to, even when routing
+/// would pick another source (here: 127.0.0.3 asked, the loopback route's source is
+/// 127.0.0.1). A connected client, as most resolvers use, drops an answer from elsewhere.
+/// Runs in a network namespace of its own thread (no route out), made and gone with it.
+#[test]
+fn a_wildcard_server_answers_from_the_address_asked() {
+    let answer = std::thread::spawn(|| -> Result<Message, String> {
+        // SAFETY: unshare only moves this thread into a new, empty network namespace.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("unshare: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let up = std::process::Command::new("nsenter")
+            .arg(format!(
+                "--net=/proc/{}/task/{tid}/ns/net",
+                std::process::id()
+            ))
+            .args(["ip", "link", "set", "lo", "up"])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !up.success() {
+            return Err("cannot bring lo up".into());
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let shared = Arc::new(ArcSwap::from_pointee(snapshot("10.0.0.1")));
+        let server = runtime.block_on(async {
+            let mut config = ServerConfig::new(vec!["0.0.0.0:0".parse().unwrap()]);
+            config.udp_workers = 1;
+            DnsServer::start(config, shared, None, Arc::new(ServerMetrics::default()))
+                .await
+                .map_err(|e| e.to_string())
+        })?;
+        let port = server.local_addrs()[0].port();
+        let socket = UdpSocket::bind("127.0.0.2:0").map_err(|e| e.to_string())?;
+        socket
+            .connect(("127.0.0.3", port))
+            .map_err(|e| e.to_string())?;
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
+        socket
+            .send(&build_query(9, "web.marathon.mesos.", RecordType::A, None))
+            .map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 4096];
+        let len = socket
+            .recv(&mut buf)
+            .map_err(|e| format!("no answer from 127.0.0.3: {e}"))?;
+        runtime.block_on(server.shutdown());
+        Message::from_vec(&buf[..len]).map_err(|e| e.to_string())
+    })
+    .join()
+    .expect("the namespace thread");
+    let answer = answer.unwrap();
+    assert_eq!(answer.answers[0].data.to_string(), "10.0.0.1");
+}

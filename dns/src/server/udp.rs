@@ -12,7 +12,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, warn};
 
-use super::mmsg::Batch;
+use super::mmsg::{self, Batch};
 use super::{Forward, ServerMetrics, SharedSnapshot};
 use crate::answer::{Outcome, Transport, answer_general};
 use crate::error::Error;
@@ -69,7 +69,15 @@ pub fn bind(addr: SocketAddr, workers: usize) -> Result<Vec<UdpSocket>, Error> {
             })?;
         // Bursts queue here rather than being dropped.
         let _ = socket.set_recv_buffer_size(4 << 20);
-        sockets.push(socket.into());
+        let socket: UdpSocket = socket.into();
+        if bound_addr.ip().is_unspecified() {
+            mmsg::enable_pktinfo(&socket, bound_addr.is_ipv6()).map_err(|source| Error::Bind {
+                addr: bound_addr,
+                proto: "udp",
+                source,
+            })?;
+        }
+        sockets.push(socket);
     }
     Ok(sockets)
 }
@@ -114,7 +122,8 @@ fn serve(
             return;
         }
     };
-    let mut batch = Batch::new(BATCH, RECV_BUFFER);
+    let wildcard = socket.local_addr().is_ok_and(|a| a.ip().is_unspecified());
+    let mut batch = Batch::new(BATCH, RECV_BUFFER, wildcard);
     let mut scratch = Vec::with_capacity(512);
     while !stop.load(Ordering::Relaxed) {
         let received = match batch.recv(&socket) {
@@ -151,12 +160,13 @@ fn serve(
                     match &forward {
                         Some(forward) => {
                             let reply_socket = reply_socket.clone();
+                            let arrival = batch.arrival(i);
                             forward.forward(
                                 *query,
                                 from,
                                 Transport::Udp,
                                 Box::new(move |bytes: Vec<u8>| {
-                                    let _ = reply_socket.send_to(&bytes, from);
+                                    let _ = mmsg::send_from(&reply_socket, &bytes, from, arrival);
                                 }),
                             );
                         }
