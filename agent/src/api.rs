@@ -465,7 +465,9 @@ async fn kv_delete(
 }
 
 fn check_key(key: &str) -> Result<(), Rejection> {
+    // "." and ".." name no key anyone means, and read as paths to every tool that shows them.
     let ok = !key.is_empty()
+        && !key.bytes().all(|b| b == b'.')
         && key.len() <= MAX_KV_KEY_LEN
         && key
             .bytes()
@@ -476,7 +478,7 @@ fn check_key(key: &str) -> Result<(), Rejection> {
         Err((
             StatusCode::BAD_REQUEST,
             format!(
-                "invalid key {key:?}: use 1 to {MAX_KV_KEY_LEN} characters of letters, digits, `-`, `.` and `_`\n"
+                "invalid key {key:?}: use 1 to {MAX_KV_KEY_LEN} characters of letters, digits, `-`, `.` and `_`, not only dots\n"
             ),
         ))
     }
@@ -528,6 +530,27 @@ async fn forward(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    use axum::http::Method;
+    // Only what the scheduler's APIs answer; anything else is refused here, not passed on
+    // (the client it goes through knows no other methods and would fail with 502).
+    const ALLOWED: [Method; 6] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ];
+    if !ALLOWED.contains(&method) {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET, HEAD, POST, PUT, PATCH, DELETE")],
+            axum::Json(
+                serde_json::json!({"message": format!("{method} is not a method of this API")}),
+            ),
+        )
+            .into_response();
+    }
     let leader = crate::scheduler::facts::leader(&s.gossip.view()).map(|l| l.api.to_owned());
     // With no leader in sight (this node is cut off), a master still answers reads from what
     // it has, marked stale.

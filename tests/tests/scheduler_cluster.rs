@@ -434,6 +434,56 @@ fn constraints(cluster: &mut Cluster) -> Result<()> {
         assert!(err.contains(needle), "{needle} in {err}");
     }
 
+    // Inputs that can never run: refused at the door, each with its path.
+    let never = write(
+        "never.json",
+        r#"{"id": "/never", "cmd": "echo a\u0000b", "cpus": 1e308, "mem": 1}"#,
+    )?;
+    let err = cluster
+        .cli(1, &["app", "add", &never])
+        .unwrap_err()
+        .to_string();
+    for needle in [
+        "/cmd: contains a NUL byte",
+        "/cpus: expected a number above 0, at most",
+    ] {
+        assert!(err.contains(needle), "{needle} in {err}");
+    }
+    let lost = write(
+        "lost.json",
+        r#"{"id": "/lost", "cmd": "exec sleep 1000", "cpus": 0.01, "mem": 1,
+            "networks": [{"mode": "container", "name": "no-such-overlay"}]}"#,
+    )?;
+    let err = cluster
+        .cli(1, &["app", "add", &lost])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/networks/0/name: no agent has an overlay network named \"no-such-overlay\"")
+            && err.contains("dcos"),
+        "{err}"
+    );
+    // A method the scheduler has no use for is refused by the agent's forwarder, not 502.
+    let url = format!(
+        "http://127.0.0.1:{}/v2/apps",
+        dcnet_tests::cluster::API_PORT
+    );
+    let status = cluster.nodes[1].netns.run(|| -> Result<u16> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Ok(cluster
+            .authorized(agent.options(&url))
+            .call()?
+            .status()
+            .as_u16())
+    })??;
+    assert_eq!(status, 405, "OPTIONS {url}");
+    // A KV key of dots names nothing.
+    let refused = cluster.put(1, "/v1/kv/...", "x").unwrap_err();
+    assert!(format!("{refused:#}").contains("400"), "{refused:#}");
+
     // hostname UNIQUE with more instances than agents: three run, the app says why not four.
     let unique = write(
         "unique.json",

@@ -20,7 +20,20 @@ pub const VTEP_KEY: &str = "overlay/vtep";
 
 /// Key of an agent's lease on overlay `network`.
 pub fn network_key(network: &str) -> String {
-    format!("overlay/net/{network}")
+    format!("{NETWORK_PREFIX}{network}")
+}
+
+/// Prefix of the keys under which agents hold subnets of an overlay network.
+pub const NETWORK_PREFIX: &str = "overlay/net/";
+
+/// The overlay networks some node of `view` holds a subnet lease of (or claims one).
+pub fn networks(view: &ClusterView) -> std::collections::BTreeSet<String> {
+    view.nodes
+        .values()
+        .flat_map(|n| n.keys.keys())
+        .filter_map(|k| k.strip_prefix(NETWORK_PREFIX))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Parses a published lease record; `None` for anything malformed (a newer or broken agent),

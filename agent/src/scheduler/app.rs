@@ -278,12 +278,27 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
             p.add("/cmd", "give either cmd or args, not both");
             None
         }
+        (Some(Value::String(s)), None) if s.contains('\0') => {
+            p.add(
+                "/cmd",
+                "contains a NUL byte, which no command line can carry",
+            );
+            None
+        }
         (Some(Value::String(s)), None) if !s.trim().is_empty() => Some(Command::Shell(s.clone())),
         (Some(_), None) => {
             p.add("/cmd", "expected a non-empty shell command line");
             None
         }
         (None, Some(v)) => match string_list(v) {
+            Some(args) if args.iter().any(|a| a.contains('\0')) => {
+                let i = args.iter().position(|a| a.contains('\0')).unwrap_or(0);
+                p.add(
+                    &format!("/args/{i}"),
+                    "contains a NUL byte, which no argument can carry",
+                );
+                None
+            }
             Some(args) if !args.is_empty() => Some(Command::Args(args)),
             _ => {
                 p.add("/args", "expected a non-empty array of strings");
@@ -306,8 +321,8 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
             }
         },
     };
-    let cpus = positive(obj.get("cpus"), 1.0, "/cpus", &mut p, false);
-    let mem = positive(obj.get("mem"), 128.0, "/mem", &mut p, true);
+    let cpus = positive(obj.get("cpus"), 1.0, MAX_CPUS, "/cpus", &mut p, false);
+    let mem = positive(obj.get("mem"), 128.0, MAX_MEM_MB, "/mem", &mut p, true);
     let env = string_map(obj.get("env"), "/env", &mut p, true);
     let labels = string_map(obj.get("labels"), "/labels", &mut p, false);
     let upgrade = parse_upgrade(obj.get("upgradeStrategy"), &mut p);
@@ -477,10 +492,22 @@ fn normalize_id(id: &str, p: &mut Problems, path: &str) -> Option<String> {
         );
         return None;
     }
+    if trimmed.len() + 1 > MAX_ID_LEN {
+        p.add(
+            path,
+            format!(
+                "is {} characters long; at most {MAX_ID_LEN}: a task's id (the app's and 37 more) \
+                 names its files, cgroup and namespace, which must stay under 255",
+                trimmed.len() + 1
+            ),
+        );
+        return None;
+    }
     for segment in trimmed.split('/') {
         let ok = !segment.is_empty()
             && segment.split('.').all(|label| {
                 !label.is_empty()
+                    && label.len() <= 63
                     && label
                         .bytes()
                         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -492,7 +519,8 @@ fn normalize_id(id: &str, p: &mut Problems, path: &str) -> Option<String> {
                 path,
                 format!(
                     "{id:?}: path segment {segment:?} must be lowercase letters, digits, '-' and \
-                     '.', not starting or ending with '-' or '.'"
+                     '.', not starting or ending with '-' or '.', at most 63 between dots (it \
+                     becomes a DNS label)"
                 ),
             );
             return None;
@@ -501,15 +529,29 @@ fn normalize_id(id: &str, p: &mut Problems, path: &str) -> Option<String> {
     Some(format!("/{trimmed}"))
 }
 
-/// A positive number with a default; `zero_ok` accepts 0.
-fn positive(v: Option<&Value>, default: f64, path: &str, p: &mut Problems, zero_ok: bool) -> f64 {
+/// Longest app id, its leading '/' included.
+pub const MAX_ID_LEN: usize = 200;
+/// Largest `cpus` a task may ask for: more than any machine has.
+const MAX_CPUS: f64 = 4096.0;
+/// Largest `mem` (MiB) a task may ask for: 64 TiB.
+const MAX_MEM_MB: f64 = 64.0 * 1024.0 * 1024.0;
+
+/// A positive number with a default, at most `max`; `zero_ok` accepts 0.
+fn positive(
+    v: Option<&Value>,
+    default: f64,
+    max: f64,
+    path: &str,
+    p: &mut Problems,
+    zero_ok: bool,
+) -> f64 {
     match v {
         None => default,
         Some(v) => match v.as_f64() {
-            Some(n) if n.is_finite() && (n > 0.0 || (zero_ok && n == 0.0)) => n,
+            Some(n) if n.is_finite() && (n > 0.0 || (zero_ok && n == 0.0)) && n <= max => n,
             _ => {
-                let what = if zero_ok { "0 or more" } else { "above 0" };
-                p.add(path, format!("expected a number {what}"));
+                let low = if zero_ok { "0 or more" } else { "above 0" };
+                p.add(path, format!("expected a number {low}, at most {max}"));
                 default
             }
         },
@@ -996,6 +1038,24 @@ mod tests {
 
     fn has(errors: &[(String, String)], path: &str, needle: &str) -> bool {
         errors.iter().any(|(p, e)| p == path && e.contains(needle))
+    }
+
+    #[test]
+    fn inputs_that_can_never_run_are_refused_with_their_path() {
+        let long = format!("/{}", vec!["a".repeat(60); 4].join("/"));
+        assert!(long.len() > MAX_ID_LEN);
+        let e = errors(json!({"id": long, "cmd": "x"}));
+        assert!(has(&e, "/id", "at most 200"), "{e:?}");
+        let e = errors(json!({"id": format!("/{}", "b".repeat(64)), "cmd": "x"}));
+        assert!(has(&e, "/id", "63"), "{e:?}");
+        ok(json!({"id": format!("/{}", "b".repeat(63)), "cmd": "x"}));
+        let e = errors(json!({"id": "/x", "cmd": "echo a\0b"}));
+        assert!(has(&e, "/cmd", "NUL"), "{e:?}");
+        let e = errors(json!({"id": "/x", "args": ["echo", "a\0b"]}));
+        assert!(has(&e, "/args/1", "NUL"), "{e:?}");
+        let e = errors(json!({"id": "/x", "cmd": "x", "cpus": 1e308, "mem": 1e12}));
+        assert!(has(&e, "/cpus", "at most 4096"), "{e:?}");
+        assert!(has(&e, "/mem", "at most"), "{e:?}");
     }
 
     #[test]

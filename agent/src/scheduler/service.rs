@@ -8,7 +8,7 @@
 //! reach it, adopts the running tasks, and only then publishes its set: agents never see a
 //! leader's set before it holds their tasks, so a failover stops nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -683,14 +683,38 @@ fn not_found(id: &str) -> Refusal {
 
 /// Validates an app definition; Marathon's 422 with every problem if it is not valid. The
 /// app's `user` must exist here: the nodes of a cluster share their users, and a task of a
-/// user no node has could only fail.
-fn validate(value: &Value, path_id: Option<&str>) -> Result<app::Parsed, Refusal> {
+/// user no node has could only fail. So must its overlay network among `overlays` (the ones
+/// the agents have), when given.
+fn validate(
+    value: &Value,
+    path_id: Option<&str>,
+    overlays: Option<&BTreeSet<String>>,
+) -> Result<app::Parsed, Refusal> {
     let unprocessable = |invalid: app::Invalid| Refusal {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         body: invalid.to_json(),
         retry_after: None,
     };
     let parsed = app::parse(value, path_id, &now_version()).map_err(unprocessable)?;
+    if let (app::Network::Container(name), Some(overlays)) = (&parsed.app.network, overlays)
+        && !overlays.contains(name)
+    {
+        let known = if overlays.is_empty() {
+            "no agent has an overlay network (set `[overlay] enabled = true` on the agents)"
+                .to_owned()
+        } else {
+            format!(
+                "the agents' overlays are: {}",
+                overlays.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        };
+        return Err(unprocessable(app::Invalid {
+            details: vec![(
+                "/networks/0/name".into(),
+                format!("no agent has an overlay network named {name:?}: {known}"),
+            )],
+        }));
+    }
     if let Some(user) = &parsed.app.user
         && nix::unistd::User::from_name(user).ok().flatten().is_none()
     {
@@ -875,7 +899,8 @@ async fn list_apps(State(s): State<Shared>) -> Answer {
 
 async fn create_app(State(s): State<Shared>, body: Bytes) -> Answer {
     require_leader(&s)?;
-    let parsed = validate(&parse_body(&body)?, None)?;
+    let overlays = crate::overlay::facts::networks(&s.gossip.view());
+    let parsed = validate(&parse_body(&body)?, None, Some(&overlays))?;
     let id = parsed.app.id.clone();
     s.change_apps(|apps| {
         if apps.contains_key(&id) {
@@ -921,6 +946,9 @@ async fn put_app(State(s): State<Shared>, Path(id): Path<String>, body: Bytes) -
     let Value::Object(patch) = parse_body(&body)? else {
         return Err(refusal(StatusCode::BAD_REQUEST, "expected a JSON object"));
     };
+    // A change of network is checked against the agents' overlays; a scale is not (an app
+    // whose overlay went away can still be scaled down).
+    let overlays = crate::overlay::facts::networks(&s.gossip.view());
     // Laid over the app as it is when the change is committed, not as it was read first.
     let (app, existed) = s
         .change_apps(|apps| {
@@ -929,7 +957,8 @@ async fn put_app(State(s): State<Shared>, Path(id): Path<String>, body: Bytes) -
             for (k, v) in &patch {
                 merged[k] = v.clone();
             }
-            let mut app = validate(&merged, Some(&id))?.app;
+            let check = (current.is_none() || patch.contains_key("networks")).then_some(&overlays);
+            let mut app = validate(&merged, Some(&id), check)?.app;
             if let Some(old) = current
                 && !old.runs_differently(&app)
             {
