@@ -7,6 +7,8 @@
 //!   attaches them to a cgroup, and programs VIPs: each VIP's backend set is swapped in whole.
 //! - [`guard`]: the control-plane guard: tasks' connects and sends to the cluster's control
 //!   plane are refused, in eBPF hooks on the tasks' cgroup.
+//! - [`vxlan_filter`]: drops VXLAN from underlay hosts that are not overlay peers, in a tc
+//!   program on the underlay interface.
 //! - [`sockets`]: destroys UDP sockets still connected to a backend that left (sock_diag).
 //! - [`error`]: what can fail, with the program, map or cgroup concerned.
 //!
@@ -19,6 +21,7 @@ pub mod guard;
 pub mod slots;
 pub mod sockets;
 pub mod vip;
+pub mod vxlan_filter;
 
 pub use datapath::Datapath;
 pub use error::Error;

@@ -475,3 +475,132 @@ fn lease_conflicts(cluster: &Cluster, i: usize) -> Result<u64> {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0))
 }
+
+/// A VXLAN datagram carrying an Ethernet frame from `src_mac` to `dst_mac` with an IPv4/UDP
+/// packet `src` → `dst`:`port` (VNI 1024, UDP checksum 0 as VXLAN senders do).
+fn vxlan_datagram(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    port: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut d = vec![0x08, 0, 0, 0, 0, 0x04, 0x00, 0]; // flags I, VNI 1024
+    d.extend_from_slice(&dst_mac);
+    d.extend_from_slice(&src_mac);
+    d.extend_from_slice(&[0x08, 0x00]);
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let sum = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum::<u32>();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let checksum = !((folded & 0xffff) + (folded >> 16)) as u16;
+    ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+    d.extend_from_slice(&ip);
+    d.extend_from_slice(&5555u16.to_be_bytes());
+    d.extend_from_slice(&port.to_be_bytes());
+    d.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    d.extend_from_slice(&[0, 0]);
+    d.extend_from_slice(payload);
+    d
+}
+
+fn mac(v: &Value) -> Result<[u8; 6]> {
+    let text = v.as_str().context("a MAC")?;
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("{text} is no MAC"))
+}
+
+#[test]
+fn forged_vxlan_from_an_underlay_host_is_not_delivered() -> Result<()> {
+    let mut cluster = overlay_cluster(2, "")?;
+    let formed = wait_formed(&cluster)?;
+    cluster.add_outsider()?;
+    let a = Container::attach(&cluster, 0, "vx-a")?;
+    let b = Container::attach(&cluster, 1, "vx-b")?;
+    let port = 7777;
+    let a_ip = a.ip;
+    let listener =
+        a.ns.netns()
+            .run(move || std::net::UdpSocket::bind((a_ip, port)))??;
+    listener.set_read_timeout(Some(Duration::from_millis(300)))?;
+    let to = SocketAddr::from((cluster.nodes[0].address, 64000));
+    // A frame node 2's VTEP could send, claiming to come from container b.
+    let frame = |payload: &[u8]| -> Result<Vec<u8>> {
+        Ok(vxlan_datagram(
+            mac(&formed[0]["vtep"]["mac"])?,
+            mac(&formed[1]["vtep"]["mac"])?,
+            b.ip,
+            a.ip,
+            port,
+            payload,
+        ))
+    };
+    let received = |listener: &std::net::UdpSocket| -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1500];
+        while let Ok(n) = listener.recv(&mut buf) {
+            got.push(buf[..n].to_vec());
+        }
+        got
+    };
+
+    // From the outsider: dropped at node 1's underlay interface, counted.
+    let forged = frame(b"forged")?;
+    let outsider = cluster.outsider().context("the outsider")?;
+    outsider.run(|| -> Result<()> {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        for _ in 0..20 {
+            socket.send_to(&forged, to)?;
+        }
+        Ok(())
+    })??;
+    std::thread::sleep(Duration::from_millis(500));
+    let got = received(&listener);
+    assert!(got.is_empty(), "forged VXLAN delivered: {got:?}");
+    let dropped = wait_until(
+        "node 1 to count the dropped datagrams",
+        Duration::from_secs(10),
+        || {
+            let n = status(&cluster, 0)?["vxlan_filter"]["dropped"]
+                .as_u64()
+                .unwrap_or(0);
+            Ok((n >= 20).then_some(n))
+        },
+    )?;
+    let metrics = cluster.get_text(0, "/metrics")?;
+    assert!(
+        metrics.contains("dcnet_overlay_vxlan_dropped_total"),
+        "{metrics}"
+    );
+
+    // The same frame from node 2, a peer, is delivered: the filter, nothing else, stopped it.
+    let genuine = frame(b"from a peer")?;
+    let delivered = wait_until("a peer's frame", Duration::from_secs(10), || {
+        cluster.nodes[1].netns.run(|| -> Result<()> {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            socket.send_to(&genuine, to)?;
+            Ok(())
+        })??;
+        Ok(received(&listener)
+            .into_iter()
+            .find(|p| p == b"from a peer"))
+    })?;
+    eprintln!(
+        "forged: 0 of 20 delivered, {dropped} dropped; from a peer: {:?}",
+        String::from_utf8_lossy(&delivered)
+    );
+    Ok(())
+}

@@ -54,6 +54,7 @@ struct Metrics {
     peers: Gauge,
     kernel_objects: Gauge,
     reconcile_seconds: Option<Histogram>,
+    vxlan_dropped: Counter,
 }
 
 impl Metrics {
@@ -87,6 +88,11 @@ impl Metrics {
             "Tunnel objects (neighbours, FDB entries, routes, rules) wanted in the kernel",
             m.kernel_objects.clone(),
         );
+        registry.register(
+            "dcnet_overlay_vxlan_dropped",
+            "VXLAN datagrams dropped at the underlay interface: their source is no overlay peer",
+            m.vxlan_dropped.clone(),
+        );
         if let Some(h) = &m.reconcile_seconds {
             registry.register(
                 "dcnet_overlay_reconcile_seconds",
@@ -106,6 +112,17 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     pub kernel_objects: usize,
     pub last_reconcile: Option<ReconcileStatus>,
+    /// The VXLAN source filter on the underlay interface; `None` until attached.
+    pub vxlan_filter: Option<VxlanFilterStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VxlanFilterStatus {
+    pub interface: String,
+    /// Underlay addresses VXLAN is accepted from.
+    pub peers: usize,
+    pub passed: u64,
+    pub dropped: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -185,6 +202,21 @@ struct Inner {
     /// Where containers send DNS: addresses the node's DNS listens on; `None` stands for "the
     /// network's gateway" (a wildcard listener).
     nameservers: Vec<Option<Ipv4Addr>>,
+    vxlan_filter: StdMutex<FilterState>,
+}
+
+/// The VXLAN source filter: attached once the VTEP exists, kept in step with the peers.
+#[derive(Default)]
+enum FilterState {
+    #[default]
+    NotYet,
+    Attached {
+        filter: Box<dcnet_lb::vxlan_filter::VxlanFilter>,
+        interface: String,
+        dropped: u64,
+    },
+    /// Attaching failed (said once in the log); VXLAN is accepted from any source.
+    Unavailable,
 }
 
 /// The running overlay of this node.
@@ -228,6 +260,7 @@ impl OverlayService {
             status: StdMutex::new(Status::default()),
             metrics: Metrics::new(registry),
             nameservers,
+            vxlan_filter: StdMutex::new(FilterState::NotYet),
         });
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(inner.clone().run(stopped));
@@ -573,6 +606,7 @@ impl Inner {
                 return;
             }
         };
+        self.filter_vxlan(&peers);
         let changes = base.changes_to(&desired);
         let outcome = link.apply(&self.netlink, &changes).await;
         for change in &outcome.done {
@@ -630,6 +664,85 @@ impl Inner {
         Ok(())
     }
 
+    /// Keeps the VXLAN source filter's peers those the tunnel reaches, attaching it to the
+    /// underlay interface the first time.
+    fn filter_vxlan(&self, peers: &[vtep::Peer]) {
+        let Ok(mut state) = self.vxlan_filter.lock() else {
+            return;
+        };
+        if matches!(*state, FilterState::NotYet) {
+            *state = match underlay_interface(self.underlay) {
+                None => {
+                    warn!(underlay = %self.underlay, "overlay: no interface has the underlay address; VXLAN is accepted from any source");
+                    FilterState::Unavailable
+                }
+                Some(interface) => {
+                    match dcnet_lb::vxlan_filter::VxlanFilter::attach(
+                        &interface,
+                        vtep::DEFAULT_PORT,
+                    ) {
+                        Ok(filter) => {
+                            info!(%interface, port = vtep::DEFAULT_PORT, "overlay: VXLAN accepted only from overlay peers");
+                            FilterState::Attached {
+                                filter: Box::new(filter),
+                                interface,
+                                dropped: 0,
+                            }
+                        }
+                        Err(e) => {
+                            warn!(%interface, error = %format!("{e:#}"), "overlay: cannot attach the VXLAN source filter; VXLAN is accepted from any source");
+                            FilterState::Unavailable
+                        }
+                    }
+                }
+            };
+        }
+        let FilterState::Attached {
+            filter, dropped, ..
+        } = &mut *state
+        else {
+            return;
+        };
+        let wanted: std::collections::BTreeSet<Ipv4Addr> =
+            peers.iter().map(|p| p.underlay).collect();
+        match filter.set_peers(&wanted) {
+            Ok((0, 0)) => {}
+            Ok((added, removed)) => debug!(added, removed, "overlay: VXLAN filter peers"),
+            Err(e) => warn!(error = %e, "overlay: cannot update the VXLAN filter's peers"),
+        }
+        if let Ok(counters) = filter.counters() {
+            for (stat, n) in counters {
+                if stat == dcnet_lb::vxlan_filter::VxlanStat::Dropped && n > *dropped {
+                    self.metrics.vxlan_dropped.inc_by(n - *dropped);
+                    *dropped = n;
+                }
+            }
+        }
+    }
+
+    fn vxlan_filter_status(&self) -> Option<VxlanFilterStatus> {
+        let state = self.vxlan_filter.lock().ok()?;
+        let FilterState::Attached {
+            filter, interface, ..
+        } = &*state
+        else {
+            return None;
+        };
+        let counters = filter.counters().ok()?;
+        let get = |s| {
+            counters
+                .iter()
+                .find(|(stat, _)| *stat == s)
+                .map_or(0, |(_, n)| *n)
+        };
+        Some(VxlanFilterStatus {
+            interface: interface.clone(),
+            peers: filter.peer_count(),
+            passed: get(dcnet_lb::vxlan_filter::VxlanStat::Passed),
+            dropped: get(dcnet_lb::vxlan_filter::VxlanStat::Dropped),
+        })
+    }
+
     fn update_status(
         &self,
         leases: &Leases,
@@ -648,9 +761,11 @@ impl Inner {
             })
             .unwrap_or_default();
         let vtep_record = leases.vtep.record();
+        let vxlan_filter = self.vxlan_filter_status();
         let Ok(mut status) = self.status.lock() else {
             return;
         };
+        status.vxlan_filter = vxlan_filter;
         status.vtep = Some(VtepStatus {
             name: vtep::DEFAULT_NAME.into(),
             address: vtep_record.map(|r| self.vtep_config(r).address),
@@ -1069,6 +1184,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// The interface holding `address` (the one VXLAN from peers arrives on).
+fn underlay_interface(address: Ipv4Addr) -> Option<String> {
+    nix::ifaddrs::getifaddrs()
+        .ok()?
+        .find(|a| {
+            a.address
+                .as_ref()
+                .and_then(|sa| sa.as_sockaddr_in())
+                .is_some_and(|sin| sin.ip() == address)
+        })
+        .map(|a| a.interface_name)
 }
 
 #[cfg(test)]

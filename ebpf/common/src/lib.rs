@@ -470,3 +470,37 @@ mod tests {
         }
     }
 }
+
+/// Name of the VXLAN filter's peers: hash of an IPv4 underlay address (network byte order, as
+/// in the packet) → `u8` (1). Only these may send to the VXLAN port.
+pub const VXLAN_PEERS: &str = "VXLAN_PEERS";
+/// Name of the VXLAN filter's settings: array of one `u32`, the VXLAN UDP port (host order).
+pub const VXLAN_CONFIG: &str = "VXLAN_CONFIG";
+/// Name of the VXLAN filter's counters: per-CPU array of `u64`, indexed by [`VxlanStat`].
+pub const VXLAN_STATS: &str = "VXLAN_STATS";
+/// Capacity of [`VXLAN_PEERS`]: nodes of a cluster.
+pub const VXLAN_MAX_PEERS: u32 = 65_536;
+
+/// The VXLAN filter's counters, indexes of [`VXLAN_STATS`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VxlanStat {
+    /// A VXLAN datagram from a peer, let through.
+    Passed = 0,
+    /// A VXLAN datagram from an address that is no peer, dropped.
+    Dropped = 1,
+}
+
+impl VxlanStat {
+    pub const ALL: [VxlanStat; 2] = [VxlanStat::Passed, VxlanStat::Dropped];
+    /// Capacity of [`VXLAN_STATS`].
+    pub const COUNT: u32 = Self::ALL.len() as u32;
+
+    /// The counter's name in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            VxlanStat::Passed => "passed",
+            VxlanStat::Dropped => "dropped",
+        }
+    }
+}

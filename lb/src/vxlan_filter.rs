@@ -1,0 +1,135 @@
+//! Loads the VXLAN source filter (`ebpf/programs/src/vxlan_filter.rs`) on a node's underlay
+//! interface and keeps its peer set.
+//!
+//! Attached at tc ingress through a TCX link (kernel ≥ 6.6), which belongs to this process:
+//! the filter goes with the agent, and a restarted agent attaches a fresh one. While no agent
+//! runs, VXLAN is accepted from any source, as before the filter existed (the overlay keeps
+//! working; an agent's absence is not a moment to cut the tunnels).
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
+use aya::programs::{SchedClassifier, TcAttachType, links::LinkOrder, tc::TcAttachOptions};
+use aya::{Ebpf, EbpfLoader};
+pub use dcnet_ebpf_common::VxlanStat;
+use dcnet_ebpf_common::{VXLAN_CONFIG, VXLAN_PEERS, VXLAN_STATS};
+
+use crate::Error;
+use crate::datapath::take_map;
+
+/// The filter's object file, produced by `lb/build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dcnet-vxlan-filter"));
+
+const PROGRAM: &str = "vxlan_filter";
+
+/// The loaded, attached filter.
+pub struct VxlanFilter {
+    _ebpf: Ebpf,
+    peers: HashMap<MapData, u32, u8>,
+    stats: PerCpuArray<MapData, u64>,
+    current: BTreeSet<Ipv4Addr>,
+}
+
+impl VxlanFilter {
+    /// Loads the filter for VXLAN on UDP `port` and attaches it at ingress of `interface`.
+    /// Until [`VxlanFilter::set_peers`] is called, every VXLAN datagram is dropped.
+    pub fn attach(interface: &str, port: u16) -> Result<Self, Error> {
+        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(Error::Load)?;
+        let mut config: Array<MapData, u32> = take_map(&mut ebpf, VXLAN_CONFIG, Array::try_from)?;
+        config
+            .set(0, u32::from(port), 0)
+            .map_err(|source| Error::Map {
+                name: VXLAN_CONFIG,
+                action: "write",
+                source,
+            })?;
+        let peers = take_map(&mut ebpf, VXLAN_PEERS, HashMap::try_from)?;
+        let stats = take_map(&mut ebpf, VXLAN_STATS, PerCpuArray::try_from)?;
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(Error::MissingProgram(PROGRAM))?
+            .try_into()
+            .map_err(|source| Error::Program {
+                name: PROGRAM,
+                action: "find",
+                source,
+            })?;
+        program.load().map_err(|source| Error::Program {
+            name: PROGRAM,
+            action: "load",
+            source,
+        })?;
+        program
+            .attach_with_options(
+                interface,
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(|source| Error::Program {
+                name: PROGRAM,
+                action: "attach (tcx ingress)",
+                source,
+            })?;
+        Ok(Self {
+            _ebpf: ebpf,
+            peers,
+            stats,
+            current: BTreeSet::new(),
+        })
+    }
+
+    /// Makes `peers` the underlay addresses VXLAN is accepted from; returns (added, removed).
+    pub fn set_peers(&mut self, peers: &BTreeSet<Ipv4Addr>) -> Result<(usize, usize), Error> {
+        let added: Vec<Ipv4Addr> = peers.difference(&self.current).copied().collect();
+        let removed: Vec<Ipv4Addr> = self.current.difference(peers).copied().collect();
+        for ip in &added {
+            // The packet's bytes as the program reads them: network order in a native u32.
+            let key = u32::from_ne_bytes(ip.octets());
+            self.peers.insert(key, 1, 0).map_err(|source| Error::Map {
+                name: VXLAN_PEERS,
+                action: "insert",
+                source,
+            })?;
+            self.current.insert(*ip);
+        }
+        for ip in &removed {
+            let key = u32::from_ne_bytes(ip.octets());
+            match self.peers.remove(&key) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(source) => {
+                    return Err(Error::Map {
+                        name: VXLAN_PEERS,
+                        action: "remove",
+                        source,
+                    });
+                }
+            }
+            self.current.remove(ip);
+        }
+        Ok((added.len(), removed.len()))
+    }
+
+    /// How many underlay addresses VXLAN is accepted from.
+    pub fn peer_count(&self) -> usize {
+        self.current.len()
+    }
+
+    /// The filter's counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Vec<(VxlanStat, u64)>, Error> {
+        VxlanStat::ALL
+            .iter()
+            .map(|&stat| {
+                let values: PerCpuValues<u64> =
+                    self.stats
+                        .get(&(stat as u32), 0)
+                        .map_err(|source| Error::Map {
+                            name: VXLAN_STATS,
+                            action: "read",
+                            source,
+                        })?;
+                Ok((stat, values.iter().sum()))
+            })
+            .collect()
+    }
+}
