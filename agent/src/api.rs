@@ -107,18 +107,23 @@ pub fn router(state: ApiState, guard: crate::auth::http::Guard) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener` until `shutdown` completes, within the node's connection
+/// limits ([`crate::serve`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     guard: crate::auth::http::Guard,
+    metrics: crate::serve::ServeMetrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
+    crate::serve::serve(
         listener,
-        router(state, guard).into_make_service_with_connect_info::<SocketAddr>(),
+        router(state, guard),
+        "agent",
+        crate::serve::Limits::for_this_process(),
+        metrics,
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
 }
 

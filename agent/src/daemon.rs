@@ -41,6 +41,8 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     let auth = Auth::load(&config.auth, state.clone(), &mut registry)?;
     let transport_metrics = TransportMetrics::default();
     transport_metrics.register(&mut registry);
+    let serve_metrics = crate::serve::ServeMetrics::default();
+    serve_metrics.register(&mut registry);
     let membership_metrics = MembershipMetrics::default();
     membership_metrics.register(&mut registry);
 
@@ -134,6 +136,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
                 config.gossip.interval,
                 &auth,
                 (&config.name, config.address),
+                serve_metrics.clone(),
             )
             .await?,
         )
@@ -165,9 +168,15 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         keyring,
     };
     let guard = auth.guard("agent", api::OPEN_ROUTES);
-    let api = tokio::spawn(api::serve(listener, api_state, guard, async {
-        let _ = api_stopped.await;
-    }));
+    let api = tokio::spawn(api::serve(
+        listener,
+        api_state,
+        guard,
+        serve_metrics,
+        async {
+            let _ = api_stopped.await;
+        },
+    ));
     info!(name = %config.name, node_id = %identity.id, generation = identity.generation,
           api = %api::url(config.api_listen), "agent running");
 

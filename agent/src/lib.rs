@@ -27,6 +27,7 @@ pub mod log_budget;
 pub mod node;
 pub mod overlay;
 pub mod scheduler;
+pub mod serve;
 pub mod state;
 
 pub use error::Error;

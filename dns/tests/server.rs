@@ -210,6 +210,94 @@ async fn idle_tcp_connections_are_closed_and_busy_ones_kept() {
     server.shutdown().await;
 }
 
+/// Connects to `addr` from the local address `from` (any port).
+fn connect_from(from: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let local: SocketAddr = format!("{from}:0").parse().map_err(std::io::Error::other)?;
+    socket.bind(&local.into())?;
+    socket.connect(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// 1,040 clients that connect and send only a length prefix, or nothing, from 20 addresses
+/// (loopback only): UDP keeps answering, one client address cannot take more than its share,
+/// and a new well-behaved TCP client is answered within 3 s (idle connections are cut short
+/// while the server is pressed; a stalled message gets 1 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tcp_clients_cannot_keep_others_out() {
+    use dcnet_dns::server::tcp::{MAX_PER_CLIENT, MESSAGE_TIMEOUT};
+    let shared = Arc::new(ArcSwap::from_pointee(snapshot("10.0.0.1")));
+    let server = start(&shared).await;
+    let addr = server.local_addrs()[0];
+    tokio::task::spawn_blocking(move || {
+        let mut held = Vec::new();
+        for i in 0..1040 {
+            let from = format!("127.0.1.{}", 10 + i % 20);
+            let Ok(mut stream) = connect_from(&from, addr) else {
+                continue;
+            };
+            if i % 2 == 0 {
+                let _ = stream.write_all(&[0, 40]);
+            }
+            held.push(stream);
+        }
+        // One address gets at most its share: the rest of its connections are closed at once.
+        let mut mine = Vec::new();
+        for _ in 0..MAX_PER_CLIENT + 8 {
+            if let Ok(s) = connect_from("127.0.1.99", addr) {
+                mine.push(s);
+            }
+        }
+        let closed = mine[MAX_PER_CLIENT..]
+            .iter_mut()
+            .map(|s| closed_within(s, Duration::from_millis(300)))
+            .filter(|closed| *closed)
+            .count();
+        assert_eq!(
+            closed, 8,
+            "one client's connections past its share were not refused"
+        );
+
+        // UDP is untouched.
+        let r = udp_ask(addr, "web.marathon.mesos.", RecordType::A);
+        assert_eq!(r.answers[0].data.to_string(), "10.0.0.1");
+        // A new, well-behaved client gets in and is answered.
+        let started = std::time::Instant::now();
+        let answered = loop {
+            if let Ok(mut stream) = connect_from("127.0.2.1", addr) {
+                stream
+                    .set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                let query = build_query(5, "web.marathon.mesos", RecordType::A, None);
+                let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&query);
+                let mut len = [0u8; 2];
+                if stream.write_all(&framed).is_ok() && stream.read_exact(&mut len).is_ok() {
+                    break started.elapsed();
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "no answer over TCP within 3 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        eprintln!("a new TCP client was answered after {answered:?} among 1,040 idle ones");
+        // The prefix-only clients were cut after the message timeout.
+        let cut = held
+            .iter_mut()
+            .step_by(2)
+            .take(20)
+            .map(|s| closed_within(s, MESSAGE_TIMEOUT * 2))
+            .filter(|closed| *closed)
+            .count();
+        assert_eq!(cut, 20, "stalled messages hold their connections");
+    })
+    .await
+    .unwrap();
+    server.shutdown().await;
+}
+
 /// A server on `0.0.0.0` answers a query from the address it was sent to, even when routing
 /// would pick another source (here: 127.0.0.3 asked, the loopback route's source is
 /// 127.0.0.1). A connected client, as most resolvers use, drops an answer from elsewhere.

@@ -77,6 +77,7 @@ impl SchedulerService {
         gossip_interval: Duration,
         auth: &crate::auth::Auth,
         node: (&str, std::net::IpAddr),
+        serve_metrics: crate::serve::ServeMetrics,
     ) -> Result<Self, crate::Error> {
         let (name, address) = node;
         let reached = if settings.listen.ip().is_unspecified() {
@@ -136,25 +137,31 @@ impl SchedulerService {
             let shutdown = async move {
                 let _ = api_stop.changed().await;
             };
+            let limits = crate::serve::Limits::for_this_process();
             let served = match tls {
                 Some(config) => match crate::auth::tls::TlsListener::new(listener, config) {
                     Ok(tls) => {
-                        use axum::serve::ListenerExt as _;
-                        axum::serve(
-                            tls.tap_io(|_| {}),
-                            router.into_make_service_with_connect_info::<SocketAddr>(),
+                        crate::serve::serve(
+                            tls,
+                            router,
+                            "scheduler",
+                            limits,
+                            serve_metrics,
+                            shutdown,
                         )
-                        .with_graceful_shutdown(shutdown)
                         .await
                     }
                     Err(e) => Err(e),
                 },
                 None => {
-                    axum::serve(
+                    crate::serve::serve(
                         listener,
-                        router.into_make_service_with_connect_info::<SocketAddr>(),
+                        router,
+                        "scheduler",
+                        limits,
+                        serve_metrics,
+                        shutdown,
                     )
-                    .with_graceful_shutdown(shutdown)
                     .await
                 }
             };

@@ -44,6 +44,8 @@ pub struct ServerMetrics {
     pub queries_tcp: Counter,
     /// Messages that got no answer (unparseable, or responses).
     pub dropped: Counter,
+    /// TCP connections closed at accept: the server or the client was at its cap.
+    pub tcp_refused: Counter,
 }
 
 impl ServerMetrics {
@@ -63,6 +65,11 @@ impl ServerMetrics {
             "dcnet_dns_dropped",
             "DNS messages dropped without an answer",
             self.dropped.clone(),
+        );
+        registry.register(
+            "dcnet_dns_tcp_refused",
+            "DNS TCP connections closed at accept: the server, or the client's address, was at its cap",
+            self.tcp_refused.clone(),
         );
     }
 }
