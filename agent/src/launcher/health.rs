@@ -50,7 +50,15 @@ pub async fn run(index: usize, check: HealthCheck, target: Target, out: mpsc::Se
     let timeout = Duration::from_secs(u64::from(check.timeout_secs));
     loop {
         let result = match tokio::time::timeout(timeout, once(&check.kind, &target)).await {
-            Ok(r) => r,
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(Failed::Task(why))) => Err(why),
+            // This node, not the task, is short of something: no verdict this round.
+            Ok(Err(Failed::Local(why))) => {
+                tracing::warn!(task = %target.task_id, check = index, reason = %why,
+                               "health check could not run; not counted against the task");
+                tokio::time::sleep(interval).await;
+                continue;
+            }
             Err(_) => Err(format!("no answer within {}s", check.timeout_secs)),
         };
         let outcome = Outcome {
@@ -65,12 +73,49 @@ pub async fn run(index: usize, check: HealthCheck, target: Target, out: mpsc::Se
     }
 }
 
-async fn once(kind: &CheckKind, t: &Target) -> Result<(), String> {
+/// Why a check did not pass.
+#[derive(Debug, PartialEq, Eq)]
+enum Failed {
+    /// The task failed it.
+    Task(String),
+    /// This node could not run it (out of file descriptors, memory, buffers).
+    Local(String),
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failed::Task(why) | Failed::Local(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<String> for Failed {
+    fn from(why: String) -> Self {
+        Failed::Task(why)
+    }
+}
+
+/// Classifies an I/O error of the check itself: the node's own shortage, or the task's.
+fn failed(e: &std::io::Error, what: String) -> Failed {
+    let local = matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    );
+    let why = format!("{what}: {e}");
+    if local {
+        Failed::Local(why)
+    } else {
+        Failed::Task(why)
+    }
+}
+
+async fn once(kind: &CheckKind, t: &Target) -> Result<(), Failed> {
     let port = |i: usize| {
         t.ports
             .get(i)
             .map(|p| SocketAddr::new(t.ip, *p))
-            .ok_or_else(|| format!("the task has no port {i}"))
+            .ok_or_else(|| Failed::Task(format!("the task has no port {i}")))
     };
     match kind {
         CheckKind::Tcp { port_index } => {
@@ -78,7 +123,7 @@ async fn once(kind: &CheckKind, t: &Target) -> Result<(), String> {
             TcpStream::connect(addr)
                 .await
                 .map(drop)
-                .map_err(|e| format!("connect to {addr}: {e}"))
+                .map_err(|e| failed(&e, format!("connect to {addr}")))
         }
         CheckKind::Http { port_index, path } => http_get(port(*port_index)?, path).await,
         CheckKind::Command { command } => {
@@ -99,21 +144,21 @@ async fn once(kind: &CheckKind, t: &Target) -> Result<(), String> {
                 .kill_on_drop(true)
                 .status()
                 .await
-                .map_err(|e| format!("running the command: {e}"))?;
+                .map_err(|e| failed(&e, "running the command".into()))?;
             if status.success() {
                 Ok(())
             } else {
-                Err(format!("the command ended with {status}"))
+                Err(Failed::Task(format!("the command ended with {status}")))
             }
         }
     }
 }
 
 /// A minimal HTTP/1.0 GET: only the status line matters.
-async fn http_get(addr: SocketAddr, path: &str) -> Result<(), String> {
+async fn http_get(addr: SocketAddr, path: &str) -> Result<(), Failed> {
     let mut stream = TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("connect to {addr}: {e}"))?;
+        .map_err(|e| failed(&e, format!("connect to {addr}")))?;
     let request =
         format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: dcnet-health\r\n\r\n");
     stream
@@ -126,7 +171,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<(), String> {
         match stream.read(&mut head[n..]).await {
             Ok(0) => break,
             Ok(k) => n += k,
-            Err(e) => return Err(format!("reading from {addr}: {e}")),
+            Err(e) => return Err(failed(&e, format!("reading from {addr}"))),
         }
     }
     let line = String::from_utf8_lossy(&head[..n]);
@@ -136,8 +181,8 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<(), String> {
         .and_then(|c| c.parse().ok());
     match code {
         Some(c) if (200..400).contains(&c) => Ok(()),
-        Some(c) => Err(format!("GET {path} on {addr} answered {c}")),
-        None => Err(format!("{addr} did not answer HTTP: {:?}", line.trim())),
+        Some(c) => Err(format!("GET {path} on {addr} answered {c}").into()),
+        None => Err(format!("{addr} did not answer HTTP: {:?}", line.trim()).into()),
     }
 }
 
@@ -290,11 +335,11 @@ mod tests {
         };
         assert_eq!(once(&http("/"), &target).await, Ok(()));
         let err = once(&http("/bad"), &target).await.unwrap_err();
-        assert!(err.contains("503"), "{err}");
+        assert!(err.to_string().contains("503"), "{err}");
         let err = once(&CheckKind::Tcp { port_index: 1 }, &target)
             .await
             .unwrap_err();
-        assert!(err.contains("no port 1"), "{err}");
+        assert!(err.to_string().contains("no port 1"), "{err}");
         let cmd = |c: &str| CheckKind::Command { command: c.into() };
         let mut env_target = target.clone();
         env_target.env.insert("PATH".into(), "/usr/bin:/bin".into());
@@ -303,7 +348,22 @@ mod tests {
             once(&cmd("exit 3"), &env_target)
                 .await
                 .unwrap_err()
+                .to_string()
                 .contains("3")
         );
+    }
+
+    #[test]
+    fn a_node_short_of_descriptors_is_not_the_tasks_failure() {
+        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
+        assert!(matches!(
+            failed(&emfile, "connect".into()),
+            Failed::Local(_)
+        ));
+        let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert!(matches!(
+            failed(&refused, "connect".into()),
+            Failed::Task(_)
+        ));
     }
 }

@@ -54,10 +54,46 @@ impl Backoff {
 #[derive(Debug, Clone, Default)]
 pub struct SchedState {
     pub tasks: BTreeMap<String, Tracked>,
+    /// Launches left to make now (a token bucket).
+    pub budget: PlacementBudget,
     /// Per app, the slots whose task ended and that wait to be filled, soonest first.
     pub backoff: BTreeMap<String, Vec<Backoff>>,
     /// Apps that could not be placed, with why (shown by the API).
     pub waiting: BTreeMap<String, String>,
+}
+
+/// Launches a second the scheduler makes at most, and how many it may make at once: no fault
+/// (tasks dying as they start, a flapping agent) can turn into thousands of placements.
+pub const PLACEMENTS_PER_SECOND: u64 = 100;
+pub const PLACEMENT_BURST: u64 = 500;
+
+/// A token bucket of launches.
+#[derive(Debug, Clone, Default)]
+pub struct PlacementBudget {
+    tokens: u64,
+    /// When the tokens were last counted (unix ms); 0 before the first.
+    at_ms: u64,
+}
+
+impl PlacementBudget {
+    /// Takes one launch at `now_ms`, if the budget has one.
+    pub fn take(&mut self, now_ms: u64) -> bool {
+        let earned = now_ms.saturating_sub(self.at_ms) * PLACEMENTS_PER_SECOND / 1000;
+        if earned > 0 || self.at_ms == 0 {
+            self.tokens = (self.tokens + earned).min(PLACEMENT_BURST);
+            // Keep the remainder of a partly earned token.
+            self.at_ms = if self.at_ms == 0 || self.tokens == PLACEMENT_BURST {
+                now_ms
+            } else {
+                self.at_ms + earned * 1000 / PLACEMENTS_PER_SECOND
+            };
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
 }
 
 /// What the agents report.
@@ -297,6 +333,16 @@ pub fn reconcile(
         let mut unfilled = Vec::new();
         for (n, slot) in fill.iter().enumerate() {
             let failures = slot.failures;
+            if !state.budget.take(now) {
+                state.waiting.insert(
+                    app.id.clone(),
+                    format!(
+                        "placement rate limit: at most {PLACEMENTS_PER_SECOND} launches a second across the cluster"
+                    ),
+                );
+                unfilled.extend(fill[n..].iter().filter(|b| b.failures > 0).cloned());
+                break;
+            }
             let refs: Vec<&str> = running_on.iter().map(String::as_str).collect();
             match placement::place(app, &agents, &refs) {
                 Ok(p) => {
@@ -528,6 +574,22 @@ mod tests {
         sim.round();
         assert_eq!(task(&sim), 0);
         assert!(!sim.state.backoff.contains_key("/crash"));
+    }
+
+    #[test]
+    fn launches_are_rate_limited_with_a_burst() {
+        let mut sim = Sim::new(&[app("/many", 2000, "v1")], &["a"]);
+        for a in &mut sim.agents {
+            a.cpus = 1e6;
+            a.mem = 1e9;
+        }
+        assert_eq!(sim.round().len() as u64, PLACEMENT_BURST);
+        assert!(sim.state.waiting["/many"].contains("rate limit"));
+        assert!(sim.round().is_empty(), "no token left in the same instant");
+        sim.now += 1000;
+        assert_eq!(sim.round().len() as u64, PLACEMENTS_PER_SECOND);
+        sim.now += 15;
+        assert_eq!(sim.round().len(), 1, "tokens come back at 100 a second");
     }
 
     #[test]
