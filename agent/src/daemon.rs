@@ -30,12 +30,10 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     let identity = NodeIdentity::load_or_create(&state)?;
 
     // Bind the API first: a node that cannot serve it should not join the cluster.
-    let listener = tokio::net::TcpListener::bind(config.api_listen)
-        .await
-        .map_err(|source| Error::ApiBind {
-            listen: config.api_listen,
-            source,
-        })?;
+    let listener = crate::serve::bind(config.api_listen).map_err(|source| Error::ApiBind {
+        listen: config.api_listen,
+        source,
+    })?;
 
     let mut registry = Registry::default();
     let auth = Auth::load(&config.auth, state.clone(), &mut registry)?;

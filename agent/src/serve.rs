@@ -30,6 +30,25 @@ use tokio::sync::watch;
 use tower::ServiceExt as _;
 use tracing::debug;
 
+/// Listen queue asked for (the kernel caps it at `net.core.somaxconn`, 4096 by default). A
+/// flood of connections refills a short queue faster than it is drained, and a new client's
+/// handshake is then dropped with the flood's: 128, the usual default, is far too short.
+pub const BACKLOG: i32 = 4096;
+
+/// Binds a TCP listener on `addr` with a [`BACKLOG`] listen queue.
+pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    tokio::net::TcpListener::from_std(socket.into())
+}
+
 /// The limits of one listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -102,9 +102,8 @@ impl SchedulerService {
             ))),
             _ => None,
         };
-        let listener = tokio::net::TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| crate::Error::ApiBind {
+        let listener =
+            crate::serve::bind(settings.listen).map_err(|source| crate::Error::ApiBind {
                 listen: settings.listen,
                 source,
             })?;

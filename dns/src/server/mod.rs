@@ -124,13 +124,13 @@ impl DnsServer {
                 source,
             })?;
             // TCP on the same port as UDP, also when the port was chosen by the kernel.
-            let listener = tokio::net::TcpListener::bind(bound)
-                .await
-                .map_err(|source| Error::Bind {
-                    addr: bound,
-                    proto: "tcp",
-                    source,
-                })?;
+            // A long listen queue: a flood of connections would refill a short one faster
+            // than it drains, and new clients' handshakes would be dropped with the flood's.
+            let listener = tcp_listener(bound).map_err(|source| Error::Bind {
+                addr: bound,
+                proto: "tcp",
+                source,
+            })?;
             local_addrs.push(bound);
             udp_groups.push(sockets);
             listeners.push(listener);
@@ -201,4 +201,17 @@ pub fn refused(query: &Message) -> Option<Vec<u8>> {
     response.metadata.recursion_desired = query.metadata.recursion_desired;
     response.queries = query.queries.clone();
     response.to_vec().ok()
+}
+
+fn tcp_listener(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    tokio::net::TcpListener::from_std(socket.into())
 }
