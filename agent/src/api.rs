@@ -113,6 +113,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     guard: crate::auth::http::Guard,
+    limits: crate::serve::Limits,
     metrics: crate::serve::ServeMetrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -120,7 +121,7 @@ pub async fn serve(
         listener,
         router(state, guard),
         "agent",
-        crate::serve::Limits::for_this_process(),
+        limits,
         metrics,
         shutdown,
     )

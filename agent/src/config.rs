@@ -86,6 +86,14 @@
 //! pki_dir = "/etc/dcnet/pki"      # ca.crt and token.pub on every node; ca.key and token.key
 //!                                 # on masters (`dcnet auth init` makes them)
 //! insecure = false                # true: no credentials, no TLS (throwaway test clusters)
+//!
+//! [limits]                        # what one client, or a flood, may hold (defaults shown)
+//! http_max_connections = 4096     # per HTTP API; default: a quarter of the fd limit, <= 4096
+//! http_max_per_client = 512       # default: an eighth of http_max_connections
+//! http_header_timeout = "10s"     # a request's header must arrive within this
+//! http_idle_timeout = "60s"       # nothing read or written this long: closed
+//! dns_tcp_max_connections = 1024
+//! dns_tcp_max_per_client = 64
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -143,6 +151,20 @@ pub struct FileConfig {
     pub launcher: LauncherSection,
     #[serde(default)]
     pub auth: AuthSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[limits]` of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub http_max_connections: Option<usize>,
+    pub http_max_per_client: Option<usize>,
+    pub http_header_timeout: Option<String>,
+    pub http_idle_timeout: Option<String>,
+    pub dns_tcp_max_connections: Option<usize>,
+    pub dns_tcp_max_per_client: Option<usize>,
 }
 
 /// `[auth]` of the config file.
@@ -373,6 +395,9 @@ pub struct DnsSettings {
     pub mesos_refresh: Duration,
     pub mesos_state_timeout: Duration,
     pub ip_sources: Vec<dcnet_dns::mesos::state::IpSource>,
+    /// DNS over TCP: connections at once, in all and per client (`[limits]`).
+    pub tcp_max_connections: usize,
+    pub tcp_max_per_client: usize,
 }
 
 /// Overlay settings, validated.
@@ -464,6 +489,8 @@ pub struct AgentConfig {
     pub scheduler: SchedulerSettings,
     pub launcher: LauncherSettings,
     pub auth: AuthSettings,
+    /// What the HTTP APIs let a client, or all of them, hold.
+    pub http_limits: crate::serve::Limits,
 }
 
 /// Authentication settings, validated.
@@ -618,6 +645,7 @@ impl AgentConfig {
         let scheduler = resolve_scheduler(&p, file.scheduler, roles, address)?;
         let launcher = resolve_launcher(&p, file.launcher, roles)?;
         let auth = resolve_auth(&p, file.auth, roles, scheduler.enabled)?;
+        let (http_limits, dns) = resolve_limits(&p, file.limits, dns)?;
 
         Ok(Self {
             name,
@@ -636,8 +664,55 @@ impl AgentConfig {
             scheduler,
             launcher,
             auth,
+            http_limits,
         })
     }
+}
+
+/// `[limits]`: the HTTP APIs', and DNS over TCP's (set in `dns`).
+fn resolve_limits(
+    p: &Pick<'_>,
+    file: LimitsSection,
+    mut dns: DnsSettings,
+) -> Result<(crate::serve::Limits, DnsSettings), Error> {
+    let count = |key: &'static str, value: Option<usize>| -> Result<Option<usize>, Error> {
+        match value {
+            Some(0) => Err(invalid(
+                p.origin(key, "", false),
+                "0",
+                "a count of 1 or more",
+            )),
+            other => Ok(other),
+        }
+    };
+    let mut http = crate::serve::Limits::for_this_process();
+    if let Some(n) = count("limits.http_max_connections", file.http_max_connections)? {
+        http.max_connections = n;
+        http.max_per_client = (n / 8).max(1);
+    }
+    if let Some(n) = count("limits.http_max_per_client", file.http_max_per_client)? {
+        http.max_per_client = n;
+    }
+    http.header_timeout = parse_duration(
+        p.origin("limits.http_header_timeout", "", false),
+        file.http_header_timeout,
+        http.header_timeout,
+    )?;
+    http.idle_timeout = parse_duration(
+        p.origin("limits.http_idle_timeout", "", false),
+        file.http_idle_timeout,
+        http.idle_timeout,
+    )?;
+    if let Some(n) = count(
+        "limits.dns_tcp_max_connections",
+        file.dns_tcp_max_connections,
+    )? {
+        dns.tcp_max_connections = n;
+    }
+    if let Some(n) = count("limits.dns_tcp_max_per_client", file.dns_tcp_max_per_client)? {
+        dns.tcp_max_per_client = n;
+    }
+    Ok((http, dns))
 }
 
 fn resolve_scheduler(
@@ -1092,6 +1167,8 @@ fn resolve_dns(p: &Pick<'_>, file: DnsSection) -> Result<DnsSettings, Error> {
         mesos_refresh,
         mesos_state_timeout,
         ip_sources,
+        tcp_max_connections: dcnet_dns::server::tcp::MAX_CONNECTIONS,
+        tcp_max_per_client: dcnet_dns::server::tcp::MAX_PER_CLIENT,
     })
 }
 
@@ -1512,6 +1589,27 @@ mod tests {
         );
         assert_eq!(c.gossip.secret.as_bytes(), b"0123456789abcdef0123");
         assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+    }
+
+    #[test]
+    fn limits_have_defaults_and_can_be_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(&base(&dir)).unwrap();
+        assert!(c.http_limits.max_connections >= 64);
+        assert_eq!(c.http_limits.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.dns.tcp_max_per_client, 64);
+        let text = format!(
+            "{}\n[limits]\nhttp_max_connections = 100\nhttp_idle_timeout = \"5s\"\ndns_tcp_max_per_client = 8\n",
+            base(&dir)
+        );
+        let c = load(&text).unwrap();
+        assert_eq!(c.http_limits.max_connections, 100);
+        assert_eq!(c.http_limits.max_per_client, 12, "an eighth, unless set");
+        assert_eq!(c.http_limits.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.dns.tcp_max_per_client, 8);
+        let text = format!("{}\n[limits]\nhttp_max_per_client = 0\n", base(&dir));
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("limits.http_max_per_client"), "{err}");
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
                 config.gossip.interval,
                 &auth,
                 (&config.name, config.address),
-                serve_metrics.clone(),
+                (config.http_limits, serve_metrics.clone()),
             )
             .await?,
         )
@@ -170,6 +170,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         listener,
         api_state,
         guard,
+        config.http_limits,
         serve_metrics,
         async {
             let _ = api_stopped.await;

@@ -100,14 +100,12 @@ impl DnsService {
             };
             Arc::new(Forwarder::start(config, registry)) as Arc<dyn Forward>
         });
-        let server = DnsServer::start(
-            ServerConfig::new(settings.listen.clone()),
-            snapshot.clone(),
-            forward,
-            server_metrics,
-        )
-        .await
-        .map_err(crate::Error::Dns)?;
+        let mut server_config = ServerConfig::new(settings.listen.clone());
+        server_config.tcp_max_connections = settings.tcp_max_connections;
+        server_config.tcp_max_per_client = settings.tcp_max_per_client;
+        let server = DnsServer::start(server_config, snapshot.clone(), forward, server_metrics)
+            .await
+            .map_err(crate::Error::Dns)?;
         info!(listen = ?server.local_addrs(), upstreams = ?settings.upstreams, "serving DNS");
 
         let (stop, stopped) = watch::channel(false);

@@ -77,7 +77,7 @@ impl SchedulerService {
         gossip_interval: Duration,
         auth: &crate::auth::Auth,
         node: (&str, std::net::IpAddr),
-        serve_metrics: crate::serve::ServeMetrics,
+        (limits, serve_metrics): (crate::serve::Limits, crate::serve::ServeMetrics),
     ) -> Result<Self, crate::Error> {
         let (name, address) = node;
         let reached = if settings.listen.ip().is_unspecified() {
@@ -136,7 +136,6 @@ impl SchedulerService {
             let shutdown = async move {
                 let _ = api_stop.changed().await;
             };
-            let limits = crate::serve::Limits::for_this_process();
             let served = match tls {
                 Some(config) => match crate::auth::tls::TlsListener::new(listener, config) {
                     Ok(tls) => {

@@ -82,6 +82,9 @@ pub struct ServerConfig {
     pub udp_workers: usize,
     /// How long a TCP connection may stay silent.
     pub tcp_idle: Duration,
+    /// TCP connections at once, in all and from one client address.
+    pub tcp_max_connections: usize,
+    pub tcp_max_per_client: usize,
 }
 
 impl ServerConfig {
@@ -91,6 +94,8 @@ impl ServerConfig {
             listen,
             udp_workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             tcp_idle: Duration::from_secs(10),
+            tcp_max_connections: tcp::MAX_CONNECTIONS,
+            tcp_max_per_client: tcp::MAX_PER_CLIENT,
         }
     }
 }
@@ -155,7 +160,11 @@ impl DnsServer {
                     snapshot.clone(),
                     forward.clone(),
                     metrics.clone(),
-                    config.tcp_idle,
+                    tcp::Limits {
+                        idle: config.tcp_idle,
+                        max_connections: config.tcp_max_connections,
+                        max_per_client: config.tcp_max_per_client,
+                    },
                     stop_rx.clone(),
                 ))
             })

@@ -2,7 +2,8 @@
 //! answered as it arrives, forwarded ones whenever their answer comes), and limits in Knot's
 //! manner so that idle or stalling clients cannot keep others out:
 //!
-//! - at most [`MAX_CONNECTIONS`] connections, [`MAX_PER_CLIENT`] from one address;
+//! - at most [`MAX_CONNECTIONS`] connections, [`MAX_PER_CLIENT`] from one address (by
+//!   default: see [`Limits`]);
 //! - between messages a connection may be idle for the configured timeout, cut to
 //!   [`PRESSED_IDLE`] while more than three quarters of the connections are taken;
 //! - once a message's length has arrived, its bytes must follow within [`MESSAGE_TIMEOUT`]
@@ -22,18 +23,27 @@ use tracing::debug;
 use super::{Forward, ServerMetrics, SharedSnapshot};
 use crate::answer::{Outcome, Transport, answer};
 
-/// Most TCP connections served at once.
+/// Most TCP connections served at once, by default.
 pub const MAX_CONNECTIONS: usize = 1024;
-/// Most TCP connections from one client address.
+/// Most TCP connections from one client address, by default.
 pub const MAX_PER_CLIENT: usize = 64;
+
+/// The limits of the TCP server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a connection may be idle between messages (unless pressed).
+    pub idle: Duration,
+    pub max_connections: usize,
+    pub max_per_client: usize,
+}
 /// The idle timeout between messages while the server is pressed for connections.
 pub const PRESSED_IDLE: Duration = Duration::from_secs(1);
 /// How long the bytes of a message may take once its length has arrived.
 pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Connections open, in all and per client.
-#[derive(Default)]
 struct Open {
+    limits: Limits,
     total: AtomicUsize,
     per_client: Mutex<HashMap<IpAddr, usize>>,
 }
@@ -42,11 +52,11 @@ impl Open {
     /// Takes a place for `client`, or `None` if the server or the client is at its cap.
     fn admit(self: &Arc<Self>, client: IpAddr) -> Option<Place> {
         let mut per_client = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
-        if self.total.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+        if self.total.load(Ordering::Relaxed) >= self.limits.max_connections {
             return None;
         }
         let mine = per_client.entry(client).or_insert(0);
-        if *mine >= MAX_PER_CLIENT {
+        if *mine >= self.limits.max_per_client {
             return None;
         }
         *mine += 1;
@@ -58,7 +68,7 @@ impl Open {
     }
 
     fn pressed(&self) -> bool {
-        self.total.load(Ordering::Relaxed) * 4 > MAX_CONNECTIONS * 3
+        self.total.load(Ordering::Relaxed) * 4 > self.limits.max_connections * 3
     }
 }
 
@@ -90,10 +100,15 @@ pub async fn serve(
     snapshot: SharedSnapshot,
     forward: Option<Arc<dyn Forward>>,
     metrics: Arc<ServerMetrics>,
-    idle: Duration,
+    limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
-    let open = Arc::new(Open::default());
+    let idle = limits.idle;
+    let open = Arc::new(Open {
+        limits,
+        total: AtomicUsize::new(0),
+        per_client: Mutex::new(HashMap::new()),
+    });
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
