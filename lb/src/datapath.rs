@@ -658,6 +658,20 @@ fn sum(map: &PerCpuArray<MapData, u64>, index: u32, name: &'static str) -> Resul
     Ok(values.iter().sum())
 }
 
+/// Counter `index` of a per-CPU array of counters, summed over CPUs.
+pub(crate) fn per_cpu_sum(
+    map: &aya::maps::PerCpuArray<aya::maps::MapData, u64>,
+    name: &'static str,
+    index: u32,
+) -> Result<u64, Error> {
+    let values = map.get(&index, 0).map_err(|source| Error::Map {
+        name,
+        action: "read",
+        source,
+    })?;
+    Ok(values.iter().sum())
+}
+
 pub(crate) fn take_map<T>(
     ebpf: &mut Ebpf,
     name: &'static str,

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{MapData, PerCpuArray};
 use aya::{Ebpf, EbpfLoader};
 use dcnet_ebpf_common::{
     GUARD_FIXED_BITS, GUARD_MAX_ENTRIES, GUARD_STATS, GUARD4, GUARD6, Guard4, Guard6, GuardStat,
@@ -27,7 +27,7 @@ use dcnet_ebpf_common::{
 use crate::Error;
 use std::os::fd::AsFd as _;
 
-use crate::datapath::{load_sock_addr, sock_addr_program, take_map};
+use crate::datapath::{load_sock_addr, per_cpu_sum, sock_addr_program, take_map};
 use crate::vip::Protocol;
 
 /// The guard's object file, produced by `lb/build.rs`.
@@ -426,17 +426,7 @@ impl Guard {
     pub fn counters(&self) -> Result<Vec<(GuardStat, u64)>, Error> {
         GuardStat::ALL
             .iter()
-            .map(|&stat| {
-                let values: PerCpuValues<u64> =
-                    self.stats
-                        .get(&(stat as u32), 0)
-                        .map_err(|source| Error::Map {
-                            name: GUARD_STATS,
-                            action: "read",
-                            source,
-                        })?;
-                Ok((stat, values.iter().sum()))
-            })
+            .map(|&stat| Ok((stat, per_cpu_sum(&self.stats, GUARD_STATS, stat as u32)?)))
             .collect()
     }
 }

@@ -9,14 +9,14 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::{SchedClassifier, TcAttachType, links::LinkOrder, tc::TcAttachOptions};
 use aya::{Ebpf, EbpfLoader};
 pub use dcnet_ebpf_common::VxlanStat;
 use dcnet_ebpf_common::{VXLAN_CONFIG, VXLAN_PEERS, VXLAN_STATS};
 
 use crate::Error;
-use crate::datapath::take_map;
+use crate::datapath::{per_cpu_sum, take_map};
 
 /// The filter's object file, produced by `lb/build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dcnet-vxlan-filter"));
@@ -119,17 +119,7 @@ impl VxlanFilter {
     pub fn counters(&self) -> Result<Vec<(VxlanStat, u64)>, Error> {
         VxlanStat::ALL
             .iter()
-            .map(|&stat| {
-                let values: PerCpuValues<u64> =
-                    self.stats
-                        .get(&(stat as u32), 0)
-                        .map_err(|source| Error::Map {
-                            name: VXLAN_STATS,
-                            action: "read",
-                            source,
-                        })?;
-                Ok((stat, values.iter().sum()))
-            })
+            .map(|&stat| Ok((stat, per_cpu_sum(&self.stats, VXLAN_STATS, stat as u32)?)))
             .collect()
     }
 }
