@@ -604,3 +604,22 @@ fn forged_vxlan_from_an_underlay_host_is_not_delivered() -> Result<()> {
     );
     Ok(())
 }
+
+/// With DNS on 0.0.0.0:53, a container that asks its node's underlay address (not its
+/// gateway) gets the answer from that address; a resolver drops one from elsewhere.
+#[test]
+fn a_container_asking_its_nodes_underlay_address_is_answered_from_it() -> Result<()> {
+    let cluster = overlay_cluster(1, "")?;
+    wait_formed(&cluster)?;
+    let c = Container::attach(&cluster, 0, "dns-src")?;
+    let server = format!("@{}", cluster.nodes[0].address);
+    let out =
+        c.ns.run("kdig", &[&server, "+timeout=2", "+retry=0", "leader.mesos"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("status:"),
+        "no answer from {server} in a container: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
