@@ -282,9 +282,9 @@ impl Opener {
         let sender: [u8; 16] = header[5..21].try_into().expect("16 bytes");
         let counter = u64::from_be_bytes(header[21..29].try_into().expect("8 bytes"));
         let sent_ms = u64::from_be_bytes(header[29..37].try_into().expect("8 bytes"));
+        // Checked on every datagram, so a removed key stops at once; its senders' entries
+        // age out with the others (a scan here would let forgeries cost a scan each).
         let Some(installed) = self.keyring.with(|k| k.get(key_id).cloned()) else {
-            // A removed key's senders go with it.
-            self.senders.retain(|(_, id), _| *id != key_id);
             return Err(RejectReason::Auth);
         };
         let mut derived = None;
