@@ -74,6 +74,17 @@ fn write_app(cluster: &Cluster, app: &Value) -> Result<std::path::PathBuf> {
     Ok(path)
 }
 
+/// Adds `app` through node 4's agent, retrying until a leader takes it.
+fn add_app(cluster: &Cluster, app: &Value) -> Result<()> {
+    let path = write_app(cluster, app)?;
+    wait_until("the app to be added", Duration::from_secs(30), || {
+        Ok(cluster
+            .cli(3, &["app", "add", path.to_str().unwrap_or_default()])
+            .ok())
+    })?;
+    Ok(())
+}
+
 fn sleeper(instances: u32) -> Value {
     json!({"id": "/sleeper", "cmd": "exec sleep 1000", "instances": instances, "cpus": 0.01, "mem": 1})
 }
@@ -136,12 +147,7 @@ fn a_killed_leader_is_replaced_within_3_s_and_comes_back_as_a_follower() -> Resu
 
 fn killed_leader(cluster: &mut Cluster) -> Result<()> {
     let old = leader(cluster, Duration::from_secs(30))?;
-    let app = write_app(cluster, &sleeper(4))?;
-    wait_until("the app to be added", Duration::from_secs(30), || {
-        Ok(cluster
-            .cli(3, &["app", "add", app.to_str().unwrap_or_default()])
-            .ok())
-    })?;
+    add_app(cluster, &sleeper(4))?;
     wait_processes(cluster, 4, Duration::from_secs(30))?;
 
     cluster.stop_agent(old, Signal::SIGKILL, Duration::from_secs(5));
@@ -269,12 +275,7 @@ fn partition(cluster: &Cluster, i: usize, on: bool) -> Result<()> {
 
 fn partitioned_leader(cluster: &mut Cluster) -> Result<()> {
     let old = leader(cluster, Duration::from_secs(30))?;
-    let app = write_app(cluster, &sleeper(4))?;
-    wait_until("the app to be added", Duration::from_secs(30), || {
-        Ok(cluster
-            .cli(3, &["app", "add", app.to_str().unwrap_or_default()])
-            .ok())
-    })?;
+    add_app(cluster, &sleeper(4))?;
     wait_processes(cluster, 4, Duration::from_secs(30))?;
 
     partition(cluster, old, true)?;
@@ -334,12 +335,7 @@ fn masters_added_and_removed_stop_no_task() -> Result<()> {
 
 fn membership(cluster: &Cluster) -> Result<()> {
     assert_eq!(leader(cluster, Duration::from_secs(30))?, 0);
-    let app = write_app(cluster, &sleeper(4))?;
-    wait_until("the app to be added", Duration::from_secs(30), || {
-        Ok(cluster
-            .cli(3, &["app", "add", app.to_str().unwrap_or_default()])
-            .ok())
-    })?;
+    add_app(cluster, &sleeper(4))?;
     wait_processes(cluster, 4, Duration::from_secs(30))?;
     let tasks = task_ids(cluster);
     // Node 2 has the master role but is no member yet: the quorum is node 1 alone.
@@ -408,12 +404,7 @@ fn every_master_restarted_at_once_keeps_every_app_and_version() -> Result<()> {
 
 fn full_restart(cluster: &mut Cluster) -> Result<()> {
     leader(cluster, Duration::from_secs(30))?;
-    let v1 = write_app(cluster, &sleeper(2))?;
-    wait_until("the app to be added", Duration::from_secs(30), || {
-        Ok(cluster
-            .cli(3, &["app", "add", v1.to_str().unwrap_or_default()])
-            .ok())
-    })?;
+    add_app(cluster, &sleeper(2))?;
     let mut next = sleeper(2);
     next["cmd"] = json!("exec sleep 2000");
     let v2 = write_app(cluster, &next)?;
@@ -457,12 +448,7 @@ fn an_upgrade_half_done_goes_on_under_the_next_leader() -> Result<()> {
 
 fn upgrade_failover(cluster: &mut Cluster) -> Result<()> {
     let old = leader(cluster, Duration::from_secs(30))?;
-    let v1 = write_app(cluster, &sleeper(2))?;
-    wait_until("the app to be added", Duration::from_secs(30), || {
-        Ok(cluster
-            .cli(3, &["app", "add", v1.to_str().unwrap_or_default()])
-            .ok())
-    })?;
+    add_app(cluster, &sleeper(2))?;
     wait_processes(cluster, 2, Duration::from_secs(30))?;
     let running = task_ids(cluster);
     assert_eq!(running.len(), 2);

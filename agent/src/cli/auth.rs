@@ -7,12 +7,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use dcnet_auth::client::CredentialFile;
 use dcnet_auth::{PkiDir, Role};
 use serde_json::{Value, json};
 
-use super::{Client, call_json, render_table};
+use super::{Client, call_json, expect_status, render_table};
 
 /// How long the credential `init` writes lives.
 pub const INIT_TTL: Duration = Duration::from_secs(365 * 86_400);
@@ -90,16 +90,6 @@ pub fn create_offline(
     deliver(&token, save)
 }
 
-fn expect(status: u16, want: u16, body: &Value, what: &str) -> anyhow::Result<()> {
-    if status == want {
-        return Ok(());
-    }
-    bail!(
-        "{what}: {} ({status})",
-        body["message"].as_str().unwrap_or("the scheduler refused")
-    )
-}
-
 /// `dcnet auth token create`: a token issued (and recorded) by the leading scheduler.
 pub fn create(
     client: &Client,
@@ -110,7 +100,7 @@ pub fn create(
 ) -> anyhow::Result<()> {
     let request = json!({"subject": subject, "role": role, "ttl": humantime::format_duration(ttl).to_string()});
     let (status, body) = call_json(client, "POST", "/v1/auth/tokens", Some(&request))?;
-    expect(status, 201, &body, "creating a token")?;
+    expect_status(status, 201, &body, "creating a token")?;
     let token = body["token"]
         .as_str()
         .context("the scheduler's answer has no token")?;
@@ -124,7 +114,7 @@ pub fn create(
 /// `dcnet auth token list`.
 pub fn list(client: &Client, json: bool) -> anyhow::Result<()> {
     let (status, body) = call_json(client, "GET", "/v1/auth/tokens", None)?;
-    expect(status, 200, &body, "listing tokens")?;
+    expect_status(status, 200, &body, "listing tokens")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&body["tokens"])?);
         return Ok(());
@@ -163,7 +153,7 @@ pub fn list(client: &Client, json: bool) -> anyhow::Result<()> {
 /// `dcnet auth token revoke ID`.
 pub fn revoke(client: &Client, id: &str) -> anyhow::Result<()> {
     let (status, body) = call_json(client, "DELETE", &format!("/v1/auth/tokens/{id}"), None)?;
-    expect(status, 200, &body, &format!("revoking {id}"))?;
+    expect_status(status, 200, &body, &format!("revoking {id}"))?;
     println!("token {id} revoked: every node refuses it once it hears (a few gossip rounds)");
     Ok(())
 }
@@ -193,7 +183,7 @@ pub fn set_user(
         &format!("/v1/auth/users/{name}"),
         Some(&request),
     )?;
-    expect(status, 200, &body, &format!("setting user {name}"))?;
+    expect_status(status, 200, &body, &format!("setting user {name}"))?;
     if generated {
         println!("user {name} ({role}), password: {password}");
     } else {
@@ -205,7 +195,7 @@ pub fn set_user(
 /// `dcnet auth user list`.
 pub fn users(client: &Client, json: bool) -> anyhow::Result<()> {
     let (status, body) = call_json(client, "GET", "/v1/auth/users", None)?;
-    expect(status, 200, &body, "listing users")?;
+    expect_status(status, 200, &body, "listing users")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&body["users"])?);
         return Ok(());
@@ -228,7 +218,7 @@ pub fn users(client: &Client, json: bool) -> anyhow::Result<()> {
 /// `dcnet auth user remove NAME`.
 pub fn remove_user(client: &Client, name: &str) -> anyhow::Result<()> {
     let (status, body) = call_json(client, "DELETE", &format!("/v1/auth/users/{name}"), None)?;
-    expect(status, 200, &body, &format!("removing user {name}"))?;
+    expect_status(status, 200, &body, &format!("removing user {name}"))?;
     println!("user {name} removed");
     Ok(())
 }
@@ -236,7 +226,7 @@ pub fn remove_user(client: &Client, name: &str) -> anyhow::Result<()> {
 /// `dcnet auth whoami`: who the local agent takes the caller for.
 pub fn whoami(client: &Client) -> anyhow::Result<()> {
     let (status, body) = call_json(client, "GET", "/v1/auth/whoami", None)?;
-    expect(status, 200, &body, "asking the agent")?;
+    expect_status(status, 200, &body, "asking the agent")?;
     match body["subject"].as_str() {
         Some(subject) => println!(
             "{subject} ({}){}",

@@ -5,21 +5,10 @@
 //! `remove` the old one on every node. Each step is refused (409) while a live node is not
 //! ready for it, so a step taken in the wrong order cannot cut a node off.
 
-use anyhow::bail;
 use serde_json::{Value, json};
 
-use super::{Client, call_json, render_table};
+use super::{Client, call_json, expect_ok, render_table};
 use crate::gossip::keyring::Key;
-
-fn expect_ok(status: u16, body: &Value, what: &str) -> anyhow::Result<()> {
-    if status == 200 {
-        return Ok(());
-    }
-    bail!(
-        "{what}: {} ({status})",
-        body["error"].as_str().unwrap_or("the agent refused")
-    )
-}
 
 /// `dcnet keyring list`: each node's keys, by id, and the primary one.
 pub fn list(client: &Client, json: bool) -> anyhow::Result<()> {

@@ -1,19 +1,8 @@
 //! `dcnet master list|add|remove`: the masters' quorum, through the leading scheduler.
 
-use anyhow::bail;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{Client, call_json, render_table};
-
-fn expect_ok(status: u16, body: &Value, what: &str) -> anyhow::Result<()> {
-    if status == 200 {
-        return Ok(());
-    }
-    bail!(
-        "{what}: {} ({status})",
-        body["message"].as_str().unwrap_or("the scheduler refused")
-    )
-}
+use super::{Client, call_json, expect_ok, render_table};
 
 /// `dcnet master list`.
 pub fn list(client: &Client, json: bool) -> anyhow::Result<()> {

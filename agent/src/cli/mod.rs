@@ -96,6 +96,29 @@ pub fn get_json<T: serde::de::DeserializeOwned>(client: &Client, path: &str) -> 
         .with_context(|| format!("{url} answered with something that is not the expected JSON"))
 }
 
+/// `Ok` for a 200; otherwise an error that says what was being done and what the API said
+/// (`message`, as the scheduler words it, or `error`, as the agent does).
+pub fn expect_ok(status: u16, body: &serde_json::Value, what: &str) -> anyhow::Result<()> {
+    expect_status(status, 200, body, what)
+}
+
+/// [`expect_ok`] for an answer that should have status `want`.
+pub fn expect_status(
+    status: u16,
+    want: u16,
+    body: &serde_json::Value,
+    what: &str,
+) -> anyhow::Result<()> {
+    if status == want {
+        return Ok(());
+    }
+    let said = body["message"]
+        .as_str()
+        .or(body["error"].as_str())
+        .unwrap_or("refused, without a reason");
+    anyhow::bail!("{what}: {said} ({status})")
+}
+
 /// Sends `method path` with an optional JSON body to the agent API; returns the status and
 /// the decoded JSON answer (`null` if the body is empty or not JSON). A `503` with
 /// `Retry-After` (a scheduler that was just elected and adopts the running tasks) is retried
