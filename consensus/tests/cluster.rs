@@ -57,10 +57,19 @@ struct Cluster {
 
 impl Cluster {
     async fn start(n: usize) -> Result<Self> {
+        // Each cluster of the process on loopback addresses of its own (127.<pid>.<k>.<node>):
+        // a port found free there stays free, since no other test listens there and outgoing
+        // connections take their ports on 127.0.0.1. (Ports freed on 127.0.0.1 were taken in
+        // between by other tests' connections: "Address already in use" on a fresh clone.)
+        static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+        let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let net = 100 + (std::process::id() % 100) as u8;
         let mut addrs = Vec::new();
-        for _ in 0..n {
-            // A free port, released for the node to bind again at once.
-            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        for i in 0..n {
+            let l = std::net::TcpListener::bind((
+                std::net::Ipv4Addr::new(127, net, k, i as u8 + 1),
+                0,
+            ))?;
             addrs.push(l.local_addr()?);
         }
         let mut cluster = Self {
