@@ -42,14 +42,13 @@ use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
+use crate::facts::{FactsWatch, KEYRING_KEY, KV_PREFIX};
 use crate::gossip::Gossip;
-use crate::gossip::keyring::{KEYRING_KEY, Key, KeyId, Keyring, KeyringError, KeyringFact};
+use crate::gossip::keyring::{Key, KeyId, Keyring, KeyringError, KeyringFact};
 use crate::lb::LbService;
 use crate::node;
 use crate::overlay::{AttachError, OverlayService};
 
-/// Prefix of operator keys in gossip, so they never collide with the agent's own keys.
-pub const KV_PREFIX: &str = "kv/";
 const MAX_KV_KEY_LEN: usize = 200;
 const MAX_KV_VALUE_LEN: usize = 16 * 1024;
 
@@ -60,6 +59,8 @@ pub const OPEN_ROUTES: &[&str] = &["/v1/version", "/health"];
 #[derive(Clone)]
 pub struct ApiState {
     pub gossip: Arc<Gossip>,
+    /// The decoded facts the reads answer from.
+    pub facts: FactsWatch,
     /// The client calls to the leading scheduler go through (trusts the cluster CA).
     pub client: ureq::Agent,
     /// This node's own scheduler's URL, on a master.
@@ -191,16 +192,15 @@ struct KvEntry {
 async fn kv_all(
     State(s): State<ApiState>,
 ) -> axum::Json<BTreeMap<String, BTreeMap<String, String>>> {
-    let view = s.gossip.view();
-    let all = view
+    let facts = s.facts.peek();
+    let all = facts
         .nodes
         .values()
         .map(|n| {
-            let keys = n
-                .keys
-                .iter()
-                .filter_map(|(k, v)| Some((k.strip_prefix(KV_PREFIX)?.to_owned(), v.clone())))
-                .collect();
+            let keys =
+                n.kv.iter()
+                    .map(|(k, v)| (k.clone(), v.to_string()))
+                    .collect();
             (n.id.clone(), keys)
         })
         .collect();
@@ -212,15 +212,14 @@ type Rejection = (StatusCode, String);
 
 async fn kv_get(State(s): State<ApiState>, Path(key): Path<String>) -> Result<Response, Rejection> {
     check_key(&key)?;
-    let full = format!("{KV_PREFIX}{key}");
-    let view = s.gossip.view();
-    let entries: Vec<KvEntry> = view
+    let facts = s.facts.peek();
+    let entries: Vec<KvEntry> = facts
         .nodes
         .values()
         .filter_map(|n| {
             Some(KvEntry {
                 node: n.id.clone(),
-                value: n.get(&full)?.to_owned(),
+                value: n.kv.get(&key)?.to_string(),
             })
         })
         .collect();
@@ -264,15 +263,14 @@ struct NodeKeys {
 
 fn cluster_keys(s: &ApiState) -> Vec<NodeKeys> {
     let members = node::members(&s.gossip.view(), SystemTime::now());
-    let view = s.gossip.view();
+    let facts = s.facts.peek();
     members
         .into_iter()
         .map(|m| NodeKeys {
-            keyring: view
+            keyring: facts
                 .nodes
                 .get(&m.id)
-                .and_then(|n| n.get(KEYRING_KEY))
-                .and_then(|v| serde_json::from_str(v).ok()),
+                .and_then(|n| n.keyring.as_deref().cloned()),
             node_id: m.id,
             name: m.name,
             up: m.state == node::NodeState::Up,
@@ -496,23 +494,23 @@ pub struct TaskRow {
     pub node: String,
     pub node_id: String,
     #[serde(flatten)]
-    pub status: crate::launcher::facts::TaskStatus,
+    pub status: crate::facts::launched::TaskStatus,
 }
 
 async fn tasks(State(s): State<ApiState>) -> axum::Json<Vec<TaskRow>> {
-    let view = s.gossip.view();
+    let facts = s.facts.peek();
     let mut rows = Vec::new();
     // Tasks of a node that is down are gone from DNS and the VIPs, and replaced: not listed.
-    for node in view.up_nodes() {
+    for node in facts.up_nodes() {
         let name = node
-            .get(node::NODE_INFO_KEY)
-            .and_then(|j| serde_json::from_str::<node::NodeInfo>(j).ok())
-            .map_or_else(|| node.id.clone(), |i| i.name);
-        for status in crate::launcher::facts::statuses(node) {
+            .info
+            .as_ref()
+            .map_or_else(|| node.id.clone(), |i| i.name.clone());
+        for status in node.launched.values() {
             rows.push(TaskRow {
                 node: name.clone(),
                 node_id: node.id.clone(),
-                status,
+                status: (**status).clone(),
             });
         }
     }
@@ -557,7 +555,7 @@ async fn forward(
         )
             .into_response();
     }
-    let leader = crate::scheduler::facts::leader(&s.gossip.view()).map(|l| l.api.to_owned());
+    let leader = crate::facts::scheduler::leader(&s.facts.peek()).map(|l| l.api.to_owned());
     // With no leader in sight (this node is cut off), a master still answers reads from what
     // it has, marked stale.
     let leader = leader.or_else(|| {

@@ -13,13 +13,14 @@ use crate::api::{self, ApiState};
 use crate::auth::Auth;
 use crate::config::AgentConfig;
 use crate::dns::DnsService;
+use crate::facts::node::{NODE_INFO_KEY, NodeInfo};
+use crate::facts::{self, Topics};
 use crate::gossip::keyring::{self, Keyring};
 use crate::gossip::{AuthenticatedUdp, Gossip, MembershipMetrics, TransportMetrics};
 use crate::identity::NodeIdentity;
 use crate::launcher::LauncherService;
 use crate::lb::LbService;
 use crate::lb::service::NamedVips;
-use crate::node::{NODE_INFO_KEY, NodeInfo};
 use crate::overlay::OverlayService;
 use crate::scheduler::SchedulerService;
 use crate::state::StateDir;
@@ -62,12 +63,16 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             &transport,
             vec![
                 (NODE_INFO_KEY.to_owned(), info),
-                (keyring::KEYRING_KEY.to_owned(), keys),
+                (crate::facts::KEYRING_KEY.to_owned(), keys),
             ],
             membership_metrics,
         )
         .await?,
     );
+
+    // Every service reads gossip through the decoded facts, waking for its topics only.
+    let facts = facts::Cache::start(gossip.watch(), &mut registry);
+    let tasks = Topics::NODES | Topics::MESOS | Topics::LAUNCHED;
 
     // The load balancer tells DNS which named VIPs its datapath has.
     let (named_vips, named_vips_rx) = watch::channel(NamedVips::new());
@@ -77,6 +82,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             DnsService::start(
                 config.dns.clone(),
                 gossip.clone(),
+                facts.watch("dns", tasks),
                 config.address,
                 named_vips_rx,
                 &mut registry,
@@ -98,6 +104,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
                 OverlayService::start(
                     config.overlay.clone(),
                     gossip.clone(),
+                    facts.watch("overlay", Topics::NODES | Topics::OVERLAY),
                     state.clone(),
                     underlay,
                     &dns_listen,
@@ -116,7 +123,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     let lb = if config.lb.enabled {
         Some(Arc::new(LbService::start(
             &config.lb,
-            gossip.clone(),
+            facts.watch("lb", tasks),
             named_vips,
             overlay.clone(),
             &mut registry,
@@ -129,7 +136,10 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         Some(
             SchedulerService::start(
                 &config.scheduler,
-                gossip.clone(),
+                (
+                    gossip.clone(),
+                    facts.watch("scheduler", Topics::NODES | Topics::LAUNCHED),
+                ),
                 state.clone(),
                 config.gossip.interval,
                 &auth,
@@ -145,6 +155,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         Some(LauncherService::start(
             config.launcher.clone(),
             gossip.clone(),
+            facts.watch("launcher", Topics::NODES | Topics::SCHEDULER),
             overlay.clone(),
             config.state_dir.join("tasks"),
             config.address,
@@ -154,10 +165,11 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         None
     };
 
-    let follower = auth.follow(gossip.clone());
+    let follower = auth.follow(facts.watch("auth", Topics::CREDENTIALS));
     let (stop_api, api_stopped) = oneshot::channel::<()>();
     let api_state = ApiState {
         gossip: gossip.clone(),
+        facts: facts.watch("api", Topics::empty()),
         client: auth.client(std::time::Duration::from_secs(10))?,
         local_scheduler: scheduler.as_ref().map(|s| s.api_url().to_owned()),
         registry: Arc::new(registry),
@@ -207,6 +219,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     if let Some(lb) = lb.and_then(|l| Arc::try_unwrap(l).ok()) {
         lb.shutdown().await;
     }
+    facts.stop().await;
     match Arc::try_unwrap(gossip) {
         Ok(gossip) => gossip.shutdown().await,
         Err(_) => warn!("gossip still referenced at shutdown; leaving it to the runtime"),

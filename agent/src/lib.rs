@@ -4,7 +4,9 @@
 //! - [`config`]: the TOML file and flag overrides, validated at start.
 //! - [`state`]: the state directory (locked, atomic writes); [`identity`]: the stable node id.
 //! - [`gossip`]: membership and replicated per-node keys over chitchat, authenticated.
-//! - [`node`]: what a node publishes about itself, and the membership table.
+//! - [`facts`]: every gossip key's schema, decoded once per change; services wait on the
+//!   topics they read. [`node`]: the membership table.
+//! - [`app`]: Marathon app definitions; [`scheduler`] places them, [`launcher`] runs them.
 //! - [`overlay`]: leases, the VXLAN tunnel's reconciler and container attachment.
 //! - [`auth`]: credentials on every HTTP API, TLS for the scheduler's.
 //! - [`api`]: the local HTTP API; [`cli`]: operator commands that call it.
@@ -13,12 +15,14 @@
 //! The binary (`src/main.rs`) only parses the command line and calls into this library.
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dns;
 pub mod error;
+pub mod facts;
 pub mod gossip;
 pub mod identity;
 pub mod launcher;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use dcnet_agent::api::TaskRow;
-use dcnet_agent::launcher::facts::TaskState;
+use dcnet_agent::facts::launched::TaskState;
 use dcnet_tests::container::Container;
 use dcnet_tests::lb::{self, Line};
 use dcnet_tests::{Cluster, ClusterOptions, NodeSpec, wait_until};

@@ -6,9 +6,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use dcnet_agent::launcher::facts::TaskState;
+use dcnet_agent::facts::launched::TaskState;
+use dcnet_agent::facts::scheduler::Assignment;
 use dcnet_agent::launcher::process::{self, Record};
-use dcnet_agent::scheduler::facts::Assignment;
 use dcnet_tests::{Cluster, ClusterOptions, NodeSpec, wait_until};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
@@ -36,7 +36,7 @@ fn containers(cluster: &Cluster) -> Result<u64> {
 /// The record of a task of app `/ghost` as the launcher writes it before anything runs.
 fn ghost(cluster: &Cluster, uuid: &str) -> Result<Record> {
     let task_id = format!("ghost.{uuid}");
-    let app = dcnet_agent::scheduler::app::parse(
+    let app = dcnet_agent::app::parse(
         &json!({"id": "/ghost", "cmd": "sleep 1000", "networks": [{"mode": "container", "name": "dcos"}]}),
         None,
         "2026-11-30T00:00:00Z",
@@ -222,7 +222,7 @@ fn the_apps_of_a_master_from_before_raft_are_imported_once() -> Result<()> {
     cluster.stop_agent(0, Signal::SIGTERM, Duration::from_secs(10));
     // The state of a master as it was before Raft: its apps in a file, no Raft store.
     std::fs::remove_file(state.join("raft.redb"))?;
-    let app = dcnet_agent::scheduler::app::parse(
+    let app = dcnet_agent::app::parse(
         &json!({"id": "/legacy", "cmd": "sleep 1000", "instances": 0}),
         None,
         "2026-11-01T00:00:00Z",

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use dcnet_agent::api::TaskRow;
-use dcnet_agent::launcher::facts::TaskState;
+use dcnet_agent::facts::launched::TaskState;
 use dcnet_auth::Role;
 use dcnet_tests::cluster::OUTSIDER_ADDRESS;
 use dcnet_tests::{Cluster, ClusterOptions, NodeSpec, wait_until};

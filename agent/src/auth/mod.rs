@@ -7,8 +7,9 @@
 //! - [`tls`]: the scheduler's TLS listener.
 //!
 //! The masters' credential set (revocations, basic users) reaches every node through gossip
-//! (key [`SET_KEY`], a JWT signed by the masters' key). Each node keeps the newest set that
-//! verifies, also on disk, so a restarted node enforces revocations before it hears gossip.
+//! (key [`crate::facts::CREDENTIAL_SET_KEY`], a JWT signed by the masters' key). Each node
+//! keeps the newest set that verifies, also on disk, so a restarted node enforces revocations
+//! before it hears gossip.
 
 pub mod http;
 pub mod tls;
@@ -25,12 +26,10 @@ use tracing::{info, warn};
 
 use crate::Error;
 use crate::config::AuthSettings;
-use crate::gossip::Gossip;
+use crate::facts::FactsWatch;
 use crate::state::StateDir;
 use http::{Audit, Guard};
 
-/// Gossip key of the credential set a master publishes.
-pub const SET_KEY: &str = "auth/set";
 /// The newest set this node accepted, in its state directory.
 const SET_FILE: &str = "auth-set.jwt";
 
@@ -173,23 +172,23 @@ impl Auth {
             .map_err(auth_error)
     }
 
-    /// Follows the credential sets masters publish in gossip until the gossip ends.
-    pub fn follow(&self, gossip: Arc<Gossip>) -> Option<JoinHandle<()>> {
+    /// Follows the credential sets masters publish in gossip until the facts cache stops.
+    pub fn follow(&self, mut facts: FactsWatch) -> Option<JoinHandle<()>> {
         let authn = self.authn.clone()?;
         let state = self.state.clone();
         Some(tokio::spawn(async move {
-            let mut views = gossip.watch();
-            let mut seen: HashMap<String, String> = HashMap::new();
-            loop {
-                let view = views.borrow_and_update().clone();
+            let mut seen: HashMap<String, Arc<str>> = HashMap::new();
+            while facts.changed().await.is_ok() {
+                let view = facts.current();
                 for node in view.nodes.values() {
-                    let Some(jwt) = node.get(SET_KEY) else {
+                    let Some(jwt) = node.credential_set.clone() else {
                         continue;
                     };
-                    if seen.get(&node.id).map(String::as_str) == Some(jwt) {
+                    if seen.get(&node.id) == Some(&jwt) {
                         continue;
                     }
-                    seen.insert(node.id.clone(), jwt.to_owned());
+                    seen.insert(node.id.clone(), jwt.clone());
+                    let jwt = &*jwt;
                     match authn.offer(jwt) {
                         Ok(true) => {
                             info!(node = %node.id, serial = authn.set().serial, "credential set updated");
@@ -201,9 +200,6 @@ impl Auth {
                         Err(p) => warn!(node = %node.id, problem = p.reason(),
                                         "a node publishes a credential set that does not verify; ignored"),
                     }
-                }
-                if views.changed().await.is_err() {
-                    return;
                 }
             }
         }))

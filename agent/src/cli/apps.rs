@@ -54,7 +54,7 @@ pub fn update(api: &Client, file: &Path, json: bool) -> anyhow::Result<()> {
         );
     };
     check_id(id)?;
-    let id = crate::scheduler::app::absolute_id(id);
+    let id = crate::app::absolute_id(id);
     let (status, body) = call_json(api, "GET", &format!("/v2/apps{id}"), None)?;
     if status != 200 {
         return Err(failure(status, &body, &format!("updating {id}")));
@@ -169,7 +169,7 @@ pub fn apps_table(apps: &[Value]) -> String {
 
 /// `dcnet app remove ID`.
 pub fn remove(api: &Client, id: &str) -> anyhow::Result<()> {
-    let id = crate::scheduler::app::absolute_id(id);
+    let id = crate::app::absolute_id(id);
     let (status, body) = call_json(api, "DELETE", &format!("/v2/apps{id}"), None)?;
     if status != 200 {
         return Err(failure(status, &body, &format!("removing {id}")));
@@ -180,7 +180,7 @@ pub fn remove(api: &Client, id: &str) -> anyhow::Result<()> {
 
 /// `dcnet app scale ID N`.
 pub fn scale(api: &Client, id: &str, instances: u32) -> anyhow::Result<()> {
-    let id = crate::scheduler::app::absolute_id(id);
+    let id = crate::app::absolute_id(id);
     let (status, body) = call_json(api, "GET", &format!("/v2/apps{id}"), None)?;
     if status != 200 {
         return Err(failure(status, &body, &format!("scaling {id}")));
@@ -246,7 +246,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::launcher::facts::TaskState;
+    use crate::facts::launched::TaskState;
 
     #[test]
     fn app_table_shows_counts_network_and_vips() {
@@ -281,7 +281,7 @@ mod tests {
     #[test]
     fn task_table_lower_cases_states() {
         let mut status =
-            crate::launcher::facts::tests_support::status("web.1", TaskState::TaskRunning);
+            crate::facts::launched::tests_support::status("web.1", TaskState::TaskRunning);
         status.healthy = Some(false);
         let rows = vec![TaskRow {
             node: "node-2".into(),

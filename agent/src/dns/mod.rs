@@ -1,10 +1,8 @@
 //! DNS on every node: the agent's side of the dcnet-dns crate.
 //!
-//! - [`facts`]: task facts in gossip, and the cluster rebuilt from the replica.
 //! - [`service`]: the server, the replica that follows gossip, and the task-state publisher.
 //! - [`resolv_conf`]: keeps the node's resolv.conf on the listeners that work.
 
-pub mod facts;
 pub mod resolv_conf;
 pub mod service;
 

@@ -28,11 +28,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::facts;
 use crate::config::DnsSettings;
-use crate::gossip::{ClusterView, Gossip};
+use crate::facts::{self, Facts, FactsWatch};
+use crate::gossip::Gossip;
 use crate::lb::service::NamedVips;
-use crate::node::{NODE_INFO_KEY, NodeInfo};
 
 /// A burst of gossip updates within this window costs one rebuild.
 const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -60,6 +59,7 @@ impl DnsService {
     pub async fn start(
         settings: DnsSettings,
         gossip: Arc<Gossip>,
+        facts: FactsWatch,
         this_node: IpAddr,
         named_vips: watch::Receiver<NamedVips>,
         registry: &mut Registry,
@@ -111,7 +111,7 @@ impl DnsService {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(replica(
             settings.domain.clone(),
-            gossip.clone(),
+            facts,
             this_node,
             named_vips,
             snapshot,
@@ -152,23 +152,23 @@ impl DnsService {
     }
 }
 
-/// Updates the snapshot whenever the gossip view or the load balancer's named VIPs change.
+/// Updates the snapshot whenever the facts it is made of (nodes, Mesos state, launched tasks)
+/// or the load balancer's named VIPs change.
 async fn replica(
     domain: String,
-    gossip: Arc<Gossip>,
+    mut facts: FactsWatch,
     this_node: IpAddr,
     mut named_vips: watch::Receiver<NamedVips>,
     snapshot: SharedSnapshot,
     metrics: Arc<ReplicaMetrics>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut views = gossip.watch();
     let mut replica = Replica::new(domain.clone(), this_node);
     loop {
-        let view = views.borrow_and_update().clone();
+        let now = facts.current();
         let vips = named_vips.borrow_and_update().clone();
         let updated = tokio::task::spawn_blocking(move || {
-            replica.update(&view, &vips);
+            replica.update(&now, &vips);
             replica
         })
         .await;
@@ -186,7 +186,7 @@ async fn replica(
             }
         }
         tokio::select! {
-            changed = views.changed() => if changed.is_err() { return },
+            changed = facts.changed() => if changed.is_err() { return },
             // Without a load balancer the sender is gone: that is no reason to stop.
             Ok(()) = named_vips.changed() => {}
             _ = stop.changed() => return,
@@ -214,20 +214,20 @@ impl Replica {
         }
     }
 
-    /// Takes in a gossip view and the named VIPs: only the tasks that changed are looked at
+    /// Takes in the facts and the named VIPs: only the tasks that changed are looked at
     /// again (see [`Contributions`]).
-    fn update(&mut self, view: &ClusterView, named_vips: &NamedVips) {
-        let mut cluster = facts::from_view(view).unwrap_or_default();
+    fn update(&mut self, facts: &Facts, named_vips: &NamedVips) {
+        let mut cluster = facts::cluster::cluster(facts).unwrap_or_default();
         // A task whose health checks fail (or have not passed yet) is not in DNS; the load
         // balancer, which reads the same facts, gives it weight 0 instead.
         for framework in &mut cluster.frameworks {
             framework.tasks.retain(|t| t.healthy != Some(false));
         }
         // Masters: the nodes that say they have the role, as gossip knows them.
-        let masters: Vec<IpAddr> = view
+        let masters: Vec<IpAddr> = facts
             .nodes
             .values()
-            .filter_map(|n| serde_json::from_str::<NodeInfo>(n.get(NODE_INFO_KEY)?).ok())
+            .filter_map(|n| n.info.as_deref())
             .filter(|info| info.roles.iter().any(|r| r == "master"))
             .map(|info| info.address)
             .collect();
@@ -334,7 +334,7 @@ async fn publisher(
                 continue;
             }
         };
-        let wanted = facts::to_keys(&cluster);
+        let wanted = facts::mesos::to_keys(&cluster);
         for (key, value) in &wanted {
             if published.get(key) != Some(value) {
                 gossip.publish(key, value).await;
@@ -343,7 +343,7 @@ async fn publisher(
         for key in published.keys().filter(|k| !wanted.contains_key(*k)) {
             gossip.delete(key).await;
         }
-        let (key, value) = facts::generation(crate::unix_ms());
+        let (key, value) = facts::mesos::generation(crate::unix_ms());
         gossip.publish(&key, &value).await;
         metrics.published.inc();
         published = wanted;

@@ -20,9 +20,6 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Secret;
 
-/// The gossip key under which each node publishes its [`KeyringFact`].
-pub const KEYRING_KEY: &str = "keyring";
-
 /// Length of a key, in bytes.
 pub const KEY_LEN: usize = 32;
 

@@ -1,5 +1,5 @@
 //! What tasks must not reach: every node's control-plane listeners (gossip, the agent's API,
-//! the scheduler's API), as the nodes publish them ([`crate::node::Listener`]), turned into
+//! the scheduler's API), as the nodes publish them ([`crate::facts::node::Listener`]), turned into
 //! the rules of the eBPF guard on the tasks' cgroup ([`dcnet_lb::guard`]).
 //!
 //! Why eBPF on the cgroup rather than nftables in the node's namespace: a task on the host
@@ -19,17 +19,15 @@ use std::net::IpAddr;
 use dcnet_lb::Protocol;
 use dcnet_lb::guard::Rule;
 
-use crate::gossip::ClusterView;
-use crate::node::{ListenerProtocol, NODE_INFO_KEY, NodeInfo};
+use crate::facts::Facts;
+use crate::facts::node::ListenerProtocol;
 
-/// The guard's rules for `view`, seen from node `local` whose interfaces hold `local_addrs`.
-pub fn rules(view: &ClusterView, local: &str, local_addrs: &[IpAddr]) -> BTreeSet<Rule> {
+/// The guard's rules for the nodes of `facts`, seen from node `local` whose interfaces hold
+/// `local_addrs`.
+pub fn rules(facts: &Facts, local: &str, local_addrs: &[IpAddr]) -> BTreeSet<Rule> {
     let mut rules = BTreeSet::new();
-    for node in view.nodes.values() {
-        let Some(info) = node
-            .get(NODE_INFO_KEY)
-            .and_then(|j| serde_json::from_str::<NodeInfo>(j).ok())
-        else {
+    for node in facts.nodes.values() {
+        let Some(info) = node.info.as_deref() else {
             continue;
         };
         let is_local = node.id == local;
@@ -91,8 +89,9 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
+    use crate::facts::Decoder;
+    use crate::facts::node::{Listener, NODE_INFO_KEY, NodeInfo};
     use crate::gossip::view::tests_support::view_with;
-    use crate::node::Listener;
 
     fn info(address: &str, control: &[(&str, ListenerProtocol)]) -> String {
         serde_json::to_string(&NodeInfo {
@@ -135,7 +134,9 @@ mod tests {
             ("c", BTreeMap::new()),
         ]);
         let local = ["10.0.0.2".parse().unwrap(), "9.0.1.1".parse().unwrap()];
-        let got: BTreeSet<String> = rules(&view, "b", &local)
+        let mut decoder = Decoder::default();
+        decoder.apply(&view);
+        let got: BTreeSet<String> = rules(decoder.facts(), "b", &local)
             .iter()
             .map(ToString::to_string)
             .collect();
@@ -166,6 +167,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::facts::node::NodeInfo;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -193,7 +195,7 @@ pub struct Keeper {
 /// addresses, and whether the last run's rules were still added.
 #[derive(Default, PartialEq)]
 struct Applied {
-    infos: BTreeMap<String, String>,
+    infos: BTreeMap<String, Arc<NodeInfo>>,
     addrs: Vec<IpAddr>,
     seeded: bool,
 }
@@ -246,13 +248,13 @@ impl Keeper {
         Ok(keeper)
     }
 
-    /// Applies the rules of `view` if a node's info or this host's addresses changed.
-    pub fn follow(&self, view: &ClusterView) {
+    /// Applies the rules of `facts` if a node's info or this host's addresses changed.
+    pub fn follow(&self, facts: &Facts) {
         let now = Applied {
-            infos: view
+            infos: facts
                 .nodes
                 .values()
-                .filter_map(|n| Some((n.id.clone(), n.get(NODE_INFO_KEY)?.to_owned())))
+                .filter_map(|n| Some((n.id.clone(), n.info.clone()?)))
                 .collect(),
             addrs: local_addresses(),
             seeded: self.seed.1.elapsed() < SEED_GRACE,
@@ -261,7 +263,7 @@ impl Keeper {
         if *seen == now {
             return;
         }
-        let mut wanted = rules(view, &self.local, &now.addrs);
+        let mut wanted = rules(facts, &self.local, &now.addrs);
         if now.seeded {
             wanted.extend(self.seed.0.iter().copied());
         }

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::scheduler::app::{CheckKind, HealthCheck};
+use crate::app::{CheckKind, HealthCheck};
 
 /// One check's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,8 +127,7 @@ async fn once(kind: &CheckKind, t: &Target) -> Result<(), Failed> {
         }
         CheckKind::Http { port_index, path } => http_get(port(*port_index)?, path).await,
         CheckKind::Command { command } => {
-            let argv =
-                super::process::argv(&crate::scheduler::app::Command::Shell(command.clone()));
+            let argv = super::process::argv(&crate::app::Command::Shell(command.clone()));
             let mut cmd = tokio::process::Command::new(&argv[0]);
             if let Some(c) = &t.confined {
                 super::process::confine(&mut cmd, &c.record, &c.root, c.run_as.clone())

@@ -1,7 +1,8 @@
 //! The task launcher: runs the tasks the leading scheduler assigns to this node, each in its
 //! own network namespace on an overlay (or on the host network), and reports them.
 //!
-//! - [`facts`]: the statuses it publishes in gossip, which DNS and the load balancer read too.
+//! - the statuses it publishes in gossip are [`crate::facts::launched`], read by DNS and the
+//!   load balancer too.
 //! - [`confine`]: what a task may see and do: its user, namespaces and mounts.
 //! - [`process`]: one task's sandbox, namespace, cgroup, environment, start and stop.
 //! - [`guard`]: keeps tasks from the control plane (eBPF on the tasks' cgroup).
@@ -9,7 +10,6 @@
 //! - [`service`]: the loop that follows the scheduler's assignments.
 
 pub mod confine;
-pub mod facts;
 pub mod guard;
 pub mod health;
 pub mod process;

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 
 use super::confine::{Confinement, RunAs};
-use crate::scheduler::app::{Command, task_ports};
-use crate::scheduler::facts::Assignment;
+use crate::app::{Command, task_ports};
+use crate::facts::scheduler::Assignment;
 
 /// The file of a task's record in its sandbox.
 const RECORD_FILE: &str = "task.json";
@@ -388,7 +388,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::scheduler::app::parse;
+    use crate::app::parse;
 
     fn assignment(v: serde_json::Value, host_ports: Vec<u16>) -> Assignment {
         Assignment {

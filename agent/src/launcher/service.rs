@@ -18,15 +18,16 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::confine::RunAs;
-use super::facts::{PREFIX, TaskState, TaskStatus};
 use super::guard::Keeper;
 use super::health::{self, Confined, Outcome, Target, Tracker, Verdict};
 use super::process::{self, Record};
+use crate::app::{Network, task_ports};
 use crate::config::LauncherSettings;
-use crate::gossip::{ClusterView, Gossip};
+use crate::facts::launched::{PREFIX, TaskState, TaskStatus};
+use crate::facts::scheduler::{Assignment, leader};
+use crate::facts::{Facts, FactsWatch};
+use crate::gossip::Gossip;
 use crate::overlay::OverlayService;
-use crate::scheduler::app::{Network, task_ports};
-use crate::scheduler::facts::{Assignment, leader};
 
 /// Finished tasks' sandboxes (logs) kept on disk.
 const KEEP_SANDBOXES: usize = 50;
@@ -43,6 +44,7 @@ impl LauncherService {
     pub fn start(
         settings: LauncherSettings,
         gossip: Arc<Gossip>,
+        facts: FactsWatch,
         overlay: Option<Arc<OverlayService>>,
         root: PathBuf,
         host: IpAddr,
@@ -52,7 +54,7 @@ impl LauncherService {
             Some(cgroup) => {
                 let file = super::confine::hidden_dir(&root).join("guard-rules.json");
                 let keeper = Keeper::start(cgroup, gossip.node_id(), file, registry)?;
-                keeper.follow(&gossip.view());
+                keeper.follow(&facts.peek());
                 Some(keeper)
             }
             None => None,
@@ -79,7 +81,7 @@ impl LauncherService {
             guard,
             term: 0,
         };
-        let task = tokio::spawn(launcher.run(events, health, stopped));
+        let task = tokio::spawn(launcher.run(facts, events, health, stopped));
         Ok(Self { stop, task })
     }
 
@@ -139,23 +141,23 @@ struct Launcher {
 impl Launcher {
     async fn run(
         mut self,
+        mut facts: FactsWatch,
         mut events: mpsc::Receiver<Event>,
         mut health: mpsc::Receiver<Outcome>,
         mut stopped: watch::Receiver<bool>,
     ) {
         self.adopt_existing().await;
-        let mut views = self.gossip.watch();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut ticks = 0u64;
         loop {
-            let view = views.borrow_and_update().clone();
+            let view = facts.current();
             if let Some(guard) = &self.guard {
                 guard.follow(&view);
             }
             self.follow(&view).await;
             self.publish().await;
             tokio::select! {
-                changed = views.changed() => if changed.is_err() { break },
+                changed = facts.changed() => if changed.is_err() { break },
                 Some(event) = events.recv() => self.on_event(event).await,
                 Some(outcome) = health.recv() => self.on_health(outcome),
                 _ = tick.tick() => {
@@ -216,7 +218,7 @@ impl Launcher {
     }
 
     /// Starts what the leader assigns here and stops what it no longer does.
-    async fn follow(&mut self, view: &ClusterView) {
+    async fn follow(&mut self, view: &Facts) {
         let Some(leader) = leader(view) else { return };
         // Fenced by term: a leader older than one already followed (deposed, not yet aware)
         // never starts or stops anything here.
@@ -233,7 +235,7 @@ impl Launcher {
         let mine: BTreeMap<&str, &Assignment> = assignments
             .iter()
             .filter(|(_, a)| a.node_id == self.node_id)
-            .map(|(id, a)| (*id, a))
+            .map(|(id, a)| (id.as_str(), &**a))
             .collect();
         for (id, a) in &mine {
             if !self.tasks.contains_key(*id) {

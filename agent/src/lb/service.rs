@@ -27,9 +27,7 @@ use tracing::{debug, info, warn};
 
 use super::desired::{Desired, desired};
 use crate::config::LbSettings;
-use crate::dns::facts;
-use crate::gossip::{ClusterView, Gossip};
-use crate::node::{NODE_INFO_KEY, NodeInfo};
+use crate::facts::{Facts, FactsWatch};
 use crate::overlay::OverlayService;
 
 /// A burst of gossip updates within this window costs one sync.
@@ -97,7 +95,7 @@ impl LbService {
     /// connected to a removed backend can be destroyed (the node's own are always covered).
     pub fn start(
         settings: &LbSettings,
-        gossip: Arc<Gossip>,
+        facts: FactsWatch,
         named: watch::Sender<NamedVips>,
         overlay: Option<Arc<OverlayService>>,
         registry: &mut Registry,
@@ -141,7 +139,7 @@ impl LbService {
 
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(follow(
-            gossip,
+            facts,
             shared.clone(),
             named,
             overlay,
@@ -195,20 +193,18 @@ impl LbService {
     }
 }
 
-/// Syncs the datapath on every gossip change.
+/// Syncs the datapath whenever the task facts or the nodes change.
 async fn follow(
-    gossip: Arc<Gossip>,
+    mut facts: FactsWatch,
     shared: Arc<Shared>,
     named: watch::Sender<NamedVips>,
     overlay: Option<Arc<OverlayService>>,
     metrics: Arc<SyncMetrics>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut views = gossip.watch();
     let mut reported: HashSet<String> = HashSet::new();
     loop {
-        let view = views.borrow_and_update().clone();
-        let want = desired_from_view(&view);
+        let want = desired_from_facts(&facts.current());
         // Each bad label is logged once while its task lasts; forgetting those of tasks that
         // are gone keeps this set from growing over a long uptime.
         let current: HashSet<String> = want
@@ -257,7 +253,7 @@ async fn follow(
             }
         }
         tokio::select! {
-            changed = views.changed() => if changed.is_err() { return },
+            changed = facts.changed() => if changed.is_err() { return },
             _ = stop.changed() => return,
         }
         tokio::time::sleep(DEBOUNCE).await;
@@ -337,15 +333,14 @@ fn destroy_stale_udp(
     destroyed
 }
 
-/// The desired VIPs of a gossip view: task facts, minus backends on agents gossip reports down.
-fn desired_from_view(view: &ClusterView) -> Desired {
-    let cluster = facts::from_view(view).unwrap_or_default();
-    let down: HashSet<IpAddr> = view
+/// The desired VIPs of the facts: task facts, minus backends on agents gossip reports down.
+fn desired_from_facts(facts: &Facts) -> Desired {
+    let cluster = crate::facts::cluster::cluster(facts).unwrap_or_default();
+    let down: HashSet<IpAddr> = facts
         .nodes
         .values()
         .filter(|n| !n.is_up)
-        .filter_map(|n| serde_json::from_str::<NodeInfo>(n.get(NODE_INFO_KEY)?).ok())
-        .map(|info| info.address)
+        .filter_map(|n| Some(n.info.as_deref()?.address))
         .collect();
     desired(&cluster, &down)
 }

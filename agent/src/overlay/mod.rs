@@ -1,11 +1,10 @@
 //! The overlay on every node: the agent's side of the dcnet-overlay crate.
 //!
-//! - [`facts`]: lease records and peers in gossip (pure).
+//! - lease records and peers in gossip are [`crate::facts::overlay`].
 //! - [`store`]: leases, container addresses and attachments in the state directory.
 //! - [`service`]: the lease agreement, the reconciler that keeps the kernel's tunnel objects
 //!   right, and container attach/detach for the API and the CNI plugin.
 
-pub mod facts;
 pub mod service;
 pub mod store;
 

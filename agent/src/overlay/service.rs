@@ -1,8 +1,9 @@
 //! The overlay on a node: agrees the node's leases through gossip, keeps the VTEP, the bridges
 //! and the tunnel objects of every peer in the kernel, and attaches containers.
 //!
-//! One task owns the leases and the kernel's tunnel state. It wakes on every gossip view, at
-//! the end of a lease's settle period, and every `reconcile_interval`. On a view change it
+//! One task owns the leases and the kernel's tunnel state. It wakes when the overlay facts or
+//! the nodes change, at the end of a lease's settle period, and every `reconcile_interval`.
+//! On a change it
 //! applies only the difference from what it applied last (a few netlink requests); on the
 //! interval, or after anything failed, it reads the kernel back and repairs whatever differs,
 //! so objects deleted or changed by hand come back within one interval.
@@ -30,10 +31,11 @@ use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use super::facts::{self, VTEP_KEY};
 use super::store::{Attachment, Stored, StoredNetwork, attachment_key};
 use crate::config::{OverlayNetwork, OverlaySettings};
-use crate::gossip::{ClusterView, Gossip};
+use crate::facts::overlay::{self as facts, VTEP_KEY};
+use crate::facts::{Facts, FactsWatch};
+use crate::gossip::Gossip;
 use crate::state::StateDir;
 
 /// How often a running agent records that it is alive in its state file.
@@ -232,6 +234,7 @@ impl OverlayService {
     pub async fn start(
         settings: OverlaySettings,
         gossip: Arc<Gossip>,
+        facts: FactsWatch,
         dir: Arc<StateDir>,
         underlay: Ipv4Addr,
         dns_listen: &[SocketAddr],
@@ -263,7 +266,7 @@ impl OverlayService {
             vxlan_filter: StdMutex::new(FilterState::NotYet),
         });
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(inner.clone().run(stopped));
+        let task = tokio::spawn(inner.clone().run(facts, stopped));
         Ok(Self { inner, stop, task })
     }
 
@@ -318,7 +321,7 @@ struct Leases {
 }
 
 impl Inner {
-    async fn run(self: Arc<Self>, mut stopped: oneshot::Receiver<()>) {
+    async fn run(self: Arc<Self>, mut facts: FactsWatch, mut stopped: oneshot::Receiver<()>) {
         let mut leases = match self.start_leases().await {
             Ok(leases) => leases,
             Err(e) => {
@@ -326,7 +329,6 @@ impl Inner {
                 return;
             }
         };
-        let mut views = self.gossip.watch();
         let mut tick = tokio::time::interval(self.settings.reconcile_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut renew = tokio::time::interval(RENEW_EVERY.min(self.settings.lease_release / 4));
@@ -345,16 +347,16 @@ impl Inner {
             };
             tokio::select! {
                 _ = &mut stopped => break,
-                changed = views.changed() => if changed.is_err() { break },
+                changed = facts.changed() => if changed.is_err() { break },
                 _ = tick.tick() => applied = None,
                 _ = renew.tick() => self.renew().await,
                 _ = settle => {}
             }
-            let view = self.gossip.view();
-            if self.step_leases(&view, &mut leases).await {
+            let now = facts.current();
+            if self.step_leases(&now, &mut leases).await {
                 applied = None;
             }
-            self.reconcile(&view, &leases, &mut applied).await;
+            self.reconcile(&now, &leases, &mut applied).await;
         }
         debug!("overlay loop stopped");
     }
@@ -420,20 +422,21 @@ impl Inner {
     }
 
     /// Steps every agreement; returns whether a held lease appeared or changed.
-    async fn step_leases(&self, view: &ClusterView, leases: &mut Leases) -> bool {
+    async fn step_leases(&self, view: &Facts, leases: &mut Leases) -> bool {
         let now = Instant::now();
         let now_ms = crate::unix_ms();
         let release = self.settings.lease_release;
         let mut changed = false;
 
-        let seen = facts::observed_records(view, VTEP_KEY, SystemTime::now(), release);
+        let seen = facts::observed_records(view, None, SystemTime::now(), release);
         let outcome = leases.vtep.step(now, now_ms, &observed(&seen));
         changed |= self
             .handle_outcome(VTEP_KEY, None, outcome, &mut leases.exhausted)
             .await;
         for (network, agreement) in &mut leases.networks {
             let key = facts::network_key(&network.name);
-            let seen = facts::observed_records(view, &key, SystemTime::now(), release);
+            let seen =
+                facts::observed_records(view, Some(&network.name), SystemTime::now(), release);
             let outcome = agreement.step(now, now_ms, &observed(&seen));
             changed |= self
                 .handle_outcome(&key, Some(network), outcome, &mut leases.exhausted)
@@ -555,12 +558,7 @@ impl Inner {
     /// Brings the kernel to the desired tunnel state. With `applied` known, only the difference
     /// from it; otherwise (first pass, interval, after a failure) the VTEP and bridges are
     /// ensured and the kernel is read back.
-    async fn reconcile(
-        &self,
-        view: &ClusterView,
-        leases: &Leases,
-        applied: &mut Option<TunnelState>,
-    ) {
+    async fn reconcile(&self, view: &Facts, leases: &Leases, applied: &mut Option<TunnelState>) {
         let names: Vec<String> = self
             .settings
             .networks

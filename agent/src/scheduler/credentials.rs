@@ -8,7 +8,7 @@
 //! The store is part of the masters' replicated state (key `auth/store`, see
 //! [`super::replicated`]): a change returns once a majority of masters has it. Every master
 //! enforces the store as applied; the leader also signs it and publishes it in gossip
-//! ([`crate::auth::SET_KEY`]) for the agents, which are not part of Raft.
+//! ([`crate::facts::CREDENTIAL_SET_KEY`]) for the agents, which are not part of Raft.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::app::{App, Network};
-use super::constraint::{Field, Operator};
+use crate::app::constraint::{Field, Operator};
+use crate::app::{App, Network};
 
 /// Host ports handed out to host-network tasks that do not require their own, as Mesos agents
 /// offer them by default.
@@ -191,7 +191,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::scheduler::app::parse;
+    use crate::app::parse;
 
     fn app(extra: serde_json::Value) -> App {
         let mut v = json!({"id": "/web", "cmd": "x", "cpus": 1, "mem": 100});

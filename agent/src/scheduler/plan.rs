@@ -7,10 +7,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::app::App;
-use super::facts::Assignment;
 use super::placement::{self, Agent};
-use crate::launcher::facts::{TaskState, TaskStatus};
+use crate::app::App;
+use crate::facts::launched::{TaskState, TaskStatus};
+use crate::facts::scheduler::Assignment;
 
 /// How long an assignment may go without a status from its agent before it is given up.
 pub const LAUNCH_TIMEOUT_MS: u64 = 60_000;
@@ -392,7 +392,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::scheduler::app::{Network, parse};
+    use crate::app::{Network, parse};
 
     fn app(id: &str, instances: u32, version: &str) -> App {
         parse(

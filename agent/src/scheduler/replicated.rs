@@ -34,10 +34,10 @@ use dcnet_consensus::{Command, Consensus, Data, Master, Network, NodeId, Timing}
 use serde_json::Value;
 use tracing::info;
 
-use super::app::App;
-use super::facts::Assignment;
 use super::plan::{Backoff, Tracked};
 use crate::Error;
+use crate::app::App;
+use crate::facts::scheduler::Assignment;
 
 pub const APP_PREFIX: &str = "apps/";
 pub const VERSION_PREFIX: &str = "versions/";
@@ -388,7 +388,7 @@ mod tests {
     use super::*;
 
     fn app(id: &str, version: &str, instances: u32) -> App {
-        crate::scheduler::app::parse(
+        crate::app::parse(
             &json!({"id": id, "cmd": "x", "instances": instances}),
             None,
             version,

@@ -24,17 +24,17 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::app::{self, App};
 use super::credentials::{CredentialApi, Credentials};
-use super::facts::{self, LEADER_KEY, LeaderFact, TASK_PREFIX};
 use super::placement::Agent;
 use super::plan::{self, Change, SchedState, World};
 use super::replicated::{self, Replicated};
 use super::store;
+use crate::app::{self, App};
 use crate::config::SchedulerSettings;
-use crate::gossip::{ClusterView, Gossip};
-use crate::launcher::facts::{TaskStatus, statuses};
-use crate::node::{NODE_INFO_KEY, NodeInfo};
+use crate::facts::launched::TaskStatus;
+use crate::facts::scheduler::{self as facts, LEADER_KEY, LeaderFact, TASK_PREFIX};
+use crate::facts::{Facts, FactsWatch};
+use crate::gossip::Gossip;
 use crate::state::StateDir;
 
 /// How often the leader's round runs besides on every change.
@@ -43,6 +43,8 @@ const ROUND: Duration = Duration::from_millis(500);
 /// What the loop and the API share.
 struct Inner {
     gossip: Arc<Gossip>,
+    /// For the API's reads (the loop has its own watch).
+    facts: FactsWatch,
     dir: Arc<StateDir>,
     api_url: String,
     settle: Duration,
@@ -72,7 +74,7 @@ impl SchedulerService {
     /// now, unless insecure) and starts the loop.
     pub async fn start(
         settings: &SchedulerSettings,
-        gossip: Arc<Gossip>,
+        (gossip, facts): (Arc<Gossip>, FactsWatch),
         dir: Arc<StateDir>,
         gossip_interval: Duration,
         auth: &crate::auth::Auth,
@@ -119,6 +121,7 @@ impl SchedulerService {
         let raft_routes = replicated.router(auth.authn.clone());
         let inner = Arc::new(Inner {
             gossip: gossip.clone(),
+            facts: facts.clone(),
             dir,
             api_url: api_url.clone(),
             settle: gossip_interval * 10,
@@ -167,7 +170,7 @@ impl SchedulerService {
                 warn!(error = %e, "the scheduler API failed");
             }
         });
-        let run = tokio::spawn(inner.clone().run(stopped));
+        let run = tokio::spawn(inner.clone().run(facts, stopped));
         Ok(Self {
             stop,
             tasks: vec![run, api],
@@ -191,7 +194,7 @@ impl SchedulerService {
     }
 }
 
-/// What a view tells the scheduler.
+/// What the facts tell the scheduler.
 struct Parts {
     /// Live nodes that run tasks, for placement.
     agents: Vec<Agent>,
@@ -201,28 +204,25 @@ struct Parts {
     statuses: BTreeMap<String, (String, TaskStatus)>,
 }
 
-/// The placement agents, live nodes and task statuses of a view.
-fn world_parts(view: &ClusterView) -> Parts {
+/// The placement agents, live nodes and task statuses of the facts.
+fn world_parts(view: &Facts) -> Parts {
     let mut agents = Vec::new();
     let mut up = std::collections::BTreeSet::new();
     let mut all = BTreeMap::new();
     for node in view.up_nodes() {
         up.insert(node.id.clone());
-        for s in statuses(node) {
-            all.insert(s.task_id.clone(), (node.id.clone(), s));
+        for s in node.launched.values() {
+            all.insert(s.task_id.clone(), (node.id.clone(), (**s).clone()));
         }
-        let Some(info) = node
-            .get(NODE_INFO_KEY)
-            .and_then(|j| serde_json::from_str::<NodeInfo>(j).ok())
-        else {
+        let Some(info) = node.info.as_deref() else {
             continue;
         };
         if let Some(r) = info.resources {
             agents.push(Agent {
                 id: node.id.clone(),
-                hostname: info.name,
-                region: info.region,
-                zone: info.zone,
+                hostname: info.name.clone(),
+                region: info.region.clone(),
+                zone: info.zone.clone(),
                 cpus: r.cpus,
                 mem: r.mem,
                 used_cpus: 0.0,
@@ -262,8 +262,7 @@ impl Inner {
         replicated::apps(&self.consensus().data().borrow())
     }
 
-    async fn run(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
-        let mut views = self.gossip.watch();
+    async fn run(self: Arc<Self>, mut facts: FactsWatch, mut stopped: watch::Receiver<bool>) {
         let mut data = self.consensus().data();
         // Woken at once when Raft elects or deposes this master.
         let mut role = self.consensus().roles();
@@ -271,7 +270,7 @@ impl Inner {
         let mut published: BTreeMap<String, String> = BTreeMap::new();
         let mut last_purge = Instant::now();
         loop {
-            let view = views.borrow_and_update().clone();
+            let view = facts.current();
             let current = data.borrow_and_update().clone();
             if let Some(credentials) = &self.credentials {
                 credentials.sync(&current);
@@ -315,7 +314,7 @@ impl Inner {
                 }
             }
             tokio::select! {
-                changed = views.changed() => if changed.is_err() { return },
+                changed = facts.changed() => if changed.is_err() { return },
                 changed = data.changed() => if changed.is_err() { return },
                 changed = role.changed() => if changed.is_err() { return },
                 () = self.poke.notified() => {}
@@ -384,7 +383,7 @@ impl Inner {
     /// term, no set yet); then adopt on the first round, reconcile, and publish what changed.
     async fn lead(
         &self,
-        view: &ClusterView,
+        view: &Facts,
         data: &dcnet_consensus::Data,
         settled: bool,
         published: &mut BTreeMap<String, String>,
@@ -453,7 +452,7 @@ impl Inner {
                 wanted.insert(format!("{TASK_PREFIX}{id}"), value);
             }
             if let Some(signed) = self.credentials.as_ref().and_then(|c| c.signed(data)) {
-                wanted.insert(crate::auth::SET_KEY.to_owned(), signed);
+                wanted.insert(crate::facts::CREDENTIAL_SET_KEY.to_owned(), signed);
             }
             let fact = LeaderFact {
                 api: self.api_url.clone(),
@@ -747,7 +746,7 @@ fn require_leader(s: &Inner) -> Result<(), Refusal> {
     if s.is_leader() {
         return Ok(());
     }
-    let leader = facts::leader(&s.gossip.view()).map(|l| l.api.to_owned());
+    let leader = facts::leader(&s.facts.peek()).map(|l| l.api.to_owned());
     Err(refusal(
         StatusCode::SERVICE_UNAVAILABLE,
         match leader {
@@ -771,7 +770,7 @@ fn parse_body(body: &Bytes) -> Result<Value, Refusal> {
 }
 
 /// An app with its task counts, as Marathon lists it.
-fn app_json(s: &Inner, app: &App, view: &ClusterView, with_tasks: bool) -> Value {
+fn app_json(s: &Inner, app: &App, view: &Facts, with_tasks: bool) -> Value {
     let tasks = tasks_json(s, view, Some(&app.id));
     let count = |pred: &dyn Fn(&Value) -> bool| tasks.iter().filter(|t| pred(t)).count();
     let running = count(&|t| t["state"] == "TASK_RUNNING");
@@ -808,7 +807,7 @@ fn app_json(s: &Inner, app: &App, view: &ClusterView, with_tasks: bool) -> Value
 }
 
 /// The leader's tasks in Marathon's shape: assignments, with what their agents report.
-fn tasks_json(s: &Inner, view: &ClusterView, app: Option<&str>) -> Vec<Value> {
+fn tasks_json(s: &Inner, view: &Facts, app: Option<&str>) -> Vec<Value> {
     let Parts {
         agents,
         up,
@@ -817,10 +816,7 @@ fn tasks_json(s: &Inner, view: &ClusterView, app: Option<&str>) -> Vec<Value> {
     let names: BTreeMap<&str, String> = view
         .nodes
         .values()
-        .filter_map(|n| {
-            let info: NodeInfo = serde_json::from_str(n.get(NODE_INFO_KEY)?).ok()?;
-            Some((n.id.as_str(), info.name))
-        })
+        .filter_map(|n| Some((n.id.as_str(), n.info.as_deref()?.name.clone())))
         .collect();
     // A leader still adopting shows the tasks it is about to adopt.
     let tracked = if *s.ready.lock().unwrap_or_else(|p| p.into_inner()) {
@@ -893,7 +889,7 @@ fn read(s: &Inner, body: Value) -> Answer {
 }
 
 async fn list_apps(State(s): State<Shared>) -> Answer {
-    let view = s.gossip.view();
+    let view = s.facts.peek();
     let apps = s.apps();
     let list: Vec<Value> = apps
         .values()
@@ -904,7 +900,7 @@ async fn list_apps(State(s): State<Shared>) -> Answer {
 
 async fn create_app(State(s): State<Shared>, body: Bytes) -> Answer {
     require_leader(&s)?;
-    let overlays = crate::overlay::facts::networks(&s.gossip.view());
+    let overlays = crate::facts::overlay::networks(&s.facts.peek());
     let parsed = validate(&parse_body(&body)?, None, Some(&overlays))?;
     let id = parsed.app.id.clone();
     s.change_apps(|apps| {
@@ -939,7 +935,7 @@ async fn get_app(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
         return read(&s, json!({"versions": versions}));
     }
     let app = s.app(&id)?;
-    let view = s.gossip.view();
+    let view = s.facts.peek();
     read(&s, json!({"app": app_json(&s, &app, &view, true)}))
 }
 
@@ -953,7 +949,7 @@ async fn put_app(State(s): State<Shared>, Path(id): Path<String>, body: Bytes) -
     };
     // A change of network is checked against the agents' overlays; a scale is not (an app
     // whose overlay went away can still be scaled down).
-    let overlays = crate::overlay::facts::networks(&s.gossip.view());
+    let overlays = crate::facts::overlay::networks(&s.facts.peek());
     // Laid over the app as it is when the change is committed, not as it was read first.
     let (app, existed) = s
         .change_apps(|apps| {
@@ -993,19 +989,19 @@ async fn delete_app(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
 }
 
 async fn list_tasks(State(s): State<Shared>) -> Answer {
-    let view = s.gossip.view();
+    let view = s.facts.peek();
     read(&s, json!({"tasks": tasks_json(&s, &view, None)}))
 }
 
 async fn get_leader(State(s): State<Shared>) -> Answer {
-    let view = s.gossip.view();
+    let view = s.facts.peek();
     let leader = facts::leader(&view)
         .ok_or_else(|| refusal(StatusCode::NOT_FOUND, "no scheduler leads at the moment"))?;
     // Marathon answers `host:port`, without the scheme.
     let address = leader
         .api
         .split_once("://")
-        .map_or(leader.api.as_str(), |(_, rest)| rest)
+        .map_or(leader.api, |(_, rest)| rest)
         .to_owned();
     Ok(axum::Json(json!({"leader": address})).into_response())
 }

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::app::App;
 use crate::Error;
+use crate::app::App;
 use crate::state::StateDir;
 
 const FILE: &str = "scheduler-apps.json";
@@ -55,7 +55,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = StateDir::open(tmp.path()).unwrap();
         assert!(load(&dir).unwrap().is_empty());
-        let app = super::super::app::parse(&json!({"id": "/web", "cmd": "x"}), None, "v")
+        let app = crate::app::parse(&json!({"id": "/web", "cmd": "x"}), None, "v")
             .unwrap()
             .app;
         let apps = BTreeMap::from([(app.id.clone(), app)]);

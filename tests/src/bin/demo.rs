@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use dcnet_agent::api::TaskRow;
-use dcnet_agent::launcher::facts::TaskState;
+use dcnet_agent::facts::launched::TaskState;
 use dcnet_agent::launcher::process::netns_name;
 use dcnet_agent::node::NodeState;
 use dcnet_tests::lb::{self, Line};

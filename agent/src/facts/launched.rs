@@ -1,16 +1,14 @@
 //! What a launcher publishes about the tasks it runs: one `task/<task id>` key each, holding a
 //! [`TaskStatus`]. The scheduler reads them to follow (and, after a failover, adopt) tasks;
 //! DNS and the load balancer turn the running ones into records and VIP backends, through
-//! [`tasks_in_view`].
+//! [`super::cluster::launched_tasks`].
 
 use std::net::IpAddr;
 
-use dcnet_dns::records::{AgentInfo, Discovery, DiscoveryPort, TaskInfo};
+use dcnet_dns::records::{Discovery, DiscoveryPort, TaskInfo};
 use serde::{Deserialize, Serialize};
 
-use crate::gossip::ClusterView;
-use crate::node::{NODE_INFO_KEY, NodeInfo};
-use crate::scheduler::app::{Network, PortSpec, task_ports};
+use crate::app::{Network, PortSpec, task_ports};
 
 pub const PREFIX: &str = "task/";
 /// The framework name launched tasks are published under, as Marathon's are in Mesos.
@@ -82,7 +80,7 @@ pub struct TaskStatus {
 impl TaskStatus {
     /// The Mesos task name (`/prod/web` → `web.prod`).
     pub fn task_name(&self) -> String {
-        crate::scheduler::app::task_name(&self.app_id)
+        crate::app::task_name(&self.app_id)
     }
 
     /// The task as DNS and the load balancer see it, on agent `agent_id`. Running and not
@@ -119,47 +117,13 @@ impl TaskStatus {
     }
 }
 
-/// The statuses a node publishes.
-pub fn statuses(node: &crate::gossip::NodeView) -> impl Iterator<Item = TaskStatus> + '_ {
-    node.keys
-        .range(PREFIX.to_owned()..)
-        .take_while(|(k, _)| k.starts_with(PREFIX))
-        .filter_map(|(_, v)| serde_json::from_str(v).ok())
-}
-
-/// Every launched task of the nodes that are up, with the agents running them, for DNS and
-/// the load balancer. Tasks of a node that is down are left out: the scheduler replaces them.
-pub fn tasks_in_view(view: &ClusterView) -> (Vec<AgentInfo>, Vec<TaskInfo>) {
-    let mut agents = Vec::new();
-    let mut tasks = Vec::new();
-    for node in view.up_nodes() {
-        let mut any = false;
-        for status in statuses(node) {
-            any = true;
-            tasks.push(status.to_task_info(&node.id));
-        }
-        if any
-            && let Some(info) = node
-                .get(NODE_INFO_KEY)
-                .and_then(|j| serde_json::from_str::<NodeInfo>(j).ok())
-        {
-            agents.push(AgentInfo {
-                id: node.id.clone(),
-                ips: vec![info.address],
-                port: None,
-            });
-        }
-    }
-    (agents, tasks)
-}
-
 /// Statuses for other modules' tests.
 #[cfg(test)]
 pub(crate) mod tests_support {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::scheduler::app::PortProtocol;
+    use crate::app::PortProtocol;
 
     pub(crate) fn status(id: &str, state: TaskState) -> TaskStatus {
         TaskStatus {

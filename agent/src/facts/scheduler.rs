@@ -15,11 +15,12 @@
 //! started or stopped (the data plane outlives the control plane).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::app::App;
-use crate::gossip::{ClusterView, NodeView};
+use super::decode::{Facts, NodeFacts};
+use crate::app::App;
 
 pub const LEADER_KEY: &str = "sched/leader";
 pub const TASK_PREFIX: &str = "sched/task/";
@@ -45,49 +46,40 @@ pub struct LeaderFact {
     pub tasks: Option<usize>,
 }
 
-/// The leading scheduler as one node's view shows it.
+/// The leading scheduler as one node's facts show it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Leader<'a> {
     pub node_id: &'a str,
     /// Its API URL.
-    pub api: String,
+    pub api: &'a str,
     /// The Raft term it leads in.
     pub term: u64,
-    /// Its assignments, when its published set is complete in this view.
-    pub assignments: Option<BTreeMap<&'a str, Assignment>>,
+    /// Its assignments by task id, when its published set is complete in these facts.
+    pub assignments: Option<&'a BTreeMap<String, Arc<Assignment>>>,
 }
 
 /// The leading scheduler: the live node that publishes a leader fact with the highest term.
-pub fn leader(view: &ClusterView) -> Option<Leader<'_>> {
-    let (node, fact) = view
+pub fn leader(facts: &Facts) -> Option<Leader<'_>> {
+    let (node, fact) = facts
         .up_nodes()
-        .filter_map(|n| {
-            let fact: LeaderFact = serde_json::from_str(n.get(LEADER_KEY)?).ok()?;
-            Some((n, fact))
-        })
+        .filter_map(|n| Some((n, n.leader.as_deref()?)))
         .max_by(|(a, fa), (b, fb)| fa.term.cmp(&fb.term).then_with(|| b.id.cmp(&a.id)))?;
     Some(Leader {
         node_id: &node.id,
-        assignments: complete_assignments(node, &fact),
-        api: fact.api,
+        assignments: complete_assignments(node, fact),
+        api: &fact.api,
         term: fact.term,
     })
 }
 
-/// The node's assignments if every one of them has arrived.
+/// The node's assignments if every one of them has arrived (and decoded).
 fn complete_assignments<'a>(
-    node: &'a NodeView,
+    node: &'a NodeFacts,
     fact: &LeaderFact,
-) -> Option<BTreeMap<&'a str, Assignment>> {
+) -> Option<&'a BTreeMap<String, Arc<Assignment>>> {
     let expected = fact.tasks?;
-    let mut out = BTreeMap::new();
-    for (key, value) in node.keys.range(TASK_PREFIX.to_owned()..) {
-        let Some(id) = key.strip_prefix(TASK_PREFIX) else {
-            break;
-        };
-        out.insert(id, serde_json::from_str(value).ok()?);
-    }
-    (out.len() == expected).then_some(out)
+    let broken = node.malformed.iter().any(|k| k.starts_with(TASK_PREFIX));
+    (!broken && node.assignments.len() == expected).then_some(&node.assignments)
 }
 
 #[cfg(test)]
@@ -95,13 +87,20 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::facts::Decoder;
     use crate::gossip::view::tests_support::view_with;
+
+    fn facts(view: &crate::gossip::ClusterView) -> Facts {
+        let mut decoder = Decoder::default();
+        decoder.apply(view);
+        decoder.facts().clone()
+    }
 
     fn assignment(id: &str) -> Assignment {
         Assignment {
             task_id: id.into(),
             node_id: "n2".into(),
-            app: crate::scheduler::app::parse(&json!({"id": "/web", "cmd": "x"}), None, "v")
+            app: crate::app::parse(&json!({"id": "/web", "cmd": "x"}), None, "v")
                 .unwrap()
                 .app,
             host_ports: vec![],
@@ -144,8 +143,9 @@ mod tests {
             ),
             ("n2", keys(&[])),
         ]);
-        let l = leader(&view).unwrap();
-        assert_eq!((l.node_id, l.api.as_str(), l.term), ("m2", "https://b", 4));
+        let facts_now = facts(&view);
+        let l = leader(&facts_now).unwrap();
+        assert_eq!((l.node_id, l.api, l.term), ("m2", "https://b", 4));
         assert_eq!(l.assignments.unwrap()["web.1"].node_id, "n2");
 
         // The leader key says 2 but only one assignment arrived: not complete.
@@ -156,10 +156,10 @@ mod tests {
                 ("sched/task/web.1", a.clone()),
             ]),
         )]);
-        assert!(leader(&view).unwrap().assignments.is_none());
+        assert!(leader(&facts(&view)).unwrap().assignments.is_none());
         // A new leader still adopting: known, with no set.
         let view = view_with(&[("m1", keys(&[(LEADER_KEY, fact("https://a", 6, None))]))]);
-        assert!(leader(&view).unwrap().assignments.is_none());
-        assert!(leader(&view_with(&[("n2", keys(&[]))])).is_none());
+        assert!(leader(&facts(&view)).unwrap().assignments.is_none());
+        assert!(leader(&facts(&view_with(&[("n2", keys(&[]))]))).is_none());
     }
 }

@@ -1,19 +1,19 @@
 //! What agents say about the overlay in gossip, and what a node reads from it: the lease
 //! records other agents hold or claim, and the peers the tunnel must reach. Pure, so it is
-//! unit-tested on hand-made views.
+//! unit-tested on facts decoded from hand-made views.
 //!
 //! Keys, one per agent and pool, each a [`LeaseRecord`] as JSON:
 //! - `overlay/vtep`: the agent's VTEP address (a /32 of the VTEP range);
 //! - `overlay/net/<name>`: the agent's subnet of overlay `<name>`.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use dcnet_overlay::ipam::{LeaseRecord, LeaseState};
 use dcnet_overlay::vtep::Peer;
 
-use crate::gossip::ClusterView;
-use crate::node::{NODE_INFO_KEY, NodeInfo};
+use super::decode::{Facts, NodeFacts};
 
 /// Key of an agent's VTEP lease.
 pub const VTEP_KEY: &str = "overlay/vtep";
@@ -26,57 +26,63 @@ pub fn network_key(network: &str) -> String {
 /// Prefix of the keys under which agents hold subnets of an overlay network.
 pub const NETWORK_PREFIX: &str = "overlay/net/";
 
-/// The overlay networks some node of `view` holds a subnet lease of (or claims one).
-pub fn networks(view: &ClusterView) -> std::collections::BTreeSet<String> {
-    view.nodes
+/// The overlay networks some node holds a subnet lease of (or claims one).
+pub fn networks(facts: &Facts) -> BTreeSet<String> {
+    facts
+        .nodes
         .values()
-        .flat_map(|n| n.keys.keys())
-        .filter_map(|k| k.strip_prefix(NETWORK_PREFIX))
-        .map(str::to_owned)
+        .flat_map(|n| n.networks.keys())
+        .cloned()
         .collect()
 }
 
-/// Parses a published lease record; `None` for anything malformed (a newer or broken agent),
-/// which is then ignored rather than trusted.
-pub fn parse_record(value: &str) -> Option<LeaseRecord> {
-    serde_json::from_str(value).ok()
+/// A node's record of the pool `network` names: its VTEP lease with `None`, its subnet of
+/// that overlay network otherwise.
+fn record(node: &NodeFacts, network: Option<&str>) -> Option<LeaseRecord> {
+    match network {
+        None => node.vtep,
+        Some(name) => node.networks.get(name).copied(),
+    }
 }
 
-/// The records other agents publish under `key` that still count: from agents that are up, or
-/// down for less than `release` (their slots stay reserved that long).
+/// The records other agents publish for the pool `network` names (see `record`) that still
+/// count: from agents that are up, or down for less than `release` (their slots stay reserved
+/// that long).
 pub fn observed_records(
-    view: &ClusterView,
-    key: &str,
+    facts: &Facts,
+    network: Option<&str>,
     now: SystemTime,
     release: Duration,
 ) -> Vec<(String, LeaseRecord)> {
-    view.nodes
+    facts
+        .nodes
         .values()
         .filter(|n| !n.is_self)
         .filter(|n| n.is_up || now.duration_since(n.last_heard).unwrap_or_default() < release)
-        .filter_map(|n| Some((n.id.clone(), parse_record(n.get(key)?)?)))
+        .filter_map(|n| Some((n.id.clone(), record(n, network)?)))
         .collect()
 }
 
 /// The remote agents the tunnel must reach: up, with an IPv4 underlay address, a held VTEP
 /// lease, and held subnets of the `networks` this node has (subnets of overlays it does not
 /// know are left out).
-pub fn peers(view: &ClusterView, networks: &[String]) -> Vec<Peer> {
-    view.up_nodes()
+pub fn peers(facts: &Facts, networks: &[String]) -> Vec<Peer> {
+    facts
+        .up_nodes()
         .filter(|n| !n.is_self)
         .filter_map(|n| {
-            let info: NodeInfo = serde_json::from_str(n.get(NODE_INFO_KEY)?).ok()?;
+            let info = n.info.as_deref()?;
             let IpAddr::V4(underlay) = info.address else {
                 return None;
             };
-            let vtep = held(n.get(VTEP_KEY))?;
+            let vtep = held(n.vtep)?;
             let subnets = networks
                 .iter()
-                .filter_map(|name| held(n.get(&network_key(name))))
+                .filter_map(|name| held(record(n, Some(name))))
                 .map(|r| r.net)
                 .collect();
             Some(Peer {
-                node: info.name,
+                node: info.name.clone(),
                 vtep_ip: vtep.net.ip(),
                 underlay,
                 subnets,
@@ -85,8 +91,8 @@ pub fn peers(view: &ClusterView, networks: &[String]) -> Vec<Peer> {
         .collect()
 }
 
-fn held(value: Option<&str>) -> Option<LeaseRecord> {
-    parse_record(value?).filter(|r| r.state == LeaseState::Held)
+fn held(record: Option<LeaseRecord>) -> Option<LeaseRecord> {
+    record.filter(|r| r.state == LeaseState::Held)
 }
 
 #[cfg(test)]
@@ -95,7 +101,14 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
+    use crate::facts::Decoder;
     use crate::gossip::view::tests_support::view_with;
+
+    fn facts(view: &crate::gossip::ClusterView) -> Facts {
+        let mut decoder = Decoder::default();
+        decoder.apply(view);
+        decoder.facts().clone()
+    }
 
     fn info(name: &str, addr: &str) -> String {
         format!(r#"{{"name":"{name}","address":"{addr}","roles":["agent"],"version":"0"}}"#)
@@ -141,7 +154,7 @@ mod tests {
             ),
             ("d", keys(&[(VTEP_KEY, "not json".into())])),
         ]);
-        let peers = peers(&view, &["dcos".to_owned()]);
+        let peers = peers(&facts(&view), &["dcos".to_owned()]);
         assert_eq!(peers.len(), 2, "{peers:?}");
         assert_eq!(peers[0].node, "node-a");
         assert_eq!(peers[0].vtep_ip, Ipv4Addr::new(44, 128, 0, 1));
@@ -153,17 +166,17 @@ mod tests {
 
     #[test]
     fn records_of_long_gone_agents_are_released() {
-        let mut view = view_with(&[
+        let mut facts = facts(&view_with(&[
             ("a", keys(&[(VTEP_KEY, rec("44.128.0.1/32", "held"))])),
             ("b", keys(&[(VTEP_KEY, rec("44.128.0.2/32", "held"))])),
-        ]);
+        ]));
         let now = SystemTime::now();
         for (id, gone_for) in [("a", 30), ("b", 300)] {
-            let node = view.nodes.get_mut(id).unwrap();
+            let node = facts.nodes.get_mut(id).unwrap();
             node.is_up = false;
             node.last_heard = now - Duration::from_secs(gone_for);
         }
-        let seen = observed_records(&view, VTEP_KEY, now, Duration::from_secs(60));
+        let seen = observed_records(&facts, None, now, Duration::from_secs(60));
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].0, "a");
     }

@@ -1,0 +1,128 @@
+//! The cluster DNS and the load balancer serve: the Mesos state of the freshest publisher, if
+//! any, and the tasks dcnet's own launchers run (under framework `marathon`).
+
+use std::collections::BTreeMap;
+
+use dcnet_dns::records::{AgentInfo, Cluster, FrameworkInfo, TaskInfo};
+
+use super::decode::{Facts, NodeFacts};
+use super::launched;
+
+/// The cluster `facts` describe; `None` with neither a Mesos publisher nor launched tasks.
+pub fn cluster(facts: &Facts) -> Option<Cluster> {
+    let mesos = facts.mesos_publisher().map(mesos_cluster);
+    let (agents, tasks) = launched_tasks(facts);
+    if tasks.is_empty() {
+        return mesos;
+    }
+    let mut cluster = mesos.unwrap_or_default();
+    cluster.agents.extend(agents);
+    let framework = launched::FRAMEWORK;
+    match cluster.frameworks.iter_mut().find(|f| f.name == framework) {
+        Some(f) => f.tasks.extend(tasks),
+        None => cluster.frameworks.push(FrameworkInfo {
+            name: framework.to_owned(),
+            tasks,
+            ..FrameworkInfo::default()
+        }),
+    }
+    Some(cluster)
+}
+
+/// The cluster as one publisher's Mesos facts describe it.
+fn mesos_cluster(publisher: &NodeFacts) -> Cluster {
+    let mesos = &publisher.mesos;
+    let mut frameworks: BTreeMap<&str, FrameworkInfo> = mesos
+        .frameworks
+        .iter()
+        .map(|(name, f)| {
+            let info = FrameworkInfo {
+                name: name.clone(),
+                scheduler_ips: f.scheduler_ips.clone(),
+                scheduler_port: f.scheduler_port,
+                tasks: Vec::new(),
+            };
+            (name.as_str(), info)
+        })
+        .collect();
+    for fact in mesos.tasks.values() {
+        frameworks
+            .entry(&fact.framework)
+            .or_insert_with(|| FrameworkInfo {
+                name: fact.framework.clone(),
+                ..FrameworkInfo::default()
+            })
+            .tasks
+            .push(fact.task.clone());
+    }
+    Cluster {
+        leader: mesos.leader.map(|a| (a.ip(), a.port())),
+        agents: mesos.agents.values().map(|a| (**a).clone()).collect(),
+        frameworks: frameworks.into_values().collect(),
+    }
+}
+
+/// Every launched task of the nodes that are up, with the agents running them. Tasks of a node
+/// that is down are left out: the scheduler replaces them.
+pub fn launched_tasks(facts: &Facts) -> (Vec<AgentInfo>, Vec<TaskInfo>) {
+    let mut agents = Vec::new();
+    let mut tasks = Vec::new();
+    for node in facts.up_nodes() {
+        if node.launched.is_empty() {
+            continue;
+        }
+        tasks.extend(node.launched.values().map(|s| s.to_task_info(&node.id)));
+        if let Some(info) = &node.info {
+            agents.push(AgentInfo {
+                id: node.id.clone(),
+                ips: vec![info.address],
+                port: None,
+            });
+        }
+    }
+    (agents, tasks)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::facts::Decoder;
+    use crate::facts::mesos::{generation, tests::cluster as mesos_state, to_keys};
+    use crate::gossip::view::tests_support::view_with;
+
+    fn facts(nodes: &[(&str, BTreeMap<String, String>)]) -> Facts {
+        let mut decoder = Decoder::default();
+        decoder.apply(&view_with(nodes));
+        decoder.facts().clone()
+    }
+
+    fn published(at: u64, state: &Cluster) -> BTreeMap<String, String> {
+        let mut keys = to_keys(state);
+        let (k, v) = generation(at);
+        keys.insert(k, v);
+        keys
+    }
+
+    #[test]
+    fn the_published_state_comes_back_running_tasks_only() {
+        let mut want = mesos_state();
+        want.frameworks[0].tasks.retain(|t| t.is_running);
+        let got = cluster(&facts(&[("n1", published(1, &mesos_state()))])).unwrap();
+        assert_eq!(got.leader, want.leader);
+        assert_eq!(got.agents, want.agents);
+        assert_eq!(got.frameworks[0].tasks, want.frameworks[0].tasks);
+        assert_eq!(got.frameworks[0].scheduler_port, Some(8080));
+    }
+
+    #[test]
+    fn the_freshest_publisher_wins() {
+        let facts = facts(&[
+            ("stale", published(100, &Cluster::default())),
+            ("fresh", published(200, &mesos_state())),
+        ]);
+        assert_eq!(cluster(&facts).unwrap().frameworks.len(), 1);
+        assert!(cluster(&Facts::default()).is_none());
+    }
+}
