@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::Error;
@@ -18,12 +18,15 @@ use crate::facts::{self, Topics};
 use crate::gossip::keyring::{self, Keyring};
 use crate::gossip::{AuthenticatedUdp, Gossip, MembershipMetrics, TransportMetrics};
 use crate::identity::NodeIdentity;
-use crate::launcher::LauncherService;
 use crate::lb::LbService;
 use crate::lb::service::NamedVips;
+use crate::lifecycle::{Services, Stage};
 use crate::overlay::OverlayService;
 use crate::scheduler::SchedulerService;
 use crate::state::StateDir;
+
+/// How long each stage of services gets to stop.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs the agent until `shutdown` completes, then leaves the cluster and returns.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
@@ -70,8 +73,11 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         .await?,
     );
 
+    // Every task of every service runs in `services` and stops with its stage; a failed start
+    // drops it, which stops what had started.
+    let mut services = Services::default();
     // Every service reads gossip through the decoded facts, waking for its topics only.
-    let facts = facts::Cache::start(gossip.watch(), &mut registry);
+    let facts = facts::Cache::start(gossip.watch(), (&mut registry, &mut services));
     let tasks = Topics::NODES | Topics::MESOS | Topics::LAUNCHED;
 
     // The load balancer tells DNS which named VIPs its datapath has.
@@ -85,7 +91,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
                 facts.watch("dns", tasks),
                 config.address,
                 named_vips_rx,
-                &mut registry,
+                (&mut registry, &mut services),
             )
             .await?,
         )
@@ -108,7 +114,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
                     state.clone(),
                     underlay,
                     &dns_listen,
-                    &mut registry,
+                    (&mut registry, &mut services),
                 )
                 .await?,
             ))
@@ -126,20 +132,18 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             facts.watch("lb", tasks),
             named_vips,
             overlay.clone(),
-            &mut registry,
+            (&mut registry, &mut services),
         )?))
     } else {
         None
     };
 
     let scheduler = if config.scheduler.enabled {
+        let facts = facts.watch("scheduler", Topics::NODES | Topics::LAUNCHED);
         Some(
             SchedulerService::start(
                 &config.scheduler,
-                (
-                    gossip.clone(),
-                    facts.watch("scheduler", Topics::NODES | Topics::LAUNCHED),
-                ),
+                (gossip.clone(), facts, &mut services),
                 state.clone(),
                 config.gossip.interval,
                 &auth,
@@ -151,22 +155,21 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     } else {
         None
     };
-    let launcher = if config.launcher.enabled {
-        Some(LauncherService::start(
+    if config.launcher.enabled {
+        crate::launcher::start(
             config.launcher.clone(),
-            gossip.clone(),
-            facts.watch("launcher", Topics::NODES | Topics::SCHEDULER),
+            (
+                gossip.clone(),
+                facts.watch("launcher", Topics::NODES | Topics::SCHEDULER),
+            ),
             overlay.clone(),
             config.state_dir.join("tasks"),
             config.address,
-            &mut registry,
-        )?)
-    } else {
-        None
-    };
+            (&mut registry, &mut services),
+        )?;
+    }
 
-    let follower = auth.follow(facts.watch("auth", Topics::CREDENTIALS));
-    let (stop_api, api_stopped) = oneshot::channel::<()>();
+    auth.follow(facts.watch("auth", Topics::CREDENTIALS), &mut services);
     let api_state = ApiState {
         gossip: gossip.clone(),
         facts: facts.watch("api", Topics::empty()),
@@ -178,52 +181,36 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         keyring,
     };
     let guard = auth.guard("agent", api::OPEN_ROUTES);
-    let api = tokio::spawn(api::serve(
-        listener,
-        api_state,
-        guard,
-        config.http_limits,
-        serve_metrics,
-        async {
-            let _ = api_stopped.await;
-        },
-    ));
+    let stop_api = services.stopping(Stage::Api);
+    let limits = config.http_limits;
+    services.spawn(Stage::Api, "API", async move {
+        let stopped = async move { stop_api.cancelled().await };
+        if let Err(e) = api::serve(listener, api_state, guard, limits, serve_metrics, stopped).await
+        {
+            warn!(error = %e, "the API server failed");
+        }
+    });
     info!(name = %config.name, node_id = %identity.id, generation = identity.generation,
           api = %api::url(config.api_listen), "agent running");
 
     shutdown.await;
     info!("shutting down");
-    // The control plane first; tasks keep running for the next start to adopt.
+    // The control plane first (tasks keep running for the next start to adopt), then what
+    // serves the node, the API, the facts; gossip last, after every reader and writer of it.
+    let failed = services.shutdown(SHUTDOWN_GRACE).await;
     if let Some(scheduler) = scheduler {
         scheduler.shutdown().await;
-    }
-    if let Some(launcher) = launcher {
-        launcher.shutdown().await;
     }
     if let Some(dns) = dns {
         dns.shutdown().await;
     }
-    if let Some(overlay) = overlay.and_then(|o| Arc::try_unwrap(o).ok()) {
-        overlay.shutdown().await;
+    // Leaves the load balancer's datapath attached until the process ends (see LbService).
+    drop((overlay, lb, facts));
+    gossip.shutdown().await;
+    if failed.is_empty() {
+        info!("stopped");
+    } else {
+        warn!(tasks = ?failed, "stopped; some service tasks had to be aborted");
     }
-    if let Some(follower) = follower {
-        follower.abort();
-    }
-    let _ = stop_api.send(());
-    match api.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "the API server failed"),
-        Err(e) => warn!(error = %e, "the API task failed"),
-    }
-    // After the API (which shares it): detaches the socket hooks.
-    if let Some(lb) = lb.and_then(|l| Arc::try_unwrap(l).ok()) {
-        lb.shutdown().await;
-    }
-    facts.stop().await;
-    match Arc::try_unwrap(gossip) {
-        Ok(gossip) => gossip.shutdown().await,
-        Err(_) => warn!("gossip still referenced at shutdown; leaving it to the runtime"),
-    }
-    info!("stopped");
     Ok(())
 }

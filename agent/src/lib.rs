@@ -27,6 +27,7 @@ pub mod gossip;
 pub mod identity;
 pub mod launcher;
 pub mod lb;
+pub mod lifecycle;
 pub mod log_budget;
 pub mod node;
 pub mod overlay;

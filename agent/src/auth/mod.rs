@@ -21,12 +21,12 @@ use std::time::Duration;
 
 use dcnet_auth::{Authenticator, PkiDir, Signer};
 use prometheus_client::registry::Registry;
-use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::Error;
 use crate::config::AuthSettings;
 use crate::facts::FactsWatch;
+use crate::lifecycle::{Services, Stage, settle};
 use crate::state::StateDir;
 use http::{Audit, Guard};
 
@@ -172,13 +172,16 @@ impl Auth {
             .map_err(auth_error)
     }
 
-    /// Follows the credential sets masters publish in gossip until the facts cache stops.
-    pub fn follow(&self, mut facts: FactsWatch) -> Option<JoinHandle<()>> {
-        let authn = self.authn.clone()?;
+    /// Follows the credential sets masters publish in gossip until the data stage stops.
+    pub fn follow(&self, mut facts: FactsWatch, services: &mut Services) {
+        let Some(authn) = self.authn.clone() else {
+            return;
+        };
         let state = self.state.clone();
-        Some(tokio::spawn(async move {
+        let stop = services.stopping(Stage::Data);
+        services.spawn(Stage::Data, "credential follower", async move {
             let mut seen: HashMap<String, Arc<str>> = HashMap::new();
-            while facts.changed().await.is_ok() {
+            while settle(&stop, async { facts.changed().await.is_ok() }, Duration::ZERO).await {
                 let view = facts.current();
                 for node in view.nodes.values() {
                     let Some(jwt) = node.credential_set.clone() else {
@@ -202,6 +205,6 @@ impl Auth {
                     }
                 }
             }
-        }))
+        });
     }
 }

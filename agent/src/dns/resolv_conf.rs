@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use crate::lifecycle::Stopping;
 use tracing::{info, warn};
 
 /// How often the listeners are probed.
@@ -52,19 +52,19 @@ pub fn render(live_listeners: &[SocketAddr], upstreams: &[SocketAddr], existing:
     out
 }
 
-/// Runs the manager for `path` until `stop` changes.
+/// Runs the manager for `path` until `stop`.
 pub async fn manage(
     path: PathBuf,
     listeners: Vec<SocketAddr>,
     upstreams: Vec<SocketAddr>,
-    mut stop: watch::Receiver<bool>,
+    stop: Stopping,
 ) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
         }
         let (target, listeners, upstreams) = (path.clone(), listeners.clone(), upstreams.clone());
         let outcome = tokio::task::spawn_blocking(move || {

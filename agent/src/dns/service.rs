@@ -25,13 +25,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::config::DnsSettings;
 use crate::facts::{self, Facts, FactsWatch};
 use crate::gossip::Gossip;
 use crate::lb::service::NamedVips;
+use crate::lifecycle::{Services, Stage, Stopping, settle};
 
 /// A burst of gossip updates within this window costs one rebuild.
 const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -50,8 +50,6 @@ struct ReplicaMetrics {
 /// A running DNS service.
 pub struct DnsService {
     server: DnsServer,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
 }
 
 impl DnsService {
@@ -62,7 +60,7 @@ impl DnsService {
         facts: FactsWatch,
         this_node: IpAddr,
         named_vips: watch::Receiver<NamedVips>,
-        registry: &mut Registry,
+        (registry, services): (&mut Registry, &mut Services),
     ) -> Result<Self, crate::Error> {
         let server_metrics = Arc::new(ServerMetrics::default());
         server_metrics.register(registry);
@@ -108,46 +106,35 @@ impl DnsService {
             .map_err(crate::Error::Dns)?;
         info!(listen = ?server.local_addrs(), upstreams = ?settings.upstreams, "serving DNS");
 
-        let (stop, stopped) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(replica(
+        let stop = services.stopping(Stage::Data);
+        let replica = replica(
             settings.domain.clone(),
             facts,
             this_node,
             named_vips,
             snapshot,
             replica_metrics.clone(),
-            stopped.clone(),
-        ))];
+            stop.clone(),
+        );
+        services.spawn(Stage::Data, "dns replica", replica);
         if let Some(path) = settings.resolv_conf.clone() {
             let manager = super::resolv_conf::manage(
                 path,
                 server.local_addrs().to_vec(),
                 settings.upstreams.clone(),
-                stopped.clone(),
+                stop.clone(),
             );
-            tasks.push(tokio::spawn(manager));
+            services.spawn(Stage::Data, "resolv.conf manager", manager);
         }
         if !settings.mesos_masters.is_empty() {
-            tasks.push(tokio::spawn(publisher(
-                settings,
-                gossip,
-                replica_metrics,
-                stopped,
-            )));
+            let publisher = publisher(settings, gossip, replica_metrics, stop);
+            services.spawn(Stage::Data, "mesos state publisher", publisher);
         }
-        Ok(Self {
-            server,
-            stop,
-            tasks,
-        })
+        Ok(Self { server })
     }
 
-    /// Stops serving and publishing.
+    /// Stops serving; the replica and publisher stop with their stage.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
         self.server.shutdown().await;
     }
 }
@@ -161,7 +148,7 @@ async fn replica(
     mut named_vips: watch::Receiver<NamedVips>,
     snapshot: SharedSnapshot,
     metrics: Arc<ReplicaMetrics>,
-    mut stop: watch::Receiver<bool>,
+    stop: Stopping,
 ) {
     let mut replica = Replica::new(domain.clone(), this_node);
     loop {
@@ -185,13 +172,16 @@ async fn replica(
                 replica = Replica::new(domain.clone(), this_node);
             }
         }
-        tokio::select! {
-            changed = facts.changed() => if changed.is_err() { return },
-            // Without a load balancer the sender is gone: that is no reason to stop.
-            Ok(()) = named_vips.changed() => {}
-            _ = stop.changed() => return,
+        let changed = async {
+            tokio::select! {
+                changed = facts.changed() => changed.is_ok(),
+                // Without a load balancer the sender is gone: that is no reason to stop.
+                Ok(()) = named_vips.changed() => true,
+            }
+        };
+        if !settle(&stop, changed, DEBOUNCE).await {
+            return;
         }
-        tokio::time::sleep(DEBOUNCE).await;
     }
 }
 
@@ -293,7 +283,7 @@ async fn publisher(
     settings: DnsSettings,
     gossip: Arc<Gossip>,
     metrics: Arc<ReplicaMetrics>,
-    mut stop: watch::Receiver<bool>,
+    stop: Stopping,
 ) {
     let mut published: BTreeMap<String, String> = BTreeMap::new();
     let mut tick = tokio::time::interval(settings.mesos_refresh);
@@ -301,7 +291,7 @@ async fn publisher(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
         }
         let (masters, timeout, sources) = (
             settings.mesos_masters.clone(),

@@ -12,11 +12,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::decode::{Decoder, Facts, Topics};
 use crate::gossip::ClusterView;
+use crate::lifecycle::{Services, Stage, Stopping};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServiceLabel {
@@ -42,12 +42,14 @@ struct Metrics {
 pub struct Cache {
     facts: watch::Receiver<Arc<Facts>>,
     metrics: Metrics,
-    task: JoinHandle<()>,
 }
 
 impl Cache {
-    /// Follows `views` until their sender goes (gossip stopped) or [`Cache::stop`].
-    pub fn start(views: watch::Receiver<Arc<ClusterView>>, registry: &mut Registry) -> Self {
+    /// Follows `views` until their sender goes (gossip stopped) or the facts stage stops.
+    pub fn start(
+        views: watch::Receiver<Arc<ClusterView>>,
+        (registry, services): (&mut Registry, &mut Services),
+    ) -> Self {
         let metrics = Metrics::default();
         registry.register(
             "dcnet_service_wakeups",
@@ -70,12 +72,13 @@ impl Cache {
             metrics.malformed.clone(),
         );
         let (tx, facts) = watch::channel(Arc::new(Facts::default()));
-        let task = tokio::spawn(follow(views, tx, metrics.clone()));
-        Self {
-            facts,
-            metrics,
-            task,
-        }
+        let stop = services.stopping(Stage::Facts);
+        services.spawn(
+            Stage::Facts,
+            "facts cache",
+            follow(views, tx, metrics.clone(), stop),
+        );
+        Self { facts, metrics }
     }
 
     /// The facts now.
@@ -97,12 +100,6 @@ impl Cache {
                 .clone(),
         }
     }
-
-    /// Stops following gossip; watches see the end.
-    pub async fn stop(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
 }
 
 /// Decodes each new view and publishes the facts when a topic changed.
@@ -110,6 +107,7 @@ async fn follow(
     mut views: watch::Receiver<Arc<ClusterView>>,
     tx: watch::Sender<Arc<Facts>>,
     metrics: Metrics,
+    stop: Stopping,
 ) {
     let mut decoder = Decoder::default();
     loop {
@@ -149,8 +147,9 @@ async fn follow(
                 .set(facts.nodes.values().map(|n| n.malformed.len() as i64).sum());
             tx.send_replace(Arc::new(facts.clone()));
         }
-        if views.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = views.changed() => if changed.is_err() { return },
+            () = stop.cancelled() => return,
         }
     }
 }
@@ -221,7 +220,8 @@ mod tests {
         };
         let (tx, rx) = watch::channel(Arc::new(view_with(&[("a", node("kv/x", "1"))])));
         let mut registry = Registry::default();
-        let cache = Cache::start(rx, &mut registry);
+        let mut services = Services::default();
+        let cache = Cache::start(rx, (&mut registry, &mut services));
         let mut overlay = cache.watch("overlay", Topics::OVERLAY);
         let mut kv = cache.watch("kv", Topics::KV);
         // The first wait returns at once; then wait for the first view's facts.
@@ -254,7 +254,8 @@ mod tests {
             "1",
             "old facts are untouched"
         );
-        cache.stop().await;
+        drop(cache);
+        assert!(services.shutdown(Duration::from_secs(5)).await.is_empty());
         assert_eq!(kv.changed().await, Err(Closed));
     }
 }

@@ -71,7 +71,8 @@ impl MembershipMetrics {
 
 /// A running gossip member.
 pub struct Gossip {
-    handle: ChitchatHandle,
+    /// Taken by [`Gossip::shutdown`].
+    handle: std::sync::Mutex<Option<ChitchatHandle>>,
     chitchat: Arc<Mutex<Chitchat>>,
     self_id: String,
     view: watch::Receiver<Arc<ClusterView>>,
@@ -145,7 +146,7 @@ impl Gossip {
         info!(node_id = %identity.id, generation = identity.generation, listen = %settings.listen,
               advertise = %settings.advertise, seeds = ?settings.seeds, "gossip started");
         Ok(Self {
-            handle,
+            handle: std::sync::Mutex::new(Some(handle)),
             chitchat,
             self_id: identity.id.clone(),
             view: view_rx,
@@ -203,10 +204,14 @@ impl Gossip {
         }
     }
 
-    /// Stops gossiping. Peers notice through their failure detectors.
-    pub async fn shutdown(self) {
+    /// Stops gossiping (publishing after that is lost). Peers notice through their failure
+    /// detectors. Watches of the view see it end.
+    pub async fn shutdown(&self) {
         self.observer.abort();
-        if let Err(e) = self.handle.shutdown().await {
+        let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle
+            && let Err(e) = handle.shutdown().await
+        {
             debug!(error = %e, "gossip server ended with an error");
         }
     }

@@ -15,4 +15,4 @@ pub mod health;
 pub mod process;
 pub mod service;
 
-pub use service::LauncherService;
+pub use service::start;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dcnet_overlay::api::{AttachRequest, DetachRequest};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -27,69 +27,60 @@ use crate::facts::launched::{PREFIX, TaskState, TaskStatus};
 use crate::facts::scheduler::{Assignment, leader};
 use crate::facts::{Facts, FactsWatch};
 use crate::gossip::Gossip;
+use crate::lifecycle::{Services, Stage, Stopping};
 use crate::overlay::OverlayService;
 
 /// Finished tasks' sandboxes (logs) kept on disk.
 const KEEP_SANDBOXES: usize = 50;
 
-/// The running launcher.
-pub struct LauncherService {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl LauncherService {
-    /// Attaches the control-plane guard to the tasks' cgroup, adopts the tasks left by an
-    /// earlier run and starts following the scheduler.
-    pub fn start(
-        settings: LauncherSettings,
-        gossip: Arc<Gossip>,
-        facts: FactsWatch,
-        overlay: Option<Arc<OverlayService>>,
-        root: PathBuf,
-        host: IpAddr,
-        registry: &mut prometheus_client::registry::Registry,
-    ) -> Result<Self, crate::Error> {
-        let guard = match &settings.cgroup {
-            Some(cgroup) => {
-                let file = super::confine::hidden_dir(&root).join("guard-rules.json");
-                let keeper = Keeper::start(cgroup, gossip.node_id(), file, registry)?;
-                keeper.follow(&facts.peek());
-                Some(keeper)
-            }
-            None => None,
-        };
-        std::fs::create_dir_all(&root).map_err(|source| crate::Error::State {
-            action: "creating",
-            path: root.clone(),
-            source,
-        })?;
-        let (stop, stopped) = watch::channel(false);
-        let (events_tx, events) = mpsc::channel(256);
-        let (health_tx, health) = mpsc::channel(256);
-        let launcher = Launcher {
-            node_id: gossip.node_id().to_owned(),
-            settings,
-            gossip,
-            overlay,
-            root,
-            host,
-            tasks: BTreeMap::new(),
-            published: BTreeMap::new(),
-            events_tx,
-            health_tx,
-            guard,
-            term: 0,
-        };
-        let task = tokio::spawn(launcher.run(facts, events, health, stopped));
-        Ok(Self { stop, task })
-    }
-
-    /// Stops following the scheduler. The tasks keep running; the next start adopts them.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
+/// Attaches the control-plane guard to the tasks' cgroup, adopts the tasks left by an earlier
+/// run and follows the scheduler until the control stage stops. The tasks keep running then;
+/// the next start adopts them.
+pub fn start(
+    settings: LauncherSettings,
+    (gossip, facts): (Arc<Gossip>, FactsWatch),
+    overlay: Option<Arc<OverlayService>>,
+    root: PathBuf,
+    host: IpAddr,
+    (registry, services): (&mut prometheus_client::registry::Registry, &mut Services),
+) -> Result<(), crate::Error> {
+    let guard = match &settings.cgroup {
+        Some(cgroup) => {
+            let file = super::confine::hidden_dir(&root).join("guard-rules.json");
+            let keeper = Keeper::start(cgroup, gossip.node_id(), file, registry)?;
+            keeper.follow(&facts.peek());
+            Some(keeper)
+        }
+        None => None,
+    };
+    std::fs::create_dir_all(&root).map_err(|source| crate::Error::State {
+        action: "creating",
+        path: root.clone(),
+        source,
+    })?;
+    let (events_tx, events) = mpsc::channel(256);
+    let (health_tx, health) = mpsc::channel(256);
+    let launcher = Launcher {
+        node_id: gossip.node_id().to_owned(),
+        settings,
+        gossip,
+        overlay,
+        root,
+        host,
+        tasks: BTreeMap::new(),
+        published: BTreeMap::new(),
+        events_tx,
+        health_tx,
+        guard,
+        term: 0,
+    };
+    let stop = services.stopping(Stage::Control);
+    services.spawn(
+        Stage::Control,
+        "launcher",
+        launcher.run(facts, events, health, stop),
+    );
+    Ok(())
 }
 
 enum Event {
@@ -144,7 +135,7 @@ impl Launcher {
         mut facts: FactsWatch,
         mut events: mpsc::Receiver<Event>,
         mut health: mpsc::Receiver<Outcome>,
-        mut stopped: watch::Receiver<bool>,
+        stop: Stopping,
     ) {
         self.adopt_existing().await;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -166,7 +157,7 @@ impl Launcher {
                         process::prune_sandboxes(&self.root, KEEP_SANDBOXES);
                     }
                 }
-                _ = stopped.changed() => break,
+                () = stop.cancelled() => break,
             }
         }
         // The tasks stay; their records let the next run adopt them.

@@ -22,12 +22,12 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::desired::{Desired, desired};
 use crate::config::LbSettings;
 use crate::facts::{Facts, FactsWatch};
+use crate::lifecycle::{Services, Stage, Stopping, settle};
 use crate::overlay::OverlayService;
 
 /// A burst of gossip updates within this window costs one sync.
@@ -83,8 +83,6 @@ impl Shared {
 /// A running load balancer.
 pub struct LbService {
     shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
 }
 
 impl LbService {
@@ -93,12 +91,15 @@ impl LbService {
     ///
     /// `overlay`: where the containers' namespaces are known, so that UDP sockets in them still
     /// connected to a removed backend can be destroyed (the node's own are always covered).
+    ///
+    /// The datapath stays attached while anything holds it (the API, the metrics collector):
+    /// until the process ends.
     pub fn start(
         settings: &LbSettings,
         facts: FactsWatch,
         named: watch::Sender<NamedVips>,
         overlay: Option<Arc<OverlayService>>,
-        registry: &mut Registry,
+        (registry, services): (&mut Registry, &mut Services),
     ) -> Result<Self, crate::Error> {
         let mut datapath = Datapath::load().map_err(crate::Error::Lb)?;
         datapath
@@ -137,16 +138,10 @@ impl LbService {
         );
         registry.register_collector(Box::new(CountersCollector(shared.clone())));
 
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(follow(
-            facts,
-            shared.clone(),
-            named,
-            overlay,
-            metrics,
-            stopped,
-        ));
-        Ok(Self { shared, stop, task })
+        let stop = services.stopping(Stage::Data);
+        let follower = follow(facts, shared.clone(), named, overlay, metrics, stop);
+        services.spawn(Stage::Data, "load balancer sync", follower);
+        Ok(Self { shared })
     }
 
     /// Every VIP the datapath has, with backends and connection counts.
@@ -185,12 +180,6 @@ impl LbService {
             })
             .collect())
     }
-
-    /// Stops following gossip and detaches the datapath (programs and maps are released).
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
 }
 
 /// Syncs the datapath whenever the task facts or the nodes change.
@@ -200,7 +189,7 @@ async fn follow(
     named: watch::Sender<NamedVips>,
     overlay: Option<Arc<OverlayService>>,
     metrics: Arc<SyncMetrics>,
-    mut stop: watch::Receiver<bool>,
+    stop: Stopping,
 ) {
     let mut reported: HashSet<String> = HashSet::new();
     loop {
@@ -252,11 +241,9 @@ async fn follow(
                 );
             }
         }
-        tokio::select! {
-            changed = facts.changed() => if changed.is_err() { return },
-            _ = stop.changed() => return,
+        if !settle(&stop, async { facts.changed().await.is_ok() }, DEBOUNCE).await {
+            return;
         }
-        tokio::time::sleep(DEBOUNCE).await;
     }
 }
 

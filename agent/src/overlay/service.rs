@@ -27,8 +27,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use tokio::sync::{Mutex, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::Mutex;
 use tracing::{debug, error, info, warn};
 
 use super::store::{Attachment, Stored, StoredNetwork, attachment_key};
@@ -36,6 +35,7 @@ use crate::config::{OverlayNetwork, OverlaySettings};
 use crate::facts::overlay::{self as facts, VTEP_KEY};
 use crate::facts::{Facts, FactsWatch};
 use crate::gossip::Gossip;
+use crate::lifecycle::{Services, Stage, Stopping};
 use crate::state::StateDir;
 
 /// How often a running agent records that it is alive in its state file.
@@ -224,8 +224,6 @@ enum FilterState {
 /// The running overlay of this node.
 pub struct OverlayService {
     inner: Arc<Inner>,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
 }
 
 impl OverlayService {
@@ -238,7 +236,7 @@ impl OverlayService {
         dir: Arc<StateDir>,
         underlay: Ipv4Addr,
         dns_listen: &[SocketAddr],
-        registry: &mut Registry,
+        (registry, services): (&mut Registry, &mut Services),
     ) -> Result<Self, crate::Error> {
         let stored = Stored::load(&dir)?;
         let netlink = Netlink::open().map_err(crate::Error::Overlay)?;
@@ -265,9 +263,9 @@ impl OverlayService {
             nameservers,
             vxlan_filter: StdMutex::new(FilterState::NotYet),
         });
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(inner.clone().run(facts, stopped));
-        Ok(Self { inner, stop, task })
+        let stop = services.stopping(Stage::Data);
+        services.spawn(Stage::Data, "overlay", inner.clone().run(facts, stop));
+        Ok(Self { inner })
     }
 
     /// The overlay's current state.
@@ -304,12 +302,6 @@ impl OverlayService {
     pub async fn check(&self, req: DetachRequest) -> Result<AttachResponse, AttachError> {
         self.inner.check(req).await
     }
-
-    /// Stops the loop. Kernel objects stay: traffic keeps flowing while the agent restarts.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
-    }
 }
 
 /// One agreement per pool: the VTEP address, then each network's subnet.
@@ -321,7 +313,8 @@ struct Leases {
 }
 
 impl Inner {
-    async fn run(self: Arc<Self>, mut facts: FactsWatch, mut stopped: oneshot::Receiver<()>) {
+    /// Runs until `stop`. Kernel objects stay: traffic keeps flowing while the agent restarts.
+    async fn run(self: Arc<Self>, mut facts: FactsWatch, stop: Stopping) {
         let mut leases = match self.start_leases().await {
             Ok(leases) => leases,
             Err(e) => {
@@ -346,7 +339,7 @@ impl Inner {
                 }
             };
             tokio::select! {
-                _ = &mut stopped => break,
+                () = stop.cancelled() => break,
                 changed = facts.changed() => if changed.is_err() { break },
                 _ = tick.tick() => applied = None,
                 _ = renew.tick() => self.renew().await,

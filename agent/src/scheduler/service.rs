@@ -20,8 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::credentials::{CredentialApi, Credentials};
@@ -35,6 +34,7 @@ use crate::facts::launched::TaskStatus;
 use crate::facts::scheduler::{self as facts, LEADER_KEY, LeaderFact, TASK_PREFIX};
 use crate::facts::{Facts, FactsWatch};
 use crate::gossip::Gossip;
+use crate::lifecycle::{Services, Stage, Stopping};
 use crate::state::StateDir;
 
 /// How often the leader's round runs besides on every change.
@@ -64,8 +64,6 @@ const OPEN_ROUTES: &[&str] = &["/ping"];
 
 /// A running scheduler.
 pub struct SchedulerService {
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
     inner: Arc<Inner>,
 }
 
@@ -74,7 +72,7 @@ impl SchedulerService {
     /// now, unless insecure) and starts the loop.
     pub async fn start(
         settings: &SchedulerSettings,
-        (gossip, facts): (Arc<Gossip>, FactsWatch),
+        (gossip, facts, services): (Arc<Gossip>, FactsWatch, &mut Services),
         dir: Arc<StateDir>,
         gossip_interval: Duration,
         auth: &crate::auth::Auth,
@@ -132,13 +130,11 @@ impl SchedulerService {
             poke: Notify::new(),
             credentials,
         });
-        let (stop, stopped) = watch::channel(false);
-        let mut api_stop = stopped.clone();
+        let stop = services.stopping(Stage::Control);
+        let api_stop = stop.clone();
         let router = router(inner.clone(), auth.guard("scheduler", OPEN_ROUTES)).merge(raft_routes);
-        let api = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = api_stop.changed().await;
-            };
+        let api = async move {
+            let shutdown = async move { api_stop.cancelled().await };
             let served = match tls {
                 Some(config) => match crate::auth::tls::TlsListener::new(listener, config) {
                     Ok(tls) => {
@@ -169,13 +165,10 @@ impl SchedulerService {
             if let Err(e) = served {
                 warn!(error = %e, "the scheduler API failed");
             }
-        });
-        let run = tokio::spawn(inner.clone().run(facts, stopped));
-        Ok(Self {
-            stop,
-            tasks: vec![run, api],
-            inner,
-        })
+        };
+        services.spawn(Stage::Control, "scheduler API", api);
+        services.spawn(Stage::Control, "scheduler", inner.clone().run(facts, stop));
+        Ok(Self { inner })
     }
 
     /// Where this scheduler's API is reached.
@@ -183,13 +176,9 @@ impl SchedulerService {
         &self.inner.api_url
     }
 
-    /// Stops leading and serving, then Raft. Tasks keep running; agents wait for the next
-    /// leader.
+    /// Stops Raft, once the loop and the API stopped with their stage. Tasks keep running;
+    /// agents wait for the next leader.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
         self.inner.replicated.shutdown().await;
     }
 }
@@ -262,7 +251,7 @@ impl Inner {
         replicated::apps(&self.consensus().data().borrow())
     }
 
-    async fn run(self: Arc<Self>, mut facts: FactsWatch, mut stopped: watch::Receiver<bool>) {
+    async fn run(self: Arc<Self>, mut facts: FactsWatch, stop: Stopping) {
         let mut data = self.consensus().data();
         // Woken at once when Raft elects or deposes this master.
         let mut role = self.consensus().roles();
@@ -319,7 +308,7 @@ impl Inner {
                 changed = role.changed() => if changed.is_err() { return },
                 () = self.poke.notified() => {}
                 () = tokio::time::sleep(ROUND) => {}
-                _ = stopped.changed() => {
+                () = stop.cancelled() => {
                     for key in std::mem::take(&mut published).keys() {
                         self.gossip.delete(key).await;
                     }
