@@ -88,14 +88,12 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::facts::Decoder;
+    use crate::facts::decode::tests_support::decoded;
     use crate::facts::mesos::{generation, tests::cluster as mesos_state, to_keys};
     use crate::gossip::view::tests_support::view_with;
 
     fn facts(nodes: &[(&str, BTreeMap<String, String>)]) -> Facts {
-        let mut decoder = Decoder::default();
-        decoder.apply(&view_with(nodes));
-        decoder.facts().clone()
+        decoded(&view_with(nodes))
     }
 
     fn published(at: u64, state: &Cluster) -> BTreeMap<String, String> {

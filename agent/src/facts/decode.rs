@@ -531,5 +531,18 @@ fn set(facts: &mut NodeFacts, key: &str, kind: Key<'_>, before: Option<&str>, va
     }
 }
 
+/// Facts for other modules' tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// The facts a decoder makes of `view` alone.
+    pub(crate) fn decoded(view: &ClusterView) -> Facts {
+        let mut decoder = Decoder::default();
+        decoder.apply(view);
+        decoder.facts().clone()
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -101,14 +101,8 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::facts::Decoder;
+    use crate::facts::decode::tests_support::decoded as facts;
     use crate::gossip::view::tests_support::view_with;
-
-    fn facts(view: &crate::gossip::ClusterView) -> Facts {
-        let mut decoder = Decoder::default();
-        decoder.apply(view);
-        decoder.facts().clone()
-    }
 
     fn info(name: &str, addr: &str) -> String {
         format!(r#"{{"name":"{name}","address":"{addr}","roles":["agent"],"version":"0"}}"#)

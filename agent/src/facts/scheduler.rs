@@ -87,14 +87,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::facts::Decoder;
+    use crate::facts::decode::tests_support::decoded as facts;
     use crate::gossip::view::tests_support::view_with;
-
-    fn facts(view: &crate::gossip::ClusterView) -> Facts {
-        let mut decoder = Decoder::default();
-        decoder.apply(view);
-        decoder.facts().clone()
-    }
 
     fn assignment(id: &str) -> Assignment {
         Assignment {

@@ -89,7 +89,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::facts::Decoder;
+    use crate::facts::decode::tests_support::decoded;
     use crate::facts::node::{Listener, NODE_INFO_KEY, NodeInfo};
     use crate::gossip::view::tests_support::view_with;
 
@@ -134,9 +134,7 @@ mod tests {
             ("c", BTreeMap::new()),
         ]);
         let local = ["10.0.0.2".parse().unwrap(), "9.0.1.1".parse().unwrap()];
-        let mut decoder = Decoder::default();
-        decoder.apply(&view);
-        let got: BTreeSet<String> = rules(decoder.facts(), "b", &local)
+        let got: BTreeSet<String> = rules(&decoded(&view), "b", &local)
             .iter()
             .map(ToString::to_string)
             .collect();

@@ -25,6 +25,18 @@ fn t(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
 
+/// Node `a` holding `keys`, alive, and a decoder that has taken it in.
+fn start(keys: &BTreeMap<String, String>) -> (ClusterView, Decoder) {
+    let (view, _) = next_view(
+        &ClusterView::default(),
+        vec![row("a", 1, true, Some(keys))],
+        t(1),
+    );
+    let mut decoder = Decoder::default();
+    decoder.apply(&view);
+    (view, decoder)
+}
+
 fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap()
 }
@@ -127,13 +139,7 @@ fn every_key_kind_decodes_into_its_typed_fact() {
 #[test]
 fn a_heartbeat_alone_changes_no_fact_and_decodes_nothing() {
     let keys = every_kind();
-    let (v1, _) = next_view(
-        &ClusterView::default(),
-        vec![row("a", 1, true, Some(&keys))],
-        t(1),
-    );
-    let mut decoder = Decoder::default();
-    decoder.apply(&v1);
+    let (v1, mut decoder) = start(&keys);
     let versions = decoder.facts().versions();
     let decoded = decoder.decoded();
     // Heartbeats advance, `last_heard` moves, the keys are carried over.
@@ -149,13 +155,7 @@ fn a_heartbeat_alone_changes_no_fact_and_decodes_nothing() {
 #[test]
 fn a_changed_key_is_decoded_alone_and_a_deleted_one_is_gone() {
     let mut keys = every_kind();
-    let (v1, _) = next_view(
-        &ClusterView::default(),
-        vec![row("a", 1, true, Some(&keys))],
-        t(1),
-    );
-    let mut decoder = Decoder::default();
-    decoder.apply(&v1);
+    let (v1, mut decoder) = start(&keys);
     let before = decoder.decoded();
     let kv_version = decoder.facts().versions()[5];
 
@@ -174,13 +174,7 @@ fn a_changed_key_is_decoded_alone_and_a_deleted_one_is_gone() {
 #[test]
 fn liveness_and_departure_change_the_nodes_topic() {
     let keys = every_kind();
-    let (v1, _) = next_view(
-        &ClusterView::default(),
-        vec![row("a", 1, true, Some(&keys))],
-        t(1),
-    );
-    let mut decoder = Decoder::default();
-    decoder.apply(&v1);
+    let (v1, mut decoder) = start(&keys);
     let (v2, _) = next_view(&v1, vec![row("a", 1, false, None)], t(5));
     assert_eq!(decoder.apply(&v2), Topics::NODES);
     let a = &decoder.facts().nodes["a"];
@@ -250,13 +244,7 @@ fn mesos_changes_only_when_what_readers_get_changes() {
 fn a_malformed_value_is_no_value_until_it_is_fixed() {
     let mut keys = every_kind();
     let key = format!("{}web.1", launched::PREFIX);
-    let (v1, _) = next_view(
-        &ClusterView::default(),
-        vec![row("a", 1, true, Some(&keys))],
-        t(1),
-    );
-    let mut decoder = Decoder::default();
-    decoder.apply(&v1);
+    let (v1, mut decoder) = start(&keys);
     keys.insert(key.clone(), "{not json".into());
     let mut v2 = v1.clone();
     v2.nodes.get_mut("a").unwrap().keys = Arc::new(keys.clone());
