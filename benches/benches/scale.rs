@@ -269,6 +269,7 @@ fn knot_rss(body: &str) -> Result<f64> {
     std::fs::write(&conf, text)?;
     let mut knot = Command::new("knotd")
         .args(["-c", conf.to_str().unwrap_or_default()])
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .context("knotd (apt install knot)")?;

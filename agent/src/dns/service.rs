@@ -77,7 +77,7 @@ impl DnsService {
         );
         registry.register(
             "dcnet_dns_facts_published",
-            "Task-state polls published to gossip",
+            "Task-state polls that changed what is published in gossip",
             replica_metrics.published.clone(),
         );
         registry.register(
@@ -286,6 +286,7 @@ async fn publisher(
     stop: Stopping,
 ) {
     let mut published: BTreeMap<String, String> = BTreeMap::new();
+    let mut first = true;
     let mut tick = tokio::time::interval(settings.mesos_refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -325,17 +326,26 @@ async fn publisher(
             }
         };
         let wanted = facts::mesos::to_keys(&cluster);
+        let mut changed = first;
         for (key, value) in &wanted {
             if published.get(key) != Some(value) {
                 gossip.publish(key, value).await;
+                changed = true;
             }
         }
         for key in published.keys().filter(|k| !wanted.contains_key(*k)) {
             gossip.delete(key).await;
+            changed = true;
         }
-        let (key, value) = facts::mesos::generation(crate::unix_ms());
-        gossip.publish(&key, &value).await;
-        metrics.published.inc();
+        // The generation moves with the content only: a poll that found nothing new changes
+        // no gossip key, so no node does any work for it. Readers still take the publisher
+        // that saw the latest change (one whose master went away stops seeing changes).
+        if changed {
+            let (key, value) = facts::mesos::generation(crate::unix_ms());
+            gossip.publish(&key, &value).await;
+            metrics.published.inc();
+        }
+        first = false;
         published = wanted;
     }
 }

@@ -4,7 +4,8 @@
 //! travel as one). [`super::cluster`] rebuilds the [`Cluster`] from any node's facts.
 //!
 //! ```text
-//! dns/generation            publication time (ms since the epoch): the freshest publisher wins
+//! dns/generation            when the content last changed (ms since the epoch): the publisher
+//!                           that saw the latest change wins
 //! dns/leader                IP:PORT of the leading master
 //! dns/agent/<agent id>      AgentInfo (JSON)
 //! dns/framework/<name>      {"scheduler_ips": [...], "scheduler_port": N}
@@ -16,6 +17,7 @@
 //!
 //! Several nodes may publish (each master polling the same leader); their views converge, and
 //! readers take the newest rather than merging, so a stale publisher cannot resurrect a task.
+//! A poll that finds nothing new publishes nothing, the generation included.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
