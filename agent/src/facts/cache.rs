@@ -110,6 +110,8 @@ async fn follow(
     stop: Stopping,
 ) {
     let mut decoder = Decoder::default();
+    // What of the decoder's count is in the metric already (a new decoder starts from 0).
+    let mut counted = 0;
     loop {
         let view = views.borrow_and_update().clone();
         let decoded = tokio::task::spawn_blocking(move || {
@@ -126,6 +128,7 @@ async fn follow(
                 // The decoder went with the failed step: start again from nothing.
                 warn!(error = %e, "decoding the gossip facts failed; decoding them all again");
                 decoder = Decoder::default();
+                counted = 0;
                 continue;
             }
         };
@@ -139,9 +142,8 @@ async fn follow(
                 }
             }
             let facts = decoder.facts();
-            metrics
-                .decoded
-                .inc_by(decoder.decoded() - metrics.decoded.get());
+            metrics.decoded.inc_by(decoder.decoded() - counted);
+            counted = decoder.decoded();
             metrics
                 .malformed
                 .set(facts.nodes.values().map(|n| n.malformed.len() as i64).sum());
