@@ -104,6 +104,10 @@ impl Node {
     }
 }
 
+/// `NodeSpec::extra_config` for a node with the overlay (lease settle 1 s) and the load
+/// balancer on the node's cgroup.
+pub const OVERLAY_AND_LB: &str = "\n[overlay]\nenabled = true\nlease_settle = \"1s\"\n\n[lb]\nenabled = true\ncgroup = \"{cgroup}\"\n";
+
 /// A running cluster; dropping it tears everything down.
 pub struct Cluster {
     tag: String,
@@ -344,6 +348,19 @@ impl Cluster {
             self.outsider = Some(netns);
         }
         self.outsider.as_ref().context("just made")
+    }
+
+    /// Waits up to 30 s until each of `nodes` reports `peers` overlay peers in `/v1/overlay`.
+    pub fn wait_for_overlay(&self, nodes: &[usize], peers: usize) -> Result<()> {
+        wait_until("the overlay to form", Duration::from_secs(30), || {
+            for &i in nodes {
+                let status: serde_json::Value = self.get(i, "/v1/overlay")?;
+                if status["peers"].as_array().is_none_or(|p| p.len() != peers) {
+                    bail!("node {}: {status}", i + 1);
+                }
+            }
+            Ok(Some(()))
+        })
     }
 
     /// The outsider, once added.

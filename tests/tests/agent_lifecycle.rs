@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use dcnet_agent::api::TaskRow;
 use dcnet_agent::facts::launched::TaskState;
+use dcnet_tests::cluster::OVERLAY_AND_LB;
 use dcnet_tests::{Cluster, ClusterOptions, NodeSpec, wait_until};
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -41,19 +42,12 @@ fn start_cluster() -> Result<Cluster> {
     for (i, node) in options.nodes.iter_mut().enumerate() {
         *node = NodeSpec {
             roles: vec![if i == 0 { "master" } else { "agent" }.into()],
-            extra_config: "\n[overlay]\nenabled = true\nlease_settle = \"1s\"\n\n[lb]\nenabled = true\ncgroup = \"{cgroup}\"\n".into(),
+            extra_config: OVERLAY_AND_LB.into(),
             ..NodeSpec::default()
         };
     }
     let cluster = Cluster::start(options)?;
-    wait_until("the overlay to form", Duration::from_secs(30), || {
-        let ready = (0..3).all(|i| {
-            cluster
-                .get::<Value>(i, "/v1/overlay")
-                .is_ok_and(|s| s["peers"].as_array().is_some_and(|p| p.len() == 2))
-        });
-        Ok(ready.then_some(()))
-    })?;
+    cluster.wait_for_overlay(&[0, 1, 2], 2)?;
     Ok(cluster)
 }
 

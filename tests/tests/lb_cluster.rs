@@ -156,14 +156,7 @@ fn vips_balance_across_nodes_follow_health_and_membership() -> Result<()> {
         };
     }
     let mut cluster = Cluster::start(options)?;
-    wait_until("the overlay to form", Duration::from_secs(30), || {
-        let ready = (0..3).all(|i| {
-            cluster
-                .get::<Value>(i, "/v1/overlay")
-                .is_ok_and(|s| s["peers"].as_array().is_some_and(|p| p.len() == 2))
-        });
-        Ok(ready.then_some(()))
-    })?;
+    cluster.wait_for_overlay(&[0, 1, 2], 2)?;
 
     // Backends in containers on nodes 2 and 3; the client in a container on node 1.
     let client_c = Container::attach(&cluster, 0, "cli")?;

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use dcnet_agent::api::TaskRow;
 use dcnet_agent::facts::launched::TaskState;
+use dcnet_tests::cluster::OVERLAY_AND_LB;
 use dcnet_tests::container::Container;
 use dcnet_tests::lb::{self, Line};
 use dcnet_tests::{Cluster, ClusterOptions, NodeSpec, wait_until};
@@ -53,19 +54,12 @@ fn start_cluster() -> Result<Cluster> {
             region: Some("r1".into()),
             zone: Some(zones[i].into()),
             dns_config: "listen = [\"0.0.0.0:53\"]\n".into(),
-            extra_config: "\n[overlay]\nenabled = true\nlease_settle = \"1s\"\n\n[lb]\nenabled = true\ncgroup = \"{cgroup}\"\n".into(),
+            extra_config: OVERLAY_AND_LB.into(),
             ..NodeSpec::default()
         };
     }
     let cluster = Cluster::start(options)?;
-    wait_until("the overlay to form", Duration::from_secs(30), || {
-        let ready = (0..4).all(|i| {
-            cluster
-                .get::<Value>(i, "/v1/overlay")
-                .is_ok_and(|s| s["peers"].as_array().is_some_and(|p| p.len() == 3))
-        });
-        Ok(ready.then_some(()))
-    })?;
+    cluster.wait_for_overlay(&[0, 1, 2, 3], 3)?;
     Ok(cluster)
 }
 

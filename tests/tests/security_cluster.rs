@@ -16,6 +16,7 @@ use dcnet_agent::api::TaskRow;
 use dcnet_agent::facts::launched::TaskState;
 use dcnet_auth::Role;
 use dcnet_tests::cluster::OUTSIDER_ADDRESS;
+use dcnet_tests::cluster::OVERLAY_AND_LB;
 use dcnet_tests::{Cluster, ClusterOptions, NodeSpec, wait_until};
 use serde_json::{Value, json};
 
@@ -30,20 +31,12 @@ fn start_cluster() -> Result<Cluster> {
             region: Some("r1".into()),
             zone: Some("z1".into()),
             dns_config: "listen = [\"0.0.0.0:53\"]\n".into(),
-            extra_config: "\n[overlay]\nenabled = true\nlease_settle = \"1s\"\n\n[lb]\nenabled = true\ncgroup = \"{cgroup}\"\n".into(),
+            extra_config: OVERLAY_AND_LB.into(),
             ..NodeSpec::default()
         };
     }
     let cluster = Cluster::start(options)?;
-    wait_until("the overlay to form", Duration::from_secs(30), || {
-        for i in 1..3 {
-            let s: Value = cluster.get(i, "/v1/overlay")?;
-            if s["peers"].as_array().is_none_or(|p| p.len() != 2) {
-                bail!("node {}: {s}", i + 1);
-            }
-        }
-        Ok(Some(()))
-    })?;
+    cluster.wait_for_overlay(&[1, 2], 2)?;
     wait_until("a scheduler to lead", Duration::from_secs(30), || {
         Ok(cluster.cli(1, &["app", "list", "--json"]).ok())
     })?;
