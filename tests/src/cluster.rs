@@ -559,6 +559,21 @@ impl Cluster {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Adds the app `json` through node `i`'s CLI, trying again for up to 30 s while no
+    /// scheduler leads yet.
+    pub fn add_app(&self, i: usize, json: &str) -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("app.json");
+        fs::write(&file, json)?;
+        let path = file.to_str().context("the temporary path is not UTF-8")?;
+        wait_until(
+            "the scheduler to take the app",
+            Duration::from_secs(30),
+            || Ok(self.cli(i, &["app", "add", path]).ok()),
+        )?;
+        Ok(())
+    }
+
     /// The membership table as node `i` reports it.
     pub fn members(&self, i: usize) -> Result<Vec<dcnet_agent::node::Member>> {
         self.get(i, "/v1/nodes")

@@ -94,18 +94,7 @@ fn idle_services_sleep_and_stop_cleanly() -> Result<()> {
 }
 
 fn scenario(cluster: &mut Cluster) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let file = dir.path().join("idle.json");
-    std::fs::write(&file, APP)?;
-    wait_until(
-        "the scheduler to take the app",
-        Duration::from_secs(30),
-        || {
-            Ok(cluster
-                .cli(1, &["app", "add", file.to_str().unwrap_or_default()])
-                .ok())
-        },
-    )?;
+    cluster.add_app(1, APP)?;
     wait_until(
         "2 running tasks on every node",
         Duration::from_secs(30),

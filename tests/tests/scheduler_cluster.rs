@@ -189,20 +189,10 @@ fn apps_run_resolve_balance_survive_failures_and_go_away() -> Result<()> {
 fn lifecycle(cluster: &mut Cluster) -> Result<()> {
     let client = Container::attach(cluster, 1, "cli")?;
     let dir = tempfile::tempdir()?;
-    let file = dir.path().join("web.json");
-    std::fs::write(&file, WEB)?;
 
     // Deploy through the CLI on node 2 (forwarded to the leader on node 1).
     let added = Instant::now();
-    wait_until(
-        "the scheduler to take the app",
-        Duration::from_secs(30),
-        || {
-            Ok(cluster
-                .cli(1, &["app", "add", file.to_str().unwrap_or_default()])
-                .ok())
-        },
-    )?;
+    cluster.add_app(1, WEB)?;
     let rows = wait_for_tasks(cluster, &client, 3, Duration::from_secs(30))?;
     println!(
         "web resolves from a container with 3 instances {:.1} s after `dcnet app add`",

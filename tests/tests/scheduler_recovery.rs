@@ -138,20 +138,9 @@ impl Drop for Mounted {
 #[test]
 fn an_agent_starts_and_serves_with_its_state_disk_full() -> Result<()> {
     let mut cluster = one_node()?;
-    let dir = tempfile::tempdir()?;
-    let app = dir.path().join("keep.json");
-    std::fs::write(
-        &app,
-        json!({"id": "/keep", "cmd": "exec sleep 1000", "cpus": 0.01, "mem": 1}).to_string(),
-    )?;
-    wait_until(
-        "the scheduler to take an app",
-        Duration::from_secs(30),
-        || {
-            Ok(cluster
-                .cli(0, &["app", "add", app.to_str().unwrap_or_default()])
-                .ok())
-        },
+    cluster.add_app(
+        0,
+        &json!({"id": "/keep", "cmd": "exec sleep 1000", "cpus": 0.01, "mem": 1}).to_string(),
     )?;
     wait_until("the task to run", Duration::from_secs(30), || {
         running(&cluster)
