@@ -537,9 +537,13 @@ $TTL 60
             // by the same record contributions dcnet uses (made in this process, so not
             // counted as Knot's CPU).
             let mut contributions = Contributions::default();
-            contributions.update(&cluster, &settings());
+            let empty = Snapshot::default();
+            let mut counted =
+                contributions.update(&empty, vec![mesos_zone(1)], &cluster, &settings());
             let churn = Churn::start(cluster.clone(), move |c, _| {
-                let changes = contributions.update(c, &settings());
+                let (next, changes) =
+                    contributions.update_listing(&counted, vec![mesos_zone(1)], c, &settings());
+                counted = next;
                 if let Err(e) = knot_update(knot_addr, &changes) {
                     eprintln!("  DNS UPDATE to Knot failed: {e:#}");
                 }
@@ -550,12 +554,12 @@ $TTL 60
             // As the agent and the drop-in server do: only what changed is made again.
             let target = snapshot.clone();
             let mut contributions = Contributions::default();
-            contributions.update(&cluster, &settings());
+            let zones = vec![mesos_zone(1)];
+            let first = contributions.update(&Snapshot::default(), zones, &cluster, &settings());
+            target.store(Arc::new(first));
             let churn = Churn::start(cluster.clone(), move |c, serial| {
-                let changes = contributions.update(c, &settings());
-                let next = target
-                    .load()
-                    .apply(vec![mesos_zone(serial as u32 + 1)], changes);
+                let zones = vec![mesos_zone(serial as u32 + 1)];
+                let next = contributions.update(&target.load(), zones, c, &settings());
                 target.store(Arc::new(next));
             });
             dcnet_runs.push(measure_dcnet()?);

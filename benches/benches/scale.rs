@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use dcnet_benches::{AGENTS, mesos_state};
 use dcnet_dns::mesos::state::IpSource;
 use dcnet_tests::cluster::node_address;
 use dcnet_tests::{Cluster, ClusterOptions, FakeMaster, NodeSpec, wait_until};
-use serde_json::{Value, json};
 
 #[derive(Parser)]
 struct Args {
@@ -42,53 +42,7 @@ struct Args {
     bench: bool,
 }
 
-const AGENTS: usize = 200;
 const REFRESH: &str = "5s";
-
-/// The Mesos state document with `tasks` running tasks; `round` renames the first 1% of them
-/// (a task replaced by another, as after a deployment).
-fn state(master: &str, tasks: usize, round: usize) -> String {
-    let slaves: Vec<Value> = (0..AGENTS)
-        .map(|a| {
-            let ip = format!("10.1.{}.{}", a / 250, a % 250 + 1);
-            json!({"id": format!("agent-{a}"), "hostname": ip, "pid": format!("slave(1)@{ip}:5051")})
-        })
-        .collect();
-    let changed = (tasks / 100).max(1);
-    let task_list: Vec<Value> = (0..tasks)
-        .map(|t| {
-            let name = if t < changed && round > 0 {
-                format!("app-{t}-r{round}")
-            } else {
-                format!("app-{t}")
-            };
-            let ip = format!("9.{}.{}.{}", t / 65536 % 256, t / 256 % 256, t % 256);
-            json!({
-                "id": format!("{name}.{:08x}-0000-4000-8000-000000000000", t),
-                "name": name,
-                "framework_id": "marathon-fw",
-                "slave_id": format!("agent-{}", t % AGENTS),
-                "state": "TASK_RUNNING",
-                "resources": {"cpus": 0.1, "mem": 32, "ports": format!("[{p}-{p}]", p = 31000 + t % 1000)},
-                "statuses": [{
-                    "state": "TASK_RUNNING",
-                    "timestamp": 1_700_000_000.0,
-                    "container_status": {"network_infos": [{"ip_addresses": [{"ip_address": ip}]}]}
-                }],
-                "discovery": {"name": name, "visibility": "CLUSTER",
-                              "ports": {"ports": [{"number": 80, "protocol": "tcp", "name": "http"}]}}
-            })
-        })
-        .collect();
-    json!({
-        "leader": format!("master@{master}"),
-        "hostname": "master",
-        "slaves": slaves,
-        "frameworks": [{"id": "marathon-fw", "name": "marathon", "hostname": "master",
-                        "pid": "scheduler@10.0.0.1:8080", "tasks": task_list}],
-    })
-    .to_string()
-}
 
 /// The last task's name in round `round`.
 fn probe_name(tasks: usize, round: usize) -> String {
@@ -170,7 +124,7 @@ fn measure(tasks: usize, idle: Duration) -> Result<Row> {
         cluster.nodes[0].pid().context("node A runs")?,
         cluster.nodes[1].pid().context("node B runs")?,
     );
-    let body = state(&master, tasks, 0);
+    let body = mesos_state(&master, tasks, 0);
     let fake = FakeMaster::start(&cluster.nodes[0].netns, master.parse()?, body.clone())?;
     let started = Instant::now();
     let probe = probe_name(tasks, 0);
@@ -193,7 +147,7 @@ fn measure(tasks: usize, idle: Duration) -> Result<Row> {
     let parse_share = parse_cost(&body, &master)? / 5.0 * 100.0;
 
     // 1% of the tasks replaced: from the poll that saw it to B's answer.
-    fake.set_body(state(&master, tasks, 1));
+    fake.set_body(mesos_state(&master, tasks, 1));
     let polls = fake.requests();
     let polled = wait_until("A to poll the change", Duration::from_secs(15), || {
         Ok((fake.requests() > polls).then(Instant::now))

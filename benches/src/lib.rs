@@ -135,6 +135,55 @@ where
     })?
 }
 
+/// Agents of [`mesos_state`].
+pub const AGENTS: usize = 200;
+
+/// A Mesos master's state document with `tasks` running Marathon tasks over [`AGENTS`] agents,
+/// each its own app with one discovery port; `round` renames the first 1% of them
+/// (a task replaced by another, as after a deployment).
+pub fn mesos_state(master: &str, tasks: usize, round: usize) -> String {
+    let slaves: Vec<serde_json::Value> = (0..AGENTS)
+        .map(|a| {
+            let ip = format!("10.1.{}.{}", a / 250, a % 250 + 1);
+            serde_json::json!({"id": format!("agent-{a}"), "hostname": ip, "pid": format!("slave(1)@{ip}:5051")})
+        })
+        .collect();
+    let changed = (tasks / 100).max(1);
+    let task_list: Vec<serde_json::Value> = (0..tasks)
+        .map(|t| {
+            let name = if t < changed && round > 0 {
+                format!("app-{t}-r{round}")
+            } else {
+                format!("app-{t}")
+            };
+            let ip = format!("9.{}.{}.{}", t / 65536 % 256, t / 256 % 256, t % 256);
+            serde_json::json!({
+                "id": format!("{name}.{:08x}-0000-4000-8000-000000000000", t),
+                "name": name,
+                "framework_id": "marathon-fw",
+                "slave_id": format!("agent-{}", t % AGENTS),
+                "state": "TASK_RUNNING",
+                "resources": {"cpus": 0.1, "mem": 32, "ports": format!("[{p}-{p}]", p = 31000 + t % 1000)},
+                "statuses": [{
+                    "state": "TASK_RUNNING",
+                    "timestamp": 1_700_000_000.0,
+                    "container_status": {"network_infos": [{"ip_addresses": [{"ip_address": ip}]}]}
+                }],
+                "discovery": {"name": name, "visibility": "CLUSTER",
+                              "ports": {"ports": [{"number": 80, "protocol": "tcp", "name": "http"}]}}
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "leader": format!("master@{master}"),
+        "hostname": "master",
+        "slaves": slaves,
+        "frameworks": [{"id": "marathon-fw", "name": "marathon", "hostname": "master",
+                        "pid": "scheduler@10.0.0.1:8080", "tasks": task_list}],
+    })
+    .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

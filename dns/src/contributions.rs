@@ -1,112 +1,98 @@
 //! Records kept by who contributed them, so that a new cluster state costs what changed in it.
 //!
 //! [`Contributions`] remembers, for every task, what its records were made from (the task, its
-//! framework's name and its agent's addresses) and the records themselves, and for every name
-//! how many contributors gave it each record. A new [`Cluster`] is compared with that task by
-//! task: only tasks that changed, appeared or went away have their records made again, and the
-//! names whose records changed come out as changes for [`crate::zone::Snapshot::apply`]. The
-//! records of the cluster as a whole (frameworks, agents, masters) are few; they are made again
-//! every time and compared as one more contributor.
+//! framework's name and its agent's addresses) and a fingerprint of that, not the records: a
+//! task's records are made again from what it was made of when it changes or goes, and only
+//! then. A new [`Cluster`] is compared with that task by task: only tasks that changed,
+//! appeared or went away have their old records counted out of the snapshot and their new ones
+//! counted in ([`crate::zone::Update::count`]), so a name several tasks give keeps a record
+//! while one of them still gives it. The records of the cluster as a whole (frameworks, agents,
+//! masters) are few; they are made again every time and compared as one more contributor.
 //!
 //! Tasks are told apart by framework name and task id. Two tasks that share both (Mesos keeps
 //! task ids unique per framework, so only a confused master sends that) are one contributor
 //! with the records of both.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use crate::records::{Cluster, Record, RecordData, RecordSource, TaskInfo, agent_addresses};
-use crate::zone::NameRecords;
+use hashbrown::HashTable;
+
+use crate::records::{Cluster, Record, RecordSource, TaskInfo, first_of_each_family};
+use crate::zone::{NameRecords, Snapshot, Update, ZoneInfo};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
-/// What one task gave, and a fingerprint of what it was made of.
+/// What one task's records are made of, besides its framework's name.
+#[derive(Debug, Clone)]
+struct Input {
+    task: Arc<TaskInfo>,
+    agent_ips: Arc<[IpAddr]>,
+}
+
+/// What the tasks of one key (framework name and task id) gave their records from.
 #[derive(Debug)]
 struct Contribution {
-    /// Of the task, its framework's name and its agent's addresses (see [`fingerprint`]).
+    framework: Arc<str>,
+    /// The hash of the key: where the contribution lives in the table.
+    key: u64,
+    /// Of the first input (see [`fingerprint`]); not used while there are more.
     fingerprint: u64,
-    /// Tasks with this key; with more than one the fingerprint is not used.
-    tasks: u32,
-    records: Vec<Record>,
+    first: Input,
+    /// Further tasks with the key (rare: see the module's docs).
+    more: Vec<Input>,
     /// The last update that looked the task up.
     seen: u64,
 }
 
-/// How many contributors gave a name each of its records, sorted by record. A name has a
-/// few records, so a sorted vector is both smaller and quicker than a map.
-#[derive(Debug, Default)]
-struct Counts(Vec<(RecordData, u32)>);
+impl Contribution {
+    fn inputs(&self) -> impl Iterator<Item = &Input> {
+        std::iter::once(&self.first).chain(&self.more)
+    }
 
-impl Counts {
-    fn records(&self) -> NameRecords {
-        let mut records = NameRecords::default();
-        // Sorted by kind, then value: each kind comes out in order.
-        for (data, _) in &self.0 {
-            match data {
-                RecordData::A(ip) => records.a.push(*ip),
-                RecordData::Aaaa(ip) => records.aaaa.push(*ip),
-                RecordData::Srv(target) => records.srv.push(target.clone()),
-            }
+    /// The records its tasks give.
+    fn records(&self, source: &impl RecordSource) -> Vec<Record> {
+        let mut records = Vec::new();
+        for input in self.inputs() {
+            source.task(&self.framework, &input.task, &input.agent_ips, &mut records);
         }
         records
     }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Counts one contributor of `data` in or out; returns whether it appeared or disappeared.
-    fn bump(&mut self, data: &RecordData, add: bool) -> bool {
-        match (self.0.binary_search_by(|(d, _)| d.cmp(data)), add) {
-            (Ok(i), true) => {
-                self.0[i].1 += 1;
-                false
-            }
-            (Err(i), true) => {
-                self.0.insert(i, (data.clone(), 1));
-                true
-            }
-            (Ok(i), false) if self.0[i].1 == 1 => {
-                self.0.remove(i);
-                true
-            }
-            (Ok(i), false) => {
-                self.0[i].1 -= 1;
-                false
-            }
-            (Err(_), false) => false,
-        }
-    }
 }
 
-/// The records of a cluster, by contributor. Made for one [`RecordSource`]: a source with other
-/// settings needs new contributions.
+/// The records of a cluster, by contributor, counted into successive snapshots. Made for one
+/// [`RecordSource`] and one line of snapshots: a source with other settings, or a snapshot
+/// that did not come from the last update, needs new contributions.
 #[derive(Debug, Default)]
 pub struct Contributions {
-    /// By framework name, then task id.
-    tasks: FastMap<String, FastMap<String, Contribution>>,
+    tasks: HashTable<Contribution>,
+    /// The framework names the tasks share.
+    frameworks: Vec<Arc<str>>,
     shared: Vec<Record>,
-    counts: FastMap<String, Counts>,
     /// The key hash and fingerprint of the last update's tasks, in the cluster's order.
     order: Vec<(u64, u64)>,
     /// Counts the updates; a contribution not seen in the current one is gone.
     epoch: u64,
 }
 
+/// A task that gets records: its framework's name, itself, its agent's addresses.
+type Task<'a> = (&'a str, &'a TaskInfo, &'a Arc<[IpAddr]>);
 /// Tasks by framework name and task id.
 type TaskKey<'a> = (&'a str, &'a str);
-/// A task that gets records: its framework's name, itself, its agent's addresses.
-type Task<'a> = (&'a str, &'a TaskInfo, &'a [IpAddr]);
-/// Tasks to make records of again, by key, with their fingerprints.
-type Changed<'a> = FastMap<TaskKey<'a>, Vec<(&'a TaskInfo, &'a [IpAddr], u64)>>;
+/// Tasks to make records of again, by key, with their key hash and fingerprints.
+type Changed<'a> = FastMap<TaskKey<'a>, (u64, Vec<(Task<'a>, u64)>)>;
 
 /// A 64-bit hash of everything a task's records are made of. Two versions of a task that
 /// differ yet hash alike would keep the old records; at 2^-64 per change that is left to
 /// chance, as the fingerprint spares each update from reading the stored tasks back.
 fn fingerprint(framework: &str, task: &TaskInfo, agent_ips: &[IpAddr]) -> u64 {
-    use std::hash::BuildHasher;
     FINGERPRINT.hash_one((framework, task, agent_ips))
+}
+
+fn key_hash(framework: &str, id: &str) -> u64 {
+    FINGERPRINT.hash_one((framework, id))
 }
 
 /// Fixed, so fingerprints compare across updates.
@@ -114,38 +100,67 @@ const FINGERPRINT: foldhash::quality::FixedState =
     foldhash::quality::FixedState::with_seed(0x636f_6e74_7269_6275);
 
 impl Contributions {
-    /// Takes in the new state of the cluster and returns every name whose records changed, with
-    /// its records now (empty when it has none left), for [`crate::zone::Snapshot::apply`].
+    /// Takes in the new state of the cluster: the next snapshot after `snapshot` (which must
+    /// be the one the last update returned, or an empty one the first time), with the zones'
+    /// settings `zones`.
     ///
-    /// One pass over the tasks compares each with what it was made of last time; only the new
-    /// and changed ones are made again. At 100,000 tasks that pass is what an update costs.
+    /// One pass over the tasks compares each with what it was made of last time; only the new,
+    /// changed and gone ones have records made. At 100,000 tasks that pass is what an update
+    /// costs.
     pub fn update(
         &mut self,
+        snapshot: &Snapshot,
+        zones: Vec<ZoneInfo>,
         cluster: &Cluster,
         source: &impl RecordSource,
-    ) -> Vec<(String, NameRecords)> {
+    ) -> Snapshot {
+        self.count(snapshot, zones, cluster, source).finish()
+    }
+
+    /// As [`Contributions::update`], with every name whose records changed and its records
+    /// now (see [`Update::finish_listing`]).
+    pub fn update_listing(
+        &mut self,
+        snapshot: &Snapshot,
+        zones: Vec<ZoneInfo>,
+        cluster: &Cluster,
+        source: &impl RecordSource,
+    ) -> (Snapshot, Vec<(String, NameRecords)>) {
+        self.count(snapshot, zones, cluster, source)
+            .finish_listing()
+    }
+
+    fn count(
+        &mut self,
+        snapshot: &Snapshot,
+        zones: Vec<ZoneInfo>,
+        cluster: &Cluster,
+        source: &impl RecordSource,
+    ) -> Update {
         self.epoch += 1;
         let epoch = self.epoch;
-        let mut touched = FastSet::default();
+        let mut update = snapshot.update(zones);
 
         let mut shared = Vec::new();
         source.shared(cluster, &mut shared);
         if shared != self.shared {
             let old = std::mem::replace(&mut self.shared, shared.clone());
-            self.replace(old, shared, &mut touched);
+            recount(&mut update, old, shared);
         }
 
         // The tasks that get records, in the cluster's order, with their fingerprints.
-        use std::hash::BuildHasher;
-        let agents = agent_addresses(cluster);
+        let agents: FastMap<&str, Arc<[IpAddr]>> = cluster
+            .agents
+            .iter()
+            .map(|a| (a.id.as_str(), first_of_each_family(&a.ips).into()))
+            .collect();
         let mut tasks = Vec::with_capacity(self.order.len());
         let mut order = Vec::with_capacity(self.order.len());
         for f in &cluster.frameworks {
             for task in f.tasks.iter().filter(|t| t.is_running) {
                 if let Some(ips) = agents.get(task.agent_id.as_str()) {
-                    let key = FINGERPRINT.hash_one((&f.name, &task.id));
-                    order.push((key, fingerprint(&f.name, task, ips)));
-                    tasks.push((f.name.as_str(), task, ips.as_slice()));
+                    order.push((key_hash(&f.name, &task.id), fingerprint(&f.name, task, ips)));
+                    tasks.push((f.name.as_str(), task, ips));
                 }
             }
         }
@@ -157,57 +172,66 @@ impl Contributions {
             None => {
                 let changed = self.changed_by_key(&order, &tasks);
                 // Gone: not found by key in this update.
-                let mut gone = Vec::new();
-                for tasks in self.tasks.values_mut() {
-                    tasks.retain(|_, c| {
-                        let keep = c.seen == epoch;
-                        if !keep {
-                            gone.append(&mut c.records);
-                        }
-                        keep
-                    });
-                }
-                self.tasks.retain(|_, tasks| !tasks.is_empty());
-                self.replace(gone, Vec::new(), &mut touched);
+                self.tasks.retain(|c| {
+                    let keep = c.seen == epoch;
+                    if !keep {
+                        recount(&mut update, c.records(source), Vec::new());
+                    }
+                    keep
+                });
+                self.frameworks.retain(|f| Arc::strong_count(f) > 1);
                 changed
             }
         };
         self.order = order;
 
-        let mut records = Vec::new();
-        for ((framework, id), inputs) in changed {
-            for &(task, ips, _) in &inputs {
-                source.task(framework, task, ips, &mut records);
-            }
-            let old = self.tasks.get_mut(framework).and_then(|t| t.remove(id));
-            let old = old.map(|c| c.records).unwrap_or_default();
-            let new = self.replace(old, std::mem::take(&mut records), &mut touched);
-            let contribution = Contribution {
-                fingerprint: inputs.first().map_or(0, |&(_, _, f)| f),
-                tasks: u32::try_from(inputs.len()).unwrap_or(u32::MAX),
-                records: new,
+        for ((framework, id), (key, inputs)) in changed {
+            let old = self
+                .tasks
+                .find_entry(key, |c| &*c.framework == framework && c.first.task.id == id)
+                .ok()
+                .map(|entry| entry.remove().0);
+            let framework = self.framework(framework);
+            let mut inputs = inputs.into_iter().map(|((_, task, ips), print)| {
+                let input = Input {
+                    task: Arc::new(task.clone()),
+                    agent_ips: ips.clone(),
+                };
+                (input, print)
+            });
+            let old_records = old.map(|c| c.records(source)).unwrap_or_default();
+            let Some((first, print)) = inputs.next() else {
+                recount(&mut update, old_records, Vec::new());
+                continue;
+            };
+            let new = Contribution {
+                framework,
+                key,
+                fingerprint: print,
+                first,
+                more: inputs.map(|(input, _)| input).collect(),
                 seen: epoch,
             };
-            self.tasks
-                .entry(framework.to_owned())
-                .or_default()
-                .insert(id.to_owned(), contribution);
+            recount(&mut update, old_records, new.records(source));
+            self.tasks.insert_unique(key, new, |c| c.key);
         }
+        update
+    }
 
-        touched
-            .into_iter()
-            .map(|name| {
-                let records = match self.counts.get(&name) {
-                    Some(counts) if counts.is_empty() => {
-                        self.counts.remove(&name);
-                        NameRecords::default()
-                    }
-                    Some(counts) => counts.records(),
-                    None => NameRecords::default(),
-                };
-                (name, records)
-            })
-            .collect()
+    /// The shared name of `framework`.
+    fn framework(&mut self, framework: &str) -> Arc<str> {
+        if let Some(f) = self.frameworks.iter().find(|f| &***f == framework) {
+            return f.clone();
+        }
+        let f: Arc<str> = framework.into();
+        self.frameworks.push(f.clone());
+        f
+    }
+
+    /// The contribution of a key.
+    fn get(&self, key: u64, (framework, id): TaskKey<'_>) -> Option<&Contribution> {
+        self.tasks
+            .find(key, |c| &*c.framework == framework && c.first.task.id == id)
     }
 
     /// The changed tasks when `order` has the same tasks in the same places as the last
@@ -230,13 +254,13 @@ impl Contributions {
             if print == old_print {
                 continue;
             }
-            let (framework, task, ips) = tasks[k];
+            let task @ (framework, info, _) = tasks[k];
             // One of several tasks with its key: those are compared by key.
-            let c = self.tasks.get(framework)?.get(task.id.as_str())?;
-            if c.tasks != 1 {
+            let c = self.get(key, (framework, &info.id))?;
+            if !c.more.is_empty() {
                 return None;
             }
-            changed.insert((framework, task.id.as_str()), vec![(task, ips, print)]);
+            changed.insert((framework, info.id.as_str()), (key, vec![(task, print)]));
         }
         Some(changed)
     }
@@ -247,92 +271,78 @@ impl Contributions {
         let epoch = self.epoch;
         let mut changed = Changed::default();
         let mut repeated = Vec::new();
-        for (&(framework, task, ips), &(_, print)) in tasks.iter().zip(order) {
-            let key = (framework, task.id.as_str());
-            if let Some(pending) = changed.get_mut(&key) {
-                pending.push((task, ips, print));
+        for (&task, &(key, print)) in tasks.iter().zip(order) {
+            let (framework, info, _) = task;
+            let id = (framework, info.id.as_str());
+            if let Some((_, pending)) = changed.get_mut(&id) {
+                pending.push((task, print));
                 continue;
             }
-            match self.tasks.get_mut(framework).and_then(|k| k.get_mut(key.1)) {
+            let found = self.tasks.find_mut(key, |c| {
+                &*c.framework == framework && c.first.task.id == info.id
+            });
+            match found {
                 // The key's first task was unchanged; with this one it is not.
                 Some(c) if c.seen == epoch => {
-                    repeated.push(key);
-                    changed.insert(key, Vec::new());
+                    repeated.push(id);
+                    changed.insert(id, (key, Vec::new()));
                 }
                 Some(c) => {
                     c.seen = epoch;
-                    if c.tasks != 1 || c.fingerprint != print {
-                        changed.insert(key, vec![(task, ips, print)]);
+                    if !c.more.is_empty() || c.fingerprint != print {
+                        changed.insert(id, (key, vec![(task, print)]));
                     }
                 }
                 None => {
-                    changed.insert(key, vec![(task, ips, print)]);
+                    changed.insert(id, (key, vec![(task, print)]));
                 }
             }
         }
         if !repeated.is_empty() {
             // Rare (see the module's docs): gather every task of those keys again.
-            for key in &repeated {
-                changed.insert(*key, Vec::new());
+            for id in &repeated {
+                if let Some((_, pending)) = changed.get_mut(id) {
+                    pending.clear();
+                }
             }
-            for (&(framework, task, ips), &(_, print)) in tasks.iter().zip(order) {
-                let key = (framework, task.id.as_str());
-                if repeated.contains(&key)
-                    && let Some(pending) = changed.get_mut(&key)
+            for (&task, &(_, print)) in tasks.iter().zip(order) {
+                let id = (task.0, task.1.id.as_str());
+                if repeated.contains(&id)
+                    && let Some((_, pending)) = changed.get_mut(&id)
                 {
-                    pending.push((task, ips, print));
+                    pending.push((task, print));
                 }
             }
         }
         changed
     }
+}
 
-    /// Counts a contributor's `old` records out and its `new` ones in, leaving alone the ones
-    /// in both (a task that moved keeps most of its records); notes the names whose set of
-    /// records changed. Returns `new`, sorted.
-    fn replace(
-        &mut self,
-        mut old: Vec<Record>,
-        mut new: Vec<Record>,
-        touched: &mut FastSet<String>,
-    ) -> Vec<Record> {
-        old.sort_unstable();
-        new.sort_unstable();
-        let (mut i, mut j) = (0, 0);
-        while i < old.len() || j < new.len() {
-            match (old.get(i), new.get(j)) {
-                (Some(o), Some(n)) if o == n => {
-                    i += 1;
-                    j += 1;
-                }
-                (Some(o), Some(n)) if o < n => {
-                    self.count(o, false, touched);
-                    i += 1;
-                }
-                (Some(o), None) => {
-                    self.count(o, false, touched);
-                    i += 1;
-                }
-                (_, Some(n)) => {
-                    self.count(n, true, touched);
-                    j += 1;
-                }
-                (None, None) => break,
+/// Counts a contributor's `old` records out and its `new` ones in, leaving alone the ones in
+/// both (a task that moved keeps most of its records).
+fn recount(update: &mut Update, mut old: Vec<Record>, mut new: Vec<Record>) {
+    old.sort_unstable();
+    new.sort_unstable();
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (old.get(i), new.get(j)) {
+            (Some(o), Some(n)) if o == n => {
+                i += 1;
+                j += 1;
             }
-        }
-        new
-    }
-
-    /// Counts one record in (or out), noting its name if its set of records changed.
-    fn count(&mut self, record: &Record, add: bool, touched: &mut FastSet<String>) {
-        let counts = match self.counts.get_mut(&record.name) {
-            Some(counts) => counts,
-            None if add => self.counts.entry(record.name.clone()).or_default(),
-            None => return,
-        };
-        let changed = counts.bump(&record.data, add);
-        if changed && !touched.contains(&record.name) {
-            touched.insert(record.name.clone());
+            (Some(o), Some(n)) if o < n => {
+                update.count(o, false);
+                i += 1;
+            }
+            (Some(o), None) => {
+                update.count(o, false);
+                i += 1;
+            }
+            (_, Some(n)) => {
+                update.count(n, true);
+                j += 1;
+            }
+            (None, None) => break,
         }
     }
 }
@@ -346,6 +356,7 @@ mod tests {
     use crate::name::LabelSpec;
     use crate::records::{AgentInfo, Discovery, DiscoveryPort, FrameworkInfo, Settings};
     use crate::test_rng::Rng;
+    use crate::zone::Soa;
 
     fn settings() -> Settings {
         Settings {
@@ -421,6 +432,43 @@ mod tests {
         all
     }
 
+    fn zones() -> Vec<ZoneInfo> {
+        zones_with_ttl(60)
+    }
+
+    /// A TTL other than the last update's prepares everything again from the names' records
+    /// and counts.
+    fn zones_with_ttl(ttl: u32) -> Vec<ZoneInfo> {
+        [
+            "mesos",
+            "thisdcos.directory",
+            "l4lb.thisdcos.directory",
+            "spartan",
+        ]
+        .iter()
+        .map(|origin| {
+            let soa = Soa {
+                mname: "ns1.mesos".into(),
+                rname: "root.ns1.mesos".into(),
+                serial: 1,
+                refresh: 60,
+                retry: 600,
+                expire: 86400,
+                minimum: 60,
+            };
+            ZoneInfo::new(origin, soa, vec![], ttl, 1)
+        })
+        .collect()
+    }
+
+    /// Every name the snapshot has records for, with them.
+    fn served(snapshot: &Snapshot) -> BTreeMap<String, NameRecords> {
+        snapshot
+            .names_with_records()
+            .map(|(name, records)| (name, records.clone()))
+            .collect()
+    }
+
     #[test]
     fn a_task_replaced_by_a_copy_of_its_neighbour_is_gone() {
         // Same number of tasks, the second now in the first one's place and repeated: no
@@ -439,16 +487,10 @@ mod tests {
         cluster.frameworks[0].tasks = vec![first, second.clone()];
         let source = settings();
         let mut contributions = Contributions::default();
-        let mut tracked: BTreeMap<String, NameRecords> = BTreeMap::new();
+        let mut snapshot = Snapshot::default();
         for step in 0..2 {
-            for (name, records) in contributions.update(&cluster, &source) {
-                if records.is_empty() {
-                    tracked.remove(&name);
-                } else {
-                    tracked.insert(name, records);
-                }
-            }
-            assert_eq!(tracked, by_name(&cluster, &source), "step {step}");
+            snapshot = contributions.update(&snapshot, zones(), &cluster, &source);
+            assert_eq!(served(&snapshot), by_name(&cluster, &source), "step {step}");
             cluster.frameworks[0].tasks = vec![second.clone(), second.clone()];
         }
     }
@@ -466,7 +508,7 @@ mod tests {
         for seed in 1..=50u64 {
             let mut rng = Rng::new(seed);
             let mut contributions = Contributions::default();
-            let mut tracked: BTreeMap<String, NameRecords> = BTreeMap::new();
+            let mut snapshot = Snapshot::default();
             let mut cluster = random_cluster(&mut rng);
             for step in 0..20 {
                 // Mostly small edits, sometimes a new cluster altogether.
@@ -489,15 +531,10 @@ mod tests {
                         }
                     }
                 }
-                for (name, records) in contributions.update(&cluster, &source) {
-                    if records.is_empty() {
-                        tracked.remove(&name);
-                    } else {
-                        tracked.insert(name, records);
-                    }
-                }
+                let ttl = 60 + u32::from(rng.below(4) == 0);
+                snapshot = contributions.update(&snapshot, zones_with_ttl(ttl), &cluster, &source);
                 assert_eq!(
-                    tracked,
+                    served(&snapshot),
                     by_name(&cluster, &source),
                     "seed {seed}, step {step}"
                 );

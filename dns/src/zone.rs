@@ -18,7 +18,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::prepared::{PreparedName, PreparedZone, prepare_name, prepare_zone, wire_name};
-use crate::records::{RecordSet, SrvTarget, fqdn};
+use crate::records::{Record, RecordData, RecordSet, SrvTarget, fqdn};
 use crate::shards::ShardedMap;
 
 /// Start-of-authority settings of one zone (Mesos-DNS's SOA* config keys).
@@ -144,11 +144,71 @@ pub(crate) struct Entry {
     referrers: Vec<Arc<[u8]>>,
     /// The prepared answers; `None` while the name does not exist.
     pub(crate) answers: Option<PreparedName>,
+    /// How many contributors give each record given by more than one (see [`Update::count`]),
+    /// sorted by record. Boxed: eight bytes in every entry, one more allocation in the few
+    /// that have counts.
+    #[allow(clippy::box_collection)]
+    dups: Option<Box<Vec<(RecordData, u32)>>>,
+    /// The update that last changed the records (see [`Update::touch`]).
+    stamp: u32,
 }
 
 impl Entry {
     fn exists(&self) -> bool {
         self.apex || !self.records.is_empty() || self.descendants > 0
+    }
+
+    /// Counts one contributor of `data` in or out.
+    fn bump(&mut self, data: &RecordData, add: bool) {
+        let present = match data {
+            RecordData::A(ip) => toggle(&mut self.records.a, ip, add),
+            RecordData::Aaaa(ip) => toggle(&mut self.records.aaaa, ip, add),
+            RecordData::Srv(t) => toggle(&mut self.records.srv, t, add),
+        };
+        // Present before: the record's count moves instead.
+        if !present {
+            return;
+        }
+        let dups = self.dups.get_or_insert_default();
+        match (dups.binary_search_by(|(d, _)| d.cmp(data)), add) {
+            (Ok(i), true) => dups[i].1 += 1,
+            (Err(i), true) => dups.insert(i, (data.clone(), 2)),
+            (Ok(i), false) if dups[i].1 > 2 => dups[i].1 -= 1,
+            (Ok(i), false) => {
+                dups.remove(i);
+            }
+            // Its one contributor went: the record goes.
+            (Err(_), false) => {
+                match data {
+                    RecordData::A(ip) => remove(&mut self.records.a, ip),
+                    RecordData::Aaaa(ip) => remove(&mut self.records.aaaa, ip),
+                    RecordData::Srv(t) => remove(&mut self.records.srv, t),
+                };
+            }
+        }
+        if dups.is_empty() {
+            self.dups = None;
+        }
+    }
+}
+
+/// Inserts `item` into the sorted `items` when adding and it is missing; returns whether it
+/// was present (then nothing changed).
+fn toggle<T: Ord + Clone>(items: &mut Vec<T>, item: &T, add: bool) -> bool {
+    match items.binary_search(item) {
+        Ok(_) => true,
+        Err(i) => {
+            if add {
+                items.insert(i, item.clone());
+            }
+            false
+        }
+    }
+}
+
+fn remove<T: Ord>(items: &mut Vec<T>, item: &T) {
+    if let Ok(i) = items.binary_search(item) {
+        items.remove(i);
     }
 }
 
@@ -163,6 +223,8 @@ pub struct Snapshot {
     negative: Vec<Option<PreparedZone>>,
     /// Names with records.
     with_records: usize,
+    /// Counts the updates this snapshot descends from (see [`Update::touch`]).
+    stamp: u32,
 }
 
 impl Snapshot {
@@ -205,6 +267,7 @@ impl Snapshot {
             zones,
             names: ShardedMap::with_capacity(capacity),
             with_records: 0,
+            stamp: 0,
         }
     }
 
@@ -216,99 +279,64 @@ impl Snapshot {
         zones: Vec<ZoneInfo>,
         changes: impl IntoIterator<Item = (String, NameRecords)>,
     ) -> Snapshot {
-        let changes = changes.into_iter();
+        let mut update = self.update(zones);
+        for (name, records) in changes {
+            update.set(&fqdn(&name), records);
+        }
+        update.finish()
+    }
+
+    /// Starts the next snapshot from this one with the zones' settings replaced by `zones`;
+    /// records are then set or counted into it (see [`Update`]).
+    pub fn update(&self, zones: Vec<ZoneInfo>) -> Update {
         let mut next = Snapshot::empty(zones, 0);
+        // Zero is what new entries carry: no update's stamp.
+        next.stamp = self.stamp.wrapping_add(1).max(1);
         let alike = next.zones.len() == self.zones.len()
             && next
                 .zones
                 .iter()
                 .zip(&self.zones)
                 .all(|(a, b)| a.answers_alike(b));
-        let mut dirty = Vec::new();
+        let mut update = Update {
+            next,
+            dirty: Vec::new(),
+            touched: Vec::new(),
+        };
         if alike {
-            next.names = self.names.clone();
-            next.with_records = self.with_records;
-        } else {
-            // Start over from the apexes, with every current name as a change before the given
-            // ones.
-            next.names = ShardedMap::with_capacity(self.names.len() + changes.size_hint().0);
-            for (index, zone) in next.zones.iter().enumerate() {
-                let Some(key) = wire_name(&zone.origin) else {
-                    continue;
-                };
-                let key: Arc<[u8]> = key.into();
-                if next.names.get(&key).is_none() {
-                    let apex = Entry {
-                        zone: index,
-                        apex: true,
-                        ..Entry::default()
-                    };
-                    next.names.insert(key.clone(), Arc::new(apex));
-                    dirty.push(key);
-                }
-            }
-            for (name, records) in self.names_with_records() {
-                next.set(&name, records.clone(), &mut dirty);
-            }
+            update.next.names = self.names.clone();
+            update.next.with_records = self.with_records;
+            return update;
         }
-        for (name, records) in changes {
-            next.set(&fqdn(&name), records, &mut dirty);
-        }
-        next.settle(dirty);
-        next
-    }
-
-    /// Sets the records of `name` (lower-case, fully qualified), noting in `dirty` the names
-    /// whose answers or existence this may change.
-    fn set(&mut self, name: &str, records: NameRecords, dirty: &mut Vec<Arc<[u8]>>) {
-        let (Some(zone), Some(key)) = (self.zone_of(name), wire_name(name)) else {
-            return;
-        };
-        let key: Arc<[u8]> = key.into();
-        let empty = NameRecords::default();
-        let old = self.names.get(&key).map_or(&empty, |e| &e.records);
-        if *old == records {
-            return;
-        }
-        let addresses_changed = old.a != records.a || old.aaaa != records.aaaa;
-        let had = !old.is_empty();
-        let has = !records.is_empty();
-        let gone: Vec<String> = old
-            .srv
-            .iter()
-            .filter(|t| !records.srv.iter().any(|n| n.target == t.target))
-            .map(|t| t.target.clone())
-            .collect();
-        let new: Vec<String> = records
-            .srv
-            .iter()
-            .filter(|t| !old.srv.iter().any(|o| o.target == t.target))
-            .map(|t| t.target.clone())
-            .collect();
-
-        let entry = self.entry_mut(&key, zone);
-        entry.records = records;
-        let referrers = if addresses_changed {
-            entry.referrers.clone()
-        } else {
-            Vec::new()
-        };
-        dirty.push(key.clone());
-        dirty.extend(referrers);
-        for target in dedup(gone) {
-            self.refer(&target, &key, false, dirty);
-        }
-        for target in dedup(new) {
-            self.refer(&target, &key, true, dirty);
-        }
-        if had != has {
-            self.with_records = if has {
-                self.with_records + 1
-            } else {
-                self.with_records - 1
+        // Start over from the apexes, with every current name set again, its counts kept.
+        let next = &mut update.next;
+        next.names = ShardedMap::with_capacity(self.names.len());
+        for (index, zone) in next.zones.iter().enumerate() {
+            let Some(key) = wire_name(&zone.origin) else {
+                continue;
             };
-            self.count_below(&key, zone, has, dirty);
+            let key: Arc<[u8]> = key.into();
+            if next.names.get(&key).is_none() {
+                let apex = Entry {
+                    zone: index,
+                    apex: true,
+                    ..Entry::default()
+                };
+                next.names.insert(key.clone(), Arc::new(apex));
+                update.dirty.push(key);
+            }
         }
+        for (key, entry) in self.names.iter() {
+            if entry.records.is_empty() {
+                continue;
+            }
+            let name = presentation(key);
+            update.set(&name, entry.records.clone());
+            if let Some(e) = update.touch(&name) {
+                e.dups.clone_from(&entry.dups);
+            }
+        }
+        update
     }
 
     /// Adds or removes `owner` from the referrers of `target`.
@@ -464,6 +492,129 @@ impl Snapshot {
     /// Whether no name has records.
     pub fn is_empty(&self) -> bool {
         self.with_records == 0
+    }
+}
+
+/// The next snapshot while it is being made: names set whole ([`Update::set`]) or records
+/// counted in and out ([`Update::count`]); [`Update::finish`] prepares what changed.
+///
+/// Counting is for records that several contributors may give (two tasks of an app on one
+/// agent give its `.slave.` name the same address): a record stays while one contributor
+/// still gives it. A name keeps the count only of records given more than once, so a name of
+/// one task costs no count at all.
+pub struct Update {
+    next: Snapshot,
+    /// Names whose answers or existence may have changed.
+    dirty: Vec<Arc<[u8]>>,
+    /// Names whose records changed, with what finishing needs of their state before.
+    touched: Vec<Touched>,
+}
+
+/// A name as it was before the update first changed its records.
+struct Touched {
+    key: Arc<[u8]>,
+    zone: usize,
+    had_records: bool,
+    srv_targets: Vec<String>,
+}
+
+impl Update {
+    /// Sets the records of `name` (lower-case, fully qualified), each given once; empty
+    /// records remove them.
+    pub fn set(&mut self, name: &str, records: NameRecords) {
+        let exists = wire_name(name).is_some_and(|key| self.next.names.get(&key).is_some());
+        if !exists && records.is_empty() {
+            return;
+        }
+        if let Some(entry) = self.touch(name) {
+            entry.records = records;
+            entry.dups = None;
+        }
+    }
+
+    /// Counts one contributor of `record` in (`add`) or out. Its name must be lower-case and
+    /// fully qualified, as [`crate::records::RecordSource`]s make them.
+    pub fn count(&mut self, record: &Record, add: bool) {
+        if !add && wire_name(&record.name).is_none_or(|key| self.next.names.get(&key).is_none()) {
+            return;
+        }
+        if let Some(entry) = self.touch(&record.name) {
+            entry.bump(&record.data, add);
+        }
+    }
+
+    /// The entry of `name`, made if missing, noted as touched the first time this update
+    /// changes it; `None` outside the zones or for a name that cannot be encoded.
+    fn touch(&mut self, name: &str) -> Option<&mut Entry> {
+        let next = &mut self.next;
+        let (zone, key) = (next.zone_of(name)?, wire_name(name)?);
+        let stamp = next.stamp;
+        let entry = next.entry_mut(&key, zone);
+        if entry.stamp != stamp {
+            entry.stamp = stamp;
+            self.touched.push(Touched {
+                key: key.into(),
+                zone,
+                had_records: !entry.records.is_empty(),
+                srv_targets: entry.records.srv.iter().map(|t| t.target.clone()).collect(),
+            });
+        }
+        Some(entry)
+    }
+
+    /// The new snapshot: existence, SRV referrers and answers follow the touched names.
+    pub fn finish(self) -> Snapshot {
+        self.settle(|_, _| {})
+    }
+
+    /// The new snapshot, and every name whose records the update touched with its records
+    /// now (empty when it has none left), e.g. to pass the changes on as DNS UPDATEs.
+    pub fn finish_listing(self) -> (Snapshot, Vec<(String, NameRecords)>) {
+        let mut changes = Vec::new();
+        let snapshot = self.settle(|key, records| {
+            changes.push((presentation(key), records.cloned().unwrap_or_default()));
+        });
+        (snapshot, changes)
+    }
+
+    /// Finishes, telling `each` the touched names with their records now.
+    fn settle(mut self, mut each: impl FnMut(&[u8], Option<&NameRecords>)) -> Snapshot {
+        let next = &mut self.next;
+        let dirty = &mut self.dirty;
+        for touched in std::mem::take(&mut self.touched) {
+            let Some(entry) = next.names.get(&touched.key) else {
+                each(&touched.key, None);
+                continue;
+            };
+            each(&touched.key, Some(&entry.records));
+            let has_records = !entry.records.is_empty();
+            // The SRV owners pointing here answer with its addresses as additionals.
+            dirty.push(touched.key.clone());
+            dirty.extend(entry.referrers.iter().cloned());
+            let targets: Vec<String> = entry.records.srv.iter().map(|t| t.target.clone()).collect();
+            let gone = touched
+                .srv_targets
+                .iter()
+                .filter(|t| !targets.contains(t))
+                .cloned();
+            for target in dedup(gone.collect()) {
+                next.refer(&target, &touched.key, false, dirty);
+            }
+            let new = targets.iter().filter(|t| !touched.srv_targets.contains(t));
+            for target in dedup(new.cloned().collect()) {
+                next.refer(&target, &touched.key, true, dirty);
+            }
+            if touched.had_records != has_records {
+                next.with_records = if has_records {
+                    next.with_records + 1
+                } else {
+                    next.with_records - 1
+                };
+                next.count_below(&touched.key, touched.zone, has_records, dirty);
+            }
+        }
+        next.settle(std::mem::take(dirty));
+        self.next
     }
 }
 

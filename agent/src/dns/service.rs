@@ -234,8 +234,11 @@ impl Replica {
             this_node: vec![self.this_node],
         };
         let source = (mesos, (dcos, VipRecords(named_vips)));
-        let changes = self.contributions.update(&cluster, &source);
-        self.current = Arc::new(self.current.apply(zones(&self.domain), changes));
+        let zones = zones(&self.domain);
+        let next = self
+            .contributions
+            .update(&self.current, zones, &cluster, &source);
+        self.current = Arc::new(next);
     }
 }
 

@@ -190,8 +190,8 @@ async fn refresh_loop(
             let cluster = super::cluster(&state, &config.ip_sources, &resolve_host);
             let serial = unix_now() as u32;
             let settings = settings(&config);
-            let changes = contributions.update(&cluster, &settings);
-            let next = Arc::new(current.apply(vec![zone(&config, serial)], changes));
+            let zones = vec![zone(&config, serial)];
+            let next = Arc::new(contributions.update(&current, zones, &cluster, &settings));
             let api = ApiModel {
                 snapshot: next.clone(),
                 source: Some(Arc::new((cluster, settings))),
