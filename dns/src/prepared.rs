@@ -41,13 +41,11 @@ pub struct Sections {
     pub bytes: Box<[u8]>,
 }
 
-/// The prepared responses of one name; `None` is its zone's shared NODATA.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct PreparedName {
-    a: Option<Sections>,
-    aaaa: Option<Sections>,
-    srv: Option<Sections>,
-}
+/// The prepared SRV answer of one name: SRV answers carry their targets' addresses as
+/// additionals, with compressed names, so they are encoded when the records change. A and
+/// AAAA answers are nothing but the name's addresses, written at query time from its records:
+/// of a million names most have only addresses, and prepare nothing.
+pub(crate) type PreparedSrv = Option<Box<Sections>>;
 
 /// What every name of a zone shares: its negative answers (the SOA owner is the apex, so the
 /// bytes do not depend on the question).
@@ -69,42 +67,29 @@ pub(crate) fn prepare_zone(zone: &ZoneInfo) -> Option<PreparedZone> {
     })
 }
 
-/// The fast-path answers of `name` (lower-case, fully qualified, `wire_len` bytes in wire
-/// form), which exists in `snapshot` with `records`: only the types it has, the others being
-/// the zone's shared NODATA.
-pub(crate) fn prepare_name(
+/// The prepared SRV answer of `name` (lower-case, fully qualified, `wire_len` bytes in wire
+/// form), which exists in `snapshot` with `records`; `None` without SRV records (or if it
+/// cannot be encoded: the general path then answers).
+pub(crate) fn prepare_srv(
     snapshot: &Snapshot,
     name: &str,
     wire_len: usize,
     records: &NameRecords,
-) -> PreparedName {
-    // Answer owners are written as a pointer to the question, so any owner will do here.
-    let owner = Name::root();
-    let mut prepared = PreparedName::default();
-    let present = [
-        (RecordType::A, !records.a.is_empty()),
-        (RecordType::AAAA, !records.aaaa.is_empty()),
-        (RecordType::SRV, !records.srv.is_empty()),
-    ];
-    for (rtype, _) in present.into_iter().filter(|(_, has)| *has) {
-        let Some(parts) = resolve(snapshot, name, &owner, rtype) else {
-            continue;
-        };
-        let sections = encode_sections(
-            parts.rcode.low(),
-            &parts.answers,
-            &parts.authorities,
-            &parts.additionals,
-            wire_len,
-            true,
-        );
-        match rtype {
-            RecordType::A => prepared.a = sections,
-            RecordType::AAAA => prepared.aaaa = sections,
-            _ => prepared.srv = sections,
-        }
+) -> PreparedSrv {
+    if records.srv.is_empty() {
+        return None;
     }
-    prepared
+    // Answer owners are written as a pointer to the question, so any owner will do here.
+    let parts = resolve(snapshot, name, &Name::root(), RecordType::SRV)?;
+    let sections = encode_sections(
+        parts.rcode.low(),
+        &parts.answers,
+        &parts.authorities,
+        &parts.additionals,
+        wire_len,
+        true,
+    )?;
+    Some(Box::new(sections))
 }
 
 /// Encodes `records` (answers, authorities, additionals) as prepared sections for a question
@@ -247,19 +232,44 @@ pub fn answer_fast(
     };
 
     let key = &key[..key_len];
-    let existing = snapshot
-        .entry(key)
-        .and_then(|e| Some((e.zone, e.answers.as_ref()?)));
-    let sections = match existing {
-        Some((zone, name)) => {
-            let own = match qtype {
-                TYPE_A => &name.a,
-                TYPE_AAAA => &name.aaaa,
-                _ => &name.srv,
-            };
-            match own {
-                Some(own) => own,
-                None => &snapshot.negative().get(zone)?.as_ref()?.nodata,
+    let nodata = |zone: usize| Some(&snapshot.negative().get(zone)?.as_ref()?.nodata);
+    let sections = match snapshot.entry(key).filter(|e| e.exists()) {
+        Some(entry) => {
+            let zone = entry.zone();
+            match qtype {
+                TYPE_A if !entry.records.a.is_empty() => {
+                    let ttl = snapshot.zones().get(zone)?.ttl;
+                    let a = entry.records.a.iter().map(|ip| ip.octets());
+                    return write_addresses(
+                        query,
+                        question_end,
+                        has_edns,
+                        limit,
+                        ttl,
+                        TYPE_A,
+                        a,
+                        out,
+                    );
+                }
+                TYPE_AAAA if !entry.records.aaaa.is_empty() => {
+                    let ttl = snapshot.zones().get(zone)?.ttl;
+                    let aaaa = entry.records.aaaa.iter().map(|ip| ip.octets());
+                    return write_addresses(
+                        query,
+                        question_end,
+                        has_edns,
+                        limit,
+                        ttl,
+                        TYPE_AAAA,
+                        aaaa,
+                        out,
+                    );
+                }
+                TYPE_SRV if !entry.records.srv.is_empty() => {
+                    // Not prepared (it could not be encoded): the general path.
+                    &**entry.srv_answer.as_ref()?
+                }
+                _ => nodata(zone)?,
             }
         }
         // Not an existing name: NXDOMAIN if inside a zone, else the general path (forwarding).
@@ -276,17 +286,63 @@ pub fn answer_fast(
         }
     };
 
-    out.clear();
-    out.extend_from_slice(&header[..2]);
-    // QR, AA, and the client's RD; RA, Z, AD, CD clear; the rcode.
-    out.push(0x84 | (header[2] & 0x01));
-    out.push(sections.rcode);
-    out.extend_from_slice(&1u16.to_be_bytes());
-    out.extend_from_slice(&sections.answers.to_be_bytes());
-    out.extend_from_slice(&sections.authorities.to_be_bytes());
-    out.extend_from_slice(&(sections.additionals + u16::from(has_edns)).to_be_bytes());
-    out.extend_from_slice(&query[12..question_end]);
+    let counts = [sections.answers, sections.authorities, sections.additionals];
+    write_header(query, question_end, sections.rcode, counts, has_edns, out);
     out.extend_from_slice(&sections.bytes);
+    finish(has_edns, limit, out)
+}
+
+/// The response header (with `counts` of answers, authorities and additionals, the OPT
+/// counted in) and the query's question, into `out`.
+fn write_header(
+    query: &[u8],
+    question_end: usize,
+    rcode: u8,
+    [answers, authorities, additionals]: [u16; 3],
+    has_edns: bool,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    out.extend_from_slice(&query[..2]);
+    // QR, AA, and the client's RD; RA, Z, AD, CD clear; the rcode.
+    out.push(0x84 | (query[2] & 0x01));
+    out.push(rcode);
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&answers.to_be_bytes());
+    out.extend_from_slice(&authorities.to_be_bytes());
+    out.extend_from_slice(&(additionals + u16::from(has_edns)).to_be_bytes());
+    out.extend_from_slice(&query[12..question_end]);
+}
+
+/// An answer of addresses of type `rtype`, each owned by the question name.
+#[allow(clippy::too_many_arguments)]
+fn write_addresses<const N: usize>(
+    query: &[u8],
+    question_end: usize,
+    has_edns: bool,
+    limit: usize,
+    ttl: u32,
+    rtype: u16,
+    addresses: impl ExactSizeIterator<Item = [u8; N]>,
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    let count = u16::try_from(addresses.len()).ok()?;
+    write_header(query, question_end, 0, [count, 0, 0], has_edns, out);
+    for address in addresses {
+        // Owner: a pointer to the question name at offset 12 (RFC 1035 §4.1.4).
+        out.extend_from_slice(&0xC00Cu16.to_be_bytes());
+        out.extend_from_slice(&rtype.to_be_bytes());
+        out.extend_from_slice(&CLASS_IN.to_be_bytes());
+        out.extend_from_slice(&ttl.to_be_bytes());
+        out.extend_from_slice(&(N as u16).to_be_bytes());
+        out.extend_from_slice(&address);
+    }
+    finish(has_edns, limit, out)
+}
+
+/// Appends our OPT if the query had one; `None` when the response exceeds `limit` (the general
+/// path truncates properly).
+fn finish(has_edns: bool, limit: usize, out: &mut Vec<u8>) -> Option<()> {
     if has_edns {
         // OPT: root owner, type 41, our payload size, extended rcode 0, version 0, no flags,
         // no options (RFC 6891 §6.1.2).
@@ -294,7 +350,6 @@ pub fn answer_fast(
         out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
         out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
     }
-    // Too large: the general path truncates properly.
     (out.len() <= limit).then_some(())
 }
 

@@ -17,7 +17,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use crate::prepared::{PreparedName, PreparedZone, prepare_name, prepare_zone, wire_name};
+use crate::prepared::{PreparedSrv, PreparedZone, prepare_srv, prepare_zone, wire_name};
 use crate::records::{Record, RecordData, RecordSet, SrvTarget, fqdn};
 use crate::shards::ShardedMap;
 
@@ -135,15 +135,16 @@ pub enum Lookup<'a> {
 /// below it) or while SRV records point at it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Entry {
-    pub(crate) zone: usize,
+    /// Index of its zone (see [`Entry::zone`]).
+    zone: u32,
     apex: bool,
-    records: NameRecords,
+    pub(crate) records: NameRecords,
     /// Names with records below this one, within its zone.
     descendants: u32,
     /// Wire names of the SRV owners whose targets this name is.
     referrers: Vec<Arc<[u8]>>,
-    /// The prepared answers; `None` while the name does not exist.
-    pub(crate) answers: Option<PreparedName>,
+    /// The prepared SRV answer (none while the name does not exist).
+    pub(crate) srv_answer: PreparedSrv,
     /// How many contributors give each record given by more than one (see [`Update::count`]),
     /// sorted by record. Boxed: eight bytes in every entry, one more allocation in the few
     /// that have counts.
@@ -154,7 +155,11 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    fn exists(&self) -> bool {
+    pub(crate) fn zone(&self) -> usize {
+        self.zone as usize
+    }
+
+    pub(crate) fn exists(&self) -> bool {
         self.apex || !self.records.is_empty() || self.descendants > 0
     }
 
@@ -318,7 +323,7 @@ impl Snapshot {
             let key: Arc<[u8]> = key.into();
             if next.names.get(&key).is_none() {
                 let apex = Entry {
-                    zone: index,
+                    zone: zone_id(index),
                     apex: true,
                     ..Entry::default()
                 };
@@ -384,7 +389,7 @@ impl Snapshot {
     fn entry_mut(&mut self, key: &[u8], zone: usize) -> &mut Entry {
         if self.names.get(key).is_none() {
             let entry = Entry {
-                zone,
+                zone: zone_id(zone),
                 ..Entry::default()
             };
             self.names.insert(key.into(), Arc::new(entry));
@@ -408,13 +413,15 @@ impl Snapshot {
             if !entry.exists() {
                 if entry.referrers.is_empty() {
                     self.names.remove(&key);
-                } else if entry.answers.is_some() {
-                    self.entry_mut(&key, 0).answers = None;
+                } else if entry.srv_answer.is_some() {
+                    self.entry_mut(&key, 0).srv_answer = None;
                 }
                 continue;
             }
-            let answers = prepare_name(self, &presentation(&key), key.len(), &entry.records);
-            self.entry_mut(&key, 0).answers = Some(answers);
+            let srv_answer = prepare_srv(self, &presentation(&key), key.len(), &entry.records);
+            if srv_answer != entry.srv_answer {
+                self.entry_mut(&key, 0).srv_answer = srv_answer;
+            }
         }
     }
 
@@ -432,7 +439,7 @@ impl Snapshot {
         self.names
             .iter()
             .filter(|(_, e)| e.exists())
-            .map(|(key, e)| (presentation(key), e.zone))
+            .map(|(key, e)| (presentation(key), e.zone()))
     }
 
     /// The entry of a lower-case wire-format name (for the fast path).
@@ -616,6 +623,12 @@ impl Update {
         next.settle(std::mem::take(dirty));
         self.next
     }
+}
+
+/// A zone's index as entries keep it; no configuration has four billion zones, and one
+/// past the last would find no zone.
+fn zone_id(index: usize) -> u32 {
+    u32::try_from(index).unwrap_or(u32::MAX)
 }
 
 fn dedup(mut names: Vec<String>) -> Vec<String> {
@@ -862,7 +875,7 @@ mod tests {
         NameRecords,
         bool,
         Vec<Arc<[u8]>>,
-        Option<PreparedName>,
+        PreparedSrv,
     );
 
     /// Everything that decides answers, in a comparable form; checks on the way that a name
@@ -874,18 +887,18 @@ mod tests {
             .map(|(key, e)| {
                 if !e.exists() {
                     assert!(!e.referrers.is_empty(), "{key:?} is kept for nothing");
-                    assert!(e.answers.is_none(), "{key:?} does not exist but answers");
+                    assert!(e.srv_answer.is_none(), "{key:?} does not exist but answers");
                 }
                 let mut referrers = e.referrers.clone();
                 referrers.sort();
                 (
                     key.to_vec(),
-                    e.zone,
+                    e.zone(),
                     e.apex,
                     e.records.clone(),
                     e.exists(),
                     referrers,
-                    e.answers.clone(),
+                    e.srv_answer.clone(),
                 )
             })
             .collect();
