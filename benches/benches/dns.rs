@@ -117,6 +117,7 @@ fn synthetic(tasks: usize) -> Cluster {
                         discovery: None,
                     }
                 })
+                .map(Arc::new)
                 .collect(),
         })
         .collect();
@@ -335,7 +336,7 @@ impl Churn {
                 let tasks: Vec<&mut TaskInfo> = cluster
                     .frameworks
                     .iter_mut()
-                    .flat_map(|f| f.tasks.iter_mut())
+                    .flat_map(|f| f.tasks.iter_mut().map(Arc::make_mut))
                     .collect();
                 for (i, task) in tasks.into_iter().enumerate() {
                     if (i + updates as usize).is_multiple_of(100) {

@@ -78,7 +78,7 @@ pub struct Contributions {
 }
 
 /// A task that gets records: its framework's name, itself, its agent's addresses.
-type Task<'a> = (&'a str, &'a TaskInfo, &'a Arc<[IpAddr]>);
+type Task<'a> = (&'a str, &'a Arc<TaskInfo>, &'a Arc<[IpAddr]>);
 /// Tasks by framework name and task id.
 type TaskKey<'a> = (&'a str, &'a str);
 /// Tasks to make records of again, by key, with their key hash and fingerprints.
@@ -194,7 +194,7 @@ impl Contributions {
             let framework = self.framework(framework);
             let mut inputs = inputs.into_iter().map(|((_, task, ips), print)| {
                 let input = Input {
-                    task: Arc::new(task.clone()),
+                    task: task.clone(),
                     agent_ips: ips.clone(),
                 };
                 (input, print)
@@ -403,7 +403,7 @@ mod tests {
                     name: ["marathon", "Marathon", "spark"][f].into(),
                     scheduler_ips: vec![IpAddr::from([10, 0, 1, rng.below(2) as u8])],
                     scheduler_port: Some(8080),
-                    tasks: (0..rng.below(6)).map(|_| random_task(rng)).collect(),
+                    tasks: (0..rng.below(6)).map(|_| random_task(rng).into()).collect(),
                 })
                 .collect(),
             agents: (0..3)
@@ -484,7 +484,8 @@ mod tests {
         second.id = "second".into();
         second.name = "other".into();
         cluster.frameworks.truncate(1);
-        cluster.frameworks[0].tasks = vec![first, second.clone()];
+        let second = Arc::new(second);
+        cluster.frameworks[0].tasks = vec![first.into(), second.clone()];
         let source = settings();
         let mut contributions = Contributions::default();
         let mut snapshot = Snapshot::default();
@@ -516,14 +517,15 @@ mod tests {
                     cluster = random_cluster(&mut rng);
                 } else if let Some(f) = cluster.frameworks.first_mut() {
                     match rng.below(4) {
-                        0 => f.tasks.push(random_task(&mut rng)),
+                        0 => f.tasks.push(random_task(&mut rng).into()),
                         1 if !f.tasks.is_empty() => {
                             let i = rng.below(f.tasks.len());
                             f.tasks.remove(i);
                         }
                         2 if !f.tasks.is_empty() => {
                             let i = rng.below(f.tasks.len());
-                            f.tasks[i].ips = vec![IpAddr::from([9, 9, 9, rng.below(3) as u8])];
+                            Arc::make_mut(&mut f.tasks[i]).ips =
+                                vec![IpAddr::from([9, 9, 9, rng.below(3) as u8])];
                         }
                         _ => {
                             cluster.agents[rng.below(3)].ips =

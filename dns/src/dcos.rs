@@ -127,10 +127,10 @@ mod tests {
                 scheduler_ips: vec![],
                 scheduler_port: None,
                 tasks: vec![
-                    task("web", &["9.0.1.2"], &[], true),
-                    task("db", &["9.0.1.3"], &[31000], true),
-                    task("hostnet", &[], &[31001], true),
-                    task("gone", &["9.0.1.9"], &[], false),
+                    task("web", &["9.0.1.2"], &[], true).into(),
+                    task("db", &["9.0.1.3"], &[31000], true).into(),
+                    task("hostnet", &[], &[31001], true).into(),
+                    task("gone", &["9.0.1.9"], &[], false).into(),
                 ],
             }],
             agents: vec![AgentInfo {

@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -46,7 +47,8 @@ pub struct FrameworkInfo {
     /// The scheduler's addresses, and its port if it has one.
     pub scheduler_ips: Vec<IpAddr>,
     pub scheduler_port: Option<u16>,
-    pub tasks: Vec<TaskInfo>,
+    /// Shared with whoever else keeps them (the agent's facts, the record contributions).
+    pub tasks: Vec<Arc<TaskInfo>>,
 }
 
 /// An agent.

@@ -2,6 +2,7 @@
 //! any, and the tasks dcnet's own launchers run (under framework `marathon`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use dcnet_dns::records::{AgentInfo, Cluster, FrameworkInfo, TaskInfo};
 
@@ -64,14 +65,18 @@ fn mesos_cluster(publisher: &NodeFacts) -> Cluster {
 
 /// Every launched task of the nodes that are up, with the agents running them. Tasks of a node
 /// that is down are left out: the scheduler replaces them.
-pub fn launched_tasks(facts: &Facts) -> (Vec<AgentInfo>, Vec<TaskInfo>) {
+pub fn launched_tasks(facts: &Facts) -> (Vec<AgentInfo>, Vec<Arc<TaskInfo>>) {
     let mut agents = Vec::new();
     let mut tasks = Vec::new();
     for node in facts.up_nodes() {
         if node.launched.is_empty() {
             continue;
         }
-        tasks.extend(node.launched.values().map(|s| s.to_task_info(&node.id)));
+        tasks.extend(
+            node.launched
+                .values()
+                .map(|s| Arc::new(s.to_task_info(&node.id))),
+        );
         if let Some(info) = &node.info {
             agents.push(AgentInfo {
                 id: node.id.clone(),

@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use dcnet_dns::records::{Cluster, TaskInfo};
 use serde::{Deserialize, Serialize};
@@ -45,7 +46,7 @@ pub struct SchedulerFact {
 pub struct TaskFact {
     pub framework: String,
     #[serde(flatten)]
-    pub task: TaskInfo,
+    pub task: Arc<TaskInfo>,
 }
 
 /// The keys that publish `cluster` (without the generation, which the publisher adds).
@@ -98,7 +99,7 @@ pub(crate) mod tests {
                 scheduler_ips: vec!["10.0.0.2".parse().unwrap()],
                 scheduler_port: Some(8080),
                 tasks: vec![
-                    TaskInfo {
+                    Arc::new(TaskInfo {
                         id: "web.1".into(),
                         name: "web".into(),
                         agent_id: "a1".into(),
@@ -115,14 +116,14 @@ pub(crate) mod tests {
                                 labels: vec![("VIP_0".into(), "/web:80".into())],
                             }],
                         }),
-                    },
-                    TaskInfo {
+                    }),
+                    Arc::new(TaskInfo {
                         id: "old.1".into(),
                         name: "old".into(),
                         agent_id: "a1".into(),
                         is_running: false,
                         ..TaskInfo::default()
-                    },
+                    }),
                 ],
             }],
             agents: vec![AgentInfo {

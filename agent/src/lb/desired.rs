@@ -164,7 +164,7 @@ mod tests {
                 name: "marathon".into(),
                 scheduler_ips: vec![],
                 scheduler_port: None,
-                tasks,
+                tasks: tasks.into_iter().map(Into::into).collect(),
             }],
             agents: vec![
                 AgentInfo {

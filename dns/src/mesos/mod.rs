@@ -90,6 +90,7 @@ pub fn cluster(state: &State, sources: &[IpSource], resolve: Resolve<'_>) -> Clu
                         }),
                     }
                 })
+                .map(std::sync::Arc::new)
                 .collect();
             records::FrameworkInfo {
                 name: f.name.clone(),

@@ -216,7 +216,8 @@ fn mesos_changes_only_when_what_readers_get_changes() {
     assert_eq!(decoder.facts().mesos_publisher().unwrap().id, "b");
     // A publisher with other content wins: readers get it.
     let mut other = mesos_state();
-    other.frameworks[0].tasks[0].ips = vec!["9.0.0.9".parse().unwrap()];
+    std::sync::Arc::make_mut(&mut other.frameworks[0].tasks[0]).ips =
+        vec!["9.0.0.9".parse().unwrap()];
     let (v, _) = next_view(
         &v1,
         vec![
