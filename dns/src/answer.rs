@@ -140,7 +140,7 @@ pub fn resolve(snapshot: &Snapshot, lower: &str, owner: &Name, rtype: RecordType
             if is_apex {
                 add_apex_records(&mut parts, zone, owner, rtype);
             }
-            add_name_records(&mut parts, snapshot, zone, records, owner, rtype);
+            add_name_records(&mut parts, snapshot, zone, &records, owner, rtype);
             zone
         }
     };

@@ -465,7 +465,7 @@ mod tests {
     fn served(snapshot: &Snapshot) -> BTreeMap<String, NameRecords> {
         snapshot
             .names_with_records()
-            .map(|(name, records)| (name, records.clone()))
+            .map(|(name, records)| (name, records.into_owned()))
             .collect()
     }
 

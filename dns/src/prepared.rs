@@ -237,9 +237,9 @@ pub fn answer_fast(
         Some(entry) => {
             let zone = entry.zone();
             match qtype {
-                TYPE_A if !entry.records.a.is_empty() => {
+                TYPE_A if !entry.a().is_empty() => {
                     let ttl = snapshot.zones().get(zone)?.ttl;
-                    let a = entry.records.a.iter().map(|ip| ip.octets());
+                    let a = entry.a().iter().map(|ip| ip.octets());
                     return write_addresses(
                         query,
                         question_end,
@@ -251,9 +251,9 @@ pub fn answer_fast(
                         out,
                     );
                 }
-                TYPE_AAAA if !entry.records.aaaa.is_empty() => {
+                TYPE_AAAA if !entry.aaaa().is_empty() => {
                     let ttl = snapshot.zones().get(zone)?.ttl;
-                    let aaaa = entry.records.aaaa.iter().map(|ip| ip.octets());
+                    let aaaa = entry.aaaa().iter().map(|ip| ip.octets());
                     return write_addresses(
                         query,
                         question_end,
@@ -265,7 +265,7 @@ pub fn answer_fast(
                         out,
                     );
                 }
-                TYPE_SRV if !entry.records.srv.is_empty() => {
+                TYPE_SRV if !entry.srv().is_empty() => {
                     // Not prepared (it could not be encoded): the general path.
                     &**entry.srv_answer.as_ref()?
                 }

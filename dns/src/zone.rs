@@ -14,12 +14,18 @@
 //! which SRV owners point at it (so their prepared additional records follow its addresses).
 //! [`Snapshot::build`] is the same update applied to empty zones.
 
+use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use crate::prepared::{PreparedSrv, PreparedZone, prepare_srv, prepare_zone, wire_name};
-use crate::records::{Record, RecordData, RecordSet, SrvTarget, fqdn};
+use crate::prepared::{PreparedZone, prepare_srv, prepare_zone, wire_name};
+use crate::records::{Record, RecordSet, SrvTarget, fqdn};
+
+mod entry;
+
 use crate::shards::ShardedMap;
+pub(crate) use entry::Entry;
+use entry::{Records, zone_id};
 
 /// Start-of-authority settings of one zone (Mesos-DNS's SOA* config keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +126,7 @@ pub enum Lookup<'a> {
     /// The name has records (of some type) in `zone`; `records` may lack the asked type.
     Found {
         zone: &'a ZoneInfo,
-        records: &'a NameRecords,
+        records: Cow<'a, NameRecords>,
         is_apex: bool,
     },
     /// The name exists without records: the apex itself, or an empty non-terminal.
@@ -129,92 +135,6 @@ pub enum Lookup<'a> {
     NxDomain { zone: &'a ZoneInfo },
     /// Not in any served zone.
     NotAuthoritative,
-}
-
-/// One name of the map. It is there while it exists (an apex, records, or names with records
-/// below it) or while SRV records point at it.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Entry {
-    /// Index of its zone (see [`Entry::zone`]).
-    zone: u32,
-    apex: bool,
-    pub(crate) records: NameRecords,
-    /// Names with records below this one, within its zone.
-    descendants: u32,
-    /// Wire names of the SRV owners whose targets this name is.
-    referrers: Vec<Arc<[u8]>>,
-    /// The prepared SRV answer (none while the name does not exist).
-    pub(crate) srv_answer: PreparedSrv,
-    /// How many contributors give each record given by more than one (see [`Update::count`]),
-    /// sorted by record. Boxed: eight bytes in every entry, one more allocation in the few
-    /// that have counts.
-    #[allow(clippy::box_collection)]
-    dups: Option<Box<Vec<(RecordData, u32)>>>,
-    /// The update that last changed the records (see [`Update::touch`]).
-    stamp: u32,
-}
-
-impl Entry {
-    pub(crate) fn zone(&self) -> usize {
-        self.zone as usize
-    }
-
-    pub(crate) fn exists(&self) -> bool {
-        self.apex || !self.records.is_empty() || self.descendants > 0
-    }
-
-    /// Counts one contributor of `data` in or out.
-    fn bump(&mut self, data: &RecordData, add: bool) {
-        let present = match data {
-            RecordData::A(ip) => toggle(&mut self.records.a, ip, add),
-            RecordData::Aaaa(ip) => toggle(&mut self.records.aaaa, ip, add),
-            RecordData::Srv(t) => toggle(&mut self.records.srv, t, add),
-        };
-        // Present before: the record's count moves instead.
-        if !present {
-            return;
-        }
-        let dups = self.dups.get_or_insert_default();
-        match (dups.binary_search_by(|(d, _)| d.cmp(data)), add) {
-            (Ok(i), true) => dups[i].1 += 1,
-            (Err(i), true) => dups.insert(i, (data.clone(), 2)),
-            (Ok(i), false) if dups[i].1 > 2 => dups[i].1 -= 1,
-            (Ok(i), false) => {
-                dups.remove(i);
-            }
-            // Its one contributor went: the record goes.
-            (Err(_), false) => {
-                match data {
-                    RecordData::A(ip) => remove(&mut self.records.a, ip),
-                    RecordData::Aaaa(ip) => remove(&mut self.records.aaaa, ip),
-                    RecordData::Srv(t) => remove(&mut self.records.srv, t),
-                };
-            }
-        }
-        if dups.is_empty() {
-            self.dups = None;
-        }
-    }
-}
-
-/// Inserts `item` into the sorted `items` when adding and it is missing; returns whether it
-/// was present (then nothing changed).
-fn toggle<T: Ord + Clone>(items: &mut Vec<T>, item: &T, add: bool) -> bool {
-    match items.binary_search(item) {
-        Ok(_) => true,
-        Err(i) => {
-            if add {
-                items.insert(i, item.clone());
-            }
-            false
-        }
-    }
-}
-
-fn remove<T: Ord>(items: &mut Vec<T>, item: &T) {
-    if let Ok(i) = items.binary_search(item) {
-        items.remove(i);
-    }
 }
 
 /// Every served zone, ready to answer from.
@@ -335,10 +255,9 @@ impl Snapshot {
             if entry.records.is_empty() {
                 continue;
             }
-            let name = presentation(key);
-            update.set(&name, entry.records.clone());
-            if let Some(e) = update.touch(&name) {
-                e.dups.clone_from(&entry.dups);
+            // Set with its counts.
+            if let Some(e) = update.touch(&presentation(key)) {
+                e.records = entry.records.clone();
             }
         }
         update
@@ -356,7 +275,7 @@ impl Snapshot {
         if add {
             entry.referrers.push(owner.clone());
         } else {
-            entry.referrers.retain(|r| r != owner);
+            entry.referrers.remove(owner);
             dirty.push(key.into());
         }
     }
@@ -418,7 +337,8 @@ impl Snapshot {
                 }
                 continue;
             }
-            let srv_answer = prepare_srv(self, &presentation(&key), key.len(), &entry.records);
+            let records = entry.records.name_records();
+            let srv_answer = prepare_srv(self, &presentation(&key), key.len(), &records);
             if srv_answer != entry.srv_answer {
                 self.entry_mut(&key, 0).srv_answer = srv_answer;
             }
@@ -426,11 +346,11 @@ impl Snapshot {
     }
 
     /// Every name with records, with them (for rebuilding and for listing the zones).
-    pub fn names_with_records(&self) -> impl Iterator<Item = (String, &NameRecords)> {
+    pub fn names_with_records(&self) -> impl Iterator<Item = (String, Cow<'_, NameRecords>)> {
         self.names
             .iter()
             .filter(|(_, e)| !e.records.is_empty())
-            .map(|(key, e)| (presentation(key), &e.records))
+            .map(|(key, e)| (presentation(key), e.records.name_records()))
     }
 
     /// Every name that exists, with its zone index: names with records, empty non-terminals,
@@ -469,7 +389,7 @@ impl Snapshot {
         match entry {
             Some(e) if !e.records.is_empty() => Lookup::Found {
                 zone,
-                records: &e.records,
+                records: e.records.name_records(),
                 is_apex: e.apex,
             },
             Some(e) => Lookup::Empty {
@@ -481,9 +401,9 @@ impl Snapshot {
     }
 
     /// The records of `name` if it has any (for SRV targets' addresses).
-    pub fn records(&self, name: &str) -> Option<&NameRecords> {
+    pub fn records(&self, name: &str) -> Option<Cow<'_, NameRecords>> {
         let entry = self.names.get(&wire_name(name)?)?;
-        (!entry.records.is_empty()).then_some(&entry.records)
+        (!entry.records.is_empty()).then(|| entry.records.name_records())
     }
 
     /// The served zones, most specific first.
@@ -534,8 +454,7 @@ impl Update {
             return;
         }
         if let Some(entry) = self.touch(name) {
-            entry.records = records;
-            entry.dups = None;
+            entry.records = Records::set(records);
         }
     }
 
@@ -546,7 +465,7 @@ impl Update {
             return;
         }
         if let Some(entry) = self.touch(&record.name) {
-            entry.bump(&record.data, add);
+            entry.records.bump(&record.data, add);
         }
     }
 
@@ -563,7 +482,7 @@ impl Update {
                 key: key.into(),
                 zone,
                 had_records: !entry.records.is_empty(),
-                srv_targets: entry.records.srv.iter().map(|t| t.target.clone()).collect(),
+                srv_targets: entry.srv().iter().map(|t| t.target.clone()).collect(),
             });
         }
         Some(entry)
@@ -593,12 +512,12 @@ impl Update {
                 each(&touched.key, None);
                 continue;
             };
-            each(&touched.key, Some(&entry.records));
+            each(&touched.key, Some(&entry.records.name_records()));
             let has_records = !entry.records.is_empty();
             // The SRV owners pointing here answer with its addresses as additionals.
             dirty.push(touched.key.clone());
             dirty.extend(entry.referrers.iter().cloned());
-            let targets: Vec<String> = entry.records.srv.iter().map(|t| t.target.clone()).collect();
+            let targets: Vec<String> = entry.srv().iter().map(|t| t.target.clone()).collect();
             let gone = touched
                 .srv_targets
                 .iter()
@@ -623,12 +542,6 @@ impl Update {
         next.settle(std::mem::take(dirty));
         self.next
     }
-}
-
-/// A zone's index as entries keep it; no configuration has four billion zones, and one
-/// past the last would find no zone.
-fn zone_id(index: usize) -> u32 {
-    u32::try_from(index).unwrap_or(u32::MAX)
 }
 
 fn dedup(mut names: Vec<String>) -> Vec<String> {
@@ -875,7 +788,7 @@ mod tests {
         NameRecords,
         bool,
         Vec<Arc<[u8]>>,
-        PreparedSrv,
+        crate::prepared::PreparedSrv,
     );
 
     /// Everything that decides answers, in a comparable form; checks on the way that a name
@@ -889,13 +802,13 @@ mod tests {
                     assert!(!e.referrers.is_empty(), "{key:?} is kept for nothing");
                     assert!(e.srv_answer.is_none(), "{key:?} does not exist but answers");
                 }
-                let mut referrers = e.referrers.clone();
+                let mut referrers: Vec<Arc<[u8]>> = e.referrers.iter().cloned().collect();
                 referrers.sort();
                 (
                     key.to_vec(),
                     e.zone(),
                     e.apex,
-                    e.records.clone(),
+                    e.records.name_records().into_owned(),
                     e.exists(),
                     referrers,
                     e.srv_answer.clone(),
@@ -953,7 +866,7 @@ mod tests {
     #[test]
     fn an_update_leaves_the_old_snapshot_as_it_was() {
         let old = snapshot();
-        let mut records = old.records("web.marathon.mesos.").unwrap().clone();
+        let mut records = old.records("web.marathon.mesos.").unwrap().into_owned();
         records.a.push("10.0.0.2".parse().unwrap());
         let zones = old.zones().to_vec();
         let new = old.apply(

@@ -125,8 +125,8 @@ async fn services(
     let name = fqdn(&service);
     let model = s.model.load();
     let mut out = Vec::new();
-    let targets = model.snapshot.records(&name).map(|r| r.srv.as_slice());
-    for srv in targets.unwrap_or_default() {
+    let records = model.snapshot.records(&name).unwrap_or_default();
+    for srv in &records.srv {
         let mut ips = addresses(&model.snapshot, &srv.target);
         if ips.is_empty() {
             ips.push(String::new());

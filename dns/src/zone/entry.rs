@@ -1,0 +1,279 @@
+//! One name of a [`super::Snapshot`], laid out for a million of them.
+//!
+//! Most names of a cluster have one address given by one task (`<task>.<framework>.mesos`,
+//! its canonical name, the `.slave.` names, the dcos-dns names): those keep it inline, with no
+//! allocation at all. Other names keep their records and, for records several contributors
+//! give, the counts, behind one pointer. What an entry needs only now and then (the SRV owners
+//! pointing at it, its prepared SRV answer) is boxed, so that an address-only entry is 48
+//! bytes.
+
+use std::borrow::Cow;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use crate::prepared::PreparedSrv;
+use crate::records::{RecordData, SrvTarget};
+
+use super::NameRecords;
+
+/// One name of the map. It is there while it exists (an apex, records, or names with records
+/// below it) or while SRV records point at it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Entry {
+    pub(super) records: Records,
+    /// Wire names of the SRV owners whose targets this name is.
+    pub(super) referrers: Referrers,
+    /// The prepared SRV answer (none while the name does not exist).
+    pub(crate) srv_answer: PreparedSrv,
+    /// Names with records below this one, within its zone.
+    pub(super) descendants: u32,
+    /// The update that last changed the records (see [`super::Update`]).
+    pub(super) stamp: u32,
+    /// Index of its zone (see [`Entry::zone`]).
+    pub(super) zone: u16,
+    pub(super) apex: bool,
+}
+
+impl Entry {
+    pub(crate) fn zone(&self) -> usize {
+        usize::from(self.zone)
+    }
+
+    pub(crate) fn exists(&self) -> bool {
+        self.apex || !self.records.is_empty() || self.descendants > 0
+    }
+
+    pub(crate) fn a(&self) -> &[Ipv4Addr] {
+        self.records.a()
+    }
+
+    pub(crate) fn aaaa(&self) -> &[Ipv6Addr] {
+        self.records.aaaa()
+    }
+
+    pub(crate) fn srv(&self) -> &[SrvTarget] {
+        self.records.srv()
+    }
+}
+
+/// A zone's index as entries keep it. Zones are a handful; one past the last finds no zone.
+pub(super) fn zone_id(index: usize) -> u16 {
+    u16::try_from(index).unwrap_or(u16::MAX)
+}
+
+/// The records of a name: none, the one-address case inline, or anything else counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) enum Records {
+    #[default]
+    None,
+    /// One A record, given once.
+    A(Ipv4Addr),
+    Many(Box<Counted>),
+}
+
+/// Records, each sorted, and how many contributors give each record given by more than one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Counted {
+    records: NameRecords,
+    /// Sorted by record; every count at least 2.
+    dups: Vec<(RecordData, u32)>,
+}
+
+impl Records {
+    /// `records` (each sorted, without repeats), each given once.
+    pub(super) fn set(records: NameRecords) -> Self {
+        Self::compact(Counted {
+            records,
+            dups: Vec::new(),
+        })
+    }
+
+    fn compact(counted: Counted) -> Self {
+        let r = &counted.records;
+        match (r.a.as_slice(), r.aaaa.is_empty() && r.srv.is_empty()) {
+            ([], true) => Records::None,
+            ([ip], true) if counted.dups.is_empty() => Records::A(*ip),
+            _ => Records::Many(Box::new(counted)),
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        matches!(self, Records::None)
+    }
+
+    pub(super) fn a(&self) -> &[Ipv4Addr] {
+        match self {
+            Records::None => &[],
+            Records::A(ip) => std::slice::from_ref(ip),
+            Records::Many(c) => &c.records.a,
+        }
+    }
+
+    pub(super) fn aaaa(&self) -> &[Ipv6Addr] {
+        match self {
+            Records::Many(c) => &c.records.aaaa,
+            _ => &[],
+        }
+    }
+
+    pub(super) fn srv(&self) -> &[SrvTarget] {
+        match self {
+            Records::Many(c) => &c.records.srv,
+            _ => &[],
+        }
+    }
+
+    /// The records as the public type: borrowed when they are kept in it.
+    pub(super) fn name_records(&self) -> Cow<'_, NameRecords> {
+        match self {
+            Records::None => Cow::Owned(NameRecords::default()),
+            Records::A(ip) => Cow::Owned(NameRecords {
+                a: vec![*ip],
+                ..NameRecords::default()
+            }),
+            Records::Many(c) => Cow::Borrowed(&c.records),
+        }
+    }
+
+    /// Counts one contributor of `data` in (`add`) or out.
+    pub(super) fn bump(&mut self, data: &RecordData, add: bool) {
+        // The common cases of one address, without going through the general form.
+        match (&*self, data, add) {
+            (Records::None, RecordData::A(ip), true) => {
+                *self = Records::A(*ip);
+                return;
+            }
+            (Records::A(old), RecordData::A(ip), false) if old == ip => {
+                *self = Records::None;
+                return;
+            }
+            (Records::None | Records::A(_), _, false) => return,
+            _ => {}
+        }
+        let mut counted = match std::mem::take(self) {
+            Records::None => Counted::default(),
+            Records::A(ip) => Counted {
+                records: NameRecords {
+                    a: vec![ip],
+                    ..NameRecords::default()
+                },
+                dups: Vec::new(),
+            },
+            Records::Many(counted) => *counted,
+        };
+        counted.bump(data, add);
+        *self = Self::compact(counted);
+    }
+}
+
+impl Counted {
+    fn bump(&mut self, data: &RecordData, add: bool) {
+        let records = &mut self.records;
+        let present = match data {
+            RecordData::A(ip) => toggle(&mut records.a, ip, add),
+            RecordData::Aaaa(ip) => toggle(&mut records.aaaa, ip, add),
+            RecordData::Srv(t) => toggle(&mut records.srv, t, add),
+        };
+        // Absent before: it was added now, or there was nothing to remove.
+        if !present {
+            return;
+        }
+        let dups = &mut self.dups;
+        match (dups.binary_search_by(|(d, _)| d.cmp(data)), add) {
+            (Ok(i), true) => dups[i].1 += 1,
+            (Err(i), true) => dups.insert(i, (data.clone(), 2)),
+            (Ok(i), false) if dups[i].1 > 2 => dups[i].1 -= 1,
+            (Ok(i), false) => {
+                dups.remove(i);
+            }
+            // Its one contributor went: the record goes.
+            (Err(_), false) => match data {
+                RecordData::A(ip) => remove(&mut records.a, ip),
+                RecordData::Aaaa(ip) => remove(&mut records.aaaa, ip),
+                RecordData::Srv(t) => remove(&mut records.srv, t),
+            },
+        }
+    }
+}
+
+/// Inserts `item` into the sorted `items` when adding and it is missing; returns whether it
+/// was present (then nothing changed).
+fn toggle<T: Ord + Clone>(items: &mut Vec<T>, item: &T, add: bool) -> bool {
+    match items.binary_search(item) {
+        Ok(_) => true,
+        Err(i) => {
+            if add {
+                items.insert(i, item.clone());
+            }
+            false
+        }
+    }
+}
+
+fn remove<T: Ord>(items: &mut Vec<T>, item: &T) {
+    if let Ok(i) = items.binary_search(item) {
+        items.remove(i);
+    }
+}
+
+/// The SRV owners pointing at a name; most names have none, so the list is boxed: eight bytes
+/// in every entry, one more allocation in the few that have some.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[allow(clippy::box_collection)]
+pub(super) struct Referrers(Option<Box<Vec<Arc<[u8]>>>>);
+
+impl Referrers {
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Arc<[u8]>> {
+        self.0.iter().flat_map(|v| v.iter())
+    }
+
+    pub(super) fn push(&mut self, owner: Arc<[u8]>) {
+        self.0.get_or_insert_default().push(owner);
+    }
+
+    pub(super) fn remove(&mut self, owner: &[u8]) {
+        if let Some(v) = &mut self.0 {
+            v.retain(|r| **r != *owner);
+            if v.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_only_entry_is_small() {
+        assert!(size_of::<Entry>() <= 48, "{}", size_of::<Entry>());
+    }
+
+    #[test]
+    fn counts_keep_a_record_while_one_contributor_gives_it() {
+        let a = RecordData::A(Ipv4Addr::new(10, 0, 0, 1));
+        let b = RecordData::A(Ipv4Addr::new(10, 0, 0, 2));
+        let mut records = Records::default();
+        records.bump(&a, true);
+        assert_eq!(records, Records::A(Ipv4Addr::new(10, 0, 0, 1)));
+        records.bump(&a, true);
+        records.bump(&b, true);
+        assert_eq!(records.a().len(), 2);
+        records.bump(&a, false);
+        assert_eq!(records.a().len(), 2, "a has one contributor left");
+        records.bump(&a, false);
+        assert_eq!(
+            records,
+            Records::A(Ipv4Addr::new(10, 0, 0, 2)),
+            "back inline"
+        );
+        records.bump(&a, false);
+        records.bump(&b, false);
+        assert!(records.is_empty());
+    }
+}
