@@ -178,6 +178,36 @@ async fn state_larger_than_a_datagram_replicates() {
 }
 
 #[tokio::test]
+async fn a_new_key_copies_only_itself_into_the_next_view() {
+    let (n1, _) = member(7, 1, &[], None).await;
+    let (n2, _) = member(7, 2, &[1], None).await;
+    n1.publish("kept", "the same value in every view").await;
+    let holds = |v: &dcnet_agent::gossip::ClusterView, key: &str| {
+        v.nodes
+            .get("node-7-1")
+            .is_some_and(|n| n.keys.contains_key(key))
+    };
+    let first = n2
+        .wait_for(WAIT, |v| holds(v, "kept"))
+        .await
+        .expect("kept arrives");
+    n1.publish("new", "another").await;
+    let second = n2
+        .wait_for(WAIT, |v| holds(v, "new"))
+        .await
+        .expect("new arrives");
+    // The views are different maps; the unchanged value is one copy shared by both.
+    let value = |v: &dcnet_agent::gossip::ClusterView| v.nodes["node-7-1"].keys["kept"].clone();
+    assert!(std::sync::Arc::ptr_eq(&value(&first), &value(&second)));
+    assert!(!std::sync::Arc::ptr_eq(
+        &first.nodes["node-7-1"].keys,
+        &second.nodes["node-7-1"].keys
+    ));
+    n1.shutdown().await;
+    n2.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_member_with_another_secret_never_joins_and_is_counted() {
     let (n1, m1) = member(3, 1, &[], None).await;
     let (n2, _) = member(3, 2, &[1], None).await;

@@ -28,6 +28,7 @@ use super::scheduler::{Assignment, LEADER_KEY, LeaderFact, TASK_PREFIX};
 use super::{CREDENTIAL_SET_KEY, KEYRING_KEY, KV_PREFIX, launched, overlay};
 use crate::gossip::ClusterView;
 use crate::gossip::keyring::KeyringFact;
+use crate::gossip::view::Keys;
 
 // ---------------------------------------------------------------------------------------------
 // Topics
@@ -317,7 +318,7 @@ fn entry_digest(key: &str, value: &str) -> u64 {
 pub struct Decoder {
     facts: Facts,
     /// The key set each node's facts were decoded from.
-    keys: HashMap<String, Arc<BTreeMap<String, String>>>,
+    keys: HashMap<String, Arc<Keys>>,
     /// The Mesos publisher readers got last: node id and content digest.
     mesos_seen: Option<(String, u64)>,
     decoded: u64,
@@ -414,22 +415,18 @@ impl Decoder {
 
 /// Applies the differences between `old` and `new` to `facts`; returns how many values it
 /// decoded. Unchanged keys are compared, not decoded.
-fn apply_keys(
-    facts: &mut NodeFacts,
-    old: &BTreeMap<String, String>,
-    new: &BTreeMap<String, String>,
-    changed: &mut Topics,
-) -> u64 {
+fn apply_keys(facts: &mut NodeFacts, old: &Keys, new: &Keys, changed: &mut Topics) -> u64 {
     let mut decoded = 0;
     for (key, value) in new {
         let before = old.get(key);
-        if before == Some(value) {
+        // Shared by both views (see `Keys`), or equal.
+        if before.is_some_and(|b| Arc::ptr_eq(b, value) || b == value) {
             continue;
         }
         let kind = Key::classify(key);
         *changed |= kind.topic();
         decoded += 1;
-        set(facts, key, kind, before.map(String::as_str), Some(value));
+        set(facts, key, kind, before.map(|b| &**b), Some(value));
     }
     for (key, value) in old {
         if !new.contains_key(key) {

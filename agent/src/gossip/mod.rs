@@ -18,7 +18,7 @@ pub mod keyring;
 pub mod transport;
 pub mod view;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -236,7 +236,9 @@ async fn observe(
             _ = tick.tick() => {}
         }
         let observed = sample(&chitchat, &current).await;
-        let (next, new_events) = view::next_view(&current, observed, SystemTime::now());
+        let listened = events.receiver_count() > 0;
+        let (next, new_events) =
+            view::next_view_with(&current, observed, SystemTime::now(), listened);
         let up = next.up_nodes().count();
         metrics.nodes_up.set(up as i64);
         metrics.nodes_down.set((next.nodes.len() - up) as i64);
@@ -271,10 +273,23 @@ async fn sample(chitchat: &Mutex<Chitchat>, current: &ClusterView) -> Vec<view::
             let keys = (is_newest
                 && view::needs_keys(current, &node_id, id.generation_id, state.max_version()))
             .then(|| {
+                // Values at versions the last view had are the same: share its copies.
+                let before = current
+                    .nodes
+                    .get(&node_id)
+                    .filter(|n| n.generation == id.generation_id);
+                let seen = before.map_or(0, |n| n.max_version());
                 state
-                    .key_values()
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect::<BTreeMap<_, _>>()
+                    .key_values_including_deleted()
+                    .filter(|(_, v)| !v.is_deleted())
+                    .map(|(k, v)| {
+                        let kept = before
+                            .filter(|_| v.version <= seen)
+                            .and_then(|n| n.keys.get(k).cloned());
+                        let value = kept.unwrap_or_else(|| Arc::from(v.value.as_str()));
+                        (k.to_owned(), value)
+                    })
+                    .collect::<view::Keys>()
             });
             view::Observed {
                 id: node_id,

@@ -26,15 +26,20 @@ pub struct NodeView {
     /// When this node last saw its heartbeat advance.
     pub last_heard: SystemTime,
     /// The node's published keys (tombstoned keys excluded).
-    pub keys: Arc<BTreeMap<String, String>>,
+    pub keys: Arc<Keys>,
     heartbeat: u64,
     max_version: u64,
 }
 
 impl NodeView {
+    /// The highest version of its keys this view was taken at.
+    pub(super) fn max_version(&self) -> u64 {
+        self.max_version
+    }
+
     /// The value of `key`, if this node publishes it.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.keys.get(key).map(String::as_str)
+        self.keys.get(key).map(|v| &**v)
     }
 }
 
@@ -87,6 +92,17 @@ pub enum Event {
     },
 }
 
+/// A node's keys and values. A value is shared by the views from the one that first saw it
+/// to the one that sees it change, so a node's new keys cost their own copies only.
+pub type Keys = BTreeMap<String, Arc<str>>;
+
+/// `keys` as [`Keys`].
+pub fn shared(keys: &BTreeMap<String, String>) -> Keys {
+    keys.iter()
+        .map(|(k, v)| (k.clone(), Arc::from(v.as_str())))
+        .collect()
+}
+
 /// What the observer read from chitchat for one (node id, generation).
 #[derive(Debug, Clone)]
 pub struct Observed {
@@ -98,7 +114,7 @@ pub struct Observed {
     pub is_live: bool,
     pub is_self: bool,
     /// The live keys, or `None` when [`needs_keys`] said the previous view's are still current.
-    pub keys: Option<BTreeMap<String, String>>,
+    pub keys: Option<Keys>,
 }
 
 /// Whether the observer must copy the keys of this (id, generation, max_version): not when the
@@ -114,6 +130,17 @@ pub fn next_view(
     prev: &ClusterView,
     observed: Vec<Observed>,
     now: SystemTime,
+) -> (ClusterView, Vec<Event>) {
+    next_view_with(prev, observed, now, true)
+}
+
+/// As [`next_view`]; key events (a copy of every changed value: all of a node's at first
+/// sight) only with `key_events`, for when someone listens.
+pub fn next_view_with(
+    prev: &ClusterView,
+    observed: Vec<Observed>,
+    now: SystemTime,
+    key_events: bool,
 ) -> (ClusterView, Vec<Event>) {
     // Newest generation per node id; older generations of a restarted node are stale.
     let mut newest: BTreeMap<String, Observed> = BTreeMap::new();
@@ -145,7 +172,9 @@ pub fn next_view(
 
         let empty = BTreeMap::new();
         let old_keys = before.map_or(&empty, |b| &*b.keys);
-        diff_keys(&id, old_keys, &keys, &mut events);
+        if key_events {
+            diff_keys(&id, old_keys, &keys, &mut events);
+        }
         match (before.map(|b| b.is_up), is_up) {
             (Some(false) | None, true) => events.push(Event::NodeUp { node: id.clone() }),
             (Some(true), false) => events.push(Event::NodeDown { node: id.clone() }),
@@ -169,19 +198,16 @@ pub fn next_view(
     }
     for (id, before) in &prev.nodes {
         if !view.nodes.contains_key(id) {
-            diff_keys(id, &before.keys, &BTreeMap::new(), &mut events);
+            if key_events {
+                diff_keys(id, &before.keys, &BTreeMap::new(), &mut events);
+            }
             events.push(Event::NodeRemoved { node: id.clone() });
         }
     }
     (view, events)
 }
 
-fn diff_keys(
-    node: &str,
-    old: &BTreeMap<String, String>,
-    new: &BTreeMap<String, String>,
-    events: &mut Vec<Event>,
-) {
+fn diff_keys(node: &str, old: &Keys, new: &Keys, events: &mut Vec<Event>) {
     if std::ptr::eq(old, new) {
         return;
     }
@@ -190,12 +216,12 @@ fn diff_keys(
             None => events.push(Event::KeyAdded {
                 node: node.to_owned(),
                 key: key.clone(),
-                value: value.clone(),
+                value: value.to_string(),
             }),
             Some(v) if v != value => events.push(Event::KeyUpdated {
                 node: node.to_owned(),
                 key: key.clone(),
-                value: value.clone(),
+                value: value.to_string(),
             }),
             Some(_) => {}
         }
@@ -227,7 +253,7 @@ pub(crate) mod tests_support {
                 max_version: 1,
                 is_live: true,
                 is_self: false,
-                keys: Some(keys.clone()),
+                keys: Some(shared(keys)),
             })
             .collect();
         next_view(&ClusterView::default(), rows, SystemTime::UNIX_EPOCH).0
@@ -257,7 +283,7 @@ mod tests {
             is_self: false,
             keys: keys.map(|kv| {
                 kv.iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .map(|(k, v)| (k.to_string(), Arc::from(*v)))
                     .collect()
             }),
         }

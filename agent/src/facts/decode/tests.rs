@@ -17,7 +17,7 @@ fn row(id: &str, heartbeat: u64, live: bool, keys: Option<&BTreeMap<String, Stri
         max_version: keys.map_or(0, |k| k.len() as u64),
         is_live: live,
         is_self: false,
-        keys: keys.cloned(),
+        keys: keys.map(crate::gossip::view::shared),
     }
 }
 
@@ -162,7 +162,7 @@ fn a_changed_key_is_decoded_alone_and_a_deleted_one_is_gone() {
     keys.insert(format!("{KV_PREFIX}color"), "green".into());
     keys.remove(&overlay::network_key("dcos"));
     let mut v2 = v1.clone();
-    v2.nodes.get_mut("a").unwrap().keys = Arc::new(keys);
+    v2.nodes.get_mut("a").unwrap().keys = Arc::new(crate::gossip::view::shared(&keys));
     assert_eq!(decoder.apply(&v2), Topics::KV | Topics::OVERLAY);
     assert_eq!(decoder.decoded(), before + 1, "only the changed value");
     let a = &decoder.facts().nodes["a"];
@@ -248,13 +248,13 @@ fn a_malformed_value_is_no_value_until_it_is_fixed() {
     let (v1, mut decoder) = start(&keys);
     keys.insert(key.clone(), "{not json".into());
     let mut v2 = v1.clone();
-    v2.nodes.get_mut("a").unwrap().keys = Arc::new(keys.clone());
+    v2.nodes.get_mut("a").unwrap().keys = Arc::new(crate::gossip::view::shared(&keys));
     assert_eq!(decoder.apply(&v2), Topics::LAUNCHED);
     let a = &decoder.facts().nodes["a"];
     assert!(a.launched.is_empty(), "the old status does not linger");
     assert!(a.malformed.contains(&key));
     keys.insert(key.clone(), json(&status("web.1", TaskState::TaskKilled)));
-    v2.nodes.get_mut("a").unwrap().keys = Arc::new(keys);
+    v2.nodes.get_mut("a").unwrap().keys = Arc::new(crate::gossip::view::shared(&keys));
     decoder.apply(&v2);
     let a = &decoder.facts().nodes["a"];
     assert_eq!(a.launched["web.1"].state, TaskState::TaskKilled);
