@@ -8,6 +8,7 @@
 //! [`dcnet_dns::contributions`]).
 
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,7 +17,7 @@ use arc_swap::ArcSwap;
 use dcnet_dns::contributions::Contributions;
 use dcnet_dns::dcos::{self, DcosRecords};
 use dcnet_dns::forward::{Forwarder, ForwarderConfig};
-use dcnet_dns::mesos::fetch::fetch_state;
+use dcnet_dns::mesos::fetch::{Fetched, fetch_state};
 use dcnet_dns::name::LabelSpec;
 use dcnet_dns::records::{Cluster, Record, RecordSource, Settings, TaskInfo};
 use dcnet_dns::server::{DnsServer, Forward, ServerConfig, ServerMetrics, SharedSnapshot};
@@ -35,6 +36,10 @@ use crate::lifecycle::{Services, Stage, Stopping, settle};
 
 /// A burst of gossip updates within this window costs one rebuild.
 const DEBOUNCE: Duration = Duration::from_millis(100);
+/// Fixed, so a published value's digest compares across polls.
+const VALUE_DIGEST: foldhash::quality::FixedState =
+    foldhash::quality::FixedState::with_seed(0x7075_626c_6973_6865);
+
 /// TTL of the mesos zone's records.
 const MESOS_TTL: u32 = 60;
 
@@ -288,8 +293,11 @@ async fn publisher(
     metrics: Arc<ReplicaMetrics>,
     stop: Stopping,
 ) {
-    let mut published: BTreeMap<String, String> = BTreeMap::new();
+    // What is published, by key: a 64-bit digest of each value tells a change (one that
+    // hashes alike, at 2^-64, would wait for the task's next change).
+    let mut published: BTreeMap<String, u64> = BTreeMap::new();
     let mut first = true;
+    let mut last = None;
     let mut tick = tokio::time::interval(settings.mesos_refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -303,20 +311,24 @@ async fn publisher(
             settings.ip_sources.clone(),
         );
         let fetched = tokio::task::spawn_blocking(move || {
-            fetch_state(&masters, timeout).map(|(state, leader)| {
-                let resolve = |host: &str| dcnet_dns::mesos::literal_only(host);
-                (
-                    dcnet_dns::mesos::cluster(&state, &sources, &resolve),
-                    leader,
-                )
+            fetch_state(&masters, timeout, last).map(|fetched| match fetched {
+                Fetched::State { state, seen } => {
+                    let resolve = |host: &str| dcnet_dns::mesos::literal_only(host);
+                    let cluster = dcnet_dns::mesos::cluster(&state, &sources, &resolve);
+                    (Some(cluster), seen)
+                }
+                Fetched::Unchanged(seen) => (None, seen),
             })
         })
         .await;
         let cluster: Cluster = match fetched {
-            Ok(Ok((cluster, leader))) => {
-                debug!(leader = %leader, "task state read");
+            Ok(Ok((Some(cluster), seen))) => {
+                debug!(leader = %seen.leader, "task state read");
+                last = Some(seen);
                 cluster
             }
+            // The same bytes as last time: nothing to parse, nothing to publish.
+            Ok(Ok((None, _))) => continue,
             Ok(Err(e)) => {
                 metrics.publish_failures.inc();
                 warn!(error = %e, "task state refresh failed; the last published facts stay");
@@ -328,10 +340,13 @@ async fn publisher(
                 continue;
             }
         };
-        let wanted = facts::mesos::to_keys(&cluster);
+        let wanted: BTreeMap<String, (u64, String)> = facts::mesos::to_keys(&cluster)
+            .into_iter()
+            .map(|(key, value)| (key, (VALUE_DIGEST.hash_one(&value), value)))
+            .collect();
         let mut changed = first;
-        for (key, value) in &wanted {
-            if published.get(key) != Some(value) {
+        for (key, (digest, value)) in &wanted {
+            if published.get(key) != Some(digest) {
                 gossip.publish(key, value).await;
                 changed = true;
             }
@@ -349,6 +364,9 @@ async fn publisher(
             metrics.published.inc();
         }
         first = false;
-        published = wanted;
+        published = wanted
+            .into_iter()
+            .map(|(k, (digest, _))| (k, digest))
+            .collect();
     }
 }

@@ -16,10 +16,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::config::{MesosDnsConfig, parse_resolver};
-use super::fetch::fetch_state;
+use super::fetch::{Fetched, fetch_state};
 use super::http::{ApiModel, ApiState};
 use crate::contributions::Contributions;
 use crate::error::Error;
@@ -169,23 +169,28 @@ async fn refresh_loop(
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(config.refresh_seconds));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The records by task, and the snapshot they make: a refresh costs what changed.
-    let mut records = (Contributions::default(), snapshot.load_full());
+    // The records by task, the snapshot they make, and the state they were made from: a
+    // refresh costs what changed, and the same state again costs reading it.
+    let mut records = (Contributions::default(), snapshot.load_full(), None);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
         let config = config.clone();
-        let (mut contributions, current) = records;
+        let (mut contributions, current, last) = records;
         let refreshed = tokio::task::spawn_blocking(move || {
             let fetched = fetch_state(
                 &config.master_addrs(),
                 Duration::from_secs(config.state_timeout_seconds),
+                last,
             );
-            let (state, leader) = match fetched {
-                Ok(fetched) => fetched,
-                Err(e) => return ((contributions, current), Err(e)),
+            let (state, seen) = match fetched {
+                Ok(Fetched::State { state, seen }) => (state, seen),
+                Ok(Fetched::Unchanged(seen)) => {
+                    return ((contributions, current, Some(seen)), Ok(None));
+                }
+                Err(e) => return ((contributions, current, last), Err(e)),
             };
             let cluster = super::cluster(&state, &config.ip_sources, &resolve_host);
             let serial = unix_now() as u32;
@@ -197,11 +202,14 @@ async fn refresh_loop(
                 source: Some(Arc::new((cluster, settings))),
                 serial,
             };
-            ((contributions, next), Ok((api, leader)))
+            (
+                (contributions, next, Some(seen)),
+                Ok(Some((api, seen.leader))),
+            )
         })
         .await;
         match refreshed {
-            Ok((kept, Ok((api, leader)))) => {
+            Ok((kept, Ok(Some((api, leader))))) => {
                 records = kept;
                 metrics.ok.inc();
                 metrics.records.set(api.snapshot.len() as i64);
@@ -210,6 +218,12 @@ async fn refresh_loop(
                 snapshot.store(api.snapshot.clone());
                 model.store(Arc::new(api));
             }
+            Ok((kept, Ok(None))) => {
+                records = kept;
+                metrics.ok.inc();
+                metrics.last_success.set(unix_now() as i64);
+                debug!("the master state is unchanged; records stay as they are");
+            }
             Ok((kept, Err(e))) => {
                 records = kept;
                 metrics.failed.inc();
@@ -217,7 +231,11 @@ async fn refresh_loop(
             }
             Err(e) => {
                 // The records went with the failed refresh: the next one starts from nothing.
-                records = (Contributions::default(), Arc::new(Snapshot::default()));
+                records = (
+                    Contributions::default(),
+                    Arc::new(Snapshot::default()),
+                    None,
+                );
                 metrics.failed.inc();
                 warn!(error = %e, "state refresh panicked; still serving the last good records");
             }
