@@ -1,6 +1,6 @@
 //! Mesos-DNS's records, generated from a normalized view of the cluster ([`Cluster`]) that both
 //! a Mesos master's state ([`crate::mesos`]) and dcnet's own task model map onto. Pure: host
-//! names are resolved by the caller (see [`Cluster::from_state`]'s resolver), nothing here does
+//! names are resolved by the caller (see [`crate::mesos::cluster`]'s resolver), nothing here does
 //! I/O.
 //!
 //! For domain `mesos` (every name lower-case, fully qualified):

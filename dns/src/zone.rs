@@ -7,12 +7,15 @@
 //! `x.slave.mesos.` does); no such domain; or not ours (to be forwarded). Names are matched
 //! lower-case; callers lower-case the question.
 //!
-//! A new snapshot is made from the last one by [`Snapshot::apply`], in time proportional to the
-//! names that changed: names live in a [`ShardedMap`] whose untouched shards the two snapshots
-//! share, and each name keeps what an update needs to stay local: how many names with records
-//! lie below it (so empty non-terminals appear and disappear with their last descendant), and
-//! which SRV owners point at it (so their prepared additional records follow its addresses).
-//! [`Snapshot::build`] is the same update applied to empty zones.
+//! A new snapshot is made from the last one by an [`Update`] (names set whole, or records
+//! counted in and out by their contributors; [`Snapshot::apply`] sets), in time proportional to
+//! the names that changed: names live in a [`ShardedMap`] whose untouched shards the two
+//! snapshots share, and each name keeps what an update needs to stay local: how many names with
+//! records lie below it (so empty non-terminals appear and disappear with their last
+//! descendant), and which SRV owners point at it (so their prepared additional records follow
+//! its addresses). [`Snapshot::build`] is the same update applied to empty zones. A name's
+//! layout (`zone/entry.rs`) is made for a million of them: one address inline, anything else
+//! behind one pointer.
 
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
