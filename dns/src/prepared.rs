@@ -17,11 +17,12 @@
 //! Anything else returns `None` and takes the hickory path in [`crate::answer`], which also
 //! handles truncation; `tests/fast_path.rs` checks both paths give the same answers.
 
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{RData, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
-use crate::answer::{MAX_UDP_PAYLOAD, Transport, resolve, soa_record};
-use crate::zone::{NameRecords, Snapshot, ZoneInfo};
+use crate::answer::{MAX_UDP_PAYLOAD, Transport, soa_record};
+use crate::records::SrvTarget;
+use crate::zone::{Snapshot, ZoneInfo};
 
 const TYPE_A: u16 = 1;
 const TYPE_AAAA: u16 = 28;
@@ -41,12 +42,6 @@ pub struct Sections {
     pub bytes: Box<[u8]>,
 }
 
-/// The prepared SRV answer of one name: SRV answers carry their targets' addresses as
-/// additionals, with compressed names, so they are encoded when the records change. A and
-/// AAAA answers are nothing but the name's addresses, written at query time from its records:
-/// of a million names most have only addresses, and prepare nothing.
-pub(crate) type PreparedSrv = Option<Box<Sections>>;
-
 /// What every name of a zone shares: its negative answers (the SOA owner is the apex, so the
 /// bytes do not depend on the question).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,31 +60,6 @@ pub(crate) fn prepare_zone(zone: &ZoneInfo) -> Option<PreparedZone> {
         nodata: encode_sections(0, &[], &soa, &[], 0, false)?,
         nxdomain: encode_sections(RCODE_NXDOMAIN, &[], &soa, &[], 0, false)?,
     })
-}
-
-/// The prepared SRV answer of `name` (lower-case, fully qualified, `wire_len` bytes in wire
-/// form), which exists in `snapshot` with `records`; `None` without SRV records (or if it
-/// cannot be encoded: the general path then answers).
-pub(crate) fn prepare_srv(
-    snapshot: &Snapshot,
-    name: &str,
-    wire_len: usize,
-    records: &NameRecords,
-) -> PreparedSrv {
-    if records.srv.is_empty() {
-        return None;
-    }
-    // Answer owners are written as a pointer to the question, so any owner will do here.
-    let parts = resolve(snapshot, name, &Name::root(), RecordType::SRV)?;
-    let sections = encode_sections(
-        parts.rcode.low(),
-        &parts.answers,
-        &parts.authorities,
-        &parts.additionals,
-        wire_len,
-        true,
-    )?;
-    Some(Box::new(sections))
 }
 
 /// Encodes `records` (answers, authorities, additionals) as prepared sections for a question
@@ -232,6 +202,12 @@ pub fn answer_fast(
     };
 
     let key = &key[..key_len];
+    let reply = Reply {
+        query,
+        question_end,
+        has_edns,
+        limit,
+    };
     let nodata = |zone: usize| Some(&snapshot.negative().get(zone)?.as_ref()?.nodata);
     let sections = match snapshot.entry(key).filter(|e| e.exists()) {
         Some(entry) => {
@@ -240,34 +216,16 @@ pub fn answer_fast(
                 TYPE_A if !entry.a().is_empty() => {
                     let ttl = snapshot.zones().get(zone)?.ttl;
                     let a = entry.a().iter().map(|ip| ip.octets());
-                    return write_addresses(
-                        query,
-                        question_end,
-                        has_edns,
-                        limit,
-                        ttl,
-                        TYPE_A,
-                        a,
-                        out,
-                    );
+                    return reply.addresses(ttl, TYPE_A, a, out);
                 }
                 TYPE_AAAA if !entry.aaaa().is_empty() => {
                     let ttl = snapshot.zones().get(zone)?.ttl;
                     let aaaa = entry.aaaa().iter().map(|ip| ip.octets());
-                    return write_addresses(
-                        query,
-                        question_end,
-                        has_edns,
-                        limit,
-                        ttl,
-                        TYPE_AAAA,
-                        aaaa,
-                        out,
-                    );
+                    return reply.addresses(ttl, TYPE_AAAA, aaaa, out);
                 }
                 TYPE_SRV if !entry.srv().is_empty() => {
-                    // Not prepared (it could not be encoded): the general path.
-                    &**entry.srv_answer.as_ref()?
+                    let zone = snapshot.zones().get(zone)?;
+                    return reply.srv(snapshot, zone, entry.srv(), out);
                 }
                 _ => nodata(zone)?,
             }
@@ -285,72 +243,150 @@ pub fn answer_fast(
             }
         }
     };
-
     let counts = [sections.answers, sections.authorities, sections.additionals];
-    write_header(query, question_end, sections.rcode, counts, has_edns, out);
+    reply.header(sections.rcode, counts, out);
     out.extend_from_slice(&sections.bytes);
-    finish(has_edns, limit, out)
+    reply.finish(out)
 }
 
-/// The response header (with `counts` of answers, authorities and additionals, the OPT
-/// counted in) and the query's question, into `out`.
-fn write_header(
-    query: &[u8],
-    question_end: usize,
-    rcode: u8,
-    [answers, authorities, additionals]: [u16; 3],
-    has_edns: bool,
-    out: &mut Vec<u8>,
-) {
-    out.clear();
-    out.extend_from_slice(&query[..2]);
-    // QR, AA, and the client's RD; RA, Z, AD, CD clear; the rcode.
-    out.push(0x84 | (query[2] & 0x01));
-    out.push(rcode);
-    out.extend_from_slice(&1u16.to_be_bytes());
-    out.extend_from_slice(&answers.to_be_bytes());
-    out.extend_from_slice(&authorities.to_be_bytes());
-    out.extend_from_slice(&(additionals + u16::from(has_edns)).to_be_bytes());
-    out.extend_from_slice(&query[12..question_end]);
-}
-
-/// An answer of addresses of type `rtype`, each owned by the question name.
-#[allow(clippy::too_many_arguments)]
-fn write_addresses<const N: usize>(
-    query: &[u8],
+/// What a response to a query is written from: its header and question are echoed.
+struct Reply<'q> {
+    query: &'q [u8],
     question_end: usize,
     has_edns: bool,
+    /// The most bytes the response may have.
     limit: usize,
-    ttl: u32,
-    rtype: u16,
-    addresses: impl ExactSizeIterator<Item = [u8; N]>,
-    out: &mut Vec<u8>,
-) -> Option<()> {
-    let count = u16::try_from(addresses.len()).ok()?;
-    write_header(query, question_end, 0, [count, 0, 0], has_edns, out);
-    for address in addresses {
-        // Owner: a pointer to the question name at offset 12 (RFC 1035 §4.1.4).
-        out.extend_from_slice(&0xC00Cu16.to_be_bytes());
-        out.extend_from_slice(&rtype.to_be_bytes());
-        out.extend_from_slice(&CLASS_IN.to_be_bytes());
-        out.extend_from_slice(&ttl.to_be_bytes());
-        out.extend_from_slice(&(N as u16).to_be_bytes());
-        out.extend_from_slice(&address);
-    }
-    finish(has_edns, limit, out)
 }
 
-/// Appends our OPT if the query had one; `None` when the response exceeds `limit` (the general
-/// path truncates properly).
-fn finish(has_edns: bool, limit: usize, out: &mut Vec<u8>) -> Option<()> {
-    if has_edns {
-        // OPT: root owner, type 41, our payload size, extended rcode 0, version 0, no flags,
-        // no options (RFC 6891 §6.1.2).
-        out.extend_from_slice(&[0, 0, 41]);
-        out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
-        out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+impl Reply<'_> {
+    /// The response header (with `counts` of answers, authorities and additionals, the OPT
+    /// counted in) and the query's question, into `out`.
+    fn header(&self, rcode: u8, [answers, authorities, additionals]: [u16; 3], out: &mut Vec<u8>) {
+        let query = self.query;
+        out.clear();
+        out.extend_from_slice(&query[..2]);
+        // QR, AA, and the client's RD; RA, Z, AD, CD clear; the rcode.
+        out.push(0x84 | (query[2] & 0x01));
+        out.push(rcode);
+        out.extend_from_slice(&1u16.to_be_bytes());
+        out.extend_from_slice(&answers.to_be_bytes());
+        out.extend_from_slice(&authorities.to_be_bytes());
+        out.extend_from_slice(&(additionals + u16::from(self.has_edns)).to_be_bytes());
+        out.extend_from_slice(&query[12..self.question_end]);
     }
-    (out.len() <= limit).then_some(())
+
+    /// An answer of addresses of type `rtype`, each owned by the question name.
+    fn addresses<const N: usize>(
+        &self,
+        ttl: u32,
+        rtype: u16,
+        addresses: impl ExactSizeIterator<Item = [u8; N]>,
+        out: &mut Vec<u8>,
+    ) -> Option<()> {
+        let count = u16::try_from(addresses.len()).ok()?;
+        self.header(0, [count, 0, 0], out);
+        for address in addresses {
+            // Owner: a pointer to the question name at offset 12 (RFC 1035 §4.1.4).
+            record_head(out, 0xC00C, rtype, ttl);
+            out.extend_from_slice(&(N as u16).to_be_bytes());
+            out.extend_from_slice(&address);
+        }
+        self.finish(out)
+    }
+
+    /// An SRV answer (priority 0, the zone's weight) with each target's addresses as
+    /// additionals, as the general path gives them: every target name written once, in the
+    /// answer, and pointed at by its additionals.
+    fn srv(
+        &self,
+        snapshot: &Snapshot,
+        zone: &ZoneInfo,
+        targets: &[SrvTarget],
+        out: &mut Vec<u8>,
+    ) -> Option<()> {
+        let count = u16::try_from(targets.len()).ok()?;
+        self.header(0, [count, 0, 0], out);
+        // Where each target's name starts in `out`, and where it ends.
+        let mut names = Vec::with_capacity(targets.len());
+        for target in targets {
+            record_head(out, 0xC00C, TYPE_SRV, zone.ttl);
+            let rdlength_at = out.len();
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(&0u16.to_be_bytes());
+            out.extend_from_slice(&zone.srv_weight.to_be_bytes());
+            out.extend_from_slice(&target.port.to_be_bytes());
+            let start = out.len();
+            write_name(&target.target, out)?;
+            names.push((start, out.len()));
+            let rdlength = u16::try_from(out.len() - rdlength_at - 2).ok()?;
+            out[rdlength_at..rdlength_at + 2].copy_from_slice(&rdlength.to_be_bytes());
+        }
+        let mut additionals: u16 = 0;
+        let mut key = [0u8; 255];
+        for &(start, end) in &names {
+            // Compression pointers reach the first 16 KiB only.
+            let pointer = 0xC000 | u16::try_from(start).ok().filter(|&p| p < 0x4000)?;
+            let key = &mut key[..end - start];
+            key.copy_from_slice(&out[start..end]);
+            let Some(entry) = snapshot.entry(key) else {
+                continue;
+            };
+            for ip in entry.a() {
+                record_head(out, pointer, TYPE_A, zone.ttl);
+                out.extend_from_slice(&4u16.to_be_bytes());
+                out.extend_from_slice(&ip.octets());
+            }
+            for ip in entry.aaaa() {
+                record_head(out, pointer, TYPE_AAAA, zone.ttl);
+                out.extend_from_slice(&16u16.to_be_bytes());
+                out.extend_from_slice(&ip.octets());
+            }
+            let added = entry.a().len() + entry.aaaa().len();
+            additionals = additionals.checked_add(u16::try_from(added).ok()?)?;
+        }
+        let with_opt = additionals.checked_add(u16::from(self.has_edns))?;
+        out[10..12].copy_from_slice(&with_opt.to_be_bytes());
+        self.finish(out)
+    }
+
+    /// Appends our OPT if the query had one; `None` when the response exceeds the limit (the
+    /// general path truncates properly).
+    fn finish(&self, out: &mut Vec<u8>) -> Option<()> {
+        if self.has_edns {
+            // OPT: root owner, type 41, our payload size, extended rcode 0, version 0, no
+            // flags, no options (RFC 6891 §6.1.2).
+            out.extend_from_slice(&[0, 0, 41]);
+            out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
+            out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        }
+        (out.len() <= self.limit).then_some(())
+    }
+}
+
+/// A record's owner (a compression pointer), type, class IN and TTL.
+fn record_head(out: &mut Vec<u8>, owner: u16, rtype: u16, ttl: u32) {
+    out.extend_from_slice(&owner.to_be_bytes());
+    out.extend_from_slice(&rtype.to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+}
+
+/// Writes `name` (fully qualified or not) in wire form, lower-case, uncompressed; `None` if it
+/// has an empty or overlong label, or is too long.
+fn write_name(name: &str, out: &mut Vec<u8>) -> Option<()> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let start = out.len();
+    if !name.is_empty() {
+        for label in name.split('.') {
+            if label.is_empty() || label.len() > 63 {
+                return None;
+            }
+            out.push(label.len() as u8);
+            out.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+        }
+    }
+    out.push(0);
+    (out.len() - start <= 255).then_some(())
 }
 
 /// Whether wire name `name` is `origin` or lies below it, at a label boundary.

@@ -91,6 +91,39 @@ impl<V: Clone> ShardedMap<V> {
             .map(|(_, v)| v)
     }
 
+    /// The value of `key` for changing it, made by `make` if missing: one lookup where a
+    /// `get` then an `insert` would be two. Copies its shard if another map shares it.
+    pub fn get_or_insert_with(&mut self, key: &[u8], make: impl FnOnce() -> V) -> &mut V {
+        let hash = self.hash(key);
+        let index = self.shard_of(hash);
+        let found = self.shards[index]
+            .find(hash, |(k, _)| **k == *key)
+            .is_some();
+        if !found && self.len + 1 > GROW_AT << self.bits && self.bits < MAX_SHARD_BITS {
+            // Grow first, so the entry handed out is where it stays.
+            self.grow();
+            return self.get_or_insert_with(key, make);
+        }
+        let Self {
+            hasher,
+            shards,
+            len,
+            ..
+        } = self;
+        let shard = Arc::make_mut(&mut shards[index]);
+        if !found {
+            *len += 1;
+            shard.insert_unique(hash, (key.into(), make()), |(k, _)| {
+                use std::hash::BuildHasher;
+                hasher.hash_one(&**k)
+            });
+        }
+        let (_, value) = shard
+            .find_mut(hash, |(k, _)| **k == *key)
+            .expect("the key was just found or inserted");
+        value
+    }
+
     /// Sets `key` to `value`; returns the value it replaced.
     pub fn insert(&mut self, key: Arc<[u8]>, value: V) -> Option<V> {
         let hash = self.hash(&key);
@@ -171,6 +204,22 @@ mod tests {
             assert_eq!(map.get(&key(i)).copied(), want, "{i}");
         }
         assert_eq!(map.iter().count(), 2500);
+    }
+
+    #[test]
+    fn get_or_insert_finds_or_makes_while_growing() {
+        let mut map = ShardedMap::default();
+        for i in 0..5000 {
+            *map.get_or_insert_with(&key(i), || 0) += i;
+            *map.get_or_insert_with(&key(i / 2), || 0) += 1;
+        }
+        assert!(map.bits > 0, "the map grew its shards");
+        assert_eq!(map.len(), 5000);
+        for i in 0..5000 {
+            // i itself, plus one for each of 2i and 2i + 1 below 5000.
+            let halves = [2 * i, 2 * i + 1].iter().filter(|&&j| j < 5000).count();
+            assert_eq!(map.get(&key(i)).copied(), Some(i + halves), "{i}");
+        }
     }
 
     #[test]

@@ -10,18 +10,17 @@
 //! A new snapshot is made from the last one by an [`Update`] (names set whole, or records
 //! counted in and out by their contributors; [`Snapshot::apply`] sets), in time proportional to
 //! the names that changed: names live in a [`ShardedMap`] whose untouched shards the two
-//! snapshots share, and each name keeps what an update needs to stay local: how many names with
-//! records lie below it (so empty non-terminals appear and disappear with their last
-//! descendant), and which SRV owners point at it (so their prepared additional records follow
-//! its addresses). [`Snapshot::build`] is the same update applied to empty zones. A name's
-//! layout (`zone/entry.rs`) is made for a million of them: one address inline, anything else
-//! behind one pointer.
+//! snapshots share, and each name keeps how many names with records lie below it, so empty
+//! non-terminals appear and disappear with their last descendant. [`Snapshot::build`] is the
+//! same update applied to empty zones. Nothing is prepared per name: answers are written from
+//! the records at query time (see [`crate::prepared`]). A name's layout (`zone/entry.rs`) is
+//! made for a million of them: one address inline, anything else behind one pointer.
 
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use crate::prepared::{PreparedZone, prepare_srv, prepare_zone, wire_name};
+use crate::prepared::{PreparedZone, prepare_zone, wire_name};
 use crate::records::{Record, RecordSet, SrvTarget, fqdn};
 
 mod entry;
@@ -266,23 +265,6 @@ impl Snapshot {
         update
     }
 
-    /// Adds or removes `owner` from the referrers of `target`.
-    fn refer(&mut self, target: &str, owner: &Arc<[u8]>, add: bool, dirty: &mut Vec<Arc<[u8]>>) {
-        let (Some(zone), Some(key)) = (self.zone_of(target), wire_name(target)) else {
-            return;
-        };
-        if !add && self.names.get(&key).is_none() {
-            return;
-        }
-        let entry = self.entry_mut(&key, zone);
-        if add {
-            entry.referrers.push(owner.clone());
-        } else {
-            entry.referrers.remove(owner);
-            dirty.push(key.into());
-        }
-    }
-
     /// Counts a name with records in (or out of) each of its ancestors below the apex.
     fn count_below(&mut self, key: &[u8], zone: usize, add: bool, dirty: &mut Vec<Arc<[u8]>>) {
         let apex_len = wire_name(&self.zones[zone].origin).map_or(1, |w| w.len());
@@ -309,41 +291,22 @@ impl Snapshot {
 
     /// The entry of `key`, made if missing, ready to change.
     fn entry_mut(&mut self, key: &[u8], zone: usize) -> &mut Entry {
-        if self.names.get(key).is_none() {
-            let entry = Entry {
+        let entry = self.names.get_or_insert_with(key, || {
+            Arc::new(Entry {
                 zone: zone_id(zone),
                 ..Entry::default()
-            };
-            self.names.insert(key.into(), Arc::new(entry));
-        }
-        let entry = self
-            .names
-            .get_mut(key)
-            .expect("the entry was just looked up or inserted");
+            })
+        });
         Arc::make_mut(entry)
     }
 
-    /// Prepares the answers of the dirty names again, and drops names that neither exist nor
-    /// are pointed at.
+    /// Drops the dirty names that no longer exist.
     fn settle(&mut self, mut dirty: Vec<Arc<[u8]>>) {
         dirty.sort_unstable();
         dirty.dedup();
         for key in dirty {
-            let Some(entry) = self.names.get(&key) else {
-                continue;
-            };
-            if !entry.exists() {
-                if entry.referrers.is_empty() {
-                    self.names.remove(&key);
-                } else if entry.srv_answer.is_some() {
-                    self.entry_mut(&key, 0).srv_answer = None;
-                }
-                continue;
-            }
-            let records = entry.records.name_records();
-            let srv_answer = prepare_srv(self, &presentation(&key), key.len(), &records);
-            if srv_answer != entry.srv_answer {
-                self.entry_mut(&key, 0).srv_answer = srv_answer;
+            if self.names.get(&key).is_some_and(|e| !e.exists()) {
+                self.names.remove(&key);
             }
         }
     }
@@ -403,7 +366,7 @@ impl Snapshot {
         }
     }
 
-    /// The records of `name` if it has any (for SRV targets' addresses).
+    /// The records of `name` if it has any.
     pub fn records(&self, name: &str) -> Option<Cow<'_, NameRecords>> {
         let entry = self.names.get(&wire_name(name)?)?;
         (!entry.records.is_empty()).then(|| entry.records.name_records())
@@ -445,7 +408,6 @@ struct Touched {
     key: Arc<[u8]>,
     zone: usize,
     had_records: bool,
-    srv_targets: Vec<String>,
 }
 
 impl Update {
@@ -485,13 +447,12 @@ impl Update {
                 key: key.into(),
                 zone,
                 had_records: !entry.records.is_empty(),
-                srv_targets: entry.srv().iter().map(|t| t.target.clone()).collect(),
             });
         }
         Some(entry)
     }
 
-    /// The new snapshot: existence, SRV referrers and answers follow the touched names.
+    /// The new snapshot: existence follows the touched names.
     pub fn finish(self) -> Snapshot {
         self.settle(|_, _| {})
     }
@@ -517,22 +478,7 @@ impl Update {
             };
             each(&touched.key, Some(&entry.records.name_records()));
             let has_records = !entry.records.is_empty();
-            // The SRV owners pointing here answer with its addresses as additionals.
             dirty.push(touched.key.clone());
-            dirty.extend(entry.referrers.iter().cloned());
-            let targets: Vec<String> = entry.srv().iter().map(|t| t.target.clone()).collect();
-            let gone = touched
-                .srv_targets
-                .iter()
-                .filter(|t| !targets.contains(t))
-                .cloned();
-            for target in dedup(gone.collect()) {
-                next.refer(&target, &touched.key, false, dirty);
-            }
-            let new = targets.iter().filter(|t| !touched.srv_targets.contains(t));
-            for target in dedup(new.cloned().collect()) {
-                next.refer(&target, &touched.key, true, dirty);
-            }
             if touched.had_records != has_records {
                 next.with_records = if has_records {
                     next.with_records + 1
@@ -545,12 +491,6 @@ impl Update {
         next.settle(std::mem::take(dirty));
         self.next
     }
-}
-
-fn dedup(mut names: Vec<String>) -> Vec<String> {
-    names.sort_unstable();
-    names.dedup();
-    names
 }
 
 /// The presentation form (lower-case, fully qualified) of a wire-format name.
@@ -783,38 +723,22 @@ mod tests {
         Snapshot::build(zones)
     }
 
-    /// A name's key, zone, apexness, records, existence, referrers and answers.
-    type Contents = (
-        Vec<u8>,
-        usize,
-        bool,
-        NameRecords,
-        bool,
-        Vec<Arc<[u8]>>,
-        crate::prepared::PreparedSrv,
-    );
+    /// A name's key, zone, apexness, records and existence.
+    type Contents = (Vec<u8>, usize, bool, NameRecords);
 
-    /// Everything that decides answers, in a comparable form; checks on the way that a name
-    /// that does not exist is kept only for the SRV records pointing at it.
+    /// Everything that decides answers, in a comparable form; checks on the way that every
+    /// name kept exists.
     fn contents(s: &Snapshot) -> Vec<Contents> {
         let mut all: Vec<_> = s
             .names
             .iter()
             .map(|(key, e)| {
-                if !e.exists() {
-                    assert!(!e.referrers.is_empty(), "{key:?} is kept for nothing");
-                    assert!(e.srv_answer.is_none(), "{key:?} does not exist but answers");
-                }
-                let mut referrers: Vec<Arc<[u8]>> = e.referrers.iter().cloned().collect();
-                referrers.sort();
+                assert!(e.exists(), "{key:?} is kept for nothing");
                 (
                     key.to_vec(),
                     e.zone(),
                     e.apex,
                     e.records.name_records().into_owned(),
-                    e.exists(),
-                    referrers,
-                    e.srv_answer.clone(),
                 )
             })
             .collect();

@@ -3,28 +3,19 @@
 //! Most names of a cluster have one address given by one task (`<task>.<framework>.mesos`,
 //! its canonical name, the `.slave.` names, the dcos-dns names): those keep it inline, with no
 //! allocation at all. Other names keep their records and, for records several contributors
-//! give, the counts, behind one pointer. What an entry needs only now and then (the SRV owners
-//! pointing at it, its prepared SRV answer) is boxed, so that an address-only entry is 48
-//! bytes.
+//! give, the counts, behind one pointer. An entry is 32 bytes.
 
+use crate::records::{RecordData, SrvTarget};
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
-
-use crate::prepared::PreparedSrv;
-use crate::records::{RecordData, SrvTarget};
 
 use super::NameRecords;
 
-/// One name of the map. It is there while it exists (an apex, records, or names with records
-/// below it) or while SRV records point at it.
+/// One name of the map. It is there while it exists: an apex, records, or names with records
+/// below it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Entry {
     pub(super) records: Records,
-    /// Wire names of the SRV owners whose targets this name is.
-    pub(super) referrers: Referrers,
-    /// The prepared SRV answer (none while the name does not exist).
-    pub(crate) srv_answer: PreparedSrv,
     /// Names with records below this one, within its zone.
     pub(super) descendants: u32,
     /// The update that last changed the records (see [`super::Update`]).
@@ -216,42 +207,13 @@ fn remove<T: Ord>(items: &mut Vec<T>, item: &T) {
     }
 }
 
-/// The SRV owners pointing at a name; most names have none, so the list is boxed: eight bytes
-/// in every entry, one more allocation in the few that have some.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[allow(clippy::box_collection)]
-pub(super) struct Referrers(Option<Box<Vec<Arc<[u8]>>>>);
-
-impl Referrers {
-    pub(super) fn is_empty(&self) -> bool {
-        self.0.is_none()
-    }
-
-    pub(super) fn iter(&self) -> impl Iterator<Item = &Arc<[u8]>> {
-        self.0.iter().flat_map(|v| v.iter())
-    }
-
-    pub(super) fn push(&mut self, owner: Arc<[u8]>) {
-        self.0.get_or_insert_default().push(owner);
-    }
-
-    pub(super) fn remove(&mut self, owner: &[u8]) {
-        if let Some(v) = &mut self.0 {
-            v.retain(|r| **r != *owner);
-            if v.is_empty() {
-                self.0 = None;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn an_address_only_entry_is_small() {
-        assert!(size_of::<Entry>() <= 48, "{}", size_of::<Entry>());
+        assert!(size_of::<Entry>() <= 32, "{}", size_of::<Entry>());
     }
 
     #[test]
