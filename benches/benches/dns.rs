@@ -713,7 +713,7 @@ fn main() -> Result<()> {
         "q/s ratio = dcnet/Knot (goal >= 1.0); cpu ratio = dcnet/Knot CPU per query (goal <= 1.0).\n\
          One dnsperf core saturates near 90-100k q/s: when both rates sit there, CPU per query is\n\
          the figure that tells the servers apart. gen+build: record generation and snapshot build\n\
-         (with prepared answers) for dcnet, on core 0."
+         for dcnet, on core 0."
     );
     Ok(())
 }

@@ -51,7 +51,7 @@ pub enum Outcome {
 /// Answers one DNS message received over `transport`.
 pub fn answer(snapshot: &Snapshot, query: &[u8], transport: Transport) -> Outcome {
     let mut out = Vec::with_capacity(512);
-    if crate::prepared::answer_fast(snapshot, query, &mut out, transport).is_some() {
+    if crate::fast_path::answer_fast(snapshot, query, &mut out, transport).is_some() {
         return Outcome::Reply(out);
     }
     answer_general(snapshot, query, transport)

@@ -8,7 +8,7 @@
 //! - [`forward`]: every other name, to upstreams (dual dispatch, health scores, cache, ACL).
 //! - [`mesos`]: a Mesos master's `/master/state`, mapped onto that cluster.
 //! - [`answer`]: one query in, one authoritative response out, from a snapshot.
-//! - [`prepared`]: answers of the common queries prepared in wire form, and the fast path.
+//! - [`fast_path`]: the common queries answered in wire form straight from the snapshot.
 //! - [`shards`]: the copy-on-write sharded map a snapshot's names live in.
 //! - [`server`]: UDP workers (SO_REUSEPORT, one per core) and TCP, answering from a shared snapshot.
 //! - [`zone`]: the immutable snapshot of every served zone, and how a name is looked up in it.
@@ -20,10 +20,10 @@ pub mod answer;
 pub mod contributions;
 pub mod dcos;
 pub mod error;
+pub mod fast_path;
 pub mod forward;
 pub mod mesos;
 pub mod name;
-pub mod prepared;
 pub mod records;
 pub mod server;
 pub mod shards;

@@ -13,14 +13,14 @@
 //! snapshots share, and each name keeps how many names with records lie below it, so empty
 //! non-terminals appear and disappear with their last descendant. [`Snapshot::build`] is the
 //! same update applied to empty zones. Nothing is prepared per name: answers are written from
-//! the records at query time (see [`crate::prepared`]). A name's layout (`zone/entry.rs`) is
+//! the records at query time (see [`crate::fast_path`]). A name's layout (`zone/entry.rs`) is
 //! made for a million of them: one address inline, anything else behind one pointer.
 
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use crate::prepared::{PreparedZone, prepare_zone, wire_name};
+use crate::fast_path::{PreparedZone, prepare_zone, wire_name};
 use crate::records::{Record, RecordSet, SrvTarget, fqdn};
 
 mod entry;
@@ -98,12 +98,6 @@ impl ZoneInfo {
             ttl,
             srv_weight,
         }
-    }
-
-    /// Whether names keep their prepared answers when the zone changes from `self` to
-    /// `other`: the answers depend on the origin, TTL and SRV weight, not on the SOA or NS.
-    fn answers_alike(&self, other: &ZoneInfo) -> bool {
-        (&self.origin, self.ttl, self.srv_weight) == (&other.origin, other.ttl, other.srv_weight)
     }
 }
 
@@ -200,7 +194,7 @@ impl Snapshot {
 
     /// This snapshot with the zones' settings replaced by `zones` and each changed name's
     /// records replaced by the given ones (empty records remove a name). Costs what changed:
-    /// only when the zones' origins, TTLs or SRV weights differ is everything prepared again.
+    /// only when the zones' origins differ is every name placed again.
     pub fn apply(
         &self,
         zones: Vec<ZoneInfo>,
@@ -219,12 +213,13 @@ impl Snapshot {
         let mut next = Snapshot::empty(zones, 0);
         // Zero is what new entries carry: no update's stamp.
         next.stamp = self.stamp.wrapping_add(1).max(1);
+        // Names belong to zones by origin; TTLs, weights, SOA and NS are read at query time.
         let alike = next.zones.len() == self.zones.len()
             && next
                 .zones
                 .iter()
                 .zip(&self.zones)
-                .all(|(a, b)| a.answers_alike(b));
+                .all(|(a, b)| a.origin == b.origin);
         let mut update = Update {
             next,
             dirty: Vec::new(),

@@ -3,9 +3,9 @@
 //! names that do not exist and names of other zones.
 
 use dcnet_dns::answer::{Outcome, Transport, answer_general, build_query};
+use dcnet_dns::fast_path::answer_fast;
 use dcnet_dns::mesos::{self, literal_only, state::IpSource, state::State};
 use dcnet_dns::name::LabelSpec;
-use dcnet_dns::prepared::answer_fast;
 use dcnet_dns::records::{self, RecordSet, Settings};
 use dcnet_dns::zone::{Snapshot, Soa, ZoneData};
 use hickory_proto::op::Message;

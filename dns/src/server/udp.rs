@@ -16,7 +16,7 @@ use super::mmsg::{self, Batch};
 use super::{Forward, ServerMetrics, SharedSnapshot};
 use crate::answer::{Outcome, Transport, answer_general};
 use crate::error::Error;
-use crate::prepared::answer_fast;
+use crate::fast_path::answer_fast;
 
 /// Largest datagram read; longer ones are truncated by the kernel and fail to parse.
 const RECV_BUFFER: usize = 4096;
@@ -146,7 +146,7 @@ fn serve(
         metrics.queries_udp.inc_by(received as u64);
         let current = snapshot.load();
         for i in 0..received {
-            // Plain queries: prepared bytes into a reused buffer, no allocation.
+            // Plain queries: written from the snapshot into a reused buffer, no allocation.
             if answer_fast(&current, batch.datagram(i), &mut scratch, Transport::Udp).is_some() {
                 batch.reply(i, &scratch);
                 continue;

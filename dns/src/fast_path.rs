@@ -1,18 +1,17 @@
-//! Answers prepared when a name's records change (see [`crate::zone`]), and the fast path that
-//! serves them.
+//! The fast path: the common queries answered in wire form straight from the snapshot.
 //!
 //! The common queries (A, AAAA or SRV, class IN, one question, at most an OPT record) are
 //! answered without parsing into messages: [`answer_fast`] reads the header and question by
 //! hand, looks the lower-cased name up, and writes the response as the query's header and
-//! question (copied, so the client's letter case is kept) followed by answer, authority and
-//! additional sections prepared in wire form. The profile of the hickory path showed its parse
-//! and encode, not the kernel, to be what separated it from Knot.
+//! question (copied, so the client's letter case is kept) followed by the answer written from
+//! the name's records: addresses as fixed-size records owned by a pointer to the question, SRV
+//! records with each target name written once and pointed at by the target's addresses in the
+//! additional section. The profile of the hickory path showed its parse and encode, not the
+//! kernel, to be what separated it from Knot. Nothing is prepared per name, so a million names
+//! cost their records only (see [`crate::zone`]).
 //!
-//! The prepared bytes are encoded by hickory-proto, so the crate stays in charge of the wire
-//! format: answer owners are a pointer to the question (offset 12), and since a name's length
-//! does not depend on its letter case, each name's sections are encoded at the offset they
-//! will occupy, so compression pointers inside them are right. Negative answers are shared by
-//! every name of a zone, so they are encoded without compression.
+//! Negative answers (NODATA, NXDOMAIN, with the zone's SOA) are the same for every name of a
+//! zone: they are prepared once per snapshot, encoded by hickory-proto without compression.
 //!
 //! Anything else returns `None` and takes the hickory path in [`crate::answer`], which also
 //! handles truncation; `tests/fast_path.rs` checks both paths give the same answers.
