@@ -305,8 +305,7 @@ impl Reply<'_> {
     ) -> Option<()> {
         let count = u16::try_from(targets.len()).ok()?;
         self.header(0, [count, 0, 0], out);
-        // Where each target's name starts in `out`, and where it ends.
-        let mut names = Vec::with_capacity(targets.len());
+        let first = out.len();
         for target in targets {
             record_head(out, 0xC00C, TYPE_SRV, zone.ttl);
             let rdlength_at = out.len();
@@ -314,15 +313,19 @@ impl Reply<'_> {
             out.extend_from_slice(&0u16.to_be_bytes());
             out.extend_from_slice(&zone.srv_weight.to_be_bytes());
             out.extend_from_slice(&target.port.to_be_bytes());
-            let start = out.len();
             write_name(&target.target, out)?;
-            names.push((start, out.len()));
             let rdlength = u16::try_from(out.len() - rdlength_at - 2).ok()?;
             out[rdlength_at..rdlength_at + 2].copy_from_slice(&rdlength.to_be_bytes());
         }
         let mut additionals: u16 = 0;
         let mut key = [0u8; 255];
-        for &(start, end) in &names {
+        // Each answer: owner pointer, type, class, TTL, RDLENGTH (12 bytes), then priority,
+        // weight, port (6) and the target name to the end of its RDATA.
+        let mut record = first;
+        for _ in targets {
+            let rdlength = usize::from(u16::from_be_bytes([out[record + 10], out[record + 11]]));
+            let (start, end) = (record + 18, record + 12 + rdlength);
+            record = end;
             // Compression pointers reach the first 16 KiB only.
             let pointer = 0xC000 | u16::try_from(start).ok().filter(|&p| p < 0x4000)?;
             let key = &mut key[..end - start];
