@@ -114,7 +114,7 @@ pub struct Settings {
 // Output
 
 /// An SRV record's data (priority 0 and the configured weight are added when serving).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct SrvTarget {
     /// Fully qualified target name.
     pub target: String,

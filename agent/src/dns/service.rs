@@ -344,23 +344,21 @@ async fn publisher(
             .into_iter()
             .map(|(key, value)| (key, (VALUE_DIGEST.hash_one(&value), value)))
             .collect();
-        let mut changed = first;
-        for (key, (digest, value)) in &wanted {
-            if published.get(key) != Some(digest) {
-                gossip.publish(key, value).await;
-                changed = true;
-            }
-        }
-        for key in published.keys().filter(|k| !wanted.contains_key(*k)) {
-            gossip.delete(key).await;
-            changed = true;
-        }
+        let mut changes: Vec<(&str, Option<&str>)> = wanted
+            .iter()
+            .filter(|(key, (digest, _))| published.get(*key) != Some(digest))
+            .map(|(key, (_, value))| (key.as_str(), Some(value.as_str())))
+            .collect();
+        let gone = published.keys().filter(|k| !wanted.contains_key(*k));
+        changes.extend(gone.map(|key| (key.as_str(), None)));
         // The generation moves with the content only: a poll that found nothing new changes
         // no gossip key, so no node does any work for it. Readers still take the publisher
-        // that saw the latest change (one whose master went away stops seeing changes).
-        if changed {
-            let (key, value) = facts::mesos::generation(crate::unix_ms());
-            gossip.publish(&key, &value).await;
+        // that saw the latest change (one whose master went away stops seeing changes). It is
+        // set last, so its version is above every change it stands for.
+        let generation = facts::mesos::generation(crate::unix_ms());
+        if first || !changes.is_empty() {
+            changes.push((&generation.0, Some(&generation.1)));
+            gossip.publish_all(changes).await;
             metrics.published.inc();
         }
         first = false;

@@ -167,6 +167,25 @@ impl Gossip {
         self.chitchat.lock().await.self_node_state().set(key, value);
     }
 
+    /// Sets (`Some` value) and deletes (`None`) several of this node's keys, in order, under
+    /// one lock: a burst of changes wakes the observer once, instead of once per key with
+    /// each wake-up taking the lock to read every key back.
+    pub async fn publish_all<'a>(
+        &self,
+        changes: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    ) {
+        let mut chitchat = self.chitchat.lock().await;
+        let state = chitchat.self_node_state();
+        for (key, value) in changes {
+            match value {
+                Some(value) => state.set(key, value),
+                None => state.delete(key),
+            }
+        }
+        drop(chitchat);
+        self.changed.notify_one();
+    }
+
     /// Deletes one of this node's keys (a tombstone that peers learn of like any update).
     pub async fn delete(&self, key: &str) {
         self.chitchat.lock().await.self_node_state().delete(key);

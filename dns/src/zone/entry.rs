@@ -59,6 +59,8 @@ pub(super) enum Records {
     None,
     /// One A record, given once.
     A(Ipv4Addr),
+    /// One SRV record, given once (a task's own SRV names).
+    Srv(Box<SrvTarget>),
     Many(Box<Counted>),
 }
 
@@ -79,11 +81,13 @@ impl Records {
         })
     }
 
-    fn compact(counted: Counted) -> Self {
-        let r = &counted.records;
-        match (r.a.as_slice(), r.aaaa.is_empty() && r.srv.is_empty()) {
-            ([], true) => Records::None,
-            ([ip], true) if counted.dups.is_empty() => Records::A(*ip),
+    fn compact(mut counted: Counted) -> Self {
+        let r = &mut counted.records;
+        let once = counted.dups.is_empty();
+        match (r.a.as_slice(), r.aaaa.is_empty(), r.srv.as_mut_slice()) {
+            ([], true, []) => Records::None,
+            ([ip], true, []) if once => Records::A(*ip),
+            ([], true, [srv]) if once => Records::Srv(Box::new(std::mem::take(srv))),
             _ => Records::Many(Box::new(counted)),
         }
     }
@@ -94,9 +98,9 @@ impl Records {
 
     pub(super) fn a(&self) -> &[Ipv4Addr] {
         match self {
-            Records::None => &[],
             Records::A(ip) => std::slice::from_ref(ip),
             Records::Many(c) => &c.records.a,
+            _ => &[],
         }
     }
 
@@ -109,6 +113,7 @@ impl Records {
 
     pub(super) fn srv(&self) -> &[SrvTarget] {
         match self {
+            Records::Srv(srv) => std::slice::from_ref(&**srv),
             Records::Many(c) => &c.records.srv,
             _ => &[],
         }
@@ -120,6 +125,10 @@ impl Records {
             Records::None => Cow::Owned(NameRecords::default()),
             Records::A(ip) => Cow::Owned(NameRecords {
                 a: vec![*ip],
+                ..NameRecords::default()
+            }),
+            Records::Srv(srv) => Cow::Owned(NameRecords {
+                srv: vec![(**srv).clone()],
                 ..NameRecords::default()
             }),
             Records::Many(c) => Cow::Borrowed(&c.records),
@@ -138,7 +147,15 @@ impl Records {
                 *self = Records::None;
                 return;
             }
-            (Records::None | Records::A(_), _, false) => return,
+            (Records::None, RecordData::Srv(srv), true) => {
+                *self = Records::Srv(Box::new(srv.clone()));
+                return;
+            }
+            (Records::Srv(old), RecordData::Srv(srv), false) if **old == *srv => {
+                *self = Records::None;
+                return;
+            }
+            (Records::None | Records::A(_) | Records::Srv(_), _, false) => return,
             _ => {}
         }
         let mut counted = match std::mem::take(self) {
@@ -146,6 +163,13 @@ impl Records {
             Records::A(ip) => Counted {
                 records: NameRecords {
                     a: vec![ip],
+                    ..NameRecords::default()
+                },
+                dups: Vec::new(),
+            },
+            Records::Srv(srv) => Counted {
+                records: NameRecords {
+                    srv: vec![*srv],
                     ..NameRecords::default()
                 },
                 dups: Vec::new(),
@@ -236,6 +260,31 @@ mod tests {
         );
         records.bump(&a, false);
         records.bump(&b, false);
+        assert!(records.is_empty());
+    }
+
+    #[test]
+    fn one_srv_record_stays_inline_until_another_comes() {
+        let srv = |port| {
+            RecordData::Srv(SrvTarget {
+                target: "web-1.marathon.slave.mesos.".into(),
+                port,
+            })
+        };
+        let mut records = Records::default();
+        records.bump(&srv(31000), true);
+        assert!(matches!(records, Records::Srv(_)));
+        records.bump(&srv(31001), true);
+        records.bump(&srv(31000), true);
+        assert!(matches!(records, Records::Many(_)));
+        assert_eq!(records.srv().len(), 2);
+        records.bump(&srv(31001), false);
+        records.bump(&srv(31000), false);
+        assert!(
+            matches!(records, Records::Srv(_)),
+            "31000 has one contributor left"
+        );
+        records.bump(&srv(31000), false);
         assert!(records.is_empty());
     }
 }
