@@ -160,20 +160,31 @@ fn measure(tasks: usize) -> Result<Vec<Layer>> {
 
     let before = live();
     reset_peak();
+    let started = Instant::now();
     let cluster = parse(&body)?;
     layers.push(Layer {
         name: "cluster model",
         bytes: live() - before,
-        note: format!("parse peak {:.0} MB", mb(peak() - before)),
+        note: format!(
+            "parsed in {:.0} ms, peak {:.0} MB",
+            started.elapsed().as_secs_f64() * 1e3,
+            mb(peak() - before)
+        ),
     });
 
     let before = live();
+    let started = Instant::now();
     let keys = to_keys(&cluster);
+    let made = started.elapsed();
     let raw: usize = keys.iter().map(|(k, v)| k.len() + v.len()).sum();
     layers.push(Layer {
         name: "gossip values",
         bytes: live() - before,
-        note: format!("{:.0} MB of key and value text", mb(raw)),
+        note: format!(
+            "{:.0} MB of key and value text, made in {:.0} ms",
+            mb(raw),
+            made.as_secs_f64() * 1e3
+        ),
     });
 
     let before = live();

@@ -13,6 +13,7 @@ pub mod http;
 pub mod service;
 pub mod state;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::records::{self, Cluster, Discovery, DiscoveryPort, first_of_each_family};
@@ -44,6 +45,13 @@ pub fn cluster(state: &State, sources: &[IpSource], resolve: Resolve<'_>) -> Clu
         })
         .collect();
 
+    // By id, for the tasks: the first agent of an id, as a search in order would find.
+    let mut by_id: HashMap<&str, &[IpAddr]> = HashMap::with_capacity(agents.len());
+    for agent in &agents {
+        by_id
+            .entry(agent.id.as_str())
+            .or_insert(agent.ips.as_slice());
+    }
     let frameworks = state
         .frameworks
         .iter()
@@ -56,10 +64,9 @@ pub fn cluster(state: &State, sources: &[IpSource], resolve: Resolve<'_>) -> Clu
                 .tasks
                 .iter()
                 .map(|task| {
-                    let agent_ips = agents
-                        .iter()
-                        .find(|a| a.id == task.slave_id)
-                        .map(|a| a.ips.as_slice())
+                    let agent_ips = by_id
+                        .get(task.slave_id.as_str())
+                        .copied()
                         .unwrap_or_default();
                     records::TaskInfo {
                         id: task.id.clone(),
