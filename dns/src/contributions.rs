@@ -356,7 +356,6 @@ mod tests {
     use crate::name::LabelSpec;
     use crate::records::{AgentInfo, Discovery, DiscoveryPort, FrameworkInfo, Settings};
     use crate::test_rng::Rng;
-    use crate::zone::Soa;
 
     fn settings() -> Settings {
         Settings {
@@ -433,32 +432,18 @@ mod tests {
     }
 
     fn zones() -> Vec<ZoneInfo> {
-        zones_with_ttl(60)
+        zones_with_extra(false)
     }
 
-    /// A TTL other than the last update's prepares everything again from the names' records
-    /// and counts.
-    fn zones_with_ttl(ttl: u32) -> Vec<ZoneInfo> {
-        [
-            "mesos",
-            "thisdcos.directory",
-            "l4lb.thisdcos.directory",
-            "spartan",
-        ]
-        .iter()
-        .map(|origin| {
-            let soa = Soa {
-                mname: "ns1.mesos".into(),
-                rname: "root.ns1.mesos".into(),
-                serial: 1,
-                refresh: 60,
-                retry: 600,
-                expire: 86400,
-                minimum: 60,
-            };
-            ZoneInfo::new(origin, soa, vec![], ttl, 1)
-        })
-        .collect()
+    /// With an extra (empty) zone the origins differ from the last update's: every name is
+    /// placed again, with its counts.
+    fn zones_with_extra(extra: bool) -> Vec<ZoneInfo> {
+        let mut zones = crate::zone::tests::infos(60, 1);
+        if extra {
+            let soa = crate::zone::tests::soa();
+            zones.push(ZoneInfo::new("other.example", soa, vec![], 60, 1));
+        }
+        zones
     }
 
     /// Every name the snapshot has records for, with them.
@@ -533,8 +518,8 @@ mod tests {
                         }
                     }
                 }
-                let ttl = 60 + u32::from(rng.below(4) == 0);
-                snapshot = contributions.update(&snapshot, zones_with_ttl(ttl), &cluster, &source);
+                let zones = zones_with_extra(rng.below(4) == 0);
+                snapshot = contributions.update(&snapshot, zones, &cluster, &source);
                 assert_eq!(
                     served(&snapshot),
                     by_name(&cluster, &source),

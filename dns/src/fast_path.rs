@@ -115,19 +115,9 @@ fn emit_rdata(encoder: &mut BinEncoder<'_>, data: &RData) -> Option<()> {
 /// The lower-case wire form of a fully qualified name in presentation form (no escapes: zone
 /// names are generated from sanitised labels). `None` for an empty label or one over 63 bytes.
 pub(crate) fn wire_name(name: &str) -> Option<Box<[u8]>> {
-    let name = name.strip_suffix('.').unwrap_or(name);
     let mut buf = Vec::with_capacity(name.len() + 2);
-    if !name.is_empty() {
-        for label in name.split('.') {
-            if label.is_empty() || label.len() > 63 {
-                return None;
-            }
-            buf.push(label.len() as u8);
-            buf.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
-        }
-    }
-    buf.push(0);
-    (buf.len() <= 255).then(|| buf.into_boxed_slice())
+    write_name(name, &mut buf)?;
+    Some(buf.into_boxed_slice())
 }
 
 /// The answer to a plain query, written into `out`, or `None` for the general path.

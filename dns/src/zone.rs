@@ -524,11 +524,11 @@ pub fn is_in_zone(name: &str, origin: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::test_rng::Rng;
 
-    fn soa() -> Soa {
+    pub(crate) fn soa() -> Soa {
         Soa {
             mname: "ns1.mesos".into(),
             rname: "root.ns1.mesos".into(),
@@ -678,8 +678,15 @@ mod tests {
         records
     }
 
-    fn infos(ttl: u32, serial: u32) -> Vec<ZoneInfo> {
-        ["mesos", "thisdcos.directory", "l4lb.thisdcos.directory"]
+    /// The zones an agent serves.
+    pub(crate) fn infos(ttl: u32, serial: u32) -> Vec<ZoneInfo> {
+        let origins = [
+            "mesos",
+            "thisdcos.directory",
+            "l4lb.thisdcos.directory",
+            "spartan",
+        ];
+        origins
             .iter()
             .map(|origin| ZoneInfo::new(origin, Soa { serial, ..soa() }, vec![], ttl, 1))
             .collect()
@@ -757,7 +764,7 @@ mod tests {
                     changes.push((name, records));
                 }
                 serial += 1;
-                // Now and then a TTL change, which prepares every answer again.
+                // Now and then a TTL change: the negative answers follow it.
                 if rng.below(10) == 0 {
                     ttl += 1;
                 }
