@@ -71,6 +71,29 @@ fn answers(cluster: &Cluster, i: usize, name: &str) -> bool {
     })
 }
 
+/// How long after `since` A, then B answered `name`, waiting at most `timeout_secs` for B.
+/// A answers from its own replica, fed by its own publication: A's time is the publisher's
+/// part, B's adds gossip's.
+fn answered(
+    cluster: &Cluster,
+    name: &str,
+    since: Instant,
+    timeout_secs: u64,
+) -> Result<(Duration, Duration)> {
+    let mut on_a = None;
+    wait_until(
+        &format!("B to answer {name}"),
+        Duration::from_secs(timeout_secs),
+        || {
+            if on_a.is_none() && answers(cluster, 0, name) {
+                on_a = Some(since.elapsed());
+            }
+            Ok(answers(cluster, 1, name).then_some(()))
+        },
+    )?;
+    Ok((on_a.unwrap_or_else(|| since.elapsed()), since.elapsed()))
+}
+
 /// Resident memory of `pid`, in MB.
 fn rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -132,20 +155,7 @@ fn measure(tasks: usize, idle: Duration) -> Result<Row> {
     let body = mesos_state(&master, tasks, 0);
     let fake = FakeMaster::start(&cluster.nodes[0].netns, master.parse()?, body.clone())?;
     let started = Instant::now();
-    let probe = probe_name(tasks, 0);
-    // A's own answer marks the end of the publisher's part; B's adds gossip's.
-    let mut on_a = None;
-    wait_until(
-        "B to answer the last task",
-        Duration::from_secs(300),
-        || {
-            if on_a.is_none() && answers(&cluster, 0, &probe) {
-                on_a = Some(started.elapsed());
-            }
-            Ok(answers(&cluster, 1, &probe).then_some(()))
-        },
-    )?;
-    let first_answer = (on_a.unwrap_or_else(|| started.elapsed()), started.elapsed());
+    let first_answer = answered(&cluster, &probe_name(tasks, 0), started, 300)?;
 
     // Settle (the first polls after the load), then nothing changes for `idle`.
     std::thread::sleep(Duration::from_secs(6));
@@ -164,21 +174,7 @@ fn measure(tasks: usize, idle: Duration) -> Result<Row> {
     let polled = wait_until("A to poll the change", Duration::from_secs(15), || {
         Ok((fake.requests() > polls).then(Instant::now))
     })?;
-    // A answers from its own replica, fed by its own publication: what A takes is the
-    // publisher's part, the rest gossip's and B's.
-    let probe = probe_name(tasks, 1);
-    let mut on_a = None;
-    wait_until(
-        "B to answer a replaced task",
-        Duration::from_secs(60),
-        || {
-            if on_a.is_none() && answers(&cluster, 0, &probe) {
-                on_a = Some(polled.elapsed());
-            }
-            Ok(answers(&cluster, 1, &probe).then_some(()))
-        },
-    )?;
-    let change = (on_a.unwrap_or_else(|| polled.elapsed()), polled.elapsed());
+    let change = answered(&cluster, &probe_name(tasks, 1), polled, 60)?;
     drop(fake);
     drop(cluster);
 
