@@ -52,6 +52,31 @@ struct ReplicaMetrics {
     publish_failures: Counter,
 }
 
+impl ReplicaMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "dcnet_dns_replica_updates",
+            "Snapshot updates from gossip",
+            self.updates.clone(),
+        );
+        registry.register(
+            "dcnet_dns_records",
+            "Names with records this node serves",
+            self.records.clone(),
+        );
+        registry.register(
+            "dcnet_dns_facts_published",
+            "Task-state polls that changed what is published in gossip",
+            self.published.clone(),
+        );
+        registry.register(
+            "dcnet_dns_state_refresh_failures",
+            "Task-state polls that failed (the last published facts stay)",
+            self.publish_failures.clone(),
+        );
+    }
+}
+
 /// A running DNS service.
 pub struct DnsService {
     server: DnsServer,
@@ -70,26 +95,7 @@ impl DnsService {
         let server_metrics = Arc::new(ServerMetrics::default());
         server_metrics.register(registry);
         let replica_metrics = Arc::new(ReplicaMetrics::default());
-        registry.register(
-            "dcnet_dns_replica_updates",
-            "Snapshot updates from gossip",
-            replica_metrics.updates.clone(),
-        );
-        registry.register(
-            "dcnet_dns_records",
-            "Names with records this node serves",
-            replica_metrics.records.clone(),
-        );
-        registry.register(
-            "dcnet_dns_facts_published",
-            "Task-state polls that changed what is published in gossip",
-            replica_metrics.published.clone(),
-        );
-        registry.register(
-            "dcnet_dns_state_refresh_failures",
-            "Task-state polls that failed (the last published facts stay)",
-            replica_metrics.publish_failures.clone(),
-        );
+        replica_metrics.register(registry);
 
         let empty = Replica::new(settings.domain.clone(), this_node).current;
         let snapshot: SharedSnapshot = Arc::new(ArcSwap::new(empty));

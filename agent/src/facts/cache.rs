@@ -37,6 +37,31 @@ struct Metrics {
     malformed: Gauge,
 }
 
+impl Metrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "dcnet_service_wakeups",
+            "Times a service woke because facts it reads changed",
+            self.wakeups.clone(),
+        );
+        registry.register(
+            "dcnet_facts_changes",
+            "Changes of the decoded gossip facts, by topic",
+            self.changes.clone(),
+        );
+        registry.register(
+            "dcnet_facts_decoded",
+            "Gossip values decoded (each once per change)",
+            self.decoded.clone(),
+        );
+        registry.register(
+            "dcnet_facts_malformed",
+            "Gossip values that do not decode and are ignored",
+            self.malformed.clone(),
+        );
+    }
+}
+
 /// The facts of this node's gossip view, kept decoded.
 #[derive(Debug)]
 pub struct Cache {
@@ -51,26 +76,7 @@ impl Cache {
         (registry, services): (&mut Registry, &mut Services),
     ) -> Self {
         let metrics = Metrics::default();
-        registry.register(
-            "dcnet_service_wakeups",
-            "Times a service woke because facts it reads changed",
-            metrics.wakeups.clone(),
-        );
-        registry.register(
-            "dcnet_facts_changes",
-            "Changes of the decoded gossip facts, by topic",
-            metrics.changes.clone(),
-        );
-        registry.register(
-            "dcnet_facts_decoded",
-            "Gossip values decoded (each once per change)",
-            metrics.decoded.clone(),
-        );
-        registry.register(
-            "dcnet_facts_malformed",
-            "Gossip values that do not decode and are ignored",
-            metrics.malformed.clone(),
-        );
+        metrics.register(registry);
         let (tx, facts) = watch::channel(Arc::new(Facts::default()));
         let stop = services.stopping(Stage::Facts);
         services.spawn(

@@ -67,6 +67,36 @@ struct SyncMetrics {
     seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
+impl SyncMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "dcnet_lb_syncs",
+            "Times the datapath was brought in line with gossip",
+            self.syncs.clone(),
+        );
+        registry.register(
+            "dcnet_lb_sync_failures",
+            "VIPs a sync could not program (see the log)",
+            self.failures.clone(),
+        );
+        registry.register(
+            "dcnet_lb_label_errors",
+            "VIP labels of tasks that could not be used (see the log)",
+            self.label_errors.clone(),
+        );
+        registry.register(
+            "dcnet_lb_udp_sockets_destroyed",
+            "Connected UDP sockets destroyed because their backend left the VIP",
+            self.udp_destroyed.clone(),
+        );
+        registry.register(
+            "dcnet_lb_sync_seconds",
+            "Duration of the last sync",
+            self.seconds.clone(),
+        );
+    }
+}
+
 /// What the service and the API share.
 struct Shared {
     datapath: Mutex<Datapath>,
@@ -111,31 +141,7 @@ impl LbService {
             names: Mutex::new(BTreeMap::new()),
         });
         let metrics = Arc::new(SyncMetrics::default());
-        registry.register(
-            "dcnet_lb_syncs",
-            "Times the datapath was brought in line with gossip",
-            metrics.syncs.clone(),
-        );
-        registry.register(
-            "dcnet_lb_sync_failures",
-            "VIPs a sync could not program (see the log)",
-            metrics.failures.clone(),
-        );
-        registry.register(
-            "dcnet_lb_label_errors",
-            "VIP labels of tasks that could not be used (see the log)",
-            metrics.label_errors.clone(),
-        );
-        registry.register(
-            "dcnet_lb_udp_sockets_destroyed",
-            "Connected UDP sockets destroyed because their backend left the VIP",
-            metrics.udp_destroyed.clone(),
-        );
-        registry.register(
-            "dcnet_lb_sync_seconds",
-            "Duration of the last sync",
-            metrics.seconds.clone(),
-        );
+        metrics.register(registry);
         registry.register_collector(Box::new(CountersCollector(shared.clone())));
 
         let stop = services.stopping(Stage::Data);

@@ -60,11 +60,16 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn new(registry: &mut Registry) -> Self {
-        let m = Self {
+    fn new() -> Self {
+        Self {
             reconcile_seconds: Some(Histogram::new(exponential_buckets(0.0001, 4.0, 9))),
             ..Self::default()
-        };
+        }
+    }
+
+    /// Registers every metric under `dcnet_overlay_*`.
+    fn register(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "dcnet_overlay_kernel_changes",
             "Tunnel objects the reconciler set or deleted, by object and operation",
@@ -102,7 +107,6 @@ impl Metrics {
                 h.clone(),
             );
         }
-        m
     }
 }
 
@@ -259,7 +263,11 @@ impl OverlayService {
             netlink,
             stored: Mutex::new(stored),
             status: StdMutex::new(Status::default()),
-            metrics: Metrics::new(registry),
+            metrics: {
+                let metrics = Metrics::new();
+                metrics.register(registry);
+                metrics
+            },
             nameservers,
             vxlan_filter: StdMutex::new(FilterState::NotYet),
         });

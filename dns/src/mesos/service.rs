@@ -38,6 +38,31 @@ struct RefreshMetrics {
     last_success: Gauge,
 }
 
+impl RefreshMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "dcnet_dns_state_refreshes",
+            "Successful reads of the master state",
+            self.ok.clone(),
+        );
+        registry.register(
+            "dcnet_dns_state_refresh_failures",
+            "Failed reads of the master state (the last good records stay served)",
+            self.failed.clone(),
+        );
+        registry.register(
+            "dcnet_dns_records",
+            "Names with records served",
+            self.records.clone(),
+        );
+        registry.register(
+            "dcnet_dns_state_last_success_seconds",
+            "Unix time of the last successful state read",
+            self.last_success.clone(),
+        );
+    }
+}
+
 /// Runs Mesos-DNS's job until `shutdown` completes.
 pub async fn run(config: MesosDnsConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let config = Arc::new(config);
@@ -45,26 +70,7 @@ pub async fn run(config: MesosDnsConfig, shutdown: impl Future<Output = ()>) -> 
     let server_metrics = Arc::new(ServerMetrics::default());
     server_metrics.register(&mut registry);
     let refresh = Arc::new(RefreshMetrics::default());
-    registry.register(
-        "dcnet_dns_state_refreshes",
-        "Successful reads of the master state",
-        refresh.ok.clone(),
-    );
-    registry.register(
-        "dcnet_dns_state_refresh_failures",
-        "Failed reads of the master state (the last good records stay served)",
-        refresh.failed.clone(),
-    );
-    registry.register(
-        "dcnet_dns_records",
-        "Names with records served",
-        refresh.records.clone(),
-    );
-    registry.register(
-        "dcnet_dns_state_last_success_seconds",
-        "Unix time of the last successful state read",
-        refresh.last_success.clone(),
-    );
+    refresh.register(&mut registry);
 
     let empty = Arc::new(Snapshot::default().apply(vec![zone(&config, 0)], []));
     let snapshot: SharedSnapshot = Arc::new(ArcSwap::new(empty));
