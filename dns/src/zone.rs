@@ -253,7 +253,7 @@ impl Snapshot {
                 continue;
             }
             // Set with its counts.
-            if let Some(e) = update.touch(&presentation(key)) {
+            if let Some(e) = update.touch(&presentation(key), true) {
                 e.records = entry.records.clone();
             }
         }
@@ -409,11 +409,8 @@ impl Update {
     /// Sets the records of `name` (lower-case, fully qualified), each given once; empty
     /// records remove them.
     pub fn set(&mut self, name: &str, records: NameRecords) {
-        let exists = wire_name(name).is_some_and(|key| self.next.names.get(&key).is_some());
-        if !exists && records.is_empty() {
-            return;
-        }
-        if let Some(entry) = self.touch(name) {
+        let create = !records.is_empty();
+        if let Some(entry) = self.touch(name, create) {
             entry.records = Records::set(records);
         }
     }
@@ -421,19 +418,20 @@ impl Update {
     /// Counts one contributor of `record` in (`add`) or out. Its name must be lower-case and
     /// fully qualified, as [`crate::records::RecordSource`]s make them.
     pub fn count(&mut self, record: &Record, add: bool) {
-        if !add && wire_name(&record.name).is_none_or(|key| self.next.names.get(&key).is_none()) {
-            return;
-        }
-        if let Some(entry) = self.touch(&record.name) {
+        if let Some(entry) = self.touch(&record.name, add) {
             entry.records.bump(&record.data, add);
         }
     }
 
-    /// The entry of `name`, made if missing, noted as touched the first time this update
-    /// changes it; `None` outside the zones or for a name that cannot be encoded.
-    fn touch(&mut self, name: &str) -> Option<&mut Entry> {
+    /// The entry of `name`, made if missing when `create`, noted as touched the first time
+    /// this update changes it; `None` outside the zones, for a name that cannot be encoded, or
+    /// for a missing one not to be made.
+    fn touch(&mut self, name: &str, create: bool) -> Option<&mut Entry> {
         let next = &mut self.next;
         let (zone, key) = (next.zone_of(name)?, wire_name(name)?);
+        if !create && next.names.get(&key).is_none() {
+            return None;
+        }
         let stamp = next.stamp;
         let entry = next.entry_mut(&key, zone);
         if entry.stamp != stamp {
