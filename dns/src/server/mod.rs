@@ -109,6 +109,9 @@ pub struct DnsServer {
     tcp_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Tries at a port the kernel chooses (port 0) before giving up when its TCP twin is taken.
+const KERNEL_PORT_ATTEMPTS: u32 = 8;
+
 impl DnsServer {
     /// Binds every address (UDP and TCP) and starts serving. Must be called in a tokio runtime
     /// (TCP runs on it). Fails, binding nothing, if any address is taken.
@@ -122,20 +125,37 @@ impl DnsServer {
         let mut listeners = Vec::new();
         let mut local_addrs = Vec::new();
         for &addr in &config.listen {
-            let sockets = udp::bind(addr, config.udp_workers)?;
-            let bound = sockets[0].local_addr().map_err(|source| Error::Bind {
-                addr,
-                proto: "udp",
-                source,
-            })?;
-            // TCP on the same port as UDP, also when the port was chosen by the kernel.
-            // A long listen queue: a flood of connections would refill a short one faster
-            // than it drains, and new clients' handshakes would be dropped with the flood's.
-            let listener = tcp_listener(bound).map_err(|source| Error::Bind {
-                addr: bound,
-                proto: "tcp",
-                source,
-            })?;
+            // A port the kernel chooses is chosen for UDP, and may be taken for TCP: then
+            // another is chosen, a few times.
+            let attempts = if addr.port() == 0 {
+                KERNEL_PORT_ATTEMPTS
+            } else {
+                1
+            };
+            let mut attempt = 0;
+            let (sockets, bound, listener) = loop {
+                attempt += 1;
+                let sockets = udp::bind(addr, config.udp_workers)?;
+                let bound = sockets[0].local_addr().map_err(|source| Error::Bind {
+                    addr,
+                    proto: "udp",
+                    source,
+                })?;
+                // TCP on the same port as UDP. A long listen queue: a flood of connections
+                // would refill a short one faster than it drains, and new clients' handshakes
+                // would be dropped with the flood's.
+                match tcp_listener(bound) {
+                    Ok(listener) => break (sockets, bound, listener),
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < attempts => {}
+                    Err(source) => {
+                        return Err(Error::Bind {
+                            addr: bound,
+                            proto: "tcp",
+                            source,
+                        });
+                    }
+                }
+            };
             local_addrs.push(bound);
             udp_groups.push(sockets);
             listeners.push(listener);
