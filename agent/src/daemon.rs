@@ -63,7 +63,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         Gossip::start(
             &config.gossip,
             &identity,
-            &transport,
+            (&transport, transport.max_message_len()),
             vec![
                 (NODE_INFO_KEY.to_owned(), info),
                 (crate::facts::KEYRING_KEY.to_owned(), keys),

@@ -67,7 +67,7 @@ async fn member_with(
     let gossip = Gossip::start(
         &s,
         &identity,
-        &transport,
+        (&transport, transport.max_message_len()),
         vec![],
         MembershipMetrics::default(),
     )
@@ -146,12 +146,12 @@ async fn keys_replicate_update_and_delete() {
 
 #[tokio::test]
 async fn state_larger_than_a_datagram_replicates() {
-    let (n1, _) = member(2, 1, &[], None).await;
-    // 300 KiB of values: the newcomer catches up through many full-size deltas. (Envelopes stay
-    // ~2.5 KiB under the datagram limit with compressible data like this, so fragmentation,
-    // needed only for near-incompressible state, is covered by the frame unit tests.)
+    let (n1, m1) = member(2, 1, &[], None).await;
+    // 1.5 MiB of near-incompressible values: more than one largest message, so the newcomer
+    // catches up through several deltas, each split into fragments.
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    for i in 0..300 {
+    let mut values = Vec::new();
+    for i in 0..1500 {
         let value: String = (0..1024)
             .map(|_| {
                 seed ^= seed << 13;
@@ -160,17 +160,30 @@ async fn state_larger_than_a_datagram_replicates() {
                 char::from(b'!' + (seed % 90) as u8)
             })
             .collect();
-        n1.publish(&format!("blob/{i:03}"), &value).await;
+        values.push((format!("blob/{i:04}"), value));
     }
+    n1.publish_all(values.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))
+        .await;
     let (n2, m2) = member(2, 2, &[1], None).await;
     let complete = n2
-        .wait_for(Duration::from_secs(30), |v| {
-            v.nodes
-                .get("node-2-1")
-                .is_some_and(|n| n.keys.keys().filter(|k| k.starts_with("blob/")).count() == 300)
+        .wait_for(Duration::from_secs(60), |v| {
+            v.nodes.get("node-2-1").is_some_and(|n| {
+                n.keys.keys().filter(|k| k.starts_with("blob/")).count() == values.len()
+            })
         })
-        .await;
-    assert!(complete.is_some(), "all 300 KiB arrived");
+        .await
+        .expect("all 1.5 MiB arrived");
+    let node = &complete.nodes["node-2-1"];
+    assert!(
+        values
+            .iter()
+            .all(|(k, v)| node.keys.get(k).map(|x| &**x) == Some(v.as_str())),
+        "every value arrived intact"
+    );
+    assert!(
+        m1.fragmented() > 0,
+        "deltas larger than a datagram were sent"
+    );
     assert_eq!(m2.rejected(RejectReason::Auth), 0);
     assert_eq!(m2.rejected(RejectReason::Malformed), 0);
     n1.shutdown().await;

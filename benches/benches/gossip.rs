@@ -105,13 +105,14 @@ async fn start_member(
         dead_node_grace: Duration::from_secs(3600),
         tombstone_grace: Duration::from_secs(600),
     };
-    let transport: Box<dyn Transport> = match mode {
-        Mode::Sealed => Box::new(AuthenticatedUdp::new(
-            keyring.clone(),
-            addr(i),
-            metrics.clone(),
-        )),
-        Mode::Plain => Box::new(UdpTransport),
+    let (transport, max_message_len): (Box<dyn Transport>, usize) = match mode {
+        Mode::Sealed => {
+            let sealed = AuthenticatedUdp::new(keyring.clone(), addr(i), metrics.clone());
+            let max = sealed.max_message_len();
+            (Box::new(sealed), max)
+        }
+        // chitchat's own transport carries one datagram.
+        Mode::Plain => (Box::new(UdpTransport), 65_507),
     };
     let identity = NodeIdentity {
         id: format!("member-{i:04}"),
@@ -120,7 +121,7 @@ async fn start_member(
     Ok(Gossip::start(
         &settings,
         &identity,
-        transport.as_ref(),
+        (transport.as_ref(), max_message_len),
         vec![],
         MembershipMetrics::default(),
     )

@@ -175,3 +175,52 @@ fn records_published_on_one_node_are_answered_on_every_node() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(dig(&cluster, 2, &["+short", "car-store.marathon.slave.mesos"]).contains("1.2.3.11"));
 }
+
+/// The value of an unlabelled counter or gauge in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// A node whose masters are not up at its start (they often are not, on a cluster's first boot)
+/// reads their state soon after they answer: failed polls are retried every second, not at the
+/// next refresh (an hour here).
+#[test]
+fn masters_that_come_up_after_the_agent_are_read_before_the_next_refresh() {
+    let master_addr = format!("{}:5050", node_address(0));
+    let mut options = ClusterOptions::nodes(1);
+    options.nodes[0] = NodeSpec {
+        roles: vec!["master".into()],
+        extra_config: format!(
+            "\n[dns.mesos]\nmasters = [\"{master_addr}\"]\nrefresh = \"1h\"\nip_sources = [\"docker\", \"host\"]\n"
+        ),
+        ..NodeSpec::default()
+    };
+    let cluster = Cluster::start(options).unwrap();
+    // Two failed polls: the first at start, and a retry (not the refresh an hour later).
+    wait_until("two failed polls", Duration::from_secs(20), || {
+        let text = cluster.get_text(0, "/metrics")?;
+        let failures = metric(&text, "dcnet_dns_state_refresh_failures_total").unwrap_or(0.0);
+        Ok((failures >= 2.0).then_some(()))
+    })
+    .unwrap();
+    let _master = FakeMaster::start(
+        &cluster.nodes[0].netns,
+        master_addr.parse().unwrap(),
+        state(&master_addr, true),
+    )
+    .unwrap();
+    wait_until("the task to be answered", Duration::from_secs(20), || {
+        Ok(dig(&cluster, 0, &["+short", "liquor-store.marathon.mesos"])
+            .contains("10.3.0.1")
+            .then_some(()))
+    })
+    .unwrap();
+    let text = cluster.get_text(0, "/metrics").unwrap();
+    assert_eq!(
+        metric(&text, "dcnet_dns_facts_published_total"),
+        Some(1.0),
+        "{text}"
+    );
+}

@@ -40,6 +40,12 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 const VALUE_DIGEST: foldhash::quality::FixedState =
     foldhash::quality::FixedState::with_seed(0x7075_626c_6973_6865);
 
+/// After a failed poll of the masters, the next comes this much later (or at the refresh, if
+/// sooner): a node that starts before its masters, or loses them for a moment, publishes within
+/// a second of their answering, not a whole refresh later. A failed poll costs a refused
+/// connection or a timeout.
+const RETRY: Duration = Duration::from_secs(1);
+
 /// TTL of the mesos zone's records.
 const MESOS_TTL: u32 = 60;
 
@@ -304,13 +310,18 @@ async fn publisher(
     let mut published: BTreeMap<String, u64> = BTreeMap::new();
     let mut first = true;
     let mut last = None;
-    let mut tick = tokio::time::interval(settings.mesos_refresh);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let refresh = settings.mesos_refresh;
+    // The first poll at once; after a failed one, the next sooner than a refresh.
+    let mut next_poll = tokio::time::Instant::now();
+    // Polls failed in a row: the first is a warning, the rest are counted until one succeeds.
+    let mut failed: u64 = 0;
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            () = tokio::time::sleep_until(next_poll) => {}
             () = stop.cancelled() => return,
         }
+        let polled = tokio::time::Instant::now();
+        next_poll = polled + refresh;
         let (masters, timeout, sources) = (
             settings.mesos_masters.clone(),
             settings.mesos_state_timeout,
@@ -327,6 +338,10 @@ async fn publisher(
             })
         })
         .await;
+        if matches!(fetched, Ok(Ok(_))) && failed > 0 {
+            info!(failed, "task state read again after failed polls");
+            failed = 0;
+        }
         let cluster: Cluster = match fetched {
             Ok(Ok((Some(cluster), seen))) => {
                 debug!(leader = %seen.leader, "task state read");
@@ -337,7 +352,14 @@ async fn publisher(
             Ok(Ok((None, _))) => continue,
             Ok(Err(e)) => {
                 metrics.publish_failures.inc();
-                warn!(error = %e, "task state refresh failed; the last published facts stay");
+                failed += 1;
+                if failed == 1 {
+                    warn!(error = %e, retry_every = ?RETRY.min(refresh),
+                          "task state refresh failed; the last published facts stay (retrying; further failures are logged at debug level)");
+                } else {
+                    debug!(error = %e, failed, "task state refresh failed again");
+                }
+                next_poll = polled + RETRY.min(refresh);
                 continue;
             }
             Err(e) => {

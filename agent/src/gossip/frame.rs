@@ -20,8 +20,9 @@
 //! address sealed inside it, never at the source address it came from: replaying or reflecting
 //! gossip at a third party gets no answer at all.
 //!
-//! chitchat fills envelopes up to the largest UDP payload (its deltas are already compressed),
-//! so an envelope may not fit with the frame; it is then split, each part sealed on its own.
+//! A message larger than one datagram (chitchat fills replies up to [`MAX_MESSAGE`] when a peer
+//! is far behind: a node joining a cluster of 100,000 tasks catches up megabytes of compressed
+//! state) is split into up to [`MAX_FRAGMENTS`] fragments, each sealed on its own.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -43,11 +44,15 @@ const TAG_LEN: usize = 16;
 const FRAGMENT_HEADER_LEN: usize = 6;
 /// Flags and the longest address (family, IPv6, port).
 const MAX_INNER_LEN: usize = 1 + 1 + 16 + 2;
-/// At most this many fragments per message: enough for any envelope chitchat builds.
-const MAX_FRAGMENTS: usize = 4;
+/// At most this many fragments per message.
+pub const MAX_FRAGMENTS: usize = 16;
 /// Largest slice of a message carried by one fragment.
 const FRAGMENT_CHUNK: usize =
     MAX_DATAGRAM - HEADER_LEN - MAX_INNER_LEN - FRAGMENT_HEADER_LEN - TAG_LEN;
+/// The largest message a frame carries (about 1 MiB).
+pub const MAX_MESSAGE: usize = MAX_FRAGMENTS * FRAGMENT_CHUNK;
+/// The largest message that fits one datagram, unsplit.
+pub const MAX_UNSPLIT: usize = MAX_DATAGRAM - HEADER_LEN - MAX_INNER_LEN - TAG_LEN;
 /// How far from this node's clock a datagram's send time may be. Nodes need NTP, as DC/OS
 /// required; a node further off is told so in the log and counted as `stale`.
 pub const FRESHNESS: Duration = Duration::from_secs(30);
@@ -381,7 +386,15 @@ struct Partial {
     started: Instant,
 }
 
+impl Partial {
+    fn bytes(&self) -> usize {
+        self.parts.iter().flatten().map(Vec::len).sum()
+    }
+}
+
 const MAX_PARTIAL: usize = 64;
+/// Bytes held in unfinished messages at most: a few largest messages at once.
+const MAX_PARTIAL_BYTES: usize = 4 * MAX_MESSAGE;
 const PARTIAL_TTL: Duration = Duration::from_secs(5);
 
 impl Reassembly {
@@ -397,10 +410,17 @@ impl Reassembly {
     ) -> Option<Vec<u8>> {
         self.partial
             .retain(|_, p| now.duration_since(p.started) < PARTIAL_TTL);
-        if self.partial.len() >= MAX_PARTIAL && !self.partial.contains_key(&(from, id)) {
+        let full = |partial: &HashMap<(SocketAddr, u32), Partial>| {
+            (partial.len() >= MAX_PARTIAL && !partial.contains_key(&(from, id)))
+                || partial.values().map(Partial::bytes).sum::<usize>() + part.len()
+                    > MAX_PARTIAL_BYTES
+        };
+        // Oldest first, never the message this part belongs to.
+        while full(&self.partial) {
             let oldest = self
                 .partial
                 .iter()
+                .filter(|(k, _)| **k != (from, id))
                 .min_by_key(|(_, p)| p.started)
                 .map(|(k, _)| *k)?;
             self.partial.remove(&oldest);
@@ -578,6 +598,66 @@ mod tests {
         }
         assert_eq!(whole.as_deref(), Some(&message[..]));
         assert!(r.partial.is_empty());
+    }
+
+    #[test]
+    fn the_largest_message_travels_and_a_larger_one_is_refused() {
+        let (mut s, mut o) = pair(&Key::generate());
+        let message: Vec<u8> = (0..MAX_MESSAGE).map(|i| (i % 253) as u8).collect();
+        let datagrams = s.seal(&message, 7, NOW).unwrap();
+        assert_eq!(datagrams.len(), MAX_FRAGMENTS);
+        let mut r = Reassembly::default();
+        let now = Instant::now();
+        let mut whole = None;
+        for d in &datagrams {
+            let mut copy = d.clone();
+            let opened = o.open(&mut copy, NOW, now).unwrap();
+            let Body::Fragment {
+                id,
+                index,
+                count,
+                part,
+            } = opened.body
+            else {
+                panic!("not a fragment")
+            };
+            whole = r.add(opened.from, id, index, count, part, now);
+        }
+        assert_eq!(whole.map(|w| w == message), Some(true));
+        assert_eq!(s.seal(&vec![0; MAX_MESSAGE + 1], 8, NOW), None);
+    }
+
+    #[test]
+    fn unfinished_messages_are_bounded_in_bytes_oldest_dropped_first() {
+        let mut r = Reassembly::default();
+        let from: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let t0 = Instant::now();
+        let part = vec![0u8; FRAGMENT_CHUNK];
+        // Each message stops one fragment short of whole.
+        let messages = MAX_PARTIAL_BYTES / ((MAX_FRAGMENTS - 1) * FRAGMENT_CHUNK) + 2;
+        for id in 0..messages as u32 {
+            let at = t0 + Duration::from_millis(u64::from(id));
+            for index in 0..MAX_FRAGMENTS - 1 {
+                assert_eq!(
+                    r.add(from, id, index as u8, MAX_FRAGMENTS as u8, &part, at),
+                    None
+                );
+            }
+        }
+        let held: usize = r.partial.values().map(Partial::bytes).sum();
+        assert!(held <= MAX_PARTIAL_BYTES, "{held} bytes held");
+        assert!(!r.partial.contains_key(&(from, 0)), "the oldest went first");
+        let last = (messages - 1) as u32;
+        let end = t0 + Duration::from_millis(u64::from(last));
+        let done = r.add(
+            from,
+            last,
+            (MAX_FRAGMENTS - 1) as u8,
+            MAX_FRAGMENTS as u8,
+            &part,
+            end,
+        );
+        assert_eq!(done.map(|m| m.len()), Some(MAX_FRAGMENTS * FRAGMENT_CHUNK));
     }
 
     #[test]

@@ -12,7 +12,6 @@
 //! the digest small under churn; deletions found by diffing snapshots, since chitchat's events
 //! omit them. Every datagram is authenticated ([`transport`]).
 
-pub mod codec;
 pub mod frame;
 pub mod keyring;
 pub mod transport;
@@ -84,11 +83,13 @@ pub struct Gossip {
 
 impl Gossip {
     /// Joins the cluster: binds the gossip socket through `transport` and starts gossiping with
-    /// the seeds. `initial` keys are published before the first datagram goes out.
+    /// the seeds. `initial` keys are published before the first datagram goes out. Messages
+    /// are built up to `max_message_len` bytes: what `transport` carries (see
+    /// [`AuthenticatedUdp::max_message_len`]).
     pub async fn start(
         settings: &GossipSettings,
         identity: &NodeIdentity,
-        transport: &dyn Transport,
+        (transport, max_message_len): (&dyn Transport, usize),
         initial: Vec<(String, String)>,
         metrics: MembershipMetrics,
     ) -> Result<Self, Error> {
@@ -116,6 +117,7 @@ impl Gossip {
             catchup_callback: None,
             extra_liveness_predicate: None,
             protocol_version: ProtocolVersion::V1,
+            max_message_len,
         };
         let handle = chitchat::spawn_chitchat(config, initial, transport)
             .await

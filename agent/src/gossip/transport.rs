@@ -1,7 +1,8 @@
 //! chitchat's transport hook, implemented over UDP with every datagram sealed (encrypted and
-//! authenticated) with the gossip keyring: envelopes are encoded by [`super::codec`], sealed by
-//! [`super::frame`], and received datagrams are opened, checked for freshness and repeats
-//! before any decoding. Datagrams that fail are dropped and counted by reason.
+//! authenticated) with the gossip keyring: envelopes are encoded with chitchat's own wire format,
+//! sealed by [`super::frame`] (split when larger than a datagram), and received datagrams are
+//! opened, checked for freshness and repeats before any decoding. Datagrams that fail are
+//! dropped and counted by reason.
 //!
 //! A replayed datagram is not harmless even though chitchat ignores old versions: a Syn is
 //! answered with a SynAck hundreds of times its size, to whatever source the replayer claims.
@@ -20,8 +21,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use tracing::{debug, warn};
 
-use super::codec::EnvelopeCodec;
-use super::frame::{Body, MAX_DATAGRAM, Opener, Reassembly, Sealer};
+use super::frame::{Body, MAX_DATAGRAM, MAX_MESSAGE, MAX_UNSPLIT, Opener, Reassembly, Sealer};
 use super::keyring::Keyring;
 use crate::log_budget::LogBudget;
 
@@ -158,6 +158,17 @@ impl AuthenticatedUdp {
             metrics,
         }
     }
+
+    /// The largest message to build for this transport (`ChitchatConfig::max_message_len`):
+    /// [`MAX_MESSAGE`], unless the receive buffer this node can get would not hold a few of
+    /// them at once; then less, down to one datagram. A message is whole or lost, so one that
+    /// overflows the receiver's buffer every time would never arrive.
+    pub fn max_message_len(&self) -> usize {
+        let usable = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+            .map(|probe| enlarge_recv_buffer(&probe))
+            .unwrap_or(0);
+        (usable / MESSAGES_BUFFERED).clamp(MAX_UNSPLIT, MAX_MESSAGE)
+    }
 }
 
 #[async_trait]
@@ -168,7 +179,7 @@ impl Transport for AuthenticatedUdp {
         let sealer = Sealer::new(self.keyring.clone(), self.advertise);
         Ok(Box::new(AuthenticatedSocket {
             socket,
-            codec: EnvelopeCodec::open().await?,
+            send_buf: Vec::new(),
             opener: Opener::new(self.keyring.clone(), sealer.sender()),
             sealer,
             stale_warned: None,
@@ -181,27 +192,33 @@ impl Transport for AuthenticatedUdp {
     }
 }
 
-/// How long decoding over the loopback codec may take. Delivery there is immediate; only a
-/// datagram chitchat refused to decode ever waits this long.
-const DECODE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+/// Receive buffer asked for the gossip socket. Full-size gossip datagrams are ~64 KiB and a
+/// catching-up peer's messages up to [`MAX_MESSAGE`], so the kernel's usual 208 KiB holds only a
+/// few datagrams: when many nodes join at once (or tick in phase) the rest are dropped
+/// (`RcvbufErrors` in /proc/net/snmp) and a cluster of hundreds never converges.
+const RECV_BUFFER: usize = 8 << 20;
+/// Largest messages the receive buffer should hold at once (a few peers answering together).
+const MESSAGES_BUFFERED: usize = 4;
 
-/// Receive buffer asked for the gossip socket. Full-size gossip datagrams are ~64 KiB, so the
-/// kernel's usual 208 KiB holds only a few: when many nodes join at once (or tick in phase) the
-/// rest are dropped (`RcvbufErrors` in /proc/net/snmp) and a cluster of hundreds never converges.
-/// The kernel caps it at `net.core.rmem_max`.
-const RECV_BUFFER: usize = 4 << 20;
+/// Asks for [`RECV_BUFFER`] on `socket`; returns the payload bytes it can hold. As root (the
+/// agent is), `SO_RCVBUFFORCE` passes `net.core.rmem_max`; otherwise the kernel caps the size
+/// at it.
+fn enlarge_recv_buffer(socket: &socket2::Socket) -> usize {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(socket, sockopt::RcvBufForce, &RECV_BUFFER).is_err()
+        && let Err(e) = socket.set_recv_buffer_size(RECV_BUFFER)
+    {
+        warn!(error = %e, "cannot enlarge the gossip receive buffer; bursts may be dropped");
+    }
+    // The kernel reports twice what it grants payload: the rest is its bookkeeping.
+    socket.recv_buffer_size().unwrap_or(0) / 2
+}
 
 fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if let Err(e) = socket.set_recv_buffer_size(RECV_BUFFER) {
-        warn!(error = %e, "cannot enlarge the gossip receive buffer; bursts may be dropped");
-    }
-    debug!(
-        asked = RECV_BUFFER,
-        got = socket.recv_buffer_size().unwrap_or(0),
-        "gossip receive buffer"
-    );
+    let got = enlarge_recv_buffer(&socket);
+    debug!(asked = RECV_BUFFER, got, "gossip receive buffer");
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     tokio::net::UdpSocket::from_std(socket.into())
@@ -209,7 +226,8 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
 
 struct AuthenticatedSocket {
     socket: tokio::net::UdpSocket,
-    codec: EnvelopeCodec,
+    /// The encoding of the message being sent, kept for its capacity.
+    send_buf: Vec<u8>,
     sealer: Sealer,
     opener: Opener,
     /// When a clock-skew warning was last logged (at most one a minute).
@@ -237,13 +255,13 @@ impl Socket for AuthenticatedSocket {
     ) -> anyhow::Result<SendOutcome> {
         let id = self.next_message_id;
         self.next_message_id = id.wrapping_add(1);
-        let datagrams = match self.codec.encode(envelope).await {
-            Ok(bytes) => self.sealer.seal(bytes, id, crate::unix_ms()),
-            Err(e) => {
-                warn!(to = %to, error = %e, "gossip message not encoded; dropped");
-                None
-            }
-        };
+        self.send_buf.clear();
+        envelope.serialize(&mut self.send_buf);
+        let datagrams = self.sealer.seal(&self.send_buf, id, crate::unix_ms());
+        if self.send_buf.capacity() > MAX_MESSAGE {
+            // One catch-up message must not pin a megabyte for the node's life.
+            self.send_buf = Vec::new();
+        }
         let Some(datagrams) = datagrams else {
             self.metrics.unsendable.inc();
             return Ok(SendOutcome { num_bytes_sent: 0 });
@@ -276,27 +294,9 @@ impl Socket for AuthenticatedSocket {
     }
 
     async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
+        // Cancel-safe, as chitchat requires: nothing is held across an await but the socket's
+        // receive, and a message is returned the moment it is whole.
         loop {
-            // Bytes handed to the codec (now, or before an earlier call was cancelled) come
-            // first. chitchat drops bytes it cannot decode without a word, so the wait is
-            // bounded: otherwise one such datagram would stop this node's gossip for good.
-            if let Some(submitted) = self.codec.oldest_pending() {
-                let deadline = submitted + DECODE_TIMEOUT;
-                match tokio::time::timeout_at(deadline, self.codec.next_decoded()).await {
-                    Ok(decoded) => {
-                        let (outcome, undecodable) = decoded?;
-                        self.metrics.reject(RejectReason::Malformed, undecodable);
-                        return Ok(outcome);
-                    }
-                    Err(_) => {
-                        let abandoned = self.codec.abandon_pending();
-                        self.metrics
-                            .reject(RejectReason::Malformed, abandoned as u64);
-                        debug!(abandoned, "authentic gossip that chitchat could not decode");
-                        continue;
-                    }
-                }
-            }
             let (len, from) = match self.socket.recv_from(&mut self.buf).await {
                 Ok(received) => received,
                 // ICMP errors surfacing from earlier sends are not fatal to the socket.
@@ -350,10 +350,19 @@ impl Socket for AuthenticatedSocket {
             };
             self.metrics.received.inc();
             self.metrics.received_bytes.inc_by(len as u64);
-            if let Some(message) = message {
-                // Losing one message is gossip's everyday weather; stopping the loop is not.
-                if let Err(e) = self.codec.submit(from, &message) {
-                    warn!(from = %from, error = %e, "gossip message not decoded; dropped");
+            let Some(message) = message else { continue };
+            match ChitchatEnvelope::deserialize(&mut &message[..]) {
+                Ok(envelope) => {
+                    return Ok(RecvOutcome {
+                        from_addr: from,
+                        envelope,
+                        num_bytes_received: message.len(),
+                    });
+                }
+                // Authentic but not chitchat's: a peer of an incompatible version.
+                Err(e) => {
+                    self.metrics.reject(RejectReason::Malformed, 1);
+                    debug!(from = %from, error = %e, "authentic gossip that does not decode");
                 }
             }
         }

@@ -41,6 +41,11 @@ pub struct ChitchatConfig {
     /// compresses the digest. This MUST stay `V0` until every node in the cluster runs a version
     /// able to decode the newer format.
     pub protocol_version: ProtocolVersion,
+    /// dcnet patch: the largest message this node builds, in bytes (the delta of a reply is cut
+    /// to fit). Chitchat's own UDP transport carries at most `MAX_UDP_DATAGRAM_PAYLOAD_SIZE`; a
+    /// transport that splits messages may carry more, so a joining node catches up in fewer
+    /// rounds.
+    pub max_message_len: usize,
 }
 
 impl ChitchatConfig {
@@ -59,6 +64,7 @@ impl ChitchatConfig {
             catchup_callback: None,
             extra_liveness_predicate: None,
             protocol_version: ProtocolVersion::V0,
+            max_message_len: crate::MAX_UDP_DATAGRAM_PAYLOAD_SIZE,
         }
     }
 }
@@ -79,6 +85,7 @@ impl Default for ChitchatConfig {
             catchup_callback: None,
             extra_liveness_predicate: None,
             protocol_version: ProtocolVersion::V0,
+            max_message_len: crate::MAX_UDP_DATAGRAM_PAYLOAD_SIZE,
         }
     }
 }

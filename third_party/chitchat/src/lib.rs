@@ -67,8 +67,9 @@ pub(crate) const MAX_UDP_DATAGRAM_PAYLOAD_SIZE: usize = 65_507;
 /// Number of bytes left for a delta payload in a single reply datagram, once
 /// the message header and `reserved_len` bytes (e.g. a digest carried in the
 /// same message) are accounted for.
-pub(crate) const fn delta_mtu(reserved_len: usize) -> usize {
-    MAX_UDP_DATAGRAM_PAYLOAD_SIZE
+/// dcnet patch: out of `max_message_len` (`ChitchatConfig::max_message_len`), not the constant.
+pub(crate) const fn delta_mtu(max_message_len: usize, reserved_len: usize) -> usize {
+    max_message_len
         .saturating_sub(ChitchatEnvelope::HEADER_LEN)
         .saturating_sub(reserved_len)
 }
@@ -165,7 +166,10 @@ impl Chitchat {
                 let protocol_version = self.config.protocol_version;
                 let delta = self.cluster_state.compute_partial_delta_respecting_mtu(
                     &digest,
-                    delta_mtu(self_digest.serialized_len(protocol_version)),
+                    delta_mtu(
+                        self.config.max_message_len,
+                        self_digest.serialized_len(protocol_version),
+                    ),
                     &scheduled_for_deletion,
                 );
                 Some(ChitchatMessage::SynAck {
@@ -180,7 +184,7 @@ impl Chitchat {
                     self.scheduled_for_deletion_nodes().collect::<HashSet<_>>();
                 let delta = self.cluster_state.compute_partial_delta_respecting_mtu(
                     &digest,
-                    delta_mtu(0),
+                    delta_mtu(self.config.max_message_len, 0),
                     &scheduled_for_deletion,
                 );
                 Some(ChitchatMessage::Ack { delta })
@@ -552,7 +556,7 @@ mod tests {
             let envelope_len = syn_ack_envelope.serialize_to_vec().len();
             assert_eq!(
                 envelope_len - delta_len,
-                MAX_UDP_DATAGRAM_PAYLOAD_SIZE - delta_mtu(reserved),
+                MAX_UDP_DATAGRAM_PAYLOAD_SIZE - delta_mtu(MAX_UDP_DATAGRAM_PAYLOAD_SIZE, reserved),
             );
         }
 
@@ -561,7 +565,7 @@ mod tests {
         let envelope_len = ack_envelope.serialize_to_vec().len();
         assert_eq!(
             envelope_len - delta_len,
-            MAX_UDP_DATAGRAM_PAYLOAD_SIZE - delta_mtu(0),
+            MAX_UDP_DATAGRAM_PAYLOAD_SIZE - delta_mtu(MAX_UDP_DATAGRAM_PAYLOAD_SIZE, 0),
         );
     }
 
@@ -627,6 +631,7 @@ mod tests {
             catchup_callback: None,
             extra_liveness_predicate: None,
             protocol_version: ProtocolVersion::V0,
+            max_message_len: MAX_UDP_DATAGRAM_PAYLOAD_SIZE,
         };
         start_node_with_config(transport, config).await
     }
@@ -839,6 +844,7 @@ mod tests {
                 node_state.get("READY") == Some("true")
             })),
             protocol_version: ProtocolVersion::V0,
+            max_message_len: MAX_UDP_DATAGRAM_PAYLOAD_SIZE,
         };
         let mut nodes = Vec::new();
         for chitchat_id in &chitchat_ids {

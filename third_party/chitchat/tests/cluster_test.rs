@@ -435,6 +435,7 @@ impl Simulator {
             catchup_callback,
             extra_liveness_predicate: None,
             protocol_version: ProtocolVersion::V0,
+            max_message_len: 65_507,
         };
         let handle = spawn_chitchat(config, Vec::new(), &self.transport)
             .await

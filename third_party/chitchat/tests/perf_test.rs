@@ -34,6 +34,7 @@ async fn spawn_one(chitchat_id: u16, transport: &dyn Transport) -> ChitchatHandl
         catchup_callback: None,
         extra_liveness_predicate: None,
         protocol_version: ProtocolVersion::V0,
+        max_message_len: 65_507,
     };
     spawn_chitchat(config, Vec::new(), transport).await.unwrap()
 }
