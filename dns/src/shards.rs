@@ -4,22 +4,111 @@
 //! This is what lets a snapshot of a million names be updated in time proportional to what
 //! changed: readers keep the old snapshot, the writer clones it, and the shards left alone stay
 //! shared between the two. With about sixteen keys per shard, a change of a few thousand names
-//! copies a few tens of thousands of entries, each a pair of reference counts.
+//! copies a few tens of thousands of entries.
 //!
-//! Keys are byte strings (names in wire form). The shard is chosen by middle bits of the hash,
-//! so the bits each shard's table uses (low bits for the bucket, top bits for the tag) stay
-//! spread out within a shard.
+//! A shard is laid out for a million keys in few allocations: its keys' bytes one after the
+//! other in one buffer, their hashes in a second (a lookup scans these sixteen-odd integers,
+//! then compares one key), and the values beside their keys' places in a third. A key costs
+//! its bytes, a hash and a place, with no allocation of its own; copying a shard is three
+//! copies of contiguous memory. Removed keys leave their bytes behind until they are half the
+//! buffer.
+//!
+//! Keys are byte strings (names in wire form). The shard is chosen by the high half of the
+//! hash, and the low half is what a shard keeps, so the two stay independent.
 
 use std::sync::Arc;
-
-use hashbrown::HashTable;
 
 /// Entries per shard above which the map doubles its shards.
 const GROW_AT: usize = 32;
 /// The most shards: 2^16, enough for about a million keys at sixteen per shard.
 const MAX_SHARD_BITS: u32 = 16;
 
-type Shard<V> = HashTable<(Arc<[u8]>, V)>;
+/// Where a key's bytes are in its shard, and its value.
+#[derive(Debug, Clone)]
+struct Slot<V> {
+    start: u32,
+    len: u32,
+    value: V,
+}
+
+#[derive(Debug, Clone)]
+struct Shard<V> {
+    /// The low half of each key's hash, in slot order.
+    hashes: Vec<u32>,
+    slots: Vec<Slot<V>>,
+    /// Every key's bytes, one after the other.
+    keys: Vec<u8>,
+    /// Bytes of `keys` that no slot points at any more.
+    garbage: usize,
+}
+
+impl<V> Default for Shard<V> {
+    fn default() -> Self {
+        Self {
+            hashes: Vec::new(),
+            slots: Vec::new(),
+            keys: Vec::new(),
+            garbage: 0,
+        }
+    }
+}
+
+impl<V> Shard<V> {
+    fn key(&self, slot: &Slot<V>) -> &[u8] {
+        &self.keys[slot.start as usize..(slot.start + slot.len) as usize]
+    }
+
+    /// The index of `key`, whose hash's low half is `tag`.
+    fn find(&self, tag: u32, key: &[u8]) -> Option<usize> {
+        self.hashes
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| **h == tag)
+            .map(|(i, _)| i)
+            .find(|&i| self.key(&self.slots[i]) == key)
+    }
+
+    fn push(&mut self, tag: u32, key: &[u8], value: V) -> usize {
+        // A shard's keys stay far below 4 GiB: shards split at a few dozen keys.
+        let start = self.keys.len() as u32;
+        self.keys.extend_from_slice(key);
+        self.hashes.push(tag);
+        self.slots.push(Slot {
+            start,
+            len: key.len() as u32,
+            value,
+        });
+        self.slots.len() - 1
+    }
+
+    fn remove(&mut self, index: usize) -> V {
+        self.hashes.swap_remove(index);
+        let slot = self.slots.swap_remove(index);
+        self.garbage += slot.len as usize;
+        if self.garbage * 2 > self.keys.len() {
+            self.compact();
+        }
+        slot.value
+    }
+
+    /// Drops the bytes of removed keys.
+    fn compact(&mut self) {
+        let mut keys = Vec::with_capacity(self.keys.len() - self.garbage);
+        for slot in &mut self.slots {
+            let (start, end) = (slot.start as usize, (slot.start + slot.len) as usize);
+            slot.start = keys.len() as u32;
+            keys.extend_from_slice(&self.keys[start..end]);
+        }
+        self.keys = keys;
+        self.garbage = 0;
+    }
+
+    fn shrink(&mut self) {
+        self.hashes.shrink_to_fit();
+        self.slots.shrink_to_fit();
+        self.keys.shrink_to_fit();
+    }
+}
 
 /// A copy-on-write sharded map from byte strings to `V`.
 #[derive(Debug, Clone)]
@@ -45,7 +134,7 @@ impl<V: Clone> ShardedMap<V> {
         }
         Self {
             // Keys come from cluster state, not from queries: lookups never insert, so a fixed
-            // seed gives no one a way to degrade the tables.
+            // seed gives no one a way to degrade the shards.
             hasher: foldhash::fast::FixedState::with_seed(0x6463_6e65_7464_6e73),
             shards: (0..1usize << bits).map(|_| Arc::default()).collect(),
             bits,
@@ -53,13 +142,12 @@ impl<V: Clone> ShardedMap<V> {
         }
     }
 
-    fn hash(&self, key: &[u8]) -> u64 {
+    /// The shard index and the tag of `key`.
+    fn locate(&self, key: &[u8]) -> (usize, u32) {
         use std::hash::BuildHasher;
-        self.hasher.hash_one(key)
-    }
-
-    fn shard_of(&self, hash: u64) -> usize {
-        ((hash >> 32) as usize) & ((1usize << self.bits) - 1)
+        let hash = self.hasher.hash_one(key);
+        let shard = ((hash >> 32) as usize) & ((1usize << self.bits) - 1);
+        (shard, hash as u32)
     }
 
     /// Number of keys.
@@ -74,104 +162,86 @@ impl<V: Clone> ShardedMap<V> {
 
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Option<&V> {
-        let hash = self.hash(key);
-        self.shards[self.shard_of(hash)]
-            .find(hash, |(k, _)| **k == *key)
-            .map(|(_, v)| v)
+        let (index, tag) = self.locate(key);
+        let shard = &self.shards[index];
+        shard.find(tag, key).map(|i| &shard.slots[i].value)
     }
 
     /// The value of `key`, for changing it; copies its shard if another map shares it.
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
-        let hash = self.hash(key);
-        let index = self.shard_of(hash);
+        let (index, tag) = self.locate(key);
         // Look first, so a miss does not copy the shard.
-        self.shards[index].find(hash, |(k, _)| **k == *key)?;
-        Arc::make_mut(&mut self.shards[index])
-            .find_mut(hash, |(k, _)| **k == *key)
-            .map(|(_, v)| v)
+        let i = self.shards[index].find(tag, key)?;
+        Some(&mut Arc::make_mut(&mut self.shards[index]).slots[i].value)
     }
 
     /// The value of `key` for changing it, made by `make` if missing: one lookup where a
     /// `get` then an `insert` would be two. Copies its shard if another map shares it.
     pub fn get_or_insert_with(&mut self, key: &[u8], make: impl FnOnce() -> V) -> &mut V {
-        let hash = self.hash(key);
-        let index = self.shard_of(hash);
-        let found = self.shards[index]
-            .find(hash, |(k, _)| **k == *key)
-            .is_some();
-        if !found && self.len + 1 > GROW_AT << self.bits && self.bits < MAX_SHARD_BITS {
+        let (index, tag) = self.locate(key);
+        let found = self.shards[index].find(tag, key);
+        if found.is_none() && self.len + 1 > GROW_AT << self.bits && self.bits < MAX_SHARD_BITS {
             // Grow first, so the entry handed out is where it stays.
             self.grow();
             return self.get_or_insert_with(key, make);
         }
-        let Self {
-            hasher,
-            shards,
-            len,
-            ..
-        } = self;
-        let shard = Arc::make_mut(&mut shards[index]);
-        if !found {
-            *len += 1;
-            shard.insert_unique(hash, (key.into(), make()), |(k, _)| {
-                use std::hash::BuildHasher;
-                hasher.hash_one(&**k)
-            });
-        }
-        let (_, value) = shard
-            .find_mut(hash, |(k, _)| **k == *key)
-            .expect("the key was just found or inserted");
-        value
+        let shard = Arc::make_mut(&mut self.shards[index]);
+        let i = match found {
+            Some(i) => i,
+            None => {
+                self.len += 1;
+                shard.push(tag, key, make())
+            }
+        };
+        &mut shard.slots[i].value
     }
 
     /// Sets `key` to `value`; returns the value it replaced.
-    pub fn insert(&mut self, key: Arc<[u8]>, value: V) -> Option<V> {
-        let hash = self.hash(&key);
-        let index = self.shard_of(hash);
-        let Self { hasher, shards, .. } = self;
-        let shard = Arc::make_mut(&mut shards[index]);
-        if let Some((_, old)) = shard.find_mut(hash, |(k, _)| *k == key) {
-            return Some(std::mem::replace(old, value));
-        }
-        shard.insert_unique(hash, (key, value), |(k, _)| {
-            use std::hash::BuildHasher;
-            hasher.hash_one(&**k)
-        });
-        self.len += 1;
-        if self.len > GROW_AT << self.bits && self.bits < MAX_SHARD_BITS {
-            self.grow();
-        }
-        None
+    pub fn insert(&mut self, key: &[u8], value: V) -> Option<V> {
+        let mut value = Some(value);
+        let slot = self.get_or_insert_with(key, || value.take().expect("taken once"));
+        value.map(|v| std::mem::replace(slot, v))
     }
 
     /// Removes `key`; returns its value.
     pub fn remove(&mut self, key: &[u8]) -> Option<V> {
-        let hash = self.hash(key);
-        let index = self.shard_of(hash);
-        self.shards[index].find(hash, |(k, _)| **k == *key)?;
-        let shard = Arc::make_mut(&mut self.shards[index]);
-        let (entry, _) = shard.find_entry(hash, |(k, _)| **k == *key).ok()?.remove();
+        let (index, tag) = self.locate(key);
+        let i = self.shards[index].find(tag, key)?;
         self.len -= 1;
-        Some(entry.1)
+        Some(Arc::make_mut(&mut self.shards[index]).remove(i))
     }
 
     /// Every key and value, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Arc<[u8]>, &V)> {
-        self.shards
-            .iter()
-            .flat_map(|shard| shard.iter().map(|(k, v)| (k, v)))
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &V)> {
+        self.shards.iter().flat_map(|shard| {
+            shard
+                .slots
+                .iter()
+                .map(move |slot| (shard.key(slot), &slot.value))
+        })
     }
 
-    /// Doubles the shards (rarely: the map grows by re-inserting every key once per doubling).
+    /// Gives back the spare capacity of the shards no other map shares (those this map made
+    /// or changed since it was cloned): a map built once and kept keeps no growth slack.
+    pub fn shrink(&mut self) {
+        for shard in &mut self.shards {
+            if let Some(shard) = Arc::get_mut(shard) {
+                shard.shrink();
+            }
+        }
+    }
+
+    /// Doubles the shards (rarely: the map grows by placing every key once per doubling).
     fn grow(&mut self) {
         let old = std::mem::take(&mut self.shards);
         self.bits += 1;
         self.shards = (0..1usize << self.bits).map(|_| Arc::default()).collect();
-        self.len = 0;
         for shard in old {
-            let entries = Arc::try_unwrap(shard).unwrap_or_else(|shared| (*shared).clone());
-            for (key, value) in entries {
-                self.insert(key, value);
+            let shard = Arc::try_unwrap(shard).unwrap_or_else(|shared| (*shared).clone());
+            for slot in &shard.slots {
+                let key = shard.key(slot);
+                let (index, tag) = self.locate(key);
+                Arc::make_mut(&mut self.shards[index]).push(tag, key, slot.value.clone());
             }
         }
     }
@@ -181,19 +251,19 @@ impl<V: Clone> ShardedMap<V> {
 mod tests {
     use super::*;
 
-    fn key(i: usize) -> Arc<[u8]> {
-        format!("name-{i}").into_bytes().into()
+    fn key(i: usize) -> Vec<u8> {
+        format!("name-{i}").into_bytes()
     }
 
     #[test]
     fn behaves_as_a_map_while_growing() {
         let mut map = ShardedMap::default();
         for i in 0..5000 {
-            assert_eq!(map.insert(key(i), i), None);
+            assert_eq!(map.insert(&key(i), i), None);
         }
         assert!(map.bits > 0, "the map grew its shards");
         assert_eq!(map.len(), 5000);
-        assert_eq!(map.insert(key(7), 70), Some(7));
+        assert_eq!(map.insert(&key(7), 70), Some(7));
         for i in (0..5000).step_by(2) {
             assert!(map.remove(&key(i)).is_some());
         }
@@ -226,12 +296,12 @@ mod tests {
     fn a_clone_is_unaffected_by_changes_to_the_original() {
         let mut map = ShardedMap::with_capacity(1000);
         for i in 0..1000 {
-            map.insert(key(i), i);
+            map.insert(&key(i), i);
         }
         let before = map.clone();
         *map.get_mut(&key(1)).unwrap() = 100;
         map.remove(&key(2));
-        map.insert(key(5000), 5000);
+        map.insert(&key(5000), 5000);
         assert_eq!(before.get(&key(1)), Some(&1));
         assert_eq!(before.get(&key(2)), Some(&2));
         assert_eq!(before.get(&key(5000)), None);
@@ -248,5 +318,42 @@ mod tests {
             "{shared} of {}",
             map.shards.len()
         );
+    }
+
+    #[test]
+    fn removed_keys_bytes_are_reclaimed_and_every_key_stays_readable() {
+        let mut map = ShardedMap::with_capacity(0);
+        // One shard: churn through many keys, keeping a few.
+        for round in 0..50 {
+            for i in 0..8 {
+                map.insert(&key(round * 100 + i), round * 100 + i);
+            }
+            if round > 0 {
+                for i in 0..8 {
+                    assert_eq!(
+                        map.remove(&key((round - 1) * 100 + i)),
+                        Some((round - 1) * 100 + i)
+                    );
+                }
+            }
+        }
+        assert_eq!(map.len(), 8);
+        let shard = &map.shards[0];
+        let live: usize = shard.slots.iter().map(|s| s.len as usize).sum();
+        assert!(
+            shard.keys.len() <= 2 * live + 16,
+            "{} bytes for {live}",
+            shard.keys.len()
+        );
+        let mut keys: Vec<Vec<u8>> = map.iter().map(|(k, _)| k.to_vec()).collect();
+        keys.sort();
+        let mut want: Vec<Vec<u8>> = (0..8).map(|i| key(4900 + i)).collect();
+        want.sort();
+        assert_eq!(keys, want);
+        map.shrink();
+        assert_eq!(map.shards[0].slots.capacity(), 8);
+        for i in 0..8 {
+            assert_eq!(map.get(&key(4900 + i)), Some(&(4900 + i)));
+        }
     }
 }

@@ -18,7 +18,6 @@
 
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
 
 use crate::fast_path::{PreparedZone, prepare_zone, wire_name};
 use crate::records::{Record, RecordSet, SrvTarget, fqdn};
@@ -139,7 +138,7 @@ pub struct Snapshot {
     /// Longest origin first, so the most specific zone wins.
     zones: Vec<ZoneInfo>,
     /// By lower-case wire-format name.
-    names: ShardedMap<Arc<Entry>>,
+    names: ShardedMap<Entry>,
     /// Each zone's shared negative answers, as `zones`; `None` if they could not be encoded.
     negative: Vec<Option<PreparedZone>>,
     /// Names with records.
@@ -237,14 +236,13 @@ impl Snapshot {
             let Some(key) = wire_name(&zone.origin) else {
                 continue;
             };
-            let key: Arc<[u8]> = key.into();
             if next.names.get(&key).is_none() {
                 let apex = Entry {
                     zone: zone_id(index),
                     apex: true,
                     ..Entry::default()
                 };
-                next.names.insert(key.clone(), Arc::new(apex));
+                next.names.insert(&key, apex);
                 update.dirty.push(key);
             }
         }
@@ -261,7 +259,7 @@ impl Snapshot {
     }
 
     /// Counts a name with records in (or out of) each of its ancestors below the apex.
-    fn count_below(&mut self, key: &[u8], zone: usize, add: bool, dirty: &mut Vec<Arc<[u8]>>) {
+    fn count_below(&mut self, key: &[u8], zone: usize, add: bool, dirty: &mut Vec<Box<[u8]>>) {
         let apex_len = wire_name(&self.zones[zone].origin).map_or(1, |w| w.len());
         let mut pos = 0;
         while let Some(&len) = key.get(pos) {
@@ -286,17 +284,14 @@ impl Snapshot {
 
     /// The entry of `key`, made if missing, ready to change.
     fn entry_mut(&mut self, key: &[u8], zone: usize) -> &mut Entry {
-        let entry = self.names.get_or_insert_with(key, || {
-            Arc::new(Entry {
-                zone: zone_id(zone),
-                ..Entry::default()
-            })
-        });
-        Arc::make_mut(entry)
+        self.names.get_or_insert_with(key, || Entry {
+            zone: zone_id(zone),
+            ..Entry::default()
+        })
     }
 
     /// Drops the dirty names that no longer exist.
-    fn settle(&mut self, mut dirty: Vec<Arc<[u8]>>) {
+    fn settle(&mut self, mut dirty: Vec<Box<[u8]>>) {
         dirty.sort_unstable();
         dirty.dedup();
         for key in dirty {
@@ -325,7 +320,7 @@ impl Snapshot {
 
     /// The entry of a lower-case wire-format name (for the fast path).
     pub(crate) fn entry(&self, wire: &[u8]) -> Option<&Entry> {
-        self.names.get(wire).map(|e| &**e)
+        self.names.get(wire)
     }
 
     /// The shared negative answers of every zone, most specific first.
@@ -393,14 +388,14 @@ impl Snapshot {
 pub struct Update {
     next: Snapshot,
     /// Names whose answers or existence may have changed.
-    dirty: Vec<Arc<[u8]>>,
+    dirty: Vec<Box<[u8]>>,
     /// Names whose records changed, with what finishing needs of their state before.
     touched: Vec<Touched>,
 }
 
 /// A name as it was before the update first changed its records.
 struct Touched {
-    key: Arc<[u8]>,
+    key: Box<[u8]>,
     zone: usize,
     had_records: bool,
 }
@@ -437,7 +432,7 @@ impl Update {
         if entry.stamp != stamp {
             entry.stamp = stamp;
             self.touched.push(Touched {
-                key: key.into(),
+                key,
                 zone,
                 had_records: !entry.records.is_empty(),
             });
@@ -482,6 +477,8 @@ impl Update {
             }
         }
         next.settle(std::mem::take(dirty));
+        // What this update copied or made is kept as long as the snapshot: without slack.
+        next.names.shrink();
         self.next
     }
 }

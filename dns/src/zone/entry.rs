@@ -3,11 +3,14 @@
 //! Most names of a cluster have one address given by one task (`<task>.<framework>.mesos`,
 //! its canonical name, the `.slave.` names, the dcos-dns names): those keep it inline, with no
 //! allocation at all. Other names keep their records and, for records several contributors
-//! give, the counts, behind one pointer. An entry is 32 bytes.
+//! give, the counts, behind one shared pointer: an update copies the shards it touches (see
+//! [`crate::shards`]), and a copied entry shares its records with the old snapshot instead of
+//! copying them. An entry is 32 bytes.
 
 use crate::records::{RecordData, SrvTarget};
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use super::NameRecords;
 
@@ -60,8 +63,8 @@ pub(super) enum Records {
     /// One A record, given once.
     A(Ipv4Addr),
     /// One SRV record, given once (a task's own SRV names).
-    Srv(Box<SrvTarget>),
-    Many(Box<Counted>),
+    Srv(Arc<SrvTarget>),
+    Many(Arc<Counted>),
 }
 
 /// Records, each sorted, and how many contributors give each record given by more than one.
@@ -87,8 +90,8 @@ impl Records {
         match (r.a.as_slice(), r.aaaa.is_empty(), r.srv.as_mut_slice()) {
             ([], true, []) => Records::None,
             ([ip], true, []) if once => Records::A(*ip),
-            ([], true, [srv]) if once => Records::Srv(Box::new(std::mem::take(srv))),
-            _ => Records::Many(Box::new(counted)),
+            ([], true, [srv]) if once => Records::Srv(Arc::new(std::mem::take(srv))),
+            _ => Records::Many(Arc::new(counted)),
         }
     }
 
@@ -148,7 +151,7 @@ impl Records {
                 return;
             }
             (Records::None, RecordData::Srv(srv), true) => {
-                *self = Records::Srv(Box::new(srv.clone()));
+                *self = Records::Srv(Arc::new(srv.clone()));
                 return;
             }
             (Records::Srv(old), RecordData::Srv(srv), false) if **old == *srv => {
@@ -169,12 +172,12 @@ impl Records {
             },
             Records::Srv(srv) => Counted {
                 records: NameRecords {
-                    srv: vec![*srv],
+                    srv: vec![Arc::unwrap_or_clone(srv)],
                     ..NameRecords::default()
                 },
                 dups: Vec::new(),
             },
-            Records::Many(counted) => *counted,
+            Records::Many(counted) => Arc::unwrap_or_clone(counted),
         };
         counted.bump(data, add);
         *self = Self::compact(counted);
