@@ -294,22 +294,12 @@ async fn sample(chitchat: &Mutex<Chitchat>, current: &ClusterView) -> Vec<view::
             let keys = (is_newest
                 && view::needs_keys(current, &node_id, id.generation_id, state.max_version()))
             .then(|| {
-                // Values at versions the last view had are the same: share its copies.
-                let before = current
-                    .nodes
-                    .get(&node_id)
-                    .filter(|n| n.generation == id.generation_id);
-                let seen = before.map_or(0, |n| n.max_version());
+                // Values are chitchat's own (shared, see third_party/chitchat): a view copies
+                // none, and an unchanged value is the same `Arc` in every view.
                 state
                     .key_values_including_deleted()
                     .filter(|(_, v)| !v.is_deleted())
-                    .map(|(k, v)| {
-                        let kept = before
-                            .filter(|_| v.version <= seen)
-                            .and_then(|n| n.keys.get(k).cloned());
-                        let value = kept.unwrap_or_else(|| Arc::from(v.value.as_str()));
-                        (k.to_owned(), value)
-                    })
+                    .map(|(k, v)| (k.to_owned(), v.value.clone()))
                     .collect::<view::Keys>()
             });
             view::Observed {

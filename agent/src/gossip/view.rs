@@ -32,11 +32,6 @@ pub struct NodeView {
 }
 
 impl NodeView {
-    /// The highest version of its keys this view was taken at.
-    pub(super) fn max_version(&self) -> u64 {
-        self.max_version
-    }
-
     /// The value of `key`, if this node publishes it.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.keys.get(key).map(|v| &**v)
@@ -92,8 +87,8 @@ pub enum Event {
     },
 }
 
-/// A node's keys and values. A value is shared by the views from the one that first saw it
-/// to the one that sees it change, so a node's new keys cost their own copies only.
+/// A node's keys and values. The values are chitchat's own, shared: a view copies none, and a
+/// value is the same `Arc` in every view until it changes.
 pub type Keys = BTreeMap<String, Arc<str>>;
 
 /// `keys` as [`Keys`].

@@ -132,7 +132,7 @@ impl NodeState {
     pub fn key_values(&self) -> impl Iterator<Item = (&str, &str)> {
         self.key_values_including_deleted()
             .filter(|(_, versioned_value)| !versioned_value.is_deleted())
-            .map(|(key, versioned_value)| (key, versioned_value.value.as_str()))
+            .map(|(key, versioned_value)| (key, &*versioned_value.value))
     }
 
     pub fn set_max_version(&mut self, max_version: Version) {
@@ -267,7 +267,7 @@ impl NodeState {
         if versioned_value.is_deleted() {
             return None;
         }
-        Some(versioned_value.value.as_str())
+        Some(&versioned_value.value)
     }
 
     /// If the key is tombstoned, this method will still return the versioned value.
@@ -284,7 +284,7 @@ impl NodeState {
         let key = key.to_string();
         let value = value.to_string();
         if let Some(previous_versioned_value) = self.get_versioned(&key) {
-            if previous_versioned_value.value == value
+            if *previous_versioned_value.value == *value
                 && matches!(previous_versioned_value.status, DeletionStatus::Set)
             {
                 // No need to change anything, the value is already set!
@@ -301,7 +301,7 @@ impl NodeState {
         let key = key.to_string();
         let value = value.to_string();
         if let Some(previous_versioned_value) = self.get_versioned(&key) {
-            if previous_versioned_value.value == value
+            if *previous_versioned_value.value == *value
                 && matches!(
                     previous_versioned_value.status,
                     DeletionStatus::DeleteAfterTtl(_)
@@ -315,7 +315,7 @@ impl NodeState {
         self.set_versioned_value(
             key.to_string(),
             VersionedValue {
-                value: value.to_string(),
+                value: value.into(),
                 version: new_version,
                 status: DeletionStatus::DeleteAfterTtl(Instant::now()),
             },
@@ -337,7 +337,7 @@ impl NodeState {
         };
         self.max_version += 1;
         versioned_value.version = self.max_version;
-        versioned_value.value = "".to_string();
+        versioned_value.value = "".into();
         versioned_value.status = DeletionStatusMutation::Delete.into_status(Instant::now());
     }
 
@@ -476,7 +476,7 @@ impl NodeState {
         self.set_versioned_value(
             key.to_string(),
             VersionedValue {
-                value: value.to_string(),
+                value: value.to_string().into(),
                 version,
                 status: DeletionStatus::Set,
             },
@@ -1064,7 +1064,7 @@ mod tests {
         assert_eq!(
             node_state.get_versioned("key_a").unwrap(),
             &VersionedValue {
-                value: "".to_string(),
+                value: "".to_string().into(),
                 version: 1,
                 status: DeletionStatus::Set,
             }
@@ -1079,7 +1079,7 @@ mod tests {
         assert_eq!(
             node_state.get_versioned("key_a").unwrap(),
             &VersionedValue {
-                value: "1".to_string(),
+                value: "1".to_string().into(),
                 version: 1,
                 status: DeletionStatus::Set,
             }
@@ -1088,7 +1088,7 @@ mod tests {
         assert_eq!(
             node_state.get_versioned("key_a").unwrap(),
             &VersionedValue {
-                value: "1".to_string(),
+                value: "1".to_string().into(),
                 version: 1,
                 status: DeletionStatus::Set,
             }
@@ -1096,7 +1096,7 @@ mod tests {
         assert_eq!(
             node_state.get_versioned("key_b").unwrap(),
             &VersionedValue {
-                value: "2".to_string(),
+                value: "2".to_string().into(),
                 version: 2,
                 status: DeletionStatus::Set,
             }
@@ -1105,7 +1105,7 @@ mod tests {
         assert_eq!(
             node_state.get_versioned("key_a").unwrap(),
             &VersionedValue {
-                value: "3".to_string(),
+                value: "3".to_string().into(),
                 version: 3,
                 status: DeletionStatus::Set
             }
@@ -1120,7 +1120,7 @@ mod tests {
         assert_eq!(
             node_state.get_versioned("key").unwrap(),
             &VersionedValue {
-                value: "1".to_string(),
+                value: "1".to_string().into(),
                 version: 1,
                 status: DeletionStatus::Set
             }
@@ -1129,7 +1129,7 @@ mod tests {
         assert_eq!(
             node_state.get_versioned("key").unwrap(),
             &VersionedValue {
-                value: "1".to_string(),
+                value: "1".to_string().into(),
                 version: 1,
                 status: DeletionStatus::Set,
             }
@@ -1146,7 +1146,7 @@ mod tests {
         assert!(node_state.get("key").is_none());
         {
             let versioned_value = node_state.get_versioned("key").unwrap();
-            assert_eq!(&versioned_value.value, "");
+            assert_eq!(&*versioned_value.value, "");
             assert_eq!(versioned_value.version, 2u64);
             assert!(versioned_value.is_deleted());
             assert!(
@@ -1161,7 +1161,7 @@ mod tests {
         node_state.set("key", "2");
         {
             let versioned_value = node_state.get_versioned("key").unwrap();
-            assert_eq!(&versioned_value.value, "2");
+            assert_eq!(&*versioned_value.value, "2");
             assert_eq!(versioned_value.version, 3u64);
             assert!(!versioned_value.is_deleted());
             assert!(
@@ -1184,7 +1184,7 @@ mod tests {
             let value = node_state.get("key").unwrap();
             assert_eq!(value, "1");
             let versioned_value = node_state.get_versioned("key").unwrap();
-            assert_eq!(&versioned_value.value, "1");
+            assert_eq!(&*versioned_value.value, "1");
             assert_eq!(versioned_value.version, 2u64);
             assert!(
                 versioned_value
@@ -1203,7 +1203,7 @@ mod tests {
         node_state.set("key", "2");
         {
             let versioned_value = node_state.get_versioned("key").unwrap();
-            assert_eq!(&versioned_value.value, "2");
+            assert_eq!(&*versioned_value.value, "2");
             assert_eq!(versioned_value.version, 3u64);
             assert!(!versioned_value.is_deleted());
             assert!(
@@ -1310,7 +1310,7 @@ mod tests {
         assert_eq!(
             node1_state.get_versioned("key_a").unwrap(),
             &VersionedValue {
-                value: "4".to_string(),
+                value: "4".to_string().into(),
                 version: 4,
                 status: DeletionStatus::Set,
             }
@@ -1319,7 +1319,7 @@ mod tests {
         assert_eq!(
             node1_state.get_versioned("key_b").unwrap(),
             &VersionedValue {
-                value: "3".to_string(),
+                value: "3".to_string().into(),
                 version: 3,
                 status: DeletionStatus::Set,
             }
@@ -1331,7 +1331,7 @@ mod tests {
         assert_eq!(
             node2_state.get_versioned("key_d").unwrap(),
             &VersionedValue {
-                value: "4".to_string(),
+                value: "4".to_string().into(),
                 version: 4,
                 status: DeletionStatus::Set
             }
@@ -1604,13 +1604,13 @@ mod tests {
             key_values: vec![
                 KeyValueMutation {
                     key: "key_c".to_string(),
-                    value: "val_c".to_string(),
+                    value: "val_c".to_string().into(),
                     version: 4,
                     status: DeletionStatusMutation::Set,
                 },
                 KeyValueMutation {
                     key: "key_b".to_string(),
-                    value: "val_b2".to_string(),
+                    value: "val_b2".to_string().into(),
                     version: 3,
                     status: DeletionStatusMutation::Set,
                 },
@@ -1640,7 +1640,7 @@ mod tests {
             max_version: 3,
             key_values: vec![KeyValueMutation {
                 key: "key_a".to_string(),
-                value: "val_a".to_string(),
+                value: "val_a".to_string().into(),
                 version: 3,
                 status: DeletionStatusMutation::Set,
             }],
@@ -1649,7 +1649,7 @@ mod tests {
         let versioned_a = node_state.get_versioned("key_a").unwrap();
         assert_eq!(versioned_a.version, 3);
         assert_eq!(versioned_a.status, DeletionStatus::Set);
-        assert_eq!(&versioned_a.value, "val_a");
+        assert_eq!(&*versioned_a.value, "val_a");
     }
 
     #[test]
@@ -1664,7 +1664,7 @@ mod tests {
             max_version: 7,
             key_values: vec![KeyValueMutation {
                 key: "key_a".to_string(),
-                value: "new_val".to_string(),
+                value: "new_val".to_string().into(),
                 version: 7,
                 status: DeletionStatusMutation::Set,
             }],
@@ -1673,7 +1673,7 @@ mod tests {
         let versioned_a = node_state.get_versioned("key_a").unwrap();
         assert_eq!(versioned_a.version, 5);
         assert_eq!(versioned_a.status, DeletionStatus::Set);
-        assert_eq!(&versioned_a.value, "val_a");
+        assert_eq!(&*versioned_a.value, "val_a");
     }
 
     #[tokio::test]
@@ -1695,7 +1695,7 @@ mod tests {
             max_version: 32,
             key_values: vec![KeyValueMutation {
                 key: "key_a".to_string(),
-                value: "new_val".to_string(),
+                value: "new_val".to_string().into(),
                 version: 32,
                 status: DeletionStatusMutation::Set,
             }],
@@ -1705,7 +1705,7 @@ mod tests {
         assert_eq!(versioned_a.version, 32);
         assert_eq!(node_state.max_version(), 32);
         assert_eq!(versioned_a.status, DeletionStatus::Set);
-        assert_eq!(&versioned_a.value, "new_val");
+        assert_eq!(&*versioned_a.value, "new_val");
     }
 
     #[tokio::test]
@@ -1721,7 +1721,7 @@ mod tests {
             max_version: 32,
             key_values: vec![KeyValueMutation {
                 key: "key_b".to_string(),
-                value: "val_b".to_string(),
+                value: "val_b".to_string().into(),
                 version: 32,
                 status: DeletionStatusMutation::Set,
             }],
@@ -1748,7 +1748,7 @@ mod tests {
             max_version: 30,
             key_values: vec![KeyValueMutation {
                 key: "key_b".to_string(),
-                value: "val_b".to_string(),
+                value: "val_b".to_string().into(),
                 version: 30,
                 status: DeletionStatusMutation::Set,
             }],
@@ -1757,7 +1757,7 @@ mod tests {
         assert_eq!(node_state.max_version, 32);
         let versioned_b = node_state.get_versioned("key_b").unwrap();
         assert_eq!(versioned_b.version, 32);
-        assert_eq!(versioned_b.value, "val_b2");
+        assert_eq!(&*versioned_b.value, "val_b2");
     }
 
     // Regression test for https://github.com/quickwit-oss/chitchat/issues/178
@@ -1789,7 +1789,7 @@ mod tests {
             max_version: 80,
             key_values: vec![KeyValueMutation {
                 key: "key_c".to_string(),
-                value: "val_c".to_string(),
+                value: "val_c".to_string().into(),
                 version: 80,
                 status: DeletionStatusMutation::Set,
             }],
@@ -1838,7 +1838,7 @@ mod tests {
             max_version: 100,
             key_values: vec![KeyValueMutation {
                 key: "key_b".to_string(),
-                value: "val_b".to_string(),
+                value: "val_b".to_string().into(),
                 version: 100,
                 status: DeletionStatusMutation::Set,
             }],
@@ -1902,6 +1902,6 @@ mod tests {
             versioned_value.status,
             DeletionStatus::DeleteAfterTtl(_)
         ));
-        assert_eq!(versioned_value.value, "val_b");
+        assert_eq!(&*versioned_value.value, "val_b");
     }
 }

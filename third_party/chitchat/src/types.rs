@@ -102,7 +102,9 @@ impl DeletionStatus {
     from = "VersionedValueForSerialization"
 )]
 pub struct VersionedValue {
-    pub value: String,
+    /// dcnet patch: shared (`Arc<str>`, was `String`), so a reader's copy of the state and the
+    /// deltas built from it share the value instead of copying it.
+    pub value: Arc<str>,
     pub version: Version,
     // The tombstone instant is transient:
     // Only the presence of a tombstone or not is serialized, and used in partial eq eq.
@@ -113,7 +115,7 @@ impl VersionedValue {
     #[cfg(test)]
     pub fn new(value: String, version: Version, is_tombstone: bool) -> VersionedValue {
         VersionedValue {
-            value,
+            value: value.into(),
             version,
             status: if is_tombstone {
                 DeletionStatus::Deleted(Instant::now())
@@ -134,7 +136,7 @@ impl VersionedValue {
     #[cfg(test)]
     pub fn for_test(value: &str, version: Version) -> Self {
         Self {
-            value: value.to_string(),
+            value: value.to_string().into(),
             version,
             status: DeletionStatus::Set,
         }
@@ -154,7 +156,8 @@ impl PartialEq for VersionedValue {
 #[derive(Debug, Eq, PartialEq, Clone, Serialize, Deserialize)]
 pub(crate) struct KeyValueMutation {
     pub(crate) key: String,
-    pub(crate) value: String,
+    // dcnet patch: shared, as `VersionedValue::value`.
+    pub(crate) value: Arc<str>,
     pub(crate) version: Version,
     pub(crate) status: DeletionStatusMutation,
 }
@@ -235,7 +238,7 @@ impl<'a> From<&'a KeyValueMutation> for KeyValueMutationRef<'a> {
     fn from(mutation: &'a KeyValueMutation) -> KeyValueMutationRef<'a> {
         KeyValueMutationRef {
             key: mutation.key.as_str(),
-            value: mutation.value.as_str(),
+            value: &mutation.value,
             version: mutation.version,
             state: mutation.status,
         }
@@ -274,7 +277,7 @@ impl Deserializable for KeyValueMutation {
         let state: DeletionStatusMutation = Deserializable::deserialize(buf)?;
         Ok(KeyValueMutation {
             key,
-            value,
+            value: value.into(),
             version,
             status: state,
         })
@@ -283,7 +286,7 @@ impl Deserializable for KeyValueMutation {
 
 #[derive(Serialize, Deserialize)]
 struct VersionedValueForSerialization {
-    pub value: String,
+    pub value: Arc<str>,
     pub version: Version,
     pub status: DeletionStatusMutation, /* TODO fixme. Deserialization could result in incorrect
                                          * ttls. */
