@@ -177,7 +177,7 @@ async fn state_larger_than_a_datagram_replicates() {
     assert!(
         values
             .iter()
-            .all(|(k, v)| node.keys.get(k).map(|x| &**x) == Some(v.as_str())),
+            .all(|(k, v)| node.keys.get(k.as_str()).map(|x| &**x) == Some(v.as_str())),
         "every value arrived intact"
     );
     assert!(

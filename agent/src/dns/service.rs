@@ -34,8 +34,10 @@ use crate::gossip::Gossip;
 use crate::lb::service::NamedVips;
 use crate::lifecycle::{Services, Stage, Stopping, settle};
 
-/// A burst of gossip updates within this window costs one rebuild.
-const DEBOUNCE: Duration = Duration::from_millis(100);
+/// A burst of gossip updates within this window costs one update. Short: an update costs what
+/// changed (9 ms of bookkeeping at 100,000 tasks besides), and every millisecond here is one
+/// more before a change is answered.
+const DEBOUNCE: Duration = Duration::from_millis(20);
 /// Fixed, so a published value's digest compares across polls.
 const VALUE_DIGEST: foldhash::quality::FixedState =
     foldhash::quality::FixedState::with_seed(0x7075_626c_6973_6865);

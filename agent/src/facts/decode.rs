@@ -212,8 +212,9 @@ pub struct MesosFacts {
     pub agents: BTreeMap<String, Arc<AgentInfo>>,
     /// By framework name.
     pub frameworks: BTreeMap<String, Arc<SchedulerFact>>,
-    /// Running tasks, by `<framework>/<task id>/<task name>`.
-    pub tasks: BTreeMap<String, Arc<TaskFact>>,
+    /// Running tasks, by `<framework>/<task id>/<task name>` (shared keys: copying the map
+    /// for a change copies no key).
+    pub tasks: BTreeMap<Arc<str>, Arc<TaskFact>>,
     /// Order-independent digest of every key but the generation: equal digests, equal content.
     digest: u64,
 }
@@ -414,12 +415,25 @@ impl Decoder {
 }
 
 /// Applies the differences between `old` and `new` to `facts`; returns how many values it
-/// decoded. Unchanged keys are compared, not decoded.
+/// decoded. Unchanged keys are compared, not decoded: both key sets are in key order and share
+/// the keys and values that did not change (see [`crate::gossip::view::keys_after`]), so the
+/// walk costs a pointer comparison per unchanged key.
 fn apply_keys(facts: &mut NodeFacts, old: &Keys, new: &Keys, changed: &mut Topics) -> u64 {
     let mut decoded = 0;
+    let gone = |facts: &mut NodeFacts, key: &str, value: &str, changed: &mut Topics| {
+        let kind = Key::classify(key);
+        *changed |= kind.topic();
+        set(facts, key, kind, Some(value), None);
+    };
+    let mut old = old.iter().peekable();
     for (key, value) in new {
-        let before = old.get(key);
-        // Shared by both views (see `Keys`), or equal.
+        // Old keys before this one are gone.
+        while let Some((k, v)) = old.next_if(|(k, _)| !Arc::ptr_eq(k, key) && ***k < **key) {
+            gone(facts, k, v, changed);
+        }
+        let before = old
+            .next_if(|(k, _)| Arc::ptr_eq(k, key) || k == &key)
+            .map(|(_, v)| v);
         if before.is_some_and(|b| Arc::ptr_eq(b, value) || b == value) {
             continue;
         }
@@ -428,12 +442,8 @@ fn apply_keys(facts: &mut NodeFacts, old: &Keys, new: &Keys, changed: &mut Topic
         decoded += 1;
         set(facts, key, kind, before.map(|b| &**b), Some(value));
     }
-    for (key, value) in old {
-        if !new.contains_key(key) {
-            let kind = Key::classify(key);
-            *changed |= kind.topic();
-            set(facts, key, kind, Some(value), None);
-        }
+    for (k, v) in old {
+        gone(facts, k, v, changed);
     }
     decoded
 }
@@ -499,7 +509,7 @@ fn set(facts: &mut NodeFacts, key: &str, kind: Key<'_>, before: Option<&str>, va
         Key::MesosTask(k) => parse::<TaskFact>(value).map(|v| {
             let m = Arc::make_mut(&mut facts.mesos);
             match v {
-                Some(t) => m.tasks.insert(k.to_owned(), Arc::new(t)),
+                Some(t) => m.tasks.insert(Arc::from(k), Arc::new(t)),
                 None => m.tasks.remove(k),
             };
         }),

@@ -294,13 +294,14 @@ async fn sample(chitchat: &Mutex<Chitchat>, current: &ClusterView) -> Vec<view::
             let keys = (is_newest
                 && view::needs_keys(current, &node_id, id.generation_id, state.max_version()))
             .then(|| {
-                // Values are chitchat's own (shared, see third_party/chitchat): a view copies
-                // none, and an unchanged value is the same `Arc` in every view.
-                state
+                let before = current
+                    .nodes
+                    .get(&node_id)
+                    .filter(|n| n.generation == id.generation_id);
+                let live = state
                     .key_values_including_deleted()
-                    .filter(|(_, v)| !v.is_deleted())
-                    .map(|(k, v)| (k.to_owned(), v.value.clone()))
-                    .collect::<view::Keys>()
+                    .filter(|(_, v)| !v.is_deleted());
+                view::keys_after(before.map(|n| &*n.keys), live)
             });
             view::Observed {
                 id: node_id,

@@ -89,12 +89,34 @@ pub enum Event {
 
 /// A node's keys and values. The values are chitchat's own, shared: a view copies none, and a
 /// value is the same `Arc` in every view until it changes.
-pub type Keys = BTreeMap<String, Arc<str>>;
+pub type Keys = BTreeMap<Arc<str>, Arc<str>>;
+
+/// The keys of a node whose chitchat state is `live` (its live keys in key order), sharing
+/// with `before` (the node's keys in the last view) every key that is still there: a node's
+/// next view allocates only its new keys. Values are chitchat's own (shared, see
+/// third_party/chitchat): a view copies none, and an unchanged value is the same `Arc` in every
+/// view.
+pub fn keys_after<'a>(
+    before: Option<&Keys>,
+    live: impl Iterator<Item = (&'a str, &'a chitchat::VersionedValue)>,
+) -> Keys {
+    let mut old = before.into_iter().flat_map(|k| k.keys()).peekable();
+    live.map(|(key, value)| {
+        // Both in key order: skip the old keys that are gone, take the one that is still here.
+        while old.next_if(|k| &***k < key).is_some() {}
+        let key = match old.next_if(|k| &***k == key) {
+            Some(kept) => kept.clone(),
+            None => Arc::from(key),
+        };
+        (key, value.value.clone())
+    })
+    .collect()
+}
 
 /// `keys` as [`Keys`].
 pub fn shared(keys: &BTreeMap<String, String>) -> Keys {
     keys.iter()
-        .map(|(k, v)| (k.clone(), Arc::from(v.as_str())))
+        .map(|(k, v)| (Arc::from(k.as_str()), Arc::from(v.as_str())))
         .collect()
 }
 
@@ -210,12 +232,12 @@ fn diff_keys(node: &str, old: &Keys, new: &Keys, events: &mut Vec<Event>) {
         match old.get(key) {
             None => events.push(Event::KeyAdded {
                 node: node.to_owned(),
-                key: key.clone(),
+                key: key.to_string(),
                 value: value.to_string(),
             }),
             Some(v) if v != value => events.push(Event::KeyUpdated {
                 node: node.to_owned(),
-                key: key.clone(),
+                key: key.to_string(),
                 value: value.to_string(),
             }),
             Some(_) => {}
@@ -225,7 +247,7 @@ fn diff_keys(node: &str, old: &Keys, new: &Keys, events: &mut Vec<Event>) {
         if !new.contains_key(key) {
             events.push(Event::KeyDeleted {
                 node: node.to_owned(),
-                key: key.clone(),
+                key: key.to_string(),
             });
         }
     }
@@ -278,7 +300,7 @@ mod tests {
             is_self: false,
             keys: keys.map(|kv| {
                 kv.iter()
-                    .map(|(k, v)| (k.to_string(), Arc::from(*v)))
+                    .map(|(k, v)| (Arc::from(*k), Arc::from(*v)))
                     .collect()
             }),
         }
@@ -294,6 +316,41 @@ mod tests {
             key: key.into(),
             value: value.into(),
         }
+    }
+
+    #[test]
+    fn a_next_view_shares_the_keys_still_there_and_chitchats_values() {
+        let value = |v: &str, version| chitchat::VersionedValue {
+            value: Arc::from(v),
+            version,
+            status: chitchat::DeletionStatus::Set,
+        };
+        let first: Vec<(String, chitchat::VersionedValue)> = ["a", "b", "c", "d"]
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.to_string(), value(k, i as u64)))
+            .collect();
+        let before = keys_after(None, first.iter().map(|(k, v)| (k.as_str(), v)));
+        // "b" and "d" go, "bb" and "e" come, "c" changes.
+        let second: Vec<(String, chitchat::VersionedValue)> = vec![
+            ("a".into(), first[0].1.clone()),
+            ("bb".into(), value("bb", 5)),
+            ("c".into(), value("c2", 6)),
+            ("e".into(), value("e", 7)),
+        ];
+        let after = keys_after(Some(&before), second.iter().map(|(k, v)| (k.as_str(), v)));
+        let got: Vec<(&str, &str)> = after.iter().map(|(k, v)| (&**k, &**v)).collect();
+        assert_eq!(got, [("a", "a"), ("bb", "bb"), ("c", "c2"), ("e", "e")]);
+        let key = |keys: &Keys, k: &str| keys.get_key_value(k).map(|(k, _)| k.clone());
+        for k in ["a", "c"] {
+            assert!(
+                Arc::ptr_eq(&key(&before, k).unwrap(), &key(&after, k).unwrap()),
+                "{k}"
+            );
+        }
+        // Values are chitchat's, not copies.
+        assert!(Arc::ptr_eq(&after["a"], &first[0].1.value));
+        assert!(Arc::ptr_eq(&after["c"], &second[2].1.value));
     }
 
     #[test]
