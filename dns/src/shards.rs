@@ -69,6 +69,17 @@ impl<V> Shard<V> {
     }
 
     fn push(&mut self, tag: u32, key: &[u8], value: V) -> usize {
+        // Grown by a quarter, not doubled: a map of a million names is built by pushes, and
+        // doubling would leave it up to twice its size until `shrink`.
+        if self.slots.len() == self.slots.capacity() {
+            let more = (self.slots.len() / 4).max(4);
+            self.slots.reserve_exact(more);
+            self.hashes.reserve_exact(more);
+        }
+        if self.keys.capacity() - self.keys.len() < key.len() {
+            self.keys
+                .reserve_exact((self.keys.len() / 4).max(key.len() * 4));
+        }
         // A shard's keys stay far below 4 GiB: shards split at a few dozen keys.
         let start = self.keys.len() as u32;
         self.keys.extend_from_slice(key);

@@ -221,8 +221,9 @@ impl Snapshot {
                 .all(|(a, b)| a.origin == b.origin);
         let mut update = Update {
             next,
-            dirty: Vec::new(),
-            touched: Vec::new(),
+            dirty: NameList::default(),
+            touched: NameList::default(),
+            before: Vec::new(),
         };
         if alike {
             update.next.names = self.names.clone();
@@ -243,7 +244,7 @@ impl Snapshot {
                     ..Entry::default()
                 };
                 next.names.insert(&key, apex);
-                update.dirty.push(key);
+                update.dirty.push(&key);
             }
         }
         for (key, entry) in self.names.iter() {
@@ -259,7 +260,7 @@ impl Snapshot {
     }
 
     /// Counts a name with records in (or out of) each of its ancestors below the apex.
-    fn count_below(&mut self, key: &[u8], zone: usize, add: bool, dirty: &mut Vec<Box<[u8]>>) {
+    fn count_below(&mut self, key: &[u8], zone: usize, add: bool, dirty: &mut NameList) {
         let apex_len = wire_name(&self.zones[zone].origin).map_or(1, |w| w.len());
         let mut pos = 0;
         while let Some(&len) = key.get(pos) {
@@ -277,7 +278,7 @@ impl Snapshot {
             };
             // Only existence matters to the answers.
             if (before == 0) != (entry.descendants == 0) {
-                dirty.push(parent.into());
+                dirty.push(parent);
             }
         }
     }
@@ -291,12 +292,13 @@ impl Snapshot {
     }
 
     /// Drops the dirty names that no longer exist.
-    fn settle(&mut self, mut dirty: Vec<Box<[u8]>>) {
-        dirty.sort_unstable();
-        dirty.dedup();
-        for key in dirty {
-            if self.names.get(&key).is_some_and(|e| !e.exists()) {
-                self.names.remove(&key);
+    fn settle(&mut self, dirty: NameList) {
+        let mut keys: Vec<&[u8]> = dirty.iter().collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            if self.names.get(key).is_some_and(|e| !e.exists()) {
+                self.names.remove(key);
             }
         }
     }
@@ -387,17 +389,40 @@ impl Snapshot {
 /// one task costs no count at all.
 pub struct Update {
     next: Snapshot,
-    /// Names whose answers or existence may have changed.
-    dirty: Vec<Box<[u8]>>,
-    /// Names whose records changed, with what finishing needs of their state before.
-    touched: Vec<Touched>,
+    /// Names whose existence may have changed.
+    dirty: NameList,
+    /// Names whose records changed, and for each what finishing needs of its state before.
+    touched: NameList,
+    before: Vec<Before>,
 }
 
-/// A name as it was before the update first changed its records.
-struct Touched {
-    key: Box<[u8]>,
+/// A touched name as it was before the update first changed its records.
+struct Before {
     zone: usize,
     had_records: bool,
+}
+
+/// Names in wire form one after the other in one buffer: an update's lists of names hold every
+/// name on a first load (a million at 100,000 tasks), and cost two allocations, not one per
+/// name that the allocator would keep pages of after the load.
+#[derive(Default)]
+struct NameList {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl NameList {
+    fn push(&mut self, name: &[u8]) {
+        self.bytes.extend_from_slice(name);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| &self.bytes[start..end])
+    }
 }
 
 impl Update {
@@ -431,8 +456,8 @@ impl Update {
         let entry = next.entry_mut(&key, zone);
         if entry.stamp != stamp {
             entry.stamp = stamp;
-            self.touched.push(Touched {
-                key,
+            self.touched.push(&key);
+            self.before.push(Before {
                 zone,
                 had_records: !entry.records.is_empty(),
             });
@@ -459,21 +484,25 @@ impl Update {
     fn settle(mut self, mut each: impl FnMut(&[u8], Option<&NameRecords>)) -> Snapshot {
         let next = &mut self.next;
         let dirty = &mut self.dirty;
-        for touched in std::mem::take(&mut self.touched) {
-            let Some(entry) = next.names.get(&touched.key) else {
-                each(&touched.key, None);
+        let touched = std::mem::take(&mut self.touched);
+        for (key, before) in touched.iter().zip(std::mem::take(&mut self.before)) {
+            let Some(entry) = next.names.get(key) else {
+                each(key, None);
                 continue;
             };
-            each(&touched.key, Some(&entry.records.name_records()));
+            each(key, Some(&entry.records.name_records()));
             let has_records = !entry.records.is_empty();
-            dirty.push(touched.key.clone());
-            if touched.had_records != has_records {
+            if !has_records {
+                // A name with records exists; one without may not any more.
+                dirty.push(key);
+            }
+            if before.had_records != has_records {
                 next.with_records = if has_records {
                     next.with_records + 1
                 } else {
                     next.with_records - 1
                 };
-                next.count_below(&touched.key, touched.zone, has_records, dirty);
+                next.count_below(key, before.zone, has_records, dirty);
             }
         }
         next.settle(std::mem::take(dirty));
