@@ -393,8 +393,10 @@ impl Partial {
 }
 
 const MAX_PARTIAL: usize = 64;
-/// Bytes held in unfinished messages at most: a few largest messages at once.
-const MAX_PARTIAL_BYTES: usize = 4 * MAX_MESSAGE;
+/// Bytes held in unfinished messages at most: a largest message from each of many peers
+/// answering at once (a node that is far behind hears from several in a round; evicting a
+/// message before its last fragment arrives would lose it every round).
+const MAX_PARTIAL_BYTES: usize = 16 * MAX_MESSAGE;
 const PARTIAL_TTL: Duration = Duration::from_secs(5);
 
 impl Reassembly {
