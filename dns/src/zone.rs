@@ -13,8 +13,9 @@
 //! snapshots share, and each name keeps how many names with records lie below it, so empty
 //! non-terminals appear and disappear with their last descendant. [`Snapshot::build`] is the
 //! same update applied to empty zones. Nothing is prepared per name: answers are written from
-//! the records at query time (see [`crate::fast_path`]). A name's layout (`zone/entry.rs`) is
-//! made for a million of them: one address inline, anything else behind one pointer.
+//! the records at query time (see [`crate::fast_path`]). A name's layout (`zone/entry.rs`, and
+//! the shards' in [`crate::shards`]) is made for a million of them: its bytes in its shard's
+//! buffer, one address inline, anything else behind one shared pointer.
 
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};

@@ -581,13 +581,25 @@ mod tests {
         assert_eq!(datagrams.len(), 2);
         assert!(datagrams.iter().all(|d| d.len() <= MAX_DATAGRAM));
         let mut r = Reassembly::default();
+        let whole = reassemble(&mut o, &mut r, datagrams.iter().rev(), 42);
+        assert_eq!(whole.as_deref(), Some(&message[..]));
+        assert!(r.partial.is_empty());
+    }
+
+    /// Opens `datagrams` (fragments of message `id`) in the order given; the message once whole.
+    fn reassemble<'a>(
+        o: &mut Opener,
+        r: &mut Reassembly,
+        datagrams: impl Iterator<Item = &'a Vec<u8>>,
+        id: u32,
+    ) -> Option<Vec<u8>> {
         let now = Instant::now();
         let mut whole = None;
-        for d in datagrams.iter().rev() {
+        for d in datagrams {
             let mut copy = d.clone();
             let opened = o.open(&mut copy, NOW, now).unwrap();
             let Body::Fragment {
-                id,
+                id: got,
                 index,
                 count,
                 part,
@@ -595,11 +607,10 @@ mod tests {
             else {
                 panic!("not a fragment")
             };
-            assert_eq!(id, 42);
-            whole = r.add(opened.from, id, index, count, part, now);
+            assert_eq!(got, id);
+            whole = r.add(opened.from, got, index, count, part, now);
         }
-        assert_eq!(whole.as_deref(), Some(&message[..]));
-        assert!(r.partial.is_empty());
+        whole
     }
 
     #[test]
@@ -608,23 +619,7 @@ mod tests {
         let message: Vec<u8> = (0..MAX_MESSAGE).map(|i| (i % 253) as u8).collect();
         let datagrams = s.seal(&message, 7, NOW).unwrap();
         assert_eq!(datagrams.len(), MAX_FRAGMENTS);
-        let mut r = Reassembly::default();
-        let now = Instant::now();
-        let mut whole = None;
-        for d in &datagrams {
-            let mut copy = d.clone();
-            let opened = o.open(&mut copy, NOW, now).unwrap();
-            let Body::Fragment {
-                id,
-                index,
-                count,
-                part,
-            } = opened.body
-            else {
-                panic!("not a fragment")
-            };
-            whole = r.add(opened.from, id, index, count, part, now);
-        }
+        let whole = reassemble(&mut o, &mut Reassembly::default(), datagrams.iter(), 7);
         assert_eq!(whole.map(|w| w == message), Some(true));
         assert_eq!(s.seal(&vec![0; MAX_MESSAGE + 1], 8, NOW), None);
     }

@@ -258,8 +258,8 @@ impl Socket for AuthenticatedSocket {
         self.send_buf.clear();
         envelope.serialize(&mut self.send_buf);
         let datagrams = self.sealer.seal(&self.send_buf, id, crate::unix_ms());
-        if self.send_buf.capacity() > MAX_MESSAGE {
-            // One catch-up message must not pin a megabyte for the node's life.
+        if self.send_buf.capacity() > MAX_UNSPLIT {
+            // A catch-up message (up to a megabyte) must not stay pinned for the node's life.
             self.send_buf = Vec::new();
         }
         let Some(datagrams) = datagrams else {
