@@ -41,6 +41,11 @@ struct Args {
     /// How long "nothing changing" is measured.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     idle: Duration,
+    /// Copy the agents' logs here (`<tasks>-<node>.log`) before their cluster goes; run with
+    /// e.g. `RUST_LOG=info,dcnet_agent::dns=debug,dcnet_agent::facts=debug` for the timings
+    /// of each step of a change.
+    #[arg(long)]
+    logs: Option<std::path::PathBuf>,
     /// Ignored: cargo bench passes it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -60,42 +65,74 @@ fn probe_name(tasks: usize, round: usize) -> String {
     }
 }
 
-/// Whether node `i` answers `name` with an address.
-fn answers(cluster: &Cluster, i: usize, name: &str) -> bool {
-    let out = cluster.run_in(
-        i,
-        Path::new("/usr/bin/dig"),
-        &["@127.0.0.1", "+short", "+time=1", "+tries=1", name],
-    );
-    // An address, not dig's complaint that nothing answered.
-    out.is_ok_and(|o| {
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .any(|l| l.trim().parse::<std::net::IpAddr>().is_ok())
-    })
+/// Asks one node's DNS server over a socket made in its namespace: a query every few
+/// milliseconds costs no process (dig through the namespace took ~15 ms a try, which the
+/// times measured would include).
+struct Prober {
+    socket: std::net::UdpSocket,
+    id: u16,
+}
+
+impl Prober {
+    fn new(cluster: &Cluster, i: usize) -> Result<Self> {
+        let socket = cluster.nodes[i]
+            .netns
+            .run(|| std::net::UdpSocket::bind("127.0.0.1:0"))??;
+        socket.connect("127.0.0.1:53")?;
+        socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+        Ok(Self { socket, id: 0 })
+    }
+
+    /// Whether the node answers `name` with an address.
+    fn answers(&mut self, name: &str) -> bool {
+        self.ask(name).unwrap_or(false)
+    }
+
+    fn ask(&mut self, name: &str) -> Result<bool> {
+        use hickory_proto::op::{Message, Query};
+        use hickory_proto::rr::{Name, RData, RecordType};
+        self.id = self.id.wrapping_add(1);
+        let mut query = Message::query();
+        query.metadata.id = self.id;
+        query.metadata.recursion_desired = true;
+        query.add_query(Query::query(Name::from_ascii(name)?, RecordType::A));
+        self.socket.send(&query.to_vec()?)?;
+        let mut buf = [0u8; 4096];
+        // Replies to earlier, timed-out queries are skipped by their id.
+        loop {
+            let len = self.socket.recv(&mut buf)?;
+            let reply = Message::from_vec(&buf[..len])?;
+            if reply.metadata.id == self.id {
+                return Ok(reply.answers.iter().any(|r| matches!(r.data, RData::A(_))));
+            }
+        }
+    }
 }
 
 /// How long after `since` A, then B answered `name`, waiting at most `timeout_secs` for B.
 /// A answers from its own replica, fed by its own publication: A's time is the publisher's
 /// part, B's adds gossip's.
 fn answered(
-    cluster: &Cluster,
+    probers: &mut [Prober; 2],
     name: &str,
     since: Instant,
     timeout_secs: u64,
 ) -> Result<(Duration, Duration)> {
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
     let mut on_a = None;
-    wait_until(
-        &format!("B to answer {name}"),
-        Duration::from_secs(timeout_secs),
-        || {
-            if on_a.is_none() && answers(cluster, 0, name) {
-                on_a = Some(since.elapsed());
-            }
-            Ok(answers(cluster, 1, name).then_some(()))
-        },
-    )?;
-    Ok((on_a.unwrap_or_else(|| since.elapsed()), since.elapsed()))
+    loop {
+        if on_a.is_none() && probers[0].answers(name) {
+            on_a = Some(since.elapsed());
+        }
+        if probers[1].answers(name) {
+            let on_b = since.elapsed();
+            return Ok((on_a.unwrap_or(on_b), on_b));
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout_secs} s waiting for B to answer {name}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Resident memory of `pid`, in MB.
@@ -140,7 +177,7 @@ struct Row {
     knot_rss: Option<f64>,
 }
 
-fn measure(tasks: usize, idle: Duration) -> Result<Row> {
+fn measure(tasks: usize, idle: Duration, logs: Option<&Path>) -> Result<Row> {
     let master = format!("{}:5050", node_address(0));
     let mut options = ClusterOptions::nodes(2);
     options.gossip_interval = "400ms";
@@ -158,8 +195,9 @@ fn measure(tasks: usize, idle: Duration) -> Result<Row> {
     );
     let body = mesos_state(&master, tasks, 0);
     let fake = FakeMaster::start(&cluster.nodes[0].netns, master.parse()?, body.clone())?;
+    let mut probers = [Prober::new(&cluster, 0)?, Prober::new(&cluster, 1)?];
     let started = Instant::now();
-    let first_answer = answered(&cluster, &probe_name(tasks, 0), started, 300)?;
+    let first_answer = answered(&mut probers, &probe_name(tasks, 0), started, 300)?;
 
     // Settle (the first polls after the load), then nothing changes for `idle`.
     std::thread::sleep(Duration::from_secs(6));
@@ -178,9 +216,16 @@ fn measure(tasks: usize, idle: Duration) -> Result<Row> {
         fake.set_body(mesos_state(&master, tasks, round));
         let polls = fake.requests();
         let polled = wait_until("A to poll the change", Duration::from_secs(15), || {
-            Ok((fake.requests() > polls).then(Instant::now))
+            Ok((fake.requests() > polls)
+                .then(|| fake.last_request_at())
+                .flatten())
         })?;
-        changes.push(answered(&cluster, &probe_name(tasks, round), polled, 60)?);
+        changes.push(answered(
+            &mut probers,
+            &probe_name(tasks, round),
+            polled,
+            60,
+        )?);
     }
     let median = |times: Vec<Duration>| quantile(&times, 0.5).unwrap_or_default();
     let change = (
@@ -188,6 +233,15 @@ fn measure(tasks: usize, idle: Duration) -> Result<Row> {
         median(changes.iter().map(|c| c.1).collect()),
     );
     drop(fake);
+    if let Some(dir) = logs {
+        std::fs::create_dir_all(dir)?;
+        for node in &cluster.nodes {
+            let to = dir.join(format!("{tasks}-{}.log", node.name));
+            std::fs::copy(&node.log_path, &to).with_context(|| {
+                format!("copying {} to {}", node.log_path.display(), to.display())
+            })?;
+        }
+    }
     drop(cluster);
 
     let knot_rss = knot_rss(&body).ok();
@@ -278,7 +332,7 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
     for &tasks in &args.sizes {
         eprintln!("measuring {tasks} tasks ...");
-        rows.push(measure(tasks, args.idle)?);
+        rows.push(measure(tasks, args.idle, args.logs.as_deref())?);
     }
     println!(
         "\nScale, agent mode: node A polls a fake Mesos master every {REFRESH} and publishes, node B serves ({AGENTS} Mesos agents)\n"

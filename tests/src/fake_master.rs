@@ -4,17 +4,21 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::get;
 use dcnet_overlay::Netns;
 
 #[derive(Default)]
 struct Shared {
-    body: Mutex<String>,
+    /// Shared with the responses in flight: a large state is not copied per request.
+    body: Mutex<Bytes>,
     requests: AtomicUsize,
+    last_request: Mutex<Option<Instant>>,
 }
 
 /// A running fake master; stops when dropped.
@@ -32,8 +36,9 @@ impl FakeMaster {
             .with_context(|| format!("binding the fake master on {addr}"))?;
         listener.set_nonblocking(true)?;
         let shared = Arc::new(Shared {
-            body: Mutex::new(body),
+            body: Mutex::new(Bytes::from(body)),
             requests: AtomicUsize::new(0),
+            last_request: Mutex::new(None),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let state = shared.clone();
@@ -67,16 +72,23 @@ impl FakeMaster {
 
     /// Serves `body` from now on.
     pub fn set_body(&self, body: String) {
-        *self.shared.body.lock().expect("not poisoned") = body;
+        *self.shared.body.lock().expect("not poisoned") = Bytes::from(body);
     }
 
     /// Requests served so far.
     pub fn requests(&self) -> usize {
         self.shared.requests.load(Ordering::Relaxed)
     }
+
+    /// When the latest request arrived, if any has.
+    pub fn last_request_at(&self) -> Option<Instant> {
+        *self.shared.last_request.lock().expect("not poisoned")
+    }
 }
 
-async fn serve(State(shared): State<Arc<Shared>>) -> ([(&'static str, &'static str); 1], String) {
+async fn serve(State(shared): State<Arc<Shared>>) -> ([(&'static str, &'static str); 1], Bytes) {
+    // The time first, so a reader that sees the new count sees this request's time.
+    *shared.last_request.lock().expect("not poisoned") = Some(Instant::now());
     shared.requests.fetch_add(1, Ordering::Relaxed);
     let body = shared.body.lock().expect("not poisoned").clone();
     ([("content-type", "application/json")], body)

@@ -7,8 +7,7 @@
 //! of key updates costs one update, and an update costs what changed (see
 //! [`dcnet_dns::contributions`]).
 
-use std::collections::BTreeMap;
-use std::hash::BuildHasher;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,10 +37,6 @@ use crate::lifecycle::{Services, Stage, Stopping, settle};
 /// changed (9 ms of bookkeeping at 100,000 tasks besides), and every millisecond here is one
 /// more before a change is answered.
 const DEBOUNCE: Duration = Duration::from_millis(20);
-/// Fixed, so a published value's digest compares across polls.
-const VALUE_DIGEST: foldhash::quality::FixedState =
-    foldhash::quality::FixedState::with_seed(0x7075_626c_6973_6865);
-
 /// After a failed poll of the masters, the next comes this much later (or at the refresh, if
 /// sooner): a node that starts before its masters, or loses them for a moment, publishes within
 /// a second of their answering, not a whole refresh later. A failed poll costs a refused
@@ -174,7 +169,9 @@ async fn replica(
         let now = facts.current();
         let vips = named_vips.borrow_and_update().clone();
         let updated = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             replica.update(&now, &vips);
+            debug!(took = ?started.elapsed(), "DNS snapshot updated");
             replica
         })
         .await;
@@ -307,9 +304,8 @@ async fn publisher(
     metrics: Arc<ReplicaMetrics>,
     stop: Stopping,
 ) {
-    // What is published, by key: a 64-bit digest of each value tells a change (one that
-    // hashes alike, at 2^-64, would wait for the task's next change).
-    let mut published: BTreeMap<String, u64> = BTreeMap::new();
+    // What is published, by key: each value's fingerprint tells a change.
+    let mut published: HashMap<String, u64, foldhash::fast::RandomState> = HashMap::default();
     let mut first = true;
     let mut last = None;
     let refresh = settings.mesos_refresh;
@@ -346,7 +342,7 @@ async fn publisher(
         }
         let cluster: Cluster = match fetched {
             Ok(Ok((Some(cluster), seen))) => {
-                debug!(leader = %seen.leader, "task state read");
+                debug!(leader = %seen.leader, took = ?polled.elapsed(), "task state read and parsed");
                 last = Some(seen);
                 cluster
             }
@@ -370,31 +366,39 @@ async fn publisher(
                 continue;
             }
         };
-        let wanted: BTreeMap<String, (u64, String)> = facts::mesos::to_keys(&cluster)
-            .into_iter()
-            .map(|(key, value)| (key, (VALUE_DIGEST.hash_one(&value), value)))
+        // Only what changed is serialised.
+        let mut wanted = HashMap::with_capacity_and_hasher(published.len(), Default::default());
+        let mut set: Vec<(String, String)> = Vec::new();
+        for fact in facts::mesos::facts(&cluster) {
+            let print = fact.fingerprint();
+            if published.get(&fact.key) != Some(&print) {
+                set.push((fact.key.clone(), fact.value()));
+            }
+            wanted.insert(fact.key, print);
+        }
+        let gone: Vec<&String> = published
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
             .collect();
-        let mut changes: Vec<(&str, Option<&str>)> = wanted
+        let mut changes: Vec<(&str, Option<&str>)> = set
             .iter()
-            .filter(|(key, (digest, _))| published.get(*key) != Some(digest))
-            .map(|(key, (_, value))| (key.as_str(), Some(value.as_str())))
+            .map(|(key, value)| (key.as_str(), Some(value.as_str())))
+            .chain(gone.iter().map(|key| (key.as_str(), None)))
             .collect();
-        let gone = published.keys().filter(|k| !wanted.contains_key(*k));
-        changes.extend(gone.map(|key| (key.as_str(), None)));
         // The generation moves with the content only: a poll that found nothing new changes
         // no gossip key, so no node does any work for it. Readers still take the publisher
         // that saw the latest change (one whose master went away stops seeing changes). It is
         // set last, so its version is above every change it stands for.
         let generation = facts::mesos::generation(crate::unix_ms());
         if first || !changes.is_empty() {
+            let count = changes.len();
             changes.push((&generation.0, Some(&generation.1)));
             gossip.publish_all(changes).await;
             metrics.published.inc();
+            debug!(changes = count, since_poll = ?polled.elapsed(), "task facts published");
         }
         first = false;
-        published = wanted
-            .into_iter()
-            .map(|(k, (digest, _))| (k, digest))
-            .collect();
+        drop(gone);
+        published = wanted;
     }
 }

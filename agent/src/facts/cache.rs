@@ -12,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::decode::{Decoder, Facts, Topics};
 use crate::gossip::ClusterView;
@@ -121,7 +121,11 @@ async fn follow(
     loop {
         let view = views.borrow_and_update().clone();
         let decoded = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let changed = decoder.apply(&view);
+            if !changed.is_empty() {
+                debug!(took = ?started.elapsed(), ?changed, "gossip facts decoded");
+            }
             (decoder, changed)
         })
         .await;

@@ -20,10 +20,11 @@
 //! A poll that finds nothing new publishes nothing, the generation included.
 
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use dcnet_dns::records::{Cluster, TaskInfo};
+use dcnet_dns::records::{AgentInfo, Cluster, TaskInfo};
 use serde::{Deserialize, Serialize};
 
 /// Prefix of every DNS fact key.
@@ -49,31 +50,108 @@ pub struct TaskFact {
     pub task: Arc<TaskInfo>,
 }
 
-/// The keys that publish `cluster` (without the generation, which the publisher adds).
-pub fn to_keys(cluster: &Cluster) -> BTreeMap<String, String> {
-    let mut keys = BTreeMap::new();
+/// One fact of a [`Cluster`] before it is serialised: its key, and what its value is made of.
+/// The publisher compares [`Fact::fingerprint`]s with the last poll's and serialises only the
+/// facts that changed (at 100,000 tasks, serialising them all took ~70 ms of every change).
+pub struct Fact<'a> {
+    pub key: String,
+    value: FactValue<'a>,
+}
+
+enum FactValue<'a> {
+    Leader(SocketAddr),
+    Agent(&'a AgentInfo),
+    Framework(SchedulerFact),
+    Task(&'a str, &'a TaskInfo),
+}
+
+/// How a task fact is written: the same JSON as [`TaskFact`], from borrowed parts.
+#[derive(Serialize)]
+struct TaskFactRef<'a> {
+    framework: &'a str,
+    #[serde(flatten)]
+    task: &'a TaskInfo,
+}
+
+/// Fixed, so fingerprints compare across polls.
+const FINGERPRINT: foldhash::quality::FixedState =
+    foldhash::quality::FixedState::with_seed(0x6661_6374_7072_696e);
+
+impl Fact<'_> {
+    /// A digest of the value (what it is made of, not its JSON): a changed value changes it,
+    /// but for a 2^-64 chance (such a change would wait for the task's next one).
+    pub fn fingerprint(&self) -> u64 {
+        match &self.value {
+            FactValue::Leader(addr) => FINGERPRINT.hash_one((0u8, addr)),
+            FactValue::Agent(agent) => FINGERPRINT.hash_one((1u8, agent)),
+            FactValue::Framework(f) => {
+                FINGERPRINT.hash_one((2u8, &f.scheduler_ips, f.scheduler_port))
+            }
+            FactValue::Task(framework, task) => FINGERPRINT.hash_one((3u8, framework, task)),
+        }
+    }
+
+    /// The value as published.
+    pub fn value(&self) -> String {
+        match &self.value {
+            FactValue::Leader(addr) => addr.to_string(),
+            FactValue::Agent(agent) => json(agent),
+            FactValue::Framework(f) => json(f),
+            FactValue::Task(framework, task) => json(&TaskFactRef { framework, task }),
+        }
+    }
+}
+
+/// The facts that publish `cluster` (without the generation, which the publisher adds).
+pub fn facts(cluster: &Cluster) -> Vec<Fact<'_>> {
+    let tasks = cluster
+        .frameworks
+        .iter()
+        .map(|f| f.tasks.len())
+        .sum::<usize>();
+    let mut facts = Vec::with_capacity(1 + cluster.agents.len() + tasks);
     if let Some((ip, port)) = cluster.leader {
-        keys.insert(LEADER.to_owned(), SocketAddr::new(ip, port).to_string());
+        let value = FactValue::Leader(SocketAddr::new(ip, port));
+        facts.push(Fact {
+            key: LEADER.to_owned(),
+            value,
+        });
     }
     for agent in &cluster.agents {
-        keys.insert(format!("{AGENT}{}", agent.id), json(agent));
+        facts.push(Fact {
+            key: format!("{AGENT}{}", agent.id),
+            value: FactValue::Agent(agent),
+        });
     }
     for framework in &cluster.frameworks {
         let fact = SchedulerFact {
             scheduler_ips: framework.scheduler_ips.clone(),
             scheduler_port: framework.scheduler_port,
         };
-        keys.insert(format!("{FRAMEWORK}{}", framework.name), json(&fact));
+        facts.push(Fact {
+            key: format!("{FRAMEWORK}{}", framework.name),
+            value: FactValue::Framework(fact),
+        });
         for task in framework.tasks.iter().filter(|t| t.is_running) {
-            let fact = TaskFact {
-                framework: framework.name.clone(),
-                task: task.clone(),
-            };
-            let key = format!("{TASK}{}/{}/{}", framework.name, task.id, task.name);
-            keys.insert(key, json(&fact));
+            facts.push(Fact {
+                key: format!("{TASK}{}/{}/{}", framework.name, task.id, task.name),
+                value: FactValue::Task(&framework.name, task),
+            });
         }
     }
-    keys
+    facts
+}
+
+/// The keys and values that publish `cluster` (without the generation); a later fact of the
+/// same key (a task id repeated in one state) wins, as in gossip.
+pub fn to_keys(cluster: &Cluster) -> BTreeMap<String, String> {
+    facts(cluster)
+        .into_iter()
+        .map(|fact| {
+            let value = fact.value();
+            (fact.key, value)
+        })
+        .collect()
 }
 
 /// The generation key and value for a publication at `millis`.
@@ -144,5 +222,37 @@ pub(crate) mod tests {
             "only running tasks are published"
         );
         assert!(keys.values().all(|v| v.len() < 1024), "each value is small");
+    }
+
+    #[test]
+    fn a_task_fact_reads_back_as_written_and_its_fingerprint_follows_its_content() {
+        let mut state = cluster();
+        let keys = to_keys(&state);
+        let fact: TaskFact = serde_json::from_str(&keys["dns/task/marathon/web.1/web"]).unwrap();
+        assert_eq!(fact.framework, "marathon");
+        assert_eq!(fact.task, state.frameworks[0].tasks[0]);
+
+        let prints = |state: &Cluster| -> BTreeMap<String, u64> {
+            facts(state)
+                .into_iter()
+                .map(|f| {
+                    let print = f.fingerprint();
+                    (f.key, print)
+                })
+                .collect()
+        };
+        let before = prints(&state);
+        assert_eq!(
+            before,
+            prints(&state.clone()),
+            "same content, same fingerprints"
+        );
+        Arc::make_mut(&mut state.frameworks[0].tasks[0]).healthy = Some(false);
+        let after = prints(&state);
+        let changed: Vec<&String> = before
+            .keys()
+            .filter(|k| before.get(*k) != after.get(*k))
+            .collect();
+        assert_eq!(changed, ["dns/task/marathon/web.1/web"]);
     }
 }

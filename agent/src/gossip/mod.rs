@@ -256,10 +256,15 @@ async fn observe(
             changed = live_nodes.changed() => if changed.is_err() { return },
             _ = tick.tick() => {}
         }
+        let started = std::time::Instant::now();
         let observed = sample(&chitchat, &current).await;
         let listened = events.receiver_count() > 0;
         let (next, new_events) =
             view::next_view_with(&current, observed, SystemTime::now(), listened);
+        // Only slow samples are worth a line: most are a few microseconds.
+        if started.elapsed() >= Duration::from_millis(5) {
+            debug!(took = ?started.elapsed(), "gossip view sampled");
+        }
         let up = next.up_nodes().count();
         metrics.nodes_up.set(up as i64);
         metrics.nodes_down.set((next.nodes.len() - up) as i64);
