@@ -188,7 +188,7 @@ fn measure(tasks: usize, idle: Duration, logs: Option<&Path>) -> Result<Row> {
         ),
         ..NodeSpec::default()
     };
-    let cluster = Cluster::start(options)?;
+    let mut cluster = Cluster::start(options)?;
     let pids = (
         cluster.nodes[0].pid().context("node A runs")?,
         cluster.nodes[1].pid().context("node B runs")?,
@@ -234,6 +234,10 @@ fn measure(tasks: usize, idle: Duration, logs: Option<&Path>) -> Result<Row> {
     );
     drop(fake);
     if let Some(dir) = logs {
+        // Stopped first, so the logs hold what the agents say as they stop.
+        for i in 0..cluster.nodes.len() {
+            cluster.stop_agent(i, nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10));
+        }
         std::fs::create_dir_all(dir)?;
         for node in &cluster.nodes {
             let to = dir.join(format!("{tasks}-{}.log", node.name));
