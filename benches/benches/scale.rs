@@ -236,7 +236,11 @@ fn measure(tasks: usize, idle: Duration, logs: Option<&Path>) -> Result<Row> {
     if let Some(dir) = logs {
         // Stopped first, so the logs hold what the agents say as they stop.
         for i in 0..cluster.nodes.len() {
-            cluster.stop_agent(i, nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10));
+            cluster.stop_agent(
+                i,
+                nix::sys::signal::Signal::SIGTERM,
+                Duration::from_secs(10),
+            );
         }
         std::fs::create_dir_all(dir)?;
         for node in &cluster.nodes {

@@ -246,7 +246,7 @@ async fn observe(
     events: broadcast::Sender<Event>,
     metrics: MembershipMetrics,
 ) {
-    let mut live_nodes = chitchat.lock().await.live_nodes_watcher();
+    let mut live_nodes = chitchat.lock().await.live_versions_watcher();
     let mut tick = tokio::time::interval(OBSERVE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut current = Arc::new(ClusterView::default());

@@ -87,6 +87,10 @@ pub struct Chitchat {
     previous_live_nodes: HashMap<ChitchatId, Version>,
     live_nodes_watcher_tx: watch::Sender<BTreeMap<ChitchatId, NodeState>>,
     live_nodes_watcher_rx: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
+    /// dcnet patch: the live nodes' max versions, sent on the same changes as the node states
+    /// above; those (a deep copy of every live node's keys) are made only while someone other
+    /// than `live_nodes_watcher_rx` watches them.
+    live_versions_tx: watch::Sender<HashMap<ChitchatId, Version>>,
 }
 
 impl Chitchat {
@@ -98,6 +102,7 @@ impl Chitchat {
         let failure_detector = FailureDetector::new(config.failure_detector_config.clone());
         let previous_live_nodes = HashMap::new();
         let (live_nodes_watcher_tx, live_nodes_watcher_rx) = watch::channel(BTreeMap::new());
+        let (live_versions_tx, _) = watch::channel(HashMap::new());
         let mut chitchat = Chitchat {
             config,
             cluster_state: ClusterState::with_seed_addrs(seed_addrs),
@@ -105,6 +110,7 @@ impl Chitchat {
             previous_live_nodes,
             live_nodes_watcher_tx,
             live_nodes_watcher_rx,
+            live_versions_tx,
         };
 
         let self_node_state = chitchat.self_node_state();
@@ -255,23 +261,16 @@ impl Chitchat {
             .collect::<HashMap<_, _>>();
 
         if self.previous_live_nodes != current_live_nodes {
-            let live_nodes = current_live_nodes
-                .keys()
-                .cloned()
-                .flat_map(|chitchat_id| {
-                    let node_state = self.node_state(&chitchat_id)?;
-                    if let Some(liveness_extra_predicate) = &self.config.extra_liveness_predicate {
-                        if !liveness_extra_predicate(node_state) {
-                            return None;
-                        }
-                    }
-                    Some((chitchat_id, node_state.clone()))
-                })
-                .collect::<BTreeMap<_, _>>();
+            let live_versions = current_live_nodes
+                .iter()
+                .filter(|(chitchat_id, _)| self.passes_liveness_predicate(chitchat_id))
+                .map(|(chitchat_id, version)| (chitchat_id.clone(), *version))
+                .collect();
+            self.live_versions_tx.send_replace(live_versions);
             self.previous_live_nodes = current_live_nodes;
-
-            if self.live_nodes_watcher_tx.send(live_nodes).is_err() {
-                error!(current_node = ?self.self_chitchat_id(), "error while reporting membership change event.")
+            // dcnet patch: a deep copy of every live node's state only for a watcher of it.
+            if self.live_nodes_watcher_tx.receiver_count() > 1 {
+                self.live_nodes_watcher_tx.send_replace(self.live_node_states());
             }
         }
         // Perform garbage collection.
@@ -329,11 +328,45 @@ impl Chitchat {
     ///
     /// Heartbeats are not notified.
     pub fn live_nodes_watch_stream(&self) -> WatchStream<BTreeMap<ChitchatId, NodeState>> {
-        WatchStream::new(self.live_nodes_watcher_rx.clone())
+        WatchStream::new(self.live_nodes_watcher())
     }
 
     pub fn live_nodes_watcher(&self) -> watch::Receiver<BTreeMap<ChitchatId, NodeState>> {
+        // dcnet patch: not kept up to date while nobody watched (see `live_versions_tx`).
+        self.live_nodes_watcher_tx
+            .send_replace(self.live_node_states());
         self.live_nodes_watcher_rx.clone()
+    }
+
+    /// dcnet patch: the live nodes' max versions, changing when
+    /// [`Chitchat::live_nodes_watcher`]'s node states would (a node joins, leaves, or updates
+    /// its max version), without copying any state.
+    pub fn live_versions_watcher(&self) -> watch::Receiver<HashMap<ChitchatId, Version>> {
+        self.live_versions_tx.subscribe()
+    }
+
+    /// dcnet patch: the node states the live-node watchers report.
+    fn live_node_states(&self) -> BTreeMap<ChitchatId, NodeState> {
+        self.previous_live_nodes
+            .keys()
+            .filter(|chitchat_id| self.passes_liveness_predicate(chitchat_id))
+            .flat_map(|chitchat_id| {
+                let node_state = self.node_state(chitchat_id)?;
+                Some((chitchat_id.clone(), node_state.clone()))
+            })
+            .collect()
+    }
+
+    /// dcnet patch: whether a live node passes the configured extra liveness predicate.
+    fn passes_liveness_predicate(&self, chitchat_id: &ChitchatId) -> bool {
+        match (
+            &self.config.extra_liveness_predicate,
+            self.node_state(chitchat_id),
+        ) {
+            (Some(predicate), Some(node_state)) => predicate(node_state),
+            (None, Some(_)) => true,
+            (_, None) => false,
+        }
     }
 
     /// Returns the set of nodes considered dead by the failure detector.
