@@ -357,7 +357,7 @@ impl Decoder {
             }
         }
 
-        let empty = Arc::new(BTreeMap::new());
+        let empty = Arc::new(Keys::new());
         for node in view.nodes.values() {
             let facts = self.facts.nodes.entry(node.id.clone()).or_insert_with(|| {
                 changed |= Topics::NODES;
