@@ -144,6 +144,40 @@ async fn keys_replicate_update_and_delete() {
     }
 }
 
+/// A change is pushed to peers as it is made: with 30 s rounds (the first one, at start, forms
+/// the cluster; the failure detector judges no one live before the next), a published key
+/// still arrives well within the wait, which is half a round.
+#[tokio::test]
+async fn a_change_reaches_peers_before_the_next_round() {
+    let slow = |s: &mut GossipSettings| s.interval = Duration::from_secs(30);
+    let (n1, _) = member_with(8, 1, &[], slow).await;
+    let (n2, _) = member_with(8, 2, &[1], slow).await;
+    for n in [&n1, &n2] {
+        assert!(
+            n.wait_for(WAIT, |v| v.nodes.len() == 2).await.is_some(),
+            "{} knows both after the first round",
+            n.node_id()
+        );
+    }
+    n1.publish("color", "blue").await;
+    assert!(
+        n2.wait_for(WAIT, |v| v.get("node-8-1", "color") == Some("blue"))
+            .await
+            .is_some(),
+        "the key arrived before the next round"
+    );
+    n2.publish_all([("shape", Some("round"))]).await;
+    assert!(
+        n1.wait_for(WAIT, |v| v.get("node-8-2", "shape") == Some("round"))
+            .await
+            .is_some(),
+        "a burst's keys arrive before the next round too"
+    );
+    for n in [n1, n2] {
+        n.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn state_larger_than_a_datagram_replicates() {
     let (n1, m1) = member(2, 1, &[], None).await;
