@@ -106,7 +106,7 @@ fn synthetic(tasks: usize) -> Cluster {
                     TaskInfo {
                         id: format!("app{t}.{f}-{n:08x}"),
                         name: format!("app{t}"),
-                        agent_id: format!("agent-s{}", n % 100),
+                        agent_id: format!("agent-s{}", n % 100).into(),
                         is_running: true,
                         ips: vec![
                             std::net::Ipv4Addr::new(9, (n >> 16) as u8, (n >> 8) as u8, n as u8)

@@ -158,7 +158,7 @@ impl Contributions {
         let mut order = Vec::with_capacity(self.order.len());
         for f in &cluster.frameworks {
             for task in f.tasks.iter().filter(|t| t.is_running) {
-                if let Some(ips) = agents.get(task.agent_id.as_str()) {
+                if let Some(ips) = agents.get(&*task.agent_id) {
                     order.push((key_hash(&f.name, &task.id), fingerprint(&f.name, task, ips)));
                     tasks.push((f.name.as_str(), task, ips));
                 }
@@ -382,7 +382,7 @@ mod tests {
             // Few ids, so that ids repeat (even within a framework) and names collide.
             id: format!("task{id}"),
             name: ["web", "db", "cache"][rng.below(3)].into(),
-            agent_id: format!("agent{}", rng.below(4)),
+            agent_id: format!("agent{}", rng.below(4)).into(),
             is_running: rng.below(5) != 0,
             ips: (0..rng.below(3))
                 .map(|_| IpAddr::from([9, 0, 0, rng.below(4) as u8]))

@@ -65,7 +65,8 @@ pub struct AgentInfo {
 pub struct TaskInfo {
     pub id: String,
     pub name: String,
-    pub agent_id: String,
+    /// Shared: hundreds of tasks run on one agent (see the facts decoder's interning).
+    pub agent_id: Arc<str>,
     pub is_running: bool,
     /// Addresses in IP source priority order (the generator keeps the first of each family).
     pub ips: Vec<IpAddr>,
@@ -348,7 +349,7 @@ pub fn generate_from(cluster: &Cluster, source: &impl RecordSource) -> RecordSet
             tasks: Vec::new(),
         };
         for task in &f.tasks {
-            let Some(agent_ips) = agents.get(task.agent_id.as_str()) else {
+            let Some(agent_ips) = agents.get(&*task.agent_id) else {
                 continue;
             };
             if !task.is_running {

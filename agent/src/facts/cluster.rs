@@ -50,7 +50,7 @@ fn mesos_cluster(publisher: &NodeFacts) -> Cluster {
         frameworks
             .entry(&fact.framework)
             .or_insert_with(|| FrameworkInfo {
-                name: fact.framework.clone(),
+                name: fact.framework.to_string(),
                 ..FrameworkInfo::default()
             })
             .tasks

@@ -12,7 +12,7 @@
 //! readers get changes: another publisher whose content differs, or the chosen one's content.
 //! Content is compared by an order-independent digest of the keys, kept up to date per change.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -323,6 +323,33 @@ pub struct Decoder {
     /// The Mesos publisher readers got last: node id and content digest.
     mesos_seen: Option<(String, u64)>,
     decoded: u64,
+    /// Agent ids and framework names, each kept once for all the tasks that repeat them.
+    shared: Interner,
+}
+
+/// Strings that many facts repeat, kept once: a task decoded from gossip gets the copy of its
+/// agent id and framework name that earlier tasks have (at 100,000 tasks on 200 agents, 99.8%
+/// of those strings are repeats).
+#[derive(Debug, Default)]
+struct Interner {
+    strings: HashSet<Arc<str>>,
+    /// Size of `strings` when strings no fact holds any more were last dropped.
+    kept: usize,
+}
+
+impl Interner {
+    fn share(&mut self, s: &mut Arc<str>) {
+        if let Some(shared) = self.strings.get(&**s) {
+            *s = shared.clone();
+            return;
+        }
+        // Strings no fact holds are dropped whenever the set doubled since the last time.
+        if self.strings.len() >= 2 * self.kept.max(64) {
+            self.strings.retain(|k| Arc::strong_count(k) > 1);
+            self.kept = self.strings.len();
+        }
+        self.strings.insert(s.clone());
+    }
 }
 
 impl Decoder {
@@ -365,7 +392,7 @@ impl Decoder {
             });
             let old = self.keys.get(&node.id).unwrap_or(&empty);
             if !Arc::ptr_eq(old, &node.keys) {
-                self.decoded += apply_keys(facts, old, &node.keys, &mut changed);
+                self.decoded += apply_keys(facts, old, &node.keys, &mut changed, &mut self.shared);
                 self.keys.insert(node.id.clone(), node.keys.clone());
             }
             if (
@@ -418,18 +445,28 @@ impl Decoder {
 /// decoded. Unchanged keys are compared, not decoded: both key sets are in key order and share
 /// the keys and values that did not change (see [`crate::gossip::view::keys_after`]), so the
 /// walk costs a pointer comparison per unchanged key.
-fn apply_keys(facts: &mut NodeFacts, old: &Keys, new: &Keys, changed: &mut Topics) -> u64 {
+fn apply_keys(
+    facts: &mut NodeFacts,
+    old: &Keys,
+    new: &Keys,
+    changed: &mut Topics,
+    shared: &mut Interner,
+) -> u64 {
     let mut decoded = 0;
-    let gone = |facts: &mut NodeFacts, key: &str, value: &str, changed: &mut Topics| {
+    let gone = |facts: &mut NodeFacts,
+                key: &str,
+                value: &str,
+                changed: &mut Topics,
+                shared: &mut Interner| {
         let kind = Key::classify(key);
         *changed |= kind.topic();
-        set(facts, key, kind, Some(value), None);
+        set(facts, key, kind, (Some(value), None), shared);
     };
     let mut old = old.iter().peekable();
     for (key, value) in new {
         // Old keys before this one are gone.
         while let Some((k, v)) = old.next_if(|(k, _)| !Arc::ptr_eq(k, key) && ***k < **key) {
-            gone(facts, k, v, changed);
+            gone(facts, k, v, changed, shared);
         }
         let before = old
             .next_if(|(k, _)| Arc::ptr_eq(k, key) || k == &key)
@@ -440,16 +477,28 @@ fn apply_keys(facts: &mut NodeFacts, old: &Keys, new: &Keys, changed: &mut Topic
         let kind = Key::classify(key);
         *changed |= kind.topic();
         decoded += 1;
-        set(facts, key, kind, before.map(|b| &**b), Some(value));
+        set(
+            facts,
+            key,
+            kind,
+            (before.map(|b| &**b), Some(value)),
+            shared,
+        );
     }
     for (k, v) in old {
-        gone(facts, k, v, changed);
+        gone(facts, k, v, changed, shared);
     }
     decoded
 }
 
 /// Sets (or with `None`, removes) one key's fact; `before` is the value it replaces.
-fn set(facts: &mut NodeFacts, key: &str, kind: Key<'_>, before: Option<&str>, value: Option<&str>) {
+fn set(
+    facts: &mut NodeFacts,
+    key: &str,
+    kind: Key<'_>,
+    (before, value): (Option<&str>, Option<&str>),
+    shared: &mut Interner,
+) {
     fn parse<T: serde::de::DeserializeOwned>(value: Option<&str>) -> Option<Option<T>> {
         match value {
             None => Some(None),
@@ -509,7 +558,13 @@ fn set(facts: &mut NodeFacts, key: &str, kind: Key<'_>, before: Option<&str>, va
         Key::MesosTask(k) => parse::<TaskFact>(value).map(|v| {
             let m = Arc::make_mut(&mut facts.mesos);
             match v {
-                Some(t) => m.tasks.insert(Arc::from(k), Arc::new(t)),
+                Some(mut t) => {
+                    shared.share(&mut t.framework);
+                    if let Some(task) = Arc::get_mut(&mut t.task) {
+                        shared.share(&mut task.agent_id);
+                    }
+                    m.tasks.insert(Arc::from(k), Arc::new(t))
+                }
                 None => m.tasks.remove(k),
             };
         }),
@@ -532,7 +587,7 @@ fn set(facts: &mut NodeFacts, key: &str, kind: Key<'_>, before: Option<&str>, va
         }
         None => {
             // What it held before stays out too: a broken value is no value.
-            set(facts, key, kind, None, None);
+            set(facts, key, kind, (None, None), shared);
             Arc::make_mut(&mut facts.malformed).insert(key.to_owned());
         }
     }

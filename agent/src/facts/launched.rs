@@ -107,7 +107,7 @@ impl TaskStatus {
         TaskInfo {
             id: self.task_id.clone(),
             name: name.clone(),
-            agent_id: agent_id.to_owned(),
+            agent_id: agent_id.into(),
             is_running: self.state == TaskState::TaskRunning,
             ips: self.ip.into_iter().collect(),
             ports: numbers,

@@ -45,7 +45,8 @@ pub struct SchedulerFact {
 /// A running task (`dns/task/<framework>/<id>/<name>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskFact {
-    pub framework: String,
+    /// Shared by the framework's tasks (see the decoder's interning).
+    pub framework: Arc<str>,
     #[serde(flatten)]
     pub task: Arc<TaskInfo>,
 }
@@ -229,7 +230,7 @@ pub(crate) mod tests {
         let mut state = cluster();
         let keys = to_keys(&state);
         let fact: TaskFact = serde_json::from_str(&keys["dns/task/marathon/web.1/web"]).unwrap();
-        assert_eq!(fact.framework, "marathon");
+        assert_eq!(&*fact.framework, "marathon");
         assert_eq!(fact.task, state.frameworks[0].tasks[0]);
 
         let prints = |state: &Cluster| -> BTreeMap<String, u64> {

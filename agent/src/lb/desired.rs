@@ -49,7 +49,7 @@ pub fn desired(cluster: &Cluster, down_agents: &HashSet<IpAddr>) -> Desired {
                 continue;
             };
             let on_down_agent = agent_ips
-                .get(task.agent_id.as_str())
+                .get(&*task.agent_id)
                 .is_some_and(|ips| ips.iter().any(|ip| down_agents.contains(ip)));
             let ip_of = |v6: bool| task.ips.iter().copied().find(|ip| ip.is_ipv6() == v6);
             let weight = u32::from(task.healthy != Some(false));

@@ -15,6 +15,7 @@ pub mod state;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::records::{self, Cluster, Discovery, DiscoveryPort, first_of_each_family};
 use state::{IpSource, State, split_pid};
@@ -52,6 +53,8 @@ pub fn cluster(state: &State, sources: &[IpSource], resolve: Resolve<'_>) -> Clu
             .entry(agent.id.as_str())
             .or_insert(agent.ips.as_slice());
     }
+    // Each agent id once, shared by its tasks.
+    let mut agent_ids: HashMap<&str, Arc<str>> = HashMap::with_capacity(agents.len());
     let frameworks = state
         .frameworks
         .iter()
@@ -71,7 +74,10 @@ pub fn cluster(state: &State, sources: &[IpSource], resolve: Resolve<'_>) -> Clu
                     records::TaskInfo {
                         id: task.id.clone(),
                         name: task.name.clone(),
-                        agent_id: task.slave_id.clone(),
+                        agent_id: agent_ids
+                            .entry(task.slave_id.as_str())
+                            .or_insert_with(|| Arc::from(task.slave_id.as_str()))
+                            .clone(),
                         is_running: task.state == "TASK_RUNNING",
                         ips: task.ips(sources, agent_ips),
                         ports: task.ports(),

@@ -260,3 +260,39 @@ fn a_malformed_value_is_no_value_until_it_is_fixed() {
     assert_eq!(a.launched["web.1"].state, TaskState::TaskKilled);
     assert!(a.malformed.is_empty());
 }
+
+#[test]
+fn tasks_share_their_agent_id_and_framework_name() {
+    let mut state = mesos_state();
+    let mut second = (*state.frameworks[0].tasks[0]).clone();
+    second.id = "web.2".into();
+    state.frameworks[0].tasks.push(Arc::new(second));
+    let (_, decoder) = start(&to_keys(&state));
+    let tasks: Vec<&Arc<TaskFact>> = decoder.facts().nodes["a"].mesos.tasks.values().collect();
+    assert_eq!(tasks.len(), 2, "both running tasks decoded");
+    assert!(Arc::ptr_eq(&tasks[0].framework, &tasks[1].framework));
+    assert!(Arc::ptr_eq(
+        &tasks[0].task.agent_id,
+        &tasks[1].task.agent_id
+    ));
+    assert_eq!(&*tasks[1].task.agent_id, "a1");
+}
+
+#[test]
+fn shared_strings_no_fact_holds_are_dropped_as_the_set_grows() {
+    let mut interner = Interner::default();
+    let mut kept: Arc<str> = Arc::from("kept");
+    interner.share(&mut kept);
+    for i in 0..1000 {
+        let mut s: Arc<str> = Arc::from(format!("agent-{i}").as_str());
+        interner.share(&mut s);
+    }
+    assert!(
+        interner.strings.len() < 200,
+        "{} strings kept, most held by nothing",
+        interner.strings.len()
+    );
+    let mut again: Arc<str> = Arc::from("kept");
+    interner.share(&mut again);
+    assert!(Arc::ptr_eq(&again, &kept), "a held string stays shared");
+}
