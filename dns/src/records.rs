@@ -117,8 +117,9 @@ pub struct Settings {
 /// An SRV record's data (priority 0 and the configured weight are added when serving).
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct SrvTarget {
-    /// Fully qualified target name.
-    pub target: String,
+    /// Fully qualified target name. Shared: a task's SRV records (`_tcp` and `_udp`, by service
+    /// and by port name) point at one or two names of its own, which are kept once.
+    pub target: Arc<str>,
     pub port: u16,
 }
 
@@ -177,7 +178,7 @@ impl RecordSet {
             .entry(name.to_owned())
             .or_default()
             .insert(SrvTarget {
-                target: target.to_owned(),
+                target: Arc::from(target),
                 port,
             })
     }
@@ -257,10 +258,10 @@ impl Record {
         Self { name, data }
     }
 
-    /// An SRV record.
-    pub fn srv(name: String, target: &str, port: u16) -> Self {
+    /// An SRV record; `target` is shared (see [`SrvTarget::target`]).
+    pub fn srv(name: String, target: &Arc<str>, port: u16) -> Self {
         let target = SrvTarget {
-            target: target.to_owned(),
+            target: target.clone(),
             port,
         };
         Self {
@@ -427,20 +428,26 @@ impl Settings {
                 out.push(Record::ip(name.clone(), ip));
             }
             if let Some(port) = f.scheduler_port {
-                out.push(Record::srv(format!("_framework._tcp.{name}"), &name, port));
+                let target = Arc::from(name.as_str());
+                out.push(Record::srv(
+                    format!("_framework._tcp.{name}"),
+                    &target,
+                    port,
+                ));
             }
         }
     }
 
     fn agents(&self, cluster: &Cluster, tail: &str, out: &mut Vec<Record>) {
         let name = format!("slave{tail}");
+        let target: Arc<str> = Arc::from(name.as_str());
         for agent in &cluster.agents {
             let ips = first_of_each_family(&agent.ips);
             for &ip in &ips {
                 out.push(Record::ip(name.clone(), ip));
             }
             if let (Some(port), false) = (agent.port, ips.is_empty()) {
-                out.push(Record::srv(format!("_slave._tcp{tail}"), &name, port));
+                out.push(Record::srv(format!("_slave._tcp{tail}"), &target, port));
             }
         }
     }
@@ -460,10 +467,11 @@ impl Settings {
         let all = format!("master{tail}");
         out.push(Record::ip(leader.clone(), leader_ip));
         out.push(Record::ip(all.clone(), leader_ip));
+        let target: Arc<str> = Arc::from(leader.as_str());
         for proto in ["_tcp", "_udp"] {
             out.push(Record::srv(
                 format!("_leader.{proto}{tail}"),
-                &leader,
+                &target,
                 leader_port,
             ));
         }
@@ -519,7 +527,7 @@ impl Settings {
 
         // Port resources point at the agent; without discovery info also outside `.slave.`.
         let has_discovery = task.discovery.as_ref().is_some_and(|d| !d.name.is_empty());
-        let agent_target = format!("{canonical}.slave{tail}");
+        let agent_target: Arc<str> = Arc::from(format!("{canonical}.slave{tail}"));
         for &port in &task.ports {
             for proto in ["_tcp", "_udp"] {
                 out.push(Record::srv(
@@ -540,7 +548,7 @@ impl Settings {
         let Some(discovery) = task.discovery.as_ref().filter(|_| has_discovery) else {
             return;
         };
-        let task_target = format!("{canonical}{tail}");
+        let task_target: Arc<str> = Arc::from(format!("{canonical}{tail}"));
         for port in &discovery.ports {
             let proto = self.spec.label(&port.protocol);
             let protos: Vec<String> = if proto.is_empty() {

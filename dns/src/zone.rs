@@ -690,7 +690,7 @@ pub(crate) mod tests {
         }
         for _ in 0..rng.below(3) {
             records.srv.push(SrvTarget {
-                target: names[rng.below(names.len())].clone(),
+                target: names[rng.below(names.len())].as_str().into(),
                 port: 31000 + rng.below(2) as u16,
             });
         }

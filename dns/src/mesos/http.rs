@@ -134,7 +134,7 @@ async fn services(
         for ip in ips {
             out.push(ServiceRecord {
                 service: name.clone(),
-                host: srv.target.clone(),
+                host: srv.target.to_string(),
                 ip,
                 port: srv.port.to_string(),
             });
