@@ -6,7 +6,8 @@
 //! agent's allocator):
 //! - the state document and the cluster model parsed from it (the publisher, transient);
 //! - the gossip values that publish it (what chitchat holds on every node, once);
-//! - the decoded task facts (`facts::mesos`, kept by every node's facts cache);
+//! - a node's gossip view of them, and the task facts its decoder makes of those (what every
+//!   node's facts cache keeps; in the agent the view's values are chitchat's own, shared);
 //! - DNS: the contributions (what each task's records were made from) and the snapshot (every
 //!   name with its records and prepared answers), after the first load, with the peak during
 //!   it, and the peak of an update that replaces 1% of the tasks.
@@ -16,11 +17,13 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use dcnet_agent::facts::mesos::{TaskFact, to_keys};
+use dcnet_agent::facts::Decoder;
+use dcnet_agent::facts::mesos::to_keys;
+use dcnet_agent::gossip::view::{self, ClusterView, Observed};
 use dcnet_benches::{mesos_state, print_table};
 use dcnet_dns::contributions::Contributions;
 use dcnet_dns::dcos::{self, DcosRecords};
@@ -187,17 +190,41 @@ fn measure(tasks: usize) -> Result<Vec<Layer>> {
         ),
     });
 
+    // A serving node's copy of the publisher's keys (its gossip view) and the facts its
+    // decoder makes of them: the agent's own code, sharing and interning as it does.
     let before = live();
-    let decoded: Vec<TaskFact> = keys
-        .iter()
-        .filter(|(k, _)| k.starts_with("dns/task/"))
-        .filter_map(|(_, v)| serde_json::from_str(v).ok())
-        .collect();
+    let observed = Observed {
+        id: "publisher".into(),
+        generation: 1,
+        gossip_addr: "10.0.0.1:62501".parse()?,
+        heartbeat: 1,
+        max_version: keys.len() as u64,
+        is_live: true,
+        is_self: false,
+        keys: Some(view::shared(&keys)),
+    };
+    let (view, _) = view::next_view(&ClusterView::default(), vec![observed], SystemTime::now());
+    let viewed = live() - before;
+    layers.push(Layer {
+        name: "gossip view",
+        bytes: viewed,
+        note: "a node's copy of the keys and values above, shared with gossip in the agent".into(),
+    });
+    let before = live();
+    let mut decoder = Decoder::default();
+    decoder.apply(&view);
+    let tasks = decoder
+        .facts()
+        .nodes
+        .values()
+        .map(|n| n.mesos.tasks.len())
+        .sum::<usize>();
     layers.push(Layer {
         name: "decoded task facts",
         bytes: live() - before,
-        note: format!("{} tasks", decoded.len()),
+        note: format!("{tasks} tasks, by the agent's facts decoder"),
     });
+    let decoded = (view, decoder);
     drop((keys, decoded, body));
 
     let source = sources();
