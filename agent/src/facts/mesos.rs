@@ -19,7 +19,7 @@
 //! readers take the newest rather than merging, so a stale publisher cannot resurrect a task.
 //! A poll that finds nothing new publishes nothing, the generation included.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -143,6 +143,34 @@ pub fn facts(cluster: &Cluster) -> Vec<Fact<'_>> {
     facts
 }
 
+/// What a publisher has published, by key: each value's fingerprint.
+#[derive(Debug, Default)]
+pub struct Published(HashMap<String, u64, foldhash::fast::RandomState>);
+
+impl Published {
+    /// The changes that publish `cluster` over what was published (a value for each key to
+    /// set, `None` for each key to delete), which it takes as published. Only the facts that
+    /// changed are serialised.
+    pub fn changes(&mut self, cluster: &Cluster) -> Vec<(String, Option<String>)> {
+        let mut wanted = HashMap::with_capacity_and_hasher(self.0.len(), Default::default());
+        let mut changes = Vec::new();
+        for fact in facts(cluster) {
+            let print = fact.fingerprint();
+            if self.0.get(&fact.key) != Some(&print) {
+                changes.push((fact.key.clone(), Some(fact.value())));
+            }
+            wanted.insert(fact.key, print);
+        }
+        for key in self.0.keys() {
+            if !wanted.contains_key(key) {
+                changes.push((key.clone(), None));
+            }
+        }
+        self.0 = wanted;
+        changes
+    }
+}
+
 /// The keys and values that publish `cluster` (without the generation); a later fact of the
 /// same key (a task id repeated in one state) wins, as in gossip.
 pub fn to_keys(cluster: &Cluster) -> BTreeMap<String, String> {
@@ -223,6 +251,33 @@ pub(crate) mod tests {
             "only running tasks are published"
         );
         assert!(keys.values().all(|v| v.len() < 1024), "each value is small");
+    }
+
+    #[test]
+    fn a_publisher_sends_everything_first_then_only_what_changed() {
+        let mut published = Published::default();
+        let mut state = cluster();
+        let first = published.changes(&state);
+        let keys: Vec<&str> = first.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys.len(),
+            to_keys(&state).len(),
+            "everything at first: {keys:?}"
+        );
+        assert!(published.changes(&state).is_empty(), "nothing again");
+
+        Arc::make_mut(&mut state.frameworks[0].tasks[0]).ports = vec![31001];
+        let changed = published.changes(&state);
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].0, "dns/task/marathon/web.1/web");
+        assert!(changed[0].1.as_deref().is_some_and(|v| v.contains("31001")));
+
+        state.frameworks[0].tasks.clear();
+        assert_eq!(
+            published.changes(&state),
+            [("dns/task/marathon/web.1/web".to_owned(), None)],
+            "a task gone is a deletion"
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@
 
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tracing::debug;
 
 use super::state::{State, split_pid};
 
@@ -51,16 +53,20 @@ pub fn fetch_state(
         .build()
         .into();
     let read = |master: SocketAddr| -> Result<Fetched, String> {
+        let started = Instant::now();
         let body = fetch_body(&agent, master)?;
         let seen = Seen {
             leader: master,
             digest: DIGEST.hash_one(&body),
         };
+        let read = started.elapsed();
         if last == Some(seen) {
             return Ok(Fetched::Unchanged(seen));
         }
         let state = serde_json::from_slice::<State>(&body)
             .map_err(|e| format!("the response is not a master state: {e}"))?;
+        debug!(%master, bytes = body.len(), ?read, parsed = ?started.elapsed() - read,
+               "master state read");
         Ok(Fetched::State { state, seen })
     };
     let mut failures = Vec::new();
