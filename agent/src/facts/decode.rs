@@ -443,7 +443,7 @@ impl Decoder {
 
 /// Applies the differences between `old` and `new` to `facts`; returns how many values it
 /// decoded. Unchanged keys are compared, not decoded: both key sets are in key order and share
-/// the keys and values that did not change (see [`crate::gossip::view::keys_after`]), so the
+/// the keys and values that did not change (see [`crate::gossip::view::keys_of`]), so the
 /// walk costs a pointer comparison per unchanged key.
 fn apply_keys(
     facts: &mut NodeFacts,

@@ -367,14 +367,10 @@ async fn sample(chitchat: &Mutex<Chitchat>, current: &ClusterView) -> Vec<view::
             let keys = (is_newest
                 && view::needs_keys(current, &node_id, id.generation_id, state.max_version()))
             .then(|| {
-                let before = current
-                    .nodes
-                    .get(&node_id)
-                    .filter(|n| n.generation == id.generation_id);
                 let live = state
-                    .key_values_including_deleted()
+                    .key_values_shared_including_deleted()
                     .filter(|(_, v)| !v.is_deleted());
-                view::keys_after(before.map(|n| &*n.keys), live)
+                view::keys_of(live)
             });
             view::Observed {
                 id: node_id,

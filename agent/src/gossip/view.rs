@@ -177,26 +177,14 @@ impl<'a> IntoIterator for &'a Keys {
     }
 }
 
-/// The keys of a node whose chitchat state is `live` (its live keys in key order), sharing
-/// with `before` (the node's keys in the last view) every key that is still there: a node's
-/// next view allocates only its new keys. Values are chitchat's own (shared, see
-/// third_party/chitchat): a view copies none, and an unchanged value is the same `Arc` in every
-/// view.
-pub fn keys_after<'a>(
-    before: Option<&Keys>,
-    live: impl Iterator<Item = (&'a str, &'a chitchat::VersionedValue)>,
+/// The keys of a node whose chitchat state is `live` (its live keys in key order). Keys and
+/// values are chitchat's own (shared, see third_party/chitchat): a view copies none, and an
+/// unchanged key or value is the same `Arc` in every view.
+pub fn keys_of<'a>(
+    live: impl Iterator<Item = (&'a Arc<str>, &'a chitchat::VersionedValue)>,
 ) -> Keys {
-    let mut old = before.into_iter().flat_map(|k| k.keys()).peekable();
-    live.map(|(key, value)| {
-        // Both in key order: skip the old keys that are gone, take the one that is still here.
-        while old.next_if(|k| &***k < key).is_some() {}
-        let key = match old.next_if(|k| &***k == key) {
-            Some(kept) => kept.clone(),
-            None => Arc::from(key),
-        };
-        (key, value.value.clone())
-    })
-    .collect()
+    live.map(|(key, value)| (key.clone(), value.value.clone()))
+        .collect()
 }
 
 /// `keys` as [`Keys`].
@@ -405,38 +393,27 @@ mod tests {
     }
 
     #[test]
-    fn a_next_view_shares_the_keys_still_there_and_chitchats_values() {
+    fn a_view_shares_chitchats_keys_and_values() {
         let value = |v: &str, version| chitchat::VersionedValue {
             value: Arc::from(v),
             version,
             status: chitchat::DeletionStatus::Set,
         };
-        let first: Vec<(String, chitchat::VersionedValue)> = ["a", "b", "c", "d"]
+        let state: Vec<(Arc<str>, chitchat::VersionedValue)> = ["a", "b", "c"]
             .iter()
             .enumerate()
-            .map(|(i, k)| (k.to_string(), value(k, i as u64)))
+            .map(|(i, k)| (Arc::from(*k), value(k, i as u64)))
             .collect();
-        let before = keys_after(None, first.iter().map(|(k, v)| (k.as_str(), v)));
-        // "b" and "d" go, "bb" and "e" come, "c" changes.
-        let second: Vec<(String, chitchat::VersionedValue)> = vec![
-            ("a".into(), first[0].1.clone()),
-            ("bb".into(), value("bb", 5)),
-            ("c".into(), value("c2", 6)),
-            ("e".into(), value("e", 7)),
-        ];
-        let after = keys_after(Some(&before), second.iter().map(|(k, v)| (k.as_str(), v)));
-        let got: Vec<(&str, &str)> = after.iter().map(|(k, v)| (&**k, &**v)).collect();
-        assert_eq!(got, [("a", "a"), ("bb", "bb"), ("c", "c2"), ("e", "e")]);
-        let key = |keys: &Keys, k: &str| keys.get_key_value(k).map(|(k, _)| k.clone());
-        for k in ["a", "c"] {
+        let keys = keys_of(state.iter().map(|(k, v)| (k, v)));
+        let got: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (&**k, &**v)).collect();
+        assert_eq!(got, [("a", "a"), ("b", "b"), ("c", "c")]);
+        for (i, (k, v)) in keys.iter().enumerate() {
+            assert!(Arc::ptr_eq(k, &state[i].0), "key {k} is chitchat's");
             assert!(
-                Arc::ptr_eq(&key(&before, k).unwrap(), &key(&after, k).unwrap()),
-                "{k}"
+                Arc::ptr_eq(v, &state[i].1.value),
+                "value of {k} is chitchat's"
             );
         }
-        // Values are chitchat's, not copies.
-        assert!(Arc::ptr_eq(&after["a"], &first[0].1.value));
-        assert!(Arc::ptr_eq(&after["c"], &second[2].1.value));
     }
 
     #[test]

@@ -29,7 +29,8 @@ use crate::{
 pub struct NodeState {
     chitchat_id: ChitchatId,
     heartbeat: Heartbeat,
-    key_values: BTreeMap<String, VersionedValue>,
+    /// dcnet patch: keys as `Arc<str>`, so a reader that keeps a copy of the state shares them.
+    key_values: BTreeMap<Arc<str>, VersionedValue>,
     #[serde(skip)]
     listeners: Listeners,
     max_version: Version,
@@ -131,7 +132,15 @@ impl NodeState {
     pub fn key_values_including_deleted(&self) -> impl Iterator<Item = (&str, &VersionedValue)> {
         self.key_values
             .iter()
-            .map(|(key, versioned_value)| (key.as_str(), versioned_value))
+            .map(|(key, versioned_value)| (&**key, versioned_value))
+    }
+
+    /// dcnet patch: as [`NodeState::key_values_including_deleted`], with the keys as kept, to
+    /// be shared rather than copied.
+    pub fn key_values_shared_including_deleted(
+        &self,
+    ) -> impl Iterator<Item = (&Arc<str>, &VersionedValue)> {
+        self.key_values.iter()
     }
 
     /// Returns an iterator over all of the (non-deleted) key-values.
@@ -255,7 +264,7 @@ impl NodeState {
             .range::<str, _>(range)
             .take_while(move |(key, _)| key.starts_with(prefix))
             .filter(|&(_, versioned_value)| !versioned_value.is_deleted())
-            .map(|(key, versioned_value)| (key.as_str(), versioned_value))
+            .map(|(key, versioned_value)| (&**key, versioned_value))
     }
 
     /// Returns the number of key-value pairs, excluding keys marked for deletion.
@@ -457,16 +466,18 @@ impl NodeState {
     /// This method also update the max_version if necessary.
     pub(crate) fn set_versioned_value(
         &mut self,
-        key: String,
+        key: impl Into<Arc<str>>,
         versioned_value_update: VersionedValue,
     ) {
         if !matches!(versioned_value_update.status, DeletionStatus::Set) {
             // dcnet patch: see `no_tombstones`.
             self.no_tombstones = false;
         }
+        // dcnet patch: a shared key, not a copy per update.
+        let key: Arc<str> = key.into();
         let key_clone = key.clone();
         let key_change_event = KeyChangeEvent {
-            key: key_clone.as_str(),
+            key: &key_clone,
             value: &versioned_value_update.value,
             node: &self.chitchat_id,
         };
