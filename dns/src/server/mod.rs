@@ -125,8 +125,9 @@ impl DnsServer {
         let mut listeners = Vec::new();
         let mut local_addrs = Vec::new();
         for &addr in &config.listen {
-            // A port the kernel chooses is chosen for UDP, and may be taken for TCP: then
-            // another is chosen, a few times.
+            // A port the kernel chooses is chosen for UDP, and may be taken for TCP, or for
+            // UDP itself between the probe and the group (see `udp::bind`): then another is
+            // chosen, a few times.
             let attempts = if addr.port() == 0 {
                 KERNEL_PORT_ATTEMPTS
             } else {
@@ -135,7 +136,15 @@ impl DnsServer {
             let mut attempt = 0;
             let (sockets, bound, listener) = loop {
                 attempt += 1;
-                let sockets = udp::bind(addr, config.udp_workers)?;
+                let sockets = match udp::bind(addr, config.udp_workers) {
+                    Ok(sockets) => sockets,
+                    Err(Error::Bind { source, .. })
+                        if source.kind() == std::io::ErrorKind::AddrInUse && attempt < attempts =>
+                    {
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 let bound = sockets[0].local_addr().map_err(|source| Error::Bind {
                     addr,
                     proto: "udp",

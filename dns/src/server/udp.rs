@@ -42,8 +42,9 @@ pub fn bind(addr: SocketAddr, workers: usize) -> Result<Vec<UdpSocket>, Error> {
             source,
         });
     }
-    // Keep the probe until the group is bound, so the port cannot be taken in between; then
-    // let it go so it receives nothing.
+    // The probe goes before the group binds (a SO_REUSEPORT group cannot join a socket
+    // without it). A port the kernel chose for the probe can be taken in between by anyone
+    // binding port 0: the group then fails with AddrInUse, and the caller asks for another.
     let mut sockets = Vec::with_capacity(workers);
     let bound_addr = probe
         .local_addr()
