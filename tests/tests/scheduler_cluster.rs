@@ -138,9 +138,25 @@ fn wait_for_tasks(
                     String::from_utf8_lossy(&dig.stdout)
                 );
             }
+            // The client's node balances over them too: its load balancer follows the same
+            // facts as its DNS, a moment later.
+            let weighted = weighted_backends(cluster, 1)?;
+            if weighted != n {
+                bail!("node 2's VIP has {weighted} backends with weight, not {n}");
+            }
             Ok(Some(rows))
         },
     )
+}
+
+/// Backends with a weight of the VIPs that node `i`'s load balancer has programmed.
+fn weighted_backends(cluster: &Cluster, i: usize) -> Result<usize> {
+    let vips: Vec<Value> = cluster.get(i, "/v1/vips")?;
+    Ok(vips
+        .iter()
+        .flat_map(|v| v["backends"].as_array().into_iter().flatten())
+        .filter(|b| b["weight"].as_u64().is_some_and(|w| w > 0))
+        .count())
 }
 
 /// `n` GETs of /id through the VIP from the client; every one must succeed through the VIP.
