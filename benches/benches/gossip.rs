@@ -152,9 +152,39 @@ async fn wait_formed(members: &[Arc<Gossip>], n: usize, timeout: Duration) -> Re
                 "  forming: {formed}/{n} members see everyone up, fewest seen {:?}",
                 counts.iter().min()
             );
+            // The last few stragglers: who they miss, and why by their failure detectors.
+            if formed + 3 >= members.len() {
+                explain_stragglers(members, n).await;
+            }
             last_report = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Prints, for members that do not see all `n` members up, the peers they miss and how their
+/// failure detectors judge those peers.
+async fn explain_stragglers(members: &[Arc<Gossip>], n: usize) {
+    for m in members {
+        let view = m.view();
+        if view.up_nodes().count() == n {
+            continue;
+        }
+        let liveness = m.peer_liveness().await;
+        let missing: Vec<String> = members
+            .iter()
+            .map(|other| other.node_id())
+            .filter(|id| !view.nodes.get(*id).is_some_and(|node| node.is_up))
+            .map(|id| match liveness.iter().find(|p| p.id == id) {
+                Some(p) => format!(
+                    "{id} (heartbeat {}, live {}, dead {}, detection timeout {:?})",
+                    p.heartbeat, p.live, p.dead, p.detection_timeout
+                ),
+                None => format!("{id} (unknown to its gossip state)"),
+            })
+            .take(3)
+            .collect();
+        eprintln!("    {} misses {}", m.node_id(), missing.join(", "));
     }
 }
 

@@ -243,6 +243,28 @@ impl Gossip {
         }
     }
 
+    /// How this node's failure detector judges every peer it knows, for diagnosing a view
+    /// that does not converge (the view only says up or down).
+    pub async fn peer_liveness(&self) -> Vec<PeerLiveness> {
+        let chitchat = self.chitchat.lock().await;
+        let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+        let dead: HashSet<&ChitchatId> = chitchat.dead_nodes().collect();
+        let this = chitchat.self_chitchat_id();
+        chitchat
+            .node_states()
+            .iter()
+            .filter(|(id, _)| *id != this)
+            .map(|(id, state)| PeerLiveness {
+                id: id.node_id.to_string(),
+                generation: id.generation_id,
+                heartbeat: state.heartbeat().into(),
+                live: live.contains(id),
+                dead: dead.contains(id),
+                detection_timeout: chitchat.failure_detection_timeout(id),
+            })
+            .collect()
+    }
+
     /// Stops gossiping (publishing after that is lost). Peers notice through their failure
     /// detectors. Watches of the view see it end.
     pub async fn shutdown(&self) {
@@ -255,6 +277,21 @@ impl Gossip {
             debug!(error = %e, "gossip server ended with an error");
         }
     }
+}
+
+/// One peer as this node's failure detector sees it (see [`Gossip::peer_liveness`]).
+#[derive(Debug, Clone)]
+pub struct PeerLiveness {
+    pub id: String,
+    pub generation: u64,
+    /// The newest heartbeat heard of it.
+    pub heartbeat: u64,
+    /// Judged live at the last liveness update; neither live nor dead before the first.
+    pub live: bool,
+    pub dead: bool,
+    /// The silence after its last heartbeat at which it is judged dead; `None` without
+    /// heartbeat intervals sampled (none yet, or reset when it was judged dead).
+    pub detection_timeout: Option<Duration>,
 }
 
 /// Tells a few live peers of this node's changes as they are made, not at the next gossip
