@@ -34,6 +34,10 @@ use dcnet_agent::identity::NodeIdentity;
 use dcnet_benches::{cpu_time, ms, print_table, quantile};
 use rand::seq::IndexedRandom;
 
+// The agent's allocator: chitchat and the observer allocate on every message and sample.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BASE_PORT: u16 = 20_000;
 const SEEDS: usize = 3;
 

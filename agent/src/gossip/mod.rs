@@ -17,7 +17,7 @@ pub mod keyring;
 pub mod transport;
 pub mod view;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -42,7 +42,9 @@ use crate::identity::NodeIdentity;
 /// Events buffered per subscriber; one that falls further behind gets `Lagged` and should
 /// resynchronise from [`Gossip::view`].
 const EVENT_BUFFER: usize = 4096;
-/// The observer refreshes `last_heard` and liveness at least this often.
+/// The observer refreshes `last_heard` and liveness at least this often, or once a gossip
+/// round if rounds are longer (heartbeats advance about once a round: sampling faster only
+/// copies the view again).
 const OBSERVE_EVERY: Duration = Duration::from_secs(1);
 /// Live peers told of this node's change at once (as many as a gossip round reaches).
 const PUSH_FANOUT: usize = 3;
@@ -145,6 +147,7 @@ impl Gossip {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let observer = tokio::spawn(observe(
             chitchat.clone(),
+            settings.interval.max(OBSERVE_EVERY),
             changed.clone(),
             view_tx,
             events.clone(),
@@ -346,13 +349,14 @@ async fn push(
 /// Samples chitchat into views until the gossip server is gone.
 async fn observe(
     chitchat: Arc<Mutex<Chitchat>>,
+    every: Duration,
     changed: Arc<Notify>,
     view_tx: watch::Sender<Arc<ClusterView>>,
     events: broadcast::Sender<Event>,
     metrics: MembershipMetrics,
 ) {
     let mut live_nodes = chitchat.lock().await.live_versions_watcher();
-    let mut tick = tokio::time::interval(OBSERVE_EVERY);
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut current = Arc::new(ClusterView::default());
     loop {
@@ -388,21 +392,28 @@ async fn observe(
 async fn sample(chitchat: &Mutex<Chitchat>, current: &ClusterView) -> Vec<view::Observed> {
     let chitchat = chitchat.lock().await;
     let self_id = chitchat.self_chitchat_id().clone();
-    let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
-    // Older generations of a restarted node are dropped by `next_view`: never copy their keys.
-    let mut newest: HashMap<&str, u64> = HashMap::new();
-    for id in chitchat.node_states().keys() {
-        let generation = newest.entry(&id.node_id).or_default();
-        *generation = (*generation).max(id.generation_id);
-    }
-    chitchat
-        .node_states()
+    // Sampled every second and on every change: at 1,000 members SipHash and string searches
+    // were most of its cost, so the set uses foldhash and the rest walks sorted sequences.
+    let live: HashSet<&ChitchatId, foldhash::fast::RandomState> =
+        chitchat.live_nodes().collect();
+    let states = chitchat.node_states();
+    // In (node id, generation) order: a node id's newest generation is the last of its run.
+    let ids: Vec<&ChitchatId> = states.keys().collect();
+    let is_newest = |i: usize| ids.get(i + 1).is_none_or(|next| next.node_id != ids[i].node_id);
+    let mut previous = current.nodes.iter().peekable();
+    states
         .iter()
-        .map(|(id, state)| {
+        .enumerate()
+        .map(|(i, (id, state))| {
             let node_id = id.node_id.to_string();
-            let is_newest = newest.get(&*id.node_id) == Some(&id.generation_id);
-            let keys = (is_newest
-                && view::needs_keys(current, &node_id, id.generation_id, state.max_version()))
+            // Older generations of a restarted node are dropped by `next_view`: never copy
+            // their keys.
+            let keys = (is_newest(i)
+                && view::needs_keys_of(
+                    view::previous_node(&mut previous, &node_id),
+                    id.generation_id,
+                    state.max_version(),
+                ))
             .then(|| {
                 let live = state
                     .key_values_shared_including_deleted()

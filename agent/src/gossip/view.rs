@@ -211,9 +211,30 @@ pub struct Observed {
 /// Whether the observer must copy the keys of this (id, generation, max_version): not when the
 /// previous view already holds exactly that state.
 pub fn needs_keys(prev: &ClusterView, id: &str, generation: u64, max_version: u64) -> bool {
-    prev.nodes
-        .get(id)
-        .is_none_or(|n| n.generation != generation || n.max_version != max_version)
+    needs_keys_of(prev.nodes.get(id), generation, max_version)
+}
+
+/// [`needs_keys`], given the previous view's node of that id.
+pub fn needs_keys_of(before: Option<&NodeView>, generation: u64, max_version: u64) -> bool {
+    before.is_none_or(|n| n.generation != generation || n.max_version != max_version)
+}
+
+/// The node `id` of a previous view walked in id order (`nodes`), for ids asked in
+/// ascending order: skips the nodes before it.
+pub fn previous_node<'a>(
+    nodes: &mut std::iter::Peekable<impl Iterator<Item = (&'a String, &'a NodeView)>>,
+    id: &str,
+) -> Option<&'a NodeView> {
+    while let Some(&(key, node)) = nodes.peek() {
+        match key.as_str().cmp(id) {
+            std::cmp::Ordering::Less => {
+                nodes.next();
+            }
+            std::cmp::Ordering::Equal => return Some(node),
+            std::cmp::Ordering::Greater => return None,
+        }
+    }
+    None
 }
 
 /// Builds the view that follows `prev` from the observed rows, and the events between them.
@@ -233,21 +254,42 @@ pub fn next_view_with(
     now: SystemTime,
     key_events: bool,
 ) -> (ClusterView, Vec<Event>) {
-    // Newest generation per node id; older generations of a restarted node are stale.
-    let mut newest: BTreeMap<String, Observed> = BTreeMap::new();
+    // Newest generation per node id; older generations of a restarted node are stale. The
+    // observer's rows come in chitchat's order (node id, then generation), so the sort is a
+    // linear check and each id's newest row is the last of its run (the first on a tie).
+    let mut observed = observed;
+    observed.sort_by(|a, b| a.id.cmp(&b.id).then(a.generation.cmp(&b.generation)));
+    let mut newest: Vec<Observed> = Vec::with_capacity(observed.len());
     for row in observed {
-        match newest.get(&row.id) {
-            Some(kept) if kept.generation >= row.generation => {}
-            _ => {
-                newest.insert(row.id.clone(), row);
+        match newest.last_mut() {
+            Some(last) if last.id == row.id => {
+                if row.generation > last.generation {
+                    *last = row;
+                }
             }
+            _ => newest.push(row),
         }
     }
 
-    let mut view = ClusterView::default();
+    // Both sides are in id order: walk the previous view beside the rows, without lookups
+    // (at 1,000 members these string searches were most of a sample).
     let mut events = Vec::new();
-    for (id, row) in newest {
-        let before = prev.nodes.get(&id);
+    let mut gone = Vec::new();
+    let mut previous = prev.nodes.iter().peekable();
+    let mut nodes = Vec::with_capacity(newest.len());
+    for row in newest {
+        let mut before = None;
+        while let Some(&(id, node)) = previous.peek() {
+            match id.as_str().cmp(&row.id) {
+                std::cmp::Ordering::Less => gone.push((id.as_str(), node)),
+                std::cmp::Ordering::Equal => before = Some(node),
+                std::cmp::Ordering::Greater => break,
+            }
+            previous.next();
+            if before.is_some() {
+                break;
+            }
+        }
         let keys = match (row.keys, before) {
             (Some(keys), _) => Arc::new(keys),
             (None, Some(before)) => before.keys.clone(),
@@ -260,6 +302,7 @@ pub fn next_view_with(
             _ => now,
         };
         let is_up = row.is_live || row.is_self;
+        let id = row.id;
 
         let empty = Keys::new();
         let old_keys = before.map_or(&empty, |b| &*b.keys);
@@ -272,7 +315,7 @@ pub fn next_view_with(
             _ => {}
         }
 
-        view.nodes.insert(
+        nodes.push((
             id.clone(),
             NodeView {
                 id,
@@ -285,16 +328,19 @@ pub fn next_view_with(
                 heartbeat: row.heartbeat,
                 max_version: row.max_version,
             },
-        );
+        ));
     }
-    for (id, before) in &prev.nodes {
-        if !view.nodes.contains_key(id) {
-            if key_events {
-                diff_keys(id, &before.keys, &Keys::new(), &mut events);
-            }
-            events.push(Event::NodeRemoved { node: id.clone() });
+    gone.extend(previous.map(|(id, node)| (id.as_str(), node)));
+    for (id, before) in gone {
+        if key_events {
+            diff_keys(id, &before.keys, &Keys::new(), &mut events);
         }
+        events.push(Event::NodeRemoved { node: id.to_owned() });
     }
+    // In id order already: built in one pass.
+    let view = ClusterView {
+        nodes: nodes.into_iter().collect(),
+    };
     (view, events)
 }
 
@@ -535,6 +581,55 @@ mod tests {
         assert_eq!(listed, [("a", "2"), ("b", "3"), ("c", "4")]);
         assert_eq!(keys.get("b").map(|v| &**v), Some("3"));
         assert!(keys.get("d").is_none() && !keys.contains_key("") && keys.len() == 3);
+    }
+
+    #[test]
+    fn rows_in_any_order_are_merged_with_the_previous_view_by_id() {
+        let (v1, _) = next_view(
+            &ClusterView::default(),
+            vec![
+                row("b", 1, 1, true, Some(&[("k", "b")])),
+                row("d", 1, 1, true, Some(&[("k", "d")])),
+                row("f", 1, 1, true, Some(&[])),
+            ],
+            t(1),
+        );
+        // `a` and `e` are new, `b` and `f` gone, `d` keeps its keys; rows unsorted, and an
+        // old generation of `e` after its new one.
+        let (v2, e) = next_view(
+            &v1,
+            vec![
+                row("e", 2, 1, true, Some(&[])),
+                row("d", 1, 2, true, None),
+                row("a", 1, 1, true, Some(&[])),
+                row("e", 1, 7, false, Some(&[("k", "old")])),
+            ],
+            t(2),
+        );
+        let ids: Vec<&str> = v2.nodes.keys().map(String::as_str).collect();
+        assert_eq!(ids, ["a", "d", "e"]);
+        assert_eq!(v2.nodes["e"].generation, 2);
+        assert_eq!(v2.get("d", "k"), Some("d"));
+        assert!(Arc::ptr_eq(&v1.nodes["d"].keys, &v2.nodes["d"].keys));
+        assert_eq!(
+            e,
+            vec![
+                Event::NodeUp { node: "a".into() },
+                Event::NodeUp { node: "e".into() },
+                Event::KeyDeleted {
+                    node: "b".into(),
+                    key: "k".into()
+                },
+                Event::NodeRemoved { node: "b".into() },
+                Event::NodeRemoved { node: "f".into() },
+            ]
+        );
+        // The observer's walk finds what a lookup would, for ids asked in order.
+        let mut walk = v2.nodes.iter().peekable();
+        for id in ["0", "a", "c", "d", "z"] {
+            let found = previous_node(&mut walk, id).map(|n| n.id.as_str());
+            assert_eq!(found, v2.nodes.get(id).map(|n| n.id.as_str()), "{id}");
+        }
     }
 
     #[test]
