@@ -394,12 +394,14 @@ async fn sample(chitchat: &Mutex<Chitchat>, current: &ClusterView) -> Vec<view::
     let self_id = chitchat.self_chitchat_id().clone();
     // Sampled every second and on every change: at 1,000 members SipHash and string searches
     // were most of its cost, so the set uses foldhash and the rest walks sorted sequences.
-    let live: HashSet<&ChitchatId, foldhash::fast::RandomState> =
-        chitchat.live_nodes().collect();
+    let live: HashSet<&ChitchatId, foldhash::fast::RandomState> = chitchat.live_nodes().collect();
     let states = chitchat.node_states();
     // In (node id, generation) order: a node id's newest generation is the last of its run.
     let ids: Vec<&ChitchatId> = states.keys().collect();
-    let is_newest = |i: usize| ids.get(i + 1).is_none_or(|next| next.node_id != ids[i].node_id);
+    let is_newest = |i: usize| {
+        ids.get(i + 1)
+            .is_none_or(|next| next.node_id != ids[i].node_id)
+    };
     let mut previous = current.nodes.iter().peekable();
     states
         .iter()

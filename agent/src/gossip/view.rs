@@ -335,7 +335,9 @@ pub fn next_view_with(
         if key_events {
             diff_keys(id, &before.keys, &Keys::new(), &mut events);
         }
-        events.push(Event::NodeRemoved { node: id.to_owned() });
+        events.push(Event::NodeRemoved {
+            node: id.to_owned(),
+        });
     }
     // In id order already: built in one pass.
     let view = ClusterView {
