@@ -42,9 +42,8 @@ use crate::identity::NodeIdentity;
 /// Events buffered per subscriber; one that falls further behind gets `Lagged` and should
 /// resynchronise from [`Gossip::view`].
 const EVENT_BUFFER: usize = 4096;
-/// The observer refreshes `last_heard` and liveness at least this often, or once a gossip
-/// round if rounds are longer (heartbeats advance about once a round: sampling faster only
-/// copies the view again).
+/// The observer refreshes `last_heard` and liveness at least this often, and sees nodes that
+/// are known but not judged yet (they change no key and no live set) by then.
 const OBSERVE_EVERY: Duration = Duration::from_secs(1);
 /// Live peers told of this node's change at once (as many as a gossip round reaches).
 const PUSH_FANOUT: usize = 3;
@@ -147,7 +146,6 @@ impl Gossip {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let observer = tokio::spawn(observe(
             chitchat.clone(),
-            settings.interval.max(OBSERVE_EVERY),
             changed.clone(),
             view_tx,
             events.clone(),
@@ -349,14 +347,13 @@ async fn push(
 /// Samples chitchat into views until the gossip server is gone.
 async fn observe(
     chitchat: Arc<Mutex<Chitchat>>,
-    every: Duration,
     changed: Arc<Notify>,
     view_tx: watch::Sender<Arc<ClusterView>>,
     events: broadcast::Sender<Event>,
     metrics: MembershipMetrics,
 ) {
     let mut live_nodes = chitchat.lock().await.live_versions_watcher();
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(OBSERVE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut current = Arc::new(ClusterView::default());
     loop {
