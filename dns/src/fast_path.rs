@@ -200,7 +200,7 @@ pub fn answer_fast(
     let nodata = |zone: usize| Some(&snapshot.negative().get(zone)?.as_ref()?.nodata);
     let sections = match snapshot.entry(key).filter(|e| e.exists()) {
         Some(entry) => {
-            let zone = entry.zone();
+            let zone = snapshot.zone_of_key(key)?;
             match qtype {
                 TYPE_A if !entry.a().is_empty() => {
                     let ttl = snapshot.zones().get(zone)?.ttl;
@@ -382,7 +382,7 @@ fn write_name(name: &str, out: &mut Vec<u8>) -> Option<()> {
 }
 
 /// Whether wire name `name` is `origin` or lies below it, at a label boundary.
-fn is_label_suffix(name: &[u8], origin: &[u8]) -> bool {
+pub(crate) fn is_label_suffix(name: &[u8], origin: &[u8]) -> bool {
     if origin.len() > name.len() {
         return false;
     }

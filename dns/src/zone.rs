@@ -20,14 +20,14 @@
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::fast_path::{PreparedZone, prepare_zone, wire_name};
+use crate::fast_path::{PreparedZone, is_label_suffix, prepare_zone, wire_name};
 use crate::records::{Record, RecordSet, SrvTarget, fqdn};
 
 mod entry;
 
 use crate::shards::ShardedMap;
 pub(crate) use entry::Entry;
-use entry::{Records, zone_id};
+use entry::Records;
 
 /// Start-of-authority settings of one zone (Mesos-DNS's SOA* config keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +138,9 @@ pub enum Lookup<'a> {
 pub struct Snapshot {
     /// Longest origin first, so the most specific zone wins.
     zones: Vec<ZoneInfo>,
+    /// Each zone's origin in wire form, as `zones`; `None` if it cannot be encoded. A name's
+    /// zone and apexness are read off its key with these, not kept per name.
+    origins: Vec<Option<Box<[u8]>>>,
     /// By lower-case wire-format name.
     names: ShardedMap<Entry>,
     /// Each zone's shared negative answers, as `zones`; `None` if they could not be encoded.
@@ -185,6 +188,7 @@ impl Snapshot {
         zones.sort_by_key(|z| std::cmp::Reverse(z.origin.len()));
         Snapshot {
             negative: zones.iter().map(prepare_zone).collect(),
+            origins: zones.iter().map(|z| wire_name(&z.origin)).collect(),
             zones,
             names: ShardedMap::with_capacity(capacity),
             with_records: 0,
@@ -234,17 +238,9 @@ impl Snapshot {
         // Start over from the apexes, with every current name set again, its counts kept.
         let next = &mut update.next;
         next.names = ShardedMap::with_capacity(self.names.len());
-        for (index, zone) in next.zones.iter().enumerate() {
-            let Some(key) = wire_name(&zone.origin) else {
-                continue;
-            };
+        for key in next.origins.clone().into_iter().flatten() {
             if next.names.get(&key).is_none() {
-                let apex = Entry {
-                    zone: zone_id(index),
-                    apex: true,
-                    ..Entry::default()
-                };
-                next.names.insert(&key, apex);
+                next.names.insert(&key, Entry::apex());
                 update.dirty.push(&key);
             }
         }
@@ -262,7 +258,7 @@ impl Snapshot {
 
     /// Counts a name with records in (or out of) each of its ancestors below the apex.
     fn count_below(&mut self, key: &[u8], zone: usize, add: bool, dirty: &mut NameList) {
-        let apex_len = wire_name(&self.zones[zone].origin).map_or(1, |w| w.len());
+        let apex_len = self.origins[zone].as_ref().map_or(1, |w| w.len());
         let mut pos = 0;
         while let Some(&len) = key.get(pos) {
             pos += 1 + usize::from(len);
@@ -270,7 +266,7 @@ impl Snapshot {
             if parent.len() <= apex_len {
                 break;
             }
-            let entry = self.entry_mut(parent, zone);
+            let entry = self.entry_mut(parent);
             let before = entry.descendants;
             entry.descendants = if add {
                 before + 1
@@ -285,11 +281,22 @@ impl Snapshot {
     }
 
     /// The entry of `key`, made if missing, ready to change.
-    fn entry_mut(&mut self, key: &[u8], zone: usize) -> &mut Entry {
-        self.names.get_or_insert_with(key, || Entry {
-            zone: zone_id(zone),
-            ..Entry::default()
-        })
+    fn entry_mut(&mut self, key: &[u8]) -> &mut Entry {
+        self.names.get_or_insert_with(key, Entry::default)
+    }
+
+    /// Index of the most specific served zone containing the wire-format name `key`.
+    pub(crate) fn zone_of_key(&self, key: &[u8]) -> Option<usize> {
+        self.origins
+            .iter()
+            .position(|origin| origin.as_ref().is_some_and(|o| is_label_suffix(key, o)))
+    }
+
+    /// Whether `key`, a name of zone `zone`, is that zone's apex.
+    fn is_apex_key(&self, key: &[u8], zone: usize) -> bool {
+        self.origins[zone]
+            .as_ref()
+            .is_some_and(|o| o.len() == key.len())
     }
 
     /// Drops the dirty names that no longer exist.
@@ -318,7 +325,7 @@ impl Snapshot {
         self.names
             .iter()
             .filter(|(_, e)| e.exists())
-            .map(|(key, e)| (presentation(key), e.zone()))
+            .filter_map(|(key, _)| Some((presentation(key), self.zone_of_key(key)?)))
     }
 
     /// The entry of a lower-case wire-format name (for the fast path).
@@ -342,19 +349,18 @@ impl Snapshot {
             return Lookup::NotAuthoritative;
         };
         let zone = &self.zones[index];
-        let entry = wire_name(name)
-            .and_then(|key| self.names.get(&key))
-            .filter(|e| e.exists());
+        let Some(key) = wire_name(name) else {
+            return Lookup::NxDomain { zone };
+        };
+        let entry = self.names.get(&key).filter(|e| e.exists());
+        let is_apex = self.is_apex_key(&key, index);
         match entry {
             Some(e) if !e.records.is_empty() => Lookup::Found {
                 zone,
                 records: e.records.name_records(),
-                is_apex: e.apex,
+                is_apex,
             },
-            Some(e) => Lookup::Empty {
-                zone,
-                is_apex: e.apex,
-            },
+            Some(_) => Lookup::Empty { zone, is_apex },
             None => Lookup::NxDomain { zone },
         }
     }
@@ -454,7 +460,7 @@ impl Update {
             return None;
         }
         let stamp = next.stamp;
-        let entry = next.entry_mut(&key, zone);
+        let entry = next.entry_mut(&key);
         if entry.stamp != stamp {
             entry.stamp = stamp;
             self.touched.push(&key);
@@ -761,10 +767,11 @@ pub(crate) mod tests {
             .iter()
             .map(|(key, e)| {
                 assert!(e.exists(), "{key:?} is kept for nothing");
+                let zone = s.zone_of_key(key).expect("a kept name is in a zone");
                 (
                     key.to_vec(),
-                    e.zone(),
-                    e.apex,
+                    zone,
+                    s.is_apex_key(key, zone),
                     e.records.name_records().into_owned(),
                 )
             })

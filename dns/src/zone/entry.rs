@@ -5,7 +5,7 @@
 //! allocation at all. Other names keep their records and, for records several contributors
 //! give, the counts, behind one shared pointer: an update copies the shards it touches (see
 //! [`crate::shards`]), and a copied entry shares its records with the old snapshot instead of
-//! copying them. An entry is 32 bytes.
+//! copying them. An entry is 24 bytes.
 
 use crate::records::{RecordData, SrvTarget};
 use std::borrow::Cow;
@@ -15,26 +15,29 @@ use std::sync::Arc;
 use super::NameRecords;
 
 /// One name of the map. It is there while it exists: an apex, records, or names with records
-/// below it.
+/// below it. Its zone and whether it is the apex follow from its name (see
+/// [`super::Snapshot::zone_of_key`]), so an entry does not keep them.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Entry {
     pub(super) records: Records,
-    /// Names with records below this one, within its zone.
+    /// Names with records below this one, within its zone; an apex counts itself as well, so
+    /// that it always exists (names are counted up to the apex, never into it).
     pub(super) descendants: u32,
     /// The update that last changed the records (see [`super::Update`]).
     pub(super) stamp: u32,
-    /// Index of its zone (see [`Entry::zone`]).
-    pub(super) zone: u16,
-    pub(super) apex: bool,
 }
 
 impl Entry {
-    pub(crate) fn zone(&self) -> usize {
-        usize::from(self.zone)
+    /// An apex without records.
+    pub(super) fn apex() -> Self {
+        Entry {
+            descendants: 1,
+            ..Entry::default()
+        }
     }
 
     pub(crate) fn exists(&self) -> bool {
-        self.apex || !self.records.is_empty() || self.descendants > 0
+        !self.records.is_empty() || self.descendants > 0
     }
 
     pub(crate) fn a(&self) -> &[Ipv4Addr] {
@@ -48,11 +51,6 @@ impl Entry {
     pub(crate) fn srv(&self) -> &[SrvTarget] {
         self.records.srv()
     }
-}
-
-/// A zone's index as entries keep it. Zones are a handful; one past the last finds no zone.
-pub(super) fn zone_id(index: usize) -> u16 {
-    u16::try_from(index).unwrap_or(u16::MAX)
 }
 
 /// The records of a name: none, the one-address case inline, or anything else counted.
@@ -240,7 +238,7 @@ mod tests {
 
     #[test]
     fn an_address_only_entry_is_small() {
-        assert!(size_of::<Entry>() <= 32, "{}", size_of::<Entry>());
+        assert!(size_of::<Entry>() <= 24, "{}", size_of::<Entry>());
     }
 
     #[test]
