@@ -32,6 +32,21 @@ pub struct NodeView {
 }
 
 impl NodeView {
+    /// Whether a sample of this node with these fields would change nothing but its
+    /// heartbeat (and so `last_heard`).
+    pub fn is_as(
+        &self,
+        generation: u64,
+        gossip_addr: SocketAddr,
+        max_version: u64,
+        is_up: bool,
+    ) -> bool {
+        self.generation == generation
+            && self.gossip_addr == gossip_addr
+            && self.max_version == max_version
+            && self.is_up == is_up
+    }
+
     /// The value of `key`, if this node publishes it.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.keys.get(key).map(|v| &**v)
