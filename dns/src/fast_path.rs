@@ -198,27 +198,24 @@ pub fn answer_fast(
         limit,
     };
     let nodata = |zone: usize| Some(&snapshot.negative().get(zone)?.as_ref()?.nodata);
-    let sections = match snapshot.entry(key).filter(|e| e.exists()) {
-        Some(entry) => {
-            let zone = snapshot.zone_of_key(key)?;
-            match qtype {
-                TYPE_A if !entry.a().is_empty() => {
-                    let ttl = snapshot.zones().get(zone)?.ttl;
-                    let a = entry.a().iter().map(|ip| ip.octets());
-                    return reply.addresses(ttl, TYPE_A, a, out);
-                }
-                TYPE_AAAA if !entry.aaaa().is_empty() => {
-                    let ttl = snapshot.zones().get(zone)?.ttl;
-                    let aaaa = entry.aaaa().iter().map(|ip| ip.octets());
-                    return reply.addresses(ttl, TYPE_AAAA, aaaa, out);
-                }
-                TYPE_SRV if !entry.srv().is_empty() => {
-                    let zone = snapshot.zones().get(zone)?;
-                    return reply.srv(snapshot, zone, entry.srv(), out);
-                }
-                _ => nodata(zone)?,
+    let sections = match snapshot.entry(key).filter(|(_, e)| e.exists()) {
+        Some((zone, entry)) => match qtype {
+            TYPE_A if !entry.a().is_empty() => {
+                let ttl = snapshot.zones().get(zone)?.ttl;
+                let a = entry.a().iter().map(|ip| ip.octets());
+                return reply.addresses(ttl, TYPE_A, a, out);
             }
-        }
+            TYPE_AAAA if !entry.aaaa().is_empty() => {
+                let ttl = snapshot.zones().get(zone)?.ttl;
+                let aaaa = entry.aaaa().iter().map(|ip| ip.octets());
+                return reply.addresses(ttl, TYPE_AAAA, aaaa, out);
+            }
+            TYPE_SRV if !entry.srv().is_empty() => {
+                let zone = snapshot.zones().get(zone)?;
+                return reply.srv(snapshot, zone, entry.srv(), out);
+            }
+            _ => nodata(zone)?,
+        },
         // Not an existing name: NXDOMAIN if inside a zone, else the general path (forwarding).
         // Zones are most specific first; one whose answers could not be prepared sends every
         // such name to the general path.
@@ -320,7 +317,7 @@ impl Reply<'_> {
             let pointer = 0xC000 | u16::try_from(start).ok().filter(|&p| p < 0x4000)?;
             let key = &mut key[..end - start];
             key.copy_from_slice(&out[start..end]);
-            let Some(entry) = snapshot.entry(key) else {
+            let Some((_, entry)) = snapshot.entry(key) else {
                 continue;
             };
             for ip in entry.a() {

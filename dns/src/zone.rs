@@ -14,8 +14,9 @@
 //! non-terminals appear and disappear with their last descendant. [`Snapshot::build`] is the
 //! same update applied to empty zones. Nothing is prepared per name: answers are written from
 //! the records at query time (see [`crate::fast_path`]). A name's layout (`zone/entry.rs`, and
-//! the shards' in [`crate::shards`]) is made for a million of them: its bytes in its shard's
-//! buffer, one address inline, anything else behind one shared pointer.
+//! the shards' in [`crate::shards`]) is made for a million of them: its bytes, without its
+//! zone's origin, in its shard's buffer, one address inline, anything else behind one shared
+//! pointer.
 
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -138,10 +139,10 @@ pub enum Lookup<'a> {
 pub struct Snapshot {
     /// Longest origin first, so the most specific zone wins.
     zones: Vec<ZoneInfo>,
-    /// Each zone's origin in wire form, as `zones`; `None` if it cannot be encoded. A name's
-    /// zone and apexness are read off its key with these, not kept per name.
+    /// Each zone's origin in wire form, as `zones`; `None` if it cannot be encoded. Kept once
+    /// here rather than at the end of every name of the zone (see [`Key`]).
     origins: Vec<Option<Box<[u8]>>>,
-    /// By lower-case wire-format name.
+    /// By [`Key`]: a lower-case wire-format name without its zone's origin.
     names: ShardedMap<Entry>,
     /// Each zone's shared negative answers, as `zones`; `None` if they could not be encoded.
     negative: Vec<Option<PreparedZone>>,
@@ -238,18 +239,28 @@ impl Snapshot {
         // Start over from the apexes, with every current name set again, its counts kept.
         let next = &mut update.next;
         next.names = ShardedMap::with_capacity(self.names.len());
-        for key in next.origins.clone().into_iter().flatten() {
-            if next.names.get(&key).is_none() {
-                next.names.insert(&key, Entry::apex());
-                update.dirty.push(&key);
+        for zone in 0..next.zones.len() {
+            let Some(key) = next.origins[zone]
+                .as_ref()
+                .and_then(|o| Key::of(o, zone, o))
+            else {
+                continue;
+            };
+            let key = key.as_bytes();
+            if next.names.get(key).is_none() {
+                next.names.insert(key, Entry::apex());
+                update.dirty.push(key);
             }
         }
         for (key, entry) in self.names.iter() {
             if entry.records.is_empty() {
                 continue;
             }
-            // Set with its counts.
-            if let Some(e) = update.touch(&presentation(key), true) {
+            // Set with its counts (the name as this snapshot's zones spell it).
+            let Some(name) = self.full_name(key) else {
+                continue;
+            };
+            if let Some(e) = update.touch(&presentation(&name), true) {
                 e.records = entry.records.clone();
             }
         }
@@ -257,13 +268,14 @@ impl Snapshot {
     }
 
     /// Counts a name with records in (or out of) each of its ancestors below the apex.
-    fn count_below(&mut self, key: &[u8], zone: usize, add: bool, dirty: &mut NameList) {
-        let apex_len = self.origins[zone].as_ref().map_or(1, |w| w.len());
+    fn count_below(&mut self, key: &[u8], add: bool, dirty: &mut NameList) {
+        // A key is the name's labels below the origin, then its zone: each parent is a suffix,
+        // and the apex (the zone byte alone) is not counted into.
         let mut pos = 0;
         while let Some(&len) = key.get(pos) {
             pos += 1 + usize::from(len);
             let parent = &key[pos.min(key.len())..];
-            if parent.len() <= apex_len {
+            if parent.len() <= 1 {
                 break;
             }
             let entry = self.entry_mut(parent);
@@ -285,18 +297,25 @@ impl Snapshot {
         self.names.get_or_insert_with(key, Entry::default)
     }
 
-    /// Index of the most specific served zone containing the wire-format name `key`.
-    pub(crate) fn zone_of_key(&self, key: &[u8]) -> Option<usize> {
+    /// Index of the most specific served zone containing the wire-format name `wire`.
+    fn zone_of_wire(&self, wire: &[u8]) -> Option<usize> {
         self.origins
             .iter()
-            .position(|origin| origin.as_ref().is_some_and(|o| is_label_suffix(key, o)))
+            .position(|origin| origin.as_ref().is_some_and(|o| is_label_suffix(wire, o)))
     }
 
-    /// Whether `key`, a name of zone `zone`, is that zone's apex.
-    fn is_apex_key(&self, key: &[u8], zone: usize) -> bool {
-        self.origins[zone]
-            .as_ref()
-            .is_some_and(|o| o.len() == key.len())
+    /// The key of the lower-case wire-format name `wire`, and its zone.
+    fn key_of(&self, wire: &[u8]) -> Option<(usize, Key)> {
+        let zone = self.zone_of_wire(wire)?;
+        let origin = self.origins[zone].as_ref()?;
+        Some((zone, Key::of(wire, zone, origin)?))
+    }
+
+    /// The wire-format name of a key (its labels, then its zone's origin).
+    fn full_name(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let (&zone, labels) = key.split_last()?;
+        let origin = self.origins.get(usize::from(zone))?.as_ref()?;
+        Some([labels, origin].concat())
     }
 
     /// Drops the dirty names that no longer exist.
@@ -316,7 +335,12 @@ impl Snapshot {
         self.names
             .iter()
             .filter(|(_, e)| !e.records.is_empty())
-            .map(|(key, e)| (presentation(key), e.records.name_records()))
+            .filter_map(|(key, e)| {
+                Some((
+                    presentation(&self.full_name(key)?),
+                    e.records.name_records(),
+                ))
+            })
     }
 
     /// Every name that exists, with its zone index: names with records, empty non-terminals,
@@ -325,12 +349,16 @@ impl Snapshot {
         self.names
             .iter()
             .filter(|(_, e)| e.exists())
-            .filter_map(|(key, _)| Some((presentation(key), self.zone_of_key(key)?)))
+            .filter_map(|(key, _)| {
+                let zone = usize::from(*key.last()?);
+                Some((presentation(&self.full_name(key)?), zone))
+            })
     }
 
-    /// The entry of a lower-case wire-format name (for the fast path).
-    pub(crate) fn entry(&self, wire: &[u8]) -> Option<&Entry> {
-        self.names.get(wire)
+    /// The entry of a lower-case wire-format name and its zone's index (for the fast path).
+    pub(crate) fn entry(&self, wire: &[u8]) -> Option<(usize, &Entry)> {
+        let (zone, key) = self.key_of(wire)?;
+        Some((zone, self.names.get(key.as_bytes())?))
     }
 
     /// The shared negative answers of every zone, most specific first.
@@ -349,11 +377,12 @@ impl Snapshot {
             return Lookup::NotAuthoritative;
         };
         let zone = &self.zones[index];
-        let Some(key) = wire_name(name) else {
+        let Some((_, key)) = wire_name(name).and_then(|wire| self.key_of(&wire)) else {
             return Lookup::NxDomain { zone };
         };
-        let entry = self.names.get(&key).filter(|e| e.exists());
-        let is_apex = self.is_apex_key(&key, index);
+        let key = key.as_bytes();
+        let entry = self.names.get(key).filter(|e| e.exists());
+        let is_apex = key.len() == 1;
         match entry {
             Some(e) if !e.records.is_empty() => Lookup::Found {
                 zone,
@@ -367,7 +396,8 @@ impl Snapshot {
 
     /// The records of `name` if it has any.
     pub fn records(&self, name: &str) -> Option<Cow<'_, NameRecords>> {
-        let entry = self.names.get(&wire_name(name)?)?;
+        let (_, key) = self.key_of(&wire_name(name)?)?;
+        let entry = self.names.get(key.as_bytes())?;
         (!entry.records.is_empty()).then(|| entry.records.name_records())
     }
 
@@ -405,7 +435,6 @@ pub struct Update {
 
 /// A touched name as it was before the update first changed its records.
 struct Before {
-    zone: usize,
     had_records: bool,
 }
 
@@ -455,17 +484,17 @@ impl Update {
     /// for a missing one not to be made.
     fn touch(&mut self, name: &str, create: bool) -> Option<&mut Entry> {
         let next = &mut self.next;
-        let (zone, key) = (next.zone_of(name)?, wire_name(name)?);
-        if !create && next.names.get(&key).is_none() {
+        let (_, key) = next.key_of(&wire_name(name)?)?;
+        let key = key.as_bytes();
+        if !create && next.names.get(key).is_none() {
             return None;
         }
         let stamp = next.stamp;
-        let entry = next.entry_mut(&key);
+        let entry = next.entry_mut(key);
         if entry.stamp != stamp {
             entry.stamp = stamp;
-            self.touched.push(&key);
+            self.touched.push(key);
             self.before.push(Before {
-                zone,
                 had_records: !entry.records.is_empty(),
             });
         }
@@ -481,23 +510,24 @@ impl Update {
     /// now (empty when it has none left), e.g. to pass the changes on as DNS UPDATEs.
     pub fn finish_listing(self) -> (Snapshot, Vec<(String, NameRecords)>) {
         let mut changes = Vec::new();
-        let snapshot = self.settle(|key, records| {
-            changes.push((presentation(key), records.cloned().unwrap_or_default()));
+        let snapshot = self.settle(|name, records| {
+            changes.push((presentation(name), records.cloned().unwrap_or_default()));
         });
         (snapshot, changes)
     }
 
-    /// Finishes, telling `each` the touched names with their records now.
+    /// Finishes, telling `each` the touched names (in wire form) with their records now.
     fn settle(mut self, mut each: impl FnMut(&[u8], Option<&NameRecords>)) -> Snapshot {
         let next = &mut self.next;
         let dirty = &mut self.dirty;
         let touched = std::mem::take(&mut self.touched);
         for (key, before) in touched.iter().zip(std::mem::take(&mut self.before)) {
+            let name = next.full_name(key).unwrap_or_default();
             let Some(entry) = next.names.get(key) else {
-                each(key, None);
+                each(&name, None);
                 continue;
             };
-            each(key, Some(&entry.records.name_records()));
+            each(&name, Some(&entry.records.name_records()));
             let has_records = !entry.records.is_empty();
             if !has_records {
                 // A name with records exists; one without may not any more.
@@ -509,13 +539,42 @@ impl Update {
                 } else {
                     next.with_records - 1
                 };
-                next.count_below(key, before.zone, has_records, dirty);
+                next.count_below(key, has_records, dirty);
             }
         }
         next.settle(std::mem::take(dirty));
         // What this update copied or made is kept as long as the snapshot: without slack.
         next.names.shrink();
         self.next
+    }
+}
+
+/// A name as the snapshot's map keys it: its labels below its zone's origin in wire form,
+/// then the zone's index. Every name of a zone ends in the same origin (`.mesos.`,
+/// `.thisdcos.directory.`: 7 to 20 bytes), kept once per zone instead; a key's parents are
+/// its suffixes, and an apex is the zone's index alone. Made on the stack for a lookup.
+struct Key {
+    bytes: [u8; 256],
+    len: usize,
+}
+
+impl Key {
+    /// The key of `wire`, a name of zone `zone` whose origin is `origin` (a label suffix of
+    /// `wire`); `None` past 255 zones.
+    fn of(wire: &[u8], zone: usize, origin: &[u8]) -> Option<Key> {
+        let labels = wire.get(..wire.len().checked_sub(origin.len())?)?;
+        let mut key = Key {
+            bytes: [0; 256],
+            len: labels.len() + 1,
+        };
+        // A wire name is at most 255 bytes, so its labels and the zone byte fit.
+        key.bytes.get_mut(..labels.len())?.copy_from_slice(labels);
+        key.bytes[labels.len()] = u8::try_from(zone).ok()?;
+        Some(key)
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -767,13 +826,13 @@ pub(crate) mod tests {
             .iter()
             .map(|(key, e)| {
                 assert!(e.exists(), "{key:?} is kept for nothing");
-                let zone = s.zone_of_key(key).expect("a kept name is in a zone");
-                (
-                    key.to_vec(),
-                    zone,
-                    s.is_apex_key(key, zone),
-                    e.records.name_records().into_owned(),
-                )
+                let name = s.full_name(key).expect("a kept name is in a zone");
+                // The zone and apexness a key says must be what its name says.
+                let zone = s.zone_of_wire(&name).expect("a kept name is in a zone");
+                assert_eq!(key.last().map(|&z| usize::from(z)), Some(zone));
+                let is_apex = s.origins[zone].as_deref() == Some(&name[..]);
+                assert_eq!(key.len() == 1, is_apex, "{name:?}");
+                (name, zone, is_apex, e.records.name_records().into_owned())
             })
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
