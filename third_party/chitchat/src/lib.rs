@@ -79,12 +79,15 @@ pub(crate) const fn delta_mtu(max_message_len: usize, reserved_len: usize) -> us
 pub(crate) const GARBAGE_COLLECTED_NODE_HISTORY_SIZE: NonZeroUsize =
     NonZeroUsize::new(5_000).unwrap();
 
+/// dcnet patch: hashed with foldhash, looked up for every live node every round.
+type LiveVersions = HashMap<ChitchatId, Version, foldhash::fast::RandomState>;
+
 pub struct Chitchat {
     config: ChitchatConfig,
     cluster_state: ClusterState,
     failure_detector: FailureDetector,
     /// Notifies listeners when a change has occurred in the set of live nodes.
-    previous_live_nodes: HashMap<ChitchatId, Version>,
+    previous_live_nodes: LiveVersions,
     live_nodes_watcher_tx: watch::Sender<BTreeMap<ChitchatId, NodeState>>,
     live_nodes_watcher_rx: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
     /// dcnet patch: the live nodes' max versions, sent on the same changes as the node states
@@ -100,7 +103,7 @@ impl Chitchat {
         initial_key_values: Vec<(String, String)>,
     ) -> Self {
         let failure_detector = FailureDetector::new(config.failure_detector_config.clone());
-        let previous_live_nodes = HashMap::new();
+        let previous_live_nodes = LiveVersions::default();
         let (live_nodes_watcher_tx, live_nodes_watcher_rx) = watch::channel(BTreeMap::new());
         let (live_versions_tx, _) = watch::channel(HashMap::new());
         let mut chitchat = Chitchat {
@@ -222,18 +225,21 @@ impl Chitchat {
             return;
         }
 
-        let should_init_if_absent = self
-            .cluster_state
-            .last_heartbeat_if_deleted(chitchat_id)
-            .map(|last_heartbeat| last_heartbeat < heartbeat)
-            .unwrap_or(true);
-
-        let node_state = if should_init_if_absent {
-            self.cluster_state.node_state_mut_or_init(chitchat_id)
-        } else if let Some(node_state) = self.cluster_state.node_state_mut(chitchat_id) {
-            node_state
-        } else {
-            return;
+        // dcnet patch: a known node (nearly every entry of every digest) is looked up once,
+        // without cloning its id or asking the garbage-collected cache.
+        let node_state = match self.cluster_state.node_state_mut(chitchat_id) {
+            Some(node_state) => node_state,
+            None => {
+                let should_init_if_absent = self
+                    .cluster_state
+                    .last_heartbeat_if_deleted(chitchat_id)
+                    .map(|last_heartbeat| last_heartbeat < heartbeat)
+                    .unwrap_or(true);
+                if !should_init_if_absent {
+                    return;
+                }
+                self.cluster_state.node_state_mut_or_init(chitchat_id)
+            }
         };
 
         if node_state.try_set_heartbeat(heartbeat) {
@@ -249,18 +255,32 @@ impl Chitchat {
                 self.failure_detector.update_node_liveness(chitchat_id);
             }
         }
-        let current_live_nodes = self
-            .live_nodes()
-            .flat_map(|chitchat_id| {
-                if let Some(node_state) = self.node_state(chitchat_id) {
-                    return Some((chitchat_id.clone(), node_state.max_version()));
-                }
+        // dcnet patch: compared in place; the map is built only when it changed (this runs
+        // every round, and at 1,000 members building it was a round's allocation hot spot).
+        let live_version = |chitchat_id: &ChitchatId| {
+            let node_state = self.node_state(chitchat_id);
+            if node_state.is_none() {
                 warn!("node state for {chitchat_id:?} is absent");
-                None
-            })
-            .collect::<HashMap<_, _>>();
-
-        if self.previous_live_nodes != current_live_nodes {
+            }
+            node_state.map(|node_state| node_state.max_version())
+        };
+        let mut current = 0;
+        let mut unchanged = true;
+        for chitchat_id in self.live_nodes() {
+            if let Some(node_state) = self.node_state(chitchat_id) {
+                let version = node_state.max_version();
+                current += 1;
+                if self.previous_live_nodes.get(chitchat_id) != Some(&version) {
+                    unchanged = false;
+                    break;
+                }
+            }
+        }
+        if !unchanged || current != self.previous_live_nodes.len() {
+            let current_live_nodes = self
+                .live_nodes()
+                .flat_map(|chitchat_id| Some((chitchat_id.clone(), live_version(chitchat_id)?)))
+                .collect::<LiveVersions>();
             let live_versions = current_live_nodes
                 .iter()
                 .filter(|(chitchat_id, _)| self.passes_liveness_predicate(chitchat_id))
