@@ -282,16 +282,23 @@ fn containers_on_three_nodes_reach_each_other_and_the_tunnel_heals() -> Result<(
     let before = status(&cluster, 1)?;
     cluster.stop_agent(1, Signal::SIGTERM, Duration::from_secs(5));
     cluster.start_agent(1)?;
+    // Back means its tunnel objects applied since the restart and its VXLAN filter letting
+    // both peers in (the filter is loaded again at start), not only its leases.
     let after = wait_until(
-        "node 2 back with its leases",
+        "node 2 back with its leases, its tunnels and its VXLAN filter",
         Duration::from_secs(20),
         || {
             let s = status(&cluster, 1).ok();
             Ok(s.filter(|s| {
-                s["vtep"]["lease"] == "held" && s["peers"].as_array().map_or(0, Vec::len) == 2
+                s["vtep"]["lease"] == "held"
+                    && s["peers"].as_array().map_or(0, Vec::len) == 2
+                    && s["last_reconcile"]["failed"] == 0
+                    && s["vxlan_filter"]["peers"] == 2
             }))
         },
     )?;
+    // And node 1 reaching node 2 again, as the ping below needs.
+    wait_formed(&cluster)?;
     assert_eq!(after["vtep"]["address"], before["vtep"]["address"]);
     assert_eq!(
         after["networks"][0]["subnet"],
