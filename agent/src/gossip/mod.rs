@@ -121,7 +121,10 @@ impl Gossip {
                 // slow gossip interval would leave the detector without samples.
                 max_interval: (settings.interval * 20).max(Duration::from_secs(10)),
                 dead_node_grace_period: settings.dead_node_grace,
-                ..FailureDetectorConfig::default()
+                // The detector's phi is the silence over the window's mean interval: the last
+                // 100 intervals (40 s at the default round) make a steady mean, and the
+                // default 1,000 cost 8 KB a peer (8 MB a node at 1,000 members).
+                sampling_window_size: 100,
             },
             marked_for_deletion_grace_period: settings.tombstone_grace,
             catchup_callback: None,
