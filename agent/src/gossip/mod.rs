@@ -426,7 +426,7 @@ async fn sample(
     if !heartbeats_too && newest().count() == current.nodes.len() {
         let mut previous = current.nodes.iter().peekable();
         let unchanged = newest().all(|(id, state)| {
-            view::previous_node(&mut previous, &id.node_id).is_some_and(|node| {
+            view::previous_node(&mut previous, &id.node_id, |_, _| {}).is_some_and(|node| {
                 node.is_as(
                     id.generation_id,
                     id.gossip_advertise_addr,
@@ -449,7 +449,7 @@ async fn sample(
             // their keys.
             let keys = (is_newest(i)
                 && view::needs_keys_of(
-                    view::previous_node(&mut previous, &node_id),
+                    view::previous_node(&mut previous, &node_id, |_, _| {}),
                     id.generation_id,
                     state.max_version(),
                 ))

@@ -234,20 +234,23 @@ pub fn needs_keys_of(before: Option<&NodeView>, generation: u64, max_version: u6
     before.is_none_or(|n| n.generation != generation || n.max_version != max_version)
 }
 
-/// The node `id` of a previous view walked in id order (`nodes`), for ids asked in
-/// ascending order: skips the nodes before it.
+/// The node `id` of a previous view walked in id order (`nodes`), for distinct ids asked in
+/// ascending order: passes the nodes before it to `skipped` and takes it.
 pub fn previous_node<'a>(
     nodes: &mut std::iter::Peekable<impl Iterator<Item = (&'a String, &'a NodeView)>>,
     id: &str,
+    mut skipped: impl FnMut(&'a str, &'a NodeView),
 ) -> Option<&'a NodeView> {
     while let Some(&(key, node)) = nodes.peek() {
         match key.as_str().cmp(id) {
-            std::cmp::Ordering::Less => {
+            std::cmp::Ordering::Less => skipped(key, node),
+            std::cmp::Ordering::Equal => {
                 nodes.next();
+                return Some(node);
             }
-            std::cmp::Ordering::Equal => return Some(node),
             std::cmp::Ordering::Greater => return None,
         }
+        nodes.next();
     }
     None
 }
@@ -293,18 +296,7 @@ pub fn next_view_with(
     let mut previous = prev.nodes.iter().peekable();
     let mut nodes = Vec::with_capacity(newest.len());
     for row in newest {
-        let mut before = None;
-        while let Some(&(id, node)) = previous.peek() {
-            match id.as_str().cmp(&row.id) {
-                std::cmp::Ordering::Less => gone.push((id.as_str(), node)),
-                std::cmp::Ordering::Equal => before = Some(node),
-                std::cmp::Ordering::Greater => break,
-            }
-            previous.next();
-            if before.is_some() {
-                break;
-            }
-        }
+        let before = previous_node(&mut previous, &row.id, |id, node| gone.push((id, node)));
         let keys = match (row.keys, before) {
             (Some(keys), _) => Arc::new(keys),
             (None, Some(before)) => before.keys.clone(),
@@ -644,7 +636,7 @@ mod tests {
         // The observer's walk finds what a lookup would, for ids asked in order.
         let mut walk = v2.nodes.iter().peekable();
         for id in ["0", "a", "c", "d", "z"] {
-            let found = previous_node(&mut walk, id).map(|n| n.id.as_str());
+            let found = previous_node(&mut walk, id, |_, _| {}).map(|n| n.id.as_str());
             assert_eq!(found, v2.nodes.get(id).map(|n| n.id.as_str()), "{id}");
         }
     }
