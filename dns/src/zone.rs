@@ -377,7 +377,10 @@ impl Snapshot {
             return Lookup::NotAuthoritative;
         };
         let zone = &self.zones[index];
-        let Some((_, key)) = wire_name(name).and_then(|wire| self.key_of(&wire)) else {
+        // The zone is known: the key is made without searching for it again.
+        let origin = self.origins[index].as_deref();
+        let key = wire_name(name).and_then(|wire| Key::of(&wire, index, origin?));
+        let Some(key) = key else {
             return Lookup::NxDomain { zone };
         };
         let key = key.as_bytes();
