@@ -18,6 +18,8 @@ test: setup
 	$(CARGO) clippy --all-targets --quiet -- -D warnings
 	$(CARGO) build --bins --quiet
 	$(CARGO) test
+	# The patched chitchat's own tests (third_party/ is not a workspace member).
+	$(CARGO) test --manifest-path third_party/chitchat/Cargo.toml --target-dir target/chitchat --lib --quiet
 
 # Benchmarks print tables with their peers side by side; they are not pass/fail.
 bench: setup

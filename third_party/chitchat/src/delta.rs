@@ -578,7 +578,7 @@ mod tests {
                 status: DeletionStatus::Set,
             },
         ));
-        test_aux_delta_writer(delta_writer, 98);
+        test_aux_delta_writer(delta_writer, 104);
     }
 
     #[test]
@@ -699,7 +699,7 @@ mod tests {
         assert!(!delta_writer.try_add_node(node2, 0u64, 1u64));
 
         // The block got compressed.
-        test_aux_delta_writer(delta_writer, 72);
+        test_aux_delta_writer(delta_writer, 78);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use crate::message::ProtocolVersion;
 use crate::serialize::*;
@@ -55,9 +55,54 @@ impl Deserializable for (ChitchatId, NodeDigest) {
 ///
 /// It is equivalent to a map
 /// peer -> (heartbeat, max version).
-#[derive(Debug, Default, Eq, PartialEq)]
+///
+/// dcnet patch: the entries are a vector sorted by id without repeats (was a `BTreeMap`), as
+/// the node states they are made from and compared with: a digest is built from a sorted walk
+/// and read by walking it beside the node states, where every entry of a 1,000-member digest
+/// was a tree search, twice per message. The compressed (V1) encoding is made once and kept:
+/// a reply's digest was compressed once to size the delta and again to send it.
+#[derive(Debug, Default)]
 pub struct Digest {
-    pub(crate) node_digests: BTreeMap<ChitchatId, NodeDigest>,
+    pub(crate) node_digests: Vec<(ChitchatId, NodeDigest)>,
+    v1: OnceLock<Vec<u8>>,
+}
+
+impl PartialEq for Digest {
+    fn eq(&self, other: &Self) -> bool {
+        self.node_digests == other.node_digests
+    }
+}
+
+impl Eq for Digest {}
+
+impl Digest {
+    /// A digest of `entries`, which must be sorted by id without repeats.
+    pub(crate) fn from_sorted(node_digests: Vec<(ChitchatId, NodeDigest)>) -> Self {
+        debug_assert!(node_digests.is_sorted_by(|a, b| a.0 < b.0));
+        Digest {
+            node_digests,
+            v1: OnceLock::new(),
+        }
+    }
+
+    /// A digest of `entries` in any order; of repeated ids the last entry counts, as it did
+    /// when they were collected into a map.
+    fn from_unsorted(mut node_digests: Vec<(ChitchatId, NodeDigest)>) -> Self {
+        if !node_digests.is_sorted_by(|a, b| a.0 < b.0) {
+            // Stable, so repeats keep their order and the last one is kept below.
+            node_digests.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut kept: Vec<(ChitchatId, NodeDigest)> = Vec::with_capacity(node_digests.len());
+            for entry in node_digests {
+                match kept.last_mut() {
+                    Some(last) if last.0 == entry.0 => *last = entry,
+                    _ => kept.push(entry),
+                }
+            }
+            node_digests = kept;
+        }
+        Self::from_sorted(node_digests)
+    }
+
 }
 
 #[cfg(test)]
@@ -74,7 +119,11 @@ impl Digest {
             last_gc_version,
             max_version,
         };
-        self.node_digests.insert(node, node_digest);
+        match self.node_digests.binary_search_by(|(id, _)| id.cmp(&node)) {
+            Ok(i) => self.node_digests[i].1 = node_digest,
+            Err(i) => self.node_digests.insert(i, (node, node_digest)),
+        }
+        self.v1 = OnceLock::new();
     }
 
     pub fn sample_for_test(num_nodes: u16) -> Digest {
@@ -111,11 +160,7 @@ impl Digest {
                 }
                 len
             }
-            ProtocolVersion::V1 => {
-                let mut buf = Vec::new();
-                self.serialize_v1(&mut buf);
-                buf.len()
-            }
+            ProtocolVersion::V1 => self.v1_bytes().len(),
         }
     }
 
@@ -141,32 +186,36 @@ impl Digest {
     /// Serializes the digest using the V1 (compressed) wire format: a zstd block
     /// stream of `(ChitchatId, NodeDigest)` entries.
     fn serialize_v1(&self, buf: &mut Vec<u8>) {
-        let mut stream_writer =
-            CompressedStreamWriter::with_block_threshold(DIGEST_BLOCK_THRESHOLD);
-        for (chitchat_id, node_digest) in &self.node_digests {
-            stream_writer.append(chitchat_id);
-            stream_writer.append(node_digest);
-        }
-        buf.extend_from_slice(&stream_writer.finish());
+        buf.extend_from_slice(self.v1_bytes());
+    }
+
+    fn v1_bytes(&self) -> &[u8] {
+        self.v1.get_or_init(|| {
+            let mut stream_writer =
+                CompressedStreamWriter::with_block_threshold(DIGEST_BLOCK_THRESHOLD);
+            for (chitchat_id, node_digest) in &self.node_digests {
+                stream_writer.append(chitchat_id);
+                stream_writer.append(node_digest);
+            }
+            stream_writer.finish()
+        })
     }
 
     fn deserialize_v0(buf: &mut &[u8]) -> anyhow::Result<Self> {
         let num_nodes = u16::deserialize(buf)?;
-        let mut node_digests: BTreeMap<ChitchatId, NodeDigest> = Default::default();
+        let mut node_digests = Vec::with_capacity(usize::from(num_nodes));
 
         for _ in 0..num_nodes {
             let chitchat_id = ChitchatId::deserialize(buf)?;
             let node_digest = NodeDigest::deserialize(buf)?;
-            node_digests.insert(chitchat_id, node_digest);
+            node_digests.push((chitchat_id, node_digest));
         }
-        Ok(Digest { node_digests })
+        Ok(Digest::from_unsorted(node_digests))
     }
 
     fn deserialize_v1(buf: &mut &[u8]) -> anyhow::Result<Self> {
-        let node_digests = deserialize_stream::<(ChitchatId, NodeDigest)>(buf)?
-            .into_iter()
-            .collect();
-        Ok(Digest { node_digests })
+        let node_digests = deserialize_stream::<(ChitchatId, NodeDigest)>(buf)?;
+        Ok(Digest::from_unsorted(node_digests))
     }
 }
 

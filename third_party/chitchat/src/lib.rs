@@ -139,9 +139,18 @@ impl Chitchat {
 
     /// Digest contains important information about the list of members in
     /// the cluster.
+    ///
+    /// dcnet patch: the known nodes' heartbeats are set in one walk of the digest beside the
+    /// node states; only nodes not known here take [`Self::report_heartbeat`]'s path.
     fn report_heartbeats_in_digest(&mut self, digest: &Digest) {
-        for (chitchat_id, node_digest) in &digest.node_digests {
-            self.report_heartbeat(chitchat_id, node_digest.heartbeat);
+        let (advanced, unknown) = self
+            .cluster_state
+            .report_heartbeats(digest, &self.config.chitchat_id);
+        for chitchat_id in advanced {
+            self.failure_detector.report_heartbeat(chitchat_id);
+        }
+        for (chitchat_id, heartbeat) in unknown {
+            self.report_heartbeat(chitchat_id, heartbeat);
         }
     }
 

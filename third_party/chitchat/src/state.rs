@@ -641,14 +641,55 @@ impl ClusterState {
     }
 
     pub fn compute_digest(&self, scheduled_for_deletion: &HashSet<&ChitchatId>) -> Digest {
-        Digest {
-            node_digests: self
-                .node_states
+        // dcnet patch: the node states are sorted by id, so the digest is made sorted.
+        Digest::from_sorted(
+            self.node_states
                 .iter()
                 .filter(|(chitchat_id, _)| !scheduled_for_deletion.contains(chitchat_id))
                 .map(|(chitchat_id, node_state)| (chitchat_id.clone(), node_state.digest()))
                 .collect(),
+        )
+    }
+
+    /// dcnet patch: sets the heartbeats of `digest` on the known nodes in one walk of both
+    /// (each sorted by id) instead of a tree search per entry. Returns the nodes whose
+    /// heartbeat advanced, and the entries of nodes not known here; `self_id`'s entry is in
+    /// neither.
+    pub(crate) fn report_heartbeats<'a>(
+        &mut self,
+        digest: &'a Digest,
+        self_id: &ChitchatId,
+    ) -> (Vec<&'a ChitchatId>, Vec<(&'a ChitchatId, Heartbeat)>) {
+        let mut advanced = Vec::new();
+        let mut unknown = Vec::new();
+        let mut states = self.node_states.iter_mut().peekable();
+        for (chitchat_id, node_digest) in &digest.node_digests {
+            let mut state = None;
+            while let Some((id, _)) = states.peek() {
+                match (*id).cmp(chitchat_id) {
+                    Ordering::Less => {
+                        states.next();
+                    }
+                    Ordering::Equal => {
+                        state = states.next().map(|(_, state)| state);
+                        break;
+                    }
+                    Ordering::Greater => break,
+                }
+            }
+            match state {
+                // Our own heartbeat is ours to set.
+                Some(_) if chitchat_id == self_id => {}
+                Some(state) => {
+                    if state.try_set_heartbeat(node_digest.heartbeat) {
+                        advanced.push(chitchat_id);
+                    }
+                }
+                None if chitchat_id == self_id => {}
+                None => unknown.push((chitchat_id, node_digest.heartbeat)),
+            }
         }
+        (advanced, unknown)
     }
 
     pub fn gc_keys_marked_for_deletion(&mut self, marked_for_deletion_grace_period: Duration) {
@@ -667,15 +708,29 @@ impl ClusterState {
         scheduled_for_deletion: &HashSet<&ChitchatId>,
     ) -> Delta {
         let mut stale_nodes = SortedStaleNodes::default();
+        // dcnet patch: the digest is walked beside the node states (both sorted by id), not
+        // searched for each node.
+        let mut digests = digest.node_digests.iter().peekable();
 
         for (chitchat_id, node_state) in &self.node_states {
+            let mut node_digest = None;
+            while let Some((id, _)) = digests.peek() {
+                match id.cmp(chitchat_id) {
+                    Ordering::Less => {
+                        digests.next();
+                    }
+                    Ordering::Equal => {
+                        node_digest = digests.next().map(|(_, digest)| digest);
+                        break;
+                    }
+                    Ordering::Greater => break,
+                }
+            }
             if scheduled_for_deletion.contains(chitchat_id) {
                 continue;
             }
 
-            let (digest_last_gc_version, digest_max_version) = digest
-                .node_digests
-                .get(chitchat_id)
+            let (digest_last_gc_version, digest_max_version) = node_digest
                 .map(|node_digest| (node_digest.last_gc_version, node_digest.max_version))
                 .unwrap_or((0u64, 0u64));
 
@@ -923,13 +978,13 @@ mod tests {
             let mut node_state = NodeState::for_test();
             node_state
                 .key_values
-                .insert("key_a".to_string(), VersionedValue::for_test("value_a", 3));
+                .insert("key_a".into(), VersionedValue::for_test("value_a", 3));
             node_state
                 .key_values
-                .insert("key_b".to_string(), VersionedValue::for_test("value_b", 2));
+                .insert("key_b".into(), VersionedValue::for_test("value_b", 2));
             node_state
                 .key_values
-                .insert("key_c".to_string(), VersionedValue::for_test("value_c", 1));
+                .insert("key_c".into(), VersionedValue::for_test("value_c", 1));
 
             let stale_node = StaleNode {
                 chitchat_id: &node,
@@ -1268,6 +1323,55 @@ mod tests {
         assert_eq!(&digest, &expected_node_digests);
     }
 
+    // dcnet patch: the walks of a digest beside the node states.
+    #[test]
+    fn test_cluster_state_report_heartbeats_walks_both() {
+        let mut cluster_state = ClusterState::default();
+        let ids: Vec<ChitchatId> = (0..6).map(|i| ChitchatId::for_local_test(10_000 + i)).collect();
+        // Known here: 1, 2 (this node), 3, 5; each at heartbeat 10.
+        for i in [1, 2, 3, 5] {
+            let state = cluster_state.node_state_mut_or_init(&ids[i]);
+            assert!(!state.try_set_heartbeat(Heartbeat(10)));
+        }
+        let mut digest = Digest::default();
+        for (i, heartbeat) in [(0, 7), (1, 11), (2, 99), (3, 10), (4, 3), (5, 12)] {
+            digest.add_node(ids[i].clone(), Heartbeat(heartbeat), 0, 1);
+        }
+        let (advanced, unknown) = cluster_state.report_heartbeats(&digest, &ids[2]);
+        assert_eq!(advanced, vec![&ids[1], &ids[5]]);
+        assert_eq!(unknown, vec![(&ids[0], Heartbeat(7)), (&ids[4], Heartbeat(3))]);
+        let heartbeat = |i: usize| cluster_state.node_state(&ids[i]).unwrap().heartbeat();
+        assert_eq!(heartbeat(1), Heartbeat(11));
+        assert_eq!(heartbeat(2), Heartbeat(10), "a peer does not set this node's heartbeat");
+        assert_eq!(heartbeat(3), Heartbeat(10));
+        assert_eq!(heartbeat(5), Heartbeat(12));
+    }
+
+    // dcnet patch: nodes the digest lacks, and digest entries of nodes not known here.
+    #[test]
+    fn test_cluster_state_compute_delta_interleaved_digest() {
+        let mut cluster_state = ClusterState::default();
+        let ids: Vec<ChitchatId> = (0..6).map(|i| ChitchatId::for_local_test(10_000 + i)).collect();
+        for i in [1, 2, 3] {
+            let state = cluster_state.node_state_mut_or_init(&ids[i]);
+            state.set("key_a", "a");
+            state.set("key_b", "b");
+        }
+        let mut digest = Digest::default();
+        digest.add_node(ids[0].clone(), Heartbeat(1), 0, 9);
+        digest.add_node(ids[2].clone(), Heartbeat(1), 0, 1);
+        digest.add_node(ids[5].clone(), Heartbeat(1), 0, 9);
+        let delta =
+            cluster_state.compute_partial_delta_respecting_mtu(&digest, usize::MAX, &HashSet::new());
+        let mut sent: Vec<(&ChitchatId, u64, usize)> = delta
+            .node_deltas
+            .iter()
+            .map(|d| (&d.chitchat_id, d.from_version_excluded, d.key_values.len()))
+            .collect();
+        sent.sort();
+        assert_eq!(sent, vec![(&ids[1], 0, 2), (&ids[2], 1, 1), (&ids[3], 0, 2)]);
+    }
+
     #[tokio::test]
     async fn test_cluster_state_gc_keys_marked_for_deletion() {
         tokio::time::pause();
@@ -1546,7 +1650,7 @@ mod tests {
             expected_delta.add_kv(&node2.clone(), "key_c", "3", 2, false);
             expected_delta.add_node(node1.clone(), 0u64, 1u64);
             expected_delta.add_kv(&node1, "key_b", "2", 2, false);
-            expected_delta.set_serialized_len(76);
+            expected_delta.set_serialized_len(83);
             assert_eq!(delta, expected_delta);
         }
 
@@ -1598,7 +1702,7 @@ mod tests {
             // Last gc set to 3 and from version to 0. That's a reset right there.
             expected_delta.add_node(node1.clone(), 3u64, 0u64);
             expected_delta.add_kv(&node1, "key_b", "2", 2, false);
-            expected_delta.set_serialized_len(75);
+            expected_delta.set_serialized_len(82);
             assert_eq!(&delta, &expected_delta);
         }
     }
