@@ -28,7 +28,7 @@ mod entry;
 
 use crate::shards::ShardedMap;
 pub(crate) use entry::Entry;
-use entry::Records;
+use entry::{Records, SharedSrv};
 
 /// Start-of-authority settings of one zone (Mesos-DNS's SOA* config keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,6 +230,7 @@ impl Snapshot {
             dirty: NameList::default(),
             touched: NameList::default(),
             before: Vec::new(),
+            shared_srv: SharedSrv::default(),
         };
         if alike {
             update.next.names = self.names.clone();
@@ -434,6 +435,7 @@ pub struct Update {
     /// Names whose records changed, and for each what finishing needs of its state before.
     touched: NameList,
     before: Vec<Before>,
+    shared_srv: SharedSrv,
 }
 
 /// A touched name as it was before the update first changed its records.
@@ -477,9 +479,11 @@ impl Update {
     /// Counts one contributor of `record` in (`add`) or out. Its name must be lower-case and
     /// fully qualified, as [`crate::records::RecordSource`]s make them.
     pub fn count(&mut self, record: &Record, add: bool) {
+        let mut shared = std::mem::take(&mut self.shared_srv);
         if let Some(entry) = self.touch(&record.name, add) {
-            entry.records.bump(&record.data, add);
+            entry.records.bump(&record.data, add, &mut shared);
         }
+        self.shared_srv = shared;
     }
 
     /// The entry of `name`, made if missing when `create`, noted as touched the first time

@@ -73,6 +73,29 @@ pub(super) struct Counted {
     dups: Vec<(RecordData, u32)>,
 }
 
+/// The SRV records entries last kept inline, for the next names that give the same ones: a
+/// task's SRV names give two records between them (`_tcp` and `_udp` to its agent port, by
+/// service and by port name to its discovery port), and one allocation each serves all (at
+/// 100,000 tasks, 8 MB less). A task's records are counted together, sorted by name, so the
+/// last few distinct ones are enough.
+#[derive(Debug, Default)]
+pub(super) struct SharedSrv {
+    recent: [Option<Arc<SrvTarget>>; 4],
+    next: usize,
+}
+
+impl SharedSrv {
+    fn get(&mut self, srv: &SrvTarget) -> Arc<SrvTarget> {
+        if let Some(shared) = self.recent.iter().flatten().find(|r| ***r == *srv) {
+            return shared.clone();
+        }
+        let made = Arc::new(srv.clone());
+        self.recent[self.next] = Some(made.clone());
+        self.next = (self.next + 1) % self.recent.len();
+        made
+    }
+}
+
 impl Records {
     /// `records` (each sorted, without repeats), each given once.
     pub(super) fn set(records: NameRecords) -> Self {
@@ -136,8 +159,9 @@ impl Records {
         }
     }
 
-    /// Counts one contributor of `data` in (`add`) or out.
-    pub(super) fn bump(&mut self, data: &RecordData, add: bool) {
+    /// Counts one contributor of `data` in (`add`) or out; an SRV record kept inline comes
+    /// from `shared`.
+    pub(super) fn bump(&mut self, data: &RecordData, add: bool, shared: &mut SharedSrv) {
         // The common cases of one address, without going through the general form.
         match (&*self, data, add) {
             (Records::None, RecordData::A(ip), true) => {
@@ -149,7 +173,7 @@ impl Records {
                 return;
             }
             (Records::None, RecordData::Srv(srv), true) => {
-                *self = Records::Srv(Arc::new(srv.clone()));
+                *self = Records::Srv(shared.get(srv));
                 return;
             }
             (Records::Srv(old), RecordData::Srv(srv), false) if **old == *srv => {
@@ -246,21 +270,22 @@ mod tests {
         let a = RecordData::A(Ipv4Addr::new(10, 0, 0, 1));
         let b = RecordData::A(Ipv4Addr::new(10, 0, 0, 2));
         let mut records = Records::default();
-        records.bump(&a, true);
+        let mut shared = SharedSrv::default();
+        records.bump(&a, true, &mut shared);
         assert_eq!(records, Records::A(Ipv4Addr::new(10, 0, 0, 1)));
-        records.bump(&a, true);
-        records.bump(&b, true);
+        records.bump(&a, true, &mut shared);
+        records.bump(&b, true, &mut shared);
         assert_eq!(records.a().len(), 2);
-        records.bump(&a, false);
+        records.bump(&a, false, &mut shared);
         assert_eq!(records.a().len(), 2, "a has one contributor left");
-        records.bump(&a, false);
+        records.bump(&a, false, &mut shared);
         assert_eq!(
             records,
             Records::A(Ipv4Addr::new(10, 0, 0, 2)),
             "back inline"
         );
-        records.bump(&a, false);
-        records.bump(&b, false);
+        records.bump(&a, false, &mut shared);
+        records.bump(&b, false, &mut shared);
         assert!(records.is_empty());
     }
 
@@ -273,19 +298,42 @@ mod tests {
             })
         };
         let mut records = Records::default();
-        records.bump(&srv(31000), true);
+        let mut shared = SharedSrv::default();
+        records.bump(&srv(31000), true, &mut shared);
         assert!(matches!(records, Records::Srv(_)));
-        records.bump(&srv(31001), true);
-        records.bump(&srv(31000), true);
+        records.bump(&srv(31001), true, &mut shared);
+        records.bump(&srv(31000), true, &mut shared);
         assert!(matches!(records, Records::Many(_)));
         assert_eq!(records.srv().len(), 2);
-        records.bump(&srv(31001), false);
-        records.bump(&srv(31000), false);
+        records.bump(&srv(31001), false, &mut shared);
+        records.bump(&srv(31000), false, &mut shared);
         assert!(
             matches!(records, Records::Srv(_)),
             "31000 has one contributor left"
         );
-        records.bump(&srv(31000), false);
+        records.bump(&srv(31000), false, &mut shared);
         assert!(records.is_empty());
+    }
+
+    #[test]
+    fn names_giving_the_same_srv_record_share_it() {
+        let srv = |port| {
+            RecordData::Srv(SrvTarget {
+                target: "web-1.marathon.slave.mesos.".into(),
+                port,
+            })
+        };
+        let mut shared = SharedSrv::default();
+        let (mut tcp, mut udp, mut other) =
+            (Records::default(), Records::default(), Records::default());
+        tcp.bump(&srv(31000), true, &mut shared);
+        other.bump(&srv(31001), true, &mut shared);
+        udp.bump(&srv(31000), true, &mut shared);
+        let (Records::Srv(a), Records::Srv(b), Records::Srv(c)) = (&tcp, &udp, &other) else {
+            panic!("each kept inline: {tcp:?} {udp:?} {other:?}");
+        };
+        assert!(Arc::ptr_eq(a, b));
+        assert!(!Arc::ptr_eq(a, c));
+        assert_eq!(c.port, 31001);
     }
 }
