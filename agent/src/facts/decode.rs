@@ -212,9 +212,10 @@ pub struct MesosFacts {
     pub agents: BTreeMap<String, Arc<AgentInfo>>,
     /// By framework name.
     pub frameworks: BTreeMap<String, Arc<SchedulerFact>>,
-    /// Running tasks, by `<framework>/<task id>/<task name>` (shared keys: copying the map
-    /// for a change copies no key).
-    pub tasks: BTreeMap<Arc<str>, Arc<TaskFact>>,
+    /// Running tasks, by their gossip key (`dns/task/<framework>/<task id>/<task name>`),
+    /// shared with the gossip view: the map costs no copy of a key, and copying it for a change
+    /// copies pointers.
+    pub tasks: BTreeMap<Arc<str>, TaskFact>,
     /// Order-independent digest of every key but the generation: equal digests, equal content.
     digest: u64,
 }
@@ -454,7 +455,7 @@ fn apply_keys(
 ) -> u64 {
     let mut decoded = 0;
     let gone = |facts: &mut NodeFacts,
-                key: &str,
+                key: &Arc<str>,
                 value: &str,
                 changed: &mut Topics,
                 shared: &mut Interner| {
@@ -494,7 +495,7 @@ fn apply_keys(
 /// Sets (or with `None`, removes) one key's fact; `before` is the value it replaces.
 fn set(
     facts: &mut NodeFacts,
-    key: &str,
+    key: &Arc<str>,
     kind: Key<'_>,
     (before, value): (Option<&str>, Option<&str>),
     shared: &mut Interner,
@@ -555,7 +556,7 @@ fn set(
                 None => m.frameworks.remove(k),
             };
         }),
-        Key::MesosTask(k) => parse::<TaskFact>(value).map(|v| {
+        Key::MesosTask(_) => parse::<TaskFact>(value).map(|v| {
             let m = Arc::make_mut(&mut facts.mesos);
             match v {
                 Some(mut t) => {
@@ -563,9 +564,9 @@ fn set(
                     if let Some(task) = Arc::get_mut(&mut t.task) {
                         shared.share(&mut task.agent_id);
                     }
-                    m.tasks.insert(Arc::from(k), Arc::new(t))
+                    m.tasks.insert(key.clone(), t)
                 }
-                None => m.tasks.remove(k),
+                None => m.tasks.remove(&**key),
             };
         }),
         Key::Launched(k) => {
@@ -581,14 +582,14 @@ fn set(
     };
     match ok {
         Some(()) => {
-            if facts.malformed.contains(key) {
-                Arc::make_mut(&mut facts.malformed).remove(key);
+            if facts.malformed.contains(&**key) {
+                Arc::make_mut(&mut facts.malformed).remove(&**key);
             }
         }
         None => {
             // What it held before stays out too: a broken value is no value.
             set(facts, key, kind, (None, None), shared);
-            Arc::make_mut(&mut facts.malformed).insert(key.to_owned());
+            Arc::make_mut(&mut facts.malformed).insert(key.to_string());
         }
     }
 }

@@ -130,7 +130,7 @@ fn every_key_kind_decodes_into_its_typed_fact() {
     assert_eq!(mesos.leader, Some("10.0.0.1:5050".parse().unwrap()));
     assert_eq!(mesos.agents["a1"].port, Some(5051));
     assert_eq!(mesos.frameworks["marathon"].scheduler_port, Some(8080));
-    assert_eq!(mesos.tasks["marathon/web.1/web"].task.id, "web.1");
+    assert_eq!(mesos.tasks["dns/task/marathon/web.1/web"].task.id, "web.1");
     assert!(a.malformed.is_empty(), "{:?}", a.malformed);
     // Every dcnet key decoded once; the unknown one is counted too but yields nothing.
     assert_eq!(decoder.decoded(), keys.len() as u64);
@@ -268,7 +268,7 @@ fn tasks_share_their_agent_id_and_framework_name() {
     second.id = "web.2".into();
     state.frameworks[0].tasks.push(Arc::new(second));
     let (_, decoder) = start(&to_keys(&state));
-    let tasks: Vec<&Arc<TaskFact>> = decoder.facts().nodes["a"].mesos.tasks.values().collect();
+    let tasks: Vec<&TaskFact> = decoder.facts().nodes["a"].mesos.tasks.values().collect();
     assert_eq!(tasks.len(), 2, "both running tasks decoded");
     assert!(Arc::ptr_eq(&tasks[0].framework, &tasks[1].framework));
     assert!(Arc::ptr_eq(
@@ -295,4 +295,23 @@ fn shared_strings_no_fact_holds_are_dropped_as_the_set_grows() {
     let mut again: Arc<str> = Arc::from("kept");
     interner.share(&mut again);
     assert!(Arc::ptr_eq(&again, &kept), "a held string stays shared");
+}
+
+#[test]
+fn task_facts_are_keyed_by_the_gossip_key_they_came_from() {
+    let keys = to_keys(&mesos_state());
+    let (view, decoder) = start(&keys);
+    let node = &view.nodes["a"];
+    let (key, _) = node
+        .keys
+        .iter()
+        .find(|(k, _)| k.starts_with(crate::facts::mesos::TASK))
+        .expect("a task key");
+    let (fact_key, _) = decoder.facts().nodes["a"]
+        .mesos
+        .tasks
+        .iter()
+        .next()
+        .expect("a task fact");
+    assert!(Arc::ptr_eq(key, fact_key), "the key is not copied");
 }
