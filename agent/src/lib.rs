@@ -10,7 +10,8 @@
 //! - [`overlay`]: leases, the VXLAN tunnel's reconciler and container attachment.
 //! - [`auth`]: credentials on every HTTP API, TLS for the scheduler's.
 //! - [`api`]: the local HTTP API; [`cli`]: operator commands that call it.
-//! - [`daemon`]: `dcnet agent`, the wiring of all of the above.
+//! - [`daemon`]: `dcnet agent`, the wiring of all of the above; [`memory`]: how its process
+//!   holds memory.
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls into this library.
 
@@ -29,6 +30,7 @@ pub mod launcher;
 pub mod lb;
 pub mod lifecycle;
 pub mod log_budget;
+pub mod memory;
 pub mod node;
 pub mod overlay;
 pub mod scheduler;

@@ -469,6 +469,7 @@ fn main() -> ExitCode {
 }
 
 fn run_agent(args: AgentArgs) -> ExitCode {
+    let memory = dcnet_agent::memory::tune();
     let overrides = Overrides {
         name: args.name,
         address: args.address,
@@ -491,6 +492,15 @@ fn run_agent(args: AgentArgs) -> ExitCode {
         }
     };
     init_logging(&config);
+    if let Err(e) = &memory.huge_pages_off {
+        tracing::warn!(error = %e, "could not turn transparent huge pages off: memory use may be higher");
+    }
+    if let dcnet_agent::memory::Purge::Unknown(value) = memory.purge {
+        tracing::warn!(
+            value,
+            "mimalloc's purge delay is not where expected; left as it is"
+        );
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

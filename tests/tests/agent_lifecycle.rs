@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use dcnet_agent::api::TaskRow;
 use dcnet_agent::facts::launched::TaskState;
 use dcnet_tests::cluster::OVERLAY_AND_LB;
@@ -113,6 +113,24 @@ fn scenario(cluster: &mut Cluster) -> Result<()> {
         },
     )?;
 
+    // Memory: the agent runs without transparent huge pages (dcnet_agent::memory), its tasks
+    // with the system's policy.
+    for i in 0..3 {
+        let pid = cluster.nodes[i].pid().context("a running agent")?;
+        assert_eq!(thp_enabled(pid), Some(false), "node {}'s agent", i + 1);
+    }
+    let tasks: Vec<u32> = (0..3)
+        .filter_map(|i| cluster.nodes[i].cgroup.as_ref())
+        .flat_map(|c| processes(&c.path().join("tasks")))
+        .collect();
+    assert!(
+        !tasks.is_empty(),
+        "task processes in the nodes' task cgroups"
+    );
+    for pid in tasks {
+        assert_eq!(thp_enabled(pid), Some(true), "task process {pid}");
+    }
+
     // Idle: every node's counters stand still over a quiet period while gossip goes on.
     for i in 0..3 {
         let mut last: Option<BTreeMap<String, f64>> = None;
@@ -190,6 +208,15 @@ fn scenario(cluster: &mut Cluster) -> Result<()> {
         "node 2's task keeps running after its agent stopped"
     );
     Ok(())
+}
+
+/// The `THP_enabled` flag of process `pid` (`None` if it is gone).
+fn thp_enabled(pid: u32) -> Option<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let value = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))?;
+    Some(value.trim() == "1")
 }
 
 /// The processes in cgroup `path` and below.

@@ -140,6 +140,9 @@ impl Confinement {
             }
         };
         let null = std::ptr::null::<libc::c_char>();
+        // The agent turned transparent huge pages off for itself (see `crate::memory`); the
+        // task gets the system's policy.
+        crate::memory::give_back_huge_pages()?;
         // SAFETY (whole block): see `hook`.
         unsafe {
             if let Some(ns) = &self.netns {
