@@ -104,6 +104,11 @@ impl FailureDetector {
         garbage_collected_nodes
     }
 
+    /// dcnet patch: whether the detector considers `chitchat_id` live.
+    pub(crate) fn is_live(&self, chitchat_id: &ChitchatId) -> bool {
+        self.live_nodes.contains(chitchat_id)
+    }
+
     /// Returns the list of nodes considered live by the failure detector.
     pub fn live_nodes(&self) -> impl Iterator<Item = &ChitchatId> {
         self.live_nodes.iter()

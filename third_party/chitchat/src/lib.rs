@@ -273,16 +273,20 @@ impl Chitchat {
             }
             node_state.map(|node_state| node_state.max_version())
         };
+        // dcnet patch: the live nodes' states are found by walking the states and asking the
+        // detector (a hash lookup that compares pointers: its keys are the states' own ids),
+        // not by a tree search of the states for each live node.
         let mut current = 0;
         let mut unchanged = true;
-        for chitchat_id in self.live_nodes() {
-            if let Some(node_state) = self.node_state(chitchat_id) {
-                let version = node_state.max_version();
-                current += 1;
-                if self.previous_live_nodes.get(chitchat_id) != Some(&version) {
-                    unchanged = false;
-                    break;
-                }
+        let self_id = &self.config.chitchat_id;
+        for (chitchat_id, node_state) in self.cluster_state.node_states() {
+            if chitchat_id != self_id && !self.failure_detector.is_live(chitchat_id) {
+                continue;
+            }
+            current += 1;
+            if self.previous_live_nodes.get(chitchat_id) != Some(&node_state.max_version()) {
+                unchanged = false;
+                break;
             }
         }
         if !unchanged || current != self.previous_live_nodes.len() {

@@ -653,13 +653,14 @@ impl ClusterState {
 
     /// dcnet patch: sets the heartbeats of `digest` on the known nodes in one walk of both
     /// (each sorted by id) instead of a tree search per entry. Returns the nodes whose
-    /// heartbeat advanced, and the entries of nodes not known here; `self_id`'s entry is in
-    /// neither.
-    pub(crate) fn report_heartbeats<'a>(
-        &mut self,
+    /// heartbeat advanced (their ids as kept here: the failure detector keys its maps with
+    /// the same allocations, so its lookups compare pointers, not strings), and the entries
+    /// of nodes not known here; `self_id`'s entry is in neither.
+    pub(crate) fn report_heartbeats<'s, 'a>(
+        &'s mut self,
         digest: &'a Digest,
         self_id: &ChitchatId,
-    ) -> (Vec<&'a ChitchatId>, Vec<(&'a ChitchatId, Heartbeat)>) {
+    ) -> (Vec<&'s ChitchatId>, Vec<(&'a ChitchatId, Heartbeat)>) {
         let mut advanced = Vec::new();
         let mut unknown = Vec::new();
         let mut states = self.node_states.iter_mut().peekable();
@@ -671,7 +672,7 @@ impl ClusterState {
                         states.next();
                     }
                     Ordering::Equal => {
-                        state = states.next().map(|(_, state)| state);
+                        state = states.next();
                         break;
                     }
                     Ordering::Greater => break,
@@ -680,9 +681,9 @@ impl ClusterState {
             match state {
                 // Our own heartbeat is ours to set.
                 Some(_) if chitchat_id == self_id => {}
-                Some(state) => {
+                Some((id, state)) => {
                     if state.try_set_heartbeat(node_digest.heartbeat) {
-                        advanced.push(chitchat_id);
+                        advanced.push(id);
                     }
                 }
                 None if chitchat_id == self_id => {}
