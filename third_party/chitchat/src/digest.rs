@@ -102,7 +102,6 @@ impl Digest {
         }
         Self::from_sorted(node_digests)
     }
-
 }
 
 #[cfg(test)]
