@@ -8,10 +8,12 @@
 //!
 //! A shard is laid out for a million keys in few allocations: its keys' bytes one after the
 //! other in one buffer, their hashes in a second (a lookup scans these sixteen-odd integers,
-//! then compares one key), and the values beside their keys' places in a third. A key costs
-//! its bytes, a hash and a place, with no allocation of its own; copying a shard is three
-//! copies of contiguous memory. Removed keys leave their bytes behind until they are half the
-//! buffer.
+//! then compares one key), their lengths in a third (a key's place is the sum of the lengths
+//! before it) and the values in a fourth, all in entry order. A key costs its bytes, a hash,
+//! two bytes of length and its value, with no allocation or offset of its own (at 1.1 million
+//! names, 6 bytes a name less than with an offset and length beside each value); copying a
+//! shard is four copies of contiguous memory. A removal moves the entries after it up, leaving
+//! no bytes behind.
 //!
 //! Keys are byte strings (names in wire form). The shard is chosen by the high half of the
 //! hash, and the low half is what a shard keeps, so the two stay independent.
@@ -23,100 +25,93 @@ const GROW_AT: usize = 32;
 /// The most shards: 2^16, enough for about a million keys at sixteen per shard.
 const MAX_SHARD_BITS: u32 = 16;
 
-/// Where a key's bytes are in its shard, and its value.
-#[derive(Debug, Clone)]
-struct Slot<V> {
-    start: u32,
-    len: u32,
-    value: V,
-}
-
 #[derive(Debug, Clone)]
 struct Shard<V> {
-    /// The low half of each key's hash, in slot order.
+    /// The low half of each key's hash, in entry order.
     hashes: Vec<u32>,
-    slots: Vec<Slot<V>>,
-    /// Every key's bytes, one after the other.
+    /// Each key's length, in entry order: a key's place in `keys` is the sum of the lengths
+    /// before it, found while scanning (a shard holds a few dozen keys), so no entry keeps an
+    /// offset.
+    lens: Vec<u16>,
+    values: Vec<V>,
+    /// Every key's bytes, one after the other, in entry order.
     keys: Vec<u8>,
-    /// Bytes of `keys` that no slot points at any more.
-    garbage: usize,
 }
 
 impl<V> Default for Shard<V> {
     fn default() -> Self {
         Self {
             hashes: Vec::new(),
-            slots: Vec::new(),
+            lens: Vec::new(),
+            values: Vec::new(),
             keys: Vec::new(),
-            garbage: 0,
         }
     }
 }
 
 impl<V> Shard<V> {
-    fn key(&self, slot: &Slot<V>) -> &[u8] {
-        &self.keys[slot.start as usize..(slot.start + slot.len) as usize]
+    /// The index of `key`, whose hash's low half is `tag`, and where its bytes start.
+    fn find(&self, tag: u32, key: &[u8]) -> Option<(usize, usize)> {
+        let mut start = 0;
+        for (i, (&hash, &len)) in self.hashes.iter().zip(&self.lens).enumerate() {
+            let end = start + usize::from(len);
+            if hash == tag && &self.keys[start..end] == key {
+                return Some((i, start));
+            }
+            start = end;
+        }
+        None
     }
 
-    /// The index of `key`, whose hash's low half is `tag`.
-    fn find(&self, tag: u32, key: &[u8]) -> Option<usize> {
-        self.hashes
+    /// Every key with its value, in entry order.
+    fn entries(&self) -> impl Iterator<Item = (&[u8], &V)> {
+        let mut start = 0;
+        self.lens
             .iter()
-            .enumerate()
-            .filter(|(_, h)| **h == tag)
-            .map(|(i, _)| i)
-            .find(|&i| self.key(&self.slots[i]) == key)
+            .zip(&self.values)
+            .map(move |(&len, value)| {
+                let end = start + usize::from(len);
+                let key = &self.keys[start..end];
+                start = end;
+                (key, value)
+            })
     }
 
     fn push(&mut self, tag: u32, key: &[u8], value: V) -> usize {
+        // Keys are DNS names in wire form (at most 255 bytes): a longer one is a caller's bug.
+        let len = u16::try_from(key.len()).expect("a shard key is at most 65,535 bytes");
         // Grown by a quarter, not doubled: a map of a million names is built by pushes, and
         // doubling would leave it up to twice its size until `shrink`.
-        if self.slots.len() == self.slots.capacity() {
-            let more = (self.slots.len() / 4).max(4);
-            self.slots.reserve_exact(more);
+        if self.values.len() == self.values.capacity() {
+            let more = (self.values.len() / 4).max(4);
+            self.values.reserve_exact(more);
             self.hashes.reserve_exact(more);
+            self.lens.reserve_exact(more);
         }
         if self.keys.capacity() - self.keys.len() < key.len() {
             self.keys
                 .reserve_exact((self.keys.len() / 4).max(key.len() * 4));
         }
-        // A shard's keys stay far below 4 GiB: shards split at a few dozen keys.
-        let start = self.keys.len() as u32;
         self.keys.extend_from_slice(key);
         self.hashes.push(tag);
-        self.slots.push(Slot {
-            start,
-            len: key.len() as u32,
-            value,
-        });
-        self.slots.len() - 1
+        self.lens.push(len);
+        self.values.push(value);
+        self.values.len() - 1
     }
 
-    fn remove(&mut self, index: usize) -> V {
-        self.hashes.swap_remove(index);
-        let slot = self.slots.swap_remove(index);
-        self.garbage += slot.len as usize;
-        if self.garbage * 2 > self.keys.len() {
-            self.compact();
-        }
-        slot.value
-    }
-
-    /// Drops the bytes of removed keys.
-    fn compact(&mut self) {
-        let mut keys = Vec::with_capacity(self.keys.len() - self.garbage);
-        for slot in &mut self.slots {
-            let (start, end) = (slot.start as usize, (slot.start + slot.len) as usize);
-            slot.start = keys.len() as u32;
-            keys.extend_from_slice(&self.keys[start..end]);
-        }
-        self.keys = keys;
-        self.garbage = 0;
+    /// Removes entry `index`, whose key starts at `start`; the entries after it move up (a
+    /// shard holds a few dozen, so this is a short copy, and leaves no bytes behind).
+    fn remove(&mut self, index: usize, start: usize) -> V {
+        self.hashes.remove(index);
+        let len = usize::from(self.lens.remove(index));
+        self.keys.drain(start..start + len);
+        self.values.remove(index)
     }
 
     fn shrink(&mut self) {
         self.hashes.shrink_to_fit();
-        self.slots.shrink_to_fit();
+        self.lens.shrink_to_fit();
+        self.values.shrink_to_fit();
         self.keys.shrink_to_fit();
     }
 }
@@ -175,15 +170,15 @@ impl<V: Clone> ShardedMap<V> {
     pub fn get(&self, key: &[u8]) -> Option<&V> {
         let (index, tag) = self.locate(key);
         let shard = &self.shards[index];
-        shard.find(tag, key).map(|i| &shard.slots[i].value)
+        shard.find(tag, key).map(|(i, _)| &shard.values[i])
     }
 
     /// The value of `key`, for changing it; copies its shard if another map shares it.
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
         let (index, tag) = self.locate(key);
         // Look first, so a miss does not copy the shard.
-        let i = self.shards[index].find(tag, key)?;
-        Some(&mut Arc::make_mut(&mut self.shards[index]).slots[i].value)
+        let (i, _) = self.shards[index].find(tag, key)?;
+        Some(&mut Arc::make_mut(&mut self.shards[index]).values[i])
     }
 
     /// The value of `key` for changing it, made by `make` if missing: one lookup where a
@@ -198,13 +193,13 @@ impl<V: Clone> ShardedMap<V> {
         }
         let shard = Arc::make_mut(&mut self.shards[index]);
         let i = match found {
-            Some(i) => i,
+            Some((i, _)) => i,
             None => {
                 self.len += 1;
                 shard.push(tag, key, make())
             }
         };
-        &mut shard.slots[i].value
+        &mut shard.values[i]
     }
 
     /// Sets `key` to `value`; returns the value it replaced.
@@ -217,19 +212,14 @@ impl<V: Clone> ShardedMap<V> {
     /// Removes `key`; returns its value.
     pub fn remove(&mut self, key: &[u8]) -> Option<V> {
         let (index, tag) = self.locate(key);
-        let i = self.shards[index].find(tag, key)?;
+        let (i, start) = self.shards[index].find(tag, key)?;
         self.len -= 1;
-        Some(Arc::make_mut(&mut self.shards[index]).remove(i))
+        Some(Arc::make_mut(&mut self.shards[index]).remove(i, start))
     }
 
     /// Every key and value, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &V)> {
-        self.shards.iter().flat_map(|shard| {
-            shard
-                .slots
-                .iter()
-                .map(move |slot| (shard.key(slot), &slot.value))
-        })
+        self.shards.iter().flat_map(|shard| shard.entries())
     }
 
     /// Gives back the spare capacity of the shards no other map shares (those this map made
@@ -249,10 +239,9 @@ impl<V: Clone> ShardedMap<V> {
         self.shards = (0..1usize << self.bits).map(|_| Arc::default()).collect();
         for shard in old {
             let shard = Arc::try_unwrap(shard).unwrap_or_else(|shared| (*shared).clone());
-            for slot in &shard.slots {
-                let key = shard.key(slot);
+            for (key, value) in shard.entries() {
                 let (index, tag) = self.locate(key);
-                Arc::make_mut(&mut self.shards[index]).push(tag, key, slot.value.clone());
+                Arc::make_mut(&mut self.shards[index]).push(tag, key, value.clone());
             }
         }
     }
@@ -332,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn removed_keys_bytes_are_reclaimed_and_every_key_stays_readable() {
+    fn removed_keys_leave_no_bytes_and_every_key_stays_readable() {
         let mut map = ShardedMap::with_capacity(0);
         // One shard: churn through many keys, keeping a few.
         for round in 0..50 {
@@ -350,19 +339,15 @@ mod tests {
         }
         assert_eq!(map.len(), 8);
         let shard = &map.shards[0];
-        let live: usize = shard.slots.iter().map(|s| s.len as usize).sum();
-        assert!(
-            shard.keys.len() <= 2 * live + 16,
-            "{} bytes for {live}",
-            shard.keys.len()
-        );
+        let live: usize = shard.lens.iter().map(|&l| usize::from(l)).sum();
+        assert_eq!(shard.keys.len(), live, "removed keys leave no bytes behind");
         let mut keys: Vec<Vec<u8>> = map.iter().map(|(k, _)| k.to_vec()).collect();
         keys.sort();
         let mut want: Vec<Vec<u8>> = (0..8).map(|i| key(4900 + i)).collect();
         want.sort();
         assert_eq!(keys, want);
         map.shrink();
-        assert_eq!(map.shards[0].slots.capacity(), 8);
+        assert_eq!(map.shards[0].values.capacity(), 8);
         for i in 0..8 {
             assert_eq!(map.get(&key(4900 + i)), Some(&(4900 + i)));
         }
