@@ -438,6 +438,34 @@ pub struct Update {
     shared_srv: SharedSrv,
 }
 
+/// The entry of `name` in `next`, made if missing when `create`, noted in `touched` and
+/// `before` the first time the update changes it; `None` outside the zones, for a name that
+/// cannot be encoded, or for a missing one not to be made. A function of the update's parts, not
+/// a method, so that a caller can hold the entry and another part of the update at once.
+fn touch_in<'a>(
+    next: &'a mut Snapshot,
+    touched: &mut NameList,
+    before: &mut Vec<Before>,
+    name: &str,
+    create: bool,
+) -> Option<&'a mut Entry> {
+    let (_, key) = next.key_of(&wire_name(name)?)?;
+    let key = key.as_bytes();
+    if !create && next.names.get(key).is_none() {
+        return None;
+    }
+    let stamp = next.stamp;
+    let entry = next.entry_mut(key);
+    if entry.stamp != stamp {
+        entry.stamp = stamp;
+        touched.push(key);
+        before.push(Before {
+            had_records: !entry.records.is_empty(),
+        });
+    }
+    Some(entry)
+}
+
 /// A touched name as it was before the update first changed its records.
 struct Before {
     had_records: bool,
@@ -479,33 +507,27 @@ impl Update {
     /// Counts one contributor of `record` in (`add`) or out. Its name must be lower-case and
     /// fully qualified, as [`crate::records::RecordSource`]s make them.
     pub fn count(&mut self, record: &Record, add: bool) {
-        let mut shared = std::mem::take(&mut self.shared_srv);
-        if let Some(entry) = self.touch(&record.name, add) {
-            entry.records.bump(&record.data, add, &mut shared);
+        let Update {
+            next,
+            touched,
+            before,
+            shared_srv,
+            ..
+        } = self;
+        if let Some(entry) = touch_in(next, touched, before, &record.name, add) {
+            entry.records.bump(&record.data, add, shared_srv);
         }
-        self.shared_srv = shared;
     }
 
-    /// The entry of `name`, made if missing when `create`, noted as touched the first time
-    /// this update changes it; `None` outside the zones, for a name that cannot be encoded, or
-    /// for a missing one not to be made.
+    /// [`touch_in`] this update's snapshot.
     fn touch(&mut self, name: &str, create: bool) -> Option<&mut Entry> {
-        let next = &mut self.next;
-        let (_, key) = next.key_of(&wire_name(name)?)?;
-        let key = key.as_bytes();
-        if !create && next.names.get(key).is_none() {
-            return None;
-        }
-        let stamp = next.stamp;
-        let entry = next.entry_mut(key);
-        if entry.stamp != stamp {
-            entry.stamp = stamp;
-            self.touched.push(key);
-            self.before.push(Before {
-                had_records: !entry.records.is_empty(),
-            });
-        }
-        Some(entry)
+        touch_in(
+            &mut self.next,
+            &mut self.touched,
+            &mut self.before,
+            name,
+            create,
+        )
     }
 
     /// The new snapshot: existence follows the touched names.

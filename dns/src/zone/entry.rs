@@ -260,6 +260,14 @@ fn remove<T: Ord>(items: &mut Vec<T>, item: &T) {
 mod tests {
     use super::*;
 
+    /// An SRV record of one target at `port`.
+    fn srv(port: u16) -> RecordData {
+        RecordData::Srv(SrvTarget {
+            target: "web-1.marathon.slave.mesos.".into(),
+            port,
+        })
+    }
+
     #[test]
     fn an_address_only_entry_is_small() {
         assert!(size_of::<Entry>() <= 24, "{}", size_of::<Entry>());
@@ -291,12 +299,6 @@ mod tests {
 
     #[test]
     fn one_srv_record_stays_inline_until_another_comes() {
-        let srv = |port| {
-            RecordData::Srv(SrvTarget {
-                target: "web-1.marathon.slave.mesos.".into(),
-                port,
-            })
-        };
         let mut records = Records::default();
         let mut shared = SharedSrv::default();
         records.bump(&srv(31000), true, &mut shared);
@@ -317,12 +319,6 @@ mod tests {
 
     #[test]
     fn names_giving_the_same_srv_record_share_it() {
-        let srv = |port| {
-            RecordData::Srv(SrvTarget {
-                target: "web-1.marathon.slave.mesos.".into(),
-                port,
-            })
-        };
         let mut shared = SharedSrv::default();
         let (mut tcp, mut udp, mut other) =
             (Records::default(), Records::default(), Records::default());
