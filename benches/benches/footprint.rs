@@ -6,31 +6,31 @@
 //! agent's allocator):
 //! - the state document and the cluster model parsed from it (the publisher, transient);
 //! - the gossip values that publish it (what chitchat holds on every node, once);
-//! - a node's gossip view of them, and the task facts its decoder makes of those (what every
-//!   node's facts cache keeps; in the agent the view's values are chitchat's own, shared);
-//! - DNS: the contributions (what each task's records were made from) and the snapshot (every
-//!   name with its records and prepared answers), after the first load, with the peak during
-//!   it, and the peak of an update that replaces 1% of the tasks.
+//! - a node's gossip view of them, and the facts its decoder makes of those (what every node's
+//!   facts cache keeps; in the agent the view's values are chitchat's own, shared);
+//! - the agent's DNS replica made of those facts: the contributions (what each task's records
+//!   were made from) and the snapshot (every name with its records and prepared answers), after
+//!   the first load, with the peak during it, and the peak of a change that replaces 1% of the
+//!   tasks, from the gossip view to the records.
 //!
 //! `cargo bench -p dcnet-benches --bench footprint -- [--sizes 10000,100000]`
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::net::IpAddr;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use dcnet_agent::dns::replica::Replica;
 use dcnet_agent::facts::Decoder;
-use dcnet_agent::facts::mesos::to_keys;
+use dcnet_agent::facts::mesos::{generation, to_keys};
 use dcnet_agent::gossip::view::{self, ClusterView, Observed};
+use dcnet_agent::lb::service::NamedVips;
 use dcnet_benches::{mesos_state, print_table};
-use dcnet_dns::contributions::Contributions;
-use dcnet_dns::dcos::{self, DcosRecords};
 use dcnet_dns::mesos::state::{IpSource, State};
-use dcnet_dns::name::LabelSpec;
-use dcnet_dns::records::{Cluster, Settings};
-use dcnet_dns::zone::{Snapshot, Soa, ZoneInfo};
+use dcnet_dns::records::Cluster;
 
 /// mimalloc, counting the bytes live and the most live since the last reset.
 struct Counting;
@@ -99,46 +99,6 @@ struct Layer {
     note: String,
 }
 
-/// The sources of records a serving node uses (as the agent's DNS replica does).
-fn sources() -> (Settings, DcosRecords) {
-    let this_node: IpAddr = "10.0.0.9".parse().expect("a literal");
-    (
-        Settings {
-            domain: "mesos".into(),
-            spec: LabelSpec::Rfc1123,
-            masters: Vec::new(),
-            mname: "ns1.mesos".into(),
-            listen_ips: vec![this_node],
-        },
-        DcosRecords {
-            spec: LabelSpec::Rfc1123,
-            masters: vec!["10.0.0.1".parse().expect("a literal")],
-            this_node: vec![this_node],
-        },
-    )
-}
-
-fn zones() -> Vec<ZoneInfo> {
-    let zone = |origin: &str| {
-        let soa = Soa {
-            mname: format!("ns1.{origin}"),
-            rname: format!("root.ns1.{origin}"),
-            serial: 1,
-            refresh: 60,
-            retry: 600,
-            expire: 86400,
-            minimum: 60,
-        };
-        ZoneInfo::new(origin, soa, vec![], 60, 1)
-    };
-    vec![
-        zone("mesos"),
-        zone(dcos::THISDCOS),
-        zone(dcos::L4LB),
-        zone(dcos::SPARTAN),
-    ]
-}
-
 fn parse(body: &str) -> Result<Cluster> {
     let state: State = serde_json::from_str(body).context("parsing the synthetic state")?;
     let resolve = |host: &str| dcnet_dns::mesos::literal_only(host);
@@ -177,7 +137,8 @@ fn measure(tasks: usize) -> Result<Vec<Layer>> {
 
     let before = live();
     let started = Instant::now();
-    let keys = to_keys(&cluster);
+    let mut keys = to_keys(&cluster);
+    keys.extend([generation(1)]);
     let made = started.elapsed();
     let raw: usize = keys.iter().map(|(k, v)| k.len() + v.len()).sum();
     layers.push(Layer {
@@ -190,88 +151,103 @@ fn measure(tasks: usize) -> Result<Vec<Layer>> {
         ),
     });
 
-    // A serving node's copy of the publisher's keys (its gossip view) and the facts its
-    // decoder makes of them: the agent's own code, sharing and interning as it does.
+    // What a serving node keeps of it: its gossip view of the publisher's keys, the facts its
+    // decoder makes of those and the DNS replica made of the facts; the agent's own code.
     let before = live();
-    let observed = Observed {
+    let observe = |keys: &BTreeMap<String, String>| Observed {
         id: "publisher".into(),
         generation: 1,
-        gossip_addr: "10.0.0.1:62501".parse()?,
+        gossip_addr: "10.0.0.1:62501".parse().expect("a literal"),
         heartbeat: 1,
         max_version: keys.len() as u64,
         is_live: true,
         is_self: false,
-        keys: Some(view::shared(&keys)),
+        keys: Some(view::shared(keys)),
     };
-    let (view, _) = view::next_view(&ClusterView::default(), vec![observed], SystemTime::now());
-    let viewed = live() - before;
+    let (view, _) = view::next_view(
+        &ClusterView::default(),
+        vec![observe(&keys)],
+        SystemTime::now(),
+    );
     layers.push(Layer {
         name: "gossip view",
-        bytes: viewed,
+        bytes: live() - before,
         note: "a node's copy of the keys and values above, shared with gossip in the agent".into(),
     });
     let before = live();
     let mut decoder = Decoder::default();
     decoder.apply(&view);
-    let tasks = decoder
-        .facts()
-        .nodes
-        .values()
-        .map(|n| n.mesos.tasks.len())
-        .sum::<usize>();
+    let facts = Arc::new(decoder.facts().clone());
+    let mesos = &facts.nodes["publisher"].mesos;
     layers.push(Layer {
-        name: "decoded task facts",
+        name: "decoded facts",
         bytes: live() - before,
-        note: format!("{tasks} tasks, by the agent's facts decoder"),
+        note: format!(
+            "{} tasks, {} of them kept decoded (those that declare VIPs)",
+            mesos.tasks().count(),
+            mesos.vip_tasks.len()
+        ),
     });
-    let decoded = (view, decoder);
-    drop((keys, decoded, body));
+    drop(body);
 
-    let source = sources();
-    let mut contributions = Contributions::default();
+    let replica = || Replica::new("mesos".into(), "10.0.0.9".parse().expect("a literal"));
+    let before = live();
+    let mut first = replica();
+    first.update(&facts, &NamedVips::new());
+    let snapshot = first.current().clone();
+    drop(first);
+    let snapshot_bytes = live() - before;
+    let names = snapshot.len();
+    drop(snapshot);
+
     let before = live();
     reset_peak();
     let started = Instant::now();
-    let snapshot = contributions.update(&Snapshot::default(), zones(), &cluster, &source);
+    let mut replica = replica();
+    replica.update(&facts, &NamedVips::new());
     let load = started.elapsed();
     let load_peak = peak() - before;
     let total = live() - before;
-    let names = snapshot.len();
-    drop(snapshot);
-    let contributed = live() - before;
     layers.push(Layer {
         name: "DNS contributions",
-        bytes: contributed,
-        note: "what each task's records are made of".into(),
+        bytes: total - snapshot_bytes,
+        note: "what each task's records were made from (its gossip value, shared)".into(),
     });
-    // Made again for the change below, with the contributions it came from.
-    let mut contributions = Contributions::default();
-    let snapshot = contributions.update(&Snapshot::default(), zones(), &cluster, &source);
     layers.push(Layer {
         name: "DNS snapshot",
-        bytes: total - contributed,
+        bytes: snapshot_bytes,
         note: format!(
             "{names} names, {:.0} B/name; first load {:.1} s, peak {:.0} MB",
-            (total - contributed) as f64 / names as f64,
+            snapshot_bytes as f64 / names as f64,
             load.as_secs_f64(),
             mb(load_peak)
         ),
     });
 
-    // 1% of the tasks replaced.
-    let changed = parse(&mesos_state("10.0.0.1:5050", tasks, 1))?;
+    // 1% of the tasks replaced: a new view, its facts, the replica's update.
+    let mut changed = to_keys(&parse(&mesos_state("10.0.0.1:5050", tasks, 1))?);
+    changed.extend([generation(2)]);
     let before = live();
     reset_peak();
     let started = Instant::now();
-    let next = contributions.update(&snapshot, zones(), &changed, &source);
+    let (next, _) = view::next_view(&view, vec![observe(&changed)], SystemTime::now());
+    decoder.apply(&next);
+    let next_facts = decoder.facts().clone();
+    let decoding = started.elapsed();
+    replica.update(&next_facts, &NamedVips::new());
     let update = started.elapsed();
-    drop(snapshot);
     layers.push(Layer {
         name: "1% change",
         bytes: peak() - before,
-        note: format!("peak while updating; {:.0} ms", update.as_secs_f64() * 1e3),
+        note: format!(
+            "peak while updating; facts {:.0} ms, then records {:.0} ms",
+            decoding.as_secs_f64() * 1e3,
+            (update - decoding).as_secs_f64() * 1e3
+        ),
     });
-    drop((next, contributions, cluster, changed));
+    drop((
+        replica, facts, next_facts, decoder, view, next, keys, changed, cluster,
+    ));
     Ok(layers)
 }
 

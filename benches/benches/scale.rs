@@ -170,6 +170,8 @@ struct Row {
     /// On A, on B.
     first_answer: (Duration, Duration),
     rss: (f64, f64),
+    /// After the 1% changes, settled.
+    rss_after: (f64, f64),
     idle_cpu: (f64, f64),
     parse_share: f64,
     /// On A, on B.
@@ -232,6 +234,9 @@ fn measure(tasks: usize, idle: Duration, logs: Option<&Path>) -> Result<Row> {
         median(changes.iter().map(|c| c.0).collect()),
         median(changes.iter().map(|c| c.1).collect()),
     );
+    // A node lives through changes: its memory after some counts as much as after the load.
+    std::thread::sleep(Duration::from_secs(3));
+    let rss_after = (rss_mb(pids.0), rss_mb(pids.1));
     drop(fake);
     if let Some(dir) = logs {
         // Stopped first, so the logs hold what the agents say as they stop.
@@ -257,6 +262,7 @@ fn measure(tasks: usize, idle: Duration, logs: Option<&Path>) -> Result<Row> {
         tasks,
         first_answer,
         rss,
+        rss_after,
         idle_cpu,
         parse_share,
         change,
@@ -346,18 +352,20 @@ fn main() -> Result<()> {
         "\nScale, agent mode: node A polls a fake Mesos master every {REFRESH} and publishes, node B serves ({AGENTS} Mesos agents)\n"
     );
     println!(
-        "| tasks | first answer on A / on B | RSS A | RSS B | Knot RSS, same records | CPU A idle | parsing a changed state | CPU B idle | 1% change after the poll, on A / on B (median of {CHANGES}) |"
+        "| tasks | first answer on A / on B | RSS A | RSS B | RSS A / B after the changes | Knot RSS, same records | CPU A idle | parsing a changed state | CPU B idle | 1% change after the poll, on A / on B (median of {CHANGES}) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let knot = r.knot_rss.map_or("n/a".into(), |k| format!("{k:.0} MB"));
         println!(
-            "| {} | {:.1} / {:.1} s | {:.0} MB | {:.0} MB | {knot} | {:.2}% | {:.2}% | {:.2}% | {:.2} / {:.2} s |",
+            "| {} | {:.1} / {:.1} s | {:.0} MB | {:.0} MB | {:.0} / {:.0} MB | {knot} | {:.2}% | {:.2}% | {:.2}% | {:.2} / {:.2} s |",
             r.tasks,
             r.first_answer.0.as_secs_f64(),
             r.first_answer.1.as_secs_f64(),
             r.rss.0,
             r.rss.1,
+            r.rss_after.0,
+            r.rss_after.1,
             r.idle_cpu.0,
             r.parse_share,
             r.idle_cpu.1,

@@ -1,19 +1,25 @@
 //! Records kept by who contributed them, so that a new cluster state costs what changed in it.
 //!
-//! [`Contributions`] remembers, for every task, what its records were made from (the task, its
-//! framework's name and its agent's addresses) and a fingerprint of that, not the records: a
+//! [`Contributions`] remembers, for every task, what its records were made from (the task as
+//! the update got it, and its agent's addresses) and a fingerprint of that, not the records: a
 //! task's records are made again from what it was made of when it changes or goes, and only
-//! then. A new [`Cluster`] is compared with that task by task: only tasks that changed,
-//! appeared or went away have their old records counted out of the snapshot and their new ones
-//! counted in ([`crate::zone::Update::count`]), so a name several tasks give keeps a record
-//! while one of them still gives it. The records of the cluster as a whole (frameworks, agents,
-//! masters) are few; they are made again every time and compared as one more contributor.
+//! then. The tasks of a new state are compared with those task by task: only tasks that
+//! changed, appeared or went away, or whose agent's addresses changed, have their old records
+//! counted out of the snapshot and their new ones counted in ([`crate::zone::Update::count`]),
+//! so a name several tasks give keeps a record while one of them still gives it. The records
+//! of the cluster as a whole (frameworks, agents, masters) are few; they are made again every
+//! time and compared as one more contributor.
+//!
+//! A task comes in as a [`TaskInput`]: what tells it apart, a fingerprint, and the task itself
+//! made only when its records are. [`ClusterTask`] is a task of a parsed [`Cluster`]; the
+//! agent's input is the task's gossip value, decoded only when it changed, so a serving node
+//! keeps no decoded copy of 100,000 tasks.
 //!
 //! Tasks are told apart by framework name and task id. Two tasks that share both (Mesos keeps
 //! task ids unique per framework, so only a confused master sends that) are one contributor
 //! with the records of both.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -25,73 +31,61 @@ use crate::zone::{NameRecords, Snapshot, Update, ZoneInfo};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// What one task's records are made of, besides its framework's name.
+/// A running task as an update gets it. The update tells tasks apart by [`TaskInput::key`],
+/// compares them by [`TaskInput::fingerprint`], and asks for the task itself
+/// ([`TaskInput::task`]) only to make records: those of a new or changed task, and those of an
+/// old one that are counted out. An input may so be the task encoded, decoded on demand.
+pub trait TaskInput: Clone {
+    /// A hash of what tells the task apart (its framework's name and id). Inputs with equal
+    /// keys are one contributor with the records of them all.
+    fn key(&self) -> u64;
+    /// A hash of what the task's records are made of but its agent's addresses (the update
+    /// follows those itself): a changed task changes it, but for a 2^-64 chance (such a change
+    /// would wait for the task's next one).
+    fn fingerprint(&self) -> u64;
+    /// Its framework's name and the task; `None` for an input that gives no records.
+    fn task(&self) -> Option<(Arc<str>, Arc<TaskInfo>)>;
+}
+
+/// A running task of a [`Cluster`], decoded already.
 #[derive(Debug, Clone)]
-struct Input {
-    task: Arc<TaskInfo>,
-    agent_ips: Arc<[IpAddr]>,
+pub struct ClusterTask {
+    pub framework: Arc<str>,
+    pub task: Arc<TaskInfo>,
 }
 
-/// What the tasks of one key (framework name and task id) gave their records from.
-#[derive(Debug)]
-struct Contribution {
-    framework: Arc<str>,
-    /// The hash of the key: where the contribution lives in the table.
-    key: u64,
-    /// Of the first input (see [`fingerprint`]); not used while there are more.
-    fingerprint: u64,
-    first: Input,
-    /// Further tasks with the key (rare: see the module's docs).
-    more: Vec<Input>,
-    /// The last update that looked the task up.
-    seen: u64,
-}
-
-impl Contribution {
-    fn inputs(&self) -> impl Iterator<Item = &Input> {
-        std::iter::once(&self.first).chain(&self.more)
+impl TaskInput for ClusterTask {
+    fn key(&self) -> u64 {
+        key_hash(&self.framework, &self.task.id)
     }
 
-    /// The records its tasks give.
-    fn records(&self, source: &impl RecordSource) -> Vec<Record> {
-        let mut records = Vec::new();
-        for input in self.inputs() {
-            source.task(&self.framework, &input.task, &input.agent_ips, &mut records);
-        }
-        records
+    fn fingerprint(&self) -> u64 {
+        FINGERPRINT.hash_one((&*self.framework, &*self.task))
+    }
+
+    fn task(&self) -> Option<(Arc<str>, Arc<TaskInfo>)> {
+        Some((self.framework.clone(), self.task.clone()))
     }
 }
 
-/// The records of a cluster, by contributor, counted into successive snapshots. Made for one
-/// [`RecordSource`] and one line of snapshots: a source with other settings, or a snapshot
-/// that did not come from the last update, needs new contributions.
-#[derive(Debug, Default)]
-pub struct Contributions {
-    tasks: HashTable<Contribution>,
-    /// The framework names the tasks share.
-    frameworks: Vec<Arc<str>>,
-    shared: Vec<Record>,
-    /// The key hash and fingerprint of the last update's tasks, in the cluster's order.
-    order: Vec<(u64, u64)>,
-    /// Counts the updates; a contribution not seen in the current one is gone.
-    epoch: u64,
+impl ClusterTask {
+    /// The running tasks of `cluster`, in its order, each framework's name shared by its tasks.
+    pub fn all(cluster: &Cluster) -> impl Iterator<Item = ClusterTask> + '_ {
+        cluster.frameworks.iter().flat_map(|f| {
+            let framework: Arc<str> = f.name.as_str().into();
+            f.tasks
+                .iter()
+                .filter(|t| t.is_running)
+                .map(move |task| ClusterTask {
+                    framework: framework.clone(),
+                    task: task.clone(),
+                })
+        })
+    }
 }
 
-/// A task that gets records: its framework's name, itself, its agent's addresses.
-type Task<'a> = (&'a str, &'a Arc<TaskInfo>, &'a Arc<[IpAddr]>);
-/// Tasks by framework name and task id.
-type TaskKey<'a> = (&'a str, &'a str);
-/// Tasks to make records of again, by key, with their key hash and fingerprints.
-type Changed<'a> = FastMap<TaskKey<'a>, (u64, Vec<(Task<'a>, u64)>)>;
-
-/// A 64-bit hash of everything a task's records are made of. Two versions of a task that
-/// differ yet hash alike would keep the old records; at 2^-64 per change that is left to
-/// chance, as the fingerprint spares each update from reading the stored tasks back.
-fn fingerprint(framework: &str, task: &TaskInfo, agent_ips: &[IpAddr]) -> u64 {
-    FINGERPRINT.hash_one((framework, task, agent_ips))
-}
-
-fn key_hash(framework: &str, id: &str) -> u64 {
+/// The hash that tells a task apart, from its framework's name and id.
+pub fn key_hash(framework: &str, id: &str) -> u64 {
     FINGERPRINT.hash_one((framework, id))
 }
 
@@ -99,7 +93,87 @@ fn key_hash(framework: &str, id: &str) -> u64 {
 const FINGERPRINT: foldhash::quality::FixedState =
     foldhash::quality::FixedState::with_seed(0x636f_6e74_7269_6275);
 
-impl Contributions {
+/// One input, and what its records were made with.
+#[derive(Debug)]
+struct Made<I> {
+    input: I,
+    /// The agent the task ran on (`None`: the input gave no task).
+    agent: Option<Arc<str>>,
+    /// That agent's addresses, the first of each family (`None`: an agent the cluster did not
+    /// know, so no records).
+    agent_ips: Option<Arc<[IpAddr]>>,
+}
+
+/// What the inputs of one key gave their records from.
+#[derive(Debug)]
+struct Contribution<I> {
+    /// The hash of the key: where the contribution lives in the table.
+    key: u64,
+    /// Of the first input; not used while there are more.
+    fingerprint: u64,
+    first: Made<I>,
+    /// Further inputs with the key (rare: see the module's docs).
+    more: Vec<Made<I>>,
+    /// The last update that looked the task up.
+    seen: u64,
+}
+
+impl<I: TaskInput> Contribution<I> {
+    fn made(&self) -> impl Iterator<Item = &Made<I>> {
+        std::iter::once(&self.first).chain(&self.more)
+    }
+
+    /// The records its inputs gave.
+    fn records(&self, source: &impl RecordSource) -> Vec<Record> {
+        let mut records = Vec::new();
+        for made in self.made() {
+            if let Some(ips) = &made.agent_ips
+                && let Some((framework, task)) = made.input.task()
+            {
+                source.task(&framework, &task, ips, &mut records);
+            }
+        }
+        records
+    }
+
+    /// Whether one of its tasks runs on one of `agents`.
+    fn runs_on(&self, agents: &HashSet<Arc<str>>) -> bool {
+        self.made()
+            .any(|m| m.agent.as_ref().is_some_and(|a| agents.contains(a)))
+    }
+}
+
+/// The records of a cluster, by contributor, counted into successive snapshots. Made for one
+/// [`RecordSource`] and one line of snapshots: a source with other settings, or a snapshot
+/// that did not come from the last update, needs new contributions.
+#[derive(Debug)]
+pub struct Contributions<I = ClusterTask> {
+    tasks: HashTable<Contribution<I>>,
+    shared: Vec<Record>,
+    /// The agents' addresses (the first of each family) as of the last update, by agent id.
+    agents: FastMap<Arc<str>, Arc<[IpAddr]>>,
+    /// The key and fingerprint of the last update's tasks, in its order.
+    order: Vec<(u64, u64)>,
+    /// Counts the updates; a contribution not seen in the current one is gone.
+    epoch: u64,
+}
+
+impl<I> Default for Contributions<I> {
+    fn default() -> Self {
+        Self {
+            tasks: HashTable::new(),
+            shared: Vec::new(),
+            agents: FastMap::default(),
+            order: Vec::new(),
+            epoch: 0,
+        }
+    }
+}
+
+/// Inputs to make records of again, by key, each with its fingerprint.
+type Changed<I> = FastMap<u64, Vec<(I, u64)>>;
+
+impl Contributions<ClusterTask> {
     /// Takes in the new state of the cluster: the next snapshot after `snapshot` (which must
     /// be the one the last update returned, or an empty one the first time), with the zones'
     /// settings `zones`.
@@ -114,7 +188,8 @@ impl Contributions {
         cluster: &Cluster,
         source: &impl RecordSource,
     ) -> Snapshot {
-        self.count(snapshot, zones, cluster, source).finish()
+        self.count(snapshot, zones, cluster, ClusterTask::all(cluster), source)
+            .finish()
     }
 
     /// As [`Contributions::update`], with every name whose records changed and its records
@@ -126,8 +201,24 @@ impl Contributions {
         cluster: &Cluster,
         source: &impl RecordSource,
     ) -> (Snapshot, Vec<(String, NameRecords)>) {
-        self.count(snapshot, zones, cluster, source)
+        self.count(snapshot, zones, cluster, ClusterTask::all(cluster), source)
             .finish_listing()
+    }
+}
+
+impl<I: TaskInput> Contributions<I> {
+    /// As [`Contributions::update`], with the running tasks given apart from `cluster` (whose
+    /// own tasks are not read): `tasks`, in the same order from one update to the next when
+    /// they can be (an update then compares them place by place).
+    pub fn update_tasks(
+        &mut self,
+        snapshot: &Snapshot,
+        zones: Vec<ZoneInfo>,
+        cluster: &Cluster,
+        tasks: impl IntoIterator<Item = I>,
+        source: &impl RecordSource,
+    ) -> Snapshot {
+        self.count(snapshot, zones, cluster, tasks, source).finish()
     }
 
     fn count(
@@ -135,6 +226,7 @@ impl Contributions {
         snapshot: &Snapshot,
         zones: Vec<ZoneInfo>,
         cluster: &Cluster,
+        tasks: impl IntoIterator<Item = I>,
         source: &impl RecordSource,
     ) -> Update {
         self.epoch += 1;
@@ -147,27 +239,15 @@ impl Contributions {
             let old = std::mem::replace(&mut self.shared, shared.clone());
             recount(&mut update, old, shared);
         }
+        let moved = self.agents_from(cluster);
 
-        // The tasks that get records, in the cluster's order, with their fingerprints.
-        let agents: FastMap<&str, Arc<[IpAddr]>> = cluster
-            .agents
-            .iter()
-            .map(|a| (a.id.as_str(), first_of_each_family(&a.ips).into()))
-            .collect();
-        let mut tasks = Vec::with_capacity(self.order.len());
-        let mut order = Vec::with_capacity(self.order.len());
-        for f in &cluster.frameworks {
-            for task in f.tasks.iter().filter(|t| t.is_running) {
-                if let Some(ips) = agents.get(&*task.agent_id) {
-                    order.push((key_hash(&f.name, &task.id), fingerprint(&f.name, task, ips)));
-                    tasks.push((f.name.as_str(), task, ips));
-                }
-            }
-        }
+        // The tasks, in the given order, with their keys and fingerprints.
+        let tasks: Vec<I> = tasks.into_iter().collect();
+        let order: Vec<(u64, u64)> = tasks.iter().map(|t| (t.key(), t.fingerprint())).collect();
 
         // Usually the same tasks in the same order, a few of them changed: then the changed
         // places are all there is to look at. Anything else is a comparison by key.
-        let changed = match self.changed_in_place(&order, &tasks) {
+        let mut changed = match self.changed_in_place(&order, &tasks) {
             Some(changed) => changed,
             None => {
                 let changed = self.changed_by_key(&order, &tasks);
@@ -179,68 +259,108 @@ impl Contributions {
                     }
                     keep
                 });
-                self.frameworks.retain(|f| Arc::strong_count(f) > 1);
                 changed
             }
         };
         self.order = order;
+        // Unchanged tasks on agents whose addresses changed (or that came or went).
+        if !moved.is_empty() {
+            for c in &self.tasks {
+                if !changed.contains_key(&c.key) && c.runs_on(&moved) {
+                    let inputs = c.made().map(|m| (m.input.clone(), c.fingerprint));
+                    changed.insert(c.key, inputs.collect());
+                }
+            }
+        }
 
-        for ((framework, id), (key, inputs)) in changed {
+        for (key, inputs) in changed {
             let old = self
                 .tasks
-                .find_entry(key, |c| &*c.framework == framework && c.first.task.id == id)
+                .find_entry(key, |c| c.key == key)
                 .ok()
                 .map(|entry| entry.remove().0);
-            let framework = self.framework(framework);
-            let mut inputs = inputs.into_iter().map(|((_, task, ips), print)| {
-                let input = Input {
-                    task: task.clone(),
-                    agent_ips: ips.clone(),
-                };
-                (input, print)
-            });
             let old_records = old.map(|c| c.records(source)).unwrap_or_default();
-            let Some((first, print)) = inputs.next() else {
+            let mut new_records = Vec::new();
+            let mut made = inputs.into_iter().map(|(input, print)| {
+                let made = self.make(input, source, &mut new_records);
+                (made, print)
+            });
+            let Some((first, fingerprint)) = made.next() else {
+                drop(made);
                 recount(&mut update, old_records, Vec::new());
                 continue;
             };
+            let more = made.map(|(m, _)| m).collect();
             let new = Contribution {
-                framework,
                 key,
-                fingerprint: print,
+                fingerprint,
                 first,
-                more: inputs.map(|(input, _)| input).collect(),
+                more,
                 seen: epoch,
             };
-            recount(&mut update, old_records, new.records(source));
+            recount(&mut update, old_records, new_records);
             self.tasks.insert_unique(key, new, |c| c.key);
         }
         update
     }
 
-    /// The shared name of `framework`.
-    fn framework(&mut self, framework: &str) -> Arc<str> {
-        if let Some(f) = self.frameworks.iter().find(|f| &***f == framework) {
-            return f.clone();
+    /// Makes the records of `input` into `out`.
+    fn make(&self, input: I, source: &impl RecordSource, out: &mut Vec<Record>) -> Made<I> {
+        let Some((framework, task)) = input.task() else {
+            return Made {
+                input,
+                agent: None,
+                agent_ips: None,
+            };
+        };
+        let (agent, agent_ips) = match self.agents.get_key_value(&*task.agent_id) {
+            Some((id, ips)) => (id.clone(), Some(ips.clone())),
+            None => (task.agent_id.clone(), None),
+        };
+        if let Some(ips) = &agent_ips {
+            source.task(&framework, &task, ips, out);
         }
-        let f: Arc<str> = framework.into();
-        self.frameworks.push(f.clone());
-        f
+        Made {
+            input,
+            agent: Some(agent),
+            agent_ips,
+        }
     }
 
-    /// The contribution of a key.
-    fn get(&self, key: u64, (framework, id): TaskKey<'_>) -> Option<&Contribution> {
-        self.tasks
-            .find(key, |c| &*c.framework == framework && c.first.task.id == id)
+    /// Takes in the agents of `cluster`; returns the ids of those whose addresses changed,
+    /// came or went since the last update.
+    fn agents_from(&mut self, cluster: &Cluster) -> HashSet<Arc<str>> {
+        let mut agents = FastMap::default();
+        for a in &cluster.agents {
+            let ips = first_of_each_family(&a.ips);
+            let kept = self
+                .agents
+                .get_key_value(a.id.as_str())
+                .filter(|(_, old)| ***old == *ips);
+            let (id, ips) = match kept {
+                Some((id, old)) => (id.clone(), old.clone()),
+                None => (Arc::from(a.id.as_str()), Arc::from(ips)),
+            };
+            agents.insert(id, ips);
+        }
+        let mut moved = HashSet::new();
+        for (id, ips) in &agents {
+            if !self.agents.get(id).is_some_and(|old| Arc::ptr_eq(old, ips)) {
+                moved.insert(id.clone());
+            }
+        }
+        for id in self.agents.keys() {
+            if !agents.contains_key(id) {
+                moved.insert(id.clone());
+            }
+        }
+        self.agents = agents;
+        moved
     }
 
     /// The changed tasks when `order` has the same tasks in the same places as the last
     /// update; `None` when it does not, or when a changed task shares its key with another.
-    fn changed_in_place<'a>(
-        &self,
-        order: &[(u64, u64)],
-        tasks: &[Task<'a>],
-    ) -> Option<Changed<'a>> {
+    fn changed_in_place(&self, order: &[(u64, u64)], tasks: &[I]) -> Option<Changed<I>> {
         if order.len() != self.order.len() {
             return None;
         }
@@ -254,63 +374,56 @@ impl Contributions {
             if print == old_print {
                 continue;
             }
-            let task @ (framework, info, _) = tasks[k];
             // One of several tasks with its key: those are compared by key.
-            let c = self.get(key, (framework, &info.id))?;
-            if !c.more.is_empty() {
+            let c = self.tasks.find(key, |c| c.key == key)?;
+            if !c.more.is_empty() || changed.contains_key(&key) {
                 return None;
             }
-            changed.insert((framework, info.id.as_str()), (key, vec![(task, print)]));
+            changed.insert(key, vec![(tasks[k].clone(), print)]);
         }
         Some(changed)
     }
 
     /// The new and changed tasks, found by key; marks every task found as seen, so that the
     /// ones left unmarked are gone.
-    fn changed_by_key<'a>(&mut self, order: &[(u64, u64)], tasks: &[Task<'a>]) -> Changed<'a> {
+    fn changed_by_key(&mut self, order: &[(u64, u64)], tasks: &[I]) -> Changed<I> {
         let epoch = self.epoch;
         let mut changed = Changed::default();
-        let mut repeated = Vec::new();
-        for (&task, &(key, print)) in tasks.iter().zip(order) {
-            let (framework, info, _) = task;
-            let id = (framework, info.id.as_str());
-            if let Some((_, pending)) = changed.get_mut(&id) {
-                pending.push((task, print));
+        let mut repeated = HashSet::new();
+        for (task, &(key, print)) in tasks.iter().zip(order) {
+            if let Some(pending) = changed.get_mut(&key) {
+                pending.push((task.clone(), print));
                 continue;
             }
-            let found = self.tasks.find_mut(key, |c| {
-                &*c.framework == framework && c.first.task.id == info.id
-            });
-            match found {
+            match self.tasks.find_mut(key, |c| c.key == key) {
                 // The key's first task was unchanged; with this one it is not.
                 Some(c) if c.seen == epoch => {
-                    repeated.push(id);
-                    changed.insert(id, (key, Vec::new()));
+                    repeated.insert(key);
+                    changed.insert(key, Vec::new());
                 }
                 Some(c) => {
                     c.seen = epoch;
                     if !c.more.is_empty() || c.fingerprint != print {
-                        changed.insert(id, (key, vec![(task, print)]));
+                        changed.insert(key, vec![(task.clone(), print)]);
                     }
                 }
                 None => {
-                    changed.insert(id, (key, vec![(task, print)]));
+                    changed.insert(key, vec![(task.clone(), print)]);
                 }
             }
         }
         if !repeated.is_empty() {
             // Rare (see the module's docs): gather every task of those keys again.
-            for id in &repeated {
-                if let Some((_, pending)) = changed.get_mut(id) {
+            for key in &repeated {
+                if let Some(pending) = changed.get_mut(key) {
                     pending.clear();
                 }
             }
-            for (&task, &(_, print)) in tasks.iter().zip(order) {
-                let id = (task.0, task.1.id.as_str());
-                if repeated.contains(&id)
-                    && let Some((_, pending)) = changed.get_mut(&id)
+            for (task, &(key, print)) in tasks.iter().zip(order) {
+                if repeated.contains(&key)
+                    && let Some(pending) = changed.get_mut(&key)
                 {
-                    pending.push((task, print));
+                    pending.push((task.clone(), print));
                 }
             }
         }
@@ -481,8 +594,78 @@ mod tests {
         }
     }
 
+    /// A task kept encoded, as the agent keeps its gossip values; some do not decode.
+    #[derive(Debug, Clone)]
+    struct Encoded {
+        framework: Arc<str>,
+        id: String,
+        json: Arc<str>,
+    }
+
+    impl TaskInput for Encoded {
+        fn key(&self) -> u64 {
+            key_hash(&self.framework, &self.id)
+        }
+
+        fn fingerprint(&self) -> u64 {
+            FINGERPRINT.hash_one(&*self.json)
+        }
+
+        fn task(&self) -> Option<(Arc<str>, Arc<TaskInfo>)> {
+            let task = serde_json::from_str(&self.json).ok()?;
+            Some((self.framework.clone(), Arc::new(task)))
+        }
+    }
+
+    /// The running tasks of `cluster` encoded; those with id `task5` do not decode (and are
+    /// left out of `cluster`, which then holds what should be served).
+    fn encoded(cluster: &mut Cluster) -> Vec<Encoded> {
+        let tasks = ClusterTask::all(cluster)
+            .map(|t| {
+                let json = serde_json::to_string(&*t.task).unwrap();
+                Encoded {
+                    json: if t.task.id == "task5" {
+                        json[1..].into()
+                    } else {
+                        json.into()
+                    },
+                    framework: t.framework,
+                    id: t.task.id.clone(),
+                }
+            })
+            .collect();
+        for f in &mut cluster.frameworks {
+            f.tasks.retain(|t| t.id != "task5");
+        }
+        tasks
+    }
+
     #[test]
     fn updates_track_a_full_generation() {
+        track_generations(|contributions, snapshot, zones, cluster, source| {
+            contributions.update(snapshot, zones, cluster, source)
+        });
+    }
+
+    #[test]
+    fn updates_of_encoded_tasks_track_a_full_generation() {
+        track_generations(|contributions, snapshot, zones, cluster, source| {
+            let tasks = encoded(cluster);
+            contributions.update_tasks(snapshot, zones, cluster, tasks, source)
+        });
+    }
+
+    /// Random clusters, changed a little or altogether step after step; each update serves
+    /// what generating the records of the whole cluster gives.
+    fn track_generations<I: TaskInput>(
+        update: impl Fn(
+            &mut Contributions<I>,
+            &Snapshot,
+            Vec<ZoneInfo>,
+            &mut Cluster,
+            &(Settings, DcosRecords),
+        ) -> Snapshot,
+    ) {
         let source = (
             settings(),
             DcosRecords {
@@ -512,17 +695,25 @@ mod tests {
                             Arc::make_mut(&mut f.tasks[i]).ips =
                                 vec![IpAddr::from([9, 9, 9, rng.below(3) as u8])];
                         }
-                        _ => {
-                            cluster.agents[rng.below(3)].ips =
+                        3 if rng.below(3) == 0 && !cluster.agents.is_empty() => {
+                            // An agent goes (its tasks keep running, without records).
+                            let i = rng.below(cluster.agents.len());
+                            cluster.agents.remove(i);
+                        }
+                        _ if !cluster.agents.is_empty() => {
+                            let i = rng.below(cluster.agents.len());
+                            cluster.agents[i].ips =
                                 vec![IpAddr::from([10, 2, 0, rng.below(3) as u8])]
                         }
+                        _ => {}
                     }
                 }
                 let zones = zones_with_extra(rng.below(4) == 0);
-                snapshot = contributions.update(&snapshot, zones, &cluster, &source);
+                let mut given = cluster.clone();
+                snapshot = update(&mut contributions, &snapshot, zones, &mut given, &source);
                 assert_eq!(
                     served(&snapshot),
-                    by_name(&cluster, &source),
+                    by_name(&given, &source),
                     "seed {seed}, step {step}"
                 );
             }

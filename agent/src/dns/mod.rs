@@ -1,8 +1,11 @@
 //! DNS on every node: the agent's side of the dcnet-dns crate.
 //!
-//! - [`service`]: the server, the replica that follows gossip, and the task-state publisher.
+//! - [`service`]: the server, the loop that keeps the replica in step with gossip, and the
+//!   task-state publisher.
+//! - [`replica`]: this node's copy of the records, updated change by change.
 //! - [`resolv_conf`]: keeps the node's resolv.conf on the listeners that work.
 
+pub mod replica;
 pub mod resolv_conf;
 pub mod service;
 

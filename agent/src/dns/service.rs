@@ -9,17 +9,12 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use dcnet_dns::contributions::Contributions;
-use dcnet_dns::dcos::{self, DcosRecords};
 use dcnet_dns::forward::{Forwarder, ForwarderConfig};
 use dcnet_dns::mesos::fetch::{Fetched, fetch_state};
-use dcnet_dns::name::LabelSpec;
-use dcnet_dns::records::{Cluster, Record, RecordSource, Settings, TaskInfo};
 use dcnet_dns::server::{DnsServer, Forward, ServerConfig, ServerMetrics, SharedSnapshot};
-use dcnet_dns::zone::{Snapshot, Soa, ZoneInfo};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -27,10 +22,12 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::config::DnsSettings;
-use crate::facts::{self, Facts, FactsWatch};
+use crate::facts::{self, FactsWatch};
 use crate::gossip::Gossip;
 use crate::lb::service::NamedVips;
 use crate::lifecycle::{Services, Stage, Stopping, settle};
+
+use super::replica::Replica;
 
 /// A burst of gossip updates within this window costs one update. Short: an update costs what
 /// changed (9 ms of bookkeeping at 100,000 tasks besides), and every millisecond here is one
@@ -41,9 +38,6 @@ const DEBOUNCE: Duration = Duration::from_millis(20);
 /// a second of their answering, not a whole refresh later. A failed poll costs a refused
 /// connection or a timeout.
 const RETRY: Duration = Duration::from_secs(1);
-
-/// TTL of the mesos zone's records.
-const MESOS_TTL: u32 = 60;
 
 /// Counters of the replica and the publisher.
 #[derive(Debug, Default)]
@@ -99,7 +93,9 @@ impl DnsService {
         let replica_metrics = Arc::new(ReplicaMetrics::default());
         replica_metrics.register(registry);
 
-        let empty = Replica::new(settings.domain.clone(), this_node).current;
+        let empty = Replica::new(settings.domain.clone(), this_node)
+            .current()
+            .clone();
         let snapshot: SharedSnapshot = Arc::new(ArcSwap::new(empty));
         let forward: Option<Arc<dyn Forward>> = (!settings.upstreams.is_empty()).then(|| {
             let config = ForwarderConfig {
@@ -178,8 +174,8 @@ async fn replica(
             Ok(updated) => {
                 replica = updated;
                 metrics.updates.inc();
-                metrics.records.set(replica.current.len() as i64);
-                snapshot.store(replica.current.clone());
+                metrics.records.set(replica.current().len() as i64);
+                snapshot.store(replica.current().clone());
             }
             Err(e) => {
                 // The replica went with the failed update: the next one starts from nothing.
@@ -198,102 +194,6 @@ async fn replica(
             return;
         }
     }
-}
-
-/// This node's copy of the records, kept up to date change by change.
-struct Replica {
-    domain: String,
-    this_node: IpAddr,
-    contributions: Contributions,
-    current: Arc<Snapshot>,
-}
-
-impl Replica {
-    fn new(domain: String, this_node: IpAddr) -> Self {
-        let current = Arc::new(Snapshot::default().apply(zones(&domain), []));
-        Self {
-            domain,
-            this_node,
-            contributions: Contributions::default(),
-            current,
-        }
-    }
-
-    /// Takes in the facts and the named VIPs: only the tasks that changed are looked at
-    /// again (see [`Contributions`]).
-    fn update(&mut self, facts: &Facts, named_vips: &NamedVips) {
-        let mut cluster = facts::cluster::cluster(facts).unwrap_or_default();
-        // A task whose health checks fail (or have not passed yet) is not in DNS; the load
-        // balancer, which reads the same facts, gives it weight 0 instead.
-        for framework in &mut cluster.frameworks {
-            framework.tasks.retain(|t| t.healthy != Some(false));
-        }
-        // Masters: the nodes that say they have the role, as gossip knows them.
-        let masters: Vec<IpAddr> = facts
-            .nodes
-            .values()
-            .filter_map(|n| n.info.as_deref())
-            .filter(|info| info.roles.iter().any(|r| r == "master"))
-            .map(|info| info.address)
-            .collect();
-        let mesos = Settings {
-            domain: self.domain.clone(),
-            spec: LabelSpec::Rfc1123,
-            masters: Vec::new(),
-            mname: format!("ns1.{}", self.domain),
-            listen_ips: vec![self.this_node],
-        };
-        let dcos = DcosRecords {
-            spec: LabelSpec::Rfc1123,
-            masters,
-            this_node: vec![self.this_node],
-        };
-        let source = (mesos, (dcos, VipRecords(named_vips)));
-        let zones = zones(&self.domain);
-        let next = self
-            .contributions
-            .update(&self.current, zones, &cluster, &source);
-        self.current = Arc::new(next);
-    }
-}
-
-/// The named VIPs of the `l4lb` zone, which the local datapath has (see crate::lb::service on
-/// the ordering).
-struct VipRecords<'a>(&'a NamedVips);
-
-impl RecordSource for VipRecords<'_> {
-    fn shared(&self, _: &Cluster, out: &mut Vec<Record>) {
-        for (name, ip) in self.0 {
-            out.push(Record::ip(format!("{name}."), IpAddr::V4(*ip)));
-        }
-    }
-
-    fn task(&self, _: &str, _: &TaskInfo, _: &[IpAddr], _: &mut Vec<Record>) {}
-}
-
-/// The zones every node serves, their SOA serial the time of the update.
-fn zones(domain: &str) -> Vec<ZoneInfo> {
-    let serial = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as u32;
-    let zone = |origin: &str, ttl: u32| {
-        let soa = Soa {
-            mname: format!("ns1.{origin}"),
-            rname: format!("root.ns1.{origin}"),
-            serial,
-            refresh: 60,
-            retry: 600,
-            expire: 86400,
-            minimum: 60,
-        };
-        ZoneInfo::new(origin, soa, vec![], ttl, 1)
-    };
-    vec![
-        zone(domain, MESOS_TTL),
-        zone(dcos::THISDCOS, dcos::DCOS_TTL),
-        zone(dcos::L4LB, dcos::DCOS_TTL),
-        zone(dcos::SPARTAN, dcos::DCOS_TTL),
-    ]
 }
 
 /// Polls the masters and publishes what changed as task facts.

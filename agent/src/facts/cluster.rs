@@ -1,5 +1,9 @@
 //! The cluster DNS and the load balancer serve: the Mesos state of the freshest publisher, if
 //! any, and the tasks dcnet's own launchers run (under framework `marathon`).
+//!
+//! Of the Mesos tasks, the [`Cluster`] holds only those that declare VIPs (all the load
+//! balancer reads); the others stay encoded in the facts ([`MesosFacts::tasks`](super::MesosFacts::tasks)), where DNS
+//! reads them ([`mesos_tasks`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,7 +13,8 @@ use dcnet_dns::records::{AgentInfo, Cluster, FrameworkInfo, TaskInfo};
 use super::decode::{Facts, NodeFacts};
 use super::launched;
 
-/// The cluster `facts` describe; `None` with neither a Mesos publisher nor launched tasks.
+/// The cluster `facts` describe, with the launched tasks and the Mesos tasks that declare VIPs;
+/// `None` with neither a Mesos publisher nor launched tasks.
 pub fn cluster(facts: &Facts) -> Option<Cluster> {
     let mesos = facts.mesos_publisher().map(mesos_cluster);
     let (agents, tasks) = launched_tasks(facts);
@@ -46,7 +51,7 @@ fn mesos_cluster(publisher: &NodeFacts) -> Cluster {
             (name.as_str(), info)
         })
         .collect();
-    for fact in mesos.tasks.values() {
+    for fact in mesos.vip_tasks.values() {
         frameworks
             .entry(&fact.framework)
             .or_insert_with(|| FrameworkInfo {
@@ -61,6 +66,15 @@ fn mesos_cluster(publisher: &NodeFacts) -> Cluster {
         agents: mesos.agents.values().map(|a| (**a).clone()).collect(),
         frameworks: frameworks.into_values().collect(),
     }
+}
+
+/// The running Mesos tasks of the freshest publisher, encoded: gossip key and value (see
+/// [`MesosFacts::tasks`](super::MesosFacts::tasks)).
+pub fn mesos_tasks(facts: &Facts) -> impl Iterator<Item = (&Arc<str>, &Arc<str>)> {
+    facts
+        .mesos_publisher()
+        .into_iter()
+        .flat_map(|p| p.mesos.tasks())
 }
 
 /// Every launched task of the nodes that are up, with the agents running them. Tasks of a node

@@ -212,10 +212,11 @@ pub struct MesosFacts {
     pub agents: BTreeMap<String, Arc<AgentInfo>>,
     /// By framework name.
     pub frameworks: BTreeMap<String, Arc<SchedulerFact>>,
-    /// Running tasks, by their gossip key (`dns/task/<framework>/<task id>/<task name>`),
-    /// shared with the gossip view: the map costs no copy of a key, and copying it for a change
-    /// copies pointers.
-    pub tasks: BTreeMap<Arc<str>, TaskFact>,
+    /// The running tasks that declare VIPs (`VIP_<n>` port labels), decoded, by gossip key:
+    /// what the load balancer reads of the Mesos tasks on every change.
+    pub vip_tasks: BTreeMap<Arc<str>, TaskFact>,
+    /// The node's keys, where the tasks are read from ([`MesosFacts::tasks`]).
+    keys: Arc<Keys>,
     /// Order-independent digest of every key but the generation: equal digests, equal content.
     digest: u64,
 }
@@ -224,6 +225,17 @@ impl MesosFacts {
     /// The digest of the content (every key but the generation).
     pub fn digest(&self) -> u64 {
         self.digest
+    }
+
+    /// The running tasks as published, in key order: gossip key
+    /// (`dns/task/<framework>/<task id>/<task name>`) and value ([`mesos::decode_task`]).
+    ///
+    /// Left encoded, shared with gossip: decoded, 100,000 tasks took ~45 MB on every node,
+    /// while each reader needs only the tasks that changed ([`crate::dns`]) or declare VIPs
+    /// ([`MesosFacts::vip_tasks`]). A value that does not decode is listed in the node's
+    /// `malformed` keys, and a reader skips it.
+    pub fn tasks(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<str>)> {
+        self.keys.with_prefix(mesos::TASK)
     }
 }
 
@@ -395,6 +407,7 @@ impl Decoder {
             if !Arc::ptr_eq(old, &node.keys) {
                 self.decoded += apply_keys(facts, old, &node.keys, &mut changed, &mut self.shared);
                 self.keys.insert(node.id.clone(), node.keys.clone());
+                Arc::make_mut(&mut facts.mesos).keys = node.keys.clone();
             }
             if (
                 facts.is_up,
@@ -556,17 +569,18 @@ fn set(
                 None => m.frameworks.remove(k),
             };
         }),
+        // Checked, and kept decoded only if it declares VIPs (see `MesosFacts::tasks`).
         Key::MesosTask(_) => parse::<TaskFact>(value).map(|v| {
             let m = Arc::make_mut(&mut facts.mesos);
-            match v {
+            match v.filter(|t| mesos::declares_vips(&t.task)) {
                 Some(mut t) => {
                     shared.share(&mut t.framework);
                     if let Some(task) = Arc::get_mut(&mut t.task) {
                         shared.share(&mut task.agent_id);
                     }
-                    m.tasks.insert(key.clone(), t)
+                    m.vip_tasks.insert(key.clone(), t)
                 }
-                None => m.tasks.remove(&**key),
+                None => m.vip_tasks.remove(&**key),
             };
         }),
         Key::Launched(k) => {

@@ -25,6 +25,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use dcnet_dns::records::{AgentInfo, Cluster, TaskInfo};
+use dcnet_lb::vip::VipLabel;
 use serde::{Deserialize, Serialize};
 
 /// Prefix of every DNS fact key.
@@ -49,6 +50,21 @@ pub struct TaskFact {
     pub framework: Arc<str>,
     #[serde(flatten)]
     pub task: Arc<TaskInfo>,
+}
+
+/// Decodes a task's value (`dns/task/...`).
+pub fn decode_task(value: &str) -> Result<TaskFact, serde_json::Error> {
+    serde_json::from_str(value)
+}
+
+/// Whether a running task declares a VIP (a `VIP_<n>` label on one of its discovery ports).
+pub fn declares_vips(task: &TaskInfo) -> bool {
+    task.is_running
+        && task.discovery.as_ref().is_some_and(|d| {
+            d.ports
+                .iter()
+                .any(|p| p.labels.iter().any(|(k, _)| VipLabel::is_vip_key(k)))
+        })
 }
 
 /// One fact of a [`Cluster`] before it is serialised: its key, and what its value is made of.

@@ -137,6 +137,18 @@ impl Keys {
         self.0.iter().map(|(k, v)| (k, v))
     }
 
+    /// The keys that start with `prefix`, with their values, in key order.
+    pub fn with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a Arc<str>, &'a Arc<str>)> {
+        let start = self.0.partition_point(|(k, _)| **k < *prefix);
+        self.0[start..]
+            .iter()
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k, v))
+    }
+
     pub fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
         self.0.iter().map(|(k, _)| k)
     }

@@ -130,7 +130,10 @@ fn every_key_kind_decodes_into_its_typed_fact() {
     assert_eq!(mesos.leader, Some("10.0.0.1:5050".parse().unwrap()));
     assert_eq!(mesos.agents["a1"].port, Some(5051));
     assert_eq!(mesos.frameworks["marathon"].scheduler_port, Some(8080));
-    assert_eq!(mesos.tasks["dns/task/marathon/web.1/web"].task.id, "web.1");
+    let (_, task) = mesos.tasks().next().expect("a task");
+    let task = crate::facts::mesos::decode_task(task).unwrap();
+    assert_eq!(task.task.id, "web.1");
+    assert_eq!(mesos.vip_tasks["dns/task/marathon/web.1/web"], task);
     assert!(a.malformed.is_empty(), "{:?}", a.malformed);
     // Every dcnet key decoded once; the unknown one is counted too but yields nothing.
     assert_eq!(decoder.decoded(), keys.len() as u64);
@@ -268,8 +271,12 @@ fn tasks_share_their_agent_id_and_framework_name() {
     second.id = "web.2".into();
     state.frameworks[0].tasks.push(Arc::new(second));
     let (_, decoder) = start(&to_keys(&state));
-    let tasks: Vec<&TaskFact> = decoder.facts().nodes["a"].mesos.tasks.values().collect();
-    assert_eq!(tasks.len(), 2, "both running tasks decoded");
+    let tasks: Vec<&TaskFact> = decoder.facts().nodes["a"]
+        .mesos
+        .vip_tasks
+        .values()
+        .collect();
+    assert_eq!(tasks.len(), 2, "both tasks that declare VIPs decoded");
     assert!(Arc::ptr_eq(&tasks[0].framework, &tasks[1].framework));
     assert!(Arc::ptr_eq(
         &tasks[0].task.agent_id,
@@ -302,16 +309,48 @@ fn task_facts_are_keyed_by_the_gossip_key_they_came_from() {
     let keys = to_keys(&mesos_state());
     let (view, decoder) = start(&keys);
     let node = &view.nodes["a"];
-    let (key, _) = node
+    let (key, value) = node
         .keys
         .iter()
         .find(|(k, _)| k.starts_with(crate::facts::mesos::TASK))
         .expect("a task key");
-    let (fact_key, _) = decoder.facts().nodes["a"]
+    let facts = decoder.facts();
+    let (fact_key, fact_value) = facts.nodes["a"].mesos.tasks().next().expect("a task");
+    assert!(Arc::ptr_eq(key, fact_key), "the key is not copied");
+    assert!(Arc::ptr_eq(value, fact_value), "the value is not copied");
+    let (vip_key, _) = facts.nodes["a"]
         .mesos
-        .tasks
+        .vip_tasks
         .iter()
         .next()
-        .expect("a task fact");
-    assert!(Arc::ptr_eq(key, fact_key), "the key is not copied");
+        .expect("a VIP task");
+    assert!(Arc::ptr_eq(key, vip_key), "the key is not copied");
+}
+
+#[test]
+fn only_tasks_that_declare_vips_are_kept_decoded() {
+    let mut state = mesos_state();
+    let web = "dns/task/marathon/web.1/web";
+    let (view, mut decoder) = start(&to_keys(&state));
+    assert!(decoder.facts().nodes["a"].mesos.vip_tasks.contains_key(web));
+
+    // The label goes: the task stays, encoded only.
+    let task = Arc::make_mut(&mut state.frameworks[0].tasks[0]);
+    task.discovery.as_mut().unwrap().ports[0].labels.clear();
+    let mut keys = to_keys(&state);
+    let mut next = view.clone();
+    next.nodes.get_mut("a").unwrap().keys = Arc::new(crate::gossip::view::shared(&keys));
+    decoder.apply(&next);
+    let mesos = &decoder.facts().nodes["a"].mesos;
+    assert!(mesos.vip_tasks.is_empty());
+    assert_eq!(mesos.tasks().map(|(k, _)| &**k).collect::<Vec<_>>(), [web]);
+
+    // A value that does not decode: listed as malformed, still there encoded.
+    keys.insert(web.to_owned(), "{".to_owned());
+    next.nodes.get_mut("a").unwrap().keys = Arc::new(crate::gossip::view::shared(&keys));
+    decoder.apply(&next);
+    let a = &decoder.facts().nodes["a"];
+    assert!(a.malformed.contains(web));
+    assert_eq!(a.mesos.tasks().count(), 1);
+    assert!(a.mesos.vip_tasks.is_empty());
 }

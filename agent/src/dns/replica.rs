@@ -1,0 +1,274 @@
+//! This node's copy of the records, kept up to date change by change from the facts.
+//!
+//! The Mesos tasks are fed to the contributions as their gossip values ([`ReplicaTask`]),
+//! compared by a hash of the value and decoded only when one changed: the records are all this
+//! node keeps of them (see [`crate::facts::mesos`]).
+
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dcnet_dns::contributions::{ClusterTask, Contributions, TaskInput};
+use dcnet_dns::dcos::{self, DcosRecords};
+use dcnet_dns::name::LabelSpec;
+use dcnet_dns::records::{Cluster, Record, RecordSource, Settings, TaskInfo};
+use dcnet_dns::zone::{Snapshot, Soa, ZoneInfo};
+
+use crate::facts::{self, Facts};
+use crate::lb::service::NamedVips;
+
+/// TTL of the mesos zone's records.
+const MESOS_TTL: u32 = 60;
+
+/// This node's copy of the records.
+pub struct Replica {
+    domain: String,
+    this_node: IpAddr,
+    contributions: Contributions<ReplicaTask>,
+    current: Arc<Snapshot>,
+}
+
+impl Replica {
+    /// Empty zones for `domain` (and the DC/OS ones) served at `this_node`.
+    pub fn new(domain: String, this_node: IpAddr) -> Self {
+        let current = Arc::new(Snapshot::default().apply(zones(&domain), []));
+        Self {
+            domain,
+            this_node,
+            contributions: Contributions::default(),
+            current,
+        }
+    }
+
+    /// Takes in the facts and the named VIPs: only the tasks that changed are looked at
+    /// again (see [`Contributions`]).
+    pub fn update(&mut self, facts: &Facts, named_vips: &NamedVips) {
+        let mut cluster = facts::cluster::cluster(facts).unwrap_or_default();
+        // Its Mesos tasks are the few that declare VIPs; all of them come encoded below.
+        for framework in &mut cluster.frameworks {
+            framework.tasks.clear();
+        }
+        let launched = facts::cluster::launched_tasks(facts).1;
+        let framework: Arc<str> = facts::launched::FRAMEWORK.into();
+        let tasks = facts::cluster::mesos_tasks(facts)
+            .map(|(key, value)| ReplicaTask::Mesos {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .chain(launched.into_iter().map(|task| {
+                ReplicaTask::Launched(ClusterTask {
+                    framework: framework.clone(),
+                    task,
+                })
+            }));
+        // Masters: the nodes that say they have the role, as gossip knows them.
+        let masters: Vec<IpAddr> = facts
+            .nodes
+            .values()
+            .filter_map(|n| n.info.as_deref())
+            .filter(|info| info.roles.iter().any(|r| r == "master"))
+            .map(|info| info.address)
+            .collect();
+        let mesos = Settings {
+            domain: self.domain.clone(),
+            spec: LabelSpec::Rfc1123,
+            masters: Vec::new(),
+            mname: format!("ns1.{}", self.domain),
+            listen_ips: vec![self.this_node],
+        };
+        let dcos = DcosRecords {
+            spec: LabelSpec::Rfc1123,
+            masters,
+            this_node: vec![self.this_node],
+        };
+        let source = (mesos, (dcos, VipRecords(named_vips)));
+        let zones = zones(&self.domain);
+        let next = self
+            .contributions
+            .update_tasks(&self.current, zones, &cluster, tasks, &source);
+        self.current = Arc::new(next);
+    }
+
+    /// The records as of the last update.
+    pub fn current(&self) -> &Arc<Snapshot> {
+        &self.current
+    }
+}
+
+/// A task as the replica feeds it to its contributions.
+#[derive(Debug, Clone)]
+enum ReplicaTask {
+    /// A Mesos task's gossip key and value, decoded when its records are made.
+    Mesos { key: Arc<str>, value: Arc<str> },
+    /// A task of dcnet's own launchers.
+    Launched(ClusterTask),
+}
+
+/// Fixed, so keys and fingerprints compare across updates.
+const HASH: foldhash::quality::FixedState =
+    foldhash::quality::FixedState::with_seed(0x7265_706c_6963_6173);
+
+impl TaskInput for ReplicaTask {
+    fn key(&self) -> u64 {
+        match self {
+            Self::Mesos { key, .. } => HASH.hash_one((0u8, &**key)),
+            Self::Launched(task) => task.key(),
+        }
+    }
+
+    fn fingerprint(&self) -> u64 {
+        match self {
+            Self::Mesos { value, .. } => HASH.hash_one((0u8, &**value)),
+            Self::Launched(task) => task.fingerprint(),
+        }
+    }
+
+    /// A task whose health checks fail (or have not passed yet) is not in DNS; the load
+    /// balancer, which reads the same facts, gives it weight 0 instead.
+    fn task(&self) -> Option<(Arc<str>, Arc<TaskInfo>)> {
+        let (framework, task) = match self {
+            // A value that does not decode is listed as malformed by the facts decoder.
+            Self::Mesos { value, .. } => {
+                let fact = facts::mesos::decode_task(value).ok()?;
+                (fact.framework, fact.task)
+            }
+            Self::Launched(task) => task.task()?,
+        };
+        (task.is_running && task.healthy != Some(false)).then_some((framework, task))
+    }
+}
+
+/// The named VIPs of the `l4lb` zone, which the local datapath has (see crate::lb::service on
+/// the ordering).
+struct VipRecords<'a>(&'a NamedVips);
+
+impl RecordSource for VipRecords<'_> {
+    fn shared(&self, _: &Cluster, out: &mut Vec<Record>) {
+        for (name, ip) in self.0 {
+            out.push(Record::ip(format!("{name}."), IpAddr::V4(*ip)));
+        }
+    }
+
+    fn task(&self, _: &str, _: &TaskInfo, _: &[IpAddr], _: &mut Vec<Record>) {}
+}
+
+/// The zones every node serves, their SOA serial the time of the update.
+fn zones(domain: &str) -> Vec<ZoneInfo> {
+    let serial = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as u32;
+    let zone = |origin: &str, ttl: u32| {
+        let soa = Soa {
+            mname: format!("ns1.{origin}"),
+            rname: format!("root.ns1.{origin}"),
+            serial,
+            refresh: 60,
+            retry: 600,
+            expire: 86400,
+            minimum: 60,
+        };
+        ZoneInfo::new(origin, soa, vec![], ttl, 1)
+    };
+    vec![
+        zone(domain, MESOS_TTL),
+        zone(dcos::THISDCOS, dcos::DCOS_TTL),
+        zone(dcos::L4LB, dcos::DCOS_TTL),
+        zone(dcos::SPARTAN, dcos::DCOS_TTL),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+
+    use dcnet_dns::records::TaskInfo;
+
+    use super::*;
+    use crate::facts::decode::tests_support::decoded;
+    use crate::facts::mesos::{generation, tests::cluster as mesos_state, to_keys};
+    use crate::gossip::view::tests_support::view_with;
+
+    fn published(state: &Cluster) -> BTreeMap<String, String> {
+        let mut keys = to_keys(state);
+        let (k, v) = generation(1);
+        keys.insert(k, v);
+        keys
+    }
+
+    fn a(replica: &Replica, name: &str) -> Vec<Ipv4Addr> {
+        replica
+            .current
+            .records(name)
+            .map(|r| r.a.clone())
+            .unwrap_or_default()
+    }
+
+    fn task(id: &str, ip: [u8; 4], healthy: Option<bool>) -> Arc<TaskInfo> {
+        Arc::new(TaskInfo {
+            id: id.into(),
+            name: id.split('.').next().unwrap_or_default().into(),
+            agent_id: "a1".into(),
+            is_running: true,
+            ips: vec![IpAddr::from(ip)],
+            healthy,
+            ..TaskInfo::default()
+        })
+    }
+
+    #[test]
+    fn mesos_tasks_are_served_from_their_gossip_values() {
+        let mut state = mesos_state();
+        let tasks = &mut state.frameworks[0].tasks;
+        tasks.push(task("db.1", [9, 0, 0, 3], None));
+        tasks.push(task("sick.1", [9, 0, 0, 4], Some(false)));
+        let mut keys = published(&state);
+        let mut replica = Replica::new("mesos".into(), IpAddr::from([10, 0, 0, 9]));
+        let update = |replica: &mut Replica, keys: &BTreeMap<String, String>| {
+            replica.update(
+                &decoded(&view_with(&[("a", keys.clone())])),
+                &NamedVips::new(),
+            );
+        };
+        update(&mut replica, &keys);
+        assert_eq!(
+            a(&replica, "web.marathon.mesos."),
+            [Ipv4Addr::new(9, 0, 0, 2)]
+        );
+        assert_eq!(
+            a(&replica, "db.marathon.mesos."),
+            [Ipv4Addr::new(9, 0, 0, 3)]
+        );
+        assert!(
+            a(&replica, "sick.marathon.mesos.").is_empty(),
+            "unhealthy: no name"
+        );
+        assert!(a(&replica, "old.marathon.mesos.").is_empty(), "not running");
+        assert_eq!(a(&replica, "leader.mesos."), [Ipv4Addr::new(10, 0, 0, 1)]);
+
+        // One task moves, one breaks, one gets well: each is decoded again, the rest is kept.
+        let key = |id: &str, name: &str| format!("dns/task/marathon/{id}/{name}");
+        state.frameworks[0].tasks[2] = task("db.1", [9, 0, 0, 30], None);
+        state.frameworks[0].tasks[3] = task("sick.1", [9, 0, 0, 4], Some(true));
+        keys = published(&state);
+        keys.insert(key("web.1", "web"), "{".into());
+        update(&mut replica, &keys);
+        assert!(
+            a(&replica, "web.marathon.mesos.").is_empty(),
+            "a malformed value"
+        );
+        assert_eq!(
+            a(&replica, "db.marathon.mesos."),
+            [Ipv4Addr::new(9, 0, 0, 30)]
+        );
+        assert_eq!(
+            a(&replica, "sick.marathon.mesos."),
+            [Ipv4Addr::new(9, 0, 0, 4)]
+        );
+
+        // The publisher goes: so do its tasks' names.
+        update(&mut replica, &BTreeMap::new());
+        assert!(a(&replica, "db.marathon.mesos.").is_empty());
+    }
+}
