@@ -93,54 +93,69 @@ pub fn key_hash(framework: &str, id: &str) -> u64 {
 const FINGERPRINT: foldhash::quality::FixedState =
     foldhash::quality::FixedState::with_seed(0x636f_6e74_7269_6275);
 
-/// One input, and what its records were made with.
+/// One input, and the addresses of the agent its records were made with (the first of each
+/// family); `None` when it gave none (no task, or an agent the cluster did not know).
 #[derive(Debug)]
 struct Made<I> {
     input: I,
-    /// The agent the task ran on (`None`: the input gave no task).
-    agent: Option<Arc<str>>,
-    /// That agent's addresses, the first of each family (`None`: an agent the cluster did not
-    /// know, so no records).
     agent_ips: Option<Arc<[IpAddr]>>,
 }
 
-/// What the inputs of one key gave their records from.
+/// What the inputs of one key gave their records from: 72 bytes for the agent's inputs, so
+/// that 100,000 tasks take 9 MB.
 #[derive(Debug)]
 struct Contribution<I> {
     /// The hash of the key: where the contribution lives in the table.
     key: u64,
     /// Of the first input; not used while there are more.
     fingerprint: u64,
+    /// The last update that looked the task up (see [`Contributions::epoch`]).
+    seen: u32,
     first: Made<I>,
-    /// Further inputs with the key (rare: see the module's docs).
-    more: Vec<Made<I>>,
-    /// The last update that looked the task up.
-    seen: u64,
 }
 
-impl<I: TaskInput> Contribution<I> {
-    fn made(&self) -> impl Iterator<Item = &Made<I>> {
-        std::iter::once(&self.first).chain(&self.more)
-    }
-
-    /// The records its inputs gave.
-    fn records(&self, source: &impl RecordSource) -> Vec<Record> {
-        let mut records = Vec::new();
-        for made in self.made() {
-            if let Some(ips) = &made.agent_ips
-                && let Some((framework, task)) = made.input.task()
-            {
-                source.task(&framework, &task, ips, &mut records);
-            }
+/// The records `made` gave.
+fn records_of<'a, I: TaskInput + 'a>(
+    made: impl Iterator<Item = &'a Made<I>>,
+    source: &impl RecordSource,
+) -> Vec<Record> {
+    let mut records = Vec::new();
+    for made in made {
+        if let Some(ips) = &made.agent_ips
+            && let Some((framework, task)) = made.input.task()
+        {
+            source.task(&framework, &task, ips, &mut records);
         }
-        records
+    }
+    records
+}
+
+/// The agents whose addresses changed, came or went in an update.
+#[derive(Debug, Default)]
+struct Moved {
+    /// The addresses they had, by where they are kept (a contribution made with them holds
+    /// them, so none is reused while it is looked for).
+    retired: HashSet<usize>,
+    /// Whether one came: inputs whose agent was unknown may have it now.
+    came: bool,
+}
+
+impl Moved {
+    fn is_empty(&self) -> bool {
+        self.retired.is_empty() && !self.came
     }
 
-    /// Whether one of its tasks runs on one of `agents`.
-    fn runs_on(&self, agents: &HashSet<Arc<str>>) -> bool {
-        self.made()
-            .any(|m| m.agent.as_ref().is_some_and(|a| agents.contains(a)))
+    /// Whether `made` has to be made again.
+    fn affects<I>(&self, made: &Made<I>) -> bool {
+        match &made.agent_ips {
+            Some(ips) => self.retired.contains(&address(ips)),
+            None => self.came,
+        }
     }
+}
+
+fn address(ips: &Arc<[IpAddr]>) -> usize {
+    Arc::as_ptr(ips).cast::<u8>() as usize
 }
 
 /// The records of a cluster, by contributor, counted into successive snapshots. Made for one
@@ -149,19 +164,23 @@ impl<I: TaskInput> Contribution<I> {
 #[derive(Debug)]
 pub struct Contributions<I = ClusterTask> {
     tasks: HashTable<Contribution<I>>,
+    /// Further inputs of keys that several inputs have, by key (rare: see the module's docs).
+    more: FastMap<u64, Vec<Made<I>>>,
     shared: Vec<Record>,
     /// The agents' addresses (the first of each family) as of the last update, by agent id.
     agents: FastMap<Arc<str>, Arc<[IpAddr]>>,
     /// The key and fingerprint of the last update's tasks, in its order.
     order: Vec<(u64, u64)>,
-    /// Counts the updates; a contribution not seen in the current one is gone.
-    epoch: u64,
+    /// Counts the updates; a contribution not seen in the current one is gone. It wraps after
+    /// 2^32 updates: a contribution last seen that long ago and taken as seen is made again.
+    epoch: u32,
 }
 
 impl<I> Default for Contributions<I> {
     fn default() -> Self {
         Self {
             tasks: HashTable::new(),
+            more: FastMap::default(),
             shared: Vec::new(),
             agents: FastMap::default(),
             order: Vec::new(),
@@ -229,7 +248,7 @@ impl<I: TaskInput> Contributions<I> {
         tasks: impl IntoIterator<Item = I>,
         source: &impl RecordSource,
     ) -> Update {
-        self.epoch += 1;
+        self.epoch = self.epoch.wrapping_add(1);
         let epoch = self.epoch;
         let mut update = snapshot.update(zones);
 
@@ -252,10 +271,13 @@ impl<I: TaskInput> Contributions<I> {
             None => {
                 let changed = self.changed_by_key(&order, &tasks);
                 // Gone: not found by key in this update.
-                self.tasks.retain(|c| {
+                let Self { tasks, more, .. } = self;
+                tasks.retain(|c| {
                     let keep = c.seen == epoch;
                     if !keep {
-                        recount(&mut update, c.records(source), Vec::new());
+                        let extra = more.remove(&c.key).unwrap_or_default();
+                        let old = records_of(std::iter::once(&c.first).chain(&extra), source);
+                        recount(&mut update, old, Vec::new());
                     }
                     keep
                 });
@@ -266,10 +288,11 @@ impl<I: TaskInput> Contributions<I> {
         // Unchanged tasks on agents whose addresses changed (or that came or went).
         if !moved.is_empty() {
             for c in &self.tasks {
-                if !changed.contains_key(&c.key) && c.runs_on(&moved) {
-                    let inputs = c.made().map(|m| (m.input.clone(), c.fingerprint));
-                    changed.insert(c.key, inputs.collect());
+                if changed.contains_key(&c.key) || !self.made(c).any(|m| moved.affects(m)) {
+                    continue;
                 }
+                let inputs = self.made(c).map(|m| (m.input.clone(), c.fingerprint));
+                changed.insert(c.key, inputs.collect());
             }
         }
 
@@ -279,57 +302,53 @@ impl<I: TaskInput> Contributions<I> {
                 .find_entry(key, |c| c.key == key)
                 .ok()
                 .map(|entry| entry.remove().0);
-            let old_records = old.map(|c| c.records(source)).unwrap_or_default();
+            let extra = self.more.remove(&key).unwrap_or_default();
+            let old_records = records_of(old.iter().map(|c| &c.first).chain(&extra), source);
             let mut new_records = Vec::new();
-            let mut made = inputs.into_iter().map(|(input, print)| {
-                let made = self.make(input, source, &mut new_records);
-                (made, print)
-            });
-            let Some((first, fingerprint)) = made.next() else {
-                drop(made);
-                recount(&mut update, old_records, Vec::new());
+            let mut made: Vec<(Made<I>, u64)> = inputs
+                .into_iter()
+                .map(|(input, print)| (self.make(input, source, &mut new_records), print))
+                .collect();
+            recount(&mut update, old_records, new_records);
+            if made.is_empty() {
                 continue;
-            };
-            let more = made.map(|(m, _)| m).collect();
+            }
+            let (first, fingerprint) = made.swap_remove(0);
+            if !made.is_empty() {
+                self.more
+                    .insert(key, made.into_iter().map(|(m, _)| m).collect());
+            }
             let new = Contribution {
                 key,
                 fingerprint,
-                first,
-                more,
                 seen: epoch,
+                first,
             };
-            recount(&mut update, old_records, new_records);
             self.tasks.insert_unique(key, new, |c| c.key);
         }
         update
     }
 
-    /// Makes the records of `input` into `out`.
-    fn make(&self, input: I, source: &impl RecordSource, out: &mut Vec<Record>) -> Made<I> {
-        let Some((framework, task)) = input.task() else {
-            return Made {
-                input,
-                agent: None,
-                agent_ips: None,
-            };
-        };
-        let (agent, agent_ips) = match self.agents.get_key_value(&*task.agent_id) {
-            Some((id, ips)) => (id.clone(), Some(ips.clone())),
-            None => (task.agent_id.clone(), None),
-        };
-        if let Some(ips) = &agent_ips {
-            source.task(&framework, &task, ips, out);
-        }
-        Made {
-            input,
-            agent: Some(agent),
-            agent_ips,
-        }
+    /// The inputs of a contribution.
+    fn made<'a>(&'a self, c: &'a Contribution<I>) -> impl Iterator<Item = &'a Made<I>> {
+        std::iter::once(&c.first).chain(self.more.get(&c.key).into_iter().flatten())
     }
 
-    /// Takes in the agents of `cluster`; returns the ids of those whose addresses changed,
-    /// came or went since the last update.
-    fn agents_from(&mut self, cluster: &Cluster) -> HashSet<Arc<str>> {
+    /// Makes the records of `input` into `out`.
+    fn make(&self, input: I, source: &impl RecordSource, out: &mut Vec<Record>) -> Made<I> {
+        let task = input.task();
+        let agent_ips = task
+            .as_ref()
+            .and_then(|(_, task)| self.agents.get(&*task.agent_id).cloned());
+        if let (Some((framework, task)), Some(ips)) = (&task, &agent_ips) {
+            source.task(framework, task, ips, out);
+        }
+        Made { input, agent_ips }
+    }
+
+    /// Takes in the agents of `cluster`: which changed their addresses, came or went since
+    /// the last update.
+    fn agents_from(&mut self, cluster: &Cluster) -> Moved {
         let mut agents = FastMap::default();
         for a in &cluster.agents {
             let ips = first_of_each_family(&a.ips);
@@ -343,17 +362,18 @@ impl<I: TaskInput> Contributions<I> {
             };
             agents.insert(id, ips);
         }
-        let mut moved = HashSet::new();
-        for (id, ips) in &agents {
-            if !self.agents.get(id).is_some_and(|old| Arc::ptr_eq(old, ips)) {
-                moved.insert(id.clone());
+        let mut moved = Moved::default();
+        for (id, old) in &self.agents {
+            if !agents.get(id).is_some_and(|ips| Arc::ptr_eq(old, ips)) {
+                moved.retired.insert(address(old));
             }
         }
-        for id in self.agents.keys() {
-            if !agents.contains_key(id) {
-                moved.insert(id.clone());
-            }
-        }
+        moved.came = agents.keys().any(|id| {
+            !self
+                .agents
+                .get(id)
+                .is_some_and(|old| Arc::ptr_eq(old, &agents[id]))
+        });
         self.agents = agents;
         moved
     }
@@ -375,8 +395,7 @@ impl<I: TaskInput> Contributions<I> {
                 continue;
             }
             // One of several tasks with its key: those are compared by key.
-            let c = self.tasks.find(key, |c| c.key == key)?;
-            if !c.more.is_empty() || changed.contains_key(&key) {
+            if self.more.contains_key(&key) || changed.contains_key(&key) {
                 return None;
             }
             changed.insert(key, vec![(tasks[k].clone(), print)]);
@@ -403,7 +422,7 @@ impl<I: TaskInput> Contributions<I> {
                 }
                 Some(c) => {
                     c.seen = epoch;
-                    if !c.more.is_empty() || c.fingerprint != print {
+                    if self.more.contains_key(&key) || c.fingerprint != print {
                         changed.insert(key, vec![(task.clone(), print)]);
                     }
                 }
@@ -695,10 +714,20 @@ mod tests {
                             Arc::make_mut(&mut f.tasks[i]).ips =
                                 vec![IpAddr::from([9, 9, 9, rng.below(3) as u8])];
                         }
-                        3 if rng.below(3) == 0 && !cluster.agents.is_empty() => {
-                            // An agent goes (its tasks keep running, without records).
-                            let i = rng.below(cluster.agents.len());
-                            cluster.agents.remove(i);
+                        3 if rng.below(2) == 0 => {
+                            // An agent goes (its tasks keep running, without records), or one
+                            // that went comes back.
+                            let id = format!("agent{}", rng.below(4));
+                            match cluster.agents.iter().position(|a| a.id == id) {
+                                Some(i) => {
+                                    cluster.agents.remove(i);
+                                }
+                                None => cluster.agents.push(AgentInfo {
+                                    id,
+                                    ips: vec![IpAddr::from([10, 3, 0, rng.below(3) as u8])],
+                                    port: Some(5051),
+                                }),
+                            }
                         }
                         _ if !cluster.agents.is_empty() => {
                             let i = rng.below(cluster.agents.len());

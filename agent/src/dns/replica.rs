@@ -53,7 +53,7 @@ impl Replica {
         let framework: Arc<str> = facts::launched::FRAMEWORK.into();
         let tasks = facts::cluster::mesos_tasks(facts)
             .map(|(key, value)| ReplicaTask::Mesos {
-                key: key.clone(),
+                key: HASH.hash_one(&**key),
                 value: value.clone(),
             })
             .chain(launched.into_iter().map(|task| {
@@ -99,8 +99,9 @@ impl Replica {
 /// A task as the replica feeds it to its contributions.
 #[derive(Debug, Clone)]
 enum ReplicaTask {
-    /// A Mesos task's gossip key and value, decoded when its records are made.
-    Mesos { key: Arc<str>, value: Arc<str> },
+    /// A Mesos task: the hash of its gossip key, and its value, decoded when its records
+    /// are made.
+    Mesos { key: u64, value: Arc<str> },
     /// A task of dcnet's own launchers.
     Launched(ClusterTask),
 }
@@ -112,14 +113,14 @@ const HASH: foldhash::quality::FixedState =
 impl TaskInput for ReplicaTask {
     fn key(&self) -> u64 {
         match self {
-            Self::Mesos { key, .. } => HASH.hash_one((0u8, &**key)),
+            Self::Mesos { key, .. } => *key,
             Self::Launched(task) => task.key(),
         }
     }
 
     fn fingerprint(&self) -> u64 {
         match self {
-            Self::Mesos { value, .. } => HASH.hash_one((0u8, &**value)),
+            Self::Mesos { value, .. } => HASH.hash_one(&**value),
             Self::Launched(task) => task.fingerprint(),
         }
     }
