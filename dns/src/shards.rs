@@ -16,7 +16,10 @@
 //! no bytes behind.
 //!
 //! Keys are byte strings (names in wire form). The shard is chosen by the high half of the
-//! hash, and the low half is what a shard keeps, so the two stay independent.
+//! hash, and the low half is what a shard keeps, so the two stay independent. A map may pick
+//! shards by a part of each key instead ([`ShardedMap::with_capacity_grouped`]): the zones
+//! group a task's names by its service label, so that a change of a thousand tasks copies a
+//! few thousand shards, not a few tens of thousands.
 
 use std::sync::Arc;
 
@@ -116,10 +119,14 @@ impl<V> Shard<V> {
     }
 }
 
+/// The part of a key that picks its shard (see [`ShardedMap::with_capacity_grouped`]).
+pub type Group = fn(&[u8]) -> &[u8];
+
 /// A copy-on-write sharded map from byte strings to `V`.
 #[derive(Debug, Clone)]
 pub struct ShardedMap<V> {
     hasher: foldhash::fast::FixedState,
+    group: Group,
     shards: Vec<Arc<Shard<V>>>,
     bits: u32,
     len: usize,
@@ -134,6 +141,13 @@ impl<V: Clone> Default for ShardedMap<V> {
 impl<V: Clone> ShardedMap<V> {
     /// A map sized for about `capacity` keys.
     pub fn with_capacity(capacity: usize) -> Self {
+        Self::with_capacity_grouped(capacity, |key| key)
+    }
+
+    /// A map sized for about `capacity` keys whose shard is picked by the part of each key
+    /// that `group` returns: keys of a group share a shard, so a change to all of them copies
+    /// one shard, not one per key. Groups should be small (a shard is scanned).
+    pub fn with_capacity_grouped(capacity: usize, group: Group) -> Self {
         let mut bits = 0;
         while bits < MAX_SHARD_BITS && (capacity >> bits) > GROW_AT / 2 {
             bits += 1;
@@ -142,6 +156,7 @@ impl<V: Clone> ShardedMap<V> {
             // Keys come from cluster state, not from queries: lookups never insert, so a fixed
             // seed gives no one a way to degrade the shards.
             hasher: foldhash::fast::FixedState::with_seed(0x6463_6e65_7464_6e73),
+            group,
             shards: (0..1usize << bits).map(|_| Arc::default()).collect(),
             bits,
             len: 0,
@@ -152,7 +167,13 @@ impl<V: Clone> ShardedMap<V> {
     fn locate(&self, key: &[u8]) -> (usize, u32) {
         use std::hash::BuildHasher;
         let hash = self.hasher.hash_one(key);
-        let shard = ((hash >> 32) as usize) & ((1usize << self.bits) - 1);
+        let group = (self.group)(key);
+        let by = if group.len() == key.len() {
+            hash
+        } else {
+            self.hasher.hash_one(group)
+        };
+        let shard = ((by >> 32) as usize) & ((1usize << self.bits) - 1);
         (shard, hash as u32)
     }
 
@@ -318,6 +339,28 @@ mod tests {
             "{shared} of {}",
             map.shards.len()
         );
+    }
+
+    #[test]
+    fn keys_of_a_group_share_a_shard() {
+        // The group: what precedes the first dot.
+        let group: Group = |k| k.split(|&b| b == b'.').next().unwrap_or(k);
+        let mut map = ShardedMap::with_capacity_grouped(0, group);
+        for i in 0..5000 {
+            for suffix in ["a", "b", "c"] {
+                map.insert(format!("g{i}.{suffix}").as_bytes(), i);
+            }
+        }
+        assert!(map.bits > 4, "the map grew its shards");
+        for i in 0..5000 {
+            let shards: Vec<usize> = ["a", "b", "c"]
+                .iter()
+                .map(|s| map.locate(format!("g{i}.{s}").as_bytes()).0)
+                .collect();
+            assert!(shards.iter().all(|&s| s == shards[0]), "{i}: {shards:?}");
+            assert_eq!(map.get(format!("g{i}.b").as_bytes()), Some(&i));
+        }
+        assert_eq!(map.len(), 15000);
     }
 
     #[test]

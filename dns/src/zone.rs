@@ -191,7 +191,7 @@ impl Snapshot {
             negative: zones.iter().map(prepare_zone).collect(),
             origins: zones.iter().map(|z| wire_name(&z.origin)).collect(),
             zones,
-            names: ShardedMap::with_capacity(capacity),
+            names: ShardedMap::with_capacity_grouped(capacity, Key::group),
             with_records: 0,
             stamp: 0,
         }
@@ -239,7 +239,7 @@ impl Snapshot {
         }
         // Start over from the apexes, with every current name set again, its counts kept.
         let next = &mut update.next;
-        next.names = ShardedMap::with_capacity(self.names.len());
+        next.names = ShardedMap::with_capacity_grouped(self.names.len(), Key::group);
         for zone in 0..next.zones.len() {
             let Some(key) = next.origins[zone]
                 .as_ref()
@@ -605,6 +605,30 @@ impl Key {
     fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
+
+    /// The part of a key that picks its shard: the name's service label, so that the names a
+    /// task gives (`web.marathon.mesos`, `web.marathon.slave.mesos`, `_web._tcp.marathon.mesos`,
+    /// `_http._web._tcp.marathon.mesos`, `web.marathon.autoip.dcos.thisdcos.directory`, ...)
+    /// share a shard and a change of the task copies one. That is the label before `_tcp` or
+    /// `_udp` if there is one, else the first, without a leading `_`; an apex is its own group.
+    fn group(key: &[u8]) -> &[u8] {
+        let labels = &key[..key.len().saturating_sub(1)];
+        let (mut pos, mut first, mut previous) = (0, None, None);
+        while let Some(&len) = labels.get(pos) {
+            let Some(label) = labels.get(pos + 1..pos + 1 + usize::from(len)) else {
+                break;
+            };
+            if let (b"_tcp" | b"_udp", Some(service)) = (label, previous) {
+                first = Some(service);
+                break;
+            }
+            first.get_or_insert(label);
+            previous = Some(label);
+            pos += 1 + usize::from(len);
+        }
+        let group = first.unwrap_or(key);
+        group.strip_prefix(b"_").unwrap_or(group)
+    }
 }
 
 /// The presentation form (lower-case, fully qualified) of a wire-format name.
@@ -657,6 +681,33 @@ pub(crate) mod tests {
             expire: 86400,
             minimum: 60,
         }
+    }
+
+    #[test]
+    fn a_tasks_names_are_grouped_by_its_service_label() {
+        let snapshot = snapshot();
+        let group = |name: &str| {
+            let (_, key) = snapshot.key_of(&wire_name(name).unwrap()).unwrap();
+            Key::group(key.as_bytes()).to_vec()
+        };
+        for name in [
+            "web.marathon.mesos.",
+            "web.marathon.slave.mesos.",
+            "_web._tcp.marathon.mesos.",
+            "_web._udp.marathon.slave.mesos.",
+            "_http._web._tcp.marathon.mesos.",
+            "web.marathon.autoip.dcos.thisdcos.directory.",
+            "web.marathon.l4lb.thisdcos.directory.",
+        ] {
+            assert_eq!(group(name), b"web", "{name}");
+        }
+        assert_eq!(group("web-abcde-s1.marathon.slave.mesos."), b"web-abcde-s1");
+        assert_eq!(group("_tcp.marathon.mesos."), b"tcp");
+        assert_eq!(
+            group("mesos.").len(),
+            1,
+            "an apex (its zone byte) is its own group"
+        );
     }
 
     fn snapshot() -> Snapshot {
