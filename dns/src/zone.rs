@@ -572,8 +572,9 @@ impl Update {
             }
         }
         next.settle(std::mem::take(dirty));
-        // What this update copied or made is kept as long as the snapshot: without slack.
-        next.names.shrink();
+        // What this update copied or made is kept as long as the snapshot: without slack, and
+        // packed apart from the update's leftovers.
+        next.names.pack();
         self.next
     }
 }
