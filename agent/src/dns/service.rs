@@ -163,9 +163,13 @@ async fn replica(
     loop {
         let now = facts.current();
         let vips = named_vips.borrow_and_update().clone();
+        let serving = snapshot.clone();
         let updated = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             replica.update(&now, &vips);
+            // Stored here, so that the previous snapshot is freed (unless a query still reads
+            // it) by the thread that made the shards replacing its own, in its own pages.
+            serving.store(replica.current().clone());
             debug!(took = ?started.elapsed(), "DNS snapshot updated");
             replica
         })
@@ -175,7 +179,6 @@ async fn replica(
                 replica = updated;
                 metrics.updates.inc();
                 metrics.records.set(replica.current().len() as i64);
-                snapshot.store(replica.current().clone());
             }
             Err(e) => {
                 // The replica went with the failed update: the next one starts from nothing.
