@@ -46,6 +46,8 @@ pub struct NodeSpec {
     pub secret: Option<String>,
     /// Extra lines inside the node's `[dns]` table.
     pub dns_config: String,
+    /// Extra lines inside the node's `[gossip]` table.
+    pub gossip_config: String,
     /// Extra lines for the node's config file (after every table the harness writes).
     /// `{cgroup}` stands for the node's cgroup.
     pub extra_config: String,
@@ -294,6 +296,7 @@ impl Cluster {
                 secret_file.display(),
                 options.gossip_interval
             );
+            text += &spec.gossip_config;
             text += &format!(
                 "\n[api]\nlisten = \"127.0.0.1:{API_PORT}\"\n\n[log]\nlevel = \"info,dcnet_agent=debug\"\n"
             );
