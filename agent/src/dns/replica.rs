@@ -44,12 +44,12 @@ impl Replica {
     /// Takes in the facts and the named VIPs: only the tasks that changed are looked at
     /// again (see [`Contributions`]).
     pub fn update(&mut self, facts: &Facts, named_vips: &NamedVips) {
-        let mut cluster = facts::cluster::cluster(facts).unwrap_or_default();
+        let (mut cluster, launched) =
+            facts::cluster::cluster_and_launched(facts).unwrap_or_default();
         // Its Mesos tasks are the few that declare VIPs; all of them come encoded below.
         for framework in &mut cluster.frameworks {
             framework.tasks.clear();
         }
-        let launched = facts::cluster::launched_tasks(facts).1;
         let framework: Arc<str> = facts::launched::FRAMEWORK.into();
         let tasks = facts::cluster::mesos_tasks(facts)
             .map(|(key, value)| ReplicaTask::Mesos {

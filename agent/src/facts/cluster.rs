@@ -16,23 +16,35 @@ use super::launched;
 /// The cluster `facts` describe, with the launched tasks and the Mesos tasks that declare VIPs;
 /// `None` with neither a Mesos publisher nor launched tasks.
 pub fn cluster(facts: &Facts) -> Option<Cluster> {
+    let (mut cluster, tasks) = cluster_and_launched(facts)?;
+    if let Some(f) = cluster
+        .frameworks
+        .iter_mut()
+        .find(|f| f.name == launched::FRAMEWORK)
+    {
+        f.tasks.extend(tasks);
+    }
+    Some(cluster)
+}
+
+/// As [`cluster`], with the launched tasks apart (their agents and framework are in the
+/// cluster): DNS takes them as inputs beside the encoded Mesos tasks.
+pub fn cluster_and_launched(facts: &Facts) -> Option<(Cluster, Vec<Arc<TaskInfo>>)> {
     let mesos = facts.mesos_publisher().map(mesos_cluster);
     let (agents, tasks) = launched_tasks(facts);
     if tasks.is_empty() {
-        return mesos;
+        return mesos.map(|cluster| (cluster, tasks));
     }
     let mut cluster = mesos.unwrap_or_default();
     cluster.agents.extend(agents);
     let framework = launched::FRAMEWORK;
-    match cluster.frameworks.iter_mut().find(|f| f.name == framework) {
-        Some(f) => f.tasks.extend(tasks),
-        None => cluster.frameworks.push(FrameworkInfo {
+    if !cluster.frameworks.iter().any(|f| f.name == framework) {
+        cluster.frameworks.push(FrameworkInfo {
             name: framework.to_owned(),
-            tasks,
             ..FrameworkInfo::default()
-        }),
+        });
     }
-    Some(cluster)
+    Some((cluster, tasks))
 }
 
 /// The cluster as one publisher's Mesos facts describe it.
