@@ -8,13 +8,15 @@ set -euo pipefail
 # load-balancing benchmarks run these peers side by side with dcnet.
 # etcd-server is the consensus peer of the scheduler benchmark; curl, python3 and util-linux's setpriv are what the security tests attack with and run as tasks.
 DEB_PACKAGES=(
-  iproute2 iputils-ping bpftool iptables nftables tcpdump curl python3 util-linux
+  iproute2 iputils-ping bpftool iptables nftables tcpdump curl python3 python3-venv util-linux
   dnsutils knot-dnsutils dnsperf knot
   iperf3 haproxy hyperfine wrk etcd-server
 )
 # bpf-linker links the eBPF programs; it must be built against the LLVM of the nightly toolchain
 # that compiles them (rustc emits that LLVM's bitcode).
 BPF_LINKER_VERSION=0.13.0
+# The Marathon client library the /v2 API is tested with (PyPI), in a venv of its own.
+MARATHON_PY_VERSION=0.13.0
 NIGHTLY=nightly
 
 say() { printf 'setup: %s\n' "$*" >&2; }
@@ -66,4 +68,15 @@ if ! linker_ok; then
       --no-default-features --features "llvm-${llvm_major}" \
     || die "building bpf-linker failed (see the cargo output above)"
   linker_ok || die "bpf-linker was built but does not run against $libllvm"
+fi
+
+# marathon-python in a venv (tests/src/clients.rs finds it here): what users script Marathon with.
+venv="${XDG_CACHE_HOME:-$HOME/.cache}/dcnet/venv"
+if ! "$venv/bin/python" -c "import marathon, importlib.metadata as m; assert m.version('marathon') == '${MARATHON_PY_VERSION}'" 2>/dev/null; then
+  say "installing marathon-python ${MARATHON_PY_VERSION} into $venv"
+  py=/usr/bin/python3
+  [ -x "$py" ] || py=$(command -v python3)
+  "$py" -m venv "$venv" || die "creating the venv $venv failed (apt install python3-venv)"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "marathon==${MARATHON_PY_VERSION}" \
+    || die "pip install marathon==${MARATHON_PY_VERSION} failed"
 fi

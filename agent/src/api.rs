@@ -89,6 +89,7 @@ pub fn router(state: ApiState, guard: crate::auth::http::Guard) -> Router {
         .route("/v1/vips", get(vips))
         .route("/v1/tasks", get(tasks))
         .route("/v2/{*rest}", axum::routing::any(forward))
+        .route("/ping", get(forward))
         .route("/v1/auth/whoami", get(whoami))
         .route("/v1/auth/{*rest}", axum::routing::any(forward))
         .route("/v1/masters", axum::routing::any(forward))
@@ -629,10 +630,13 @@ pub async fn proxy(
         let mut response =
             response.map_err(|e| format!("the scheduler at {url} did not answer: {e}"))?;
         let status = response.status().as_u16();
-        // What a client acts on: wait before retrying; the answer may be behind.
+        // What a client acts on: wait before retrying, where a new app is; the answer may be
+        // behind; fields the scheduler ignored.
         let passed: Vec<(header::HeaderName, header::HeaderValue)> = [
             header::RETRY_AFTER,
+            header::LOCATION,
             header::HeaderName::from_static("x-dcnet-stale"),
+            header::HeaderName::from_static("x-dcnet-ignored-fields"),
         ]
         .into_iter()
         .filter_map(|name| {

@@ -46,15 +46,33 @@ struct Args {
     /// of each step of a change.
     #[arg(long)]
     logs: Option<std::path::PathBuf>,
+    /// How many 1% changes to make (the table shows the median time); with more than a few,
+    /// the RSS of A and B is printed every 10 changes: whether a node's memory settles under
+    /// churn.
+    #[arg(long, default_value_t = 3)]
+    changes: usize,
+    /// A's poll interval of the (fake) Mesos master.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    refresh: Duration,
+    /// The agents' `gossip.tombstone_grace` (default: the agent's own, 10 min): how long a
+    /// deleted task's key is remembered, which churn fills up.
+    #[arg(long)]
+    tombstone_grace: Option<String>,
     /// Ignored: cargo bench passes it.
     #[arg(long, hide = true)]
     bench: bool,
 }
 
-const REFRESH: &str = "5s";
-/// Times a 1% change is measured; the table shows the median (one run moves by a few tenths
-/// of a second with where the change falls against the gossip round).
-const CHANGES: usize = 3;
+/// What a run measures with, besides the sizes.
+struct Run<'a> {
+    idle: Duration,
+    logs: Option<&'a Path>,
+    /// 1% changes made; the table shows the median time (one run moves by a few tenths of a
+    /// second with where the change falls against the gossip round).
+    changes: usize,
+    refresh: Duration,
+    tombstone_grace: Option<&'a str>,
+}
 
 /// The last task's name in round `round`.
 fn probe_name(tasks: usize, round: usize) -> String {
@@ -179,17 +197,23 @@ struct Row {
     knot_rss: Option<f64>,
 }
 
-fn measure(tasks: usize, idle: Duration, logs: Option<&Path>) -> Result<Row> {
+fn measure(tasks: usize, run: &Run) -> Result<Row> {
     let master = format!("{}:5050", node_address(0));
     let mut options = ClusterOptions::nodes(2);
     options.gossip_interval = "400ms";
     options.nodes[0] = NodeSpec {
         roles: vec!["master".into()],
         extra_config: format!(
-            "\n[dns.mesos]\nmasters = [\"{master}\"]\nrefresh = \"{REFRESH}\"\nip_sources = [\"netinfo\", \"host\"]\n"
+            "\n[dns.mesos]\nmasters = [\"{master}\"]\nrefresh = \"{}\"\nip_sources = [\"netinfo\", \"host\"]\n",
+            humantime::format_duration(run.refresh)
         ),
         ..NodeSpec::default()
     };
+    if let Some(grace) = run.tombstone_grace {
+        for node in &mut options.nodes {
+            node.gossip_config = format!("tombstone_grace = \"{grace}\"\n");
+        }
+    }
     let mut cluster = Cluster::start(options)?;
     let pids = (
         cluster.nodes[0].pid().context("node A runs")?,
@@ -204,20 +228,21 @@ fn measure(tasks: usize, idle: Duration, logs: Option<&Path>) -> Result<Row> {
     // Settle (the first polls after the load), then nothing changes for `idle`.
     std::thread::sleep(Duration::from_secs(6));
     let cpu = (cpu_secs(pids.0), cpu_secs(pids.1));
-    std::thread::sleep(idle);
+    std::thread::sleep(run.idle);
     let idle_cpu = (
-        (cpu_secs(pids.0) - cpu.0) / idle.as_secs_f64() * 100.0,
-        (cpu_secs(pids.1) - cpu.1) / idle.as_secs_f64() * 100.0,
+        (cpu_secs(pids.0) - cpu.0) / run.idle.as_secs_f64() * 100.0,
+        (cpu_secs(pids.1) - cpu.1) / run.idle.as_secs_f64() * 100.0,
     );
     let rss = (rss_mb(pids.0), rss_mb(pids.1));
-    let parse_share = parse_cost(&body, &master)? / 5.0 * 100.0;
+    let parse_share = parse_cost(&body, &master)? / run.refresh.as_secs_f64() * 100.0;
 
-    // 1% of the tasks replaced, CHANGES times: from the poll that saw it to B's answer.
+    // 1% of the tasks replaced, `changes` times: from the poll that saw it to B's answer.
     let mut changes = Vec::new();
-    for round in 1..=CHANGES {
+    let poll_timeout = run.refresh * 3;
+    for round in 1..=run.changes {
         fake.set_body(mesos_state(&master, tasks, round));
         let polls = fake.requests();
-        let polled = wait_until("A to poll the change", Duration::from_secs(15), || {
+        let polled = wait_until("A to poll the change", poll_timeout, || {
             Ok((fake.requests() > polls)
                 .then(|| fake.last_request_at())
                 .flatten())
@@ -228,6 +253,13 @@ fn measure(tasks: usize, idle: Duration, logs: Option<&Path>) -> Result<Row> {
             polled,
             60,
         )?);
+        if run.changes > 3 && round % 10 == 0 {
+            eprintln!(
+                "  after {round} changes: RSS A {:.0} MB, B {:.0} MB",
+                rss_mb(pids.0),
+                rss_mb(pids.1)
+            );
+        }
     }
     let median = |times: Vec<Duration>| quantile(&times, 0.5).unwrap_or_default();
     let change = (
@@ -238,7 +270,7 @@ fn measure(tasks: usize, idle: Duration, logs: Option<&Path>) -> Result<Row> {
     std::thread::sleep(Duration::from_secs(3));
     let rss_after = (rss_mb(pids.0), rss_mb(pids.1));
     drop(fake);
-    if let Some(dir) = logs {
+    if let Some(dir) = run.logs {
         // Stopped first, so the logs hold what the agents say as they stop.
         for i in 0..cluster.nodes.len() {
             cluster.stop_agent(
@@ -343,16 +375,25 @@ fn main() -> Result<()> {
     if !Path::new("/usr/bin/dig").exists() {
         bail!("dig is missing: apt install dnsutils (or scripts/setup.sh)");
     }
+    let run = Run {
+        idle: args.idle,
+        logs: args.logs.as_deref(),
+        changes: args.changes.max(1),
+        refresh: args.refresh,
+        tombstone_grace: args.tombstone_grace.as_deref(),
+    };
+    let refresh = humantime::format_duration(run.refresh);
+    let changes = run.changes;
     let mut rows = Vec::new();
     for &tasks in &args.sizes {
         eprintln!("measuring {tasks} tasks ...");
-        rows.push(measure(tasks, args.idle, args.logs.as_deref())?);
+        rows.push(measure(tasks, &run)?);
     }
     println!(
-        "\nScale, agent mode: node A polls a fake Mesos master every {REFRESH} and publishes, node B serves ({AGENTS} Mesos agents)\n"
+        "\nScale, agent mode: node A polls a fake Mesos master every {refresh} and publishes, node B serves ({AGENTS} Mesos agents)\n"
     );
     println!(
-        "| tasks | first answer on A / on B | RSS A | RSS B | RSS A / B after the changes | Knot RSS, same records | CPU A idle | parsing a changed state | CPU B idle | 1% change after the poll, on A / on B (median of {CHANGES}) |"
+        "| tasks | first answer on A / on B | RSS A | RSS B | RSS A / B after the changes | Knot RSS, same records | CPU A idle | parsing a changed state | CPU B idle | 1% change after the poll, on A / on B (median of {changes}) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
@@ -375,7 +416,7 @@ fn main() -> Result<()> {
     }
     println!(
         "\nCPU is % of one core. A poll that reads the same state as the last one parses nothing; \
-         'parsing a changed state' is one poll's parse of the document, per {REFRESH}, as if \
+         'parsing a changed state' is one poll's parse of the document, per {refresh}, as if \
          every poll saw a change."
     );
     Ok(())

@@ -188,6 +188,11 @@ impl Cluster {
         Ok(dcnet_auth::credential::token_header(&token))
     }
 
+    /// The admin token (what follows `token=` in [`Self::authorized`]'s header), if secure.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin.as_deref()?.strip_prefix("token=")
+    }
+
     /// The cluster's key material.
     pub fn pki_dir(&self) -> PathBuf {
         self.dir.path().join("pki")

@@ -7,10 +7,12 @@
 //!   client for the load-balancer tests.
 //! - [`namespace`]: a single network namespace for a test; [`fake_master`]: a Mesos master's
 //!   state endpoint to serve from it.
+//! - [`clients`]: the client programs users have (marathon-python), run in a node.
 //!
 //! The tests themselves are in `tests/tests/`, named by area (`gossip_`, `agent_`, `lb_`, ...).
 
 pub mod cgroup;
+pub mod clients;
 pub mod cluster;
 pub mod container;
 pub mod fake_master;

@@ -44,8 +44,12 @@ pub struct App {
     /// The user the tasks run as; `None`: the launcher's `default_user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// RFC 3339 time of the last change that affects how tasks run.
+    /// RFC 3339 time of the last change that affects how tasks run (Marathon's
+    /// `versionInfo.lastConfigChangeAt`): tasks of another version are replaced.
     pub version: String,
+    /// RFC 3339 time of the last change of `instances` alone, if later than `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaled_at: Option<String>,
 }
 
 /// Marathon's `upgradeStrategy`: while a new version rolls out, at least
@@ -227,6 +231,22 @@ const KNOWN: &[&str] = &[
     "version",
 ];
 
+/// Fields of an app as the API returns it that say how it is doing, not what it is: a client
+/// that sends back an app it read (marathon-python's `update_app` does) sends them too, and
+/// Marathon ignores them without a word, as does this.
+pub const STATUS: &[&str] = &[
+    "versionInfo",
+    "tasksRunning",
+    "tasksStaged",
+    "tasksHealthy",
+    "tasksUnhealthy",
+    "deployments",
+    "tasks",
+    "lastTaskFailure",
+    "taskStats",
+    "readinessCheckResults",
+];
+
 /// Whether `name` can be a user name (the portable set of useradd, any case).
 fn is_user_name(name: &str) -> bool {
     !name.is_empty()
@@ -247,7 +267,7 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
     };
     let ignored: Vec<String> = obj
         .keys()
-        .filter(|k| !KNOWN.contains(&k.as_str()))
+        .filter(|k| !KNOWN.contains(&k.as_str()) && !STATUS.contains(&k.as_str()))
         .cloned()
         .collect();
 
@@ -435,6 +455,7 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
             upgrade,
             user,
             version: version.to_owned(),
+            scaled_at: None,
         },
         ignored,
     })
@@ -925,6 +946,7 @@ impl App {
             instances: 0,
             upgrade: UpgradeStrategy::default(),
             version: String::new(),
+            scaled_at: None,
             ..a.clone()
         };
         strip(self) != strip(other)

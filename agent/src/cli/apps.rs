@@ -59,19 +59,22 @@ pub fn update(api: &Client, file: &Path, json: bool) -> anyhow::Result<()> {
     if status != 200 {
         return Err(failure(status, &body, &format!("updating {id}")));
     }
-    let before = body["app"]["version"].clone();
+    // What tasks run changes with the configuration's version, not with a scale.
+    let config_version = |app: &Value| app["versionInfo"]["lastConfigChangeAt"].clone();
+    let before = config_version(&body["app"]);
     let (status, body) = call_json(api, "PUT", &format!("/v2/apps{id}"), Some(&value))?;
     if status != 200 {
         return Err(failure(status, &body, &format!("updating {id}")));
     }
+    let (_, after) = call_json(api, "GET", &format!("/v2/apps{id}"), None)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&body)?);
-    } else if body["version"] == before {
+    } else if config_version(&after["app"]) == before {
         println!("app {id} updated; its tasks run as before (no new version)");
     } else {
         println!(
             "app {id} updated to version {}: new tasks start, old ones stop as new ones are ready",
-            body["version"].as_str().unwrap_or("?")
+            config_version(&after["app"]).as_str().unwrap_or("?")
         );
     }
     Ok(())
@@ -97,9 +100,14 @@ pub fn add(api: &Client, file: &Path, json: bool) -> anyhow::Result<()> {
         body["id"].as_str().unwrap_or("?"),
         body["instances"]
     );
-    if let Some(ignored) = body["ignoredFields"].as_array() {
-        let names: Vec<&str> = ignored.iter().filter_map(Value::as_str).collect();
-        println!("note: dcnet ignored these fields: {}", names.join(", "));
+    // The scheduler names them in a header; the same parser says which they are here.
+    if let Ok(parsed) = crate::app::parse(&value, None, "")
+        && !parsed.ignored.is_empty()
+    {
+        println!(
+            "note: dcnet ignored these fields: {}",
+            parsed.ignored.join(", ")
+        );
     }
     Ok(())
 }
@@ -110,15 +118,30 @@ pub fn list(api: &Client, json: bool) -> anyhow::Result<()> {
     if status != 200 {
         return Err(failure(status, &body, "listing apps"));
     }
+    let (status, queue) = call_json(api, "GET", "/v2/queue", None)?;
+    if status != 200 {
+        return Err(failure(status, &queue, "reading the launch queue"));
+    }
+    let mut apps = body["apps"].as_array().cloned().unwrap_or_default();
+    with_waiting(&mut apps, &queue);
     if json {
-        println!("{}", serde_json::to_string_pretty(&body["apps"])?);
+        println!("{}", serde_json::to_string_pretty(&apps)?);
         return Ok(());
     }
-    print!(
-        "{}",
-        apps_table(body["apps"].as_array().map_or(&[][..], Vec::as_slice))
-    );
+    print!("{}", apps_table(&apps));
     Ok(())
+}
+
+/// Adds to each app why it waits (`waiting`, the CLI's own field), from the launch queue.
+fn with_waiting(apps: &mut [Value], queue: &Value) {
+    for item in queue["queue"].as_array().into_iter().flatten() {
+        let why = &item["processedOffersSummary"]["rejectSummaryLastOffers"][0]["reason"];
+        if let Some(app) = apps.iter_mut().find(|a| a["id"] == item["app"]["id"])
+            && why.is_string()
+        {
+            app["waiting"] = why.clone();
+        }
+    }
 }
 
 /// The apps as a table.

@@ -94,6 +94,13 @@ pub fn versions(data: &Data, id: &str) -> Vec<String> {
     out
 }
 
+/// App `id` as it was at `version`.
+pub fn version(data: &Data, id: &str, version: &str) -> Option<App> {
+    data.entries
+        .get(&version_key(id, version))
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
 /// The credential store in `data` (empty if none was ever written).
 pub fn credentials(data: &Data) -> Store {
     data.entries

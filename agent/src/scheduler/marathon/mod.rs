@@ -1,0 +1,370 @@
+//! Marathon's `/v2` REST API, as its clients know it (Marathon 1.x's REST reference): the
+//! shapes in [`shape`], the query parameters in [`query`], the calls on apps in [`apps`],
+//! on tasks in [`tasks`], on the scheduler itself (`/ping`, `/v2/info`, `/v2/leader`) in
+//! [`server`]. Reads are answered by any master from what it applied; changes go to the
+//! Raft leader ([`forward_changes`]).
+
+mod apps;
+pub mod query;
+mod server;
+pub mod shape;
+mod tasks;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::plan::{self, World};
+use super::service::{Inner, world_parts};
+use crate::app;
+use crate::facts::Facts;
+use crate::facts::launched::TaskStatus;
+use crate::facts::node::NodeInfo;
+use crate::facts::scheduler as facts;
+use shape::TaskView;
+
+type Shared = Arc<Inner>;
+type Answer = Result<Response, Refusal>;
+
+pub(super) fn router(inner: Shared, guard: crate::auth::http::Guard) -> Router {
+    let credentials = super::credentials::router(super::credentials::CredentialApi {
+        credentials: inner.credentials.clone(),
+        require_leader: {
+            let inner = inner.clone();
+            Arc::new(move || require_leader(&inner).map_err(|r| Box::new(r.into_response())))
+        },
+        poke: {
+            let inner = inner.clone();
+            Arc::new(move || inner.poke.notify_one())
+        },
+    });
+    Router::new()
+        .route("/ping", get(server::ping))
+        .route("/v2/info", get(server::info))
+        .route("/v2/leader", get(server::leader).delete(server::abdicate))
+        .route(
+            "/v2/apps",
+            get(apps::list).post(apps::create).put(apps::put_many),
+        )
+        // App ids have slashes: the rest of the path is parsed by hand (`/versions`,
+        // `/tasks`, `/restart` at its end).
+        .route(
+            "/v2/apps/{*path}",
+            get(apps::get_path)
+                .put(apps::put_path)
+                .patch(apps::put_path)
+                .post(apps::post_path)
+                .delete(apps::delete_path),
+        )
+        .route("/v2/tasks", get(tasks::list))
+        .route("/v2/tasks/delete", post(tasks::delete_given))
+        .route("/v2/queue", get(apps::queue))
+        .with_state(inner.clone())
+        .merge(credentials)
+        .merge(super::masters::router(super::masters::MastersApi {
+            consensus: inner.consensus().clone(),
+            scheme: if inner.api_url.starts_with("https") {
+                "https"
+            } else {
+                "http"
+            },
+        }))
+        .route_layer(axum::middleware::from_fn_with_state(
+            inner.clone(),
+            forward_changes,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::auth::http::require_credential,
+        ))
+}
+
+/// On a master that does not lead, a change (anything but a read, which it answers itself,
+/// marked stale) goes to the leader, with the caller's credential, as Marathon's standbys
+/// proxy to theirs. Runs after the credential check.
+async fn forward_changes(
+    State(s): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.method() == axum::http::Method::GET
+        || request.headers().contains_key(crate::api::FORWARDED)
+        || s.is_leader()
+    {
+        return next.run(request).await;
+    }
+    // Without a known leader other than itself, the call gets this master's own answer
+    // (503 with Retry-After while an election runs).
+    let consensus = s.consensus();
+    let leader = match consensus.leader().0 {
+        Some((id, leader)) if id != consensus.id() => leader,
+        _ => return next.run(request).await,
+    };
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 1 << 20).await else {
+        return refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is over 1 MB",
+        )
+        .into_response();
+    };
+    crate::api::proxy(
+        s.client.clone(),
+        &leader.url,
+        parts.method,
+        &parts.uri,
+        &parts.headers,
+        body,
+        true,
+    )
+    .await
+}
+
+/// An error answer: a status, Marathon's `{"message": ...}` body, and `Retry-After` when
+/// waiting helps.
+#[derive(Debug)]
+pub(super) struct Refusal {
+    pub(super) status: StatusCode,
+    pub(super) body: Value,
+    pub(super) retry_after: Option<&'static str>,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(seconds),
+            );
+        }
+        response
+    }
+}
+
+pub(super) fn refusal(status: StatusCode, text: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        body: json!({"message": text.into()}),
+        retry_after: None,
+    }
+}
+
+/// How long a client should wait before retrying while a new leader adopts tasks.
+pub(super) const ADOPTING_RETRY_AFTER_S: &str = "2";
+
+pub(super) fn not_found(id: &str) -> Refusal {
+    refusal(StatusCode::NOT_FOUND, format!("App '{id}' does not exist"))
+}
+
+/// Validates an app definition; Marathon's 422 with every problem if it is not valid. The
+/// app's `user` must exist here: the nodes of a cluster share their users, and a task of a
+/// user no node has could only fail. So must its overlay network among `overlays` (the ones
+/// the agents have), when given.
+fn validate(
+    value: &Value,
+    path_id: Option<&str>,
+    overlays: Option<&BTreeSet<String>>,
+) -> Result<app::Parsed, Refusal> {
+    validate_at(value, path_id, overlays, &now_version())
+}
+
+/// [`validate`], stamping the app with `version`.
+fn validate_at(
+    value: &Value,
+    path_id: Option<&str>,
+    overlays: Option<&BTreeSet<String>>,
+    version: &str,
+) -> Result<app::Parsed, Refusal> {
+    let unprocessable = |invalid: app::Invalid| Refusal {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        body: invalid.to_json(),
+        retry_after: None,
+    };
+    let parsed = app::parse(value, path_id, version).map_err(unprocessable)?;
+    if let (app::Network::Container(name), Some(overlays)) = (&parsed.app.network, overlays)
+        && !overlays.contains(name)
+    {
+        let known = if overlays.is_empty() {
+            "no agent has an overlay network (set `[overlay] enabled = true` on the agents)"
+                .to_owned()
+        } else {
+            format!(
+                "the agents' overlays are: {}",
+                overlays.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        };
+        return Err(unprocessable(app::Invalid {
+            details: vec![(
+                "/networks/0/name".into(),
+                format!("no agent has an overlay network named {name:?}: {known}"),
+            )],
+        }));
+    }
+    if let Some(user) = &parsed.app.user
+        && nix::unistd::User::from_name(user).ok().flatten().is_none()
+    {
+        return Err(unprocessable(app::Invalid {
+            details: vec![(
+                "/user".into(),
+                format!(
+                    "there is no user {user:?} on the scheduler's node; create it on every node, or leave `user` out to run as the agents' default user"
+                ),
+            )],
+        }));
+    }
+    Ok(parsed)
+}
+
+/// Refuses when this scheduler does not lead (the agents' API forwards to the one that does).
+/// Refuses unless this scheduler leads by Raft. Enough for every call: Raft has the apps,
+/// and a leader still adopting the running tasks shows the ones it is about to adopt.
+fn require_leader(s: &Inner) -> Result<(), Refusal> {
+    if s.is_leader() {
+        return Ok(());
+    }
+    let leader = facts::leader(&s.facts.peek()).map(|l| l.api.to_owned());
+    Err(refusal(
+        StatusCode::SERVICE_UNAVAILABLE,
+        match leader {
+            Some(url) => format!("this scheduler is not the leader; the leader is at {url}"),
+            None => "no scheduler leads at the moment".to_owned(),
+        },
+    ))
+}
+
+/// A read: served by any master from what it has applied, marked `X-Dcnet-Stale: true`
+/// unless this master leads with a quorum's recent acknowledgement (a follower, or a leader
+/// cut off on the minority side of a partition, may be behind).
+fn read(s: &Inner, body: Value) -> Answer {
+    let mut response = axum::Json(body).into_response();
+    if !s.consensus().leads_recently(Duration::from_secs(1)) {
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_static("x-dcnet-stale"),
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
+/// A change's answer: its version and a deployment id, as Marathon's `PUT`, `DELETE` and
+/// restart answer.
+fn deployment(version: &str) -> Value {
+    json!({"version": version, "deploymentId": uuid::Uuid::new_v4().to_string()})
+}
+
+pub(super) fn now_version() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, Refusal> {
+    serde_json::from_slice(body).map_err(|e| {
+        refusal(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid JSON: {e}; send an app definition such as {{\"id\": \"/web\", \"cmd\": \"...\"}}"),
+        )
+    })
+}
+
+/// A query parameter that is not what the call expects.
+fn bad_query(e: String) -> Refusal {
+    refusal(StatusCode::BAD_REQUEST, e)
+}
+
+/// The tasks as the API shows them, read once per call: the leader's set (or, while a new
+/// leader adopts, the tasks it is about to adopt), the agents' reports, and the agents.
+struct TaskTable {
+    tracked: BTreeMap<String, plan::Tracked>,
+    statuses: BTreeMap<String, (String, TaskStatus)>,
+    agents: BTreeMap<String, NodeInfo>,
+}
+
+impl TaskTable {
+    fn read(s: &Inner, view: &Facts) -> Self {
+        let parts = world_parts(view);
+        let agents = view
+            .nodes
+            .values()
+            .filter_map(|n| Some((n.id.clone(), n.info.as_deref()?.clone())))
+            .collect();
+        let tracked = if *s.ready.lock().unwrap_or_else(|p| p.into_inner()) {
+            s.sched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .tasks
+                .clone()
+        } else {
+            let apps = s.apps();
+            let world = World {
+                apps: &apps,
+                agents: parts.agents,
+                up: parts.up,
+                statuses: parts.statuses.clone(),
+                now_ms: crate::unix_ms(),
+            };
+            plan::adopt(&apps, &world)
+        };
+        Self {
+            tracked,
+            statuses: parts.statuses,
+            agents,
+        }
+    }
+
+    /// The tasks of `app` (all without one), by task id.
+    fn views(&self, app: Option<&str>) -> Vec<TaskView<'_>> {
+        self.tracked
+            .values()
+            .filter(|t| app.is_none_or(|a| t.assignment.app.id == a))
+            .map(|t| TaskView {
+                tracked: t,
+                status: self
+                    .statuses
+                    .get(&t.assignment.task_id)
+                    .filter(|(node, _)| *node == t.assignment.node_id)
+                    .map(|(_, s)| s),
+                agent: self.agents.get(&t.assignment.node_id),
+            })
+            .collect()
+    }
+
+    /// The app's last task that failed (the latest to start among those its agents still
+    /// report), in Marathon's `lastTaskFailure` shape.
+    fn last_failure(&self, app: &str) -> Option<Value> {
+        self.statuses
+            .values()
+            .filter(|(_, s)| {
+                s.app_id == app && s.state == crate::facts::launched::TaskState::TaskFailed
+            })
+            .max_by_key(|(_, s)| s.started_ms.unwrap_or(s.staged_ms))
+            .map(|(node, s)| shape::task_failure(s, node, self.agents.get(node)))
+    }
+}
+
+/// Ids of the tasks in `views`.
+fn ids(views: &[TaskView<'_>]) -> BTreeSet<String> {
+    views
+        .iter()
+        .map(|v| v.tracked.assignment.task_id.clone())
+        .collect()
+}
+
+/// Marathon's leader answer: `host:port`, without the scheme.
+fn leader_address(view: &Facts) -> Option<String> {
+    let leader = facts::leader(view)?;
+    Some(
+        leader
+            .api
+            .split_once("://")
+            .map_or(leader.api, |(_, rest)| rest)
+            .to_owned(),
+    )
+}

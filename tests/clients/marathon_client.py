@@ -1,0 +1,158 @@
+"""Drives dcnet's /v2 API with marathon-python (the `marathon` package on PyPI), as a user's
+script would: every call goes through the library and its models, which fail on any key or
+shape Marathon would not send. One step per run; each prints what the test checks as JSON.
+
+    python marathon_client.py URL TOKEN CA STEP [ARGS...]
+
+URL is an agent's API (http) or the leading scheduler (https, verified against CA; "-" for
+none). The steps are the test's (tests/tests/marathon_api.rs)."""
+
+import collections
+import collections.abc
+import json
+import sys
+
+# marathon-python 0.13.0 (its last release) encodes JSON with `collections.Iterable`, which
+# Python 3.10 removed: any Python user of the library needs this line, against any server.
+collections.Iterable = collections.abc.Iterable
+
+from marathon import MarathonClient
+from marathon.exceptions import MarathonHttpError, NotFoundError
+from marathon.models import MarathonApp, MarathonHealthCheck
+
+
+def client(url, token, ca):
+    verify = ca if ca != "-" else True
+    return MarathonClient([url], auth_token=token if token != "-" else None, verify=verify, timeout=20)
+
+
+def task_json(t):
+    return {
+        "id": t.id,
+        "app_id": t.app_id,
+        "host": t.host,
+        "slave_id": t.slave_id,
+        "state": t.state,
+        "staged": t.staged_at is not None,
+        "started": t.started_at is not None,
+        "ips": [ip.ip_address for ip in t.ip_addresses],
+        "ports": t.ports,
+        "service_ports": t.service_ports,
+        "version": t.version,
+        "zone": t.zone,
+        "region": t.region,
+        "health": [h.alive for h in t.health_check_results],
+    }
+
+
+def app_json(a):
+    return {
+        "id": a.id,
+        "cmd": a.cmd,
+        "instances": a.instances,
+        "tasks_running": a.tasks_running,
+        "tasks_staged": a.tasks_staged,
+        "tasks_healthy": a.tasks_healthy,
+        "version": a.version,
+        "config_version": a.version_info.last_config_change_at.isoformat() if a.version_info else None,
+        "labels": a.labels,
+        "tasks": [task_json(t) for t in (a.tasks or [])],
+        "deployments": [d.id for d in (a.deployments or [])],
+    }
+
+
+def main():
+    url, token, ca, step, *args = sys.argv[1:]
+    c = client(url, token, ca)
+    out = {}
+    if step == "server":
+        info = c.get_info()
+        out = {
+            "ping": c.ping().decode().strip(),
+            "name": info.name,
+            "elected": info.elected,
+            "leader": c.get_leader()["leader"],
+            "info_leader": info.leader,
+        }
+    elif step == "create":
+        app_id, cmd, instances, label = args
+        app = MarathonApp(
+            cmd=cmd,
+            instances=int(instances),
+            cpus=0.01,
+            mem=8,
+            labels={"tier": label},
+            health_checks=[MarathonHealthCheck(protocol="COMMAND", command="true",
+                                               grace_period_seconds=5, interval_seconds=1,
+                                               timeout_seconds=2, max_consecutive_failures=3)],
+        )
+        created = c.create_app(app_id, app)
+        out = app_json(created)
+    elif step == "app":
+        out = app_json(c.get_app(args[0]))
+    elif step == "tasks":
+        out = [task_json(t) for t in (c.list_tasks(args[0]) if args else c.list_tasks())]
+    elif step == "filters":
+        out = {
+            "web": [a.id for a in c.list_apps(label="tier==web")],
+            "not_web": [a.id for a in c.list_apps(label="tier!=web")],
+            "in": [a.id for a in c.list_apps(label="tier in (web, db)")],
+            "id": [a.id for a in c.list_apps(app_id="pyw")],
+            "cmd": [a.id for a in c.list_apps(cmd="sleep 1001")],
+            "embedded": {a.id: len(a.tasks or []) for a in c.list_apps(embed_tasks=True)},
+            "plain": {a.id: len(a.tasks or []) for a in c.list_apps()},
+        }
+    elif step == "scale":
+        app_id, delta = args
+        out = c.scale_app(app_id, delta=int(delta))
+    elif step == "kill-task":
+        app_id, task_id, scale = args
+        killed = c.kill_task(app_id, task_id, scale=scale == "true")
+        out = task_json(killed) if hasattr(killed, "id") else killed
+    elif step == "kill-given":
+        task_id, scale = args
+        out = {"ok": c.kill_given_tasks([task_id], scale=scale == "true")}
+    elif step == "kill-unknown":
+        try:
+            c.kill_given_tasks(["no-such-task"])
+            out = {"refused": False}
+        except NotFoundError as e:
+            out = {"refused": True, "status": e.status_code}
+    elif step == "update":
+        app_id, cmd = args
+        out = c.update_app(app_id, MarathonApp(cmd=cmd))
+    elif step == "versions":
+        versions = c.list_versions(args[0])
+        out = {"versions": versions, "first": app_json(c.get_version(args[0], versions[0]))}
+    elif step == "rollback":
+        app_id, version = args
+        out = c.rollback_app(app_id, version)
+    elif step == "restart":
+        out = c.restart_app(args[0])
+    elif step == "batch":
+        # Round-trips what it read: status fields included, as update_apps sends them.
+        apps = [c.get_app(a) for a in args]
+        for a in apps:
+            a.instances = 1
+        out = c.update_apps(apps)
+    elif step == "queue":
+        out = [{"app": q.app.id, "count": q.count} for q in c.list_queue()]
+    elif step == "delete":
+        out = c.delete_app(args[0])
+    elif step == "missing":
+        try:
+            c.get_app(args[0])
+            out = {"refused": False}
+        except NotFoundError:
+            out = {"refused": True}
+    else:
+        raise SystemExit(f"unknown step {step}")
+    print(json.dumps(out, default=str))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except MarathonHttpError as e:
+        print(f"HTTP {e.status_code}: {e.error_message}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,215 @@
+//! Marathon's `/v2` API driven by a real Marathon client library (marathon-python, as users
+//! script Marathon), through an agent's API and at the leading scheduler over TLS, in a
+//! 3-node namespace cluster: node 1 is the master, nodes 2 and 3 run tasks (zones z1, z2).
+//! Every call goes through the library's models, which fail on a key Marathon would not send;
+//! what a call claims is checked against the tasks' cgroups on the agents (the processes that
+//! really run).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use dcnet_tests::clients::MarathonPy;
+use dcnet_tests::{Cluster, ClusterOptions, NodeSpec, wait_until};
+use serde_json::Value;
+
+const AGENTS: [usize; 2] = [1, 2];
+
+fn start() -> Result<Cluster> {
+    let mut options = ClusterOptions::nodes(3);
+    for (i, node) in options.nodes.iter_mut().enumerate() {
+        *node = NodeSpec {
+            roles: vec![if i == 0 { "master" } else { "agent" }.into()],
+            region: Some("r1".into()),
+            zone: Some(format!("z{i}")),
+            ..NodeSpec::default()
+        };
+    }
+    Cluster::start(options)
+}
+
+/// The tasks that run on the agents: their cgroups (named by task id) with a process in them.
+fn running(cluster: &Cluster) -> BTreeSet<String> {
+    AGENTS
+        .iter()
+        .filter_map(|i| cluster.nodes[*i].cgroup.as_ref())
+        .filter_map(|c| std::fs::read_dir(c.path().join("tasks")).ok())
+        .flat_map(|d| d.flatten())
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("cgroup.procs"))
+                .is_ok_and(|procs| !procs.trim().is_empty())
+        })
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .collect()
+}
+
+/// Running task ids of `app` as the client lists them, once they are `n`, all running,
+/// and the same set runs on the agents.
+fn wait_tasks(cluster: &Cluster, py: &MarathonPy, app: &str, n: usize) -> Result<BTreeSet<String>> {
+    wait_until(
+        &format!("{n} running task(s) of {app}, listed and in the agents' cgroups"),
+        Duration::from_secs(60),
+        || {
+            let tasks = py.step(&["tasks", app])?;
+            let listed: BTreeSet<String> = tasks
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| t["state"] == "TASK_RUNNING")
+                .filter_map(|t| t["id"].as_str().map(str::to_owned))
+                .collect();
+            let prefix = format!("{}.", app.trim_start_matches('/'));
+            let real: BTreeSet<String> = running(cluster)
+                .into_iter()
+                .filter(|id| id.starts_with(&prefix))
+                .collect();
+            Ok(
+                (listed.len() == n && tasks.as_array().map(Vec::len) == Some(n) && listed == real)
+                    .then_some(listed),
+            )
+        },
+    )
+}
+
+fn str_of<'v>(v: &'v Value, key: &str) -> Result<&'v str> {
+    v[key]
+        .as_str()
+        .with_context(|| format!("no string {key:?} in {v}"))
+}
+
+#[test]
+fn a_marathon_client_library_works_unchanged() -> Result<()> {
+    dcnet_tests::cluster::require_root()?;
+    let cluster = start()?;
+    let via_agent = MarathonPy::new(&cluster, 1, "http://127.0.0.1:62080", None)?;
+
+    // The scheduler itself.
+    let server = wait_until("a leader", Duration::from_secs(30), || {
+        Ok(via_agent.step(&["server"]).ok())
+    })?;
+    assert_eq!(server["ping"], "pong", "{server}");
+    assert_eq!(server["leader"], server["info_leader"], "{server}");
+    let leader = str_of(&server, "leader")?.to_owned();
+
+    // Create: the answer parses as an app with its deployment; tasks start on the agents.
+    let created = via_agent.step(&["create", "/pyweb", "exec sleep 1001", "2", "web"])?;
+    assert_eq!(created["instances"], 2, "{created}");
+    assert_eq!(created["deployments"].as_array().map(Vec::len), Some(1));
+    let first = wait_tasks(&cluster, &via_agent, "/pyweb", 2)?;
+    let app = via_agent.step(&["app", "/pyweb"])?;
+    assert_eq!(app["tasks_running"], 2, "{app}");
+    for t in app["tasks"]
+        .as_array()
+        .context("get_app embeds the tasks")?
+    {
+        let host = str_of(t, "host")?;
+        assert!(
+            host.parse::<std::net::IpAddr>().is_ok(),
+            "host is the agent's address: {t}"
+        );
+        assert!(t["started"] == true && t["staged"] == true, "{t}");
+        assert_eq!(t["region"], "r1", "{t}");
+        assert!(t["zone"] == "z1" || t["zone"] == "z2", "{t}");
+        assert_eq!(t["health"], serde_json::json!([true]), "{t}");
+    }
+
+    // Filters and embeds.
+    via_agent.step(&["create", "/pydb", "exec sleep 1002", "1", "db"])?;
+    wait_tasks(&cluster, &via_agent, "/pydb", 1)?;
+    let f = via_agent.step(&["filters"])?;
+    assert_eq!(f["web"], serde_json::json!(["/pyweb"]), "{f}");
+    assert_eq!(f["not_web"], serde_json::json!(["/pydb"]), "{f}");
+    assert_eq!(f["in"].as_array().map(Vec::len), Some(2), "{f}");
+    assert_eq!(f["id"], serde_json::json!(["/pyweb"]), "{f}");
+    assert_eq!(f["cmd"], serde_json::json!(["/pyweb"]), "{f}");
+    assert_eq!(f["embedded"]["/pyweb"], 2, "{f}");
+    assert_eq!(f["plain"]["/pyweb"], 0, "tasks only when embedded: {f}");
+
+    // Scale up by one, then kill one task scaling down: the same task set as before.
+    via_agent.step(&["scale", "/pyweb", "1"])?;
+    let three = wait_tasks(&cluster, &via_agent, "/pyweb", 3)?;
+    let added: Vec<&String> = three.difference(&first).collect();
+    let [added] = added[..] else {
+        bail!("scaling up by one added {added:?}");
+    };
+    let killed = via_agent.step(&["kill-task", "/pyweb", added, "true"])?;
+    assert!(killed["deploymentId"].is_string(), "{killed}");
+    assert_eq!(wait_tasks(&cluster, &via_agent, "/pyweb", 2)?, first);
+    assert_eq!(via_agent.step(&["app", "/pyweb"])?["instances"], 2);
+
+    // Kill one without scaling: another replaces it.
+    let victim = first.iter().next().context("a task")?.clone();
+    let out = via_agent.step(&["kill-given", &victim, "false"])?;
+    assert_eq!(out["ok"], true, "{out}");
+    let replaced = wait_until(
+        "the killed task to be replaced",
+        Duration::from_secs(60),
+        || {
+            let now = wait_tasks(&cluster, &via_agent, "/pyweb", 2)?;
+            Ok((!now.contains(&victim)).then_some(now))
+        },
+    )?;
+    assert_eq!(replaced.intersection(&first).count(), 1, "{replaced:?}");
+    let unknown = via_agent.step(&["kill-unknown"])?;
+    assert_eq!(unknown["refused"], true, "{unknown}");
+    assert_eq!(wait_tasks(&cluster, &via_agent, "/pyweb", 2)?, replaced);
+
+    // A new command is a new version; versions list both, the first reads back; a rollback
+    // brings its command back.
+    let before = via_agent.step(&["app", "/pyweb"])?;
+    via_agent.step(&["update", "/pyweb", "exec sleep 1003"])?;
+    let updated = wait_until(
+        "version 2's tasks to replace version 1's",
+        Duration::from_secs(60),
+        || {
+            let now = wait_tasks(&cluster, &via_agent, "/pyweb", 2)?;
+            Ok(now.is_disjoint(&replaced).then_some(now))
+        },
+    )?;
+    let app = via_agent.step(&["app", "/pyweb"])?;
+    assert_ne!(app["config_version"], before["config_version"], "{app}");
+    let versions = via_agent.step(&["versions", "/pyweb"])?;
+    assert_eq!(versions["first"]["cmd"], "exec sleep 1001", "{versions}");
+    let first_version = versions["versions"][0]
+        .as_str()
+        .context("a version")?
+        .to_owned();
+    via_agent.step(&["rollback", "/pyweb", &first_version])?;
+    let rolled = wait_until("the rollback's tasks", Duration::from_secs(60), || {
+        let now = wait_tasks(&cluster, &via_agent, "/pyweb", 2)?;
+        Ok(now.is_disjoint(&updated).then_some(now))
+    })?;
+    assert_eq!(
+        via_agent.step(&["app", "/pyweb"])?["cmd"],
+        "exec sleep 1001"
+    );
+
+    // Restart: every task replaced, same definition.
+    via_agent.step(&["restart", "/pyweb"])?;
+    wait_until("the restart's tasks", Duration::from_secs(60), || {
+        let now = wait_tasks(&cluster, &via_agent, "/pyweb", 2)?;
+        Ok(now.is_disjoint(&rolled).then_some(now))
+    })?;
+
+    // At the leader over TLS: a batch change of both apps, read back as sent, then the queue.
+    let dir = tempfile::tempdir()?;
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, cluster.ca_pem()?)?;
+    let at_leader = MarathonPy::new(&cluster, 1, &format!("https://{leader}"), Some(&ca))?;
+    at_leader.step(&["batch", "/pyweb", "/pydb"])?;
+    wait_tasks(&cluster, &at_leader, "/pyweb", 1)?;
+    wait_tasks(&cluster, &at_leader, "/pydb", 1)?;
+    let queue = at_leader.step(&["queue"])?;
+    assert_eq!(queue, serde_json::json!([]), "nothing waits: {queue}");
+    let all = at_leader.step(&["tasks"])?;
+    assert_eq!(all.as_array().map(Vec::len), Some(2), "{all}");
+
+    // Remove both: their tasks stop, and the app is gone for the client.
+    at_leader.step(&["delete", "/pyweb"])?;
+    via_agent.step(&["delete", "/pydb"])?;
+    wait_until("every task to stop", Duration::from_secs(30), || {
+        Ok(running(&cluster).is_empty().then_some(()))
+    })?;
+    assert_eq!(via_agent.step(&["missing", "/pyweb"])?["refused"], true);
+    Ok(())
+}
