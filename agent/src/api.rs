@@ -94,6 +94,8 @@ pub fn router(state: ApiState, guard: crate::auth::http::Guard) -> Router {
         .route("/v1/auth/{*rest}", axum::routing::any(forward))
         .route("/v1/masters", axum::routing::any(forward))
         .route("/v1/masters/{*rest}", axum::routing::any(forward))
+        .route("/v1/decommissioned", axum::routing::any(forward))
+        .route("/v1/decommissioned/{*rest}", axum::routing::any(forward))
         .route("/v1/keyring", get(keyring_list))
         .route("/v1/keyring/keys", post(keyring_install))
         .route(
@@ -494,6 +496,11 @@ fn check_key(key: &str) -> Result<(), Rejection> {
 pub struct TaskRow {
     pub node: String,
     pub node_id: String,
+    /// The node's fault domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     #[serde(flatten)]
     pub status: crate::facts::launched::TaskStatus,
 }
@@ -507,10 +514,13 @@ async fn tasks(State(s): State<ApiState>) -> axum::Json<Vec<TaskRow>> {
             .info
             .as_ref()
             .map_or_else(|| node.id.clone(), |i| i.name.clone());
+        let info = node.info.as_deref();
         for status in node.launched.values() {
             rows.push(TaskRow {
                 node: name.clone(),
                 node_id: node.id.clone(),
+                region: info.and_then(|i| i.region.clone()),
+                zone: info.and_then(|i| i.zone.clone()),
                 status: (**status).clone(),
             });
         }

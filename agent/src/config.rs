@@ -11,6 +11,8 @@
 //! state_dir = "/var/lib/dcnet"
 //! region = "us-west-2"
 //! zone = "us-west-2a"
+//! # fault_domain_detect = "/opt/dcnet/fault-domain"  # instead of region/zone: DC/OS's
+//! #   detect script, run at start, printing {"fault_domain":{"region":{"name":..},"zone":{..}}}
 //! roles = ["master", "agent"]     # default: ["agent"]
 //!
 //! [gossip]
@@ -132,6 +134,7 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     pub region: Option<String>,
     pub zone: Option<String>,
+    pub fault_domain_detect: Option<PathBuf>,
     pub roles: Option<Vec<String>>,
     #[serde(default)]
     pub gossip: GossipSection,
@@ -603,10 +606,37 @@ impl AgentConfig {
             return Err(invalid(origin, "", "a directory path"));
         }
 
-        let (region, origin) = p.one("region", "--region", o.region, file.region);
-        let region = region.map(|r| validate_label(r, origin)).transpose()?;
-        let (zone, origin) = p.one("zone", "--zone", o.zone, file.zone);
-        let zone = zone.map(|z| validate_label(z, origin)).transpose()?;
+        let (region, region_origin) = p.one("region", "--region", o.region, file.region);
+        let (zone, zone_origin) = p.one("zone", "--zone", o.zone, file.zone);
+        let (region, zone) = match &file.fault_domain_detect {
+            None => (
+                region
+                    .map(|r| validate_label(r, region_origin))
+                    .transpose()?,
+                zone.map(|z| validate_label(z, zone_origin)).transpose()?,
+            ),
+            Some(script) => {
+                let origin = p.origin("fault_domain_detect", "", false);
+                if region.is_some() || zone.is_some() {
+                    return Err(invalid(
+                        origin,
+                        script.display().to_string(),
+                        "either a detect script or region/zone, not both (the script says both)",
+                    ));
+                }
+                let domain = crate::fault_domain::detect(script).map_err(|why| {
+                    invalid(
+                        origin.clone(),
+                        script.display().to_string(),
+                        format!("a fault domain detect script that works, but {why}"),
+                    )
+                })?;
+                (
+                    Some(validate_label(domain.region, origin.clone())?),
+                    Some(validate_label(domain.zone, origin)?),
+                )
+            }
+        };
 
         let (roles, origin) = p.list("roles", "--role", o.roles, file.roles);
         let roles = parse_roles(roles.unwrap_or_else(|| vec!["agent".into()]), origin)?;
@@ -1456,18 +1486,19 @@ fn default_node_name(origin: Origin) -> Result<String, Error> {
 }
 
 fn validate_label(value: String, origin: Origin) -> Result<String, Error> {
+    // DC/OS names them `<provider>/<name>`, e.g. `aws/us-east-1`.
     let ok = !value.is_empty()
         && value.len() <= 63
         && value
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || b"-._/".contains(&b));
     if ok {
         Ok(value)
     } else {
         Err(invalid(
             origin,
             value,
-            "1 to 63 characters of letters, digits, `-`, `.` and `_`",
+            "1 to 63 characters of letters, digits, `-`, `.`, `_` and `/`",
         ))
     }
 }
@@ -1589,6 +1620,36 @@ mod tests {
         );
         assert_eq!(c.gossip.secret.as_bytes(), b"0123456789abcdef0123");
         assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+    }
+
+    #[test]
+    fn a_fault_domain_detect_script_sets_region_and_zone() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("detect");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\necho '{\"fault_domain\":{\"region\":{\"name\":\"aws/us-east-1\"},\"zone\":{\"name\":\"aws/us-east-1a\"}}}'\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let text = format!(
+            "fault_domain_detect = \"{}\"\n{}",
+            script.display(),
+            base(&dir)
+        );
+        let c = load(&text).unwrap();
+        assert_eq!(c.region.as_deref(), Some("aws/us-east-1"));
+        assert_eq!(c.zone.as_deref(), Some("aws/us-east-1a"));
+        let both = format!("region = \"r1\"\n{text}");
+        let err = load(&both).unwrap_err().to_string();
+        assert!(
+            err.contains("fault_domain_detect") && err.contains("not both"),
+            "{err}"
+        );
+        std::fs::write(&script, "#!/bin/sh\nexit 1\n").unwrap();
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("exited with"), "{err}");
     }
 
     #[test]

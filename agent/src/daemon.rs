@@ -147,7 +147,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
                 state.clone(),
                 config.gossip.interval,
                 &auth,
-                (&config.name, config.address),
+                (&config.name, config.address, config.region.as_deref()),
                 (config.http_limits, serve_metrics.clone()),
             )
             .await?,

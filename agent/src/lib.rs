@@ -24,6 +24,7 @@ pub mod daemon;
 pub mod dns;
 pub mod error;
 pub mod facts;
+pub mod fault_domain;
 pub mod gossip;
 pub mod identity;
 pub mod launcher;

@@ -31,6 +31,8 @@ enum Command {
     Agent(Box<AgentArgs>),
     /// Show the cluster's nodes as the local agent sees them.
     Nodes(ClientArgs),
+    /// A node's service: decommission it for good, list the decommissioned ones.
+    Node(NodeArgs),
     /// Show the load balancer's VIPs, backends and connection counts on this node.
     Vips(ClientArgs),
     /// DNS: a drop-in Mesos-DNS (`--mesos-dns-config`), and DNS tools.
@@ -84,6 +86,25 @@ enum KeyringCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    #[command(subcommand)]
+    command: NodeCommand,
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Take a node (by name or id) out of service for good: its tasks are placed elsewhere
+    /// and nothing is placed there again.
+    Decommission {
+        node: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The decommissioned nodes.
+    Decommissioned(ClientArgs),
 }
 
 #[derive(Args)]
@@ -425,6 +446,14 @@ fn main() -> ExitCode {
                 .and_then(|c| cli::apps::tasks(&c, client.json)),
         ),
         Command::Auth(AuthArgs { command }) => report(auth(command)),
+        Command::Node(NodeArgs { command }) => report(match command {
+            NodeCommand::Decommission { node, client } => client
+                .client()
+                .and_then(|c| cli::nodes::decommission(&c, &node)),
+            NodeCommand::Decommissioned(client) => client
+                .client()
+                .and_then(|c| cli::nodes::decommissioned(&c, client.json)),
+        }),
         Command::Master(MasterArgs { command }) => report(match command {
             MasterCommand::List(client) => client
                 .client()

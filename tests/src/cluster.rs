@@ -48,6 +48,8 @@ pub struct NodeSpec {
     pub dns_config: String,
     /// Extra lines inside the node's `[gossip]` table.
     pub gossip_config: String,
+    /// Extra top-level lines (before any table), e.g. `fault_domain_detect = "..."`.
+    pub top_config: String,
     /// Extra lines for the node's config file (after every table the harness writes).
     /// `{cgroup}` stands for the node's cgroup.
     pub extra_config: String,
@@ -296,6 +298,7 @@ impl Cluster {
             if let Some(zone) = &spec.zone {
                 text += &format!("zone = \"{zone}\"\n");
             }
+            text += &spec.top_config;
             text += &format!(
                 "\n[gossip]\nlisten = \"0.0.0.0:{GOSSIP_PORT}\"\nseeds = [\"{seed}\"]\nsecret_file = \"{}\"\ninterval = \"{}\"\n",
                 secret_file.display(),

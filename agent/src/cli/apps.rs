@@ -238,6 +238,14 @@ pub fn tasks_table(rows: &[TaskRow]) -> String {
                 s.task_id.clone(),
                 s.app_id.clone(),
                 r.node.clone(),
+                match (&r.region, &r.zone) {
+                    (None, None) => "-".into(),
+                    (region, zone) => format!(
+                        "{}/{}",
+                        region.as_deref().unwrap_or("-"),
+                        zone.as_deref().unwrap_or("-")
+                    ),
+                },
                 s.ip.map_or_else(|| "-".into(), |ip| ip.to_string()),
                 s.state.as_str().trim_start_matches("TASK_").to_lowercase(),
                 match s.healthy {
@@ -251,7 +259,16 @@ pub fn tasks_table(rows: &[TaskRow]) -> String {
         })
         .collect();
     render_table(
-        &["TASK", "APP", "NODE", "IP", "STATE", "HEALTH", "MESSAGE"],
+        &[
+            "TASK",
+            "APP",
+            "NODE",
+            "REGION/ZONE",
+            "IP",
+            "STATE",
+            "HEALTH",
+            "MESSAGE",
+        ],
         &cells,
     )
 }
@@ -309,6 +326,8 @@ mod tests {
         let rows = vec![TaskRow {
             node: "node-2".into(),
             node_id: "x".into(),
+            region: Some("r1".into()),
+            zone: Some("z2".into()),
             status,
         }];
         let t = tasks_table(&rows);
@@ -316,6 +335,7 @@ mod tests {
             t.contains("running") && t.contains("unhealthy") && t.contains("node-2"),
             "{t}"
         );
+        assert!(t.contains("r1/z2"), "{t}");
         let mut rows = rows;
         rows[0].status.health_pending = true;
         let t = tasks_table(&rows);

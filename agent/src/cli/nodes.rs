@@ -1,6 +1,47 @@
-//! `dcnet nodes`: the cluster membership as the local agent sees it.
+//! `dcnet nodes`: the cluster membership as the local agent sees it; `dcnet node
+//! decommission|decommissioned`, through the leading scheduler.
 
+use super::{Client, call_json, expect_ok};
 use crate::node::{Member, NodeState};
+
+/// `dcnet node decommission NODE`.
+pub fn decommission(client: &Client, node: &str) -> anyhow::Result<()> {
+    let (status, body) = call_json(
+        client,
+        "PUT",
+        &format!("/v1/decommissioned/{node}"),
+        Some(&serde_json::json!({})),
+    )?;
+    expect_ok(status, &body, &format!("decommissioning {node}"))?;
+    println!("{}", body["message"].as_str().unwrap_or("decommissioned"));
+    Ok(())
+}
+
+/// `dcnet node decommissioned`.
+pub fn decommissioned(client: &Client, json: bool) -> anyhow::Result<()> {
+    let (status, body) = call_json(client, "GET", "/v1/decommissioned", None)?;
+    expect_ok(status, &body, "listing the decommissioned nodes")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body["nodes"])?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = body["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            ["name", "id", "at"]
+                .iter()
+                .map(|k| n[*k].as_str().unwrap_or("?").to_owned())
+                .collect()
+        })
+        .collect();
+    print!(
+        "{}",
+        super::render_table(&["NAME", "ID", "DECOMMISSIONED AT"], &rows)
+    );
+    Ok(())
+}
 
 /// Renders members as an aligned table, one line per node.
 pub fn render_table(members: &[Member]) -> String {

@@ -8,6 +8,7 @@
 //! in gossip, and who leads, is [`crate::facts::scheduler`].
 
 pub mod credentials;
+pub mod decommission;
 pub mod marathon;
 pub mod masters;
 pub mod placement;

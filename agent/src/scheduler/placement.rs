@@ -1,6 +1,11 @@
 //! Where a new task goes: the live agents that have room and satisfy every constraint, then
 //! the one running the fewest of the app's tasks, then the least loaded. Pure and
 //! deterministic: the same inputs always choose the same agent.
+//!
+//! Fault domains as DC/OS 1.11 has them: the cluster's home region is the masters' region;
+//! an app without an `@region` constraint runs only there (an agent with no region counts
+//! as home), never in a remote region, replacements included; a constraint on `@region`
+//! (any operator) is what places an app remotely, on purpose.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -63,9 +68,23 @@ pub struct Placement {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unplaceable(pub String);
 
+/// Whether `app` may run on `agent` when the masters are in region `home`.
+pub fn in_its_region(app: &App, agent: &Agent, home: Option<&str>) -> bool {
+    let placed_by_region = app.constraints.iter().any(|c| c.field == Field::Region);
+    match (home, agent.region.as_deref()) {
+        (Some(home), Some(region)) => placed_by_region || region == home,
+        _ => true,
+    }
+}
+
 /// Places one more task of `app`; `running_on` holds the agent id of each of the app's
-/// current tasks.
-pub fn place(app: &App, agents: &[Agent], running_on: &[&str]) -> Result<Placement, Unplaceable> {
+/// current tasks, `home` is the masters' region.
+pub fn place(
+    app: &App,
+    agents: &[Agent],
+    running_on: &[&str],
+    home: Option<&str>,
+) -> Result<Placement, Unplaceable> {
     let count_on = |id: &str| running_on.iter().filter(|r| **r == id).count();
     let by_id: BTreeMap<&str, &Agent> = agents.iter().map(|a| (a.id.as_str(), a)).collect();
     // How many of the app's tasks each value of a field has.
@@ -83,6 +102,15 @@ pub fn place(app: &App, agents: &[Agent], running_on: &[&str]) -> Result<Placeme
     let mut reject = |why: String| *rejected.entry(why).or_default() += 1;
     let mut fits: Vec<(usize, Vec<u16>)> = Vec::new();
     'agents: for (i, agent) in agents.iter().enumerate() {
+        if !in_its_region(app, agent, home) {
+            reject(format!(
+                "in a remote region (the masters are in {:?}; only an app with an @region \
+                 constraint runs elsewhere, e.g. [\"@region\", \"IS\", {:?}])",
+                home.unwrap_or_default(),
+                agent.region.as_deref().unwrap_or_default()
+            ));
+            continue;
+        }
         if agent.cpus - agent.used_cpus + 1e-9 < app.cpus {
             reject(format!("too few free cpus (the app needs {})", app.cpus));
             continue;
@@ -220,7 +248,7 @@ mod tests {
         let mut on: Vec<String> = Vec::new();
         for _ in 0..n {
             let refs: Vec<&str> = on.iter().map(String::as_str).collect();
-            let p = place(app, agents, &refs)?;
+            let p = place(app, agents, &refs, Some("r1"))?;
             agents[p.agent].hold(app, &p.host_ports);
             on.push(agents[p.agent].id.clone());
         }
@@ -271,6 +299,36 @@ mod tests {
     }
 
     #[test]
+    fn only_the_home_region_without_a_region_constraint() {
+        let mut agents = vec![agent("a", "z1"), agent("b", "z2"), agent("c", "z3")];
+        agents[1].region = Some("r2".into());
+        agents[2].region = None;
+        // Unconstrained: home (r1) and the agent of no region, never r2, even when they
+        // are full.
+        let plain = app(json!({"cpus": 2}));
+        let on = place_n(&plain, &mut agents.clone(), 4).unwrap();
+        assert!(on.iter().all(|x| x != "b"), "{on:?}");
+        let err = place_n(&plain, &mut agents.clone(), 5).unwrap_err();
+        assert!(
+            err.0.contains("1 agent(s): in a remote region"),
+            "{}",
+            err.0
+        );
+        // Any @region constraint places by region: IS to the remote one, UNIQUE across both.
+        let remote = app(json!({"constraints": [["@region", "IS", "r2"]]}));
+        assert_eq!(
+            place_n(&remote, &mut agents.clone(), 2).unwrap(),
+            ["b", "b"]
+        );
+        let spread = app(json!({"constraints": [["@region", "UNIQUE"]]}));
+        let on = place_n(&spread, &mut agents.clone(), 2).unwrap();
+        assert!(on.contains(&"b".to_owned()), "{on:?}");
+        // Masters with no region: no rule.
+        let p = place(&plain, &agents[1..2], &[], None).unwrap();
+        assert_eq!(p.agent, 0);
+    }
+
+    #[test]
     fn zone_group_by_balances_zones_not_agents() {
         // Three agents in z1, one in z2: four tasks must split 2/2 between the zones.
         let a = app(json!({"constraints": [["@zone", "GROUP_BY", "2"]]}));
@@ -304,7 +362,7 @@ mod tests {
         assert!(place_n(&a, &mut agents, 1).is_ok());
         let err = place_n(&a, &mut agents, 1).unwrap_err();
         assert!(err.0.contains("too few free cpus"), "{}", err.0);
-        let err = place(&a, &[], &[]).unwrap_err();
+        let err = place(&a, &[], &[], None).unwrap_err();
         assert_eq!(err.0, "no live agent");
     }
 
@@ -312,16 +370,16 @@ mod tests {
     fn host_ports_are_assigned_or_required() {
         let a = app(json!({"portDefinitions": [{"port": 0}, {"port": 0}]}));
         let mut agents = vec![agent("a", "z1")];
-        let p = place(&a, &agents, &[]).unwrap();
+        let p = place(&a, &agents, &[], None).unwrap();
         assert_eq!(p.host_ports, vec![31000, 31001]);
         agents[0].used_ports.insert(31000);
         assert_eq!(
-            place(&a, &agents, &[]).unwrap().host_ports,
+            place(&a, &agents, &[], None).unwrap().host_ports,
             vec![31001, 31002]
         );
         let fixed = app(json!({"requirePorts": true, "portDefinitions": [{"port": 8080}]}));
         agents[0].used_ports.insert(8080);
-        let err = place(&fixed, &agents, &[]).unwrap_err();
+        let err = place(&fixed, &agents, &[], None).unwrap_err();
         assert!(err.0.contains("host ports are taken"), "{}", err.0);
     }
 }

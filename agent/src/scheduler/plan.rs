@@ -106,6 +106,8 @@ pub struct World<'a> {
     /// Every task status published by a live node: task id → (node id, status).
     pub statuses: BTreeMap<String, (String, TaskStatus)>,
     pub now_ms: u64,
+    /// The masters' region ([`placement`]'s fault-domain rule), if they have one.
+    pub home_region: Option<String>,
 }
 
 /// One decision, for the log.
@@ -344,7 +346,7 @@ pub fn reconcile(
                 break;
             }
             let refs: Vec<&str> = running_on.iter().map(String::as_str).collect();
-            match placement::place(app, &agents, &refs) {
+            match placement::place(app, &agents, &refs, world.home_region.as_deref()) {
                 Ok(p) => {
                     let agent = &mut agents[p.agent];
                     agent.hold(app, &p.host_ports);
@@ -477,6 +479,7 @@ mod tests {
                 up: self.up.clone(),
                 statuses: self.statuses.clone(),
                 now_ms: self.now,
+                home_region: Some("r1".into()),
             };
             let next = &mut self.next;
             let mut new_id = |a: &App| {
@@ -759,6 +762,7 @@ mod tests {
             up: sim.up.clone(),
             statuses: sim.statuses.clone(),
             now_ms: sim.now,
+            home_region: None,
         };
         let adopted = adopt(&sim.apps, &world);
         let ids: BTreeSet<String> = adopted.keys().cloned().collect();

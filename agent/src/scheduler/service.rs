@@ -13,13 +13,18 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::Router;
+use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::credentials::Credentials;
-use super::marathon::{ADOPTING_RETRY_AFTER_S, Refusal, not_found, now_version, refusal};
+use super::marathon::{
+    ADOPTING_RETRY_AFTER_S, Refusal, not_found, now_version, refusal, require_leader,
+};
 use super::placement::Agent;
 use super::plan::{self, Change, SchedState, Tracked, World};
 use super::replicated::{self, Replicated};
@@ -43,6 +48,9 @@ pub(super) struct Inner {
     pub(super) facts: FactsWatch,
     pub(super) dir: Arc<StateDir>,
     pub(super) api_url: String,
+    /// This master's region: the cluster's home region, where apps without an `@region`
+    /// constraint run.
+    pub(super) region: Option<String>,
     pub(super) settle: Duration,
     pub(super) replicated: Replicated,
     /// Calls to the leader (trusting the cluster CA).
@@ -75,10 +83,10 @@ impl SchedulerService {
         dir: Arc<StateDir>,
         gossip_interval: Duration,
         auth: &crate::auth::Auth,
-        node: (&str, std::net::IpAddr),
+        node: (&str, std::net::IpAddr, Option<&str>),
         (limits, serve_metrics): (crate::serve::Limits, crate::serve::ServeMetrics),
     ) -> Result<Self, crate::Error> {
-        let (name, address) = node;
+        let (name, address, region) = node;
         let reached = if settings.listen.ip().is_unspecified() {
             SocketAddr::new(address, settings.listen.port())
         } else {
@@ -121,6 +129,7 @@ impl SchedulerService {
             facts: facts.clone(),
             dir,
             api_url: api_url.clone(),
+            region: region.map(str::to_owned),
             settle: gossip_interval * 10,
             replicated,
             client: auth.client(Duration::from_secs(10))?,
@@ -132,8 +141,7 @@ impl SchedulerService {
         });
         let stop = services.stopping(Stage::Control);
         let api_stop = stop.clone();
-        let router = super::marathon::router(inner.clone(), auth.guard("scheduler", OPEN_ROUTES))
-            .merge(raft_routes);
+        let router = router(inner.clone(), auth.guard("scheduler", OPEN_ROUTES)).merge(raft_routes);
         let api = async move {
             let shutdown = async move { api_stop.cancelled().await };
             let served = match tls {
@@ -184,6 +192,82 @@ impl SchedulerService {
     }
 }
 
+/// The scheduler's API: Marathon's `/v2`, and dcnet's own credentials, masters and
+/// decommissioned nodes; changes go to the leader, every call needs a credential but `/ping`.
+fn router(inner: Arc<Inner>, guard: crate::auth::http::Guard) -> Router {
+    let credentials = super::credentials::router(super::credentials::CredentialApi {
+        credentials: inner.credentials.clone(),
+        require_leader: {
+            let inner = inner.clone();
+            Arc::new(move || require_leader(&inner).map_err(|r| Box::new(r.into_response())))
+        },
+        poke: {
+            let inner = inner.clone();
+            Arc::new(move || inner.poke.notify_one())
+        },
+    });
+    super::marathon::routes(inner.clone())
+        .merge(super::decommission::routes(inner.clone()))
+        .merge(credentials)
+        .merge(super::masters::router(super::masters::MastersApi {
+            consensus: inner.consensus().clone(),
+            scheme: if inner.api_url.starts_with("https") {
+                "https"
+            } else {
+                "http"
+            },
+        }))
+        .route_layer(axum::middleware::from_fn_with_state(
+            inner.clone(),
+            forward_changes,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::auth::http::require_credential,
+        ))
+}
+
+/// On a master that does not lead, a change (anything but a read, which it answers itself,
+/// marked stale) goes to the leader, with the caller's credential, as Marathon's standbys
+/// proxy to theirs. Runs after the credential check.
+async fn forward_changes(
+    State(s): State<Arc<Inner>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.method() == axum::http::Method::GET
+        || request.headers().contains_key(crate::api::FORWARDED)
+        || s.is_leader()
+    {
+        return next.run(request).await;
+    }
+    // Without a known leader other than itself, the call gets this master's own answer
+    // (503 with Retry-After while an election runs).
+    let consensus = s.consensus();
+    let leader = match consensus.leader().0 {
+        Some((id, leader)) if id != consensus.id() => leader,
+        _ => return next.run(request).await,
+    };
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 1 << 20).await else {
+        return refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is over 1 MB",
+        )
+        .into_response();
+    };
+    crate::api::proxy(
+        s.client.clone(),
+        &leader.url,
+        parts.method,
+        &parts.uri,
+        &parts.headers,
+        body,
+        true,
+    )
+    .await
+}
+
 /// What the facts tell the scheduler.
 pub(super) struct Parts {
     /// Live nodes that run tasks, for placement.
@@ -194,12 +278,17 @@ pub(super) struct Parts {
     pub(super) statuses: BTreeMap<String, (String, TaskStatus)>,
 }
 
-/// The placement agents, live nodes and task statuses of the facts.
-pub(super) fn world_parts(view: &Facts) -> Parts {
+/// The placement agents, live nodes and task statuses of the facts. A decommissioned node
+/// (by id in `data`) is neither: its tasks count as lost, and nothing is placed there.
+pub(super) fn world_parts(view: &Facts, data: &dcnet_consensus::Data) -> Parts {
+    let decommissioned = super::decommission::all(data);
     let mut agents = Vec::new();
     let mut up = std::collections::BTreeSet::new();
     let mut all = BTreeMap::new();
-    for node in view.up_nodes() {
+    for node in view
+        .up_nodes()
+        .filter(|n| !decommissioned.contains_key(&n.id))
+    {
         up.insert(node.id.clone());
         for s in node.launched.values() {
             all.insert(s.task_id.clone(), (node.id.clone(), (**s).clone()));
@@ -397,7 +486,7 @@ impl Inner {
             agents,
             up,
             statuses,
-        } = world_parts(view);
+        } = world_parts(view, data);
         let apps = replicated::apps(data);
         let world = World {
             apps: &apps,
@@ -405,6 +494,7 @@ impl Inner {
             up,
             statuses,
             now_ms: crate::unix_ms(),
+            home_region: self.region.clone(),
         };
         let (kept, wanted) = {
             let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());

@@ -2,7 +2,7 @@
 //! shapes in [`shape`], the query parameters in [`query`], the calls on apps in [`apps`],
 //! on tasks in [`tasks`], on the scheduler itself (`/ping`, `/v2/info`, `/v2/leader`) in
 //! [`server`]. Reads are answered by any master from what it applied; changes go to the
-//! Raft leader ([`forward_changes`]).
+//! Raft leader (the scheduler's `forward_changes`).
 
 mod apps;
 pub mod query;
@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -34,18 +33,8 @@ use shape::TaskView;
 type Shared = Arc<Inner>;
 type Answer = Result<Response, Refusal>;
 
-pub(super) fn router(inner: Shared, guard: crate::auth::http::Guard) -> Router {
-    let credentials = super::credentials::router(super::credentials::CredentialApi {
-        credentials: inner.credentials.clone(),
-        require_leader: {
-            let inner = inner.clone();
-            Arc::new(move || require_leader(&inner).map_err(|r| Box::new(r.into_response())))
-        },
-        poke: {
-            let inner = inner.clone();
-            Arc::new(move || inner.poke.notify_one())
-        },
-    });
+/// The `/v2` routes and `/ping`.
+pub(super) fn routes(inner: Shared) -> Router {
     Router::new()
         .route("/ping", get(server::ping))
         .route("/v2/info", get(server::info))
@@ -67,65 +56,7 @@ pub(super) fn router(inner: Shared, guard: crate::auth::http::Guard) -> Router {
         .route("/v2/tasks", get(tasks::list))
         .route("/v2/tasks/delete", post(tasks::delete_given))
         .route("/v2/queue", get(apps::queue))
-        .with_state(inner.clone())
-        .merge(credentials)
-        .merge(super::masters::router(super::masters::MastersApi {
-            consensus: inner.consensus().clone(),
-            scheme: if inner.api_url.starts_with("https") {
-                "https"
-            } else {
-                "http"
-            },
-        }))
-        .route_layer(axum::middleware::from_fn_with_state(
-            inner.clone(),
-            forward_changes,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            guard,
-            crate::auth::http::require_credential,
-        ))
-}
-
-/// On a master that does not lead, a change (anything but a read, which it answers itself,
-/// marked stale) goes to the leader, with the caller's credential, as Marathon's standbys
-/// proxy to theirs. Runs after the credential check.
-async fn forward_changes(
-    State(s): State<Shared>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if request.method() == axum::http::Method::GET
-        || request.headers().contains_key(crate::api::FORWARDED)
-        || s.is_leader()
-    {
-        return next.run(request).await;
-    }
-    // Without a known leader other than itself, the call gets this master's own answer
-    // (503 with Retry-After while an election runs).
-    let consensus = s.consensus();
-    let leader = match consensus.leader().0 {
-        Some((id, leader)) if id != consensus.id() => leader,
-        _ => return next.run(request).await,
-    };
-    let (parts, body) = request.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, 1 << 20).await else {
-        return refusal(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the request body is over 1 MB",
-        )
-        .into_response();
-    };
-    crate::api::proxy(
-        s.client.clone(),
-        &leader.url,
-        parts.method,
-        &parts.uri,
-        &parts.headers,
-        body,
-        true,
-    )
-    .await
+        .with_state(inner)
 }
 
 /// An error answer: a status, Marathon's `{"message": ...}` body, and `Retry-After` when
@@ -227,7 +158,7 @@ fn validate_at(
 /// Refuses when this scheduler does not lead (the agents' API forwards to the one that does).
 /// Refuses unless this scheduler leads by Raft. Enough for every call: Raft has the apps,
 /// and a leader still adopting the running tasks shows the ones it is about to adopt.
-fn require_leader(s: &Inner) -> Result<(), Refusal> {
+pub(super) fn require_leader(s: &Inner) -> Result<(), Refusal> {
     if s.is_leader() {
         return Ok(());
     }
@@ -244,7 +175,7 @@ fn require_leader(s: &Inner) -> Result<(), Refusal> {
 /// A read: served by any master from what it has applied, marked `X-Dcnet-Stale: true`
 /// unless this master leads with a quorum's recent acknowledgement (a follower, or a leader
 /// cut off on the minority side of a partition, may be behind).
-fn read(s: &Inner, body: Value) -> Answer {
+pub(super) fn read(s: &Inner, body: Value) -> Answer {
     let mut response = axum::Json(body).into_response();
     if !s.consensus().leads_recently(Duration::from_secs(1)) {
         response.headers_mut().insert(
@@ -289,7 +220,7 @@ struct TaskTable {
 
 impl TaskTable {
     fn read(s: &Inner, view: &Facts) -> Self {
-        let parts = world_parts(view);
+        let parts = world_parts(view, &s.consensus().data().borrow());
         let agents = view
             .nodes
             .values()
@@ -309,6 +240,7 @@ impl TaskTable {
                 up: parts.up,
                 statuses: parts.statuses.clone(),
                 now_ms: crate::unix_ms(),
+                home_region: s.region.clone(),
             };
             plan::adopt(&apps, &world)
         };
