@@ -2,7 +2,7 @@
 //! agents, and Knot DNS holding the same records beside them.
 //!
 //! Two dcnet agents in namespaces of their own (a harness cluster): node A has the master role
-//! and polls a fake Mesos master (in A's namespace) every 5 s; node B only serves what gossip
+//! and polls a fake Mesos master (in A's namespace) every 5 s (`--refresh`); node B only serves what gossip
 //! brings it. For each size the table shows, for A and B:
 //! - the time until A, then B answers the last task after the master came up ("first
 //!   answer": A's from its own publication, B's through gossip);
@@ -19,7 +19,9 @@
 //!
 //! Traffic stays in the namespaces the harness made (loopback and its underlay bridge).
 //!
-//! `cargo bench -p dcnet-benches --bench scale -- [--sizes 1000,10000,100000]`
+//! `cargo bench -p dcnet-benches --bench scale -- [--sizes 1000,10000,100000]`; for churn,
+//! `--changes 300 --refresh 2s` prints A's and B's RSS every 10 changes (whether memory
+//! settles while 1% of the tasks is replaced at every poll).
 
 use std::fmt::Write as _;
 use std::path::Path;
