@@ -135,6 +135,15 @@ def main():
         for a in apps:
             a.instances = 1
         out = c.update_apps(apps)
+    elif step == "stuck":
+        # A new version no agent can take: its deployment stays under way.
+        out = c.update_app(args[0], MarathonApp(cmd=args[1], constraints=[["hostname", "CLUSTER", "no-such-node"]]))
+    elif step == "deployments":
+        out = [{"id": d.id, "apps": d.affected_apps,
+                "actions": [[a.action, a.app] for a in d.current_actions],
+                "steps": len(d.steps)} for d in c.list_deployments()]
+    elif step == "delete-deployment":
+        out = c.delete_deployment(args[0], force=args[1] == "true")
     elif step == "queue":
         out = [{"app": q.app.id, "count": q.count} for q in c.list_queue()]
     elif step == "delete":

@@ -184,6 +184,70 @@ fn a_marathon_client_library_works_unchanged() -> Result<()> {
         "exec sleep 1001"
     );
 
+    // A change no agent can take stays a deployment under way, with the app pointing at it;
+    // deleting the deployment rolls it back (the tasks never stopped), forcing only forgets.
+    let rolled = wait_until("no deployment under way", Duration::from_secs(60), || {
+        Ok(via_agent
+            .step(&["deployments"])?
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            .then_some(()))
+    })
+    .map(|()| rolled)?;
+    let stuck = via_agent.step(&["stuck", "/pyweb", "exec sleep 1004"])?;
+    let stuck_id = str_of(&stuck, "deploymentId")?.to_owned();
+    let listed = via_agent.step(&["deployments"])?;
+    assert_eq!(
+        listed,
+        serde_json::json!([{"id": stuck_id, "apps": ["/pyweb"],
+                            "actions": [["RestartApplication", "/pyweb"]], "steps": 1}]),
+        "{listed}"
+    );
+    assert_eq!(
+        via_agent.step(&["app", "/pyweb"])?["deployments"],
+        serde_json::json!([stuck_id])
+    );
+    let back = via_agent.step(&["delete-deployment", &stuck_id, "false"])?;
+    assert!(back["deploymentId"].is_string(), "{back}");
+    wait_until("the rollback to finish", Duration::from_secs(60), || {
+        Ok(via_agent
+            .step(&["deployments"])?
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            .then_some(()))
+    })?;
+    assert_eq!(
+        via_agent.step(&["app", "/pyweb"])?["cmd"],
+        "exec sleep 1001"
+    );
+    assert_eq!(
+        wait_tasks(&cluster, &via_agent, "/pyweb", 2)?,
+        rolled,
+        "a rollback of a change that never ran stops nothing"
+    );
+    let stuck = via_agent.step(&["stuck", "/pyweb", "exec sleep 1005"])?;
+    via_agent.step(&["delete-deployment", str_of(&stuck, "deploymentId")?, "true"])?;
+    assert_eq!(via_agent.step(&["deployments"])?, serde_json::json!([]));
+    assert_eq!(
+        via_agent.step(&["app", "/pyweb"])?["cmd"],
+        "exec sleep 1005",
+        "forced: the app stays as changed"
+    );
+    // Back to the first version: its tasks are the ones running.
+    via_agent.step(&["rollback", "/pyweb", &first_version])?;
+    wait_until(
+        "the app back at its first version",
+        Duration::from_secs(60),
+        || {
+            Ok(via_agent
+                .step(&["deployments"])?
+                .as_array()
+                .is_some_and(Vec::is_empty)
+                .then_some(()))
+        },
+    )?;
+    assert_eq!(wait_tasks(&cluster, &via_agent, "/pyweb", 2)?, rolled);
+
     // Restart: every task replaced, same definition.
     via_agent.step(&["restart", "/pyweb"])?;
     wait_until("the restart's tasks", Duration::from_secs(60), || {

@@ -9,6 +9,7 @@
 
 pub mod credentials;
 pub mod decommission;
+pub mod deployments;
 pub mod marathon;
 pub mod masters;
 pub mod placement;

@@ -7,6 +7,8 @@
 //! auth/store                the credential store (tokens, revocations, basic users)
 //! tasks/<task id>           StoredTask: the leader's decision that this task runs there
 //! backoff/<id>              [Backoff] (JSON): the app's slots waiting to be filled again
+//! deployments/<id>          Deployment: a change of apps under way, with the apps before it
+//! decommissioned/<node id>  a node taken out of service for good
 //! meta/imported             set once the files of a pre-Raft master were imported
 //! meta/tasks                set once a leader kept its task set here
 //! ```
@@ -92,6 +94,13 @@ pub fn versions(data: &Data, id: &str) -> Vec<String> {
         .collect();
     out.sort();
     out
+}
+
+/// The deployments under way in `data`, by their key.
+pub fn deployments(data: &Data) -> BTreeMap<String, super::deployments::Deployment> {
+    data.prefixed(super::deployments::PREFIX)
+        .filter_map(|(k, v)| Some((k.clone(), serde_json::from_value(v.clone()).ok()?)))
+        .collect()
 }
 
 /// App `id` as it was at `version`.

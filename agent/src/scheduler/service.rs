@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::credentials::Credentials;
+use super::deployments;
 use super::marathon::{
     ADOPTING_RETRY_AFTER_S, Refusal, not_found, now_version, refusal, require_leader,
 };
@@ -496,7 +497,7 @@ impl Inner {
             now_ms: crate::unix_ms(),
             home_region: self.region.clone(),
         };
-        let (kept, wanted) = {
+        let (kept, finished, wanted) = {
             let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
             let mut sched = self.sched.lock().unwrap_or_else(|p| p.into_inner());
             if !*ready {
@@ -544,8 +545,19 @@ impl Inner {
                 LEADER_KEY.to_owned(),
                 serde_json::to_string(&fact).unwrap_or_default(),
             );
+            // Deployments whose apps now run as asked are over.
+            let mut finished = dcnet_consensus::Command::default();
+            for (key, d) in replicated::deployments(data) {
+                if deployments::done(&d, &apps, &sched.tasks, &world.statuses) {
+                    finished
+                        .expect
+                        .insert(key.clone(), data.entries.get(&key).cloned());
+                    finished.set.insert(key, None);
+                }
+            }
             (
                 replicated::tasks_command(data, &sched.tasks, &sched.backoff),
+                finished,
                 wanted,
             )
         };
@@ -559,6 +571,17 @@ impl Inner {
                     warn!(error = %e, "cannot commit the task set; the agents hear of no change until it is");
                     return;
                 }
+            }
+        }
+        if !finished.set.is_empty() {
+            let ids: Vec<&str> = finished
+                .set
+                .keys()
+                .map(|k| k.trim_start_matches(deployments::PREFIX))
+                .collect();
+            info!(?ids, "deployment(s) finished");
+            if let Err(e) = self.consensus().write(finished).await {
+                warn!(error = %e, "cannot record the end of deployments yet");
             }
         }
         // Assignments and apps first, the leader key (with the count) last.
@@ -581,20 +604,40 @@ impl Inner {
     /// Applies a change to the apps by Raft: committed on a majority before it answers, on
     /// condition that the apps it changes are as they were read (read again and tried again
     /// a few times if another change came first). Nothing changes when `f` refuses.
+    ///
+    /// A change that changes anything is a deployment, committed with it
+    /// ([`super::deployments`]); it supersedes the deployments under way for the same apps.
+    /// Returns `f`'s answer and the deployment's id (a fresh one, kept nowhere, when nothing
+    /// changed: Marathon answers every change with one).
     pub(super) async fn change_apps<T>(
         &self,
         mut f: impl FnMut(&mut BTreeMap<String, App>) -> Result<T, Refusal>,
-    ) -> Result<T, Refusal> {
+    ) -> Result<(T, String), Refusal> {
+        let id = uuid::Uuid::new_v4().to_string();
         for _ in 0..3 {
             let data = self.consensus().data().borrow().clone();
             let before = replicated::apps(&data);
             let mut next = before.clone();
             let out = f(&mut next)?;
-            let command = replicated::apps_command(&data, &before, &next);
+            let mut command = replicated::apps_command(&data, &before, &next);
+            if let Some(d) = deployments::of_change(id.clone(), now_version(), &before, &next) {
+                for (key, old) in replicated::deployments(&data) {
+                    if old.apps.keys().any(|app| d.apps.contains_key(app)) {
+                        command
+                            .expect
+                            .insert(key.clone(), data.entries.get(&key).cloned());
+                        command.set.insert(key, None);
+                    }
+                }
+                command.set.insert(
+                    format!("{}{id}", deployments::PREFIX),
+                    Some(serde_json::to_value(&d).unwrap_or_default()),
+                );
+            }
             match self.consensus().write(command).await {
                 Ok(reply) if reply.applied => {
                     self.poke.notify_one();
-                    return Ok(out);
+                    return Ok((out, id));
                 }
                 Ok(_) => continue,
                 Err(e) => {
@@ -617,12 +660,13 @@ impl Inner {
     /// commits the set and tells their agents. With `scale`, each app's `instances` goes
     /// down by as many of its tasks in the same round (no task replaces them, and no other
     /// is stopped as an extra); without, they are replaced like tasks that ended, without
-    /// a backoff. Returns the tasks killed; ids not in the set are left out.
+    /// a backoff. Returns the tasks killed (ids not in the set are left out), and the
+    /// deployment of the scale.
     pub(super) async fn kill_tasks(
         &self,
         ids: &BTreeSet<String>,
         scale: bool,
-    ) -> Result<Vec<Tracked>, Refusal> {
+    ) -> Result<(Vec<Tracked>, Option<String>), Refusal> {
         if !*self.ready.lock().unwrap_or_else(|p| p.into_inner()) {
             return Err(Refusal {
                 retry_after: Some(ADOPTING_RETRY_AFTER_S),
@@ -639,22 +683,25 @@ impl Inner {
                 .filter_map(|id| sched.tasks.get(id).cloned())
                 .collect()
         };
+        let mut deployment = None;
         if scale && !doomed.is_empty() {
             let mut per_app: BTreeMap<String, u32> = BTreeMap::new();
             for t in &doomed {
                 *per_app.entry(t.assignment.app.id.clone()).or_default() += 1;
             }
             let now = now_version();
-            self.change_apps(|apps| {
-                for (id, n) in &per_app {
-                    if let Some(app) = apps.get_mut(id) {
-                        app.instances = app.instances.saturating_sub(*n);
-                        app.scaled_at = Some(now.clone());
+            let ((), id) = self
+                .change_apps(|apps| {
+                    for (id, n) in &per_app {
+                        if let Some(app) = apps.get_mut(id) {
+                            app.instances = app.instances.saturating_sub(*n);
+                            app.scaled_at = Some(now.clone());
+                        }
                     }
-                }
-                Ok(())
-            })
-            .await?;
+                    Ok(())
+                })
+                .await?;
+            deployment = Some(id);
         }
         let mut sched = self.sched.lock().unwrap_or_else(|p| p.into_inner());
         for t in &doomed {
@@ -663,7 +710,7 @@ impl Inner {
         }
         drop(sched);
         self.poke.notify_one();
-        Ok(doomed)
+        Ok((doomed, deployment))
     }
 
     /// The app `id`, or 404.

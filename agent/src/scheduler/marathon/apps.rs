@@ -28,7 +28,10 @@ fn app_json(table: &TaskTable, app: &App, tasks: bool, failure: bool) -> Value {
         app,
         AppStatus {
             counts: Counts::of(&views),
-            deployments: &[],
+            deployments: table
+                .deployments
+                .get(&app.id)
+                .map_or(&[][..], Vec::as_slice),
             tasks: tasks.then(|| views.iter().map(shape::task).collect()),
             last_task_failure: if failure {
                 table.last_failure(&app.id)
@@ -64,7 +67,7 @@ pub(super) async fn create(State(s): State<Shared>, body: axum::body::Bytes) -> 
     let overlays = crate::facts::overlay::networks(&s.facts.peek());
     let parsed = validate(&parse_body(&body)?, None, Some(&overlays))?;
     let id = parsed.app.id.clone();
-    s.change_apps(|apps| {
+    let ((), deployment_id) = s.change_apps(|apps| {
         if apps.contains_key(&id) {
             return Err(refusal(
                 StatusCode::CONFLICT,
@@ -78,7 +81,6 @@ pub(super) async fn create(State(s): State<Shared>, body: axum::body::Bytes) -> 
     })
     .await?;
     info!(app = %id, ignored = ?parsed.ignored, "app created");
-    let deployment_id = uuid::Uuid::new_v4().to_string();
     let body = shape::app(
         &parsed.app,
         AppStatus {
@@ -193,13 +195,13 @@ pub(super) async fn put_path(
     let Value::Object(patch) = parse_body(&body)? else {
         return Err(refusal(StatusCode::BAD_REQUEST, "expected a JSON object"));
     };
-    let (version, existed) = change(&s, vec![(id, patch)]).await?;
+    let (answer, existed) = change(&s, vec![(id, patch)]).await?;
     let status = if existed[0] {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    Ok((status, axum::Json(deployment(&version))).into_response())
+    Ok((status, axum::Json(answer)).into_response())
 }
 
 /// `PUT /v2/apps` with a list of apps: each changed (or created) as by its own `PUT`, all
@@ -228,22 +230,23 @@ pub(super) async fn put_many(State(s): State<Shared>, body: axum::body::Bytes) -
         };
         changes.push((app::absolute_id(id), patch));
     }
-    let (version, _) = change(&s, changes).await?;
-    Ok(axum::Json(deployment(&version)).into_response())
+    let (answer, _) = change(&s, changes).await?;
+    Ok(axum::Json(answer).into_response())
 }
 
 /// Lays each patch over its app as it is when the change is committed (not as first read),
-/// all or nothing. Returns the latest version among the apps, and whether each existed.
+/// all or nothing. Returns the deployment (the latest version among the apps, its id), and
+/// whether each app existed.
 async fn change(
     s: &Shared,
     patches: Vec<(String, Map<String, Value>)>,
-) -> Result<(String, Vec<bool>), super::Refusal> {
+) -> Result<(Value, Vec<bool>), super::Refusal> {
     // A change of network is checked against the agents' overlays; a scale is not (an app
     // whose overlay went away can still be scaled down).
     let overlays = crate::facts::overlay::networks(&s.facts.peek());
     let data = s.consensus().data().borrow().clone();
     let now = now_version();
-    let (apps, existed) = s
+    let ((apps, existed), deployment_id) = s
         .change_apps(|apps| {
             let mut changed = Vec::new();
             let mut existed = Vec::new();
@@ -302,7 +305,7 @@ async fn change(
         .map(|a| shape::version(a).to_owned())
         .max()
         .unwrap_or(now);
-    Ok((version, existed))
+    Ok((deployment(&version, &deployment_id), existed))
 }
 
 /// The version a patch rolls back to: `{"version": v}`, with at most the app's `id` beside.
@@ -325,15 +328,16 @@ pub(super) async fn post_path(State(s): State<Shared>, Path(path): Path<String>)
         ));
     };
     let now = now_version();
-    s.change_apps(|apps| {
-        let app = apps.get_mut(&id).ok_or_else(|| not_found(&id))?;
-        app.version = now.clone();
-        app.scaled_at = None;
-        Ok(())
-    })
-    .await?;
+    let ((), deployment_id) = s
+        .change_apps(|apps| {
+            let app = apps.get_mut(&id).ok_or_else(|| not_found(&id))?;
+            app.version = now.clone();
+            app.scaled_at = None;
+            Ok(())
+        })
+        .await?;
     info!(app = %id, version = %now, "app restarted");
-    Ok(axum::Json(deployment(&now)).into_response())
+    Ok(axum::Json(deployment(&now, &deployment_id)).into_response())
 }
 
 /// `DELETE /v2/apps/{id}`, `.../tasks?host=&scale=`, `.../tasks/{taskId}?scale=`.
@@ -346,10 +350,11 @@ pub(super) async fn delete_path(
     match target_of(&s, &path) {
         Target::App(id) => {
             require_leader(&s)?;
-            s.change_apps(|apps| apps.remove(&id).map(drop).ok_or_else(|| not_found(&id)))
+            let ((), deployment_id) = s
+                .change_apps(|apps| apps.remove(&id).map(drop).ok_or_else(|| not_found(&id)))
                 .await?;
             info!(app = %id, "app removed");
-            Ok(axum::Json(deployment(&now_version())).into_response())
+            Ok(axum::Json(deployment(&now_version(), &deployment_id)).into_response())
         }
         Target::Tasks(id) => super::tasks::kill_of_app(&s, &id, None, &q).await,
         Target::Task(id, task) => super::tasks::kill_of_app(&s, &id, Some(&task), &q).await,

@@ -1,10 +1,11 @@
 //! Marathon's `/v2` REST API, as its clients know it (Marathon 1.x's REST reference): the
 //! shapes in [`shape`], the query parameters in [`query`], the calls on apps in [`apps`],
-//! on tasks in [`tasks`], on the scheduler itself (`/ping`, `/v2/info`, `/v2/leader`) in
+//! on tasks in [`tasks`], on deployments in [`deployments`], on the scheduler itself (`/ping`, `/v2/info`, `/v2/leader`) in
 //! [`server`]. Reads are answered by any master from what it applied; changes go to the
 //! Raft leader (the scheduler's `forward_changes`).
 
 mod apps;
+mod deployments;
 pub mod query;
 mod server;
 pub mod shape;
@@ -56,6 +57,11 @@ pub(super) fn routes(inner: Shared) -> Router {
         .route("/v2/tasks", get(tasks::list))
         .route("/v2/tasks/delete", post(tasks::delete_given))
         .route("/v2/queue", get(apps::queue))
+        .route("/v2/deployments", get(deployments::list))
+        .route(
+            "/v2/deployments/{id}",
+            axum::routing::delete(deployments::delete),
+        )
         .with_state(inner)
 }
 
@@ -186,10 +192,10 @@ pub(super) fn read(s: &Inner, body: Value) -> Answer {
     Ok(response)
 }
 
-/// A change's answer: its version and a deployment id, as Marathon's `PUT`, `DELETE` and
-/// restart answer.
-fn deployment(version: &str) -> Value {
-    json!({"version": version, "deploymentId": uuid::Uuid::new_v4().to_string()})
+/// A change's answer: its version and deployment, as Marathon's `PUT`, `DELETE` and restart
+/// answer.
+fn deployment(version: &str, id: &str) -> Value {
+    json!({"version": version, "deploymentId": id})
 }
 
 pub(super) fn now_version() -> String {
@@ -216,11 +222,20 @@ struct TaskTable {
     tracked: BTreeMap<String, plan::Tracked>,
     statuses: BTreeMap<String, (String, TaskStatus)>,
     agents: BTreeMap<String, NodeInfo>,
+    /// Per app, the deployments under way that change it.
+    deployments: BTreeMap<String, Vec<String>>,
 }
 
 impl TaskTable {
     fn read(s: &Inner, view: &Facts) -> Self {
-        let parts = world_parts(view, &s.consensus().data().borrow());
+        let data = s.consensus().data().borrow().clone();
+        let parts = world_parts(view, &data);
+        let mut deployments: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for d in super::replicated::deployments(&data).into_values() {
+            for app in d.apps.into_keys() {
+                deployments.entry(app).or_default().push(d.id.clone());
+            }
+        }
         let agents = view
             .nodes
             .values()
@@ -248,6 +263,7 @@ impl TaskTable {
             tracked,
             statuses: parts.statuses,
             agents,
+            deployments,
         }
     }
 

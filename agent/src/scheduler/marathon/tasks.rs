@@ -62,12 +62,12 @@ pub(super) fn of_app(s: &Shared, id: &str, q: Query) -> Answer {
     read(s, json!({ "tasks": tasks }))
 }
 
-/// Kills `ids` and answers with the tasks killed, as they were.
+/// Kills `ids`; the tasks killed, as they were, and the deployment of a scale.
 async fn kill(
     s: &Shared,
     ids: BTreeSet<String>,
     scale: bool,
-) -> Result<Vec<Value>, super::Refusal> {
+) -> Result<(Vec<Value>, Option<String>), super::Refusal> {
     // Shown as they were just before (their agents report them stopping shortly after).
     let view = s.facts.peek();
     let table = TaskTable::read(s, &view);
@@ -77,16 +77,13 @@ async fn kill(
         .filter(|v| ids.contains(&v.tracked.assignment.task_id))
         .map(shape::task)
         .collect();
-    let killed: BTreeSet<String> = s
-        .kill_tasks(&ids, scale)
-        .await?
-        .into_iter()
-        .map(|t| t.assignment.task_id)
-        .collect();
-    Ok(before
+    let (killed, deployment) = s.kill_tasks(&ids, scale).await?;
+    let killed: BTreeSet<String> = killed.into_iter().map(|t| t.assignment.task_id).collect();
+    let shown = before
         .into_iter()
         .filter(|t| t["id"].as_str().is_some_and(|id| killed.contains(id)))
-        .collect())
+        .collect();
+    Ok((shown, deployment))
 }
 
 /// `DELETE /v2/apps/{id}/tasks` (every task, or those on `?host=`) and
@@ -121,10 +118,12 @@ pub(super) async fn kill_of_app(s: &Shared, app: &str, task: Option<&str>, q: &Q
             .collect(),
         (None, None) => views,
     };
-    let killed = kill(s, ids(&chosen), scale).await?;
+    let (killed, scaled) = kill(s, ids(&chosen), scale).await?;
     // As Marathon: a kill that scales is a deployment; one that does not, the tasks.
     Ok(match (scale, task) {
-        (true, _) => axum::Json(deployment(&now_version())).into_response(),
+        (true, _) => {
+            axum::Json(deployment(&now_version(), &scaled.unwrap_or_default())).into_response()
+        }
         (false, Some(_)) => {
             axum::Json(json!({ "task": killed.into_iter().next() })).into_response()
         }
@@ -170,9 +169,9 @@ pub(super) async fn delete_given(
             format!("no task has the id(s) {unknown:?}; GET /v2/tasks lists them"),
         ));
     }
-    let killed = kill(&s, wanted, scale).await?;
+    let (killed, scaled) = kill(&s, wanted, scale).await?;
     Ok(if scale {
-        axum::Json(deployment(&now_version())).into_response()
+        axum::Json(deployment(&now_version(), &scaled.unwrap_or_default())).into_response()
     } else {
         axum::Json(json!({ "tasks": killed })).into_response()
     })

@@ -1,0 +1,309 @@
+//! Deployments, as Marathon has them: every change of apps is a deployment, listed until
+//! what it asked for runs (each app at its new version with its instance count, every task
+//! ready; a removed app with no task left). Kept in Raft beside the apps, in the same
+//! command as the change, with each app's definition from before it, so `DELETE
+//! /v2/deployments/{id}` can roll the change back. A new change to an app supersedes the
+//! deployment under way for it (as Marathon's `force=true`; dcnet never locks an app).
+//!
+//! Pure: what a change's deployment is, whether one is done, and Marathon's shape of it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::plan::Tracked;
+use crate::app::App;
+use crate::facts::launched::{TaskState, TaskStatus};
+
+/// Raft keys: `deployments/<id>`.
+pub const PREFIX: &str = "deployments/";
+
+/// What a deployment does to one app (Marathon's action names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    StartApplication,
+    ScaleApplication,
+    RestartApplication,
+    StopApplication,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::StartApplication => "StartApplication",
+            Action::ScaleApplication => "ScaleApplication",
+            Action::RestartApplication => "RestartApplication",
+            Action::StopApplication => "StopApplication",
+        }
+    }
+}
+
+/// One app a deployment changes: how, and its definition before (`None`: it did not exist).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub action: Action,
+    pub before: Option<App>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    /// When the change was made (RFC 3339).
+    pub version: String,
+    /// By app id.
+    pub apps: BTreeMap<String, Step>,
+}
+
+/// The deployment of changing `before` into `after`, or `None` when nothing changes.
+pub fn of_change(
+    id: String,
+    version: String,
+    before: &BTreeMap<String, App>,
+    after: &BTreeMap<String, App>,
+) -> Option<Deployment> {
+    let mut apps = BTreeMap::new();
+    for (app_id, app) in after {
+        let action = match before.get(app_id) {
+            None => Action::StartApplication,
+            Some(old) if old == app => continue,
+            Some(old) if old.version != app.version => Action::RestartApplication,
+            Some(_) => Action::ScaleApplication,
+        };
+        apps.insert(
+            app_id.clone(),
+            Step {
+                action,
+                before: before.get(app_id).cloned(),
+            },
+        );
+    }
+    for (app_id, old) in before {
+        if !after.contains_key(app_id) {
+            apps.insert(
+                app_id.clone(),
+                Step {
+                    action: Action::StopApplication,
+                    before: Some(old.clone()),
+                },
+            );
+        }
+    }
+    (!apps.is_empty()).then_some(Deployment { id, version, apps })
+}
+
+/// Whether what `d` asked of app `id` is done: the app (as it is now, `None` if removed)
+/// runs `instances` tasks of its version, all running and not failing a health check, and
+/// no task of another version; a removed app has no task left.
+pub fn app_done(
+    id: &str,
+    app: Option<&App>,
+    tasks: &BTreeMap<String, Tracked>,
+    statuses: &BTreeMap<String, (String, TaskStatus)>,
+) -> bool {
+    let mut of_app = tasks.values().filter(|t| t.assignment.app.id == id);
+    let Some(app) = app else {
+        return of_app.next().is_none();
+    };
+    let mut current = 0;
+    for t in of_app {
+        if t.assignment.app.version != app.version {
+            return false;
+        }
+        let ready = statuses.get(&t.assignment.task_id).is_some_and(|(_, s)| {
+            s.state == TaskState::TaskRunning && s.healthy != Some(false) && !s.health_pending
+        });
+        if !ready {
+            return false;
+        }
+        current += 1;
+    }
+    current == app.instances as usize
+}
+
+/// Whether every app of `d` is done ([`app_done`]).
+pub fn done(
+    d: &Deployment,
+    apps: &BTreeMap<String, App>,
+    tasks: &BTreeMap<String, Tracked>,
+    statuses: &BTreeMap<String, (String, TaskStatus)>,
+) -> bool {
+    d.apps
+        .keys()
+        .all(|id| app_done(id, apps.get(id), tasks, statuses))
+}
+
+/// The change that rolls `d` back: each app of it as it was before (an app it started is
+/// removed), whatever came since, as Marathon's rollback of a deployment does.
+pub fn rollback(d: &Deployment, apps: &BTreeMap<String, App>) -> BTreeMap<String, App> {
+    let mut next = apps.clone();
+    for (id, step) in &d.apps {
+        match &step.before {
+            Some(old) => {
+                next.insert(id.clone(), old.clone());
+            }
+            None => {
+                next.remove(id);
+            }
+        }
+    }
+    next
+}
+
+/// Marathon's deployment object: one step with every app's action.
+pub fn to_marathon(d: &Deployment) -> Value {
+    let actions: Vec<Value> = d
+        .apps
+        .iter()
+        .map(|(id, step)| json!({"action": step.action.as_str(), "app": id}))
+        .collect();
+    let current: Vec<Value> = d
+        .apps
+        .iter()
+        .map(|(id, step)| {
+            json!({"action": step.action.as_str(), "app": id, "readinessCheckResults": []})
+        })
+        .collect();
+    json!({
+        "id": d.id,
+        "version": d.version,
+        "affectedApps": d.apps.keys().collect::<Vec<_>>(),
+        "affectedPods": [],
+        "steps": [{"actions": actions}],
+        "currentActions": current,
+        "currentStep": 1,
+        "totalSteps": 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::app::{Network, parse};
+    use crate::facts::scheduler::Assignment;
+
+    fn app(id: &str, instances: u32, version: &str) -> App {
+        parse(
+            &json!({"id": id, "cmd": "x", "instances": instances}),
+            None,
+            version,
+        )
+        .unwrap()
+        .app
+    }
+
+    fn task(id: &str, app: &App, state: TaskState) -> (Tracked, (String, TaskStatus)) {
+        let tracked = Tracked {
+            assignment: Assignment {
+                task_id: id.into(),
+                node_id: "n".into(),
+                app: app.clone(),
+                host_ports: vec![],
+            },
+            created_ms: 0,
+            failures: 0,
+        };
+        let status = TaskStatus {
+            task_id: id.into(),
+            app_id: app.id.clone(),
+            version: app.version.clone(),
+            state,
+            healthy: None,
+            health_pending: false,
+            ip: None,
+            network: Network::Host,
+            ports: vec![],
+            host_ports: vec![],
+            cpus: 0.1,
+            mem: 1.0,
+            staged_ms: 0,
+            started_ms: None,
+            message: None,
+        };
+        (tracked, ("n".into(), status))
+    }
+
+    #[test]
+    fn a_change_names_each_apps_action() {
+        let web1 = app("/web", 2, "v1");
+        let before = BTreeMap::from([
+            ("/web".into(), web1.clone()),
+            ("/db".into(), app("/db", 1, "v1")),
+        ]);
+        let mut after = before.clone();
+        after.insert(
+            "/web".into(),
+            App {
+                instances: 3,
+                ..web1.clone()
+            },
+        );
+        after.remove("/db");
+        after.insert("/new".into(), app("/new", 1, "v2"));
+        let d = of_change("d1".into(), "t".into(), &before, &after).unwrap();
+        let actions: Vec<(&str, Action)> =
+            d.apps.iter().map(|(k, s)| (k.as_str(), s.action)).collect();
+        assert_eq!(
+            actions,
+            [
+                ("/db", Action::StopApplication),
+                ("/new", Action::StartApplication),
+                ("/web", Action::ScaleApplication)
+            ]
+        );
+        after.insert("/web".into(), app("/web", 3, "v2"));
+        let d = of_change("d2".into(), "t".into(), &before, &after).unwrap();
+        assert_eq!(d.apps["/web"].action, Action::RestartApplication);
+        assert!(of_change("d3".into(), "t".into(), &before, &before).is_none());
+        // Rolled back: every app as before, the new one gone.
+        assert_eq!(rollback(&d, &after), before);
+        let v = to_marathon(&d);
+        assert_eq!(v["affectedApps"], json!(["/db", "/new", "/web"]));
+        assert_eq!(
+            v["steps"][0]["actions"][2],
+            json!({"action": "RestartApplication", "app": "/web"})
+        );
+    }
+
+    #[test]
+    fn done_when_every_task_of_the_new_version_is_ready() {
+        let v1 = app("/web", 2, "v1");
+        let v2 = app("/web", 2, "v2");
+        let apps = BTreeMap::from([("/web".to_owned(), v2.clone())]);
+        let d = of_change(
+            "d".into(),
+            "t".into(),
+            &BTreeMap::from([("/web".to_owned(), v1.clone())]),
+            &apps,
+        )
+        .unwrap();
+        let mut tasks = BTreeMap::new();
+        let mut statuses = BTreeMap::new();
+        let mut add = |id: &str, a: &App, s: TaskState| {
+            let (t, st) = task(id, a, s);
+            tasks.insert(id.to_owned(), t);
+            statuses.insert(id.to_owned(), st);
+        };
+        add("old", &v1, TaskState::TaskRunning);
+        add("a", &v2, TaskState::TaskRunning);
+        add("b", &v2, TaskState::TaskStaging);
+        assert!(
+            !done(&d, &apps, &tasks, &statuses),
+            "an old task runs, a new one stages"
+        );
+        tasks.remove("old");
+        assert!(!done(&d, &apps, &tasks, &statuses), "one still stages");
+        statuses.get_mut("b").unwrap().1.state = TaskState::TaskRunning;
+        assert!(done(&d, &apps, &tasks, &statuses));
+        statuses.get_mut("b").unwrap().1.healthy = Some(false);
+        assert!(
+            !done(&d, &apps, &tasks, &statuses),
+            "failing its health check"
+        );
+        // A removed app is done when its last task is gone.
+        assert!(!app_done("/web", None, &tasks, &statuses));
+        assert!(app_done("/web", None, &BTreeMap::new(), &statuses));
+    }
+}
