@@ -63,6 +63,8 @@ pub struct ApiState {
     pub facts: FactsWatch,
     /// The client calls to the leading scheduler go through (trusts the cluster CA).
     pub client: ureq::Agent,
+    /// The same for the event bus, whose answer never ends.
+    pub stream_client: ureq::Agent,
     /// This node's own scheduler's URL, on a master.
     pub local_scheduler: Option<String>,
     pub registry: Arc<Registry>,
@@ -581,6 +583,9 @@ async fn forward(
         )
             .into_response();
     };
+    if uri.path() == "/v2/events" && method == Method::GET {
+        return proxy_events(s.stream_client.clone(), &leader, &uri, &headers).await;
+    }
     proxy(
         s.client.clone(),
         &leader,
@@ -591,6 +596,69 @@ async fn forward(
         false,
     )
     .await
+}
+
+/// Streams the leader's event bus (`GET /v2/events`) to the caller as it comes, on a
+/// blocking thread that ends when the caller goes (at the next event or keep-alive).
+async fn proxy_events(
+    agent: ureq::Agent,
+    base: &str,
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+) -> Response {
+    use std::io::Read as _;
+    let path = uri.path_and_query().map_or("/v2/events", |p| p.as_str());
+    let url = format!("{base}{path}");
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (head_tx, head_rx) = tokio::sync::oneshot::channel::<Result<u16, String>>();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(16);
+    tokio::task::spawn_blocking(move || {
+        let response = with_auth(agent.get(&url), &authorization, false)
+            .header(header::ACCEPT, "text/event-stream")
+            .call();
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = head_tx.send(Err(format!("the scheduler at {url} did not answer: {e}")));
+                return;
+            }
+        };
+        let _ = head_tx.send(Ok(response.status().as_u16()));
+        let mut body = response.into_body().into_reader();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match body.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    let chunk = axum::body::Bytes::copy_from_slice(&buf[..n]);
+                    if tx.blocking_send(Ok(chunk)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    match head_rx.await {
+        Ok(Ok(status)) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+        )
+            .into_response(),
+        Ok(Err(e)) => (
+            StatusCode::BAD_GATEWAY,
+            axum::Json(serde_json::json!({ "message": e })),
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 /// Marks a call a standby master passed to its leader, which then answers it itself

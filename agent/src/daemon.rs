@@ -174,6 +174,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         gossip: gossip.clone(),
         facts: facts.watch("api", Topics::empty()),
         client: auth.client(std::time::Duration::from_secs(10))?,
+        stream_client: auth.streaming_client()?,
         local_scheduler: scheduler.as_ref().map(|s| s.api_url().to_owned()),
         registry: Arc::new(registry),
         overlay: overlay.clone(),

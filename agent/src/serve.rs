@@ -206,9 +206,7 @@ where
         let mut stopping = stopping.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let mut io = tokio_io_timeout::TimeoutStream::new(io);
-            io.set_read_timeout(Some(limits.idle_timeout));
-            io.set_write_timeout(Some(limits.idle_timeout));
+            let io = IdleStream::new(io, limits.idle_timeout);
             let service = hyper::service::service_fn(move |mut request| {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 router.clone().oneshot(request.map(axum::body::Body::new))
@@ -244,9 +242,132 @@ where
     Ok(())
 }
 
+/// A connection whose pending read or write fails once nothing was read *or written* on it
+/// for `idle`: a response that streams (server-sent events, with their keep-alives) keeps
+/// its connection while the client sends nothing, and a client that neither sends nor reads
+/// loses it. (A read timeout alone closed every event stream after a minute.)
+struct IdleStream<S> {
+    inner: std::pin::Pin<Box<S>>,
+    idle: Duration,
+    last: tokio::time::Instant,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<S> IdleStream<S> {
+    fn new(inner: S, idle: Duration) -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            inner: Box::pin(inner),
+            idle,
+            last: now,
+            timer: Box::pin(tokio::time::sleep_until(now + idle)),
+        }
+    }
+
+    /// For an operation that is pending: an error once the connection has been idle too long,
+    /// else a wake-up at the moment it would be.
+    fn poll_idle(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Error> {
+        let deadline = self.last + self.idle;
+        if self.timer.deadline() != deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        match self.timer.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "nothing read or written on the connection for the idle timeout",
+            )),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+use std::future::Future as _;
+
+impl<S: tokio::io::AsyncRead> tokio::io::AsyncRead for IdleStream<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match this.inner.as_mut().poll_read(cx, buf) {
+            std::task::Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    this.last = tokio::time::Instant::now();
+                }
+                std::task::Poll::Ready(result)
+            }
+            std::task::Poll::Pending => this.poll_idle(cx).map(Err),
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncWrite> tokio::io::AsyncWrite for IdleStream<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        match this.inner.as_mut().poll_write(cx, data) {
+            std::task::Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.last = tokio::time::Instant::now();
+                }
+                std::task::Poll::Ready(Ok(n))
+            }
+            std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+            std::task::Poll::Pending => this.poll_idle(cx).map(Err),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match this.inner.as_mut().poll_flush(cx) {
+            std::task::Poll::Pending => this.poll_idle(cx).map(Err),
+            ready => ready,
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.get_mut().inner.as_mut().poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn writing_keeps_a_connection_and_silence_ends_it() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (server, mut client) = tokio::io::duplex(1024);
+        let mut server = IdleStream::new(server, Duration::from_secs(60));
+        // The server streams a line every 15 s for 5 minutes while the client sends nothing
+        // (its read stays pending, as hyper's does): the connection lives.
+        let mut got = Vec::new();
+        for _ in 0..20 {
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_secs(15), server.read(&mut byte)).await;
+            assert!(read.is_err(), "nothing to read, and no idle error yet");
+            server.write_all(b":\n").await.unwrap();
+            let mut line = [0u8; 2];
+            client.read_exact(&mut line).await.unwrap();
+            got.push(line);
+        }
+        assert_eq!(got.len(), 20);
+        // Then nothing either way: the pending read fails after the idle timeout.
+        let mut byte = [0u8; 1];
+        let err = server.read(&mut byte).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    }
 
     fn tracker(total: usize, per_client: usize) -> Arc<Tracker> {
         Arc::new(Tracker {

@@ -11,6 +11,9 @@ import collections
 import collections.abc
 import json
 import sys
+import threading
+
+import requests
 
 # marathon-python 0.13.0 (its last release) encodes JSON with `collections.Iterable`, which
 # Python 3.10 removed: any Python user of the library needs this line, against any server.
@@ -23,7 +26,13 @@ from marathon.models import MarathonApp, MarathonHealthCheck
 
 def client(url, token, ca):
     verify = ca if ca != "-" else True
-    return MarathonClient([url], auth_token=token if token != "-" else None, verify=verify, timeout=20)
+    token = token if token != "-" else None
+    # The library sends auth_token on its requests but not on the event stream, whose
+    # session it takes as a parameter for this: a token user passes one that carries it.
+    sse = requests.Session()
+    if token:
+        sse.headers["Authorization"] = f"token={token}"
+    return MarathonClient([url], auth_token=token, verify=verify, timeout=20, sse_session=sse)
 
 
 def task_json(t):
@@ -144,6 +153,34 @@ def main():
                 "steps": len(d.steps)} for d in c.list_deployments()]
     elif step == "delete-deployment":
         out = c.delete_deployment(args[0], force=args[1] == "true")
+    elif step == "events":
+        # Subscribes, scales the app up by one, and reads until the deployment succeeds and
+        # the new task's status and health came through (or 30 s pass).
+        app_id = args[0]
+        seen = []
+        attached = threading.Event()
+        done = threading.Event()
+
+        def read():
+            for e in c.event_stream():
+                seen.append({"type": e.event_type,
+                             "app": getattr(e, "app_id", None),
+                             "task": getattr(e, "task_id", None),
+                             "status": getattr(e, "task_status", None),
+                             "alive": getattr(e, "alive", None)})
+                if e.event_type == "event_stream_attached":
+                    attached.set()
+                kinds = {x["type"] for x in seen}
+                if {"deployment_success", "health_status_changed_event"} <= kinds:
+                    done.set()
+                    return
+
+        threading.Thread(target=read, daemon=True).start()
+        if not attached.wait(10):
+            raise SystemExit("the event stream never attached")
+        c.scale_app(app_id, delta=1)
+        done.wait(30)
+        out = seen
     elif step == "queue":
         out = [{"app": q.app.id, "count": q.count} for q in c.list_queue()]
     elif step == "delete":

@@ -255,6 +255,34 @@ fn a_marathon_client_library_works_unchanged() -> Result<()> {
         Ok(now.is_disjoint(&rolled).then_some(now))
     })?;
 
+    // The event bus through the agent: a scale's deployment, the new task's status updates
+    // and its first health result arrive as events the library parses.
+    let seen = via_agent.step(&["events", "/pyweb"])?;
+    let kinds: Vec<&str> = seen
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    for kind in [
+        "event_stream_attached",
+        "api_post_event",
+        "deployment_info",
+        "status_update_event",
+        "health_status_changed_event",
+        "deployment_success",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {seen}");
+    }
+    assert!(
+        seen.as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["status"] == "TASK_RUNNING" && e["app"] == "/pyweb"),
+        "{seen}"
+    );
+    wait_tasks(&cluster, &via_agent, "/pyweb", 3)?;
+
     // At the leader over TLS: a batch change of both apps, read back as sent, then the queue.
     let dir = tempfile::tempdir()?;
     let ca = dir.path().join("ca.pem");

@@ -37,8 +37,25 @@ const SET_FILE: &str = "auth-set.jwt";
 /// HTTP only), with `timeout` per call and, unless `pooled`, a new connection per request;
 /// answers of any status are returned.
 pub fn client(ca_pem: Option<&str>, timeout: Duration, pooled: bool) -> Result<ureq::Agent, Error> {
+    build_client(ca_pem, Some(timeout), pooled)
+}
+
+/// A client for answers that do not end (server-sent events): only connecting and the
+/// answer's head are timed (10 s each), not the body.
+pub fn streaming_client(ca_pem: Option<&str>) -> Result<ureq::Agent, Error> {
+    build_client(ca_pem, None, false)
+}
+
+fn build_client(
+    ca_pem: Option<&str>,
+    timeout: Option<Duration>,
+    pooled: bool,
+) -> Result<ureq::Agent, Error> {
+    let head = Duration::from_secs(10);
     let mut config = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
+        .timeout_global(timeout)
+        .timeout_connect(Some(timeout.unwrap_or(head)))
+        .timeout_recv_response(Some(timeout.unwrap_or(head)))
         .http_status_as_error(false);
     if !pooled {
         config = config
@@ -146,6 +163,11 @@ impl Auth {
     /// An HTTP client that trusts the cluster CA only; answers of any status are returned.
     pub fn client(&self, timeout: Duration) -> Result<ureq::Agent, Error> {
         client(self.ca_pem.as_deref(), timeout, true)
+    }
+
+    /// [`streaming_client`] trusting the cluster CA.
+    pub fn streaming_client(&self) -> Result<ureq::Agent, Error> {
+        streaming_client(self.ca_pem.as_deref())
     }
 
     /// The token signer (masters; `None` in insecure mode).

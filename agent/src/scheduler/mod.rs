@@ -10,6 +10,7 @@
 pub mod credentials;
 pub mod decommission;
 pub mod deployments;
+pub mod events;
 pub mod marathon;
 pub mod masters;
 pub mod placement;

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use super::credentials::Credentials;
 use super::deployments;
+use super::events;
 use super::marathon::{
     ADOPTING_RETRY_AFTER_S, Refusal, not_found, now_version, refusal, require_leader,
 };
@@ -38,6 +39,9 @@ use crate::facts::{Facts, FactsWatch};
 use crate::gossip::Gossip;
 use crate::lifecycle::{Services, Stage, Stopping};
 use crate::state::StateDir;
+
+/// Events a slow `/v2/events` subscriber may fall behind by before it misses some.
+const EVENT_BACKLOG: usize = 1024;
 
 /// How often the leader's round runs besides on every change.
 const ROUND: Duration = Duration::from_millis(500);
@@ -63,6 +67,11 @@ pub(super) struct Inner {
     /// Held by a leader round from reading the apps to committing its task set, and by a
     /// change that must land in one round whole (killing tasks while scaling down).
     round: tokio::sync::Mutex<()>,
+    /// Marathon's event bus (`/v2/events`): each subscriber holds a receiver.
+    pub(super) events: tokio::sync::broadcast::Sender<Arc<events::Event>>,
+    /// What the leader last saw of each task, for the task events; `None` until its first
+    /// round (a new leader says nothing of the tasks it finds).
+    seen: Mutex<Option<BTreeMap<String, events::Seen>>>,
     /// The masters' credential store (`None` in insecure mode).
     pub(super) credentials: Option<Arc<Credentials>>,
 }
@@ -138,6 +147,8 @@ impl SchedulerService {
             ready: Mutex::new(false),
             poke: Notify::new(),
             round: tokio::sync::Mutex::new(()),
+            events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
+            seen: Mutex::new(None),
             credentials,
         });
         let stop = services.stopping(Stage::Control);
@@ -388,6 +399,7 @@ impl Inner {
                 .await;
             } else if leading_since.take().is_some() {
                 info!("this scheduler no longer leads");
+                *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = false;
                 *self.sched.lock().unwrap_or_else(|p| p.into_inner()) = SchedState::default();
                 for key in std::mem::take(&mut published).keys() {
@@ -528,6 +540,23 @@ impl Inner {
                     }
                 }
             }
+            {
+                let host = |node: &str| {
+                    view.nodes
+                        .get(node)
+                        .and_then(|n| n.info.as_deref())
+                        .map_or_else(|| node.to_owned(), |i| i.address.to_string())
+                };
+                let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+                let primed = seen.is_some();
+                let said =
+                    events::task_events(seen.get_or_insert_default(), &world.statuses, &host);
+                if primed {
+                    for event in said {
+                        self.emit(event);
+                    }
+                }
+            }
             let mut wanted = BTreeMap::new();
             for (id, t) in &sched.tasks {
                 let value = serde_json::to_string(&t.assignment).unwrap_or_default();
@@ -549,6 +578,7 @@ impl Inner {
             let mut finished = dcnet_consensus::Command::default();
             for (key, d) in replicated::deployments(data) {
                 if deployments::done(&d, &apps, &sched.tasks, &world.statuses) {
+                    self.emit(events::deployment_success(&d, &apps));
                     finished
                         .expect
                         .insert(key.clone(), data.entries.get(&key).cloned());
@@ -620,7 +650,8 @@ impl Inner {
             let mut next = before.clone();
             let out = f(&mut next)?;
             let mut command = replicated::apps_command(&data, &before, &next);
-            if let Some(d) = deployments::of_change(id.clone(), now_version(), &before, &next) {
+            let deployment = deployments::of_change(id.clone(), now_version(), &before, &next);
+            if let Some(d) = &deployment {
                 for (key, old) in replicated::deployments(&data) {
                     if old.apps.keys().any(|app| d.apps.contains_key(app)) {
                         command
@@ -631,12 +662,21 @@ impl Inner {
                 }
                 command.set.insert(
                     format!("{}{id}", deployments::PREFIX),
-                    Some(serde_json::to_value(&d).unwrap_or_default()),
+                    Some(serde_json::to_value(d).unwrap_or_default()),
                 );
             }
             match self.consensus().write(command).await {
                 Ok(reply) if reply.applied => {
                     self.poke.notify_one();
+                    if let Some(d) = &deployment {
+                        for app_id in d.apps.keys() {
+                            self.emit(match next.get(app_id) {
+                                Some(app) => events::api_post(app),
+                                None => events::app_terminated(app_id),
+                            });
+                        }
+                        self.emit(events::deployment_info(d, &next));
+                    }
                     return Ok((out, id));
                 }
                 Ok(_) => continue,
@@ -711,6 +751,11 @@ impl Inner {
         drop(sched);
         self.poke.notify_one();
         Ok((doomed, deployment))
+    }
+
+    /// Sends `event` to the `/v2/events` subscribers (none is fine).
+    fn emit(&self, event: events::Event) {
+        let _ = self.events.send(Arc::new(event));
     }
 
     /// The app `id`, or 404.

@@ -1,11 +1,12 @@
 //! Marathon's `/v2` REST API, as its clients know it (Marathon 1.x's REST reference): the
 //! shapes in [`shape`], the query parameters in [`query`], the calls on apps in [`apps`],
-//! on tasks in [`tasks`], on deployments in [`deployments`], on the scheduler itself (`/ping`, `/v2/info`, `/v2/leader`) in
+//! on tasks in [`tasks`], on deployments in [`deployments`], the event bus in [`events`], on the scheduler itself (`/ping`, `/v2/info`, `/v2/leader`) in
 //! [`server`]. Reads are answered by any master from what it applied; changes go to the
 //! Raft leader (the scheduler's `forward_changes`).
 
 mod apps;
 mod deployments;
+mod events;
 pub mod query;
 mod server;
 pub mod shape;
@@ -57,6 +58,7 @@ pub(super) fn routes(inner: Shared) -> Router {
         .route("/v2/tasks", get(tasks::list))
         .route("/v2/tasks/delete", post(tasks::delete_given))
         .route("/v2/queue", get(apps::queue))
+        .route("/v2/events", get(events::stream))
         .route("/v2/deployments", get(deployments::list))
         .route(
             "/v2/deployments/{id}",

@@ -27,6 +27,14 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of `key`, in order.
+    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// A flag such as `scale=true`; absent is false. Anything but `true`/`false` is refused.
     pub fn flag(&self, key: &str) -> Result<bool, String> {
         match self.get(key) {
