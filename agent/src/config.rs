@@ -11,6 +11,7 @@
 //! state_dir = "/var/lib/dcnet"
 //! region = "us-west-2"
 //! zone = "us-west-2a"
+//! attributes = { rack_id = "rack-1" }   # what constraints such as ["rack_id", "LIKE", "rack-[12]"] read
 //! # fault_domain_detect = "/opt/dcnet/fault-domain"  # instead of region/zone: DC/OS's
 //! #   detect script, run at start, printing {"fault_domain":{"region":{"name":..},"zone":{..}}}
 //! roles = ["master", "agent"]     # default: ["agent"]
@@ -98,6 +99,7 @@
 //! dns_tcp_max_per_client = 64
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -135,6 +137,7 @@ pub struct FileConfig {
     pub region: Option<String>,
     pub zone: Option<String>,
     pub fault_domain_detect: Option<PathBuf>,
+    pub attributes: Option<BTreeMap<String, String>>,
     pub roles: Option<Vec<String>>,
     #[serde(default)]
     pub gossip: GossipSection,
@@ -481,6 +484,8 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     pub region: Option<String>,
     pub zone: Option<String>,
+    /// Attributes placement constraints can name.
+    pub attributes: BTreeMap<String, String>,
     pub roles: Roles,
     pub gossip: GossipSettings,
     pub api_listen: SocketAddr,
@@ -638,6 +643,26 @@ impl AgentConfig {
             }
         };
 
+        let mut attributes = BTreeMap::new();
+        for (name, value) in file.attributes.unwrap_or_default() {
+            let origin = p.origin("attributes", "", false);
+            if !crate::app::constraint::is_attribute_name(&name) {
+                return Err(invalid(
+                    origin,
+                    name,
+                    "an attribute name: 1 to 63 letters, digits, `-`, `.`, `_`, not starting with `@`",
+                ));
+            }
+            if value.is_empty() || value.len() > 255 || value.contains(char::is_control) {
+                return Err(invalid(
+                    origin,
+                    value,
+                    format!("a value for attribute {name}: 1 to 255 printable characters"),
+                ));
+            }
+            attributes.insert(name, value);
+        }
+
         let (roles, origin) = p.list("roles", "--role", o.roles, file.roles);
         let roles = parse_roles(roles.unwrap_or_else(|| vec!["agent".into()]), origin)?;
 
@@ -683,6 +708,7 @@ impl AgentConfig {
             state_dir,
             region,
             zone,
+            attributes,
             roles,
             gossip,
             api_listen,

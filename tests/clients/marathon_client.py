@@ -181,6 +181,9 @@ def main():
         c.scale_app(app_id, delta=1)
         done.wait(30)
         out = seen
+    elif step == "reset-delay":
+        c.reset_delay(args[0])
+        out = {"ok": True}
     elif step == "queue":
         out = [{"app": q.app.id, "count": q.count} for q in c.list_queue()]
     elif step == "delete":

@@ -293,6 +293,7 @@ fn a_marathon_client_library_works_unchanged() -> Result<()> {
     wait_tasks(&cluster, &at_leader, "/pydb", 1)?;
     let queue = at_leader.step(&["queue"])?;
     assert_eq!(queue, serde_json::json!([]), "nothing waits: {queue}");
+    assert_eq!(at_leader.step(&["reset-delay", "/pyweb"])?["ok"], true);
     let all = at_leader.step(&["tasks"])?;
     assert_eq!(all.as_array().map(Vec::len), Some(2), "{all}");
 

@@ -2,7 +2,8 @@
 //! in region r1; nodes 2 and 3 are agents in r1 (zones z1, z2); node 4 is an agent whose
 //! region (r2) and zone come from a fault-domain detect script. An app without an `@region`
 //! constraint runs only in r1, also when its agents die or are decommissioned; an app with
-//! `["@region", "IS", "r2"]` runs in r2. Where tasks run is read from the agents' task
+//! `["@region", "IS", "r2"]` runs in r2; one with `["rack_id", "LIKE", ...]` only on the
+//! agents whose configured attribute matches. Where tasks run is read from the agents' task
 //! cgroups (the processes), not only from the API.
 
 use std::collections::BTreeMap;
@@ -15,6 +16,8 @@ use serde_json::Value;
 
 const LOCAL: &str =
     r#"{"id": "/local", "cmd": "exec sleep 1000", "instances": 4, "cpus": 0.01, "mem": 1}"#;
+const RACKED: &str = r#"{"id": "/racked", "cmd": "exec sleep 1002", "instances": 2, "cpus": 0.01, "mem": 1,
+  "constraints": [["rack_id", "LIKE", "rack-[2-9]"]]}"#;
 const REMOTE: &str = r#"{"id": "/remote", "cmd": "exec sleep 1001", "instances": 2, "cpus": 0.01, "mem": 1,
   "constraints": [["@region", "IS", "r2"]]}"#;
 
@@ -37,6 +40,7 @@ fn start(dir: &std::path::Path) -> Result<Cluster> {
         } else {
             node.region = Some("r1".into());
             node.zone = Some(["z1", "z1", "z2"][i].into());
+            node.top_config = format!("attributes = {{ rack_id = \"rack-{i}\" }}\n");
         }
     }
     Cluster::start(options)
@@ -110,6 +114,16 @@ fn unconstrained_apps_stay_home_and_constrained_ones_go_remote() -> Result<()> {
         Ok((local == 4 && count(&on, 3, "remote") == 2).then_some(on))
     })?;
     eprintln!("placed: {on:?}");
+    // Agent attributes from the config: only node 3's rack matches.
+    cluster.add_app(1, RACKED)?;
+    wait_until("/racked on node 3's rack", Duration::from_secs(60), || {
+        let on = running(&cluster);
+        never_remote(&on)?;
+        if count(&on, 1, "racked") > 0 {
+            bail!("a task of /racked runs on rack-1: {on:?}");
+        }
+        Ok((count(&on, 2, "racked") == 2).then_some(()))
+    })?;
     assert_eq!(
         count(&on, 1, "remote") + count(&on, 2, "remote"),
         0,

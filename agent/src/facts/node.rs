@@ -1,5 +1,6 @@
 //! What each node says about itself: the `node` key, a [`NodeInfo`] published once at start.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,9 @@ pub struct NodeInfo {
     pub region: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+    /// Attributes placement constraints can name (Mesos agent attributes), e.g. `rack_id`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
     pub roles: Vec<String>,
     /// dcnet version the node runs.
     pub version: String,
@@ -62,6 +66,7 @@ impl NodeInfo {
             address: config.address,
             region: config.region.clone(),
             zone: config.zone.clone(),
+            attributes: config.attributes.clone(),
             roles: config
                 .roles
                 .names()

@@ -99,6 +99,7 @@ mod tests {
             address: address.parse().unwrap(),
             region: None,
             zone: None,
+            attributes: Default::default(),
             roles: vec!["agent".into()],
             version: "0".into(),
             resources: None,

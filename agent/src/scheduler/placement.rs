@@ -23,6 +23,8 @@ pub struct Agent {
     pub hostname: String,
     pub region: Option<String>,
     pub zone: Option<String>,
+    /// The agent's attributes (`attributes` in its config).
+    pub attributes: BTreeMap<String, String>,
     pub cpus: f64,
     pub mem: f64,
     pub used_cpus: f64,
@@ -48,11 +50,12 @@ impl Agent {
         }
     }
 
-    fn field(&self, field: Field) -> Option<&str> {
+    fn field(&self, field: &Field) -> Option<&str> {
         match field {
             Field::Hostname => Some(&self.hostname),
             Field::Region => self.region.as_deref(),
             Field::Zone => self.zone.as_deref(),
+            Field::Attribute(name) => self.attributes.get(name).map(String::as_str),
         }
     }
 }
@@ -88,7 +91,7 @@ pub fn place(
     let count_on = |id: &str| running_on.iter().filter(|r| **r == id).count();
     let by_id: BTreeMap<&str, &Agent> = agents.iter().map(|a| (a.id.as_str(), a)).collect();
     // How many of the app's tasks each value of a field has.
-    let counts = |field: Field| {
+    let counts = |field: &Field| {
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for id in running_on {
             if let Some(v) = by_id.get(id).and_then(|a| a.field(field)) {
@@ -123,21 +126,35 @@ pub fn place(
             continue;
         }
         for c in &app.constraints {
-            let value = agent.field(c.field);
+            let value = agent.field(&c.field);
             let ok = match (&c.operator, value) {
+                (Operator::Unlike(p), v) => v.is_none_or(|v| !p.matches(v)),
                 (_, None) => false,
-                (Operator::Unique, Some(v)) => !counts(c.field).contains_key(v),
+                (Operator::Unique, Some(v)) => !counts(&c.field).contains_key(v),
                 (Operator::Cluster(Some(want)), Some(v)) => v == want,
                 (Operator::Cluster(None), Some(v)) => {
-                    let c = counts(c.field);
+                    let c = counts(&c.field);
                     c.is_empty() || c.contains_key(v)
                 }
                 (Operator::Is(want), Some(v)) => v == want,
+                (Operator::Like(p), Some(v)) => p.matches(v),
                 (Operator::MaxPer(n), Some(v)) => {
-                    counts(c.field).get(v).copied().unwrap_or(0) < *n as usize
+                    counts(&c.field).get(v).copied().unwrap_or(0) < *n as usize
+                }
+                // With the number N of values to expect, as Marathon: a value with no task
+                // yet, or, once N values have tasks, one of those with the fewest.
+                (Operator::GroupBy(Some(n)), Some(v)) => {
+                    let counts = counts(&c.field);
+                    match counts.get(v) {
+                        None => true,
+                        Some(here) => {
+                            counts.len() >= *n as usize
+                                && counts.values().min().is_some_and(|min| here == min)
+                        }
+                    }
                 }
                 // Spreading is decided among the agents that pass everything else, below.
-                (Operator::GroupBy(_), Some(_)) => true,
+                (Operator::GroupBy(None), Some(_)) => true,
             };
             if !ok {
                 reject(format!("constraint {c}"));
@@ -153,10 +170,10 @@ pub fn place(
     // GROUP_BY: only the values with the fewest tasks among those that can still take one.
     for c in &app.constraints {
         if let Operator::GroupBy(_) = c.operator {
-            let counts = counts(c.field);
+            let counts = counts(&c.field);
             let load = |i: usize| {
                 agents[i]
-                    .field(c.field)
+                    .field(&c.field)
                     .map_or(usize::MAX, |v| counts.get(v).copied().unwrap_or(0))
             };
             if let Some(min) = fits.iter().map(|(i, _)| load(*i)).min() {
@@ -235,6 +252,7 @@ mod tests {
             hostname: format!("host-{id}"),
             region: Some("r1".into()),
             zone: Some(zone.into()),
+            attributes: BTreeMap::from([("rack_id".to_owned(), format!("rack-{id}"))]),
             cpus: 4.0,
             mem: 1000.0,
             used_cpus: 0.0,
@@ -331,7 +349,8 @@ mod tests {
     #[test]
     fn zone_group_by_balances_zones_not_agents() {
         // Three agents in z1, one in z2: four tasks must split 2/2 between the zones.
-        let a = app(json!({"constraints": [["@zone", "GROUP_BY", "2"]]}));
+        let a = app(json!({"instances": 4, "constraints": [["@zone", "GROUP_BY", "2"]]}));
+        // (Both zones are there from the start: the count changes nothing here.)
         let mut agents = vec![
             agent("a", "z1"),
             agent("b", "z1"),
@@ -341,6 +360,42 @@ mod tests {
         let on = place_n(&a, &mut agents, 4).unwrap();
         let in_z2 = on.iter().filter(|x| *x == "d").count();
         assert_eq!(in_z2, 2, "{on:?}");
+    }
+
+    #[test]
+    fn attributes_and_patterns() {
+        let mut agents = vec![agent("a", "z1"), agent("b", "z1"), agent("c", "z2")];
+        agents[2].attributes.clear();
+        let like = app(json!({"constraints": [["rack_id", "LIKE", "rack-[ab]"]]}));
+        let on = place_n(&like, &mut agents.clone(), 4).unwrap();
+        assert!(on.iter().all(|x| x == "a" || x == "b"), "{on:?}");
+        let unlike = app(json!({"constraints": [["rack_id", "UNLIKE", "rack-a"]]}));
+        let on = place_n(&unlike, &mut agents.clone(), 4).unwrap();
+        assert!(
+            on.contains(&"c".to_owned()),
+            "no attribute passes UNLIKE: {on:?}"
+        );
+        assert!(on.iter().all(|x| x != "a"), "{on:?}");
+        let is = app(json!({"constraints": [["rack_id", "IS", "rack-c"]]}));
+        let err = place_n(&is, &mut agents.clone(), 1).unwrap_err();
+        assert!(err.0.contains("3 agent(s): constraint"), "{}", err.0);
+        let hosts = app(json!({"constraints": [["hostname", "UNLIKE", "host-(a|b)"]]}));
+        assert_eq!(place_n(&hosts, &mut agents, 2).unwrap(), ["c", "c"]);
+    }
+
+    #[test]
+    fn group_by_with_a_count_waits_for_that_many_values() {
+        // Three zones expected, two visible: one task in each, then the rest wait (Marathon
+        // keeps the groups even over availability); a third zone takes them 2/2/2.
+        let a = app(json!({"instances": 6, "constraints": [["@zone", "GROUP_BY", "3"]]}));
+        let mut agents = vec![agent("a", "z1"), agent("b", "z1"), agent("c", "z2")];
+        assert_eq!(place_n(&a, &mut agents.clone(), 2).unwrap().len(), 2);
+        let err = place_n(&a, &mut agents.clone(), 3).unwrap_err();
+        assert!(err.0.contains("GROUP_BY"), "{}", err.0);
+        agents.push(agent("d", "z3"));
+        let on = place_n(&a, &mut agents, 6).unwrap();
+        assert_eq!(on.iter().filter(|x| *x == "d").count(), 2, "{on:?}");
+        assert_eq!(on.iter().filter(|x| *x == "c").count(), 2, "{on:?}");
     }
 
     #[test]

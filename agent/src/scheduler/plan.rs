@@ -412,6 +412,7 @@ mod tests {
             hostname: id.into(),
             region: None,
             zone: None,
+            attributes: Default::default(),
             cpus: 2.0,
             mem: 100.0,
             used_cpus: 0.0,

@@ -314,6 +314,7 @@ pub(super) fn world_parts(view: &Facts, data: &dcnet_consensus::Data) -> Parts {
                 hostname: info.name.clone(),
                 region: info.region.clone(),
                 zone: info.zone.clone(),
+                attributes: info.attributes.clone(),
                 cpus: r.cpus,
                 mem: r.mem,
                 used_cpus: 0.0,

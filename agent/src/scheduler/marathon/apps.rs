@@ -406,6 +406,30 @@ pub(super) async fn queue(State(s): State<Shared>) -> Answer {
     read(&s, json!({ "queue": items }))
 }
 
+/// `DELETE /v2/queue/{id}/delay`: the app's restart backoff is cleared, so its waiting
+/// slots launch at the next round (their failure counts stay: a task that fails again backs
+/// off as long as before).
+pub(super) async fn reset_delay(State(s): State<Shared>, Path(path): Path<String>) -> Answer {
+    require_leader(&s)?;
+    let Some(id) = path.strip_suffix("/delay").map(app::absolute_id) else {
+        return Err(refusal(
+            StatusCode::NOT_FOUND,
+            "expected DELETE /v2/queue/{app id}/delay",
+        ));
+    };
+    s.app(&id)?;
+    let now = crate::unix_ms();
+    {
+        let mut sched = s.sched.lock().unwrap_or_else(|p| p.into_inner());
+        for slot in sched.backoff.get_mut(&id).into_iter().flatten() {
+            slot.not_before_ms = slot.not_before_ms.min(now);
+        }
+    }
+    s.poke.notify_one();
+    info!(app = %id, "restart backoff reset");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

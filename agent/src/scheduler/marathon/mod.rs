@@ -58,6 +58,10 @@ pub(super) fn routes(inner: Shared) -> Router {
         .route("/v2/tasks", get(tasks::list))
         .route("/v2/tasks/delete", post(tasks::delete_given))
         .route("/v2/queue", get(apps::queue))
+        .route(
+            "/v2/queue/{*path}",
+            axum::routing::delete(apps::reset_delay),
+        )
         .route("/v2/events", get(events::stream))
         .route("/v2/deployments", get(deployments::list))
         .route(

@@ -288,6 +288,7 @@ mod tests {
             address: "10.0.0.7".parse().unwrap(),
             region: Some("us-west".into()),
             zone: Some("us-west-1a".into()),
+            attributes: Default::default(),
             roles: vec![],
             version: "x".into(),
             resources: None,
