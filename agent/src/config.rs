@@ -73,6 +73,7 @@
 //!                                 # address; default: this node alone
 //!
 //! [launcher]                      # runs the scheduler's tasks; on nodes with the agent role
+//! role = "*"                      # "slave_public" for a public agent (apps that accept it only)
 //! enabled = true                  # default: true on nodes with the agent role
 //! cpus = 4.0                      # what the scheduler may place here; default: this machine's
 //! mem = 8192                      # cores and memory (MB)
@@ -202,6 +203,7 @@ pub struct LauncherSection {
     pub kill_grace: Option<String>,
     pub netns_prefix: Option<String>,
     pub default_user: Option<String>,
+    pub role: Option<String>,
 }
 
 /// `[gossip]` of the config file.
@@ -460,6 +462,10 @@ pub struct LauncherSettings {
     pub netns_prefix: String,
     /// The user a task runs as when its app names none.
     pub default_user: String,
+    /// The Mesos role of this agent's resources: `*` (private, the default) or e.g.
+    /// `slave_public` (DC/OS's public agents); apps accept roles with
+    /// `acceptedResourceRoles`.
+    pub role: String,
 }
 
 /// Default port of the scheduler's `/v2` API (Marathon's).
@@ -926,6 +932,15 @@ fn resolve_launcher(
             "the name of a user that exists on this node (tasks whose app names no `user` run as it)",
         ));
     }
+    let role = file.role.unwrap_or_else(|| "*".to_owned());
+    if !crate::app::is_role(&role) {
+        return Err(invalid(
+            p.origin("launcher.role", "", false),
+            role,
+            "a Mesos role: `*` (private, the default), `slave_public`, or 1 to 63 letters, \
+             digits, `-`, `.`, `_`",
+        ));
+    }
     Ok(LauncherSettings {
         enabled,
         cpus,
@@ -935,6 +950,7 @@ fn resolve_launcher(
         kill_grace,
         netns_prefix,
         default_user,
+        role,
     })
 }
 

@@ -409,7 +409,7 @@ fn constraints(cluster: &mut Cluster) -> Result<()> {
     // Invalid fields: every one named, with its path.
     let invalid = write(
         "invalid.json",
-        r#"{"id": "Web", "cmd": "", "cpus": -1, "constraints": [["rack", "LIKE", "a"]]}"#,
+        r#"{"id": "Web", "cmd": "", "cpus": -1, "constraints": [["rack", "LIKE", "a("]]}"#,
     )?;
     let err = wait_until(
         "the scheduler to judge the app",

@@ -44,12 +44,39 @@ pub struct App {
     /// The user the tasks run as; `None`: the launcher's `default_user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Marathon's `acceptedResourceRoles`: the agent roles its tasks may run on (`*`:
+    /// private agents; `slave_public`: public ones).
+    #[serde(default = "default_roles", skip_serializing_if = "is_default_roles")]
+    pub accepted_roles: Vec<String>,
+    /// Marathon's `taskKillGracePeriodSeconds`: between SIGTERM and SIGKILL when a task is
+    /// stopped; `None`: the launcher's `kill_grace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_grace_secs: Option<u32>,
     /// RFC 3339 time of the last change that affects how tasks run (Marathon's
     /// `versionInfo.lastConfigChangeAt`): tasks of another version are replaced.
     pub version: String,
     /// RFC 3339 time of the last change of `instances` alone, if later than `version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaled_at: Option<String>,
+}
+
+fn default_roles() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+fn is_default_roles(roles: &[String]) -> bool {
+    roles == ["*"]
+}
+
+/// Whether `role` can be a Mesos role: `*`, or a name such as `slave_public`.
+pub fn is_role(role: &str) -> bool {
+    role == "*"
+        || (!role.is_empty()
+            && role.len() <= 63
+            && !role.starts_with(['.', '-'])
+            && role
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)))
 }
 
 /// Marathon's `upgradeStrategy`: while a new version rolls out, at least
@@ -149,10 +176,20 @@ pub struct HealthCheck {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckKind {
-    /// Connect to the task's port `port_index`.
-    Tcp { port_index: usize },
-    /// `GET path` on the task's port `port_index`; 2xx and 3xx are healthy.
-    Http { port_index: usize, path: String },
+    /// Connect to the task's port `port_index` (or the fixed `port`).
+    Tcp {
+        port_index: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+    },
+    /// `GET path` on the task's port `port_index` (or the fixed `port`); 2xx and 3xx are
+    /// healthy.
+    Http {
+        port_index: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+        path: String,
+    },
     /// A shell command in the task's network namespace; exit status 0 is healthy.
     Command { command: String },
 }
@@ -228,7 +265,17 @@ const KNOWN: &[&str] = &[
     "labels",
     "upgradeStrategy",
     "user",
+    "acceptedResourceRoles",
+    "taskKillGracePeriodSeconds",
     "version",
+    // Read to be refused when they ask for something ([`refuse_unsupported`]).
+    "readinessChecks",
+    "dependencies",
+    "fetch",
+    "uris",
+    "secrets",
+    "residency",
+    "unreachableStrategy",
 ];
 
 /// Fields of an app as the API returns it that say how it is doing, not what it is: a client
@@ -357,6 +404,34 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
             None
         }
     };
+    let accepted_roles = match obj.get("acceptedResourceRoles") {
+        None | Some(Value::Null) => default_roles(),
+        Some(v) => match string_list(v) {
+            Some(roles) if roles.is_empty() => default_roles(),
+            Some(roles) if roles.iter().all(|r| is_role(r)) => roles,
+            _ => {
+                p.add(
+                    "/acceptedResourceRoles",
+                    "expected a list of agent roles, e.g. [\"*\"] (private agents, the default) or [\"slave_public\"]",
+                );
+                default_roles()
+            }
+        },
+    };
+    let kill_grace_secs = match obj.get("taskKillGracePeriodSeconds") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) if n <= MAX_KILL_GRACE_SECS => Some(n),
+            _ => {
+                p.add(
+                    "/taskKillGracePeriodSeconds",
+                    format!("expected a whole number of seconds, 0 to {MAX_KILL_GRACE_SECS}"),
+                );
+                None
+            }
+        },
+    };
+    refuse_unsupported(obj, &mut p);
     let network = parse_networks(obj.get("networks"), &mut p);
     let container = obj.get("container");
     if let Some(c) = container {
@@ -454,6 +529,8 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
             labels,
             upgrade,
             user,
+            accepted_roles,
+            kill_grace_secs,
             version: version.to_owned(),
             scaled_at: None,
         },
@@ -554,6 +631,8 @@ fn normalize_id(id: &str, p: &mut Problems, path: &str) -> Option<String> {
 pub const MAX_ID_LEN: usize = 200;
 /// Largest `cpus` a task may ask for: more than any machine has.
 const MAX_CPUS: f64 = 4096.0;
+/// A stopping task waits at most this long for its SIGKILL (an hour).
+const MAX_KILL_GRACE_SECS: u32 = 3600;
 /// Largest `mem` (MiB) a task may ask for: 64 TiB.
 const MAX_MEM_MB: f64 = 64.0 * 1024.0 * 1024.0;
 
@@ -696,6 +775,68 @@ fn check_container(c: &Value, p: &mut Problems) {
             "/container/docker/image",
             "container images are not supported: dcnet runs cmd as a process",
         );
+    }
+    if obj
+        .get("volumes")
+        .is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty()))
+    {
+        p.add(
+            "/container/volumes",
+            "volumes are not supported yet: a task sees the node's file system (read-only but \
+             for its sandbox); remove them",
+        );
+    }
+}
+
+/// Fields that change how or when tasks run and that dcnet does not do yet: refused when
+/// they ask for something (an empty list or Marathon's default is accepted, so definitions
+/// exported from Marathon keep working), never silently dropped.
+fn refuse_unsupported(obj: &Map<String, Value>, p: &mut Problems) {
+    let non_empty = |key: &str| {
+        obj.get(key).is_some_and(|v| match v {
+            Value::Null => false,
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(o) => !o.is_empty(),
+            _ => true,
+        })
+    };
+    for (key, why) in [
+        (
+            "readinessChecks",
+            "readiness checks are not supported yet; a task counts as ready once it runs and \
+             passes its health checks",
+        ),
+        (
+            "dependencies",
+            "dependencies are not supported yet: every app is deployed on its own",
+        ),
+        (
+            "fetch",
+            "fetching artifacts is not supported yet: put what the task needs on the nodes",
+        ),
+        (
+            "uris",
+            "fetching artifacts (uris) is not supported yet: put what the task needs on the nodes",
+        ),
+        ("secrets", "secrets are not supported yet"),
+        ("residency", "resident (stateful) tasks are not supported"),
+    ] {
+        if non_empty(key) {
+            p.add(&format!("/{key}"), format!("{why}; remove {key}"));
+        }
+    }
+    // dcnet replaces a task as soon as its agent is found down: Marathon's 0/0.
+    if let Some(v) = obj.get("unreachableStrategy").filter(|v| !v.is_null()) {
+        let zero = |k: &str| v.get(k).is_none_or(|n| n.as_u64() == Some(0));
+        let immediate =
+            v.is_object() && zero("inactiveAfterSeconds") && zero("expungeAfterSeconds");
+        if !immediate {
+            p.add(
+                "/unreachableStrategy",
+                "only {\"inactiveAfterSeconds\": 0, \"expungeAfterSeconds\": 0} is supported: \
+                 dcnet replaces a task as soon as its agent is found down; remove it or use that",
+            );
+        }
     }
 }
 
@@ -852,8 +993,30 @@ fn parse_health_checks(v: Option<&Value>, port_count: usize, p: &mut Problems) -
             .get("protocol")
             .and_then(Value::as_str)
             .unwrap_or("HTTP");
+        // Marathon's `port`: a fixed port instead of one of the app's, e.g. a sidecar's.
+        let port = match obj.get("port") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v
+                .as_u64()
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| *n > 0)
+            {
+                Some(n) if obj.contains_key("portIndex") => {
+                    p.add(
+                        &format!("{at}/port"),
+                        format!("give either port ({n}) or portIndex, not both"),
+                    );
+                    None
+                }
+                Some(n) => Some(n),
+                None => {
+                    p.add(&format!("{at}/port"), "expected a port number, 1 to 65535");
+                    None
+                }
+            },
+        };
         let needs_port = |p: &mut Problems| {
-            if port_index >= port_count {
+            if port.is_none() && port_index >= port_count {
                 p.add(
                     &format!("{at}/portIndex"),
                     format!("{port_index} is out of range: the app declares {port_count} port(s)"),
@@ -863,7 +1026,7 @@ fn parse_health_checks(v: Option<&Value>, port_count: usize, p: &mut Problems) -
         let kind = match protocol {
             "TCP" | "MESOS_TCP" => {
                 needs_port(p);
-                CheckKind::Tcp { port_index }
+                CheckKind::Tcp { port_index, port }
             }
             "HTTP" | "MESOS_HTTP" => {
                 needs_port(p);
@@ -876,6 +1039,7 @@ fn parse_health_checks(v: Option<&Value>, port_count: usize, p: &mut Problems) -
                 }
                 CheckKind::Http {
                     port_index,
+                    port,
                     path: path.to_owned(),
                 }
             }
@@ -968,6 +1132,10 @@ impl App {
         if let Some(user) = &self.user {
             obj.insert("user".into(), json!(user));
         }
+        obj.insert("acceptedResourceRoles".into(), json!(self.accepted_roles));
+        if let Some(secs) = self.kill_grace_secs {
+            obj.insert("taskKillGracePeriodSeconds".into(), json!(secs));
+        }
         let port_json = |p: &PortSpec, key: &str| {
             let mut o = Map::new();
             o.insert(key.into(), json!(p.number));
@@ -1006,12 +1174,20 @@ impl App {
             .iter()
             .map(|h| {
                 let mut o = match &h.kind {
-                    CheckKind::Tcp { port_index } => {
+                    CheckKind::Tcp {
+                        port: Some(port), ..
+                    } => json!({"protocol": "TCP", "port": port}),
+                    CheckKind::Tcp { port_index, .. } => {
                         json!({"protocol": "TCP", "portIndex": port_index})
                     }
-                    CheckKind::Http { port_index, path } => {
-                        json!({"protocol": "HTTP", "portIndex": port_index, "path": path})
-                    }
+                    CheckKind::Http {
+                        port: Some(port),
+                        path,
+                        ..
+                    } => json!({"protocol": "HTTP", "port": port, "path": path}),
+                    CheckKind::Http {
+                        port_index, path, ..
+                    } => json!({"protocol": "HTTP", "portIndex": port_index, "path": path}),
                     CheckKind::Command { command } => {
                         json!({"protocol": "COMMAND", "command": {"value": command}})
                     }
@@ -1169,12 +1345,72 @@ mod tests {
     #[test]
     fn unknown_fields_are_reported_as_ignored() {
         let parsed = parse(
-            &json!({"id": "/x", "cmd": "true", "disk": 10, "fetch": []}),
+            &json!({"id": "/x", "cmd": "true", "disk": 10, "fetch": [], "backoffSeconds": 2}),
             None,
             "v",
         )
         .unwrap();
-        assert_eq!(parsed.ignored, vec!["disk", "fetch"]);
+        assert_eq!(parsed.ignored, vec!["backoffSeconds", "disk"]);
+    }
+
+    #[test]
+    fn roles_kill_grace_and_check_ports_are_read_and_round_trip() {
+        let v = json!({"id": "/x", "cmd": "true", "acceptedResourceRoles": ["slave_public"],
+                       "taskKillGracePeriodSeconds": 30,
+                       "portDefinitions": [{"port": 0}],
+                       "healthChecks": [{"protocol": "HTTP", "port": 9000, "path": "/ok"},
+                                        {"protocol": "TCP", "portIndex": 0}]});
+        let app = parse(&v, None, "v").unwrap().app;
+        assert_eq!(app.accepted_roles, ["slave_public"]);
+        assert_eq!(app.kill_grace_secs, Some(30));
+        assert!(matches!(
+            app.health_checks[0].kind,
+            CheckKind::Http {
+                port: Some(9000),
+                ..
+            }
+        ));
+        let again = parse(&app.to_marathon(), None, "v").unwrap().app;
+        assert_eq!(again, app);
+        let bad = errors(
+            json!({"id": "/x", "cmd": "true", "acceptedResourceRoles": [""],
+                                "taskKillGracePeriodSeconds": -1,
+                                "healthChecks": [{"protocol": "TCP", "port": 80, "portIndex": 0}]}),
+        );
+        for path in [
+            "/acceptedResourceRoles",
+            "/taskKillGracePeriodSeconds",
+            "/healthChecks/0/port",
+        ] {
+            assert!(bad.iter().any(|(p, _)| p == path), "{path} in {bad:?}");
+        }
+    }
+
+    #[test]
+    fn fields_that_would_change_what_runs_are_refused_not_dropped() {
+        let e = errors(json!({"id": "/x", "cmd": "true",
+            "fetch": [{"uri": "https://example.com/a.tgz"}], "dependencies": ["/db"],
+            "readinessChecks": [{"name": "ready"}],
+            "unreachableStrategy": {"inactiveAfterSeconds": 300, "expungeAfterSeconds": 600},
+            "container": {"type": "MESOS", "volumes": [{"hostPath": "/data", "containerPath": "d"}]}}));
+        for path in [
+            "/fetch",
+            "/dependencies",
+            "/readinessChecks",
+            "/unreachableStrategy",
+            "/container/volumes",
+        ] {
+            assert!(e.iter().any(|(p, _)| p == path), "{path} in {e:?}");
+        }
+        // What Marathon exports by default is accepted.
+        let ok = parse(
+            &json!({"id": "/x", "cmd": "true", "fetch": [], "dependencies": [],
+                               "readinessChecks": [], "unreachableStrategy":
+                               {"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0}}),
+            None,
+            "v",
+        );
+        assert!(ok.is_ok_and(|p| p.ignored.is_empty()));
     }
 
     #[test]

@@ -51,11 +51,22 @@ pub enum ListenerProtocol {
 }
 
 /// A node's resources for tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resources {
     pub cpus: f64,
     /// In MB.
     pub mem: f64,
+    /// Their Mesos role (`*`: private; `slave_public`: a public agent).
+    #[serde(default = "default_role", skip_serializing_if = "is_default_role")]
+    pub role: String,
+}
+
+fn default_role() -> String {
+    "*".to_owned()
+}
+
+fn is_default_role(role: &str) -> bool {
+    role == "*"
 }
 
 impl NodeInfo {
@@ -74,9 +85,10 @@ impl NodeInfo {
                 .map(str::to_owned)
                 .collect(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            resources: config.launcher.enabled.then_some(Resources {
+            resources: config.launcher.enabled.then(|| Resources {
                 cpus: config.launcher.cpus,
                 mem: config.launcher.mem,
+                role: config.launcher.role.clone(),
             }),
             control: control_listeners(config),
         }

@@ -111,21 +111,30 @@ fn failed(e: &std::io::Error, what: String) -> Failed {
 }
 
 async fn once(kind: &CheckKind, t: &Target) -> Result<(), Failed> {
-    let port = |i: usize| {
-        t.ports
+    let port = |i: usize, fixed: Option<u16>| match fixed {
+        Some(p) => Ok(SocketAddr::new(t.ip, p)),
+        None => t
+            .ports
             .get(i)
             .map(|p| SocketAddr::new(t.ip, *p))
-            .ok_or_else(|| Failed::Task(format!("the task has no port {i}")))
+            .ok_or_else(|| Failed::Task(format!("the task has no port {i}"))),
     };
     match kind {
-        CheckKind::Tcp { port_index } => {
-            let addr = port(*port_index)?;
+        CheckKind::Tcp {
+            port_index,
+            port: fixed,
+        } => {
+            let addr = port(*port_index, *fixed)?;
             TcpStream::connect(addr)
                 .await
                 .map(drop)
                 .map_err(|e| failed(&e, format!("connect to {addr}")))
         }
-        CheckKind::Http { port_index, path } => http_get(port(*port_index)?, path).await,
+        CheckKind::Http {
+            port_index,
+            port: fixed,
+            path,
+        } => http_get(port(*port_index, *fixed)?, path).await,
         CheckKind::Command { command } => {
             let argv = super::process::argv(&crate::app::Command::Shell(command.clone()));
             let mut cmd = tokio::process::Command::new(&argv[0]);
@@ -258,7 +267,10 @@ mod tests {
 
     fn check(grace: u32, max: u32) -> HealthCheck {
         HealthCheck {
-            kind: CheckKind::Tcp { port_index: 0 },
+            kind: CheckKind::Tcp {
+                port_index: 0,
+                port: None,
+            },
             grace_period_secs: grace,
             interval_secs: 1,
             timeout_secs: 1,
@@ -325,19 +337,49 @@ mod tests {
             confined: None,
         };
         assert_eq!(
-            once(&CheckKind::Tcp { port_index: 0 }, &target).await,
+            once(
+                &CheckKind::Tcp {
+                    port_index: 0,
+                    port: None
+                },
+                &target
+            )
+            .await,
+            Ok(())
+        );
+        // A fixed port is checked whatever the task's ports are.
+        let no_ports = Target {
+            ports: vec![],
+            ..target.clone()
+        };
+        assert_eq!(
+            once(
+                &CheckKind::Tcp {
+                    port_index: 0,
+                    port: Some(port)
+                },
+                &no_ports
+            )
+            .await,
             Ok(())
         );
         let http = |path: &str| CheckKind::Http {
             port_index: 0,
+            port: None,
             path: path.into(),
         };
         assert_eq!(once(&http("/"), &target).await, Ok(()));
         let err = once(&http("/bad"), &target).await.unwrap_err();
         assert!(err.to_string().contains("503"), "{err}");
-        let err = once(&CheckKind::Tcp { port_index: 1 }, &target)
-            .await
-            .unwrap_err();
+        let err = once(
+            &CheckKind::Tcp {
+                port_index: 1,
+                port: None,
+            },
+            &target,
+        )
+        .await
+        .unwrap_err();
         assert!(err.to_string().contains("no port 1"), "{err}");
         let cmd = |c: &str| CheckKind::Command { command: c.into() };
         let mut env_target = target.clone();

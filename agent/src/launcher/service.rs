@@ -481,7 +481,12 @@ impl Launcher {
             job.abort();
         }
         let record = local.record.clone();
-        let grace = self.settings.kill_grace;
+        // The app's taskKillGracePeriodSeconds, else the launcher's.
+        let grace = record
+            .assignment
+            .app
+            .kill_grace_secs
+            .map_or(self.settings.kill_grace, |s| Duration::from_secs(s.into()));
         let overlay = self.overlay.clone();
         let tx = self.events_tx.clone();
         let id = task_id.to_owned();

@@ -25,6 +25,8 @@ pub struct Agent {
     pub zone: Option<String>,
     /// The agent's attributes (`attributes` in its config).
     pub attributes: BTreeMap<String, String>,
+    /// The Mesos role of its resources (`*`, `slave_public`).
+    pub role: String,
     pub cpus: f64,
     pub mem: f64,
     pub used_cpus: f64,
@@ -105,6 +107,13 @@ pub fn place(
     let mut reject = |why: String| *rejected.entry(why).or_default() += 1;
     let mut fits: Vec<(usize, Vec<u16>)> = Vec::new();
     'agents: for (i, agent) in agents.iter().enumerate() {
+        if !app.accepted_roles.contains(&agent.role) {
+            reject(format!(
+                "its resources are for role {:?}, and the app's acceptedResourceRoles are {:?}",
+                agent.role, app.accepted_roles
+            ));
+            continue;
+        }
         if !in_its_region(app, agent, home) {
             reject(format!(
                 "in a remote region (the masters are in {:?}; only an app with an @region \
@@ -253,6 +262,7 @@ mod tests {
             region: Some("r1".into()),
             zone: Some(zone.into()),
             attributes: BTreeMap::from([("rack_id".to_owned(), format!("rack-{id}"))]),
+            role: "*".into(),
             cpus: 4.0,
             mem: 1000.0,
             used_cpus: 0.0,
@@ -381,6 +391,26 @@ mod tests {
         assert!(err.0.contains("3 agent(s): constraint"), "{}", err.0);
         let hosts = app(json!({"constraints": [["hostname", "UNLIKE", "host-(a|b)"]]}));
         assert_eq!(place_n(&hosts, &mut agents, 2).unwrap(), ["c", "c"]);
+    }
+
+    #[test]
+    fn public_agents_run_only_apps_that_accept_them() {
+        let mut agents = vec![agent("a", "z1"), agent("b", "z1")];
+        agents[1].role = "slave_public".into();
+        let private = app(json!({}));
+        let on = place_n(&private, &mut agents.clone(), 3).unwrap();
+        assert!(on.iter().all(|x| x == "a"), "{on:?}");
+        let public = app(json!({"acceptedResourceRoles": ["slave_public"]}));
+        assert_eq!(
+            place_n(&public, &mut agents.clone(), 2).unwrap(),
+            ["b", "b"]
+        );
+        let either = app(json!({"acceptedResourceRoles": ["*", "slave_public"]}));
+        let on = place_n(&either, &mut agents.clone(), 2).unwrap();
+        assert_eq!(on.iter().collect::<BTreeSet<_>>().len(), 2, "{on:?}");
+        agents[0].role = "slave_public".into();
+        let err = place_n(&private, &mut agents, 1).unwrap_err();
+        assert!(err.0.contains("acceptedResourceRoles"), "{}", err.0);
     }
 
     #[test]

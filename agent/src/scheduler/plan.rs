@@ -413,6 +413,7 @@ mod tests {
             region: None,
             zone: None,
             attributes: Default::default(),
+            role: "*".into(),
             cpus: 2.0,
             mem: 100.0,
             used_cpus: 0.0,

@@ -308,13 +308,14 @@ pub(super) fn world_parts(view: &Facts, data: &dcnet_consensus::Data) -> Parts {
         let Some(info) = node.info.as_deref() else {
             continue;
         };
-        if let Some(r) = info.resources {
+        if let Some(r) = &info.resources {
             agents.push(Agent {
                 id: node.id.clone(),
                 hostname: info.name.clone(),
                 region: info.region.clone(),
                 zone: info.zone.clone(),
                 attributes: info.attributes.clone(),
+                role: r.role.clone(),
                 cpus: r.cpus,
                 mem: r.mem,
                 used_cpus: 0.0,
