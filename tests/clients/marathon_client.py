@@ -21,7 +21,7 @@ collections.Iterable = collections.abc.Iterable
 
 from marathon import MarathonClient
 from marathon.exceptions import MarathonHttpError, NotFoundError
-from marathon.models import MarathonApp, MarathonHealthCheck
+from marathon.models import MarathonApp, MarathonGroup, MarathonHealthCheck
 
 
 def client(url, token, ca):
@@ -181,6 +181,21 @@ def main():
         c.scale_app(app_id, delta=1)
         done.wait(30)
         out = seen
+    elif step == "group-create":
+        group_id, *names = args
+        group = MarathonGroup(id=group_id, apps=[
+            MarathonApp(id=n, cmd=f"exec sleep 100{i}", instances=1, cpus=0.01, mem=8)
+            for i, n in enumerate(names)])
+        out = c.create_group(group)
+    elif step == "group":
+        g = c.get_group(args[0])
+        out = {"id": g.id, "apps": [[a.id, a.instances] for a in g.apps],
+               "groups": [x.id for x in g.groups],
+               "root_groups": [x.id for x in c.list_groups()]}
+    elif step == "group-scale":
+        out = c.scale_group(args[0], float(args[1]))
+    elif step == "group-delete":
+        out = c.delete_group(args[0])
     elif step == "reset-delay":
         c.reset_delay(args[0])
         out = {"ok": True}

@@ -58,7 +58,8 @@ fn wait_tasks(cluster: &Cluster, py: &MarathonPy, app: &str, n: usize) -> Result
                 .filter(|t| t["state"] == "TASK_RUNNING")
                 .filter_map(|t| t["id"].as_str().map(str::to_owned))
                 .collect();
-            let prefix = format!("{}.", app.trim_start_matches('/'));
+            // Task ids are the app id's path, `/` as `_`, then a dot.
+            let prefix = format!("{}.", app.trim_start_matches('/').replace('/', "_"));
             let real: BTreeSet<String> = running(cluster)
                 .into_iter()
                 .filter(|id| id.starts_with(&prefix))
@@ -296,6 +297,33 @@ fn a_marathon_client_library_works_unchanged() -> Result<()> {
     assert_eq!(at_leader.step(&["reset-delay", "/pyweb"])?["ok"], true);
     let all = at_leader.step(&["tasks"])?;
     assert_eq!(all.as_array().map(Vec::len), Some(2), "{all}");
+
+    // Groups: the folders of app ids, created, read, scaled and removed as one.
+    let made = via_agent.step(&["group-create", "/pygroup", "a", "b"])?;
+    assert!(made["deploymentId"].is_string(), "{made}");
+    wait_tasks(&cluster, &via_agent, "/pygroup/a", 1)?;
+    wait_tasks(&cluster, &via_agent, "/pygroup/b", 1)?;
+    let group = via_agent.step(&["group", "/pygroup"])?;
+    assert_eq!(
+        group["apps"],
+        serde_json::json!([["/pygroup/a", 1], ["/pygroup/b", 1]]),
+        "{group}"
+    );
+    assert_eq!(
+        group["root_groups"],
+        serde_json::json!(["/pygroup"]),
+        "{group}"
+    );
+    via_agent.step(&["group-scale", "/pygroup", "2"])?;
+    wait_tasks(&cluster, &via_agent, "/pygroup/a", 2)?;
+    wait_tasks(&cluster, &via_agent, "/pygroup/b", 2)?;
+    via_agent.step(&["group-delete", "/pygroup"])?;
+    wait_until("the group's tasks to stop", Duration::from_secs(30), || {
+        Ok((!running(&cluster)
+            .iter()
+            .any(|id| id.starts_with("pygroup_")))
+        .then_some(()))
+    })?;
 
     // Remove both: their tasks stop, and the app is gone for the client.
     at_leader.step(&["delete", "/pyweb"])?;

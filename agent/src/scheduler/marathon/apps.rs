@@ -237,7 +237,7 @@ pub(super) async fn put_many(State(s): State<Shared>, body: axum::body::Bytes) -
 /// Lays each patch over its app as it is when the change is committed (not as first read),
 /// all or nothing. Returns the deployment (the latest version among the apps, its id), and
 /// whether each app existed.
-async fn change(
+pub(super) async fn change(
     s: &Shared,
     patches: Vec<(String, Map<String, Value>)>,
 ) -> Result<(Value, Vec<bool>), super::Refusal> {

@@ -1,12 +1,14 @@
 //! Marathon's `/v2` REST API, as its clients know it (Marathon 1.x's REST reference): the
 //! shapes in [`shape`], the query parameters in [`query`], the calls on apps in [`apps`],
-//! on tasks in [`tasks`], on deployments in [`deployments`], the event bus in [`events`], on the scheduler itself (`/ping`, `/v2/info`, `/v2/leader`) in
+//! on tasks in [`tasks`], on groups in [`groups`], on deployments in [`deployments`], the
+//! event bus in [`events`], on the scheduler itself (`/ping`, `/v2/info`, `/v2/leader`) in
 //! [`server`]. Reads are answered by any master from what it applied; changes go to the
 //! Raft leader (the scheduler's `forward_changes`).
 
 mod apps;
 mod deployments;
 mod events;
+mod groups;
 pub mod query;
 mod server;
 pub mod shape;
@@ -63,6 +65,18 @@ pub(super) fn routes(inner: Shared) -> Router {
             axum::routing::delete(apps::reset_delay),
         )
         .route("/v2/events", get(events::stream))
+        .route(
+            "/v2/groups",
+            get(groups::get_root)
+                .post(groups::create)
+                .put(groups::put_root),
+        )
+        .route(
+            "/v2/groups/{*path}",
+            get(groups::get_path)
+                .put(groups::put_path)
+                .delete(groups::delete_path),
+        )
         .route("/v2/deployments", get(deployments::list))
         .route(
             "/v2/deployments/{id}",
