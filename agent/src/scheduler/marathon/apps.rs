@@ -234,12 +234,15 @@ pub(super) async fn put_many(State(s): State<Shared>, body: axum::body::Bytes) -
     Ok(axum::Json(answer).into_response())
 }
 
+/// A change of one app: its id and the fields to lay over it (all of them for a new app).
+pub(super) type AppPatch = (String, Map<String, Value>);
+
 /// Lays each patch over its app as it is when the change is committed (not as first read),
 /// all or nothing. Returns the deployment (the latest version among the apps, its id), and
 /// whether each app existed.
 pub(super) async fn change(
     s: &Shared,
-    patches: Vec<(String, Map<String, Value>)>,
+    patches: Vec<AppPatch>,
 ) -> Result<(Value, Vec<bool>), super::Refusal> {
     // A change of network is checked against the agents' overlays; a scale is not (an app
     // whose overlay went away can still be scaled down).

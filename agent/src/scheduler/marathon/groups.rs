@@ -75,7 +75,7 @@ pub fn tree(apps: &BTreeMap<String, App>, id: &str) -> Option<Value> {
 pub fn apps_of(
     group: &Map<String, Value>,
     parent_id: &str,
-) -> Result<Vec<(String, Map<String, Value>)>, String> {
+) -> Result<Vec<super::apps::AppPatch>, String> {
     let id = match group.get("id").and_then(Value::as_str) {
         Some(g) if g.starts_with('/') => app::absolute_id(g),
         Some(g) => join(parent_id, g),
