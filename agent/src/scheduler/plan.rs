@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::placement::{self, Agent};
 use crate::app::App;
+use crate::app::constraint::{Field, Operator};
 use crate::facts::launched::{TaskState, TaskStatus};
 use crate::facts::scheduler::Assignment;
 
@@ -143,6 +144,22 @@ pub fn adopt(apps: &BTreeMap<String, App>, world: &World<'_>) -> BTreeMap<String
         .collect()
 }
 
+/// Whether `app` spreads over zones (`["@zone", "GROUP_BY", ...]`): its new versions roll
+/// out one zone at a time.
+fn zone_aware(app: &App) -> bool {
+    app.constraints
+        .iter()
+        .any(|c| c.field == Field::Zone && matches!(c.operator, Operator::GroupBy(_)))
+}
+
+/// `app` without its zone spreading, for a placement whose zone a rollout chose.
+fn without_zone_spread(app: &App) -> App {
+    let mut app = app.clone();
+    app.constraints
+        .retain(|c| !(c.field == Field::Zone && matches!(c.operator, Operator::GroupBy(_))));
+    app
+}
+
 /// A tracked task with its id.
 type Entry<'a> = (&'a String, &'a Tracked);
 
@@ -235,6 +252,12 @@ pub fn reconcile(
     let ready = |id: &str| {
         status(id).is_some_and(|s| s.state == TaskState::TaskRunning && s.healthy != Some(false))
     };
+    // Each live agent's zone, for zone-aware rollouts.
+    let zone_of: BTreeMap<&str, &str> = world
+        .agents
+        .iter()
+        .filter_map(|a| Some((a.id.as_str(), a.zone.as_deref()?)))
+        .collect();
     for app in world.apps.values() {
         // Tasks of the current version, and those of older ones still being replaced.
         let (mut mine, mut retiring): (Vec<Entry<'_>>, Vec<Entry<'_>>) = state
@@ -265,9 +288,25 @@ pub fn reconcile(
             .min(want)
             .saturating_sub(ready_new)
             .min(retiring.len());
+        // A zone-aware rollout (`@zone GROUP_BY`): the zone whose old tasks are replaced
+        // now, the first by name that still has some; only they stop, new tasks go there.
+        let rolling = zone_aware(app)
+            .then(|| {
+                retiring
+                    .iter()
+                    .filter_map(|(_, t)| zone_of.get(t.assignment.node_id.as_str()).copied())
+                    .min()
+            })
+            .flatten();
+        let in_rolling = |t: &Tracked| {
+            rolling.is_none_or(|z| zone_of.get(t.assignment.node_id.as_str()) == Some(&z))
+        };
         if retiring.len() > keep_old {
-            retiring.sort_by_key(|(id, t)| rank(id, t));
-            stop.extend(retiring.split_off(keep_old).into_iter().map(|(id, _)| {
+            let to_stop = retiring.len() - keep_old;
+            retiring.sort_by_key(|(id, t)| (!in_rolling(t), rank(id, t)));
+            let stoppable = retiring.iter().take_while(|(_, t)| in_rolling(t)).count();
+            let stopped: Vec<Entry<'_>> = retiring.drain(..to_stop.min(stoppable)).collect();
+            stop.extend(stopped.into_iter().map(|(id, _)| {
                 (
                     id.clone(),
                     format!("replaced by version {} of {}", app.version, app.id),
@@ -275,11 +314,30 @@ pub fn reconcile(
             }));
         }
         let missing = want.saturating_sub(mine.len());
-        let launches = missing.min(
+        let mut launches = missing.min(
             app.upgrade
                 .max_running(app.instances)
                 .saturating_sub(mine.len() + retiring.len()),
         );
+        // In a zone-aware rollout, the rolling zone gets as many new tasks as it had old ones.
+        if let Some(zone) = rolling {
+            let here = |t: &Tracked| zone_of.get(t.assignment.node_id.as_str()) == Some(&zone);
+            let old_here = retiring.iter().filter(|(_, t)| here(t)).count()
+                + stop
+                    .iter()
+                    .filter(|(id, _)| state.tasks.get(id).is_some_and(here))
+                    .count();
+            let new_here = mine.iter().filter(|(_, t)| here(t)).count();
+            launches = launches.min(old_here.saturating_sub(new_here));
+            if launches == 0 && missing > 0 {
+                state.waiting.insert(
+                    app.id.clone(),
+                    format!(
+                        "zone-aware rollout: replacing the tasks of zone {zone} first ({old_here} old, {new_here} new there)"
+                    ),
+                );
+            }
+        }
         // Constraints see only the current version: the old tasks are going away, and
         // counting them would skew where the new ones end up (GROUP_BY would fill the zones
         // the old ones were thin in). Host ports and resources still count them.
@@ -297,7 +355,7 @@ pub fn reconcile(
             changes.push(Change::Dropped { task_id, reason });
         }
         if launches == 0 {
-            if missing > 0 {
+            if missing > 0 && rolling.is_none() {
                 state.waiting.insert(
                     app.id.clone(),
                     format!(
@@ -346,7 +404,30 @@ pub fn reconcile(
                 break;
             }
             let refs: Vec<&str> = running_on.iter().map(String::as_str).collect();
-            match placement::place(app, &agents, &refs, world.home_region.as_deref()) {
+            // In a zone-aware rollout the zone is the rollout's: placement chooses among its
+            // agents, with the app's other constraints.
+            let placed = match rolling {
+                None => placement::place(app, &agents, &refs, world.home_region.as_deref()),
+                Some(zone) => {
+                    let (index, local): (Vec<usize>, Vec<Agent>) = agents
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, a)| a.zone.as_deref() == Some(zone))
+                        .map(|(i, a)| (i, a.clone()))
+                        .unzip();
+                    placement::place(
+                        &without_zone_spread(app),
+                        &local,
+                        &refs,
+                        world.home_region.as_deref(),
+                    )
+                    .map(|p| placement::Placement {
+                        agent: index[p.agent],
+                        ..p
+                    })
+                }
+            };
+            match placed {
                 Ok(p) => {
                     let agent = &mut agents[p.agent];
                     agent.hold(app, &p.host_ports);
@@ -505,6 +586,70 @@ mod tests {
                 .filter(|t| t.assignment.node_id == node)
                 .count()
         }
+    }
+
+    #[test]
+    fn a_zone_spread_app_rolls_out_one_zone_at_a_time() {
+        let zoned = |version: &str| {
+            parse(
+                &json!({"id": "/web", "cmd": "x", "instances": 4, "cpus": 0.5, "mem": 10,
+                        "constraints": [["@zone", "GROUP_BY"]]}),
+                None,
+                version,
+            )
+            .unwrap()
+            .app
+        };
+        let mut sim = Sim::new(&[zoned("v1")], &["a", "b", "c", "d"]);
+        for (agent, zone) in sim.agents.iter_mut().zip(["z1", "z1", "z2", "z2"]) {
+            agent.zone = Some(zone.into());
+        }
+        sim.round();
+        sim.report(TaskState::TaskRunning);
+        let zone = |t: &Tracked| {
+            match t.assignment.node_id.as_str() {
+                "a" | "b" => "z1",
+                _ => "z2",
+            }
+            .to_owned()
+        };
+        let by_version = |sim: &Sim, v: &str| -> BTreeMap<String, usize> {
+            let mut m = BTreeMap::new();
+            for t in sim
+                .state
+                .tasks
+                .values()
+                .filter(|t| t.assignment.app.version == v)
+            {
+                *m.entry(zone(t)).or_default() += 1;
+            }
+            m
+        };
+        assert_eq!(
+            by_version(&sim, "v1"),
+            BTreeMap::from([("z1".into(), 2), ("z2".into(), 2)])
+        );
+
+        sim.apps.insert("/web".into(), zoned("v2"));
+        let mut seen_both_zones_rolling = false;
+        for _ in 0..10 {
+            sim.round();
+            let (old, new) = (by_version(&sim, "v1"), by_version(&sim, "v2"));
+            // New tasks appear in z2 only once z1 has no old task left.
+            if new.contains_key("z2") && old.contains_key("z1") {
+                seen_both_zones_rolling = true;
+            }
+            sim.report(TaskState::TaskRunning);
+        }
+        assert!(
+            !seen_both_zones_rolling,
+            "zone z2 rolled while z1 still had old tasks"
+        );
+        assert_eq!(by_version(&sim, "v1"), BTreeMap::new());
+        assert_eq!(
+            by_version(&sim, "v2"),
+            BTreeMap::from([("z1".into(), 2), ("z2".into(), 2)])
+        );
     }
 
     #[test]
