@@ -183,12 +183,14 @@ pub enum CheckKind {
         port: Option<u16>,
     },
     /// `GET path` on the task's port `port_index` (or the fixed `port`); 2xx and 3xx are
-    /// healthy.
+    /// healthy. Over TLS with `tls` (Marathon's `HTTPS`: the certificate is not verified).
     Http {
         port_index: usize,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         port: Option<u16>,
         path: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        tls: bool,
     },
     /// A shell command in the task's network namespace; exit status 0 is healthy.
     Command { command: String },
@@ -1028,7 +1030,7 @@ fn parse_health_checks(v: Option<&Value>, port_count: usize, p: &mut Problems) -
                 needs_port(p);
                 CheckKind::Tcp { port_index, port }
             }
-            "HTTP" | "MESOS_HTTP" => {
+            "HTTP" | "MESOS_HTTP" | "HTTPS" | "MESOS_HTTPS" => {
                 needs_port(p);
                 let path = obj.get("path").and_then(Value::as_str).unwrap_or("/");
                 if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_whitespace()) {
@@ -1041,6 +1043,7 @@ fn parse_health_checks(v: Option<&Value>, port_count: usize, p: &mut Problems) -
                     port_index,
                     port,
                     path: path.to_owned(),
+                    tls: protocol.ends_with("HTTPS"),
                 }
             }
             "COMMAND" => match obj
@@ -1062,7 +1065,7 @@ fn parse_health_checks(v: Option<&Value>, port_count: usize, p: &mut Problems) -
             other => {
                 p.add(
                     &format!("{at}/protocol"),
-                    format!("{other:?}: expected \"TCP\", \"HTTP\" or \"COMMAND\""),
+                    format!("{other:?}: expected \"TCP\", \"HTTP\", \"HTTPS\" or \"COMMAND\""),
                 );
                 continue;
             }
@@ -1183,11 +1186,12 @@ impl App {
                     CheckKind::Http {
                         port: Some(port),
                         path,
+                        tls,
                         ..
-                    } => json!({"protocol": "HTTP", "port": port, "path": path}),
+                    } => json!({"protocol": if *tls { "HTTPS" } else { "HTTP" }, "port": port, "path": path}),
                     CheckKind::Http {
-                        port_index, path, ..
-                    } => json!({"protocol": "HTTP", "portIndex": port_index, "path": path}),
+                        port_index, path, tls, ..
+                    } => json!({"protocol": if *tls { "HTTPS" } else { "HTTP" }, "portIndex": port_index, "path": path}),
                     CheckKind::Command { command } => {
                         json!({"protocol": "COMMAND", "command": {"value": command}})
                     }

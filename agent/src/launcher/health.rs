@@ -134,7 +134,8 @@ async fn once(kind: &CheckKind, t: &Target) -> Result<(), Failed> {
             port_index,
             port: fixed,
             path,
-        } => http_get(port(*port_index, *fixed)?, path).await,
+            tls,
+        } => http_get(port(*port_index, *fixed)?, path, *tls).await,
         CheckKind::Command { command } => {
             let argv = super::process::argv(&crate::app::Command::Shell(command.clone()));
             let mut cmd = tokio::process::Command::new(&argv[0]);
@@ -163,10 +164,27 @@ async fn once(kind: &CheckKind, t: &Target) -> Result<(), Failed> {
 }
 
 /// A minimal HTTP/1.0 GET: only the status line matters.
-async fn http_get(addr: SocketAddr, path: &str) -> Result<(), Failed> {
-    let mut stream = TcpStream::connect(addr)
+async fn http_get(addr: SocketAddr, path: &str, tls: bool) -> Result<(), Failed> {
+    let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| failed(&e, format!("connect to {addr}")))?;
+    if !tls {
+        return http_exchange(stream, addr, path).await;
+    }
+    let connector = tokio_rustls::TlsConnector::from(unverified_tls());
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let stream = connector
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS with {addr}: {e}"))?;
+    http_exchange(stream, addr, path).await
+}
+
+async fn http_exchange(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<(), Failed> {
     let request =
         format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: dcnet-health\r\n\r\n");
     stream
@@ -191,6 +209,84 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<(), Failed> {
         Some(c) if (200..400).contains(&c) => Ok(()),
         Some(c) => Err(format!("GET {path} on {addr} answered {c}").into()),
         None => Err(format!("{addr} did not answer HTTP: {:?}", line.trim()).into()),
+    }
+}
+
+/// TLS for HTTPS health checks as Marathon does them: the task's certificate is not
+/// verified (a task's own, often self-signed, certificate; the check asks whether it
+/// answers, and runs on the task's node), but the handshake's signatures are.
+fn unverified_tls() -> std::sync::Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map(|b| {
+                    b.dangerous()
+                        .with_custom_certificate_verifier(std::sync::Arc::new(AnyCertificate(
+                            provider,
+                        )))
+                        .with_no_client_auth()
+                });
+            // The ring provider supports the default versions; should it not, checks fail
+            // with a handshake error rather than the agent stopping.
+            std::sync::Arc::new(config.unwrap_or_else(|_| {
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            }))
+        })
+        .clone()
+}
+
+/// Accepts any server certificate; verifies the handshake's signatures with the provider.
+#[derive(Debug)]
+struct AnyCertificate(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -312,6 +408,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn https_checks_take_any_certificate_and_read_the_status() {
+        // A task's own certificate, from a CA the checker has never heard of.
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dcnet_auth::PkiDir::new(dir.path());
+        pki.init("elsewhere").unwrap();
+        let cert = pki.issue_server(&["task".into()], &[]).unwrap();
+        let config = dcnet_auth::tls::server_config(&cert.chain_pem, &cert.key_pem).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let Ok(mut s) = acceptor.accept(s).await else {
+                    continue;
+                };
+                let mut buf = [0u8; 256];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let status = if buf[..n].starts_with(b"GET /bad") {
+                    500
+                } else {
+                    204
+                };
+                let _ = s
+                    .write_all(format!("HTTP/1.1 {status} X\r\n\r\n").as_bytes())
+                    .await;
+                let _ = s.shutdown().await;
+            }
+        });
+        assert_eq!(http_get(addr, "/ok", true).await, Ok(()));
+        let err = http_get(addr, "/bad", true).await.unwrap_err();
+        assert!(format!("{err:?}").contains("answered 500"), "{err:?}");
+        // Plain HTTP to a TLS port is not healthy.
+        assert!(http_get(addr, "/ok", false).await.is_err());
+    }
+
+    #[tokio::test]
     async fn tcp_and_http_checks_against_a_local_server() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -366,6 +498,7 @@ mod tests {
         let http = |path: &str| CheckKind::Http {
             port_index: 0,
             port: None,
+            tls: false,
             path: path.into(),
         };
         assert_eq!(once(&http("/"), &target).await, Ok(()));
