@@ -97,6 +97,15 @@ def main():
         )
         created = c.create_app(app_id, app)
         out = app_json(created)
+    elif step == "create-fetching":
+        app_id, *uris = args
+        fetch = [{"uri": u, "executable": not u.endswith(".tgz")} for u in uris]
+        app = MarathonApp(cmd='./tool && test "$(cat data.txt)" = hello && exec sleep 1000',
+                          instances=1, cpus=0.01, mem=8, fetch=fetch)
+        out = app_json(c.create_app(app_id, app))
+    elif step == "last-failure":
+        a = c.get_app(args[0], embed_last_task_failure=True)
+        out = {"message": a.last_task_failure.message if a.last_task_failure else None}
     elif step == "app":
         out = app_json(c.get_app(args[0]))
     elif step == "tasks":

@@ -325,6 +325,51 @@ fn a_marathon_client_library_works_unchanged() -> Result<()> {
         .then_some(()))
     })?;
 
+    // fetch: an archive extracted and a script made executable in the sandbox before the
+    // task starts (its command needs both); a URI that cannot be fetched fails the task,
+    // and the app says why.
+    let files = tempfile::tempdir()?;
+    std::fs::create_dir(files.path().join("content"))?;
+    std::fs::write(files.path().join("content/data.txt"), "hello")?;
+    std::fs::write(files.path().join("tool"), "#!/bin/sh\nexit 0\n")?;
+    let tarball = files.path().join("bundle.tgz");
+    let made = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(files.path().join("content"))
+        .arg("data.txt")
+        .status()?;
+    assert!(made.success());
+    let uri = |p: &std::path::Path| format!("file://{}", p.display());
+    via_agent.step(&[
+        "create-fetching",
+        "/pyfetch",
+        &uri(&tarball),
+        &uri(&files.path().join("tool")),
+    ])?;
+    wait_tasks(&cluster, &via_agent, "/pyfetch", 1)?;
+    via_agent.step(&[
+        "create-fetching",
+        "/pynofetch",
+        "file:///nonexistent/bundle.tgz",
+    ])?;
+    let why = wait_until(
+        "the failed fetch to be told",
+        Duration::from_secs(60),
+        || {
+            Ok(via_agent.step(&["last-failure", "/pynofetch"])?["message"]
+                .as_str()
+                .map(str::to_owned))
+        },
+    )?;
+    assert!(
+        why.contains("fetching file:///nonexistent/bundle.tgz"),
+        "{why}"
+    );
+    via_agent.step(&["delete", "/pyfetch"])?;
+    via_agent.step(&["delete", "/pynofetch"])?;
+
     // Remove both: their tasks stop, and the app is gone for the client.
     at_leader.step(&["delete", "/pyweb"])?;
     via_agent.step(&["delete", "/pydb"])?;

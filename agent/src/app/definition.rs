@@ -48,6 +48,10 @@ pub struct App {
     /// private agents; `slave_public`: public ones).
     #[serde(default = "default_roles", skip_serializing_if = "is_default_roles")]
     pub accepted_roles: Vec<String>,
+    /// Marathon's `fetch` (and `uris`): what is downloaded into the sandbox before a task
+    /// starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fetch: Vec<FetchUri>,
     /// Marathon's `taskKillGracePeriodSeconds`: between SIGTERM and SIGKILL when a task is
     /// stopped; `None`: the launcher's `kill_grace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,6 +62,133 @@ pub struct App {
     /// RFC 3339 time of the last change of `instances` alone, if later than `version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaled_at: Option<String>,
+}
+
+/// One URI of an app's `fetch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchUri {
+    pub uri: String,
+    /// Extract it when it is an archive (the default).
+    pub extract: bool,
+    /// Give it the execute bits.
+    pub executable: bool,
+    /// The file name in the sandbox (default: the URI's last segment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_file: Option<String>,
+}
+
+impl FetchUri {
+    /// `uri` with Marathon's defaults.
+    pub fn new(uri: &str) -> Self {
+        Self {
+            uri: uri.to_owned(),
+            extract: true,
+            executable: false,
+            output_file: None,
+        }
+    }
+
+    /// The file it is fetched to in the sandbox.
+    pub fn file_name(&self) -> String {
+        if let Some(name) = &self.output_file {
+            return name.clone();
+        }
+        let path = self.uri.split(['?', '#']).next().unwrap_or_default();
+        path.rsplit('/')
+            .next()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("fetched")
+            .to_owned()
+    }
+}
+
+/// Whether `name` can be a file directly in the sandbox.
+fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\0'])
+        // The launcher's record of the task lives in the sandbox.
+        && name != "task.json"
+}
+
+fn parse_fetch(obj: &Map<String, Value>, p: &mut Problems) -> Vec<FetchUri> {
+    let mut out = Vec::new();
+    let scheme_ok = |uri: &str| {
+        ["http://", "https://", "file://"]
+            .iter()
+            .any(|s| uri.starts_with(s))
+    };
+    let bad_scheme =
+        "expected an http://, https:// or file:// URI (other fetchers are not supported)";
+    for (i, item) in obj
+        .get("fetch")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let at = format!("/fetch/{i}");
+        let Some(uri) = item.get("uri").and_then(Value::as_str) else {
+            p.add(&format!("{at}/uri"), "is required: the URI to fetch");
+            continue;
+        };
+        if !scheme_ok(uri) {
+            p.add(&format!("{at}/uri"), bad_scheme);
+            continue;
+        }
+        let flag = |key: &str, default: bool, p: &mut Problems| match item.get(key) {
+            None | Some(Value::Null) => default,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                p.add(&format!("{at}/{key}"), "expected true or false");
+                default
+            }
+        };
+        let mut f = FetchUri::new(uri);
+        f.extract = flag("extract", true, p);
+        f.executable = flag("executable", false, p);
+        flag("cache", false, p);
+        if let Some(name) = item.get("outputFile").and_then(Value::as_str) {
+            if is_plain_file_name(name) {
+                f.output_file = Some(name.to_owned());
+            } else {
+                p.add(
+                    &format!("{at}/outputFile"),
+                    "expected a file name in the sandbox (no `/`)",
+                );
+            }
+        }
+        if !is_plain_file_name(&f.file_name()) {
+            p.add(
+                &format!("{at}/uri"),
+                "its last segment is not a file name; give outputFile",
+            );
+            continue;
+        }
+        out.push(f);
+    }
+    if obj
+        .get("fetch")
+        .is_some_and(|f| !f.is_array() && !f.is_null())
+    {
+        p.add("/fetch", "expected a list of {\"uri\": ...}");
+    }
+    for (i, uri) in obj
+        .get("uris")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        match uri.as_str() {
+            Some(u) if scheme_ok(u) && is_plain_file_name(&FetchUri::new(u).file_name()) => {
+                out.push(FetchUri::new(u));
+            }
+            _ => p.add(&format!("/uris/{i}"), bad_scheme),
+        }
+    }
+    out
 }
 
 fn default_roles() -> Vec<String> {
@@ -270,11 +401,11 @@ const KNOWN: &[&str] = &[
     "acceptedResourceRoles",
     "taskKillGracePeriodSeconds",
     "version",
+    "fetch",
+    "uris",
     // Read to be refused when they ask for something ([`refuse_unsupported`]).
     "readinessChecks",
     "dependencies",
-    "fetch",
-    "uris",
     "secrets",
     "residency",
     "unreachableStrategy",
@@ -434,6 +565,7 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
         },
     };
     refuse_unsupported(obj, &mut p);
+    let fetch = parse_fetch(obj, &mut p);
     let network = parse_networks(obj.get("networks"), &mut p);
     let container = obj.get("container");
     if let Some(c) = container {
@@ -532,6 +664,7 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
             upgrade,
             user,
             accepted_roles,
+            fetch,
             kill_grace_secs,
             version: version.to_owned(),
             scaled_at: None,
@@ -811,14 +944,6 @@ fn refuse_unsupported(obj: &Map<String, Value>, p: &mut Problems) {
         (
             "dependencies",
             "dependencies are not supported yet: every app is deployed on its own",
-        ),
-        (
-            "fetch",
-            "fetching artifacts is not supported yet: put what the task needs on the nodes",
-        ),
-        (
-            "uris",
-            "fetching artifacts (uris) is not supported yet: put what the task needs on the nodes",
         ),
         ("secrets", "secrets are not supported yet"),
         ("residency", "resident (stateful) tasks are not supported"),
@@ -1139,6 +1264,21 @@ impl App {
         if let Some(secs) = self.kill_grace_secs {
             obj.insert("taskKillGracePeriodSeconds".into(), json!(secs));
         }
+        if !self.fetch.is_empty() {
+            let items: Vec<Value> = self
+                .fetch
+                .iter()
+                .map(|f| {
+                    let mut o = json!({"uri": f.uri, "extract": f.extract,
+                                       "executable": f.executable, "cache": false});
+                    if let Some(name) = &f.output_file {
+                        o["outputFile"] = json!(name);
+                    }
+                    o
+                })
+                .collect();
+            obj.insert("fetch".into(), json!(items));
+        }
         let port_json = |p: &PortSpec, key: &str| {
             let mut o = Map::new();
             o.insert(key.into(), json!(p.number));
@@ -1391,14 +1531,36 @@ mod tests {
     }
 
     #[test]
+    fn fetch_and_uris_are_read() {
+        let app = parse(
+            &json!({"id": "/x", "cmd": "true",
+                    "fetch": [{"uri": "https://h/a/tool?x=1", "executable": true, "extract": false},
+                              {"uri": "file:///srv/b.tgz", "outputFile": "b.tgz", "cache": true}],
+                    "uris": ["http://h/c.tar.gz"]}),
+            None,
+            "v",
+        )
+        .unwrap()
+        .app;
+        let names: Vec<String> = app.fetch.iter().map(FetchUri::file_name).collect();
+        assert_eq!(names, ["tool", "b.tgz", "c.tar.gz"]);
+        assert!(app.fetch[0].executable && !app.fetch[0].extract && app.fetch[2].extract);
+        assert_eq!(parse(&app.to_marathon(), None, "v").unwrap().app, app);
+        let e = errors(json!({"id": "/x", "cmd": "true",
+                              "fetch": [{"uri": "http://h/.."}, {"uri": "http://h/a", "outputFile": "../a"}]}));
+        assert!(has(&e, "/fetch/0/uri", "outputFile"), "{e:?}");
+        assert!(has(&e, "/fetch/1/outputFile", "file name"), "{e:?}");
+    }
+
+    #[test]
     fn fields_that_would_change_what_runs_are_refused_not_dropped() {
         let e = errors(json!({"id": "/x", "cmd": "true",
-            "fetch": [{"uri": "https://example.com/a.tgz"}], "dependencies": ["/db"],
+            "fetch": [{"uri": "hdfs://namenode/a.tgz"}], "dependencies": ["/db"],
             "readinessChecks": [{"name": "ready"}],
             "unreachableStrategy": {"inactiveAfterSeconds": 300, "expungeAfterSeconds": 600},
             "container": {"type": "MESOS", "volumes": [{"hostPath": "/data", "containerPath": "d"}]}}));
         for path in [
-            "/fetch",
+            "/fetch/0/uri",
             "/dependencies",
             "/readinessChecks",
             "/unreachableStrategy",

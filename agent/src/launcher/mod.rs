@@ -4,12 +4,14 @@
 //! - the statuses it publishes in gossip are [`crate::facts::launched`], read by DNS and the
 //!   load balancer too.
 //! - [`confine`]: what a task may see and do: its user, namespaces and mounts.
-//! - [`process`]: one task's sandbox, namespace, cgroup, environment, start and stop.
+//! - [`process`]: one task's sandbox, namespace, cgroup, environment, start and stop;
+//!   [`fetch`]: what is downloaded into the sandbox first.
 //! - [`guard`]: keeps tasks from the control plane (eBPF on the tasks' cgroup).
-//! - [`health`]: TCP, HTTP and COMMAND checks, and what their results add up to.
+//! - [`health`]: TCP, HTTP(S) and COMMAND checks, and what their results add up to.
 //! - [`service`]: the loop that follows the scheduler's assignments.
 
 pub mod confine;
+pub mod fetch;
 pub mod guard;
 pub mod health;
 pub mod process;

@@ -25,7 +25,7 @@ use crate::app::{Command, task_ports};
 use crate::facts::scheduler::Assignment;
 
 /// The file of a task's record in its sandbox.
-const RECORD_FILE: &str = "task.json";
+pub const RECORD_FILE: &str = "task.json";
 /// PATH given to tasks (their environment is otherwise only what Mesos would set).
 const TASK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 

@@ -329,6 +329,12 @@ impl Launcher {
         }
         // Saved before the process exists: a crash now still leaves the namespace findable.
         process::save(&self.root, &local.record).map_err(|e| e.to_string())?;
+        if !a.app.fetch.is_empty() {
+            let (fetch, sandbox, user) = (a.app.fetch.clone(), dir.to_path_buf(), run_as.clone());
+            tokio::task::spawn_blocking(move || super::fetch::all(&fetch, &sandbox, &user))
+                .await
+                .map_err(|e| format!("fetching: {e}"))??;
+        }
         let env = process::environment(&a, &self.host.to_string(), dir, &run_as.name);
         let started =
             process::spawn(&local.record, &env, &self.root, run_as).map_err(|e| e.to_string())?;
