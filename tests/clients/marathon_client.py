@@ -44,6 +44,8 @@ def task_json(t):
         "state": t.state,
         "staged": t.staged_at is not None,
         "started": t.started_at is not None,
+        "staged_at": t.staged_at.isoformat() if t.staged_at else None,
+        "started_at": t.started_at.isoformat() if t.started_at else None,
         "ips": [ip.ip_address for ip in t.ip_addresses],
         "ports": t.ports,
         "service_ports": t.service_ports,
@@ -196,6 +198,17 @@ def main():
             MarathonApp(id=n, cmd=f"exec sleep 100{i}", instances=1, cpus=0.01, mem=8)
             for i, n in enumerate(names)])
         out = c.create_group(group)
+    elif step == "group-with-dependency":
+        # /<group>/web depends on /<group>/db, whose health check passes only after 3 s.
+        group_id = args[0]
+        db = MarathonApp(id="db", cmd="exec sleep 1000", instances=1, cpus=0.01, mem=8,
+                         health_checks=[MarathonHealthCheck(
+                             protocol="COMMAND", command="test $(( $(date +%s) - $(stat -c %Y stdout) )) -ge 3",
+                             grace_period_seconds=30, interval_seconds=1, timeout_seconds=2,
+                             max_consecutive_failures=0)])
+        web = MarathonApp(id="web", cmd="exec sleep 1000", instances=1, cpus=0.01, mem=8,
+                          dependencies=[f"{group_id}/db"])
+        out = c.create_group(MarathonGroup(id=group_id, apps=[db, web]))
     elif step == "group":
         g = c.get_group(args[0])
         out = {"id": g.id, "apps": [[a.id, a.instances] for a in g.apps],

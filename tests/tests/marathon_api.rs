@@ -325,6 +325,32 @@ fn a_marathon_client_library_works_unchanged() -> Result<()> {
         .then_some(()))
     })?;
 
+    // Dependencies order a deployment: web is staged only once db runs and is healthy.
+    via_agent.step(&["group-with-dependency", "/pydeps"])?;
+    wait_tasks(&cluster, &via_agent, "/pydeps/db", 1)?;
+    let web = wait_tasks(&cluster, &via_agent, "/pydeps/web", 1)?;
+    let tasks = via_agent.step(&["tasks"])?;
+    let find = |app: &str| {
+        tasks
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["app_id"] == app)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (db, web_task) = (find("/pydeps/db"), find("/pydeps/web"));
+    assert_eq!(db["health"], serde_json::json!([true]), "{db}");
+    let db_started = str_of(&db, "started_at")?;
+    let web_staged = str_of(&web_task, "staged_at")?;
+    // 3 s of db's health check lie between them.
+    assert!(
+        web_staged > db_started,
+        "web {web_staged} staged before db started {db_started}"
+    );
+    assert_eq!(web.len(), 1);
+    via_agent.step(&["group-delete", "/pydeps"])?;
+
     // fetch: an archive extracted and a script made executable in the sandbox before the
     // task starts (its command needs both); a URI that cannot be fetched fails the task,
     // and the app says why.

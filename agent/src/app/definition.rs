@@ -48,6 +48,10 @@ pub struct App {
     /// private agents; `slave_public`: public ones).
     #[serde(default = "default_roles", skip_serializing_if = "is_default_roles")]
     pub accepted_roles: Vec<String>,
+    /// Marathon's `dependencies`: apps (absolute ids) that must run as asked before this
+    /// one's tasks are launched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<String>,
     /// Marathon's `fetch` (and `uris`): what is downloaded into the sandbox before a task
     /// starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -197,6 +201,41 @@ fn default_roles() -> Vec<String> {
 
 fn is_default_roles(roles: &[String]) -> bool {
     roles == ["*"]
+}
+
+/// A cycle among the apps' dependencies, if there is one: the ids around it.
+pub fn dependency_cycle(apps: &BTreeMap<String, App>) -> Option<Vec<String>> {
+    // Depth-first, with the path walked so far.
+    fn walk<'a>(
+        id: &'a str,
+        apps: &'a BTreeMap<String, App>,
+        path: &mut Vec<&'a str>,
+        done: &mut std::collections::BTreeSet<&'a str>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| *p == id) {
+            let mut cycle: Vec<String> = path[at..].iter().map(|s| (*s).to_owned()).collect();
+            cycle.push(id.to_owned());
+            return Some(cycle);
+        }
+        if !done.insert(id) {
+            return None;
+        }
+        path.push(id);
+        for dep in apps
+            .get(id)
+            .map(|a| a.dependencies.as_slice())
+            .unwrap_or_default()
+        {
+            if let Some(cycle) = walk(dep, apps, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = std::collections::BTreeSet::new();
+    apps.keys()
+        .find_map(|id| walk(id, apps, &mut Vec::new(), &mut done))
 }
 
 /// Whether `role` can be a Mesos role: `*`, or a name such as `slave_public`.
@@ -403,9 +442,9 @@ const KNOWN: &[&str] = &[
     "version",
     "fetch",
     "uris",
+    "dependencies",
     // Read to be refused when they ask for something ([`refuse_unsupported`]).
     "readinessChecks",
-    "dependencies",
     "secrets",
     "residency",
     "unreachableStrategy",
@@ -566,6 +605,40 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
     };
     refuse_unsupported(obj, &mut p);
     let fetch = parse_fetch(obj, &mut p);
+    let dependencies = match obj.get("dependencies") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => match string_list(v) {
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, dep)| {
+                    // Relative to the app's group, as in Marathon.
+                    let group = id
+                        .as_deref()
+                        .and_then(|id| id.rsplit_once('/'))
+                        .map_or("", |(g, _)| g);
+                    let full = if dep.starts_with('/') {
+                        dep.clone()
+                    } else {
+                        format!("{group}/{dep}")
+                    };
+                    normalize_id(&full, &mut p, &format!("/dependencies/{i}"))
+                })
+                .collect(),
+            None => {
+                p.add(
+                    "/dependencies",
+                    "expected a list of app ids, e.g. [\"/db\"]",
+                );
+                Vec::new()
+            }
+        },
+    };
+    if let Some(own) = &id
+        && dependencies.contains(own)
+    {
+        p.add("/dependencies", "an app cannot depend on itself");
+    }
     let network = parse_networks(obj.get("networks"), &mut p);
     let container = obj.get("container");
     if let Some(c) = container {
@@ -664,6 +737,7 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
             upgrade,
             user,
             accepted_roles,
+            dependencies,
             fetch,
             kill_grace_secs,
             version: version.to_owned(),
@@ -940,10 +1014,6 @@ fn refuse_unsupported(obj: &Map<String, Value>, p: &mut Problems) {
             "readinessChecks",
             "readiness checks are not supported yet; a task counts as ready once it runs and \
              passes its health checks",
-        ),
-        (
-            "dependencies",
-            "dependencies are not supported yet: every app is deployed on its own",
         ),
         ("secrets", "secrets are not supported yet"),
         ("residency", "resident (stateful) tasks are not supported"),
@@ -1264,6 +1334,9 @@ impl App {
         if let Some(secs) = self.kill_grace_secs {
             obj.insert("taskKillGracePeriodSeconds".into(), json!(secs));
         }
+        if !self.dependencies.is_empty() {
+            obj.insert("dependencies".into(), json!(self.dependencies));
+        }
         if !self.fetch.is_empty() {
             let items: Vec<Value> = self
                 .fetch
@@ -1531,6 +1604,25 @@ mod tests {
     }
 
     #[test]
+    fn dependencies_are_absolute_and_cycles_are_found() {
+        let app = |v: Value| parse(&v, None, "v").unwrap().app;
+        let web = app(json!({"id": "/prod/web", "cmd": "x", "dependencies": ["db", "/cache"]}));
+        assert_eq!(web.dependencies, ["/prod/db", "/cache"]);
+        let db = app(json!({"id": "/prod/db", "cmd": "x"}));
+        let mut apps = BTreeMap::from([(web.id.clone(), web), (db.id.clone(), db)]);
+        assert_eq!(dependency_cycle(&apps), None);
+        let db = app(json!({"id": "/prod/db", "cmd": "x", "dependencies": ["/prod/web"]}));
+        apps.insert(db.id.clone(), db);
+        let cycle = dependency_cycle(&apps).unwrap();
+        assert_eq!(cycle.first(), cycle.last(), "{cycle:?}");
+        assert!(
+            errors(json!({"id": "/a", "cmd": "x", "dependencies": ["/a"]}))
+                .iter()
+                .any(|(p, _)| p == "/dependencies")
+        );
+    }
+
+    #[test]
     fn fetch_and_uris_are_read() {
         let app = parse(
             &json!({"id": "/x", "cmd": "true",
@@ -1555,13 +1647,12 @@ mod tests {
     #[test]
     fn fields_that_would_change_what_runs_are_refused_not_dropped() {
         let e = errors(json!({"id": "/x", "cmd": "true",
-            "fetch": [{"uri": "hdfs://namenode/a.tgz"}], "dependencies": ["/db"],
+            "fetch": [{"uri": "hdfs://namenode/a.tgz"}],
             "readinessChecks": [{"name": "ready"}],
             "unreachableStrategy": {"inactiveAfterSeconds": 300, "expungeAfterSeconds": 600},
             "container": {"type": "MESOS", "volumes": [{"hostPath": "/data", "containerPath": "d"}]}}));
         for path in [
             "/fetch/0/uri",
-            "/dependencies",
             "/readinessChecks",
             "/unreachableStrategy",
             "/container/volumes",

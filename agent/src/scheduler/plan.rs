@@ -109,6 +109,9 @@ pub struct World<'a> {
     pub now_ms: u64,
     /// The masters' region ([`placement`]'s fault-domain rule), if they have one.
     pub home_region: Option<String>,
+    /// Apps a deployment under way changes: their `dependencies` order it (an app's tasks
+    /// launch once its dependencies run as asked); a steady app replaces tasks regardless.
+    pub deploying: BTreeSet<String>,
 }
 
 /// One decision, for the log.
@@ -319,6 +322,33 @@ pub fn reconcile(
                 .max_running(app.instances)
                 .saturating_sub(mine.len() + retiring.len()),
         );
+        // A deployment starts an app after the apps it depends on run as asked.
+        if launches > 0 && world.deploying.contains(&app.id) {
+            let unready = app.dependencies.iter().find_map(|dep| {
+                let Some(d) = world.apps.get(dep) else {
+                    return Some(format!("its dependency {dep} does not exist"));
+                };
+                let of_dep: Vec<(&String, &Tracked)> = state
+                    .tasks
+                    .iter()
+                    .filter(|(_, t)| t.assignment.app.id == *dep)
+                    .collect();
+                let done = of_dep
+                    .iter()
+                    .filter(|(id, t)| t.assignment.app.version == d.version && ready(id))
+                    .count();
+                (done < d.instances as usize || done < of_dep.len()).then(|| {
+                    format!(
+                        "waiting for its dependency {dep} to run as asked ({done} of {} ready)",
+                        d.instances
+                    )
+                })
+            });
+            if let Some(why) = unready {
+                state.waiting.insert(app.id.clone(), why);
+                launches = 0;
+            }
+        }
         // In a zone-aware rollout, the rolling zone gets as many new tasks as it had old ones.
         if let Some(zone) = rolling {
             let here = |t: &Tracked| zone_of.get(t.assignment.node_id.as_str()) == Some(&zone);
@@ -355,7 +385,7 @@ pub fn reconcile(
             changes.push(Change::Dropped { task_id, reason });
         }
         if launches == 0 {
-            if missing > 0 && rolling.is_none() {
+            if missing > 0 && rolling.is_none() && !state.waiting.contains_key(&app.id) {
                 state.waiting.insert(
                     app.id.clone(),
                     format!(
@@ -563,6 +593,7 @@ mod tests {
                 statuses: self.statuses.clone(),
                 now_ms: self.now,
                 home_region: Some("r1".into()),
+                deploying: self.apps.keys().cloned().collect(),
             };
             let next = &mut self.next;
             let mut new_id = |a: &App| {
@@ -650,6 +681,39 @@ mod tests {
             by_version(&sim, "v2"),
             BTreeMap::from([("z1".into(), 2), ("z2".into(), 2)])
         );
+    }
+
+    #[test]
+    fn a_deployment_starts_an_app_after_its_dependencies() {
+        let web = parse(
+            &json!({"id": "/web", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 10,
+                    "dependencies": ["/db"]}),
+            None,
+            "v1",
+        )
+        .unwrap()
+        .app;
+        let mut sim = Sim::new(&[app("/db", 2, "v1"), web], &["a", "b"]);
+        let launched = |changes: &[Change]| {
+            changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Launched { task_id, .. } => {
+                        Some(task_id.split('.').next().unwrap().to_owned())
+                    }
+                    Change::Dropped { .. } => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(launched(&sim.round()), ["db", "db"]);
+        assert!(
+            sim.state.waiting["/web"].contains("dependency /db"),
+            "{:?}",
+            sim.state.waiting
+        );
+        assert!(launched(&sim.round()).is_empty(), "db still staging");
+        sim.report(TaskState::TaskRunning);
+        assert_eq!(launched(&sim.round()), ["web"]);
     }
 
     #[test]
@@ -910,6 +974,7 @@ mod tests {
             statuses: sim.statuses.clone(),
             now_ms: sim.now,
             home_region: None,
+            deploying: BTreeSet::new(),
         };
         let adopted = adopt(&sim.apps, &world);
         let ids: BTreeSet<String> = adopted.keys().cloned().collect();

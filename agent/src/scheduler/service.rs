@@ -510,6 +510,10 @@ impl Inner {
             statuses,
             now_ms: crate::unix_ms(),
             home_region: self.region.clone(),
+            deploying: replicated::deployments(data)
+                .into_values()
+                .flat_map(|d| d.apps.into_keys())
+                .collect(),
         };
         let (kept, finished, wanted) = {
             let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
@@ -651,6 +655,15 @@ impl Inner {
             let before = replicated::apps(&data);
             let mut next = before.clone();
             let out = f(&mut next)?;
+            if let Some(cycle) = crate::app::dependency_cycle(&next) {
+                return Err(refusal(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!(
+                        "the apps' dependencies would go round in a circle: {}; remove one of them",
+                        cycle.join(" -> ")
+                    ),
+                ));
+            }
             let mut command = replicated::apps_command(&data, &before, &next);
             let deployment = deployments::of_change(id.clone(), now_version(), &before, &next);
             if let Some(d) = &deployment {

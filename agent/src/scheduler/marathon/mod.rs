@@ -276,6 +276,7 @@ impl TaskTable {
                 statuses: parts.statuses.clone(),
                 now_ms: crate::unix_ms(),
                 home_region: s.region.clone(),
+                deploying: Default::default(),
             };
             plan::adopt(&apps, &world)
         };
