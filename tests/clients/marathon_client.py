@@ -198,6 +198,16 @@ def main():
             MarathonApp(id=n, cmd=f"exec sleep 100{i}", instances=1, cpus=0.01, mem=8)
             for i, n in enumerate(names)])
         out = c.create_group(group)
+    elif step == "create-readiness":
+        # Ready 3 s after it starts: its server answers /ready only once the file exists.
+        app = MarathonApp(
+            cmd="(sleep 3; touch ready) & exec python3 -m http.server $PORT0",
+            instances=1, cpus=0.01, mem=32,
+            port_definitions=[{"port": 0, "name": "http"}],
+            readiness_checks=[{"name": "ready", "protocol": "HTTP", "path": "/ready",
+                               "portName": "http", "intervalSeconds": 1, "timeoutSeconds": 1,
+                               "httpStatusCodesForReady": [200]}])
+        out = app_json(c.create_app(args[0], app))
     elif step == "group-with-dependency":
         # /<group>/web depends on /<group>/db, whose health check passes only after 3 s.
         group_id = args[0]

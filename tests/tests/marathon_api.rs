@@ -325,6 +325,30 @@ fn a_marathon_client_library_works_unchanged() -> Result<()> {
         .then_some(()))
     })?;
 
+    // A readiness check holds the deployment until the task answers it (3 s after start).
+    via_agent.step(&["create-readiness", "/pyready"])?;
+    let ready_task = wait_tasks(&cluster, &via_agent, "/pyready", 1)?;
+    let under_way = via_agent.step(&["deployments"])?;
+    assert!(
+        under_way.as_array().is_some_and(|d| d
+            .iter()
+            .any(|d| d["apps"] == serde_json::json!(["/pyready"]))),
+        "running but not ready: still deploying: {under_way}"
+    );
+    wait_until(
+        "the readiness check to pass",
+        Duration::from_secs(30),
+        || {
+            Ok(via_agent
+                .step(&["deployments"])?
+                .as_array()
+                .is_some_and(Vec::is_empty)
+                .then_some(()))
+        },
+    )?;
+    assert_eq!(wait_tasks(&cluster, &via_agent, "/pyready", 1)?, ready_task);
+    via_agent.step(&["delete", "/pyready"])?;
+
     // Dependencies order a deployment: web is staged only once db runs and is healthy.
     via_agent.step(&["group-with-dependency", "/pydeps"])?;
     wait_tasks(&cluster, &via_agent, "/pydeps/db", 1)?;

@@ -48,6 +48,10 @@ pub struct App {
     /// private agents; `slave_public`: public ones).
     #[serde(default = "default_roles", skip_serializing_if = "is_default_roles")]
     pub accepted_roles: Vec<String>,
+    /// Marathon's `readinessChecks`: what a new task must answer before a deployment counts
+    /// it ready (and stops an old one for it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readiness: Vec<ReadinessCheck>,
     /// Marathon's `dependencies`: apps (absolute ids) that must run as asked before this
     /// one's tasks are launched.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -66,6 +70,135 @@ pub struct App {
     /// RFC 3339 time of the last change of `instances` alone, if later than `version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaled_at: Option<String>,
+}
+
+/// A readiness check: `GET path` on one of the task's ports, every `interval_secs`, until it
+/// answers one of `ready_codes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadinessCheck {
+    pub name: String,
+    pub tls: bool,
+    pub path: String,
+    /// The app's port by name (`portName`), as its index.
+    pub port_index: usize,
+    pub interval_secs: u32,
+    pub timeout_secs: u32,
+    pub ready_codes: Vec<u16>,
+}
+
+fn parse_readiness(v: Option<&Value>, ports: &[PortSpec], p: &mut Problems) -> Vec<ReadinessCheck> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Vec::new();
+    };
+    let Some(list) = v.as_array() else {
+        p.add(
+            "/readinessChecks",
+            "expected a list (Marathon takes one check)",
+        );
+        return Vec::new();
+    };
+    if list.len() > 1 {
+        p.add(
+            "/readinessChecks",
+            "at most one readiness check, as in Marathon",
+        );
+    }
+    let mut out = Vec::new();
+    for (i, c) in list.iter().enumerate().take(1) {
+        let at = format!("/readinessChecks/{i}");
+        let Some(obj) = c.as_object() else {
+            p.add(&at, "expected an object");
+            continue;
+        };
+        let tls = match obj
+            .get("protocol")
+            .and_then(Value::as_str)
+            .unwrap_or("HTTP")
+        {
+            "HTTP" => false,
+            "HTTPS" => true,
+            other => {
+                p.add(
+                    &format!("{at}/protocol"),
+                    format!("{other:?}: expected HTTP or HTTPS"),
+                );
+                false
+            }
+        };
+        let path = obj.get("path").and_then(Value::as_str).unwrap_or("/");
+        if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_whitespace()) {
+            p.add(
+                &format!("{at}/path"),
+                "expected a URL path such as \"/ready\"",
+            );
+        }
+        let port_name = obj
+            .get("portName")
+            .and_then(Value::as_str)
+            .unwrap_or("http-api");
+        let Some(port_index) = ports
+            .iter()
+            .position(|x| x.name.as_deref() == Some(port_name))
+        else {
+            p.add(
+                &format!("{at}/portName"),
+                format!("the app has no port named {port_name:?}: name one of its ports so"),
+            );
+            continue;
+        };
+        let seconds = |key: &str, default: u32, p: &mut Problems| match obj.get(key) {
+            None => default,
+            Some(v) => match v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+            {
+                Some(n) => n,
+                None => {
+                    p.add(
+                        &format!("{at}/{key}"),
+                        "expected a whole number of seconds above 0",
+                    );
+                    default
+                }
+            },
+        };
+        let ready_codes = match obj.get("httpStatusCodesForReady") {
+            None => vec![200],
+            Some(v) => match v.as_array().map(|a| {
+                a.iter()
+                    .map(|c| {
+                        c.as_u64()
+                            .and_then(|c| u16::try_from(c).ok())
+                            .filter(|c| (100..600).contains(c))
+                    })
+                    .collect::<Option<Vec<u16>>>()
+            }) {
+                Some(Some(codes)) if !codes.is_empty() => codes,
+                _ => {
+                    p.add(
+                        &format!("{at}/httpStatusCodesForReady"),
+                        "expected a list of HTTP status codes, e.g. [200]",
+                    );
+                    vec![200]
+                }
+            },
+        };
+        out.push(ReadinessCheck {
+            name: obj
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("readinessCheck")
+                .to_owned(),
+            tls,
+            path: path.to_owned(),
+            port_index,
+            interval_secs: seconds("intervalSeconds", 30, p),
+            timeout_secs: seconds("timeoutSeconds", 10, p),
+            ready_codes,
+        });
+    }
+    out
 }
 
 /// One URI of an app's `fetch`.
@@ -443,8 +576,8 @@ const KNOWN: &[&str] = &[
     "fetch",
     "uris",
     "dependencies",
-    // Read to be refused when they ask for something ([`refuse_unsupported`]).
     "readinessChecks",
+    // Read to be refused when they ask for something ([`refuse_unsupported`]).
     "secrets",
     "residency",
     "unreachableStrategy",
@@ -691,6 +824,7 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
     };
     check_unique_ports(&ports, ports_path, &network, require_ports, &mut p);
     let health_checks = parse_health_checks(obj.get("healthChecks"), ports.len(), &mut p);
+    let readiness = parse_readiness(obj.get("readinessChecks"), &ports, &mut p);
     let constraints = match obj.get("constraints") {
         None => Vec::new(),
         Some(Value::Array(list)) => list
@@ -737,6 +871,7 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
             upgrade,
             user,
             accepted_roles,
+            readiness,
             dependencies,
             fetch,
             kill_grace_secs,
@@ -1010,11 +1145,6 @@ fn refuse_unsupported(obj: &Map<String, Value>, p: &mut Problems) {
         })
     };
     for (key, why) in [
-        (
-            "readinessChecks",
-            "readiness checks are not supported yet; a task counts as ready once it runs and \
-             passes its health checks",
-        ),
         ("secrets", "secrets are not supported yet"),
         ("residency", "resident (stateful) tasks are not supported"),
     ] {
@@ -1337,6 +1467,20 @@ impl App {
         if !self.dependencies.is_empty() {
             obj.insert("dependencies".into(), json!(self.dependencies));
         }
+        let readiness: Vec<Value> = self
+            .readiness
+            .iter()
+            .map(|r| {
+                json!({"name": r.name, "protocol": if r.tls { "HTTPS" } else { "HTTP" },
+                       "path": r.path,
+                       "portName": self.ports.get(r.port_index).and_then(|p| p.name.clone()),
+                       "intervalSeconds": r.interval_secs, "timeoutSeconds": r.timeout_secs,
+                       "httpStatusCodesForReady": r.ready_codes, "preserveLastResponse": false})
+            })
+            .collect();
+        if !readiness.is_empty() {
+            obj.insert("readinessChecks".into(), json!(readiness));
+        }
         if !self.fetch.is_empty() {
             let items: Vec<Value> = self
                 .fetch
@@ -1623,6 +1767,23 @@ mod tests {
     }
 
     #[test]
+    fn readiness_checks_name_a_port_and_round_trip() {
+        let app = parse(
+            &json!({"id": "/x", "cmd": "true", "portDefinitions": [{"port": 0, "name": "api"}],
+                    "readinessChecks": [{"name": "r", "protocol": "HTTP", "path": "/ready",
+                                         "portName": "api", "intervalSeconds": 2,
+                                         "httpStatusCodesForReady": [200, 204]}]}),
+            None,
+            "v",
+        )
+        .unwrap()
+        .app;
+        assert_eq!(app.readiness[0].port_index, 0);
+        assert_eq!(app.readiness[0].ready_codes, [200, 204]);
+        assert_eq!(parse(&app.to_marathon(), None, "v").unwrap().app, app);
+    }
+
+    #[test]
     fn fetch_and_uris_are_read() {
         let app = parse(
             &json!({"id": "/x", "cmd": "true",
@@ -1648,12 +1809,12 @@ mod tests {
     fn fields_that_would_change_what_runs_are_refused_not_dropped() {
         let e = errors(json!({"id": "/x", "cmd": "true",
             "fetch": [{"uri": "hdfs://namenode/a.tgz"}],
-            "readinessChecks": [{"name": "ready"}],
+            "readinessChecks": [{"name": "ready", "portName": "nope"}],
             "unreachableStrategy": {"inactiveAfterSeconds": 300, "expungeAfterSeconds": 600},
             "container": {"type": "MESOS", "volumes": [{"hostPath": "/data", "containerPath": "d"}]}}));
         for path in [
             "/fetch/0/uri",
-            "/readinessChecks",
+            "/readinessChecks/0/portName",
             "/unreachableStrategy",
             "/container/volumes",
         ] {

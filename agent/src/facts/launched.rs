@@ -75,6 +75,9 @@ pub struct TaskStatus {
     /// Why it ended (or why it is being killed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// With a readiness check: whether it has passed (`None`: the app has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
 }
 
 impl TaskStatus {
@@ -147,6 +150,7 @@ pub(crate) mod tests_support {
             staged_ms: 1,
             started_ms: Some(2),
             message: None,
+            ready: None,
         }
     }
 }

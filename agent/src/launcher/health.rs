@@ -73,6 +73,24 @@ pub async fn run(index: usize, check: HealthCheck, target: Target, out: mpsc::Se
     }
 }
 
+/// Runs a readiness check until the task answers one of its ready codes; returns then.
+pub async fn until_ready(check: crate::app::ReadinessCheck, target: Target) {
+    let interval = Duration::from_secs(u64::from(check.interval_secs));
+    let timeout = Duration::from_secs(u64::from(check.timeout_secs));
+    loop {
+        if let Some(port) = target.ports.get(check.port_index) {
+            let addr = SocketAddr::new(target.ip, *port);
+            match tokio::time::timeout(timeout, http_status(addr, &check.path, check.tls)).await {
+                Ok(Ok(code)) if check.ready_codes.contains(&code) => return,
+                Ok(Ok(code)) => tracing::debug!(task = %target.task_id, code, "not ready yet"),
+                Ok(Err(why)) => tracing::debug!(task = %target.task_id, %why, "not ready yet"),
+                Err(_) => tracing::debug!(task = %target.task_id, "readiness check timed out"),
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
 /// Why a check did not pass.
 #[derive(Debug, PartialEq, Eq)]
 enum Failed {
@@ -165,6 +183,14 @@ async fn once(kind: &CheckKind, t: &Target) -> Result<(), Failed> {
 
 /// A minimal HTTP/1.0 GET: only the status line matters.
 async fn http_get(addr: SocketAddr, path: &str, tls: bool) -> Result<(), Failed> {
+    match http_status(addr, path, tls).await? {
+        c if (200..400).contains(&c) => Ok(()),
+        c => Err(format!("GET {path} on {addr} answered {c}").into()),
+    }
+}
+
+/// The status code of `GET path` on `addr`.
+async fn http_status(addr: SocketAddr, path: &str, tls: bool) -> Result<u16, Failed> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| failed(&e, format!("connect to {addr}")))?;
@@ -184,7 +210,7 @@ async fn http_exchange(
     mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     addr: SocketAddr,
     path: &str,
-) -> Result<(), Failed> {
+) -> Result<u16, Failed> {
     let request =
         format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: dcnet-health\r\n\r\n");
     stream
@@ -205,11 +231,7 @@ async fn http_exchange(
         .strip_prefix("HTTP/")
         .and_then(|rest| rest.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok());
-    match code {
-        Some(c) if (200..400).contains(&c) => Ok(()),
-        Some(c) => Err(format!("GET {path} on {addr} answered {c}").into()),
-        None => Err(format!("{addr} did not answer HTTP: {:?}", line.trim()).into()),
-    }
+    code.ok_or_else(|| format!("{addr} did not answer HTTP: {:?}", line.trim()).into())
 }
 
 /// TLS for HTTPS health checks as Marathon does them: the task's certificate is not

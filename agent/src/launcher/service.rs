@@ -92,6 +92,10 @@ enum Event {
     Stopped {
         task_id: String,
     },
+    /// Its readiness check passed.
+    Ready {
+        task_id: String,
+    },
 }
 
 /// A task of this node.
@@ -100,6 +104,8 @@ struct Local {
     state: TaskState,
     tracker: Option<Tracker>,
     message: Option<String>,
+    /// With a readiness check: whether it passed.
+    ready: Option<bool>,
     /// Health-check loops and the exit waiter, aborted when the task ends.
     jobs: Vec<JoinHandle<()>>,
     stopping: bool,
@@ -168,11 +174,15 @@ impl Launcher {
     async fn adopt_existing(&mut self) {
         for record in process::load_all(&self.root) {
             let task_id = record.assignment.task_id.clone();
+            let has_readiness = !record.assignment.app.readiness.is_empty();
             let mut local = Local {
                 record,
                 state: TaskState::TaskRunning,
                 tracker: None,
                 message: None,
+                // Running before this start: it passed its readiness check then, or its
+                // deployment has moved on.
+                ready: has_readiness.then_some(true),
                 jobs: Vec::new(),
                 stopping: false,
             };
@@ -258,6 +268,7 @@ impl Launcher {
         let task_id = a.task_id.clone();
         info!(task = %task_id, app = %a.app.id, "launching");
         let dir = process::sandbox(&self.root, &task_id);
+        let ready = (!a.app.readiness.is_empty()).then_some(false);
         let mut local = Local {
             record: Record {
                 netns: None,
@@ -278,6 +289,7 @@ impl Launcher {
             state: TaskState::TaskStaging,
             tracker: None,
             message: None,
+            ready,
             jobs: Vec::new(),
             stopping: false,
         };
@@ -365,13 +377,15 @@ impl Launcher {
 
     fn start_checks(&self, local: &mut Local) {
         let a = &local.record.assignment;
-        if a.app.health_checks.is_empty() {
+        if a.app.health_checks.is_empty() && local.ready != Some(false) {
             return;
         }
-        local.tracker = Some(Tracker::new(
-            a.app.health_checks.clone(),
-            local.record.started_ms.unwrap_or_else(crate::unix_ms),
-        ));
+        if !a.app.health_checks.is_empty() {
+            local.tracker = Some(Tracker::new(
+                a.app.health_checks.clone(),
+                local.record.started_ms.unwrap_or_else(crate::unix_ms),
+            ));
+        }
         let Some(ip) = local.record.ip else { return };
         let dir = process::sandbox(&self.root, &a.task_id);
         let user = local.record.user.as_deref().unwrap_or("root");
@@ -400,6 +414,16 @@ impl Launcher {
                 target.clone(),
                 self.health_tx.clone(),
             )));
+        }
+        if local.ready == Some(false) {
+            for check in &a.app.readiness {
+                let (check, target, tx) = (check.clone(), target.clone(), self.events_tx.clone());
+                let task_id = a.task_id.clone();
+                local.jobs.push(tokio::spawn(async move {
+                    health::until_ready(check, target).await;
+                    let _ = tx.send(Event::Ready { task_id }).await;
+                }));
+            }
         }
     }
 
@@ -440,6 +464,14 @@ impl Launcher {
                     TaskState::TaskKilled
                 };
                 info!(task = %task_id, state = local.state.as_str(), "task stopped");
+            }
+            Event::Ready { task_id } => {
+                if let Some(local) = self.tasks.get_mut(&task_id)
+                    && local.state == TaskState::TaskRunning
+                {
+                    local.ready = Some(true);
+                    info!(task = %task_id, "task ready");
+                }
             }
         }
     }
@@ -539,6 +571,7 @@ impl Launcher {
                 staged_ms: local.record.staged_ms,
                 started_ms: local.record.started_ms,
                 message: local.message.clone(),
+                ready: local.ready,
             };
             wanted.insert(
                 format!("{PREFIX}{id}"),

@@ -111,7 +111,10 @@ pub fn app_done(
             return false;
         }
         let ready = statuses.get(&t.assignment.task_id).is_some_and(|(_, s)| {
-            s.state == TaskState::TaskRunning && s.healthy != Some(false) && !s.health_pending
+            s.state == TaskState::TaskRunning
+                && s.healthy != Some(false)
+                && !s.health_pending
+                && s.ready != Some(false)
         });
         if !ready {
             return false;
@@ -221,6 +224,7 @@ mod tests {
             staged_ms: 0,
             started_ms: None,
             message: None,
+            ready: None,
         };
         (tracked, ("n".into(), status))
     }

@@ -171,6 +171,7 @@ mod tests {
             staged_ms: 0,
             started_ms: None,
             message: None,
+            ready: None,
         }
     }
 

@@ -251,9 +251,12 @@ pub fn reconcile(
     }
     state.waiting.clear();
     let status = |id: &str| world.statuses.get(id).map(|(_, s)| s);
-    // Running and not failing (or not yet passing) a health check.
+    // Running, not failing (or not yet passing) a health check, and past its readiness
+    // check if it has one.
     let ready = |id: &str| {
-        status(id).is_some_and(|s| s.state == TaskState::TaskRunning && s.healthy != Some(false))
+        status(id).is_some_and(|s| {
+            s.state == TaskState::TaskRunning && s.healthy != Some(false) && s.ready != Some(false)
+        })
     };
     // Each live agent's zone, for zone-aware rollouts.
     let zone_of: BTreeMap<&str, &str> = world
@@ -553,6 +556,7 @@ mod tests {
                 staged_ms: t.created_ms,
                 started_ms: Some(t.created_ms),
                 message: Some("exit status 1".into()),
+                ready: None,
             },
         )
     }
@@ -681,6 +685,30 @@ mod tests {
             by_version(&sim, "v2"),
             BTreeMap::from([("z1".into(), 2), ("z2".into(), 2)])
         );
+    }
+
+    #[test]
+    fn a_new_task_not_yet_ready_keeps_the_old_one() {
+        let mut sim = Sim::new(&[app("/web", 1, "v1")], &["a", "b"]);
+        sim.round();
+        sim.report(TaskState::TaskRunning);
+        sim.apps.insert("/web".into(), app("/web", 1, "v2"));
+        sim.round();
+        sim.report(TaskState::TaskRunning);
+        for (_, s) in sim.statuses.values_mut().filter(|(_, s)| s.version == "v2") {
+            s.ready = Some(false);
+        }
+        sim.round();
+        assert_eq!(
+            sim.state.tasks.len(),
+            2,
+            "the v1 task stays while v2's is not ready"
+        );
+        for (_, s) in sim.statuses.values_mut() {
+            s.ready = None;
+        }
+        sim.round();
+        assert_eq!(sim.state.tasks.len(), 1);
     }
 
     #[test]

@@ -314,6 +314,7 @@ mod tests {
             staged_ms: 1_000,
             started_ms: Some(2_000),
             message: Some("exit status 3".into()),
+            ready: None,
         }
     }
 
