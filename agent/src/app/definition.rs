@@ -60,6 +60,10 @@ pub struct App {
     /// starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fetch: Vec<FetchUri>,
+    /// Marathon's `unreachableStrategy.inactiveAfterSeconds`: how long a task whose agent is
+    /// down is waited for before it is replaced (0: at once).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unreachable_secs: u32,
     /// Marathon's `taskKillGracePeriodSeconds`: between SIGTERM and SIGKILL when a task is
     /// stopped; `None`: the launcher's `kill_grace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -328,6 +332,10 @@ fn parse_fetch(obj: &Map<String, Value>, p: &mut Problems) -> Vec<FetchUri> {
     out
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 fn default_roles() -> Vec<String> {
     vec!["*".to_owned()]
 }
@@ -577,10 +585,10 @@ const KNOWN: &[&str] = &[
     "uris",
     "dependencies",
     "readinessChecks",
+    "unreachableStrategy",
     // Read to be refused when they ask for something ([`refuse_unsupported`]).
     "secrets",
     "residency",
-    "unreachableStrategy",
 ];
 
 /// Fields of an app as the API returns it that say how it is doing, not what it is: a client
@@ -737,6 +745,7 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
         },
     };
     refuse_unsupported(obj, &mut p);
+    let unreachable_secs = parse_unreachable(obj.get("unreachableStrategy"), &mut p);
     let fetch = parse_fetch(obj, &mut p);
     let dependencies = match obj.get("dependencies") {
         None | Some(Value::Null) => Vec::new(),
@@ -874,6 +883,7 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
             readiness,
             dependencies,
             fetch,
+            unreachable_secs,
             kill_grace_secs,
             version: version.to_owned(),
             scaled_at: None,
@@ -975,6 +985,8 @@ fn normalize_id(id: &str, p: &mut Problems, path: &str) -> Option<String> {
 pub const MAX_ID_LEN: usize = 200;
 /// Largest `cpus` a task may ask for: more than any machine has.
 const MAX_CPUS: f64 = 4096.0;
+/// A task of a lost agent waits at most a week for it before it is replaced.
+const MAX_UNREACHABLE_SECS: u32 = 7 * 24 * 3600;
 /// A stopping task waits at most this long for its SIGKILL (an hour).
 const MAX_KILL_GRACE_SECS: u32 = 3600;
 /// Largest `mem` (MiB) a task may ask for: 64 TiB.
@@ -1152,19 +1164,46 @@ fn refuse_unsupported(obj: &Map<String, Value>, p: &mut Problems) {
             p.add(&format!("/{key}"), format!("{why}; remove {key}"));
         }
     }
-    // dcnet replaces a task as soon as its agent is found down: Marathon's 0/0.
-    if let Some(v) = obj.get("unreachableStrategy").filter(|v| !v.is_null()) {
-        let zero = |k: &str| v.get(k).is_none_or(|n| n.as_u64() == Some(0));
-        let immediate =
-            v.is_object() && zero("inactiveAfterSeconds") && zero("expungeAfterSeconds");
-        if !immediate {
-            p.add(
-                "/unreachableStrategy",
-                "only {\"inactiveAfterSeconds\": 0, \"expungeAfterSeconds\": 0} is supported: \
-                 dcnet replaces a task as soon as its agent is found down; remove it or use that",
-            );
-        }
+}
+
+/// Marathon's `unreachableStrategy`: how long after its agent is found down a task is
+/// replaced (`inactiveAfterSeconds`; default 0, at once). `expungeAfterSeconds` must not be
+/// shorter; the old task is forgotten when it is replaced (its agent stops it if it comes
+/// back). `"disabled"` (never replace) is refused: dcnet has no resident tasks.
+fn parse_unreachable(v: Option<&Value>, p: &mut Problems) -> u32 {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return 0;
+    };
+    let Some(obj) = v.as_object() else {
+        p.add(
+            "/unreachableStrategy",
+            "expected {\"inactiveAfterSeconds\": N, \"expungeAfterSeconds\": M}; \"disabled\" (never \
+             replace a task) is not supported",
+        );
+        return 0;
+    };
+    let seconds = |key: &str, p: &mut Problems| match obj.get(key) {
+        None => Some(0),
+        Some(n) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) if n <= MAX_UNREACHABLE_SECS => Some(n),
+            _ => {
+                p.add(
+                    &format!("/unreachableStrategy/{key}"),
+                    format!("expected a whole number of seconds, 0 to {MAX_UNREACHABLE_SECS}"),
+                );
+                None
+            }
+        },
+    };
+    let inactive = seconds("inactiveAfterSeconds", p).unwrap_or(0);
+    let expunge = seconds("expungeAfterSeconds", p).unwrap_or(0);
+    if obj.contains_key("expungeAfterSeconds") && expunge < inactive {
+        p.add(
+            "/unreachableStrategy/expungeAfterSeconds",
+            "must be at least inactiveAfterSeconds",
+        );
     }
+    inactive
 }
 
 fn parse_ports(v: Option<&Value>, path: &str, container: bool, p: &mut Problems) -> Vec<PortSpec> {
@@ -1464,6 +1503,11 @@ impl App {
         if let Some(secs) = self.kill_grace_secs {
             obj.insert("taskKillGracePeriodSeconds".into(), json!(secs));
         }
+        obj.insert(
+            "unreachableStrategy".into(),
+            json!({"inactiveAfterSeconds": self.unreachable_secs,
+                   "expungeAfterSeconds": self.unreachable_secs}),
+        );
         if !self.dependencies.is_empty() {
             obj.insert("dependencies".into(), json!(self.dependencies));
         }
@@ -1784,6 +1828,23 @@ mod tests {
     }
 
     #[test]
+    fn unreachable_strategy_delays_replacement() {
+        let app = |v: Value| parse(&v, None, "v");
+        let a = app(json!({"id": "/x", "cmd": "true",
+                           "unreachableStrategy": {"inactiveAfterSeconds": 300, "expungeAfterSeconds": 600}}))
+            .unwrap()
+            .app;
+        assert_eq!(a.unreachable_secs, 300);
+        assert_eq!(parse(&a.to_marathon(), None, "v").unwrap().app, a);
+        let e = errors(json!({"id": "/x", "cmd": "true",
+                              "unreachableStrategy": {"inactiveAfterSeconds": 300, "expungeAfterSeconds": 60}}));
+        assert!(
+            has(&e, "/unreachableStrategy/expungeAfterSeconds", "at least"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn fetch_and_uris_are_read() {
         let app = parse(
             &json!({"id": "/x", "cmd": "true",
@@ -1810,7 +1871,7 @@ mod tests {
         let e = errors(json!({"id": "/x", "cmd": "true",
             "fetch": [{"uri": "hdfs://namenode/a.tgz"}],
             "readinessChecks": [{"name": "ready", "portName": "nope"}],
-            "unreachableStrategy": {"inactiveAfterSeconds": 300, "expungeAfterSeconds": 600},
+            "unreachableStrategy": "disabled",
             "container": {"type": "MESOS", "volumes": [{"hostPath": "/data", "containerPath": "d"}]}}));
         for path in [
             "/fetch/0/uri",

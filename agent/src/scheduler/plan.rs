@@ -109,6 +109,9 @@ pub struct World<'a> {
     pub now_ms: u64,
     /// The masters' region ([`placement`]'s fault-domain rule), if they have one.
     pub home_region: Option<String>,
+    /// Nodes found down, with when they were last heard (unix ms): a task there is waited
+    /// for its app's `unreachableStrategy` before it is replaced.
+    pub down_since: BTreeMap<String, u64>,
     /// Apps a deployment under way changes: their `dependencies` order it (an app's tasks
     /// launch once its dependencies run as asked); a steady app replaces tasks regardless.
     pub deploying: BTreeSet<String>,
@@ -191,6 +194,15 @@ pub fn reconcile(
             .filter(|(node, _)| *node == a.node_id)
             .map(|(_, s)| s);
         let reason = match (world.apps.get(&a.app.id), status) {
+            // Waited for as long as its app's unreachableStrategy says.
+            (Some(app), _)
+                if !world.up.contains(&a.node_id)
+                    && world.down_since.get(&a.node_id).is_some_and(|since| {
+                        now.saturating_sub(*since) < u64::from(app.unreachable_secs) * 1000
+                    }) =>
+            {
+                None
+            }
             _ if !world.up.contains(&a.node_id) => Some("its agent is down".to_owned()),
             (None, _) => Some("its app was removed".to_owned()),
             (_, Some(s)) if s.state.is_terminal() => {
@@ -566,6 +578,7 @@ mod tests {
         agents: Vec<Agent>,
         up: BTreeSet<String>,
         statuses: BTreeMap<String, (String, TaskStatus)>,
+        down_since: BTreeMap<String, u64>,
         state: SchedState,
         now: u64,
         next: u32,
@@ -578,6 +591,7 @@ mod tests {
                 agents: agents.iter().map(|a| agent(a)).collect(),
                 up: agents.iter().map(|a| (*a).to_owned()).collect(),
                 statuses: BTreeMap::new(),
+                down_since: BTreeMap::new(),
                 state: SchedState::default(),
                 now: 1_000_000,
                 next: 0,
@@ -598,6 +612,7 @@ mod tests {
                 now_ms: self.now,
                 home_region: Some("r1".into()),
                 deploying: self.apps.keys().cloned().collect(),
+                down_since: self.down_since.clone(),
             };
             let next = &mut self.next;
             let mut new_id = |a: &App| {
@@ -685,6 +700,39 @@ mod tests {
             by_version(&sim, "v2"),
             BTreeMap::from([("z1".into(), 2), ("z2".into(), 2)])
         );
+    }
+
+    #[test]
+    fn an_unreachable_task_is_waited_for_as_its_app_says() {
+        let mut patient = app("/web", 1, "v1");
+        patient.unreachable_secs = 60;
+        let mut sim = Sim::new(&[patient, app("/db", 1, "v1")], &["a", "b"]);
+        sim.round();
+        sim.report(TaskState::TaskRunning);
+        let on_a: Vec<String> = sim
+            .state
+            .tasks
+            .values()
+            .filter(|t| t.assignment.node_id == "a")
+            .map(|t| t.assignment.app.id.clone())
+            .collect();
+        assert_eq!(on_a.len(), 1, "one task per agent: {on_a:?}");
+        // Agent a goes down now: /web waits 60 s, /db is replaced at once.
+        sim.up.remove("a");
+        sim.down_since.insert("a".into(), sim.now);
+        sim.statuses.retain(|_, (node, _)| node != "a");
+        let dropped = |c: &[Change]| {
+            c.iter()
+                .filter(|c| matches!(c, Change::Dropped { .. }))
+                .count()
+        };
+        let changes = sim.round();
+        let waits = on_a[0] == "/web";
+        assert_eq!(dropped(&changes), usize::from(!waits), "{changes:?}");
+        sim.report(TaskState::TaskRunning);
+        sim.now += 61_000;
+        let changes = sim.round();
+        assert_eq!(dropped(&changes), usize::from(waits), "{changes:?}");
     }
 
     #[test]
@@ -1003,6 +1051,7 @@ mod tests {
             now_ms: sim.now,
             home_region: None,
             deploying: BTreeSet::new(),
+            down_since: BTreeMap::new(),
         };
         let adopted = adopt(&sim.apps, &world);
         let ids: BTreeSet<String> = adopted.keys().cloned().collect();

@@ -331,6 +331,21 @@ pub(super) fn world_parts(view: &Facts, data: &dcnet_consensus::Data) -> Parts {
     }
 }
 
+/// The nodes found down, with when they were last heard (unix ms).
+fn down_since(view: &Facts) -> BTreeMap<String, u64> {
+    view.nodes
+        .values()
+        .filter(|n| !n.is_up)
+        .map(|n| {
+            let ms = n
+                .last_heard
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            (n.id.clone(), ms)
+        })
+        .collect()
+}
+
 fn new_task_id(app: &App) -> String {
     format!(
         "{}.{}",
@@ -514,6 +529,7 @@ impl Inner {
                 .into_values()
                 .flat_map(|d| d.apps.into_keys())
                 .collect(),
+            down_since: down_since(view),
         };
         let (kept, finished, wanted) = {
             let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());

@@ -277,6 +277,7 @@ impl TaskTable {
                 now_ms: crate::unix_ms(),
                 home_region: s.region.clone(),
                 deploying: Default::default(),
+                down_since: Default::default(),
             };
             plan::adopt(&apps, &world)
         };
