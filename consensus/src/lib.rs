@@ -117,6 +117,8 @@ pub struct Consensus {
     commit_deadline: Duration,
     /// The store, to know when Raft's tasks have let go of it.
     db: Arc<redb::Database>,
+    /// To ask another master to stand for election ([`Consensus::abdicate`]).
+    network: Network,
 }
 
 impl Consensus {
@@ -149,7 +151,7 @@ impl Consensus {
         }
         .validate()
         .map_err(|e| Error::Raft(e.to_string()))?;
-        let raft = Raft::new(id, Arc::new(config), network, log, state)
+        let raft = Raft::new(id, Arc::new(config), network.clone(), log, state)
             .await
             .map_err(|e| Error::Raft(e.to_string()))?;
         Ok(Self {
@@ -158,6 +160,7 @@ impl Consensus {
             data,
             commit_deadline: timing.commit_deadline,
             db,
+            network,
         })
     }
 
@@ -169,6 +172,56 @@ impl Consensus {
     /// The Raft instance (for [`server::router`]).
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// Hands leadership to another voter (Marathon's `DELETE /v2/leader`): the one whose log
+    /// has caught up furthest is asked to stand for election at once, and this one, which
+    /// grants it its vote, steps down when it wins. Returns the new leader once it leads
+    /// (within a few election timeouts), or why not.
+    pub async fn abdicate(&self) -> Result<NodeId, Error> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.id) {
+            return Err(Error::NotLeader {
+                leader: self.leader().0.map(|(_, m)| m),
+            });
+        }
+        let voters: BTreeSet<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+        let caught_up = metrics.replication.clone().unwrap_or_default();
+        let successor = voters
+            .iter()
+            .filter(|id| **id != self.id)
+            .max_by_key(|id| caught_up.get(id).cloned().flatten().map(|l| l.index))
+            .copied()
+            .ok_or_else(|| {
+                Error::Membership("this is the only master: there is no one to hand over to".into())
+            })?;
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&successor)
+            .cloned()
+            .ok_or_else(|| Error::Membership(format!("master {successor} has no address")))?;
+        self.network
+            .elect(&node)
+            .await
+            .map_err(|e| Error::NoQuorum(format!("asking {} to stand: {e}", node.url)))?;
+        let mut watch = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let leader = watch.borrow().current_leader;
+            if let Some(leader) = leader.filter(|l| *l != self.id) {
+                return Ok(leader);
+            }
+            if tokio::time::timeout_at(deadline, watch.changed())
+                .await
+                .is_err()
+            {
+                return Err(Error::NoQuorum(format!(
+                    "{} stood for election but did not win within 5 s; this master still leads",
+                    node.url
+                )));
+            }
+        }
     }
 
     /// Makes `members` the first voters of a new cluster. Idempotent: a node that already has

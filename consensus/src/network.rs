@@ -44,6 +44,24 @@ impl Network {
     }
 }
 
+impl Network {
+    /// Asks master `node` to stand for election now (`POST /raft/elect`).
+    pub async fn elect(&self, node: &Master) -> Result<(), String> {
+        let mut call = self
+            .client
+            .post(format!("{}/raft/elect", node.url.trim_end_matches('/')))
+            .timeout(std::time::Duration::from_secs(5));
+        if let Some(credential) = (self.credential)() {
+            call = call.header(reqwest::header::AUTHORIZATION, credential);
+        }
+        let response = call.send().await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("it answered {}", response.status()));
+        }
+        Ok(())
+    }
+}
+
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 

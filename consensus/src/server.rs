@@ -1,5 +1,6 @@
 //! The masters' side of [`crate::network`]: `POST /raft/append`, `/raft/vote` and
-//! `/raft/snapshot`, JSON in and out. The caller mounts it behind its own check that the
+//! `/raft/snapshot`, JSON in and out, and `/raft/elect` (a leader handing over asks this
+//! master to stand for election). The caller mounts it behind its own check that the
 //! peer is a master.
 
 use axum::Router;
@@ -18,6 +19,7 @@ pub fn router(raft: Raft) -> Router {
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
+        .route("/raft/elect", post(elect))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(raft)
 }
@@ -41,4 +43,11 @@ async fn snapshot(
     axum::Json(rpc): axum::Json<InstallSnapshotRequest<TypeConfig>>,
 ) -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::to_value(raft.install_snapshot(rpc).await).unwrap_or_default())
+}
+
+async fn elect(State(raft): State<Raft>) -> axum::http::StatusCode {
+    match raft.trigger().elect().await {
+        Ok(()) => axum::http::StatusCode::ACCEPTED,
+        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+    }
 }

@@ -178,6 +178,35 @@ fn killed_leader(cluster: &mut Cluster) -> Result<()> {
         6,
         "no task stopped or doubled on the old leader's return"
     );
+
+    // Marathon's abdication, through an agent: another master leads, no task moves.
+    let before = task_ids(cluster);
+    let token = format!(
+        "Authorization: token={}",
+        cluster.admin_token().unwrap_or_default()
+    );
+    let out = cluster.run_in(
+        3,
+        std::path::Path::new("/usr/bin/curl"),
+        &[
+            "-s",
+            "-X",
+            "DELETE",
+            "-H",
+            &token,
+            "http://127.0.0.1:62080/v2/leader",
+        ],
+    )?;
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(answer.contains("Leadership abdicated"), "{answer}");
+    let after = leader(cluster, Duration::from_secs(10))?;
+    assert_ne!(after, new, "the leader handed over");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        task_ids(cluster),
+        before,
+        "no task stopped or started by the handover"
+    );
     let apps: Value = serde_json::from_str(&cluster.cli(3, &["app", "list", "--json"])?)?;
     assert_eq!(apps[0]["instances"], 6);
 

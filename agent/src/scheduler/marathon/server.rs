@@ -61,13 +61,19 @@ pub(super) async fn leader(State(s): State<Shared>) -> Answer {
     Ok(axum::Json(json!({ "leader": address })).into_response())
 }
 
-/// `DELETE /v2/leader`: Marathon's abdication. The masters' Raft (openraft 0.9) has no
-/// leadership transfer, and a follower's vote for another is refused while the leader's
-/// lease holds; rather than a leader that pretends to step down, a clear refusal.
-pub(super) async fn abdicate(State(_s): State<Shared>) -> Answer {
-    Err(refusal(
-        StatusCode::NOT_IMPLEMENTED,
-        "dcnet's masters cannot hand over leadership on request yet; stop the leading agent \
-         (`systemctl stop dcnet` or SIGTERM) and another master is elected within seconds",
-    ))
+/// `DELETE /v2/leader`: Marathon's abdication. The Raft leader asks the master whose log
+/// has caught up furthest to stand for election, grants it its vote, and answers once the
+/// other leads (tasks run on: a new leader takes over the task set kept in Raft).
+pub(super) async fn abdicate(State(s): State<Shared>) -> Answer {
+    super::require_leader(&s)?;
+    match s.consensus().abdicate().await {
+        Ok(new) => {
+            tracing::info!(new_leader = new, "leadership handed over on request");
+            Ok(axum::Json(json!({ "message": "Leadership abdicated" })).into_response())
+        }
+        Err(e) => {
+            let (status, message) = crate::scheduler::service::consensus_failure(e);
+            Err(refusal(status, message))
+        }
+    }
 }
