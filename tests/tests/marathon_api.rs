@@ -72,6 +72,17 @@ fn wait_tasks(cluster: &Cluster, py: &MarathonPy, app: &str, n: usize) -> Result
     )
 }
 
+/// Waits until no deployment is under way, as the client lists them.
+fn no_deployment(py: &MarathonPy, what: &str, secs: u64) -> Result<()> {
+    wait_until(what, Duration::from_secs(secs), || {
+        Ok(py
+            .step(&["deployments"])?
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            .then_some(()))
+    })
+}
+
 fn str_of<'v>(v: &'v Value, key: &str) -> Result<&'v str> {
     v[key]
         .as_str()
@@ -187,14 +198,7 @@ fn a_marathon_client_library_works_unchanged() -> Result<()> {
 
     // A change no agent can take stays a deployment under way, with the app pointing at it;
     // deleting the deployment rolls it back (the tasks never stopped), forcing only forgets.
-    let rolled = wait_until("no deployment under way", Duration::from_secs(60), || {
-        Ok(via_agent
-            .step(&["deployments"])?
-            .as_array()
-            .is_some_and(Vec::is_empty)
-            .then_some(()))
-    })
-    .map(|()| rolled)?;
+    no_deployment(&via_agent, "no deployment under way", 60)?;
     let stuck = via_agent.step(&["stuck", "/pyweb", "exec sleep 1004"])?;
     let stuck_id = str_of(&stuck, "deploymentId")?.to_owned();
     let listed = via_agent.step(&["deployments"])?;
@@ -210,13 +214,7 @@ fn a_marathon_client_library_works_unchanged() -> Result<()> {
     );
     let back = via_agent.step(&["delete-deployment", &stuck_id, "false"])?;
     assert!(back["deploymentId"].is_string(), "{back}");
-    wait_until("the rollback to finish", Duration::from_secs(60), || {
-        Ok(via_agent
-            .step(&["deployments"])?
-            .as_array()
-            .is_some_and(Vec::is_empty)
-            .then_some(()))
-    })?;
+    no_deployment(&via_agent, "the rollback to finish", 60)?;
     assert_eq!(
         via_agent.step(&["app", "/pyweb"])?["cmd"],
         "exec sleep 1001"
@@ -236,17 +234,7 @@ fn a_marathon_client_library_works_unchanged() -> Result<()> {
     );
     // Back to the first version: its tasks are the ones running.
     via_agent.step(&["rollback", "/pyweb", &first_version])?;
-    wait_until(
-        "the app back at its first version",
-        Duration::from_secs(60),
-        || {
-            Ok(via_agent
-                .step(&["deployments"])?
-                .as_array()
-                .is_some_and(Vec::is_empty)
-                .then_some(()))
-        },
-    )?;
+    no_deployment(&via_agent, "the app back at its first version", 60)?;
     assert_eq!(wait_tasks(&cluster, &via_agent, "/pyweb", 2)?, rolled);
 
     // Restart: every task replaced, same definition.
@@ -335,17 +323,7 @@ fn a_marathon_client_library_works_unchanged() -> Result<()> {
             .any(|d| d["apps"] == serde_json::json!(["/pyready"]))),
         "running but not ready: still deploying: {under_way}"
     );
-    wait_until(
-        "the readiness check to pass",
-        Duration::from_secs(30),
-        || {
-            Ok(via_agent
-                .step(&["deployments"])?
-                .as_array()
-                .is_some_and(Vec::is_empty)
-                .then_some(()))
-        },
-    )?;
+    no_deployment(&via_agent, "the readiness check to pass", 30)?;
     assert_eq!(wait_tasks(&cluster, &via_agent, "/pyready", 1)?, ready_task);
     via_agent.step(&["delete", "/pyready"])?;
 

@@ -184,7 +184,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::app::{Network, parse};
+    use crate::app::parse;
     use crate::facts::scheduler::Assignment;
 
     fn app(id: &str, instances: u32, version: &str) -> App {
@@ -209,22 +209,10 @@ mod tests {
             failures: 0,
         };
         let status = TaskStatus {
-            task_id: id.into(),
             app_id: app.id.clone(),
             version: app.version.clone(),
-            state,
             healthy: None,
-            health_pending: false,
-            ip: None,
-            network: Network::Host,
-            ports: vec![],
-            host_ports: vec![],
-            cpus: 0.1,
-            mem: 1.0,
-            staged_ms: 0,
-            started_ms: None,
-            message: None,
-            ready: None,
+            ..crate::facts::launched::tests_support::status(id, state)
         };
         (tracked, ("n".into(), status))
     }

@@ -156,22 +156,12 @@ mod tests {
 
     fn status(state: TaskState, healthy: Option<bool>) -> TaskStatus {
         TaskStatus {
-            task_id: "web.1".into(),
             app_id: "/web".into(),
             version: "v1".into(),
-            state,
             healthy,
-            health_pending: false,
-            ip: Some("9.0.0.2".parse().unwrap()),
             network: Network::Host,
-            ports: vec![],
             host_ports: vec![31000],
-            cpus: 0.1,
-            mem: 1.0,
-            staged_ms: 0,
-            started_ms: None,
-            message: None,
-            ready: None,
+            ..crate::facts::launched::tests_support::status("web.1", state)
         }
     }
 
