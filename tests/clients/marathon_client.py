@@ -198,6 +198,10 @@ def main():
             MarathonApp(id=n, cmd=f"exec sleep 100{i}", instances=1, cpus=0.01, mem=8)
             for i, n in enumerate(names)])
         out = c.create_group(group)
+    elif step == "create-public":
+        app = MarathonApp(cmd="exec sleep 1000", instances=2, cpus=0.01, mem=8,
+                          accepted_resource_roles=["slave_public"])
+        out = app_json(c.create_app(args[0], app))
     elif step == "create-readiness":
         # Ready 3 s after it starts: its server answers /ready only once the file exists.
         app = MarathonApp(

@@ -50,6 +50,8 @@ pub struct NodeSpec {
     pub gossip_config: String,
     /// Extra top-level lines (before any table), e.g. `fault_domain_detect = "..."`.
     pub top_config: String,
+    /// Extra lines inside the node's `[launcher]` table (agents), e.g. `role = "slave_public"`.
+    pub launcher_config: String,
     /// Extra lines for the node's config file (after every table the harness writes).
     /// `{cgroup}` stands for the node's cgroup.
     pub extra_config: String,
@@ -323,6 +325,7 @@ impl Cluster {
                     cgroup.path().display(),
                     self.task_netns_prefix()
                 );
+                text += &spec.launcher_config;
             }
             let cgroup = node
                 .cgroup

@@ -1,6 +1,7 @@
 //! Marathon's `/v2` API driven by a real Marathon client library (marathon-python, as users
 //! script Marathon), through an agent's API and at the leading scheduler over TLS, in a
-//! 3-node namespace cluster: node 1 is the master, nodes 2 and 3 run tasks (zones z1, z2).
+//! 4-node namespace cluster: node 1 is the master, nodes 2 and 3 run tasks (zones z1, z2),
+//! node 4 is a public agent (`slave_public`), which only apps that accept it use.
 //! Every call goes through the library's models, which fail on a key Marathon would not send;
 //! what a call claims is checked against the tasks' cgroups on the agents (the processes that
 //! really run).
@@ -13,15 +14,21 @@ use dcnet_tests::clients::MarathonPy;
 use dcnet_tests::{Cluster, ClusterOptions, NodeSpec, wait_until};
 use serde_json::Value;
 
-const AGENTS: [usize; 2] = [1, 2];
+const AGENTS: [usize; 3] = [1, 2, 3];
+const PUBLIC: usize = 3;
 
 fn start() -> Result<Cluster> {
-    let mut options = ClusterOptions::nodes(3);
+    let mut options = ClusterOptions::nodes(4);
     for (i, node) in options.nodes.iter_mut().enumerate() {
         *node = NodeSpec {
             roles: vec![if i == 0 { "master" } else { "agent" }.into()],
             region: Some("r1".into()),
             zone: Some(format!("z{i}")),
+            launcher_config: if i == PUBLIC {
+                "role = \"slave_public\"\n".into()
+            } else {
+                String::new()
+            },
             ..NodeSpec::default()
         };
     }
@@ -35,6 +42,23 @@ fn running(cluster: &Cluster) -> BTreeSet<String> {
         .filter_map(|i| cluster.nodes[*i].cgroup.as_ref())
         .filter_map(|c| std::fs::read_dir(c.path().join("tasks")).ok())
         .flat_map(|d| d.flatten())
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("cgroup.procs"))
+                .is_ok_and(|procs| !procs.trim().is_empty())
+        })
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .collect()
+}
+
+/// The tasks that run on the public agent.
+fn public_tasks(cluster: &Cluster) -> BTreeSet<String> {
+    let Some(cgroup) = &cluster.nodes[PUBLIC].cgroup else {
+        return BTreeSet::new();
+    };
+    std::fs::read_dir(cgroup.path().join("tasks"))
+        .into_iter()
+        .flatten()
+        .flatten()
         .filter(|e| {
             std::fs::read_to_string(e.path().join("cgroup.procs"))
                 .is_ok_and(|procs| !procs.trim().is_empty())
@@ -397,6 +421,22 @@ fn a_marathon_client_library_works_unchanged() -> Result<()> {
     );
     via_agent.step(&["delete", "/pyfetch"])?;
     via_agent.step(&["delete", "/pynofetch"])?;
+
+    // Nothing so far ran on the public agent; an app that accepts only it runs there.
+    assert!(
+        public_tasks(&cluster).is_empty(),
+        "a private app ran on the public agent: {:?}",
+        public_tasks(&cluster)
+    );
+    via_agent.step(&["create-public", "/pypublic"])?;
+    wait_tasks(&cluster, &via_agent, "/pypublic", 2)?;
+    let on_public = public_tasks(&cluster);
+    assert_eq!(on_public.len(), 2, "{on_public:?}");
+    assert!(
+        on_public.iter().all(|t| t.starts_with("pypublic.")),
+        "{on_public:?}"
+    );
+    via_agent.step(&["delete", "/pypublic"])?;
 
     // Remove both: their tasks stop, and the app is gone for the client.
     at_leader.step(&["delete", "/pyweb"])?;
