@@ -1,8 +1,9 @@
 //! The scheduler on a master node. The masters keep the apps and credentials by Raft
 //! ([`super::replicated`]); the Raft leader is the scheduler that leads: while it can confirm
 //! with a quorum that it still does, it runs the reconcile round and publishes its
-//! assignments in gossip with its term. It serves Marathon's `/v2` API on its own listener,
-//! where the masters' Raft messages arrive too.
+//! assignments in gossip with its term. It serves Marathon's `/v2` API ([`super::marathon`])
+//! and dcnet's own (credentials, masters, decommissioned nodes) on its own listener, where
+//! the masters' Raft messages arrive too.
 //!
 //! A new leader waits one settle period (ten gossip rounds) for the agents' task statuses to
 //! reach it, adopts the running tasks, and only then publishes its set: agents never see a
