@@ -1,8 +1,8 @@
 //! Marathon's `/v2` REST API, as its clients know it (Marathon 1.x's REST reference): the
-//! shapes in [`shape`], the query parameters in [`query`], the calls on apps in [`apps`],
-//! on tasks in [`tasks`], on groups in [`groups`], on deployments in [`deployments`], the
-//! event bus in [`events`], on the scheduler itself (`/ping`, `/v2/info`, `/v2/leader`) in
-//! [`server`]. Reads are answered by any master from what it applied; changes go to the
+//! shapes in [`shape`], the query parameters in [`query`], the calls on apps in `apps`,
+//! on tasks in `tasks`, on groups in `groups`, on deployments in `deployments`, the
+//! event bus in `events`, on the scheduler itself (`/ping`, `/v2/info`, `/v2/leader`) in
+//! `server`. Reads are answered by any master from what it applied; changes go to the
 //! Raft leader (the scheduler's `forward_changes`).
 
 mod apps;
