@@ -39,8 +39,10 @@ enum Command {
     Dns(DnsArgs),
     /// Marathon-style apps: add, list, scale and remove them (through the leading scheduler).
     App(AppArgs),
-    /// Tasks: what runs where, as the agents report it.
+    /// Tasks: what runs where, as the agents report it; kill one.
     Task(TaskArgs),
+    /// Deployments: the changes of apps under way; roll one back.
+    Deployment(DeploymentArgs),
     /// Credentials: the cluster's keys, tokens and basic users.
     Auth(AuthArgs),
     /// The masters' quorum: list, add or remove a master.
@@ -268,6 +270,25 @@ enum AppCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Replace every task of an app, as its upgradeStrategy allows.
+    Restart {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List an app's versions (its configurations, oldest first).
+    Versions {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Put an app back to one of its versions (`dcnet app versions`).
+    Rollback {
+        id: String,
+        version: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Args)]
@@ -280,6 +301,36 @@ struct TaskArgs {
 enum TaskCommand {
     /// List every task of the cluster with its node, address, state and health.
     List(ClientArgs),
+    /// Kill a task: its app gets a new one, or with --scale one instance fewer.
+    Kill {
+        task: String,
+        /// Lower the app's instance count instead of replacing the task.
+        #[arg(long)]
+        scale: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args)]
+struct DeploymentArgs {
+    #[command(subcommand)]
+    command: DeploymentCommand,
+}
+
+#[derive(Subcommand)]
+enum DeploymentCommand {
+    /// The changes of apps under way, with their actions.
+    List(ClientArgs),
+    /// Roll a deployment back (its apps as they were before it), or with --force only
+    /// forget it.
+    Rollback {
+        id: String,
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Args)]
@@ -437,14 +488,40 @@ fn main() -> ExitCode {
             AppCommand::Remove { id, client } => cli::apps::check_id(&id)
                 .and_then(|()| client.client())
                 .and_then(|c| cli::apps::remove(&c, &id)),
+            AppCommand::Restart { id, client } => cli::apps::check_id(&id)
+                .and_then(|()| client.client())
+                .and_then(|c| cli::apps::restart(&c, &id)),
+            AppCommand::Versions { id, client } => cli::apps::check_id(&id)
+                .and_then(|()| client.client())
+                .and_then(|c| cli::apps::versions(&c, &id, client.json)),
+            AppCommand::Rollback {
+                id,
+                version,
+                client,
+            } => cli::apps::check_id(&id)
+                .and_then(|()| client.client())
+                .and_then(|c| cli::apps::rollback(&c, &id, &version)),
         }),
-        Command::Task(TaskArgs {
-            command: TaskCommand::List(client),
-        }) => report(
-            client
+        Command::Task(TaskArgs { command }) => report(match command {
+            TaskCommand::List(client) => client
                 .client()
                 .and_then(|c| cli::apps::tasks(&c, client.json)),
-        ),
+            TaskCommand::Kill {
+                task,
+                scale,
+                client,
+            } => client
+                .client()
+                .and_then(|c| cli::apps::kill(&c, &task, scale)),
+        }),
+        Command::Deployment(DeploymentArgs { command }) => report(match command {
+            DeploymentCommand::List(client) => client
+                .client()
+                .and_then(|c| cli::apps::deployments(&c, client.json)),
+            DeploymentCommand::Rollback { id, force, client } => client
+                .client()
+                .and_then(|c| cli::apps::rollback_deployment(&c, &id, force)),
+        }),
         Command::Auth(AuthArgs { command }) => report(auth(command)),
         Command::Node(NodeArgs { command }) => report(match command {
             NodeCommand::Decommission { node, client } => client

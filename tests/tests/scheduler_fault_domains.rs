@@ -3,7 +3,8 @@
 //! region (r2) and zone come from a fault-domain detect script. An app without an `@region`
 //! constraint runs only in r1, also when its agents die or are decommissioned; an app with
 //! `["@region", "IS", "r2"]` runs in r2; one with `["rack_id", "LIKE", ...]` only on the
-//! agents whose configured attribute matches. Where tasks run is read from the agents' task
+//! agents whose configured attribute matches. The CLI's `task kill --scale`, `app restart`,
+//! `app versions` and `deployment list` are used on the way. Where tasks run is read from the agents' task
 //! cgroups (the processes), not only from the API.
 
 use std::collections::BTreeMap;
@@ -139,6 +140,60 @@ fn unconstrained_apps_stay_home_and_constrained_ones_go_remote() -> Result<()> {
         );
     }
 
+    // The CLI's task and app calls: a task killed with --scale is gone for good (3 left),
+    // a restart replaces every task, the versions are listed, nothing stays under way.
+    let rows: Vec<TaskRow> = cluster.get(1, "/v1/tasks")?;
+    let victim = rows
+        .iter()
+        .find(|r| r.status.app_id == "/local")
+        .context("a task of /local")?
+        .status
+        .task_id
+        .clone();
+    cluster.cli(1, &["task", "kill", &victim, "--scale"])?;
+    let local_ids = |on_node: &[usize]| -> std::collections::BTreeSet<String> {
+        on_node
+            .iter()
+            .filter_map(|i| cluster.nodes[*i].cgroup.as_ref())
+            .filter_map(|c| std::fs::read_dir(c.path().join("tasks")).ok())
+            .flat_map(|d| d.flatten())
+            .filter(|e| {
+                std::fs::read_to_string(e.path().join("cgroup.procs"))
+                    .is_ok_and(|p| !p.trim().is_empty())
+            })
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .filter(|id| id.starts_with("local."))
+            .collect()
+    };
+    let three = wait_until(
+        "the killed task gone, none replacing it",
+        Duration::from_secs(30),
+        || {
+            let ids = local_ids(&[1, 2]);
+            Ok((ids.len() == 3 && !ids.contains(&victim)).then_some(ids))
+        },
+    )?;
+    cluster.cli(1, &["app", "restart", "/local"])?;
+    wait_until(
+        "every task of /local replaced",
+        Duration::from_secs(60),
+        || {
+            let ids = local_ids(&[1, 2]);
+            never_remote(&running(&cluster))?;
+            Ok((ids.len() == 3 && ids.is_disjoint(&three)).then_some(()))
+        },
+    )?;
+    let versions = cluster.cli(1, &["app", "versions", "/local"])?;
+    assert_eq!(
+        versions.lines().count(),
+        2,
+        "the first and the restart: {versions}"
+    );
+    wait_until("no deployment under way", Duration::from_secs(30), || {
+        let listed = cluster.cli(1, &["deployment", "list", "--json"])?;
+        Ok((listed.trim() == "[]").then_some(()))
+    })?;
+
     // Node 2 dies: its tasks are replaced in r1 (node 3), never in r2, though r2 has room.
     cluster.kill_node(1);
     wait_until(
@@ -147,7 +202,7 @@ fn unconstrained_apps_stay_home_and_constrained_ones_go_remote() -> Result<()> {
         || {
             let on = running(&cluster);
             never_remote(&on)?;
-            Ok((count(&on, 2, "local") == 4).then_some(()))
+            Ok((count(&on, 2, "local") == 3).then_some(()))
         },
     )?;
 

@@ -1,4 +1,5 @@
-//! `dcnet app add|update|list|remove|scale` and `dcnet task list`.
+//! `dcnet app add|update|list|remove|scale|restart|versions|rollback`, `dcnet task
+//! list|kill` and `dcnet deployment list|rollback`.
 //!
 //! Apps go through the local agent, which forwards `/v2` calls to the leading scheduler;
 //! `task list` reads the tasks' own reports from gossip (`/v1/tasks`), so it works while no
@@ -217,6 +218,142 @@ pub fn scale(api: &Client, id: &str, instances: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `dcnet app restart ID`.
+pub fn restart(api: &Client, id: &str) -> anyhow::Result<()> {
+    let id = crate::app::absolute_id(id);
+    let (status, body) = call_json(
+        api,
+        "POST",
+        &format!("/v2/apps{id}/restart"),
+        Some(&serde_json::json!({})),
+    )?;
+    if status != 200 {
+        return Err(failure(status, &body, &format!("restarting {id}")));
+    }
+    println!(
+        "app {id} restarting: new tasks start, old ones stop as new ones are ready (deployment {})",
+        body["deploymentId"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+/// `dcnet app versions ID`.
+pub fn versions(api: &Client, id: &str, json: bool) -> anyhow::Result<()> {
+    let id = crate::app::absolute_id(id);
+    let (status, body) = call_json(api, "GET", &format!("/v2/apps{id}/versions"), None)?;
+    if status != 200 {
+        return Err(failure(
+            status,
+            &body,
+            &format!("listing the versions of {id}"),
+        ));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body["versions"])?);
+        return Ok(());
+    }
+    for v in body["versions"].as_array().into_iter().flatten() {
+        println!("{}", v.as_str().unwrap_or("?"));
+    }
+    Ok(())
+}
+
+/// `dcnet app rollback ID VERSION`.
+pub fn rollback(api: &Client, id: &str, version: &str) -> anyhow::Result<()> {
+    let id = crate::app::absolute_id(id);
+    let body = serde_json::json!({ "version": version });
+    let (status, answer) = call_json(api, "PUT", &format!("/v2/apps{id}"), Some(&body))?;
+    if status != 200 {
+        return Err(failure(status, &answer, &format!("rolling {id} back")));
+    }
+    println!("app {id} going back to version {version}");
+    Ok(())
+}
+
+/// `dcnet task kill TASK [--scale]`.
+pub fn kill(api: &Client, task: &str, scale: bool) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "ids": [task] });
+    let (status, answer) = call_json(
+        api,
+        "POST",
+        &format!("/v2/tasks/delete?scale={scale}"),
+        Some(&body),
+    )?;
+    if status != 200 {
+        return Err(failure(status, &answer, &format!("killing {task}")));
+    }
+    if scale {
+        println!("task {task} killed; its app runs one instance fewer");
+    } else {
+        println!("task {task} killed; its app gets a new one");
+    }
+    Ok(())
+}
+
+/// `dcnet deployment list`.
+pub fn deployments(api: &Client, json: bool) -> anyhow::Result<()> {
+    let (status, body) = call_json(api, "GET", "/v2/deployments", None)?;
+    if status != 200 {
+        return Err(failure(status, &body, "listing the deployments"));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    print!(
+        "{}",
+        deployments_table(body.as_array().map_or(&[][..], Vec::as_slice))
+    );
+    Ok(())
+}
+
+/// The deployments as a table: one line per app a deployment changes.
+pub fn deployments_table(deployments: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = deployments
+        .iter()
+        .flat_map(|d| {
+            d["currentActions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |a| {
+                    vec![
+                        d["id"].as_str().unwrap_or("?").to_owned(),
+                        a["app"].as_str().unwrap_or("?").to_owned(),
+                        a["action"].as_str().unwrap_or("?").to_owned(),
+                        d["version"].as_str().unwrap_or("?").to_owned(),
+                    ]
+                })
+        })
+        .collect();
+    render_table(&["DEPLOYMENT", "APP", "ACTION", "SINCE"], &rows)
+}
+
+/// `dcnet deployment rollback ID [--force]`.
+pub fn rollback_deployment(api: &Client, id: &str, force: bool) -> anyhow::Result<()> {
+    let (status, body) = call_json(
+        api,
+        "DELETE",
+        &format!("/v2/deployments/{id}?force={force}"),
+        None,
+    )?;
+    match (status, force) {
+        (202, true) => println!("deployment {id} forgotten; its apps stay as they are"),
+        (200, false) => println!(
+            "deployment {id} rolled back by deployment {}",
+            body["deploymentId"].as_str().unwrap_or("?")
+        ),
+        _ => {
+            return Err(failure(
+                status,
+                &body,
+                &format!("rolling deployment {id} back"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `dcnet task list`.
 pub fn tasks(api: &Client, json: bool) -> anyhow::Result<()> {
     let rows: Vec<TaskRow> = super::get_json(api, "/v1/tasks")?;
@@ -316,6 +453,16 @@ mod tests {
                 && e.contains("/cpus: expected a number above 0"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn deployments_list_one_line_per_app() {
+        let d = json!([{"id": "d1", "version": "t", "currentActions": [
+            {"action": "ScaleApplication", "app": "/web"},
+            {"action": "StopApplication", "app": "/db"}]}]);
+        let t = deployments_table(d.as_array().unwrap());
+        assert_eq!(t.lines().count(), 3, "{t}");
+        assert!(t.contains("ScaleApplication") && t.contains("/db"), "{t}");
     }
 
     #[test]
