@@ -173,6 +173,40 @@ fn a_marathon_client_library_works_unchanged() -> Result<()> {
     assert_eq!(wait_tasks(&cluster, &via_agent, "/pyweb", 2)?, first);
     assert_eq!(via_agent.step(&["app", "/pyweb"])?["instances"], 2);
 
+    // PATCH through the agent (plain curl, as a script from Marathon's docs would).
+    let token = format!(
+        "Authorization: token={}",
+        cluster.admin_token().unwrap_or_default()
+    );
+    let out = cluster.run_in(
+        1,
+        std::path::Path::new("/usr/bin/curl"),
+        &[
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            "PATCH",
+            "-H",
+            &token,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"instances": 2}"#,
+            "http://127.0.0.1:62080/v2/apps/pyweb",
+        ],
+    )?;
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answer.ends_with("200") && answer.contains("deploymentId"),
+        "{answer}"
+    );
+    assert_eq!(
+        wait_tasks(&cluster, &via_agent, "/pyweb", 2)?,
+        first,
+        "a PATCH that changes nothing replaces nothing"
+    );
+
     // Kill one without scaling: another replaces it.
     let victim = first.iter().next().context("a task")?.clone();
     let out = via_agent.step(&["kill-given", &victim, "false"])?;
