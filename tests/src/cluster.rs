@@ -555,6 +555,32 @@ impl Cluster {
             .with_context(|| format!("running {} in {}", program.display(), self.nodes[i].name))
     }
 
+    /// The tasks running on node `i`: its task cgroups (named by task id) with a process in
+    /// them, as the kernel has them.
+    pub fn running_tasks(&self, i: usize) -> std::collections::BTreeSet<String> {
+        let Some(cgroup) = &self.nodes[i].cgroup else {
+            return Default::default();
+        };
+        fs::read_dir(cgroup.path().join("tasks"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                fs::read_to_string(e.path().join("cgroup.procs"))
+                    .is_ok_and(|procs| !procs.trim().is_empty())
+            })
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Runs curl inside node `i` with the admin credential and `args`.
+    pub fn curl(&self, i: usize, args: &[&str]) -> Result<std::process::Output> {
+        let header = format!("Authorization: {}", self.admin.as_deref().unwrap_or(""));
+        let mut all = vec!["-s", "-H", header.as_str()];
+        all.extend_from_slice(args);
+        self.run_in(i, Path::new("/usr/bin/curl"), &all)
+    }
+
     /// The `dcnet` binary the agents run.
     pub fn dcnet(&self) -> &Path {
         &self.dcnet

@@ -35,36 +35,17 @@ fn start() -> Result<Cluster> {
     Cluster::start(options)
 }
 
-/// The tasks that run on the agents: their cgroups (named by task id) with a process in them.
+/// The tasks that run on the agents, as their cgroups have them.
 fn running(cluster: &Cluster) -> BTreeSet<String> {
     AGENTS
         .iter()
-        .filter_map(|i| cluster.nodes[*i].cgroup.as_ref())
-        .filter_map(|c| std::fs::read_dir(c.path().join("tasks")).ok())
-        .flat_map(|d| d.flatten())
-        .filter(|e| {
-            std::fs::read_to_string(e.path().join("cgroup.procs"))
-                .is_ok_and(|procs| !procs.trim().is_empty())
-        })
-        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .flat_map(|i| cluster.running_tasks(*i))
         .collect()
 }
 
 /// The tasks that run on the public agent.
 fn public_tasks(cluster: &Cluster) -> BTreeSet<String> {
-    let Some(cgroup) = &cluster.nodes[PUBLIC].cgroup else {
-        return BTreeSet::new();
-    };
-    std::fs::read_dir(cgroup.path().join("tasks"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            std::fs::read_to_string(e.path().join("cgroup.procs"))
-                .is_ok_and(|procs| !procs.trim().is_empty())
-        })
-        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-        .collect()
+    cluster.running_tasks(PUBLIC)
 }
 
 /// Running task ids of `app` as the client lists them, once they are `n`, all running,
@@ -174,21 +155,13 @@ fn a_marathon_client_library_works_unchanged() -> Result<()> {
     assert_eq!(via_agent.step(&["app", "/pyweb"])?["instances"], 2);
 
     // PATCH through the agent (plain curl, as a script from Marathon's docs would).
-    let token = format!(
-        "Authorization: token={}",
-        cluster.admin_token().unwrap_or_default()
-    );
-    let out = cluster.run_in(
+    let out = cluster.curl(
         1,
-        std::path::Path::new("/usr/bin/curl"),
         &[
-            "-s",
             "-w",
             "\n%{http_code}",
             "-X",
             "PATCH",
-            "-H",
-            &token,
             "-H",
             "Content-Type: application/json",
             "-d",

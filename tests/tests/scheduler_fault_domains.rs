@@ -47,29 +47,18 @@ fn start(dir: &std::path::Path) -> Result<Cluster> {
     Cluster::start(options)
 }
 
-/// Per node index, the apps (by task-id prefix) of the task cgroups with a process in them.
+/// Per node index, the apps (by task-id prefix) of the tasks running there.
 fn running(cluster: &Cluster) -> BTreeMap<usize, Vec<String>> {
-    let mut out = BTreeMap::new();
-    for (i, node) in cluster.nodes.iter().enumerate() {
-        let Some(cgroup) = &node.cgroup else { continue };
-        let Ok(dir) = std::fs::read_dir(cgroup.path().join("tasks")) else {
-            continue;
-        };
-        let mut apps: Vec<String> = dir
-            .flatten()
-            .filter(|e| {
-                std::fs::read_to_string(e.path().join("cgroup.procs"))
-                    .is_ok_and(|p| !p.trim().is_empty())
-            })
-            .filter_map(|e| {
-                let name = e.file_name().to_str()?.to_owned();
-                Some(name.split_once('.')?.0.to_owned())
-            })
-            .collect();
-        apps.sort();
-        out.insert(i, apps);
-    }
-    out
+    (0..cluster.nodes.len())
+        .map(|i| {
+            let apps = cluster
+                .running_tasks(i)
+                .iter()
+                .filter_map(|id| Some(id.split_once('.')?.0.to_owned()))
+                .collect();
+            (i, apps)
+        })
+        .collect()
 }
 
 fn count(on: &BTreeMap<usize, Vec<String>>, node: usize, app: &str) -> usize {
@@ -151,17 +140,10 @@ fn unconstrained_apps_stay_home_and_constrained_ones_go_remote() -> Result<()> {
         .task_id
         .clone();
     cluster.cli(1, &["task", "kill", &victim, "--scale"])?;
-    let local_ids = |on_node: &[usize]| -> std::collections::BTreeSet<String> {
-        on_node
+    let local_ids = |on_nodes: &[usize]| -> std::collections::BTreeSet<String> {
+        on_nodes
             .iter()
-            .filter_map(|i| cluster.nodes[*i].cgroup.as_ref())
-            .filter_map(|c| std::fs::read_dir(c.path().join("tasks")).ok())
-            .flat_map(|d| d.flatten())
-            .filter(|e| {
-                std::fs::read_to_string(e.path().join("cgroup.procs"))
-                    .is_ok_and(|p| !p.trim().is_empty())
-            })
-            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .flat_map(|i| cluster.running_tasks(*i))
             .filter(|id| id.starts_with("local."))
             .collect()
     };

@@ -181,22 +181,7 @@ fn killed_leader(cluster: &mut Cluster) -> Result<()> {
 
     // Marathon's abdication, through an agent: another master leads, no task moves.
     let before = task_ids(cluster);
-    let token = format!(
-        "Authorization: token={}",
-        cluster.admin_token().unwrap_or_default()
-    );
-    let out = cluster.run_in(
-        3,
-        std::path::Path::new("/usr/bin/curl"),
-        &[
-            "-s",
-            "-X",
-            "DELETE",
-            "-H",
-            &token,
-            "http://127.0.0.1:62080/v2/leader",
-        ],
-    )?;
+    let out = cluster.curl(3, &["-X", "DELETE", "http://127.0.0.1:62080/v2/leader"])?;
     let answer = String::from_utf8_lossy(&out.stdout);
     assert!(answer.contains("Leadership abdicated"), "{answer}");
     let after = leader(cluster, Duration::from_secs(10))?;
