@@ -49,18 +49,18 @@ const ROUND: Duration = Duration::from_millis(500);
 
 /// What the loop and the API share.
 pub(super) struct Inner {
-    pub(super) gossip: Arc<Gossip>,
+    gossip: Arc<Gossip>,
     /// For the API's reads (the loop has its own watch).
     pub(super) facts: FactsWatch,
-    pub(super) dir: Arc<StateDir>,
+    dir: Arc<StateDir>,
     pub(super) api_url: String,
     /// This master's region: the cluster's home region, where apps without an `@region`
     /// constraint run.
     pub(super) region: Option<String>,
-    pub(super) settle: Duration,
-    pub(super) replicated: Replicated,
+    settle: Duration,
+    replicated: Replicated,
     /// Calls to the leader (trusting the cluster CA).
-    pub(super) client: ureq::Agent,
+    client: ureq::Agent,
     pub(super) sched: Mutex<SchedState>,
     /// Whether this scheduler leads and has published its set.
     pub(super) ready: Mutex<bool>,
