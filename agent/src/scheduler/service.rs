@@ -519,6 +519,8 @@ impl Inner {
             statuses,
         } = world_parts(view, data);
         let apps = replicated::apps(data);
+        // Decoded once a round: what the plan orders by, and what may have ended.
+        let under_way = replicated::deployments(data);
         let world = World {
             apps: &apps,
             agents,
@@ -526,9 +528,9 @@ impl Inner {
             statuses,
             now_ms: crate::unix_ms(),
             home_region: self.region.clone(),
-            deploying: replicated::deployments(data)
-                .into_values()
-                .flat_map(|d| d.apps.into_keys())
+            deploying: under_way
+                .values()
+                .flat_map(|d| d.apps.keys().cloned())
                 .collect(),
             down_since: down_since(view),
         };
@@ -599,7 +601,7 @@ impl Inner {
             );
             // Deployments whose apps now run as asked are over.
             let mut finished = dcnet_consensus::Command::default();
-            for (key, d) in replicated::deployments(data) {
+            for (key, d) in under_way {
                 if deployments::done(&d, &apps, &sched.tasks, &world.statuses) {
                     self.emit(events::deployment_success(&d, &apps));
                     finished

@@ -62,22 +62,15 @@ pub(super) fn of_app(s: &Shared, id: &str, q: Query) -> Answer {
     read(s, json!({ "tasks": tasks }))
 }
 
-/// Kills `ids`; the tasks killed, as they were, and the deployment of a scale.
+/// Kills the tasks `chosen`; those killed, shown as they were just before (their agents
+/// report them stopping shortly after), and the deployment of a scale.
 async fn kill(
     s: &Shared,
-    ids: BTreeSet<String>,
+    chosen: &[TaskView<'_>],
     scale: bool,
 ) -> Result<(Vec<Value>, Option<String>), super::Refusal> {
-    // Shown as they were just before (their agents report them stopping shortly after).
-    let view = s.facts.peek();
-    let table = TaskTable::read(s, &view);
-    let before: Vec<Value> = table
-        .views(None)
-        .iter()
-        .filter(|v| ids.contains(&v.tracked.assignment.task_id))
-        .map(shape::task)
-        .collect();
-    let (killed, deployment) = s.kill_tasks(&ids, scale).await?;
+    let before: Vec<Value> = chosen.iter().map(shape::task).collect();
+    let (killed, deployment) = s.kill_tasks(&ids(chosen), scale).await?;
     let killed: BTreeSet<String> = killed.into_iter().map(|t| t.assignment.task_id).collect();
     let shown = before
         .into_iter()
@@ -118,7 +111,7 @@ pub(super) async fn kill_of_app(s: &Shared, app: &str, task: Option<&str>, q: &Q
             .collect(),
         (None, None) => views,
     };
-    let (killed, scaled) = kill(s, ids(&chosen), scale).await?;
+    let (killed, scaled) = kill(s, &chosen, scale).await?;
     // As Marathon: a kill that scales is a deployment; one that does not, the tasks.
     Ok(match (scale, task) {
         (true, _) => {
@@ -161,15 +154,21 @@ pub(super) async fn delete_given(
         ));
     }
     let view = s.facts.peek();
-    let known = ids(&TaskTable::read(&s, &view).views(None));
-    let unknown: Vec<&String> = wanted.difference(&known).collect();
+    let table = TaskTable::read(&s, &view);
+    let chosen: Vec<TaskView<'_>> = table
+        .views(None)
+        .into_iter()
+        .filter(|v| wanted.contains(&v.tracked.assignment.task_id))
+        .collect();
+    let found = ids(&chosen);
+    let unknown: Vec<&String> = wanted.difference(&found).collect();
     if !unknown.is_empty() {
         return Err(refusal(
             StatusCode::NOT_FOUND,
             format!("no task has the id(s) {unknown:?}; GET /v2/tasks lists them"),
         ));
     }
-    let (killed, scaled) = kill(&s, wanted, scale).await?;
+    let (killed, scaled) = kill(&s, &chosen, scale).await?;
     Ok(if scale {
         axum::Json(deployment(&now_version(), &scaled.unwrap_or_default())).into_response()
     } else {
