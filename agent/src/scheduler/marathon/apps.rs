@@ -394,15 +394,12 @@ pub(super) async fn queue(State(s): State<Shared>) -> Answer {
             .get(&app.id)
             .and_then(|slots| slots.first())
             .map_or(0, |b| b.not_before_ms.saturating_sub(now));
-        let since = backoff
-            .get(&app.id)
-            .and_then(|slots| slots.first())
-            .map_or(now, |b| b.not_before_ms.saturating_sub(delay.max(1)));
+        // When the app began to wait is not kept: `since` is the time of this answer.
         items.push(shape::queue_item(
             app_json(&table, app, false, false),
             missing,
             delay,
-            since,
+            now,
             why.map(String::as_str),
         ));
     }
