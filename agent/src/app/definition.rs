@@ -74,7 +74,59 @@ pub struct App {
     /// RFC 3339 time of the last change of `instances` alone, if later than `version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaled_at: Option<String>,
+    /// `container.docker.image`: the task runs in this image through the agent's OCI
+    /// runtime ([`crate::launcher::container`]); `None`: a process on the node's file system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Image>,
 }
+
+/// A container image a task runs in, and what of the node it sees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    /// The image reference, e.g. `nginx:1.25` or `localhost/web:1`, as the agent's image store
+    /// (podman's) names it.
+    pub name: String,
+    /// `container.type`: `DOCKER` or `MESOS` (Mesos' own containerizer); both run the same way
+    /// here, and the API shows the type the app was given.
+    pub kind: ContainerKind,
+    /// `container.volumes`: host paths bind-mounted into the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+}
+
+/// Marathon's `container.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ContainerKind {
+    Docker,
+    Mesos,
+}
+
+impl ContainerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerKind::Docker => "DOCKER",
+            ContainerKind::Mesos => "MESOS",
+        }
+    }
+}
+
+/// A host path mounted into a container (`{"containerPath", "hostPath", "mode"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// Absolute inside the container; a relative path is under the sandbox
+    /// (`/mnt/mesos/sandbox`), as Mesos mounts it.
+    pub container_path: String,
+    pub host_path: String,
+    pub read_only: bool,
+}
+
+/// Where Mesos mounts a container task's sandbox, and what `MESOS_SANDBOX` says in it.
+pub const CONTAINER_SANDBOX: &str = "/mnt/mesos/sandbox";
+
+/// The overlay that Marathon's bridge networking (`BRIDGE`, `container/bridge`) is mapped
+/// to: DC/OS's default overlay.
+pub const BRIDGE_OVERLAY: &str = "dcos";
 
 /// A readiness check: `GET path` on one of the task's ports, every `interval_secs`, until it
 /// answers one of `ready_codes`.
@@ -573,6 +625,7 @@ const KNOWN: &[&str] = &[
     "ports",
     "requirePorts",
     "container",
+    "ipAddress",
     "healthChecks",
     "constraints",
     "labels",
@@ -653,6 +706,11 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
         );
     }
 
+    let container = obj.get("container");
+    let boxed = container
+        .map(|c| parse_container(c, obj.get("ipAddress"), &mut p))
+        .unwrap_or_default();
+    let has_image = boxed.image.is_some();
     let command = match (obj.get("cmd"), obj.get("args")) {
         (Some(_), Some(_)) => {
             p.add("/cmd", "give either cmd or args, not both");
@@ -679,12 +737,14 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
                 );
                 None
             }
-            Some(args) if !args.is_empty() => Some(Command::Args(args)),
+            Some(args) if !args.is_empty() || has_image => Some(Command::Args(args)),
             _ => {
                 p.add("/args", "expected a non-empty array of strings");
                 None
             }
         },
+        // The image's entrypoint and command, as Docker runs it.
+        (None, None) if has_image => Some(Command::Args(Vec::new())),
         (None, None) => {
             p.add("/cmd", "is required: the command the task runs (or args)");
             None
@@ -781,11 +841,25 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
     {
         p.add("/dependencies", "an app cannot depend on itself");
     }
-    let network = parse_networks(obj.get("networks"), &mut p);
-    let container = obj.get("container");
-    if let Some(c) = container {
-        check_container(c, &mut p);
-    }
+    let network = match (obj.get("networks"), boxed.network) {
+        (Some(_), Some(_)) => {
+            p.add(
+                "/container/docker/network",
+                "give the network once: in networks, or (the older way) in container.docker.network",
+            );
+            None
+        }
+        (None, Some(legacy)) => Some(legacy),
+        // Marathon 1.4's IP per task: `"ipAddress": {"networkName": "dcos"}`.
+        (None, None) => match obj.get("ipAddress").filter(|v| !v.is_null()) {
+            Some(a) => match a.get("networkName").and_then(Value::as_str) {
+                Some(name) if !name.is_empty() => Some(Network::Container(name.to_owned())),
+                _ => Some(Network::Container(BRIDGE_OVERLAY.into())),
+            },
+            None => Some(Network::Host),
+        },
+        (v, None) => parse_networks(v, &mut p),
+    };
     let require_ports = match obj.get("requirePorts") {
         None => false,
         Some(Value::Bool(b)) => *b,
@@ -807,11 +881,26 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
                     "apps on a container network declare ports in container.portMappings",
                 );
             }
-            let mappings = container.and_then(|c| c.get("portMappings"));
-            parse_ports(mappings, "/container/portMappings", true, &mut p)
+            match (
+                container.and_then(|c| c.get("portMappings")),
+                boxed.mappings,
+            ) {
+                (Some(m), None) => parse_ports(Some(m), "/container/portMappings", true, &mut p),
+                (None, Some(m)) => {
+                    parse_ports(Some(m), "/container/docker/portMappings", true, &mut p)
+                }
+                (None, None) => Vec::new(),
+                (Some(_), Some(_)) => {
+                    p.add(
+                        "/container/docker/portMappings",
+                        "give the port mappings once: in container.portMappings, or (the older way) in container.docker.portMappings",
+                    );
+                    Vec::new()
+                }
+            }
         }
         _ => {
-            if container.and_then(|c| c.get("portMappings")).is_some() {
+            if container.and_then(|c| c.get("portMappings")).is_some() || boxed.mappings.is_some() {
                 p.add(
                     "/container/portMappings",
                     "portMappings need a container network; on the host network use portDefinitions",
@@ -887,6 +976,7 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
             kill_grace_secs,
             version: version.to_owned(),
             scaled_at: None,
+            image: boxed.image,
         },
         ignored,
     })
@@ -1083,14 +1173,8 @@ fn parse_networks(v: Option<&Value>, p: &mut Problems) -> Option<Network> {
                         None
                     }
                 },
-                "container/bridge" => {
-                    p.add(
-                        "/networks/0/mode",
-                        "container/bridge is not supported; use \"container\" with an overlay \
-                         name, or \"host\"",
-                    );
-                    None
-                }
+                // Marathon's bridge: here, DC/OS's default overlay.
+                "container/bridge" => Some(Network::Container(BRIDGE_OVERLAY.into())),
                 other => {
                     p.add(
                         "/networks/0/mode",
@@ -1109,39 +1193,198 @@ fn parse_networks(v: Option<&Value>, p: &mut Problems) -> Option<Network> {
     }
 }
 
-fn check_container(c: &Value, p: &mut Problems) {
+/// What `container` says: the image and volumes, and the older Marathon places of the network
+/// and port mappings (`container.docker.network`, `container.docker.portMappings`).
+#[derive(Default)]
+struct Boxed<'a> {
+    image: Option<Image>,
+    network: Option<Network>,
+    mappings: Option<&'a Value>,
+}
+
+/// Whether `name` can be an image reference (`[registry/]path[:tag][@digest]`).
+fn is_image_ref(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with(['-', '/', ':', '@'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
+}
+
+/// `ip_address`: the app's `ipAddress`, where the older format names a `USER` network.
+fn parse_container<'a>(c: &'a Value, ip_address: Option<&Value>, p: &mut Problems) -> Boxed<'a> {
+    let mut out = Boxed::default();
     let Some(obj) = c.as_object() else {
         p.add("/container", "expected an object");
-        return;
+        return out;
     };
-    match obj.get("type").and_then(Value::as_str) {
-        None | Some("MESOS") => {}
-        Some("DOCKER") => p.add(
-            "/container/type",
-            "DOCKER containers are not supported: dcnet runs cmd as a process in its own \
-             network namespace; use \"MESOS\" or leave container.type out",
-        ),
-        Some(other) => p.add(
-            "/container/type",
-            format!("{other:?} is not a container type: expected \"MESOS\""),
-        ),
-    }
-    if obj.get("docker").is_some_and(|d| d.get("image").is_some()) {
-        p.add(
-            "/container/docker/image",
-            "container images are not supported: dcnet runs cmd as a process",
-        );
-    }
+    let kind = match obj.get("type").and_then(Value::as_str) {
+        None | Some("MESOS") => ContainerKind::Mesos,
+        Some("DOCKER") => ContainerKind::Docker,
+        Some(other) => {
+            p.add(
+                "/container/type",
+                format!("{other:?} is not a container type: expected \"DOCKER\" or \"MESOS\""),
+            );
+            ContainerKind::Mesos
+        }
+    };
+    let docker = obj.get("docker").and_then(Value::as_object);
     if obj
-        .get("volumes")
-        .is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty()))
+        .get("docker")
+        .is_some_and(|d| !d.is_object() && !d.is_null())
     {
         p.add(
-            "/container/volumes",
-            "volumes are not supported yet: a task sees the node's file system (read-only but \
-             for its sandbox); remove them",
+            "/container/docker",
+            "expected an object such as {\"image\": \"nginx\"}",
         );
     }
+    let image = match docker.and_then(|d| d.get("image")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) if is_image_ref(name) => Some(name.clone()),
+        Some(_) => {
+            p.add(
+                "/container/docker/image",
+                "expected an image reference such as \"nginx:1.25\" or \"localhost/web:1\"",
+            );
+            None
+        }
+    };
+    if kind == ContainerKind::Docker
+        && image.is_none()
+        && docker.is_none_or(|d| !d.contains_key("image"))
+    {
+        p.add(
+            "/container/docker/image",
+            "a DOCKER container needs an image, e.g. {\"docker\": {\"image\": \"nginx\"}}",
+        );
+    }
+    if let Some(d) = docker {
+        for (key, why) in [
+            ("privileged", "privileged containers are not supported"),
+            (
+                "forcePullImage",
+                "dcnet never pulls: images come from each agent's podman store (podman pull or podman load there)",
+            ),
+        ] {
+            if d.get(key).is_some_and(|v| v.as_bool() == Some(true)) {
+                p.add(
+                    &format!("/container/docker/{key}"),
+                    format!("{why}; remove {key} or set it to false"),
+                );
+            }
+        }
+        if d.get("parameters")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+        {
+            p.add(
+                "/container/docker/parameters",
+                "docker run parameters are not supported: dcnet runs images with runc, not docker",
+            );
+        }
+        out.network = match d.get("network").and_then(Value::as_str) {
+            None => None,
+            Some("HOST") => Some(Network::Host),
+            Some("BRIDGE") => Some(Network::Container(BRIDGE_OVERLAY.into())),
+            Some("USER") => Some(Network::Container(
+                ip_address
+                    .and_then(|a| a.get("networkName"))
+                    .and_then(Value::as_str)
+                    .unwrap_or(BRIDGE_OVERLAY)
+                    .to_owned(),
+            )),
+            Some(other) => {
+                p.add(
+                    "/container/docker/network",
+                    format!("{other:?}: expected \"HOST\", \"BRIDGE\" or \"USER\""),
+                );
+                None
+            }
+        };
+        out.mappings = d.get("portMappings").filter(|v| !v.is_null());
+    }
+    let volumes = parse_volumes(obj.get("volumes"), p);
+    if !volumes.is_empty() && image.is_none() {
+        p.add(
+            "/container/volumes",
+            "volumes need a container image (container.docker.image): a task without one sees \
+             the node's file system, read-only but for its sandbox",
+        );
+    }
+    out.image = image.map(|name| Image {
+        name,
+        kind,
+        volumes,
+    });
+    out
+}
+
+fn parse_volumes(v: Option<&Value>, p: &mut Problems) -> Vec<Volume> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Vec::new();
+    };
+    let Some(list) = v.as_array() else {
+        p.add(
+            "/container/volumes",
+            "expected a list such as [{\"containerPath\": \"/data\", \"hostPath\": \"/srv/data\", \"mode\": \"RO\"}]",
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, one) in list.iter().enumerate() {
+        let at = format!("/container/volumes/{i}");
+        let Some(o) = one.as_object() else {
+            p.add(&at, "expected an object");
+            continue;
+        };
+        if o.contains_key("persistent") || o.contains_key("external") || o.contains_key("secret") {
+            p.add(
+                &at,
+                "persistent, external and secret volumes are not supported; give a hostPath",
+            );
+            continue;
+        }
+        let container_path = match o.get("containerPath").and_then(Value::as_str) {
+            Some(c) if !c.is_empty() && !c.contains('\0') && !c.split('/').any(|s| s == "..") => c,
+            _ => {
+                p.add(
+                    &format!("{at}/containerPath"),
+                    "expected a path without '..': absolute in the container, or relative to the sandbox",
+                );
+                continue;
+            }
+        };
+        let host_path = match o.get("hostPath").and_then(Value::as_str) {
+            Some(h)
+                if h.starts_with('/') && !h.contains('\0') && !h.split('/').any(|s| s == "..") =>
+            {
+                h
+            }
+            _ => {
+                p.add(
+                    &format!("{at}/hostPath"),
+                    "expected an absolute path on the agent without '..', e.g. \"/srv/data\"",
+                );
+                continue;
+            }
+        };
+        let read_only = match o.get("mode").and_then(Value::as_str) {
+            None | Some("RW") => false,
+            Some("RO") => true,
+            Some(_) => {
+                p.add(&format!("{at}/mode"), "expected \"RO\" or \"RW\"");
+                continue;
+            }
+        };
+        out.push(Volume {
+            container_path: container_path.to_owned(),
+            host_path: host_path.to_owned(),
+            read_only,
+        });
+    }
+    out
 }
 
 /// Fields that change how or when tasks run and that dcnet does not do yet: refused when
@@ -1488,9 +1731,15 @@ impl App {
         let mut obj = Map::new();
         obj.insert("id".into(), json!(self.id));
         match &self.command {
-            Command::Shell(cmd) => obj.insert("cmd".into(), json!(cmd)),
-            Command::Args(args) => obj.insert("args".into(), json!(args)),
-        };
+            Command::Shell(cmd) => {
+                obj.insert("cmd".into(), json!(cmd));
+            }
+            // An image's own command.
+            Command::Args(args) if args.is_empty() => {}
+            Command::Args(args) => {
+                obj.insert("args".into(), json!(args));
+            }
+        }
         obj.insert("instances".into(), json!(self.instances));
         obj.insert("cpus".into(), json!(self.cpus));
         obj.insert("mem".into(), json!(self.mem));
@@ -1567,10 +1816,31 @@ impl App {
                     .iter()
                     .map(|p| port_json(p, "containerPort"))
                     .collect();
-                obj.insert(
-                    "container".into(),
-                    json!({"type": "MESOS", "portMappings": maps}),
-                );
+                obj.insert("container".into(), json!({"portMappings": maps}));
+            }
+        }
+        let container = obj.entry("container").or_insert_with(|| json!({}));
+        match &self.image {
+            Some(image) => {
+                let volumes: Vec<Value> = image
+                    .volumes
+                    .iter()
+                    .map(|v| {
+                        json!({"containerPath": v.container_path, "hostPath": v.host_path,
+                                    "mode": if v.read_only { "RO" } else { "RW" }})
+                    })
+                    .collect();
+                container["type"] = json!(image.kind.as_str());
+                container["docker"] = json!({"image": image.name, "forcePullImage": false,
+                                             "privileged": false, "parameters": []});
+                container["volumes"] = json!(volumes);
+            }
+            None => {
+                if container.as_object().is_some_and(|o| o.is_empty()) {
+                    obj.remove("container");
+                } else {
+                    container["type"] = json!("MESOS");
+                }
             }
         }
         let checks: Vec<Value> = self
@@ -1934,10 +2204,30 @@ mod tests {
     fn what_dcnet_cannot_run_is_refused() {
         let e = errors(json!({
             "id": "/x", "cmd": "x",
-            "container": {"type": "DOCKER", "docker": {"image": "nginx"}}
+            "container": {"type": "DOCKER", "docker": {"image": "-bad", "privileged": true,
+                          "forcePullImage": true, "parameters": [{"key": "cap-add", "value": "ALL"}]},
+                          "volumes": [{"containerPath": "/d", "persistent": {"size": 10}},
+                                      {"containerPath": "/e", "hostPath": "rel"},
+                                      {"containerPath": "../up", "hostPath": "/srv"}]}
         }));
-        assert!(has(&e, "/container/type", "not supported"), "{e:?}");
-        assert!(has(&e, "/container/docker/image", "not supported"), "{e:?}");
+        for (path, needle) in [
+            ("/container/docker/image", "image reference"),
+            ("/container/docker/privileged", "not supported"),
+            ("/container/docker/forcePullImage", "podman"),
+            ("/container/docker/parameters", "runc"),
+            ("/container/volumes/0", "hostPath"),
+            ("/container/volumes/1/hostPath", "absolute"),
+            ("/container/volumes/2/containerPath", ".."),
+        ] {
+            assert!(has(&e, path, needle), "{path} in {e:?}");
+        }
+        let e = errors(json!({"id": "/x", "container": {"type": "DOCKER", "docker": {}}}));
+        assert!(
+            has(&e, "/container/docker/image", "needs an image"),
+            "{e:?}"
+        );
+        let e = errors(json!({"id": "/x", "cmd": "x", "container": {"type": "RKT"}}));
+        assert!(has(&e, "/container/type", "DOCKER"), "{e:?}");
         let e = errors(json!({
             "id": "/x", "cmd": "x", "networks": [{"mode": "container", "name": "dcos"}],
             "container": {"portMappings": [{"containerPort": 80, "hostPort": 8080}]}
@@ -1947,9 +2237,97 @@ mod tests {
             "{e:?}"
         );
         let e = errors(json!({
-            "id": "/x", "cmd": "x", "networks": [{"mode": "container/bridge"}]
+            "id": "/x", "networks": [{"mode": "host"}],
+            "container": {"type": "DOCKER", "docker": {"image": "a", "network": "BRIDGE"}}
         }));
-        assert!(has(&e, "/networks/0/mode", "not supported"), "{e:?}");
+        assert!(has(&e, "/container/docker/network", "once"), "{e:?}");
+    }
+
+    #[test]
+    fn container_apps_as_dcos_users_write_them() {
+        // The Docker hello-world of the DC/OS docs, in Marathon's older format.
+        let app = ok(json!({
+            "id": "/hello-world", "instances": 1, "cpus": 0.1, "mem": 32,
+            "container": {"type": "DOCKER", "volumes": [],
+                          "docker": {"image": "localhost/hello:1", "network": "BRIDGE",
+                                     "portMappings": [{"containerPort": 80, "hostPort": 0, "protocol": "tcp",
+                                                       "labels": {"VIP_0": "/hello:80"}}],
+                                     "forcePullImage": false, "privileged": false}}
+        }));
+        assert_eq!(app.network, Network::Container(BRIDGE_OVERLAY.into()));
+        assert_eq!(
+            app.command,
+            Command::Args(Vec::new()),
+            "the image's own command"
+        );
+        let image = app.image.clone().unwrap();
+        assert_eq!(
+            (image.name.as_str(), image.kind),
+            ("localhost/hello:1", ContainerKind::Docker)
+        );
+        assert_eq!(app.ports[0].number, 80);
+        assert_eq!(app.ports[0].labels["VIP_0"], "/hello:80");
+        let back = app.to_marathon();
+        assert!(
+            back.get("cmd").is_none() && back.get("args").is_none(),
+            "{back}"
+        );
+        assert_eq!(back["container"]["docker"]["image"], "localhost/hello:1");
+        assert_eq!(parse(&back, None, "2026-11-23T00:00:00Z").unwrap().app, app);
+
+        // Marathon 1.5+: networks, container.portMappings, a Mesos container with volumes.
+        let app = ok(json!({
+            "id": "/db", "args": ["--port", "5432"], "networks": [{"mode": "container/bridge"}],
+            "container": {"type": "MESOS", "docker": {"image": "db@sha256:abc"},
+                          "portMappings": [{"containerPort": 5432}],
+                          "volumes": [{"containerPath": "data", "hostPath": "/srv/db", "mode": "RW"},
+                                      {"containerPath": "/etc/db", "hostPath": "/etc/db", "mode": "RO"}]}
+        }));
+        assert_eq!(app.network, Network::Container(BRIDGE_OVERLAY.into()));
+        let image = app.image.clone().unwrap();
+        assert_eq!(image.kind, ContainerKind::Mesos);
+        assert_eq!(
+            image.volumes,
+            [
+                Volume {
+                    container_path: "data".into(),
+                    host_path: "/srv/db".into(),
+                    read_only: false
+                },
+                Volume {
+                    container_path: "/etc/db".into(),
+                    host_path: "/etc/db".into(),
+                    read_only: true
+                },
+            ]
+        );
+        assert_eq!(
+            parse(&app.to_marathon(), None, "2026-11-23T00:00:00Z")
+                .unwrap()
+                .app,
+            app
+        );
+
+        // USER networking names its overlay; HOST is the node's network.
+        let user = ok(json!({"id": "/u", "container": {"type": "DOCKER",
+            "docker": {"image": "a", "network": "USER"}, },
+            "ipAddress": {"networkName": "blue"}}));
+        assert_eq!(user.network, Network::Container("blue".into()));
+        let host = ok(
+            json!({"id": "/h", "cmd": "x", "container": {"type": "DOCKER",
+            "docker": {"image": "a", "network": "HOST"}}}),
+        );
+        assert_eq!(
+            (host.network, host.command),
+            (Network::Host, Command::Shell("x".into()))
+        );
+        // Volumes belong to images; without one the task sees the node's file system.
+        let e = errors(json!({"id": "/x", "cmd": "true",
+            "container": {"type": "MESOS", "volumes": [{"hostPath": "/data", "containerPath": "d"}]}}));
+        assert!(
+            has(&e, "/container/volumes", "need a container image"),
+            "{e:?}"
+        );
     }
 
     #[test]
