@@ -7,10 +7,13 @@ set -euo pipefail
 # Debian packages: iproute2 and bpftool for inspecting what tests build; the DNS, overlay and
 # load-balancing benchmarks run these peers side by side with dcnet.
 # etcd-server is the consensus peer of the scheduler benchmark; curl, python3 and util-linux's setpriv are what the security tests attack with and run as tasks.
+# runc and podman run container apps (podman's store holds the images); the test image is
+# made from busybox-static.
 DEB_PACKAGES=(
   iproute2 iputils-ping bpftool iptables nftables tcpdump curl python3 python3-venv util-linux
   dnsutils knot-dnsutils dnsperf knot
   iperf3 haproxy hyperfine wrk etcd-server
+  runc podman busybox-static
 )
 # bpf-linker links the eBPF programs; it must be built against the LLVM of the nightly toolchain
 # that compiles them (rustc emits that LLVM's bitcode).

@@ -85,6 +85,8 @@
 //!                                 # SIGTERM, so no node still sends it new connections
 //! kill_grace = "5s"               # SIGTERM, then SIGKILL after this long
 //! netns_prefix = "dcnet-"         # tasks' namespaces are /run/netns/<prefix><task uuid>
+//! containers = true               # container apps (docker.image) with runc and podman's image
+//!                                 # store; default: on when both are installed; false: never
 //!
 //! [auth]                          # credentials on every API, TLS on the scheduler's
 //! pki_dir = "/etc/dcnet/pki"      # ca.crt and token.pub on every node; ca.key and token.key
@@ -204,6 +206,7 @@ pub struct LauncherSection {
     pub netns_prefix: Option<String>,
     pub default_user: Option<String>,
     pub role: Option<String>,
+    pub containers: Option<bool>,
 }
 
 /// `[gossip]` of the config file.
@@ -466,6 +469,11 @@ pub struct LauncherSettings {
     /// `slave_public` (DC/OS's public agents); apps accept roles with
     /// `acceptedResourceRoles`.
     pub role: String,
+    /// The runtime container apps run with (runc and podman, found on this node); `None`:
+    /// this agent runs no container apps (the scheduler places them elsewhere and says why).
+    pub containers: Option<crate::launcher::container::Runtime>,
+    /// The cgroup v2 mount the tasks' cgroups are under (runc names cgroups relative to it).
+    pub cgroup2_mount: Option<PathBuf>,
 }
 
 /// Default port of the scheduler's `/v2` API (Marathon's).
@@ -941,6 +949,38 @@ fn resolve_launcher(
              digits, `-`, `.`, `_`",
         ));
     }
+    // Container apps: on unless turned off; a missing runtime is only an error when asked for.
+    let containers = match (enabled, file.containers) {
+        (false, _) | (_, Some(false)) => None,
+        (true, asked) => match crate::launcher::container::Runtime::detect().and_then(|runtime| {
+            // On a hybrid host runc mirrors the task cgroup's path into the cgroup v1
+            // hierarchies, where every cgroup holds a file named `tasks`.
+            match cgroup
+                .as_ref()
+                .filter(|c| c.components().any(|p| p.as_os_str() == "tasks"))
+            {
+                Some(c) if Path::new("/sys/fs/cgroup/cpu").is_dir() => Err(format!(
+                    "launcher.cgroup {} has a directory named `tasks`, which runc cannot use on \
+                     this host (cgroup v1 has a file of that name): rename it, e.g. to dcnet-tasks",
+                    c.display()
+                )),
+                _ => Ok(runtime),
+            }
+        }) {
+            Ok(runtime) => Some(runtime),
+            Err(why) if asked == Some(true) => {
+                return Err(invalid(
+                    p.origin("launcher.containers", "", false),
+                    "true",
+                    why,
+                ));
+            }
+            Err(why) => {
+                tracing::info!(reason = %why, "this agent runs no container apps");
+                None
+            }
+        },
+    };
     Ok(LauncherSettings {
         enabled,
         cpus,
@@ -951,6 +991,8 @@ fn resolve_launcher(
         netns_prefix,
         default_user,
         role,
+        containers,
+        cgroup2_mount: cgroup2_mount(),
     })
 }
 

@@ -59,7 +59,36 @@ impl TestCgroup {
 impl Drop for TestCgroup {
     fn drop(&mut self) {
         remove(&self.path);
+        remove_v1_mirrors(&self.path);
     }
+}
+
+/// On a hybrid host runc also makes a container's cgroup v1 directories, at the same path in
+/// every v1 hierarchy: removed (bottom up) with the test's v2 cgroup.
+fn remove_v1_mirrors(v2: &Path) {
+    let Ok(rel) = v2.strip_prefix(CGROUP2_ROOT) else {
+        return;
+    };
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for h in hierarchies.flatten() {
+        let mirror = h.path().join(rel);
+        if h.path() != Path::new(CGROUP2_ROOT) && mirror.is_dir() {
+            remove_tree(&mirror);
+        }
+    }
+}
+
+fn remove_tree(path: &Path) {
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            if entry.path().is_dir() {
+                remove_tree(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(path);
 }
 
 /// Kills everything in the cgroup at `path` and in its descendants (`cgroup.kill`).
@@ -116,6 +145,7 @@ pub fn sweep_leftovers() {
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
             remove(&entry.path());
+            remove_v1_mirrors(&entry.path());
         }
     }
 }

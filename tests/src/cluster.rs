@@ -92,7 +92,7 @@ pub struct Node {
     pub log_path: PathBuf,
     pub state_dir: PathBuf,
     /// The node's own cgroup: its agent runs in it and its launcher puts tasks (and the
-    /// control-plane guard) under `<cgroup>/tasks`, so killing the node kills its tasks, as
+    /// control-plane guard) under `<cgroup>/`[`TASKS_CGROUP`], so killing the node kills its tasks, as
     /// on a real machine.
     pub cgroup: Option<crate::TestCgroup>,
     process: Option<Child>,
@@ -113,6 +113,11 @@ impl Node {
 /// `NodeSpec::extra_config` for a node with the overlay (lease settle 1 s) and the load
 /// balancer on the node's cgroup.
 pub const OVERLAY_AND_LB: &str = "\n[overlay]\nenabled = true\nlease_settle = \"1s\"\n\n[lb]\nenabled = true\ncgroup = \"{cgroup}\"\n";
+
+/// The directory of a node's task cgroups under its own cgroup. Not `tasks`: on a hybrid
+/// host runc mirrors a container's cgroup path into the v1 hierarchies, where every cgroup
+/// has a file of that name.
+pub const TASKS_CGROUP: &str = "dcnet-tasks";
 
 /// A running cluster; dropping it tears everything down.
 pub struct Cluster {
@@ -321,7 +326,7 @@ impl Cluster {
             text += &spec.dns_config;
             if let Some(cgroup) = &node.cgroup {
                 text += &format!(
-                    "\n[launcher]\ncgroup = \"{}/tasks\"\ndrain = \"1s\"\nkill_grace = \"1s\"\nnetns_prefix = \"{}\"\n",
+                    "\n[launcher]\ncgroup = \"{}/{TASKS_CGROUP}\"\ndrain = \"1s\"\nkill_grace = \"1s\"\nnetns_prefix = \"{}\"\n",
                     cgroup.path().display(),
                     self.task_netns_prefix()
                 );
@@ -561,7 +566,7 @@ impl Cluster {
         let Some(cgroup) = &self.nodes[i].cgroup else {
             return Default::default();
         };
-        fs::read_dir(cgroup.path().join("tasks"))
+        fs::read_dir(cgroup.path().join(TASKS_CGROUP))
             .into_iter()
             .flatten()
             .flatten()
@@ -609,7 +614,7 @@ impl Cluster {
         wait_until(
             "the scheduler to take the app",
             Duration::from_secs(30),
-            || Ok(self.cli(i, &["app", "add", path]).ok()),
+            || self.cli(i, &["app", "add", path]).map(Some),
         )?;
         Ok(())
     }
@@ -715,6 +720,7 @@ impl Drop for Cluster {
         // Tasks outlive their agent; on a test machine they go with the cluster.
         for node in &mut self.nodes {
             drop(node.cgroup.take());
+            crate::images::release_left(&node.state_dir);
         }
         for name in self.namespace_names() {
             if let Err(e) = Netns::delete_by_name(&name) {

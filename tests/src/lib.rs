@@ -7,7 +7,8 @@
 //!   client for the load-balancer tests.
 //! - [`namespace`]: a single network namespace for a test; [`fake_master`]: a Mesos master's
 //!   state endpoint to serve from it.
-//! - [`clients`]: the client programs users have (marathon-python), run in a node.
+//! - [`clients`]: the client programs users have (marathon-python), run in a node;
+//!   [`images`]: a container image built here, and what container tasks leave.
 //!
 //! The tests themselves are in `tests/tests/`, named by area (`gossip_`, `agent_`, `lb_`, ...).
 
@@ -16,6 +17,7 @@ pub mod clients;
 pub mod cluster;
 pub mod container;
 pub mod fake_master;
+pub mod images;
 pub mod lb;
 pub mod namespace;
 

@@ -121,7 +121,7 @@ fn scenario(cluster: &mut Cluster) -> Result<()> {
     }
     let tasks: Vec<u32> = (0..3)
         .filter_map(|i| cluster.nodes[i].cgroup.as_ref())
-        .flat_map(|c| processes(&c.path().join("tasks")))
+        .flat_map(|c| processes(&c.path().join(dcnet_tests::cluster::TASKS_CGROUP)))
         .collect();
     assert!(
         !tasks.is_empty(),

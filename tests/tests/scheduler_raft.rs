@@ -94,7 +94,7 @@ fn processes(cluster: &Cluster) -> usize {
     AGENTS
         .iter()
         .filter_map(|i| cluster.nodes[*i].cgroup.as_ref())
-        .filter_map(|c| std::fs::read_dir(c.path().join("tasks")).ok())
+        .filter_map(|c| std::fs::read_dir(c.path().join(dcnet_tests::cluster::TASKS_CGROUP)).ok())
         .flat_map(|d| d.flatten())
         .filter_map(|task| std::fs::read_to_string(task.path().join("cgroup.procs")).ok())
         .map(|procs| procs.lines().count())
@@ -106,7 +106,7 @@ fn task_ids(cluster: &Cluster) -> BTreeSet<String> {
     AGENTS
         .iter()
         .filter_map(|i| cluster.nodes[*i].cgroup.as_ref())
-        .filter_map(|c| std::fs::read_dir(c.path().join("tasks")).ok())
+        .filter_map(|c| std::fs::read_dir(c.path().join(dcnet_tests::cluster::TASKS_CGROUP)).ok())
         .flat_map(|d| d.flatten())
         .filter(|e| e.path().join("cgroup.procs").exists())
         .filter_map(|e| e.file_name().to_str().map(str::to_owned))

@@ -48,7 +48,7 @@ fn ghost(cluster: &Cluster, uuid: &str) -> Result<Record> {
         .as_ref()
         .context("the node's cgroup")?
         .path()
-        .join("tasks")
+        .join(dcnet_tests::cluster::TASKS_CGROUP)
         .join(&task_id);
     Ok(Record {
         netns: Some(process::netns_name(&cluster.task_netns_prefix(), &task_id)),

@@ -117,7 +117,7 @@ fn task_cgroups(cluster: &Cluster) -> Vec<PathBuf> {
         .nodes
         .iter()
         .filter_map(|n| n.cgroup.as_ref())
-        .filter_map(|c| std::fs::read_dir(c.path().join("tasks")).ok())
+        .filter_map(|c| std::fs::read_dir(c.path().join(dcnet_tests::cluster::TASKS_CGROUP)).ok())
         .flat_map(|d| d.flatten().map(|e| e.path()))
         .filter(|p| p.is_dir())
         .collect()
@@ -810,7 +810,7 @@ fn confinement(cluster: &mut Cluster) -> Result<()> {
         .as_ref()
         .context("node 2's cgroup")?
         .path()
-        .join("tasks");
+        .join(dcnet_tests::cluster::TASKS_CGROUP);
     cluster.stop_agent(1, nix::sys::signal::Signal::SIGKILL, Duration::from_secs(5));
     let killed = std::time::SystemTime::now();
     let fresh = wait_until(

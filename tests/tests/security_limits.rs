@@ -74,7 +74,7 @@ fn task_processes(cluster: &Cluster, i: usize) -> Vec<(String, String)> {
     let Some(cgroup) = cluster.nodes[i].cgroup.as_ref() else {
         return Vec::new();
     };
-    let Ok(dir) = std::fs::read_dir(cgroup.path().join("tasks")) else {
+    let Ok(dir) = std::fs::read_dir(cgroup.path().join(dcnet_tests::cluster::TASKS_CGROUP)) else {
         return Vec::new();
     };
     let mut out: Vec<(String, String)> = dir

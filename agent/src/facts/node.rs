@@ -59,6 +59,9 @@ pub struct Resources {
     /// Their Mesos role (`*`: private; `slave_public`: a public agent).
     #[serde(default = "default_role", skip_serializing_if = "is_default_role")]
     pub role: String,
+    /// The container runtime, e.g. `runc 1.1.5, podman 4.3.1`; `None`: no container apps here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers: Option<String>,
 }
 
 fn default_role() -> String {
@@ -89,6 +92,11 @@ impl NodeInfo {
                 cpus: config.launcher.cpus,
                 mem: config.launcher.mem,
                 role: config.launcher.role.clone(),
+                containers: config
+                    .launcher
+                    .containers
+                    .as_ref()
+                    .map(|r| r.description.clone()),
             }),
             control: control_listeners(config),
         }

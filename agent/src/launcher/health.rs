@@ -41,6 +41,9 @@ pub struct Confined {
     pub record: super::process::Record,
     pub root: std::path::PathBuf,
     pub run_as: super::confine::RunAs,
+    /// A container task's checks run inside its container (`runc exec`): the runtime and
+    /// runc's state directory.
+    pub container: Option<(super::container::Runtime, std::path::PathBuf)>,
 }
 
 /// Runs `check` against `target` every interval, sending each outcome, until the receiver is
@@ -156,15 +159,20 @@ async fn once(kind: &CheckKind, t: &Target) -> Result<(), Failed> {
         } => http_get(port(*port_index, *fixed)?, path, *tls).await,
         CheckKind::Command { command } => {
             let argv = super::process::argv(&crate::app::Command::Shell(command.clone()));
-            let mut cmd = tokio::process::Command::new(&argv[0]);
-            if let Some(c) = &t.confined {
-                super::process::confine(&mut cmd, &c.record, &c.root, c.run_as.clone())
-                    .map_err(|e| format!("confining the command: {e}"))?;
-            }
+            let mut cmd = match t.confined.as_ref().and_then(|c| c.container.as_ref()) {
+                // The container's own environment and user, in its namespaces.
+                Some((runtime, state)) => runtime.exec_command(state, &t.task_id, &argv),
+                None => {
+                    let mut cmd = tokio::process::Command::new(&argv[0]);
+                    if let Some(c) = &t.confined {
+                        super::process::confine(&mut cmd, &c.record, &c.root, c.run_as.clone())
+                            .map_err(|e| format!("confining the command: {e}"))?;
+                    }
+                    cmd.args(&argv[1..]).env_clear().envs(&t.env);
+                    cmd
+                }
+            };
             let status = cmd
-                .args(&argv[1..])
-                .env_clear()
-                .envs(&t.env)
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())

@@ -3,7 +3,8 @@
 //!
 //! - the statuses it publishes in gossip are [`crate::facts::launched`], read by DNS and the
 //!   load balancer too.
-//! - [`confine`]: what a task may see and do: its user, namespaces and mounts.
+//! - [`confine`]: what a task may see and do: its user, namespaces and mounts;
+//!   [`container`]: the same for a task in a container image, through runc.
 //! - [`process`]: one task's sandbox, namespace, cgroup, environment, start and stop;
 //!   [`fetch`]: what is downloaded into the sandbox first.
 //! - [`guard`]: keeps tasks from the control plane (eBPF on the tasks' cgroup).
@@ -11,6 +12,7 @@
 //! - [`service`]: the loop that follows the scheduler's assignments.
 
 pub mod confine;
+pub mod container;
 pub mod fetch;
 pub mod guard;
 pub mod health;

@@ -266,6 +266,10 @@ pub fn spawn(
         .process_group(0)
         .kill_on_drop(false);
     confine(&mut cmd, record, root, run_as)?;
+    start(cmd)
+}
+
+fn start(mut cmd: tokio::process::Command) -> Result<Started, LaunchError> {
     let child = cmd.spawn().map_err(LaunchError::Spawn)?;
     let pid = child
         .id()
@@ -275,6 +279,28 @@ pub fn spawn(
         pid,
         pid_start: process_start(pid),
     })
+}
+
+/// Starts a container task's runtime process (`runc run`, which confines the container
+/// itself): output appended to the sandbox's `stdout` and `stderr`, in its own process group,
+/// so that signals to the group reach runc, which passes them on to the container.
+pub fn spawn_runtime(
+    record: &Record,
+    root: &Path,
+    mut cmd: tokio::process::Command,
+) -> Result<Started, LaunchError> {
+    let dir = sandbox(root, &record.assignment.task_id);
+    let stdout = append(&dir.join("stdout"))?;
+    let stderr = append(&dir.join("stderr"))?;
+    cmd.env_clear()
+        .env("PATH", TASK_PATH)
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0)
+        .kill_on_drop(false);
+    start(cmd)
 }
 
 /// A `pre_exec` hook that moves the new process into `cgroup` before it execs. It makes only

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::confine::RunAs;
+use super::container;
 use super::guard::Keeper;
 use super::health::{self, Confined, Outcome, Target, Tracker, Verdict};
 use super::process::{self, Record};
@@ -314,7 +315,6 @@ impl Launcher {
     ) -> Result<(), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let a = local.record.assignment.clone();
-        let run_as = RunAs::lookup(local.record.user.as_deref().unwrap_or("root"))?;
         match &a.app.network {
             Network::Host => local.record.ip = Some(self.host),
             Network::Container(name) => {
@@ -341,15 +341,16 @@ impl Launcher {
         }
         // Saved before the process exists: a crash now still leaves the namespace findable.
         process::save(&self.root, &local.record).map_err(|e| e.to_string())?;
-        if !a.app.fetch.is_empty() {
-            let (fetch, sandbox, user) = (a.app.fetch.clone(), dir.to_path_buf(), run_as.clone());
-            tokio::task::spawn_blocking(move || super::fetch::all(&fetch, &sandbox, &user))
-                .await
-                .map_err(|e| format!("fetching: {e}"))??;
-        }
-        let env = process::environment(&a, &self.host.to_string(), dir, &run_as.name);
-        let started =
-            process::spawn(&local.record, &env, &self.root, run_as).map_err(|e| e.to_string())?;
+        let started = match &a.app.image {
+            Some(image) => self.start_container(local, image, dir).await?,
+            None => {
+                let run_as = RunAs::lookup(local.record.user.as_deref().unwrap_or("root"))?;
+                fetch(&a, dir, &run_as).await?;
+                let env = process::environment(&a, &self.host.to_string(), dir, &run_as.name);
+                process::spawn(&local.record, &env, &self.root, run_as)
+                    .map_err(|e| e.to_string())?
+            }
+        };
         local.record.pid = Some(started.pid);
         local.record.pid_start = started.pid_start;
         local.record.started_ms = Some(crate::unix_ms());
@@ -375,6 +376,100 @@ impl Launcher {
         Ok(())
     }
 
+    /// Prepares a container task's bundle from its image and starts runc on it.
+    async fn start_container(
+        &self,
+        local: &mut Local,
+        image: &crate::app::Image,
+        dir: &std::path::Path,
+    ) -> Result<process::Started, String> {
+        let runtime = self.settings.containers.as_ref().ok_or_else(|| {
+            "this agent runs no container apps: runc or podman is missing, or \
+             launcher.containers is false"
+                .to_owned()
+        })?;
+        let a = local.record.assignment.clone();
+        let state = super::confine::hidden_dir(&self.root);
+        let bundle = container::bundle_dir(&state, &a.task_id);
+        let (image_id, config) = runtime
+            .inspect(&image.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let rootfs = runtime
+            .prepare(&bundle, &image_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let read = |path: &str| std::fs::read_to_string(rootfs.join(path)).unwrap_or_default();
+        // The app's user, else the image's, else the launcher's default.
+        let user_name = a
+            .app
+            .user
+            .clone()
+            .or_else(|| config.user.clone().filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| self.settings.default_user.clone());
+        let user = container::resolve_user(&user_name, &read("etc/passwd"), &read("etc/group"))
+            .map_err(|e| format!("{e}; change the app's `user`"))?;
+        local.record.user = Some(user_name.clone());
+        process::save(&self.root, &local.record).map_err(|e| e.to_string())?;
+        let run_as = RunAs {
+            name: user_name.clone(),
+            uid: user.uid,
+            gid: user.gid,
+            groups: user.groups.clone(),
+        };
+        fetch(&a, dir, &run_as).await?;
+        super::confine::hand_over(dir, &run_as)
+            .map_err(|e| format!("handing the sandbox over to {user_name:?}: {e}"))?;
+        let env = process::environment(&a, &self.host.to_string(), dir, &user_name);
+        // The namespace's own resolv.conf and hosts where the overlay wrote them.
+        let files = ["resolv.conf", "hosts"]
+            .into_iter()
+            .zip(["/etc/resolv.conf", "/etc/hosts"])
+            .map(|(name, target)| {
+                let own = local
+                    .record
+                    .netns
+                    .as_ref()
+                    .map(|ns| std::path::Path::new("/etc/netns").join(ns).join(name))
+                    .filter(|p| p.is_file());
+                (
+                    own.unwrap_or_else(|| std::path::Path::new("/etc").join(name)),
+                    target,
+                )
+            })
+            .filter(|(source, _)| source.is_file())
+            .collect();
+        let cgroup = match (&local.record.cgroup, &self.settings.cgroup2_mount) {
+            (Some(cgroup), Some(mount)) => container::cgroups_path(cgroup, mount),
+            _ => None,
+        };
+        let inputs = container::SpecInputs {
+            argv: container::argv(&config, &a.app.command)?,
+            env: container::environment(&config, &env, &a.app.env),
+            user,
+            cwd: config
+                .working_dir
+                .clone()
+                .filter(|w| w.starts_with('/'))
+                .unwrap_or_else(|| crate::app::CONTAINER_SANDBOX.to_owned()),
+            netns: local
+                .record
+                .netns
+                .as_ref()
+                .map(|ns| std::path::Path::new("/run/netns").join(ns)),
+            cgroup,
+            sandbox: dir,
+            files,
+            image,
+            mem_mb: a.app.mem,
+            hostname: a.app.task_name().chars().take(63).collect(),
+        };
+        container::Runtime::write_spec(&bundle, &container::spec(&inputs))
+            .map_err(|e| e.to_string())?;
+        let run = runtime.run_command(&container::runc_state(&state), &bundle, &a.task_id);
+        process::spawn_runtime(&local.record, &self.root, run).map_err(|e| e.to_string())
+    }
+
     fn start_checks(&self, local: &mut Local) {
         let a = &local.record.assignment;
         if a.app.health_checks.is_empty() && local.ready != Some(false) {
@@ -389,8 +484,20 @@ impl Launcher {
         let Some(ip) = local.record.ip else { return };
         let dir = process::sandbox(&self.root, &a.task_id);
         let user = local.record.user.as_deref().unwrap_or("root");
+        let container = a.app.image.as_ref().and_then(|_| {
+            let state = super::confine::hidden_dir(&self.root);
+            let runtime = self.settings.containers.clone()?;
+            Some((runtime, container::runc_state(&state)))
+        });
         let run_as = match RunAs::lookup(user) {
             Ok(run_as) => run_as,
+            // A container's user may exist only in its image: its checks run in it.
+            Err(_) if container.is_some() => RunAs {
+                name: user.to_owned(),
+                uid: 0,
+                gid: 0,
+                groups: Vec::new(),
+            },
             Err(e) => {
                 warn!(task = %a.task_id, error = %e, "cannot run the task's health checks");
                 return;
@@ -405,6 +512,7 @@ impl Launcher {
                 record: local.record.clone(),
                 root: self.root.clone(),
                 run_as,
+                container,
             }),
         };
         for (i, check) in a.app.health_checks.iter().enumerate() {
@@ -528,9 +636,14 @@ impl Launcher {
         let overlay = self.overlay.clone();
         let tx = self.events_tx.clone();
         let id = task_id.to_owned();
+        let (runtime, state) = (
+            self.settings.containers.clone(),
+            super::confine::hidden_dir(&self.root),
+        );
         tokio::spawn(async move {
             tokio::time::sleep(drain).await;
             process::stop(&record, grace).await;
+            release_container(runtime.as_ref(), &state, &record).await;
             detach(overlay.as_deref(), &record).await;
             let _ = tx.send(Event::Stopped { task_id: id }).await;
         });
@@ -538,6 +651,8 @@ impl Launcher {
 
     /// Releases what an ended task held: its overlay address and namespace, its cgroup.
     async fn cleanup(&self, record: &Record) {
+        let state = super::confine::hidden_dir(&self.root);
+        release_container(self.settings.containers.as_ref(), &state, record).await;
         detach(self.overlay.as_deref(), record).await;
         // The overlay deletes a namespace it recorded making; one made by an attach that was
         // cut short is only in the task's record.
@@ -589,6 +704,42 @@ impl Launcher {
             }
         }
         self.published = wanted;
+    }
+}
+
+/// Downloads the app's `fetch` URIs into the sandbox, owned by `run_as`.
+async fn fetch(a: &Assignment, dir: &std::path::Path, run_as: &RunAs) -> Result<(), String> {
+    if a.app.fetch.is_empty() {
+        return Ok(());
+    }
+    let (fetch, sandbox, user) = (a.app.fetch.clone(), dir.to_path_buf(), run_as.clone());
+    tokio::task::spawn_blocking(move || super::fetch::all(&fetch, &sandbox, &user))
+        .await
+        .map_err(|e| format!("fetching: {e}"))?
+}
+
+/// Releases a container task's bundle, image mount and runc state (nothing for other tasks).
+async fn release_container(
+    runtime: Option<&container::Runtime>,
+    state: &std::path::Path,
+    record: &Record,
+) {
+    if record.assignment.app.image.is_none() {
+        return;
+    }
+    let bundle = container::bundle_dir(state, &record.assignment.task_id);
+    match runtime {
+        Some(runtime) => {
+            runtime
+                .release(
+                    &container::runc_state(state),
+                    &bundle,
+                    &record.assignment.task_id,
+                )
+                .await
+        }
+        // The runtime went away under a running container: free what needs no runtime.
+        None => container::release_mounts(&bundle),
     }
 }
 

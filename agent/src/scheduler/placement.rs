@@ -27,6 +27,8 @@ pub struct Agent {
     pub attributes: BTreeMap<String, String>,
     /// The Mesos role of its resources (`*`, `slave_public`).
     pub role: String,
+    /// Whether it runs container apps (has runc and podman).
+    pub containers: bool,
     pub cpus: f64,
     pub mem: f64,
     pub used_cpus: f64,
@@ -112,6 +114,14 @@ pub fn place(
                 "its resources are for role {:?}, and the app's acceptedResourceRoles are {:?}",
                 agent.role, app.accepted_roles
             ));
+            continue;
+        }
+        if app.image.is_some() && !agent.containers {
+            reject(
+                "it has no container runtime for the app's image (install runc and podman \
+                 there, or run the app on agents that have them)"
+                    .into(),
+            );
             continue;
         }
         if !in_its_region(app, agent, home) {
@@ -263,6 +273,7 @@ mod tests {
             zone: Some(zone.into()),
             attributes: BTreeMap::from([("rack_id".to_owned(), format!("rack-{id}"))]),
             role: "*".into(),
+            containers: true,
             cpus: 4.0,
             mem: 1000.0,
             used_cpus: 0.0,
@@ -411,6 +422,20 @@ mod tests {
         agents[0].role = "slave_public".into();
         let err = place_n(&private, &mut agents, 1).unwrap_err();
         assert!(err.0.contains("acceptedResourceRoles"), "{}", err.0);
+    }
+
+    #[test]
+    fn container_apps_go_only_where_a_runtime_is() {
+        let mut agents = vec![agent("a", "z1"), agent("b", "z1")];
+        agents[0].containers = false;
+        let boxed = app(json!({"container": {"type": "DOCKER", "docker": {"image": "web:1"}}}));
+        assert_eq!(place_n(&boxed, &mut agents.clone(), 2).unwrap(), ["b", "b"]);
+        // Processes still go anywhere.
+        let on = place_n(&app(json!({})), &mut agents.clone(), 2).unwrap();
+        assert_eq!(on.iter().collect::<BTreeSet<_>>().len(), 2, "{on:?}");
+        agents[1].containers = false;
+        let err = place_n(&boxed, &mut agents, 1).unwrap_err();
+        assert!(err.0.contains("no container runtime"), "{}", err.0);
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub const BACKOFF_START_MS: u64 = 1_000;
 pub const BACKOFF_MAX_MS: u64 = 60_000;
 /// A task that has run this long, not failing its health checks, clears its slot's failures.
 pub const BACKOFF_RESET_MS: u64 = 30_000;
+/// A node not live but heard from this recently is restarting (its new incarnation is not
+/// live yet for the failure detector) or flapping, not down: its tasks are waited for at
+/// least this long, whatever the app's `unreachableStrategy`. A restarted agent adopts its
+/// tasks; replacing them at once would stop what it adopts.
+pub const RESTART_GRACE_MS: u64 = 5_000;
 
 /// An assignment, when it was made, and how many tasks of its slot ended before it.
 #[derive(Debug, Clone, PartialEq)]
@@ -198,7 +203,8 @@ pub fn reconcile(
             (Some(app), _)
                 if !world.up.contains(&a.node_id)
                     && world.down_since.get(&a.node_id).is_some_and(|since| {
-                        now.saturating_sub(*since) < u64::from(app.unreachable_secs) * 1000
+                        let wait = (u64::from(app.unreachable_secs) * 1000).max(RESTART_GRACE_MS);
+                        now.saturating_sub(*since) < wait
                     }) =>
             {
                 None
@@ -534,6 +540,7 @@ mod tests {
 
     fn agent(id: &str) -> Agent {
         Agent {
+            containers: false,
             id: id.into(),
             hostname: id.into(),
             region: None,
@@ -717,7 +724,7 @@ mod tests {
             .map(|t| t.assignment.app.id.clone())
             .collect();
         assert_eq!(on_a.len(), 1, "one task per agent: {on_a:?}");
-        // Agent a goes down now: /web waits 60 s, /db is replaced at once.
+        // Agent a goes down now: /web waits 60 s, /db only the restart grace.
         sim.up.remove("a");
         sim.down_since.insert("a".into(), sim.now);
         sim.statuses.retain(|_, (node, _)| node != "a");
@@ -726,6 +733,13 @@ mod tests {
                 .filter(|c| matches!(c, Change::Dropped { .. }))
                 .count()
         };
+        let changes = sim.round();
+        assert_eq!(
+            dropped(&changes),
+            0,
+            "a restarting agent is waited for: {changes:?}"
+        );
+        sim.now += RESTART_GRACE_MS;
         let changes = sim.round();
         let waits = on_a[0] == "/web";
         assert_eq!(dropped(&changes), usize::from(!waits), "{changes:?}");

@@ -317,6 +317,7 @@ pub(super) fn world_parts(view: &Facts, data: &dcnet_consensus::Data) -> Parts {
                 zone: info.zone.clone(),
                 attributes: info.attributes.clone(),
                 role: r.role.clone(),
+                containers: r.containers.is_some(),
                 cpus: r.cpus,
                 mem: r.mem,
                 used_cpus: 0.0,

@@ -166,7 +166,9 @@ fn validate_at(
             )],
         }));
     }
+    // A container's user may be known in its image only (the agent resolves it there first).
     if let Some(user) = &parsed.app.user
+        && parsed.app.image.is_none()
         && nix::unistd::User::from_name(user).ok().flatten().is_none()
     {
         return Err(unprocessable(app::Invalid {
