@@ -6,7 +6,8 @@
 //! - DC/OS's Docker hello-world (the older format: `docker.network: BRIDGE`,
 //!   `docker.portMappings`, no `cmd`) runs on the overlay from the image's own command and
 //!   user, passes HTTP and COMMAND (run inside the container) health checks, and answers
-//!   through its VIP from a client container on node 2;
+//!   through its VIP from a client container on node 2, and at node 2's host ports from
+//!   outside the cluster and from another node;
 //! - what runs is checked in the kernel: the container's processes are in the task's cgroup,
 //!   in the task's network namespace, as uid 1000, with the image as their root;
 //! - an app with `cmd`, `env` and volumes (a read-only host path, a relative one in the
@@ -18,6 +19,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -259,6 +261,35 @@ fn scenario(cluster: &mut Cluster) -> Result<()> {
             other => bail!("a request through the VIP failed: {other:?}"),
         }
     }
+    // Bridge networking: each task's host port on node 2 reaches it, from outside the
+    // cluster and from another node.
+    let tasks: Value = serde_json::from_str(&cluster.get_text(0, "/v2/apps/hello-world/tasks")?)?;
+    let host_ports: BTreeSet<u64> = tasks["tasks"]
+        .as_array()
+        .context("tasks")?
+        .iter()
+        .filter_map(|t| t["ports"][0].as_u64())
+        .collect();
+    assert_eq!(host_ports.len(), 2, "a host port per task: {tasks}");
+    let node2 = cluster.nodes[1].address;
+    let outsider = cluster.add_outsider()?.name().to_owned();
+    for port in &host_ports {
+        let url = format!("http://{node2}:{port}/");
+        let out = Command::new("ip")
+            .args(["netns", "exec", &outsider, "curl", "-s", "-m", "5", &url])
+            .output()?;
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            body, "hello from the image\n",
+            "{url} from outside the cluster"
+        );
+        let out = cluster.curl(0, &["-m", "5", &url])?;
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "hello from the image\n",
+            "{url} from node 1"
+        );
+    }
     let app: Value = serde_json::from_str(&cluster.get_text(0, "/v2/apps/hello-world")?)?;
     assert_eq!(app["app"]["container"]["docker"]["image"], images::BUSYBOX);
     assert_eq!(app["app"]["container"]["type"], "DOCKER");
@@ -370,6 +401,16 @@ fn scenario(cluster: &mut Cluster) -> Result<()> {
             .unwrap_or(0);
         if bundles > 0 {
             bail!("{bundles} bundles left");
+        }
+        let table = Command::new("ip")
+            .args(["netns", "exec", cluster.nodes[1].netns.name()])
+            .args(["nft", "list", "table", "inet", "dcnet_host_ports"])
+            .output()?;
+        if table.status.success() {
+            bail!(
+                "the host-port table is left: {}",
+                String::from_utf8_lossy(&table.stdout)
+            );
         }
         let runc = std::fs::read_dir(cluster.nodes[1].state_dir.join("runc"))
             .map(|d| d.count())

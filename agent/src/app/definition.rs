@@ -502,10 +502,15 @@ pub struct PortSpec {
     pub protocol: PortProtocol,
     pub name: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// On an overlay, `portMappings[].hostPort`: the agent's port forwarded to the container
+    /// port (0: any free one). `None`: none (the task is reached at its own address). Bridge
+    /// networking gives every mapping one, as Marathon does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
 }
 
 /// `tcp`, `udp` or both (`udp,tcp`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PortProtocol {
     Tcp,
@@ -881,13 +886,22 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
                     "apps on a container network declare ports in container.portMappings",
                 );
             }
+            // Marathon's bridge networking forwards a host port to every mapping.
+            let bridge = boxed.bridge
+                || obj
+                    .get("networks")
+                    .and_then(|n| n.get(0))
+                    .and_then(|n| n.get("mode"))
+                    .and_then(Value::as_str)
+                    == Some("container/bridge");
+            let kind = PortsOf::Overlay { bridge };
             match (
                 container.and_then(|c| c.get("portMappings")),
                 boxed.mappings,
             ) {
-                (Some(m), None) => parse_ports(Some(m), "/container/portMappings", true, &mut p),
+                (Some(m), None) => parse_ports(Some(m), "/container/portMappings", kind, &mut p),
                 (None, Some(m)) => {
-                    parse_ports(Some(m), "/container/docker/portMappings", true, &mut p)
+                    parse_ports(Some(m), "/container/docker/portMappings", kind, &mut p)
                 }
                 (None, None) => Vec::new(),
                 (Some(_), Some(_)) => {
@@ -907,10 +921,12 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
                 );
             }
             match (obj.get("portDefinitions"), obj.get("ports")) {
-                (Some(defs), _) => parse_ports(Some(defs), "/portDefinitions", false, &mut p),
+                (Some(defs), _) => {
+                    parse_ports(Some(defs), "/portDefinitions", PortsOf::Host, &mut p)
+                }
                 (None, Some(Value::Array(numbers))) => {
                     let defs: Vec<Value> = numbers.iter().map(|n| json!({"port": n})).collect();
-                    parse_ports(Some(&Value::Array(defs)), "/ports", false, &mut p)
+                    parse_ports(Some(&Value::Array(defs)), "/ports", PortsOf::Host, &mut p)
                 }
                 (None, Some(_)) => {
                     p.add("/ports", "expected an array of port numbers");
@@ -1200,6 +1216,8 @@ struct Boxed<'a> {
     image: Option<Image>,
     network: Option<Network>,
     mappings: Option<&'a Value>,
+    /// `docker.network` is `BRIDGE`.
+    bridge: bool,
 }
 
 /// Whether `name` can be an image reference (`[registry/]path[:tag][@digest]`).
@@ -1287,7 +1305,10 @@ fn parse_container<'a>(c: &'a Value, ip_address: Option<&Value>, p: &mut Problem
         out.network = match d.get("network").and_then(Value::as_str) {
             None => None,
             Some("HOST") => Some(Network::Host),
-            Some("BRIDGE") => Some(Network::Container(BRIDGE_OVERLAY.into())),
+            Some("BRIDGE") => {
+                out.bridge = true;
+                Some(Network::Container(BRIDGE_OVERLAY.into()))
+            }
             Some("USER") => Some(Network::Container(
                 ip_address
                     .and_then(|a| a.get("networkName"))
@@ -1449,12 +1470,21 @@ fn parse_unreachable(v: Option<&Value>, p: &mut Problems) -> u32 {
     inactive
 }
 
-fn parse_ports(v: Option<&Value>, path: &str, container: bool, p: &mut Problems) -> Vec<PortSpec> {
+/// Whose ports [`parse_ports`] reads: the host network's (`portDefinitions`) or an overlay's
+/// (`portMappings`, with bridge networking's default host ports).
+#[derive(Clone, Copy)]
+enum PortsOf {
+    Host,
+    Overlay { bridge: bool },
+}
+
+fn parse_ports(v: Option<&Value>, path: &str, of: PortsOf, p: &mut Problems) -> Vec<PortSpec> {
     let Some(v) = v else { return Vec::new() };
     let Some(list) = v.as_array() else {
         p.add(path, "expected an array of port objects");
         return Vec::new();
     };
+    let container = matches!(of, PortsOf::Overlay { .. });
     let number_key = if container { "containerPort" } else { "port" };
     let mut out = Vec::new();
     for (i, entry) in list.iter().enumerate() {
@@ -1476,20 +1506,27 @@ fn parse_ports(v: Option<&Value>, path: &str, container: bool, p: &mut Problems)
                 }
             },
         };
-        if container {
+        let mut host_port = None;
+        if let PortsOf::Overlay { bridge } = of {
             if number == 0 {
                 p.add(
                     &format!("{at}/containerPort"),
                     "is required on an overlay: the port the task listens on",
                 );
             }
-            if obj.get("hostPort").and_then(Value::as_u64).unwrap_or(0) != 0 {
-                p.add(
-                    &format!("{at}/hostPort"),
-                    "host port mappings are not supported on an overlay: reach the task at \
-                     its own address or through a VIP label",
-                );
-            }
+            host_port = match obj.get("hostPort") {
+                None | Some(Value::Null) => bridge.then_some(0),
+                Some(n) => match n.as_u64().and_then(|n| u16::try_from(n).ok()) {
+                    Some(n) => Some(n),
+                    None => {
+                        p.add(
+                            &format!("{at}/hostPort"),
+                            "expected a port number from 0 (any free one) to 65535",
+                        );
+                        None
+                    }
+                },
+            };
         }
         let protocol = match obj.get("protocol").and_then(Value::as_str) {
             None | Some("tcp") => PortProtocol::Tcp,
@@ -1526,6 +1563,7 @@ fn parse_ports(v: Option<&Value>, path: &str, container: bool, p: &mut Problems)
             protocol,
             name,
             labels,
+            host_port,
         });
     }
     out
@@ -1540,7 +1578,16 @@ fn check_unique_ports(
 ) {
     let fixed = matches!(network, Some(Network::Container(_))) || require_ports;
     let mut seen = BTreeMap::new();
+    let mut seen_host = BTreeMap::new();
     for (i, port) in ports.iter().enumerate() {
+        if let Some(h) = port.host_port.filter(|h| *h != 0)
+            && seen_host.insert(h, i).is_some()
+        {
+            p.add(
+                &format!("{path}/{i}/hostPort"),
+                format!("host port {h} is mapped twice"),
+            );
+        }
         if fixed && port.number != 0 && seen.insert(port.number, i).is_some() {
             p.add(
                 &format!("{path}/{i}"),
@@ -1797,6 +1844,9 @@ impl App {
                 o.insert("name".into(), json!(n));
             }
             o.insert("labels".into(), json!(p.labels));
+            if let Some(host_port) = p.host_port {
+                o.insert("hostPort".into(), json!(host_port));
+            }
             Value::Object(o)
         };
         match &self.network {
@@ -2230,10 +2280,16 @@ mod tests {
         assert!(has(&e, "/container/type", "DOCKER"), "{e:?}");
         let e = errors(json!({
             "id": "/x", "cmd": "x", "networks": [{"mode": "container", "name": "dcos"}],
-            "container": {"portMappings": [{"containerPort": 80, "hostPort": 8080}]}
+            "container": {"portMappings": [{"containerPort": 80, "hostPort": 8080},
+                                           {"containerPort": 81, "hostPort": 8080},
+                                           {"containerPort": 82, "hostPort": -1}]}
         }));
         assert!(
-            has(&e, "/container/portMappings/0/hostPort", "not supported"),
+            has(&e, "/container/portMappings/1/hostPort", "mapped twice"),
+            "{e:?}"
+        );
+        assert!(
+            has(&e, "/container/portMappings/2/hostPort", "0 (any free one)"),
             "{e:?}"
         );
         let e = errors(json!({
@@ -2266,6 +2322,7 @@ mod tests {
             ("localhost/hello:1", ContainerKind::Docker)
         );
         assert_eq!(app.ports[0].number, 80);
+        assert_eq!(app.ports[0].host_port, Some(0), "any free host port");
         assert_eq!(app.ports[0].labels["VIP_0"], "/hello:80");
         let back = app.to_marathon();
         assert!(
@@ -2284,6 +2341,11 @@ mod tests {
                                       {"containerPath": "/etc/db", "hostPath": "/etc/db", "mode": "RO"}]}
         }));
         assert_eq!(app.network, Network::Container(BRIDGE_OVERLAY.into()));
+        assert_eq!(
+            app.ports[0].host_port,
+            Some(0),
+            "bridge: a host port by default"
+        );
         let image = app.image.clone().unwrap();
         assert_eq!(image.kind, ContainerKind::Mesos);
         assert_eq!(
@@ -2313,6 +2375,21 @@ mod tests {
             "docker": {"image": "a", "network": "USER"}, },
             "ipAddress": {"networkName": "blue"}}));
         assert_eq!(user.network, Network::Container("blue".into()));
+        let fixed = ok(
+            json!({"id": "/f", "cmd": "x", "networks": [{"mode": "container", "name": "dcos"}],
+            "container": {"portMappings": [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 81}]}}),
+        );
+        assert_eq!(
+            fixed.ports.iter().map(|p| p.host_port).collect::<Vec<_>>(),
+            [Some(8080), None],
+            "on a named overlay only what asks for a host port gets one"
+        );
+        assert_eq!(
+            parse(&fixed.to_marathon(), None, "2026-11-23T00:00:00Z")
+                .unwrap()
+                .app,
+            fixed
+        );
         let host = ok(
             json!({"id": "/h", "cmd": "x", "container": {"type": "DOCKER",
             "docker": {"image": "a", "network": "HOST"}}}),

@@ -143,6 +143,7 @@ pub(crate) mod tests_support {
                 protocol: PortProtocol::Tcp,
                 name: Some("http".into()),
                 labels: BTreeMap::from([("VIP_0".into(), "/web:80".into())]),
+                host_port: None,
             }],
             host_ports: vec![],
             cpus: 0.1,

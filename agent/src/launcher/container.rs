@@ -72,7 +72,8 @@ const PROGRAM_DIRS: &[&str] = &[
     "/bin",
 ];
 
-fn find_program(name: &str) -> Option<PathBuf> {
+/// Finds `name` on `PATH` or in the usual directories.
+pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(PROGRAM_DIRS.iter().map(PathBuf::from))

@@ -7,7 +7,8 @@
 //!   [`container`]: the same for a task in a container image, through runc.
 //! - [`process`]: one task's sandbox, namespace, cgroup, environment, start and stop;
 //!   [`fetch`]: what is downloaded into the sandbox first.
-//! - [`guard`]: keeps tasks from the control plane (eBPF on the tasks' cgroup).
+//! - [`guard`]: keeps tasks from the control plane (eBPF on the tasks' cgroup);
+//!   [`host_ports`]: forwards the agent's ports to overlay tasks that map them (nftables).
 //! - [`health`]: TCP, HTTP(S) and COMMAND checks, and what their results add up to.
 //! - [`service`]: the loop that follows the scheduler's assignments.
 
@@ -16,6 +17,7 @@ pub mod container;
 pub mod fetch;
 pub mod guard;
 pub mod health;
+pub mod host_ports;
 pub mod process;
 pub mod service;
 

@@ -21,6 +21,7 @@ use super::confine::RunAs;
 use super::container;
 use super::guard::Keeper;
 use super::health::{self, Confined, Outcome, Target, Tracker, Verdict};
+use super::host_ports;
 use super::process::{self, Record};
 use crate::app::{Network, task_ports};
 use crate::config::LauncherSettings;
@@ -74,6 +75,8 @@ pub fn start(
         health_tx,
         guard,
         term: 0,
+        nft: container::find_program("nft"),
+        host_ports: None,
     };
     let stop = services.stopping(Stage::Control);
     services.spawn(
@@ -134,6 +137,10 @@ struct Launcher {
     guard: Option<Keeper>,
     /// The highest scheduler term followed.
     term: u64,
+    /// `nft`, for host ports of overlay tasks; `None` where nftables is not installed.
+    nft: Option<PathBuf>,
+    /// The host-port table last applied (`None`: not yet since start).
+    host_ports: Option<String>,
 }
 
 impl Launcher {
@@ -153,6 +160,7 @@ impl Launcher {
                 guard.follow(&view);
             }
             self.follow(&view).await;
+            self.sync_host_ports().await;
             self.publish().await;
             tokio::select! {
                 changed = facts.changed() => if changed.is_err() { break },
@@ -315,6 +323,16 @@ impl Launcher {
     ) -> Result<(), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let a = local.record.assignment.clone();
+        if self.nft.is_none()
+            && a.host_ports.iter().any(|p| *p != 0)
+            && a.app.network != Network::Host
+        {
+            return Err(
+                "the app maps host ports, which need nftables' nft on this agent \
+                        (apt-get install nftables)"
+                    .into(),
+            );
+        }
         match &a.app.network {
             Network::Host => local.record.ip = Some(self.host),
             Network::Container(name) => {
@@ -647,6 +665,46 @@ impl Launcher {
             detach(overlay.as_deref(), &record).await;
             let _ = tx.send(Event::Stopped { task_id: id }).await;
         });
+    }
+
+    /// Makes the host-port table forward exactly the host ports of the live overlay tasks.
+    async fn sync_host_ports(&mut self) {
+        let mut forwards: Vec<host_ports::Forward> = self
+            .tasks
+            .values()
+            .filter(|l| {
+                matches!(
+                    l.state,
+                    TaskState::TaskStaging | TaskState::TaskRunning | TaskState::TaskKilling
+                )
+            })
+            .flat_map(|l| host_ports::forwards(&l.record))
+            .collect();
+        forwards.sort();
+        let script = host_ports::ruleset(self.host, &forwards);
+        if self.host_ports.as_ref() == Some(&script) {
+            return;
+        }
+        let Some(nft) = &self.nft else {
+            // Nothing to forward and no nftables: no table can exist.
+            if forwards.is_empty() {
+                self.host_ports = Some(script);
+            }
+            return;
+        };
+        match host_ports::apply(nft, &script).await {
+            Ok(()) => {
+                info!(
+                    forwards = forwards.len(),
+                    "host ports forwarded to overlay tasks"
+                );
+                self.host_ports = Some(script);
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot update the host-port table; trying again at the next change or second");
+                self.host_ports = None;
+            }
+        }
     }
 
     /// Releases what an ended task held: its overlay address and namespace, its cgroup.

@@ -128,7 +128,7 @@ pub fn task_events(
                     "message": s.message.clone().unwrap_or_default(),
                     "appId": s.app_id,
                     "host": host(node),
-                    "ports": s.host_ports,
+                    "ports": s.host_ports.iter().filter(|p| **p != 0).collect::<Vec<_>>(),
                     "ipAddresses": ips,
                     "version": s.version,
                 }),

@@ -42,7 +42,9 @@ impl Agent {
     pub fn hold(&mut self, app: &App, host_ports: &[u16]) {
         self.used_cpus += app.cpus;
         self.used_mem += app.mem;
-        self.used_ports.extend(host_ports);
+        // 0: an overlay port with no host port.
+        self.used_ports
+            .extend(host_ports.iter().copied().filter(|p| *p != 0));
     }
 
     /// Gives back what [`Agent::hold`] counted.
@@ -231,16 +233,32 @@ pub fn place(
     }
 }
 
-/// The host ports a task of `app` gets on `agent`, or `None` if they are not free.
+/// The host ports a task of `app` gets on `agent`, one per port, or `None` if they are not
+/// free. On an overlay only mappings with a `hostPort` get one (0 for the others), and a task
+/// with none gets an empty list.
 fn host_ports(app: &App, agent: &Agent) -> Option<Vec<u16>> {
-    if !matches!(app.network, Network::Host) {
+    let overlay = !matches!(app.network, Network::Host);
+    if overlay && app.ports.iter().all(|p| p.host_port.is_none()) {
         return Some(Vec::new());
     }
     let mut taken = agent.used_ports.clone();
     let mut out = Vec::with_capacity(app.ports.len());
     for port in &app.ports {
-        let chosen = if app.require_ports && port.number != 0 {
-            (!taken.contains(&port.number)).then_some(port.number)?
+        let fixed = if overlay {
+            match port.host_port {
+                None => {
+                    out.push(0);
+                    continue;
+                }
+                Some(h) => h,
+            }
+        } else if app.require_ports {
+            port.number
+        } else {
+            0
+        };
+        let chosen = if fixed != 0 {
+            (!taken.contains(&fixed)).then_some(fixed)?
         } else {
             HOST_PORT_RANGE.clone().find(|p| !taken.contains(p))?
         };
@@ -422,6 +440,29 @@ mod tests {
         agents[0].role = "slave_public".into();
         let err = place_n(&private, &mut agents, 1).unwrap_err();
         assert!(err.0.contains("acceptedResourceRoles"), "{}", err.0);
+    }
+
+    #[test]
+    fn overlay_mappings_get_the_host_ports_they_ask_for() {
+        let mut agents = vec![agent("a", "z1")];
+        let a = app(json!({"networks": [{"mode": "container", "name": "dcos"}],
+            "container": {"portMappings": [{"containerPort": 80, "hostPort": 0},
+                                           {"containerPort": 81},
+                                           {"containerPort": 82, "hostPort": 8082}]}}));
+        let p = place(&a, &agents, &[], None).unwrap();
+        assert_eq!(p.host_ports, [31000, 0, 8082]);
+        agents[0].hold(&a, &p.host_ports);
+        assert!(!agents[0].used_ports.contains(&0));
+        let err = place(&a, &agents, &["a"], None).unwrap_err();
+        assert!(err.0.contains("host ports are taken"), "{}", err.0);
+        let none = app(json!({"networks": [{"mode": "container", "name": "dcos"}],
+            "container": {"portMappings": [{"containerPort": 80}]}}));
+        assert!(
+            place(&none, &agents, &[], None)
+                .unwrap()
+                .host_ports
+                .is_empty()
+        );
     }
 
     #[test]

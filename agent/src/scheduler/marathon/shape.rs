@@ -92,9 +92,10 @@ pub fn task(v: &TaskView<'_>) -> Value {
         .into_iter()
         .collect();
     o.insert("ipAddresses".into(), json!(ips));
-    // Host ports on the host network; a task on an overlay is reached at its own address
-    // and container ports, and has none (as with Marathon's container networks).
-    o.insert("ports".into(), json!(a.host_ports));
+    // Host ports: all of a task's on the host network; on an overlay those its mappings
+    // asked for (bridge networking: all), as Marathon lists them.
+    let host_ports: Vec<u16> = a.host_ports.iter().copied().filter(|p| *p != 0).collect();
+    o.insert("ports".into(), json!(host_ports));
     o.insert("servicePorts".into(), json!(service_ports(&a.app)));
     o.insert("stagedAt".into(), json!(iso_ms(v.tracked.created_ms)));
     o.insert(
