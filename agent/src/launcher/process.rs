@@ -251,25 +251,46 @@ pub fn spawn(
     run_as: RunAs,
 ) -> Result<Started, LaunchError> {
     let dir = sandbox(root, &record.assignment.task_id);
-    let stdout = append(&dir.join("stdout"))?;
-    let stderr = append(&dir.join("stderr"))?;
-    super::confine::hand_over(&dir, &run_as).map_err(io("handing over", &dir))?;
     let argv = argv(&record.assignment.app.command);
     let mut cmd = tokio::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .env_clear()
-        .envs(env)
-        .current_dir(&dir)
+    cmd.args(&argv[1..]).env_clear().envs(env);
+    let owner = run_as.clone();
+    confine(&mut cmd, record, root, run_as)?;
+    start(cmd, &dir, &owner)
+}
+
+/// Starts a container task's runtime process (`runc run`, which confines the container
+/// itself), with `PATH` only: signals to its process group reach runc, which passes them
+/// on to the container.
+pub fn spawn_runtime(
+    record: &Record,
+    root: &Path,
+    mut cmd: tokio::process::Command,
+    owner: &RunAs,
+) -> Result<Started, LaunchError> {
+    cmd.env_clear().env("PATH", TASK_PATH);
+    start(cmd, &sandbox(root, &record.assignment.task_id), owner)
+}
+
+/// Starts `cmd` in `sandbox`, its output appended to the sandbox's `stdout` and `stderr`
+/// (which, with the sandbox, become `owner`'s), in a process group of its own, left running
+/// when the agent goes.
+fn start(
+    mut cmd: tokio::process::Command,
+    sandbox: &Path,
+    owner: &RunAs,
+) -> Result<Started, LaunchError> {
+    let (stdout, stderr) = (
+        append(&sandbox.join("stdout"))?,
+        append(&sandbox.join("stderr"))?,
+    );
+    super::confine::hand_over(sandbox, owner).map_err(io("handing over", sandbox))?;
+    cmd.current_dir(sandbox)
         .stdin(std::process::Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
         .process_group(0)
         .kill_on_drop(false);
-    confine(&mut cmd, record, root, run_as)?;
-    start(cmd)
-}
-
-fn start(mut cmd: tokio::process::Command) -> Result<Started, LaunchError> {
     let child = cmd.spawn().map_err(LaunchError::Spawn)?;
     let pid = child
         .id()
@@ -279,28 +300,6 @@ fn start(mut cmd: tokio::process::Command) -> Result<Started, LaunchError> {
         pid,
         pid_start: process_start(pid),
     })
-}
-
-/// Starts a container task's runtime process (`runc run`, which confines the container
-/// itself): output appended to the sandbox's `stdout` and `stderr`, in its own process group,
-/// so that signals to the group reach runc, which passes them on to the container.
-pub fn spawn_runtime(
-    record: &Record,
-    root: &Path,
-    mut cmd: tokio::process::Command,
-) -> Result<Started, LaunchError> {
-    let dir = sandbox(root, &record.assignment.task_id);
-    let stdout = append(&dir.join("stdout"))?;
-    let stderr = append(&dir.join("stderr"))?;
-    cmd.env_clear()
-        .env("PATH", TASK_PATH)
-        .current_dir(&dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .process_group(0)
-        .kill_on_drop(false);
-    start(cmd)
 }
 
 /// A `pre_exec` hook that moves the new process into `cgroup` before it execs. It makes only

@@ -436,8 +436,6 @@ impl Launcher {
             groups: user.groups.clone(),
         };
         fetch(&a, dir, &run_as).await?;
-        super::confine::hand_over(dir, &run_as)
-            .map_err(|e| format!("handing the sandbox over to {user_name:?}: {e}"))?;
         let env = process::environment(&a, &self.host.to_string(), dir, &user_name);
         // The namespace's own resolv.conf and hosts where the overlay wrote them.
         let files = ["resolv.conf", "hosts"]
@@ -485,7 +483,7 @@ impl Launcher {
         container::Runtime::write_spec(&bundle, &container::spec(&inputs))
             .map_err(|e| e.to_string())?;
         let run = runtime.run_command(&container::runc_state(&state), &bundle, &a.task_id);
-        process::spawn_runtime(&local.record, &self.root, run).map_err(|e| e.to_string())
+        process::spawn_runtime(&local.record, &self.root, run, &run_as).map_err(|e| e.to_string())
     }
 
     fn start_checks(&self, local: &mut Local) {
