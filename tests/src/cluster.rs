@@ -700,6 +700,31 @@ impl Cluster {
         }
         out
     }
+
+    /// Passes `result` on; when it is a failure, first prints the last `lines` of every
+    /// agent's log and the start of every task's stderr (where runc says why a container did
+    /// not start), before teardown removes them.
+    pub fn explain(&self, result: Result<()>, lines: usize) -> Result<()> {
+        if result.is_err() {
+            eprintln!("{}", self.log_tails(lines));
+            for node in &self.nodes {
+                let tasks = fs::read_dir(node.state_dir.join("tasks"));
+                for entry in tasks.into_iter().flatten().flatten() {
+                    let text = fs::read_to_string(entry.path().join("stderr")).unwrap_or_default();
+                    if text.is_empty() {
+                        continue;
+                    }
+                    eprintln!(
+                        "----- {} task {} stderr -----",
+                        node.name,
+                        entry.file_name().to_string_lossy()
+                    );
+                    text.lines().take(12).for_each(|l| eprintln!("{l}"));
+                }
+            }
+        }
+        result
+    }
 }
 
 impl Drop for Cluster {

@@ -184,22 +184,11 @@ fn through_vip(cluster: &Cluster, client: &Container, n: usize) -> Result<BTreeS
     Ok(served)
 }
 
-/// Runs `scenario`; on failure prints the agents' logs before the cluster is torn down.
-fn with_logs(
-    cluster: &mut Cluster,
-    scenario: impl FnOnce(&mut Cluster) -> Result<()>,
-) -> Result<()> {
-    let result = scenario(cluster);
-    if result.is_err() {
-        eprintln!("{}", cluster.log_tails(80));
-    }
-    result
-}
-
 #[test]
 fn apps_run_resolve_balance_survive_failures_and_go_away() -> Result<()> {
     let mut cluster = start_cluster()?;
-    with_logs(&mut cluster, lifecycle)
+    let result = lifecycle(&mut cluster);
+    cluster.explain(result, 80)
 }
 
 fn lifecycle(cluster: &mut Cluster) -> Result<()> {
@@ -387,7 +376,8 @@ fn lifecycle(cluster: &mut Cluster) -> Result<()> {
 #[test]
 fn invalid_apps_and_constraints_are_explained() -> Result<()> {
     let mut cluster = start_cluster()?;
-    with_logs(&mut cluster, constraints)
+    let result = constraints(&mut cluster);
+    cluster.explain(result, 80)
 }
 
 fn constraints(cluster: &mut Cluster) -> Result<()> {

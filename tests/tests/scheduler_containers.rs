@@ -169,31 +169,6 @@ fn container_mounts(cluster: &Cluster) -> Result<Vec<String>> {
         .collect())
 }
 
-fn with_logs(
-    cluster: &mut Cluster,
-    scenario: impl FnOnce(&mut Cluster) -> Result<()>,
-) -> Result<()> {
-    let result = scenario(cluster);
-    if result.is_err() {
-        eprintln!("{}", cluster.log_tails(80));
-        // What the containers (and runc) said.
-        let tasks = cluster.nodes[1].state_dir.join("tasks");
-        for entry in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
-            let stderr = std::fs::read_to_string(entry.path().join("stderr")).unwrap_or_default();
-            let tail: Vec<&str> = stderr
-                .lines()
-                .take(12)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            eprintln!("--- {} stderr:", entry.file_name().to_string_lossy());
-            tail.iter().rev().for_each(|l| eprintln!("{l}"));
-        }
-    }
-    result
-}
-
 #[test]
 fn container_apps_run_from_local_images_confined_and_leave_nothing() -> Result<()> {
     dcnet_tests::cluster::require_root()?;
@@ -201,7 +176,8 @@ fn container_apps_run_from_local_images_confined_and_leave_nothing() -> Result<(
         "container tests need runc, podman and busybox-static (scripts/setup.sh installs them)",
     )?;
     let mut cluster = start_cluster()?;
-    with_logs(&mut cluster, scenario)
+    let result = scenario(&mut cluster);
+    cluster.explain(result, 80)
 }
 
 fn scenario(cluster: &mut Cluster) -> Result<()> {

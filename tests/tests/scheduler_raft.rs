@@ -131,18 +131,11 @@ fn scale(cluster: &Cluster, i: usize, n: u32, within: Duration) -> Result<Durati
     Ok(started.elapsed())
 }
 
-fn with_logs(cluster: &Cluster, result: Result<()>) -> Result<()> {
-    if result.is_err() {
-        eprintln!("{}", cluster.log_tails(50));
-    }
-    result
-}
-
 #[test]
 fn a_killed_leader_is_replaced_within_3_s_and_comes_back_as_a_follower() -> Result<()> {
     let mut cluster = start(&[0, 1, 2], &[])?;
     let result = killed_leader(&mut cluster);
-    with_logs(&cluster, result)
+    cluster.explain(result, 50)
 }
 
 fn killed_leader(cluster: &mut Cluster) -> Result<()> {
@@ -259,7 +252,7 @@ fn standby_call(
 fn a_partitioned_leader_commits_nothing_and_never_doubles_a_task() -> Result<()> {
     let mut cluster = start(&[0, 1, 2], &[])?;
     let result = partitioned_leader(&mut cluster);
-    with_logs(&cluster, result)
+    cluster.explain(result, 50)
 }
 
 /// Drops everything on node `i`'s underlay link (its loopback, hence its own API, stays).
@@ -344,7 +337,7 @@ fn masters_added_and_removed_stop_no_task() -> Result<()> {
     // (node 3 too, left out).
     let cluster = start(&[0], &[1, 2])?;
     let result = membership(&cluster);
-    with_logs(&cluster, result)
+    cluster.explain(result, 50)
 }
 
 fn membership(cluster: &Cluster) -> Result<()> {
@@ -413,7 +406,7 @@ fn membership(cluster: &Cluster) -> Result<()> {
 fn every_master_restarted_at_once_keeps_every_app_and_version() -> Result<()> {
     let mut cluster = start(&[0, 1, 2], &[])?;
     let result = full_restart(&mut cluster);
-    with_logs(&cluster, result)
+    cluster.explain(result, 50)
 }
 
 fn full_restart(cluster: &mut Cluster) -> Result<()> {
@@ -457,7 +450,7 @@ fn full_restart(cluster: &mut Cluster) -> Result<()> {
 fn an_upgrade_half_done_goes_on_under_the_next_leader() -> Result<()> {
     let mut cluster = start(&[0, 1, 2], &[])?;
     let result = upgrade_failover(&mut cluster);
-    with_logs(&cluster, result)
+    cluster.explain(result, 50)
 }
 
 fn upgrade_failover(cluster: &mut Cluster) -> Result<()> {
