@@ -9,6 +9,7 @@ none). The steps are the test's (tests/tests/marathon_api.rs)."""
 
 import collections
 import collections.abc
+import http.server
 import json
 import sys
 import threading
@@ -192,6 +193,36 @@ def main():
         c.scale_app(app_id, delta=1)
         done.wait(30)
         out = seen
+    elif step == "callbacks":
+        # An HTTP callback subscriber on this node (ADDRESS:PORT): subscribes, scales the app
+        # by one, waits for the deployment's success to be posted, and unsubscribes.
+        app_id, address = args
+        received = []
+        done = threading.Event()
+
+        class Receiver(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                event = json.loads(body)
+                received.append({"type": event.get("eventType"), "app": event.get("appId")})
+                if event.get("eventType") == "deployment_success":
+                    done.set()
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_):
+                pass
+
+        server = http.server.ThreadingHTTPServer((address, 0), Receiver)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://{address}:{server.server_address[1]}/marathon-events"
+        subscribed = c.create_event_subscription(url)
+        listed = c.list_event_subscriptions()
+        c.scale_app(app_id, delta=1)
+        done.wait(30)
+        deleted = c.delete_event_subscription(url)
+        out = {"subscribed": subscribed, "listed": listed, "received": received,
+               "deleted": deleted, "after": c.list_event_subscriptions(), "url": url}
     elif step == "group-create":
         group_id, *names = args
         group = MarathonGroup(id=group_id, apps=[

@@ -303,6 +303,31 @@ fn a_marathon_client_library_works_unchanged() -> Result<()> {
     );
     wait_tasks(&cluster, &via_agent, "/pyweb", 3)?;
 
+    // HTTP callback subscribers: the leader posts the bus's events to a listener on node 2.
+    let node2 = cluster.nodes[1].address.to_string();
+    let hooks = via_agent.step(&["callbacks", "/pyweb", &node2])?;
+    let url = str_of(&hooks, "url")?;
+    assert_eq!(
+        hooks["subscribed"]["eventType"], "subscribe_event",
+        "{hooks}"
+    );
+    assert_eq!(hooks["listed"], serde_json::json!([url]), "{hooks}");
+    let posted: Vec<&str> = hooks["received"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    for kind in ["api_post_event", "deployment_info", "deployment_success"] {
+        assert!(posted.contains(&kind), "{kind} posted: {hooks}");
+    }
+    assert_eq!(
+        hooks["deleted"]["eventType"], "unsubscribe_event",
+        "{hooks}"
+    );
+    assert_eq!(hooks["after"], serde_json::json!([]), "{hooks}");
+    wait_tasks(&cluster, &via_agent, "/pyweb", 4)?;
+
     // At the leader over TLS: a batch change of both apps, read back as sent, then the queue.
     let dir = tempfile::tempdir()?;
     let ca = dir.path().join("ca.pem");

@@ -190,6 +190,12 @@ impl SchedulerService {
         };
         services.spawn(Stage::Control, "scheduler API", api);
         services.spawn(Stage::Control, "scheduler", inner.clone().run(facts, stop));
+        let stop_delivery = services.stopping(Stage::Control);
+        services.spawn(
+            Stage::Control,
+            "event subscribers",
+            super::marathon::subscriptions::deliver(inner.clone(), stop_delivery),
+        );
         Ok(Self { inner })
     }
 
@@ -791,6 +797,11 @@ impl Inner {
     /// Sends `event` to the `/v2/events` subscribers (none is fine).
     fn emit(&self, event: events::Event) {
         let _ = self.events.send(Arc::new(event));
+    }
+
+    /// Sends an event made elsewhere (`data` with its `eventType` and `timestamp`).
+    pub(super) fn emit_raw(&self, kind: &'static str, data: serde_json::Value) {
+        self.emit(events::Event { kind, data });
     }
 
     /// The app `id`, or 404.

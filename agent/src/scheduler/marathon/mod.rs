@@ -1,7 +1,8 @@
 //! Marathon's `/v2` REST API, as its clients know it (Marathon 1.x's REST reference): the
 //! shapes in [`shape`], the query parameters in [`query`], the calls on apps in `apps`,
 //! on tasks in `tasks`, on groups in `groups`, on deployments in `deployments`, the
-//! event bus in `events`, on the scheduler itself (`/ping`, `/v2/info`, `/v2/leader`) in
+//! event bus in `events` and its HTTP callback subscribers in `subscriptions`, on the
+//! scheduler itself (`/ping`, `/v2/info`, `/v2/leader`) in
 //! `server`. Reads are answered by any master from what it applied; changes go to the
 //! Raft leader (the scheduler's `forward_changes`).
 
@@ -12,6 +13,7 @@ mod groups;
 pub mod query;
 mod server;
 pub mod shape;
+pub(super) mod subscriptions;
 mod tasks;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,6 +67,12 @@ pub(super) fn routes(inner: Shared) -> Router {
             axum::routing::delete(apps::reset_delay),
         )
         .route("/v2/events", get(events::stream))
+        .route(
+            "/v2/eventSubscriptions",
+            get(subscriptions::list)
+                .post(subscriptions::subscribe)
+                .delete(subscriptions::unsubscribe),
+        )
         .route(
             "/v2/groups",
             get(groups::get_root)
