@@ -169,9 +169,15 @@ async fn nodes(State(s): State<ApiState>) -> axum::Json<Vec<node::Member>> {
     axum::Json(node::members(&s.gossip.view(), SystemTime::now()))
 }
 
-async fn metrics(State(s): State<ApiState>) -> Response {
+async fn metrics(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> Response {
     let mut body = String::new();
+    // Marathon's clients ask for JSON (Marathon's own `/metrics` shape); scrapers for text.
+    let json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/json"));
     match prometheus_client::encoding::text::encode(&mut body, &s.registry) {
+        Ok(()) if json => axum::Json(metrics_json(&body)).into_response(),
         Ok(()) => (
             [(
                 header::CONTENT_TYPE,
@@ -186,6 +192,51 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// The metrics in the shape of Marathon's `/metrics` (Dropwizard's JSON): each Prometheus
+/// sample, named with its labels, under `counters` (`{"count"}`) or `gauges` (`{"value"}`)
+/// by its family's type; histograms' samples are gauges.
+pub fn metrics_json(text: &str) -> serde_json::Value {
+    let mut types: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut counters = serde_json::Map::new();
+    let mut gauges = serde_json::Map::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            if let (Some(name), Some(kind)) = (parts.next(), parts.next()) {
+                types.insert(name, kind);
+            }
+            continue;
+        }
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let family = name.split('{').next().unwrap_or(name);
+        let base = family
+            .strip_suffix("_total")
+            .or_else(|| family.strip_suffix("_created"))
+            .unwrap_or(family);
+        if types.get(base).or_else(|| types.get(family)) == Some(&"counter") {
+            counters.insert(name.to_owned(), serde_json::json!({ "count": value }));
+        } else {
+            gauges.insert(name.to_owned(), serde_json::json!({ "value": value }));
+        }
+    }
+    serde_json::json!({
+        "version": "4.0.0",
+        "gauges": gauges,
+        "counters": counters,
+        "histograms": {},
+        "meters": {},
+        "timers": {},
+    })
 }
 
 #[derive(Serialize)]
@@ -773,4 +824,18 @@ fn with_auth<B>(
 /// The address the API is reachable at, for log lines and the CLI.
 pub fn url(listen: SocketAddr) -> String {
     format!("http://{listen}")
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    #[test]
+    fn prometheus_text_becomes_marathons_json() {
+        let text = "# HELP a_total Sent.\n# TYPE a counter\na_total{peer=\"x\"} 3\n\
+                    # TYPE b gauge\nb 2.5\n# TYPE h histogram\nh_count 4\n# EOF\n";
+        let v = super::metrics_json(text);
+        assert_eq!(v["counters"]["a_total{peer=\"x\"}"]["count"], 3.0);
+        assert_eq!(v["gauges"]["b"]["value"], 2.5);
+        assert_eq!(v["gauges"]["h_count"]["value"], 4.0);
+        assert_eq!(v["version"], "4.0.0");
+    }
 }

@@ -86,6 +86,9 @@ def main():
             "leader": c.get_leader()["leader"],
             "info_leader": info.leader,
         }
+    elif step == "metrics":
+        m = c.get_metrics()
+        out = {"keys": sorted(m.keys()), "counters": len(m["counters"]), "gauges": len(m["gauges"])}
     elif step == "create":
         app_id, cmd, instances, label = args
         app = MarathonApp(

@@ -107,6 +107,21 @@ fn a_marathon_client_library_works_unchanged() -> Result<()> {
     assert_eq!(server["ping"], "pong", "{server}");
     assert_eq!(server["leader"], server["info_leader"], "{server}");
     let leader = str_of(&server, "leader")?.to_owned();
+    // The agent's metrics in Marathon's JSON shape (Prometheus text for scrapers).
+    let metrics = via_agent.step(&["metrics"])?;
+    assert_eq!(
+        metrics["keys"],
+        serde_json::json!([
+            "counters",
+            "gauges",
+            "histograms",
+            "meters",
+            "timers",
+            "version"
+        ]),
+        "{metrics}"
+    );
+    assert!(metrics["counters"].as_u64().unwrap_or(0) > 0, "{metrics}");
 
     // Create: the answer parses as an app with its deployment; tasks start on the agents.
     let created = via_agent.step(&["create", "/pyweb", "exec sleep 1001", "2", "web"])?;
