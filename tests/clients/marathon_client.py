@@ -232,6 +232,15 @@ def main():
             MarathonApp(id=n, cmd=f"exec sleep 100{i}", instances=1, cpus=0.01, mem=8)
             for i, n in enumerate(names)])
         out = c.create_group(group)
+    elif step == "group-rollback":
+        # Changes one app of the group, lists the group's versions (the library has no call
+        # for the list: the raw request, with its session), and rolls the group back to the
+        # oldest with the library's rollback_group.
+        group_id, app_id = args
+        c.update_app(app_id, MarathonApp(cmd="exec sleep 1999"))
+        versions = c._do_request("GET", f"/v2/groups{group_id}/versions").json()
+        rolled = c.rollback_group(group_id, versions[-1])
+        out = {"versions": versions, "rolled": rolled, "cmd": c.get_app(app_id).cmd}
     elif step == "create-public":
         app = MarathonApp(cmd="exec sleep 1000", instances=2, cpus=0.01, mem=8,
                           accepted_resource_roles=["slave_public"])

@@ -373,6 +373,26 @@ fn a_marathon_client_library_works_unchanged() -> Result<()> {
         serde_json::json!(["/pygroup"]),
         "{group}"
     );
+    // Group versions: a change of one app is a new version of the group; rolling the group
+    // back to its first version puts that app's definition of then back.
+    let rolled = via_agent.step(&["group-rollback", "/pygroup", "/pygroup/b"])?;
+    assert_eq!(
+        rolled["versions"].as_array().map(Vec::len),
+        Some(2),
+        "{rolled}"
+    );
+    assert!(rolled["rolled"]["deploymentId"].is_string(), "{rolled}");
+    assert_eq!(
+        rolled["cmd"], "exec sleep 1001",
+        "b's first definition: {rolled}"
+    );
+    wait_until("b's rolled back task", Duration::from_secs(30), || {
+        let app = via_agent.step(&["app", "/pygroup/b"])?;
+        Ok(
+            (app["tasks_running"] == 1 && app["deployments"] == serde_json::json!([]))
+                .then_some(()),
+        )
+    })?;
     via_agent.step(&["group-scale", "/pygroup", "2"])?;
     wait_tasks(&cluster, &via_agent, "/pygroup/a", 2)?;
     wait_tasks(&cluster, &via_agent, "/pygroup/b", 2)?;

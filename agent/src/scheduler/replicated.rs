@@ -96,6 +96,25 @@ pub fn versions(data: &Data, id: &str) -> Vec<String> {
     out
 }
 
+/// Every kept version of every app whose id is under the prefix `ids` (an id prefix without
+/// its leading `/`, ending in `/`; empty for all): app id → its versions, oldest first.
+pub fn versions_under(data: &Data, ids: &str) -> BTreeMap<String, Vec<String>> {
+    let prefix = format!("{VERSION_PREFIX}{ids}");
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (key, _) in data.prefixed(&prefix) {
+        // `versions/<id without its leading slash>/<version>`; versions hold no slash.
+        if let Some((id, version)) = key[VERSION_PREFIX.len()..].rsplit_once('/') {
+            out.entry(format!("/{id}"))
+                .or_default()
+                .push(version.to_owned());
+        }
+    }
+    for list in out.values_mut() {
+        list.sort();
+    }
+    out
+}
+
 /// The deployments under way in `data`, by their key.
 pub fn deployments(data: &Data) -> BTreeMap<String, super::deployments::Deployment> {
     data.prefixed(super::deployments::PREFIX)

@@ -2,7 +2,11 @@
 //! dcnet keeps no group objects: a group is there while an app is under it, and `/` always.
 //! `GET` shows the tree; `POST` creates a group's apps (ids relative to it) in one commit;
 //! `PUT` changes or creates them, or scales every app under the group (`{"scaleBy": f}`);
-//! `DELETE` removes every app under it.
+//! `DELETE` removes every app under it. A group's versions are those of the apps under it:
+//! `GET .../versions` lists them, `GET .../versions/{v}` shows the group as it was at v
+//! (each app at its latest version by then), and `PUT` with `{"version": v}` (or `PUT
+//! .../versions/{v}`, as marathon-python sends it) puts it back so: apps of then at their
+//! definition of then (their instance counts of now), apps added since removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,6 +18,7 @@ use tracing::info;
 
 use super::{Answer, Shared, deployment, now_version, parse_body, read, refusal, require_leader};
 use crate::app::{self, App};
+use crate::scheduler::replicated;
 
 /// Whether `id` is `group` or under it.
 fn under(id: &str, group: &str) -> bool {
@@ -126,6 +131,62 @@ fn join(group: &str, name: &str) -> String {
     }
 }
 
+/// What a `/v2/groups/{path}` names: a group, its versions, or one of them.
+enum Target {
+    Group(String),
+    Versions(String),
+    Version(String, String),
+}
+
+fn target(path: &str) -> Target {
+    let path = path.trim_matches('/');
+    if let Some(group) = path
+        .strip_suffix("versions")
+        .filter(|g| g.is_empty() || g.ends_with('/'))
+    {
+        return Target::Versions(group_id(Some(group)));
+    }
+    match path
+        .rsplit_once("/versions/")
+        .or_else(|| path.strip_prefix("versions/").map(|v| ("", v)))
+    {
+        Some((group, version)) if !version.is_empty() && !version.contains('/') => {
+            Target::Version(group_id(Some(group)), version.to_owned())
+        }
+        _ => Target::Group(group_id(Some(path))),
+    }
+}
+
+/// The apps under `group` as they were at `version`: each at its latest version by then
+/// (none if it did not exist yet).
+fn apps_at(data: &dcnet_consensus::Data, group: &str, version: &str) -> BTreeMap<String, App> {
+    let ids = match group {
+        "/" => String::new(),
+        g => format!("{}/", g.trim_start_matches('/')),
+    };
+    replicated::versions_under(data, &ids)
+        .into_iter()
+        .filter_map(|(id, versions)| {
+            let then = versions.iter().rfind(|v| v.as_str() <= version)?;
+            let app = replicated::version(data, &id, then)?;
+            Some((id, app))
+        })
+        .collect()
+}
+
+/// The versions of the apps under `group`, newest first.
+fn group_versions(data: &dcnet_consensus::Data, group: &str) -> Vec<String> {
+    let ids = match group {
+        "/" => String::new(),
+        g => format!("{}/", g.trim_start_matches('/')),
+    };
+    let all: BTreeSet<String> = replicated::versions_under(data, &ids)
+        .into_values()
+        .flatten()
+        .collect();
+    all.into_iter().rev().collect()
+}
+
 fn group_id(path: Option<&str>) -> String {
     match path.map(|p| p.trim_matches('/')) {
         None | Some("") => "/".to_owned(),
@@ -139,16 +200,73 @@ pub(super) async fn get_root(State(s): State<Shared>) -> Answer {
 }
 
 pub(super) async fn get_path(State(s): State<Shared>, Path(path): Path<String>) -> Answer {
-    get(&s, &group_id(Some(&path)))
+    match target(&path) {
+        Target::Group(id) => get(&s, &id),
+        Target::Versions(id) => {
+            let versions = group_versions(&s.consensus().data().borrow(), &id);
+            if versions.is_empty() {
+                return Err(missing(&id));
+            }
+            read(&s, json!(versions))
+        }
+        Target::Version(id, version) => {
+            let apps = apps_at(&s.consensus().data().borrow(), &id, &version);
+            let mut group = tree(&apps, &id)
+                .filter(|_| !apps.is_empty())
+                .ok_or_else(|| {
+                    refusal(
+                        StatusCode::NOT_FOUND,
+                        format!("Group '{id}' has no version {version}; GET /v2/groups{id}/versions lists them"),
+                    )
+                })?;
+            group["version"] = json!(version);
+            read(&s, group)
+        }
+    }
+}
+
+fn missing(id: &str) -> super::Refusal {
+    refusal(
+        StatusCode::NOT_FOUND,
+        format!("Group '{id}' does not exist (no app is under it)"),
+    )
+}
+
+/// Puts the apps under `id` back as they were at `version`.
+async fn roll_back(s: &Shared, id: &str, version: &str) -> Answer {
+    let then = apps_at(&s.consensus().data().borrow(), id, version);
+    if then.is_empty() {
+        return Err(refusal(
+            StatusCode::NOT_FOUND,
+            format!(
+                "Group '{id}' has no version {version}; GET /v2/groups{id}/versions lists them"
+            ),
+        ));
+    }
+    let now = now_version();
+    let ((), deployment_id) = s
+        .change_apps(|apps| {
+            apps.retain(|app_id, _| !under(app_id, id) || then.contains_key(app_id));
+            for (app_id, old) in &then {
+                let instances = apps.get(app_id).map_or(old.instances, |a| a.instances);
+                apps.insert(
+                    app_id.clone(),
+                    App {
+                        instances,
+                        scaled_at: None,
+                        ..old.clone()
+                    },
+                );
+            }
+            Ok(())
+        })
+        .await?;
+    info!(group = %id, %version, "group rolled back");
+    Ok(axum::Json(deployment(&now, &deployment_id)).into_response())
 }
 
 fn get(s: &Shared, id: &str) -> Answer {
-    let group = tree(&s.apps(), id).ok_or_else(|| {
-        refusal(
-            StatusCode::NOT_FOUND,
-            format!("Group '{id}' does not exist (no app is under it)"),
-        )
-    })?;
+    let group = tree(&s.apps(), id).ok_or_else(|| missing(id))?;
     read(s, group)
 }
 
@@ -182,7 +300,17 @@ pub(super) async fn put_path(
     Path(path): Path<String>,
     body: axum::body::Bytes,
 ) -> Answer {
-    put(&s, group_id(Some(&path)), body).await
+    match target(&path) {
+        Target::Group(id) => put(&s, id, body).await,
+        Target::Version(id, version) => {
+            require_leader(&s)?;
+            roll_back(&s, &id, &version).await
+        }
+        Target::Versions(id) => Err(refusal(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("PUT /v2/groups{id}/versions/{{version}} rolls back; the list is read only"),
+        )),
+    }
 }
 
 async fn put(s: &Shared, id: String, body: axum::body::Bytes) -> Answer {
@@ -214,11 +342,14 @@ async fn put(s: &Shared, id: String, body: axum::body::Bytes) -> Answer {
         info!(group = %id, factor, "group scaled");
         return Ok(axum::Json(deployment(&now, &id_of)).into_response());
     }
-    if group.contains_key("version") {
-        return Err(refusal(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "rolling a group back to a version is not supported; roll back each app (PUT /v2/apps/{id} with {\"version\": ...})",
-        ));
+    if let Some(version) = group.get("version") {
+        let version = version.as_str().ok_or_else(|| {
+            refusal(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "version: expected one of GET /v2/groups/{id}/versions",
+            )
+        })?;
+        return roll_back(s, &id, version).await;
     }
     group.insert("id".into(), json!(id));
     let apps = apps_of(&group, "/").map_err(|e| refusal(StatusCode::UNPROCESSABLE_ENTITY, e))?;
@@ -285,6 +416,50 @@ mod tests {
         assert_eq!(ids(&prod, "groups"), ["/prod/api"]);
         assert!(tree(&apps, "/nothing").is_none());
         assert!(tree(&BTreeMap::new(), "/").is_some(), "the root always is");
+    }
+
+    #[test]
+    fn group_paths_name_the_group_its_versions_or_one_version() {
+        assert!(matches!(target("prod/web"), Target::Group(g) if g == "/prod/web"));
+        assert!(matches!(target("prod/versions"), Target::Versions(g) if g == "/prod"));
+        assert!(matches!(target("versions"), Target::Versions(g) if g == "/"));
+        assert!(matches!(target("prod/versions/2026-12-01T10:00:00.000Z"),
+                         Target::Version(g, v) if g == "/prod" && v == "2026-12-01T10:00:00.000Z"));
+        assert!(matches!(target("myversions"), Target::Group(g) if g == "/myversions"));
+    }
+
+    #[test]
+    fn a_group_at_a_version_has_each_app_as_it_was_then() {
+        let mut data = dcnet_consensus::Data::default();
+        let at = |id: &str, version: &str, cmd: &str| {
+            let mut a = app::parse(&json!({"id": id, "cmd": cmd}), None, version)
+                .unwrap()
+                .app;
+            a.version = version.to_owned();
+            a
+        };
+        for a in [
+            at("/prod/db", "v1", "db1"),
+            at("/prod/db", "v3", "db3"),
+            at("/prod/web", "v2", "web2"),
+            at("/other", "v1", "o"),
+        ] {
+            data.entries.insert(
+                replicated::version_key(&a.id, &a.version),
+                serde_json::to_value(&a).unwrap(),
+            );
+        }
+        assert_eq!(group_versions(&data, "/prod"), ["v3", "v2", "v1"]);
+        let then = apps_at(&data, "/prod", "v2");
+        assert_eq!(then.keys().collect::<Vec<_>>(), ["/prod/db", "/prod/web"]);
+        assert_eq!(then["/prod/db"].command, app::Command::Shell("db1".into()));
+        let first = apps_at(&data, "/prod", "v1");
+        assert_eq!(
+            first.keys().collect::<Vec<_>>(),
+            ["/prod/db"],
+            "/prod/web came later"
+        );
+        assert_eq!(apps_at(&data, "/", "v1").len(), 2);
     }
 
     #[test]
