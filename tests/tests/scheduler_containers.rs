@@ -301,6 +301,27 @@ fn scenario(cluster: &mut Cluster) -> Result<()> {
         "0",
         "the scheduler's API is out of a container's reach"
     );
+    // The launcher's record of the task is not in the sandbox the task owns.
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let id = &rows[0].status.task_id;
+        let record = cluster.nodes[1]
+            .state_dir
+            .join("task-records")
+            .join(format!("{id}.json"));
+        let meta = std::fs::metadata(&record).with_context(|| format!("{}", record.display()))?;
+        assert_eq!(
+            (meta.uid(), meta.mode() & 0o777),
+            (0, 0o600),
+            "root's, private"
+        );
+        assert!(!sb.join("task.json").exists());
+        assert_eq!(
+            std::fs::metadata(&sb)?.uid(),
+            1000,
+            "the sandbox is the task's"
+        );
+    }
 
     // Node 3 has no runtime: an app only it could take waits, saying why.
     let pinned = format!(

@@ -297,12 +297,7 @@ impl FetchUri {
 
 /// Whether `name` can be a file directly in the sandbox.
 fn is_plain_file_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.contains(['/', '\0'])
-        // The launcher's record of the task lives in the sandbox.
-        && name != "task.json"
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
 }
 
 fn parse_fetch(obj: &Map<String, Value>, p: &mut Problems) -> Vec<FetchUri> {

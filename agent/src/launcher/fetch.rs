@@ -145,14 +145,10 @@ fn extract(kind: Archive, archive: &Path, into: &Path, run_as: &RunAs) -> Result
     hand_over_tree(into, run_as).map_err(|e| format!("handing the extracted files over: {e}"))
 }
 
-/// Gives everything under `dir` to `run_as`, without following symbolic links; the
-/// launcher's own record stays root's.
+/// Gives everything under `dir` to `run_as`, without following symbolic links.
 fn hand_over_tree(dir: &Path, run_as: &RunAs) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.file_name() == Some(std::ffi::OsStr::new(super::process::RECORD_FILE)) {
-            continue;
-        }
         std::os::unix::fs::lchown(&path, Some(run_as.uid), Some(run_as.gid))?;
         if std::fs::symlink_metadata(&path)?.is_dir() {
             hand_over_tree(&path, run_as)?;

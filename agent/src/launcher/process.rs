@@ -12,6 +12,7 @@ use std::fs::{self, File, OpenOptions};
 use std::net::IpAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,8 +25,13 @@ use super::confine::{Confinement, RunAs};
 use crate::app::{Command, task_ports};
 use crate::facts::scheduler::Assignment;
 
-/// The file of a task's record in its sandbox.
-pub const RECORD_FILE: &str = "task.json";
+/// The file of a task's record in its sandbox, where earlier agents kept it: read once, to
+/// move it ([`load_all`]).
+const LEGACY_RECORD_FILE: &str = "task.json";
+/// The directory of the tasks' records, beside their sandboxes under the state directory.
+/// Never in a sandbox: a task owns its sandbox directory, so it could replace any file in
+/// it, and a record names what the agent kills, deletes and unmounts.
+pub const RECORDS_DIR: &str = "task-records";
 /// PATH given to tasks (their environment is otherwise only what Mesos would set).
 const TASK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -82,32 +88,64 @@ pub fn netns_name(prefix: &str, task_id: &str) -> String {
     format!("{prefix}{}", tail.replace('-', ""))
 }
 
-/// Writes the record atomically.
+/// Where the records are: `<state>/task-records` for the tasks root `<state>/tasks`.
+pub fn records_dir(root: &Path) -> PathBuf {
+    super::confine::hidden_dir(root).join(RECORDS_DIR)
+}
+
+fn record_path(root: &Path, task_id: &str) -> PathBuf {
+    records_dir(root).join(format!("{task_id}.json"))
+}
+
+/// Whether `id` can name a task's files: one path component, nothing hidden.
+fn is_task_id(id: &str) -> bool {
+    !id.is_empty() && !id.starts_with('.') && !id.contains(['/', '\0'])
+}
+
+/// Writes the record atomically, readable by root only.
 pub fn save(root: &Path, record: &Record) -> Result<(), LaunchError> {
-    let dir = sandbox(root, &record.assignment.task_id);
-    let path = dir.join(RECORD_FILE);
-    let tmp = dir.join(".task.json.tmp");
+    let dir = records_dir(root);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(io("creating", &dir))?;
+    let id = &record.assignment.task_id;
+    let path = record_path(root, id);
+    let tmp = dir.join(format!(".{id}.json.tmp"));
     let text = serde_json::to_string_pretty(record).unwrap_or_default();
     crate::state::write_atomically(&path, &tmp, text.as_bytes(), 0o600)
         .map_err(io("writing", &path))
 }
 
-/// Every record under `root` (unreadable ones are logged and skipped).
+/// Every record (unreadable ones are logged and skipped). The first start after an upgrade
+/// moves the records older agents kept in the sandboxes, those root wrote (a task cannot
+/// make a root-owned file; a task running as root is trusted anyway); later, a `task.json`
+/// in a sandbox is only a file of the task's.
 pub fn load_all(root: &Path) -> Vec<Record> {
-    let Ok(entries) = fs::read_dir(root) else {
+    if !records_dir(root).exists() {
+        move_legacy_records(root);
+    }
+    let Ok(entries) = fs::read_dir(records_dir(root)) else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for entry in entries.flatten() {
-        let path = entry.path().join(RECORD_FILE);
-        match fs::read_to_string(&path) {
-            Ok(text) => match serde_json::from_str(&text) {
-                Ok(record) => out.push(record),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "skipping a task record that does not parse")
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(id) = name.strip_suffix(".json").filter(|id| is_task_id(id)) else {
+            continue;
+        };
+        match fs::read_to_string(&path).map(|text| serde_json::from_str::<Record>(&text)) {
+            Ok(Ok(record)) if record.assignment.task_id == id => out.push(record),
+            Ok(Ok(_)) => {
+                tracing::warn!(path = %path.display(), "skipping a task record whose task id is not its file's name")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(path = %path.display(), error = %e, "skipping a task record that does not parse")
+            }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot read a task record")
             }
@@ -116,9 +154,46 @@ pub fn load_all(root: &Path) -> Vec<Record> {
     out
 }
 
+fn move_legacy_records(root: &Path) {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path().join(LEGACY_RECORD_FILE);
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let record = (meta.is_file() && meta.uid() == 0)
+            .then(|| fs::read_to_string(&path).ok())
+            .flatten()
+            .and_then(|text| serde_json::from_str::<Record>(&text).ok())
+            .filter(|r| r.assignment.task_id == name && is_task_id(&name));
+        match record {
+            Some(record) => match save(root, &record) {
+                Ok(()) => {
+                    let _ = fs::remove_file(&path);
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot move a task record")
+                }
+            },
+            None => {
+                tracing::warn!(path = %path.display(), "ignoring a task record in a sandbox that the agent did not write")
+            }
+        }
+    }
+    // Made even with nothing moved: the move happens once.
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(records_dir(root));
+}
+
 /// Removes the record (the sandbox's logs stay for operators to read).
 pub fn forget(root: &Path, task_id: &str) {
-    let _ = fs::remove_file(sandbox(root, task_id).join(RECORD_FILE));
+    let _ = fs::remove_file(record_path(root, task_id));
 }
 
 /// Keeps the `keep` newest sandboxes without a record, removing older ones.
@@ -129,7 +204,12 @@ pub fn prune_sandboxes(root: &Path, keep: usize) {
     let mut done: Vec<(std::time::SystemTime, PathBuf)> = entries
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_dir() && !p.join(RECORD_FILE).exists())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_none_or(|id| !record_path(root, id).exists())
+        })
         .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
         .collect();
     done.sort();
@@ -500,6 +580,7 @@ mod tests {
     #[test]
     fn records_round_trip_and_prune_keeps_the_newest() {
         let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tasks");
         let record = Record {
             assignment: assignment(json!({"id": "/x", "cmd": "x"}), vec![]),
             netns: Some("dcnet-1".into()),
@@ -511,19 +592,73 @@ mod tests {
             started_ms: Some(4),
             user: Some("nobody".into()),
         };
-        fs::create_dir_all(sandbox(dir.path(), &record.assignment.task_id)).unwrap();
-        save(dir.path(), &record).unwrap();
-        assert_eq!(load_all(dir.path()), vec![record.clone()]);
+        fs::create_dir_all(sandbox(&root, &record.assignment.task_id)).unwrap();
+        save(&root, &record).unwrap();
+        assert_eq!(load_all(&root), vec![record.clone()]);
+        assert!(
+            records_dir(&root).starts_with(dir.path()) && !records_dir(&root).starts_with(&root),
+            "records are beside the sandboxes, not in one"
+        );
         for i in 0..5 {
-            fs::create_dir_all(dir.path().join(format!("old.{i}"))).unwrap();
+            fs::create_dir_all(root.join(format!("old.{i}"))).unwrap();
         }
-        prune_sandboxes(dir.path(), 2);
-        let left = fs::read_dir(dir.path()).unwrap().count();
+        prune_sandboxes(&root, 2);
+        let left = fs::read_dir(&root).unwrap().count();
         assert_eq!(
             left, 3,
             "the live task's sandbox and the 2 newest finished ones"
         );
-        forget(dir.path(), &record.assignment.task_id);
-        assert!(load_all(dir.path()).is_empty());
+        forget(&root, &record.assignment.task_id);
+        assert!(load_all(&root).is_empty());
+    }
+
+    #[test]
+    fn records_in_sandboxes_move_once_and_only_those_root_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tasks");
+        let record = |id: &str| Record {
+            assignment: Assignment {
+                task_id: id.into(),
+                ..assignment(json!({"id": "/x", "cmd": "x"}), vec![])
+            },
+            netns: None,
+            ip: None,
+            pid: None,
+            pid_start: None,
+            cgroup: Some("/sys/fs/cgroup/unified".into()),
+            staged_ms: 1,
+            started_ms: None,
+            user: None,
+        };
+        let legacy = |r: &Record, owner: Option<u32>| {
+            let sb = sandbox(&root, &r.assignment.task_id);
+            fs::create_dir_all(&sb).unwrap();
+            let path = sb.join(LEGACY_RECORD_FILE);
+            fs::write(&path, serde_json::to_string(r).unwrap()).unwrap();
+            if let Some(uid) = owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(uid)).unwrap();
+            }
+        };
+        let ours = record("x.1");
+        legacy(&ours, None);
+        // Replaced by the task (its user owns the file), or naming another task's files.
+        legacy(&record("x.2"), Some(65534));
+        let mut lying = record("../../etc");
+        lying.assignment.task_id = "../../etc".into();
+        let sb = sandbox(&root, "x.3");
+        fs::create_dir_all(&sb).unwrap();
+        fs::write(
+            sb.join(LEGACY_RECORD_FILE),
+            serde_json::to_string(&lying).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(load_all(&root), vec![ours.clone()]);
+        assert!(
+            !sandbox(&root, "x.1").join(LEGACY_RECORD_FILE).exists(),
+            "moved"
+        );
+        // Once moved, a task.json in a sandbox is the task's own file.
+        legacy(&record("x.4"), None);
+        assert_eq!(load_all(&root), vec![ours]);
     }
 }
