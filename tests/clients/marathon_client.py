@@ -265,7 +265,12 @@ def main():
                              max_consecutive_failures=0)])
         web = MarathonApp(id="web", cmd="exec sleep 1000", instances=1, cpus=0.01, mem=8,
                           dependencies=[f"{group_id}/db"])
-        out = c.create_group(MarathonGroup(id=group_id, apps=[db, web]))
+        made = c.create_group(MarathonGroup(id=group_id, apps=[db, web]))
+        # Its deployment, as the library parses it: db's step, then web's.
+        plan = [d for d in c.list_deployments() if d.id == made["deploymentId"]]
+        out = {"made": made, "steps": [[[a.action, a.app] for a in s.actions] for s in plan[0].steps] if plan else None,
+               "current_step": plan[0].current_step if plan else None,
+               "total_steps": plan[0].total_steps if plan else None}
     elif step == "group":
         g = c.get_group(args[0])
         out = {"id": g.id, "apps": [[a.id, a.instances] for a in g.apps],

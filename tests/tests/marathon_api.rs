@@ -419,7 +419,20 @@ fn a_marathon_client_library_works_unchanged() -> Result<()> {
     via_agent.step(&["delete", "/pyready"])?;
 
     // Dependencies order a deployment: web is staged only once db runs and is healthy.
-    via_agent.step(&["group-with-dependency", "/pydeps"])?;
+    let deps = via_agent.step(&["group-with-dependency", "/pydeps"])?;
+    assert_eq!(
+        deps["steps"],
+        serde_json::json!([
+            [["StartApplication", "/pydeps/db"]],
+            [["StartApplication", "/pydeps/web"]]
+        ]),
+        "a step per dependency level: {deps}"
+    );
+    assert_eq!(
+        (deps["current_step"].as_u64(), deps["total_steps"].as_u64()),
+        (Some(1), Some(2)),
+        "{deps}"
+    );
     wait_tasks(&cluster, &via_agent, "/pydeps/db", 1)?;
     let web = wait_tasks(&cluster, &via_agent, "/pydeps/web", 1)?;
     let tasks = via_agent.step(&["tasks"])?;

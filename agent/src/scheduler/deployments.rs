@@ -153,29 +153,95 @@ pub fn rollback(d: &Deployment, apps: &BTreeMap<String, App>) -> BTreeMap<String
     next
 }
 
-/// Marathon's deployment object: one step with every app's action.
-pub fn to_marathon(d: &Deployment) -> Value {
-    let actions: Vec<Value> = d
+/// The deployment's steps, as Marathon plans them and the scheduler carries them out: the
+/// apps it starts, scales or restarts in dependency order (an app comes one step after the
+/// last app of the deployment it depends on, in `apps`, the definitions it deploys), then the
+/// apps it stops.
+pub fn steps<'d>(d: &'d Deployment, apps: &BTreeMap<String, App>) -> Vec<Vec<&'d str>> {
+    let mut level: BTreeMap<&str, usize> = BTreeMap::new();
+    // Cycles are refused when a change is made; the bound only keeps a broken record finite.
+    for _ in 0..=d.apps.len() {
+        let mut changed = false;
+        for (id, step) in &d.apps {
+            if step.action == Action::StopApplication {
+                continue;
+            }
+            let deps = apps
+                .get(id)
+                .map(|a| a.dependencies.as_slice())
+                .unwrap_or_default();
+            let own = deps
+                .iter()
+                .filter_map(|dep| level.get(dep.as_str()).map(|l| l + 1))
+                .max()
+                .unwrap_or(0);
+            if level.get(id.as_str()) != Some(&own) {
+                level.insert(id, own);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut out: Vec<Vec<&str>> = Vec::new();
+    for (id, l) in level {
+        if out.len() <= l {
+            out.resize(l + 1, Vec::new());
+        }
+        out[l].push(id);
+    }
+    let stops: Vec<&str> = d
         .apps
         .iter()
-        .map(|(id, step)| json!({"action": step.action.as_str(), "app": id}))
+        .filter(|(_, s)| s.action == Action::StopApplication)
+        .map(|(id, _)| id.as_str())
         .collect();
-    let current: Vec<Value> = d
-        .apps
+    if !stops.is_empty() {
+        out.push(stops);
+    }
+    out.retain(|step| !step.is_empty());
+    out
+}
+
+/// Marathon's deployment object: its steps, and the first not yet done as the current one
+/// (`done` says whether what it asked of an app is done).
+pub fn to_marathon(
+    d: &Deployment,
+    apps: &BTreeMap<String, App>,
+    done: &dyn Fn(&str) -> bool,
+) -> Value {
+    let steps = steps(d, apps);
+    let action = |id: &str| d.apps.get(id).map_or("", |s| s.action.as_str());
+    let plan: Vec<Value> = steps
         .iter()
-        .map(|(id, step)| {
-            json!({"action": step.action.as_str(), "app": id, "readinessCheckResults": []})
+        .map(|step| {
+            let actions: Vec<Value> = step
+                .iter()
+                .map(|id| json!({"action": action(id), "app": id}))
+                .collect();
+            json!({ "actions": actions })
         })
+        .collect();
+    let current = steps
+        .iter()
+        .position(|step| !step.iter().all(|id| done(id)))
+        .unwrap_or(steps.len().saturating_sub(1));
+    let current_actions: Vec<Value> = steps
+        .get(current)
+        .into_iter()
+        .flatten()
+        .map(|id| json!({"action": action(id), "app": id, "readinessCheckResults": []}))
         .collect();
     json!({
         "id": d.id,
         "version": d.version,
         "affectedApps": d.apps.keys().collect::<Vec<_>>(),
         "affectedPods": [],
-        "steps": [{"actions": actions}],
-        "currentActions": current,
-        "currentStep": 1,
-        "totalSteps": 1,
+        "steps": plan,
+        "currentActions": current_actions,
+        "currentStep": current + 1,
+        "totalSteps": steps.len(),
     })
 }
 
@@ -251,12 +317,50 @@ mod tests {
         assert!(of_change("d3".into(), "t".into(), &before, &before).is_none());
         // Rolled back: every app as before, the new one gone.
         assert_eq!(rollback(&d, &after), before);
-        let v = to_marathon(&d);
+        let v = to_marathon(&d, &after, &|_| false);
         assert_eq!(v["affectedApps"], json!(["/db", "/new", "/web"]));
         assert_eq!(
-            v["steps"][0]["actions"][2],
+            v["steps"][0]["actions"][1],
             json!({"action": "RestartApplication", "app": "/web"})
         );
+        assert_eq!(
+            v["steps"][1]["actions"],
+            json!([{"action": "StopApplication", "app": "/db"}]),
+            "stops come last"
+        );
+        assert_eq!(
+            (v["currentStep"].as_u64(), v["totalSteps"].as_u64()),
+            (Some(1), Some(2))
+        );
+    }
+
+    #[test]
+    fn dependencies_order_the_steps() {
+        let dep = |id: &str, on: &[&str]| {
+            parse(
+                &json!({"id": id, "cmd": "x", "dependencies": on}),
+                None,
+                "v",
+            )
+            .unwrap()
+            .app
+        };
+        let after = BTreeMap::from([
+            ("/db".to_owned(), dep("/db", &[])),
+            ("/api".to_owned(), dep("/api", &["/db"])),
+            ("/web".to_owned(), dep("/web", &["/api", "/cache"])),
+            ("/cache".to_owned(), dep("/cache", &["/elsewhere"])),
+        ]);
+        let d = of_change("d".into(), "t".into(), &BTreeMap::new(), &after).unwrap();
+        assert_eq!(
+            steps(&d, &after),
+            [vec!["/cache", "/db"], vec!["/api"], vec!["/web"]]
+        );
+        // The first step done: the second is current.
+        let v = to_marathon(&d, &after, &|id| id == "/db" || id == "/cache");
+        assert_eq!(v["currentStep"], 2);
+        assert_eq!(v["currentActions"][0]["app"], "/api");
+        assert_eq!(v["totalSteps"], 3);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
-use super::deployments::{Deployment, Step};
+use super::deployments::Deployment;
 use crate::app::App;
 use crate::facts::launched::{TaskState, TaskStatus};
 
@@ -61,22 +61,25 @@ fn plan(d: &Deployment, after: &BTreeMap<String, App>) -> Value {
         "version": d.version,
         "original": group(before),
         "target": group(target),
-        "steps": [{"actions": actions(d)}],
+        "steps": super::deployments::steps(d, after)
+            .iter()
+            .map(|step| json!({"actions": step.iter().map(|id| action(d, id)).collect::<Vec<_>>()}))
+            .collect::<Vec<_>>(),
     })
 }
 
-fn actions(d: &Deployment) -> Vec<Value> {
-    d.apps
-        .iter()
-        .map(|(id, Step { action, .. })| json!({"action": action, "app": id}))
-        .collect()
+fn action(d: &Deployment, id: &str) -> Value {
+    json!({"action": d.apps.get(id).map(|s| s.action), "app": id})
 }
 
 /// A deployment started (its plan and its step).
 pub fn deployment_info(d: &Deployment, after: &BTreeMap<String, App>) -> Event {
     event(
         "deployment_info",
-        json!({"plan": plan(d, after), "currentStep": {"actions": actions(d)}}),
+        json!({"plan": plan(d, after),
+               "currentStep": {"actions": super::deployments::steps(d, after).first()
+                   .map(|step| step.iter().map(|id| action(d, id)).collect::<Vec<_>>())
+                   .unwrap_or_default()}}),
     )
 }
 

@@ -12,11 +12,19 @@ use super::query::Query;
 use super::{Answer, Shared, bad_query, deployment, now_version, read, refusal, require_leader};
 use crate::scheduler::deployments as model;
 use crate::scheduler::replicated;
+use crate::scheduler::service::world_parts;
 
 /// `GET /v2/deployments`.
 pub(super) async fn list(State(s): State<Shared>) -> Answer {
-    let all = replicated::deployments(&s.consensus().data().borrow());
-    let list: Vec<_> = all.values().map(model::to_marathon).collect();
+    let data = s.consensus().data().borrow().clone();
+    let apps = replicated::apps(&data);
+    let tasks = replicated::tasks(&data).map(|(t, _)| t).unwrap_or_default();
+    let statuses = world_parts(&s.facts.peek(), &data).statuses;
+    let done = |id: &str| model::app_done(id, apps.get(id), &tasks, &statuses);
+    let list: Vec<_> = replicated::deployments(&data)
+        .values()
+        .map(|d| model::to_marathon(d, &apps, &done))
+        .collect();
     read(&s, json!(list))
 }
 
