@@ -11,7 +11,10 @@
 //!   of the bench, with the spec dcnet writes.
 //!
 //! Measured: start (POST, or runc's start, to the first HTTP answer from node 2's namespace)
-//! and stop (DELETE to no process left in the task's cgroup; runc: `delete --force`).
+//! and stop (DELETE to no process left in the task's cgroup; runc: `delete --force`). A stop
+//! of a dcnet task includes the harness's `drain` (1 s) and, for a container whose PID 1 is
+//! the server (which ignores SIGTERM, as PID 1 without a handler does), `kill_grace` (1 s)
+//! before SIGKILL, as `docker stop` waits for such a container.
 //!
 //! Usage: `cargo bench -p dcnet-benches --bench containers -- [--rounds 5]`
 
@@ -113,6 +116,21 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Polls `probe` every 5 ms (the harness's `wait_until` polls every 100 ms, too coarse to
+/// time a start) until it yields a value, for at most 60 s.
+fn poll<T>(what: &str, mut probe: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = probe()? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// One app of one instance through the agent's API: (POST to serving, DELETE to gone).
 fn through_dcnet(cluster: &Cluster, round: usize, boxed: bool) -> Result<(Duration, Duration)> {
     let id = format!("/bench-{}-{round}", if boxed { "box" } else { "proc" });
@@ -134,7 +152,7 @@ fn through_dcnet(cluster: &Cluster, round: usize, boxed: bool) -> Result<(Durati
     if status != 201 {
         bail!("POST {id}: {status} {body}");
     }
-    let ip = wait_until(&format!("{id} to serve"), Duration::from_secs(60), || {
+    let ip = poll(&format!("{id} to serve"), || {
         let rows: Vec<TaskRow> = cluster.get(1, "/v1/tasks")?;
         let Some(ip) = rows
             .iter()
@@ -214,24 +232,27 @@ fn runc_alone(round: usize) -> Result<(Duration, Duration)> {
             hostname: "bench".into(),
         });
         container::Runtime::write_spec(&bundle, &spec)?;
-        let out = tokio::process::Command::new(&rt.runc)
+        // The detached container keeps runc's stdio: files, so nothing waits on a pipe.
+        let log = std::fs::File::create(dir.path().join("runc.log"))?;
+        let status = tokio::process::Command::new(&rt.runc)
             .arg("--root")
             .arg(&state)
             .args(["run", "--detach", "--bundle"])
             .arg(&bundle)
             .arg(&id)
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .output()
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .status()
             .await?;
-        if !out.status.success() {
-            bail!("runc run: {}", String::from_utf8_lossy(&out.stderr));
+        if !status.success() {
+            let log = std::fs::read_to_string(dir.path().join("runc.log")).unwrap_or_default();
+            bail!("runc run: {status}: {log}");
         }
         Ok::<_, anyhow::Error>(())
     });
     let measured = result.and_then(|()| {
-        wait_until("runc's httpd to serve", Duration::from_secs(30), || {
+        poll("runc's httpd to serve", || {
             let out = ns.exec("curl", &["-s", "-m", "1", "http://127.0.0.1:80/"])?;
             Ok(out.status.success().then_some(()))
         })
