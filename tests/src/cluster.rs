@@ -207,6 +207,11 @@ impl Cluster {
         self.dir.path().join("pki")
     }
 
+    /// A path for a test's own file, in the cluster's directory: removed with the cluster.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
     /// The admin credential file the CLI is given (`DCNET_CREDENTIALS`).
     pub fn credentials_path(&self) -> PathBuf {
         self.dir.path().join("credentials")

@@ -64,13 +64,11 @@ fn leader(cluster: &Cluster, within: Duration) -> Result<usize> {
 }
 
 fn write_app(cluster: &Cluster, app: &Value) -> Result<std::path::PathBuf> {
-    let path = std::env::temp_dir().join(format!(
-        "dcnet-raft-{}-{}.json",
-        std::process::id(),
+    let path = cluster.scratch(&format!(
+        "{}.json",
         app["id"].as_str().unwrap_or("app").trim_start_matches('/')
     ));
     std::fs::write(&path, app.to_string())?;
-    let _ = cluster;
     Ok(path)
 }
 
@@ -216,7 +214,7 @@ fn standby_call(
         "test-admin",
         Duration::from_secs(600),
     )?;
-    let ca = std::env::temp_dir().join(format!("dcnet-raft-ca-{}.pem", std::process::id()));
+    let ca = cluster.scratch("ca.pem");
     std::fs::write(&ca, cluster.ca_pem()?)?;
     let out = Command::new("ip")
         .args(["netns", "exec", cluster.nodes[AGENTS[0]].netns.name()])
