@@ -37,7 +37,8 @@
 //! enabled = true
 //! listen = ["127.0.0.1:53"]
 //! upstreams = ["10.0.0.2"]        # default: the nameservers of /etc/resolv.conf
-//! allowed_networks = ["10.0.0.0/8"]   # who may recurse; default: private networks
+//! allowed_networks = ["10.0.0.0/8"]   # who may recurse; default: private networks and,
+//!                                     # with the overlay on, its networks' subnets
 //! domain = "mesos"
 //! resolv_conf = "/etc/resolv.conf"    # manage this file; off unless set
 //!
@@ -708,8 +709,23 @@ impl AgentConfig {
             other => return Err(invalid(origin, other, "`text` or `json`")),
         };
 
-        let dns = resolve_dns(&p, file.dns)?;
+        let own_networks = file.dns.allowed_networks.is_none();
+        let mut dns = resolve_dns(&p, file.dns)?;
         let overlay = resolve_overlay(&p, file.overlay, address, &gossip)?;
+        if own_networks && overlay.enabled {
+            // The default also lets this node's containers recurse: DC/OS's overlay
+            // (9.0.0.0/8) is no private range.
+            for network in &overlay.networks {
+                let net = ipnetwork::IpNetwork::V4(network.subnet);
+                if !dns
+                    .allowed_networks
+                    .iter()
+                    .any(|a| a.contains(net.ip()) && a.prefix() <= net.prefix())
+                {
+                    dns.allowed_networks.push(net);
+                }
+            }
+        }
         let lb = resolve_lb(&p, file.lb)?;
         let scheduler = resolve_scheduler(&p, file.scheduler, roles, address)?;
         let launcher = resolve_launcher(&p, file.launcher, roles)?;
@@ -1685,6 +1701,33 @@ mod tests {
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, text).unwrap();
         AgentConfig::load(Some(&path), o)
+    }
+
+    #[test]
+    fn containers_on_the_overlay_may_recurse_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let on = |extra: &str| {
+            load(&format!("{}{extra}", base(&dir)))
+                .unwrap()
+                .dns
+                .allowed_networks
+        };
+        let overlay = "[overlay]\nenabled = true\n";
+        let nine: ipnetwork::IpNetwork = "9.0.0.0/8".parse().unwrap();
+        assert!(on(overlay).contains(&nine), "{:?}", on(overlay));
+        assert!(
+            on(overlay).contains(&"10.0.0.0/8".parse().unwrap()),
+            "the private ranges stay"
+        );
+        assert!(!on("").contains(&nine), "no overlay, no 9.0.0.0/8");
+        let own = on(&format!(
+            "{overlay}[dns]\nallowed_networks = [\"10.1.0.0/16\"]\n"
+        ));
+        assert_eq!(
+            own,
+            vec!["10.1.0.0/16".parse::<ipnetwork::IpNetwork>().unwrap()],
+            "a list given is the list"
+        );
     }
 
     #[test]

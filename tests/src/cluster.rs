@@ -327,7 +327,10 @@ impl Cluster {
             };
             // Each node's DNS answers inside its namespace; it must not forward to the machine's
             // own nameservers.
-            text += "\n[dns]\nupstreams = []\n";
+            text += "\n[dns]\n";
+            if !spec.dns_config.contains("upstreams") {
+                text += "upstreams = []\n";
+            }
             text += &spec.dns_config;
             if let Some(cgroup) = &node.cgroup {
                 text += &format!(

@@ -8,7 +8,8 @@
 //! - [`namespace`]: a single network namespace for a test; [`fake_master`]: a Mesos master's
 //!   state endpoint to serve from it.
 //! - [`clients`]: the client programs users have (marathon-python), run in a node;
-//!   [`images`]: a container image built here, and what container tasks leave.
+//!   [`images`]: a container image built here, and what container tasks leave; [`knot`]:
+//!   Knot DNS as a local upstream.
 //!
 //! The tests themselves are in `tests/tests/`, named by area (`gossip_`, `agent_`, `lb_`, ...).
 
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod container;
 pub mod fake_master;
 pub mod images;
+pub mod knot;
 pub mod lb;
 pub mod namespace;
 

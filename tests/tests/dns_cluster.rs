@@ -224,3 +224,55 @@ fn masters_that_come_up_after_the_agent_are_read_before_the_next_refresh() {
         "{text}"
     );
 }
+
+/// A container on the overlay recurses through its node by default (DC/OS's overlay,
+/// 9.0.0.0/8, is no private range): a name the cluster does not serve is forwarded to the
+/// node's upstream, Knot on the node's own loopback (port 5353: the node's DNS holds
+/// `0.0.0.0:53`).
+#[test]
+fn containers_on_the_overlay_recurse_through_their_node() -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut options = ClusterOptions::nodes(1);
+    options.nodes[0] = NodeSpec {
+        dns_config: format!(
+            "listen = [\"0.0.0.0:53\"]\nupstreams = [\"{}:5353\"]\n",
+            dcnet_tests::knot::ADDRESS
+        ),
+        extra_config: "\n[overlay]\nenabled = true\nlease_settle = \"1s\"\n".into(),
+        ..NodeSpec::default()
+    };
+    let cluster = Cluster::start(options)?;
+    cluster.wait_for_overlay(&[0], 0)?;
+    let dir = tempfile::tempdir()?;
+    let _knot = dcnet_tests::knot::start(&cluster.nodes[0].netns, dir.path(), 5353)?;
+    // The node's subnet is agreed within seconds of start; attach answers 503 until then.
+    let client = wait_until("an attach to the overlay", Duration::from_secs(20), || {
+        dcnet_tests::container::Container::attach(&cluster, 0, "rec").map(Some)
+    })?;
+    let server = client
+        .attached
+        .nameservers
+        .first()
+        .context("the attach names the node's DNS")?
+        .to_string();
+    let answer = wait_until(
+        "the container's query to be forwarded",
+        Duration::from_secs(20),
+        || {
+            let out = client.ns.run(
+                "dig",
+                &[
+                    &format!("@{server}"),
+                    "+time=2",
+                    "+tries=1",
+                    dcnet_tests::knot::NAME,
+                ],
+            )?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            Ok((!text.contains("status: SERVFAIL") && text.contains("status:")).then_some(text))
+        },
+    )?;
+    assert!(answer.contains("status: NOERROR"), "{answer}");
+    assert!(answer.contains(dcnet_tests::knot::ANSWER), "{answer}");
+    Ok(())
+}

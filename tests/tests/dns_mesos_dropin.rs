@@ -75,7 +75,7 @@ fn drop_in_mesos_dns_serves_the_fixture_to_real_clients() {
         .run(|| std::net::UdpSocket::bind("127.0.0.3:53"))
         .unwrap()
         .unwrap();
-    let _knot = start_knot(&ns, dir.path());
+    let _knot = dcnet_tests::knot::start(ns.netns(), dir.path(), 53).unwrap();
     let config = dir.path().join("config.json");
     std::fs::write(
         &config,
@@ -256,47 +256,4 @@ fn drop_in_mesos_dns_serves_the_fixture_to_real_clients() {
             .any(|l| l.starts_with("dcnet_dns_state_refresh_failures_total") && !l.ends_with(" 0")),
         "{metrics}"
     );
-}
-
-/// Knot DNS inside the namespace, authoritative for `example.` on 127.0.0.2:53.
-fn start_knot(ns: &TestNamespace, dir: &std::path::Path) -> Running {
-    let zone = dir.join("example.zone");
-    std::fs::write(
-        &zone,
-        "$ORIGIN example.\n$TTL 60\n@ SOA ns.example. root.example. 1 60 60 60 60\n@ NS ns.example.\nns A 127.0.0.2\nwww A 192.0.2.80\n",
-    )
-    .unwrap();
-    let conf = dir.join("knot.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "server:\n    listen: 127.0.0.2@53\n    rundir: {d}\ndatabase:\n    storage: {d}\nzone:\n  - domain: example\n    file: {z}\n",
-            d = dir.display(),
-            z = zone.display()
-        ),
-    )
-    .unwrap();
-    let mut command = Command::new("knotd");
-    command
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    in_netns(&mut command, ns.netns(), true);
-    let knot = Running(
-        command
-            .spawn()
-            .expect("knotd (apt install knot, or scripts/setup.sh)"),
-    );
-    wait_until("Knot to answer", Duration::from_secs(10), || {
-        let out = ns.run(
-            "dig",
-            &["@127.0.0.2", "+short", "+time=1", "+tries=1", "www.example"],
-        )?;
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .contains("192.0.2.80")
-            .then_some(()))
-    })
-    .unwrap();
-    knot
 }
