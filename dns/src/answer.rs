@@ -70,7 +70,10 @@ pub fn answer_general(snapshot: &Snapshot, query: &[u8], transport: Transport) -
     response.metadata.recursion_desired = request.metadata.recursion_desired;
     response.queries = request.queries.clone();
     if let Some(edns) = &request.edns {
-        response.set_edns(our_edns());
+        let mut ours = our_edns();
+        // The DO bit is echoed (RFC 3225 §3); the zones are not signed, so no RRSIG follows.
+        ours.set_dnssec_ok(edns.flags().dnssec_ok);
+        response.set_edns(ours);
         if edns.version() > 0 {
             return reply(response, ResponseCode::BADVERS, &request, transport);
         }

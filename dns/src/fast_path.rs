@@ -169,6 +169,7 @@ pub fn answer_fast(
     // EDNS: a version-0 OPT without anything surprising; we echo our own.
     let has_edns = count(10) == 1;
     let mut udp_limit = 512;
+    let mut dnssec_ok = false;
     if has_edns {
         let opt = query.get(question_end..question_end + 11)?;
         let rr_type = u16::from_be_bytes([opt[1], opt[2]]);
@@ -182,6 +183,8 @@ pub fn answer_fast(
             return None;
         }
         udp_limit = usize::from(u16::from_be_bytes([opt[3], opt[4]]).clamp(512, MAX_UDP_PAYLOAD));
+        // The DO bit, the top bit of the OPT's flags: echoed (RFC 3225 §3).
+        dnssec_ok = opt[7] & 0x80 != 0;
     } else if question_end != query.len() {
         return None;
     }
@@ -195,6 +198,7 @@ pub fn answer_fast(
         query,
         question_end,
         has_edns,
+        dnssec_ok,
         limit,
     };
     let nodata = |zone: usize| Some(&snapshot.negative().get(zone)?.as_ref()?.nodata);
@@ -240,6 +244,8 @@ struct Reply<'q> {
     query: &'q [u8],
     question_end: usize,
     has_edns: bool,
+    /// The query's OPT had the DO bit.
+    dnssec_ok: bool,
     /// The most bytes the response may have.
     limit: usize,
 }
@@ -342,11 +348,12 @@ impl Reply<'_> {
     /// general path truncates properly).
     fn finish(&self, out: &mut Vec<u8>) -> Option<()> {
         if self.has_edns {
-            // OPT: root owner, type 41, our payload size, extended rcode 0, version 0, no
-            // flags, no options (RFC 6891 §6.1.2).
+            // OPT: root owner, type 41, our payload size, extended rcode 0, version 0, the
+            // query's DO bit as the only flag, no options (RFC 6891 §6.1.2, RFC 3225 §3).
             out.extend_from_slice(&[0, 0, 41]);
             out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
-            out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+            let flags = if self.dnssec_ok { 0x80 } else { 0 };
+            out.extend_from_slice(&[0, 0, flags, 0, 0, 0]);
         }
         (out.len() <= self.limit).then_some(())
     }

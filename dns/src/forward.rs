@@ -260,11 +260,9 @@ impl Inner {
             u16::from(question.query_type()),
             u16::from(question.query_class()),
         );
-        if let Some(mut cached) = self.cached(&key) {
+        if let Some(cached) = self.cached(&key) {
             self.metrics.cache_hits.inc();
-            cached.metadata.id = query.metadata.id;
-            cached.queries = query.queries.clone();
-            return cached;
+            return for_client(cached, &query);
         }
         self.metrics.forwarded.inc();
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -289,11 +287,7 @@ impl Inner {
                         let score = upstream.score.load(Ordering::Relaxed);
                         upstream.score.store(score / 2, Ordering::Relaxed);
                         self.store(key, &response);
-                        let mut response = response;
-                        response.metadata.id = query.metadata.id;
-                        response.queries = query.queries.clone();
-                        response.metadata.recursion_available = true;
-                        return response;
+                        return for_client(response, &query);
                     }
                     other => {
                         self.metrics.upstream_failures.inc();
@@ -363,6 +357,25 @@ fn cache_ttl(response: &Message) -> u32 {
             .unwrap_or(0)
     };
     ttl.min(MAX_CACHE_TTL)
+}
+
+/// What a client gets of an upstream's (or the cache's) answer: its own id and question, RA
+/// set (recursion served it), AA cleared (this server is no authority for the name), and an
+/// OPT only if the client sent one (RFC 6891 §7): ours, with the client's DO bit (RFC 3225).
+fn for_client(mut response: Message, query: &Message) -> Message {
+    response.metadata.id = query.metadata.id;
+    response.queries = query.queries.clone();
+    response.metadata.recursion_desired = query.metadata.recursion_desired;
+    response.metadata.recursion_available = true;
+    response.metadata.authoritative = false;
+    response.edns = query.edns.as_ref().map(|asked| {
+        let mut ours = Edns::new();
+        ours.set_max_payload(crate::answer::MAX_UDP_PAYLOAD);
+        ours.set_dnssec_ok(asked.flags().dnssec_ok);
+        ours.set_rcode_high(response.metadata.response_code.high());
+        ours
+    });
+    response
 }
 
 fn error_reply(query: &Message, code: ResponseCode) -> Message {

@@ -108,7 +108,9 @@ fn view(bytes: &[u8]) -> String {
     }
     out += &format!(
         "edns={:?}\n",
-        m.edns.as_ref().map(|e| (e.version(), e.max_payload()))
+        m.edns
+            .as_ref()
+            .map(|e| (e.version(), e.max_payload(), e.flags().dnssec_ok))
     );
     out
 }
@@ -146,8 +148,18 @@ fn check_paths_agree(snapshot: &Snapshot) {
     for (i, name) in names.iter().enumerate() {
         for rtype in [RecordType::A, RecordType::AAAA, RecordType::SRV] {
             for qname in [name.clone(), mixed_case(name, i)] {
-                for edns in [None, Some((0, 1232)), Some((0, 4096))] {
-                    let query = build_query(i as u16, &qname, rtype, edns);
+                for (edns, dnssec_ok) in [
+                    (None, false),
+                    (Some((0, 1232)), false),
+                    (Some((0, 4096)), false),
+                    (Some((0, 1232)), true),
+                ] {
+                    let mut query = build_query(i as u16, &qname, rtype, edns);
+                    if dnssec_ok {
+                        // The OPT is the last record: its flags' top byte is 4 from the end.
+                        let at = query.len() - 4;
+                        query[at] |= 0x80;
+                    }
                     let mut fast = Vec::new();
                     if answer_fast(snapshot, &query, &mut fast, Transport::Udp).is_none() {
                         // Allowed only when the answer does not fit: the general path truncates.
@@ -167,7 +179,14 @@ fn check_paths_agree(snapshot: &Snapshot) {
                     else {
                         panic!("{qname} {rtype}: general path did not reply");
                     };
-                    assert_eq!(view(&fast), view(&general), "{qname} {rtype} {edns:?}");
+                    assert_eq!(
+                        view(&fast),
+                        view(&general),
+                        "{qname} {rtype} {edns:?} DO {dnssec_ok}"
+                    );
+                    if dnssec_ok {
+                        assert!(view(&fast).contains("true)"), "DO echoed: {}", view(&fast));
+                    }
                     fast_answers += 1;
                 }
             }

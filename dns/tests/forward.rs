@@ -62,6 +62,29 @@ fn ask(server: SocketAddr, name: &str) -> (Message, Duration) {
     (Message::from_vec(&buf[..len]).unwrap(), started.elapsed())
 }
 
+/// Asks `name` (A) with an OPT carrying the DO bit.
+fn ask_dnssec_ok(server: SocketAddr, name: &str) -> Message {
+    let mut query = Message::query();
+    query.metadata.id = 0x5252;
+    query.metadata.recursion_desired = true;
+    query.add_query(hickory_proto::op::Query::query(
+        hickory_proto::rr::Name::from_ascii(name).unwrap(),
+        RecordType::A,
+    ));
+    let mut edns = hickory_proto::op::Edns::new();
+    edns.set_max_payload(1232);
+    edns.set_dnssec_ok(true);
+    query.set_edns(edns);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket.send_to(&query.to_vec().unwrap(), server).unwrap();
+    let mut buf = [0u8; 4096];
+    let (len, _) = socket.recv_from(&mut buf).expect("an answer within 5 s");
+    Message::from_vec(&buf[..len]).unwrap()
+}
+
 struct Setup {
     front: DnsServer,
     upstream: Option<DnsServer>,
@@ -117,12 +140,31 @@ async fn forwards_caches_and_routes_zones() {
     assert_eq!(r.metadata.id, 0x5151);
     assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     assert!(r.metadata.recursion_available);
+    assert!(
+        !r.metadata.authoritative,
+        "the upstream's AA is not ours to pass on"
+    );
+    assert!(r.edns.is_none(), "no OPT for a query without one");
     assert_eq!(r.answers[0].data.to_string(), "192.0.2.10");
     assert_eq!(r.answers[0].ttl, 300);
+    // Asked again with DO (answered from the cache): RA, no AA, DO echoed.
+    let r = blocking(move || ask_dnssec_ok(front, "www.example.")).await;
+    assert_eq!(r.metadata.id, 0x5252);
+    assert!(r.metadata.recursion_available && !r.metadata.authoritative);
+    assert!(
+        r.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
+        "DO echoed: {r:?}"
+    );
 
-    // Our own zone is still answered authoritatively.
+    // Our own zone is still answered authoritatively, DO echoed there too.
     let (r, _) = blocking(move || ask(front, "leader.mesos.")).await;
     assert!(r.metadata.authoritative);
+    let r = blocking(move || ask_dnssec_ok(front, "leader.mesos.")).await;
+    assert!(r.metadata.authoritative);
+    assert!(
+        r.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
+        "DO echoed: {r:?}"
+    );
 
     // A per-zone forwarder, matched case-insensitively.
     let (r, _) = blocking(move || ask(front, "intranet.CORP.")).await;
@@ -138,7 +180,7 @@ async fn forwards_caches_and_routes_zones() {
         "TTL {} not counted down",
         r.answers[0].ttl
     );
-    assert_eq!(s.metrics.cache_hits.get(), 1);
+    assert_eq!(s.metrics.cache_hits.get(), 2, "the DO query and this one");
 
     s.front.shutdown().await;
 }
