@@ -96,10 +96,13 @@ pub fn versions(data: &Data, id: &str) -> Vec<String> {
     out
 }
 
-/// Every kept version of every app whose id is under the prefix `ids` (an id prefix without
-/// its leading `/`, ending in `/`; empty for all): app id → its versions, oldest first.
-pub fn versions_under(data: &Data, ids: &str) -> BTreeMap<String, Vec<String>> {
-    let prefix = format!("{VERSION_PREFIX}{ids}");
+/// Every kept version of every app under group `group` (`/` for all): app id → its
+/// versions, oldest first.
+pub fn versions_under(data: &Data, group: &str) -> BTreeMap<String, Vec<String>> {
+    let prefix = match group.trim_matches('/') {
+        "" => VERSION_PREFIX.to_owned(),
+        g => format!("{VERSION_PREFIX}{g}/"),
+    };
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (key, _) in data.prefixed(&prefix) {
         // `versions/<id without its leading slash>/<version>`; versions hold no slash.

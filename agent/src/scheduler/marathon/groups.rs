@@ -160,11 +160,7 @@ fn target(path: &str) -> Target {
 /// The apps under `group` as they were at `version`: each at its latest version by then
 /// (none if it did not exist yet).
 fn apps_at(data: &dcnet_consensus::Data, group: &str, version: &str) -> BTreeMap<String, App> {
-    let ids = match group {
-        "/" => String::new(),
-        g => format!("{}/", g.trim_start_matches('/')),
-    };
-    replicated::versions_under(data, &ids)
+    replicated::versions_under(data, group)
         .into_iter()
         .filter_map(|(id, versions)| {
             let then = versions.iter().rfind(|v| v.as_str() <= version)?;
@@ -176,11 +172,7 @@ fn apps_at(data: &dcnet_consensus::Data, group: &str, version: &str) -> BTreeMap
 
 /// The versions of the apps under `group`, newest first.
 fn group_versions(data: &dcnet_consensus::Data, group: &str) -> Vec<String> {
-    let ids = match group {
-        "/" => String::new(),
-        g => format!("{}/", g.trim_start_matches('/')),
-    };
-    let all: BTreeSet<String> = replicated::versions_under(data, &ids)
+    let all: BTreeSet<String> = replicated::versions_under(data, group)
         .into_values()
         .flatten()
         .collect();
