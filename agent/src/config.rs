@@ -47,6 +47,13 @@
 //! refresh = "5s"
 //! state_timeout = "10s"
 //! ip_sources = ["netinfo", "mesos", "host"]
+//! https = false                   # read the masters over HTTPS
+//! ca_file = "/etc/dcnet/mesos-ca.pem"     # CAs of the masters' certificates (HTTPS)
+//! cert_file = "/etc/dcnet/mesos.crt"      # client certificate and key (HTTPS), both or neither
+//! key_file = "/etc/dcnet/mesos.key"
+//! principal = "dcnet"             # HTTP basic, with the secret in secret_file
+//! secret_file = "/etc/dcnet/mesos-secret"
+//! iam_config_file = "/etc/dcnet/mesos-iam.json"   # or a DC/OS service account
 //!
 //! [overlay]                       # VXLAN IP-per-container networks; off unless enabled
 //! enabled = true
@@ -275,6 +282,13 @@ pub struct MesosSection {
     pub refresh: Option<String>,
     pub state_timeout: Option<String>,
     pub ip_sources: Option<Vec<String>>,
+    pub https: Option<bool>,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub principal: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    pub iam_config_file: Option<PathBuf>,
 }
 
 /// `[overlay]` of the config file.
@@ -407,6 +421,8 @@ pub struct DnsSettings {
     pub mesos_refresh: Duration,
     pub mesos_state_timeout: Duration,
     pub ip_sources: Vec<dcnet_dns::mesos::state::IpSource>,
+    /// How the masters are read (HTTPS, client certificate, credentials).
+    pub mesos_access: dcnet_dns::mesos::fetch::MasterAccess,
     /// DNS over TCP: connections at once, in all and per client (`[limits]`).
     pub tcp_max_connections: usize,
     pub tcp_max_per_client: usize,
@@ -1250,6 +1266,7 @@ fn resolve_dns(p: &Pick<'_>, file: DnsSection) -> Result<DnsSettings, Error> {
             "a domain such as mesos",
         ));
     }
+    let mesos_access = resolve_mesos_access(&origin, &file.mesos)?;
     let masters = file
         .mesos
         .masters
@@ -1297,8 +1314,76 @@ fn resolve_dns(p: &Pick<'_>, file: DnsSection) -> Result<DnsSettings, Error> {
         mesos_refresh,
         mesos_state_timeout,
         ip_sources,
+        mesos_access,
         tcp_max_connections: dcnet_dns::server::tcp::MAX_CONNECTIONS,
         tcp_max_per_client: dcnet_dns::server::tcp::MAX_PER_CLIENT,
+    })
+}
+
+/// `[dns.mesos]`'s TLS and authentication keys (the files themselves are read when the
+/// publisher's client is made, at start).
+fn resolve_mesos_access(
+    origin: &dyn Fn(&'static str) -> Origin,
+    file: &MesosSection,
+) -> Result<dcnet_dns::mesos::fetch::MasterAccess, Error> {
+    use dcnet_dns::mesos::fetch::{MasterAccess, MasterAuth};
+    let client_cert = match (&file.cert_file, &file.key_file) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(Error::ConfigMissing {
+                origin: origin("dns.mesos.key_file"),
+                hint: "cert_file is set: give the client certificate's key too",
+            });
+        }
+        (None, Some(_)) => {
+            return Err(Error::ConfigMissing {
+                origin: origin("dns.mesos.cert_file"),
+                hint: "key_file is set: give the client certificate too",
+            });
+        }
+    };
+    let auth = match (&file.principal, &file.secret_file, &file.iam_config_file) {
+        (None, None, None) => MasterAuth::None,
+        (Some(principal), Some(path), None) => {
+            let secret = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    origin("dns.mesos.secret_file"),
+                    path.display().to_string(),
+                    format!("a readable file holding the principal's secret ({e})"),
+                )
+            })?;
+            MasterAuth::Basic {
+                principal: principal.clone(),
+                secret: secret.trim_end_matches(['\n', '\r']).to_owned(),
+            }
+        }
+        (None, None, Some(path)) => MasterAuth::Iam(path.clone()),
+        (Some(_), None, None) => {
+            return Err(Error::ConfigMissing {
+                origin: origin("dns.mesos.secret_file"),
+                hint: "principal is set: give the file holding its secret",
+            });
+        }
+        (None, Some(_), None) => {
+            return Err(Error::ConfigMissing {
+                origin: origin("dns.mesos.principal"),
+                hint: "secret_file is set: give the principal it belongs to",
+            });
+        }
+        (_, _, Some(path)) => {
+            return Err(invalid(
+                origin("dns.mesos.iam_config_file"),
+                path.display().to_string(),
+                "either HTTP basic (principal, secret_file) or a service account (iam_config_file), not both",
+            ));
+        }
+    };
+    Ok(MasterAccess {
+        https: file.https.unwrap_or(false),
+        ca_file: file.ca_file.clone(),
+        client_cert,
+        auth,
     })
 }
 
@@ -1932,6 +2017,26 @@ mod tests {
                 &["dns.mesos.masters"],
             ),
             (
+                "client certificate without its key",
+                format!("{b}[dns.mesos]\nmasters = [\"10.0.0.1:5050\"]\ncert_file = \"/c.pem\"\n"),
+                &["dns.mesos.key_file"],
+            ),
+            (
+                "principal without a secret",
+                format!("{b}[dns.mesos]\nmasters = [\"10.0.0.1:5050\"]\nprincipal = \"dns\"\n"),
+                &["dns.mesos.secret_file"],
+            ),
+            (
+                "an unreadable secret file",
+                format!("{b}[dns.mesos]\nprincipal = \"dns\"\nsecret_file = \"/no/such/secret\"\n"),
+                &["dns.mesos.secret_file", "/no/such/secret"],
+            ),
+            (
+                "basic and IAM at once",
+                format!("{b}[dns.mesos]\nprincipal = \"dns\"\nsecret_file = \"/etc/hostname\"\niam_config_file = \"/iam.json\"\n"),
+                &["dns.mesos.iam_config_file", "not both"],
+            ),
+            (
                 "unknown dns key",
                 format!("{b}[dns]\nlistens = []\n"),
                 &["agent.toml", "listens"],
@@ -1943,6 +2048,36 @@ mod tests {
                 assert!(err.contains(word), "{what}: {err:?} lacks {word:?}");
             }
         }
+    }
+
+    #[test]
+    fn masters_over_https_with_credentials() {
+        use dcnet_dns::mesos::fetch::MasterAuth;
+        let dir = tempfile::tempdir().unwrap();
+        let b = base(&dir);
+        let secret = dir.path().join("mesos-secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let text = format!(
+            "{b}[dns.mesos]\nmasters = [\"10.0.0.1:5050\"]\nhttps = true\nca_file = \"/ca.pem\"\n\
+             cert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\nprincipal = \"dns\"\n\
+             secret_file = \"{}\"\n",
+            secret.display()
+        );
+        let access = load(&text).unwrap().dns.mesos_access;
+        assert!(access.https);
+        assert_eq!(access.ca_file.as_deref(), Some(Path::new("/ca.pem")));
+        assert_eq!(
+            access.client_cert,
+            Some((PathBuf::from("/c.pem"), PathBuf::from("/k.pem")))
+        );
+        assert_eq!(
+            access.auth,
+            MasterAuth::Basic {
+                principal: "dns".into(),
+                secret: "s3cret".into()
+            },
+            "the secret without its newline"
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use hashbrown::HashTable;
 
-use crate::records::{Cluster, Record, RecordSource, TaskInfo, first_of_each_family};
+use crate::records::{Cluster, Record, RecordSource, TaskInfo, distinct};
 use crate::zone::{NameRecords, Snapshot, Update, ZoneInfo};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -351,7 +351,7 @@ impl<I: TaskInput> Contributions<I> {
     fn agents_from(&mut self, cluster: &Cluster) -> Moved {
         let mut agents = FastMap::default();
         for a in &cluster.agents {
-            let ips = first_of_each_family(&a.ips);
+            let ips = distinct(&a.ips);
             let kept = self
                 .agents
                 .get_key_value(a.id.as_str())

@@ -17,7 +17,7 @@
 use std::net::IpAddr;
 
 use crate::name::{LabelSpec, domain_fragment};
-use crate::records::{Cluster, Record, RecordSet, RecordSource, TaskInfo, first_of_each_family};
+use crate::records::{Cluster, Record, RecordSet, RecordSource, TaskInfo, distinct};
 
 /// Apex of the dcos-dns zones.
 pub const THISDCOS: &str = "thisdcos.directory";
@@ -82,7 +82,7 @@ impl RecordSource for DcosRecords {
         if fname.is_empty() || label.is_empty() {
             return;
         }
-        let task_ips = first_of_each_family(&task.ips);
+        let task_ips = distinct(&task.ips);
         let auto_ips = if task.ports.is_empty() && !task_ips.is_empty() {
             &task_ips
         } else {

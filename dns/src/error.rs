@@ -19,4 +19,7 @@ pub enum Error {
     /// A worker thread could not be started.
     #[error("cannot start a DNS worker thread")]
     Thread(#[source] std::io::Error),
+    /// The masters cannot be read as configured (a TLS or login file is missing or wrong).
+    #[error("reading the Mesos masters: {0}")]
+    MasterAccess(#[from] crate::mesos::fetch::AccessError),
 }

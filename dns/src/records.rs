@@ -7,7 +7,7 @@
 //!
 //! | name | type | data |
 //! |---|---|---|
-//! | `<task>.<fw>.mesos.` and `<task>-<hash>-<agent>.<fw>.mesos.` | A/AAAA | the task's first IPv4 and first IPv6, by IP source order |
+//! | `<task>.<fw>.mesos.` and `<task>-<hash>-<agent>.<fw>.mesos.` | A/AAAA | every address of the first IP source that has any (Mesos-DNS's rule) |
 //! | the same under `.slave.` | A/AAAA | the agent's addresses |
 //! | `_<task>._tcp\|_udp.<fw>[.slave].mesos.` | SRV | `<canonical>.slave.mesos.`, each port resource (only under `.slave.` with discovery info) |
 //! | `_<task>._<proto>.<fw>.mesos.`, `_<port>._<task>._<proto>.<fw>.mesos.` | SRV | `<canonical>.mesos.`, each discovery port |
@@ -317,7 +317,7 @@ impl<T: RecordSource + ?Sized> RecordSource for &T {
     }
 }
 
-/// The first IPv4 and IPv6 address of each agent, by id (looked up once per task on every
+/// Every address of each agent, by id (looked up once per task on every
 /// update, hence the quick hasher).
 pub fn agent_addresses(
     cluster: &Cluster,
@@ -325,7 +325,7 @@ pub fn agent_addresses(
     cluster
         .agents
         .iter()
-        .map(|a| (a.id.as_str(), first_of_each_family(&a.ips)))
+        .map(|a| (a.id.as_str(), distinct(&a.ips)))
         .collect()
 }
 
@@ -424,7 +424,7 @@ impl Settings {
                 continue;
             }
             let name = format!("{fname}{tail}");
-            for ip in first_of_each_family(&f.scheduler_ips) {
+            for ip in distinct(&f.scheduler_ips) {
                 out.push(Record::ip(name.clone(), ip));
             }
             if let Some(port) = f.scheduler_port {
@@ -442,7 +442,7 @@ impl Settings {
         let name = format!("slave{tail}");
         let target: Arc<str> = Arc::from(name.as_str());
         for agent in &cluster.agents {
-            let ips = first_of_each_family(&agent.ips);
+            let ips = distinct(&agent.ips);
             for &ip in &ips {
                 out.push(Record::ip(name.clone(), ip));
             }
@@ -516,7 +516,7 @@ impl Settings {
             agent_id_tail(&task.agent_id)
         );
         let short = format!("{label}.{fname}");
-        for ip in first_of_each_family(&task.ips) {
+        for ip in distinct(&task.ips) {
             out.push(Record::ip(format!("{short}{tail}"), ip));
             out.push(Record::ip(format!("{canonical}{tail}"), ip));
         }
@@ -599,11 +599,16 @@ fn task_labels(task: &TaskInfo, spec: LabelSpec) -> Vec<String> {
     labels
 }
 
-/// The first IPv4 and the first IPv6 address of `ips`, in that order.
-pub fn first_of_each_family(ips: &[IpAddr]) -> Vec<IpAddr> {
-    let v4 = ips.iter().find(|ip| ip.is_ipv4());
-    let v6 = ips.iter().find(|ip| ip.is_ipv6());
-    v4.into_iter().chain(v6).copied().collect()
+/// `ips` in their order, each once: a host name may resolve to an address twice, and
+/// Mesos-DNS answers every address of a host, agent or task once.
+pub fn distinct(ips: &[IpAddr]) -> Vec<IpAddr> {
+    let mut out = Vec::with_capacity(ips.len());
+    for &ip in ips {
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
 }
 
 /// `name` lower-cased with a trailing dot.

@@ -106,10 +106,14 @@ fn address_records_with_all_sources() {
             // The framework name, cut to 24 characters by RFC 952, its digit-only parts dropped.
             ("some-box.chronoswithaspaceandmixe.mesos.", &["1.2.3.11"]),
             ("marathon.mesos.", &["1.2.3.11"]),
-            // netinfo: the first IPv4 and the first IPv6 of the container.
+            // netinfo, the first populated source: every address of every network info.
             (
                 "toy-store.ipv6-framework.mesos.",
-                &["12.0.1.3", "fd01:b::1:8000:2"],
+                &["12.0.1.3", "12.0.1.2", "fd01:b::1:8000:2"],
+            ),
+            (
+                "toy-store-go588-3.ipv6-framework.mesos.",
+                &["12.0.1.3", "12.0.1.2", "fd01:b::1:8000:2"],
             ),
             ("toy-store.ipv6-framework.slave.mesos.", &["2001:db8::1"]),
             ("ipv6-framework.mesos.", &["2001:db8::1"]),
@@ -246,7 +250,24 @@ fn ip_sources_are_tried_in_the_configured_order() {
         (
             &[Netinfo],
             "toy-store.ipv6-framework.mesos.",
-            &["12.0.1.3", "fd01:b::1:8000:2"],
+            &["12.0.1.3", "12.0.1.2", "fd01:b::1:8000:2"],
+        ),
+        // Docker's label is absent: the agent's address, and only that.
+        (
+            &[Docker, Host],
+            "toy-store.ipv6-framework.mesos.",
+            &["2001:db8::1"],
+        ),
+        (
+            &[Mesos, Host],
+            "toy-store.ipv6-framework.mesos.",
+            &["2001:db8::1"],
+        ),
+        // A populated source ends the search: the agent's address is not added.
+        (
+            &[Netinfo, Host],
+            "toy-store.ipv6-framework.mesos.",
+            &["12.0.1.3", "12.0.1.2", "fd01:b::1:8000:2"],
         ),
         (&[Netinfo], "nginx.marathon.mesos.", &[]),
         // Mesos-DNS's default order.

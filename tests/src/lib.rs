@@ -6,7 +6,8 @@
 //! - [`cgroup`]: a cgroup per test for the eBPF socket hooks; [`lb`]: backends and the socket
 //!   client for the load-balancer tests.
 //! - [`namespace`]: a single network namespace for a test; [`fake_master`]: a Mesos master's
-//!   state endpoint to serve from it.
+//!   state endpoint to serve from it (over HTTPS and with credentials if asked); [`pki`]:
+//!   certificates and keys made by a test.
 //! - [`clients`]: the client programs users have (marathon-python), run in a node;
 //!   [`images`]: a container image built here, and what container tasks leave; [`knot`]:
 //!   Knot DNS as a local upstream.
@@ -22,8 +23,9 @@ pub mod images;
 pub mod knot;
 pub mod lb;
 pub mod namespace;
+pub mod pki;
 
 pub use cgroup::TestCgroup;
 pub use cluster::{Cluster, ClusterOptions, NodeSpec, wait_until};
-pub use fake_master::FakeMaster;
+pub use fake_master::{FakeMaster, MasterGuard};
 pub use namespace::TestNamespace;

@@ -49,6 +49,22 @@ fn http(ns: &TestNamespace, path: &str) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
 
+/// The HTTP status of GET `path` on the API.
+fn status(ns: &TestNamespace, path: &str) -> u16 {
+    let url = format!("http://127.0.0.1:8123{path}");
+    ns.netns()
+        .run(|| {
+            ureq::get(&url)
+                .config()
+                .http_status_as_error(false)
+                .build()
+                .call()
+                .map(|r| r.status().as_u16())
+        })
+        .unwrap()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
 #[test]
 fn drop_in_mesos_dns_serves_the_fixture_to_real_clients() {
     let ns = TestNamespace::create("mesosdns").unwrap();
@@ -176,23 +192,58 @@ fn drop_in_mesos_dns_serves_the_fixture_to_real_clients() {
     // The Mesos-DNS HTTP API.
     assert_eq!(http(&ns, "/v1/version")["Service"], "Mesos-DNS");
     assert_eq!(http(&ns, "/v1/config")["Masters"][0], "127.0.0.1:5051");
-    let hosts = http(&ns, "/v1/hosts/liquor-store.marathon.mesos");
+    let config = http(&ns, "/v1/config");
+    for key in [
+        "MesosHTTPSOn",
+        "CACertFile",
+        "MesosCredentials",
+        "IAMConfigFile",
+        "ZkDetectionTimeout",
+    ] {
+        assert!(config.get(key).is_some(), "{key} missing in {config}");
+    }
+    assert!(config["SOASerial"].as_u64().unwrap() > 0, "{config}");
+    let hosts = http(&ns, "/v1/hosts/Liquor-Store.marathon.mesos");
     assert_eq!(hosts.as_array().unwrap().len(), 2, "{hosts}");
     assert_eq!(hosts[0]["host"], "liquor-store.marathon.mesos.");
+    // Every address of the first IP source that has any (netinfo): two IPv4 and an IPv6.
+    let mut toy: Vec<String> = http(&ns, "/v1/hosts/toy-store.ipv6-framework.mesos")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["ip"].as_str().unwrap().to_owned())
+        .collect();
+    toy.sort();
+    assert_eq!(toy, ["12.0.1.2", "12.0.1.3", "fd01:b::1:8000:2"]);
+    let aaaa = dig(&ns, &["+short", "toy-store.ipv6-framework.mesos", "AAAA"]);
+    assert_eq!(aaaa.trim(), "fd01:b::1:8000:2");
+    assert_eq!(
+        http(&ns, "/v1/hosts/nosuch.marathon.mesos"),
+        serde_json::json!([{"host": "", "ip": ""}]),
+        "an unknown host is one empty record, as in Mesos-DNS"
+    );
+    // Per SRV record, its target's first address; `service` as asked for.
     let services = http(&ns, "/v1/services/_liquor-store._tcp.marathon.mesos");
+    let services = services.as_array().unwrap();
+    assert_eq!(services.len(), 4, "{services:?}");
     assert!(
         services
-            .as_array()
-            .unwrap()
             .iter()
-            .any(|s| s["port"] == "443" && s["ip"] == "10.3.0.1"),
-        "{services}"
+            .all(|s| s["service"] == "_liquor-store._tcp.marathon.mesos"),
+        "{services:?}"
+    );
+    assert!(
+        services.iter().any(|s| s["port"] == "443"
+            && s["ip"] == "10.3.0.1"
+            && s["host"] == "liquor-store-4dfjd-0.marathon.mesos."),
+        "{services:?}"
     );
     let unknown = http(&ns, "/v1/services/_nothing._tcp.marathon.mesos");
     assert_eq!(
         unknown,
         serde_json::json!([{"service": "", "host": "", "ip": "", "port": ""}])
     );
+    assert_eq!(status(&ns, "/v1/hosts/leader.mesos/ports"), 501);
     let enumeration = http(&ns, "/v1/enumerate");
     assert!(
         enumeration["frameworks"]
@@ -256,4 +307,116 @@ fn drop_in_mesos_dns_serves_the_fixture_to_real_clients() {
             .any(|l| l.starts_with("dcnet_dns_state_refresh_failures_total") && !l.ends_with(" 0")),
         "{metrics}"
     );
+}
+
+/// Starts `dcnet dns` on `config` in `ns`, logging to `<dir>/<log>`.
+fn start_dropin(ns: &TestNamespace, config: &std::path::Path, log: &std::path::Path) -> Running {
+    let file = std::fs::File::create(log).unwrap();
+    let mut command = Command::new(dcnet_binary().unwrap());
+    command
+        .args(["dns", "--mesos-dns-config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(file);
+    in_netns(&mut command, ns.netns(), true);
+    Running(command.spawn().unwrap())
+}
+
+#[test]
+fn drop_in_reads_masters_over_https_as_a_dcos_service_account() {
+    use dcnet_tests::MasterGuard;
+    use dcnet_tests::pki::{TestPki, rsa_key_pair};
+
+    let ns = TestNamespace::create("mesosdnstls").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path(), "cluster").unwrap();
+    let server = pki.server("master", "127.0.0.1".parse().unwrap()).unwrap();
+    let client = pki.client("mesos-dns", "mesos-dns").unwrap();
+    let (private_pem, public_pem) = rsa_key_pair(dir.path(), "account").unwrap();
+    let ca_file = dir.path().join("cluster-ca.pem");
+    let master = FakeMaster::start_guarded(
+        ns.netns(),
+        "127.0.0.1:5050".parse().unwrap(),
+        state_led_by("127.0.0.1:5050"),
+        MasterGuard {
+            tls: Some((server.cert_pem.clone(), server.key_pem.clone())),
+            client_ca: Some(std::fs::read_to_string(&ca_file).unwrap()),
+            iam: Some(("dcos_mesos_dns".into(), public_pem)),
+            ..MasterGuard::default()
+        },
+    )
+    .unwrap();
+    let iam_file = dir.path().join("iam.json");
+    std::fs::write(
+        &iam_file,
+        serde_json::json!({
+            "uid": "dcos_mesos_dns",
+            "private_key": private_pem,
+            "login_endpoint": "https://127.0.0.1:5050/acs/api/v1/auth/login",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    // As DC/OS configures Mesos-DNS on its masters, enumeration off.
+    let config = |ca: &std::path::Path| {
+        serde_json::json!({
+            "masters": ["127.0.0.1:5050"],
+            "refreshSeconds": 1,
+            "listener": "127.0.0.1",
+            "httpport": 8123,
+            "externalOn": false,
+            "EnumerationOn": false,
+            "MesosHTTPSOn": true,
+            "CACertFile": ca,
+            "CertFile": client.cert_file,
+            "KeyFile": client.key_file,
+            "MesosAuthentication": "iam",
+            "IAMConfigFile": iam_file,
+        })
+        .to_string()
+    };
+    let config_file = dir.path().join("config.json");
+    std::fs::write(&config_file, config(&ca_file)).unwrap();
+    let log = dir.path().join("dns.log");
+    let _dns = start_dropin(&ns, &config_file, &log);
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    // The default IP sources: netinfo, then the Mesos containerizer's label.
+    let ready = wait_until("records over HTTPS", Duration::from_secs(15), || {
+        Ok(dig(&ns, &["+short", "nginx.marathon.mesos"])
+            .contains("10.3.0.3")
+            .then_some(()))
+    });
+    if let Err(e) = ready {
+        panic!("{e}\n{}", logs());
+    }
+    // Several refreshes, one login.
+    let requests = master.requests();
+    wait_until("two more refreshes", Duration::from_secs(10), || {
+        Ok((master.requests() >= requests + 2).then_some(()))
+    })
+    .unwrap();
+    assert_eq!(master.logins(), 1, "{}", logs());
+    assert_eq!(master.refused(), 0);
+    // Mesos-DNS has no enumeration routes when it is off.
+    assert_eq!(status(&ns, "/v1/enumerate"), 404);
+    assert_eq!(status(&ns, "/v1/axfr"), 404);
+    let shown = http(&ns, "/v1/config");
+    assert_eq!(shown["MesosAuthentication"], "iam");
+    assert_eq!(shown["MesosHTTPSOn"], true);
+
+    // A CA file that is not there: the server does not start, and says which file.
+    let missing = dir.path().join("no-such-ca.pem");
+    let bad_config = dir.path().join("bad.json");
+    std::fs::write(&bad_config, config(&missing)).unwrap();
+    let bad_log = dir.path().join("bad.log");
+    let mut bad = start_dropin(&ns, &bad_config, &bad_log);
+    let exited = wait_until(
+        "the misconfigured server to exit",
+        Duration::from_secs(10),
+        || Ok(bad.0.try_wait()?),
+    )
+    .unwrap();
+    assert!(!exited.success());
+    let said = std::fs::read_to_string(&bad_log).unwrap();
+    assert!(said.contains("no-such-ca.pem"), "{said}");
 }

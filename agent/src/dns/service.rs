@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use dcnet_dns::forward::{Forwarder, ForwarderConfig};
-use dcnet_dns::mesos::fetch::{Fetched, fetch_state};
+use dcnet_dns::mesos::fetch::{Fetched, MasterClient, fetch_state};
 use dcnet_dns::server::{DnsServer, Forward, ServerConfig, ServerMetrics, SharedSnapshot};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -88,6 +88,15 @@ impl DnsService {
         named_vips: watch::Receiver<NamedVips>,
         (registry, services): (&mut Registry, &mut Services),
     ) -> Result<Self, crate::Error> {
+        // Made first: a TLS or login file that cannot be used stops the agent with what is
+        // wrong, rather than failing every poll.
+        let client = if settings.mesos_masters.is_empty() {
+            None
+        } else {
+            let client = MasterClient::new(&settings.mesos_access, settings.mesos_state_timeout)
+                .map_err(|e| crate::Error::Dns(e.into()))?;
+            Some(client)
+        };
         let server_metrics = Arc::new(ServerMetrics::default());
         server_metrics.register(registry);
         let replica_metrics = Arc::new(ReplicaMetrics::default());
@@ -135,8 +144,8 @@ impl DnsService {
             );
             services.spawn(Stage::Data, "resolv.conf manager", manager);
         }
-        if !settings.mesos_masters.is_empty() {
-            let publisher = publisher(settings, gossip, replica_metrics, stop);
+        if let Some(client) = client {
+            let publisher = publisher(settings, Arc::new(client), gossip, replica_metrics, stop);
             services.spawn(Stage::Data, "mesos state publisher", publisher);
         }
         Ok(Self { server })
@@ -202,6 +211,7 @@ async fn replica(
 /// Polls the masters and publishes what changed as task facts.
 async fn publisher(
     settings: DnsSettings,
+    client: Arc<MasterClient>,
     gossip: Arc<Gossip>,
     metrics: Arc<ReplicaMetrics>,
     stop: Stopping,
@@ -221,16 +231,16 @@ async fn publisher(
         }
         let polled = tokio::time::Instant::now();
         next_poll = polled + refresh;
-        let (masters, timeout, sources) = (
+        let (masters, client, sources) = (
             settings.mesos_masters.clone(),
-            settings.mesos_state_timeout,
+            client.clone(),
             settings.ip_sources.clone(),
         );
         // Read, parse, compare and drop on one blocking thread: the comparison takes tens of
         // milliseconds at 100,000 tasks, and the state is millions of allocations best freed
         // by the thread that made them.
         let polling = tokio::task::spawn_blocking(move || {
-            let fetched = fetch_state(&masters, timeout, last).map(|fetched| match fetched {
+            let fetched = fetch_state(&client, &masters, last).map(|fetched| match fetched {
                 Fetched::State { state, seen } => {
                     let resolve = |host: &str| dcnet_dns::mesos::literal_only(host);
                     let cluster = dcnet_dns::mesos::cluster(&state, &sources, &resolve);

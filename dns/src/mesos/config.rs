@@ -59,11 +59,51 @@ pub struct MesosDnsConfig {
     pub enforce_rfc952: bool,
     pub enumeration_on: bool,
     pub set_truncate_bit: bool,
+    #[serde(rename = "SRVRecordDefaultWeight")]
     pub srv_record_default_weight: u16,
     /// Per-zone forwarders: zone → resolvers.
     pub zone_resolvers: std::collections::BTreeMap<String, Vec<String>>,
+    /// Seconds to wait for ZooKeeper to name a leader at start (0: forever).
+    pub zk_detection_timeout: u64,
+    /// Read the masters' state over HTTPS.
+    #[serde(rename = "MesosHTTPSOn")]
+    pub mesos_https_on: bool,
+    /// PEM file of the CA(s) that sign the masters' certificates.
+    #[serde(rename = "CACertFile")]
+    pub ca_cert_file: String,
+    /// PEM client certificate and key presented to the masters.
+    pub cert_file: String,
+    pub key_file: String,
+    pub mesos_credentials: Credentials,
+    /// DC/OS service-account file (`uid`, `private_key`, `login_endpoint`).
+    #[serde(rename = "IAMConfigFile")]
+    pub iam_config_file: String,
+    pub mesos_authentication: MesosAuthentication,
     /// Where it was read from.
     pub file: PathBuf,
+}
+
+/// `MesosCredentials`: HTTP basic credentials for the masters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Credentials {
+    pub principal: String,
+    pub secret: String,
+}
+
+/// `MesosAuthentication`: how requests to the masters authenticate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum MesosAuthentication {
+    /// `""`: none.
+    #[default]
+    #[serde(rename = "")]
+    None,
+    /// `"basic"`: HTTP basic with `MesosCredentials`.
+    #[serde(rename = "basic")]
+    Basic,
+    /// `"iam"`: a DC/OS service-account login with `IAMConfigFile`, then its token.
+    #[serde(rename = "iam")]
+    Iam,
 }
 
 impl Default for MesosDnsConfig {
@@ -97,6 +137,14 @@ impl Default for MesosDnsConfig {
             set_truncate_bit: true,
             srv_record_default_weight: 1,
             zone_resolvers: Default::default(),
+            zk_detection_timeout: 30,
+            mesos_https_on: false,
+            ca_cert_file: String::new(),
+            cert_file: String::new(),
+            key_file: String::new(),
+            mesos_credentials: Credentials::default(),
+            iam_config_file: String::new(),
+            mesos_authentication: MesosAuthentication::None,
             file: PathBuf::new(),
         }
     }
@@ -274,16 +322,42 @@ impl MesosDnsConfig {
                             .insert(zone.trim_end_matches('.').to_ascii_lowercase(), resolvers);
                     }
                 }
-                "zkdetectiontimeout"
-                | "mesoshttpson"
-                | "cacertfile"
-                | "certfile"
-                | "keyfile"
-                | "mesoscredentials"
-                | "iamconfigfile"
-                | "mesosauthentication"
-                | "soaserial"
-                | "file" => {
+                "zkdetectiontimeout" => {
+                    c.zk_detection_timeout = number(86_400, "a number of seconds from 0 to 86400")?
+                }
+                "mesoshttpson" => c.mesos_https_on = flag()?,
+                "cacertfile" => c.ca_cert_file = text()?,
+                "certfile" => c.cert_file = text()?,
+                "keyfile" => c.key_file = text()?,
+                "iamconfigfile" => c.iam_config_file = text()?,
+                "mesosauthentication" => {
+                    c.mesos_authentication = match text()?.as_str() {
+                        "" => MesosAuthentication::None,
+                        "basic" => MesosAuthentication::Basic,
+                        "iam" => MesosAuthentication::Iam,
+                        _ => return Err(invalid(key, value, "\"\", \"basic\" or \"iam\"")),
+                    }
+                }
+                "mesoscredentials" => {
+                    let expected = "an object {\"Principal\": ..., \"Secret\": ...}";
+                    let map = value
+                        .as_object()
+                        .ok_or_else(|| invalid(key, value, expected))?;
+                    for (field, v) in map {
+                        let v = v
+                            .as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| invalid(key, value, expected))?;
+                        match field.to_ascii_lowercase().as_str() {
+                            "principal" => c.mesos_credentials.principal = v,
+                            "secret" => c.mesos_credentials.secret = v,
+                            _ => warnings.push(format!("unknown key `{key}.{field}` ignored")),
+                        }
+                    }
+                }
+                // Set by the server, not read: the serial is the time of each refresh, and
+                // the file is where it was read from.
+                "soaserial" | "file" => {
                     warnings.push(format!(
                         "key `{key}` is accepted but has no effect in dcnet"
                     ));
@@ -352,7 +426,78 @@ impl MesosDnsConfig {
         }
         // Mesos-DNS accepts `@` for the mailbox's first dot.
         self.soa_rname = self.soa_rname.replacen('@', ".", 1);
+        self.validate_access(warnings)
+    }
+
+    /// The TLS and authentication keys, checked as Mesos-DNS checks them at start (the files
+    /// themselves are read when the master client is made).
+    fn validate_access(&self, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+        let unusable = |problem: &str| {
+            Err(ConfigError::Unusable {
+                path: self.file.clone(),
+                problem: problem.into(),
+            })
+        };
+        match (self.cert_file.is_empty(), self.key_file.is_empty()) {
+            (false, true) => {
+                return unusable("`CertFile` is set without `KeyFile`: give both, or neither");
+            }
+            (true, false) => {
+                return unusable("`KeyFile` is set without `CertFile`: give both, or neither");
+            }
+            _ => {}
+        }
+        let tls_files = !self.ca_cert_file.is_empty() || !self.cert_file.is_empty();
+        if tls_files && !self.mesos_https_on {
+            warnings.push(
+                "`CACertFile`/`CertFile` are set but `MesosHTTPSOn` is false: the masters are read over plain HTTP".into(),
+            );
+        }
+        if self.mesos_https_on && self.ca_cert_file.is_empty() {
+            warnings.push(
+                "`MesosHTTPSOn` without `CACertFile`: the masters' certificates are checked against the system's CAs (Mesos-DNS would not check them at all); set `CACertFile` to your cluster's CA".into(),
+            );
+        }
+        match self.mesos_authentication {
+            MesosAuthentication::Basic if self.mesos_credentials == Credentials::default() => {
+                return unusable(
+                    "`MesosAuthentication` is \"basic\" but `MesosCredentials` is empty: give {\"Principal\": ..., \"Secret\": ...}",
+                );
+            }
+            MesosAuthentication::Iam if self.iam_config_file.is_empty() => {
+                return unusable(
+                    "`MesosAuthentication` is \"iam\" but `IAMConfigFile` is not set: give the service account's JSON file",
+                );
+            }
+            MesosAuthentication::None => {
+                if !self.mesos_credentials.principal.is_empty() {
+                    warnings.push("`MesosCredentials` is set but `MesosAuthentication` is not \"basic\": the credentials are not sent".into());
+                }
+                if !self.iam_config_file.is_empty() {
+                    warnings.push("`IAMConfigFile` is set but `MesosAuthentication` is not \"iam\": no login is made".into());
+                }
+            }
+            _ => {}
+        }
         Ok(())
+    }
+
+    /// The configuration as `/v1/config` shows it: Mesos-DNS's keys, with the current SOA
+    /// serial, and the credentials' secret masked (Mesos-DNS shows it; an API that anyone
+    /// reaching the port may read should not).
+    pub fn shown(&self, serial: u32) -> Value {
+        let mut shown = self.clone();
+        // Mesos-DNS qualifies both names at start.
+        shown.soa_mname = format!("{}.", shown.soa_mname.trim_end_matches('.'));
+        shown.soa_rname = format!("{}.", shown.soa_rname.trim_end_matches('.'));
+        if !shown.mesos_credentials.secret.is_empty() {
+            shown.mesos_credentials.secret = "******".into();
+        }
+        let mut value = serde_json::to_value(&shown).unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut value {
+            map.insert("SOASerial".into(), Value::from(serial));
+        }
+        value
     }
 
     /// The upstream resolvers as socket addresses (port 53 unless given).
@@ -407,8 +552,7 @@ mod tests {
     #[test]
     fn unknown_and_inert_keys_are_warnings() {
         let (_, warnings) =
-            parse(r#"{"masters": ["10.0.0.1:5050"], "colour": 1, "zkDetectionTimeout": 30}"#)
-                .unwrap();
+            parse(r#"{"masters": ["10.0.0.1:5050"], "colour": 1, "SOASerial": 30}"#).unwrap();
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings.iter().any(|w| w.contains("colour")));
     }
@@ -448,6 +592,30 @@ mod tests {
                 &["ZooKeeper", "masters"],
             ),
             (r#"{}"#, &["no `masters`"]),
+            (
+                r#"{"masters": ["10.0.0.1:5050"], "CertFile": "/c.pem"}"#,
+                &["`CertFile`", "`KeyFile`"],
+            ),
+            (
+                r#"{"masters": ["10.0.0.1:5050"], "KeyFile": "/k.pem"}"#,
+                &["`KeyFile`", "`CertFile`"],
+            ),
+            (
+                r#"{"masters": ["10.0.0.1:5050"], "MesosAuthentication": "basic"}"#,
+                &["`MesosCredentials`"],
+            ),
+            (
+                r#"{"masters": ["10.0.0.1:5050"], "MesosAuthentication": "iam"}"#,
+                &["`IAMConfigFile`"],
+            ),
+            (
+                r#"{"masters": ["10.0.0.1:5050"], "MesosAuthentication": "kerberos"}"#,
+                &["`MesosAuthentication`", "basic"],
+            ),
+            (
+                r#"{"masters": ["10.0.0.1:5050"], "MesosCredentials": "dns:secret"}"#,
+                &["`MesosCredentials`", "Principal"],
+            ),
             (r#"[1]"#, &["JSON object"]),
             (r#"{"masters": "#, &["not valid JSON"]),
         ];
@@ -466,6 +634,107 @@ mod tests {
             parse(r#"{"masters": ["10.0.0.1:5050"], "zk": "zk://x/mesos"}"#).unwrap();
         assert_eq!(c.master_addrs(), vec!["10.0.0.1:5050".parse().unwrap()]);
         assert!(warnings.iter().any(|w| w.contains("`zk` is ignored")));
+    }
+
+    #[test]
+    fn tls_and_credentials_are_read_case_insensitively() {
+        let (c, warnings) = parse(
+            r#"{"masters": ["10.0.0.1:5050"], "mesosHTTPSOn": true, "caCertFile": "/ca.pem",
+                "certfile": "/c.pem", "KEYFILE": "/k.pem", "MesosAuthentication": "basic",
+                "MesosCredentials": {"principal": "dns", "SECRET": "s"}}"#,
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(c.mesos_https_on);
+        assert_eq!(
+            (
+                c.ca_cert_file.as_str(),
+                c.cert_file.as_str(),
+                c.key_file.as_str()
+            ),
+            ("/ca.pem", "/c.pem", "/k.pem")
+        );
+        assert_eq!(c.mesos_authentication, MesosAuthentication::Basic);
+        assert_eq!(c.mesos_credentials.principal, "dns");
+        assert_eq!(c.mesos_credentials.secret, "s");
+        // HTTPS without a CA file: verified against public CAs, and said so.
+        let (_, warnings) =
+            parse(r#"{"masters": ["10.0.0.1:5050"], "MesosHTTPSOn": true}"#).unwrap();
+        assert!(
+            warnings.iter().any(|w| w.contains("CACertFile")),
+            "{warnings:?}"
+        );
+        // Credentials without the mechanism that sends them: a warning.
+        let (_, warnings) = parse(
+            r#"{"masters": ["10.0.0.1:5050"], "MesosCredentials": {"Principal": "p", "Secret": "s"}}"#,
+        )
+        .unwrap();
+        assert!(
+            warnings.iter().any(|w| w.contains("not sent")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn shown_config_has_every_mesos_dns_key_and_no_secret() {
+        let (c, _) = parse(
+            r#"{"masters": ["10.0.0.1:5050"], "MesosAuthentication": "basic",
+                "MesosCredentials": {"Principal": "dns", "Secret": "hunter2"}}"#,
+        )
+        .unwrap();
+        let shown = c.shown(1234);
+        // Every field of Mesos-DNS's Config that encoding/json writes, by its JSON name.
+        for key in [
+            "RefreshSeconds",
+            "Port",
+            "Timeout",
+            "StateTimeoutSeconds",
+            "ZkDetectionTimeout",
+            "HttpPort",
+            "TTL",
+            "SRVRecordDefaultWeight",
+            "SOASerial",
+            "SOARefresh",
+            "SOARetry",
+            "SOAExpire",
+            "SOAMinttl",
+            "SOAMname",
+            "SOARname",
+            "Masters",
+            "ZoneResolvers",
+            "Resolvers",
+            "IPSources",
+            "Zk",
+            "Domain",
+            "File",
+            "Listener",
+            "HTTPListener",
+            "RecurseOn",
+            "DnsOn",
+            "HttpOn",
+            "ExternalOn",
+            "EnforceRFC952",
+            "SetTruncateBit",
+            "EnumerationOn",
+            "MesosHTTPSOn",
+            "CACertFile",
+            "CertFile",
+            "KeyFile",
+            "MesosCredentials",
+            "IAMConfigFile",
+            "MesosAuthentication",
+        ] {
+            assert!(shown.get(key).is_some(), "{key} missing in {shown}");
+        }
+        assert_eq!(shown["SOASerial"], 1234);
+        assert_eq!(shown["SOAMname"], "ns1.mesos.");
+        assert_eq!(shown["SOARname"], "root.ns1.mesos.");
+        assert_eq!(shown["MesosAuthentication"], "basic");
+        assert_eq!(shown["MesosCredentials"]["Principal"], "dns");
+        assert!(!shown.to_string().contains("hunter2"), "{shown}");
+        let (plain, _) = parse(r#"{"masters": ["10.0.0.1:5050"]}"#).unwrap();
+        assert_eq!(plain.shown(0)["MesosAuthentication"], "");
+        assert_eq!(plain.shown(0)["MesosCredentials"]["Secret"], "");
     }
 
     #[test]

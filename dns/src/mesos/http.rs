@@ -2,11 +2,16 @@
 //!
 //! - `GET /v1/version`: `{"Service":"Mesos-DNS","URL":...,"Version":...}`
 //! - `GET /v1/config`: the configuration, with Mesos-DNS's field names
-//! - `GET /v1/hosts/{host}`: `[{"host","ip"}]`, one per A/AAAA record (`[]` if none)
-//! - `GET /v1/services/{service}`: `[{"service","host","ip","port"}]`, one per SRV record and
-//!   target address; an unknown service gives one record of empty strings, as Mesos-DNS does
-//! - `GET /v1/enumerate`: frameworks, tasks and their records (empty when `EnumerationOn` is off)
-//! - `GET /v1/axfr`: the whole zone (`As`, `AAAAs`, `SRVs`, and the SOA settings)
+//! - `GET /v1/hosts/{host}`: `[{"host","ip"}]`, one per A/AAAA record; `host` is the name
+//!   asked for, lower-cased, `.*` removed, with a trailing dot; an unknown host gives one
+//!   record of empty strings
+//! - `GET /v1/hosts/{host}/ports`: 501, as in Mesos-DNS
+//! - `GET /v1/services/{service}`: `[{"service","host","ip","port"}]`, per SRV record one for
+//!   the target's first A and one for its first AAAA (none when it has neither); `service` is
+//!   the name as asked for; an unknown service gives one record of empty strings
+//! - `GET /v1/enumerate`: frameworks, tasks and their records; `GET /v1/axfr`: the whole zone
+//!   (`As`, `AAAAs`, `SRVs`, and the SOA settings). Both 404 when `EnumerationOn` is off: Mesos-DNS
+//!   has no such routes then.
 //!
 //! dcnet adds `GET /metrics` (Prometheus text).
 
@@ -16,7 +21,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
@@ -52,6 +57,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/version", get(version))
         .route("/v1/config", get(config))
         .route("/v1/hosts/{host}", get(hosts))
+        .route("/v1/hosts/{host}/ports", get(ports))
         .route("/v1/services/{service}", get(services))
         .route("/v1/enumerate", get(enumerate))
         .route("/v1/axfr", get(axfr))
@@ -76,8 +82,19 @@ async fn version() -> axum::Json<Version> {
     })
 }
 
-async fn config(State(s): State<ApiState>) -> axum::Json<MesosDnsConfig> {
-    axum::Json(MesosDnsConfig::clone(&s.config))
+async fn config(State(s): State<ApiState>) -> axum::Json<serde_json::Value> {
+    axum::Json(s.config.shown(s.model.load().serial))
+}
+
+/// Mesos-DNS never implemented it; its clients get the same answer.
+async fn ports() -> (StatusCode, &'static str) {
+    (StatusCode::NOT_IMPLEMENTED, "To be implemented...")
+}
+
+/// A name as Mesos-DNS's API takes it: wildcard labels (`.*`) removed, lower-cased, fully
+/// qualified.
+fn api_name(name: &str) -> String {
+    fqdn(&name.replace(".*", ""))
 }
 
 #[derive(Serialize)]
@@ -97,17 +114,22 @@ fn addresses(snapshot: &Snapshot, name: &str) -> Vec<String> {
 }
 
 async fn hosts(State(s): State<ApiState>, Path(host): Path<String>) -> axum::Json<Vec<HostRecord>> {
-    let name = fqdn(&host);
+    let name = api_name(&host);
     let model = s.model.load();
-    axum::Json(
-        addresses(&model.snapshot, &name)
-            .into_iter()
-            .map(|ip| HostRecord {
-                host: name.clone(),
-                ip,
-            })
-            .collect(),
-    )
+    let mut out: Vec<HostRecord> = addresses(&model.snapshot, &name)
+        .into_iter()
+        .map(|ip| HostRecord {
+            host: name.clone(),
+            ip,
+        })
+        .collect();
+    if out.is_empty() {
+        out.push(HostRecord {
+            host: String::new(),
+            ip: String::new(),
+        });
+    }
+    axum::Json(out)
 }
 
 #[derive(Serialize)]
@@ -122,18 +144,18 @@ async fn services(
     State(s): State<ApiState>,
     Path(service): Path<String>,
 ) -> axum::Json<Vec<ServiceRecord>> {
-    let name = fqdn(&service);
+    let name = api_name(&service);
     let model = s.model.load();
     let mut out = Vec::new();
     let records = model.snapshot.records(&name).unwrap_or_default();
     for srv in &records.srv {
-        let mut ips = addresses(&model.snapshot, &srv.target);
-        if ips.is_empty() {
-            ips.push(String::new());
-        }
-        for ip in ips {
+        let target = model.snapshot.records(&srv.target).unwrap_or_default();
+        let first_v4 = target.a.first().map(|ip| ip.to_string());
+        let first_v6 = target.aaaa.first().map(|ip| ip.to_string());
+        for ip in first_v4.into_iter().chain(first_v6) {
             out.push(ServiceRecord {
-                service: name.clone(),
+                // As asked for, not cleaned: Mesos-DNS echoes its path parameter.
+                service: service.clone(),
                 host: srv.target.to_string(),
                 ip,
                 port: srv.port.to_string(),
@@ -151,15 +173,15 @@ async fn services(
     axum::Json(out)
 }
 
-async fn enumerate(State(s): State<ApiState>) -> axum::Json<Enumeration> {
+async fn enumerate(State(s): State<ApiState>) -> Result<axum::Json<Enumeration>, StatusCode> {
     if !s.config.enumeration_on {
-        return axum::Json(Enumeration::default());
+        return Err(StatusCode::NOT_FOUND);
     }
     let Some(source) = s.model.load().source.clone() else {
-        return axum::Json(Enumeration::default());
+        return Ok(axum::Json(Enumeration::default()));
     };
     let (cluster, settings) = &*source;
-    axum::Json(records::generate(cluster, settings).enumeration)
+    Ok(axum::Json(records::generate(cluster, settings).enumeration))
 }
 
 #[derive(Serialize)]
@@ -185,7 +207,10 @@ struct AxfrRecords {
     srv: BTreeMap<String, Vec<String>>,
 }
 
-async fn axfr(State(s): State<ApiState>) -> axum::Json<Axfr> {
+async fn axfr(State(s): State<ApiState>) -> Result<axum::Json<Axfr>, StatusCode> {
+    if !s.config.enumeration_on {
+        return Err(StatusCode::NOT_FOUND);
+    }
     let model = s.model.load();
     let mut records = AxfrRecords {
         a: BTreeMap::new(),
@@ -214,7 +239,7 @@ async fn axfr(State(s): State<ApiState>) -> axum::Json<Axfr> {
                 .collect(),
         );
     }
-    axum::Json(Axfr {
+    Ok(axum::Json(Axfr {
         ttl: s.config.ttl,
         serial: model.serial,
         refresh_seconds: s.config.refresh_seconds,
@@ -222,7 +247,7 @@ async fn axfr(State(s): State<ApiState>) -> axum::Json<Axfr> {
         rname: fqdn(&s.config.soa_rname),
         domain: s.config.domain.clone(),
         records,
-    })
+    }))
 }
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::records::{self, Cluster, Discovery, DiscoveryPort, first_of_each_family};
+use crate::records::{self, Cluster, Discovery, DiscoveryPort, distinct};
 use state::{IpSource, State, split_pid};
 
 /// Turns a host name or IP literal into addresses.
@@ -40,7 +40,7 @@ pub fn cluster(state: &State, sources: &[IpSource], resolve: Resolve<'_>) -> Clu
             };
             records::AgentInfo {
                 id: agent.id.clone(),
-                ips: first_of_each_family(&resolve(host)),
+                ips: distinct(&resolve(host)),
                 port,
             }
         })

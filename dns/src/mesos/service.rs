@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::config::{MesosDnsConfig, parse_resolver};
-use super::fetch::{Fetched, fetch_state};
+use super::fetch::{Fetched, MasterAccess, MasterClient, fetch_state};
 use super::http::{ApiModel, ApiState};
 use crate::contributions::Contributions;
 use crate::error::Error;
@@ -66,6 +66,12 @@ impl RefreshMetrics {
 /// Runs Mesos-DNS's job until `shutdown` completes.
 pub async fn run(config: MesosDnsConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let config = Arc::new(config);
+    // Made first: a CA, certificate or login file that cannot be used stops the start, as in
+    // Mesos-DNS, rather than failing every refresh.
+    let client = Arc::new(MasterClient::new(
+        &MasterAccess::of(&config),
+        Duration::from_secs(config.state_timeout_seconds),
+    )?);
     let mut registry = Registry::default();
     let server_metrics = Arc::new(ServerMetrics::default());
     server_metrics.register(&mut registry);
@@ -148,6 +154,7 @@ pub async fn run(config: MesosDnsConfig, shutdown: impl Future<Output = ()>) -> 
 
     let refresher = tokio::spawn(refresh_loop(
         config.clone(),
+        client,
         snapshot,
         model,
         refresh,
@@ -168,6 +175,7 @@ pub async fn run(config: MesosDnsConfig, shutdown: impl Future<Output = ()>) -> 
 
 async fn refresh_loop(
     config: Arc<MesosDnsConfig>,
+    client: Arc<MasterClient>,
     snapshot: SharedSnapshot,
     model: Arc<ArcSwap<ApiModel>>,
     metrics: Arc<RefreshMetrics>,
@@ -184,13 +192,10 @@ async fn refresh_loop(
             _ = stop.changed() => return,
         }
         let config = config.clone();
+        let client = client.clone();
         let (mut contributions, current, last) = records;
         let refreshed = tokio::task::spawn_blocking(move || {
-            let fetched = fetch_state(
-                &config.master_addrs(),
-                Duration::from_secs(config.state_timeout_seconds),
-                last,
-            );
+            let fetched = fetch_state(&client, &config.master_addrs(), last);
             let (state, seen) = match fetched {
                 Ok(Fetched::State { state, seen }) => (state, seen),
                 Ok(Fetched::Unchanged(seen)) => {

@@ -217,10 +217,15 @@ impl Task {
             .and_then(|s| s.healthy)
     }
 
-    /// Every address the sources yield, in source order; `agent_ips` serve the `host` source.
+    /// The addresses of the first of `sources` that yields any, in its order (Mesos-DNS's
+    /// rule: a task with two network infos and an IPv6 address answers all three; a later
+    /// source is not consulted). `agent_ips` serve the `host` source.
     pub fn ips(&self, sources: &[IpSource], agent_ips: &[IpAddr]) -> Vec<IpAddr> {
         let mut ips = Vec::new();
         for source in sources {
+            if !ips.is_empty() {
+                break;
+            }
             match source {
                 IpSource::Host => ips.extend_from_slice(agent_ips),
                 IpSource::Netinfo => {
