@@ -2033,7 +2033,9 @@ mod tests {
             ),
             (
                 "basic and IAM at once",
-                format!("{b}[dns.mesos]\nprincipal = \"dns\"\nsecret_file = \"/etc/hostname\"\niam_config_file = \"/iam.json\"\n"),
+                format!(
+                    "{b}[dns.mesos]\nprincipal = \"dns\"\nsecret_file = \"/etc/hostname\"\niam_config_file = \"/iam.json\"\n"
+                ),
                 &["dns.mesos.iam_config_file", "not both"],
             ),
             (

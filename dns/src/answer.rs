@@ -101,7 +101,14 @@ pub fn answer_general(snapshot: &Snapshot, query: &[u8], transport: Transport) -
     response.authorities = parts.authorities;
     response.additionals = parts.additionals;
     response.metadata.authoritative = true;
-    reply(response, parts.rcode, &request, transport)
+    response.metadata.recursion_available = parts.recursion_available;
+    reply_cut(
+        response,
+        parts.rcode,
+        &request,
+        transport,
+        parts.truncate_bit,
+    )
 }
 
 /// The sections of an authoritative answer.
@@ -111,6 +118,9 @@ pub struct Parts {
     pub answers: Vec<Record>,
     pub authorities: Vec<Record>,
     pub additionals: Vec<Record>,
+    /// The zone's RA and TC settings ([`ZoneInfo`]).
+    pub recursion_available: bool,
+    pub truncate_bit: bool,
 }
 
 /// What the snapshot answers for `lower` (lower-case, fully qualified) and `rtype`, with answer
@@ -122,6 +132,8 @@ pub fn resolve(snapshot: &Snapshot, lower: &str, owner: &Name, rtype: RecordType
         answers: Vec::new(),
         authorities: Vec::new(),
         additionals: Vec::new(),
+        recursion_available: false,
+        truncate_bit: true,
     };
     let zone = match snapshot.lookup(lower) {
         Lookup::NotAuthoritative => return None,
@@ -150,6 +162,8 @@ pub fn resolve(snapshot: &Snapshot, lower: &str, owner: &Name, rtype: RecordType
     if parts.answers.is_empty() {
         parts.authorities.push(soa_record(zone, true));
     }
+    parts.recursion_available = zone.recursion_available;
+    parts.truncate_bit = zone.truncate_bit;
     Some(parts)
 }
 
@@ -161,10 +175,22 @@ fn our_edns() -> Edns {
 
 /// Finishes `response` with `code` and encodes it within the transport's size limit.
 fn reply(
+    response: Message,
+    code: ResponseCode,
+    request: &Message,
+    transport: Transport,
+) -> Outcome {
+    reply_cut(response, code, request, transport, true)
+}
+
+/// [`reply`], an answer too large cut as Mesos-DNS cuts it: additionals first, then answers
+/// from the back until it fits, with TC set if `truncate_bit`.
+fn reply_cut(
     mut response: Message,
     code: ResponseCode,
     request: &Message,
     transport: Transport,
+    truncate_bit: bool,
 ) -> Outcome {
     response.metadata.response_code = code;
     if let Some(edns) = response.edns.as_mut() {
@@ -181,17 +207,37 @@ fn reply(
     if bytes.len() <= limit {
         return Outcome::Reply(bytes);
     }
-    // Additional records are optional: drop them before the answers.
+    // Additional records are optional: drop them before the answers, without TC (RFC 2181
+    // §9: nothing the client needs is missing).
     response.additionals.clear();
     if let Ok(bytes) = response.to_vec()
         && bytes.len() <= limit
     {
         return Outcome::Reply(bytes);
     }
-    match response.truncate().to_vec() {
-        Ok(bytes) => Outcome::Reply(bytes),
-        Err(_) => Outcome::Drop,
+    // The most answers that fit, found by halving (the encoding is what costs).
+    response.metadata.truncation = truncate_bit;
+    response.authorities.clear();
+    let answers = std::mem::take(&mut response.answers);
+    let fits = |response: &mut Message, n: usize| {
+        response.answers = answers[..n].to_vec();
+        response.to_vec().ok().filter(|b| b.len() <= limit)
+    };
+    let (mut low, mut high) = (0, answers.len());
+    let Some(mut best) = fits(&mut response, 0) else {
+        return Outcome::Drop;
+    };
+    while low < high {
+        let mid = (low + high).div_ceil(2);
+        match fits(&mut response, mid) {
+            Some(bytes) => {
+                best = bytes;
+                low = mid;
+            }
+            None => high = mid - 1,
+        }
     }
+    Outcome::Reply(best)
 }
 
 /// FORMERR for a message hickory could not parse, if at least its header is there and it is a

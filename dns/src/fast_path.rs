@@ -194,40 +194,46 @@ pub fn answer_fast(
     };
 
     let key = &key[..key_len];
-    let reply = Reply {
+    let mut reply = Reply {
         query,
         question_end,
         has_edns,
         dnssec_ok,
         limit,
+        recursion_available: false,
     };
     let nodata = |zone: usize| Some(&snapshot.negative().get(zone)?.as_ref()?.nodata);
     let sections = match snapshot.entry(key).filter(|(_, e)| e.exists()) {
-        Some((zone, entry)) => match qtype {
-            TYPE_A if !entry.a().is_empty() => {
-                let ttl = snapshot.zones().get(zone)?.ttl;
-                let a = entry.a().iter().map(|ip| ip.octets());
-                return reply.addresses(ttl, TYPE_A, a, out);
+        Some((zone, entry)) => {
+            reply.recursion_available = snapshot.zones().get(zone)?.recursion_available;
+            match qtype {
+                TYPE_A if !entry.a().is_empty() => {
+                    let ttl = snapshot.zones().get(zone)?.ttl;
+                    let a = entry.a().iter().map(|ip| ip.octets());
+                    return reply.addresses(ttl, TYPE_A, a, out);
+                }
+                TYPE_AAAA if !entry.aaaa().is_empty() => {
+                    let ttl = snapshot.zones().get(zone)?.ttl;
+                    let aaaa = entry.aaaa().iter().map(|ip| ip.octets());
+                    return reply.addresses(ttl, TYPE_AAAA, aaaa, out);
+                }
+                TYPE_SRV if !entry.srv().is_empty() => {
+                    let zone = snapshot.zones().get(zone)?;
+                    return reply.srv(snapshot, zone, entry.srv(), out);
+                }
+                _ => nodata(zone)?,
             }
-            TYPE_AAAA if !entry.aaaa().is_empty() => {
-                let ttl = snapshot.zones().get(zone)?.ttl;
-                let aaaa = entry.aaaa().iter().map(|ip| ip.octets());
-                return reply.addresses(ttl, TYPE_AAAA, aaaa, out);
-            }
-            TYPE_SRV if !entry.srv().is_empty() => {
-                let zone = snapshot.zones().get(zone)?;
-                return reply.srv(snapshot, zone, entry.srv(), out);
-            }
-            _ => nodata(zone)?,
-        },
+        }
         // Not an existing name: NXDOMAIN if inside a zone, else the general path (forwarding).
         // Zones are most specific first; one whose answers could not be prepared sends every
         // such name to the general path.
         None => {
-            let mut zones = snapshot.negative().iter();
+            let mut zones = snapshot.negative().iter().zip(snapshot.zones());
             loop {
-                let zone = zones.next()?.as_ref()?;
+                let (zone, info) = zones.next()?;
+                let zone = zone.as_ref()?;
                 if is_label_suffix(key, &zone.origin) {
+                    reply.recursion_available = info.recursion_available;
                     break &zone.nxdomain;
                 }
             }
@@ -248,6 +254,8 @@ struct Reply<'q> {
     dnssec_ok: bool,
     /// The most bytes the response may have.
     limit: usize,
+    /// RA, as the answering zone says.
+    recursion_available: bool,
 }
 
 impl Reply<'_> {
@@ -257,9 +265,9 @@ impl Reply<'_> {
         let query = self.query;
         out.clear();
         out.extend_from_slice(&query[..2]);
-        // QR, AA, and the client's RD; RA, Z, AD, CD clear; the rcode.
+        // QR, AA, and the client's RD; RA as the zone says; Z, AD, CD clear; the rcode.
         out.push(0x84 | (query[2] & 0x01));
-        out.push(rcode);
+        out.push(rcode | if self.recursion_available { 0x80 } else { 0 });
         out.extend_from_slice(&1u16.to_be_bytes());
         out.extend_from_slice(&answers.to_be_bytes());
         out.extend_from_slice(&authorities.to_be_bytes());

@@ -76,6 +76,12 @@ pub struct ZoneInfo {
     pub ns: Vec<String>,
     pub ttl: u32,
     pub srv_weight: u16,
+    /// RA on this zone's answers (Mesos-DNS's `RecurseOn`); off unless set: an authority
+    /// says nothing about recursion.
+    pub recursion_available: bool,
+    /// TC on an answer cut to fit (the default, RFC 1035); off, the cut answer goes without
+    /// it (Mesos-DNS's `SetTruncateBit: false`, for clients that cannot retry over TCP).
+    pub truncate_bit: bool,
 }
 
 impl ZoneInfo {
@@ -98,6 +104,8 @@ impl ZoneInfo {
             ns,
             ttl,
             srv_weight,
+            recursion_available: false,
+            truncate_bit: true,
         }
     }
 }

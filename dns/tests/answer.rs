@@ -171,7 +171,13 @@ fn udp_answers_fit_or_are_truncated_and_tcp_carries_all() {
         Transport::Udp,
     );
     assert!(plain.metadata.truncation, "60 A records exceed 512 bytes");
-    assert!(plain.answers.is_empty());
+    // As many as fit, as Mesos-DNS cuts them (the client retries over TCP for all).
+    assert!(
+        (20..60).contains(&plain.answers.len()),
+        "{}",
+        plain.answers.len()
+    );
+    assert!(!plain.metadata.recursion_available);
 
     let edns = ask(
         &build_query(2, "big.marathon.mesos.", RecordType::A, Some((0, 4096))),
@@ -262,4 +268,56 @@ fn random_bytes_never_panic() {
             .collect();
         let _ = answer(&snapshot, &bytes, Transport::Udp);
     }
+}
+
+/// The fixture's zones with RA on and TC off, as a Mesos-DNS config with `RecurseOn: true` and
+/// `SetTruncateBit: false` makes them.
+fn recurse_on_no_truncate_bit() -> Snapshot {
+    let base = snapshot();
+    let zones = base
+        .zones()
+        .iter()
+        .map(|z| dcnet_dns::zone::ZoneInfo {
+            recursion_available: true,
+            truncate_bit: false,
+            ..z.clone()
+        })
+        .collect();
+    base.apply(zones, [])
+}
+
+#[test]
+fn recurse_on_sets_ra_and_set_truncate_bit_off_cuts_without_tc() {
+    let snapshot = recurse_on_no_truncate_bit();
+    let ask = |name: &str, rtype, edns, transport| {
+        let query = build_query(9, name, rtype, edns);
+        match answer(&snapshot, &query, transport) {
+            Outcome::Reply(bytes) => {
+                assert!(bytes.len() <= 512 || transport == Transport::Tcp);
+                Message::from_vec(&bytes).expect("response decodes")
+            }
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    };
+    // RA on every answer of the zone, from both paths: fast (plain A, NXDOMAIN) and general
+    // (SOA, and the cut answer).
+    for (name, rtype) in [
+        ("web.marathon.mesos.", RecordType::A),
+        ("nothing.marathon.mesos.", RecordType::A),
+        ("mesos.", RecordType::SOA),
+        ("big.marathon.mesos.", RecordType::A),
+    ] {
+        let r = ask(name, rtype, None, Transport::Udp);
+        assert!(r.metadata.recursion_available, "{name} {rtype}");
+        assert!(r.metadata.authoritative, "{name} {rtype}");
+    }
+    let cut = ask("big.marathon.mesos.", RecordType::A, None, Transport::Udp);
+    assert!(!cut.metadata.truncation, "SetTruncateBit off: no TC");
+    assert!(
+        (20..60).contains(&cut.answers.len()),
+        "{}",
+        cut.answers.len()
+    );
+    let all = ask("big.marathon.mesos.", RecordType::A, None, Transport::Tcp);
+    assert_eq!(all.answers.len(), 60);
 }

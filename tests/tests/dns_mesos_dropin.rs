@@ -141,6 +141,10 @@ fn drop_in_mesos_dns_serves_the_fixture_to_real_clients() {
     // dig over UDP: A, authoritative, both addresses.
     let a = dig(&ns, &["liquor-store.marathon.mesos", "A"]);
     assert!(a.contains("status: NOERROR") && a.contains(" aa"), "{a}");
+    assert!(
+        a.contains("flags: qr aa rd ra;"),
+        "RecurseOn (default): RA set\n{a}"
+    );
     assert!(a.contains("10.3.0.1") && a.contains("10.3.0.2"), "{a}");
     // SRV with the targets' addresses as additional records.
     let srv = dig(&ns, &["_liquor-store._tcp.marathon.mesos", "SRV"]);
@@ -366,6 +370,7 @@ fn drop_in_reads_masters_over_https_as_a_dcos_service_account() {
             "httpport": 8123,
             "externalOn": false,
             "EnumerationOn": false,
+            "RecurseOn": false,
             "MesosHTTPSOn": true,
             "CACertFile": ca,
             "CertFile": client.cert_file,
@@ -388,6 +393,11 @@ fn drop_in_reads_masters_over_https_as_a_dcos_service_account() {
     });
     if let Err(e) = ready {
         panic!("{e}\n{}", logs());
+    }
+    // RecurseOn off: no RA, on the fast path's answers and the general path's.
+    for args in [["nginx.marathon.mesos", "A"], ["mesos", "SOA"]] {
+        let answer = dig(&ns, &args);
+        assert!(answer.contains("flags: qr aa rd;"), "{answer}");
     }
     // Several refreshes, one login.
     let requests = master.requests();

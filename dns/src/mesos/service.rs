@@ -283,13 +283,17 @@ fn zone(config: &MesosDnsConfig, serial: u32) -> ZoneInfo {
         expire: config.soa_expire,
         minimum: config.soa_minttl,
     };
-    ZoneInfo::new(
-        &config.domain,
-        soa,
-        vec![],
-        config.ttl,
-        config.srv_record_default_weight,
-    )
+    ZoneInfo {
+        recursion_available: config.recurse_on,
+        truncate_bit: config.set_truncate_bit,
+        ..ZoneInfo::new(
+            &config.domain,
+            soa,
+            vec![],
+            config.ttl,
+            config.srv_record_default_weight,
+        )
+    }
 }
 
 /// The addresses the server's own name resolves to: the listener, or with 0.0.0.0 every
