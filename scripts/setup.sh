@@ -8,12 +8,13 @@ set -euo pipefail
 # load-balancing benchmarks run these peers side by side with dcnet.
 # etcd-server is the consensus peer of the scheduler benchmark; curl, python3 and util-linux's setpriv are what the security tests attack with and run as tasks.
 # runc and podman run container apps (podman's store holds the images); the test image is
-# made from busybox-static. openssl makes the RSA keys of the DC/OS service-account tests.
+# made from busybox-static. openssl makes the RSA keys of the DC/OS service-account tests;
+# zookeeper (with its Java runtime) is where the DNS tests' Mesos masters register.
 DEB_PACKAGES=(
   iproute2 iputils-ping bpftool iptables nftables tcpdump curl python3 python3-venv util-linux
   dnsutils knot-dnsutils dnsperf knot
   iperf3 haproxy hyperfine wrk etcd-server
-  runc podman busybox-static openssl
+  runc podman busybox-static openssl zookeeper
 )
 # bpf-linker links the eBPF programs; it must be built against the LLVM of the nightly toolchain
 # that compiles them (rustc emits that LLVM's bitcode).

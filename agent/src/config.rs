@@ -44,6 +44,7 @@
 //!
 //! [dns.mesos]                     # read task state from these masters and publish it
 //! masters = ["10.0.0.1:5050"]
+//! zk = "zk://10.0.0.1:2181/mesos"  # or from the leader ZooKeeper names (masters: fallback)
 //! refresh = "5s"
 //! state_timeout = "10s"
 //! ip_sources = ["netinfo", "mesos", "host"]
@@ -279,6 +280,7 @@ pub struct DnsSection {
 #[serde(deny_unknown_fields)]
 pub struct MesosSection {
     pub masters: Option<Vec<String>>,
+    pub zk: Option<String>,
     pub refresh: Option<String>,
     pub state_timeout: Option<String>,
     pub ip_sources: Option<Vec<String>>,
@@ -418,6 +420,8 @@ pub struct DnsSettings {
     pub resolv_conf: Option<PathBuf>,
     /// Masters to read task state from; empty on nodes that only serve.
     pub mesos_masters: Vec<SocketAddr>,
+    /// ZooKeeper to find the leading master through (`mesos_masters` are then the fallback).
+    pub mesos_zk: Option<dcnet_dns::mesos::detect::ZkUrl>,
     pub mesos_refresh: Duration,
     pub mesos_state_timeout: Duration,
     pub ip_sources: Vec<dcnet_dns::mesos::state::IpSource>,
@@ -1267,6 +1271,15 @@ fn resolve_dns(p: &Pick<'_>, file: DnsSection) -> Result<DnsSettings, Error> {
         ));
     }
     let mesos_access = resolve_mesos_access(&origin, &file.mesos)?;
+    let mesos_zk = file
+        .mesos
+        .zk
+        .as_deref()
+        .map(|url| {
+            url.parse::<dcnet_dns::mesos::detect::ZkUrl>()
+                .map_err(|problem| invalid(origin("dns.mesos.zk"), url, problem))
+        })
+        .transpose()?;
     let masters = file
         .mesos
         .masters
@@ -1311,6 +1324,7 @@ fn resolve_dns(p: &Pick<'_>, file: DnsSection) -> Result<DnsSettings, Error> {
         domain,
         resolv_conf: file.resolv_conf,
         mesos_masters: masters,
+        mesos_zk,
         mesos_refresh,
         mesos_state_timeout,
         ip_sources,

@@ -19,6 +19,14 @@ pub enum Error {
     /// A worker thread could not be started.
     #[error("cannot start a DNS worker thread")]
     Thread(#[source] std::io::Error),
+    /// ZooKeeper named no leading master in time (`zkDetectionTimeout`).
+    #[error(
+        "no leading Mesos master found in ZooKeeper {zk} within {waited:?} (zkDetectionTimeout): is ZooKeeper up, and do the masters register under that path?"
+    )]
+    NoLeader {
+        zk: String,
+        waited: std::time::Duration,
+    },
     /// The masters cannot be read as configured (a TLS or login file is missing or wrong).
     #[error("reading the Mesos masters: {0}")]
     MasterAccess(#[from] crate::mesos::fetch::AccessError),

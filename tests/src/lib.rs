@@ -10,7 +10,8 @@
 //!   certificates and keys made by a test.
 //! - [`clients`]: the client programs users have (marathon-python), run in a node;
 //!   [`images`]: a container image built here, and what container tasks leave; [`knot`]:
-//!   Knot DNS as a local upstream.
+//!   Knot DNS as a local upstream; [`zookeeper`]: Apache ZooKeeper with masters registered
+//!   in it as Mesos registers them.
 //!
 //! The tests themselves are in `tests/tests/`, named by area (`gossip_`, `agent_`, `lb_`, ...).
 
@@ -24,6 +25,7 @@ pub mod knot;
 pub mod lb;
 pub mod namespace;
 pub mod pki;
+pub mod zookeeper;
 
 pub use cgroup::TestCgroup;
 pub use cluster::{Cluster, ClusterOptions, NodeSpec, wait_until};

@@ -225,6 +225,45 @@ fn masters_that_come_up_after_the_agent_are_read_before_the_next_refresh() {
     );
 }
 
+/// A publisher that finds the leading master through ZooKeeper (`[dns.mesos] zk`), as DC/OS
+/// agents would with real masters: it reads the leader's state and follows a new leader at
+/// once, not at the next refresh (an hour here). ZooKeeper comes up after the agent.
+#[test]
+fn the_publisher_follows_the_leader_zookeeper_names() {
+    use dcnet_tests::zookeeper::ZooKeeper;
+    let a = format!("{}:5050", node_address(0));
+    let b = "127.0.0.1:5051".to_owned();
+    let mut options = ClusterOptions::nodes(1);
+    options.nodes[0] = NodeSpec {
+        roles: vec!["master".into()],
+        extra_config: "\n[dns.mesos]\nzk = \"zk://127.0.0.1:2181/mesos\"\nrefresh = \"1h\"\nip_sources = [\"docker\", \"host\"]\n".into(),
+        ..NodeSpec::default()
+    };
+    let cluster = Cluster::start(options).unwrap();
+    let netns = &cluster.nodes[0].netns;
+    let _master_a = FakeMaster::start(netns, a.parse().unwrap(), state(&a, true)).unwrap();
+    let _master_b = FakeMaster::start(netns, b.parse().unwrap(), state(&b, false)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let zk = ZooKeeper::start(netns, dir.path(), 2181).unwrap();
+    let node_a = zk.register_master("/mesos", a.parse().unwrap()).unwrap();
+    zk.register_master("/mesos", b.parse().unwrap()).unwrap();
+    wait_until("A's state to be published", Duration::from_secs(30), || {
+        Ok(dig(&cluster, 0, &["+short", "liquor-store.marathon.mesos"])
+            .contains("10.3.0.1")
+            .then_some(()))
+    })
+    .unwrap();
+    // A leaves: B (whose state has no liquor store) is read within seconds.
+    zk.delete(&node_a).unwrap();
+    wait_until("B's state to be published", Duration::from_secs(15), || {
+        Ok(dig(&cluster, 0, &["liquor-store.marathon.mesos"])
+            .contains("NXDOMAIN")
+            .then_some(()))
+    })
+    .unwrap();
+    assert!(dig(&cluster, 0, &["+short", "leader.mesos"]).contains("127.0.0.1"));
+}
+
 /// A container on the overlay recurses through its node by default (DC/OS's overlay,
 /// 9.0.0.0/8, is no private range): a name the cluster does not serve is forwarded to the
 /// node's upstream, Knot on the node's own loopback (port 5353: the node's DNS holds

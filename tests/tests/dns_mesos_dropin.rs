@@ -430,3 +430,85 @@ fn drop_in_reads_masters_over_https_as_a_dcos_service_account() {
     let said = std::fs::read_to_string(&bad_log).unwrap();
     assert!(said.contains("no-such-ca.pem"), "{said}");
 }
+
+#[test]
+fn drop_in_follows_the_leader_zookeeper_names() {
+    use dcnet_tests::zookeeper::ZooKeeper;
+
+    let ns = TestNamespace::create("mesosdnszk").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let zk = ZooKeeper::start(ns.netns(), dir.path(), 2181).unwrap();
+    // Two masters on two addresses; each state says its own master leads, and B's has a
+    // task of its own, so whose state is served shows.
+    let (a, b) = (
+        "127.0.0.1:5050".parse().unwrap(),
+        "127.0.0.2:5050".parse().unwrap(),
+    );
+    let _master_a = FakeMaster::start(ns.netns(), a, state_led_by("127.0.0.1:5050")).unwrap();
+    let _master_b = FakeMaster::start(
+        ns.netns(),
+        b,
+        state_led_by("127.0.0.2:5050").replace("\"name\": \"nginx\"", "\"name\": \"b-nginx\""),
+    )
+    .unwrap();
+    let node_a = zk.register_master("/mesos", a).unwrap();
+    zk.register_master("/mesos", b).unwrap();
+
+    // A refresh far away: what changes in between comes from ZooKeeper's watch.
+    let config = |path: &str, timeout: u64| {
+        serde_json::json!({
+            "zk": format!("zk://127.0.0.1:2181{path}"),
+            "zkDetectionTimeout": timeout,
+            "refreshSeconds": 600,
+            "listener": "127.0.0.1",
+            "httpport": 8123,
+            "externalOn": false,
+        })
+        .to_string()
+    };
+    let config_file = dir.path().join("config.json");
+    std::fs::write(&config_file, config("/mesos", 30)).unwrap();
+    let log = dir.path().join("dns.log");
+    let _dns = start_dropin(&ns, &config_file, &log);
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let short = |name: &str| dig(&ns, &["+short", name]).trim().to_owned();
+    let ready = wait_until("A's records", Duration::from_secs(30), || {
+        Ok((short("nginx.marathon.mesos") == "10.3.0.3").then_some(()))
+    });
+    if let Err(e) = ready {
+        panic!("{e}\n{}", logs());
+    }
+    assert_eq!(short("leader.mesos"), "127.0.0.1");
+    // masterN in ZooKeeper's order, the leader first.
+    assert_eq!(short("master0.mesos"), "127.0.0.1");
+    assert_eq!(short("master1.mesos"), "127.0.0.2");
+
+    // A gives up leadership: B leads, and its state is read at once, not at the refresh.
+    zk.delete(&node_a).unwrap();
+    let moved = wait_until("B's records", Duration::from_secs(10), || {
+        Ok((short("b-nginx.marathon.mesos") == "10.3.0.3").then_some(()))
+    });
+    if let Err(e) = moved {
+        panic!("{e}\n{}", logs());
+    }
+    assert_eq!(short("leader.mesos"), "127.0.0.2");
+    assert!(dig(&ns, &["nginx.marathon.mesos"]).contains("NXDOMAIN"));
+
+    // Nobody registered under the path: no leader within zkDetectionTimeout, and it says so.
+    let lonely = dir.path().join("lonely.json");
+    std::fs::write(&lonely, config("/nobody", 2)).unwrap();
+    let lonely_log = dir.path().join("lonely.log");
+    let mut waiting = start_dropin(&ns, &lonely, &lonely_log);
+    let exited = wait_until(
+        "no leader to be given up on",
+        Duration::from_secs(15),
+        || Ok(waiting.0.try_wait()?),
+    )
+    .unwrap();
+    assert!(!exited.success());
+    let said = std::fs::read_to_string(&lonely_log).unwrap();
+    assert!(
+        said.contains("no leading Mesos master") && said.contains("zk://127.0.0.1:2181/nobody"),
+        "{said}"
+    );
+}

@@ -90,7 +90,7 @@ impl DnsService {
     ) -> Result<Self, crate::Error> {
         // Made first: a TLS or login file that cannot be used stops the agent with what is
         // wrong, rather than failing every poll.
-        let client = if settings.mesos_masters.is_empty() {
+        let client = if settings.mesos_masters.is_empty() && settings.mesos_zk.is_none() {
             None
         } else {
             let client = MasterClient::new(&settings.mesos_access, settings.mesos_state_timeout)
@@ -222,17 +222,33 @@ async fn publisher(
     let refresh = settings.mesos_refresh;
     // The first poll at once; after a failed one, the next sooner than a refresh.
     let mut next_poll = tokio::time::Instant::now();
+    // The masters to poll, leader first: as configured, or as ZooKeeper names them.
+    let (_fixed, mut masters) = match settings.mesos_zk.clone() {
+        Some(url) => {
+            info!(zk = %url, "finding the leading Mesos master through ZooKeeper");
+            (
+                None,
+                dcnet_dns::mesos::detect::follow(url, settings.mesos_masters.clone()).0,
+            )
+        }
+        None => {
+            let (tx, rx) = watch::channel(settings.mesos_masters.clone());
+            (Some(tx), rx)
+        }
+    };
     // Polls failed in a row: the first is a warning, the rest are counted until one succeeds.
     let mut failed: u64 = 0;
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(next_poll) => {}
+            // A new leader is polled at once.
+            Ok(()) = masters.changed() => debug!(masters = ?*masters.borrow(), "masters changed"),
             () = stop.cancelled() => return,
         }
         let polled = tokio::time::Instant::now();
         next_poll = polled + refresh;
         let (masters, client, sources) = (
-            settings.mesos_masters.clone(),
+            masters.borrow_and_update().clone(),
             client.clone(),
             settings.ip_sources.clone(),
         );

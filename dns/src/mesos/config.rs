@@ -3,8 +3,8 @@
 //! warnings, not errors, so a file written for any Mesos-DNS version loads; a known key with a
 //! bad value is refused, naming the key and what is expected.
 //!
-//! ZooKeeper leader detection (`zk`) is not implemented: with `masters` listed it is ignored
-//! (with a warning), without them the file is refused with that advice.
+//! With `zk`, the masters are found through ZooKeeper ([`super::detect`]) and `masters`, if
+//! listed, are the fallback until ZooKeeper names any.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -374,18 +374,15 @@ impl MesosDnsConfig {
             path: self.file.clone(),
             problem,
         };
-        if self.masters.is_empty() {
-            return Err(unusable(if self.zk.is_empty() {
-                "no `masters` listed: give the masters' IP:PORT, e.g. \"masters\": [\"10.0.0.1:5050\"]".into()
-            } else {
-                "dcnet does not detect the leader through ZooKeeper (`zk`): list the masters' IP:PORT under `masters` instead".into()
-            }));
+        if self.masters.is_empty() && self.zk.is_empty() {
+            return Err(unusable(
+                "neither `zk` nor `masters` is set: give ZooKeeper's URL, e.g. \"zk\": \"zk://10.0.0.1:2181/mesos\", or the masters' IP:PORT, e.g. \"masters\": [\"10.0.0.1:5050\"]".into(),
+            ));
         }
-        if !self.zk.is_empty() {
-            warnings.push(
-                "`zk` is ignored: dcnet tries `masters` in order and follows the leader they name"
-                    .into(),
-            );
+        if !self.zk.is_empty()
+            && let Err(problem) = self.zk.parse::<super::detect::ZkUrl>()
+        {
+            return Err(unusable(format!("`zk`: {problem}")));
         }
         for master in &self.masters {
             if master.parse::<SocketAddr>().is_err() {
@@ -508,6 +505,11 @@ impl MesosDnsConfig {
             .collect()
     }
 
+    /// The ZooKeeper URL the masters are found through, if `zk` is set (validated at load).
+    pub fn zk_url(&self) -> Option<super::detect::ZkUrl> {
+        self.zk.parse().ok()
+    }
+
     /// The masters as socket addresses, in order.
     pub fn master_addrs(&self) -> Vec<SocketAddr> {
         self.masters.iter().filter_map(|m| m.parse().ok()).collect()
@@ -588,10 +590,11 @@ mod tests {
                 &["nothing would be served"],
             ),
             (
-                r#"{"zk": "zk://10.0.0.1:2181/mesos"}"#,
-                &["ZooKeeper", "masters"],
+                r#"{"zk": "zk://10.0.0.1/mesos"}"#,
+                &["`zk`", "host and port"],
             ),
-            (r#"{}"#, &["no `masters`"]),
+            (r#"{"zk": "10.0.0.1:2181"}"#, &["`zk`", "zk://"]),
+            (r#"{}"#, &["neither `zk` nor `masters`"]),
             (
                 r#"{"masters": ["10.0.0.1:5050"], "CertFile": "/c.pem"}"#,
                 &["`CertFile`", "`KeyFile`"],
@@ -629,11 +632,19 @@ mod tests {
     }
 
     #[test]
-    fn zk_beside_masters_is_ignored_with_a_warning() {
+    fn zk_alone_or_beside_masters() {
         let (c, warnings) =
-            parse(r#"{"masters": ["10.0.0.1:5050"], "zk": "zk://x/mesos"}"#).unwrap();
+            parse(r#"{"zk": "zk://10.0.0.1:2181,10.0.0.2:2181/mesos", "zkDetectionTimeout": 5}"#)
+                .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let url = c.zk_url().unwrap();
+        assert_eq!(url.hosts, "10.0.0.1:2181,10.0.0.2:2181");
+        assert_eq!(url.path, "/mesos");
+        assert_eq!(c.zk_detection_timeout, 5);
+        assert!(c.master_addrs().is_empty());
+        let (c, _) = parse(r#"{"masters": ["10.0.0.1:5050"], "zk": "zk://x:2181/mesos"}"#).unwrap();
         assert_eq!(c.master_addrs(), vec!["10.0.0.1:5050".parse().unwrap()]);
-        assert!(warnings.iter().any(|w| w.contains("`zk` is ignored")));
+        assert!(c.zk_url().is_some());
     }
 
     #[test]

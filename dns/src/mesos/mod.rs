@@ -2,12 +2,14 @@
 //!
 //! - [`config`]: Mesos-DNS's `config.json`.
 //! - [`state`]: the `/master/state` document.
-//! - [`fetch`]: reading it from the leading master.
+//! - [`fetch`]: reading it from the leading master; [`detect`]: finding that master through
+//!   ZooKeeper.
 //! - [`service`]: the drop-in replacement for Mesos-DNS; [`http`]: its HTTP API.
 //! - [`cluster`]: maps it onto [`crate::records::Cluster`], resolving host names through a
 //!   caller-supplied function (IP literals need none), so that generation stays pure.
 
 pub mod config;
+pub mod detect;
 pub mod fetch;
 pub mod http;
 pub mod service;

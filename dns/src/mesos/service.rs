@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::config::{MesosDnsConfig, parse_resolver};
+use super::detect::follow;
 use super::fetch::{Fetched, MasterAccess, MasterClient, fetch_state};
 use super::http::{ApiModel, ApiState};
 use crate::contributions::Contributions;
@@ -72,6 +73,7 @@ pub async fn run(config: MesosDnsConfig, shutdown: impl Future<Output = ()>) -> 
         &MasterAccess::of(&config),
         Duration::from_secs(config.state_timeout_seconds),
     )?);
+    let masters = masters(&config).await?;
     let mut registry = Registry::default();
     let server_metrics = Arc::new(ServerMetrics::default());
     server_metrics.register(&mut registry);
@@ -155,6 +157,7 @@ pub async fn run(config: MesosDnsConfig, shutdown: impl Future<Output = ()>) -> 
     let refresher = tokio::spawn(refresh_loop(
         config.clone(),
         client,
+        masters,
         snapshot,
         model,
         refresh,
@@ -173,9 +176,39 @@ pub async fn run(config: MesosDnsConfig, shutdown: impl Future<Output = ()>) -> 
     Ok(())
 }
 
+/// The masters to read, leader first: `masters` as configured, or with `zk` what ZooKeeper
+/// names (the configured ones until it names any). With `zk`, waits for a leader as Mesos-DNS
+/// does, at most `zkDetectionTimeout` (0: forever); a leader lost later leaves the last
+/// masters to be tried (Mesos-DNS would exit; the records it served stay served here).
+async fn masters(config: &MesosDnsConfig) -> Result<watch::Receiver<Vec<SocketAddr>>, Error> {
+    let configured = config.master_addrs();
+    let Some(url) = config.zk_url() else {
+        let (tx, rx) = watch::channel(configured);
+        // Nothing ever changes: the sender may go.
+        drop(tx);
+        return Ok(rx);
+    };
+    info!(zk = %url, "detecting the leading master through ZooKeeper");
+    let (mut masters, mut detected) = follow(url.clone(), configured);
+    let wait = detected.wait_for(|d| d.leader.is_some());
+    let waited = Duration::from_secs(config.zk_detection_timeout);
+    if waited.is_zero() {
+        let _ = wait.await;
+    } else if tokio::time::timeout(waited, wait).await.is_err() {
+        return Err(Error::NoLeader {
+            zk: url.to_string(),
+            waited,
+        });
+    }
+    // The list follows the detection a moment later: the first refresh reads the leader.
+    let _ = tokio::time::timeout(Duration::from_secs(1), masters.wait_for(|m| !m.is_empty())).await;
+    Ok(masters)
+}
+
 async fn refresh_loop(
     config: Arc<MesosDnsConfig>,
     client: Arc<MasterClient>,
+    mut masters: watch::Receiver<Vec<SocketAddr>>,
     snapshot: SharedSnapshot,
     model: Arc<ArcSwap<ApiModel>>,
     metrics: Arc<RefreshMetrics>,
@@ -189,13 +222,16 @@ async fn refresh_loop(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            // A new leader is read at once, as Mesos-DNS reloads on a detection.
+            Ok(()) = masters.changed() => info!(masters = ?*masters.borrow(), "masters changed"),
             _ = stop.changed() => return,
         }
         let config = config.clone();
         let client = client.clone();
+        let masters = masters.borrow_and_update().clone();
         let (mut contributions, current, last) = records;
         let refreshed = tokio::task::spawn_blocking(move || {
-            let fetched = fetch_state(&client, &config.master_addrs(), last);
+            let fetched = fetch_state(&client, &masters, last);
             let (state, seen) = match fetched {
                 Ok(Fetched::State { state, seen }) => (state, seen),
                 Ok(Fetched::Unchanged(seen)) => {
@@ -205,7 +241,7 @@ async fn refresh_loop(
             };
             let cluster = super::cluster(&state, &config.ip_sources, &resolve_host);
             let serial = unix_now() as u32;
-            let settings = settings(&config);
+            let settings = settings(&config, &masters);
             let zones = vec![zone(&config, serial)];
             let next = Arc::new(contributions.update(&current, zones, &cluster, &settings));
             let api = ApiModel {
@@ -254,7 +290,9 @@ async fn refresh_loop(
     }
 }
 
-fn settings(config: &MesosDnsConfig) -> Settings {
+/// `masters`: those read this refresh, numbered `masterN` in that order (with `zk`, the leader
+/// first, as Mesos-DNS numbers them).
+fn settings(config: &MesosDnsConfig, masters: &[SocketAddr]) -> Settings {
     Settings {
         domain: config.domain.clone(),
         spec: if config.enforce_rfc952 {
@@ -262,11 +300,7 @@ fn settings(config: &MesosDnsConfig) -> Settings {
         } else {
             LabelSpec::Rfc1123
         },
-        masters: config
-            .master_addrs()
-            .into_iter()
-            .map(|a| (a.ip(), a.port()))
-            .collect(),
+        masters: masters.iter().map(|a| (a.ip(), a.port())).collect(),
         mname: config.soa_mname.clone(),
         listen_ips: listen_ips(config.listener),
     }
