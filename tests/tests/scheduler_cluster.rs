@@ -191,6 +191,78 @@ fn apps_run_resolve_balance_survive_failures_and_go_away() -> Result<()> {
     cluster.explain(result, 80)
 }
 
+/// `dig @127.0.0.1 +short args` on node `i`, one answer per line.
+fn dig(cluster: &Cluster, i: usize, args: &[&str]) -> Result<Vec<String>> {
+    let mut all = vec!["@127.0.0.1", "+time=2", "+tries=1", "+short"];
+    all.extend_from_slice(args);
+    let out = cluster.run_in(i, std::path::Path::new("/usr/bin/dig"), &all)?;
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    Ok(lines)
+}
+
+/// The scheduler is the cluster's master in DNS, and the names of an overlay app without
+/// host ports point at the tasks themselves, never at agent ports nothing listens on.
+fn own_cluster_names(cluster: &Cluster, rows: &[TaskRow]) -> Result<()> {
+    let master = cluster.nodes[0].address.to_string();
+    // Read on node 3, whose view of the leader comes through gossip.
+    let names = wait_until(
+        "the scheduler's names on node 3",
+        Duration::from_secs(10),
+        || {
+            let leader = dig(cluster, 2, &["leader.mesos"])?;
+            Ok((leader == std::slice::from_ref(&master)).then_some(()))
+        },
+    );
+    names?;
+    for name in [
+        "master.mesos",
+        "master0.mesos",
+        "marathon.mesos",
+        "leader.dcos.thisdcos.directory",
+    ] {
+        assert_eq!(
+            dig(cluster, 2, &[name])?,
+            std::slice::from_ref(&master),
+            "{name}"
+        );
+    }
+    let api = dig(cluster, 2, &["_framework._tcp.marathon.mesos", "SRV"])?;
+    assert!(
+        api.len() == 1 && api[0].ends_with(" marathon.mesos."),
+        "{api:?}"
+    );
+    let leader_srv = dig(cluster, 2, &["_leader._tcp.mesos", "SRV"])?;
+    assert!(
+        leader_srv.len() == 1 && leader_srv[0].ends_with(" leader.mesos."),
+        "{leader_srv:?}"
+    );
+    let tasks: Vec<String> = task_ips(rows).iter().map(|ip| ip.to_string()).collect();
+    let mut tasks_sorted = tasks.clone();
+    tasks_sorted.sort();
+    assert_eq!(
+        dig(cluster, 2, &["web.marathon.autoip.dcos.thisdcos.directory"])?,
+        tasks_sorted,
+        "no host ports: autoip is the tasks' own addresses"
+    );
+    assert!(
+        dig(cluster, 2, &["_web._tcp.marathon.slave.mesos", "SRV"])?.is_empty(),
+        "no host ports: nothing to find on the agents"
+    );
+    // Discovery SRV: the task's own address and container port.
+    let srv = dig(cluster, 2, &["_web._tcp.marathon.mesos", "SRV"])?;
+    assert_eq!(srv.len(), 3, "{srv:?}");
+    assert!(
+        srv.iter()
+            .all(|l| l.split_whitespace().nth(2) == Some("80")),
+        "{srv:?}"
+    );
+    Ok(())
+}
+
 fn lifecycle(cluster: &mut Cluster) -> Result<()> {
     let client = Container::attach(cluster, 1, "cli")?;
     let dir = tempfile::tempdir()?;
@@ -205,6 +277,7 @@ fn lifecycle(cluster: &mut Cluster) -> Result<()> {
     );
     let zones: BTreeSet<&str> = rows.iter().map(|r| r.node.as_str()).collect();
     assert_eq!(zones.len(), 3, "spread over the three agents: {zones:?}");
+    own_cluster_names(cluster, &rows)?;
 
     // The VIP spreads connections over the instances.
     let served = through_vip(cluster, &client, 60)?;

@@ -266,6 +266,40 @@ fn scenario(cluster: &mut Cluster) -> Result<()> {
             "{url} from node 1"
         );
     }
+    // DNS points at what is reachable: `.slave` SRV at the agent's host ports, autoip at the
+    // agent (the task maps host ports), containerip at the tasks.
+    let srv = dig(
+        cluster,
+        0,
+        &["+short", "_hello-world._tcp.marathon.slave.mesos", "SRV"],
+    )?;
+    let srv_ports: BTreeSet<u64> = srv
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse().ok())
+        .collect();
+    assert_eq!(srv_ports, host_ports, "{srv}");
+    assert!(srv.contains(".marathon.slave.mesos."), "{srv}");
+    let autoip = dig(
+        cluster,
+        0,
+        &[
+            "+short",
+            "hello-world.marathon.autoip.dcos.thisdcos.directory",
+        ],
+    )?;
+    assert_eq!(autoip.trim(), node2.to_string(), "{autoip}");
+    let containerip = dig(
+        cluster,
+        0,
+        &[
+            "+short",
+            "hello-world.marathon.containerip.dcos.thisdcos.directory",
+        ],
+    )?;
+    assert!(
+        containerip.lines().all(|ip| ip.starts_with("9.")),
+        "{containerip}"
+    );
     let app: Value = serde_json::from_str(&cluster.get_text(0, "/v2/apps/hello-world")?)?;
     assert_eq!(app["app"]["container"]["docker"]["image"], images::BUSYBOX);
     assert_eq!(app["app"]["container"]["type"], "DOCKER");
@@ -418,4 +452,12 @@ fn scenario(cluster: &mut Cluster) -> Result<()> {
         Ok(Some(()))
     })?;
     Ok(())
+}
+
+/// `dig @127.0.0.1 args` on node `i`.
+fn dig(cluster: &Cluster, i: usize, args: &[&str]) -> Result<String> {
+    let mut all = vec!["@127.0.0.1", "+time=2", "+tries=1"];
+    all.extend_from_slice(args);
+    let out = cluster.run_in(i, Path::new("/usr/bin/dig"), &all)?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use dcnet_dns::contributions::{ClusterTask, Contributions, TaskInput};
 use dcnet_dns::dcos::{self, DcosRecords};
 use dcnet_dns::name::LabelSpec;
-use dcnet_dns::records::{Cluster, Record, RecordSource, Settings, TaskInfo};
+use dcnet_dns::records::{Cluster, FrameworkInfo, Record, RecordSource, Settings, TaskInfo};
 use dcnet_dns::zone::{Snapshot, Soa, ZoneInfo};
 
 use crate::facts::{self, Facts};
@@ -63,17 +63,44 @@ impl Replica {
                 })
             }));
         // Masters: the nodes that say they have the role, as gossip knows them.
-        let masters: Vec<IpAddr> = facts
+        let mut masters: Vec<IpAddr> = facts
             .nodes
             .values()
             .filter_map(|n| n.info.as_deref())
             .filter(|info| info.roles.iter().any(|r| r == "master"))
             .map(|info| info.address)
             .collect();
+        masters.sort_unstable();
+        // Without Mesos masters, dcnet's own scheduler is the cluster's master: its leader is
+        // `leader.mesos` (and `_leader._tcp`, `leader.dcos`), its masters `masterN` in address
+        // order, and `marathon.mesos` with `_framework._tcp` points at its API.
+        let mut numbered = Vec::new();
+        if cluster.leader.is_none()
+            && let Some((address, port)) = scheduler_leader(facts)
+        {
+            cluster.leader = Some((address, port));
+            numbered = masters.iter().map(|&m| (m, port)).collect();
+            let framework = match cluster
+                .frameworks
+                .iter_mut()
+                .find(|f| f.name == facts::launched::FRAMEWORK)
+            {
+                Some(framework) => framework,
+                None => {
+                    cluster.frameworks.push(FrameworkInfo {
+                        name: facts::launched::FRAMEWORK.to_owned(),
+                        ..FrameworkInfo::default()
+                    });
+                    cluster.frameworks.last_mut().expect("just pushed")
+                }
+            };
+            framework.scheduler_ips = vec![address];
+            framework.scheduler_port = Some(port);
+        }
         let mesos = Settings {
             domain: self.domain.clone(),
             spec: LabelSpec::Rfc1123,
-            masters: Vec::new(),
+            masters: numbered,
             mname: format!("ns1.{}", self.domain),
             listen_ips: vec![self.this_node],
         };
@@ -94,6 +121,20 @@ impl Replica {
     pub fn current(&self) -> &Arc<Snapshot> {
         &self.current
     }
+}
+
+/// The leading scheduler's node address and API port, as gossip says.
+fn scheduler_leader(facts: &Facts) -> Option<(IpAddr, u16)> {
+    let leader = facts::scheduler::leader(facts)?;
+    let address = facts.nodes.get(leader.node_id)?.info.as_deref()?.address;
+    Some((address, api_port(leader.api)?))
+}
+
+/// The port of an API URL such as `https://10.0.0.1:8080` (or `[fd00::1]:8080/`).
+fn api_port(url: &str) -> Option<u16> {
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = authority.split('/').next()?;
+    authority.rsplit_once(':')?.1.parse().ok()
 }
 
 /// A task as the replica feeds it to its contributions.
@@ -271,5 +312,70 @@ mod tests {
         // The publisher goes: so do its tasks' names.
         update(&mut replica, &BTreeMap::new());
         assert!(a(&replica, "db.marathon.mesos.").is_empty());
+    }
+
+    #[test]
+    fn dcnets_own_scheduler_is_the_clusters_master() {
+        let node = |name: &str, address: &str, roles: &str| {
+            let info = format!(
+                r#"{{"name":"{name}","address":"{address}","roles":{roles},"version":"0"}}"#
+            );
+            BTreeMap::from([(crate::facts::node::NODE_INFO_KEY.to_owned(), info)])
+        };
+        let mut leader = node("m2", "10.0.0.2", r#"["master","agent"]"#);
+        leader.insert(
+            crate::facts::scheduler::LEADER_KEY.to_owned(),
+            r#"{"api":"https://10.0.0.2:8080","term":4,"tasks":0}"#.to_owned(),
+        );
+        let view = view_with(&[
+            ("m1", node("m1", "10.0.0.1", r#"["master","agent"]"#)),
+            ("m2", leader),
+            ("m3", node("m3", "10.0.0.3", r#"["master"]"#)),
+            ("a1", node("a1", "10.0.0.9", r#"["agent"]"#)),
+        ]);
+        let mut replica = Replica::new("mesos".into(), IpAddr::from([10, 0, 0, 9]));
+        replica.update(&decoded(&view), &NamedVips::new());
+        let ip = |last: u8| Ipv4Addr::new(10, 0, 0, last);
+        assert_eq!(a(&replica, "leader.mesos."), [ip(2)]);
+        assert_eq!(a(&replica, "leader.dcos.thisdcos.directory."), [ip(2)]);
+        let mut all = a(&replica, "master.mesos.");
+        all.sort();
+        assert_eq!(all, [ip(1), ip(2), ip(3)]);
+        for (n, last) in [(0, 1), (1, 2), (2, 3)] {
+            assert_eq!(
+                a(&replica, &format!("master{n}.mesos.")),
+                [ip(last)],
+                "master{n}"
+            );
+        }
+        assert!(
+            a(&replica, "master3.mesos.").is_empty(),
+            "the leader is numbered once"
+        );
+        assert_eq!(a(&replica, "marathon.mesos."), [ip(2)]);
+        let srv = |name: &str| {
+            replica
+                .current
+                .records(name)
+                .map(|r| {
+                    r.srv
+                        .iter()
+                        .map(|t| format!("{}:{}", t.target, t.port))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            srv("_framework._tcp.marathon.mesos."),
+            ["marathon.mesos.:8080"]
+        );
+        assert_eq!(srv("_leader._tcp.mesos."), ["leader.mesos.:8080"]);
+    }
+
+    #[test]
+    fn api_ports() {
+        assert_eq!(api_port("https://10.0.0.2:8080"), Some(8080));
+        assert_eq!(api_port("http://[fd00::1]:8443/"), Some(8443));
+        assert_eq!(api_port("https://10.0.0.2"), None);
     }
 }

@@ -89,6 +89,11 @@ impl TaskStatus {
     /// The task as DNS and the load balancer see it, on agent `agent_id`. Running and not
     /// failing its health checks is what puts a task in DNS; the load balancer gives a task
     /// that fails them weight 0.
+    ///
+    /// As Mesos describes a task: its port resources (`ports`: `.slave` SRV records, and
+    /// whether autoip is the agent's address) are the ports bound on the agent, the host
+    /// network's ports or an overlay's mapped host ports; its discovery ports are where the
+    /// task itself is reached (the container's own ports on an overlay).
     pub fn to_task_info(&self, agent_id: &str) -> TaskInfo {
         let name = self.task_name();
         let numbers = task_ports(&self.network, &self.ports, &self.host_ports);
@@ -113,7 +118,15 @@ impl TaskStatus {
             agent_id: agent_id.into(),
             is_running: self.state == TaskState::TaskRunning,
             ips: self.ip.into_iter().collect(),
-            ports: numbers,
+            ports: match self.network {
+                Network::Host => numbers,
+                Network::Container(_) => self
+                    .host_ports
+                    .iter()
+                    .copied()
+                    .filter(|p| *p != 0)
+                    .collect(),
+            },
             healthy: self.healthy,
             discovery: (!ports.is_empty()).then_some(Discovery { name, ports }),
         }
@@ -185,5 +198,20 @@ mod tests {
         let info = s.to_task_info("a");
         assert_eq!(info.ports, vec![31005]);
         assert_eq!(info.discovery.unwrap().ports[0].number, 31005);
+    }
+
+    #[test]
+    fn overlay_tasks_bind_only_their_mapped_host_ports_on_the_agent() {
+        // No host port: nothing on the agent; reached at its own address and port.
+        let s = status("x", TaskState::TaskRunning);
+        let info = s.to_task_info("a");
+        assert!(info.ports.is_empty(), "{:?}", info.ports);
+        assert_eq!(info.discovery.unwrap().ports[0].number, 80);
+        // A mapped host port: the agent's port, and still the container's for discovery.
+        let mut s = status("x", TaskState::TaskRunning);
+        s.host_ports = vec![31007];
+        let info = s.to_task_info("a");
+        assert_eq!(info.ports, vec![31007]);
+        assert_eq!(info.discovery.unwrap().ports[0].number, 80);
     }
 }
