@@ -74,11 +74,19 @@ pub struct ApiState {
     pub lb: Option<Arc<LbService>>,
     /// The gossip keys.
     pub keyring: Keyring,
+    /// Mesos-DNS's HTTP API over this node's replica, served under `/mesos_dns/` (`None`
+    /// with DNS off).
+    pub mesos_dns: Option<Router>,
 }
 
 /// The API's routes, each behind `guard`.
 pub fn router(state: ApiState, guard: crate::auth::http::Guard) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if let Some(mesos_dns) = state.mesos_dns.clone() {
+        // DC/OS's path for it through the admin router.
+        router = router.nest_service("/mesos_dns", mesos_dns);
+    }
+    router
         .route("/health", get(|| async { "ok\n" }))
         .route("/v1/version", get(version))
         .route("/v1/nodes", get(nodes))

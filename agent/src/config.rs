@@ -41,6 +41,17 @@
 //!                                     # with the overlay on, its networks' subnets
 //! domain = "mesos"
 //! resolv_conf = "/etc/resolv.conf"    # manage this file; off unless set
+//! ttl = 60                        # the domain's TTL, and its SOA (Mesos-DNS's defaults):
+//! soa_mname = "ns1.mesos"
+//! soa_rname = "root.ns1.mesos"
+//! soa_refresh = 60
+//! soa_retry = 600
+//! soa_expire = 86400
+//! soa_minttl = 60
+//! rfc952 = false                  # Mesos-DNS's EnforceRFC952: shorter, stricter labels
+//! unhealthy_tasks = "hide"        # or "list", as Mesos-DNS lists every running task
+//! zone_resolvers = { "consul" = ["10.0.0.5:8600"] }   # forwarders per zone
+//! http_listen = "0.0.0.0:8123"    # Mesos-DNS's HTTP API, unauthenticated; off unless set
 //!
 //! [dns.mesos]                     # read task state from these masters and publish it
 //! masters = ["10.0.0.1:5050"]
@@ -271,6 +282,17 @@ pub struct DnsSection {
     pub allowed_networks: Option<Vec<String>>,
     pub domain: Option<String>,
     pub resolv_conf: Option<PathBuf>,
+    pub ttl: Option<u32>,
+    pub soa_mname: Option<String>,
+    pub soa_rname: Option<String>,
+    pub soa_refresh: Option<u32>,
+    pub soa_retry: Option<u32>,
+    pub soa_expire: Option<u32>,
+    pub soa_minttl: Option<u32>,
+    pub rfc952: Option<bool>,
+    pub unhealthy_tasks: Option<String>,
+    pub zone_resolvers: Option<BTreeMap<String, Vec<String>>>,
+    pub http_listen: Option<String>,
     #[serde(default)]
     pub mesos: MesosSection,
 }
@@ -418,6 +440,12 @@ pub struct DnsSettings {
     pub allowed_networks: Vec<ipnetwork::IpNetwork>,
     pub domain: String,
     pub resolv_conf: Option<PathBuf>,
+    /// The domain's TTL, SOA, label rules and task listing.
+    pub zone: ZoneSettings,
+    /// Forwarders per zone (longest zone first), before `upstreams`.
+    pub zone_resolvers: Vec<(String, Vec<SocketAddr>)>,
+    /// Where Mesos-DNS's HTTP API is served without credentials, if anywhere.
+    pub http_listen: Option<SocketAddr>,
     /// Masters to read task state from; empty on nodes that only serve.
     pub mesos_masters: Vec<SocketAddr>,
     /// ZooKeeper to find the leading master through (`mesos_masters` are then the fallback).
@@ -430,6 +458,40 @@ pub struct DnsSettings {
     /// DNS over TCP: connections at once, in all and per client (`[limits]`).
     pub tcp_max_connections: usize,
     pub tcp_max_per_client: usize,
+}
+
+/// The Mesos domain as a node serves it: Mesos-DNS's `TTL`, `SOA*` and `EnforceRFC952`
+/// settings, and whether tasks failing their health checks are listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneSettings {
+    pub ttl: u32,
+    pub soa_mname: String,
+    pub soa_rname: String,
+    pub soa_refresh: u32,
+    pub soa_retry: u32,
+    pub soa_expire: u32,
+    pub soa_minttl: u32,
+    pub rfc952: bool,
+    /// List running tasks whose health checks fail (Mesos-DNS does); by default they are
+    /// left out, so clients are not sent to them.
+    pub list_unhealthy: bool,
+}
+
+impl ZoneSettings {
+    /// Mesos-DNS's defaults for `domain`.
+    pub fn defaults(domain: &str) -> Self {
+        Self {
+            ttl: 60,
+            soa_mname: format!("ns1.{domain}"),
+            soa_rname: format!("root.ns1.{domain}"),
+            soa_refresh: 60,
+            soa_retry: 600,
+            soa_expire: 86400,
+            soa_minttl: 60,
+            rfc952: false,
+            list_unhealthy: false,
+        }
+    }
 }
 
 /// Overlay settings, validated.
@@ -1270,6 +1332,80 @@ fn resolve_dns(p: &Pick<'_>, file: DnsSection) -> Result<DnsSettings, Error> {
             "a domain such as mesos",
         ));
     }
+    let defaults = ZoneSettings::defaults(&domain);
+    let zone = ZoneSettings {
+        ttl: file.ttl.unwrap_or(defaults.ttl),
+        soa_mname: file.soa_mname.clone().unwrap_or(defaults.soa_mname),
+        soa_rname: file
+            .soa_rname
+            .clone()
+            .map(|r| r.replacen('@', ".", 1))
+            .unwrap_or(defaults.soa_rname),
+        soa_refresh: file.soa_refresh.unwrap_or(defaults.soa_refresh),
+        soa_retry: file.soa_retry.unwrap_or(defaults.soa_retry),
+        soa_expire: file.soa_expire.unwrap_or(defaults.soa_expire),
+        soa_minttl: file.soa_minttl.unwrap_or(defaults.soa_minttl),
+        rfc952: file.rfc952.unwrap_or(false),
+        list_unhealthy: match file.unhealthy_tasks.as_deref() {
+            None | Some("hide") => false,
+            Some("list") => true,
+            Some(other) => {
+                return Err(invalid(
+                    origin("dns.unhealthy_tasks"),
+                    other,
+                    "\"hide\" (the default) or \"list\"",
+                ));
+            }
+        },
+    };
+    for (key, name) in [
+        ("dns.soa_mname", &zone.soa_mname),
+        ("dns.soa_rname", &zone.soa_rname),
+    ] {
+        if name.is_empty()
+            || name
+                .trim_end_matches('.')
+                .split('.')
+                .any(|l| l.is_empty() || l.len() > 63)
+        {
+            return Err(invalid(
+                origin(key),
+                name.as_str(),
+                "a domain name such as ns1.mesos",
+            ));
+        }
+    }
+    let mut zone_resolvers = Vec::new();
+    for (zone_name, servers) in file.zone_resolvers.clone().unwrap_or_default() {
+        let servers = servers
+            .iter()
+            .map(|u| {
+                dcnet_dns::mesos::config::parse_resolver(u).ok_or_else(|| {
+                    invalid(
+                        origin("dns.zone_resolvers"),
+                        u,
+                        "IP or IP:PORT entries such as 10.0.0.5 or 10.0.0.5:8600",
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let zone_name = zone_name.trim_end_matches('.').to_ascii_lowercase();
+        if zone_name.is_empty() || servers.is_empty() {
+            return Err(invalid(
+                origin("dns.zone_resolvers"),
+                zone_name,
+                "a zone with at least one resolver, e.g. { \"consul\" = [\"10.0.0.5:8600\"] }",
+            ));
+        }
+        zone_resolvers.push((zone_name, servers));
+    }
+    // Most specific first.
+    zone_resolvers.sort_by_key(|(z, _)| std::cmp::Reverse(z.len()));
+    let http_listen = file
+        .http_listen
+        .as_deref()
+        .map(|a| parse_socket_addr(a, origin("dns.http_listen")))
+        .transpose()?;
     let mesos_access = resolve_mesos_access(&origin, &file.mesos)?;
     let mesos_zk = file
         .mesos
@@ -1323,6 +1459,9 @@ fn resolve_dns(p: &Pick<'_>, file: DnsSection) -> Result<DnsSettings, Error> {
         allowed_networks,
         domain,
         resolv_conf: file.resolv_conf,
+        zone,
+        zone_resolvers,
+        http_listen,
         mesos_masters: masters,
         mesos_zk,
         mesos_refresh,
@@ -2029,6 +2168,26 @@ mod tests {
                 "bad master",
                 format!("{b}[dns.mesos]\nmasters = [\"master-1\"]\n"),
                 &["dns.mesos.masters"],
+            ),
+            (
+                "unhealthy_tasks neither hide nor list",
+                format!("{b}[dns]\nunhealthy_tasks = \"maybe\"\n"),
+                &["dns.unhealthy_tasks", "maybe", "list"],
+            ),
+            (
+                "a zone resolver that is no address",
+                format!("{b}[dns]\nzone_resolvers = {{ consul = [\"consul.local\"] }}\n"),
+                &["dns.zone_resolvers", "consul.local"],
+            ),
+            (
+                "a SOA name that is no name",
+                format!("{b}[dns]\nsoa_mname = \"a..b\"\n"),
+                &["dns.soa_mname"],
+            ),
+            (
+                "an http_listen that is no address",
+                format!("{b}[dns]\nhttp_listen = \"everywhere\"\n"),
+                &["dns.http_listen"],
             ),
             (
                 "client certificate without its key",

@@ -92,6 +92,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
                 config.address,
                 named_vips_rx,
                 (&mut registry, &mut services),
+                (config.http_limits, serve_metrics.clone()),
             )
             .await?,
         )
@@ -180,6 +181,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         overlay: overlay.clone(),
         lb: lb.clone(),
         keyring,
+        mesos_dns: dns.as_ref().map(DnsService::mesos_api),
     };
     let guard = auth.guard("agent", api::OPEN_ROUTES);
     let stop_api = services.stopping(Stage::Api);

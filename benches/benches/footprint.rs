@@ -190,7 +190,13 @@ fn measure(tasks: usize) -> Result<Vec<Layer>> {
     });
     drop(body);
 
-    let replica = || Replica::new("mesos".into(), "10.0.0.9".parse().expect("a literal"));
+    let replica = || {
+        Replica::new(
+            "mesos".into(),
+            dcnet_agent::config::ZoneSettings::defaults("mesos"),
+            "10.0.0.9".parse().expect("a literal"),
+        )
+    };
     let before = live();
     let mut first = replica();
     first.update(&facts, &NamedVips::new());

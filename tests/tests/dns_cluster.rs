@@ -264,6 +264,147 @@ fn the_publisher_follows_the_leader_zookeeper_names() {
     assert!(dig(&cluster, 0, &["+short", "leader.mesos"]).contains("127.0.0.1"));
 }
 
+/// A node's Mesos domain as configured (`[dns]` ttl, SOA, rfc952, zone_resolvers), and
+/// Mesos-DNS's HTTP API served from its replica: on `http_listen` without credentials (as
+/// Mesos-DNS's port: read from an outsider on the underlay and from a container), and under
+/// `/mesos_dns/` on the agent's API with them.
+#[test]
+fn agents_serve_mesos_dns_settings_and_its_http_api() -> anyhow::Result<()> {
+    let master_addr = format!("{}:5050", node_address(0));
+    let mut options = ClusterOptions::nodes(1);
+    options.nodes[0] = NodeSpec {
+        roles: vec!["master".into(), "agent".into()],
+        // No upstreams: only `example` is forwarded, to Knot on the node's loopback.
+        dns_config: format!(
+            "listen = [\"0.0.0.0:53\"]\nupstreams = []\nttl = 30\nsoa_mname = \"dns.corp\"\n\
+             soa_rname = \"hostmaster@corp.example\"\nsoa_minttl = 7\nrfc952 = true\n\
+             http_listen = \"0.0.0.0:8123\"\n\
+             zone_resolvers = {{ \"example\" = [\"{}:5353\"] }}\n",
+            dcnet_tests::knot::ADDRESS
+        ),
+        extra_config: format!(
+            "\n[dns.mesos]\nmasters = [\"{master_addr}\"]\nrefresh = \"1s\"\nip_sources = [\"docker\", \"host\"]\n\
+             \n[overlay]\nenabled = true\nlease_settle = \"1s\"\n"
+        ),
+        ..NodeSpec::default()
+    };
+    let mut cluster = Cluster::start(options)?;
+    let _master = FakeMaster::start(
+        &cluster.nodes[0].netns,
+        master_addr.parse()?,
+        state(&master_addr, true),
+    )?;
+    let dir = tempfile::tempdir()?;
+    let _knot = dcnet_tests::knot::start(&cluster.nodes[0].netns, dir.path(), 5353)?;
+    wait_until("the task to be answered", Duration::from_secs(20), || {
+        Ok(dig(&cluster, 0, &["+short", "liquor-store.marathon.mesos"])
+            .contains("10.3.0.1")
+            .then_some(()))
+    })?;
+    // TTL and SOA as configured; RFC 952 labels (the framework name cut to 24 characters).
+    let a = dig(
+        &cluster,
+        0,
+        &["+noall", "+answer", "liquor-store.marathon.mesos"],
+    );
+    assert!(a.contains(" 30\tIN\tA\t"), "{a}");
+    let soa = dig(&cluster, 0, &["+short", "mesos", "SOA"]);
+    assert!(
+        soa.starts_with("dns.corp. hostmaster.corp.example. ") && soa.trim().ends_with(" 7"),
+        "{soa}"
+    );
+    assert!(
+        dig(
+            &cluster,
+            0,
+            &["+short", "some-box.chronoswithaspaceandmixe.mesos"]
+        )
+        .contains("1.2.3.11")
+    );
+    // The zone's own forwarder; nothing else is forwarded.
+    let forwarded = dig(&cluster, 0, &["+short", dcnet_tests::knot::NAME]);
+    assert_eq!(forwarded.trim(), dcnet_tests::knot::ANSWER);
+
+    // The API without credentials, from outside the cluster, on the node's address.
+    let node = cluster.nodes[0].address;
+    let outsider = cluster.add_outsider()?.name().to_owned();
+    let get = |netns: &str, path: &str| -> anyhow::Result<serde_json::Value> {
+        let url = format!("http://{node}:8123{path}");
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", netns, "curl", "-s", "-m", "5", &url])
+            .output()?;
+        serde_json::from_slice(&out.stdout)
+            .map_err(|e| anyhow::anyhow!("{url}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let hosts = get(&outsider, "/v1/hosts/liquor-store.marathon.mesos")?;
+    let mut ips: Vec<&str> = hosts
+        .as_array()
+        .map(|h| h.iter().filter_map(|r| r["ip"].as_str()).collect())
+        .unwrap_or_default();
+    ips.sort();
+    assert_eq!(ips, ["10.3.0.1", "10.3.0.2"], "{hosts}");
+    let config = get(&outsider, "/v1/config")?;
+    assert_eq!(config["TTL"], 30, "{config}");
+    assert_eq!(config["SOAMname"], "dns.corp.", "{config}");
+    assert_eq!(config["EnforceRFC952"], true, "{config}");
+    assert_eq!(config["Masters"][0], master_addr.as_str(), "{config}");
+    assert_eq!(
+        config["ZoneResolvers"]["example"][0], "127.0.0.2:5353",
+        "{config}"
+    );
+    let enumeration = get(&outsider, "/v1/enumerate")?;
+    let marathon = enumeration["frameworks"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["name"] == "marathon"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        marathon["tasks"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["name"] == "liquor.store")),
+        "{enumeration}"
+    );
+    let axfr = get(&outsider, "/v1/axfr")?;
+    assert_eq!(axfr["Domain"], "mesos", "{axfr}");
+    assert!(
+        axfr["Records"]["As"]["liquor-store.marathon.mesos."].is_array(),
+        "{axfr}"
+    );
+
+    // From a container on the overlay too: it answers what DNS answers anyway.
+    cluster.wait_for_overlay(&[0], 0)?;
+    let client = wait_until("an attach to the overlay", Duration::from_secs(20), || {
+        dcnet_tests::container::Container::attach(&cluster, 0, "api").map(Some)
+    })?;
+    let from_task = get(
+        client.ns.netns().name(),
+        "/v1/hosts/liquor-store.marathon.mesos",
+    )?;
+    assert_eq!(from_task, hosts);
+
+    // The agent's API serves it under /mesos_dns/, behind its credentials.
+    let through_agent: serde_json::Value =
+        cluster.get(0, "/mesos_dns/v1/hosts/liquor-store.marathon.mesos")?;
+    assert_eq!(through_agent, hosts);
+    let anonymous = cluster.run_in(
+        0,
+        std::path::Path::new("/usr/bin/curl"),
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!(
+                "http://127.0.0.1:{}/mesos_dns/v1/config",
+                dcnet_tests::cluster::API_PORT
+            ),
+        ],
+    )?;
+    assert_eq!(String::from_utf8_lossy(&anonymous.stdout), "401");
+    Ok(())
+}
+
 /// A container on the overlay recurses through its node by default (DC/OS's overlay,
 /// 9.0.0.0/8, is no private range): a name the cluster does not serve is forwarded to the
 /// node's upstream, Knot on the node's own loopback (port 5353: the node's DNS holds

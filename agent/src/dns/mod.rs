@@ -4,7 +4,9 @@
 //!   task-state publisher.
 //! - [`replica`]: this node's copy of the records, updated change by change.
 //! - [`resolv_conf`]: keeps the node's resolv.conf on the listeners that work.
+//! - [`mesos_api`]: Mesos-DNS's HTTP API over the replica.
 
+pub mod mesos_api;
 pub mod replica;
 pub mod resolv_conf;
 pub mod service;

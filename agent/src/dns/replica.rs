@@ -15,26 +15,27 @@ use dcnet_dns::name::LabelSpec;
 use dcnet_dns::records::{Cluster, FrameworkInfo, Record, RecordSource, Settings, TaskInfo};
 use dcnet_dns::zone::{Snapshot, Soa, ZoneInfo};
 
+use crate::config::ZoneSettings;
 use crate::facts::{self, Facts};
 use crate::lb::service::NamedVips;
-
-/// TTL of the mesos zone's records.
-const MESOS_TTL: u32 = 60;
 
 /// This node's copy of the records.
 pub struct Replica {
     domain: String,
+    zone: ZoneSettings,
     this_node: IpAddr,
     contributions: Contributions<ReplicaTask>,
     current: Arc<Snapshot>,
 }
 
 impl Replica {
-    /// Empty zones for `domain` (and the DC/OS ones) served at `this_node`.
-    pub fn new(domain: String, this_node: IpAddr) -> Self {
-        let current = Arc::new(Snapshot::default().apply(zones(&domain), []));
+    /// Empty zones for `domain` (with `zone`'s settings, and the DC/OS ones) served at
+    /// `this_node`.
+    pub fn new(domain: String, zone: ZoneSettings, this_node: IpAddr) -> Self {
+        let current = Arc::new(Snapshot::default().apply(zones(&domain, &zone), []));
         Self {
             domain,
+            zone,
             this_node,
             contributions: Contributions::default(),
             current,
@@ -44,73 +45,27 @@ impl Replica {
     /// Takes in the facts and the named VIPs: only the tasks that changed are looked at
     /// again (see [`Contributions`]).
     pub fn update(&mut self, facts: &Facts, named_vips: &NamedVips) {
-        let (mut cluster, launched) =
-            facts::cluster::cluster_and_launched(facts).unwrap_or_default();
-        // Its Mesos tasks are the few that declare VIPs; all of them come encoded below.
-        for framework in &mut cluster.frameworks {
-            framework.tasks.clear();
-        }
+        let (cluster, launched, mesos, dcos) =
+            sources(facts, &self.domain, &self.zone, self.this_node);
         let framework: Arc<str> = facts::launched::FRAMEWORK.into();
+        let list_unhealthy = self.zone.list_unhealthy;
         let tasks = facts::cluster::mesos_tasks(facts)
-            .map(|(key, value)| ReplicaTask::Mesos {
+            .map(move |(key, value)| ReplicaTask::Mesos {
                 key: HASH.hash_one(&**key),
                 value: value.clone(),
+                list_unhealthy,
             })
-            .chain(launched.into_iter().map(|task| {
-                ReplicaTask::Launched(ClusterTask {
-                    framework: framework.clone(),
-                    task,
-                })
+            .chain(launched.into_iter().map(move |task| {
+                ReplicaTask::Launched(
+                    ClusterTask {
+                        framework: framework.clone(),
+                        task,
+                    },
+                    list_unhealthy,
+                )
             }));
-        // Masters: the nodes that say they have the role, as gossip knows them.
-        let mut masters: Vec<IpAddr> = facts
-            .nodes
-            .values()
-            .filter_map(|n| n.info.as_deref())
-            .filter(|info| info.roles.iter().any(|r| r == "master"))
-            .map(|info| info.address)
-            .collect();
-        masters.sort_unstable();
-        // Without Mesos masters, dcnet's own scheduler is the cluster's master: its leader is
-        // `leader.mesos` (and `_leader._tcp`, `leader.dcos`), its masters `masterN` in address
-        // order, and `marathon.mesos` with `_framework._tcp` points at its API.
-        let mut numbered = Vec::new();
-        if cluster.leader.is_none()
-            && let Some((address, port)) = scheduler_leader(facts)
-        {
-            cluster.leader = Some((address, port));
-            numbered = masters.iter().map(|&m| (m, port)).collect();
-            let framework = match cluster
-                .frameworks
-                .iter_mut()
-                .find(|f| f.name == facts::launched::FRAMEWORK)
-            {
-                Some(framework) => framework,
-                None => {
-                    cluster.frameworks.push(FrameworkInfo {
-                        name: facts::launched::FRAMEWORK.to_owned(),
-                        ..FrameworkInfo::default()
-                    });
-                    cluster.frameworks.last_mut().expect("just pushed")
-                }
-            };
-            framework.scheduler_ips = vec![address];
-            framework.scheduler_port = Some(port);
-        }
-        let mesos = Settings {
-            domain: self.domain.clone(),
-            spec: LabelSpec::Rfc1123,
-            masters: numbered,
-            mname: format!("ns1.{}", self.domain),
-            listen_ips: vec![self.this_node],
-        };
-        let dcos = DcosRecords {
-            spec: LabelSpec::Rfc1123,
-            masters,
-            this_node: vec![self.this_node],
-        };
         let source = (mesos, (dcos, VipRecords(named_vips)));
-        let zones = zones(&self.domain);
+        let zones = zones(&self.domain, &self.zone);
         let next = self
             .contributions
             .update_tasks(&self.current, zones, &cluster, tasks, &source);
@@ -121,6 +76,113 @@ impl Replica {
     pub fn current(&self) -> &Arc<Snapshot> {
         &self.current
     }
+}
+
+/// What the records are made from: the cluster without its tasks (the caller feeds them),
+/// the launched tasks, and the settings of the Mesos domain and of the DC/OS zones.
+fn sources(
+    facts: &Facts,
+    domain: &str,
+    zone: &ZoneSettings,
+    this_node: IpAddr,
+) -> (Cluster, Vec<Arc<TaskInfo>>, Settings, DcosRecords) {
+    let (mut cluster, launched) = facts::cluster::cluster_and_launched(facts).unwrap_or_default();
+    // Its Mesos tasks are the few that declare VIPs; all of them come encoded.
+    for framework in &mut cluster.frameworks {
+        framework.tasks.clear();
+    }
+    // Masters: the nodes that say they have the role, as gossip knows them.
+    let mut masters: Vec<IpAddr> = facts
+        .nodes
+        .values()
+        .filter_map(|n| n.info.as_deref())
+        .filter(|info| info.roles.iter().any(|r| r == "master"))
+        .map(|info| info.address)
+        .collect();
+    masters.sort_unstable();
+    // Without Mesos masters, dcnet's own scheduler is the cluster's master: its leader is
+    // `leader.mesos` (and `_leader._tcp`, `leader.dcos`), its masters `masterN` in address
+    // order, and `marathon.mesos` with `_framework._tcp` points at its API.
+    let mut numbered = Vec::new();
+    if cluster.leader.is_none()
+        && let Some((address, port)) = scheduler_leader(facts)
+    {
+        cluster.leader = Some((address, port));
+        numbered = masters.iter().map(|&m| (m, port)).collect();
+        let framework = match cluster
+            .frameworks
+            .iter_mut()
+            .find(|f| f.name == facts::launched::FRAMEWORK)
+        {
+            Some(framework) => framework,
+            None => {
+                cluster.frameworks.push(FrameworkInfo {
+                    name: facts::launched::FRAMEWORK.to_owned(),
+                    ..FrameworkInfo::default()
+                });
+                cluster.frameworks.last_mut().expect("just pushed")
+            }
+        };
+        framework.scheduler_ips = vec![address];
+        framework.scheduler_port = Some(port);
+    }
+    let spec = if zone.rfc952 {
+        LabelSpec::Rfc952
+    } else {
+        LabelSpec::Rfc1123
+    };
+    let mesos = Settings {
+        domain: domain.to_owned(),
+        spec,
+        masters: numbered,
+        mname: zone.soa_mname.clone(),
+        listen_ips: vec![this_node],
+    };
+    let dcos = DcosRecords {
+        spec,
+        masters,
+        this_node: vec![this_node],
+    };
+    (cluster, launched, mesos, dcos)
+}
+
+/// Every framework, task and Mesos-domain record as `/v1/enumerate` lists them, from the
+/// facts as they are (every Mesos task decoded: made when asked for, not kept).
+pub fn enumeration(
+    facts: &Facts,
+    domain: &str,
+    zone: &ZoneSettings,
+    this_node: IpAddr,
+) -> dcnet_dns::records::Enumeration {
+    let (mut cluster, launched, mesos, _) = sources(facts, domain, zone, this_node);
+    let list_unhealthy = zone.list_unhealthy;
+    let framework: Arc<str> = facts::launched::FRAMEWORK.into();
+    let tasks = facts::cluster::mesos_tasks(facts)
+        .map(|(_, value)| ReplicaTask::Mesos {
+            key: 0,
+            value: value.clone(),
+            list_unhealthy,
+        })
+        .chain(launched.into_iter().map(|task| {
+            ReplicaTask::Launched(
+                ClusterTask {
+                    framework: framework.clone(),
+                    task,
+                },
+                list_unhealthy,
+            )
+        }));
+    for (name, task) in tasks.filter_map(|t| t.task()) {
+        match cluster.frameworks.iter_mut().find(|f| *f.name == *name) {
+            Some(f) => f.tasks.push(task),
+            None => cluster.frameworks.push(FrameworkInfo {
+                name: name.to_string(),
+                tasks: vec![task],
+                ..FrameworkInfo::default()
+            }),
+        }
+    }
+    dcnet_dns::records::generate_from(&cluster, &mesos).enumeration
 }
 
 /// The leading scheduler's node address and API port, as gossip says.
@@ -142,9 +204,13 @@ fn api_port(url: &str) -> Option<u16> {
 enum ReplicaTask {
     /// A Mesos task: the hash of its gossip key, and its value, decoded when its records
     /// are made.
-    Mesos { key: u64, value: Arc<str> },
+    Mesos {
+        key: u64,
+        value: Arc<str>,
+        list_unhealthy: bool,
+    },
     /// A task of dcnet's own launchers.
-    Launched(ClusterTask),
+    Launched(ClusterTask, bool),
 }
 
 /// Fixed, so keys and fingerprints compare across updates.
@@ -155,29 +221,38 @@ impl TaskInput for ReplicaTask {
     fn key(&self) -> u64 {
         match self {
             Self::Mesos { key, .. } => *key,
-            Self::Launched(task) => task.key(),
+            Self::Launched(task, _) => task.key(),
         }
     }
 
     fn fingerprint(&self) -> u64 {
         match self {
             Self::Mesos { value, .. } => HASH.hash_one(&**value),
-            Self::Launched(task) => task.fingerprint(),
+            Self::Launched(task, _) => task.fingerprint(),
         }
     }
 
-    /// A task whose health checks fail (or have not passed yet) is not in DNS; the load
-    /// balancer, which reads the same facts, gives it weight 0 instead.
+    /// A task whose health checks fail (or have not passed yet) is not in DNS unless
+    /// `unhealthy_tasks = "list"`; the load balancer, which reads the same facts, gives it
+    /// weight 0 instead.
     fn task(&self) -> Option<(Arc<str>, Arc<TaskInfo>)> {
-        let (framework, task) = match self {
+        let (framework, task, list_unhealthy) = match self {
             // A value that does not decode is listed as malformed by the facts decoder.
-            Self::Mesos { value, .. } => {
+            Self::Mesos {
+                value,
+                list_unhealthy,
+                ..
+            } => {
                 let fact = facts::mesos::decode_task(value).ok()?;
-                (fact.framework, fact.task)
+                (fact.framework, fact.task, *list_unhealthy)
             }
-            Self::Launched(task) => task.task()?,
+            Self::Launched(task, list_unhealthy) => {
+                let (framework, task) = task.task()?;
+                (framework, task, *list_unhealthy)
+            }
         };
-        (task.is_running && task.healthy != Some(false)).then_some((framework, task))
+        let listed = list_unhealthy || task.healthy != Some(false);
+        (task.is_running && listed).then_some((framework, task))
     }
 }
 
@@ -195,11 +270,27 @@ impl RecordSource for VipRecords<'_> {
     fn task(&self, _: &str, _: &TaskInfo, _: &[IpAddr], _: &mut Vec<Record>) {}
 }
 
-/// The zones every node serves, their SOA serial the time of the update.
-fn zones(domain: &str) -> Vec<ZoneInfo> {
+/// The zones every node serves, their SOA serial the time of the update: the Mesos domain
+/// with `settings`, the DC/OS ones with dcos-dns's.
+fn zones(domain: &str, settings: &ZoneSettings) -> Vec<ZoneInfo> {
     let serial = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs()) as u32;
+    let mesos = ZoneInfo::new(
+        domain,
+        Soa {
+            mname: settings.soa_mname.clone(),
+            rname: settings.soa_rname.clone(),
+            serial,
+            refresh: settings.soa_refresh,
+            retry: settings.soa_retry,
+            expire: settings.soa_expire,
+            minimum: settings.soa_minttl,
+        },
+        vec![],
+        settings.ttl,
+        1,
+    );
     let zone = |origin: &str, ttl: u32| {
         let soa = Soa {
             mname: format!("ns1.{origin}"),
@@ -213,7 +304,7 @@ fn zones(domain: &str) -> Vec<ZoneInfo> {
         ZoneInfo::new(origin, soa, vec![], ttl, 1)
     };
     vec![
-        zone(domain, MESOS_TTL),
+        mesos,
         zone(dcos::THISDCOS, dcos::DCOS_TTL),
         zone(dcos::L4LB, dcos::DCOS_TTL),
         zone(dcos::SPARTAN, dcos::DCOS_TTL),
@@ -266,7 +357,11 @@ mod tests {
         tasks.push(task("db.1", [9, 0, 0, 3], None));
         tasks.push(task("sick.1", [9, 0, 0, 4], Some(false)));
         let mut keys = published(&state);
-        let mut replica = Replica::new("mesos".into(), IpAddr::from([10, 0, 0, 9]));
+        let mut replica = Replica::new(
+            "mesos".into(),
+            ZoneSettings::defaults("mesos"),
+            IpAddr::from([10, 0, 0, 9]),
+        );
         let update = |replica: &mut Replica, keys: &BTreeMap<String, String>| {
             replica.update(
                 &decoded(&view_with(&[("a", keys.clone())])),
@@ -333,7 +428,11 @@ mod tests {
             ("m3", node("m3", "10.0.0.3", r#"["master"]"#)),
             ("a1", node("a1", "10.0.0.9", r#"["agent"]"#)),
         ]);
-        let mut replica = Replica::new("mesos".into(), IpAddr::from([10, 0, 0, 9]));
+        let mut replica = Replica::new(
+            "mesos".into(),
+            ZoneSettings::defaults("mesos"),
+            IpAddr::from([10, 0, 0, 9]),
+        );
         replica.update(&decoded(&view), &NamedVips::new());
         let ip = |last: u8| Ipv4Addr::new(10, 0, 0, last);
         assert_eq!(a(&replica, "leader.mesos."), [ip(2)]);
@@ -370,6 +469,36 @@ mod tests {
             ["marathon.mesos.:8080"]
         );
         assert_eq!(srv("_leader._tcp.mesos."), ["leader.mesos.:8080"]);
+    }
+
+    #[test]
+    fn unhealthy_tasks_are_listed_when_asked_as_mesos_dns_does() {
+        let mut state = mesos_state();
+        state.frameworks[0]
+            .tasks
+            .push(task("sick.1", [9, 0, 0, 4], Some(false)));
+        let view = view_with(&[("a", published(&state))]);
+        for (list, expected) in [(false, vec![]), (true, vec![Ipv4Addr::new(9, 0, 0, 4)])] {
+            let zone = ZoneSettings {
+                list_unhealthy: list,
+                ..ZoneSettings::defaults("mesos")
+            };
+            let mut replica =
+                Replica::new("mesos".into(), zone.clone(), IpAddr::from([10, 0, 0, 9]));
+            replica.update(&decoded(&view), &NamedVips::new());
+            assert_eq!(
+                a(&replica, "sick.marathon.mesos."),
+                expected,
+                "list: {list}"
+            );
+            // The enumeration lists what DNS answers.
+            let listed = enumeration(&decoded(&view), "mesos", &zone, IpAddr::from([10, 0, 0, 9]))
+                .frameworks
+                .iter()
+                .flat_map(|f| &f.tasks)
+                .any(|t| t.name == "sick");
+            assert_eq!(listed, list);
+        }
     }
 
     #[test]

@@ -76,6 +76,8 @@ impl ReplicaMetrics {
 /// A running DNS service.
 pub struct DnsService {
     server: DnsServer,
+    /// Mesos-DNS's HTTP API over this node's replica (for the agent's API to serve too).
+    mesos_api: axum::Router,
 }
 
 impl DnsService {
@@ -87,6 +89,7 @@ impl DnsService {
         this_node: IpAddr,
         named_vips: watch::Receiver<NamedVips>,
         (registry, services): (&mut Registry, &mut Services),
+        (limits, serve_metrics): (crate::serve::Limits, crate::serve::ServeMetrics),
     ) -> Result<Self, crate::Error> {
         // Made first: a TLS or login file that cannot be used stops the agent with what is
         // wrong, rather than failing every poll.
@@ -102,14 +105,15 @@ impl DnsService {
         let replica_metrics = Arc::new(ReplicaMetrics::default());
         replica_metrics.register(registry);
 
-        let empty = Replica::new(settings.domain.clone(), this_node)
+        let empty = Replica::new(settings.domain.clone(), settings.zone.clone(), this_node)
             .current()
             .clone();
         let snapshot: SharedSnapshot = Arc::new(ArcSwap::new(empty));
-        let forward: Option<Arc<dyn Forward>> = (!settings.upstreams.is_empty()).then(|| {
+        let forwards = !settings.upstreams.is_empty() || !settings.zone_resolvers.is_empty();
+        let forward: Option<Arc<dyn Forward>> = forwards.then(|| {
             let config = ForwarderConfig {
                 upstreams: settings.upstreams.clone(),
-                zones: Vec::new(),
+                zones: settings.zone_resolvers.clone(),
                 timeout: Duration::from_secs(2),
                 allowed: settings.allowed_networks.clone(),
                 cache_entries: 10_000,
@@ -125,8 +129,37 @@ impl DnsService {
         info!(listen = ?server.local_addrs(), upstreams = ?settings.upstreams, "serving DNS");
 
         let stop = services.stopping(Stage::Data);
+        let mesos_api =
+            super::mesos_api::router(&settings, snapshot.clone(), facts.clone(), this_node);
+        if let Some(addr) = settings.http_listen {
+            let listener = crate::serve::bind(addr).map_err(|source| {
+                crate::Error::Dns(dcnet_dns::Error::Bind {
+                    addr,
+                    proto: "tcp",
+                    source,
+                })
+            })?;
+            info!(listen = %addr, "serving Mesos-DNS's HTTP API");
+            let router = mesos_api.clone();
+            let stopping = stop.clone();
+            services.spawn(Stage::Data, "Mesos-DNS HTTP API", async move {
+                let stopped = async move { stopping.cancelled().await };
+                let served = crate::serve::serve(
+                    listener,
+                    router,
+                    "mesos-dns",
+                    limits,
+                    serve_metrics,
+                    stopped,
+                )
+                .await;
+                if let Err(e) = served {
+                    warn!(error = %e, "the Mesos-DNS HTTP API failed");
+                }
+            });
+        }
         let replica = replica(
-            settings.domain.clone(),
+            (settings.domain.clone(), settings.zone.clone()),
             facts,
             this_node,
             named_vips,
@@ -148,7 +181,12 @@ impl DnsService {
             let publisher = publisher(settings, Arc::new(client), gossip, replica_metrics, stop);
             services.spawn(Stage::Data, "mesos state publisher", publisher);
         }
-        Ok(Self { server })
+        Ok(Self { server, mesos_api })
+    }
+
+    /// Mesos-DNS's HTTP API over this node's replica.
+    pub fn mesos_api(&self) -> axum::Router {
+        self.mesos_api.clone()
     }
 
     /// Stops serving; the replica and publisher stop with their stage.
@@ -160,7 +198,7 @@ impl DnsService {
 /// Updates the snapshot whenever the facts it is made of (nodes, Mesos state, launched tasks)
 /// or the load balancer's named VIPs change.
 async fn replica(
-    domain: String,
+    (domain, zone): (String, crate::config::ZoneSettings),
     mut facts: FactsWatch,
     this_node: IpAddr,
     mut named_vips: watch::Receiver<NamedVips>,
@@ -168,7 +206,7 @@ async fn replica(
     metrics: Arc<ReplicaMetrics>,
     stop: Stopping,
 ) {
-    let mut replica = Replica::new(domain.clone(), this_node);
+    let mut replica = Replica::new(domain.clone(), zone.clone(), this_node);
     loop {
         let now = facts.current();
         let vips = named_vips.borrow_and_update().clone();
@@ -192,7 +230,7 @@ async fn replica(
             Err(e) => {
                 // The replica went with the failed update: the next one starts from nothing.
                 warn!(error = %e, "DNS update failed; still serving the previous records");
-                replica = Replica::new(domain.clone(), this_node);
+                replica = Replica::new(domain.clone(), zone.clone(), this_node);
             }
         }
         let changed = async {

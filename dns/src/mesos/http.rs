@@ -13,7 +13,8 @@
 //!   (`As`, `AAAAs`, `SRVs`, and the SOA settings). Both 404 when `EnumerationOn` is off: Mesos-DNS
 //!   has no such routes then.
 //!
-//! dcnet adds `GET /metrics` (Prometheus text).
+//! The drop-in adds `GET /metrics` (Prometheus text). What is served comes from an
+//! [`ApiSource`]: the drop-in's last refresh ([`ApiModel`]), or an agent's gossip replica.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,29 +41,66 @@ pub struct ApiModel {
     /// enumeration lists every record, so it is made when asked for rather than on every
     /// refresh.
     pub source: Option<Arc<(Cluster, Settings)>>,
-    pub serial: u32,
+}
+
+/// Where the API's answers come from.
+pub trait ApiSource: Send + Sync + 'static {
+    /// The records DNS answers from now.
+    fn snapshot(&self) -> Arc<Snapshot>;
+    /// Every framework, task and record, made when asked for (it lists every record).
+    fn enumeration(&self) -> Enumeration;
+}
+
+impl ApiSource for ArcSwap<ApiModel> {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.load().snapshot.clone()
+    }
+
+    fn enumeration(&self) -> Enumeration {
+        let Some(source) = self.load().source.clone() else {
+            return Enumeration::default();
+        };
+        let (cluster, settings) = &*source;
+        records::generate(cluster, settings).enumeration
+    }
 }
 
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct ApiState {
+    /// The configuration `/v1/config` shows, and the domain and SOA settings.
     pub config: Arc<MesosDnsConfig>,
-    pub model: Arc<ArcSwap<ApiModel>>,
-    pub registry: Arc<Registry>,
+    pub source: Arc<dyn ApiSource>,
+    /// Served at `/metrics` if given.
+    pub registry: Option<Arc<Registry>>,
 }
 
 /// The routes.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/v1/version", get(version))
         .route("/v1/config", get(config))
         .route("/v1/hosts/{host}", get(hosts))
         .route("/v1/hosts/{host}/ports", get(ports))
         .route("/v1/services/{service}", get(services))
         .route("/v1/enumerate", get(enumerate))
-        .route("/v1/axfr", get(axfr))
-        .route("/metrics", get(metrics))
-        .with_state(state)
+        .route("/v1/axfr", get(axfr));
+    let router = if state.registry.is_some() {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    };
+    router.with_state(state)
+}
+
+/// The SOA serial of `domain` in `snapshot` (the time of its last change), 0 if not served.
+fn serial(snapshot: &Snapshot, domain: &str) -> u32 {
+    let origin = fqdn(domain);
+    snapshot
+        .zones()
+        .iter()
+        .find(|z| z.origin == origin)
+        .map_or(0, |z| z.soa.serial)
 }
 
 #[derive(Serialize)]
@@ -83,7 +121,10 @@ async fn version() -> axum::Json<Version> {
 }
 
 async fn config(State(s): State<ApiState>) -> axum::Json<serde_json::Value> {
-    axum::Json(s.config.shown(s.model.load().serial))
+    axum::Json(
+        s.config
+            .shown(serial(&s.source.snapshot(), &s.config.domain)),
+    )
 }
 
 /// Mesos-DNS never implemented it; its clients get the same answer.
@@ -115,8 +156,8 @@ fn addresses(snapshot: &Snapshot, name: &str) -> Vec<String> {
 
 async fn hosts(State(s): State<ApiState>, Path(host): Path<String>) -> axum::Json<Vec<HostRecord>> {
     let name = api_name(&host);
-    let model = s.model.load();
-    let mut out: Vec<HostRecord> = addresses(&model.snapshot, &name)
+    let snapshot = s.source.snapshot();
+    let mut out: Vec<HostRecord> = addresses(&snapshot, &name)
         .into_iter()
         .map(|ip| HostRecord {
             host: name.clone(),
@@ -145,11 +186,11 @@ async fn services(
     Path(service): Path<String>,
 ) -> axum::Json<Vec<ServiceRecord>> {
     let name = api_name(&service);
-    let model = s.model.load();
+    let snapshot = s.source.snapshot();
     let mut out = Vec::new();
-    let records = model.snapshot.records(&name).unwrap_or_default();
+    let records = snapshot.records(&name).unwrap_or_default();
     for srv in &records.srv {
-        let target = model.snapshot.records(&srv.target).unwrap_or_default();
+        let target = snapshot.records(&srv.target).unwrap_or_default();
         let first_v4 = target.a.first().map(|ip| ip.to_string());
         let first_v6 = target.aaaa.first().map(|ip| ip.to_string());
         for ip in first_v4.into_iter().chain(first_v6) {
@@ -177,11 +218,12 @@ async fn enumerate(State(s): State<ApiState>) -> Result<axum::Json<Enumeration>,
     if !s.config.enumeration_on {
         return Err(StatusCode::NOT_FOUND);
     }
-    let Some(source) = s.model.load().source.clone() else {
-        return Ok(axum::Json(Enumeration::default()));
-    };
-    let (cluster, settings) = &*source;
-    Ok(axum::Json(records::generate(cluster, settings).enumeration))
+    // Made on a blocking thread: it lists every record of every task.
+    let source = s.source.clone();
+    tokio::task::spawn_blocking(move || source.enumeration())
+        .await
+        .map(axum::Json)
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 #[derive(Serialize)]
@@ -211,13 +253,13 @@ async fn axfr(State(s): State<ApiState>) -> Result<axum::Json<Axfr>, StatusCode>
     if !s.config.enumeration_on {
         return Err(StatusCode::NOT_FOUND);
     }
-    let model = s.model.load();
+    let snapshot = s.source.snapshot();
     let mut records = AxfrRecords {
         a: BTreeMap::new(),
         aaaa: BTreeMap::new(),
         srv: BTreeMap::new(),
     };
-    for (name, r) in model.snapshot.names_with_records() {
+    for (name, r) in snapshot.names_with_records() {
         let put = |map: &mut BTreeMap<String, Vec<String>>, values: Vec<String>| {
             if !values.is_empty() {
                 map.insert(name.clone(), values);
@@ -241,7 +283,7 @@ async fn axfr(State(s): State<ApiState>) -> Result<axum::Json<Axfr>, StatusCode>
     }
     Ok(axum::Json(Axfr {
         ttl: s.config.ttl,
-        serial: model.serial,
+        serial: serial(&snapshot, &s.config.domain),
         refresh_seconds: s.config.refresh_seconds,
         mname: fqdn(&s.config.soa_mname),
         rname: fqdn(&s.config.soa_rname),
@@ -252,7 +294,9 @@ async fn axfr(State(s): State<ApiState>) -> Result<axum::Json<Axfr>, StatusCode>
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
     let mut body = String::new();
-    let _ = prometheus_client::encoding::text::encode(&mut body, &s.registry);
+    if let Some(registry) = &s.registry {
+        let _ = prometheus_client::encoding::text::encode(&mut body, registry);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -135,8 +135,8 @@ pub async fn run(config: MesosDnsConfig, shutdown: impl Future<Output = ()>) -> 
             })?;
         let state = ApiState {
             config: config.clone(),
-            model: model.clone(),
-            registry: Arc::new(registry),
+            source: model.clone(),
+            registry: Some(Arc::new(registry)),
         };
         let mut stop = stop_rx.clone();
         info!(listen = %listen, "serving the Mesos-DNS HTTP API");
@@ -247,7 +247,6 @@ async fn refresh_loop(
             let api = ApiModel {
                 snapshot: next.clone(),
                 source: Some(Arc::new((cluster, settings))),
-                serial,
             };
             (
                 (contributions, next, Some(seen)),
