@@ -248,6 +248,20 @@ fn drop_in_mesos_dns_serves_the_fixture_to_real_clients() {
         serde_json::json!([{"service": "", "host": "", "ip": "", "port": ""}])
     );
     assert_eq!(status(&ns, "/v1/hosts/leader.mesos/ports"), 501);
+    // Mesos-DNS's own expectations (resolver_test.go's TestHTTP), with this cluster's leader.
+    assert_eq!(
+        http(&ns, "/v1/services/_leader._tcp.mesos."),
+        serde_json::json!([{"service": "_leader._tcp.mesos.", "host": "leader.mesos.",
+                            "ip": "127.0.0.1", "port": "5050"}])
+    );
+    assert_eq!(
+        http(&ns, "/v1/hosts/leader.mesos"),
+        serde_json::json!([{"host": "leader.mesos.", "ip": "127.0.0.1"}])
+    );
+    assert_eq!(
+        http(&ns, "/v1/version")["URL"],
+        "https://github.com/mesosphere/mesos-dns"
+    );
     let enumeration = http(&ns, "/v1/enumerate");
     assert!(
         enumeration["frameworks"]

@@ -115,7 +115,8 @@ struct Version {
 async fn version() -> axum::Json<Version> {
     axum::Json(Version {
         service: "Mesos-DNS",
-        url: "https://github.com/mesosphere/mesos-dns (served by dcnet)",
+        // Mesos-DNS's own, as clients may compare it; the version is dcnet's.
+        url: "https://github.com/mesosphere/mesos-dns",
         version: env!("CARGO_PKG_VERSION"),
     })
 }
