@@ -80,6 +80,7 @@
 //! subnet = "9.0.0.0/8"
 //! prefix = 24                     # one /24 per agent
 //! mtu = 1420
+//! egress = true                   # reach beyond the overlay through the node, masqueraded
 //!
 //! [lb]                            # Minuteman-style VIPs in eBPF socket hooks; off unless enabled
 //! enabled = true
@@ -344,6 +345,7 @@ pub struct OverlayNetworkSection {
     pub subnet: Option<String>,
     pub prefix: Option<u8>,
     pub mtu: Option<u32>,
+    pub egress: Option<bool>,
 }
 
 /// Settings given as flags; each wins over the file.
@@ -571,6 +573,8 @@ pub struct OverlayNetwork {
     pub prefix: u8,
     /// MTU of the containers' interfaces.
     pub mtu: u32,
+    /// Containers reach addresses beyond the overlay through their node, masqueraded.
+    pub egress: bool,
 }
 
 /// The agent's validated configuration.
@@ -1626,6 +1630,7 @@ fn resolve_overlay(
             subnet: None,
             prefix: None,
             mtu: None,
+            egress: None,
         }]
     });
     let mut resolved: Vec<OverlayNetwork> = Vec::new();
@@ -1682,6 +1687,7 @@ fn resolve_overlay(
             subnet,
             prefix,
             mtu,
+            egress: n.egress.unwrap_or(true),
         });
     }
     Ok(OverlaySettings {

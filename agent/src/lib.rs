@@ -7,7 +7,8 @@
 //! - [`facts`]: every gossip key's schema, decoded once per change; services wait on the
 //!   topics they read. [`node`]: the membership table.
 //! - [`app`]: Marathon app definitions; [`scheduler`] places them, [`launcher`] runs them.
-//! - [`overlay`]: leases, the VXLAN tunnel's reconciler and container attachment.
+//! - [`overlay`]: leases, the VXLAN tunnel's reconciler, container attachment and egress;
+//!   [`nft`]: the nftables tables dcnet owns (host ports, egress).
 //! - [`auth`]: credentials on every HTTP API, TLS for the scheduler's.
 //! - [`api`]: the local HTTP API; [`cli`]: operator commands that call it.
 //! - [`daemon`]: `dcnet agent`, the wiring of all of the above; [`memory`]: how its process
@@ -32,6 +33,7 @@ pub mod lb;
 pub mod lifecycle;
 pub mod log_budget;
 pub mod memory;
+pub mod nft;
 pub mod node;
 pub mod overlay;
 pub mod scheduler;

@@ -630,3 +630,89 @@ fn a_container_asking_its_nodes_underlay_address_is_answered_from_it() -> Result
     );
     Ok(())
 }
+
+/// What a server on the outsider saw as a client's address, connecting from `c` (`None`:
+/// the connection did not get through within two seconds).
+fn seen_from_outside(c: &Container, port: u16) -> Result<Option<String>> {
+    let target = SocketAddr::from((dcnet_tests::cluster::OUTSIDER_ADDRESS, port));
+    let connected =
+        c.ns.netns()
+            .run(move || TcpStream::connect_timeout(&target, Duration::from_secs(2)))?;
+    let Ok(mut stream) = connected else {
+        return Ok(None);
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut seen = String::new();
+    stream.read_to_string(&mut seen)?;
+    Ok(Some(seen))
+}
+
+/// Containers reach a server outside the overlay (an outsider on the underlay, which has no
+/// route to the overlay) through their node, seen from its address; a network with
+/// `egress = false` does not; the table removed by hand is put back.
+#[test]
+fn containers_reach_the_outside_through_their_node_masqueraded() -> Result<()> {
+    let extra = "\n[[overlay.networks]]\nname = \"dcos\"\nsubnet = \"9.0.0.0/8\"\n\n[[overlay.networks]]\nname = \"closed\"\nsubnet = \"172.30.0.0/16\"\negress = false\n";
+    let mut cluster = overlay_cluster(1, extra)?;
+    let outsider = cluster.add_outsider()?;
+    // The server answers with the address the connection came from, and closes.
+    let port = 8088;
+    let listener = outsider
+        .run(move || TcpListener::bind((dcnet_tests::cluster::OUTSIDER_ADDRESS, port)))??;
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let peer = stream.peer_addr().map(|a| a.ip().to_string());
+            let _ = stream.write_all(peer.unwrap_or_default().as_bytes());
+        }
+    });
+    wait_until("both networks leased", Duration::from_secs(20), || {
+        let s = status(&cluster, 0)?;
+        Ok(s["networks"]
+            .as_array()
+            .is_some_and(|n| n.len() == 2 && n.iter().all(|n| n["lease"] == "held"))
+            .then_some(()))
+    })?;
+    let open = Container::attach_to(&cluster, 0, "eg-open", "dcos")?;
+    let closed = Container::attach_to(&cluster, 0, "eg-closed", "closed")?;
+    let node = cluster.nodes[0].address.to_string();
+    assert_eq!(seen_from_outside(&open, port)?, Some(node.clone()));
+    assert_eq!(
+        seen_from_outside(&closed, port)?,
+        None,
+        "egress = false: the outsider's answer has no way back"
+    );
+    let table = || -> Result<String> {
+        let out = cluster.run_in(
+            0,
+            std::path::Path::new("/usr/sbin/nft"),
+            &["list", "table", "ip", "dcnet_egress"],
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let listed = table()?;
+    assert!(
+        listed.contains("ip saddr 9.0.0.0/8") && !listed.contains("172.30.0.0/16 ip daddr"),
+        "{listed}"
+    );
+
+    // Removed by hand: the next reconcile (1 s here) puts it back.
+    cluster.run_in(
+        0,
+        std::path::Path::new("/usr/sbin/nft"),
+        &["delete", "table", "ip", "dcnet_egress"],
+    )?;
+    wait_until("the egress table restored", Duration::from_secs(10), || {
+        Ok(table()?.contains("masquerade").then_some(()))
+    })?;
+    assert_eq!(seen_from_outside(&open, port)?, Some(node));
+    let metrics = cluster.get_text(0, "/metrics")?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("dcnet_overlay_kernel_changes_total")
+                && l.contains("object=\"egress_table\"")
+                && l.contains("op=\"repair\"")),
+        "{metrics}"
+    );
+    Ok(())
+}

@@ -2,18 +2,14 @@
 //! networking): the agent's address and port forwarded to the task's address and container
 //! port, by DNAT in an nftables table the launcher owns in the node's namespace.
 //!
-//! The table is replaced whole, in one `nft -f` transaction, whenever the set of forwards
-//! changes, so it never holds a half-applied state and a restarted agent rewrites it from
+//! The table is replaced whole, in one `nft -f` transaction ([`crate::nft`]), whenever the set
+//! of forwards changes, so it never holds a half-applied state and a restarted agent rewrites it from
 //! the tasks it adopts. Connections from other nodes and from outside come in through
 //! `prerouting`; the node's own through `output`. A container reaching a host port of its
 //! own node is not translated back (no hairpin masquerade): it uses the task's address or a
 //! VIP, as tasks do on the overlay.
 
 use std::net::IpAddr;
-use std::path::Path;
-use std::process::Stdio;
-
-use tokio::io::AsyncWriteExt;
 
 use crate::app::{Network, PortProtocol};
 
@@ -84,36 +80,6 @@ pub fn ruleset(node: IpAddr, forwards: &[Forward]) -> String {
         "table inet {TABLE} {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n{rules}  }}\n  chain output {{\n    type nat hook output priority -100; policy accept;\n{rules}  }}\n}}\n"
     ));
     out
-}
-
-/// Applies `script` with `nft`, atomically.
-pub async fn apply(nft: &Path, script: &str) -> Result<(), String> {
-    let mut child = tokio::process::Command::new(nft)
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("running {}: {e}", nft.display()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .await
-            .map_err(|e| format!("writing to nft: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| format!("waiting for nft: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "nft refused the host-port table ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

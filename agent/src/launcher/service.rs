@@ -75,7 +75,7 @@ pub fn start(
         health_tx,
         guard,
         term: 0,
-        nft: container::find_program("nft"),
+        nft: crate::nft::program(),
         host_ports: None,
     };
     let stop = services.stopping(Stage::Control);
@@ -690,7 +690,7 @@ impl Launcher {
             }
             return;
         };
-        match host_ports::apply(nft, &script).await {
+        match crate::nft::apply(nft, "host-port", &script).await {
             Ok(()) => {
                 info!(
                     forwards = forwards.len(),

@@ -4,7 +4,9 @@
 //! - [`store`]: leases, container addresses and attachments in the state directory.
 //! - [`service`]: the lease agreement, the reconciler that keeps the kernel's tunnel objects
 //!   right, and container attach/detach for the API and the CNI plugin.
+//! - [`egress`]: containers reaching beyond the overlay through their node, masqueraded.
 
+pub mod egress;
 pub mod service;
 pub mod store;
 

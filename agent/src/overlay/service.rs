@@ -209,6 +209,17 @@ struct Inner {
     /// network's gateway" (a wildcard listener).
     nameservers: Vec<Option<Ipv4Addr>>,
     vxlan_filter: StdMutex<FilterState>,
+    egress: Mutex<EgressState>,
+}
+
+/// The egress table as applied: the script, and the table as nft then listed it (what a
+/// later listing is compared with to notice a hand edit).
+#[derive(Default)]
+struct EgressState {
+    nft: Option<std::path::PathBuf>,
+    applied: Option<(String, String)>,
+    /// "No nft" was said.
+    warned: bool,
 }
 
 /// The VXLAN source filter: attached once the VTEP exists, kept in step with the peers.
@@ -270,6 +281,10 @@ impl OverlayService {
             },
             nameservers,
             vxlan_filter: StdMutex::new(FilterState::NotYet),
+            egress: Mutex::new(EgressState {
+                nft: crate::nft::program(),
+                ..EgressState::default()
+            }),
         });
         let stop = services.stopping(Stage::Data);
         services.spawn(Stage::Data, "overlay", inner.clone().run(facts, stop));
@@ -560,6 +575,7 @@ impl Inner {
     /// from it; otherwise (first pass, interval, after a failure) the VTEP and bridges are
     /// ensured and the kernel is read back.
     async fn reconcile(&self, view: &Facts, leases: &Leases, applied: &mut Option<TunnelState>) {
+        self.reconcile_egress(applied.is_none()).await;
         let names: Vec<String> = self
             .settings
             .networks
@@ -649,6 +665,77 @@ impl Inner {
             at_ms: crate::unix_ms(),
         };
         self.update_status(leases, &peers, desired.len(), Some(report));
+    }
+
+    /// Keeps the egress table as the networks ask; with `read_back`, lists it and restores it
+    /// if it was changed by hand.
+    async fn reconcile_egress(&self, read_back: bool) {
+        let networks = &self.settings.networks;
+        let egress: Vec<Ipv4Network> = networks
+            .iter()
+            .filter(|n| n.egress)
+            .map(|n| n.subnet)
+            .collect();
+        let internal: Vec<Ipv4Network> = networks
+            .iter()
+            .map(|n| n.subnet)
+            .chain([self.settings.vtep_range])
+            .collect();
+        let desired = super::egress::ruleset(&egress, &internal);
+        let mut state = self.egress.lock().await;
+        let Some(nft) = state.nft.clone() else {
+            if !egress.is_empty() && !state.warned {
+                warn!(
+                    "overlay: nft not found (apt install nftables); containers reach nothing beyond the overlay"
+                );
+                state.warned = true;
+            }
+            return;
+        };
+        let list = || crate::nft::list(&nft, super::egress::FAMILY, super::egress::TABLE);
+        let repair = match &state.applied {
+            Some((script, _)) if *script != desired => false,
+            None => false,
+            Some((_, listed)) => {
+                if !read_back {
+                    return;
+                }
+                match list().await {
+                    Ok(now) if now.as_deref().unwrap_or("") == listed => return,
+                    Ok(_) => true,
+                    Err(e) => {
+                        warn!(error = %e, "overlay: cannot read the egress table back");
+                        return;
+                    }
+                }
+            }
+        };
+        let applied = match crate::nft::apply(&nft, "egress", &desired).await {
+            Ok(()) => list().await.map(|l| l.unwrap_or_default()),
+            Err(e) => Err(e),
+        };
+        match applied {
+            Ok(listed) => {
+                if repair {
+                    self.metrics
+                        .changes
+                        .get_or_create(&ChangeLabels {
+                            object: "egress_table",
+                            op: "repair",
+                        })
+                        .inc();
+                    warn!("overlay: the egress table was changed by hand; restored");
+                } else {
+                    info!(networks = ?egress, "overlay: egress masquerade set");
+                }
+                state.applied = Some((desired, listed));
+            }
+            Err(e) => {
+                self.metrics.change_failures.inc();
+                warn!(error = %e, "overlay: cannot set the egress table; retrying on the next pass");
+                state.applied = None;
+            }
+        }
     }
 
     async fn ensure_bridge(
@@ -1221,6 +1308,7 @@ mod tests {
             subnet: "9.0.0.0/8".parse().unwrap(),
             prefix: 24,
             mtu: 1420,
+            egress: true,
         };
         let spec = bridge_spec(&network, "9.0.7.0/24".parse().unwrap());
         assert_eq!(spec.name, "m-dcos");
