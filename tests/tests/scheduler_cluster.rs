@@ -138,8 +138,8 @@ fn wait_for_tasks(
                     String::from_utf8_lossy(&dig.stdout)
                 );
             }
-            // The client's node balances over them too: its load balancer follows the same
-            // facts as its DNS, a moment later.
+            // The client's node knows them too (its own zone's taking its connections): its
+            // load balancer follows the same facts as its DNS, a moment later.
             let weighted = weighted_backends(cluster, 1)?;
             if weighted != n {
                 bail!("node 2's VIP has {weighted} backends with weight, not {n}");
@@ -149,13 +149,14 @@ fn wait_for_tasks(
     )
 }
 
-/// Backends with a weight of the VIPs that node `i`'s load balancer has programmed.
+/// Healthy backends of the VIPs that node `i`'s load balancer has programmed: those taking
+/// its connections, and the spares of other zones.
 fn weighted_backends(cluster: &Cluster, i: usize) -> Result<usize> {
     let vips: Vec<Value> = cluster.get(i, "/v1/vips")?;
     Ok(vips
         .iter()
         .flat_map(|v| v["backends"].as_array().into_iter().flatten())
-        .filter(|b| b["weight"].as_u64().is_some_and(|w| w > 0))
+        .filter(|b| b["state"] == "up" || b["state"] == "spare")
         .count())
 }
 
@@ -279,10 +280,53 @@ fn lifecycle(cluster: &mut Cluster) -> Result<()> {
     assert_eq!(zones.len(), 3, "spread over the three agents: {zones:?}");
     own_cluster_names(cluster, &rows)?;
 
-    // The VIP spreads connections over the instances.
+    // The VIP spreads the client's connections over the instances of its own zone (z1: nodes
+    // 2 and 3); node 4's, in z2, is a spare there.
     let served = through_vip(cluster, &client, 60)?;
-    let ids: BTreeSet<String> = rows.iter().map(|r| r.status.task_id.clone()).collect();
-    assert_eq!(served, ids, "every instance served through the VIP");
+    let zone_of = |node: &str| {
+        let i = cluster.nodes.iter().position(|n| n.name == node);
+        i.map(|i| ["z0", "z1", "z1", "z2"][i])
+    };
+    let near: BTreeSet<String> = rows
+        .iter()
+        .filter(|r| zone_of(&r.node) == Some("z1"))
+        .map(|r| r.status.task_id.clone())
+        .collect();
+    assert_eq!(near.len(), 2, "{rows:?}");
+    assert_eq!(
+        served, near,
+        "the client's zone's instances served through the VIP"
+    );
+    let vips: Value = cluster.get(1, "/v1/vips")?;
+    let web_backends = vips
+        .as_array()
+        .and_then(|v| {
+            v.iter()
+                .find(|v| v["vip"].as_str().is_some_and(|a| a.ends_with(":80")))
+        })
+        .map(|v| v["backends"].clone())
+        .context("the web VIP on node 2")?;
+    let states: BTreeSet<(String, String)> = web_backends
+        .as_array()
+        .context("backends")?
+        .iter()
+        .map(|b| {
+            (
+                b["zone"].as_str().unwrap_or("-").to_owned(),
+                b["state"].as_str().unwrap_or("-").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("z1".to_owned(), "up".to_owned()),
+            ("z2".to_owned(), "spare".to_owned())
+        ]
+        .into_iter()
+        .collect(),
+        "{web_backends}"
+    );
     let vip_ips = resolve(&client, VIP_NAME)?;
     assert!(vip_ips.iter().all(|ip| ip.octets()[0] == 11), "{vip_ips:?}");
 

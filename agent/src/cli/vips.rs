@@ -13,6 +13,7 @@ pub fn render_table(vips: &[VipStatus]) -> String {
         "BACKEND",
         "WEIGHT",
         "STATE",
+        "ZONE",
         "BACKEND CONNS",
     ];
     let mut rows = Vec::new();
@@ -25,7 +26,13 @@ pub fn render_table(vips: &[VipStatus]) -> String {
         ];
         if v.backends.is_empty() {
             let mut row = vip_cells.to_vec();
-            row.extend(["-".into(), "-".into(), "no backend".into(), "-".into()]);
+            row.extend([
+                "-".into(),
+                "-".into(),
+                "no backend".into(),
+                "-".into(),
+                "-".into(),
+            ]);
             rows.push(row);
         }
         for (i, b) in v.backends.iter().enumerate() {
@@ -38,6 +45,11 @@ pub fn render_table(vips: &[VipStatus]) -> String {
                 b.addr.to_string(),
                 b.weight.to_string(),
                 b.state.clone(),
+                match (&b.region, &b.zone) {
+                    (Some(r), Some(z)) => format!("{r}/{z}"),
+                    (Some(r), None) => r.clone(),
+                    _ => "-".into(),
+                },
                 b.connections.to_string(),
             ]);
             rows.push(row);
@@ -65,12 +77,16 @@ mod tests {
                         weight: 1,
                         state: "up".into(),
                         connections: 160,
+                        region: Some("r1".into()),
+                        zone: Some("z1".into()),
                     },
                     BackendStatus {
                         addr: "9.0.3.2:80".parse().unwrap(),
                         weight: 0,
                         state: "draining".into(),
                         connections: 140,
+                        region: None,
+                        zone: None,
                     },
                 ],
             },
@@ -87,6 +103,7 @@ mod tests {
         assert_eq!(lines.len(), 4);
         assert!(lines[0].starts_with("VIP "));
         assert!(lines[1].contains("11.1.2.3:80") && lines[1].contains("9.0.2.2:80"));
+        assert!(lines[1].contains("r1/z1"));
         assert!(lines[2].trim_start().starts_with("9.0.3.2:80"));
         assert!(lines[2].contains("draining"));
         assert!(lines[3].contains("no backend"));

@@ -7,8 +7,10 @@
 //! Named VIPs get their address from [`dcnet_lb::vip::named_addresses`] over every name in
 //! the view, so all nodes agree without talking about it.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+
+use super::locality::{self, Locality};
 
 use dcnet_dns::records::Cluster;
 use dcnet_lb::vip::{
@@ -23,6 +25,19 @@ pub struct Desired {
     pub names: BTreeMap<Vip, (VipName, String)>,
     /// Labels that could not be used, with why.
     pub errors: Vec<LabelProblem>,
+    /// Where each backend runs, when its agent has a fault domain.
+    pub localities: BTreeMap<SocketAddr, Locality>,
+    /// Backends given weight 0 because nearer ones take the VIP's connections.
+    pub spares: BTreeSet<(Vip, SocketAddr)>,
+}
+
+/// Where the client node and the agents are, for zone-aware VIPs.
+#[derive(Debug, Clone, Default)]
+pub struct Localities {
+    /// This node's.
+    pub client: Locality,
+    /// Each agent's, by agent id.
+    pub agents: HashMap<String, Locality>,
 }
 
 /// A `VIP_<n>` label that was ignored.
@@ -33,16 +48,23 @@ pub struct LabelProblem {
 }
 
 /// The VIPs `cluster` implies. `down_agents`: addresses of agents gossip reports down; their
-/// tasks' backends are left out.
-pub fn desired(cluster: &Cluster, down_agents: &HashSet<IpAddr>) -> Desired {
+/// tasks' backends are left out. `localities`: backends nearest to the client node take the
+/// connections ([`locality::prefer`]), unless a VIP opts out.
+pub fn desired(
+    cluster: &Cluster,
+    down_agents: &HashSet<IpAddr>,
+    localities: &Localities,
+) -> Desired {
     let agent_ips: BTreeMap<&str, &[IpAddr]> = cluster
         .agents
         .iter()
         .map(|a| (a.id.as_str(), a.ips.as_slice()))
         .collect();
     let mut errors = Vec::new();
-    // (host, port, protocol) → backends, before named hosts have addresses.
-    let mut wanted: BTreeMap<(VipHost, u16, Protocol), Vec<Backend>> = BTreeMap::new();
+    // (host, port, protocol) → backends with where they run, before named hosts have
+    // addresses; and the VIPs opted out of locality.
+    let mut wanted: BTreeMap<(VipHost, u16, Protocol), Vec<(Backend, Locality)>> = BTreeMap::new();
+    let mut anywhere: BTreeSet<(VipHost, u16, Protocol)> = BTreeSet::new();
     for framework in &cluster.frameworks {
         for task in framework.tasks.iter().filter(|t| t.is_running) {
             let Some(discovery) = &task.discovery else {
@@ -53,7 +75,13 @@ pub fn desired(cluster: &Cluster, down_agents: &HashSet<IpAddr>) -> Desired {
                 .is_some_and(|ips| ips.iter().any(|ip| down_agents.contains(ip)));
             let ip_of = |v6: bool| task.ips.iter().copied().find(|ip| ip.is_ipv6() == v6);
             let weight = u32::from(task.healthy != Some(false));
+            let at = localities
+                .agents
+                .get(&*task.agent_id)
+                .cloned()
+                .unwrap_or_default();
             for port in &discovery.ports {
+                let opted_out = locality::opted_out(port.labels.iter().map(|(k, v)| (k, v)));
                 for (key, value) in port.labels.iter().filter(|(k, _)| VipLabel::is_vip_key(k)) {
                     let label = match VipLabel::parse(key, value, &framework.name) {
                         Ok(label) => label,
@@ -66,17 +94,22 @@ pub fn desired(cluster: &Cluster, down_agents: &HashSet<IpAddr>) -> Desired {
                         }
                     };
                     for protocol in protocols(&port.protocol) {
-                        let backends = wanted
-                            .entry((label.host.clone(), label.port, protocol))
-                            .or_default();
+                        let key = (label.host.clone(), label.port, protocol);
+                        if opted_out {
+                            anywhere.insert(key.clone());
+                        }
+                        let backends = wanted.entry(key).or_default();
                         // The VIP exists as long as a task declares it, even with no backend
                         // to use: connects are then refused at once instead of hanging.
                         let v6 = matches!(label.host, VipHost::Ip(IpAddr::V6(_)));
                         if let (Some(ip), false, 1..) = (ip_of(v6), on_down_agent, port.number) {
-                            backends.push(Backend {
-                                addr: SocketAddr::new(ip, port.number),
-                                weight,
-                            });
+                            backends.push((
+                                Backend {
+                                    addr: SocketAddr::new(ip, port.number),
+                                    weight,
+                                },
+                                at.clone(),
+                            ));
                         }
                     }
                 }
@@ -96,7 +129,7 @@ pub fn desired(cluster: &Cluster, down_agents: &HashSet<IpAddr>) -> Desired {
         errors,
         ..Desired::default()
     };
-    for ((host, port, protocol), backends) in wanted {
+    for ((host, port, protocol), mut backends) in wanted {
         let addr: IpAddr = match &host {
             VipHost::Ip(ip) => *ip,
             VipHost::Named(n) => addresses[n].into(),
@@ -105,6 +138,26 @@ pub fn desired(cluster: &Cluster, down_agents: &HashSet<IpAddr>) -> Desired {
             addr: SocketAddr::new(addr, port),
             protocol,
         };
+        if !anywhere.contains(&(host.clone(), port, protocol)) {
+            let usable: BTreeSet<SocketAddr> = backends
+                .iter()
+                .filter(|(b, _)| b.weight > 0)
+                .map(|(b, _)| b.addr)
+                .collect();
+            locality::prefer(&localities.client, &mut backends);
+            out.spares.extend(
+                backends
+                    .iter()
+                    .filter(|(b, _)| b.weight == 0 && usable.contains(&b.addr))
+                    .map(|(b, _)| (vip, b.addr)),
+            );
+        }
+        for (b, at) in &backends {
+            if *at != Locality::default() {
+                out.localities.insert(b.addr, at.clone());
+            }
+        }
+        let backends = backends.into_iter().map(|(b, _)| b);
         if let VipHost::Named(n) = host {
             let dns = n.dns_name();
             out.names.insert(vip, (n, dns));
@@ -196,7 +249,7 @@ mod tests {
             ),
             task("plain.1", "a3", "9.0.3.4", 8080, &[("OTHER", "x")]),
         ]);
-        let d = desired(&c, &HashSet::new());
+        let d = desired(&c, &HashSet::new(), &Localities::default());
         assert_eq!(d.vips.len(), 2);
         let (web, (name, dns)) = d.names.iter().next().unwrap();
         assert_eq!(name.name, "web");
@@ -223,7 +276,7 @@ mod tests {
             &[("VIP_0", "[fd00::10]:80")],
         );
         t.ips.push("fd00:9::2".parse().unwrap());
-        let d = desired(&cluster(vec![t]), &HashSet::new());
+        let d = desired(&cluster(vec![t]), &HashSet::new(), &Localities::default());
         let (vip, backends) = d.vips.iter().next().unwrap();
         assert_eq!(vip.addr.to_string(), "[fd00::10]:80");
         assert_eq!(backends[0].addr.to_string(), "[fd00:9::2]:8080");
@@ -237,7 +290,7 @@ mod tests {
             task("web.1", "a2", "9.0.2.2", 80, &[("VIP_0", "/web:80")]),
             sick,
         ]);
-        let d = desired(&c, &HashSet::new());
+        let d = desired(&c, &HashSet::new(), &Localities::default());
         let weights: Vec<u32> = d
             .vips
             .values()
@@ -251,7 +304,7 @@ mod tests {
         let down: HashSet<IpAddr> = ["10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap()]
             .into_iter()
             .collect();
-        let d = desired(&c, &down);
+        let d = desired(&c, &down, &Localities::default());
         assert_eq!(d.vips.len(), 1, "the VIP stays while tasks declare it");
         assert!(
             d.vips.values().next().unwrap().is_empty(),
@@ -265,10 +318,72 @@ mod tests {
             task("bad.1", "a2", "9.0.2.2", 80, &[("VIP_0", "/web")]),
             task("web.1", "a2", "9.0.2.3", 80, &[("VIP_1", "/web:80")]),
         ]);
-        let d = desired(&c, &HashSet::new());
+        let d = desired(&c, &HashSet::new(), &Localities::default());
         assert_eq!(d.vips.len(), 1);
         assert_eq!(d.errors.len(), 1);
         assert_eq!(d.errors[0].task, "bad.1");
+    }
+
+    #[test]
+    fn backends_nearest_the_client_node_take_its_connections() {
+        let at = |zone: &str| Locality {
+            region: Some("r1".into()),
+            zone: Some(zone.into()),
+        };
+        let localities = Localities {
+            client: at("z1"),
+            agents: [("a2".to_owned(), at("z1")), ("a3".to_owned(), at("z2"))]
+                .into_iter()
+                .collect(),
+        };
+        let c = cluster(vec![
+            task("web.1", "a2", "9.0.2.2", 80, &[("VIP_0", "/web:80")]),
+            task("web.2", "a3", "9.0.3.2", 80, &[("VIP_0", "/web:80")]),
+            task(
+                "db.1",
+                "a3",
+                "9.0.3.3",
+                5432,
+                &[("VIP_0", "/db:5432"), (locality::LABEL, "any")],
+            ),
+            task(
+                "db.2",
+                "a2",
+                "9.0.2.3",
+                5432,
+                &[("VIP_0", "/db:5432"), (locality::LABEL, "any")],
+            ),
+        ]);
+        let d = desired(&c, &HashSet::new(), &localities);
+        let weights = |port: u16| -> Vec<(String, u32)> {
+            d.vips
+                .iter()
+                .find(|(v, _)| v.addr.port() == port)
+                .map(|(_, b)| b.iter().map(|b| (b.addr.to_string(), b.weight)).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            weights(80),
+            [("9.0.2.2:80".to_owned(), 1), ("9.0.3.2:80".to_owned(), 0)],
+            "the zone's own backend"
+        );
+        assert_eq!(d.spares.len(), 1, "{:?}", d.spares);
+        assert_eq!(d.localities[&"9.0.3.2:80".parse().unwrap()], at("z2"));
+        assert!(
+            weights(5432).iter().all(|(_, w)| *w == 1),
+            "opted out: every backend"
+        );
+
+        // The zone's backend fails its checks: the other zone's spills over.
+        let mut c = c;
+        let mut sick = task("web.1", "a2", "9.0.2.2", 80, &[("VIP_0", "/web:80")]);
+        sick.healthy = Some(false);
+        c.frameworks[0].tasks[0] = sick.into();
+        let d = desired(&c, &HashSet::new(), &localities);
+        let web = d.vips.iter().find(|(v, _)| v.addr.port() == 80).unwrap().1;
+        let weights: Vec<u32> = web.iter().map(|b| b.weight).collect();
+        assert_eq!(weights, [0, 1]);
+        assert!(d.spares.is_empty());
     }
 
     #[test]

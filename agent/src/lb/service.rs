@@ -24,7 +24,8 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::desired::{Desired, desired};
+use super::desired::{Desired, Localities, desired};
+use super::locality::Locality;
 use crate::config::LbSettings;
 use crate::facts::{Facts, FactsWatch};
 use crate::lifecycle::{Services, Stage, Stopping, settle};
@@ -53,9 +54,15 @@ pub struct VipStatus {
 pub struct BackendStatus {
     pub addr: SocketAddr,
     pub weight: u32,
-    /// `up` (takes new connections) or `draining` (weight 0).
+    /// `up` (takes new connections), `spare` (healthy, but nearer backends take this node's
+    /// connections) or `draining` (weight 0: unhealthy or going).
     pub state: String,
     pub connections: u64,
+    /// Where it runs, if its agent has a fault domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -101,6 +108,14 @@ impl SyncMetrics {
 struct Shared {
     datapath: Mutex<Datapath>,
     names: Mutex<BTreeMap<Vip, (VipName, String)>>,
+    /// Where the backends run, and those kept as spares (for the status).
+    placement: Mutex<Placement>,
+}
+
+#[derive(Default)]
+struct Placement {
+    localities: BTreeMap<SocketAddr, Locality>,
+    spares: BTreeSet<(Vip, SocketAddr)>,
 }
 
 impl Shared {
@@ -139,6 +154,7 @@ impl LbService {
         let shared = Arc::new(Shared {
             datapath: Mutex::new(datapath),
             names: Mutex::new(BTreeMap::new()),
+            placement: Mutex::new(Placement::default()),
         });
         let metrics = Arc::new(SyncMetrics::default());
         metrics.register(registry);
@@ -159,6 +175,11 @@ impl LbService {
             .map(|c| (c.vip, c))
             .collect();
         let names = self.shared.names.lock().unwrap_or_else(|e| e.into_inner());
+        let placement = self
+            .shared
+            .placement
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         Ok(datapath
             .vips()
             .map(|(vip, backends)| {
@@ -175,11 +196,23 @@ impl LbService {
                     connections: counts.map_or(0, |c| c.connections),
                     backends: backends
                         .iter()
-                        .map(|b| BackendStatus {
-                            addr: b.addr,
-                            weight: b.weight,
-                            state: if b.weight > 0 { "up" } else { "draining" }.into(),
-                            connections: backend_count(&b.addr),
+                        .map(|b| {
+                            let at = placement.localities.get(&b.addr);
+                            let state = if b.weight > 0 {
+                                "up"
+                            } else if placement.spares.contains(&(*vip, b.addr)) {
+                                "spare"
+                            } else {
+                                "draining"
+                            };
+                            BackendStatus {
+                                addr: b.addr,
+                                weight: b.weight,
+                                state: state.into(),
+                                connections: backend_count(&b.addr),
+                                region: at.and_then(|l| l.region.clone()),
+                                zone: at.and_then(|l| l.zone.clone()),
+                            }
                         })
                         .collect(),
                 }
@@ -285,6 +318,10 @@ fn sync(shared: &Shared, want: Desired) -> (NamedVips, u64, Duration) {
         })
         .collect();
     *shared.names.lock().unwrap_or_else(|e| e.into_inner()) = programmed;
+    *shared.placement.lock().unwrap_or_else(|e| e.into_inner()) = Placement {
+        localities: want.localities,
+        spares: want.spares,
+    };
     (now_named, report.failed.len() as u64, started.elapsed())
 }
 
@@ -326,7 +363,8 @@ fn destroy_stale_udp(
     destroyed
 }
 
-/// The desired VIPs of the facts: task facts, minus backends on agents gossip reports down.
+/// The desired VIPs of the facts: task facts, minus backends on agents gossip reports down,
+/// the nearest to this node preferred.
 fn desired_from_facts(facts: &Facts) -> Desired {
     let cluster = crate::facts::cluster::cluster(facts).unwrap_or_default();
     let down: HashSet<IpAddr> = facts
@@ -335,7 +373,30 @@ fn desired_from_facts(facts: &Facts) -> Desired {
         .filter(|n| !n.is_up)
         .filter_map(|n| Some(n.info.as_deref()?.address))
         .collect();
-    desired(&cluster, &down)
+    let at = |n: &crate::facts::decode::NodeFacts| {
+        n.info
+            .as_deref()
+            .map_or_else(Locality::default, |info| Locality {
+                region: info.region.clone(),
+                zone: info.zone.clone(),
+            })
+    };
+    // dcnet's own agents are its nodes (task facts name their node id); Mesos agents have no
+    // fault domain here and count as anywhere.
+    let localities = Localities {
+        client: facts
+            .nodes
+            .values()
+            .find(|n| n.is_self)
+            .map(at)
+            .unwrap_or_default(),
+        agents: facts
+            .nodes
+            .values()
+            .map(|n| (n.id.clone(), at(n)))
+            .collect(),
+    };
+    desired(&cluster, &down, &localities)
 }
 
 /// Per-VIP and per-backend connection counters and the datapath's outcome counters, read from

@@ -4,7 +4,8 @@
 //! an underlay bridge; node-1 also runs the scheduler. The demo deploys `examples/apps/web.json`
 //! (3 instances behind the VIP `/web:80`) and `client.json` with the `dcnet` CLI, then shows
 //! from inside the client's container: the DNS answers, the tasks' overlay addresses, and
-//! connections through the VIP spread over the instances. It kills node-3 as if the machine
+//! connections through the VIP spread over the instances of the client's zone (the others are
+//! spares while those are healthy). It kills node-3 as if the machine
 //! died, shows the tasks placed again with DNS and the VIP following, and brings node-3 back.
 //! Everything is torn down at the end (also on Ctrl-C); `--keep` leaves the cluster running
 //! and prints how to explore and stop it.
