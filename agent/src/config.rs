@@ -480,17 +480,18 @@ pub struct ZoneSettings {
 }
 
 impl ZoneSettings {
-    /// Mesos-DNS's defaults for `domain`.
+    /// Mesos-DNS's defaults ([`dcnet_dns::mesos::config::MesosDnsConfig`]'s) for `domain`.
     pub fn defaults(domain: &str) -> Self {
+        let mesos_dns = dcnet_dns::mesos::config::MesosDnsConfig::default();
         Self {
-            ttl: 60,
+            ttl: mesos_dns.ttl,
             soa_mname: format!("ns1.{domain}"),
             soa_rname: format!("root.ns1.{domain}"),
-            soa_refresh: 60,
-            soa_retry: 600,
-            soa_expire: 86400,
-            soa_minttl: 60,
-            rfc952: false,
+            soa_refresh: mesos_dns.soa_refresh,
+            soa_retry: mesos_dns.soa_retry,
+            soa_expire: mesos_dns.soa_expire,
+            soa_minttl: mesos_dns.soa_minttl,
+            rfc952: mesos_dns.enforce_rfc952,
             list_unhealthy: false,
         }
     }
