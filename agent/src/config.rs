@@ -1186,7 +1186,7 @@ fn resolve_lb(p: &Pick<'_>, file: LbSection) -> Result<LbSettings, Error> {
 }
 
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on most systems).
-fn cgroup2_mount() -> Option<PathBuf> {
+pub fn cgroup2_mount() -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
     mounts.lines().find_map(|line| {
         let mut fields = line.split_whitespace();

@@ -35,6 +35,8 @@ enum Command {
     Node(NodeArgs),
     /// Show the load balancer's VIPs, backends and connection counts on this node.
     Vips(ClientArgs),
+    /// The load balancer's datapath on this node.
+    Lb(LbArgs),
     /// DNS: a drop-in Mesos-DNS (`--mesos-dns-config`), and DNS tools.
     Dns(DnsArgs),
     /// Marathon-style apps: add, list, scale and remove them (through the leading scheduler).
@@ -49,6 +51,23 @@ enum Command {
     Master(MasterArgs),
     /// Gossip encryption keys: list, generate, install, use, remove (rotation without downtime).
     Keyring(KeyringArgs),
+}
+
+#[derive(Args)]
+struct LbArgs {
+    #[command(subcommand)]
+    command: LbCommand,
+}
+
+#[derive(Subcommand)]
+enum LbCommand {
+    /// Detach the load balancer's programs from the cgroup, also those a stopped agent left
+    /// attached on purpose (VIPs are then no longer translated there). Run as root.
+    Detach {
+        /// The cgroup v2 directory of `[lb] cgroup` (default: the root of the cgroup v2 mount).
+        #[arg(long)]
+        cgroup: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -460,6 +479,9 @@ fn main() -> ExitCode {
         Command::Agent(args) => run_agent(*args),
         Command::Nodes(args) => report(nodes(args)),
         Command::Vips(args) => report(vips(args)),
+        Command::Lb(LbArgs {
+            command: LbCommand::Detach { cgroup },
+        }) => report(lb_detach(cgroup)),
         Command::Dns(DnsArgs {
             command: Some(DnsCommand::Records(args)),
             ..
@@ -751,6 +773,23 @@ fn vips(args: ClientArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", cli::vips::render_table(&vips));
     }
+    Ok(())
+}
+
+fn lb_detach(cgroup: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let cgroup = match cgroup {
+        Some(path) => path,
+        None => dcnet_agent::config::cgroup2_mount().ok_or_else(|| {
+            anyhow::anyhow!(
+                "no cgroup v2 mount in /proc/self/mounts: give the cgroup with --cgroup"
+            )
+        })?,
+    };
+    let n = dcnet_lb::datapath::detach_all(&cgroup)?;
+    println!(
+        "{n} load-balancer programs detached from {}",
+        cgroup.display()
+    );
     Ok(())
 }
 

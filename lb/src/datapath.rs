@@ -51,6 +51,19 @@ const SOCK_ADDR_PROGRAMS: &[&str] = &[
 /// The `cgroup_sock` program that forgets a released TCP socket's VIP.
 const SOCK_RELEASE: &str = "sock_release";
 
+/// Every program with its attach type (`enum bpf_attach_type`, include/uapi/linux/bpf.h).
+const ATTACHED: &[(&str, u32)] = &[
+    ("connect4", 10),     // BPF_CGROUP_INET4_CONNECT
+    ("sendmsg4", 14),     // BPF_CGROUP_UDP4_SENDMSG
+    ("recvmsg4", 19),     // BPF_CGROUP_UDP4_RECVMSG
+    ("getpeername4", 29), // BPF_CGROUP_INET4_GETPEERNAME
+    ("connect6", 11),     // BPF_CGROUP_INET6_CONNECT
+    ("sendmsg6", 15),     // BPF_CGROUP_UDP6_SENDMSG
+    ("recvmsg6", 20),     // BPF_CGROUP_UDP6_RECVMSG
+    ("getpeername6", 30), // BPF_CGROUP_INET6_GETPEERNAME
+    (SOCK_RELEASE, 34),   // BPF_CGROUP_INET_SOCK_RELEASE
+];
+
 /// How long replaced backend slots stay untouched. Programs read them within microseconds of
 /// reading the VIP entry; a second is a wide margin.
 pub const RETIRE_GRACE: Duration = Duration::from_secs(1);
@@ -173,6 +186,8 @@ impl Datapath {
     /// Attaches every program to the cgroup v2 directory `cgroup`, alongside programs others
     /// attached there: on kernels ≥ 5.7 aya attaches through a BPF link, which always coexists
     /// with other programs and refuses any attach flag (so the mode is `Single`, i.e. flags 0).
+    /// The programs go with this [`Datapath`] (tests, benchmarks); an agent uses
+    /// [`Datapath::attach_to_outlive`].
     pub fn attach(&mut self, cgroup: &Path) -> Result<(), Error> {
         let dir = attach_sock_addr(&mut self.ebpf, SOCK_ADDR_PROGRAMS, cgroup)?;
         sock_release_program(&mut self.ebpf)?
@@ -185,6 +200,70 @@ impl Datapath {
         Ok(())
     }
 
+    /// Attaches every program to `cgroup` so that they stay in force after this process ends
+    /// (`BPF_PROG_ATTACH`, multi): VIP clients outlive the agent, and while no agent runs its
+    /// last VIPs keep being translated. They run next to an earlier run's until
+    /// [`Datapath::retire_others`]; each translates the VIPs it knows, and a connect another
+    /// already translated is left as it is, so no connect goes untranslated in between.
+    pub fn attach_to_outlive(&mut self, cgroup: &Path) -> Result<(), Error> {
+        use std::os::fd::AsFd as _;
+        let dir = crate::attach::open_cgroup(cgroup)?;
+        for &(name, attach_type) in ATTACHED {
+            let fd = if name == SOCK_RELEASE {
+                sock_release_program(&mut self.ebpf)?.fd()
+            } else {
+                sock_addr_program(&mut self.ebpf, name)?.fd()
+            }
+            .map_err(|source| Error::Program {
+                name,
+                action: "open",
+                source,
+            })?;
+            crate::attach::bpf::prog_attach(&dir, fd.as_fd(), attach_type).map_err(|source| {
+                Error::Attach {
+                    name,
+                    cgroup: cgroup.to_path_buf(),
+                    source,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The kernel's ids of this datapath's programs.
+    fn program_ids(&mut self) -> Result<BTreeSet<u32>, Error> {
+        let mut ids = BTreeSet::new();
+        for &(name, _) in ATTACHED {
+            let info = if name == SOCK_RELEASE {
+                sock_release_program(&mut self.ebpf)?.info()
+            } else {
+                sock_addr_program(&mut self.ebpf, name)?.info()
+            }
+            .map_err(|source| Error::Program {
+                name,
+                action: "read info",
+                source,
+            })?;
+            ids.insert(info.id());
+        }
+        Ok(ids)
+    }
+
+    /// Detaches from `cgroup` an earlier run's datapath programs (left attached on purpose);
+    /// returns how many. Call once this one's VIPs are programmed.
+    pub fn retire_others(&mut self, cgroup: &Path) -> Result<usize, Error> {
+        let ours = self.program_ids()?;
+        crate::attach::retire(cgroup, ATTACHED, &ours)
+    }
+}
+
+/// Detaches every dcnet datapath program from `cgroup`, a running agent's included (`dcnet lb
+/// detach`: VIPs stop being translated there); returns how many.
+pub fn detach_all(cgroup: &Path) -> Result<usize, Error> {
+    crate::attach::retire(cgroup, ATTACHED, &BTreeSet::new())
+}
+
+impl Datapath {
     /// Makes `backends` the backends of `vip` (adding the VIP if new). Backends with weight 0
     /// take no new connections; with none above 0, connects to the VIP fail at once with
     /// ECONNREFUSED. A backend listed twice counts once, with its highest weight.

@@ -5,6 +5,7 @@
 //! - [`slots`]: allocation of the datapath's backend slots and counter ids (pure).
 //! - [`datapath`]: loads the kernel programs of `ebpf/programs` (embedded at build time),
 //!   attaches them to a cgroup, and programs VIPs: each VIP's backend set is swapped in whole.
+//! - `attach`: cgroup programs attached to outlive the agent, and an earlier run's retired.
 //! - [`guard`]: the control-plane guard: tasks' connects and sends to the cluster's control
 //!   plane are refused, in eBPF hooks on the tasks' cgroup.
 //! - [`vxlan_filter`]: drops VXLAN from underlay hosts that are not overlay peers, in a tc
@@ -15,6 +16,7 @@
 //! The kernel programs themselves live in `ebpf/programs`; the map layouts they share with this
 //! crate live in `dcnet-ebpf-common`.
 
+mod attach;
 pub mod datapath;
 pub mod error;
 pub mod guard;

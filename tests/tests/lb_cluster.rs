@@ -374,3 +374,154 @@ fn vips_balance_across_nodes_follow_health_and_membership() -> Result<()> {
     drop(master);
     Ok(())
 }
+
+/// The programs attached to `cgroup` for IPv4 connects (bpftool's view).
+fn connect4_programs(cgroup: &TestCgroup) -> Result<usize> {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "cgroup", "show"])
+        .arg(cgroup.path())
+        .output()
+        .context("bpftool (apt install bpftool, or scripts/setup.sh)")?;
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    Ok(list
+        .iter()
+        .filter(|p| p["attach_type"] == "cgroup_inet4_connect" && p["name"] == "connect4")
+        .count())
+}
+
+/// An agent restarting under a client that connects to a VIP all the time: its datapath
+/// outlives it (attached to the cgroup, not to the process), the next run attaches its own
+/// beside it and retires it once it has the VIPs, so not one connect goes untranslated; and
+/// `dcnet lb detach` takes them all away on purpose.
+#[test]
+fn vips_are_translated_through_agent_restarts() -> Result<()> {
+    let cgroups: Vec<TestCgroup> = (0..2)
+        .map(|i| TestCgroup::create(&format!("lbrst{}", i + 1)))
+        .collect::<Result<_>>()?;
+    let master_addr = format!("{}:5050", node_address(1));
+    let mut options = ClusterOptions::nodes(2);
+    for (i, node) in options.nodes.iter_mut().enumerate() {
+        let mut extra = format!(
+            "\n[overlay]\nenabled = true\nlease_settle = \"1s\"\n\n[lb]\nenabled = true\ncgroup = \"{}\"\n",
+            cgroups[i].path().display()
+        );
+        if i == 1 {
+            extra.push_str(&format!(
+                "\n[dns.mesos]\nmasters = [\"{master_addr}\"]\nrefresh = \"1s\"\nip_sources = [\"netinfo\", \"host\"]\n"
+            ));
+        }
+        *node = NodeSpec {
+            roles: vec![if i == 1 { "master" } else { "agent" }.into()],
+            dns_config: "listen = [\"0.0.0.0:53\"]\n".into(),
+            extra_config: extra,
+            ..NodeSpec::default()
+        };
+    }
+    let mut cluster = Cluster::start(options)?;
+    cluster.wait_for_overlay(&[0, 1], 1)?;
+    let client_c = Container::attach(&cluster, 0, "rcli")?;
+    let backend = Container::attach(&cluster, 1, "rweb")?;
+    let tcp = lb::tcp_backend(
+        backend.ns.netns(),
+        SocketAddr::from((backend.ip, 8080)),
+        "web",
+    )?;
+    // The master's state is read on node 2: node 1's agent restarts without taking it away.
+    let _master = FakeMaster::start(
+        &cluster.nodes[1].netns,
+        master_addr.parse()?,
+        state(&master_addr, &[(1, backend.ip, true)]),
+    )?;
+    let one = weights(&[(tcp, 1)]);
+    let (vip, _) = wait_for_backends(&cluster, 0, "the web VIP on node 1", &one)?;
+    assert_eq!(connect4_programs(&cgroups[0])?, 1);
+
+    // Connects one after another (a fraction of a millisecond each) for the whole test.
+    let mut command = lb::client_command(
+        client_c.ns.netns().name(),
+        Some(&cgroups[0]),
+        &["tcp", &vip.to_string(), "10000000"],
+    )?;
+    let mut load = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(300));
+    for round in 1..=10 {
+        let stopped = cluster.stop_agent(0, Signal::SIGTERM, Duration::from_secs(10));
+        assert!(
+            stopped.is_some_and(|s| s.success()),
+            "round {round}: {stopped:?}"
+        );
+        // Nothing runs for a moment: the last run's programs carry on alone.
+        std::thread::sleep(Duration::from_millis(200));
+        cluster.start_agent(0)?;
+        wait_until(
+            &format!("round {round}: one datapath again, with the VIP"),
+            Duration::from_secs(15),
+            || {
+                let programmed = web_vip(&cluster, 0)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|(_, b)| b == one);
+                Ok((programmed && connect4_programs(&cgroups[0])? == 1).then_some(()))
+            },
+        )
+        .with_context(|| cluster.log_tails(30))?;
+    }
+    let _ = load.kill();
+    let out = load.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Whole lines only: the last may have been cut by the kill.
+    let lines: Vec<Line> = text
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .map(|l| Line::parse(l.trim_end()))
+        .collect::<Result<_>>()?;
+    let failed: Vec<&Line> = lines
+        .iter()
+        .filter(|l| matches!(l, Line::Err { .. }))
+        .collect();
+    eprintln!(
+        "{} connects through 10 agent restarts, {} failed",
+        lines.len(),
+        failed.len()
+    );
+    assert!(
+        lines.len() > 1000,
+        "the client ran: {} connects",
+        lines.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} failed, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert_eq!(
+        lb::tally(&lines, &vip.to_string())?,
+        BTreeMap::from([("web".to_owned(), lines.len())]),
+        "every one reached the backend through the VIP"
+    );
+
+    // On purpose: everything goes, the running agent's too.
+    let out = cluster.run_in(
+        0,
+        cluster.dcnet(),
+        &[
+            "lb",
+            "detach",
+            "--cgroup",
+            &cgroups[0].path().to_string_lossy(),
+        ],
+    )?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(connect4_programs(&cgroups[0])?, 0);
+    let lines = client(&client_c, &cgroups[0], &["tcp", &vip.to_string(), "1"])?;
+    assert!(matches!(lines[..], [Line::Err { .. }]), "{lines:?}");
+    Ok(())
+}

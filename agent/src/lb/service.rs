@@ -147,8 +147,9 @@ impl LbService {
         (registry, services): (&mut Registry, &mut Services),
     ) -> Result<Self, crate::Error> {
         let mut datapath = Datapath::load().map_err(crate::Error::Lb)?;
+        // Attached to outlive this process: while the agent restarts, VIPs keep working.
         datapath
-            .attach(&settings.cgroup)
+            .attach_to_outlive(&settings.cgroup)
             .map_err(crate::Error::Lb)?;
         info!(cgroup = %settings.cgroup.display(), "load balancer attached");
         let shared = Arc::new(Shared {
@@ -161,7 +162,14 @@ impl LbService {
         registry.register_collector(Box::new(CountersCollector(shared.clone())));
 
         let stop = services.stopping(Stage::Data);
-        let follower = follow(facts, shared.clone(), named, overlay, metrics, stop);
+        let follower = follow(
+            facts,
+            (shared.clone(), settings.cgroup.clone()),
+            named,
+            overlay,
+            metrics,
+            stop,
+        );
         services.spawn(Stage::Data, "load balancer sync", follower);
         Ok(Self { shared })
     }
@@ -224,13 +232,15 @@ impl LbService {
 /// Syncs the datapath whenever the task facts or the nodes change.
 async fn follow(
     mut facts: FactsWatch,
-    shared: Arc<Shared>,
+    (shared, cgroup): (Arc<Shared>, PathBuf),
     named: watch::Sender<NamedVips>,
     overlay: Option<Arc<OverlayService>>,
     metrics: Arc<SyncMetrics>,
     stop: Stopping,
 ) {
     let mut reported: HashSet<String> = HashSet::new();
+    // An earlier run's programs still translate its VIPs until this run's have them all.
+    let mut earlier_retired = false;
     loop {
         let want = desired_from_facts(&facts.current());
         // Each bad label is logged once while its task lasts; forgetting those of tasks that
@@ -249,6 +259,14 @@ async fn follow(
         let synced = tokio::task::spawn_blocking(move || sync(&shared_for_sync, want)).await;
         match synced {
             Ok((now_named, failures, elapsed)) => {
+                if failures == 0 && !earlier_retired {
+                    earlier_retired = true;
+                    match shared.datapath().retire_others(&cgroup) {
+                        Ok(0) => {}
+                        Ok(n) => info!(programs = n, "an earlier run's load balancer retired"),
+                        Err(e) => warn!(error = %e, "cannot retire an earlier run's load balancer"),
+                    }
+                }
                 metrics.syncs.inc();
                 metrics.failures.inc_by(failures);
                 metrics.seconds.set(elapsed.as_secs_f64());
