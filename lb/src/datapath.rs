@@ -2,8 +2,9 @@
 //!
 //! The object is built from `ebpf/programs` by this crate's build script and embedded, so the
 //! binary carries a datapath that matches its own map layouts. Programs are attached to one
-//! cgroup (v2): on a node that is the root cgroup, in tests a cgroup made for the test. Dropping
-//! the [`Datapath`] detaches everything it attached.
+//! cgroup (v2): on a node that is the root cgroup, in tests a cgroup made for the test. With
+//! [`Datapath::attach`] dropping the [`Datapath`] detaches everything it attached; an agent
+//! attaches with [`Datapath::attach_to_outlive`], so VIPs keep working while it restarts.
 //!
 //! A VIP's backend set changes atomically: the new set is written to free slots of `BACKENDS4`
 //! (`BACKENDS6`), then the VIP's one `VIPS4` (`VIPS6`) entry is replaced to point at it. A connect sees the old set or
