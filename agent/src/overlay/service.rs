@@ -210,7 +210,15 @@ struct Inner {
     nameservers: Vec<Option<Ipv4Addr>>,
     vxlan_filter: StdMutex<FilterState>,
     egress: Mutex<EgressState>,
+    /// When this run started: see [`STARTUP_HOLD`].
+    started: Instant,
 }
+
+/// A node that just started may know only itself for a gossip round or two. Until it has
+/// heard from another node (or this long has passed), the tunnel objects an earlier run left
+/// for peers are not removed and the VXLAN filter is not narrowed: its containers keep
+/// reaching the other nodes while the agent restarts.
+const STARTUP_HOLD: Duration = Duration::from_secs(10);
 
 /// The egress table as applied: the script, and the table as nft then listed it (what a
 /// later listing is compared with to notice a hand edit).
@@ -285,6 +293,7 @@ impl OverlayService {
                 nft: crate::nft::program(),
                 ..EgressState::default()
             }),
+            started: Instant::now(),
         });
         let stop = services.stopping(Stage::Data);
         services.spawn(Stage::Data, "overlay", inner.clone().run(facts, stop));
@@ -621,8 +630,16 @@ impl Inner {
                 return;
             }
         };
-        self.filter_vxlan(&peers);
-        let changes = base.changes_to(&desired);
+        let heard = view.nodes.values().any(|n| !n.is_self && n.is_up)
+            || self.started.elapsed() > STARTUP_HOLD;
+        if heard {
+            self.filter_vxlan(&peers);
+        }
+        let mut changes = base.changes_to(&desired);
+        if !heard {
+            // Only additions until the cluster is heard from (see STARTUP_HOLD).
+            changes.retain(|c| c.is_set());
+        }
         let outcome = link.apply(&self.netlink, &changes).await;
         for change in &outcome.done {
             let op = if change.is_set() { "set" } else { "delete" };
@@ -652,7 +669,7 @@ impl Inner {
             self.metrics.change_failures.inc();
             warn!(%change, error = %e, "overlay: kernel refused a change; retrying on the next pass");
         }
-        *applied = outcome.failed.is_empty().then_some(desired.clone());
+        *applied = (outcome.failed.is_empty() && heard).then_some(desired.clone());
         let micros = started.elapsed().as_micros();
         if let Some(h) = &self.metrics.reconcile_seconds {
             h.observe(started.elapsed().as_secs_f64());
