@@ -18,6 +18,22 @@ pub(crate) fn open_cgroup(cgroup: &Path) -> Result<std::fs::File, Error> {
     })
 }
 
+/// Attaches program `name` (its descriptor `prog`) to the open cgroup `dir` (at `cgroup`) for
+/// `attach_type`, so that the cgroup holds it.
+pub(crate) fn attach_to_outlive(
+    dir: &std::fs::File,
+    cgroup: &Path,
+    name: &'static str,
+    attach_type: u32,
+    prog: std::os::fd::BorrowedFd<'_>,
+) -> Result<(), Error> {
+    bpf::prog_attach(dir, prog, attach_type).map_err(|source| Error::Attach {
+        name,
+        cgroup: cgroup.to_path_buf(),
+        source,
+    })
+}
+
 /// Detaches from `cgroup` the programs named as in `programs` (name, attach type) whose ids
 /// are not in `keep`; returns how many. Programs of other names are never touched.
 pub(crate) fn retire(

@@ -220,13 +220,7 @@ impl Datapath {
                 action: "open",
                 source,
             })?;
-            crate::attach::bpf::prog_attach(&dir, fd.as_fd(), attach_type).map_err(|source| {
-                Error::Attach {
-                    name,
-                    cgroup: cgroup.to_path_buf(),
-                    source,
-                }
-            })?;
+            crate::attach::attach_to_outlive(&dir, cgroup, name, attach_type, fd.as_fd())?;
         }
         Ok(())
     }
