@@ -18,20 +18,54 @@ pub(crate) fn open_cgroup(cgroup: &Path) -> Result<std::fs::File, Error> {
     })
 }
 
-/// Attaches program `name` (its descriptor `prog`) to the open cgroup `dir` (at `cgroup`) for
-/// `attach_type`, so that the cgroup holds it.
-pub(crate) fn attach_to_outlive(
-    dir: &std::fs::File,
+/// Attaches the loaded `programs` (name, attach type) of `ebpf` to `cgroup`, so that the
+/// cgroup holds them.
+pub(crate) fn attach_all(
+    ebpf: &aya::Ebpf,
+    programs: &[(&'static str, u32)],
     cgroup: &Path,
-    name: &'static str,
-    attach_type: u32,
-    prog: std::os::fd::BorrowedFd<'_>,
 ) -> Result<(), Error> {
-    bpf::prog_attach(dir, prog, attach_type).map_err(|source| Error::Attach {
-        name,
-        cgroup: cgroup.to_path_buf(),
-        source,
-    })
+    let dir = open_cgroup(cgroup)?;
+    for &(name, attach_type) in programs {
+        let fd = program(ebpf, name)?.fd().map_err(|source| Error::Program {
+            name,
+            action: "open",
+            source,
+        })?;
+        bpf::prog_attach(&dir, fd.as_fd(), attach_type).map_err(|source| Error::Attach {
+            name,
+            cgroup: cgroup.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// The kernel's ids of the loaded `programs` of `ebpf`.
+pub(crate) fn program_ids(
+    ebpf: &aya::Ebpf,
+    programs: &[(&'static str, u32)],
+) -> Result<BTreeSet<u32>, Error> {
+    programs
+        .iter()
+        .map(|&(name, _)| {
+            let info = program(ebpf, name)?
+                .info()
+                .map_err(|source| Error::Program {
+                    name,
+                    action: "read info",
+                    source,
+                })?;
+            Ok(info.id())
+        })
+        .collect()
+}
+
+fn program<'a>(
+    ebpf: &'a aya::Ebpf,
+    name: &'static str,
+) -> Result<&'a aya::programs::Program, Error> {
+    ebpf.program(name).ok_or(Error::MissingProgram(name))
 }
 
 /// Detaches from `cgroup` the programs named as in `programs` (name, attach type) whose ids

@@ -207,47 +207,13 @@ impl Datapath {
     /// [`Datapath::retire_others`]; each translates the VIPs it knows, and a connect another
     /// already translated is left as it is, so no connect goes untranslated in between.
     pub fn attach_to_outlive(&mut self, cgroup: &Path) -> Result<(), Error> {
-        use std::os::fd::AsFd as _;
-        let dir = crate::attach::open_cgroup(cgroup)?;
-        for &(name, attach_type) in ATTACHED {
-            let fd = if name == SOCK_RELEASE {
-                sock_release_program(&mut self.ebpf)?.fd()
-            } else {
-                sock_addr_program(&mut self.ebpf, name)?.fd()
-            }
-            .map_err(|source| Error::Program {
-                name,
-                action: "open",
-                source,
-            })?;
-            crate::attach::attach_to_outlive(&dir, cgroup, name, attach_type, fd.as_fd())?;
-        }
-        Ok(())
-    }
-
-    /// The kernel's ids of this datapath's programs.
-    fn program_ids(&mut self) -> Result<BTreeSet<u32>, Error> {
-        let mut ids = BTreeSet::new();
-        for &(name, _) in ATTACHED {
-            let info = if name == SOCK_RELEASE {
-                sock_release_program(&mut self.ebpf)?.info()
-            } else {
-                sock_addr_program(&mut self.ebpf, name)?.info()
-            }
-            .map_err(|source| Error::Program {
-                name,
-                action: "read info",
-                source,
-            })?;
-            ids.insert(info.id());
-        }
-        Ok(ids)
+        crate::attach::attach_all(&self.ebpf, ATTACHED, cgroup)
     }
 
     /// Detaches from `cgroup` an earlier run's datapath programs (left attached on purpose);
     /// returns how many. Call once this one's VIPs are programmed.
     pub fn retire_others(&mut self, cgroup: &Path) -> Result<usize, Error> {
-        let ours = self.program_ids()?;
+        let ours = crate::attach::program_ids(&self.ebpf, ATTACHED)?;
         crate::attach::retire(cgroup, ATTACHED, &ours)
     }
 }

@@ -25,9 +25,8 @@ use dcnet_ebpf_common::{
 };
 
 use crate::Error;
-use std::os::fd::AsFd as _;
 
-use crate::datapath::{load_sock_addr, per_cpu_sum, sock_addr_program, take_map};
+use crate::datapath::{load_sock_addr, per_cpu_sum, take_map};
 use crate::vip::Protocol;
 
 /// The guard's object file, produced by `lb/build.rs`.
@@ -39,6 +38,15 @@ const PROGRAMS: &[&str] = &[
     "guard_connect6",
     "guard_sendmsg6",
 ];
+/// The programs with their attach types.
+fn attached() -> Vec<(&'static str, u32)> {
+    PROGRAMS
+        .iter()
+        .copied()
+        .zip(ATTACH_TYPES.iter().copied())
+        .collect()
+}
+
 /// Their attach types, `enum bpf_attach_type` in include/uapi/linux/bpf.h.
 const ATTACH_TYPES: &[u32] = &[
     10, // BPF_CGROUP_INET4_CONNECT
@@ -46,8 +54,6 @@ const ATTACH_TYPES: &[u32] = &[
     11, // BPF_CGROUP_INET6_CONNECT
     15, // BPF_CGROUP_UDP6_SENDMSG
 ];
-
-use crate::attach::open_cgroup;
 
 /// Traffic the guard refuses: to `addr/prefix`, `port`, `protocol`.
 #[derive(
@@ -182,38 +188,14 @@ impl Guard {
     /// Attaches the hooks to the cgroup v2 directory `cgroup` (every process below it is
     /// guarded), so that they stay attached after this process exits.
     pub fn attach(&mut self, cgroup: &Path) -> Result<(), Error> {
-        let dir = open_cgroup(cgroup)?;
-        for (&name, &attach_type) in PROGRAMS.iter().zip(ATTACH_TYPES) {
-            let program = sock_addr_program(&mut self.ebpf, name)?;
-            let fd = program.fd().map_err(|source| Error::Program {
-                name,
-                action: "open",
-                source,
-            })?;
-            crate::attach::attach_to_outlive(&dir, cgroup, name, attach_type, fd.as_fd())?;
-        }
-        Ok(())
+        crate::attach::attach_all(&self.ebpf, &attached(), cgroup)
     }
 
     /// Detaches from `cgroup` every guard program attached there but this one's (an earlier
     /// run's, left attached on purpose); returns how many.
     pub fn retire_others(&mut self, cgroup: &Path) -> Result<usize, Error> {
-        let mut ours = BTreeSet::new();
-        for &name in PROGRAMS {
-            let info = sock_addr_program(&mut self.ebpf, name)?
-                .info()
-                .map_err(|source| Error::Program {
-                    name,
-                    action: "read info",
-                    source,
-                })?;
-            ours.insert(info.id());
-        }
-        let programs: Vec<(&'static str, u32)> = PROGRAMS
-            .iter()
-            .copied()
-            .zip(ATTACH_TYPES.iter().copied())
-            .collect();
+        let programs = attached();
+        let ours = crate::attach::program_ids(&self.ebpf, &programs)?;
         crate::attach::retire(cgroup, &programs, &ours)
     }
 
