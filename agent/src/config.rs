@@ -74,6 +74,7 @@
 //! reconcile_interval = "5s"       # read back and repair the kernel this often
 //! lease_settle = "4s"             # default: 10 gossip rounds
 //! lease_release = "1h"            # free a gone agent's leases after; default dead_node_grace
+//! fast_path = true                # containers' traffic past the bridge, in eBPF (tc)
 //!
 //! [[overlay.networks]]            # default: one network `dcos` as below
 //! name = "dcos"
@@ -326,6 +327,7 @@ pub struct OverlaySection {
     pub reconcile_interval: Option<String>,
     pub lease_settle: Option<String>,
     pub lease_release: Option<String>,
+    pub fast_path: Option<bool>,
     pub networks: Option<Vec<OverlayNetworkSection>>,
 }
 
@@ -510,6 +512,8 @@ pub struct OverlaySettings {
     pub lease_settle: Duration,
     /// How long an agent may be gone before its leases are free again.
     pub lease_release: Duration,
+    /// Containers' traffic past the bridge in eBPF (tc programs on the VTEP and the veths).
+    pub fast_path: bool,
     pub networks: Vec<OverlayNetwork>,
 }
 
@@ -1698,6 +1702,7 @@ fn resolve_overlay(
         reconcile_interval,
         lease_settle,
         lease_release,
+        fast_path: file.fast_path.unwrap_or(true),
         networks: resolved,
     })
 }

@@ -35,6 +35,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A tc program could not be attached to, queried on or detached from an interface.
+    #[error("eBPF program {name:?}: {action} on interface {interface:?} failed")]
+    Interface {
+        name: &'static str,
+        interface: String,
+        action: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
     /// The cgroup directory to attach to could not be opened.
     #[error("cannot open cgroup {path:?} (it must be a directory of the cgroup v2 hierarchy)")]
     Cgroup {

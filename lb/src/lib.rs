@@ -10,6 +10,8 @@
 //!   plane are refused, in eBPF hooks on the tasks' cgroup.
 //! - [`vxlan_filter`]: drops VXLAN from underlay hosts that are not overlay peers, in a tc
 //!   program on the underlay interface.
+//! - [`fastpath`]: the container fast path: tc programs on the VTEP and containers' veths that
+//!   deliver overlay traffic past the bridge and the node's forwarding.
 //! - [`sockets`]: destroys UDP sockets still connected to a backend that left (sock_diag).
 //! - [`error`]: what can fail, with the program, map or cgroup concerned.
 //!
@@ -19,6 +21,7 @@
 mod attach;
 pub mod datapath;
 pub mod error;
+pub mod fastpath;
 pub mod guard;
 pub mod slots;
 pub mod sockets;

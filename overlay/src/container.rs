@@ -168,19 +168,25 @@ async fn configure(
         .execute()
         .await
         .map_err(|e| Error::netlink("add default route", format!("via {}", spec.gateway), e))?;
-    let link = inside.link(spec.ifname).await?;
-    let mac = link
+    let mac = interface_mac(inside, spec.ifname).await?;
+    Ok(Attached {
+        host_veth: host_veth.to_owned(),
+        mac,
+    })
+}
+
+/// The MAC of interface `ifname` of the namespace `inside` is a session in (all zeros if it
+/// has none).
+pub async fn interface_mac(inside: &Netlink, ifname: &str) -> Result<Mac, Error> {
+    let link = inside.link(ifname).await?;
+    Ok(link
         .attributes
         .iter()
         .find_map(|a| match a {
             LinkAttribute::Address(m) => Mac::from_slice(m),
             _ => None,
         })
-        .unwrap_or(Mac([0; 6]));
-    Ok(Attached {
-        host_veth: host_veth.to_owned(),
-        mac,
-    })
+        .unwrap_or(Mac([0; 6])))
 }
 
 /// Removes a container's veth pair (both ends), if present. Returns whether it was.

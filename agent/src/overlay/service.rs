@@ -120,6 +120,8 @@ pub struct Status {
     pub last_reconcile: Option<ReconcileStatus>,
     /// The VXLAN source filter on the underlay interface; `None` until attached.
     pub vxlan_filter: Option<VxlanFilterStatus>,
+    /// The container fast path; `None` unless loaded.
+    pub fast_path: Option<super::fastpath::FastpathStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -209,6 +211,7 @@ struct Inner {
     /// network's gateway" (a wildcard listener).
     nameservers: Vec<Option<Ipv4Addr>>,
     vxlan_filter: StdMutex<FilterState>,
+    fastpath: super::fastpath::Keeper,
     egress: Mutex<EgressState>,
     /// When this run started: see [`STARTUP_HOLD`].
     started: Instant,
@@ -275,6 +278,7 @@ impl OverlayService {
             .collect();
         let inner = Arc::new(Inner {
             node_id: gossip.node_id().to_owned(),
+            fastpath: super::fastpath::Keeper::new(settings.fast_path),
             settings,
             underlay,
             gossip,
@@ -302,11 +306,15 @@ impl OverlayService {
 
     /// The overlay's current state.
     pub fn status(&self) -> Status {
-        self.inner
+        let mut status = self
+            .inner
             .status
             .lock()
             .map(|s| s.clone())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        // Read now: counters move between reconcile passes.
+        status.fast_path = self.inner.fastpath.status();
+        status
     }
 
     /// The network namespaces (paths) of every attached container.
@@ -630,6 +638,11 @@ impl Inner {
                 return;
             }
         };
+        {
+            let mut stored = self.stored.lock().await;
+            self.sync_fastpath(&mut stored, Some(&config.name), full)
+                .await;
+        }
         let heard = view.nodes.values().any(|n| !n.is_self && n.is_up)
             || self.started.elapsed() > STARTUP_HOLD;
         if heard {
@@ -752,6 +765,57 @@ impl Inner {
                 warn!(error = %e, "overlay: cannot set the egress table; retrying on the next pass");
                 state.applied = None;
             }
+        }
+    }
+
+    /// Brings the fast path to this node's attachments (see [`super::fastpath`]); `vtep` once
+    /// it exists. Records of older agents get their container's MAC from the namespace.
+    async fn sync_fastpath(&self, stored: &mut Stored, vtep: Option<&str>, full: bool) {
+        if !self.settings.fast_path {
+            return;
+        }
+        let mut endpoints = Vec::new();
+        let mut learned = false;
+        for entry in stored.networks.values_mut() {
+            let Some(gateway) = entry.addresses.as_ref().map(|a| a.gateway()) else {
+                continue;
+            };
+            for attachment in entry.attachments.values_mut() {
+                let mut mac = attachment
+                    .mac
+                    .as_deref()
+                    .and_then(|m| m.parse::<Mac>().ok());
+                if mac.is_none() {
+                    mac = read_mac(&attachment.netns, &attachment.ifname).await;
+                    attachment.mac = mac.map(|m| m.to_string());
+                    learned |= mac.is_some();
+                }
+                let Some(mac) = mac else {
+                    continue;
+                };
+                endpoints.push(super::fastpath::LocalEndpoint {
+                    host_veth: attachment.host_veth.clone(),
+                    address: attachment.address,
+                    mac,
+                    gateway,
+                });
+            }
+        }
+        if learned {
+            self.save(stored);
+        }
+        let pass = self.fastpath.sync(vtep, &endpoints, full);
+        if pass.repairs > 0 {
+            self.metrics
+                .changes
+                .get_or_create(&ChangeLabels {
+                    object: "fast_path",
+                    op: "repair",
+                })
+                .inc_by(pass.repairs);
+        }
+        if pass.failures > 0 {
+            self.metrics.change_failures.inc_by(pass.failures);
         }
     }
 
@@ -1006,6 +1070,7 @@ impl Inner {
             netns: netns.path().to_path_buf(),
             address: ip,
             host_veth: attached.host_veth.clone(),
+            mac: Some(attached.mac.to_string()),
             created_netns,
             resolv_conf,
         };
@@ -1013,6 +1078,7 @@ impl Inner {
             entry.attachments.insert(key, record);
         }
         self.save(&stored);
+        self.sync_fastpath(&mut stored, None, false).await;
         if let Ok(mut status) = self.status.lock()
             && let Some(n) = status.networks.iter_mut().find(|n| n.name == network.name)
         {
@@ -1052,6 +1118,8 @@ impl Inner {
                 }
                 Some((name.clone(), attachment))
             });
+        // Out of the fast path first: nothing is delivered to an interface about to go.
+        self.sync_fastpath(&mut stored, None, false).await;
         // The veth goes even if no record names it (an attach interrupted before it recorded).
         container::detach(&self.netlink, &req.container_id, &req.ifname)
             .await
@@ -1164,6 +1232,15 @@ fn observed(seen: &[(String, LeaseRecord)]) -> Vec<Observed<'_>> {
 }
 
 /// The bridge of overlay `name`, as dcos-overlay names the Mesos containerizer's.
+/// The MAC of a container's interface, read in its namespace; `None` if it is gone.
+async fn read_mac(netns: &Path, ifname: &str) -> Option<Mac> {
+    let inside = Netns::open_path(netns).ok()?.open_netlink().ok()?;
+    container::interface_mac(&inside, ifname)
+        .await
+        .ok()
+        .filter(|m| !m.is_zero())
+}
+
 pub fn bridge_name(name: &str) -> String {
     format!("m-{name}")
 }
@@ -1278,7 +1355,7 @@ fn enable_forwarding() {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -50,6 +50,10 @@ pub struct Attachment {
     pub netns: PathBuf,
     pub address: Ipv4Addr,
     pub host_veth: String,
+    /// The container interface's MAC (for the fast path); absent in records of older agents,
+    /// then read from the namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
     /// The agent created the namespace (and deletes it on detach).
     #[serde(default)]
     pub created_netns: bool,
@@ -116,6 +120,7 @@ mod tests {
                         netns: "/run/netns/c1".into(),
                         address,
                         host_veth: "dc0".into(),
+                        mac: Some("0a:00:00:00:00:01".into()),
                         created_netns: false,
                         resolv_conf: None,
                     },

@@ -449,6 +449,8 @@ mod tests {
         assert_eq!(size_of::<Reverse6Key>(), 32);
         assert_eq!(size_of::<Vip6Addr>(), 20);
         assert_eq!(size_of::<SockVip6>(), 40);
+        assert_eq!(size_of::<Endpoint>(), 16);
+        assert_eq!(size_of::<FastpathConfig>(), 4);
     }
 
     #[test]
@@ -504,3 +506,77 @@ impl VxlanStat {
         }
     }
 }
+
+/// Name of the fast path's local endpoints: hash of a container's IPv4 address (network byte
+/// order, as in the packet) → [`Endpoint`]: where on this node that address lives.
+pub const FASTPATH_ENDPOINTS: &str = "FASTPATH_ENDPOINTS";
+/// Name of the fast path's settings: array of one [`FastpathConfig`].
+pub const FASTPATH_CONFIG: &str = "FASTPATH_CONFIG";
+/// Name of the fast path's counters: per-CPU array of `u64`, indexed by [`FastpathStat`].
+pub const FASTPATH_STATS: &str = "FASTPATH_STATS";
+/// Capacity of [`FASTPATH_ENDPOINTS`]: container interfaces on one node.
+pub const FASTPATH_MAX_ENDPOINTS: u32 = 16_384;
+
+/// A container interface on this node, as the fast path delivers to it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// Index of the host side of the container's veth pair (its peer is the container's
+    /// interface, where `bpf_redirect_peer` delivers).
+    pub ifindex: u32,
+    /// The container interface's MAC (destination of frames delivered to it).
+    pub mac: [u8; 6],
+    /// The MAC of the container's gateway, the overlay bridge (source of routed frames, as the
+    /// bridge would have sent them).
+    pub gateway_mac: [u8; 6],
+}
+
+/// The fast path's settings.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FastpathConfig {
+    /// Index of the VTEP: the only device frames from containers are redirected to; anything
+    /// routed elsewhere (the node, the underlay, egress) takes the stack's path.
+    pub vtep_ifindex: u32,
+}
+
+/// The fast path's counters, indexes of [`FASTPATH_STATS`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FastpathStat {
+    /// Delivered straight into a container on this node (`bpf_redirect_peer`).
+    ToContainer = 0,
+    /// Sent from a container straight to the VTEP, its neighbour known (`bpf_redirect`).
+    ToTunnel = 1,
+    /// Sent from a container to the VTEP, the neighbour resolved by the kernel
+    /// (`bpf_redirect_neigh`).
+    ToTunnelNeigh = 2,
+    /// Left to the stack: not IPv4, not for the overlay, TTL expiring, or too big.
+    Passed = 3,
+}
+
+impl FastpathStat {
+    pub const ALL: [FastpathStat; 4] = [
+        FastpathStat::ToContainer,
+        FastpathStat::ToTunnel,
+        FastpathStat::ToTunnelNeigh,
+        FastpathStat::Passed,
+    ];
+    /// Capacity of [`FASTPATH_STATS`].
+    pub const COUNT: u32 = Self::ALL.len() as u32;
+
+    /// The counter's name in metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FastpathStat::ToContainer => "to_container",
+            FastpathStat::ToTunnel => "to_tunnel",
+            FastpathStat::ToTunnelNeigh => "to_tunnel_neigh",
+            FastpathStat::Passed => "passed",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Endpoint {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FastpathConfig {}

@@ -65,6 +65,26 @@ impl fmt::Display for Mac {
     }
 }
 
+impl std::str::FromStr for Mac {
+    type Err = String;
+
+    /// `aa:bb:cc:dd:ee:ff`, as [`fmt::Display`] writes it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut mac = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in &mut mac {
+            let part = parts.next().filter(|p| p.len() == 2);
+            *byte = part
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .ok_or_else(|| format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"))?;
+        }
+        if parts.next().is_some() {
+            return Err(format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"));
+        }
+        Ok(Mac(mac))
+    }
+}
+
 /// How the local VTEP is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VtepConfig {
@@ -90,6 +110,21 @@ impl VtepConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn macs_read_back_as_written() {
+        let mac = Mac([0x0a, 0x58, 9, 0, 3, 0xff]);
+        assert_eq!(mac.to_string().parse::<Mac>(), Ok(mac));
+        for bad in [
+            "",
+            "0a:58:09:00:03",
+            "0a:58:09:00:03:ff:00",
+            "0a:58:09:00:03:fg",
+            "a:58:9:0:3:ff",
+        ] {
+            assert!(bad.parse::<Mac>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn vtep_mac_is_the_oui_and_the_low_24_bits() {

@@ -1,0 +1,199 @@
+//! The container fast path on a node ([`dcnet_lb::fastpath`]): loaded once the VTEP exists,
+//! attached to the VTEP and to every attached container's host-side veth, its endpoint table
+//! kept as the node's attachments are.
+//!
+//! A full pass asks the kernel which programs each interface has and reads the endpoint table
+//! back, attaching again and rewriting what differs (counted as repairs); an incremental pass
+//! (after an attach or a detach) only adds what is new. Without the programs (not loadable
+//! here, or `[overlay] fast_path = false`) the same traffic takes the bridge.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+
+use dcnet_lb::fastpath::{Endpoint, Fastpath, FastpathStat};
+use dcnet_overlay::container::gateway_mac;
+use dcnet_overlay::vtep::Mac;
+use serde::Serialize;
+
+use super::service::error_chain;
+use tracing::{info, warn};
+
+/// A container interface of this node, as the fast path needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalEndpoint {
+    pub host_veth: String,
+    pub address: Ipv4Addr,
+    pub mac: Mac,
+    pub gateway: Ipv4Addr,
+}
+
+/// The fast path as `GET /v1/overlay` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FastpathStatus {
+    /// Interfaces a program is attached to (the VTEP and containers' veths).
+    pub interfaces: usize,
+    /// Container addresses delivered to directly.
+    pub endpoints: usize,
+    /// Packets by outcome (see [`FastpathStat`]).
+    pub packets: BTreeMap<&'static str, u64>,
+    /// Programs attached again or endpoint tables rewritten after they were changed by hand.
+    pub repairs: u64,
+    /// The programs' kernel ids (`bpftool prog show id N`, `bpftool link` lists their links).
+    pub programs: BTreeMap<&'static str, u32>,
+}
+
+/// What a pass did, for the overlay's metrics.
+#[derive(Debug, Default)]
+pub struct Pass {
+    pub repairs: u64,
+    pub failures: u64,
+}
+
+enum State {
+    Off,
+    NotYet,
+    Loaded {
+        fastpath: Box<Fastpath>,
+        repairs: u64,
+    },
+    /// Loading failed (said once); traffic takes the bridge.
+    Unavailable,
+}
+
+/// Owns the loaded fast path.
+pub struct Keeper {
+    state: Mutex<State>,
+}
+
+impl Keeper {
+    pub fn new(enabled: bool) -> Self {
+        Self {
+            state: Mutex::new(if enabled { State::NotYet } else { State::Off }),
+        }
+    }
+
+    /// Brings the programs and the endpoint table to `endpoints`; `vtep` is the tunnel device
+    /// once it exists (nothing is loaded before). `full` reads the kernel back.
+    pub fn sync(&self, vtep: Option<&str>, endpoints: &[LocalEndpoint], full: bool) -> Pass {
+        let mut pass = Pass::default();
+        let Ok(mut state) = self.state.lock() else {
+            return pass;
+        };
+        if matches!(*state, State::NotYet) {
+            let Some(vtep) = vtep else {
+                return pass;
+            };
+            *state = match Fastpath::load() {
+                Ok(fastpath) => {
+                    info!(%vtep, "overlay: container fast path loaded");
+                    State::Loaded {
+                        fastpath: Box::new(fastpath),
+                        repairs: 0,
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %error_chain(&e), "overlay: cannot load the container fast path; containers' traffic takes the bridge");
+                    State::Unavailable
+                }
+            };
+        }
+        let State::Loaded { fastpath, repairs } = &mut *state else {
+            return pass;
+        };
+        let mut repaired = |what: &str, interface: &str| {
+            warn!(%interface, "overlay: fast path {what} was removed by hand; attached again");
+            pass.repairs += 1;
+        };
+        if let Some(vtep) = vtep {
+            let known = fastpath.attached_ifindex(vtep);
+            match fastpath.set_tunnel(vtep) {
+                Ok(true) if known.is_some() && full => repaired("program on the VTEP", vtep),
+                Ok(_) => {}
+                Err(e) => {
+                    pass.failures += 1;
+                    warn!(error = %error_chain(&e), "overlay: cannot attach the fast path to the VTEP");
+                }
+            }
+        }
+        // Endpoints whose veth is not there (being made, or gone) wait for the next pass.
+        let mut wanted = BTreeMap::new();
+        for e in endpoints {
+            let Ok(ifindex) = dcnet_lb::fastpath::ifindex(&e.host_veth) else {
+                continue;
+            };
+            let known = fastpath.attached_ifindex(&e.host_veth) == Some(ifindex);
+            if known && !full {
+                // Attached earlier to this very interface; a full pass checks it is still there.
+            } else {
+                match fastpath.attach_container(&e.host_veth) {
+                    Ok(true) if known => repaired("program on a container veth", &e.host_veth),
+                    Ok(_) => {}
+                    Err(err) => {
+                        pass.failures += 1;
+                        warn!(interface = %e.host_veth, error = %error_chain(&err), "overlay: cannot attach the fast path to a container");
+                        continue;
+                    }
+                }
+            }
+            wanted.insert(
+                e.address,
+                Endpoint {
+                    ifindex,
+                    mac: e.mac.0,
+                    gateway_mac: gateway_mac(e.gateway),
+                },
+            );
+        }
+        let stale: Vec<String> = fastpath
+            .interfaces()
+            .filter(|(interface, _)| {
+                Some(*interface) != vtep && !endpoints.iter().any(|e| e.host_veth == *interface)
+            })
+            .map(|(interface, _)| interface.to_owned())
+            .collect();
+        for interface in stale {
+            fastpath.forget_container(&interface);
+        }
+        if full {
+            match fastpath.verify_endpoints() {
+                Ok(true) => {
+                    warn!("overlay: the fast path's endpoint table was changed by hand; rewritten");
+                    pass.repairs += 1;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    pass.failures += 1;
+                    warn!(error = %error_chain(&e), "overlay: cannot read the fast path's endpoints back");
+                }
+            }
+        }
+        if let Err(e) = fastpath.set_endpoints(&wanted) {
+            pass.failures += 1;
+            warn!(error = %error_chain(&e), "overlay: cannot update the fast path's endpoints");
+        }
+        *repairs += pass.repairs;
+        pass
+    }
+
+    /// `None` unless the programs are loaded.
+    pub fn status(&self) -> Option<FastpathStatus> {
+        let state = self.state.lock().ok()?;
+        let State::Loaded { fastpath, repairs } = &*state else {
+            return None;
+        };
+        let packets = fastpath
+            .counters()
+            .ok()?
+            .into_iter()
+            .map(|(stat, n): (FastpathStat, u64)| (stat.name(), n))
+            .collect();
+        Some(FastpathStatus {
+            interfaces: fastpath.interfaces().count(),
+            endpoints: fastpath.endpoint_count(),
+            packets,
+            repairs: *repairs,
+            programs: fastpath.program_ids().into_iter().collect(),
+        })
+    }
+}

@@ -1,0 +1,302 @@
+//! Loads the container fast path (`ebpf/programs/src/fastpath.rs`), attaches it at tc ingress
+//! of the VTEP and of each container's host-side veth, and keeps its table of local endpoints.
+//!
+//! Attachments are TCX links (kernel ≥ 6.6) that belong to this process: they go with the
+//! agent, and the traffic then takes the bridge and the node's forwarding, as it did before
+//! the fast path existed, until a restarted agent attaches again. Nothing is lost in between:
+//! the kernel objects of the overlay are the same with and without the programs.
+//!
+//! [`Fastpath::ensure_attached`] asks the kernel which programs are attached to an interface
+//! and attaches again where ours is missing (removed by hand, or the interface was made anew),
+//! so a periodic pass repairs drift.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use aya::programs::tc::{SchedClassifierLinkId, TcAttachOptions};
+use aya::programs::{SchedClassifier, TcAttachType, links::LinkOrder};
+use aya::{Ebpf, EbpfLoader};
+pub use dcnet_ebpf_common::{Endpoint, FastpathStat};
+use dcnet_ebpf_common::{FASTPATH_CONFIG, FASTPATH_ENDPOINTS, FASTPATH_STATS, FastpathConfig};
+
+use crate::Error;
+use crate::datapath::{per_cpu_sum, take_map};
+
+/// The programs' object file, produced by `lb/build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dcnet-fastpath"));
+
+/// The program on containers' host-side veths.
+pub const FROM_CONTAINER: &str = "fastpath_from_container";
+/// The program on the VTEP.
+pub const FROM_TUNNEL: &str = "fastpath_from_tunnel";
+
+/// Where a program is attached: the interface's index then, and the link.
+struct Attachment {
+    ifindex: u32,
+    link: SchedClassifierLinkId,
+}
+
+/// The loaded fast path.
+pub struct Fastpath {
+    ebpf: Ebpf,
+    endpoints: HashMap<MapData, u32, Endpoint>,
+    config: Array<MapData, FastpathConfig>,
+    stats: PerCpuArray<MapData, u64>,
+    /// Kernel ids of the two programs, to find them among an interface's attachments.
+    ids: [(&'static str, u32); 2],
+    /// Interface name → where which program is attached.
+    attached: BTreeMap<String, (&'static str, Attachment)>,
+    current: BTreeMap<Ipv4Addr, Endpoint>,
+}
+
+impl Fastpath {
+    /// Loads the programs (attached nowhere yet, no endpoints).
+    pub fn load() -> Result<Self, Error> {
+        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(Error::Load)?;
+        let endpoints = take_map(&mut ebpf, FASTPATH_ENDPOINTS, HashMap::try_from)?;
+        let config = take_map(&mut ebpf, FASTPATH_CONFIG, Array::try_from)?;
+        let stats = take_map(&mut ebpf, FASTPATH_STATS, PerCpuArray::try_from)?;
+        let mut ids = [(FROM_CONTAINER, 0), (FROM_TUNNEL, 0)];
+        for (name, id) in &mut ids {
+            let program = classifier(&mut ebpf, name)?;
+            program.load().map_err(|source| Error::Program {
+                name,
+                action: "load",
+                source,
+            })?;
+            *id = program
+                .info()
+                .map_err(|source| Error::Program {
+                    name,
+                    action: "read the info of",
+                    source,
+                })?
+                .id();
+        }
+        Ok(Self {
+            ebpf,
+            endpoints,
+            config,
+            stats,
+            ids,
+            attached: BTreeMap::new(),
+            current: BTreeMap::new(),
+        })
+    }
+
+    /// Makes `vtep` the tunnel device: containers' frames for the overlay go there, and frames
+    /// coming out of it are delivered to local containers. Returns whether anything changed.
+    pub fn set_tunnel(&mut self, vtep: &str) -> Result<bool, Error> {
+        let ifindex = ifindex(vtep).map_err(|source| Error::Interface {
+            name: FROM_TUNNEL,
+            interface: vtep.to_owned(),
+            action: "find",
+            source: Box::new(source.into()),
+        })?;
+        let config = FastpathConfig {
+            vtep_ifindex: ifindex,
+        };
+        let changed = self.config.get(&0, 0).ok() != Some(config);
+        if changed {
+            self.config.set(0, config, 0).map_err(|source| Error::Map {
+                name: FASTPATH_CONFIG,
+                action: "write",
+                source,
+            })?;
+        }
+        Ok(self.ensure_attached(vtep, FROM_TUNNEL)? | changed)
+    }
+
+    /// Attaches the container program to a container's host-side veth unless it is there.
+    /// Returns whether it had to be attached.
+    pub fn attach_container(&mut self, host_veth: &str) -> Result<bool, Error> {
+        self.ensure_attached(host_veth, FROM_CONTAINER)
+    }
+
+    /// Forgets a container's veth (its link went with the interface).
+    pub fn forget_container(&mut self, host_veth: &str) {
+        self.forget(host_veth);
+    }
+
+    fn forget(&mut self, interface: &str) {
+        if let Some((name, attachment)) = self.attached.remove(interface)
+            && let Ok(program) = classifier(&mut self.ebpf, name)
+        {
+            // The interface is usually gone, and its link with it: nothing to report.
+            let _ = program.detach(attachment.link);
+        }
+    }
+
+    /// The interfaces the programs are attached to, by program.
+    pub fn interfaces(&self) -> impl Iterator<Item = (&str, &'static str)> {
+        self.attached
+            .iter()
+            .map(|(interface, (program, _))| (interface.as_str(), *program))
+    }
+
+    /// Attaches `program` at tcx ingress of `interface` unless the kernel lists it there.
+    fn ensure_attached(&mut self, interface: &str, program: &'static str) -> Result<bool, Error> {
+        let err = |action, source| Error::Interface {
+            name: program,
+            interface: interface.to_owned(),
+            action,
+            source: Box::new(source),
+        };
+        let id = self
+            .ids
+            .iter()
+            .find(|(name, _)| *name == program)
+            .map_or(0, |(_, id)| *id);
+        let ifindex =
+            ifindex(interface).map_err(|e| err("find", aya::programs::ProgramError::from(e)))?;
+        if ingress_programs(interface)?.contains(&id) {
+            return Ok(false);
+        }
+        // Ours is missing: a link recorded for the name belongs to a removed attachment or an
+        // earlier interface of that name.
+        self.forget(interface);
+        let link = classifier(&mut self.ebpf, program)?
+            .attach_with_options(
+                interface,
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(|e| err("attach (tcx ingress)", e))?;
+        self.attached.insert(
+            interface.to_owned(),
+            (program, Attachment { ifindex, link }),
+        );
+        Ok(true)
+    }
+
+    /// Makes `wanted` the local endpoints; returns (set, removed).
+    pub fn set_endpoints(
+        &mut self,
+        wanted: &BTreeMap<Ipv4Addr, Endpoint>,
+    ) -> Result<(usize, usize), Error> {
+        let mut set = 0;
+        for (ip, endpoint) in wanted {
+            if self.current.get(ip) == Some(endpoint) {
+                continue;
+            }
+            self.endpoints
+                .insert(key(*ip), *endpoint, 0)
+                .map_err(|source| Error::Map {
+                    name: FASTPATH_ENDPOINTS,
+                    action: "insert",
+                    source,
+                })?;
+            self.current.insert(*ip, *endpoint);
+            set += 1;
+        }
+        let gone: Vec<Ipv4Addr> = self
+            .current
+            .keys()
+            .filter(|ip| !wanted.contains_key(ip))
+            .copied()
+            .collect();
+        for ip in &gone {
+            match self.endpoints.remove(&key(*ip)) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(source) => {
+                    return Err(Error::Map {
+                        name: FASTPATH_ENDPOINTS,
+                        action: "remove",
+                        source,
+                    });
+                }
+            }
+            self.current.remove(ip);
+        }
+        Ok((set, gone.len()))
+    }
+
+    /// Compares the kernel's endpoint table with what was set and rewrites it whole if they
+    /// differ (an entry changed by hand). Returns whether it had to.
+    pub fn verify_endpoints(&mut self) -> Result<bool, Error> {
+        let mut kernel = BTreeMap::new();
+        for entry in self.endpoints.iter() {
+            let (k, v) = entry.map_err(|source| Error::Map {
+                name: FASTPATH_ENDPOINTS,
+                action: "read",
+                source,
+            })?;
+            kernel.insert(Ipv4Addr::from(k.to_ne_bytes()), v);
+        }
+        if kernel == self.current {
+            return Ok(false);
+        }
+        let wanted = std::mem::replace(&mut self.current, kernel);
+        self.set_endpoints(&wanted)?;
+        Ok(true)
+    }
+
+    /// The kernel ids of the programs, by name.
+    pub fn program_ids(&self) -> [(&'static str, u32); 2] {
+        self.ids
+    }
+
+    /// The endpoint count.
+    pub fn endpoint_count(&self) -> usize {
+        self.current.len()
+    }
+
+    /// The index an interface had when a program was attached to it.
+    pub fn attached_ifindex(&self, interface: &str) -> Option<u32> {
+        self.attached.get(interface).map(|(_, a)| a.ifindex)
+    }
+
+    /// The counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Vec<(FastpathStat, u64)>, Error> {
+        FastpathStat::ALL
+            .iter()
+            .map(|&stat| Ok((stat, per_cpu_sum(&self.stats, FASTPATH_STATS, stat as u32)?)))
+            .collect()
+    }
+}
+
+/// An address as the program reads it from a packet: network order in a native u32.
+fn key(ip: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
+}
+
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, Error> {
+    ebpf.program_mut(name)
+        .ok_or(Error::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| Error::Program {
+            name,
+            action: "find",
+            source,
+        })
+}
+
+/// The ids of the programs attached at tcx ingress of `interface` (in this thread's network
+/// namespace), in the order they run.
+pub fn ingress_programs(interface: &str) -> Result<Vec<u32>, Error> {
+    let (_, programs) =
+        SchedClassifier::query_tcx(interface, TcAttachType::Ingress).map_err(|source| {
+            Error::Interface {
+                name: "tcx ingress",
+                interface: interface.to_owned(),
+                action: "query",
+                source: Box::new(source),
+            }
+        })?;
+    Ok(programs.iter().map(|p| p.id()).collect())
+}
+
+/// An interface's index in this process's network namespace.
+pub fn ifindex(interface: &str) -> Result<u32, std::io::Error> {
+    let name = std::ffi::CString::new(interface)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in a name"))?;
+    // SAFETY: a valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(std::io::Error::last_os_error()),
+        index => Ok(index),
+    }
+}

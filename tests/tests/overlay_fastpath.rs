@@ -1,0 +1,295 @@
+//! The container fast path (tc programs on the VTEP and the containers' veths) in a namespace
+//! cluster: it carries container traffic across nodes and on one node with the semantics of
+//! forwarding (TTL, MTU), the kernel holds exactly its links, links removed by hand come back
+//! within a reconcile interval (1 s here, 5 s allowed), and without the agent (its links
+//! gone with it) the same traffic takes the bridge.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use dcnet_tests::container::Container;
+use dcnet_tests::{Cluster, ClusterOptions, NodeSpec, wait_until};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+const OVERLAY: &str =
+    "\n[overlay]\nenabled = true\nreconcile_interval = \"1s\"\nlease_settle = \"1s\"\n";
+
+fn overlay_cluster(n: usize) -> Result<Cluster> {
+    let mut options = ClusterOptions::nodes(n);
+    for node in &mut options.nodes {
+        *node = NodeSpec {
+            extra_config: OVERLAY.into(),
+            ..NodeSpec::default()
+        };
+    }
+    Cluster::start(options)
+}
+
+fn fast_path(cluster: &Cluster, i: usize) -> Result<Value> {
+    Ok(cluster.get::<Value>(i, "/v1/overlay")?["fast_path"].clone())
+}
+
+fn packets(cluster: &Cluster, i: usize, outcome: &str) -> Result<u64> {
+    fast_path(cluster, i)?["packets"][outcome]
+        .as_u64()
+        .with_context(|| format!("node {}: no fast path counter {outcome:?}", i + 1))
+}
+
+/// The ids of the kernel's BPF links of program `prog_id` (links are global objects).
+fn links_of(prog_id: u64) -> Result<Vec<u64>> {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "link", "show"])
+        .output()
+        .context("running bpftool (apt install bpftool)")?;
+    let links: Vec<Value> = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "bpftool link show: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
+    Ok(links
+        .iter()
+        .filter(|l| l["prog_id"].as_u64() == Some(prog_id))
+        .filter_map(|l| l["id"].as_u64())
+        .collect())
+}
+
+fn program_id(status: &Value, name: &str) -> Result<u64> {
+    status["programs"][name]
+        .as_u64()
+        .with_context(|| format!("no id of program {name} in {status}"))
+}
+
+/// Waits until node `i` has its programs at ingress of the VTEP and of `veths`, in its status
+/// and in the kernel; returns the status.
+fn wait_attached(cluster: &Cluster, i: usize, veths: &[&str]) -> Result<Value> {
+    wait_until(
+        &format!("node {}'s fast path on the VTEP and {veths:?}", i + 1),
+        Duration::from_secs(10),
+        || {
+            let s = fast_path(cluster, i)?;
+            if s["endpoints"] != veths.len() || s["interfaces"] != veths.len() + 1 {
+                return Ok(None);
+            }
+            let from_container = program_id(&s, "fastpath_from_container")? as u32;
+            let from_tunnel = program_id(&s, "fastpath_from_tunnel")? as u32;
+            let attached = |interface: &str, id: u32| -> Result<bool> {
+                let interface = interface.to_owned();
+                let programs = cluster.nodes[i]
+                    .netns
+                    .run(move || dcnet_lb::fastpath::ingress_programs(&interface))??;
+                Ok(programs.contains(&id))
+            };
+            let mut all = attached("vtep1024", from_tunnel)?;
+            for veth in veths {
+                all &= attached(veth, from_container)?;
+            }
+            Ok(all.then_some(s))
+        },
+    )
+}
+
+fn echo_server(c: &Container, port: u16) -> Result<()> {
+    let ip = c.ip;
+    let listener = c.ns.netns().run(move || TcpListener::bind((ip, port)))??;
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+/// Sends `size` bytes over TCP (segments as large as the MTU allows, and GSO batches) and
+/// checks the echo.
+fn tcp_echo(from: &Container, to: Ipv4Addr, size: usize) -> Result<()> {
+    let target = SocketAddr::from((to, 7000));
+    let mut stream = from
+        .ns
+        .netns()
+        .run(move || TcpStream::connect_timeout(&target, Duration::from_secs(3)))??;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let payload: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    let mut writer = stream.try_clone()?;
+    let sent = payload.clone();
+    let sender = std::thread::spawn(move || writer.write_all(&sent));
+    let mut back = vec![0u8; payload.len()];
+    stream
+        .read_exact(&mut back)
+        .with_context(|| format!("echo of {size} bytes from {to}"))?;
+    sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("sender panicked"))??;
+    if back != payload {
+        bail!("the echo from {to} differs from what was sent");
+    }
+    Ok(())
+}
+
+/// The TTL of the reply to one ping of `size` bytes with DF set, `None` if none came.
+fn ping_ttl(from: &Container, to: Ipv4Addr, size: usize) -> Result<Option<u8>> {
+    let out = from.ns.run(
+        "ping",
+        &[
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            &size.to_string(),
+            &to.to_string(),
+        ],
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .split("ttl=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| t.parse().ok()))
+}
+
+/// Pings and TCP among `a1`, `a2` (node 1) and `b` (node 2), as the fast path and the bridge
+/// must both carry them.
+fn traffic(cluster: &Cluster, a1: &Container, a2: &Container, b: &Container) -> Result<()> {
+    // Across nodes: full-MTU pings without fragmentation (1392 + 28 = 1420), forwarded by
+    // both nodes (TTL 64 - 2), and TCP both ways.
+    assert_eq!(ping_ttl(a1, b.ip, 1392)?, Some(62), "a1 -> b");
+    assert_eq!(ping_ttl(b, a2.ip, 1392)?, Some(62), "b -> a2");
+    tcp_echo(a1, b.ip, 1 << 20)?;
+    tcp_echo(b, a1.ip, 1 << 20)?;
+    // One node, one subnet: bridged, the TTL untouched.
+    assert_eq!(ping_ttl(a1, a2.ip, 1392)?, Some(64), "a1 -> a2");
+    tcp_echo(a2, a1.ip, 1 << 20)?;
+    // The container's own node: its gateway and its underlay address; the other node's
+    // underlay address (routed by the node, not the tunnel).
+    let gateway = a1.attached.gateway;
+    assert_eq!(ping_ttl(a1, gateway, 1392)?, Some(64), "a1 -> its gateway");
+    assert_eq!(
+        ping_ttl(a1, cluster.nodes[0].address, 1392)?,
+        Some(64),
+        "a1 -> its node"
+    );
+    assert!(
+        ping_ttl(a1, cluster.nodes[1].address, 56)?.is_some(),
+        "a1 -> the other node"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_fast_path_carries_container_traffic_and_is_repaired() -> Result<()> {
+    let mut cluster = overlay_cluster(2)?;
+    let run = |cluster: &mut Cluster| -> Result<()> {
+        for i in 0..2 {
+            wait_until(
+                &format!("node {} to hold its subnet and know its peer", i + 1),
+                Duration::from_secs(20),
+                || {
+                    let s = cluster.get::<Value>(i, "/v1/overlay")?;
+                    let ready = s["networks"][0]["lease"] == "held"
+                        && s["peers"].as_array().map_or(0, Vec::len) == 1;
+                    Ok(ready.then_some(()))
+                },
+            )?;
+        }
+        let a1 = Container::attach(cluster, 0, "fa1")?;
+        let a2 = Container::attach(cluster, 0, "fa2")?;
+        let b = Container::attach(cluster, 1, "fb")?;
+        for c in [&a1, &a2, &b] {
+            echo_server(c, 7000)?;
+        }
+        let veths1 = [
+            a1.attached.host_veth.as_str(),
+            a2.attached.host_veth.as_str(),
+        ];
+        let node1 = wait_attached(cluster, 0, &veths1)?;
+        wait_attached(cluster, 1, &[b.attached.host_veth.as_str()])?;
+        wait_until("the tunnel", Duration::from_secs(20), || {
+            Ok(ping_ttl(&a1, b.ip, 56)?.map(|_| ()))
+        })?;
+
+        let before = [
+            packets(cluster, 0, "to_tunnel")?,
+            packets(cluster, 0, "to_container")?,
+            packets(cluster, 1, "to_tunnel")?,
+            packets(cluster, 1, "to_container")?,
+        ];
+        traffic(cluster, &a1, &a2, &b)?;
+        let after = [
+            packets(cluster, 0, "to_tunnel")?,
+            packets(cluster, 0, "to_container")?,
+            packets(cluster, 1, "to_tunnel")?,
+            packets(cluster, 1, "to_container")?,
+        ];
+        // 2 MiB each way across nodes is dozens of packets even in GSO batches of 64 KiB.
+        for (k, what) in [
+            "node 1 to the tunnel",
+            "node 1 into containers",
+            "node 2 to the tunnel",
+            "node 2 into containers",
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert!(
+                after[k] >= before[k] + 20,
+                "{what}: {} -> {} packets through the fast path; node 1: {}, node 2: {}",
+                before[k],
+                after[k],
+                fast_path(cluster, 0)?,
+                fast_path(cluster, 1)?
+            );
+        }
+
+        // Links removed by hand (a container's and the VTEP's) are attached again.
+        let from_container = links_of(program_id(&node1, "fastpath_from_container")?)?;
+        let from_tunnel = links_of(program_id(&node1, "fastpath_from_tunnel")?)?;
+        for link in [from_container[0], from_tunnel[0]] {
+            let out = std::process::Command::new("bpftool")
+                .args(["link", "detach", "id", &link.to_string()])
+                .output()?;
+            assert!(out.status.success(), "bpftool link detach {link}: {out:?}");
+        }
+        let repaired = wait_until("both repairs", Duration::from_secs(5), || {
+            let s = wait_attached(cluster, 0, &veths1)?;
+            Ok((s["repairs"].as_u64() >= Some(2)).then_some(s))
+        })?;
+        eprintln!("repaired: {repaired}");
+        let before = packets(cluster, 0, "to_tunnel")?;
+        traffic(cluster, &a1, &a2, &b)?;
+        assert!(packets(cluster, 0, "to_tunnel")? > before + 20);
+
+        // Without its agent, node 1's links are gone and the bridge carries the same traffic.
+        cluster.stop_agent(0, Signal::SIGKILL, Duration::from_secs(5));
+        for name in ["fastpath_from_container", "fastpath_from_tunnel"] {
+            let left = links_of(program_id(&node1, name)?)?;
+            assert!(left.is_empty(), "links of {name} left: {left:?}");
+        }
+        traffic(cluster, &a1, &a2, &b)?;
+        // And a restarted agent attaches again.
+        cluster.start_agent(0)?;
+        wait_attached(cluster, 0, &veths1)?;
+        let before = packets(cluster, 0, "to_tunnel")?;
+        traffic(cluster, &a1, &a2, &b)?;
+        assert!(packets(cluster, 0, "to_tunnel")? > before + 20);
+        Ok(())
+    };
+    let result = run(&mut cluster);
+    if let Err(e) = &result {
+        eprintln!("{e:#}\n{}", cluster.log_tails(40));
+    }
+    result
+}
