@@ -1,14 +1,15 @@
 //! Overlay benchmark, two parts in one run.
 //!
-//! **Datapath.** A two-node namespace cluster with the overlay on; one container attached on
-//! each node. The same measurements run between the containers over the overlay (VXLAN) and
-//! between the two nodes' namespaces over the plain underlay (veth + bridge), alternating, and
-//! ratios overlay/underlay are printed:
+//! **Datapath.** Two two-node namespace clusters with the overlay on, one with the eBPF fast
+//! path (the default) and one with `fast_path = false`; one container attached on each node.
+//! The same measurements run between the containers over each overlay (VXLAN), between the
+//! first cluster's containers routed without the tunnel, and between its two nodes'
+//! namespaces over the plain underlay (veth + bridge), alternating; ratios to node to node:
 //! - TCP throughput, `iperf3` (one stream, `--seconds` long);
 //! - request/response latency: one TCP connection, a 64-byte request answered by a 64-byte
 //!   response, back to back; p50/p99 and transactions per second;
-//! - TCP throughput from the container to the remote node's underlay address, routed by the
-//!   node without the tunnel, which separates the tunnel's cost from the container hop's.
+//! and "no tunnel" (both nodes route the other's container subnet over the underlay)
+//! separates the tunnel's cost from the container hop's.
 //!
 //! **Reconcile.** In a namespace of its own, the code the agent runs (`VtepLink::read`,
 //! `TunnelState::changes_to`, `VtepLink::apply`) against the kernel: from nothing to N peers
@@ -431,12 +432,14 @@ impl PathResults {
     }
 }
 
-fn datapath(o: &Options) -> Result<()> {
-    println!("## Datapath: containers on two nodes, over the overlay and without the tunnel\n");
+/// A two-node overlay cluster, with or without the fast path, and its formed overlay.
+fn overlay_cluster(fast_path: bool) -> Result<Cluster> {
     let mut options = ClusterOptions::nodes(2);
     for node in &mut options.nodes {
         *node = NodeSpec {
-            extra_config: "\n[overlay]\nenabled = true\nlease_settle = \"1s\"\n".into(),
+            extra_config: format!(
+                "\n[overlay]\nenabled = true\nlease_settle = \"1s\"\nfast_path = {fast_path}\n"
+            ),
             ..NodeSpec::default()
         };
     }
@@ -453,21 +456,51 @@ fn datapath(o: &Options) -> Result<()> {
         });
         Ok(ready.then_some(()))
     })?;
-    let a = Container::attach(&cluster, 0, "bench-a")?;
-    let b = Container::attach(&cluster, 1, "bench-b")?;
-    let (node_a, node_b) = (&cluster.nodes[0], &cluster.nodes[1]);
-    // Warm up ARP and the tunnel.
-    let _ = a.ping(b.ip, 56);
+    Ok(cluster)
+}
 
-    let (mut overlay, mut plain, mut nodes) = Default::default();
+fn datapath(o: &Options) -> Result<()> {
+    println!("## Datapath: containers on two nodes, over the overlay and without the tunnel\n");
+    // Two clusters side by side: the same overlay with the fast path and without programs.
+    let fast = overlay_cluster(true)?;
+    let slow = overlay_cluster(false)?;
+    let a = Container::attach(&fast, 0, "bench-a")?;
+    let b = Container::attach(&fast, 1, "bench-b")?;
+    let c = Container::attach(&slow, 0, "bench-c")?;
+    let d = Container::attach(&slow, 1, "bench-d")?;
+    wait_until(
+        "the fast path on both nodes",
+        Duration::from_secs(10),
+        || {
+            let attached = (0..2).all(|i| {
+                fast.get::<serde_json::Value>(i, "/v1/overlay")
+                    .is_ok_and(|s| s["fast_path"]["endpoints"] == 1)
+            });
+            Ok(attached.then_some(()))
+        },
+    )?;
+    let (node_a, node_b) = (&fast.nodes[0], &fast.nodes[1]);
+    // Warm up ARP and the tunnels.
+    let _ = a.ping(b.ip, 56);
+    let _ = c.ping(d.ip, 56);
+
+    let (mut overlay, mut programless, mut plain, mut nodes) = Default::default();
     for round in 0..o.rounds {
-        let port = 5201 + round as u16 * 3;
+        let port = 5201 + round as u16 * 4;
         PathResults::measure(
             &mut overlay,
             a.ns.netns(),
             b.ns.netns(),
             b.ip,
             port,
+            o.seconds,
+        )?;
+        PathResults::measure(
+            &mut programless,
+            c.ns.netns(),
+            d.ns.netns(),
+            d.ip,
+            port + 1,
             o.seconds,
         )?;
         {
@@ -481,7 +514,7 @@ fn datapath(o: &Options) -> Result<()> {
                 a.ns.netns(),
                 b.ns.netns(),
                 b.ip,
-                port + 1,
+                port + 2,
                 o.seconds,
             )?;
         }
@@ -490,19 +523,26 @@ fn datapath(o: &Options) -> Result<()> {
             &node_a.netns,
             &node_b.netns,
             node_b.address,
-            port + 2,
+            port + 3,
             o.seconds,
         )?;
         let gbit = |r: &PathResults| r.bits_per_second[round] / 1e9;
         eprintln!(
-            "round {}: overlay {:.2} Gbit/s, no tunnel {:.2} Gbit/s, node to node {:.2} Gbit/s",
+            "round {}: overlay {:.2} Gbit/s, without programs {:.2}, no tunnel {:.2}, node to node {:.2}",
             round + 1,
             gbit(&overlay),
+            gbit(&programless),
             gbit(&plain),
             gbit(&nodes)
         );
     }
-    let (ov, pl, no) = (overlay.medians(), plain.medians(), nodes.medians());
+    let fast_path: serde_json::Value = fast.get(0, "/v1/overlay")?;
+    let (ov, np, pl, no) = (
+        overlay.medians(),
+        programless.medians(),
+        plain.medians(),
+        nodes.medians(),
+    );
     let measures = [
         ("TCP throughput Gbit/s", 2),
         ("request/response per s", 0),
@@ -517,10 +557,11 @@ fn datapath(o: &Options) -> Result<()> {
             vec![
                 (*name).to_owned(),
                 format!("{:.d$}", ov[i]),
+                format!("{:.d$}", np[i]),
                 format!("{:.d$}", pl[i]),
                 format!("{:.d$}", no[i]),
-                format!("{:.2}", ov[i] / pl[i]),
                 format!("{:.2}", ov[i] / no[i]),
+                format!("{:.2}", np[i] / no[i]),
             ]
         })
         .collect();
@@ -528,21 +569,25 @@ fn datapath(o: &Options) -> Result<()> {
         &[
             "measure",
             "overlay",
+            "overlay without programs",
             "no tunnel",
             "node to node",
-            "overlay/no tunnel",
             "overlay/node to node",
+            "without programs/node to node",
         ],
         &rows,
     );
     println!(
-        "\noverlay: container to container through VXLAN; no tunnel: the same containers, veths and \
-         bridges,\nrouted over the underlay; node to node: the nodes' namespaces over the underlay \
-         (veth + bridge).\nMedians of {} rounds of {} s (request/response: {} s); goal: \
-         overlay/no tunnel throughput >= 0.9",
+        "\noverlay: container to container through VXLAN with the eBPF fast path; without programs: \
+         the same in a\nsecond cluster with `fast_path = false` (bridge and forwarding); no tunnel: \
+         the first cluster's\ncontainers routed over the underlay; node to node: the nodes' \
+         namespaces over the underlay.\nMedians of {} rounds of {} s (request/response: {} s); \
+         goals: overlay/node to node >= 0.9 in throughput,\n>= 0.85 in request/response, p50 \
+         latency <= 1.2x. Fast path counters on node 1: {}",
         o.rounds,
         o.seconds,
-        o.seconds.div_ceil(2)
+        o.seconds.div_ceil(2),
+        fast_path["fast_path"]["packets"]
     );
     Ok(())
 }
