@@ -7,9 +7,10 @@
 //! namespaces over the plain underlay (veth + bridge), alternating; ratios to node to node:
 //! - TCP throughput, `iperf3` (one stream, `--seconds` long);
 //! - request/response latency: one TCP connection, a 64-byte request answered by a 64-byte
-//!   response, back to back; p50/p99 and transactions per second;
-//! and "no tunnel" (both nodes route the other's container subnet over the underlay)
-//! separates the tunnel's cost from the container hop's.
+//!   response, back to back; p50/p99 and transactions per second.
+//!
+//! "No tunnel" (both nodes route the other's container subnet over the underlay) separates
+//! the tunnel's cost from the container hop's.
 //!
 //! **Reconcile.** In a namespace of its own, the code the agent runs (`VtepLink::read`,
 //! `TunnelState::changes_to`, `VtepLink::apply`) against the kernel: from nothing to N peers
