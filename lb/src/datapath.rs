@@ -116,7 +116,7 @@ pub fn enable_run_time_stats() -> Result<std::os::fd::OwnedFd, Error> {
 struct Programmed {
     /// Every backend, weight 0 included, sorted by address.
     backends: Vec<Backend>,
-    /// The slots of the backends with weight > 0.
+    /// The slots of the backends with weight > 0, as many each as its weight asks.
     slots: Range<u32>,
     counter: u32,
     backend_counters: BTreeMap<SocketAddr, u32>,
@@ -225,8 +225,9 @@ pub fn detach_all(cgroup: &Path) -> Result<usize, Error> {
 }
 
 impl Datapath {
-    /// Makes `backends` the backends of `vip` (adding the VIP if new). Backends with weight 0
-    /// take no new connections; with none above 0, connects to the VIP fail at once with
+    /// Makes `backends` the backends of `vip` (adding the VIP if new). New connections go to
+    /// backends in proportion to their weights (see [`crate::slots::slot_counts`]); those with
+    /// weight 0 take none; with none above 0, connects to the VIP fail at once with
     /// ECONNREFUSED. A backend listed twice counts once, with its highest weight.
     pub fn set_vip(&mut self, vip: Vip, backends: &[Backend]) -> Result<Change, Error> {
         self.release_retired();
@@ -281,7 +282,12 @@ impl Datapath {
             }
         }
 
-        let Some(slots) = self.slots(family).allocate(usable.len() as u32) else {
+        // Each backend takes slots in proportion to its weight; the program draws uniformly.
+        let counts = crate::slots::slot_counts(
+            &usable.iter().map(|b| b.weight).collect::<Vec<_>>(),
+            MAX_BACKENDS_PER_VIP,
+        );
+        let Some(slots) = self.slots(family).allocate(counts.iter().sum()) else {
             self.undo_counters(&vip, is_new, counter, &backend_counters);
             let (map, capacity) = match family {
                 Family::V4 => (BACKENDS4, BACKENDS4_MAX_ENTRIES),
@@ -291,6 +297,8 @@ impl Datapath {
         };
         let written = usable
             .iter()
+            .zip(&counts)
+            .flat_map(|(b, &n)| std::iter::repeat_n(b, n as usize))
             .zip(slots.clone())
             .try_for_each(|(b, slot)| self.write_backend(slot, b.addr, backend_counters[&b.addr]));
         let entry = VipEntry {

@@ -95,9 +95,76 @@ impl IdAllocator {
     }
 }
 
+/// How many slots each backend of a set gets so that a uniform draw over the slots picks each
+/// in proportion to its weight: the weights divided by their greatest common divisor, scaled
+/// down to `max` slots in all when they add up to more (every backend keeps at least one slot,
+/// so `weights.len()` must be at most `max`). Weights are > 0.
+pub fn slot_counts(weights: &[u32], max: u32) -> Vec<u32> {
+    fn gcd(a: u64, b: u64) -> u64 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let g = weights
+        .iter()
+        .fold(0u64, |g, &w| gcd(g, u64::from(w)))
+        .max(1);
+    let reduced: Vec<u64> = weights.iter().map(|&w| u64::from(w) / g).collect();
+    let total: u64 = reduced.iter().sum();
+    let max = u64::from(max);
+    if total <= max {
+        return reduced.iter().map(|&n| n as u32).collect();
+    }
+    // Largest remainders: each gets the floor of its quota, the slots left go to the largest
+    // fractions; every backend keeps at least one slot.
+    let mut counts: Vec<u64> = reduced.iter().map(|&w| (w * max / total).max(1)).collect();
+    let mut sum: u64 = counts.iter().sum();
+    let mut by_remainder: Vec<usize> = (0..reduced.len()).collect();
+    by_remainder.sort_by_key(|&i| std::cmp::Reverse(reduced[i] * max % total));
+    for &i in by_remainder.iter().cycle().take(reduced.len()) {
+        if sum >= max {
+            break;
+        }
+        if reduced[i] * max / total > 0 {
+            counts[i] += 1;
+            sum += 1;
+        }
+    }
+    // Raising the smallest to one slot may overshoot: take it back from the largest.
+    while sum > max {
+        let Some(largest) = counts.iter_mut().max() else {
+            break;
+        };
+        if *largest <= 1 {
+            break;
+        }
+        *largest -= 1;
+        sum -= 1;
+    }
+    counts.iter().map(|&n| n as u32).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_follow_the_weights() {
+        assert_eq!(slot_counts(&[1, 1, 1], 4096), [1, 1, 1]);
+        assert_eq!(slot_counts(&[100, 300], 4096), [1, 3]);
+        assert_eq!(slot_counts(&[2, 3, 5], 4096), [2, 3, 5]);
+        assert_eq!(slot_counts(&[], 4096), Vec::<u32>::new());
+        // Too many slots: scaled down, proportions kept, every backend at least one slot.
+        assert_eq!(slot_counts(&[1000, 3000], 100), [1, 3]);
+        assert_eq!(slot_counts(&[1000, 2999], 100), [25, 75]);
+        let counts = slot_counts(&[1, 1000, 1000, 997], 8);
+        assert_eq!(counts.iter().sum::<u32>(), 8, "{counts:?}");
+        assert!(counts.iter().all(|&c| c >= 1), "{counts:?}");
+        let many = vec![7u32; 4096];
+        assert_eq!(slot_counts(&many, 4096), vec![1; 4096]);
+        let skewed: Vec<u32> = (1..=4096).collect();
+        let counts = slot_counts(&skewed, 4096);
+        assert_eq!(counts.iter().sum::<u32>(), 4096);
+        assert!(counts.iter().all(|&c| c >= 1));
+    }
 
     #[test]
     fn ranges_are_first_fit_and_merge_on_free() {

@@ -76,6 +76,32 @@ pub enum VipError {
     /// Not `tcp` or `udp`.
     #[error("protocol {0:?} is not supported for VIPs: expected tcp or udp")]
     Protocol(String),
+    /// A backend weight that is not a whole number in 1..=[`MAX_WEIGHT`].
+    #[error(
+        "label {WEIGHT_LABEL}={0:?} is not a weight: expected a whole number from 1 to {MAX_WEIGHT}"
+    )]
+    Weight(String),
+}
+
+/// The port label that gives the backends a port declares their weight: new connections go to
+/// a VIP's backends in proportion to their weights (default 1).
+pub const WEIGHT_LABEL: &str = "DCNET_VIP_WEIGHT";
+/// The largest weight: enough for any proportion the datapath's 4,096 slots per VIP can show.
+pub const MAX_WEIGHT: u32 = 1000;
+
+/// The weight a port's labels give its backends: [`WEIGHT_LABEL`], else 1.
+pub fn weight_of<'a>(
+    mut labels: impl Iterator<Item = (&'a String, &'a String)>,
+) -> Result<u32, VipError> {
+    match labels.find(|(k, _)| *k == WEIGHT_LABEL) {
+        None => Ok(1),
+        Some((_, v)) => v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|w| (1..=MAX_WEIGHT).contains(w))
+            .ok_or_else(|| VipError::Weight(v.clone())),
+    }
 }
 
 /// A named VIP: a name within a framework, as in `/web` of Marathon.
@@ -255,6 +281,19 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weights_come_from_a_port_label() {
+        let labels = |v: &str| vec![(WEIGHT_LABEL.to_owned(), v.to_owned())];
+        let weight = |l: &[(String, String)]| weight_of(l.iter().map(|(k, v)| (k, v)));
+        assert_eq!(weight(&[]), Ok(1));
+        assert_eq!(weight(&labels("3")), Ok(3));
+        assert_eq!(weight(&labels(" 1000 ")), Ok(1000));
+        for bad in ["0", "1001", "-1", "1.5", "heavy", ""] {
+            let e = weight(&labels(bad)).unwrap_err();
+            assert!(e.to_string().contains("from 1 to 1000"), "{bad}: {e}");
+        }
+    }
 
     fn named(name: &str) -> VipName {
         VipName {

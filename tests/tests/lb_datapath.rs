@@ -154,6 +154,46 @@ fn tcp_connects_spread_over_backends_and_show_the_vip() {
 }
 
 #[test]
+fn connections_follow_the_weights_in_proportion() {
+    let mut s = Setup::new("lbweight");
+    let backends = s.tcp_backends(3);
+    let vip = vip(7, 80, Protocol::Tcp);
+    let set = [
+        Backend {
+            addr: backends[0],
+            weight: 1,
+        },
+        Backend {
+            addr: backends[1],
+            weight: 3,
+        },
+        Backend {
+            addr: backends[2],
+            weight: 0,
+        },
+    ];
+    s.datapath.set_vip(vip, &set).unwrap();
+    let lines = s.client(&["tcp", &vip.addr.to_string(), "4000"], true);
+    let counts = tally(&lines, &vip);
+    eprintln!("4000 connects, weights 1:3:0: {counts:?}");
+    // Binomial: 1000 ± 27 (one standard deviation) for weight 1; ± 5 deviations allowed.
+    let t0 = counts.get("t0").copied().unwrap_or(0);
+    let t1 = counts.get("t1").copied().unwrap_or(0);
+    assert!((863..=1137).contains(&t0), "weight 1 of 4: {counts:?}");
+    assert_eq!(t0 + t1, 4000, "weight 0 takes none: {counts:?}");
+
+    // Reweighted 1:1: the same backends, now even.
+    s.datapath
+        .set_vip(vip, &weighted(&backends[..2], 5))
+        .unwrap();
+    let lines = s.client(&["tcp", &vip.addr.to_string(), "4000"], true);
+    let counts = tally(&lines, &vip);
+    eprintln!("4000 connects, weights 5:5: {counts:?}");
+    let t0 = counts.get("t0").copied().unwrap_or(0);
+    assert!((1842..=2158).contains(&t0), "even: {counts:?}");
+}
+
+#[test]
 fn weight_zero_takes_no_new_connections_and_existing_ones_drain() {
     let mut s = Setup::new("lbdrain");
     let backends = s.tcp_backends(2);

@@ -1,6 +1,6 @@
 //! The VIPs a gossip view implies: every running task's discovery ports with `VIP_<n>` labels
 //! become backends (the task's first address of the VIP's family and the port's number), with
-//! weight 0 for tasks whose health checks fail. Named VIPs are IPv4; an IP-literal VIP may be
+//! the port's `DCNET_VIP_WEIGHT` (default 1) as weight, 0 for tasks whose health checks fail. Named VIPs are IPv4; an IP-literal VIP may be
 //! IPv6 (`[fd00::1]:80`), served by the tasks' IPv6 addresses. Tasks on agents that gossip reports down are left out, so
 //! their backends are withdrawn on every node as soon as the failure detector decides.
 //!
@@ -74,7 +74,7 @@ pub fn desired(
                 .get(&*task.agent_id)
                 .is_some_and(|ips| ips.iter().any(|ip| down_agents.contains(ip)));
             let ip_of = |v6: bool| task.ips.iter().copied().find(|ip| ip.is_ipv6() == v6);
-            let weight = u32::from(task.healthy != Some(false));
+            let healthy = task.healthy != Some(false);
             let at = localities
                 .agents
                 .get(&*task.agent_id)
@@ -82,6 +82,17 @@ pub fn desired(
                 .unwrap_or_default();
             for port in &discovery.ports {
                 let opted_out = locality::opted_out(port.labels.iter().map(|(k, v)| (k, v)));
+                let weight = match dcnet_lb::vip::weight_of(port.labels.iter().map(|(k, v)| (k, v)))
+                {
+                    Ok(w) => w * u32::from(healthy),
+                    Err(error) => {
+                        errors.push(LabelProblem {
+                            task: task.id.clone(),
+                            error,
+                        });
+                        u32::from(healthy)
+                    }
+                };
                 for (key, value) in port.labels.iter().filter(|(k, _)| VipLabel::is_vip_key(k)) {
                     let label = match VipLabel::parse(key, value, &framework.name) {
                         Ok(label) => label,
@@ -310,6 +321,51 @@ mod tests {
             d.vips.values().next().unwrap().is_empty(),
             "no backend on a down agent"
         );
+    }
+
+    #[test]
+    fn weights_come_from_the_port_label_and_bad_ones_are_reported() {
+        let heavy = task(
+            "web.2",
+            "a3",
+            "9.0.3.2",
+            80,
+            &[("VIP_0", "/web:80"), ("DCNET_VIP_WEIGHT", "3")],
+        );
+        let mut sick = task(
+            "web.3",
+            "a3",
+            "9.0.3.3",
+            80,
+            &[("VIP_0", "/web:80"), ("DCNET_VIP_WEIGHT", "5")],
+        );
+        sick.healthy = Some(false);
+        let bad = task(
+            "web.4",
+            "a3",
+            "9.0.3.4",
+            80,
+            &[("VIP_0", "/web:80"), ("DCNET_VIP_WEIGHT", "heavy")],
+        );
+        let c = cluster(vec![
+            task("web.1", "a2", "9.0.2.2", 80, &[("VIP_0", "/web:80")]),
+            heavy,
+            sick,
+            bad,
+        ]);
+        let d = desired(&c, &HashSet::new(), &Localities::default());
+        let weights: Vec<u32> = d
+            .vips
+            .values()
+            .next()
+            .unwrap()
+            .iter()
+            .map(|b| b.weight)
+            .collect();
+        assert_eq!(weights, [1, 3, 0, 1], "the bad label's task keeps weight 1");
+        assert_eq!(d.errors.len(), 1, "{:?}", d.errors);
+        assert_eq!(d.errors[0].task, "web.4");
+        assert!(d.errors[0].error.to_string().contains("DCNET_VIP_WEIGHT"));
     }
 
     #[test]
