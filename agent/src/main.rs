@@ -67,6 +67,10 @@ enum LbCommand {
         /// The cgroup v2 directory of `[lb] cgroup` (default: the root of the cgroup v2 mount).
         #[arg(long)]
         cgroup: Option<std::path::PathBuf>,
+        /// The agent's state directory: the socket tables pinned in its `bpf/` are removed
+        /// too, and the BPF filesystem the agent mounted there unmounted.
+        #[arg(long, default_value = dcnet_agent::config::DEFAULT_STATE_DIR)]
+        state_dir: std::path::PathBuf,
     },
 }
 
@@ -480,8 +484,8 @@ fn main() -> ExitCode {
         Command::Nodes(args) => report(nodes(args)),
         Command::Vips(args) => report(vips(args)),
         Command::Lb(LbArgs {
-            command: LbCommand::Detach { cgroup },
-        }) => report(lb_detach(cgroup)),
+            command: LbCommand::Detach { cgroup, state_dir },
+        }) => report(lb_detach(cgroup, &state_dir)),
         Command::Dns(DnsArgs {
             command: Some(DnsCommand::Records(args)),
             ..
@@ -776,7 +780,10 @@ fn vips(args: ClientArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn lb_detach(cgroup: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+fn lb_detach(
+    cgroup: Option<std::path::PathBuf>,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<()> {
     let cgroup = match cgroup {
         Some(path) => path,
         None => dcnet_agent::config::cgroup2_mount().ok_or_else(|| {
@@ -789,6 +796,14 @@ fn lb_detach(cgroup: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     println!(
         "{n} load-balancer programs detached from {}",
         cgroup.display()
+    );
+    let pins = state_dir.join(dcnet_agent::lb::PINS_DIR);
+    let unpinned = dcnet_lb::pins::unpin(&pins, &dcnet_lb::datapath::SHARED_MAPS)?;
+    let unmounted = dcnet_lb::pins::unmount(&pins)?;
+    println!(
+        "{unpinned} pinned socket tables removed from {}{}",
+        pins.display(),
+        if unmounted { " (unmounted)" } else { "" }
     );
     Ok(())
 }

@@ -24,9 +24,10 @@ use aya::{Ebpf, EbpfLoader, util::nr_cpus};
 use dcnet_ebpf_common::{
     BACKEND_CONNS, BACKEND_CONNS_MAX_ENTRIES, BACKENDS4, BACKENDS4_MAX_ENTRIES, BACKENDS6,
     BACKENDS6_MAX_ENTRIES, Backend4, Backend6, MAX_BACKENDS_PER_VIP, PROTO_TCP, PROTO_UDP,
-    REVERSE4, REVERSE6, Reverse4Key, Reverse6Key, STATS, SockVip4, SockVip6, Stat, TCP_VIPS4,
-    TCP_VIPS6, VIP_CONNS, VIPS4, VIPS4_MAX_ENTRIES, VIPS6, Vip4Addr, Vip4Key, Vip6Addr, Vip6Key,
-    VipEntry, ip6_octets, ip6_words,
+    REVERSE4, REVERSE4_MAX_ENTRIES, REVERSE6, REVERSE6_MAX_ENTRIES, Reverse4Key, Reverse6Key,
+    STATS, SockVip4, SockVip6, Stat, TCP_VIPS_MAX_ENTRIES, TCP_VIPS4, TCP_VIPS6, VIP_CONNS, VIPS4,
+    VIPS4_MAX_ENTRIES, VIPS6, Vip4Addr, Vip4Key, Vip6Addr, Vip6Key, VipEntry, ip6_octets,
+    ip6_words,
 };
 
 use crate::Error;
@@ -150,7 +151,28 @@ pub struct Datapath {
 impl Datapath {
     /// Loads the embedded object into the kernel and verifies its programs (not yet attached).
     pub fn load() -> Result<Self, Error> {
-        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(Error::Load)?;
+        Self::load_with(&mut EbpfLoader::new())
+    }
+
+    /// Loads the programs with the socket tables ([`SHARED_MAPS`]) pinned in `dir` (a BPF
+    /// filesystem is mounted there if it is not on one): tables an earlier run pinned there
+    /// are used as they are, so its sockets keep showing their VIPs; new ones are pinned for
+    /// the next run. Returns the datapath and the tables that had to be made anew because
+    /// an earlier run's were of another layout.
+    pub fn load_sharing(dir: &Path) -> Result<(Self, Vec<&'static str>), Error> {
+        crate::pins::ensure(dir)?;
+        let dropped = crate::pins::drop_mismatched(dir, &shared_layouts())?;
+        let paths: Vec<(&'static str, std::path::PathBuf)> =
+            SHARED_MAPS.iter().map(|&n| (n, dir.join(n))).collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        Ok((Self::load_with(&mut loader)?, dropped))
+    }
+
+    fn load_with(loader: &mut EbpfLoader<'_>) -> Result<Self, Error> {
+        let mut ebpf = loader.load(OBJECT).map_err(Error::Load)?;
         load_sock_addr(&mut ebpf, SOCK_ADDR_PROGRAMS)?;
         sock_release_program(&mut ebpf)?
             .load()
@@ -216,6 +238,47 @@ impl Datapath {
         let ours = crate::attach::program_ids(&self.ebpf, ATTACHED)?;
         crate::attach::retire(cgroup, ATTACHED, &ours)
     }
+}
+
+/// The socket tables, shared by successive runs through pins: what a socket reached through a
+/// VIP is remembered in them.
+pub const SHARED_MAPS: [&str; 4] = [REVERSE4, REVERSE6, TCP_VIPS4, TCP_VIPS6];
+
+fn shared_layouts() -> [crate::pins::Layout; 4] {
+    use crate::pins::Layout;
+    use std::mem::size_of;
+    let layout = |name, key: usize, value: usize, max_entries| Layout {
+        name,
+        key_size: key as u32,
+        value_size: value as u32,
+        max_entries,
+    };
+    [
+        layout(
+            REVERSE4,
+            size_of::<Reverse4Key>(),
+            size_of::<Vip4Addr>(),
+            REVERSE4_MAX_ENTRIES,
+        ),
+        layout(
+            REVERSE6,
+            size_of::<Reverse6Key>(),
+            size_of::<Vip6Addr>(),
+            REVERSE6_MAX_ENTRIES,
+        ),
+        layout(
+            TCP_VIPS4,
+            size_of::<u64>(),
+            size_of::<SockVip4>(),
+            TCP_VIPS_MAX_ENTRIES,
+        ),
+        layout(
+            TCP_VIPS6,
+            size_of::<u64>(),
+            size_of::<SockVip6>(),
+            TCP_VIPS_MAX_ENTRIES,
+        ),
+    ]
 }
 
 /// Detaches every dcnet datapath program from `cgroup`, a running agent's included (`dcnet lb

@@ -44,6 +44,14 @@ pub enum Error {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    /// The directory of pinned maps could not be set up or changed.
+    #[error("BPF pins: cannot {action} {path:?}")]
+    Pins {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     /// The cgroup directory to attach to could not be opened.
     #[error("cannot open cgroup {path:?} (it must be a directory of the cgroup v2 hierarchy)")]
     Cgroup {

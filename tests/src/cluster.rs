@@ -664,6 +664,13 @@ impl Cluster {
         {
             commands.push(format!("ip netns delete {name}"));
         }
+        for node in &self.nodes {
+            // The load balancer's pins (a BPF filesystem the agent mounted): unmounted first.
+            commands.push(format!(
+                "umount -l {} 2>/dev/null; true",
+                node.state_dir.join(dcnet_agent::lb::PINS_DIR).display()
+            ));
+        }
         commands.push(format!("rm -r {}", self.dir.path().display()));
         commands
     }
@@ -760,6 +767,12 @@ impl Drop for Cluster {
                 eprintln!("cluster teardown: {e}");
             }
         }
+        for node in &self.nodes {
+            let pins = node.state_dir.join(dcnet_agent::lb::PINS_DIR);
+            if let Err(e) = dcnet_lb::pins::unmount(&pins) {
+                eprintln!("cluster teardown: {e}");
+            }
+        }
     }
 }
 
@@ -817,8 +830,29 @@ pub fn node_address(i: usize) -> Ipv4Addr {
 }
 
 /// Removes namespaces left by harness processes that no longer exist (killed before their
-/// `Drop` ran). Agents in them died with their parent (`PR_SET_PDEATHSIG`).
+/// `Drop` ran), and the BPF filesystems their agents mounted in their state directories.
+/// Agents in them died with their parent (`PR_SET_PDEATHSIG`).
 pub fn sweep_leftovers() {
+    if let Ok(mounts) = fs::read_to_string("/proc/self/mounts") {
+        for line in mounts.lines() {
+            let mut fields = line.split_whitespace();
+            let (Some(_), Some(at), Some("bpf")) = (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            let dead = at
+                .strip_prefix(&format!(
+                    "{}/dcnet-cluster-",
+                    std::env::temp_dir().display()
+                ))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+            if dead {
+                let _ = dcnet_lb::pins::unmount(Path::new(at));
+            }
+        }
+    }
     let Ok(names) = Netns::list() else { return };
     for name in names {
         let Some(pid) = name

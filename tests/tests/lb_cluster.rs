@@ -391,8 +391,9 @@ fn connect4_programs(cgroup: &TestCgroup) -> Result<usize> {
 
 /// An agent restarting under a client that connects to a VIP all the time: its datapath
 /// outlives it (attached to the cgroup, not to the process), the next run attaches its own
-/// beside it and retires it once it has the VIPs, so not one connect goes untranslated; and
-/// `dcnet lb detach` takes them all away on purpose.
+/// beside it and retires it once it has the VIPs, so not one connect goes untranslated; the
+/// socket tables are pinned and shared, so every connection shows its VIP; and `dcnet lb
+/// detach` takes them all away on purpose.
 #[test]
 fn vips_are_translated_through_agent_restarts() -> Result<()> {
     let cgroups: Vec<TestCgroup> = (0..2)
@@ -522,8 +523,21 @@ fn vips_are_translated_through_agent_restarts() -> Result<()> {
             other => bail!("a connect through {vip} went wrong: {other:?}"),
         }
     }
-    eprintln!("getpeername showed the backend's address on {by_backend_address}");
-    assert!(by_backend_address <= 10, "{by_backend_address}");
+    // The socket tables are pinned and shared by every run: a connection made through an
+    // earlier run's hooks still shows its VIP after they are retired.
+    assert_eq!(
+        by_backend_address, 0,
+        "getpeername showed the backend's address"
+    );
+    let pins = cluster.nodes[0].state_dir.join(dcnet_agent::lb::PINS_DIR);
+    assert!(
+        dcnet_lb::pins::is_bpffs(&pins)?,
+        "{} is a BPF filesystem",
+        pins.display()
+    );
+    for name in dcnet_lb::datapath::SHARED_MAPS {
+        assert!(pins.join(name).exists(), "{name} pinned");
+    }
 
     // On purpose: everything goes, the running agent's too.
     let out = cluster.run_in(
@@ -534,6 +548,8 @@ fn vips_are_translated_through_agent_restarts() -> Result<()> {
             "detach",
             "--cgroup",
             &cgroups[0].path().to_string_lossy(),
+            "--state-dir",
+            &cluster.nodes[0].state_dir.to_string_lossy(),
         ],
     )?;
     assert!(
@@ -542,6 +558,12 @@ fn vips_are_translated_through_agent_restarts() -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(connect4_programs(&cgroups[0])?, 0);
+    assert!(!dcnet_lb::pins::is_bpffs(&pins)?, "unmounted");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("4 pinned socket tables removed"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let lines = client(&client_c, &cgroups[0], &["tcp", &vip.to_string(), "1"])?;
     assert!(matches!(lines[..], [Line::Err { .. }]), "{lines:?}");
     Ok(())

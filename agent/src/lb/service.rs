@@ -143,12 +143,17 @@ impl LbService {
     /// until the process ends.
     pub fn start(
         settings: &LbSettings,
+        pins: &std::path::Path,
         facts: FactsWatch,
         named: watch::Sender<NamedVips>,
         overlay: Option<Arc<OverlayService>>,
         (registry, services): (&mut Registry, &mut Services),
     ) -> Result<Self, crate::Error> {
-        let mut datapath = Datapath::load().map_err(crate::Error::Lb)?;
+        // The socket tables are pinned: the next run's programs use them as they are.
+        let (mut datapath, remade) = Datapath::load_sharing(pins).map_err(crate::Error::Lb)?;
+        if !remade.is_empty() {
+            warn!(tables = ?remade, pins = %pins.display(), "load balancer: pinned socket tables of another layout were made anew; sockets connected before show their backend to getpeername");
+        }
         // Attached to outlive this process: while the agent restarts, VIPs keep working.
         datapath
             .attach_to_outlive(&settings.cgroup)
