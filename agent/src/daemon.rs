@@ -130,7 +130,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     let lb = if config.lb.enabled {
         Some(Arc::new(LbService::start(
             &config.lb,
-            &config.state_dir.join(crate::lb::PINS_DIR),
+            &config.state_dir.join(crate::state::BPF_DIR),
             facts.watch("lb", tasks),
             named_vips,
             overlay.clone(),

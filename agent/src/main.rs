@@ -797,7 +797,7 @@ fn lb_detach(
         "{n} load-balancer programs detached from {}",
         cgroup.display()
     );
-    let pins = state_dir.join(dcnet_agent::lb::PINS_DIR);
+    let pins = state_dir.join(dcnet_agent::state::BPF_DIR);
     let unpinned = dcnet_lb::pins::unpin(&pins, &dcnet_lb::datapath::SHARED_MAPS)?;
     let unmounted = dcnet_lb::pins::unmount(&pins)?;
     println!(

@@ -11,6 +11,11 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::Error;
 
+/// The directory of the state directory on a BPF filesystem (the agent mounts one there if
+/// needed, see [`dcnet_lb::pins`]): the load balancer's socket tables and the overlay fast
+/// path's links are pinned there, so they outlive the agent.
+pub const BPF_DIR: &str = "bpf";
+
 /// An open, locked state directory. The lock is released when this is dropped (or the process
 /// dies), so a crashed agent never blocks its successor.
 #[derive(Debug)]

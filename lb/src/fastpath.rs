@@ -1,10 +1,14 @@
 //! Loads the container fast path (`ebpf/programs/src/fastpath.rs`), attaches it at tc ingress
 //! of the VTEP and of each container's host-side veth, and keeps its table of local endpoints.
 //!
-//! Attachments are TCX links (kernel ≥ 6.6) that belong to this process: they go with the
-//! agent, and the traffic then takes the bridge and the node's forwarding, as it did before
-//! the fast path existed, until a restarted agent attaches again. Nothing is lost in between:
-//! the kernel objects of the overlay are the same with and without the programs.
+//! Attachments are TCX links (kernel ≥ 6.6). Loaded with a pin directory (on a BPF
+//! filesystem), each link is pinned there under its interface's name, so it outlives the
+//! agent: while no agent runs, the last programs keep carrying the traffic. The next run
+//! adopts each pinned link and replaces its program with its own in place
+//! (`BPF_LINK_UPDATE`, atomic: never a moment without a program). Without a pin directory the
+//! links belong to the process and the traffic takes the bridge while no agent runs; nothing
+//! is lost either way, the kernel objects of the overlay are the same with and without the
+//! programs.
 //!
 //! [`Fastpath::ensure_attached`] asks the kernel which programs are attached to an interface
 //! and attaches again where ours is missing (removed by hand, or the interface was made anew),
@@ -12,10 +16,12 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
-use aya::programs::tc::{SchedClassifierLinkId, TcAttachOptions};
-use aya::programs::{SchedClassifier, TcAttachType, links::LinkOrder};
+use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
+use aya::programs::tc::{SchedClassifierLink, SchedClassifierLinkId, TcAttachOptions};
+use aya::programs::{SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 pub use dcnet_ebpf_common::{Endpoint, FastpathStat};
 use dcnet_ebpf_common::{FASTPATH_CONFIG, FASTPATH_ENDPOINTS, FASTPATH_STATS, FastpathConfig};
@@ -34,7 +40,15 @@ pub const FROM_TUNNEL: &str = "fastpath_from_tunnel";
 /// Where a program is attached: the interface's index then, and the link.
 struct Attachment {
     ifindex: u32,
-    link: SchedClassifierLinkId,
+    link: Held,
+}
+
+/// A link as this process holds it.
+enum Held {
+    /// Owned by the program object: detached with it.
+    Owned(SchedClassifierLinkId),
+    /// Pinned: outlives the process.
+    Pinned(PinnedLink),
 }
 
 /// The loaded fast path.
@@ -48,11 +62,21 @@ pub struct Fastpath {
     /// Interface name → where which program is attached.
     attached: BTreeMap<String, (&'static str, Attachment)>,
     current: BTreeMap<Ipv4Addr, Endpoint>,
+    /// Where links are pinned, by interface name.
+    pins: Option<PathBuf>,
 }
 
 impl Fastpath {
-    /// Loads the programs (attached nowhere yet, no endpoints).
-    pub fn load() -> Result<Self, Error> {
+    /// Loads the programs (attached nowhere yet, no endpoints). With `pins` (a directory on a
+    /// BPF filesystem, made if missing), links are pinned there and an earlier run's adopted.
+    pub fn load(pins: Option<&Path>) -> Result<Self, Error> {
+        if let Some(dir) = pins {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Pins {
+                path: dir.to_path_buf(),
+                action: "create",
+                source,
+            })?;
+        }
         let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(Error::Load)?;
         let endpoints = take_map(&mut ebpf, FASTPATH_ENDPOINTS, HashMap::try_from)?;
         let config = take_map(&mut ebpf, FASTPATH_CONFIG, Array::try_from)?;
@@ -82,6 +106,7 @@ impl Fastpath {
             ids,
             attached: BTreeMap::new(),
             current: BTreeMap::new(),
+            pins: pins.map(Path::to_path_buf),
         })
     }
 
@@ -119,13 +144,41 @@ impl Fastpath {
         self.forget(host_veth);
     }
 
+    /// Detaches (and unpins) what is recorded for `interface`. The interface is usually gone,
+    /// and its link with it: nothing to report.
     fn forget(&mut self, interface: &str) {
-        if let Some((name, attachment)) = self.attached.remove(interface)
-            && let Ok(program) = classifier(&mut self.ebpf, name)
-        {
-            // The interface is usually gone, and its link with it: nothing to report.
-            let _ = program.detach(attachment.link);
+        let Some((name, attachment)) = self.attached.remove(interface) else {
+            return;
+        };
+        match attachment.link {
+            Held::Owned(id) => {
+                if let Ok(program) = classifier(&mut self.ebpf, name) {
+                    let _ = program.detach(id);
+                }
+            }
+            // Unpinned and closed: the link goes.
+            Held::Pinned(link) => drop(link.unpin()),
         }
+    }
+
+    /// Removes pins of interfaces nothing is attached to any more (their interface went while
+    /// no agent ran); returns how many.
+    pub fn remove_stale_pins(&self) -> usize {
+        let Some(dir) = &self.pins else {
+            return 0;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_none_or(|name| !self.attached.contains_key(name))
+            })
+            .filter(|e| std::fs::remove_file(e.path()).is_ok())
+            .count()
     }
 
     /// The interfaces the programs are attached to, by program.
@@ -156,16 +209,59 @@ impl Fastpath {
         // Ours is missing: a link recorded for the name belongs to a removed attachment or an
         // earlier interface of that name.
         self.forget(interface);
-        let link = classifier(&mut self.ebpf, program)?
-            .attach_with_options(
-                interface,
-                TcAttachType::Ingress,
-                TcAttachOptions::TcxOrder(LinkOrder::default()),
-            )
-            .map_err(|e| err("attach (tcx ingress)", e))?;
+        let pin = self.pins.as_ref().map(|dir| dir.join(interface));
+        let classifier = classifier(&mut self.ebpf, program)?;
+        // A link an earlier run pinned for this interface gets our program in place.
+        let adopted = pin.as_deref().and_then(|pin| {
+            let old = PinnedLink::from_pin(pin).ok()?;
+            // The fd keeps the link while it is pinned again below.
+            let _ = std::fs::remove_file(pin);
+            let link = SchedClassifierLink::try_from(FdLink::from(old)).ok()?;
+            classifier.attach_to_link(link).ok()
+        });
+        let link = match adopted {
+            // A link of an interface that was made anew is defunct: the update does not show.
+            Some(link) if ingress_programs(interface)?.contains(&id) => link,
+            stale => {
+                if let Some(link) = stale {
+                    let _ = classifier.detach(link);
+                }
+                classifier
+                    .attach_with_options(
+                        interface,
+                        TcAttachType::Ingress,
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
+                    .map_err(|e| err("attach (tcx ingress)", e))?
+            }
+        };
+        let held = match pin {
+            None => Held::Owned(link),
+            Some(pin) => {
+                let link = classifier
+                    .take_link(link)
+                    .map_err(|e| err("take the link of", e))?;
+                let fd = FdLink::try_from(link).map_err(|e| Error::Pins {
+                    path: pin.clone(),
+                    action: "pin a link (not a BPF link) at",
+                    source: std::io::Error::other(e),
+                })?;
+                Held::Pinned(fd.pin(&pin).map_err(|e| Error::Pins {
+                    path: pin.clone(),
+                    action: "pin a link at",
+                    source: std::io::Error::other(e),
+                })?)
+            }
+        };
         self.attached.insert(
             interface.to_owned(),
-            (program, Attachment { ifindex, link }),
+            (
+                program,
+                Attachment {
+                    ifindex,
+                    link: held,
+                },
+            ),
         );
         Ok(true)
     }

@@ -668,7 +668,7 @@ impl Cluster {
             // The load balancer's pins (a BPF filesystem the agent mounted): unmounted first.
             commands.push(format!(
                 "umount -l {} 2>/dev/null; true",
-                node.state_dir.join(dcnet_agent::lb::PINS_DIR).display()
+                node.state_dir.join(dcnet_agent::state::BPF_DIR).display()
             ));
         }
         commands.push(format!("rm -r {}", self.dir.path().display()));
@@ -768,7 +768,7 @@ impl Drop for Cluster {
             }
         }
         for node in &self.nodes {
-            let pins = node.state_dir.join(dcnet_agent::lb::PINS_DIR);
+            let pins = node.state_dir.join(dcnet_agent::state::BPF_DIR);
             if let Err(e) = dcnet_lb::pins::unmount(&pins) {
                 eprintln!("cluster teardown: {e}");
             }

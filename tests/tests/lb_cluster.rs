@@ -529,7 +529,7 @@ fn vips_are_translated_through_agent_restarts() -> Result<()> {
         by_backend_address, 0,
         "getpeername showed the backend's address"
     );
-    let pins = cluster.nodes[0].state_dir.join(dcnet_agent::lb::PINS_DIR);
+    let pins = cluster.nodes[0].state_dir.join(dcnet_agent::state::BPF_DIR);
     assert!(
         dcnet_lb::pins::is_bpffs(&pins)?,
         "{} is a BPF filesystem",

@@ -1,8 +1,8 @@
 //! The container fast path (tc programs on the VTEP and the containers' veths) in a namespace
 //! cluster: it carries container traffic across nodes and on one node with the semantics of
 //! forwarding (TTL, MTU), the kernel holds exactly its links, links removed by hand come back
-//! within a reconcile interval (1 s here, 5 s allowed), and without the agent (its links
-//! gone with it) the same traffic takes the bridge.
+//! within a reconcile interval (1 s here, 5 s allowed), the links outlive a killed agent
+//! (pinned) and a restarted one puts its programs into them.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -272,16 +272,36 @@ fn the_fast_path_carries_container_traffic_and_is_repaired() -> Result<()> {
         traffic(cluster, &a1, &a2, &b)?;
         assert!(packets(cluster, 0, "to_tunnel")? > before + 20);
 
-        // Without its agent, node 1's links are gone and the bridge carries the same traffic.
+        // Without its agent, node 1's links stay (pinned in its state directory) with the
+        // last programs in them, and traffic goes on.
+        let node1 = wait_attached(cluster, 0, &veths1)?;
+        let old = program_id(&node1, "fastpath_from_container")?;
+        let mut links_before = links_of(old)?;
+        links_before.sort_unstable();
+        assert_eq!(links_before.len(), 2, "one link per container veth");
         cluster.stop_agent(0, Signal::SIGKILL, Duration::from_secs(5));
-        for name in ["fastpath_from_container", "fastpath_from_tunnel"] {
-            let left = links_of(program_id(&node1, name)?)?;
-            assert!(left.is_empty(), "links of {name} left: {left:?}");
+        for veth in veths1 {
+            let programs = cluster.nodes[0]
+                .netns
+                .run(|| dcnet_lb::fastpath::ingress_programs(veth))??;
+            assert_eq!(programs, [old as u32], "the last program stays on {veth:?}");
         }
         traffic(cluster, &a1, &a2, &b)?;
-        // And a restarted agent attaches again.
+        // A restarted agent puts its programs into the same links (no second attachment).
         cluster.start_agent(0)?;
-        wait_attached(cluster, 0, &veths1)?;
+        let restarted = wait_attached(cluster, 0, &veths1)?;
+        let new = program_id(&restarted, "fastpath_from_container")?;
+        assert_ne!(new, old);
+        let mut links_after = links_of(new)?;
+        links_after.sort_unstable();
+        assert_eq!(links_after, links_before, "the same links, adopted");
+        assert!(links_of(old)?.is_empty(), "the old program is in no link");
+        for veth in veths1 {
+            let programs = cluster.nodes[0]
+                .netns
+                .run(|| dcnet_lb::fastpath::ingress_programs(veth))??;
+            assert_eq!(programs, [new as u32], "only the new program on {veth:?}");
+        }
         let before = packets(cluster, 0, "to_tunnel")?;
         traffic(cluster, &a1, &a2, &b)?;
         assert!(packets(cluster, 0, "to_tunnel")? > before + 20);

@@ -10,7 +10,3 @@ pub mod locality;
 pub mod service;
 
 pub use service::{LbService, VipStatus};
-
-/// The directory of the state directory where the datapath's socket tables are pinned (on a
-/// BPF filesystem the agent mounts there if needed; see [`dcnet_lb::pins`]).
-pub const PINS_DIR: &str = "bpf";

@@ -2,6 +2,9 @@
 //! attached to the VTEP and to every attached container's host-side veth, its endpoint table
 //! kept as the node's attachments are.
 //!
+//! The links are pinned (`<state_dir>/bpf/fastpath/<interface>`): while the agent restarts
+//! its programs carry on, and the next run puts its own programs into the same links.
+//!
 //! A full pass asks the kernel which programs each interface has and reads the endpoint table
 //! back, attaching again and rewriting what differs (counted as repairs); an incremental pass
 //! (after an attach or a detach) only adds what is new. Without the programs (not loadable
@@ -9,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use dcnet_lb::fastpath::{Endpoint, Fastpath, FastpathStat};
@@ -18,6 +22,9 @@ use serde::Serialize;
 
 use super::service::error_chain;
 use tracing::{info, warn};
+
+/// The directory of the BPF filesystem where the links are pinned, one per interface.
+pub const PINS: &str = "fastpath";
 
 /// A container interface of this node, as the fast path needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,12 +71,26 @@ enum State {
 /// Owns the loaded fast path.
 pub struct Keeper {
     state: Mutex<State>,
+    /// Where the links are pinned (on a BPF filesystem), if they can be.
+    pins: Option<PathBuf>,
 }
 
 impl Keeper {
-    pub fn new(enabled: bool) -> Self {
+    /// `bpffs`: a directory of the state directory for a BPF filesystem (mounted there if
+    /// needed); the links are pinned in its `fastpath/` so they outlive the agent.
+    pub fn new(enabled: bool, bpffs: &Path) -> Self {
+        let pins = enabled
+            .then(|| match dcnet_lb::pins::ensure(bpffs) {
+                Ok(_) => Some(bpffs.join(PINS)),
+                Err(e) => {
+                    warn!(error = %error_chain(&e), "overlay: no BPF filesystem for the fast path's links; they go with the agent (the bridge carries the traffic while it restarts)");
+                    None
+                }
+            })
+            .flatten();
         Self {
             state: Mutex::new(if enabled { State::NotYet } else { State::Off }),
+            pins,
         }
     }
 
@@ -84,7 +105,7 @@ impl Keeper {
             let Some(vtep) = vtep else {
                 return pass;
             };
-            *state = match Fastpath::load() {
+            *state = match Fastpath::load(self.pins.as_deref()) {
                 Ok(fastpath) => {
                     info!(%vtep, "overlay: container fast path loaded");
                     State::Loaded {
@@ -101,41 +122,16 @@ impl Keeper {
         let State::Loaded { fastpath, repairs } = &mut *state else {
             return pass;
         };
-        let mut repaired = |what: &str, interface: &str| {
-            warn!(%interface, "overlay: fast path {what} was removed by hand; attached again");
-            pass.repairs += 1;
-        };
-        if let Some(vtep) = vtep {
-            let known = fastpath.attached_ifindex(vtep);
-            match fastpath.set_tunnel(vtep) {
-                Ok(true) if known.is_some() && full => repaired("program on the VTEP", vtep),
-                Ok(_) => {}
-                Err(e) => {
-                    pass.failures += 1;
-                    warn!(error = %error_chain(&e), "overlay: cannot attach the fast path to the VTEP");
-                }
-            }
-        }
-        // Endpoints whose veth is not there (being made, or gone) wait for the next pass.
+        // The endpoints first, then the programs: a program that replaces an earlier run's
+        // (adopted from its pinned link) finds the table it needs.
         let mut wanted = BTreeMap::new();
+        let mut present = Vec::new();
         for e in endpoints {
+            // A veth that is not there (being made, or gone) waits for the next pass.
             let Ok(ifindex) = dcnet_lb::fastpath::ifindex(&e.host_veth) else {
                 continue;
             };
-            let known = fastpath.attached_ifindex(&e.host_veth) == Some(ifindex);
-            if known && !full {
-                // Attached earlier to this very interface; a full pass checks it is still there.
-            } else {
-                match fastpath.attach_container(&e.host_veth) {
-                    Ok(true) if known => repaired("program on a container veth", &e.host_veth),
-                    Ok(_) => {}
-                    Err(err) => {
-                        pass.failures += 1;
-                        warn!(interface = %e.host_veth, error = %error_chain(&err), "overlay: cannot attach the fast path to a container");
-                        continue;
-                    }
-                }
-            }
+            present.push((e, ifindex));
             wanted.insert(
                 e.address,
                 Endpoint {
@@ -144,16 +140,6 @@ impl Keeper {
                     gateway_mac: gateway_mac(e.gateway),
                 },
             );
-        }
-        let stale: Vec<String> = fastpath
-            .interfaces()
-            .filter(|(interface, _)| {
-                Some(*interface) != vtep && !endpoints.iter().any(|e| e.host_veth == *interface)
-            })
-            .map(|(interface, _)| interface.to_owned())
-            .collect();
-        for interface in stale {
-            fastpath.forget_container(&interface);
         }
         if full {
             match fastpath.verify_endpoints() {
@@ -171,6 +157,55 @@ impl Keeper {
         if let Err(e) = fastpath.set_endpoints(&wanted) {
             pass.failures += 1;
             warn!(error = %error_chain(&e), "overlay: cannot update the fast path's endpoints");
+        }
+        let mut repaired = |what: &str, interface: &str| {
+            warn!(%interface, "overlay: fast path {what} was removed by hand; attached again");
+            pass.repairs += 1;
+        };
+        if let Some(vtep) = vtep {
+            let known = fastpath.attached_ifindex(vtep);
+            match fastpath.set_tunnel(vtep) {
+                Ok(true) if known.is_some() && full => repaired("program on the VTEP", vtep),
+                Ok(_) => {}
+                Err(e) => {
+                    pass.failures += 1;
+                    warn!(error = %error_chain(&e), "overlay: cannot attach the fast path to the VTEP");
+                }
+            }
+        }
+        for (e, ifindex) in present {
+            let known = fastpath.attached_ifindex(&e.host_veth) == Some(ifindex);
+            // Attached earlier to this very interface: a full pass checks it is still there.
+            if known && !full {
+                continue;
+            }
+            match fastpath.attach_container(&e.host_veth) {
+                Ok(true) if known => repaired("program on a container veth", &e.host_veth),
+                Ok(_) => {}
+                Err(err) => {
+                    pass.failures += 1;
+                    warn!(interface = %e.host_veth, error = %error_chain(&err), "overlay: cannot attach the fast path to a container");
+                }
+            }
+        }
+        let stale: Vec<String> = fastpath
+            .interfaces()
+            .filter(|(interface, _)| {
+                Some(*interface) != vtep && !endpoints.iter().any(|e| e.host_veth == *interface)
+            })
+            .map(|(interface, _)| interface.to_owned())
+            .collect();
+        for interface in stale {
+            fastpath.forget_container(&interface);
+        }
+        if full && vtep.is_some() {
+            let removed = fastpath.remove_stale_pins();
+            if removed > 0 {
+                info!(
+                    removed,
+                    "overlay: pinned fast path links of interfaces that are gone removed"
+                );
+            }
         }
         *repairs += pass.repairs;
         pass

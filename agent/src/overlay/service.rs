@@ -278,7 +278,10 @@ impl OverlayService {
             .collect();
         let inner = Arc::new(Inner {
             node_id: gossip.node_id().to_owned(),
-            fastpath: super::fastpath::Keeper::new(settings.fast_path),
+            fastpath: super::fastpath::Keeper::new(
+                settings.fast_path,
+                &dir.path().join(crate::state::BPF_DIR),
+            ),
             settings,
             underlay,
             gossip,
