@@ -161,10 +161,16 @@ fn sandbox(cluster: &Cluster, task_id: &str) -> PathBuf {
 /// Mounts under node 2's state directory (the containers' root file systems).
 fn container_mounts(cluster: &Cluster) -> Result<Vec<String>> {
     let state = cluster.nodes[1].state_dir.display().to_string();
+    // The agent's own BPF filesystem (its pinned maps and links) is no container's.
+    let bpffs = cluster.nodes[1]
+        .state_dir
+        .join(dcnet_agent::state::BPF_DIR)
+        .display()
+        .to_string();
     Ok(std::fs::read_to_string("/proc/self/mounts")?
         .lines()
         .filter_map(|l| l.split_whitespace().nth(1))
-        .filter(|m| m.starts_with(&state))
+        .filter(|m| m.starts_with(&state) && *m != bpffs)
         .map(str::to_owned)
         .collect())
 }
