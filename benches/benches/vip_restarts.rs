@@ -22,7 +22,7 @@ use dcnet_benches::print_table;
 use dcnet_tests::cluster::node_address;
 use dcnet_tests::container::Container;
 use dcnet_tests::lb::{self, Line};
-use dcnet_tests::{Cluster, ClusterOptions, FakeMaster, NodeSpec, TestCgroup, wait_until};
+use dcnet_tests::{Cluster, FakeMaster, TestCgroup, wait_until};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
@@ -73,20 +73,6 @@ fn web_vip(cluster: &Cluster, i: usize, backend: &str) -> Result<Option<SocketAd
     Ok(ready
         .then(|| web["vip"].as_str().and_then(|a| a.parse().ok()))
         .flatten())
-}
-
-/// connect4 programs attached to `cgroup` (one per datapath run).
-fn connect4_programs(cgroup: &TestCgroup) -> Result<usize> {
-    let out = std::process::Command::new("bpftool")
-        .args(["-j", "cgroup", "show"])
-        .arg(cgroup.path())
-        .output()
-        .context("bpftool (apt install bpftool, or scripts/setup.sh)")?;
-    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    Ok(list
-        .iter()
-        .filter(|p| p["attach_type"] == "cgroup_inet4_connect" && p["name"] == "connect4")
-        .count())
 }
 
 /// What one client run saw.
@@ -164,23 +150,7 @@ fn main() -> Result<()> {
         .map(|i| TestCgroup::create(&format!("vipr{}", i + 1)))
         .collect::<Result<_>>()?;
     let master_addr = format!("{}:5050", node_address(1));
-    let mut options = ClusterOptions::nodes(2);
-    for (i, node) in options.nodes.iter_mut().enumerate() {
-        let mut extra = format!(
-            "\n[overlay]\nenabled = true\nlease_settle = \"1s\"\n\n[lb]\nenabled = true\ncgroup = \"{}\"\n",
-            cgroups[i].path().display()
-        );
-        if i == 1 {
-            extra.push_str(&format!(
-                "\n[dns.mesos]\nmasters = [\"{master_addr}\"]\nrefresh = \"1s\"\nip_sources = [\"netinfo\", \"host\"]\n"
-            ));
-        }
-        *node = NodeSpec {
-            roles: vec![if i == 1 { "master" } else { "agent" }.into()],
-            extra_config: extra,
-            ..NodeSpec::default()
-        };
-    }
+    let options = lb::two_nodes_reading_a_master(&cgroups, &master_addr, "");
     let mut cluster = Cluster::start(options)?;
     cluster.wait_for_overlay(&[0, 1], 1)?;
     let client = Container::attach(&cluster, 0, "vrcli")?;
@@ -239,7 +209,7 @@ fn main() -> Result<()> {
                 Duration::from_secs(15),
                 || {
                     let programmed = web_vip(&cluster, 0, &backend_text)?.is_some();
-                    Ok((programmed && connect4_programs(&cgroups[0])? == 1).then_some(()))
+                    Ok((programmed && lb::connect4_programs(&cgroups[0])? == 1).then_some(()))
                 },
             )?;
             gaps.push(began.elapsed());

@@ -72,7 +72,22 @@ impl Container {
 
     /// Pings `to` from inside with `size` bytes of payload, fragmentation forbidden.
     pub fn ping(&self, to: Ipv4Addr, size: usize) -> Result<bool> {
-        let out = self.ns.run(
+        Ok(self.ping_once(to, size)?.status.success())
+    }
+
+    /// Like [`Container::ping`]; the TTL of the reply, `None` if none came.
+    pub fn ping_ttl(&self, to: Ipv4Addr, size: usize) -> Result<Option<u8>> {
+        let out = self.ping_once(to, size)?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(text
+            .split("ttl=")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|t| t.parse().ok()))
+    }
+
+    fn ping_once(&self, to: Ipv4Addr, size: usize) -> Result<std::process::Output> {
+        self.ns.run(
             "ping",
             &[
                 "-c",
@@ -85,7 +100,30 @@ impl Container {
                 &size.to_string(),
                 &to.to_string(),
             ],
-        )?;
-        Ok(out.status.success())
+        )
+    }
+
+    /// An echo server on the container's address and `port`, serving until the process ends.
+    pub fn echo_server(&self, port: u16) -> Result<()> {
+        let ip = self.ip;
+        let listener = self
+            .ns
+            .netns()
+            .run(move || std::net::TcpListener::bind((ip, port)))??;
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut stream = stream;
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = stream.read(&mut buf) {
+                        if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(())
     }
 }

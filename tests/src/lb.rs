@@ -171,3 +171,47 @@ pub fn udp_backend(netns: &Netns, addr: SocketAddr, name: &str) -> Result<Socket
     });
     Ok(addr)
 }
+
+/// The datapath programs attached to `cgroup` for IPv4 connects (bpftool's view): one per
+/// agent run that has its hooks there.
+pub fn connect4_programs(cgroup: &TestCgroup) -> Result<usize> {
+    let out = Command::new("bpftool")
+        .args(["-j", "cgroup", "show"])
+        .arg(cgroup.path())
+        .output()
+        .context("bpftool (apt install bpftool, or scripts/setup.sh)")?;
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    Ok(list
+        .iter()
+        .filter(|p| p["attach_type"] == "cgroup_inet4_connect" && p["name"] == "connect4")
+        .count())
+}
+
+/// Two nodes with the overlay and the load balancer on, each node's hooks on its own cgroup of
+/// `cgroups`; node 1 an agent, node 2 a master reading the (fake) Mesos master at `master`
+/// every second.
+pub fn two_nodes_reading_a_master(
+    cgroups: &[TestCgroup],
+    master: &str,
+    dns_config: &str,
+) -> crate::ClusterOptions {
+    let mut options = crate::ClusterOptions::nodes(2);
+    for (i, node) in options.nodes.iter_mut().enumerate() {
+        let mut extra = format!(
+            "\n[overlay]\nenabled = true\nlease_settle = \"1s\"\n\n[lb]\nenabled = true\ncgroup = \"{}\"\n",
+            cgroups[i].path().display()
+        );
+        if i == 1 {
+            extra.push_str(&format!(
+                "\n[dns.mesos]\nmasters = [\"{master}\"]\nrefresh = \"1s\"\nip_sources = [\"netinfo\", \"host\"]\n"
+            ));
+        }
+        *node = crate::NodeSpec {
+            roles: vec![if i == 1 { "master" } else { "agent" }.into()],
+            dns_config: dns_config.into(),
+            extra_config: extra,
+            ..crate::NodeSpec::default()
+        };
+    }
+    options
+}

@@ -375,20 +375,6 @@ fn vips_balance_across_nodes_follow_health_and_membership() -> Result<()> {
     Ok(())
 }
 
-/// The programs attached to `cgroup` for IPv4 connects (bpftool's view).
-fn connect4_programs(cgroup: &TestCgroup) -> Result<usize> {
-    let out = std::process::Command::new("bpftool")
-        .args(["-j", "cgroup", "show"])
-        .arg(cgroup.path())
-        .output()
-        .context("bpftool (apt install bpftool, or scripts/setup.sh)")?;
-    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    Ok(list
-        .iter()
-        .filter(|p| p["attach_type"] == "cgroup_inet4_connect" && p["name"] == "connect4")
-        .count())
-}
-
 /// An agent restarting under a client that connects to a VIP all the time: its datapath
 /// outlives it (attached to the cgroup, not to the process), the next run attaches its own
 /// beside it and retires it once it has the VIPs, so not one connect goes untranslated; the
@@ -400,24 +386,8 @@ fn vips_are_translated_through_agent_restarts() -> Result<()> {
         .map(|i| TestCgroup::create(&format!("lbrst{}", i + 1)))
         .collect::<Result<_>>()?;
     let master_addr = format!("{}:5050", node_address(1));
-    let mut options = ClusterOptions::nodes(2);
-    for (i, node) in options.nodes.iter_mut().enumerate() {
-        let mut extra = format!(
-            "\n[overlay]\nenabled = true\nlease_settle = \"1s\"\n\n[lb]\nenabled = true\ncgroup = \"{}\"\n",
-            cgroups[i].path().display()
-        );
-        if i == 1 {
-            extra.push_str(&format!(
-                "\n[dns.mesos]\nmasters = [\"{master_addr}\"]\nrefresh = \"1s\"\nip_sources = [\"netinfo\", \"host\"]\n"
-            ));
-        }
-        *node = NodeSpec {
-            roles: vec![if i == 1 { "master" } else { "agent" }.into()],
-            dns_config: "listen = [\"0.0.0.0:53\"]\n".into(),
-            extra_config: extra,
-            ..NodeSpec::default()
-        };
-    }
+    let options =
+        lb::two_nodes_reading_a_master(&cgroups, &master_addr, "listen = [\"0.0.0.0:53\"]\n");
     let mut cluster = Cluster::start(options)?;
     cluster.wait_for_overlay(&[0, 1], 1)?;
     let client_c = Container::attach(&cluster, 0, "rcli")?;
@@ -435,7 +405,7 @@ fn vips_are_translated_through_agent_restarts() -> Result<()> {
     )?;
     let one = weights(&[(tcp, 1)]);
     let (vip, _) = wait_for_backends(&cluster, 0, "the web VIP on node 1", &one)?;
-    assert_eq!(connect4_programs(&cgroups[0])?, 1);
+    assert_eq!(lb::connect4_programs(&cgroups[0])?, 1);
 
     // Connects one after another (a fraction of a millisecond each) for the whole test.
     let mut command = lb::client_command(
@@ -473,7 +443,7 @@ fn vips_are_translated_through_agent_restarts() -> Result<()> {
                     .ok()
                     .flatten()
                     .is_some_and(|(_, b)| b == one);
-                Ok((programmed && connect4_programs(&cgroups[0])? == 1).then_some(()))
+                Ok((programmed && lb::connect4_programs(&cgroups[0])? == 1).then_some(()))
             },
         )
         .with_context(|| cluster.log_tails(30))?;
@@ -557,7 +527,7 @@ fn vips_are_translated_through_agent_restarts() -> Result<()> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(connect4_programs(&cgroups[0])?, 0);
+    assert_eq!(lb::connect4_programs(&cgroups[0])?, 0);
     assert!(!dcnet_lb::pins::is_bpffs(&pins)?, "unmounted");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("4 pinned socket tables removed"),

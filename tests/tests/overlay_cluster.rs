@@ -79,26 +79,6 @@ fn node_fdb(cluster: &Cluster, i: usize) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// An echo server on `ip:port` inside the container; serves until the process ends.
-fn echo_server(c: &Container, port: u16) -> Result<()> {
-    let ip = c.ip;
-    let listener = c.ns.netns().run(move || TcpListener::bind((ip, port)))??;
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut stream = stream;
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    Ok(())
-}
-
 /// Sends a 1400-byte payload over TCP from `from` to `to` and checks the echo.
 fn tcp_echo(from: &Container, to: Ipv4Addr, port: u16) -> Result<()> {
     let target = SocketAddr::from((to, port));
@@ -171,7 +151,7 @@ fn containers_on_three_nodes_reach_each_other_and_the_tunnel_heals() -> Result<(
             let link = c.ns.run("ip", &["-o", "link", "show", "eth0"])?;
             let link = String::from_utf8_lossy(&link.stdout);
             assert!(link.contains("mtu 1420"), "{link}");
-            echo_server(c, 7000)?;
+            c.echo_server(7000)?;
         }
 
         // Every container reaches every other: ping at the full MTU without fragmentation

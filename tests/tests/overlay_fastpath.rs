@@ -5,7 +5,7 @@
 //! (pinned) and a restarted one puts its programs into them.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -92,25 +92,6 @@ fn wait_attached(cluster: &Cluster, i: usize, veths: &[&str]) -> Result<Value> {
     )
 }
 
-fn echo_server(c: &Container, port: u16) -> Result<()> {
-    let ip = c.ip;
-    let listener = c.ns.netns().run(move || TcpListener::bind((ip, port)))??;
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut stream = stream;
-                let mut buf = [0u8; 65536];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    Ok(())
-}
-
 /// Sends `size` bytes over TCP (segments as large as the MTU allows, and GSO batches) and
 /// checks the echo.
 fn tcp_echo(from: &Container, to: Ipv4Addr, size: usize) -> Result<()> {
@@ -137,53 +118,29 @@ fn tcp_echo(from: &Container, to: Ipv4Addr, size: usize) -> Result<()> {
     Ok(())
 }
 
-/// The TTL of the reply to one ping of `size` bytes with DF set, `None` if none came.
-fn ping_ttl(from: &Container, to: Ipv4Addr, size: usize) -> Result<Option<u8>> {
-    let out = from.ns.run(
-        "ping",
-        &[
-            "-c",
-            "1",
-            "-W",
-            "2",
-            "-M",
-            "do",
-            "-s",
-            &size.to_string(),
-            &to.to_string(),
-        ],
-    )?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text
-        .split("ttl=")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .and_then(|t| t.parse().ok()))
-}
-
 /// Pings and TCP among `a1`, `a2` (node 1) and `b` (node 2), as the fast path and the bridge
 /// must both carry them.
 fn traffic(cluster: &Cluster, a1: &Container, a2: &Container, b: &Container) -> Result<()> {
     // Across nodes: full-MTU pings without fragmentation (1392 + 28 = 1420), forwarded by
     // both nodes (TTL 64 - 2), and TCP both ways.
-    assert_eq!(ping_ttl(a1, b.ip, 1392)?, Some(62), "a1 -> b");
-    assert_eq!(ping_ttl(b, a2.ip, 1392)?, Some(62), "b -> a2");
+    assert_eq!(a1.ping_ttl(b.ip, 1392)?, Some(62), "a1 -> b");
+    assert_eq!(b.ping_ttl(a2.ip, 1392)?, Some(62), "b -> a2");
     tcp_echo(a1, b.ip, 1 << 20)?;
     tcp_echo(b, a1.ip, 1 << 20)?;
     // One node, one subnet: bridged, the TTL untouched.
-    assert_eq!(ping_ttl(a1, a2.ip, 1392)?, Some(64), "a1 -> a2");
+    assert_eq!(a1.ping_ttl(a2.ip, 1392)?, Some(64), "a1 -> a2");
     tcp_echo(a2, a1.ip, 1 << 20)?;
     // The container's own node: its gateway and its underlay address; the other node's
     // underlay address (routed by the node, not the tunnel).
     let gateway = a1.attached.gateway;
-    assert_eq!(ping_ttl(a1, gateway, 1392)?, Some(64), "a1 -> its gateway");
+    assert_eq!(a1.ping_ttl(gateway, 1392)?, Some(64), "a1 -> its gateway");
     assert_eq!(
-        ping_ttl(a1, cluster.nodes[0].address, 1392)?,
+        a1.ping_ttl(cluster.nodes[0].address, 1392)?,
         Some(64),
         "a1 -> its node"
     );
     assert!(
-        ping_ttl(a1, cluster.nodes[1].address, 56)?.is_some(),
+        a1.ping_ttl(cluster.nodes[1].address, 56)?.is_some(),
         "a1 -> the other node"
     );
     Ok(())
@@ -209,7 +166,7 @@ fn the_fast_path_carries_container_traffic_and_is_repaired() -> Result<()> {
         let a2 = Container::attach(cluster, 0, "fa2")?;
         let b = Container::attach(cluster, 1, "fb")?;
         for c in [&a1, &a2, &b] {
-            echo_server(c, 7000)?;
+            c.echo_server(7000)?;
         }
         let veths1 = [
             a1.attached.host_veth.as_str(),
@@ -218,7 +175,7 @@ fn the_fast_path_carries_container_traffic_and_is_repaired() -> Result<()> {
         let node1 = wait_attached(cluster, 0, &veths1)?;
         wait_attached(cluster, 1, &[b.attached.host_veth.as_str()])?;
         wait_until("the tunnel", Duration::from_secs(20), || {
-            Ok(ping_ttl(&a1, b.ip, 56)?.map(|_| ()))
+            Ok(a1.ping_ttl(b.ip, 56)?.map(|_| ()))
         })?;
 
         let before = [
