@@ -2,7 +2,8 @@
 //! cluster: it carries container traffic across nodes and on one node with the semantics of
 //! forwarding (TTL, MTU), the kernel holds exactly its links, links removed by hand come back
 //! within a reconcile interval (1 s here, 5 s allowed), the links outlive a killed agent
-//! (pinned) and a restarted one puts its programs into them.
+//! (pinned) and a restarted one puts its programs into them; turned off, they go at the next
+//! start.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -262,6 +263,35 @@ fn the_fast_path_carries_container_traffic_and_is_repaired() -> Result<()> {
         let before = packets(cluster, 0, "to_tunnel")?;
         traffic(cluster, &a1, &a2, &b)?;
         assert!(packets(cluster, 0, "to_tunnel")? > before + 20);
+
+        // Turned off: the pinned links go with the next start, and the bridge carries on.
+        let config = &cluster.nodes[0].config_path;
+        let text = std::fs::read_to_string(config)?;
+        let off = text.replace(
+            "[overlay]\nenabled = true\n",
+            "[overlay]\nenabled = true\nfast_path = false\n",
+        );
+        assert_ne!(off, text, "the overlay section of {}", config.display());
+        std::fs::write(config, off)?;
+        cluster.stop_agent(0, Signal::SIGTERM, Duration::from_secs(5));
+        cluster.start_agent(0)?;
+        wait_until(
+            "node 1 without the fast path",
+            Duration::from_secs(10),
+            || {
+                let s = cluster.get::<Value>(0, "/v1/overlay")?;
+                let mut bare = s["fast_path"].is_null();
+                for interface in veths1.iter().copied().chain(["vtep1024"]) {
+                    bare &= cluster.nodes[0]
+                        .netns
+                        .run(|| dcnet_lb::fastpath::ingress_programs(interface))??
+                        .is_empty();
+                }
+                Ok(bare.then_some(()))
+            },
+        )?;
+        assert!(links_of(new)?.is_empty(), "no link left");
+        traffic(cluster, &a1, &a2, &b)?;
         Ok(())
     };
     let result = run(&mut cluster);

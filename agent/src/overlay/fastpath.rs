@@ -79,6 +79,21 @@ impl Keeper {
     /// `bpffs`: a directory of the state directory for a BPF filesystem (mounted there if
     /// needed); the links are pinned in its `fastpath/` so they outlive the agent.
     pub fn new(enabled: bool, bpffs: &Path) -> Self {
+        if !enabled {
+            // Turned off: links an earlier run pinned go (a pin is their last holder).
+            let removed = std::fs::read_dir(bpffs.join(PINS))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| std::fs::remove_file(e.path()).is_ok())
+                .count();
+            if removed > 0 {
+                info!(
+                    removed,
+                    "overlay: fast path off; an earlier run's links removed"
+                );
+            }
+        }
         let pins = enabled
             .then(|| match dcnet_lb::pins::ensure(bpffs) {
                 Ok(_) => Some(bpffs.join(PINS)),
