@@ -203,7 +203,12 @@ struct Inner {
     underlay: Ipv4Addr,
     gossip: Arc<Gossip>,
     dir: Arc<StateDir>,
+    /// The reconciler's netlink session.
     netlink: Netlink,
+    /// Attach and detach's own session: the kernel refuses a dump on a socket that is in the
+    /// middle of another (EBUSY), so the API and the reconciler never share one. Attaches and
+    /// detaches hold `stored` throughout, so they never overlap each other.
+    api_netlink: Netlink,
     stored: Mutex<Stored>,
     status: StdMutex<Status>,
     metrics: Metrics,
@@ -266,6 +271,7 @@ impl OverlayService {
     ) -> Result<Self, crate::Error> {
         let stored = Stored::load(&dir)?;
         let netlink = Netlink::open().map_err(crate::Error::Overlay)?;
+        let api_netlink = Netlink::open().map_err(crate::Error::Overlay)?;
         enable_forwarding();
         let nameservers = dns_listen
             .iter()
@@ -287,6 +293,7 @@ impl OverlayService {
             gossip,
             dir,
             netlink,
+            api_netlink,
             stored: Mutex::new(stored),
             status: StdMutex::new(Status::default()),
             metrics: {
@@ -624,7 +631,8 @@ impl Inner {
                 _ => {
                     for (network, agreement) in &leases.networks {
                         if let Some(lease) = agreement.held() {
-                            self.ensure_bridge(network, lease.net).await?;
+                            self.ensure_bridge(&self.netlink, network, lease.net)
+                                .await?;
                         }
                     }
                     link.read(&self.netlink).await?
@@ -822,13 +830,15 @@ impl Inner {
         }
     }
 
+    /// Ensures the bridge of `network` through `nl` (the reconciler's session or the API's).
     async fn ensure_bridge(
         &self,
+        nl: &Netlink,
         network: &OverlayNetwork,
         subnet: Ipv4Network,
     ) -> Result<(), dcnet_overlay::Error> {
         let spec = bridge_spec(network, subnet);
-        if container::ensure_bridge(&self.netlink, &spec).await? {
+        if container::ensure_bridge(nl, &spec).await? {
             info!(bridge = %spec.name, address = %spec.address, "overlay: bridge created or repaired");
         }
         Ok(())
@@ -1033,7 +1043,8 @@ impl Inner {
             .map_err(|e| AttachError::Kernel(e.to_string()))?;
         let bridge = bridge_name(&network.name);
         let made = async {
-            self.ensure_bridge(network, subnet).await?;
+            self.ensure_bridge(&self.api_netlink, network, subnet)
+                .await?;
             let spec = AttachSpec {
                 container_id: &req.container_id,
                 ifname: &req.ifname,
@@ -1042,7 +1053,7 @@ impl Inner {
                 gateway,
                 mtu: network.mtu,
             };
-            container::attach(&self.netlink, netns, &spec).await
+            container::attach(&self.api_netlink, netns, &spec).await
         }
         .await;
         let attached = match made {
@@ -1124,7 +1135,7 @@ impl Inner {
         // Out of the fast path first: nothing is delivered to an interface about to go.
         self.sync_fastpath(&mut stored, None, false).await;
         // The veth goes even if no record names it (an attach interrupted before it recorded).
-        container::detach(&self.netlink, &req.container_id, &req.ifname)
+        container::detach(&self.api_netlink, &req.container_id, &req.ifname)
             .await
             .map_err(|e| AttachError::Kernel(error_chain(&e)))?;
         let Some((network, attachment)) = found else {
