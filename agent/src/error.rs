@@ -7,6 +7,18 @@
 use std::fmt;
 use std::path::PathBuf;
 
+/// `e` and each of its sources, joined by `: ` (for logs of errors that are not `anyhow`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// Where a configuration value came from.
 #[derive(Debug, Clone)]
 pub struct Origin {

@@ -150,6 +150,8 @@ fn an_agent_starts_and_serves_with_its_state_disk_full() -> Result<()> {
     cluster.stop_agent(0, Signal::SIGTERM, Duration::from_secs(10));
     let state = cluster.nodes[0].state_dir.clone();
     let saved = state.with_file_name("state.saved");
+    // The agent's BPF filesystem is mounted in its state directory: not part of what moves.
+    dcnet_lb::pins::unmount(&state.join(dcnet_agent::state::BPF_DIR))?;
     std::fs::rename(&state, &saved)?;
     std::fs::create_dir(&state)?;
     nix::mount::mount(

@@ -149,11 +149,21 @@ impl LbService {
         overlay: Option<Arc<OverlayService>>,
         (registry, services): (&mut Registry, &mut Services),
     ) -> Result<Self, crate::Error> {
-        // The socket tables are pinned: the next run's programs use them as they are.
-        let (mut datapath, remade) = Datapath::load_sharing(pins).map_err(crate::Error::Lb)?;
-        if !remade.is_empty() {
-            warn!(tables = ?remade, pins = %pins.display(), "load balancer: pinned socket tables of another layout were made anew; sockets connected before show their backend to getpeername");
-        }
+        // The socket tables are pinned: the next run's programs use them as they are. Without
+        // pins (no BPF filesystem can be mounted, a full disk) VIPs work all the same; only
+        // sockets connected before the next restart then show their backend to getpeername.
+        let mut datapath = match Datapath::load_sharing(pins) {
+            Ok((datapath, remade)) => {
+                if !remade.is_empty() {
+                    warn!(tables = ?remade, pins = %pins.display(), "load balancer: pinned socket tables of another layout were made anew; sockets connected before show their backend to getpeername");
+                }
+                datapath
+            }
+            Err(e) => {
+                warn!(pins = %pins.display(), error = %crate::error::error_chain(&e), "load balancer: cannot pin the socket tables; this run's are its own");
+                Datapath::load().map_err(crate::Error::Lb)?
+            }
+        };
         // Attached to outlive this process: while the agent restarts, VIPs keep working.
         datapath
             .attach_to_outlive(&settings.cgroup)

@@ -20,7 +20,7 @@ use dcnet_overlay::container::gateway_mac;
 use dcnet_overlay::vtep::Mac;
 use serde::Serialize;
 
-use super::service::error_chain;
+use crate::error::error_chain;
 use tracing::{info, warn};
 
 /// The directory of the BPF filesystem where the links are pinned, one per interface.

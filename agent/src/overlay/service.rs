@@ -32,6 +32,7 @@ use tracing::{debug, error, info, warn};
 
 use super::store::{Attachment, Stored, StoredNetwork, attachment_key};
 use crate::config::{OverlayNetwork, OverlaySettings};
+use crate::error::error_chain;
 use crate::facts::overlay::{self as facts, VTEP_KEY};
 use crate::facts::{Facts, FactsWatch};
 use crate::gossip::Gossip;
@@ -1367,17 +1368,6 @@ fn enable_forwarding() {
             warn!(error = %e, "overlay: cannot enable IPv4 forwarding; containers will not reach other nodes")
         }
     }
-}
-
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The interface holding `address` (the one VXLAN from peers arrives on).
