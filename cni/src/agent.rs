@@ -13,6 +13,8 @@ pub trait Agent {
     fn attach(&self, req: &AttachRequest) -> Result<AttachResponse, CniError>;
     fn detach(&self, req: &DetachRequest) -> Result<(), CniError>;
     fn check(&self, req: &DetachRequest) -> Result<AttachResponse, CniError>;
+    /// STATUS: whether an ADD to `network` can be served now.
+    fn status(&self, network: &str) -> Result<(), CniError>;
 }
 
 /// The agent's HTTP API at `base` (e.g. `http://127.0.0.1:62080`), called with `credential`.
@@ -37,16 +39,33 @@ impl HttpAgent {
     }
 
     fn post(&self, path: &str, body: &impl Serialize) -> Result<String, CniError> {
-        let url = format!("{}{path}", self.base);
         let text = serde_json::to_string(body).expect("requests serialise");
-        let mut request = self
-            .http
-            .post(&url)
-            .header("content-type", "application/json");
-        if let Some(c) = &self.credential {
-            request = request.header("authorization", &c.header);
-        }
-        let mut response = request.send(text).map_err(|e| {
+        self.call("POST", path, Some(text))
+    }
+
+    /// `GET` or `POST` (with a JSON body); the body of a 200 answer.
+    fn call(&self, method: &str, path: &str, body: Option<String>) -> Result<String, CniError> {
+        let url = format!("{}{path}", self.base);
+        let sent = match body {
+            Some(text) => {
+                let mut request = self
+                    .http
+                    .post(&url)
+                    .header("content-type", "application/json");
+                if let Some(c) = &self.credential {
+                    request = request.header("authorization", &c.header);
+                }
+                request.send(text)
+            }
+            None => {
+                let mut request = self.http.get(&url);
+                if let Some(c) = &self.credential {
+                    request = request.header("authorization", &c.header);
+                }
+                request.call()
+            }
+        };
+        let mut response = sent.map_err(|e| {
             CniError::new(
                 code::TRY_AGAIN_LATER,
                 format!("the dcnet agent at {} is not reachable", self.base),
@@ -75,7 +94,7 @@ impl HttpAgent {
                     field("message").unwrap_or(body)
                 ),
                 format!(
-                    "POST {url}: HTTP {status} ({source}); name an admin credential file in the configuration's \"credentials\""
+                    "{method} {url}: HTTP {status} ({source}); name an admin credential file in the configuration's \"credentials\""
                 ),
             ));
         }
@@ -83,7 +102,7 @@ impl HttpAgent {
         Err(CniError::new(
             status_code(status),
             message,
-            format!("POST {url}: HTTP {status}"),
+            format!("{method} {url}: HTTP {status}"),
         ))
     }
 }
@@ -120,5 +139,41 @@ impl Agent for HttpAgent {
 
     fn check(&self, req: &DetachRequest) -> Result<AttachResponse, CniError> {
         decode(&self.post("/v1/overlay/check", req)?)
+    }
+
+    fn status(&self, network: &str) -> Result<(), CniError> {
+        let unavailable =
+            |msg: String, details: String| CniError::new(code::PLUGIN_NOT_AVAILABLE, msg, details);
+        let body = self
+            .call("GET", "/v1/overlay", None)
+            .map_err(|e| unavailable(e.msg, e.details))?;
+        let status: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
+            unavailable(
+                "the agent's overlay status is not understood".into(),
+                e.to_string(),
+            )
+        })?;
+        let Some(found) = status["networks"]
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["name"] == network))
+        else {
+            return Err(unavailable(
+                format!(
+                    "the dcnet agent at {} has no overlay network {network:?}",
+                    self.base
+                ),
+                "configure it in the agent's [[overlay.networks]], or name another network".into(),
+            ));
+        };
+        if found["lease"] != "held" {
+            return Err(unavailable(
+                format!("this node has no agreed subnet of network {network:?} yet"),
+                format!(
+                    "lease: {}; subnets are agreed through gossip within seconds of the agent's start",
+                    found["lease"]
+                ),
+            ));
+        }
+        Ok(())
     }
 }

@@ -1,5 +1,5 @@
-//! `dcnet-cni`, a CNI 1.0 plugin: ADD, DEL, CHECK and VERSION for container runtimes (Mesos
-//! UCR, containerd, podman) that put containers on a dcnet overlay.
+//! `dcnet-cni`, a CNI 1.1 plugin: ADD, DEL, CHECK, STATUS and VERSION for container runtimes
+//! (Mesos UCR, containerd, podman) that put containers on a dcnet overlay.
 //!
 //! The plugin holds no state and touches no kernel object itself: it validates the request
 //! and asks the node's agent (`POST /v1/overlay/attach`, `/detach`, `/check`), which owns the
@@ -16,9 +16,9 @@ pub mod result;
 pub use request::{Command, Request};
 pub use result::CniError;
 
-/// CNI versions whose result format this plugin writes (the 0.3 to 1.0 formats are the same
-/// for what it returns).
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0"];
+/// CNI versions whose result format this plugin writes (the 0.3 to 1.1 formats differ, for
+/// what it returns, only in the IP version field before 1.0).
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 /// Runs one invocation: `stdin` is the network configuration, `env` looks up `CNI_*`
 /// variables. Returns what to print on stdout (possibly nothing) or the error to print.
@@ -30,6 +30,11 @@ pub fn run(
     let command = request::command(env)?;
     if command == Command::Version {
         return Ok(Some(result::version(stdin)));
+    }
+    if command == Command::Status {
+        let network = request::Request::parse_network(stdin)?;
+        agent.status(&network)?;
+        return Ok(None);
     }
     let request = Request::parse(command, stdin, env)?;
     match command {
@@ -46,6 +51,6 @@ pub fn run(
             request.check_prev_result(&attached)?;
             Ok(None)
         }
-        Command::Version => unreachable!("answered above"),
+        Command::Version | Command::Status => unreachable!("answered above"),
     }
 }

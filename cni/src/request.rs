@@ -18,6 +18,8 @@ pub enum Command {
     Del,
     Check,
     Version,
+    /// CNI 1.1: whether the plugin can serve ADD now.
+    Status,
 }
 
 /// `CNI_COMMAND`.
@@ -27,10 +29,11 @@ pub fn command(env: &dyn Fn(&str) -> Option<String>) -> Result<Command, CniError
         Some("DEL") => Ok(Command::Del),
         Some("CHECK") => Ok(Command::Check),
         Some("VERSION") => Ok(Command::Version),
+        Some("STATUS") => Ok(Command::Status),
         Some(other) => Err(CniError::new(
             code::INVALID_ENVIRONMENT,
             format!("CNI_COMMAND {other:?} is not supported"),
-            "use ADD, DEL, CHECK or VERSION",
+            "use ADD, DEL, CHECK, STATUS or VERSION",
         )),
         None => Err(CniError::new(
             code::INVALID_ENVIRONMENT,
@@ -56,6 +59,31 @@ struct NetConf {
     prev_result: Option<Value>,
 }
 
+impl NetConf {
+    /// Parses stdin and checks the version.
+    fn parse(stdin: &str) -> Result<Self, CniError> {
+        let conf: NetConf = serde_json::from_str(stdin).map_err(|e| {
+            CniError::new(
+                code::DECODING_FAILURE,
+                "the network configuration on stdin is not valid JSON of the expected shape",
+                e.to_string(),
+            )
+        })?;
+        let cni_version = conf
+            .cni_version
+            .as_deref()
+            .ok_or_else(|| invalid_conf("cniVersion is missing"))?;
+        if !SUPPORTED_VERSIONS.contains(&cni_version) {
+            return Err(CniError::new(
+                code::INCOMPATIBLE_VERSION,
+                format!("cniVersion {cni_version:?} is not supported"),
+                format!("supported: {}", SUPPORTED_VERSIONS.join(", ")),
+            ));
+        }
+        Ok(conf)
+    }
+}
+
 /// A validated ADD, DEL or CHECK.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -71,29 +99,25 @@ pub struct Request {
 }
 
 impl Request {
+    /// STATUS: the overlay network a valid configuration names (its `network`, else its
+    /// `name`); STATUS has no container.
+    pub fn parse_network(stdin: &str) -> Result<String, CniError> {
+        let conf = NetConf::parse(stdin)?;
+        let name = conf
+            .name
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| invalid_conf("name is missing or empty"))?;
+        Ok(conf.network.unwrap_or(name))
+    }
+
     /// Validates the configuration and environment of `command`.
     pub fn parse(
         command: Command,
         stdin: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, CniError> {
-        let conf: NetConf = serde_json::from_str(stdin).map_err(|e| {
-            CniError::new(
-                code::DECODING_FAILURE,
-                "the network configuration on stdin is not valid JSON of the expected shape",
-                e.to_string(),
-            )
-        })?;
-        let cni_version = conf
-            .cni_version
-            .ok_or_else(|| invalid_conf("cniVersion is missing"))?;
-        if !SUPPORTED_VERSIONS.contains(&cni_version.as_str()) {
-            return Err(CniError::new(
-                code::INCOMPATIBLE_VERSION,
-                format!("cniVersion {cni_version:?} is not supported"),
-                format!("supported: {}", SUPPORTED_VERSIONS.join(", ")),
-            ));
-        }
+        let conf = NetConf::parse(stdin)?;
+        let cni_version = conf.cni_version.clone().unwrap_or_default();
         let name = conf
             .name
             .filter(|n| !n.is_empty())

@@ -19,6 +19,8 @@ pub mod code {
     pub const DECODING_FAILURE: u32 = 6;
     pub const INVALID_NETWORK_CONFIG: u32 = 7;
     pub const TRY_AGAIN_LATER: u32 = 11;
+    /// STATUS (CNI 1.1): the plugin cannot serve ADD now.
+    pub const PLUGIN_NOT_AVAILABLE: u32 = 50;
     /// Plugin-specific (100 and up): the node's subnet has no free address.
     pub const ADDRESSES_EXHAUSTED: u32 = 100;
 }
@@ -74,10 +76,16 @@ pub fn add_result(request: &Request, a: &AttachResponse) -> String {
         "gateway": a.gateway.to_string(),
         "interface": 1,
     });
-    // 0.3.x results name the IP version.
-    if request.cni_version.starts_with("0.3") {
+    // Results before 1.0 name the IP version.
+    if request.cni_version.starts_with("0.") {
         ip["version"] = json!("4");
     }
+    // Only the interface that owns the namespace's default route lists it.
+    let routes = if a.default_route {
+        json!([{ "dst": "0.0.0.0/0", "gw": a.gateway.to_string() }])
+    } else {
+        json!([])
+    };
     json!({
         "cniVersion": request.cni_version,
         "interfaces": [
@@ -85,7 +93,7 @@ pub fn add_result(request: &Request, a: &AttachResponse) -> String {
             { "name": a.ifname, "mac": a.mac, "sandbox": request.netns },
         ],
         "ips": [ip],
-        "routes": [{ "dst": "0.0.0.0/0", "gw": a.gateway.to_string() }],
+        "routes": routes,
         "dns": { "nameservers": a.nameservers.iter().map(ToString::to_string).collect::<Vec<_>>() },
     })
     .to_string()
@@ -99,7 +107,7 @@ mod tests {
     fn version_lists_what_is_supported() {
         let v: Value = serde_json::from_str(&version(r#"{"cniVersion":"0.4.0"}"#)).unwrap();
         assert_eq!(v["cniVersion"], "0.4.0");
-        assert_eq!(v["supportedVersions"].as_array().unwrap().len(), 4);
+        assert_eq!(v["supportedVersions"].as_array().unwrap().len(), 5);
         let v: Value = serde_json::from_str(&version("")).unwrap();
         assert_eq!(v["cniVersion"], "1.0.0");
     }

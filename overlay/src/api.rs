@@ -56,4 +56,12 @@ pub struct AttachResponse {
     pub mac: String,
     pub host_veth: String,
     pub nameservers: Vec<Ipv4Addr>,
+    /// The interface owns the namespace's default route (via `gateway`); a second interface
+    /// of a namespace that had one does not.
+    #[serde(default = "yes")]
+    pub default_route: bool,
+}
+
+fn yes() -> bool {
+    true
 }

@@ -96,6 +96,9 @@ pub struct Attached {
     pub host_veth: String,
     /// The container interface's MAC.
     pub mac: Mac,
+    /// The interface got the namespace's default route (it had none): a second interface in
+    /// the same namespace leaves the first one's in place.
+    pub default_route: bool,
 }
 
 /// Name of the host side of a container's veth: `dc` and 11 hex digits of a hash of the
@@ -156,23 +159,68 @@ async fn configure(
         .await?;
     inside.set_up(spec.ifname).await?;
     inside.set_up("lo").await?;
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .gateway(spec.gateway)
-        .output_interface(index)
-        .build();
-    inside
-        .handle
-        .route()
-        .add(route)
-        .replace()
-        .execute()
-        .await
-        .map_err(|e| Error::netlink("add default route", format!("via {}", spec.gateway), e))?;
+    let default_route = default_route(inside).await?.is_none();
+    if default_route {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(spec.gateway)
+            .output_interface(index)
+            .build();
+        inside
+            .handle
+            .route()
+            .add(route)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| Error::netlink("add default route", format!("via {}", spec.gateway), e))?;
+    }
     let mac = interface_mac(inside, spec.ifname).await?;
     Ok(Attached {
         host_veth: host_veth.to_owned(),
         mac,
+        default_route,
     })
+}
+
+/// The IPv4 default route of the main table of the namespace `inside` is a session in: its
+/// gateway (if any) and output interface index.
+pub async fn default_route(inside: &Netlink) -> Result<Option<(Option<Ipv4Addr>, u32)>, Error> {
+    use futures::TryStreamExt as _;
+    use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+    let filter = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    let routes: Vec<netlink_packet_route::route::RouteMessage> = inside
+        .handle
+        .route()
+        .get(filter)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| Error::netlink("list routes", "main", e))?;
+    let main = u32::from(netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN);
+    Ok(routes
+        .iter()
+        .filter(|r| r.header.destination_prefix_length == 0)
+        .filter(|r| {
+            r.attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Table(t) => Some(*t),
+                    _ => None,
+                })
+                .unwrap_or(u32::from(r.header.table))
+                == main
+        })
+        .find_map(|r| {
+            let oif = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            })?;
+            let gateway = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+                _ => None,
+            });
+            Some((gateway, oif))
+        }))
 }
 
 /// The MAC of interface `ifname` of the namespace `inside` is a session in (all zeros if it
@@ -201,19 +249,33 @@ pub async fn detach(host: &Netlink, container_id: &str, ifname: &str) -> Result<
     }
 }
 
-/// Checks that the container's interface is there with `address`: what CNI CHECK asks.
-pub async fn check(target: &Netns, ifname: &str, address: Ipv4Network) -> Result<(), Error> {
+/// Checks that the container's interface is there with `address` and, when it owns the
+/// namespace's default route (`default_via`), that the route is there via that gateway on it:
+/// what CNI CHECK asks.
+pub async fn check(
+    target: &Netns,
+    ifname: &str,
+    address: Ipv4Network,
+    default_via: Option<Ipv4Addr>,
+) -> Result<(), Error> {
     let inside = target.open_netlink()?;
     let index = inside.link_index(ifname).await?;
     let present = inside.ipv4_addresses(index).await?;
-    if present.contains(&address) {
-        Ok(())
-    } else {
-        Err(Error::AddressMissing {
+    if !present.contains(&address) {
+        return Err(Error::AddressMissing {
             ifname: ifname.to_owned(),
             address,
-        })
+        });
     }
+    if let Some(gateway) = default_via
+        && default_route(&inside).await? != Some((Some(gateway), index))
+    {
+        return Err(Error::RouteMissing {
+            ifname: ifname.to_owned(),
+            gateway,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -45,6 +45,12 @@ pub enum Error {
         ifname: String,
         address: ipnetwork::Ipv4Network,
     },
+    /// A container interface that owns the namespace's default route lacks it.
+    #[error("the default route via {gateway} on interface {ifname:?} is missing")]
+    RouteMissing {
+        ifname: String,
+        gateway: std::net::Ipv4Addr,
+    },
     /// A filesystem path needed for namespaces could not be used.
     #[error("{path:?}: {action} failed")]
     Path {

@@ -211,3 +211,109 @@ fn cni_add_check_del_version_and_errors() -> Result<()> {
     assert_eq!(err["code"], 3, "{err}");
     Ok(())
 }
+
+/// The default route of a namespace: `ip -4 route show default` inside it.
+fn default_route(ns: &TestNamespace) -> Result<String> {
+    let out = ns.run("ip", &["-4", "route", "show", "default"])?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// CNI 1.1 and several interfaces: STATUS, 1.1.0 and 0.4.0 results, a second interface that
+/// leaves the first one's default route alone (also when it goes), and CHECK of the route.
+#[test]
+fn cni_1_1_status_versions_and_a_second_interface() -> Result<()> {
+    const CONF11: &str = r#"{"cniVersion":"1.1.0","name":"dcos","type":"dcnet-cni"}"#;
+    const CONF04: &str = r#"{"cniVersion":"0.4.0","name":"dcos","type":"dcnet-cni"}"#;
+    let mut options = ClusterOptions::nodes(1);
+    options.nodes[0] = NodeSpec {
+        extra_config: "\n[overlay]\nenabled = true\nlease_settle = \"500ms\"\n".into(),
+        ..NodeSpec::default()
+    };
+    let cluster = Cluster::start(options)?;
+    let cni = Cni { cluster: &cluster };
+
+    // STATUS: not available until the node holds its subnet, then available.
+    let status = [("CNI_COMMAND", "STATUS"), ("CNI_PATH", "/opt/cni/bin")];
+    let (ok, err) = cni.run(
+        r#"{"cniVersion":"1.1.0","name":"nope","type":"dcnet-cni"}"#,
+        &status,
+    )?;
+    assert!(!ok);
+    assert_eq!(err["code"], 50, "an unknown network: {err}");
+    wait_until("STATUS to say available", Duration::from_secs(20), || {
+        let (ok, out) = cni.run(CONF11, &status)?;
+        Ok((ok && out.is_null()).then_some(()))
+    })?;
+    let (ok, err) = cni.run(
+        r#"{"cniVersion":"1.1.0","name":"dcos","type":"dcnet-cni","agent":"http://127.0.0.1:1"}"#,
+        &status,
+    )?;
+    assert!(!ok);
+    assert_eq!(err["code"], 50, "the agent unreachable: {err}");
+
+    // eth0 at 1.1.0: the default route; net1 at 0.4.0 in the same namespace: none.
+    let ns = TestNamespace::create("cni11")?;
+    let netns_path = format!("/run/netns/{}", ns.netns().name());
+    let id = format!("cni-{}", ns.netns().name());
+    let (ok, first) = cni.run(CONF11, &env("ADD", &id, &netns_path))?;
+    assert!(ok, "{first}");
+    assert_eq!(first["cniVersion"], "1.1.0");
+    assert!(first["ips"][0].get("version").is_none(), "{first}");
+    assert_eq!(first["routes"][0]["dst"], "0.0.0.0/0", "{first}");
+    let gateway = first["ips"][0]["gateway"]
+        .as_str()
+        .context("gateway")?
+        .to_owned();
+    let route = default_route(&ns)?;
+    assert!(
+        route.contains(&format!("via {gateway} dev eth0")),
+        "{route}"
+    );
+    let mut net1 = env("ADD", &id, &netns_path);
+    net1[3] = ("CNI_IFNAME", "net1");
+    let (ok, second) = cni.run(CONF04, &net1)?;
+    assert!(ok, "{second}");
+    assert_eq!(second["cniVersion"], "0.4.0");
+    assert_eq!(
+        second["ips"][0]["version"], "4",
+        "0.4.0 names the IP version"
+    );
+    assert_eq!(second["routes"], Value::Array(vec![]), "{second}");
+    assert_eq!(default_route(&ns)?, route, "eth0 keeps the default route");
+
+    // CHECK of net1 at 0.4.0 passes; removing net1 leaves eth0's route.
+    let with_prev = |conf: &str, prev: &Value| {
+        let mut conf: Value = serde_json::from_str(conf).expect("literal");
+        conf["prevResult"] = prev.clone();
+        conf.to_string()
+    };
+    net1[0] = ("CNI_COMMAND", "CHECK");
+    let (ok, out) = cni.run(&with_prev(CONF04, &second), &net1)?;
+    assert!(ok, "{out}");
+    net1[0] = ("CNI_COMMAND", "DEL");
+    let (ok, out) = cni.run(CONF04, &net1)?;
+    assert!(ok, "{out}");
+    assert_eq!(
+        default_route(&ns)?,
+        route,
+        "deleting net1 leaves eth0's route"
+    );
+
+    // CHECK notices eth0's default route gone.
+    let check = env("CHECK", &id, &netns_path);
+    let (ok, out) = cni.run(&with_prev(CONF11, &first), &check)?;
+    assert!(ok, "{out}");
+    let del = ns.run("ip", &["route", "del", "default"])?;
+    assert!(del.status.success(), "{del:?}");
+    let (ok, err) = cni.run(&with_prev(CONF11, &first), &check)?;
+    assert!(!ok, "CHECK must fail without the route");
+    assert!(
+        err["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("default route")),
+        "{err}"
+    );
+    let (ok, out) = cni.run(CONF11, &env("DEL", &id, &netns_path))?;
+    assert!(ok, "{out}");
+    Ok(())
+}

@@ -1086,6 +1086,7 @@ impl Inner {
             address: ip,
             host_veth: attached.host_veth.clone(),
             mac: Some(attached.mac.to_string()),
+            default_route: attached.default_route,
             created_netns,
             resolv_conf,
         };
@@ -1111,6 +1112,7 @@ impl Inner {
             mac: attached.mac.to_string(),
             host_veth: attached.host_veth,
             nameservers,
+            default_route: attached.default_route,
         })
     }
 
@@ -1190,7 +1192,8 @@ impl Inner {
                 error_chain(&e)
             ))
         })?;
-        container::check(&netns, &attachment.ifname, address)
+        let default_via = attachment.default_route.then(|| addresses.gateway());
+        container::check(&netns, &attachment.ifname, address, default_via)
             .await
             .map_err(|e| AttachError::NotFound(error_chain(&e)))?;
         Ok(AttachResponse {
@@ -1203,6 +1206,7 @@ impl Inner {
             mac: String::new(),
             host_veth: attachment.host_veth.clone(),
             nameservers: self.container_nameservers(addresses.gateway()),
+            default_route: attachment.default_route,
         })
     }
 

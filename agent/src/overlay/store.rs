@@ -41,6 +41,11 @@ pub struct StoredNetwork {
     pub attachments: BTreeMap<String, Attachment>,
 }
 
+/// Records of agents from before the field: every attachment then set the default route.
+fn owns_default_route() -> bool {
+    true
+}
+
 /// One container interface on an overlay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
@@ -54,6 +59,9 @@ pub struct Attachment {
     /// then read from the namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// The interface owns the namespace's default route (it had none when attached).
+    #[serde(default = "owns_default_route")]
+    pub default_route: bool,
     /// The agent created the namespace (and deletes it on detach).
     #[serde(default)]
     pub created_netns: bool,
@@ -121,6 +129,7 @@ mod tests {
                         address,
                         host_veth: "dc0".into(),
                         mac: Some("0a:00:00:00:00:01".into()),
+                        default_route: true,
                         created_netns: false,
                         resolv_conf: None,
                     },
