@@ -6,7 +6,7 @@
 //!   `PUT /v1/kv/{key}` (body = value) and `DELETE /v1/kv/{key}`: this node's own key. In the
 //!   spirit of Lashup's KV API, for operators and tests to see replication at work.
 //! - `GET /v1/overlay`: leases, peers and the last reconcile; `POST /v1/overlay/attach`,
-//!   `/detach` and `/check` (JSON bodies, see [`crate::overlay::service`]): container
+//!   `/detach`, `/check` and `/gc` (JSON bodies, see [`crate::overlay::service`]): container
 //!   attachment, used by `dcnet-cni` and the task launcher. Errors are `{"error": "..."}`.
 //! - `GET /v1/vips`: the VIPs this node's load balancer has, with backends, weights, states and
 //!   new-connection counts ([`crate::lb::VipStatus`] rows).
@@ -96,6 +96,7 @@ pub fn router(state: ApiState, guard: crate::auth::http::Guard) -> Router {
         .route("/v1/overlay/attach", post(overlay_attach))
         .route("/v1/overlay/detach", post(overlay_detach))
         .route("/v1/overlay/check", post(overlay_check))
+        .route("/v1/overlay/gc", post(overlay_gc))
         .route("/v1/vips", get(vips))
         .route("/v1/tasks", get(tasks))
         .route("/v2/{*rest}", axum::routing::any(forward))
@@ -521,6 +522,13 @@ async fn overlay_check(State(s): State<ApiState>, body: String) -> Result<Respon
     let request = parse_body("check", &body)?;
     let response = overlay.check(request).await.map_err(attach_error)?;
     Ok(axum::Json(response).into_response())
+}
+
+async fn overlay_gc(State(s): State<ApiState>, body: String) -> Result<Response, JsonError> {
+    let overlay = overlay_of(&s)?;
+    let request = parse_body("gc", &body)?;
+    let detached = overlay.gc(request).await.map_err(attach_error)?;
+    Ok(axum::Json(serde_json::json!({ "detached": detached })).into_response())
 }
 
 async fn kv_delete(

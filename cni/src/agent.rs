@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use dcnet_auth::client::ClientCredential;
-use dcnet_overlay::api::{AttachRequest, AttachResponse, DetachRequest};
+use dcnet_overlay::api::{AttachRequest, AttachResponse, DetachRequest, GcRequest};
 use serde::Serialize;
 
 use crate::result::{CniError, code};
@@ -15,6 +15,8 @@ pub trait Agent {
     fn check(&self, req: &DetachRequest) -> Result<AttachResponse, CniError>;
     /// STATUS: whether an ADD to `network` can be served now.
     fn status(&self, network: &str) -> Result<(), CniError>;
+    /// GC: detaches the plugin's attachments the runtime no longer lists.
+    fn gc(&self, req: &GcRequest) -> Result<(), CniError>;
 }
 
 /// The agent's HTTP API at `base` (e.g. `http://127.0.0.1:62080`), called with `credential`.
@@ -139,6 +141,10 @@ impl Agent for HttpAgent {
 
     fn check(&self, req: &DetachRequest) -> Result<AttachResponse, CniError> {
         decode(&self.post("/v1/overlay/check", req)?)
+    }
+
+    fn gc(&self, req: &GcRequest) -> Result<(), CniError> {
+        self.post("/v1/overlay/gc", req).map(drop)
     }
 
     fn status(&self, network: &str) -> Result<(), CniError> {

@@ -1,5 +1,6 @@
-//! `dcnet-cni`, a CNI 1.1 plugin: ADD, DEL, CHECK, STATUS and VERSION for container runtimes
-//! (Mesos UCR, containerd, podman) that put containers on a dcnet overlay.
+//! `dcnet-cni`, a CNI 1.1 plugin: ADD, DEL, CHECK, STATUS, GC and VERSION for container
+//! runtimes (Mesos UCR, containerd, podman) that put containers on a dcnet overlay. GC
+//! detaches only attachments the plugin made (recorded with origin `cni`).
 //!
 //! The plugin holds no state and touches no kernel object itself: it validates the request
 //! and asks the node's agent (`POST /v1/overlay/attach`, `/detach`, `/check`), which owns the
@@ -36,6 +37,10 @@ pub fn run(
         agent.status(&network)?;
         return Ok(None);
     }
+    if command == Command::Gc {
+        agent.gc(&request::Request::parse_gc(stdin)?)?;
+        return Ok(None);
+    }
     let request = Request::parse(command, stdin, env)?;
     match command {
         Command::Add => {
@@ -51,6 +56,6 @@ pub fn run(
             request.check_prev_result(&attached)?;
             Ok(None)
         }
-        Command::Version | Command::Status => unreachable!("answered above"),
+        Command::Version | Command::Status | Command::Gc => unreachable!("answered above"),
     }
 }

@@ -8,6 +8,9 @@ use serde_json::Value;
 use crate::SUPPORTED_VERSIONS;
 use crate::result::{CniError, code};
 
+/// The origin the plugin's attachments are recorded with: GC looks at these only.
+pub const ORIGIN: &str = "cni";
+
 /// Default address of the agent's API (its `api.listen` default).
 pub const DEFAULT_AGENT: &str = "http://127.0.0.1:62080";
 
@@ -20,6 +23,8 @@ pub enum Command {
     Version,
     /// CNI 1.1: whether the plugin can serve ADD now.
     Status,
+    /// CNI 1.1: release the attachments the runtime no longer lists.
+    Gc,
 }
 
 /// `CNI_COMMAND`.
@@ -30,10 +35,11 @@ pub fn command(env: &dyn Fn(&str) -> Option<String>) -> Result<Command, CniError
         Some("CHECK") => Ok(Command::Check),
         Some("VERSION") => Ok(Command::Version),
         Some("STATUS") => Ok(Command::Status),
+        Some("GC") => Ok(Command::Gc),
         Some(other) => Err(CniError::new(
             code::INVALID_ENVIRONMENT,
             format!("CNI_COMMAND {other:?} is not supported"),
-            "use ADD, DEL, CHECK, STATUS or VERSION",
+            "use ADD, DEL, CHECK, STATUS, GC or VERSION",
         )),
         None => Err(CniError::new(
             code::INVALID_ENVIRONMENT,
@@ -57,6 +63,17 @@ struct NetConf {
     network: Option<String>,
     #[serde(rename = "prevResult")]
     prev_result: Option<Value>,
+    /// GC: the attachments the runtime still has on this network.
+    #[serde(rename = "cni.dev/valid-attachments")]
+    valid_attachments: Option<Vec<ValidAttachment>>,
+}
+
+/// One entry of `cni.dev/valid-attachments`.
+#[derive(Debug, Clone, Deserialize)]
+struct ValidAttachment {
+    #[serde(rename = "containerID")]
+    container_id: String,
+    ifname: String,
 }
 
 impl NetConf {
@@ -99,6 +116,26 @@ pub struct Request {
 }
 
 impl Request {
+    /// GC: the network and the attachments to keep (`cni.dev/valid-attachments`; none listed
+    /// means none is valid any more).
+    pub fn parse_gc(stdin: &str) -> Result<dcnet_overlay::api::GcRequest, CniError> {
+        let network = Self::parse_network(stdin)?;
+        let conf = NetConf::parse(stdin)?;
+        Ok(dcnet_overlay::api::GcRequest {
+            network,
+            origin: ORIGIN.into(),
+            keep: conf
+                .valid_attachments
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| dcnet_overlay::api::Kept {
+                    container_id: v.container_id,
+                    ifname: v.ifname,
+                })
+                .collect(),
+        })
+    }
+
     /// STATUS: the overlay network a valid configuration names (its `network`, else its
     /// `name`); STATUS has no container.
     pub fn parse_network(stdin: &str) -> Result<String, CniError> {
@@ -170,6 +207,7 @@ impl Request {
             network: self.network.clone(),
             // The runtime owns the namespace.
             create: false,
+            origin: Some(ORIGIN.into()),
         }
     }
 

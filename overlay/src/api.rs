@@ -21,6 +21,30 @@ pub struct AttachRequest {
     /// it again. Runtimes that make their own namespaces (CNI) leave this off.
     #[serde(default)]
     pub create: bool,
+    /// Who attaches (`cni` for the CNI plugin): a garbage collection of that origin only
+    /// looks at its own attachments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+}
+
+/// A garbage collection (CNI GC): every attachment of `origin` on `network` that `keep` does
+/// not list is detached.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcRequest {
+    pub network: String,
+    pub origin: String,
+    #[serde(default)]
+    pub keep: Vec<Kept>,
+}
+
+/// An attachment to keep.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kept {
+    pub container_id: String,
+    #[serde(default = "default_ifname")]
+    pub ifname: String,
 }
 
 /// A detach or check request.

@@ -219,9 +219,10 @@ fn default_route(ns: &TestNamespace) -> Result<String> {
 }
 
 /// CNI 1.1 and several interfaces: STATUS, 1.1.0 and 0.4.0 results, a second interface that
-/// leaves the first one's default route alone (also when it goes), and CHECK of the route.
+/// leaves the first one's default route alone (also when it goes), CHECK of the route, and GC
+/// of the plugin's own attachments only.
 #[test]
-fn cni_1_1_status_versions_and_a_second_interface() -> Result<()> {
+fn cni_1_1_status_gc_versions_and_a_second_interface() -> Result<()> {
     const CONF11: &str = r#"{"cniVersion":"1.1.0","name":"dcos","type":"dcnet-cni"}"#;
     const CONF04: &str = r#"{"cniVersion":"0.4.0","name":"dcos","type":"dcnet-cni"}"#;
     let mut options = ClusterOptions::nodes(1);
@@ -313,7 +314,54 @@ fn cni_1_1_status_versions_and_a_second_interface() -> Result<()> {
             .is_some_and(|m| m.contains("default route")),
         "{err}"
     );
-    let (ok, out) = cni.run(CONF11, &env("DEL", &id, &netns_path))?;
+
+    // GC: a second CNI container, and one attached through the API (the task launcher's
+    // way); GC listing the first keeps it and the API's, and detaches the second.
+    let ns2 = TestNamespace::create("cni11b")?;
+    let netns2 = format!("/run/netns/{}", ns2.netns().name());
+    let id2 = format!("cni-{}", ns2.netns().name());
+    let (ok, out) = cni.run(CONF11, &env("ADD", &id2, &netns2))?;
     assert!(ok, "{out}");
+    let ns3 = TestNamespace::create("cni11c")?;
+    let body = serde_json::json!({"container_id": "api-attached", "netns": ns3.netns().name()});
+    let (code, text) = cluster.post(0, "/v1/overlay/attach", &body.to_string())?;
+    assert_eq!(code, 200, "{text}");
+    let before = containers(&cluster)?;
+    let gc = [("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")];
+    let keep_first = serde_json::json!({
+        "cniVersion": "1.1.0", "name": "dcos", "type": "dcnet-cni",
+        "cni.dev/valid-attachments": [{"containerID": id, "ifname": "eth0"}],
+    });
+    let (ok, out) = cni.run(&keep_first.to_string(), &gc)?;
+    assert!(ok && out.is_null(), "{out}");
+    assert_eq!(
+        containers(&cluster)?,
+        before - 1,
+        "one attachment collected"
+    );
+    let gone = ns2.run("ip", &["-o", "link", "show", "eth0"])?;
+    assert!(
+        !gone.status.success(),
+        "the collected container's eth0 is gone"
+    );
+    for kept in [&ns, &ns3] {
+        let out = kept.run("ip", &["-o", "link", "show", "eth0"])?;
+        assert!(out.status.success(), "kept: {out:?}");
+    }
+    // An empty list collects every CNI attachment of the network, and only those.
+    let (ok, out) = cni.run(CONF11, &gc)?;
+    assert!(ok, "{out}");
+    assert_eq!(containers(&cluster)?, before - 2);
+    let out = ns3.run("ip", &["-o", "link", "show", "eth0"])?;
+    assert!(
+        out.status.success(),
+        "the API's attachment is not the plugin's to collect"
+    );
+    let (code, text) = cluster.post(
+        0,
+        "/v1/overlay/detach",
+        r#"{"container_id":"api-attached"}"#,
+    )?;
+    assert_eq!(code, 200, "{text}");
     Ok(())
 }

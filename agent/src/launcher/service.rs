@@ -351,6 +351,7 @@ impl Launcher {
                         ifname: "eth0".into(),
                         network: name.clone(),
                         create: true,
+                        origin: None,
                     })
                     .await
                     .map_err(|e| format!("attaching to overlay {name:?}: {e}"))?;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use dcnet_overlay::api::{AttachRequest, AttachResponse, DetachRequest};
+use dcnet_overlay::api::{AttachRequest, AttachResponse, DetachRequest, GcRequest};
 use dcnet_overlay::container::{self, AttachSpec, BridgeSpec};
 use dcnet_overlay::ipam::{Agreement, LeaseRecord, LeaseState, Observed, Outcome, Pool};
 use dcnet_overlay::vtep::{self, Mac, TunnelState, VtepConfig, VtepLink};
@@ -352,6 +352,43 @@ impl OverlayService {
     /// Checks that an attached interface is still there with its address.
     pub async fn check(&self, req: DetachRequest) -> Result<AttachResponse, AttachError> {
         self.inner.check(req).await
+    }
+
+    /// Detaches every attachment of `req.origin` on `req.network` that `req.keep` does not
+    /// list; returns those detached.
+    pub async fn gc(&self, req: GcRequest) -> Result<Vec<Attachment>, AttachError> {
+        self.inner.network(&req.network)?;
+        let gone: Vec<(String, String)> = {
+            let stored = self.inner.stored.lock().await;
+            stored
+                .networks
+                .get(&req.network)
+                .map(|n| {
+                    n.attachments
+                        .values()
+                        .filter(|a| a.origin.as_deref() == Some(req.origin.as_str()))
+                        .filter(|a| {
+                            !req.keep
+                                .iter()
+                                .any(|k| k.container_id == a.container_id && k.ifname == a.ifname)
+                        })
+                        .map(|a| (a.container_id.clone(), a.ifname.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut detached = Vec::new();
+        for (container_id, ifname) in gone {
+            let req = DetachRequest {
+                container_id,
+                ifname,
+                network: Some(req.network.clone()),
+            };
+            if let Some(a) = self.inner.detach(req).await? {
+                detached.push(a);
+            }
+        }
+        Ok(detached)
     }
 }
 
@@ -1086,6 +1123,7 @@ impl Inner {
             address: ip,
             host_veth: attached.host_veth.clone(),
             mac: Some(attached.mac.to_string()),
+            origin: req.origin.clone(),
             default_route: attached.default_route,
             created_netns,
             resolv_conf,

@@ -59,6 +59,9 @@ pub struct Attachment {
     /// then read from the namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// Who attached it (`cni` for the CNI plugin; none for the API and the task launcher).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
     /// The interface owns the namespace's default route (it had none when attached).
     #[serde(default = "owns_default_route")]
     pub default_route: bool,
@@ -129,6 +132,7 @@ mod tests {
                         address,
                         host_veth: "dc0".into(),
                         mac: Some("0a:00:00:00:00:01".into()),
+                        origin: None,
                         default_route: true,
                         created_netns: false,
                         resolv_conf: None,
