@@ -328,7 +328,7 @@ mod tests {
             assert_eq!(err.code, *want, "{conf} {vars:?}: {err:?}");
         }
         assert_eq!(
-            command(&env(&[("CNI_COMMAND", "GC")])).unwrap_err().code,
+            command(&env(&[("CNI_COMMAND", "FLUSH")])).unwrap_err().code,
             code::INVALID_ENVIRONMENT
         );
         assert_eq!(
