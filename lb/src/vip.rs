@@ -20,6 +20,9 @@ pub const L4LB_ZONE: &str = "l4lb.thisdcos.directory";
 /// The range named VIP addresses come from (design.md §4).
 pub const NAMED_VIP_NETWORK: Ipv4Addr = Ipv4Addr::new(11, 0, 0, 0);
 const NAMED_VIP_BITS: u32 = 24;
+/// The range IPv6 named VIP addresses come from: dcos-l4lb's `fd01:c::/64`. A named VIP
+/// whose tasks have IPv6 addresses gets an address here besides its IPv4 one.
+pub const NAMED_VIP6_NETWORK: Ipv6Addr = Ipv6Addr::new(0xfd01, 0xc, 0, 0, 0, 0, 0, 0);
 
 /// Transport protocol of a VIP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -247,25 +250,56 @@ pub struct Backend {
 pub fn named_addresses<'a>(
     names: impl IntoIterator<Item = &'a VipName>,
 ) -> BTreeMap<VipName, Ipv4Addr> {
-    settle(names.into_iter().map(|n| (n, fnv1a(n.key().as_bytes()))))
+    settle4(names.into_iter().map(|n| (n, fnv1a(n.key().as_bytes()))))
 }
 
-/// Gives each name the address at its hash offset, or the next free one; names in order.
-fn settle<'a>(names: impl IntoIterator<Item = (&'a VipName, u32)>) -> BTreeMap<VipName, Ipv4Addr> {
-    const MASK: u32 = (1 << NAMED_VIP_BITS) - 1;
+/// [`settle`] in the IPv4 range, skipping addresses ending in .0 and .255.
+fn settle4<'a>(names: impl IntoIterator<Item = (&'a VipName, u32)>) -> BTreeMap<VipName, Ipv4Addr> {
+    settle(
+        names,
+        (1 << NAMED_VIP_BITS) - 1,
+        |offset| Ipv4Addr::from(u32::from(NAMED_VIP_NETWORK) | offset),
+        |addr| {
+            let last = addr.octets()[3];
+            last != 0 && last != 255
+        },
+    )
+}
+
+/// The IPv6 address of every named VIP in `names`, in [`NAMED_VIP6_NETWORK`]: the same hash
+/// in the low 32 bits (settled the same way; the subnet-router anycast address `::` is
+/// skipped).
+pub fn named_addresses6<'a>(
+    names: impl IntoIterator<Item = &'a VipName>,
+) -> BTreeMap<VipName, Ipv6Addr> {
+    settle(
+        names.into_iter().map(|n| (n, fnv1a(n.key().as_bytes()))),
+        u32::MAX,
+        |offset| Ipv6Addr::from(u128::from(NAMED_VIP6_NETWORK) | u128::from(offset)),
+        |addr| *addr != NAMED_VIP6_NETWORK,
+    )
+}
+
+/// Gives each name the address at its hash offset (within `mask`), or the next free usable
+/// one; names in order.
+fn settle<'a, A: Copy + Eq + std::hash::Hash>(
+    names: impl IntoIterator<Item = (&'a VipName, u32)>,
+    mask: u32,
+    address: impl Fn(u32) -> A,
+    usable: impl Fn(&A) -> bool,
+) -> BTreeMap<VipName, A> {
     let names: BTreeMap<&VipName, u32> = names.into_iter().collect();
     let mut taken = HashSet::with_capacity(names.len());
     let mut out = BTreeMap::new();
     for (name, hash) in names {
-        let mut offset = hash & MASK;
+        let mut offset = hash & mask;
         loop {
-            let addr = Ipv4Addr::from(u32::from(NAMED_VIP_NETWORK) | offset);
-            let last = addr.octets()[3];
-            if last != 0 && last != 255 && taken.insert(addr) {
+            let addr = address(offset);
+            if usable(&addr) && taken.insert(addr) {
                 out.insert(name.clone(), addr);
                 break;
             }
-            offset = (offset + 1) & MASK;
+            offset = offset.wrapping_add(1) & mask;
         }
     }
     out
@@ -435,10 +469,28 @@ mod tests {
     }
 
     #[test]
+    fn named_ipv6_addresses_are_stable_and_in_range() {
+        let names: Vec<VipName> = (0..2000).map(|i| named(&format!("app-{i}"))).collect();
+        let all = named_addresses6(&names);
+        assert_eq!(all.len(), 2000);
+        let distinct: HashSet<_> = all.values().collect();
+        assert_eq!(distinct.len(), 2000);
+        for addr in all.values() {
+            assert_eq!(addr.segments()[..4], [0xfd01, 0xc, 0, 0], "{addr}");
+        }
+        let half = named_addresses6(&names[..1000]);
+        assert!(half.iter().all(|(n, a)| all[n] == *a));
+        assert_eq!(
+            named_addresses6([&named("app-7")])[&named("app-7")],
+            all[&named("app-7")]
+        );
+    }
+
+    #[test]
     fn colliding_names_are_settled_in_name_order() {
         let (a, b, c) = (named("a"), named("b"), named("c"));
         // a and b hash to one offset; c to the offset b is pushed to.
-        let all = settle([(&b, 0x10_0001), (&a, 0x10_0001), (&c, 0x10_0002)]);
+        let all = settle4([(&b, 0x10_0001), (&a, 0x10_0001), (&c, 0x10_0002)]);
         assert_eq!(
             all[&a],
             Ipv4Addr::new(11, 16, 0, 1),
@@ -447,11 +499,11 @@ mod tests {
         assert_eq!(all[&b], Ipv4Addr::new(11, 16, 0, 2));
         assert_eq!(all[&c], Ipv4Addr::new(11, 16, 0, 3), "c probes past b");
         // Without a, b gets its own slot back: only colliding names move.
-        let without_a = settle([(&b, 0x10_0001), (&c, 0x10_0002)]);
+        let without_a = settle4([(&b, 0x10_0001), (&c, 0x10_0002)]);
         assert_eq!(without_a[&b], Ipv4Addr::new(11, 16, 0, 1));
         assert_eq!(without_a[&c], Ipv4Addr::new(11, 16, 0, 2));
         // .255 and .0 are skipped, wrapping at the end of the range.
-        let edge = settle([(&a, 0xff_fffe), (&b, 0xff_fffe)]);
+        let edge = settle4([(&a, 0xff_fffe), (&b, 0xff_fffe)]);
         assert_eq!(edge[&a], Ipv4Addr::new(11, 255, 255, 254));
         assert_eq!(edge[&b], Ipv4Addr::new(11, 0, 0, 1));
     }

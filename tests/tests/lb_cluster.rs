@@ -9,7 +9,7 @@
 //!   down: within 10 s (failure detection is about 1-2 s at this interval).
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -536,5 +536,99 @@ fn vips_are_translated_through_agent_restarts() -> Result<()> {
     );
     let lines = client(&client_c, &cgroups[0], &["tcp", &vip.to_string(), "1"])?;
     assert!(matches!(lines[..], [Line::Err { .. }]), "{lines:?}");
+    Ok(())
+}
+
+/// A named VIP whose task has an IPv6 address besides its IPv4 one gets an IPv6 address too
+/// (in fd01:c::/64): AAAA beside A for its name, and connects to it reach the task's IPv6
+/// address. Client and backend share node 1's bridge, where IPv6 works without an IPv6
+/// overlay.
+#[test]
+fn a_named_vip_of_tasks_with_ipv6_addresses_has_an_ipv6_address() -> Result<()> {
+    let cgroups: Vec<TestCgroup> = (0..2)
+        .map(|i| TestCgroup::create(&format!("lbsix{}", i + 1)))
+        .collect::<Result<_>>()?;
+    let master_addr = format!("{}:5050", node_address(1));
+    let options =
+        lb::two_nodes_reading_a_master(&cgroups, &master_addr, "listen = [\"0.0.0.0:53\"]\n");
+    let cluster = Cluster::start(options)?;
+    cluster.wait_for_overlay(&[0, 1], 1)?;
+    let client_c = Container::attach(&cluster, 0, "sixcli")?;
+    let backend = Container::attach(&cluster, 0, "sixweb")?;
+    let (backend6, client6) = ("fd00:dc6::2", "fd00:dc6::3");
+    for (c, ip) in [(&backend, backend6), (&client_c, client6)] {
+        let out = c.ns.run(
+            "ip",
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{ip}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )?;
+        assert!(out.status.success(), "{out:?}");
+    }
+    let tcp6 = lb::tcp_backend(
+        backend.ns.netns(),
+        SocketAddr::from((backend6.parse::<std::net::Ipv6Addr>()?, 8080)),
+        "web6",
+    )?;
+    lb::tcp_backend(
+        backend.ns.netns(),
+        SocketAddr::from((backend.ip, 8080)),
+        "web4",
+    )?;
+    // The task as Mesos lists it: one network info with both addresses, on agent 1.
+    let mut state: Value = serde_json::from_str(&state(&master_addr, &[(0, backend.ip, true)]))?;
+    state["frameworks"][0]["tasks"][0]["statuses"][0]["container_status"]["network_infos"][0]
+        ["ip_addresses"]
+        .as_array_mut()
+        .context("ip_addresses")?
+        .push(json!({"ip_address": backend6}));
+    let _master = FakeMaster::start(
+        &cluster.nodes[1].netns,
+        master_addr.parse()?,
+        state.to_string(),
+    )?;
+    let vip6 = wait_until(
+        "the IPv6 web VIP on node 1",
+        Duration::from_secs(15),
+        || {
+            let vips = vips(&cluster, 0)?;
+            Ok(vips.iter().find_map(|v| {
+                let addr: SocketAddr = v["vip"].as_str()?.parse().ok()?;
+                let backends = v["backends"].as_array()?;
+                (v["name"] == WEB
+                    && addr.is_ipv6()
+                    && backends.len() == 1
+                    && backends[0]["addr"] == tcp6.to_string())
+                .then_some(addr)
+            }))
+        },
+    )
+    .with_context(|| cluster.log_tails(20))?;
+    let IpAddr::V6(ip6) = vip6.ip() else {
+        bail!("{vip6} is not IPv6");
+    };
+    assert_eq!(ip6.segments()[..4], [0xfd01, 0xc, 0, 0], "{ip6}");
+    // DNS: AAAA and A for the name.
+    let aaaa = wait_until("AAAA of the web VIP", Duration::from_secs(10), || {
+        let out = cluster.run_in(
+            0,
+            std::path::Path::new("/usr/bin/dig"),
+            &["@127.0.0.1", "+short", "+time=1", "+tries=1", "AAAA", WEB],
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        Ok((!text.is_empty()).then_some(text))
+    })?;
+    assert_eq!(aaaa, ip6.to_string());
+    assert!(!dig(&cluster, 0, WEB)?.is_empty(), "A beside AAAA");
+    // Connects through the IPv6 VIP reach the task's IPv6 address, and show the VIP.
+    let lines = client(&client_c, &cgroups[0], &["tcp", &vip6.to_string(), "20"])?;
+    let counts = lb::tally(&lines, &vip6.to_string())?;
+    assert_eq!(counts.get("web6"), Some(&20), "{counts:?}");
     Ok(())
 }

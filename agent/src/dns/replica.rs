@@ -262,8 +262,10 @@ struct VipRecords<'a>(&'a NamedVips);
 
 impl RecordSource for VipRecords<'_> {
     fn shared(&self, _: &Cluster, out: &mut Vec<Record>) {
-        for (name, ip) in self.0 {
-            out.push(Record::ip(format!("{name}."), IpAddr::V4(*ip)));
+        for (name, addresses) in self.0 {
+            for ip in addresses {
+                out.push(Record::ip(format!("{name}."), *ip));
+            }
         }
     }
 

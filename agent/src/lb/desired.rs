@@ -1,11 +1,14 @@
 //! The VIPs a gossip view implies: every running task's discovery ports with `VIP_<n>` labels
 //! become backends (the task's first address of the VIP's family and the port's number), with
-//! the port's `DCNET_VIP_WEIGHT` (default 1) as weight, 0 for tasks whose health checks fail. Named VIPs are IPv4; an IP-literal VIP may be
-//! IPv6 (`[fd00::1]:80`), served by the tasks' IPv6 addresses. Tasks on agents that gossip reports down are left out, so
-//! their backends are withdrawn on every node as soon as the failure detector decides.
+//! the port's `DCNET_VIP_WEIGHT` (default 1) as weight, 0 for tasks whose health checks fail.
+//! A named VIP has an IPv4 address and, when its tasks have IPv6 addresses, an IPv6 one
+//! (`fd01:c::/64`) served by those; an IP-literal VIP may be IPv6 (`[fd00::1]:80`), served by
+//! the tasks' IPv6 addresses. Tasks on agents that gossip reports down are left out, so their
+//! backends are withdrawn on every node as soon as the failure detector decides.
 //!
-//! Named VIPs get their address from [`dcnet_lb::vip::named_addresses`] over every name in
-//! the view, so all nodes agree without talking about it.
+//! Named VIPs get their addresses from [`dcnet_lb::vip::named_addresses`] and
+//! [`dcnet_lb::vip::named_addresses6`] over every name in the view, so all nodes agree
+//! without talking about it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -14,7 +17,7 @@ use super::locality::{self, Locality};
 
 use dcnet_dns::records::Cluster;
 use dcnet_lb::vip::{
-    Backend, Protocol, Vip, VipError, VipHost, VipLabel, VipName, named_addresses,
+    Backend, Protocol, Vip, VipError, VipHost, VipLabel, VipName, named_addresses, named_addresses6,
 };
 
 /// What the cluster's tasks ask of the load balancer.
@@ -111,16 +114,25 @@ pub fn desired(
                         }
                         let backends = wanted.entry(key).or_default();
                         // The VIP exists as long as a task declares it, even with no backend
-                        // to use: connects are then refused at once instead of hanging.
-                        let v6 = matches!(label.host, VipHost::Ip(IpAddr::V6(_)));
-                        if let (Some(ip), false, 1..) = (ip_of(v6), on_down_agent, port.number) {
-                            backends.push((
-                                Backend {
-                                    addr: SocketAddr::new(ip, port.number),
-                                    weight,
-                                },
-                                at.clone(),
-                            ));
+                        // to use: connects are then refused at once instead of hanging. An IP
+                        // VIP takes backends of its family; a named one of both (its IPv6
+                        // address serves the tasks' IPv6 addresses).
+                        let families: &[bool] = match label.host {
+                            VipHost::Ip(IpAddr::V4(_)) => &[false],
+                            VipHost::Ip(IpAddr::V6(_)) => &[true],
+                            VipHost::Named(_) => &[false, true],
+                        };
+                        for &v6 in families {
+                            if let (Some(ip), false, 1..) = (ip_of(v6), on_down_agent, port.number)
+                            {
+                                backends.push((
+                                    Backend {
+                                        addr: SocketAddr::new(ip, port.number),
+                                        weight,
+                                    },
+                                    at.clone(),
+                                ));
+                            }
                         }
                     }
                 }
@@ -135,16 +147,29 @@ pub fn desired(
             VipHost::Ip(_) => None,
         })
         .collect();
-    let addresses = named_addresses(named);
+    let addresses = named_addresses(named.iter().copied());
+    let addresses6 = named_addresses6(named);
     let mut out = Desired {
         errors,
         ..Desired::default()
     };
-    for ((host, port, protocol), mut backends) in wanted {
-        let addr: IpAddr = match &host {
-            VipHost::Ip(ip) => *ip,
-            VipHost::Named(n) => addresses[n].into(),
-        };
+    // A named VIP is an IPv4 VIP (always, so connects to it are refused at once without
+    // backends) and, when any of its backends is IPv6, an IPv6 VIP too.
+    let mut split = Vec::with_capacity(wanted.len());
+    for ((host, port, protocol), backends) in wanted {
+        match &host {
+            VipHost::Ip(ip) => split.push((host.clone(), *ip, port, protocol, backends)),
+            VipHost::Named(n) => {
+                let (v6, v4): (Vec<_>, Vec<_>) =
+                    backends.into_iter().partition(|(b, _)| b.addr.is_ipv6());
+                if !v6.is_empty() {
+                    split.push((host.clone(), addresses6[n].into(), port, protocol, v6));
+                }
+                split.push((host.clone(), addresses[n].into(), port, protocol, v4));
+            }
+        }
+    }
+    for (host, addr, port, protocol, mut backends) in split {
         let vip = Vip {
             addr: SocketAddr::new(addr, port),
             protocol,
@@ -321,6 +346,41 @@ mod tests {
             d.vips.values().next().unwrap().is_empty(),
             "no backend on a down agent"
         );
+    }
+
+    #[test]
+    fn named_vips_get_an_ipv6_address_for_tasks_with_ipv6_addresses() {
+        let mut dual = task("web.1", "a2", "9.0.2.2", 80, &[("VIP_0", "/web:80")]);
+        dual.ips.push("fd01:b::2:8000:2".parse().unwrap());
+        let c = cluster(vec![
+            dual,
+            task("web.2", "a3", "9.0.3.2", 80, &[("VIP_0", "/web:80")]),
+            task("api.1", "a3", "9.0.3.3", 8080, &[("VIP_0", "/api:8080")]),
+        ]);
+        let d = desired(&c, &HashSet::new(), &Localities::default());
+        let web = |v6: bool| -> Vec<String> {
+            d.vips
+                .iter()
+                .find(|(vip, _)| vip.addr.is_ipv6() == v6 && vip.addr.port() == 80)
+                .map(|(_, b)| b.iter().map(|b| b.addr.to_string()).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(web(false), ["9.0.2.2:80", "9.0.3.2:80"]);
+        assert_eq!(web(true), ["[fd01:b::2:8000:2]:80"]);
+        let v6: Vec<&Vip> = d.vips.keys().filter(|v| v.addr.is_ipv6()).collect();
+        assert_eq!(v6.len(), 1, "only web has IPv6 backends: {v6:?}");
+        let IpAddr::V6(ip) = v6[0].addr.ip() else {
+            unreachable!("filtered")
+        };
+        assert_eq!(ip.segments()[..4], [0xfd01, 0xc, 0, 0], "{ip}");
+        // Both addresses carry the name, for DNS.
+        let names: Vec<&str> = d
+            .names
+            .values()
+            .filter(|(n, _)| n.name == "web")
+            .map(|(_, dns)| dns.as_str())
+            .collect();
+        assert_eq!(names, ["web.marathon.l4lb.thisdcos.directory"; 2]);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! resolves on a node before a connect to its address is translated there.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -36,8 +36,9 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 /// A node that hears from nobody retires an earlier run's datapath after this long anyway.
 const RETIRE_AFTER: Duration = Duration::from_secs(10);
 
-/// Named VIPs the datapath has: DNS name → address. Read by the DNS service.
-pub type NamedVips = BTreeMap<String, Ipv4Addr>;
+/// Named VIPs the datapath has: DNS name → its addresses (IPv4, and IPv6 when its tasks have
+/// IPv6 addresses). Read by the DNS service.
+pub type NamedVips = BTreeMap<String, Vec<IpAddr>>;
 
 /// A VIP as `GET /v1/vips` and `dcnet vips` show it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
@@ -352,13 +353,18 @@ fn sync(shared: &Shared, want: Desired) -> (NamedVips, u64, Duration) {
         .filter(|(vip, _)| datapath.has_vip(vip))
         .collect();
     drop(datapath);
-    let now_named: NamedVips = programmed
-        .iter()
-        .filter_map(|(vip, (_, dns))| match vip.addr.ip() {
-            IpAddr::V4(ip) => Some((dns.clone(), ip)),
-            IpAddr::V6(_) => None,
-        })
-        .collect();
+    let mut now_named = NamedVips::new();
+    for (vip, (_, dns)) in &programmed {
+        now_named
+            .entry(dns.clone())
+            .or_default()
+            .push(vip.addr.ip());
+    }
+    for addresses in now_named.values_mut() {
+        // A name with several ports has one address per family.
+        addresses.sort();
+        addresses.dedup();
+    }
     *shared.names.lock().unwrap_or_else(|e| e.into_inner()) = programmed;
     *shared.placement.lock().unwrap_or_else(|e| e.into_inner()) = Placement {
         localities: want.localities,
