@@ -200,16 +200,7 @@ pub async fn default_route(inside: &Netlink) -> Result<Option<(Option<Ipv4Addr>,
     Ok(routes
         .iter()
         .filter(|r| r.header.destination_prefix_length == 0)
-        .filter(|r| {
-            r.attributes
-                .iter()
-                .find_map(|a| match a {
-                    RouteAttribute::Table(t) => Some(*t),
-                    _ => None,
-                })
-                .unwrap_or(u32::from(r.header.table))
-                == main
-        })
+        .filter(|r| crate::netlink::route_table(r) == main)
         .find_map(|r| {
             let oif = r.attributes.iter().find_map(|a| match a {
                 RouteAttribute::Oif(i) => Some(*i),

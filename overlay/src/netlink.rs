@@ -27,3 +27,15 @@ impl Netlink {
         &self.handle
     }
 }
+
+/// The table a route is in: its `RTA_TABLE` attribute (tables above 255), else the header's.
+pub(crate) fn route_table(r: &netlink_packet_route::route::RouteMessage) -> u32 {
+    use netlink_packet_route::route::RouteAttribute;
+    r.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(r.header.table))
+}

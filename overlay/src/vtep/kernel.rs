@@ -169,7 +169,7 @@ impl VtepLink {
             .map_err(|e| Error::netlink("list routes", self.config.table, e))?;
         for r in routes
             .iter()
-            .filter(|r| route_table(r) == self.config.table)
+            .filter(|r| crate::netlink::route_table(r) == self.config.table)
         {
             let dst = r.attributes.iter().find_map(|a| match a {
                 RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
@@ -391,14 +391,4 @@ fn neighbour_mac(n: &NeighbourMessage) -> Option<Mac> {
         NeighbourAttribute::LinkLayerAddress(mac) => Mac::from_slice(mac),
         _ => None,
     })
-}
-
-fn route_table(r: &RouteMessage) -> u32 {
-    r.attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Table(t) => Some(*t),
-            _ => None,
-        })
-        .unwrap_or(u32::from(r.header.table))
 }
