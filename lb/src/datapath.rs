@@ -797,14 +797,7 @@ pub(crate) fn take_map<T>(
 }
 
 fn sock_release_program(ebpf: &mut Ebpf) -> Result<&mut CgroupSock, Error> {
-    ebpf.program_mut(SOCK_RELEASE)
-        .ok_or(Error::MissingProgram(SOCK_RELEASE))?
-        .try_into()
-        .map_err(|source| Error::Program {
-            name: SOCK_RELEASE,
-            action: "type check",
-            source,
-        })
+    program(ebpf, SOCK_RELEASE)
 }
 
 /// Loads (verifies) the sock_addr programs `names` of `ebpf`.
@@ -848,6 +841,14 @@ pub(crate) fn sock_addr_program<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut CgroupSockAddr, Error> {
+    program(ebpf, name)
+}
+
+/// The program `name` of `ebpf`, as the program type `T` it must be.
+pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, Error>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
     ebpf.program_mut(name)
         .ok_or(Error::MissingProgram(name))?
         .try_into()

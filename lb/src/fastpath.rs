@@ -361,14 +361,7 @@ fn classifier<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut SchedClassifier, Error> {
-    ebpf.program_mut(name)
-        .ok_or(Error::MissingProgram(name))?
-        .try_into()
-        .map_err(|source| Error::Program {
-            name,
-            action: "find",
-            source,
-        })
+    crate::datapath::program(ebpf, name)
 }
 
 /// The ids of the programs attached at tcx ingress of `interface` (in this thread's network

@@ -46,15 +46,7 @@ impl VxlanFilter {
             })?;
         let peers = take_map(&mut ebpf, VXLAN_PEERS, HashMap::try_from)?;
         let stats = take_map(&mut ebpf, VXLAN_STATS, PerCpuArray::try_from)?;
-        let program: &mut SchedClassifier = ebpf
-            .program_mut(PROGRAM)
-            .ok_or(Error::MissingProgram(PROGRAM))?
-            .try_into()
-            .map_err(|source| Error::Program {
-                name: PROGRAM,
-                action: "find",
-                source,
-            })?;
+        let program: &mut SchedClassifier = crate::datapath::program(&mut ebpf, PROGRAM)?;
         program.load().map_err(|source| Error::Program {
             name: PROGRAM,
             action: "load",
