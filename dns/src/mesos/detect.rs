@@ -197,10 +197,15 @@ async fn watch_once(url: &ZkUrl, tx: &watch::Sender<Detected>) -> Result<(), Str
             Ok(listed) => listed,
             // No master has registered yet: wait for the path to appear.
             Err(zookeeper_client::Error::NoNode) => {
-                let (_, exists) = client
+                let (stat, exists) = client
                     .check_and_watch_stat(&url.path)
                     .await
                     .map_err(|e| format!("watching {}: {e}", url.path))?;
+                // Made between the listing and this check: its existence watch would only
+                // fire on a change of the path itself, never for its children. List again.
+                if stat.is_some() {
+                    continue;
+                }
                 tx.send_if_modified(|d| replace(d, Detected::default()));
                 tokio::select! {
                     _ = exists.changed() => continue,
