@@ -1,10 +1,11 @@
 //! Putting a container's network namespace on an overlay and taking it off again: a veth pair
-//! from the node's bridge for that overlay into the namespace, the container's address, its
-//! default route and MTU. The agent's API, the CNI plugin and the task launcher all use this.
+//! from the node's bridge for that overlay into the namespace, the container's addresses (one
+//! per family of the overlay), its default routes and MTU. The agent's API, the CNI plugin and
+//! the task launcher all use this.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use netlink_packet_route::link::LinkAttribute;
 use rtnetlink::RouteMessageBuilder;
 
@@ -15,8 +16,9 @@ use crate::{Error, Netlink, Netns};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeSpec {
     pub name: String,
-    /// Gateway address with the subnet's prefix (9.0.3.1/24).
-    pub address: Ipv4Network,
+    /// Gateway addresses with their subnet's prefix (9.0.3.1/24, fd01:b:0:0:3::1/80), one per
+    /// family, the first deciding the bridge's MAC.
+    pub addresses: Vec<IpNetwork>,
     pub mtu: u32,
 }
 
@@ -37,7 +39,13 @@ pub async fn ensure_bridge(nl: &Netlink, spec: &BridgeSpec) -> Result<bool, Erro
     // A bridge without an address of its own takes the smallest of its ports' MACs, so a new
     // container could change the gateway's MAC under the others' ARP caches (their traffic to
     // the gateway, DNS included, is then lost until the entries expire). A fixed one never moves.
-    let mac = gateway_mac(spec.address.ip());
+    let Some(first) = spec.addresses.first() else {
+        return Err(Error::InvalidAddress(format!(
+            "bridge {} has no gateway address",
+            spec.name
+        )));
+    };
+    let mac = gateway_mac(first.ip());
     let has_mac = link
         .attributes
         .iter()
@@ -54,9 +62,9 @@ pub async fn ensure_bridge(nl: &Netlink, spec: &BridgeSpec) -> Result<bool, Erro
         nl.set_mtu(&spec.name, spec.mtu).await?;
         changed = true;
     }
-    changed |= nl
-        .set_only_ipv4_address(index, &spec.name, spec.address)
-        .await?;
+    for &address in &spec.addresses {
+        changed |= nl.set_only_address(index, &spec.name, address).await?;
+    }
     if !link
         .header
         .flags
@@ -69,9 +77,13 @@ pub async fn ensure_bridge(nl: &Netlink, spec: &BridgeSpec) -> Result<bool, Erro
 }
 
 /// The bridge's MAC: locally administered, derived from the gateway address (as CNI's
-/// `0a:58:` prefix does), so it is the same on every start and unique per subnet.
-pub fn gateway_mac(gateway: std::net::Ipv4Addr) -> [u8; 6] {
-    let [a, b, c, d] = gateway.octets();
+/// `0a:58:` prefix does; an IPv6 gateway's low 32 bits), so it is the same on every start and
+/// unique per subnet.
+pub fn gateway_mac(gateway: IpAddr) -> [u8; 6] {
+    let [a, b, c, d] = match gateway {
+        IpAddr::V4(ip) => ip.octets(),
+        IpAddr::V6(ip) => (u128::from(ip) as u32).to_be_bytes(),
+    };
     [0x0a, 0x58, a, b, c, d]
 }
 
@@ -83,9 +95,9 @@ pub struct AttachSpec<'a> {
     /// Interface name inside the container (`eth0`).
     pub ifname: &'a str,
     pub bridge: &'a str,
-    /// The container's address with the subnet's prefix (9.0.3.7/24).
-    pub address: Ipv4Network,
-    pub gateway: Ipv4Addr,
+    /// The container's addresses with their subnet's prefix (9.0.3.7/24), each with its
+    /// gateway: one per family of the overlay.
+    pub addresses: Vec<(IpNetwork, IpAddr)>,
     pub mtu: u32,
 }
 
@@ -96,8 +108,8 @@ pub struct Attached {
     pub host_veth: String,
     /// The container interface's MAC.
     pub mac: Mac,
-    /// The interface got the namespace's default route (it had none): a second interface in
-    /// the same namespace leaves the first one's in place.
+    /// The interface got the namespace's default routes of its families (it had none of
+    /// them): a second interface in the same namespace leaves the first one's in place.
     pub default_route: bool,
 }
 
@@ -154,25 +166,32 @@ async fn configure(
 
     inside.set_mtu(spec.ifname, spec.mtu).await?;
     let index = inside.link_index(spec.ifname).await?;
-    inside
-        .set_only_ipv4_address(index, spec.ifname, spec.address)
-        .await?;
+    for &(address, _) in &spec.addresses {
+        inside
+            .set_only_address(index, spec.ifname, address)
+            .await?;
+    }
     inside.set_up(spec.ifname).await?;
     inside.set_up("lo").await?;
-    let default_route = default_route(inside).await?.is_none();
+    let mut default_route = true;
+    for &(address, _) in &spec.addresses {
+        default_route &= default_route_of(inside, address.is_ipv6()).await?.is_none();
+    }
     if default_route {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(spec.gateway)
-            .output_interface(index)
-            .build();
-        inside
-            .handle
-            .route()
-            .add(route)
-            .replace()
-            .execute()
-            .await
-            .map_err(|e| Error::netlink("add default route", format!("via {}", spec.gateway), e))?;
+        for &(_, gateway) in &spec.addresses {
+            let route = match RouteMessageBuilder::<IpAddr>::new().gateway(gateway) {
+                Ok(b) => b.output_interface(index).build(),
+                Err(e) => return Err(Error::InvalidAddress(format!("gateway {gateway}: {e}"))),
+            };
+            inside
+                .handle
+                .route()
+                .add(route)
+                .replace()
+                .execute()
+                .await
+                .map_err(|e| Error::netlink("add default route", format!("via {gateway}"), e))?;
+        }
     }
     let mac = interface_mac(inside, spec.ifname).await?;
     Ok(Attached {
@@ -185,9 +204,27 @@ async fn configure(
 /// The IPv4 default route of the main table of the namespace `inside` is a session in: its
 /// gateway (if any) and output interface index.
 pub async fn default_route(inside: &Netlink) -> Result<Option<(Option<Ipv4Addr>, u32)>, Error> {
+    Ok(default_route_of(inside, false)
+        .await?
+        .map(|(gateway, oif)| match gateway {
+            Some(IpAddr::V4(ip)) => (Some(ip), oif),
+            _ => (None, oif),
+        }))
+}
+
+/// The IPv4 or (`ipv6`) IPv6 default route of the main table of the namespace `inside` is a
+/// session in: its gateway (if any) and output interface index.
+pub async fn default_route_of(
+    inside: &Netlink,
+    ipv6: bool,
+) -> Result<Option<(Option<IpAddr>, u32)>, Error> {
     use futures::TryStreamExt as _;
     use netlink_packet_route::route::{RouteAddress, RouteAttribute};
-    let filter = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    let filter = if ipv6 {
+        RouteMessageBuilder::<Ipv6Addr>::new().build()
+    } else {
+        RouteMessageBuilder::<Ipv4Addr>::new().build()
+    };
     let routes: Vec<netlink_packet_route::route::RouteMessage> = inside
         .handle
         .route()
@@ -201,13 +238,16 @@ pub async fn default_route(inside: &Netlink) -> Result<Option<(Option<Ipv4Addr>,
         .iter()
         .filter(|r| r.header.destination_prefix_length == 0)
         .filter(|r| crate::netlink::route_table(r) == main)
+        // The kernel lists an unreachable IPv6 default route (on lo) when there is none.
+        .filter(|r| r.header.kind == netlink_packet_route::route::RouteType::Unicast)
         .find_map(|r| {
             let oif = r.attributes.iter().find_map(|a| match a {
                 RouteAttribute::Oif(i) => Some(*i),
                 _ => None,
             })?;
             let gateway = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+                RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
                 _ => None,
             });
             Some((gateway, oif))
@@ -240,31 +280,33 @@ pub async fn detach(host: &Netlink, container_id: &str, ifname: &str) -> Result<
     }
 }
 
-/// Checks that the container's interface is there with `address` and, when it owns the
-/// namespace's default route (`default_via`), that the route is there via that gateway on it:
+/// Checks that the container's interface is there with `addresses` and, when it owns the
+/// namespace's default routes, that each of `default_via` is there via that gateway on it:
 /// what CNI CHECK asks.
 pub async fn check(
     target: &Netns,
     ifname: &str,
-    address: Ipv4Network,
-    default_via: Option<Ipv4Addr>,
+    addresses: &[IpNetwork],
+    default_via: &[IpAddr],
 ) -> Result<(), Error> {
     let inside = target.open_netlink()?;
     let index = inside.link_index(ifname).await?;
-    let present = inside.ipv4_addresses(index).await?;
-    if !present.contains(&address) {
-        return Err(Error::AddressMissing {
-            ifname: ifname.to_owned(),
-            address,
-        });
+    for &address in addresses {
+        let present = inside.addresses(index, address.is_ipv6()).await?;
+        if !present.contains(&address) {
+            return Err(Error::AddressMissing {
+                ifname: ifname.to_owned(),
+                address,
+            });
+        }
     }
-    if let Some(gateway) = default_via
-        && default_route(&inside).await? != Some((Some(gateway), index))
-    {
-        return Err(Error::RouteMissing {
-            ifname: ifname.to_owned(),
-            gateway,
-        });
+    for &gateway in default_via {
+        if default_route_of(&inside, gateway.is_ipv6()).await? != Some((Some(gateway), index)) {
+            return Err(Error::RouteMissing {
+                ifname: ifname.to_owned(),
+                gateway,
+            });
+        }
     }
     Ok(())
 }

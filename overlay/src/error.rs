@@ -43,14 +43,17 @@ pub enum Error {
     #[error("interface {ifname:?} does not have its address {address}")]
     AddressMissing {
         ifname: String,
-        address: ipnetwork::Ipv4Network,
+        address: ipnetwork::IpNetwork,
     },
     /// A container interface that owns the namespace's default route lacks it.
     #[error("the default route via {gateway} on interface {ifname:?} is missing")]
     RouteMissing {
         ifname: String,
-        gateway: std::net::Ipv4Addr,
+        gateway: std::net::IpAddr,
     },
+    /// An address with a prefix longer than its family allows.
+    #[error("{0} is not a valid address with prefix length")]
+    InvalidAddress(String),
     /// A filesystem path needed for namespaces could not be used.
     #[error("{path:?}: {action} failed")]
     Path {

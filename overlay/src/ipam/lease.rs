@@ -29,7 +29,7 @@
 
 use std::time::{Duration, Instant};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
 use super::Pool;
@@ -46,7 +46,7 @@ pub enum LeaseState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LeaseRecord {
     /// The slot.
-    pub net: Ipv4Network,
+    pub net: IpNetwork,
     pub state: LeaseState,
     /// When the lease became held (Unix milliseconds); the claim time while claimed.
     pub since_ms: u64,
@@ -80,7 +80,7 @@ pub enum Outcome {
     /// Publish this new claim. `lost` names the slot given up for it and the winner, if any.
     Claimed {
         record: LeaseRecord,
-        lost: Option<(Ipv4Network, String)>,
+        lost: Option<(IpNetwork, String)>,
     },
     /// The claim settled: persist and publish the lease, then use it.
     Held(LeaseRecord),
@@ -103,7 +103,7 @@ pub struct Agreement {
     node_id: String,
     settle: Duration,
     /// The slot to try first: the persisted one after an expired lease.
-    preferred: Option<Ipv4Network>,
+    preferred: Option<IpNetwork>,
     phase: Phase,
 }
 
@@ -206,9 +206,9 @@ impl Agreement {
         now: Instant,
         now_ms: u64,
         others: &[Observed<'_>],
-        lost: Option<(Ipv4Network, String)>,
+        lost: Option<(IpNetwork, String)>,
     ) -> Outcome {
-        let taken = |net: Ipv4Network| {
+        let taken = |net: IpNetwork| {
             others
                 .iter()
                 .any(|o| o.node_id != self.node_id && o.record.net == net)
@@ -236,7 +236,7 @@ impl Agreement {
 
     /// The first free slot from a start point derived from the node id, so agents that join at
     /// the same moment mostly pick different slots.
-    fn probe(&self, taken: &dyn Fn(Ipv4Network) -> bool) -> Option<Ipv4Network> {
+    fn probe(&self, taken: &dyn Fn(IpNetwork) -> bool) -> Option<IpNetwork> {
         let len = self.pool.len();
         let start = fnv1a(self.node_id.as_bytes()) % len;
         (0..len)
@@ -261,7 +261,7 @@ mod tests {
     const SETTLE: Duration = Duration::from_secs(4);
 
     fn pool(range: &str, prefix: u8) -> Pool {
-        Pool::subnets(range.parse().unwrap(), prefix).unwrap()
+        Pool::subnets(range.parse::<IpNetwork>().unwrap(), prefix).unwrap()
     }
 
     fn rec(net: &str, state: LeaseState, since_ms: u64) -> LeaseRecord {
@@ -488,7 +488,7 @@ mod tests {
                     in_flight.make_contiguous().sort_by_key(|e| e.0);
                 }
             }
-            let mut holders: BTreeMap<Ipv4Network, usize> = BTreeMap::new();
+            let mut holders: BTreeMap<IpNetwork, usize> = BTreeMap::new();
             for (i, a) in agreements.iter().enumerate() {
                 if let Some(held) = a.as_ref().and_then(Agreement::held)
                     && let Some(other) = holders.insert(held.net, i)

@@ -1,9 +1,9 @@
 //! The VTEP link and its tunnel objects in the kernel, over netlink.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo};
 use netlink_packet_route::neighbour::{
@@ -99,8 +99,13 @@ impl VtepLink {
             changed = true;
         }
         changed |= nl
-            .set_only_ipv4_address(index, &config.name, config.address)
+            .set_only_address(index, &config.name, config.address.into())
             .await?;
+        if let Some(address6) = config.address6 {
+            changed |= nl
+                .set_only_address(index, &config.name, address6.into())
+                .await?;
+        }
         Ok((
             Self {
                 config: config.clone(),
@@ -123,20 +128,22 @@ impl VtepLink {
     /// VTEP, routes in the overlay table, and dcnet's rules pointing at it.
     pub async fn read(&self, nl: &Netlink) -> Result<TunnelState, Error> {
         let mut state = TunnelState::default();
-        let neighbours: Vec<NeighbourMessage> = nl
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Inet)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| Error::netlink("list neighbours", &self.config.name, e))?;
-        for n in neighbours.iter().filter(|n| {
-            n.header.ifindex == self.index && n.header.state == NeighbourState::Permanent
-        }) {
-            if let (Some(IpAddr::V4(ip)), Some(mac)) = (neighbour_ip(n), neighbour_mac(n)) {
-                state.neighbours.insert((ip, mac));
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let neighbours: Vec<NeighbourMessage> = nl
+                .handle
+                .neighbours()
+                .get()
+                .set_address_family(family)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(|e| Error::netlink("list neighbours", &self.config.name, e))?;
+            for n in neighbours.iter().filter(|n| {
+                n.header.ifindex == self.index && n.header.state == NeighbourState::Permanent
+            }) {
+                if let (Some(ip), Some(mac)) = (neighbour_ip(n), neighbour_mac(n)) {
+                    state.neighbours.insert((ip, mac));
+                }
             }
         }
         let fdb: Vec<NeighbourMessage> = nl
@@ -156,52 +163,61 @@ impl VtepLink {
                 }
             }
         }
-        let filter = RouteMessageBuilder::<Ipv4Addr>::new()
+        let routes4 = RouteMessageBuilder::<Ipv4Addr>::new()
             .table_id(self.config.table)
             .build();
-        let routes: Vec<RouteMessage> = nl
-            .handle
-            .route()
-            .get(filter)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| Error::netlink("list routes", self.config.table, e))?;
-        for r in routes
-            .iter()
-            .filter(|r| crate::netlink::route_table(r) == self.config.table)
-        {
-            let dst = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
-                _ => None,
-            });
-            let via = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
-                _ => None,
-            });
-            if let (Some(dst), Some(via)) = (dst, via)
-                && let Ok(net) = Ipv4Network::new(dst, r.header.destination_prefix_length)
+        let routes6 = RouteMessageBuilder::<Ipv6Addr>::new()
+            .table_id(self.config.table)
+            .build();
+        for filter in [routes4, routes6] {
+            let routes: Vec<RouteMessage> = nl
+                .handle
+                .route()
+                .get(filter)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(|e| Error::netlink("list routes", self.config.table, e))?;
+            for r in routes
+                .iter()
+                .filter(|r| crate::netlink::route_table(r) == self.config.table)
             {
-                state.routes.insert((net, via));
+                let dst = r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+                    RouteAttribute::Destination(RouteAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+                    _ => None,
+                });
+                let via = r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+                    RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+                    _ => None,
+                });
+                if let (Some(dst), Some(via)) = (dst, via)
+                    && let Ok(net) = IpNetwork::new(dst, r.header.destination_prefix_length)
+                {
+                    state.routes.insert((net, via));
+                }
             }
         }
-        let rules: Vec<RuleMessage> = nl
-            .handle
-            .rule()
-            .get(IpVersion::V4)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| Error::netlink("list rules", self.config.table, e))?;
-        for r in rules.iter().filter(|r| self.is_our_rule(r)) {
-            let dst = r.attributes.iter().find_map(|a| match a {
-                RuleAttribute::Destination(IpAddr::V4(ip)) => Some(*ip),
-                _ => None,
-            });
-            if let Some(dst) = dst
-                && let Ok(net) = Ipv4Network::new(dst, r.header.dst_len)
-            {
-                state.rules.insert(net);
+        for version in [IpVersion::V4, IpVersion::V6] {
+            let rules: Vec<RuleMessage> = nl
+                .handle
+                .rule()
+                .get(version)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(|e| Error::netlink("list rules", self.config.table, e))?;
+            for r in rules.iter().filter(|r| self.is_our_rule(r)) {
+                let dst = r.attributes.iter().find_map(|a| match a {
+                    RuleAttribute::Destination(ip) => Some(*ip),
+                    _ => None,
+                });
+                if let Some(dst) = dst
+                    && let Ok(net) = IpNetwork::new(dst, r.header.dst_len)
+                {
+                    state.rules.insert(net);
+                }
             }
         }
         Ok(state)
@@ -225,7 +241,7 @@ impl VtepLink {
         let result = match change {
             Change::SetNeighbour(ip, mac) => {
                 h.neighbours()
-                    .add(self.index, IpAddr::V4(ip))
+                    .add(self.index, ip)
                     .link_layer_address(&mac.0)
                     .state(NeighbourState::Permanent)
                     .replace()
@@ -234,10 +250,14 @@ impl VtepLink {
             }
             Change::DelNeighbour(ip, _) => {
                 let mut m = NeighbourMessage::default();
-                m.header.family = AddressFamily::Inet;
                 m.header.ifindex = self.index;
+                let (family, destination) = match ip {
+                    IpAddr::V4(ip) => (AddressFamily::Inet, NeighbourAddress::Inet(ip)),
+                    IpAddr::V6(ip) => (AddressFamily::Inet6, NeighbourAddress::Inet6(ip)),
+                };
+                m.header.family = family;
                 m.attributes
-                    .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+                    .push(NeighbourAttribute::Destination(destination));
                 absent_ok(h.neighbours().del(m).execute().await)
             }
             Change::SetFdb(mac, dst) => {
@@ -272,19 +292,27 @@ impl VtepLink {
                 absent_ok(h.route().del(self.route(net, via)).execute().await)
             }
             Change::AddRule(net) => {
-                let mut req = h
+                let add = h
                     .rule()
                     .add()
-                    .v4()
-                    .destination_prefix(net.network(), net.prefix())
                     .table_id(self.config.table)
                     .priority(self.config.rule_priority)
                     .action(RuleAction::ToTable);
-                req.message_mut()
-                    .attributes
-                    .push(RuleAttribute::Protocol(RouteProtocol::Other(PROTOCOL)));
+                let ours = RuleAttribute::Protocol(RouteProtocol::Other(PROTOCOL));
+                let result = match net {
+                    IpNetwork::V4(n) => {
+                        let mut req = add.v4().destination_prefix(n.network(), n.prefix());
+                        req.message_mut().attributes.push(ours);
+                        req.execute().await
+                    }
+                    IpNetwork::V6(n) => {
+                        let mut req = add.v6().destination_prefix(n.network(), n.prefix());
+                        req.message_mut().attributes.push(ours);
+                        req.execute().await
+                    }
+                };
                 // EEXIST: the same rule is there already (added by a concurrent pass).
-                match req.execute().await {
+                match result {
                     Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {
                         Ok(())
                     }
@@ -293,11 +321,15 @@ impl VtepLink {
             }
             Change::DelRule(net) => {
                 let mut m = RuleMessage::default();
-                m.header.family = AddressFamily::Inet;
+                m.header.family = if net.is_ipv6() {
+                    AddressFamily::Inet6
+                } else {
+                    AddressFamily::Inet
+                };
                 m.header.dst_len = net.prefix();
                 m.header.action = RuleAction::ToTable;
                 m.attributes
-                    .push(RuleAttribute::Destination(IpAddr::V4(net.network())));
+                    .push(RuleAttribute::Destination(net.network()));
                 m.attributes.push(RuleAttribute::Table(self.config.table));
                 m.attributes
                     .push(RuleAttribute::Priority(self.config.rule_priority));
@@ -307,16 +339,22 @@ impl VtepLink {
         result.map_err(|e| Error::netlink("apply", change, e))
     }
 
-    fn route(&self, net: Ipv4Network, via: Ipv4Addr) -> RouteMessage {
-        RouteMessageBuilder::<Ipv4Addr>::new()
+    fn route(&self, net: IpNetwork, via: IpAddr) -> RouteMessage {
+        let builder = RouteMessageBuilder::<IpAddr>::new()
             .destination_prefix(net.network(), net.prefix())
-            .gateway(via)
-            .output_interface(self.index)
-            .table_id(self.config.table)
-            .protocol(RouteProtocol::Other(PROTOCOL))
-            .kind(RouteType::Unicast)
-            .onlink()
-            .build()
+            .and_then(|b| b.gateway(via));
+        match builder {
+            Ok(b) => b
+                .output_interface(self.index)
+                .table_id(self.config.table)
+                .protocol(RouteProtocol::Other(PROTOCOL))
+                .kind(RouteType::Unicast)
+                .onlink()
+                .build(),
+            // The plan pairs each subnet with a gateway of its family; this is unreachable,
+            // and a route without destination is refused by the kernel rather than misrouted.
+            Err(_) => RouteMessage::default(),
+        }
     }
 
     fn is_our_rule(&self, r: &RuleMessage) -> bool {

@@ -8,15 +8,17 @@
 //! Per remote agent the kernel holds four objects, all on the VTEP (design §3):
 //! a permanent neighbour (remote VTEP IP → VTEP MAC), an FDB entry (VTEP MAC → remote underlay
 //! IP), a route in the overlay table (remote subnet via remote VTEP IP, onlink) and a policy
-//! rule that sends traffic to that subnet to the overlay table.
+//! rule that sends traffic to that subnet to the overlay table. With IPv6 overlays the VTEP
+//! also has an IPv6 address ([`address6`]), and a peer adds an IPv6 neighbour and an IPv6
+//! route and rule per IPv6 subnet; the FDB entry (one MAC per VTEP) serves both families.
 
 pub mod kernel;
 pub mod plan;
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 pub use kernel::{Applied, VtepLink};
 pub use plan::{Change, Peer, TunnelState};
@@ -35,6 +37,14 @@ pub const DEFAULT_RULE_PRIORITY: u32 = 32000;
 pub const PROTOCOL: u8 = 220;
 /// VXLAN over IPv4 costs 50 bytes of the underlay MTU.
 pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// The IPv6 address of the VTEP whose IPv4 address is `vtep`: the IPv4 address in the low 32
+/// bits of `range6` (fd01:a::/64 and 44.128.0.7 make fd01:a::2c80:7). Unique because the IPv4
+/// address is, known to every node from the IPv4 lease alone, and readable by operators.
+/// `range6` must be a /96 or shorter (the configuration checks it).
+pub fn address6(range6: Ipv6Network, vtep: Ipv4Addr) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(range6.network()) | u128::from(u32::from(vtep)))
+}
 
 /// An Ethernet address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -95,6 +105,9 @@ pub struct VtepConfig {
     pub local: Ipv4Addr,
     /// The VTEP address with the VTEP range's prefix (44.128.0.7/20).
     pub address: Ipv4Network,
+    /// Its IPv6 address with the IPv6 VTEP range's prefix (fd01:a::2c80:7/64), when IPv6
+    /// overlays are configured.
+    pub address6: Option<Ipv6Network>,
     pub mtu: u32,
     pub table: u32,
     pub rule_priority: u32,
@@ -124,6 +137,12 @@ mod tests {
         ] {
             assert!(bad.parse::<Mac>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_ipv6_vtep_address_holds_the_ipv4_one() {
+        let ip = address6("fd01:a::/64".parse().unwrap(), Ipv4Addr::new(44, 128, 0, 7));
+        assert_eq!(ip.to_string(), "fd01:a::2c80:7");
     }
 
     #[test]

@@ -7,9 +7,9 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 
 use super::Mac;
 
@@ -19,22 +19,24 @@ pub struct Peer {
     /// For logs.
     pub node: String,
     pub vtep_ip: Ipv4Addr,
+    /// The VTEP's IPv6 address, when IPv6 overlays are configured.
+    pub vtep_ip6: Option<Ipv6Addr>,
     pub underlay: Ipv4Addr,
-    /// The agent's subnets, one per overlay.
-    pub subnets: Vec<Ipv4Network>,
+    /// The agent's subnets: one or two per overlay (IPv4, IPv6).
+    pub subnets: Vec<IpNetwork>,
 }
 
 /// The tunnel objects of a node, wanted or read from the kernel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TunnelState {
-    /// Remote VTEP IP → VTEP MAC (permanent neighbours).
-    pub neighbours: BTreeSet<(Ipv4Addr, Mac)>,
+    /// Remote VTEP IP → VTEP MAC (permanent neighbours), both families.
+    pub neighbours: BTreeSet<(IpAddr, Mac)>,
     /// VTEP MAC → remote underlay IP (FDB entries).
     pub fdb: BTreeSet<(Mac, Ipv4Addr)>,
-    /// Remote subnet → remote VTEP IP (routes in the overlay table).
-    pub routes: BTreeSet<(Ipv4Network, Ipv4Addr)>,
+    /// Remote subnet → remote VTEP IP of the same family (routes in the overlay table).
+    pub routes: BTreeSet<(IpNetwork, IpAddr)>,
     /// Remote subnets sent to the overlay table (policy rules).
-    pub rules: BTreeSet<Ipv4Network>,
+    pub rules: BTreeSet<IpNetwork>,
 }
 
 impl TunnelState {
@@ -43,10 +45,21 @@ impl TunnelState {
         let mut state = Self::default();
         for peer in peers {
             let mac = Mac::for_vtep(peer.vtep_ip);
-            state.neighbours.insert((peer.vtep_ip, mac));
+            state.neighbours.insert((IpAddr::V4(peer.vtep_ip), mac));
+            if let Some(ip6) = peer.vtep_ip6 {
+                state.neighbours.insert((IpAddr::V6(ip6), mac));
+            }
             state.fdb.insert((mac, peer.underlay));
             for &subnet in &peer.subnets {
-                state.routes.insert((subnet, peer.vtep_ip));
+                let via = match subnet {
+                    IpNetwork::V4(_) => IpAddr::V4(peer.vtep_ip),
+                    // No IPv6 VTEP address here: no IPv6 overlay to route.
+                    IpNetwork::V6(_) => match peer.vtep_ip6 {
+                        Some(ip6) => IpAddr::V6(ip6),
+                        None => continue,
+                    },
+                };
+                state.routes.insert((subnet, via));
                 state.rules.insert(subnet);
             }
         }
@@ -112,16 +125,16 @@ impl TunnelState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     /// Add or replace the neighbour of this IP.
-    SetNeighbour(Ipv4Addr, Mac),
-    DelNeighbour(Ipv4Addr, Mac),
+    SetNeighbour(IpAddr, Mac),
+    DelNeighbour(IpAddr, Mac),
     /// Add this FDB destination (replacing another destination of the same MAC).
     SetFdb(Mac, Ipv4Addr),
     DelFdb(Mac, Ipv4Addr),
     /// Add or replace the route to this subnet.
-    SetRoute(Ipv4Network, Ipv4Addr),
-    DelRoute(Ipv4Network, Ipv4Addr),
-    AddRule(Ipv4Network),
-    DelRule(Ipv4Network),
+    SetRoute(IpNetwork, IpAddr),
+    DelRoute(IpNetwork, IpAddr),
+    AddRule(IpNetwork),
+    DelRule(IpNetwork),
 }
 
 impl Change {
@@ -170,9 +183,34 @@ mod tests {
         Peer {
             node: format!("node-{n}"),
             vtep_ip: Ipv4Addr::new(44, 128, 0, n),
+            vtep_ip6: None,
             underlay: Ipv4Addr::from(underlay),
             subnets: vec![format!("9.0.{n}.0/24").parse().unwrap()],
         }
+    }
+
+    #[test]
+    fn an_ipv6_subnet_adds_a_neighbour_a_route_and_a_rule_but_no_fdb_entry() {
+        let mut p = peer(1, [10, 0, 0, 1]);
+        let vtep6: Ipv6Addr = "fd01:a::2c80:1".parse().unwrap();
+        p.vtep_ip6 = Some(vtep6);
+        p.subnets.push("fd01:b:0:0:1::/80".parse().unwrap());
+        let s = TunnelState::desired(&[p.clone()]);
+        assert_eq!(s.len(), 7);
+        assert!(s.routes.contains(&(
+            "fd01:b:0:0:1::/80".parse().unwrap(),
+            IpAddr::V6(vtep6)
+        )));
+        assert!(
+            s.neighbours
+                .contains(&(IpAddr::V6(vtep6), Mac::for_vtep(p.vtep_ip)))
+        );
+        p.vtep_ip6 = None;
+        assert_eq!(
+            TunnelState::desired(&[p]).len(),
+            4,
+            "without an IPv6 VTEP address the IPv6 subnet is left out"
+        );
     }
 
     #[test]
