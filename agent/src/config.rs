@@ -70,18 +70,25 @@
 //! [overlay]                       # VXLAN IP-per-container networks; off unless enabled
 //! enabled = true
 //! vtep_range = "44.128.0.0/20"
+//! vtep_subnet6 = "fd01:a::/64"    # VTEP IPv6 addresses: the IPv4 one in the low 32 bits
 //! vtep_mtu = 1450                 # underlay MTU minus 50
 //! reconcile_interval = "5s"       # read back and repair the kernel this often
 //! lease_settle = "4s"             # default: 10 gossip rounds
 //! lease_release = "1h"            # free a gone agent's leases after; default dead_node_grace
 //! fast_path = true                # containers' traffic past the bridge, in eBPF (tc)
 //!
-//! [[overlay.networks]]            # default: one network `dcos` as below
+//! [[overlay.networks]]            # default: `dcos` as below and `dcos6`, as DC/OS has them
 //! name = "dcos"
 //! subnet = "9.0.0.0/8"
 //! prefix = 24                     # one /24 per agent
+//! subnet6 = "fd01:c::/64"         # optional: dual stack, a /80 per agent paired with its /24
+//! prefix6 = 80
 //! mtu = 1420
-//! egress = true                   # reach beyond the overlay through the node, masqueraded
+//! egress = true                   # reach beyond the overlay through the node, masqueraded (IPv4)
+//!
+//! [[overlay.networks]]            # IPv6 only: a network with subnet6 and no subnet
+//! name = "dcos6"                  # (dcos6 defaults to fd01:b::/64, prefix6 80)
+//! subnet6 = "fd01:b::/64"
 //!
 //! [lb]                            # Minuteman-style VIPs in eBPF socket hooks; off unless enabled
 //! enabled = true
@@ -323,6 +330,7 @@ pub struct MesosSection {
 pub struct OverlaySection {
     pub enabled: Option<bool>,
     pub vtep_range: Option<String>,
+    pub vtep_subnet6: Option<String>,
     pub vtep_mtu: Option<u32>,
     pub reconcile_interval: Option<String>,
     pub lease_settle: Option<String>,
@@ -346,6 +354,8 @@ pub struct OverlayNetworkSection {
     pub name: String,
     pub subnet: Option<String>,
     pub prefix: Option<u8>,
+    pub subnet6: Option<String>,
+    pub prefix6: Option<u8>,
     pub mtu: Option<u32>,
     pub egress: Option<bool>,
 }
@@ -505,6 +515,9 @@ pub struct OverlaySettings {
     pub enabled: bool,
     /// Range the VTEP addresses come from.
     pub vtep_range: ipnetwork::Ipv4Network,
+    /// Range of the VTEPs' IPv6 addresses (see [`dcnet_overlay::vtep::address6`]); used when
+    /// a network has IPv6 subnets.
+    pub vtep_subnet6: ipnetwork::Ipv6Network,
     pub vtep_mtu: u32,
     /// How often the kernel is read back and repaired, besides on every change.
     pub reconcile_interval: Duration,
@@ -573,13 +586,43 @@ pub const DEFAULT_SCHEDULER_PORT: u16 = 8080;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverlayNetwork {
     pub name: String,
-    pub subnet: ipnetwork::Ipv4Network,
+    /// The IPv4 range, unless the network is IPv6 only.
+    pub subnet: Option<ipnetwork::Ipv4Network>,
     /// Prefix of each agent's share (24: one /24 per agent).
     pub prefix: u8,
+    /// The IPv6 range of an IPv6-only or dual-stack network.
+    pub subnet6: Option<ipnetwork::Ipv6Network>,
+    /// Prefix of each agent's IPv6 share (80).
+    pub prefix6: u8,
     /// MTU of the containers' interfaces.
     pub mtu: u32,
     /// Containers reach addresses beyond the overlay through their node, masqueraded.
     pub egress: bool,
+}
+
+impl OverlayNetwork {
+    /// The network's pools; the configuration checked that they make one.
+    pub fn pools(
+        &self,
+    ) -> Result<dcnet_overlay::ipam::NetworkPools, dcnet_overlay::ipam::NetworkError> {
+        dcnet_overlay::ipam::NetworkPools::new(
+            self.subnet.map(|s| (s, self.prefix)),
+            self.subnet6.map(|s| (s, self.prefix6)),
+        )
+    }
+
+    /// Its ranges, IPv4 first.
+    pub fn ranges(&self) -> Vec<ipnetwork::IpNetwork> {
+        self.subnet
+            .map(ipnetwork::IpNetwork::V4)
+            .into_iter()
+            .chain(self.subnet6.map(ipnetwork::IpNetwork::V6))
+            .collect()
+    }
+
+    pub fn has_ipv6(&self) -> bool {
+        self.subnet6.is_some()
+    }
 }
 
 /// The agent's validated configuration.
@@ -806,8 +849,7 @@ impl AgentConfig {
         if own_networks && overlay.enabled {
             // The default also lets this node's containers recurse: DC/OS's overlay
             // (9.0.0.0/8) is no private range.
-            for network in &overlay.networks {
-                let net = ipnetwork::IpNetwork::V4(network.subnet);
+            for net in overlay.networks.iter().flat_map(|n| n.ranges()) {
                 if !dns
                     .allowed_networks
                     .iter()
@@ -1592,6 +1634,19 @@ fn resolve_overlay(
             "a range of /30 or larger",
         ));
     }
+    let vtep_subnet6: ipnetwork::Ipv6Network = {
+        let text = file.vtep_subnet6.unwrap_or_else(|| "fd01:a::/64".into());
+        match text.parse::<ipnetwork::Ipv6Network>() {
+            Ok(net) if net.ip() == net.network() && net.prefix() <= 96 => net,
+            _ => {
+                return Err(invalid(
+                    origin("overlay.vtep_subnet6"),
+                    &text,
+                    "an IPv6 network of /96 or larger given by its first address, such as fd01:a::/64",
+                ));
+            }
+        }
+    };
     let mtu = |key: &'static str, value: Option<u32>, default: u32| match value {
         None => Ok(default),
         Some(m) if (576..=9000).contains(&m) => Ok(m),
@@ -1630,13 +1685,18 @@ fn resolve_overlay(
         ));
     }
     let networks = file.networks.unwrap_or_else(|| {
-        vec![OverlayNetworkSection {
-            name: "dcos".into(),
-            subnet: None,
-            prefix: None,
-            mtu: None,
-            egress: None,
-        }]
+        ["dcos", "dcos6"]
+            .into_iter()
+            .map(|name| OverlayNetworkSection {
+                name: name.into(),
+                subnet: None,
+                prefix: None,
+                subnet6: None,
+                prefix6: None,
+                mtu: None,
+                egress: None,
+            })
+            .collect()
     });
     let mut resolved: Vec<OverlayNetwork> = Vec::new();
     for n in networks {
@@ -1653,31 +1713,92 @@ fn resolve_overlay(
                 "a unique name of 1 to 13 characters of [A-Za-z0-9_-]",
             ));
         }
-        let subnet = ipv4_range(
-            "overlay.networks.subnet",
-            n.subnet.unwrap_or_else(|| "9.0.0.0/8".into()),
-        )?;
+        // Neither range given: `dcos6` is DC/OS's IPv6 overlay, any other name an IPv4 one.
+        let (subnet, subnet6) = match (n.subnet, n.subnet6) {
+            (None, None) if n.name == "dcos6" => (None, Some("fd01:b::/64".to_owned())),
+            (None, None) => (Some("9.0.0.0/8".to_owned()), None),
+            given => given,
+        };
+        let subnet = subnet
+            .map(|text| ipv4_range("overlay.networks.subnet", text))
+            .transpose()?;
         let prefix = n.prefix.unwrap_or(24);
-        if prefix < subnet.prefix() || prefix > 29 {
+        if let Some(subnet) = subnet
+            && (prefix < subnet.prefix() || prefix > 29)
+        {
             return Err(invalid(
                 origin("overlay.networks.prefix"),
                 prefix.to_string(),
                 format!("a prefix from /{} (the subnet's) to /29", subnet.prefix()),
             ));
         }
-        if let Some(other) = resolved.iter().find(|r| r.subnet.overlaps(subnet)) {
+        let subnet6 = subnet6
+            .map(|text| match text.parse::<ipnetwork::Ipv6Network>() {
+                Ok(net) if net.ip() == net.network() => Ok(net),
+                _ => Err(invalid(
+                    origin("overlay.networks.subnet6"),
+                    &text,
+                    "an IPv6 network given by its first address, such as fd01:b::/64",
+                )),
+            })
+            .transpose()?;
+        let prefix6 = n.prefix6.unwrap_or(80);
+        if let Some(subnet6) = subnet6
+            && (prefix6 < subnet6.prefix() || prefix6 > 120 || prefix6 - subnet6.prefix() > 32)
+        {
             return Err(invalid(
-                origin("overlay.networks.subnet"),
-                subnet.to_string(),
-                format!("a range that does not overlap network {:?}", other.name),
+                origin("overlay.networks.prefix6"),
+                prefix6.to_string(),
+                format!(
+                    "a prefix from /{} (the subnet6's) to /{} and /120",
+                    subnet6.prefix(),
+                    subnet6.prefix() + 32
+                ),
             ));
         }
-        if vtep_range.overlaps(subnet) {
+        let network = OverlayNetwork {
+            name: n.name,
+            subnet,
+            prefix,
+            subnet6,
+            prefix6,
+            mtu: 0,
+            egress: n.egress.unwrap_or(true),
+        };
+        if let Err(e) = network.pools() {
             return Err(invalid(
-                origin("overlay.networks.subnet"),
-                subnet.to_string(),
-                "a range that does not overlap overlay.vtep_range",
+                origin("overlay.networks.subnet6"),
+                network
+                    .ranges()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                e.to_string(),
             ));
+        }
+        for range in network.ranges() {
+            if let Some(other) = resolved
+                .iter()
+                .find(|r| r.ranges().iter().any(|o| overlaps(*o, range)))
+            {
+                return Err(invalid(
+                    origin("overlay.networks.subnet"),
+                    range.to_string(),
+                    format!("a range that does not overlap network {:?}", other.name),
+                ));
+            }
+            let vtep = [
+                ipnetwork::IpNetwork::V4(vtep_range),
+                ipnetwork::IpNetwork::V6(vtep_subnet6),
+            ];
+            if vtep.iter().any(|v| overlaps(*v, range)) {
+                return Err(invalid(
+                    origin("overlay.networks.subnet"),
+                    range.to_string(),
+                    "a range that overlaps neither overlay.vtep_range nor overlay.vtep_subnet6",
+                ));
+            }
         }
         let mtu = mtu("overlay.networks.mtu", n.mtu, 1420)?;
         if mtu > vtep_mtu {
@@ -1687,17 +1808,19 @@ fn resolve_overlay(
                 format!("at most overlay.vtep_mtu ({vtep_mtu})"),
             ));
         }
-        resolved.push(OverlayNetwork {
-            name: n.name,
-            subnet,
-            prefix,
-            mtu,
-            egress: n.egress.unwrap_or(true),
-        });
+        if network.has_ipv6() && mtu < 1280 {
+            return Err(invalid(
+                origin("overlay.networks.mtu"),
+                mtu.to_string(),
+                "at least 1280 on a network with IPv6 (IPv6's minimum)",
+            ));
+        }
+        resolved.push(OverlayNetwork { mtu, ..network });
     }
     Ok(OverlaySettings {
         enabled,
         vtep_range,
+        vtep_subnet6,
         vtep_mtu,
         reconcile_interval,
         lease_settle,
@@ -1705,6 +1828,11 @@ fn resolve_overlay(
         fast_path: file.fast_path.unwrap_or(true),
         networks: resolved,
     })
+}
+
+/// Whether two ranges share an address (never across families).
+fn overlaps(a: ipnetwork::IpNetwork, b: ipnetwork::IpNetwork) -> bool {
+    a.contains(b.network()) || b.contains(a.network())
 }
 
 /// A positive duration such as `5s`, or `default` when absent.
@@ -1981,6 +2109,36 @@ mod tests {
     }
 
     #[test]
+    fn the_overlay_has_dcos_and_dcos6_as_dc_os_has_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(&format!("{}[overlay]\nenabled = true\n", base(&dir))).unwrap();
+        let networks = &c.overlay.networks;
+        assert_eq!(networks.len(), 2);
+        assert_eq!(networks[0].name, "dcos");
+        assert_eq!(networks[0].ranges(), ["9.0.0.0/8".parse().unwrap()]);
+        assert_eq!(networks[1].name, "dcos6");
+        assert_eq!(networks[1].ranges(), ["fd01:b::/64".parse().unwrap()]);
+        assert_eq!(networks[1].prefix6, 80);
+        assert_eq!(c.overlay.vtep_subnet6.to_string(), "fd01:a::/64");
+        let dcos6: std::net::IpAddr = "fd01:b::7:0:0:2".parse().unwrap();
+        assert!(
+            c.dns.allowed_networks.iter().any(|n| n.contains(dcos6)),
+            "dcos6 containers may recurse: {:?}",
+            c.dns.allowed_networks
+        );
+        let dual = load(&format!(
+            "{}[overlay]\nenabled = true\n[[overlay.networks]]\nname = \"dual\"\nsubnet = \"9.0.0.0/8\"\nsubnet6 = \"fd01:c::/64\"\n",
+            base(&dir)
+        ))
+        .unwrap();
+        let pools = dual.overlay.networks[0].pools().unwrap();
+        assert_eq!(
+            pools.paired6("9.0.1.0/24".parse().unwrap()),
+            Some("fd01:c:0:0:1::/80".parse().unwrap())
+        );
+    }
+
+    #[test]
     fn minimal_file_gets_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let c = load(&base(&dir)).unwrap();
@@ -2227,6 +2385,53 @@ mod tests {
                 "unknown dns key",
                 format!("{b}[dns]\nlistens = []\n"),
                 &["agent.toml", "listens"],
+            ),
+            (
+                "an IPv6 subnet that is no network",
+                format!(
+                    "{b}[overlay]\nenabled = true\n[[overlay.networks]]\nname = \"v6\"\nsubnet6 = \"fd01:b::1/64\"\n"
+                ),
+                &["overlay.networks.subnet6", "fd01:b::1/64", "first address"],
+            ),
+            (
+                "an IPv6 prefix more than 32 bits longer than the range's",
+                format!(
+                    "{b}[overlay]\nenabled = true\n[[overlay.networks]]\nname = \"v6\"\nsubnet6 = \"fd01:b::/64\"\nprefix6 = 100\n"
+                ),
+                &["overlay.networks.prefix6", "100", "/96"],
+            ),
+            (
+                "a dual-stack network with fewer IPv6 subnets than IPv4 ones",
+                format!(
+                    "{b}[overlay]\nenabled = true\n[[overlay.networks]]\nname = \"dual\"\nsubnet = \"9.0.0.0/8\"\nsubnet6 = \"fd01:c::/64\"\nprefix6 = 72\n"
+                ),
+                &["overlay.networks.subnet6", "256 subnets", "65536"],
+            ),
+            (
+                "two networks sharing IPv6 space",
+                format!(
+                    "{b}[overlay]\nenabled = true\n[[overlay.networks]]\nname = \"a\"\nsubnet6 = \"fd01:b::/64\"\n[[overlay.networks]]\nname = \"b\"\nsubnet6 = \"fd01:b::/48\"\n"
+                ),
+                &["overlay.networks.subnet", "fd01:b::/48", "\"a\""],
+            ),
+            (
+                "an IPv6 network in the VTEPs' IPv6 range",
+                format!(
+                    "{b}[overlay]\nenabled = true\n[[overlay.networks]]\nname = \"v6\"\nsubnet6 = \"fd01:a::/64\"\n"
+                ),
+                &["overlay.vtep_subnet6"],
+            ),
+            (
+                "a VTEP IPv6 range too small to hold IPv4 addresses",
+                format!("{b}[overlay]\nenabled = true\nvtep_subnet6 = \"fd01:a::/112\"\n"),
+                &["overlay.vtep_subnet6", "/96"],
+            ),
+            (
+                "an IPv6 network below IPv6's minimum MTU",
+                format!(
+                    "{b}[overlay]\nenabled = true\n[[overlay.networks]]\nname = \"dcos6\"\nmtu = 1200\n"
+                ),
+                &["overlay.networks.mtu", "1280"],
             ),
         ];
         for (what, text, words) in cases {

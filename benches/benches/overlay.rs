@@ -75,6 +75,7 @@ fn vtep_config() -> VtepConfig {
         port: 64000,
         local: Ipv4Addr::new(10, 77, 0, 1),
         address: "44.128.0.1/20".parse().expect("literal"),
+        address6: None,
         mtu: 1450,
         table: 42,
         rule_priority: 32000,
@@ -88,6 +89,7 @@ fn peers(n: u32, underlay_offset: u32) -> Vec<Peer> {
             Peer {
                 node: format!("node-{k}"),
                 vtep_ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(44, 128, 0, 0)) + k),
+                vtep_ip6: None,
                 underlay: Ipv4Addr::from(
                     u32::from(Ipv4Addr::new(10, 77, 0, 0)) + k + underlay_offset,
                 ),

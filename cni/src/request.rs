@@ -219,12 +219,11 @@ impl Request {
         }
     }
 
-    /// CHECK: the address the agent reports must be the one the runtime was given.
+    /// CHECK: the addresses the agent reports must be those the runtime was given.
     pub fn check_prev_result(
         &self,
         attached: &dcnet_overlay::api::AttachResponse,
     ) -> Result<(), CniError> {
-        let want = attached.address.to_string();
         let ips = self
             .prev_result
             .as_ref()
@@ -232,18 +231,23 @@ impl Request {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        if ips
-            .iter()
-            .any(|ip| ip.get("address").and_then(Value::as_str) == Some(&want))
-        {
-            Ok(())
-        } else {
-            Err(CniError::new(
-                code::GENERIC,
-                format!("prevResult does not list the interface's address {want}"),
-                "the container's attachment changed since ADD; delete and add it again",
-            ))
+        let wanted = [
+            attached.address.map(|a| a.to_string()),
+            attached.address6.map(|a| a.to_string()),
+        ];
+        for want in wanted.into_iter().flatten() {
+            if !ips
+                .iter()
+                .any(|ip| ip.get("address").and_then(Value::as_str) == Some(&want))
+            {
+                return Err(CniError::new(
+                    code::GENERIC,
+                    format!("prevResult does not list the interface's address {want}"),
+                    "the container's attachment changed since ADD; delete and add it again",
+                ));
+            }
         }
+        Ok(())
     }
 }
 

@@ -68,31 +68,47 @@ pub fn version(stdin: &str) -> String {
     .to_string()
 }
 
-/// The ADD result: the host and container interfaces, the address, the default route and
-/// the node's DNS.
+/// The ADD result: the host and container interfaces, the addresses (one per family of the
+/// network), the default routes and the node's DNS.
 pub fn add_result(request: &Request, a: &AttachResponse) -> String {
-    let mut ip = json!({
-        "address": a.address.to_string(),
-        "gateway": a.gateway.to_string(),
-        "interface": 1,
-    });
-    // Results before 1.0 name the IP version.
-    if request.cni_version.starts_with("0.") {
-        ip["version"] = json!("4");
+    let families = [
+        (
+            a.address.map(|n| n.to_string()),
+            a.gateway.map(|g| g.to_string()),
+            "4",
+            "0.0.0.0/0",
+        ),
+        (
+            a.address6.map(|n| n.to_string()),
+            a.gateway6.map(|g| g.to_string()),
+            "6",
+            "::/0",
+        ),
+    ];
+    let mut ips = Vec::new();
+    let mut routes = Vec::new();
+    for (address, gateway, version, default) in families {
+        let (Some(address), Some(gateway)) = (address, gateway) else {
+            continue;
+        };
+        let mut ip = json!({ "address": address, "gateway": gateway, "interface": 1 });
+        // Results before 1.0 name the IP version.
+        if request.cni_version.starts_with("0.") {
+            ip["version"] = json!(version);
+        }
+        ips.push(ip);
+        // Only the interface that owns the namespace's default routes lists them.
+        if a.default_route {
+            routes.push(json!({ "dst": default, "gw": gateway }));
+        }
     }
-    // Only the interface that owns the namespace's default route lists it.
-    let routes = if a.default_route {
-        json!([{ "dst": "0.0.0.0/0", "gw": a.gateway.to_string() }])
-    } else {
-        json!([])
-    };
     json!({
         "cniVersion": request.cni_version,
         "interfaces": [
             { "name": a.host_veth },
             { "name": a.ifname, "mac": a.mac, "sandbox": request.netns },
         ],
-        "ips": [ip],
+        "ips": ips,
         "routes": routes,
         "dns": { "nameservers": a.nameservers.iter().map(ToString::to_string).collect::<Vec<_>>() },
     })

@@ -16,16 +16,24 @@ impl Netlink {
     /// Adds `addr/prefix_len` to the link `link`.
     pub async fn add_address(&self, link: &str, addr: IpAddr, prefix_len: u8) -> Result<(), Error> {
         let index = self.link_index(link).await?;
-        self.add_address_to(index, link, IpNetwork::new(addr, prefix_len).map_err(|_| {
-            Error::InvalidAddress(format!("{addr}/{prefix_len}"))
-        })?)
+        self.add_address_to(
+            index,
+            link,
+            IpNetwork::new(addr, prefix_len)
+                .map_err(|_| Error::InvalidAddress(format!("{addr}/{prefix_len}")))?,
+        )
         .await
     }
 
     /// Adds `address` to the link with index `index` (named `name`, for errors). An IPv6
     /// address skips duplicate address detection: dcnet's addresses are unique by agreement,
     /// and a tentative address would refuse traffic for a second or two after every attach.
-    async fn add_address_to(&self, index: u32, name: &str, address: IpNetwork) -> Result<(), Error> {
+    async fn add_address_to(
+        &self,
+        index: u32,
+        name: &str,
+        address: IpNetwork,
+    ) -> Result<(), Error> {
         let mut request = self
             .handle
             .address()
@@ -105,7 +113,12 @@ impl Netlink {
         Ok(changed)
     }
 
-    async fn delete_address(&self, index: u32, name: &str, address: IpNetwork) -> Result<(), Error> {
+    async fn delete_address(
+        &self,
+        index: u32,
+        name: &str,
+        address: IpNetwork,
+    ) -> Result<(), Error> {
         let mut m = AddressMessage::default();
         m.header.family = if address.is_ipv6() {
             AddressFamily::Inet6

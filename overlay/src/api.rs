@@ -1,9 +1,9 @@
 //! The bodies of the agent's container-attachment API (`POST /v1/overlay/attach`, `/detach`,
 //! `/check`), shared by the agent that serves it and the `dcnet-cni` plugin that calls it.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use serde::{Deserialize, Serialize};
 
 /// An attach request (API and CNI plugin).
@@ -73,15 +73,22 @@ pub struct AttachResponse {
     pub network: String,
     pub container_id: String,
     pub ifname: String,
-    /// Address with the subnet's prefix.
-    pub address: Ipv4Network,
-    pub gateway: Ipv4Addr,
+    /// IPv4 address with the subnet's prefix; none on an IPv6-only network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ipv4Network>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    /// IPv6 address with the subnet's prefix, on an IPv6-only or dual-stack network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<Ipv6Network>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
     pub mtu: u32,
     pub mac: String,
     pub host_veth: String,
-    pub nameservers: Vec<Ipv4Addr>,
-    /// The interface owns the namespace's default route (via `gateway`); a second interface
-    /// of a namespace that had one does not.
+    pub nameservers: Vec<IpAddr>,
+    /// The interface owns the namespace's default routes (via `gateway` and `gateway6`); a
+    /// second interface of a namespace that had them does not.
     #[serde(default = "yes")]
     pub default_route: bool,
 }

@@ -167,9 +167,7 @@ async fn configure(
     inside.set_mtu(spec.ifname, spec.mtu).await?;
     let index = inside.link_index(spec.ifname).await?;
     for &(address, _) in &spec.addresses {
-        inside
-            .set_only_address(index, spec.ifname, address)
-            .await?;
+        inside.set_only_address(index, spec.ifname, address).await?;
     }
     inside.set_up(spec.ifname).await?;
     inside.set_up("lo").await?;

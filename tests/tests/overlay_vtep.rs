@@ -14,6 +14,7 @@ fn config() -> VtepConfig {
         port: 64000,
         local: Ipv4Addr::new(10, 77, 0, 1),
         address: "44.128.0.1/20".parse().unwrap(),
+        address6: None,
         mtu: 1450,
         table: 42,
         rule_priority: 32000,
@@ -25,6 +26,7 @@ fn peers(n: u32, underlay_base: u32) -> Vec<Peer> {
         .map(|i| Peer {
             node: format!("node-{i}"),
             vtep_ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(44, 128, 0, 0)) + i),
+            vtep_ip6: None,
             underlay: Ipv4Addr::from(underlay_base + i),
             subnets: vec![format!("9.{}.{}.0/24", i / 256, i % 256).parse().unwrap()],
         })
@@ -204,5 +206,133 @@ fn tunnel_objects_round_trip_and_drift_is_found() -> Result<()> {
     })?;
     assert!(empty.is_empty(), "{empty:?}");
     assert!(ip(&ns, &["rule", "show", "pref", "32000"]).is_empty());
+    Ok(())
+}
+
+/// IPv6 overlays: the VTEP's IPv6 address, and per peer an IPv6 neighbour, route and rule
+/// beside the IPv4 ones, all read back as written, repaired when deleted by hand, and removed.
+#[test]
+fn ipv6_tunnel_objects_round_trip_beside_the_ipv4_ones() -> Result<()> {
+    let ns = TestNamespace::create("tunnel6")?;
+    let range6: ipnetwork::Ipv6Network = "fd01:a::/64".parse()?;
+    let address6 = ipnetwork::Ipv6Network::new(
+        dcnet_overlay::vtep::address6(range6, Ipv4Addr::new(44, 128, 0, 1)),
+        64,
+    )?;
+    let dual = move || VtepConfig {
+        address6: Some(address6),
+        ..config()
+    };
+    let peers: Vec<Peer> = peers(20, u32::from(Ipv4Addr::new(10, 77, 0, 0)))
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut p)| {
+            p.vtep_ip6 = Some(dcnet_overlay::vtep::address6(range6, p.vtep_ip));
+            p.subnets
+                .push(format!("fd01:b:0:0:{:x}::/80", i + 2).parse().unwrap());
+            p
+        })
+        .collect();
+    let want = TunnelState::desired(&peers);
+    assert_eq!(want.len(), 20 * 7);
+    let (read, failed) = ns.netns().netlink(|nl| {
+        let want = want.clone();
+        async move {
+            let (vtep, _) = VtepLink::ensure(&nl, &dual()).await?;
+            let applied = vtep
+                .apply(&nl, &TunnelState::default().changes_to(&want))
+                .await;
+            let failed: Vec<String> = applied
+                .failed
+                .iter()
+                .map(|(c, e)| format!("{c}: {e:?}"))
+                .collect();
+            Ok::<_, dcnet_overlay::Error>((vtep.read(&nl).await?, failed))
+        }
+    })?;
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert_eq!(read, want);
+
+    let addr = ip(&ns, &["-6", "addr", "show", "vtep1024"]);
+    // Without duplicate address detection: usable at once, never tentative.
+    assert!(
+        addr.contains("fd01:a::2c80:1/64 scope global nodad \n"),
+        "{addr}"
+    );
+    let neigh = ip(
+        &ns,
+        &["-6", "neigh", "show", "dev", "vtep1024", "fd01:a::2c80:2"],
+    );
+    assert!(
+        neigh.contains("lladdr 70:b3:d5:80:00:02 PERMANENT"),
+        "{neigh}"
+    );
+    let route = ip(
+        &ns,
+        &["-6", "route", "show", "table", "42", "fd01:b:0:0:2::/80"],
+    );
+    assert!(
+        route.contains("via fd01:a::2c80:2 dev vtep1024 proto 220"),
+        "{route}"
+    );
+    let rules = ip(&ns, &["-6", "rule", "show", "pref", "32000"]);
+    assert!(rules.contains("to fd01:b:0:0:2::/80 lookup 42"), "{rules}");
+
+    // Damage by hand, then repair.
+    ip(
+        &ns,
+        &["-6", "neigh", "del", "fd01:a::2c80:3", "dev", "vtep1024"],
+    );
+    ip(
+        &ns,
+        &["-6", "route", "del", "fd01:b:0:0:4::/80", "table", "42"],
+    );
+    ip(
+        &ns,
+        &[
+            "-6",
+            "rule",
+            "del",
+            "to",
+            "fd01:b:0:0:5::/80",
+            "lookup",
+            "42",
+            "pref",
+            "32000",
+        ],
+    );
+    let (changes, repaired) = ns.netns().netlink(|nl| {
+        let want = want.clone();
+        async move {
+            let (vtep, _) = VtepLink::ensure(&nl, &dual()).await?;
+            let changes = vtep.read(&nl).await?.changes_to(&want);
+            vtep.apply(&nl, &changes).await;
+            Ok::<_, dcnet_overlay::Error>((changes, vtep.read(&nl).await?))
+        }
+    })?;
+    let shown: Vec<String> = changes.iter().map(Change::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "set neighbour fd01:a::2c80:3 lladdr 70:b3:d5:80:00:03",
+            "set route fd01:b:0:0:4::/80 via fd01:a::2c80:4",
+            "add rule to fd01:b:0:0:5::/80",
+        ]
+    );
+    assert_eq!(repaired, want);
+
+    let empty = ns.netns().netlink(|nl| {
+        let want = want.clone();
+        async move {
+            let (vtep, _) = VtepLink::ensure(&nl, &dual()).await?;
+            let applied = vtep
+                .apply(&nl, &want.changes_to(&TunnelState::default()))
+                .await;
+            assert!(applied.failed.is_empty(), "{:?}", applied.failed);
+            vtep.read(&nl).await
+        }
+    })?;
+    assert!(empty.is_empty(), "{empty:?}");
+    assert!(ip(&ns, &["-6", "rule", "show", "pref", "32000"]).is_empty());
     Ok(())
 }

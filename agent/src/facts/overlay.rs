@@ -10,8 +10,9 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use dcnet_overlay::ipam::{LeaseRecord, LeaseState};
-use dcnet_overlay::vtep::Peer;
+use dcnet_overlay::ipam::{LeaseRecord, LeaseState, NetworkPools};
+use dcnet_overlay::vtep::{self, Peer};
+use ipnetwork::Ipv6Network;
 
 use super::decode::{Facts, NodeFacts};
 
@@ -64,9 +65,14 @@ pub fn observed_records(
 }
 
 /// The remote agents the tunnel must reach: up, with an IPv4 underlay address, a held VTEP
-/// lease, and held subnets of the `networks` this node has (subnets of overlays it does not
-/// know are left out).
-pub fn peers(facts: &Facts, networks: &[String]) -> Vec<Peer> {
+/// lease, and held subnets of the `networks` this node has, each with its IPv6 pair on a
+/// dual-stack network (subnets of overlays it does not know are left out). With `vtep6` (some
+/// network has IPv6 subnets), each peer's VTEP has the IPv6 address its IPv4 one makes.
+pub fn peers(
+    facts: &Facts,
+    networks: &[(String, NetworkPools)],
+    vtep6: Option<Ipv6Network>,
+) -> Vec<Peer> {
     facts
         .up_nodes()
         .filter(|n| !n.is_self)
@@ -75,15 +81,23 @@ pub fn peers(facts: &Facts, networks: &[String]) -> Vec<Peer> {
             let IpAddr::V4(underlay) = info.address else {
                 return None;
             };
-            let vtep = held(n.vtep)?;
+            let IpAddr::V4(vtep_ip) = held(n.vtep)?.net.ip() else {
+                return None;
+            };
             let subnets = networks
                 .iter()
-                .filter_map(|name| held(record(n, Some(name))))
-                .map(|r| r.net)
+                .filter_map(|(name, pools)| {
+                    let lease = held(record(n, Some(name)))?;
+                    // A record outside this node's pool (another configuration) is no route.
+                    pools.agreed().index(lease.net)?;
+                    Some(pools.subnets(lease.net))
+                })
+                .flatten()
                 .collect();
             Some(Peer {
                 node: info.name.clone(),
-                vtep_ip: vtep.net.ip(),
+                vtep_ip,
+                vtep_ip6: vtep6.map(|range| vtep::address6(range, vtep_ip)),
                 underlay,
                 subnets,
             })
@@ -148,14 +162,54 @@ mod tests {
             ),
             ("d", keys(&[(VTEP_KEY, "not json".into())])),
         ]);
-        let peers = peers(&facts(&view), &["dcos".to_owned()]);
+        let dcos = NetworkPools::new(Some(("9.0.0.0/8".parse().unwrap(), 24)), None).unwrap();
+        let peers = peers(&facts(&view), &[("dcos".to_owned(), dcos)], None);
         assert_eq!(peers.len(), 2, "{peers:?}");
         assert_eq!(peers[0].node, "node-a");
         assert_eq!(peers[0].vtep_ip, Ipv4Addr::new(44, 128, 0, 1));
+        assert_eq!(peers[0].vtep_ip6, None);
         assert_eq!(peers[0].underlay, Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(peers[0].subnets, ["9.0.1.0/24".parse().unwrap()]);
         assert_eq!(peers[1].node, "node-c");
         assert!(peers[1].subnets.is_empty(), "a claim is not routed to");
+    }
+
+    #[test]
+    fn peers_of_ipv6_networks_have_an_ipv6_vtep_and_paired_subnets() {
+        let view = view_with(&[(
+            "a",
+            keys(&[
+                ("node", info("node-a", "10.0.0.1")),
+                (VTEP_KEY, rec("44.128.0.1/32", "held")),
+                ("overlay/net/dual", rec("9.0.1.0/24", "held")),
+                ("overlay/net/dcos6", rec("fd01:b::5:0:0:0/80", "held")),
+                ("overlay/net/stray", rec("fd01:b::6:0:0:0/80", "held")),
+            ]),
+        )]);
+        let dual = NetworkPools::new(
+            Some(("9.0.0.0/8".parse().unwrap(), 24)),
+            Some(("fd01:c::/64".parse().unwrap(), 80)),
+        )
+        .unwrap();
+        let dcos6 = NetworkPools::new(None, Some(("fd01:b::/64".parse().unwrap(), 80))).unwrap();
+        let stray = NetworkPools::new(Some(("10.9.0.0/16".parse().unwrap(), 24)), None).unwrap();
+        let networks = [
+            ("dual".to_owned(), dual),
+            ("dcos6".to_owned(), dcos6),
+            ("stray".to_owned(), stray),
+        ];
+        let peers = peers(
+            &facts(&view),
+            &networks,
+            Some("fd01:a::/64".parse().unwrap()),
+        );
+        assert_eq!(peers[0].vtep_ip6, Some("fd01:a::2c80:1".parse().unwrap()));
+        let subnets: Vec<String> = peers[0].subnets.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            subnets,
+            ["9.0.1.0/24", "fd01:c:0:0:1::/80", "fd01:b:0:0:5::/80"],
+            "a record outside the pool is left out"
+        );
     }
 
     #[test]

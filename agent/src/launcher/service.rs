@@ -355,7 +355,11 @@ impl Launcher {
                     })
                     .await
                     .map_err(|e| format!("attaching to overlay {name:?}: {e}"))?;
-                local.record.ip = Some(IpAddr::V4(attached.address.ip()));
+                // The IPv4 address first: what Mesos-DNS and Marathon show as the task's IP.
+                local.record.ip = attached
+                    .address
+                    .map(|a| IpAddr::V4(a.ip()))
+                    .or(attached.address6.map(|a| IpAddr::V6(a.ip())));
             }
         }
         // Saved before the process exists: a crash now still leaves the namespace findable.

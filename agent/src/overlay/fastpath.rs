@@ -152,7 +152,7 @@ impl Keeper {
                 Endpoint {
                     ifindex,
                     mac: e.mac.0,
-                    gateway_mac: gateway_mac(e.gateway),
+                    gateway_mac: gateway_mac(e.gateway.into()),
                 },
             );
         }

@@ -9,7 +9,7 @@
 //! so objects deleted or changed by hand come back within one interval.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -19,7 +19,7 @@ use dcnet_overlay::container::{self, AttachSpec, BridgeSpec};
 use dcnet_overlay::ipam::{Agreement, LeaseRecord, LeaseState, Observed, Outcome, Pool};
 use dcnet_overlay::vtep::{self, Mac, TunnelState, VtepConfig, VtepLink};
 use dcnet_overlay::{Netlink, Netns};
-use ipnetwork::Ipv4Network;
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -138,6 +138,9 @@ pub struct VxlanFilterStatus {
 pub struct VtepStatus {
     pub name: String,
     pub address: Option<Ipv4Network>,
+    /// Its IPv6 address, when a network has IPv6 subnets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address6: Option<Ipv6Network>,
     pub mac: Option<String>,
     pub lease: Option<LeaseState>,
 }
@@ -146,7 +149,11 @@ pub struct VtepStatus {
 pub struct NetworkStatus {
     pub name: String,
     pub bridge: String,
-    pub subnet: Option<Ipv4Network>,
+    /// The agreed subnet (IPv4, or IPv6 on an IPv6-only network).
+    pub subnet: Option<IpNetwork>,
+    /// A dual-stack network's IPv6 subnet, paired with `subnet`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<IpNetwork>,
     pub lease: Option<LeaseState>,
     pub mtu: u32,
     pub containers: usize,
@@ -156,8 +163,10 @@ pub struct NetworkStatus {
 pub struct PeerStatus {
     pub node: String,
     pub vtep: Ipv4Addr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vtep6: Option<Ipv6Addr>,
     pub underlay: Ipv4Addr,
-    pub subnets: Vec<Ipv4Network>,
+    pub subnets: Vec<IpNetwork>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -213,9 +222,8 @@ struct Inner {
     stored: Mutex<Stored>,
     status: StdMutex<Status>,
     metrics: Metrics,
-    /// Where containers send DNS: addresses the node's DNS listens on; `None` stands for "the
-    /// network's gateway" (a wildcard listener).
-    nameservers: Vec<Option<Ipv4Addr>>,
+    /// Where containers send DNS: addresses the node's DNS listens on.
+    nameservers: Vec<Nameserver>,
     vxlan_filter: StdMutex<FilterState>,
     fastpath: super::fastpath::Keeper,
     egress: Mutex<EgressState>,
@@ -273,13 +281,14 @@ impl OverlayService {
         let stored = Stored::load(&dir)?;
         let netlink = Netlink::open().map_err(crate::Error::Overlay)?;
         let api_netlink = Netlink::open().map_err(crate::Error::Overlay)?;
-        enable_forwarding();
+        enable_forwarding(settings.networks.iter().any(OverlayNetwork::has_ipv6));
         let nameservers = dns_listen
             .iter()
             .filter(|a| a.port() == 53)
             .filter_map(|a| match a.ip() {
-                IpAddr::V4(ip) if ip.is_unspecified() => Some(None),
-                IpAddr::V4(ip) if !ip.is_loopback() => Some(Some(ip)),
+                IpAddr::V4(ip) if ip.is_unspecified() => Some(Nameserver::Gateway4),
+                IpAddr::V6(ip) if ip.is_unspecified() => Some(Nameserver::Gateway6),
+                ip if !ip.is_loopback() => Some(Nameserver::At(ip)),
                 _ => None,
             })
             .collect();
@@ -467,10 +476,25 @@ impl Inner {
         let vtep = Agreement::new(vtep_pool, &self.node_id, settle, now, resume(stored.vtep));
         let mut networks = Vec::new();
         for network in &self.settings.networks {
-            let pool = Pool::subnets(network.subnet, network.prefix).map_err(|e| e.to_string())?;
+            let pool = network.pools().map_err(|e| e.to_string())?.agreed();
             let record = stored.networks.get(&network.name).and_then(|n| n.lease);
             let agreement = Agreement::new(pool, &self.node_id, settle, now, resume(record));
             networks.push((network.clone(), agreement));
+        }
+        {
+            // A resumed lease of a network that became dual stack gets its IPv6 addresses.
+            let mut stored = self.stored.lock().await;
+            let mut changed = false;
+            for (network, agreement) in &networks {
+                if let (Some(lease), Some(entry)) =
+                    (agreement.held(), stored.networks.get_mut(&network.name))
+                {
+                    changed |= container_addresses(entry, network, lease.net);
+                }
+            }
+            if changed {
+                self.save(&stored);
+            }
         }
         if expired && stored.renewed_ms != 0 {
             warn!(
@@ -585,14 +609,12 @@ impl Inner {
                             StoredNetwork {
                                 lease: None,
                                 addresses: None,
+                                addresses6: None,
                                 attachments: BTreeMap::new(),
                             }
                         });
                         entry.lease = Some(record);
-                        if entry.addresses.as_ref().map(|a| a.subnet()) != Some(record.net) {
-                            entry.addresses =
-                                Some(dcnet_overlay::ipam::ContainerIps::new(record.net));
-                        }
+                        container_addresses(entry, n, record.net);
                         info!(network = %n.name, subnet = %record.net, "overlay: subnet lease agreed");
                     }
                 }
@@ -622,14 +644,31 @@ impl Inner {
         self.save(&stored);
     }
 
+    /// The VTEPs' IPv6 range, if some network has IPv6 subnets.
+    fn vtep_range6(&self) -> Option<Ipv6Network> {
+        self.settings
+            .networks
+            .iter()
+            .any(OverlayNetwork::has_ipv6)
+            .then_some(self.settings.vtep_subnet6)
+    }
+
     fn vtep_config(&self, lease: LeaseRecord) -> VtepConfig {
+        let vtep_ip = match lease.net.ip() {
+            IpAddr::V4(ip) => ip,
+            // The VTEP pool is the IPv4 vtep_range: never IPv6.
+            IpAddr::V6(_) => self.settings.vtep_range.ip(),
+        };
         VtepConfig {
             name: vtep::DEFAULT_NAME.into(),
             vni: vtep::DEFAULT_VNI,
             port: vtep::DEFAULT_PORT,
             local: self.underlay,
-            address: Ipv4Network::new(lease.net.ip(), self.settings.vtep_range.prefix())
-                .unwrap_or(lease.net),
+            address: Ipv4Network::new(vtep_ip, self.settings.vtep_range.prefix())
+                .unwrap_or(self.settings.vtep_range),
+            address6: self.vtep_range6().map(|range6| {
+                Ipv6Network::new(vtep::address6(range6, vtep_ip), range6.prefix()).unwrap_or(range6)
+            }),
             mtu: self.settings.vtep_mtu,
             table: vtep::DEFAULT_TABLE,
             rule_priority: vtep::DEFAULT_RULE_PRIORITY,
@@ -641,13 +680,13 @@ impl Inner {
     /// ensured and the kernel is read back.
     async fn reconcile(&self, view: &Facts, leases: &Leases, applied: &mut Option<TunnelState>) {
         self.reconcile_egress(applied.is_none()).await;
-        let names: Vec<String> = self
+        let networks: Vec<(String, dcnet_overlay::ipam::NetworkPools)> = self
             .settings
             .networks
             .iter()
-            .map(|n| n.name.clone())
+            .filter_map(|n| Some((n.name.clone(), n.pools().ok()?)))
             .collect();
-        let peers = facts::peers(view, &names);
+        let peers = facts::peers(view, &networks, self.vtep_range6());
         let desired = TunnelState::desired(&peers);
         self.metrics.peers.set(peers.len() as i64);
         self.metrics.kernel_objects.set(desired.len() as i64);
@@ -750,14 +789,15 @@ impl Inner {
     /// if it was changed by hand.
     async fn reconcile_egress(&self, read_back: bool) {
         let networks = &self.settings.networks;
+        // IPv4 only: IPv6 overlays use ULA space, and NAT66 is no default to impose.
         let egress: Vec<Ipv4Network> = networks
             .iter()
             .filter(|n| n.egress)
-            .map(|n| n.subnet)
+            .filter_map(|n| n.subnet)
             .collect();
         let internal: Vec<Ipv4Network> = networks
             .iter()
-            .map(|n| n.subnet)
+            .filter_map(|n| n.subnet)
             .chain([self.settings.vtep_range])
             .collect();
         let desired = super::egress::ruleset(&egress, &internal);
@@ -826,10 +866,14 @@ impl Inner {
         let mut endpoints = Vec::new();
         let mut learned = false;
         for entry in stored.networks.values_mut() {
-            let Some(gateway) = entry.addresses.as_ref().map(|a| a.gateway()) else {
+            // The fast path carries IPv4; IPv6 takes the bridge.
+            let Some(IpAddr::V4(gateway)) = entry.addresses.as_ref().map(|a| a.gateway()) else {
                 continue;
             };
             for attachment in entry.attachments.values_mut() {
+                let IpAddr::V4(address) = attachment.address else {
+                    continue;
+                };
                 let mut mac = attachment
                     .mac
                     .as_deref()
@@ -844,7 +888,7 @@ impl Inner {
                 };
                 endpoints.push(super::fastpath::LocalEndpoint {
                     host_veth: attachment.host_veth.clone(),
-                    address: attachment.address,
+                    address,
                     mac,
                     gateway,
                 });
@@ -873,11 +917,11 @@ impl Inner {
         &self,
         nl: &Netlink,
         network: &OverlayNetwork,
-        subnet: Ipv4Network,
+        subnet: IpNetwork,
     ) -> Result<(), dcnet_overlay::Error> {
         let spec = bridge_spec(network, subnet);
         if container::ensure_bridge(nl, &spec).await? {
-            info!(bridge = %spec.name, address = %spec.address, "overlay: bridge created or repaired");
+            info!(bridge = %spec.name, addresses = ?spec.addresses, "overlay: bridge created or repaired");
         }
         Ok(())
     }
@@ -987,7 +1031,8 @@ impl Inner {
         status.vtep = Some(VtepStatus {
             name: vtep::DEFAULT_NAME.into(),
             address: vtep_record.map(|r| self.vtep_config(r).address),
-            mac: vtep_record.map(|r| Mac::for_vtep(r.net.ip()).to_string()),
+            address6: vtep_record.and_then(|r| self.vtep_config(r).address6),
+            mac: vtep_record.map(|r| self.vtep_config(r).mac().to_string()),
             lease: vtep_record.map(|r| r.state),
         });
         status.networks = leases
@@ -997,6 +1042,7 @@ impl Inner {
                 name: n.name.clone(),
                 bridge: bridge_name(&n.name),
                 subnet: a.record().map(|r| r.net),
+                subnet6: a.record().and_then(|r| n.pools().ok()?.paired6(r.net)),
                 lease: a.record().map(|r| r.state),
                 mtu: n.mtu,
                 containers: stored_counts
@@ -1017,6 +1063,7 @@ impl Inner {
             .map(|p| PeerStatus {
                 node: p.node.clone(),
                 vtep: p.vtep_ip,
+                vtep6: p.vtep_ip6,
                 underlay: p.underlay,
                 subnets: p.subnets.clone(),
             })
@@ -1065,20 +1112,27 @@ impl Inner {
                 req.container_id, req.ifname, network.name, existing.address
             )));
         }
-        let addresses = entry
-            .addresses
-            .as_mut()
-            .ok_or_else(|| AttachError::NotReady("container addresses not ready; retry".into()))?;
+        let Some(addresses) = entry.addresses.as_mut() else {
+            return Err(AttachError::NotReady(
+                "container addresses not ready; retry".into(),
+            ));
+        };
         let subnet = addresses.subnet();
-        let gateway = addresses.gateway();
-        let ip = addresses
-            .allocate(&key)
-            .map_err(|e| AttachError::Full(e.to_string()))?;
-        // Persist before touching the kernel: after a crash the address is still taken.
+        let mut assigned = vec![allocate(addresses, &key)?];
+        if let Some(addresses6) = entry.addresses6.as_mut() {
+            match allocate(addresses6, &key) {
+                Ok(pair) => assigned.push(pair),
+                Err(e) => {
+                    if let Some(a) = entry.addresses.as_mut() {
+                        a.release(&key);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        // Persist before touching the kernel: after a crash the addresses are still taken.
         self.save(&stored);
 
-        let address = Ipv4Network::new(ip, subnet.prefix())
-            .map_err(|e| AttachError::Kernel(e.to_string()))?;
         let bridge = bridge_name(&network.name);
         let made = async {
             self.ensure_bridge(&self.api_netlink, network, subnet)
@@ -1087,8 +1141,7 @@ impl Inner {
                 container_id: &req.container_id,
                 ifname: &req.ifname,
                 bridge: &bridge,
-                address,
-                gateway,
+                addresses: assigned.clone(),
                 mtu: network.mtu,
             };
             container::attach(&self.api_netlink, netns, &spec).await
@@ -1097,10 +1150,13 @@ impl Inner {
         let attached = match made {
             Ok(attached) => attached,
             Err(e) => {
-                if let Some(entry) = stored.networks.get_mut(&network.name)
-                    && let Some(a) = entry.addresses.as_mut()
-                {
-                    a.release(&key);
+                if let Some(entry) = stored.networks.get_mut(&network.name) {
+                    for a in [entry.addresses.as_mut(), entry.addresses6.as_mut()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        a.release(&key);
+                    }
                 }
                 self.save(&stored);
                 return Err(match e {
@@ -1111,7 +1167,8 @@ impl Inner {
                 });
             }
         };
-        let nameservers = self.container_nameservers(gateway);
+        let families = Families::of(&assigned);
+        let nameservers = self.container_nameservers(&families);
         let resolv_conf = netns
             .netns_name()
             .filter(|_| !nameservers.is_empty())
@@ -1120,7 +1177,11 @@ impl Inner {
             container_id: req.container_id.clone(),
             ifname: req.ifname.clone(),
             netns: netns.path().to_path_buf(),
-            address: ip,
+            address: assigned[0].0.ip(),
+            address6: families
+                .address6
+                .filter(|_| assigned.len() > 1)
+                .map(|a| a.ip()),
             host_veth: attached.host_veth.clone(),
             mac: Some(attached.mac.to_string()),
             origin: req.origin.clone(),
@@ -1138,14 +1199,17 @@ impl Inner {
         {
             n.containers += 1;
         }
+        let shown: Vec<String> = assigned.iter().map(|(a, _)| a.to_string()).collect();
         info!(container = %req.container_id, ifname = %req.ifname, network = %network.name,
-              %address, "overlay: container attached");
+              addresses = %shown.join(" "), "overlay: container attached");
         Ok(AttachResponse {
             network: network.name.clone(),
             container_id: req.container_id.clone(),
             ifname: req.ifname.clone(),
-            address,
-            gateway,
+            address: families.address,
+            gateway: families.gateway,
+            address6: families.address6,
+            gateway6: families.gateway6,
             mtu: network.mtu,
             mac: attached.mac.to_string(),
             host_veth: attached.host_veth,
@@ -1168,7 +1232,10 @@ impl Inner {
             .filter(|(name, _)| req.network.as_ref().is_none_or(|n| n == *name))
             .find_map(|(name, entry)| {
                 let attachment = entry.attachments.remove(&key)?;
-                if let Some(a) = entry.addresses.as_mut() {
+                for a in [entry.addresses.as_mut(), entry.addresses6.as_mut()]
+                    .into_iter()
+                    .flatten()
+                {
                     a.release(&key);
                 }
                 Some((name.clone(), attachment))
@@ -1218,32 +1285,54 @@ impl Inner {
                 ))
             })?;
         let network = self.network(name)?;
-        let addresses = entry
-            .addresses
-            .as_ref()
-            .ok_or_else(|| AttachError::NotReady("container addresses not ready".into()))?;
-        let address = Ipv4Network::new(attachment.address, addresses.subnet().prefix())
-            .map_err(|e| AttachError::Kernel(e.to_string()))?;
+        // Each address with its subnet's prefix and gateway.
+        let assigned: Vec<(IpNetwork, IpAddr)> = attachment
+            .addresses()
+            .into_iter()
+            .filter_map(|ip| {
+                let pool = [entry.addresses.as_ref(), entry.addresses6.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .find(|a| a.subnet().contains(ip))?;
+                Some((
+                    IpNetwork::new(ip, pool.subnet().prefix()).ok()?,
+                    pool.gateway(),
+                ))
+            })
+            .collect();
+        if assigned.is_empty() {
+            return Err(AttachError::NotReady(
+                "container addresses not ready".into(),
+            ));
+        }
         let netns = Netns::open_path(&attachment.netns).map_err(|e| {
             AttachError::NotFound(format!(
                 "the container's namespace is gone: {}",
                 error_chain(&e)
             ))
         })?;
-        let default_via = attachment.default_route.then(|| addresses.gateway());
-        container::check(&netns, &attachment.ifname, address, default_via)
+        let addresses: Vec<IpNetwork> = assigned.iter().map(|(a, _)| *a).collect();
+        let default_via: Vec<IpAddr> = if attachment.default_route {
+            assigned.iter().map(|(_, g)| *g).collect()
+        } else {
+            Vec::new()
+        };
+        container::check(&netns, &attachment.ifname, &addresses, &default_via)
             .await
             .map_err(|e| AttachError::NotFound(error_chain(&e)))?;
+        let families = Families::of(&assigned);
         Ok(AttachResponse {
             network: network.name.clone(),
             container_id: attachment.container_id.clone(),
             ifname: attachment.ifname.clone(),
-            address,
-            gateway: addresses.gateway(),
+            address: families.address,
+            gateway: families.gateway,
+            address6: families.address6,
+            gateway6: families.gateway6,
             mtu: network.mtu,
             mac: String::new(),
             host_veth: attachment.host_veth.clone(),
-            nameservers: self.container_nameservers(addresses.gateway()),
+            nameservers: self.container_nameservers(&families),
             default_route: attachment.default_route,
         })
     }
@@ -1268,15 +1357,91 @@ impl Inner {
             })
     }
 
-    fn container_nameservers(&self, gateway: Ipv4Addr) -> Vec<Ipv4Addr> {
-        let mut out: Vec<Ipv4Addr> = self
-            .nameservers
-            .iter()
-            .map(|n| n.unwrap_or(gateway))
-            .collect();
-        out.dedup();
+    /// The nameservers a container of these families can reach.
+    fn container_nameservers(&self, families: &Families) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = Vec::new();
+        for n in &self.nameservers {
+            let ip = match n {
+                Nameserver::Gateway4 => families.gateway.map(IpAddr::V4),
+                Nameserver::Gateway6 => families.gateway6.map(IpAddr::V6),
+                Nameserver::At(ip) => Some(*ip),
+            };
+            if let Some(ip) = ip
+                && !out.contains(&ip)
+            {
+                out.push(ip);
+            }
+        }
         out
     }
+}
+
+/// Where containers send DNS, from one of the node's DNS listeners.
+#[derive(Debug, Clone, Copy)]
+enum Nameserver {
+    /// A wildcard IPv4 listener: the network's IPv4 gateway.
+    Gateway4,
+    /// A wildcard IPv6 listener: the network's IPv6 gateway.
+    Gateway6,
+    At(IpAddr),
+}
+
+/// A container interface's addresses (with prefix) and gateways, by family.
+#[derive(Debug, Default)]
+struct Families {
+    address: Option<Ipv4Network>,
+    gateway: Option<Ipv4Addr>,
+    address6: Option<Ipv6Network>,
+    gateway6: Option<Ipv6Addr>,
+}
+
+impl Families {
+    fn of(assigned: &[(IpNetwork, IpAddr)]) -> Self {
+        let mut f = Self::default();
+        for pair in assigned {
+            match *pair {
+                (IpNetwork::V4(a), IpAddr::V4(g)) => (f.address, f.gateway) = (Some(a), Some(g)),
+                (IpNetwork::V6(a), IpAddr::V6(g)) => (f.address6, f.gateway6) = (Some(a), Some(g)),
+                _ => {}
+            }
+        }
+        f
+    }
+}
+
+/// An address of `pool` for the attachment `key`, with the subnet's prefix and the gateway.
+fn allocate(
+    pool: &mut dcnet_overlay::ipam::ContainerIps,
+    key: &str,
+) -> Result<(IpNetwork, IpAddr), AttachError> {
+    let ip = pool
+        .allocate(key)
+        .map_err(|e| AttachError::Full(e.to_string()))?;
+    let address = IpNetwork::new(ip, pool.subnet().prefix())
+        .map_err(|e| AttachError::Kernel(e.to_string()))?;
+    Ok((address, pool.gateway()))
+}
+
+/// Makes `entry`'s container address pools those of the lease `leased` of `network`: the
+/// agreed subnet's and, on a dual-stack network, the paired IPv6 subnet's. Pools of the same
+/// subnet are kept (with their allocations). Returns whether anything changed.
+fn container_addresses(
+    entry: &mut StoredNetwork,
+    network: &OverlayNetwork,
+    leased: IpNetwork,
+) -> bool {
+    use dcnet_overlay::ipam::ContainerIps;
+    let mut changed = false;
+    if entry.addresses.as_ref().map(ContainerIps::subnet) != Some(leased) {
+        entry.addresses = Some(ContainerIps::new(leased));
+        changed = true;
+    }
+    let paired = network.pools().ok().and_then(|p| p.paired6(leased));
+    if entry.addresses6.as_ref().map(ContainerIps::subnet) != paired {
+        entry.addresses6 = paired.map(ContainerIps::new);
+        changed = true;
+    }
+    changed
 }
 
 fn observed(seen: &[(String, LeaseRecord)]) -> Vec<Observed<'_>> {
@@ -1302,11 +1467,23 @@ pub fn bridge_name(name: &str) -> String {
     format!("m-{name}")
 }
 
-fn bridge_spec(network: &OverlayNetwork, subnet: Ipv4Network) -> BridgeSpec {
-    let gateway = dcnet_overlay::ipam::ContainerIps::new(subnet).gateway();
+/// The bridge of `network` on the node holding the lease `leased`: the gateway addresses of
+/// the agreed subnet and its IPv6 pair.
+fn bridge_spec(network: &OverlayNetwork, leased: IpNetwork) -> BridgeSpec {
+    let subnets = match network.pools() {
+        Ok(pools) => pools.subnets(leased),
+        Err(_) => vec![leased],
+    };
+    let addresses = subnets
+        .into_iter()
+        .map(|subnet| {
+            let gateway = dcnet_overlay::ipam::ContainerIps::new(subnet).gateway();
+            IpNetwork::new(gateway, subnet.prefix()).unwrap_or(subnet)
+        })
+        .collect();
     BridgeSpec {
         name: bridge_name(&network.name),
-        address: Ipv4Network::new(gateway, subnet.prefix()).unwrap_or(subnet),
+        addresses,
         mtu: network.mtu,
     }
 }
@@ -1372,7 +1549,7 @@ fn validate_ifname(ifname: &str) -> Result<(), AttachError> {
 }
 
 /// Writes `/etc/netns/<name>/resolv.conf`, which `ip netns exec` shows as /etc/resolv.conf.
-fn write_resolv_conf(name: &str, nameservers: &[Ipv4Addr]) -> Option<PathBuf> {
+fn write_resolv_conf(name: &str, nameservers: &[IpAddr]) -> Option<PathBuf> {
     let dir = Path::new("/etc/netns").join(name);
     let path = dir.join("resolv.conf");
     let mut text = String::from("# written by dcnet: the node's DNS\n");
@@ -1398,16 +1575,50 @@ fn remove_resolv_conf(path: &Path) {
     }
 }
 
-/// Routing between the bridges and the VTEP needs forwarding on in this namespace.
-fn enable_forwarding() {
-    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
-    if std::fs::read_to_string(PATH).is_ok_and(|v| v.trim() == "1") {
+/// Routing between the bridges and the VTEP needs forwarding on in this namespace; IPv6
+/// forwarding only when a network has IPv6 subnets.
+fn enable_forwarding(ipv6: bool) {
+    enable_sysctl("/proc/sys/net/ipv4/ip_forward", "IPv4 forwarding");
+    if !ipv6 {
         return;
     }
-    match std::fs::write(PATH, "1") {
-        Ok(()) => info!("overlay: IPv4 forwarding enabled"),
+    const ALL: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+    if std::fs::read_to_string(ALL).is_ok_and(|v| v.trim() == "1") {
+        return;
+    }
+    // A forwarding node ignores router advertisements unless accept_ra is 2: an interface
+    // that took its IPv6 address or default route from them would lose it when it expires.
+    let interfaces = std::fs::read_dir("/proc/sys/net/ipv6/conf")
+        .into_iter()
+        .flatten();
+    for dir in interfaces.flatten() {
+        let name = dir.file_name();
+        if ["all", "default", "lo"].iter().any(|n| name == *n) {
+            continue;
+        }
+        let path = dir.path().join("accept_ra");
+        if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1") {
+            match std::fs::write(&path, "2") {
+                Ok(()) => {
+                    info!(interface = ?name, "overlay: accept_ra set to 2: router advertisements stay accepted with IPv6 forwarding on")
+                }
+                Err(e) => {
+                    warn!(interface = ?name, error = %e, "overlay: cannot set accept_ra to 2; with IPv6 forwarding on, router advertisements are ignored on it")
+                }
+            }
+        }
+    }
+    enable_sysctl(ALL, "IPv6 forwarding");
+}
+
+fn enable_sysctl(path: &str, what: &str) {
+    if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1") {
+        return;
+    }
+    match std::fs::write(path, "1") {
+        Ok(()) => info!("overlay: {what} enabled"),
         Err(e) => {
-            warn!(error = %e, "overlay: cannot enable IPv4 forwarding; containers will not reach other nodes")
+            warn!(error = %e, "overlay: cannot enable {what}; containers will not reach other nodes")
         }
     }
 }
@@ -1445,13 +1656,22 @@ mod tests {
     fn bridges_take_the_first_address() {
         let network = OverlayNetwork {
             name: "dcos".into(),
-            subnet: "9.0.0.0/8".parse().unwrap(),
+            subnet: Some("9.0.0.0/8".parse().unwrap()),
             prefix: 24,
+            subnet6: None,
+            prefix6: 80,
             mtu: 1420,
             egress: true,
         };
         let spec = bridge_spec(&network, "9.0.7.0/24".parse().unwrap());
         assert_eq!(spec.name, "m-dcos");
-        assert_eq!(spec.address.to_string(), "9.0.7.1/24");
+        assert_eq!(spec.addresses, ["9.0.7.1/24".parse().unwrap()]);
+        let dual = OverlayNetwork {
+            subnet6: Some("fd01:c::/64".parse().unwrap()),
+            ..network
+        };
+        let spec = bridge_spec(&dual, "9.0.7.0/24".parse().unwrap());
+        let shown: Vec<String> = spec.addresses.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["9.0.7.1/24", "fd01:c::7:0:0:1/80"]);
     }
 }

@@ -3,7 +3,7 @@
 //! and containers' addresses.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
 
 use dcnet_overlay::ipam::{ContainerIps, LeaseRecord};
@@ -36,6 +36,9 @@ pub struct StoredNetwork {
     /// Container addresses, once the subnet is held; keyed like `attachments`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addresses: Option<ContainerIps>,
+    /// A dual-stack network's IPv6 container addresses, in the subnet paired with the lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addresses6: Option<ContainerIps>,
     /// `<container id>/<ifname>` → what was attached.
     #[serde(default)]
     pub attachments: BTreeMap<String, Attachment>,
@@ -53,7 +56,11 @@ pub struct Attachment {
     pub ifname: String,
     /// The namespace as given (a path).
     pub netns: PathBuf,
-    pub address: Ipv4Addr,
+    /// The address from the network's agreed subnet: IPv4, or IPv6 on an IPv6-only network.
+    pub address: IpAddr,
+    /// A dual-stack network's IPv6 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<Ipv6Addr>,
     pub host_veth: String,
     /// The container interface's MAC (for the fast path); absent in records of older agents,
     /// then read from the namespace.
@@ -71,6 +78,15 @@ pub struct Attachment {
     /// The resolv.conf written for the namespace, removed on detach.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolv_conf: Option<PathBuf>,
+}
+
+impl Attachment {
+    /// Every address of the interface, the agreed family's first.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        std::iter::once(self.address)
+            .chain(self.address6.map(IpAddr::V6))
+            .collect()
+    }
 }
 
 /// The key of an attachment: CNI identifies one by container id and interface name.
@@ -116,13 +132,14 @@ mod tests {
             renewed_ms: 9,
             ..Stored::default()
         };
-        let mut ips = ContainerIps::new("9.0.4.0/24".parse().unwrap());
+        let mut ips = ContainerIps::new("9.0.4.0/24".parse::<ipnetwork::IpNetwork>().unwrap());
         let address = ips.allocate("c1/eth0").unwrap();
         stored.networks.insert(
             "dcos".into(),
             StoredNetwork {
                 lease: None,
                 addresses: Some(ips),
+                addresses6: None,
                 attachments: BTreeMap::from([(
                     attachment_key("c1", "eth0"),
                     Attachment {
@@ -130,6 +147,7 @@ mod tests {
                         ifname: "eth0".into(),
                         netns: "/run/netns/c1".into(),
                         address,
+                        address6: None,
                         host_veth: "dc0".into(),
                         mac: Some("0a:00:00:00:00:01".into()),
                         origin: None,

@@ -149,11 +149,7 @@ mod tests {
         assert_eq!(c.capacity(), 253);
         assert_eq!(c.allocate("a").unwrap(), v4(9, 0, 3, 2));
         assert_eq!(c.allocate("b").unwrap(), v4(9, 0, 3, 3));
-        assert_eq!(
-            c.allocate("a").unwrap(),
-            v4(9, 0, 3, 2),
-            "idempotent"
-        );
+        assert_eq!(c.allocate("a").unwrap(), v4(9, 0, 3, 2), "idempotent");
     }
 
     #[test]

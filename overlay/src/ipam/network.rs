@@ -40,7 +40,9 @@ impl NetworkPools {
         v4: Option<(Ipv4Network, u8)>,
         v6: Option<(Ipv6Network, u8)>,
     ) -> Result<Self, NetworkError> {
-        let pool6 = v6.map(|(range, prefix)| Pool::subnets(range, prefix)).transpose()?;
+        let pool6 = v6
+            .map(|(range, prefix)| Pool::subnets(range, prefix))
+            .transpose()?;
         let Some((range, prefix)) = v4 else {
             let agreed = pool6.ok_or(NetworkError::NoRange)?;
             return Ok(Self {

@@ -328,8 +328,7 @@ impl VtepLink {
                 };
                 m.header.dst_len = net.prefix();
                 m.header.action = RuleAction::ToTable;
-                m.attributes
-                    .push(RuleAttribute::Destination(net.network()));
+                m.attributes.push(RuleAttribute::Destination(net.network()));
                 m.attributes.push(RuleAttribute::Table(self.config.table));
                 m.attributes
                     .push(RuleAttribute::Priority(self.config.rule_priority));

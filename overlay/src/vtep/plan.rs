@@ -197,10 +197,10 @@ mod tests {
         p.subnets.push("fd01:b:0:0:1::/80".parse().unwrap());
         let s = TunnelState::desired(&[p.clone()]);
         assert_eq!(s.len(), 7);
-        assert!(s.routes.contains(&(
-            "fd01:b:0:0:1::/80".parse().unwrap(),
-            IpAddr::V6(vtep6)
-        )));
+        assert!(
+            s.routes
+                .contains(&("fd01:b:0:0:1::/80".parse().unwrap(), IpAddr::V6(vtep6)))
+        );
         assert!(
             s.neighbours
                 .contains(&(IpAddr::V6(vtep6), Mac::for_vtep(p.vtep_ip)))
