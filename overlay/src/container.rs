@@ -177,7 +177,14 @@ async fn configure(
     }
     if default_route {
         for &(_, gateway) in &spec.addresses {
-            let route = match RouteMessageBuilder::<IpAddr>::new().gateway(gateway) {
+            let any = match gateway {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            };
+            let route = match RouteMessageBuilder::<IpAddr>::new()
+                .destination_prefix(any, 0)
+                .and_then(|b| b.gateway(gateway))
+            {
                 Ok(b) => b.output_interface(index).build(),
                 Err(e) => return Err(Error::InvalidAddress(format!("gateway {gateway}: {e}"))),
             };

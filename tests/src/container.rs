@@ -1,7 +1,7 @@
 //! A container for overlay tests: a namespace of the test, attached to a node's overlay through
 //! that node's API (the code path of `dcnet-cni` and the task launcher), detached on drop.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -12,12 +12,22 @@ use crate::namespace::TestNamespace;
 /// What the agent answered to the attach.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Attached {
+    /// IPv4 address with prefix; empty on an IPv6-only network.
+    #[serde(default)]
     pub address: String,
+    /// IPv4 gateway; unspecified on an IPv6-only network.
+    #[serde(default = "unspecified")]
     pub gateway: Ipv4Addr,
+    pub address6: Option<String>,
+    pub gateway6: Option<Ipv6Addr>,
     pub mtu: u32,
     pub mac: String,
     pub host_veth: String,
-    pub nameservers: Vec<Ipv4Addr>,
+    pub nameservers: Vec<IpAddr>,
+}
+
+fn unspecified() -> Ipv4Addr {
+    Ipv4Addr::UNSPECIFIED
 }
 
 /// A namespace attached to the overlay of one node.
@@ -25,7 +35,10 @@ pub struct Container {
     pub ns: TestNamespace,
     pub node: usize,
     pub id: String,
+    /// The IPv4 address; unspecified on an IPv6-only network.
     pub ip: Ipv4Addr,
+    /// The IPv6 address on an IPv6-only or dual-stack network.
+    pub ip6: Option<Ipv6Addr>,
     pub attached: Attached,
 }
 
@@ -49,17 +62,23 @@ impl Container {
             bail!("attach {label} on node {}: HTTP {status}: {text}", node + 1);
         }
         let attached: Attached = serde_json::from_str(&text).context("attach response")?;
-        let ip = attached
-            .address
-            .split('/')
-            .next()
-            .and_then(|a| a.parse().ok())
-            .with_context(|| format!("address {:?}", attached.address))?;
+        let host = |a: &str| a.split('/').next().unwrap_or("").to_owned();
+        let ip = match attached.address.as_str() {
+            "" => Ipv4Addr::UNSPECIFIED,
+            a => host(a)
+                .parse()
+                .with_context(|| format!("address {:?}", attached.address))?,
+        };
+        let ip6 = match &attached.address6 {
+            None => None,
+            Some(a) => Some(host(a).parse().with_context(|| format!("address6 {a:?}"))?),
+        };
         Ok(Self {
             ns,
             node,
             id,
             ip,
+            ip6,
             attached,
         })
     }
@@ -70,8 +89,9 @@ impl Container {
         cluster.post(self.node, "/v1/overlay/detach", &body.to_string())
     }
 
-    /// Pings `to` from inside with `size` bytes of payload, fragmentation forbidden.
-    pub fn ping(&self, to: Ipv4Addr, size: usize) -> Result<bool> {
+    /// Pings `to` (either family) from inside with `size` bytes of payload, fragmentation
+    /// forbidden.
+    pub fn ping(&self, to: impl Into<IpAddr>, size: usize) -> Result<bool> {
         Ok(self.ping_once(to, size)?.status.success())
     }
 
@@ -86,7 +106,7 @@ impl Container {
             .and_then(|t| t.parse().ok()))
     }
 
-    fn ping_once(&self, to: Ipv4Addr, size: usize) -> Result<std::process::Output> {
+    fn ping_once(&self, to: impl Into<IpAddr>, size: usize) -> Result<std::process::Output> {
         self.ns.run(
             "ping",
             &[
@@ -98,14 +118,19 @@ impl Container {
                 "do",
                 "-s",
                 &size.to_string(),
-                &to.to_string(),
+                &to.into().to_string(),
             ],
         )
     }
 
-    /// An echo server on the container's address and `port`, serving until the process ends.
+    /// An echo server on the container's IPv4 address and `port`, serving until the process
+    /// ends.
     pub fn echo_server(&self, port: u16) -> Result<()> {
-        let ip = self.ip;
+        self.echo_server_on(self.ip.into(), port)
+    }
+
+    /// An echo server on `ip` (an address of the container) and `port`.
+    pub fn echo_server_on(&self, ip: IpAddr, port: u16) -> Result<()> {
         let listener = self
             .ns
             .netns()

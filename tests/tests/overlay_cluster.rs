@@ -8,7 +8,7 @@
 //! - a restarted agent keeps its VTEP, subnet and containers' addresses.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -37,7 +37,8 @@ fn status(cluster: &Cluster, i: usize) -> Result<Value> {
     cluster.get(i, "/v1/overlay")
 }
 
-/// Waits until every node holds its leases and reaches every other node.
+/// Waits until every node holds its leases (of every network) and reaches every other node's
+/// subnets of every network.
 fn wait_formed(cluster: &Cluster) -> Result<Vec<Value>> {
     let n = cluster.nodes.len();
     (0..n)
@@ -47,12 +48,15 @@ fn wait_formed(cluster: &Cluster) -> Result<Vec<Value>> {
                 Duration::from_secs(20),
                 || {
                     let s = status(cluster, i)?;
+                    let networks = s["networks"].as_array().map_or(0, Vec::len);
                     let ready = s["vtep"]["lease"] == "held"
-                        && s["networks"][0]["lease"] == "held"
+                        && s["networks"]
+                            .as_array()
+                            .is_some_and(|n| n.iter().all(|n| n["lease"] == "held"))
                         && s["peers"].as_array().map_or(0, Vec::len) == n - 1
                         && s["peers"].as_array().is_some_and(|p| {
                             p.iter()
-                                .all(|p| p["subnets"].as_array().is_some_and(|s| !s.is_empty()))
+                                .all(|p| p["subnets"].as_array().map_or(0, Vec::len) >= networks)
                         });
                     Ok(ready.then_some(s))
                 },
@@ -80,7 +84,8 @@ fn node_fdb(cluster: &Cluster, i: usize) -> String {
 }
 
 /// Sends a 1400-byte payload over TCP from `from` to `to` and checks the echo.
-fn tcp_echo(from: &Container, to: Ipv4Addr, port: u16) -> Result<()> {
+fn tcp_echo(from: &Container, to: impl Into<IpAddr>, port: u16) -> Result<()> {
+    let to = to.into();
     let target = SocketAddr::from((to, port));
     let mut stream = from
         .ns
@@ -121,8 +126,8 @@ fn containers_on_three_nodes_reach_each_other_and_the_tunnel_heals() -> Result<(
         for (i, s) in formed.iter().enumerate() {
             assert_eq!(
                 s["kernel_objects"],
-                8,
-                "node {}: 4 objects for each of 2 peers",
+                14,
+                "node {}: for each of 2 peers 4 objects, and 3 of IPv6 for dcos6",
                 i + 1
             );
         }
@@ -170,7 +175,7 @@ fn containers_on_three_nodes_reach_each_other_and_the_tunnel_heals() -> Result<(
 
         // The container's resolv.conf points at the node's DNS, which answers through it.
         let c = &containers[0];
-        assert_eq!(c.attached.nameservers, [c.attached.gateway]);
+        assert_eq!(c.attached.nameservers, [IpAddr::V4(c.attached.gateway)]);
         let out =
             c.ns.exec("dig", &["+short", "+time=1", "+tries=2", "ready.spartan"])?;
         assert_eq!(
@@ -697,5 +702,144 @@ fn containers_reach_the_outside_through_their_node_masqueraded() -> Result<()> {
             })
             .then_some(()))
     })?;
+    Ok(())
+}
+
+/// IPv6 overlays over the IPv4 underlay: `dcos6` (IPv6 only) and a dual-stack network.
+/// Containers on two nodes ping with MTU-sized unfragmentable packets and talk TCP over both
+/// families; the VTEP has its IPv6 address; an IPv6 route deleted by hand comes back; CHECK
+/// finds a missing IPv6 default route.
+#[test]
+fn ipv6_and_dual_stack_containers_reach_each_other_across_nodes() -> Result<()> {
+    let extra = "\n[[overlay.networks]]\nname = \"dcos6\"\n\n[[overlay.networks]]\nname = \"dual\"\nsubnet = \"172.30.0.0/16\"\nsubnet6 = \"fd01:c::/64\"\n";
+    let cluster = overlay_cluster(2, extra)?;
+    let formed = wait_formed(&cluster).with_context(|| cluster.log_tails(30))?;
+    for s in &formed {
+        let vtep4: Ipv4Addr = s["vtep"]["address"]
+            .as_str()
+            .and_then(|a| a.split('/').next()?.parse().ok())
+            .context("VTEP address")?;
+        let want6 = dcnet_overlay::vtep::address6("fd01:a::/64".parse()?, vtep4);
+        assert_eq!(
+            s["vtep"]["address6"].as_str(),
+            Some(format!("{want6}/64").as_str()),
+            "{s}"
+        );
+        let subnets = s["peers"][0]["subnets"].as_array().map_or(0, Vec::len);
+        assert_eq!(subnets, 3, "dcos6's /80, dual's /24 and its /80: {s}");
+    }
+
+    let six = [
+        Container::attach_to(&cluster, 0, "s1", "dcos6")?,
+        Container::attach_to(&cluster, 1, "s2", "dcos6")?,
+    ];
+    let dual = [
+        Container::attach_to(&cluster, 0, "d1", "dual")?,
+        Container::attach_to(&cluster, 1, "d2", "dual")?,
+    ];
+    let ip6 = |c: &Container| {
+        c.ip6
+            .with_context(|| format!("{} has no IPv6 address", c.id))
+    };
+    for c in &six {
+        assert!(c.attached.address.is_empty(), "IPv6 only: {:?}", c.attached);
+        assert!(
+            ip6(c)?.segments()[..4] == [0xfd01, 0xb, 0, 0],
+            "{:?}",
+            c.ip6
+        );
+    }
+    for c in &dual {
+        let v6 = ip6(c)?;
+        assert_eq!(c.ip.octets()[..2], [172, 30]);
+        assert_eq!(
+            u32::from(v6.segments()[4]),
+            u32::from(c.ip.octets()[2]),
+            "the /80 is paired with the /24 of the same index: {} {v6}",
+            c.ip
+        );
+        let routes =
+            String::from_utf8_lossy(&c.ns.run("ip", &["-6", "route", "show", "default"])?.stdout)
+                .into_owned();
+        let gateway6 = c.attached.gateway6.context("gateway6")?;
+        assert!(routes.contains(&format!("via {gateway6}")), "{routes}");
+    }
+
+    // MTU 1420: 1372 bytes of ICMPv6 payload fill an IPv6 packet, 1392 an IPv4 one.
+    let crossings = [
+        (&six[0], IpAddr::V6(ip6(&six[1])?), 1372),
+        (&six[1], IpAddr::V6(ip6(&six[0])?), 1372),
+        (&dual[0], IpAddr::V6(ip6(&dual[1])?), 1372),
+        (&dual[1], IpAddr::V6(ip6(&dual[0])?), 1372),
+        (&dual[0], IpAddr::V4(dual[1].ip), 1392),
+        (&dual[1], IpAddr::V4(dual[0].ip), 1392),
+    ];
+    for (from, to, size) in crossings {
+        let ok = wait_until("a ping across", Duration::from_secs(10), || {
+            Ok(from.ping(to, size)?.then_some(()))
+        });
+        assert!(
+            ok.is_ok(),
+            "{} -> {to} ({size} bytes) failed\n{}",
+            from.id,
+            cluster.log_tails(20)
+        );
+        assert!(
+            !from.ping(to, size + 1)?,
+            "{} -> {to}: one byte more than the MTU must not pass unfragmented",
+            from.id
+        );
+    }
+    six[1].echo_server_on(IpAddr::V6(ip6(&six[1])?), 7000)?;
+    tcp_echo(&six[0], ip6(&six[1])?, 7000)?;
+    dual[1].echo_server_on(IpAddr::V6(ip6(&dual[1])?), 7001)?;
+    tcp_echo(&dual[0], ip6(&dual[1])?, 7001)?;
+    dual[1].echo_server(7002)?;
+    tcp_echo(&dual[0], dual[1].ip, 7002)?;
+
+    // An IPv6 route deleted by hand on node 1 comes back within a reconcile interval.
+    let peer_subnet = format!(
+        "{}/80",
+        dcnet_overlay::ipam::ContainerIps::new(ipnetwork::IpNetwork::V6(
+            ipnetwork::Ipv6Network::new(ip6(&six[1])?, 80)?
+        ))
+        .subnet()
+        .network()
+    );
+    let routes = node_ip(&cluster, 0, &["-6", "route", "show", "table", "42"]);
+    assert!(
+        routes.contains(&peer_subnet),
+        "{peer_subnet} missing from:\n{routes}"
+    );
+    node_ip(
+        &cluster,
+        0,
+        &["-6", "route", "del", &peer_subnet, "table", "42"],
+    );
+    wait_until("the IPv6 route repaired", Duration::from_secs(10), || {
+        let routes = node_ip(&cluster, 0, &["-6", "route", "show", "table", "42"]);
+        Ok(routes.contains(&peer_subnet).then_some(()))
+    })?;
+    assert!(six[0].ping(ip6(&six[1])?, 1372)?);
+
+    // CHECK verifies both addresses and both default routes.
+    let check = |c: &Container| -> Result<(u16, String)> {
+        let body = serde_json::json!({ "container_id": c.id, "network": "dual" });
+        cluster.post(c.node, "/v1/overlay/check", &body.to_string())
+    };
+    let (code, text) = check(&dual[0])?;
+    assert_eq!(code, 200, "{text}");
+    let checked: Value = serde_json::from_str(&text)?;
+    assert!(
+        checked["address6"]
+            .as_str()
+            .is_some_and(|a| a.ends_with("/80")),
+        "{checked}"
+    );
+    let out = dual[0].ns.run("ip", &["-6", "route", "del", "default"])?;
+    assert!(out.status.success());
+    let (code, text) = check(&dual[0])?;
+    assert_eq!(code, 404, "{text}");
+    assert!(text.contains("default route via fd01:c:"), "{text}");
     Ok(())
 }
