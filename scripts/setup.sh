@@ -10,11 +10,12 @@ set -euo pipefail
 # runc and podman run container apps (podman's store holds the images); the test image is
 # made from busybox-static. openssl makes the RSA keys of the DC/OS service-account tests;
 # zookeeper (with its Java runtime) is where the DNS tests' Mesos masters register.
+# containernetworking-plugins are the reference CNI plugins dcnet-cni is chained with.
 DEB_PACKAGES=(
   iproute2 iputils-ping bpftool iptables nftables tcpdump curl python3 python3-venv util-linux
   dnsutils knot-dnsutils dnsperf knot
   iperf3 haproxy hyperfine wrk etcd-server
-  runc podman busybox-static openssl zookeeper
+  runc podman busybox-static openssl zookeeper containernetworking-plugins
 )
 # bpf-linker links the eBPF programs; it must be built against the LLVM of the nightly toolchain
 # that compiles them (rustc emits that LLVM's bitcode).
@@ -83,4 +84,44 @@ if ! "$venv/bin/python" -c "import marathon, importlib.metadata as m; assert m.v
   "$py" -m venv "$venv" || die "creating the venv $venv failed (apt install python3-venv)"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "marathon==${MARATHON_PY_VERSION}" \
     || die "pip install marathon==${MARATHON_PY_VERSION} failed"
+fi
+
+# cnitool (libcni 1.2.3, third_party/cni) drives dcnet-cni as containerd and podman do. It needs
+# Go 1.21 or later: Debian's golang-go where it is that new, else bookworm-backports' 1.22.
+go_bin() {
+  local g
+  for g in /usr/lib/go-1.2[1-9]/bin/go /usr/lib/go/bin/go; do
+    [ -x "$g" ] && "$g" version 2>/dev/null | grep -qE ' go1\.(2[1-9]|[3-9][0-9])' && { echo "$g"; return 0; }
+  done
+  return 1
+}
+if ! go_bin >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  candidate=$(apt-cache policy golang-go 2>/dev/null | sed -n 's/^ *Candidate: *[0-9]*:*\([0-9.]*\).*/\1/p')
+  if printf '%s\n' "$candidate" | grep -qE '^1\.(2[1-9]|[3-9][0-9])'; then
+    say "installing golang-go ${candidate} (builds cnitool)"
+    apt-get install -y -qq --no-install-recommends golang-go >/dev/null || die "apt-get install golang-go failed"
+  else
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    [ -n "$codename" ] || die "cannot tell the Debian release for its backports (no VERSION_CODENAME in /etc/os-release)"
+    if ! grep -rqs "${codename}-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      say "adding ${codename}-backports to apt's sources (Go 1.22 for cnitool; backports install only when asked for)"
+      echo "deb http://deb.debian.org/debian ${codename}-backports main" > /etc/apt/sources.list.d/dcnet-backports.list
+    fi
+    say "installing golang-1.22-go from ${codename}-backports (builds cnitool)"
+    apt-get update -qq >/dev/null || die "apt-get update failed"
+    apt-get install -y -qq --no-install-recommends -t "${codename}-backports" golang-1.22-go >/dev/null \
+      || die "apt-get install -t ${codename}-backports golang-1.22-go failed"
+  fi
+fi
+go=$(go_bin) || die "Go 1.21 or later was installed but is not found under /usr/lib/go*"
+here=$(cd "$(dirname "$0")/.." && pwd)
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/dcnet"
+stamp=$( (cd "$here/third_party/cni" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16)
+if [ "$(cat "$cache/bin/cnitool.stamp" 2>/dev/null)" != "$stamp" ] || [ ! -x "$cache/bin/cnitool" ]; then
+  say "building cnitool (libcni 1.2.3) with $("$go" version | cut -d' ' -f3)"
+  mkdir -p "$cache/bin"
+  (cd "$here/third_party/cni" && GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local GOCACHE="$cache/go-build" \
+    "$go" build -trimpath -o "$cache/bin/cnitool" ./cnitool) || die "building cnitool failed"
+  echo "$stamp" > "$cache/bin/cnitool.stamp"
 fi

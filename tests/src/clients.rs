@@ -1,5 +1,6 @@
 //! The client programs users drive dcnet with, as the tests run them: marathon-python
-//! (installed by `scripts/setup.sh` into a venv) through `tests/clients/marathon_client.py`.
+//! (installed by `scripts/setup.sh` into a venv) through `tests/clients/marathon_client.py`,
+//! and `cnitool` (libcni, built by `scripts/setup.sh` from `third_party/cni`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,13 +10,18 @@ use serde_json::Value;
 
 use crate::cluster::{Cluster, in_netns};
 
-/// The venv's Python with marathon-python, as `scripts/setup.sh` makes it.
-pub fn marathon_python() -> Result<PathBuf> {
+/// `scripts/setup.sh`'s cache directory (`~/.cache/dcnet`).
+fn setup_cache() -> Result<PathBuf> {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
         .context("neither XDG_CACHE_HOME nor HOME is set")?;
-    let python = cache.join("dcnet/venv/bin/python");
+    Ok(cache.join("dcnet"))
+}
+
+/// The venv's Python with marathon-python, as `scripts/setup.sh` makes it.
+pub fn marathon_python() -> Result<PathBuf> {
+    let python = setup_cache()?.join("venv/bin/python");
     if !python.exists() {
         bail!(
             "{} is missing: run scripts/setup.sh (it installs marathon-python into that venv)",
@@ -23,6 +29,141 @@ pub fn marathon_python() -> Result<PathBuf> {
         );
     }
     Ok(python)
+}
+
+/// Where libcni keeps its cache of results (`/var/lib/cni/results/<network>-<id>-<ifname>`).
+const LIBCNI_RESULTS: &str = "/var/lib/cni/results";
+
+/// Debian's reference CNI plugins (containernetworking-plugins).
+pub const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
+
+/// cnitool as a container runtime on node `node` uses libcni: network configuration lists in a
+/// directory of the test, `dcnet-cni` and Debian's reference plugins on `CNI_PATH`, run in the
+/// node's namespace. Every network list it writes has a name unique to the test; libcni's
+/// cached results of those names are removed on drop.
+pub struct Cnitool<'a> {
+    cluster: &'a Cluster,
+    node: usize,
+    tool: PathBuf,
+    confs: tempfile::TempDir,
+    plugins: tempfile::TempDir,
+    names: Vec<String>,
+}
+
+/// What one cnitool run did.
+#[derive(Debug)]
+pub struct CniRun {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CniRun {
+    /// The result JSON of an ADD.
+    pub fn json(&self) -> Result<Value> {
+        serde_json::from_str(&self.stdout).with_context(|| {
+            format!(
+                "cnitool printed no JSON: {:?} {:?}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+impl<'a> Cnitool<'a> {
+    pub fn new(cluster: &'a Cluster, node: usize) -> Result<Self> {
+        let tool = setup_cache()?.join("bin/cnitool");
+        if !tool.exists() {
+            bail!(
+                "{} is missing: run scripts/setup.sh (it builds cnitool from third_party/cni)",
+                tool.display()
+            );
+        }
+        let plugins = tempfile::tempdir()?;
+        let plugin = crate::cluster::workspace_binary("dcnet-cni", "DCNET_CNI_BIN", "dcnet-cni")?;
+        std::os::unix::fs::symlink(plugin, plugins.path().join("dcnet-cni"))?;
+        Ok(Self {
+            cluster,
+            node,
+            tool,
+            confs: tempfile::tempdir()?,
+            plugins,
+            names: Vec::new(),
+        })
+    }
+
+    /// Writes a network configuration list named `<label>-<pid>` of `version` with `plugins`;
+    /// returns its name. A `dcnet-cni` entry without credentials gets the cluster's.
+    pub fn network(&mut self, label: &str, version: &str, plugins: &[Value]) -> Result<String> {
+        let name = format!("{label}-{}", std::process::id());
+        let credentials = self.cluster.credentials_path().display().to_string();
+        let plugins: Vec<Value> = plugins
+            .iter()
+            .cloned()
+            .map(|mut p| {
+                if p["type"] == "dcnet-cni" && p.get("credentials").is_none() {
+                    p["credentials"] = credentials.clone().into();
+                }
+                p
+            })
+            .collect();
+        let list = serde_json::json!({ "cniVersion": version, "name": name, "plugins": plugins });
+        std::fs::write(
+            self.confs.path().join(format!("{name}.conflist")),
+            serde_json::to_vec_pretty(&list)?,
+        )?;
+        self.names.push(name.clone());
+        Ok(name)
+    }
+
+    /// `cnitool <verb> <network> <netns>` with `CNI_IFNAME=ifname` and, if given, `CAP_ARGS`.
+    pub fn run(
+        &self,
+        verb: &str,
+        network: &str,
+        netns: &Path,
+        ifname: &str,
+        cap_args: Option<&Value>,
+    ) -> Result<CniRun> {
+        let cni_path = format!("{}:{REFERENCE_PLUGINS}", self.plugins.path().display());
+        let mut command = Command::new(&self.tool);
+        command
+            .args([verb, network])
+            .arg(netns)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("NETCONFPATH", self.confs.path())
+            .env("CNI_PATH", cni_path)
+            .env("CNI_IFNAME", ifname);
+        if let Some(cap) = cap_args {
+            command.env("CAP_ARGS", cap.to_string());
+        }
+        in_netns(&mut command, &self.cluster.nodes[self.node].netns, true);
+        let out = command.output().context("running cnitool")?;
+        Ok(CniRun {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
+impl Drop for Cnitool<'_> {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(LIBCNI_RESULTS) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if self
+                .names
+                .iter()
+                .any(|n| file.starts_with(&format!("{n}-")))
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 /// marathon-python pointed at one Marathon API (an agent's, or the leading scheduler's),

@@ -6,9 +6,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use dcnet_tests::clients::Cnitool;
 use dcnet_tests::cluster::{in_netns, workspace_binary};
 use dcnet_tests::{Cluster, ClusterOptions, NodeSpec, TestNamespace, wait_until};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const CONF: &str = r#"{"cniVersion":"1.0.0","name":"dcos","type":"dcnet-cni"}"#;
 
@@ -363,5 +364,208 @@ fn cni_1_1_status_gc_versions_and_a_second_interface() -> Result<()> {
         r#"{"container_id":"api-attached"}"#,
     )?;
     assert_eq!(code, 200, "{text}");
+    Ok(())
+}
+
+fn run_text(ns: &TestNamespace, program: &str, args: &[&str]) -> Result<String> {
+    let out = ns.run(program, args)?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// cnitool (libcni 1.2.3, the library containerd and podman use) drives dcnet-cni chained with
+/// Debian's reference plugins: STATUS; ADD, CHECK and DEL at 1.0.0 on a dual-stack network
+/// chained with tuning, and on dcos chained with portmap (whose CHECK in Debian's plugins
+/// 1.1.1 is broken: containernetworking/plugins#819); a second interface at 1.1.0 on dcos6
+/// (IPv6 only) in the same namespace, which leaves eth0's default routes alone; CHECK finding
+/// a route deleted by hand; GC removing an attachment the runtime no longer knows.
+#[test]
+fn cnitool_drives_the_plugin_through_libcni() -> Result<()> {
+    let mut options = ClusterOptions::nodes(1);
+    options.nodes[0] = NodeSpec {
+        extra_config: "\n[overlay]\nenabled = true\nlease_settle = \"500ms\"\n\n\
+            [[overlay.networks]]\nname = \"dcos\"\n\n\
+            [[overlay.networks]]\nname = \"dcos6\"\n\n\
+            [[overlay.networks]]\nname = \"dual\"\nsubnet = \"172.30.0.0/16\"\nsubnet6 = \"fd01:c::/64\"\n"
+            .into(),
+        ..NodeSpec::default()
+    };
+    let cluster = Cluster::start(options)?;
+    wait_until("the three networks leased", Duration::from_secs(20), || {
+        let s: Value = cluster.get(0, "/v1/overlay")?;
+        let held = s["networks"]
+            .as_array()
+            .is_some_and(|n| n.len() == 3 && n.iter().all(|n| n["lease"] == "held"));
+        Ok(held.then_some(()))
+    })?;
+    let mut cni = Cnitool::new(&cluster, 0)?;
+    let dual = cni.network(
+        "dcnet-v100",
+        "1.0.0",
+        &[
+            json!({ "type": "dcnet-cni", "network": "dual" }),
+            json!({ "type": "tuning", "sysctl": { "net.ipv4.conf.eth0.arp_ignore": "1" } }),
+        ],
+    )?;
+    let mapped = cni.network(
+        "dcnet-portmap",
+        "1.0.0",
+        &[
+            json!({ "type": "dcnet-cni", "network": "dcos" }),
+            json!({ "type": "portmap", "capabilities": { "portMappings": true }, "snat": false }),
+        ],
+    )?;
+    let v6 = cni.network(
+        "dcnet-v110",
+        "1.1.0",
+        &[json!({ "type": "dcnet-cni", "network": "dcos6" })],
+    )?;
+    let ns = TestNamespace::create("cnitool")?;
+    let path = std::path::PathBuf::from(format!("/run/netns/{}", ns.netns().name()));
+    let ports = json!({ "portMappings": [
+        { "hostPort": 18080, "containerPort": 8080, "protocol": "tcp" }
+    ] });
+    let nat = |tool: &str| -> Result<String> {
+        let path = std::path::Path::new("/usr/sbin").join(tool);
+        let out = cluster.run_in(0, &path, &["-t", "nat", "-S"])?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+
+    let status = cni.run("status", &v6, &path, "eth0", None)?;
+    assert!(status.ok, "STATUS: {status:?}");
+
+    // portmap gets dcnet-cni's result: its DNAT to the address on the node, gone with DEL.
+    let other = TestNamespace::create("cniport")?;
+    let other_path = std::path::PathBuf::from(format!("/run/netns/{}", other.netns().name()));
+    let add = cni.run("add", &mapped, &other_path, "eth0", Some(&ports))?;
+    assert!(add.ok, "ADD with portmap: {add:?}");
+    let mapped_ip = add.json()?["ips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .context("address")?
+        .to_owned();
+    let dnat = format!("--to-destination {mapped_ip}:8080");
+    assert!(nat("iptables")?.contains(&dnat), "{}", nat("iptables")?);
+    let del = cni.run("del", &mapped, &other_path, "eth0", Some(&ports))?;
+    assert!(del.ok, "DEL with portmap: {del:?}");
+    assert!(
+        !nat("iptables")?.contains(&dnat),
+        "portmap's DNAT went with DEL"
+    );
+    assert!(!other.run("ip", &["link", "show", "eth0"])?.status.success());
+
+    // 1.0.0, chained with tuning: both addresses and default routes, the sysctl inside.
+    let add = cni.run("add", &dual, &path, "eth0", None)?;
+    assert!(add.ok, "ADD: {add:?}");
+    let result = add.json()?;
+    assert_eq!(result["cniVersion"], "1.0.0", "{result}");
+    let address = result["ips"][0]["address"].as_str().context("address")?;
+    let address6 = result["ips"][1]["address"].as_str().context("address6")?;
+    assert!(
+        address.starts_with("172.30.") && address.ends_with("/24"),
+        "{result}"
+    );
+    assert!(
+        address6.starts_with("fd01:c:") && address6.ends_with("/80"),
+        "{result}"
+    );
+    let dsts: Vec<&str> = result["routes"]
+        .as_array()
+        .context("routes")?
+        .iter()
+        .filter_map(|r| r["dst"].as_str())
+        .collect();
+    assert_eq!(dsts, ["0.0.0.0/0", "::/0"], "{result}");
+    assert_eq!(
+        run_text(&ns, "cat", &["/proc/sys/net/ipv4/conf/eth0/arp_ignore"])?,
+        "1",
+        "tuning ran after dcnet-cni on its interface"
+    );
+    let check = cni.run("check", &dual, &path, "eth0", None)?;
+    assert!(check.ok, "CHECK: {check:?}");
+    let route4 = run_text(&ns, "ip", &["-4", "route", "show", "default"])?;
+    let route6 = run_text(&ns, "ip", &["-6", "route", "show", "default"])?;
+    assert!(
+        route4.contains("dev eth0") && route6.contains("dev eth0"),
+        "{route4} {route6}"
+    );
+
+    // 1.1.0, a second interface on dcos6 (IPv6 only): eth0 keeps both default routes.
+    let add6 = cni.run("add", &v6, &path, "net1", None)?;
+    assert!(add6.ok, "ADD net1: {add6:?}");
+    let result6 = add6.json()?;
+    assert_eq!(result6["cniVersion"], "1.1.0", "{result6}");
+    let net1 = result6["ips"][0]["address"].as_str().context("address")?;
+    assert!(
+        net1.starts_with("fd01:b:") && net1.ends_with("/80"),
+        "{result6}"
+    );
+    assert!(result6["ips"][0].get("version").is_none(), "{result6}");
+    // libcni prints no empty list.
+    assert!(
+        result6.get("routes").is_none_or(|r| r == &json!([])),
+        "net1 lists no route: {result6}"
+    );
+    assert_eq!(
+        run_text(&ns, "ip", &["-4", "route", "show", "default"])?,
+        route4
+    );
+    assert_eq!(
+        run_text(&ns, "ip", &["-6", "route", "show", "default"])?,
+        route6
+    );
+    let gateway6 = result6["ips"][0]["gateway"].as_str().context("gateway")?;
+    let ping = ns.run("ping", &["-c", "1", "-W", "2", gateway6])?;
+    assert!(ping.status.success(), "dcos6's gateway answers on net1");
+    let check6 = cni.run("check", &v6, &path, "net1", None)?;
+    assert!(check6.ok, "CHECK net1: {check6:?}");
+
+    // CHECK notices eth0's IPv6 default route deleted by hand.
+    assert!(
+        ns.run("ip", &["-6", "route", "del", "default"])?
+            .status
+            .success()
+    );
+    let broken = cni.run("check", &dual, &path, "eth0", None)?;
+    assert!(
+        !broken.ok && broken.stderr.contains("default route"),
+        "CHECK must find the missing route: {broken:?}"
+    );
+
+    let del6 = cni.run("del", &v6, &path, "net1", None)?;
+    assert!(del6.ok, "DEL net1: {del6:?}");
+    assert!(!ns.run("ip", &["link", "show", "net1"])?.status.success());
+    assert_eq!(
+        run_text(&ns, "ip", &["-4", "route", "show", "default"])?,
+        route4
+    );
+
+    // GC: an attachment libcni no longer has in its cache (the runtime forgot it) goes.
+    let again = cni.run("add", &v6, &path, "net1", None)?;
+    assert!(again.ok, "{again:?}");
+    for entry in std::fs::read_dir("/var/lib/cni/results")?.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(&format!("{v6}-"))
+        {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    let gc = cni.run("gc", &v6, &path, "net1", None)?;
+    assert!(gc.ok, "GC: {gc:?}");
+    assert!(
+        !ns.run("ip", &["link", "show", "net1"])?.status.success(),
+        "GC removed the forgotten net1"
+    );
+    assert!(
+        ns.run("ip", &["link", "show", "eth0"])?.status.success(),
+        "GC of dcos6 leaves the dual network's eth0"
+    );
+
+    let del = cni.run("del", &dual, &path, "eth0", None)?;
+    assert!(del.ok, "DEL: {del:?}");
+    assert!(!ns.run("ip", &["link", "show", "eth0"])?.status.success());
+    let again = cni.run("del", &dual, &path, "eth0", None)?;
+    assert!(again.ok, "DEL is idempotent: {again:?}");
     Ok(())
 }

@@ -1,0 +1,3 @@
+module github.com/containernetworking/cni
+
+go 1.21
