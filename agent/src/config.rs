@@ -81,7 +81,7 @@
 //! name = "dcos"
 //! subnet = "9.0.0.0/8"
 //! prefix = 24                     # one /24 per agent
-//! subnet6 = "fd01:c::/64"         # optional: dual stack, a /80 per agent paired with its /24
+//! subnet6 = "fd01:e::/64"         # optional: dual stack, a /80 per agent paired with its /24
 //! prefix6 = 80
 //! mtu = 1420
 //! egress = true                   # reach beyond the overlay through the node, masqueraded (IPv4)
@@ -1799,6 +1799,21 @@ fn resolve_overlay(
                     "a range that overlaps neither overlay.vtep_range nor overlay.vtep_subnet6",
                 ));
             }
+            let named_vips = [
+                ipnetwork::IpNetwork::new(dcnet_lb::vip::NAMED_VIP_NETWORK.into(), 8),
+                ipnetwork::IpNetwork::new(dcnet_lb::vip::NAMED_VIP6_NETWORK.into(), 64),
+            ];
+            if let Some(vips) = named_vips
+                .into_iter()
+                .flatten()
+                .find(|v| overlaps(*v, range))
+            {
+                return Err(invalid(
+                    origin("overlay.networks.subnet"),
+                    range.to_string(),
+                    format!("a range that does not overlap the named VIPs' {vips}"),
+                ));
+            }
         }
         let mtu = mtu("overlay.networks.mtu", n.mtu, 1420)?;
         if mtu > vtep_mtu {
@@ -2127,14 +2142,14 @@ mod tests {
             c.dns.allowed_networks
         );
         let dual = load(&format!(
-            "{}[overlay]\nenabled = true\n[[overlay.networks]]\nname = \"dual\"\nsubnet = \"9.0.0.0/8\"\nsubnet6 = \"fd01:c::/64\"\n",
+            "{}[overlay]\nenabled = true\n[[overlay.networks]]\nname = \"dual\"\nsubnet = \"9.0.0.0/8\"\nsubnet6 = \"fd01:e::/64\"\n",
             base(&dir)
         ))
         .unwrap();
         let pools = dual.overlay.networks[0].pools().unwrap();
         assert_eq!(
             pools.paired6("9.0.1.0/24".parse().unwrap()),
-            Some("fd01:c:0:0:1::/80".parse().unwrap())
+            Some("fd01:e:0:0:1::/80".parse().unwrap())
         );
     }
 
@@ -2403,7 +2418,7 @@ mod tests {
             (
                 "a dual-stack network with fewer IPv6 subnets than IPv4 ones",
                 format!(
-                    "{b}[overlay]\nenabled = true\n[[overlay.networks]]\nname = \"dual\"\nsubnet = \"9.0.0.0/8\"\nsubnet6 = \"fd01:c::/64\"\nprefix6 = 72\n"
+                    "{b}[overlay]\nenabled = true\n[[overlay.networks]]\nname = \"dual\"\nsubnet = \"9.0.0.0/8\"\nsubnet6 = \"fd01:e::/64\"\nprefix6 = 72\n"
                 ),
                 &["overlay.networks.subnet6", "256 subnets", "65536"],
             ),
@@ -2425,6 +2440,13 @@ mod tests {
                 "a VTEP IPv6 range too small to hold IPv4 addresses",
                 format!("{b}[overlay]\nenabled = true\nvtep_subnet6 = \"fd01:a::/112\"\n"),
                 &["overlay.vtep_subnet6", "/96"],
+            ),
+            (
+                "an IPv6 network in the named VIPs' range",
+                format!(
+                    "{b}[overlay]\nenabled = true\n[[overlay.networks]]\nname = \"v6\"\nsubnet6 = \"fd01:c::/64\"\n"
+                ),
+                &["overlay.networks.subnet", "fd01:c::/64", "named VIPs"],
             ),
             (
                 "an IPv6 network below IPv6's minimum MTU",

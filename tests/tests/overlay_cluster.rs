@@ -711,7 +711,7 @@ fn containers_reach_the_outside_through_their_node_masqueraded() -> Result<()> {
 /// finds a missing IPv6 default route.
 #[test]
 fn ipv6_and_dual_stack_containers_reach_each_other_across_nodes() -> Result<()> {
-    let extra = "\n[[overlay.networks]]\nname = \"dcos6\"\n\n[[overlay.networks]]\nname = \"dual\"\nsubnet = \"172.30.0.0/16\"\nsubnet6 = \"fd01:c::/64\"\n";
+    let extra = "\n[[overlay.networks]]\nname = \"dcos6\"\n\n[[overlay.networks]]\nname = \"dual\"\nsubnet = \"172.30.0.0/16\"\nsubnet6 = \"fd01:e::/64\"\n";
     let cluster = overlay_cluster(2, extra)?;
     let formed = wait_formed(&cluster).with_context(|| cluster.log_tails(30))?;
     for s in &formed {
@@ -840,6 +840,6 @@ fn ipv6_and_dual_stack_containers_reach_each_other_across_nodes() -> Result<()> 
     assert!(out.status.success());
     let (code, text) = check(&dual[0])?;
     assert_eq!(code, 404, "{text}");
-    assert!(text.contains("default route via fd01:c:"), "{text}");
+    assert!(text.contains("default route via fd01:e:"), "{text}");
     Ok(())
 }

@@ -385,7 +385,7 @@ fn cnitool_drives_the_plugin_through_libcni() -> Result<()> {
         extra_config: "\n[overlay]\nenabled = true\nlease_settle = \"500ms\"\n\n\
             [[overlay.networks]]\nname = \"dcos\"\n\n\
             [[overlay.networks]]\nname = \"dcos6\"\n\n\
-            [[overlay.networks]]\nname = \"dual\"\nsubnet = \"172.30.0.0/16\"\nsubnet6 = \"fd01:c::/64\"\n"
+            [[overlay.networks]]\nname = \"dual\"\nsubnet = \"172.30.0.0/16\"\nsubnet6 = \"fd01:e::/64\"\n"
             .into(),
         ..NodeSpec::default()
     };
@@ -465,7 +465,7 @@ fn cnitool_drives_the_plugin_through_libcni() -> Result<()> {
         "{result}"
     );
     assert!(
-        address6.starts_with("fd01:c:") && address6.ends_with("/80"),
+        address6.starts_with("fd01:e:") && address6.ends_with("/80"),
         "{result}"
     );
     let dsts: Vec<&str> = result["routes"]

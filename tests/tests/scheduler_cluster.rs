@@ -669,3 +669,117 @@ fn constraints(cluster: &mut Cluster) -> Result<()> {
     assert!(Path::new(&sandbox.join("stdout")).exists());
     Ok(())
 }
+
+const WEB6: &str = r#"{
+  "id": "/web6",
+  "cmd": "echo $MESOS_TASK_ID > id && exec python3 -m http.server --bind :: $PORT0",
+  "instances": 2,
+  "cpus": 0.1,
+  "mem": 32,
+  "constraints": [["hostname", "UNIQUE"]],
+  "networks": [{"mode": "container", "name": "dual"}],
+  "container": {"type": "MESOS", "portMappings": [
+    {"containerPort": 80, "name": "http", "labels": {"VIP_0": "/web6:80"}}
+  ]},
+  "healthChecks": [{"protocol": "HTTP", "path": "/id", "portIndex": 0,
+                    "gracePeriodSeconds": 15, "intervalSeconds": 1, "timeoutSeconds": 2,
+                    "maxConsecutiveFailures": 3}]
+}"#;
+
+/// Tasks on a dual-stack overlay: both addresses in the agents' task facts, A and AAAA for
+/// `<app>.marathon.mesos`, and a named VIP with an IPv6 address whose connections from a
+/// container on node 2 reach both tasks, on two nodes, over the IPv6 overlay.
+#[test]
+fn tasks_on_a_dual_stack_overlay_have_aaaa_records_and_an_ipv6_vip() -> Result<()> {
+    let mut options = ClusterOptions::nodes(3);
+    for (i, node) in options.nodes.iter_mut().enumerate() {
+        *node = NodeSpec {
+            roles: vec![if i == 0 { "master" } else { "agent" }.into()],
+            dns_config: "listen = [\"0.0.0.0:53\"]\n".into(),
+            extra_config: format!(
+                "{OVERLAY_AND_LB}\n[[overlay.networks]]\nname = \"dcos\"\n\n\
+                 [[overlay.networks]]\nname = \"dual\"\nsubnet = \"172.30.0.0/16\"\n\
+                 subnet6 = \"fd01:e::/64\"\n"
+            ),
+            ..NodeSpec::default()
+        };
+    }
+    let cluster = Cluster::start(options)?;
+    cluster.wait_for_overlay(&[0, 1, 2], 2)?;
+    let result = dual_stack(&cluster);
+    cluster.explain(result, 60)
+}
+
+fn dual_stack(cluster: &Cluster) -> Result<()> {
+    const NAME6: &str = "web6.marathon.mesos";
+    const VIP6: &str = "web6.marathon.l4lb.thisdcos.directory";
+    cluster.add_app(1, WEB6)?;
+    let rows = wait_until("2 healthy /web6 tasks", Duration::from_secs(40), || {
+        let rows: Vec<TaskRow> = cluster.get(1, "/v1/tasks")?;
+        let rows: Vec<TaskRow> = rows
+            .into_iter()
+            .filter(|r| r.status.app_id == "/web6" && r.status.healthy == Some(true))
+            .collect();
+        Ok((rows.len() == 2).then_some(rows))
+    })?;
+    let mut v4 = BTreeSet::new();
+    let mut v6 = BTreeSet::new();
+    for r in &rows {
+        match (r.status.ip, r.status.ip6) {
+            (Some(std::net::IpAddr::V4(ip)), Some(ip6)) => {
+                assert_eq!(ip.octets()[..2], [172, 30], "{r:?}");
+                assert_eq!(ip6.segments()[..4], [0xfd01, 0xe, 0, 0], "{r:?}");
+                v4.insert(ip.to_string());
+                v6.insert(ip6.to_string());
+            }
+            _ => bail!("a task on a dual-stack overlay needs both addresses: {r:?}"),
+        }
+    }
+    let answers = |kind: &str, name: &str| -> Result<BTreeSet<String>> {
+        Ok(dig(cluster, 1, &[kind, name])?.into_iter().collect())
+    };
+    wait_until("A and AAAA of the tasks", Duration::from_secs(10), || {
+        Ok((answers("A", NAME6)? == v4 && answers("AAAA", NAME6)? == v6).then_some(()))
+    })
+    .with_context(|| format!("tasks have {v4:?} and {v6:?}"))?;
+
+    // The named VIP has an IPv6 address (fd01:c::/64) beside its IPv4 one.
+    let vip6: std::net::Ipv6Addr = wait_until("the VIP's AAAA", Duration::from_secs(10), || {
+        Ok(answers("AAAA", VIP6)?
+            .into_iter()
+            .next()
+            .and_then(|a| a.parse().ok()))
+    })?;
+    assert_eq!(vip6.segments()[..4], [0xfd01, 0xc, 0, 0], "{vip6}");
+    let client = Container::attach_to(cluster, 1, "cli6", "dual")?;
+    let cgroup = cluster.nodes[1]
+        .cgroup
+        .as_ref()
+        .context("node 2 has a cgroup")?;
+    let target = format!("[{vip6}]:80");
+    let served = wait_until(
+        "both tasks serving through the IPv6 VIP",
+        Duration::from_secs(15),
+        || {
+            let lines = lb::run_client(lb::client_command(
+                client.ns.netns().name(),
+                Some(cgroup),
+                &["http", &target, "40", "/id"],
+            )?)?;
+            let mut served = BTreeSet::new();
+            for line in lines {
+                match line {
+                    // The peer shows as the VIP (the socket hooks translate back).
+                    Line::Ok { response, .. } => {
+                        served.insert(response);
+                    }
+                    other => bail!("a request through the IPv6 VIP failed: {other:?}"),
+                }
+            }
+            Ok((served.len() == 2).then_some(served))
+        },
+    )?;
+    let ids: BTreeSet<String> = rows.iter().map(|r| r.status.task_id.clone()).collect();
+    assert_eq!(served, ids);
+    Ok(())
+}

@@ -59,6 +59,7 @@ fn ghost(cluster: &Cluster, uuid: &str) -> Result<Record> {
             host_ports: vec![],
         },
         ip: None,
+        ip6: None,
         pid: None,
         pid_start: None,
         cgroup: Some(cgroup),

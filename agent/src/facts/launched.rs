@@ -62,8 +62,12 @@ pub struct TaskStatus {
     /// period): not healthy, but not seen failing either.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub health_pending: bool,
-    /// The task's own address on an overlay, or the node's on the host network.
+    /// The task's own address on an overlay (its IPv4 one on a dual-stack overlay), or the
+    /// node's on the host network.
     pub ip: Option<IpAddr>,
+    /// The task's IPv6 address on a dual-stack overlay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<std::net::Ipv6Addr>,
     pub network: Network,
     pub ports: Vec<PortSpec>,
     pub host_ports: Vec<u16>,
@@ -81,6 +85,17 @@ pub struct TaskStatus {
 }
 
 impl TaskStatus {
+    /// Every address of the task, `ip` first.
+    pub fn ips(&self) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = self.ip.into_iter().collect();
+        if let Some(ip6) = self.ip6.map(IpAddr::V6)
+            && !ips.contains(&ip6)
+        {
+            ips.push(ip6);
+        }
+        ips
+    }
+
     /// The Mesos task name (`/prod/web` → `web.prod`).
     pub fn task_name(&self) -> String {
         crate::app::task_name(&self.app_id)
@@ -117,7 +132,7 @@ impl TaskStatus {
             name: name.clone(),
             agent_id: agent_id.into(),
             is_running: self.state == TaskState::TaskRunning,
-            ips: self.ip.into_iter().collect(),
+            ips: self.ips(),
             ports: match self.network {
                 Network::Host => numbers,
                 Network::Container(_) => self
@@ -150,6 +165,7 @@ pub(crate) mod tests_support {
             healthy: Some(true),
             health_pending: false,
             ip: Some("9.0.1.2".parse().unwrap()),
+            ip6: None,
             network: Network::Container("dcos".into()),
             ports: vec![PortSpec {
                 number: 80,

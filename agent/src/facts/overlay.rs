@@ -188,7 +188,7 @@ mod tests {
         )]);
         let dual = NetworkPools::new(
             Some(("9.0.0.0/8".parse().unwrap(), 24)),
-            Some(("fd01:c::/64".parse().unwrap(), 80)),
+            Some(("fd01:e::/64".parse().unwrap(), 80)),
         )
         .unwrap();
         let dcos6 = NetworkPools::new(None, Some(("fd01:b::/64".parse().unwrap(), 80))).unwrap();
@@ -207,7 +207,7 @@ mod tests {
         let subnets: Vec<String> = peers[0].subnets.iter().map(ToString::to_string).collect();
         assert_eq!(
             subnets,
-            ["9.0.1.0/24", "fd01:c:0:0:1::/80", "fd01:b:0:0:5::/80"],
+            ["9.0.1.0/24", "fd01:e:0:0:1::/80", "fd01:b:0:0:5::/80"],
             "a record outside the pool is left out"
         );
     }

@@ -42,6 +42,9 @@ pub struct Record {
     /// The network namespace (a name under /run/netns) on an overlay.
     pub netns: Option<String>,
     pub ip: Option<IpAddr>,
+    /// The IPv6 address on a dual-stack overlay (`ip` is the IPv4 one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<std::net::Ipv6Addr>,
     pub pid: Option<u32>,
     /// The process's start time in clock ticks since boot (/proc/<pid>/stat field 22): with
     /// the pid, it tells the task's process from a later one that reused the pid.
@@ -562,6 +565,7 @@ mod tests {
             assignment: assignment(json!({"id": "/x", "cmd": "x"}), vec![]),
             netns: None,
             ip: None,
+            ip6: None,
             pid: Some(me),
             pid_start: process_start(me),
             cgroup: None,
@@ -585,6 +589,7 @@ mod tests {
             assignment: assignment(json!({"id": "/x", "cmd": "x"}), vec![]),
             netns: Some("dcnet-1".into()),
             ip: Some("9.0.0.2".parse().unwrap()),
+            ip6: None,
             pid: Some(1),
             pid_start: Some(2),
             cgroup: None,
@@ -623,6 +628,7 @@ mod tests {
             },
             netns: None,
             ip: None,
+            ip6: None,
             pid: None,
             pid_start: None,
             cgroup: Some("/sys/fs/cgroup/unified".into()),

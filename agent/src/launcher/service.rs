@@ -282,6 +282,7 @@ impl Launcher {
             record: Record {
                 netns: None,
                 ip: None,
+                ip6: None,
                 pid: None,
                 pid_start: None,
                 cgroup: self.settings.cgroup.as_ref().map(|c| c.join(&task_id)),
@@ -360,6 +361,7 @@ impl Launcher {
                     .address
                     .map(|a| IpAddr::V4(a.ip()))
                     .or(attached.address6.map(|a| IpAddr::V6(a.ip())));
+                local.record.ip6 = attached.address.and(attached.address6).map(|a| a.ip());
             }
         }
         // Saved before the process exists: a crash now still leaves the namespace findable.
@@ -739,6 +741,7 @@ impl Launcher {
                 healthy: local.tracker.as_ref().and_then(Tracker::healthy),
                 health_pending: local.tracker.as_ref().is_some_and(Tracker::pending),
                 ip: local.record.ip,
+                ip6: local.record.ip6,
                 network: a.app.network.clone(),
                 ports: a.app.ports.clone(),
                 host_ports: a.host_ports.clone(),

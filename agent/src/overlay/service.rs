@@ -1667,11 +1667,11 @@ mod tests {
         assert_eq!(spec.name, "m-dcos");
         assert_eq!(spec.addresses, ["9.0.7.1/24".parse().unwrap()]);
         let dual = OverlayNetwork {
-            subnet6: Some("fd01:c::/64".parse().unwrap()),
+            subnet6: Some("fd01:e::/64".parse().unwrap()),
             ..network
         };
         let spec = bridge_spec(&dual, "9.0.7.0/24".parse().unwrap());
         let shown: Vec<String> = spec.addresses.iter().map(ToString::to_string).collect();
-        assert_eq!(shown, ["9.0.7.1/24", "fd01:c::7:0:0:1/80"]);
+        assert_eq!(shown, ["9.0.7.1/24", "fd01:e::7:0:0:1/80"]);
     }
 }

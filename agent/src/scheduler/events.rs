@@ -115,12 +115,13 @@ pub fn task_events(
         };
         let before = seen.insert(id.clone(), now);
         if before.map(|b| b.state) != Some(s.state) {
-            let ips: Vec<Value> =
-                s.ip.map(|ip| {
+            let ips: Vec<Value> = s
+                .ips()
+                .into_iter()
+                .map(|ip| {
                     json!({"ipAddress": ip.to_string(),
                            "protocol": if ip.is_ipv4() { "IPv4" } else { "IPv6" }})
                 })
-                .into_iter()
                 .collect();
             out.push(event(
                 "status_update_event",

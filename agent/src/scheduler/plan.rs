@@ -567,6 +567,7 @@ mod tests {
                 healthy: None,
                 health_pending: false,
                 ip: None,
+                ip6: None,
                 network: Network::Host,
                 ports: vec![],
                 host_ports: a.host_ports.clone(),

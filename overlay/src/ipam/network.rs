@@ -97,13 +97,13 @@ mod tests {
     fn a_dual_stack_network_pairs_slots_by_index() {
         let pools = NetworkPools::new(
             Some(("9.0.0.0/8".parse().unwrap(), 24)),
-            Some(("fd01:c::/64".parse().unwrap(), 80)),
+            Some(("fd01:e::/64".parse().unwrap(), 80)),
         )
         .unwrap();
         assert_eq!(pools.agreed().range(), net("9.0.0.0/8"));
         assert_eq!(
             pools.subnets(net("9.0.7.0/24")),
-            [net("9.0.7.0/24"), net("fd01:c:0:0:7::/80")]
+            [net("9.0.7.0/24"), net("fd01:e:0:0:7::/80")]
         );
         assert_eq!(pools.paired6(net("10.0.7.0/24")), None);
     }
@@ -122,12 +122,12 @@ mod tests {
     fn an_ipv6_range_too_small_for_its_pair_is_refused() {
         let err = NetworkPools::new(
             Some(("9.0.0.0/8".parse().unwrap(), 24)),
-            Some(("fd01:c::/64".parse().unwrap(), 72)),
+            Some(("fd01:e::/64".parse().unwrap(), 72)),
         )
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "fd01:c::/64 cut into /72s has 256 subnets, fewer than the 65536 of the IPv4 range: \
+            "fd01:e::/64 cut into /72s has 256 subnets, fewer than the 65536 of the IPv4 range: \
              every IPv4 subnet needs an IPv6 one (use a shorter IPv6 prefix or range)"
         );
     }

@@ -82,14 +82,15 @@ pub fn task(v: &TaskView<'_>) -> Value {
     o.insert("state".into(), json!(v.state().as_str()));
     let ips: Vec<Value> = v
         .status
-        .and_then(|s| s.ip)
+        .map(|s| s.ips())
+        .unwrap_or_default()
+        .into_iter()
         .map(|ip| {
             json!({
                 "ipAddress": ip.to_string(),
                 "protocol": if ip.is_ipv4() { "IPv4" } else { "IPv6" },
             })
         })
-        .into_iter()
         .collect();
     o.insert("ipAddresses".into(), json!(ips));
     // Host ports: all of a task's on the host network; on an overlay those its mappings
@@ -307,6 +308,7 @@ mod tests {
             healthy,
             health_pending: false,
             ip: Some("9.0.1.2".parse().unwrap()),
+            ip6: None,
             network: a.app.network.clone(),
             ports: a.app.ports.clone(),
             host_ports: a.host_ports.clone(),
