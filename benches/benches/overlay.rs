@@ -10,7 +10,9 @@
 //!   response, back to back; p50/p99 and transactions per second.
 //!
 //! "No tunnel" (both nodes route the other's container subnet over the underlay) separates
-//! the tunnel's cost from the container hop's.
+//! the tunnel's cost from the container hop's. IPv6 rows: containers on `dcos6` (over the
+//! same IPv4 underlay; IPv6 takes the bridge, the fast path being IPv4 only) against node to
+//! node over IPv6 addresses the bench adds to the nodes' underlay interfaces.
 //!
 //! **Reconcile.** In a namespace of its own, the code the agent runs (`VtepLink::read`,
 //! `TunnelState::changes_to`, `VtepLink::apply`) against the kernel: from nothing to N peers
@@ -22,7 +24,7 @@
 //!        [--peers 10,100,1000] [--skip-datapath] [--skip-reconcile]`
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -240,7 +242,7 @@ async fn reconcile_round(
 fn iperf3(
     client: &Netns,
     server: &Netns,
-    server_ip: Ipv4Addr,
+    server_ip: IpAddr,
     port: u16,
     seconds: u64,
 ) -> Result<f64> {
@@ -280,7 +282,7 @@ fn iperf3(
 fn request_response(
     client: &Netns,
     server: &Netns,
-    server_ip: Ipv4Addr,
+    server_ip: IpAddr,
     port: u16,
     seconds: u64,
 ) -> Result<Vec<Duration>> {
@@ -405,10 +407,11 @@ impl PathResults {
         &mut self,
         client: &Netns,
         server: &Netns,
-        server_ip: Ipv4Addr,
+        server_ip: impl Into<IpAddr>,
         port: u16,
         seconds: u64,
     ) -> Result<()> {
+        let server_ip = server_ip.into();
         self.bits_per_second
             .push(iperf3(client, server, server_ip, port, seconds)?);
         let rr_seconds = seconds.div_ceil(2);
@@ -483,11 +486,41 @@ fn datapath(o: &Options) -> Result<()> {
         },
     )?;
     let (node_a, node_b) = (&fast.nodes[0], &fast.nodes[1]);
-    // Warm up ARP and the tunnels.
+    // IPv6: containers on dcos6, and the nodes' own IPv6 addresses on the underlay.
+    let e = Container::attach_to(&fast, 0, "bench-e", "dcos6")?;
+    let f = Container::attach_to(&fast, 1, "bench-f", "dcos6")?;
+    let f6 = f.ip6.context("the dcos6 container has no IPv6 address")?;
+    let nodes6: [Ipv6Addr; 2] = ["fd00:dc0d::1".parse()?, "fd00:dc0d::2".parse()?];
+    for (node, ip) in [node_a, node_b].into_iter().zip(nodes6) {
+        let mut command = Command::new("ip");
+        command.args([
+            "-6",
+            "addr",
+            "add",
+            &format!("{ip}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        in_netns(&mut command, &node.netns, true);
+        let out = command.output()?;
+        if !out.status.success() {
+            bail!(
+                "adding {ip} to {}: {}",
+                node.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    // Warm up ARP, neighbour discovery and the tunnels.
     let _ = a.ping(b.ip, 56);
     let _ = c.ping(d.ip, 56);
+    wait_until("IPv6 across the overlay", Duration::from_secs(10), || {
+        Ok(e.ping(f6, 56)?.then_some(()))
+    })?;
 
     let (mut overlay, mut programless, mut plain, mut nodes) = Default::default();
+    let (mut overlay6, mut nodes6_results) = (PathResults::default(), PathResults::default());
     for round in 0..o.rounds {
         let port = 5201 + round as u16 * 4;
         PathResults::measure(
@@ -529,6 +562,22 @@ fn datapath(o: &Options) -> Result<()> {
             port + 3,
             o.seconds,
         )?;
+        PathResults::measure(
+            &mut overlay6,
+            e.ns.netns(),
+            f.ns.netns(),
+            f6,
+            port + 40,
+            o.seconds,
+        )?;
+        PathResults::measure(
+            &mut nodes6_results,
+            &node_a.netns,
+            &node_b.netns,
+            nodes6[1],
+            port + 41,
+            o.seconds,
+        )?;
         let gbit = |r: &PathResults| r.bits_per_second[round] / 1e9;
         eprintln!(
             "round {}: overlay {:.2} Gbit/s, without programs {:.2}, no tunnel {:.2}, node to node {:.2}",
@@ -539,6 +588,17 @@ fn datapath(o: &Options) -> Result<()> {
             gbit(&nodes)
         );
     }
+    eprintln!(
+        "round {} IPv6: overlay (dcos6) {:.2} Gbit/s, node to node {:.2}",
+        o.rounds,
+        overlay6.bits_per_second.last().copied().unwrap_or_default() / 1e9,
+        nodes6_results
+            .bits_per_second
+            .last()
+            .copied()
+            .unwrap_or_default()
+            / 1e9
+    );
     let fast_path: serde_json::Value = fast.get(0, "/v1/overlay")?;
     let (ov, np, pl, no) = (
         overlay.medians(),
@@ -591,6 +651,35 @@ fn datapath(o: &Options) -> Result<()> {
         o.seconds,
         o.seconds.div_ceil(2),
         fast_path["fast_path"]["packets"]
+    );
+    let (ov6, no6) = (overlay6.medians(), nodes6_results.medians());
+    let rows6: Vec<Vec<String>> = measures
+        .iter()
+        .enumerate()
+        .map(|(i, (name, decimals))| {
+            let d = *decimals;
+            vec![
+                (*name).to_owned(),
+                format!("{:.d$}", ov6[i]),
+                format!("{:.d$}", no6[i]),
+                format!("{:.2}", ov6[i] / no6[i]),
+            ]
+        })
+        .collect();
+    println!("\n## IPv6: containers on dcos6 on two nodes, and the nodes over IPv6\n");
+    print_table(
+        &[
+            "measure",
+            "overlay IPv6",
+            "node to node IPv6",
+            "overlay/node to node",
+        ],
+        &rows6,
+    );
+    println!(
+        "\noverlay IPv6: dcos6 containers through VXLAN over the IPv4 underlay (bridge and \
+         forwarding: the fast path\nis IPv4 only); node to node IPv6: the nodes' namespaces over \
+         IPv6 addresses on the underlay."
     );
     Ok(())
 }
