@@ -1252,6 +1252,11 @@ fn resolve_gossip(
     let (listen, origin) = p.one("gossip.listen", "--gossip-listen", listen_flag, file.listen);
     let listen = match listen {
         Some(text) => parse_socket_addr(&text, origin)?,
+        // Where the advertised address is reachable: an IPv6 one needs an IPv6 socket.
+        None if address.is_ipv6() => SocketAddr::new(
+            IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
+            DEFAULT_GOSSIP_PORT,
+        ),
         None => SocketAddr::new(IpAddr::from([0, 0, 0, 0]), DEFAULT_GOSSIP_PORT),
     };
     let advertise = SocketAddr::new(address, listen.port());
@@ -1599,13 +1604,6 @@ fn resolve_overlay(
 ) -> Result<OverlaySettings, Error> {
     let origin = |key| p.origin(key, "", false);
     let enabled = file.enabled.unwrap_or(false);
-    if enabled && !address.is_ipv4() {
-        return Err(invalid(
-            origin("address"),
-            address.to_string(),
-            "an IPv4 underlay address: the overlay's VXLAN tunnels run over IPv4",
-        ));
-    }
     let ipv4_range = |key: &'static str, text: String| -> Result<ipnetwork::Ipv4Network, Error> {
         let net: ipnetwork::Ipv4Network = text
             .parse()
@@ -1656,7 +1654,13 @@ fn resolve_overlay(
             "an MTU from 576 to 9000",
         )),
     };
-    let vtep_mtu = mtu("overlay.vtep_mtu", file.vtep_mtu, 1450)?;
+    // The underlay MTU (1500 by default) less VXLAN's overhead over the underlay's family.
+    let overhead = if address.is_ipv4() {
+        dcnet_overlay::vtep::VXLAN_OVERHEAD
+    } else {
+        dcnet_overlay::vtep::VXLAN6_OVERHEAD
+    };
+    let vtep_mtu = mtu("overlay.vtep_mtu", file.vtep_mtu, 1500 - overhead)?;
     let reconcile_interval = parse_duration(
         origin("overlay.reconcile_interval"),
         file.reconcile_interval,
@@ -2151,6 +2155,19 @@ mod tests {
             pools.paired6("9.0.1.0/24".parse().unwrap()),
             Some("fd01:e:0:0:1::/80".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn an_ipv6_underlay_listens_for_gossip_on_ipv6_and_leaves_vxlan_its_70_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("{}[overlay]\nenabled = true\n", base(&dir))
+            .replace("address = \"10.0.0.1\"", "address = \"fd00:dc::1\"");
+        let c = load(&text).unwrap();
+        assert_eq!(c.gossip.listen, "[::]:62501".parse().unwrap());
+        assert_eq!(c.gossip.advertise, "[fd00:dc::1]:62501".parse().unwrap());
+        assert_eq!(c.overlay.vtep_mtu, 1430);
+        let v4 = load(&format!("{}[overlay]\nenabled = true\n", base(&dir))).unwrap();
+        assert_eq!(v4.overlay.vtep_mtu, 1450);
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! `dcnet agent`: wires configuration, identity, gossip, DNS, the overlay, the load balancer and
 //! the local API together and runs them until asked to stop.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
@@ -101,7 +100,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     };
 
     let overlay = match (config.overlay.enabled, config.address) {
-        (true, IpAddr::V4(underlay)) => {
+        (true, underlay) => {
             let dns_listen = if config.dns.enabled {
                 config.dns.listen.clone()
             } else {
@@ -119,10 +118,6 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
                 )
                 .await?,
             ))
-        }
-        (true, IpAddr::V6(_)) => {
-            warn!("the overlay needs an IPv4 underlay address; it stays off");
-            None
         }
         (false, _) => None,
     };

@@ -75,7 +75,7 @@ fn vtep_config() -> VtepConfig {
         name: "vtep1024".into(),
         vni: 1024,
         port: 64000,
-        local: Ipv4Addr::new(10, 77, 0, 1),
+        local: Ipv4Addr::new(10, 77, 0, 1).into(),
         address: "44.128.0.1/20".parse().expect("literal"),
         address6: None,
         mtu: 1450,
@@ -94,7 +94,8 @@ fn peers(n: u32, underlay_offset: u32) -> Vec<Peer> {
                 vtep_ip6: None,
                 underlay: Ipv4Addr::from(
                     u32::from(Ipv4Addr::new(10, 77, 0, 0)) + k + underlay_offset,
-                ),
+                )
+                .into(),
                 subnets: vec![
                     format!("9.{}.{}.0/24", k / 256, k % 256)
                         .parse()
@@ -212,7 +213,7 @@ async fn reconcile_round(
     // One peer re-pointed (2 changes: FDB delete + set), as a gossip change applies it.
     let mut moved = all.clone();
     let k = (n / 2) as usize;
-    moved[k].underlay = Ipv4Addr::new(10, 99, 0, 1);
+    moved[k].underlay = Ipv4Addr::new(10, 99, 0, 1).into();
     let moved_state = TunnelState::desired(&moved);
     t.one_change_incremental
         .push(incremental(&desired, &moved_state).await);

@@ -7,13 +7,13 @@
 //! working; an agent's absence is not a moment to cut the tunnels).
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::{SchedClassifier, TcAttachType, links::LinkOrder, tc::TcAttachOptions};
 use aya::{Ebpf, EbpfLoader};
 pub use dcnet_ebpf_common::VxlanStat;
-use dcnet_ebpf_common::{VXLAN_CONFIG, VXLAN_PEERS, VXLAN_STATS};
+use dcnet_ebpf_common::{VXLAN_CONFIG, VXLAN_PEERS, VXLAN_PEERS6, VXLAN_STATS};
 
 use crate::Error;
 use crate::datapath::{per_cpu_sum, take_map};
@@ -27,8 +27,9 @@ const PROGRAM: &str = "vxlan_filter";
 pub struct VxlanFilter {
     _ebpf: Ebpf,
     peers: HashMap<MapData, u32, u8>,
+    peers6: HashMap<MapData, [u8; 16], u8>,
     stats: PerCpuArray<MapData, u64>,
-    current: BTreeSet<Ipv4Addr>,
+    current: BTreeSet<IpAddr>,
 }
 
 impl VxlanFilter {
@@ -45,6 +46,7 @@ impl VxlanFilter {
                 source,
             })?;
         let peers = take_map(&mut ebpf, VXLAN_PEERS, HashMap::try_from)?;
+        let peers6 = take_map(&mut ebpf, VXLAN_PEERS6, HashMap::try_from)?;
         let stats = take_map(&mut ebpf, VXLAN_STATS, PerCpuArray::try_from)?;
         let program: &mut SchedClassifier = crate::datapath::program(&mut ebpf, PROGRAM)?;
         program.load().map_err(|source| Error::Program {
@@ -66,38 +68,46 @@ impl VxlanFilter {
         Ok(Self {
             _ebpf: ebpf,
             peers,
+            peers6,
             stats,
             current: BTreeSet::new(),
         })
     }
 
-    /// Makes `peers` the underlay addresses VXLAN is accepted from; returns (added, removed).
-    pub fn set_peers(&mut self, peers: &BTreeSet<Ipv4Addr>) -> Result<(usize, usize), Error> {
-        let added: Vec<Ipv4Addr> = peers.difference(&self.current).copied().collect();
-        let removed: Vec<Ipv4Addr> = self.current.difference(peers).copied().collect();
-        for ip in &added {
-            // The packet's bytes as the program reads them: network order in a native u32.
-            let key = u32::from_ne_bytes(ip.octets());
-            self.peers.insert(key, 1, 0).map_err(|source| Error::Map {
-                name: VXLAN_PEERS,
+    /// Makes `peers` (of either family) the underlay addresses VXLAN is accepted from;
+    /// returns (added, removed).
+    pub fn set_peers(&mut self, peers: &BTreeSet<IpAddr>) -> Result<(usize, usize), Error> {
+        let added: Vec<IpAddr> = peers.difference(&self.current).copied().collect();
+        let removed: Vec<IpAddr> = self.current.difference(peers).copied().collect();
+        for &ip in &added {
+            let result = match ip {
+                // The packet's bytes as the program reads them: network order in a native u32.
+                IpAddr::V4(v4) => self.peers.insert(u32::from_ne_bytes(v4.octets()), 1, 0),
+                IpAddr::V6(v6) => self.peers6.insert(v6.octets(), 1, 0),
+            };
+            result.map_err(|source| Error::Map {
+                name: peers_map(ip),
                 action: "insert",
                 source,
             })?;
-            self.current.insert(*ip);
+            self.current.insert(ip);
         }
-        for ip in &removed {
-            let key = u32::from_ne_bytes(ip.octets());
-            match self.peers.remove(&key) {
+        for &ip in &removed {
+            let result = match ip {
+                IpAddr::V4(v4) => self.peers.remove(&u32::from_ne_bytes(v4.octets())),
+                IpAddr::V6(v6) => self.peers6.remove(&v6.octets()),
+            };
+            match result {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
                 Err(source) => {
                     return Err(Error::Map {
-                        name: VXLAN_PEERS,
+                        name: peers_map(ip),
                         action: "remove",
                         source,
                     });
                 }
             }
-            self.current.remove(ip);
+            self.current.remove(&ip);
         }
         Ok((added.len(), removed.len()))
     }
@@ -113,5 +123,13 @@ impl VxlanFilter {
             .iter()
             .map(|&stat| Ok((stat, per_cpu_sum(&self.stats, VXLAN_STATS, stat as u32)?)))
             .collect()
+    }
+}
+
+fn peers_map(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        VXLAN_PEERS
+    } else {
+        VXLAN_PEERS6
     }
 }

@@ -68,6 +68,9 @@ pub struct ClusterOptions {
     pub die_with_parent: bool,
     /// Gossip interval written into every config.
     pub gossip_interval: &'static str,
+    /// The nodes also get IPv6 addresses on the underlay ([`node_address6`]) and advertise
+    /// those: gossip and the overlay's VXLAN run over IPv6.
+    pub underlay6: bool,
 }
 
 impl ClusterOptions {
@@ -78,6 +81,7 @@ impl ClusterOptions {
             insecure: false,
             die_with_parent: true,
             gossip_interval: "200ms",
+            underlay6: false,
         }
     }
 }
@@ -87,6 +91,8 @@ pub struct Node {
     pub index: usize,
     pub name: String,
     pub address: Ipv4Addr,
+    /// With [`ClusterOptions::underlay6`]: the IPv6 address the agent advertises.
+    pub address6: Option<std::net::Ipv6Addr>,
     pub netns: Netns,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
@@ -163,7 +169,7 @@ impl Cluster {
         if !options.insecure {
             cluster.admin = Some(cluster.make_credentials()?);
         }
-        cluster.build_network(options.nodes.len())?;
+        cluster.build_network(options.nodes.len(), options.underlay6)?;
         for node in &mut cluster.nodes {
             node.cgroup = Some(crate::TestCgroup::create(&format!(
                 "node{}",
@@ -236,7 +242,7 @@ impl Cluster {
         Ok(dcnet_auth::PkiDir::new(self.pki_dir()).ca_pem()?)
     }
 
-    fn build_network(&mut self, n: usize) -> Result<()> {
+    fn build_network(&mut self, n: usize, underlay6: bool) -> Result<()> {
         let underlay = Netns::create(&format!("{NETNS_PREFIX}{}-u", self.tag))?;
         underlay.netlink(|nl| async move {
             nl.set_up("lo").await?;
@@ -257,9 +263,13 @@ impl Cluster {
                     nl.set_up(&port).await
                 }
             })?;
+            let address6 = underlay6.then(|| node_address6(i));
             netns.netlink(|nl| async move {
                 nl.set_up("lo").await?;
                 nl.add_address("eth0", IpAddr::V4(address), 24).await?;
+                if let Some(address6) = address6 {
+                    nl.add_address("eth0", IpAddr::V6(address6), 64).await?;
+                }
                 nl.set_up("eth0").await
             })?;
             let dir = self.dir.path().join(format!("node-{}", i + 1));
@@ -268,6 +278,7 @@ impl Cluster {
                 index: i,
                 name: format!("node-{}", i + 1),
                 address,
+                address6,
                 netns,
                 config_path: dir.join("agent.toml"),
                 log_path: dir.join("agent.log"),
@@ -282,7 +293,13 @@ impl Cluster {
     fn write_configs(&self, options: &ClusterOptions) -> Result<()> {
         let secret_path = self.dir.path().join("cluster-secret");
         write_private(&secret_path, &format!("cluster-secret-of-{}\n", self.tag))?;
-        let seed = SocketAddr::new(IpAddr::V4(node_address(0)), GOSSIP_PORT);
+        let (seed, listen) = if options.underlay6 {
+            let seed = SocketAddr::new(IpAddr::V6(node_address6(0)), GOSSIP_PORT);
+            (seed, format!("[::]:{GOSSIP_PORT}"))
+        } else {
+            let seed = SocketAddr::new(IpAddr::V4(node_address(0)), GOSSIP_PORT);
+            (seed, format!("0.0.0.0:{GOSSIP_PORT}"))
+        };
         for (node, spec) in self.nodes.iter().zip(&options.nodes) {
             let secret_file = match &spec.secret {
                 Some(secret) => {
@@ -300,7 +317,7 @@ impl Cluster {
             let mut text = format!(
                 "name = \"{}\"\naddress = \"{}\"\nstate_dir = \"{}\"\nroles = {:?}\n",
                 node.name,
-                node.address,
+                node.address6.map_or(IpAddr::V4(node.address), IpAddr::V6),
                 node.state_dir.display(),
                 roles
             );
@@ -312,7 +329,7 @@ impl Cluster {
             }
             text += &spec.top_config;
             text += &format!(
-                "\n[gossip]\nlisten = \"0.0.0.0:{GOSSIP_PORT}\"\nseeds = [\"{seed}\"]\nsecret_file = \"{}\"\ninterval = \"{}\"\n",
+                "\n[gossip]\nlisten = \"{listen}\"\nseeds = [\"{seed}\"]\nsecret_file = \"{}\"\ninterval = \"{}\"\n",
                 secret_file.display(),
                 options.gossip_interval
             );
@@ -827,6 +844,12 @@ pub fn wait_until<T>(
 /// Address of node `i` (0-based) on the underlay.
 pub fn node_address(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 200, 0, u8::try_from(i + 1).expect("at most 254 nodes"))
+}
+
+/// The IPv6 underlay address of node `i` (0-based) with [`ClusterOptions::underlay6`].
+pub fn node_address6(i: usize) -> std::net::Ipv6Addr {
+    let n = u16::try_from(i + 1).expect("at most 65,535 nodes");
+    std::net::Ipv6Addr::new(0xfd00, 0xdc, 0, 0, 0, 0, 0, n)
 }
 
 /// Removes namespaces left by harness processes that no longer exist (killed before their

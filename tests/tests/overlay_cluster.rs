@@ -21,7 +21,10 @@ const OVERLAY: &str =
     "\n[overlay]\nenabled = true\nreconcile_interval = \"1s\"\nlease_settle = \"1s\"\n";
 
 fn overlay_cluster(n: usize, extra: &str) -> Result<Cluster> {
-    let mut options = ClusterOptions::nodes(n);
+    overlay_cluster_with(ClusterOptions::nodes(n), extra)
+}
+
+fn overlay_cluster_with(mut options: ClusterOptions, extra: &str) -> Result<Cluster> {
     for node in &mut options.nodes {
         *node = NodeSpec {
             // Containers reach the node's DNS at their gateway.
@@ -841,5 +844,114 @@ fn ipv6_and_dual_stack_containers_reach_each_other_across_nodes() -> Result<()> 
     let (code, text) = check(&dual[0])?;
     assert_eq!(code, 404, "{text}");
     assert!(text.contains("default route via fd01:e:"), "{text}");
+    Ok(())
+}
+
+/// An IPv6 underlay: the nodes advertise IPv6 addresses, gossip and VXLAN run over IPv6 (VTEP
+/// source and FDB destinations), both overlays carry MTU-sized unfragmentable packets (the
+/// VTEP's MTU is 1430: VXLAN over IPv6 costs 70 bytes), and forged VXLAN from an outsider's
+/// IPv6 address is dropped while a peer's is delivered.
+#[test]
+fn an_ipv6_underlay_carries_both_overlays_and_forged_vxlan_is_dropped() -> Result<()> {
+    let mut options = ClusterOptions::nodes(2);
+    options.underlay6 = true;
+    let mut cluster = overlay_cluster_with(options, "")?;
+    let formed = wait_formed(&cluster).with_context(|| cluster.log_tails(30))?;
+    let [node1, node2] = [0, 1].map(|i| cluster.nodes[i].address6.expect("an IPv6 underlay"));
+    let vtep = node_ip(&cluster, 0, &["-d", "link", "show", "vtep1024"]);
+    assert!(
+        vtep.contains(&format!("local {node1}")) && vtep.contains("mtu 1430"),
+        "{vtep}"
+    );
+    let fdb = node_fdb(&cluster, 0);
+    assert!(
+        fdb.contains(&format!("dst {node2} self permanent")),
+        "{fdb}"
+    );
+    assert_eq!(formed[0]["vxlan_filter"]["peers"], 1, "{}", formed[0]);
+
+    let a = Container::attach(&cluster, 0, "u6-a")?;
+    let b = Container::attach(&cluster, 1, "u6-b")?;
+    let s1 = Container::attach_to(&cluster, 0, "u6-s1", "dcos6")?;
+    let s2 = Container::attach_to(&cluster, 1, "u6-s2", "dcos6")?;
+    let s2_ip = s2.ip6.context("dcos6 address")?;
+    for (from, to, size) in [
+        (&a, IpAddr::V4(b.ip), 1392),
+        (&b, IpAddr::V4(a.ip), 1392),
+        (&s1, IpAddr::V6(s2_ip), 1372),
+    ] {
+        let ok = wait_until("a ping across", Duration::from_secs(10), || {
+            Ok(from.ping(to, size)?.then_some(()))
+        });
+        assert!(ok.is_ok(), "{} -> {to} ({size} bytes) failed", from.id);
+    }
+    b.echo_server(7000)?;
+    tcp_echo(&a, b.ip, 7000)?;
+
+    // Forged VXLAN from the outsider's IPv6 address: dropped at node 1, counted.
+    cluster.add_outsider()?;
+    let outsider = cluster.outsider().context("the outsider")?;
+    let mut command = std::process::Command::new("ip");
+    command.args([
+        "-6",
+        "addr",
+        "add",
+        "fd00:dc::fa/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    dcnet_tests::cluster::in_netns(&mut command, outsider, true);
+    assert!(command.status()?.success());
+    let port = 7777;
+    let a_ip = a.ip;
+    let listener =
+        a.ns.netns()
+            .run(move || std::net::UdpSocket::bind((a_ip, port)))??;
+    listener.set_read_timeout(Some(Duration::from_millis(300)))?;
+    let to = SocketAddr::from((node1, 64000));
+    let frame = |payload: &[u8]| -> Result<Vec<u8>> {
+        Ok(vxlan_datagram(
+            mac(&formed[0]["vtep"]["mac"])?,
+            mac(&formed[1]["vtep"]["mac"])?,
+            b.ip,
+            a.ip,
+            port,
+            payload,
+        ))
+    };
+    let forged = frame(b"forged")?;
+    outsider.run(|| -> Result<()> {
+        let socket = std::net::UdpSocket::bind("[::]:0")?;
+        for _ in 0..20 {
+            socket.send_to(&forged, to)?;
+        }
+        Ok(())
+    })??;
+    std::thread::sleep(Duration::from_millis(500));
+    let mut buf = [0u8; 1500];
+    assert!(listener.recv(&mut buf).is_err(), "forged VXLAN delivered");
+    wait_until(
+        "node 1 to count the dropped datagrams",
+        Duration::from_secs(10),
+        || {
+            let n = status(&cluster, 0)?["vxlan_filter"]["dropped"]
+                .as_u64()
+                .unwrap_or(0);
+            Ok((n >= 20).then_some(()))
+        },
+    )?;
+    let genuine = frame(b"from a peer")?;
+    wait_until("a peer's frame", Duration::from_secs(10), || {
+        cluster.nodes[1].netns.run(|| -> Result<()> {
+            let socket = std::net::UdpSocket::bind("[::]:0")?;
+            socket.send_to(&genuine, to)?;
+            Ok(())
+        })??;
+        Ok(listener
+            .recv(&mut buf)
+            .ok()
+            .filter(|&n| &buf[..n] == b"from a peer"))
+    })?;
     Ok(())
 }

@@ -12,7 +12,7 @@ fn config() -> VtepConfig {
         name: "vtep1024".into(),
         vni: 1024,
         port: 64000,
-        local: Ipv4Addr::new(10, 77, 0, 1),
+        local: Ipv4Addr::new(10, 77, 0, 1).into(),
         address: "44.128.0.1/20".parse().unwrap(),
         address6: None,
         mtu: 1450,
@@ -27,7 +27,7 @@ fn peers(n: u32, underlay_base: u32) -> Vec<Peer> {
             node: format!("node-{i}"),
             vtep_ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(44, 128, 0, 0)) + i),
             vtep_ip6: None,
-            underlay: Ipv4Addr::from(underlay_base + i),
+            underlay: Ipv4Addr::from(underlay_base + i).into(),
             subnets: vec![format!("9.{}.{}.0/24", i / 256, i % 256).parse().unwrap()],
         })
         .collect()
@@ -334,5 +334,63 @@ fn ipv6_tunnel_objects_round_trip_beside_the_ipv4_ones() -> Result<()> {
     })?;
     assert!(empty.is_empty(), "{empty:?}");
     assert!(ip(&ns, &["-6", "rule", "show", "pref", "32000"]).is_empty());
+    Ok(())
+}
+
+/// Over an IPv6 underlay: the VTEP's tunnel source and the FDB entries' destinations are IPv6,
+/// and a VTEP made over the other family is replaced.
+#[test]
+fn a_vtep_over_an_ipv6_underlay_has_ipv6_fdb_destinations() -> Result<()> {
+    let ns = TestNamespace::create("vtep6")?;
+    let local: std::net::Ipv6Addr = "fd00:77::1".parse()?;
+    let over6 = move || VtepConfig {
+        local: local.into(),
+        mtu: 1430,
+        ..config()
+    };
+    let peers: Vec<Peer> = peers(3, 0)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut p)| {
+            p.underlay = std::net::Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, i as u16 + 2).into();
+            p
+        })
+        .collect();
+    let want = TunnelState::desired(&peers);
+    // An IPv4 VTEP first: the IPv6 one replaces it.
+    ns.netns()
+        .netlink(|nl| async move { VtepLink::ensure(&nl, &config()).await })?;
+    let (read, failed, changed) = ns.netns().netlink(|nl| {
+        let want = want.clone();
+        async move {
+            let (vtep, changed) = VtepLink::ensure(&nl, &over6()).await?;
+            let applied = vtep
+                .apply(&nl, &TunnelState::default().changes_to(&want))
+                .await;
+            let failed: Vec<String> = applied
+                .failed
+                .iter()
+                .map(|(c, e)| format!("{c}: {e:?}"))
+                .collect();
+            Ok::<_, dcnet_overlay::Error>((vtep.read(&nl).await?, failed, changed))
+        }
+    })?;
+    assert!(changed, "the IPv4 VTEP was replaced");
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert_eq!(read, want);
+    let details = ip(&ns, &["-d", "link", "show", "vtep1024"]);
+    assert!(details.contains("local fd00:77::1"), "{details}");
+    assert!(details.contains("mtu 1430"), "{details}");
+    let fdb = ns.run("bridge", &["fdb", "show", "dev", "vtep1024"])?;
+    let fdb = String::from_utf8_lossy(&fdb.stdout);
+    assert!(
+        fdb.contains("70:b3:d5:80:00:02 dst fd00:77::2 self permanent"),
+        "{fdb}"
+    );
+    // Idempotent.
+    let (_, changed) = ns
+        .netns()
+        .netlink(move |nl| async move { VtepLink::ensure(&nl, &over6()).await })?;
+    assert!(!changed);
     Ok(())
 }

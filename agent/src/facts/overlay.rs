@@ -64,12 +64,14 @@ pub fn observed_records(
         .collect()
 }
 
-/// The remote agents the tunnel must reach: up, with an IPv4 underlay address, a held VTEP
+/// The remote agents the tunnel must reach: up, with an underlay address of the family of
+/// `underlay` (this node's: VXLAN runs over one family), a held VTEP
 /// lease, and held subnets of the `networks` this node has, each with its IPv6 pair on a
 /// dual-stack network (subnets of overlays it does not know are left out). With `vtep6` (some
 /// network has IPv6 subnets), each peer's VTEP has the IPv6 address its IPv4 one makes.
 pub fn peers(
     facts: &Facts,
+    underlay: IpAddr,
     networks: &[(String, NetworkPools)],
     vtep6: Option<Ipv6Network>,
 ) -> Vec<Peer> {
@@ -78,9 +80,9 @@ pub fn peers(
         .filter(|n| !n.is_self)
         .filter_map(|n| {
             let info = n.info.as_deref()?;
-            let IpAddr::V4(underlay) = info.address else {
+            if info.address.is_ipv4() != underlay.is_ipv4() {
                 return None;
-            };
+            }
             let IpAddr::V4(vtep_ip) = held(n.vtep)?.net.ip() else {
                 return None;
             };
@@ -98,7 +100,7 @@ pub fn peers(
                 node: info.name.clone(),
                 vtep_ip,
                 vtep_ip6: vtep6.map(|range| vtep::address6(range, vtep_ip)),
-                underlay,
+                underlay: info.address,
                 subnets,
             })
         })
@@ -163,12 +165,13 @@ mod tests {
             ("d", keys(&[(VTEP_KEY, "not json".into())])),
         ]);
         let dcos = NetworkPools::new(Some(("9.0.0.0/8".parse().unwrap(), 24)), None).unwrap();
-        let peers = peers(&facts(&view), &[("dcos".to_owned(), dcos)], None);
+        let local = IpAddr::from([10, 0, 0, 9]);
+        let peers = peers(&facts(&view), local, &[("dcos".to_owned(), dcos)], None);
         assert_eq!(peers.len(), 2, "{peers:?}");
         assert_eq!(peers[0].node, "node-a");
         assert_eq!(peers[0].vtep_ip, Ipv4Addr::new(44, 128, 0, 1));
         assert_eq!(peers[0].vtep_ip6, None);
-        assert_eq!(peers[0].underlay, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(peers[0].underlay, IpAddr::from([10, 0, 0, 1]));
         assert_eq!(peers[0].subnets, ["9.0.1.0/24".parse().unwrap()]);
         assert_eq!(peers[1].node, "node-c");
         assert!(peers[1].subnets.is_empty(), "a claim is not routed to");
@@ -198,8 +201,10 @@ mod tests {
             ("dcos6".to_owned(), dcos6),
             ("stray".to_owned(), stray),
         ];
+        let local = IpAddr::from([10, 0, 0, 9]);
         let peers = peers(
             &facts(&view),
+            local,
             &networks,
             Some("fd01:a::/64".parse().unwrap()),
         );

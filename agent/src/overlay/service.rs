@@ -165,7 +165,7 @@ pub struct PeerStatus {
     pub vtep: Ipv4Addr,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vtep6: Option<Ipv6Addr>,
-    pub underlay: Ipv4Addr,
+    pub underlay: IpAddr,
     pub subnets: Vec<IpNetwork>,
 }
 
@@ -210,7 +210,7 @@ impl AttachError {
 struct Inner {
     settings: OverlaySettings,
     node_id: String,
-    underlay: Ipv4Addr,
+    underlay: IpAddr,
     gossip: Arc<Gossip>,
     dir: Arc<StateDir>,
     /// The reconciler's netlink session.
@@ -274,7 +274,7 @@ impl OverlayService {
         gossip: Arc<Gossip>,
         facts: FactsWatch,
         dir: Arc<StateDir>,
-        underlay: Ipv4Addr,
+        underlay: IpAddr,
         dns_listen: &[SocketAddr],
         (registry, services): (&mut Registry, &mut Services),
     ) -> Result<Self, crate::Error> {
@@ -686,7 +686,7 @@ impl Inner {
             .iter()
             .filter_map(|n| Some((n.name.clone(), n.pools().ok()?)))
             .collect();
-        let peers = facts::peers(view, &networks, self.vtep_range6());
+        let peers = facts::peers(view, self.underlay, &networks, self.vtep_range6());
         let desired = TunnelState::desired(&peers);
         self.metrics.peers.set(peers.len() as i64);
         self.metrics.kernel_objects.set(desired.len() as i64);
@@ -965,8 +965,7 @@ impl Inner {
         else {
             return;
         };
-        let wanted: std::collections::BTreeSet<Ipv4Addr> =
-            peers.iter().map(|p| p.underlay).collect();
+        let wanted: std::collections::BTreeSet<IpAddr> = peers.iter().map(|p| p.underlay).collect();
         match filter.set_peers(&wanted) {
             Ok((0, 0)) => {}
             Ok((added, removed)) => debug!(added, removed, "overlay: VXLAN filter peers"),
@@ -1624,14 +1623,17 @@ fn enable_sysctl(path: &str, what: &str) {
 }
 
 /// The interface holding `address` (the one VXLAN from peers arrives on).
-fn underlay_interface(address: Ipv4Addr) -> Option<String> {
+fn underlay_interface(address: IpAddr) -> Option<String> {
     nix::ifaddrs::getifaddrs()
         .ok()?
         .find(|a| {
-            a.address
-                .as_ref()
-                .and_then(|sa| sa.as_sockaddr_in())
-                .is_some_and(|sin| sin.ip() == address)
+            let Some(sa) = a.address.as_ref() else {
+                return false;
+            };
+            match address {
+                IpAddr::V4(ip) => sa.as_sockaddr_in().is_some_and(|sin| sin.ip() == ip),
+                IpAddr::V6(ip) => sa.as_sockaddr_in6().is_some_and(|sin| sin.ip() == ip),
+            }
         })
         .map(|a| a.interface_name)
 }

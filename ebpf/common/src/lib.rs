@@ -476,11 +476,14 @@ mod tests {
 /// Name of the VXLAN filter's peers: hash of an IPv4 underlay address (network byte order, as
 /// in the packet) → `u8` (1). Only these may send to the VXLAN port.
 pub const VXLAN_PEERS: &str = "VXLAN_PEERS";
+/// Name of the VXLAN filter's IPv6 peers: hash of an IPv6 underlay address (its 16 bytes) →
+/// `u8` (1).
+pub const VXLAN_PEERS6: &str = "VXLAN_PEERS6";
 /// Name of the VXLAN filter's settings: array of one `u32`, the VXLAN UDP port (host order).
 pub const VXLAN_CONFIG: &str = "VXLAN_CONFIG";
 /// Name of the VXLAN filter's counters: per-CPU array of `u64`, indexed by [`VxlanStat`].
 pub const VXLAN_STATS: &str = "VXLAN_STATS";
-/// Capacity of [`VXLAN_PEERS`]: nodes of a cluster.
+/// Capacity of [`VXLAN_PEERS`] and [`VXLAN_PEERS6`]: nodes of a cluster.
 pub const VXLAN_MAX_PEERS: u32 = 65_536;
 
 /// The VXLAN filter's counters, indexes of [`VXLAN_STATS`].

@@ -52,9 +52,12 @@ impl VtepLink {
                 if stale.is_some() {
                     nl.delete_link(&config.name).await?;
                 }
-                let message = LinkVxlan::new(&config.name, config.vni)
-                    .port(config.port)
-                    .local(config.local)
+                let link = LinkVxlan::new(&config.name, config.vni).port(config.port);
+                let link = match config.local {
+                    IpAddr::V4(local) => link.local(local),
+                    IpAddr::V6(local) => link.local6(local),
+                };
+                let message = link
                     .learning(false)
                     .address(config.mac().0.to_vec())
                     .mtu(config.mtu)
@@ -156,7 +159,7 @@ impl VtepLink {
             .await
             .map_err(|e| Error::netlink("list fdb", &self.config.name, e))?;
         for n in fdb.iter().filter(|n| n.header.ifindex == self.index) {
-            if let (Some(IpAddr::V4(dst)), Some(mac)) = (neighbour_ip(n), neighbour_mac(n)) {
+            if let (Some(dst), Some(mac)) = (neighbour_ip(n), neighbour_mac(n)) {
                 // The all-zero MAC is the default destination, not a peer.
                 if !mac.is_zero() {
                     state.fdb.insert((mac, dst));
@@ -263,7 +266,7 @@ impl VtepLink {
             Change::SetFdb(mac, dst) => {
                 h.neighbours()
                     .add_bridge(self.index, &mac.0)
-                    .destination(IpAddr::V4(dst))
+                    .destination(dst)
                     .flags(NeighbourFlags::Own)
                     .state(NeighbourState::Permanent)
                     .replace()
@@ -278,7 +281,10 @@ impl VtepLink {
                 m.attributes
                     .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
                 m.attributes
-                    .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+                    .push(NeighbourAttribute::Destination(match dst {
+                        IpAddr::V4(ip) => NeighbourAddress::Inet(ip),
+                        IpAddr::V6(ip) => NeighbourAddress::Inet6(ip),
+                    }));
                 absent_ok(h.neighbours().del(m).execute().await)
             }
             Change::SetRoute(net, via) => {
@@ -405,7 +411,10 @@ fn vxlan_matches(attributes: &[LinkAttribute], config: &VtepConfig) -> bool {
     is_vxlan
         && has(InfoVxlan::Id(config.vni))
         && has(InfoVxlan::Port(config.port))
-        && has(InfoVxlan::Local(config.local))
+        && match config.local {
+            IpAddr::V4(ip) => has(InfoVxlan::Local(ip)),
+            IpAddr::V6(ip) => has(InfoVxlan::Local6(ip)),
+        }
         && has(InfoVxlan::Learning(false))
 }
 

@@ -16,7 +16,7 @@ pub mod kernel;
 pub mod plan;
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
 
@@ -37,6 +37,8 @@ pub const DEFAULT_RULE_PRIORITY: u32 = 32000;
 pub const PROTOCOL: u8 = 220;
 /// VXLAN over IPv4 costs 50 bytes of the underlay MTU.
 pub const VXLAN_OVERHEAD: u32 = 50;
+/// VXLAN over IPv6 costs 70.
+pub const VXLAN6_OVERHEAD: u32 = 70;
 
 /// The IPv6 address of the VTEP whose IPv4 address is `vtep`: the IPv4 address in the low 32
 /// bits of `range6` (fd01:a::/64 and 44.128.0.7 make fd01:a::2c80:7). Unique because the IPv4
@@ -101,8 +103,9 @@ pub struct VtepConfig {
     pub name: String,
     pub vni: u32,
     pub port: u16,
-    /// This node's underlay address: the tunnel's source.
-    pub local: Ipv4Addr,
+    /// This node's underlay address: the tunnel's source (IPv4 or IPv6; peers of the other
+    /// family cannot be reached).
+    pub local: IpAddr,
     /// The VTEP address with the VTEP range's prefix (44.128.0.7/20).
     pub address: Ipv4Network,
     /// Its IPv6 address with the IPv6 VTEP range's prefix (fd01:a::2c80:7/64), when IPv6

@@ -21,7 +21,8 @@ pub struct Peer {
     pub vtep_ip: Ipv4Addr,
     /// The VTEP's IPv6 address, when IPv6 overlays are configured.
     pub vtep_ip6: Option<Ipv6Addr>,
-    pub underlay: Ipv4Addr,
+    /// The agent's underlay address, of the local underlay's family.
+    pub underlay: IpAddr,
     /// The agent's subnets: one or two per overlay (IPv4, IPv6).
     pub subnets: Vec<IpNetwork>,
 }
@@ -32,7 +33,7 @@ pub struct TunnelState {
     /// Remote VTEP IP → VTEP MAC (permanent neighbours), both families.
     pub neighbours: BTreeSet<(IpAddr, Mac)>,
     /// VTEP MAC → remote underlay IP (FDB entries).
-    pub fdb: BTreeSet<(Mac, Ipv4Addr)>,
+    pub fdb: BTreeSet<(Mac, IpAddr)>,
     /// Remote subnet → remote VTEP IP of the same family (routes in the overlay table).
     pub routes: BTreeSet<(IpNetwork, IpAddr)>,
     /// Remote subnets sent to the overlay table (policy rules).
@@ -128,8 +129,8 @@ pub enum Change {
     SetNeighbour(IpAddr, Mac),
     DelNeighbour(IpAddr, Mac),
     /// Add this FDB destination (replacing another destination of the same MAC).
-    SetFdb(Mac, Ipv4Addr),
-    DelFdb(Mac, Ipv4Addr),
+    SetFdb(Mac, IpAddr),
+    DelFdb(Mac, IpAddr),
     /// Add or replace the route to this subnet.
     SetRoute(IpNetwork, IpAddr),
     DelRoute(IpNetwork, IpAddr),
@@ -184,7 +185,7 @@ mod tests {
             node: format!("node-{n}"),
             vtep_ip: Ipv4Addr::new(44, 128, 0, n),
             vtep_ip6: None,
-            underlay: Ipv4Addr::from(underlay),
+            underlay: Ipv4Addr::from(underlay).into(),
             subnets: vec![format!("9.0.{n}.0/24").parse().unwrap()],
         }
     }
@@ -219,7 +220,7 @@ mod tests {
         assert_eq!(s.len(), 8);
         assert!(s.fdb.contains(&(
             Mac::for_vtep(Ipv4Addr::new(44, 128, 0, 1)),
-            Ipv4Addr::new(10, 0, 0, 1)
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
         )));
     }
 
@@ -256,8 +257,8 @@ mod tests {
         assert_eq!(
             have.changes_to(&want),
             [
-                Change::DelFdb(mac, Ipv4Addr::new(10, 0, 0, 1)),
-                Change::SetFdb(mac, Ipv4Addr::new(10, 0, 0, 9))
+                Change::DelFdb(mac, Ipv4Addr::new(10, 0, 0, 1).into()),
+                Change::SetFdb(mac, Ipv4Addr::new(10, 0, 0, 9).into())
             ]
         );
     }
