@@ -742,6 +742,12 @@ fn dual_stack(cluster: &Cluster) -> Result<()> {
         Ok((answers("A", NAME6)? == v4 && answers("AAAA", NAME6)? == v6).then_some(()))
     })
     .with_context(|| format!("tasks have {v4:?} and {v6:?}"))?;
+    // DC/OS's names for the task's own addresses (no host ports: autoip is the task's too).
+    for kind in ["containerip", "autoip"] {
+        let name = format!("web6.marathon.{kind}.dcos.thisdcos.directory");
+        assert_eq!(answers("AAAA", &name)?, v6, "{name}");
+        assert_eq!(answers("A", &name)?, v4, "{name}");
+    }
 
     // The named VIP has an IPv6 address (fd01:c::/64) beside its IPv4 one.
     let vip6: std::net::Ipv6Addr = wait_until("the VIP's AAAA", Duration::from_secs(10), || {
