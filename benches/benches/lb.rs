@@ -26,14 +26,15 @@
 //! between the VIP and the backend, and the ratio of their connection times is the datapath's
 //! cost alone. Last, the **sustained** rate of one client thread to one VIP with only 2,000
 //! ephemeral ports, to show there is no cap from port exhaustion (Minuteman's conntrack design
-//! capped near 235/s).
+//! capped near 235/s). Then **IPv6**: named IPv6 VIPs (fd01:c::/64, as the agent computes them)
+//! to an IPv6 backend through `connect6`, against that backend directly, in alternating rounds.
 //!
 //! Usage: `cargo bench -p dcnet-benches --bench lb -- [--seconds 2] [--rounds 5]
-//!        [--vips 1,1000,10000] [--sustained-seconds 20] [--only-interleaved]`
+//!        [--vips 1,1000,10000] [--sustained-seconds 20] [--only-interleaved] [--only-ipv6]`
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -69,6 +70,9 @@ struct Options {
     /// Only the interleaved A/B run (for quick comparisons of datapath variants).
     #[arg(long)]
     only_interleaved: bool,
+    /// Only the IPv6 section.
+    #[arg(long)]
+    only_ipv6: bool,
     // `cargo bench` passes --bench to every benchmark binary.
     #[arg(long, hide = true)]
     bench: bool,
@@ -207,11 +211,12 @@ impl Client {
     /// Runs the load client here (and in `cgroup`).
     fn load(
         &self,
-        target: SocketAddrV4,
+        target: impl Into<SocketAddr>,
         threads: usize,
         seconds: f64,
         cgroup: Option<&TestCgroup>,
     ) -> Result<LoadResult> {
+        let target: SocketAddr = target.into();
         let mut command = Command::new("taskset");
         command.args([
             "-c",
@@ -580,6 +585,9 @@ fn main() -> Result<()> {
     if o.only_interleaved {
         return ab_section(&mut server, &o);
     }
+    if o.only_ipv6 {
+        return ipv6_section(&mut server, &o);
+    }
     let mut results: BTreeMap<(u32, Path), Vec<LoadResult>> = BTreeMap::new();
     for &n in &o.vips {
         let setup = Setup::new(&mut server, n)?;
@@ -699,6 +707,169 @@ fn main() -> Result<()> {
     println!(
         "\n(the client's ephemeral port range here holds 2,000 ports; many times more connections \
          than that without errors means no cap from port exhaustion)"
+    );
+    ipv6_section(&mut server, &o)
+}
+
+/// The IPv6 named VIPs of a case: `n` addresses of fd01:c::/64, the measured one in the middle.
+fn vips6(n: u32) -> (Vec<SocketAddrV6>, usize) {
+    let all = (0..n)
+        .map(|i| {
+            let ip =
+                Ipv6Addr::from(u128::from(dcnet_lb::vip::NAMED_VIP6_NETWORK) | u128::from(i + 1));
+            SocketAddrV6::new(ip, 80, 0, 0)
+        })
+        .collect();
+    (all, n as usize / 2)
+}
+
+/// IPv6: a client namespace whose veth pair to the server also has IPv6 addresses, the server
+/// serving on [::]:8081; dcnet's VIPs (each VIP count) against the backend directly, in and
+/// out of the cgroup, alternating.
+fn ipv6_section(server: &mut Server, o: &Options) -> Result<()> {
+    println!(
+        "\n## IPv6: short TCP connections per second to named IPv6 VIPs (connect6) and directly\n"
+    );
+    let _server6 = spawn_in(
+        server.ns.netns(),
+        "taskset",
+        &["-c", SERVER_CPU, LOAD, "serve", "[::]:8081", "2"],
+    )?;
+    let client = Client::new(server, "lbsix")?;
+    let k = server.next_link - 1;
+    let client_ip = Ipv6Addr::new(0xfd00, 0x211, u16::from(k), 0, 0, 0, 0, 1);
+    let server_ip = Ipv6Addr::new(0xfd00, 0x211, u16::from(k), 0, 0, 0, 0, 2);
+    let (here, there) = (format!("lbc{k}"), format!("lbs{k}"));
+    client
+        .ns
+        .netns()
+        .netlink(|nl| async move { nl.add_address(&here, client_ip.into(), 64).await })?;
+    server
+        .ns
+        .netns()
+        .netlink(|nl| async move { nl.add_address(&there, server_ip.into(), 64).await })?;
+    let backend = SocketAddrV6::new(server_ip, 8081, 0, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !client.ns.netns().run(|| {
+        std::net::TcpStream::connect_timeout(&backend.into(), Duration::from_millis(200)).is_ok()
+    })? {
+        if Instant::now() > deadline {
+            bail!("the IPv6 backend at {backend} did not answer");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cgroup = TestCgroup::create("lbbench6")?;
+    let mut datapath = Datapath::load()?;
+    datapath.attach(cgroup.path())?;
+    fn median(mut x: Vec<f64>) -> f64 {
+        x.sort_by(f64::total_cmp);
+        x.get(x.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+    let connect6 = |datapath: &Datapath| -> Result<(u64, Duration)> {
+        let runs = datapath.program_runs()?;
+        let c = runs
+            .iter()
+            .find(|r| r.name == "connect6")
+            .context("no connect6 program")?;
+        Ok((c.runs, c.run_time))
+    };
+    let mut rows = Vec::new();
+    for &n in &o.vips {
+        let (all, measured) = vips6(n);
+        let desired: BTreeMap<Vip, Vec<Backend>> = all
+            .iter()
+            .map(|&addr| {
+                (
+                    Vip {
+                        addr: addr.into(),
+                        protocol: Protocol::Tcp,
+                    },
+                    vec![Backend {
+                        addr: backend.into(),
+                        weight: 1,
+                    }],
+                )
+            })
+            .collect();
+        let report = datapath.sync(&desired);
+        if let Some((vip, e)) = report.failed.first() {
+            bail!("programming {vip}: {e}");
+        }
+        let vip = all[measured];
+        let targets: [(&str, SocketAddr, Option<&TestCgroup>); 3] = [
+            ("dcnet VIP (eBPF)", vip.into(), Some(&cgroup)),
+            ("direct, in the cgroup", backend.into(), Some(&cgroup)),
+            ("direct", backend.into(), None),
+        ];
+        for (_, target, cg) in &targets {
+            client.load(*target, 2, 0.3, *cg)?; // warm-up
+        }
+        let mut results: Vec<Vec<LoadResult>> = vec![Vec::new(); targets.len()];
+        let mut hook = Vec::new();
+        for round in 0..o.rounds {
+            for i in 0..targets.len() {
+                let i = (i + round) % targets.len();
+                let (name, target, cg) = targets[i];
+                let before = connect6(&datapath)?;
+                let r = client.load(target, 2, o.seconds, cg)?;
+                if i == 0 {
+                    let after = connect6(&datapath)?;
+                    let runs = after.0.saturating_sub(before.0);
+                    if runs > 0 {
+                        hook.push((after.1 - before.1).as_nanos() as f64 / runs as f64);
+                    }
+                }
+                eprintln!(
+                    "round {:>2} {n:>5} IPv6 VIPs {name:<22} {:>8.0} conn/s p50 {:.0} µs",
+                    round + 1,
+                    r.per_second,
+                    r.p50_us
+                );
+                results[i].push(r);
+            }
+        }
+        let direct = &results[2];
+        for (i, (name, _, _)) in targets.iter().enumerate() {
+            let r = &results[i];
+            let of = |f: fn(&LoadResult) -> f64| median(r.iter().map(f).collect());
+            let ratio = |f: fn(&LoadResult) -> f64| {
+                median(r.iter().zip(direct).map(|(a, b)| f(a) / f(b)).collect())
+            };
+            rows.push(vec![
+                n.to_string(),
+                (*name).to_owned(),
+                format!("{:.0}", of(|r| r.per_second)),
+                format!("{:.0}", of(|r| r.p50_us)),
+                format!("{:.3}", ratio(|r| r.per_second)),
+                format!("{:.1}", of(|r| r.cpu_us)),
+                format!("{:.3}", ratio(|r| r.cpu_us)),
+                if i == 0 && !hook.is_empty() {
+                    format!("{:.0}", median(hook.clone()))
+                } else {
+                    "-".into()
+                },
+                r.iter().map(|r| r.errors).sum::<u64>().to_string(),
+            ]);
+        }
+    }
+    print_table(
+        &[
+            "VIPs",
+            "datapath",
+            "conn/s",
+            "p50 µs",
+            "÷ direct",
+            "CPU µs/conn",
+            "CPU ÷ direct",
+            "connect6 ns",
+            "errors",
+        ],
+        &rows,
+    );
+    println!(
+        "\nIPv6 VIPs in fd01:c::/64 to one IPv6 backend; medians of {} rounds of {} s, ratios \
+         medians of per-round ratios;\ngoal: dcnet >= 0.97 x direct, as for IPv4",
+        o.rounds, o.seconds
     );
     Ok(())
 }
