@@ -33,6 +33,43 @@ fn peers(n: u32, underlay_base: u32) -> Vec<Peer> {
         .collect()
 }
 
+/// Ensures the VTEP of `config`, applies the changes from `from` to `want`, and reads the
+/// kernel back; returns what it holds, whether the VTEP was changed, and the refused changes.
+fn apply(
+    ns: &TestNamespace,
+    config: &VtepConfig,
+    from: &TunnelState,
+    want: &TunnelState,
+) -> Result<(TunnelState, bool, Vec<String>)> {
+    let (config, changes) = (config.clone(), from.changes_to(want));
+    Ok(ns.netns().netlink(|nl| async move {
+        let (vtep, changed) = VtepLink::ensure(&nl, &config).await?;
+        let applied = vtep.apply(&nl, &changes).await;
+        let failed: Vec<String> = applied
+            .failed
+            .iter()
+            .map(|(c, e)| format!("{c}: {e:?}"))
+            .collect();
+        Ok::<_, dcnet_overlay::Error>((vtep.read(&nl).await?, changed, failed))
+    })?)
+}
+
+/// A reconcile pass as after drift: reads the kernel, applies what differs from `want`;
+/// returns the changes made and what the kernel holds after.
+fn repair(
+    ns: &TestNamespace,
+    config: &VtepConfig,
+    want: &TunnelState,
+) -> Result<(Vec<Change>, TunnelState)> {
+    let (config, want) = (config.clone(), want.clone());
+    Ok(ns.netns().netlink(|nl| async move {
+        let (vtep, _) = VtepLink::ensure(&nl, &config).await?;
+        let changes = vtep.read(&nl).await?.changes_to(&want);
+        vtep.apply(&nl, &changes).await;
+        Ok::<_, dcnet_overlay::Error>((changes, vtep.read(&nl).await?))
+    })?)
+}
+
 fn ip(ns: &TestNamespace, args: &[&str]) -> String {
     let out = ns.run("ip", args).expect("ip runs");
     assert!(
@@ -100,21 +137,7 @@ fn tunnel_objects_round_trip_and_drift_is_found() -> Result<()> {
     let ns = TestNamespace::create("tunnel")?;
     let peers = peers(50, u32::from(Ipv4Addr::new(10, 77, 0, 0)));
     let want = TunnelState::desired(&peers);
-    let (read, failed) = ns.netns().netlink(|nl| {
-        let want = want.clone();
-        async move {
-            let (vtep, _) = VtepLink::ensure(&nl, &config()).await?;
-            let applied = vtep
-                .apply(&nl, &TunnelState::default().changes_to(&want))
-                .await;
-            let failed: Vec<String> = applied
-                .failed
-                .iter()
-                .map(|(c, e)| format!("{c}: {e:?}"))
-                .collect();
-            Ok::<_, dcnet_overlay::Error>((vtep.read(&nl).await?, failed))
-        }
-    })?;
+    let (read, _, failed) = apply(&ns, &config(), &TunnelState::default(), &want)?;
     assert!(failed.is_empty(), "{failed:#?}");
     assert_eq!(read, want);
     assert_eq!(read.len(), 200);
@@ -170,15 +193,7 @@ fn tunnel_objects_round_trip_and_drift_is_found() -> Result<()> {
         ],
     )?;
     assert!(out.status.success());
-    let (changes, repaired) = ns.netns().netlink(|nl| {
-        let want = want.clone();
-        async move {
-            let (vtep, _) = VtepLink::ensure(&nl, &config()).await?;
-            let changes = vtep.read(&nl).await?.changes_to(&want);
-            vtep.apply(&nl, &changes).await;
-            Ok::<_, dcnet_overlay::Error>((changes, vtep.read(&nl).await?))
-        }
-    })?;
+    let (changes, repaired) = repair(&ns, &config(), &want)?;
     let shown: Vec<String> = changes.iter().map(Change::to_string).collect();
     assert_eq!(
         shown,
@@ -193,17 +208,8 @@ fn tunnel_objects_round_trip_and_drift_is_found() -> Result<()> {
     assert_eq!(repaired, want);
 
     // Everything removed when the peers are gone.
-    let empty = ns.netns().netlink(|nl| {
-        let want = want.clone();
-        async move {
-            let (vtep, _) = VtepLink::ensure(&nl, &config()).await?;
-            let applied = vtep
-                .apply(&nl, &want.changes_to(&TunnelState::default()))
-                .await;
-            assert!(applied.failed.is_empty(), "{:?}", applied.failed);
-            vtep.read(&nl).await
-        }
-    })?;
+    let (empty, _, failed) = apply(&ns, &config(), &want, &TunnelState::default())?;
+    assert!(failed.is_empty(), "{failed:?}");
     assert!(empty.is_empty(), "{empty:?}");
     assert!(ip(&ns, &["rule", "show", "pref", "32000"]).is_empty());
     Ok(())
@@ -219,7 +225,7 @@ fn ipv6_tunnel_objects_round_trip_beside_the_ipv4_ones() -> Result<()> {
         dcnet_overlay::vtep::address6(range6, Ipv4Addr::new(44, 128, 0, 1)),
         64,
     )?;
-    let dual = move || VtepConfig {
+    let dual = VtepConfig {
         address6: Some(address6),
         ..config()
     };
@@ -235,21 +241,7 @@ fn ipv6_tunnel_objects_round_trip_beside_the_ipv4_ones() -> Result<()> {
         .collect();
     let want = TunnelState::desired(&peers);
     assert_eq!(want.len(), 20 * 7);
-    let (read, failed) = ns.netns().netlink(|nl| {
-        let want = want.clone();
-        async move {
-            let (vtep, _) = VtepLink::ensure(&nl, &dual()).await?;
-            let applied = vtep
-                .apply(&nl, &TunnelState::default().changes_to(&want))
-                .await;
-            let failed: Vec<String> = applied
-                .failed
-                .iter()
-                .map(|(c, e)| format!("{c}: {e:?}"))
-                .collect();
-            Ok::<_, dcnet_overlay::Error>((vtep.read(&nl).await?, failed))
-        }
-    })?;
+    let (read, _, failed) = apply(&ns, &dual, &TunnelState::default(), &want)?;
     assert!(failed.is_empty(), "{failed:#?}");
     assert_eq!(read, want);
 
@@ -301,15 +293,7 @@ fn ipv6_tunnel_objects_round_trip_beside_the_ipv4_ones() -> Result<()> {
             "32000",
         ],
     );
-    let (changes, repaired) = ns.netns().netlink(|nl| {
-        let want = want.clone();
-        async move {
-            let (vtep, _) = VtepLink::ensure(&nl, &dual()).await?;
-            let changes = vtep.read(&nl).await?.changes_to(&want);
-            vtep.apply(&nl, &changes).await;
-            Ok::<_, dcnet_overlay::Error>((changes, vtep.read(&nl).await?))
-        }
-    })?;
+    let (changes, repaired) = repair(&ns, &dual, &want)?;
     let shown: Vec<String> = changes.iter().map(Change::to_string).collect();
     assert_eq!(
         shown,
@@ -321,17 +305,8 @@ fn ipv6_tunnel_objects_round_trip_beside_the_ipv4_ones() -> Result<()> {
     );
     assert_eq!(repaired, want);
 
-    let empty = ns.netns().netlink(|nl| {
-        let want = want.clone();
-        async move {
-            let (vtep, _) = VtepLink::ensure(&nl, &dual()).await?;
-            let applied = vtep
-                .apply(&nl, &want.changes_to(&TunnelState::default()))
-                .await;
-            assert!(applied.failed.is_empty(), "{:?}", applied.failed);
-            vtep.read(&nl).await
-        }
-    })?;
+    let (empty, _, failed) = apply(&ns, &dual, &want, &TunnelState::default())?;
+    assert!(failed.is_empty(), "{failed:?}");
     assert!(empty.is_empty(), "{empty:?}");
     assert!(ip(&ns, &["-6", "rule", "show", "pref", "32000"]).is_empty());
     Ok(())
@@ -343,7 +318,7 @@ fn ipv6_tunnel_objects_round_trip_beside_the_ipv4_ones() -> Result<()> {
 fn a_vtep_over_an_ipv6_underlay_has_ipv6_fdb_destinations() -> Result<()> {
     let ns = TestNamespace::create("vtep6")?;
     let local: std::net::Ipv6Addr = "fd00:77::1".parse()?;
-    let over6 = move || VtepConfig {
+    let over6 = VtepConfig {
         local: local.into(),
         mtu: 1430,
         ..config()
@@ -360,21 +335,7 @@ fn a_vtep_over_an_ipv6_underlay_has_ipv6_fdb_destinations() -> Result<()> {
     // An IPv4 VTEP first: the IPv6 one replaces it.
     ns.netns()
         .netlink(|nl| async move { VtepLink::ensure(&nl, &config()).await })?;
-    let (read, failed, changed) = ns.netns().netlink(|nl| {
-        let want = want.clone();
-        async move {
-            let (vtep, changed) = VtepLink::ensure(&nl, &over6()).await?;
-            let applied = vtep
-                .apply(&nl, &TunnelState::default().changes_to(&want))
-                .await;
-            let failed: Vec<String> = applied
-                .failed
-                .iter()
-                .map(|(c, e)| format!("{c}: {e:?}"))
-                .collect();
-            Ok::<_, dcnet_overlay::Error>((vtep.read(&nl).await?, failed, changed))
-        }
-    })?;
+    let (read, changed, failed) = apply(&ns, &over6, &TunnelState::default(), &want)?;
     assert!(changed, "the IPv4 VTEP was replaced");
     assert!(failed.is_empty(), "{failed:#?}");
     assert_eq!(read, want);
@@ -388,9 +349,7 @@ fn a_vtep_over_an_ipv6_underlay_has_ipv6_fdb_destinations() -> Result<()> {
         "{fdb}"
     );
     // Idempotent.
-    let (_, changed) = ns
-        .netns()
-        .netlink(move |nl| async move { VtepLink::ensure(&nl, &over6()).await })?;
+    let (_, changed, _) = apply(&ns, &over6, &want, &want)?;
     assert!(!changed);
     Ok(())
 }
