@@ -39,7 +39,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use dcnet_benches::{Background, netlink_in, print_table, spawn_in};
+use dcnet_benches::{Background, median, netlink_in, print_table, spawn_in};
 use dcnet_lb::{Backend, Datapath, Protocol, Vip};
 use dcnet_tests::cluster::in_netns;
 use dcnet_tests::{TestCgroup, TestNamespace};
@@ -613,10 +613,6 @@ fn main() -> Result<()> {
             }
         }
     }
-    fn median(mut x: Vec<f64>) -> f64 {
-        x.sort_by(f64::total_cmp);
-        x.get(x.len() / 2).copied().unwrap_or(f64::NAN)
-    }
     // Ratios are taken within each round (the runs of a round are seconds apart, so CPU steal
     // hits both sides alike) and then the median over rounds.
     let ratio = |a: &[LoadResult], b: &[LoadResult], f: fn(&LoadResult) -> f64| {
@@ -761,10 +757,6 @@ fn ipv6_section(server: &mut Server, o: &Options) -> Result<()> {
     let cgroup = TestCgroup::create("lbbench6")?;
     let mut datapath = Datapath::load()?;
     datapath.attach(cgroup.path())?;
-    fn median(mut x: Vec<f64>) -> f64 {
-        x.sort_by(f64::total_cmp);
-        x.get(x.len() / 2).copied().unwrap_or(f64::NAN)
-    }
     let connect6 = |datapath: &Datapath| -> Result<(u64, Duration)> {
         let runs = datapath.program_runs()?;
         let c = runs

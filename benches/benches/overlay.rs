@@ -29,7 +29,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use dcnet_benches::{netlink_in, print_table, quantile, spawn_in};
+use dcnet_benches::{median, netlink_in, print_table, quantile, spawn_in};
 use dcnet_overlay::Netns;
 use dcnet_overlay::vtep::{Peer, TunnelState, VtepConfig, VtepLink};
 use dcnet_tests::cluster::in_netns;
@@ -425,10 +425,6 @@ impl PathResults {
     }
 
     fn medians(&self) -> [f64; 4] {
-        fn median(mut v: Vec<f64>) -> f64 {
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied().unwrap_or_default()
-        }
         let micros = |d: &[Duration]| d.iter().map(|d| d.as_secs_f64() * 1e6).collect();
         [
             median(self.bits_per_second.clone()) / 1e9,

@@ -19,6 +19,12 @@ pub fn quantile(samples: &[Duration], q: f64) -> Option<Duration> {
     Some(sorted[rank - 1])
 }
 
+/// The median of `values` (the upper one of an even count); NaN if empty.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 /// User plus system CPU time this process has used so far.
 pub fn cpu_time() -> Duration {
     // SAFETY: getrusage only writes the struct it is given.
