@@ -15,7 +15,7 @@
 //! so a periodic pass repairs drift.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
@@ -24,7 +24,9 @@ use aya::programs::tc::{SchedClassifierLink, SchedClassifierLinkId, TcAttachOpti
 use aya::programs::{SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 pub use dcnet_ebpf_common::{Endpoint, FastpathStat};
-use dcnet_ebpf_common::{FASTPATH_CONFIG, FASTPATH_ENDPOINTS, FASTPATH_STATS, FastpathConfig};
+use dcnet_ebpf_common::{
+    FASTPATH_CONFIG, FASTPATH_ENDPOINTS, FASTPATH_ENDPOINTS6, FASTPATH_STATS, FastpathConfig,
+};
 
 use crate::Error;
 use crate::datapath::{per_cpu_sum, take_map};
@@ -55,13 +57,14 @@ enum Held {
 pub struct Fastpath {
     ebpf: Ebpf,
     endpoints: HashMap<MapData, u32, Endpoint>,
+    endpoints6: HashMap<MapData, [u8; 16], Endpoint>,
     config: Array<MapData, FastpathConfig>,
     stats: PerCpuArray<MapData, u64>,
     /// Kernel ids of the two programs, to find them among an interface's attachments.
     ids: [(&'static str, u32); 2],
     /// Interface name → where which program is attached.
     attached: BTreeMap<String, (&'static str, Attachment)>,
-    current: BTreeMap<Ipv4Addr, Endpoint>,
+    current: BTreeMap<IpAddr, Endpoint>,
     /// Where links are pinned, by interface name.
     pins: Option<PathBuf>,
 }
@@ -79,6 +82,7 @@ impl Fastpath {
         }
         let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(Error::Load)?;
         let endpoints = take_map(&mut ebpf, FASTPATH_ENDPOINTS, HashMap::try_from)?;
+        let endpoints6 = take_map(&mut ebpf, FASTPATH_ENDPOINTS6, HashMap::try_from)?;
         let config = take_map(&mut ebpf, FASTPATH_CONFIG, Array::try_from)?;
         let stats = take_map(&mut ebpf, FASTPATH_STATS, PerCpuArray::try_from)?;
         let mut ids = [(FROM_CONTAINER, 0), (FROM_TUNNEL, 0)];
@@ -101,6 +105,7 @@ impl Fastpath {
         Ok(Self {
             ebpf,
             endpoints,
+            endpoints6,
             config,
             stats,
             ids,
@@ -266,49 +271,58 @@ impl Fastpath {
         Ok(true)
     }
 
-    /// Makes `wanted` the local endpoints; returns (set, removed).
+    /// Makes `wanted` (addresses of either family) the local endpoints; returns (set, removed).
     pub fn set_endpoints(
         &mut self,
-        wanted: &BTreeMap<Ipv4Addr, Endpoint>,
+        wanted: &BTreeMap<IpAddr, Endpoint>,
     ) -> Result<(usize, usize), Error> {
         let mut set = 0;
-        for (ip, endpoint) in wanted {
-            if self.current.get(ip) == Some(endpoint) {
+        for (&ip, endpoint) in wanted {
+            if self.current.get(&ip) == Some(endpoint) {
                 continue;
             }
-            self.endpoints
-                .insert(key(*ip), *endpoint, 0)
-                .map_err(|source| Error::Map {
-                    name: FASTPATH_ENDPOINTS,
-                    action: "insert",
-                    source,
-                })?;
-            self.current.insert(*ip, *endpoint);
+            let result = match ip {
+                IpAddr::V4(v4) => {
+                    self.endpoints
+                        .insert(u32::from_ne_bytes(v4.octets()), *endpoint, 0)
+                }
+                IpAddr::V6(v6) => self.endpoints6.insert(v6.octets(), *endpoint, 0),
+            };
+            result.map_err(|source| Error::Map {
+                name: endpoints_map(ip),
+                action: "insert",
+                source,
+            })?;
+            self.current.insert(ip, *endpoint);
             set += 1;
         }
-        let gone: Vec<Ipv4Addr> = self
+        let gone: Vec<IpAddr> = self
             .current
             .keys()
             .filter(|ip| !wanted.contains_key(ip))
             .copied()
             .collect();
-        for ip in &gone {
-            match self.endpoints.remove(&key(*ip)) {
+        for &ip in &gone {
+            let result = match ip {
+                IpAddr::V4(v4) => self.endpoints.remove(&u32::from_ne_bytes(v4.octets())),
+                IpAddr::V6(v6) => self.endpoints6.remove(&v6.octets()),
+            };
+            match result {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
                 Err(source) => {
                     return Err(Error::Map {
-                        name: FASTPATH_ENDPOINTS,
+                        name: endpoints_map(ip),
                         action: "remove",
                         source,
                     });
                 }
             }
-            self.current.remove(ip);
+            self.current.remove(&ip);
         }
         Ok((set, gone.len()))
     }
 
-    /// Compares the kernel's endpoint table with what was set and rewrites it whole if they
+    /// Compares the kernel's endpoint tables with what was set and rewrites them if they
     /// differ (an entry changed by hand). Returns whether it had to.
     pub fn verify_endpoints(&mut self) -> Result<bool, Error> {
         let mut kernel = BTreeMap::new();
@@ -318,7 +332,15 @@ impl Fastpath {
                 action: "read",
                 source,
             })?;
-            kernel.insert(Ipv4Addr::from(k.to_ne_bytes()), v);
+            kernel.insert(IpAddr::from(k.to_ne_bytes()), v);
+        }
+        for entry in self.endpoints6.iter() {
+            let (k, v) = entry.map_err(|source| Error::Map {
+                name: FASTPATH_ENDPOINTS6,
+                action: "read",
+                source,
+            })?;
+            kernel.insert(IpAddr::from(k), v);
         }
         if kernel == self.current {
             return Ok(false);
@@ -352,9 +374,13 @@ impl Fastpath {
     }
 }
 
-/// An address as the program reads it from a packet: network order in a native u32.
-fn key(ip: Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(ip.octets())
+/// The map holding endpoints of `ip`'s family.
+fn endpoints_map(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        FASTPATH_ENDPOINTS
+    } else {
+        FASTPATH_ENDPOINTS6
+    }
 }
 
 fn classifier<'a>(

@@ -96,7 +96,7 @@ impl Container {
     }
 
     /// Like [`Container::ping`]; the TTL of the reply, `None` if none came.
-    pub fn ping_ttl(&self, to: Ipv4Addr, size: usize) -> Result<Option<u8>> {
+    pub fn ping_ttl(&self, to: impl Into<IpAddr>, size: usize) -> Result<Option<u8>> {
         let out = self.ping_once(to, size)?;
         let text = String::from_utf8_lossy(&out.stdout);
         Ok(text

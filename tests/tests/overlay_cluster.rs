@@ -107,7 +107,8 @@ fn tcp_echo(from: &Container, to: impl Into<IpAddr>, port: u16) -> Result<()> {
 
 #[test]
 fn containers_on_three_nodes_reach_each_other_and_the_tunnel_heals() -> Result<()> {
-    let mut cluster = overlay_cluster(3, "")?;
+    // Leases (and the tunnels to them) of a node gone this long are freed.
+    let mut cluster = overlay_cluster(3, "lease_release = \"12s\"\n")?;
     let run = || -> Result<()> {
         let formed = wait_formed(&cluster)?;
         let vteps: Vec<&str> = formed
@@ -304,7 +305,9 @@ fn containers_on_three_nodes_reach_each_other_and_the_tunnel_heals() -> Result<(
     let c3 = Container::attach(&cluster, 1, "new")?;
     assert_ne!(c3.ip, c2.ip, "a new container does not get a kept address");
 
-    // Stopping node 3 removes its four objects from nodes 1 and 2.
+    // Killing node 3's agent keeps its objects on nodes 1 and 2 while its leases are reserved
+    // (its containers may live on, and traffic for them must not leave by the default
+    // route), and removes them once the leases are released.
     let vtep3 = status(&cluster, 2)?["vtep"]["address"]
         .as_str()
         .unwrap_or("")
@@ -319,10 +322,21 @@ fn containers_on_three_nodes_reach_each_other_and_the_tunnel_heals() -> Result<(
     assert!(node_ip(&cluster, 0, &["neigh", "show", "dev", "vtep1024"]).contains(&vtep3));
     cluster.stop_agent(2, Signal::SIGKILL, Duration::from_secs(5));
     let stopped = Instant::now();
+    wait_until("node 3 seen down", Duration::from_secs(10), || {
+        let nodes: Vec<Value> = cluster.get(0, "/v1/nodes")?;
+        Ok(nodes
+            .iter()
+            .any(|n| n["name"] == "node-3" && n["state"] != "up")
+            .then_some(()))
+    })?;
+    assert!(
+        node_ip(&cluster, 0, &["route", "show", "table", "42"]).contains(&subnet3),
+        "node 3's route stays while it is down and its lease reserved"
+    );
     for i in 0..2 {
         wait_until(
             &format!("node 3's objects gone from node {}", i + 1),
-            Duration::from_secs(10),
+            Duration::from_secs(30),
             || {
                 let neigh = node_ip(&cluster, i, &["neigh", "show", "dev", "vtep1024"]);
                 let routes = node_ip(&cluster, i, &["route", "show", "table", "42"]);

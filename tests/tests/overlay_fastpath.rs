@@ -6,7 +6,7 @@
 //! start.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -95,7 +95,8 @@ fn wait_attached(cluster: &Cluster, i: usize, veths: &[&str]) -> Result<Value> {
 
 /// Sends `size` bytes over TCP (segments as large as the MTU allows, and GSO batches) and
 /// checks the echo.
-fn tcp_echo(from: &Container, to: Ipv4Addr, size: usize) -> Result<()> {
+fn tcp_echo(from: &Container, to: impl Into<IpAddr>, size: usize) -> Result<()> {
+    let to = to.into();
     let target = SocketAddr::from((to, 7000));
     let mut stream = from
         .ns
@@ -299,4 +300,92 @@ fn the_fast_path_carries_container_traffic_and_is_repaired() -> Result<()> {
         eprintln!("{e:#}\n{}", cluster.log_tails(40));
     }
     result
+}
+
+/// IPv6 containers (on dcos6) take the fast path too: across nodes the hop limit drops once per
+/// node and MTU-sized packets cross unfragmented, one node's containers are bridged as they
+/// are, the gateway and neighbour discovery take the stack's path, and both nodes count the
+/// packets they moved.
+#[test]
+fn the_fast_path_carries_ipv6_containers() -> Result<()> {
+    let cluster = overlay_cluster(2)?;
+    for i in 0..2 {
+        wait_until(
+            &format!("node {} to hold its dcos6 subnet and know its peer", i + 1),
+            Duration::from_secs(20),
+            || {
+                let s = cluster.get::<Value>(i, "/v1/overlay")?;
+                let ready = s["networks"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().all(|n| n["lease"] == "held"))
+                    && s["peers"][0]["subnets"].as_array().map_or(0, Vec::len) == 2;
+                Ok(ready.then_some(()))
+            },
+        )?;
+    }
+    let a1 = Container::attach_to(&cluster, 0, "six1", "dcos6")?;
+    let a2 = Container::attach_to(&cluster, 0, "six2", "dcos6")?;
+    let b = Container::attach_to(&cluster, 1, "six3", "dcos6")?;
+    let ip6 = |c: &Container| c.ip6.context("a dcos6 address");
+    let (a1_ip, a2_ip, b_ip) = (ip6(&a1)?, ip6(&a2)?, ip6(&b)?);
+    for (c, ip) in [(&a1, a1_ip), (&a2, a2_ip), (&b, b_ip)] {
+        c.echo_server_on(IpAddr::V6(ip), 7000)?;
+    }
+    let veths1 = [
+        a1.attached.host_veth.as_str(),
+        a2.attached.host_veth.as_str(),
+    ];
+    wait_attached(&cluster, 0, &veths1)?;
+    wait_attached(&cluster, 1, &[b.attached.host_veth.as_str()])?;
+    wait_until("the tunnel", Duration::from_secs(20), || {
+        Ok(a1.ping_ttl(b_ip, 56)?.map(|_| ()))
+    })?;
+    let counters = |cluster: &Cluster| -> Result<[u64; 4]> {
+        Ok([
+            packets(cluster, 0, "to_tunnel")?,
+            packets(cluster, 0, "to_container")?,
+            packets(cluster, 1, "to_tunnel")?,
+            packets(cluster, 1, "to_container")?,
+        ])
+    };
+    let before = counters(&cluster)?;
+    // 1372 + 48 = 1420, the network's MTU.
+    assert_eq!(a1.ping_ttl(b_ip, 1372)?, Some(62), "a1 -> b");
+    assert_eq!(b.ping_ttl(a2_ip, 1372)?, Some(62), "b -> a2");
+    assert!(
+        !a1.ping(b_ip, 1373)?,
+        "one byte more does not fit unfragmented"
+    );
+    tcp_echo(&a1, b_ip, 1 << 20)?;
+    tcp_echo(&b, a1_ip, 1 << 20)?;
+    assert_eq!(a1.ping_ttl(a2_ip, 1372)?, Some(64), "a1 -> a2, bridged");
+    tcp_echo(&a2, a1_ip, 1 << 20)?;
+    let gateway6 = a1.attached.gateway6.context("gateway6")?;
+    assert_eq!(a1.ping_ttl(gateway6, 1372)?, Some(64), "a1 -> its gateway");
+    let after = counters(&cluster)?;
+    for (k, what) in [
+        "node 1 to the tunnel",
+        "node 1 into containers",
+        "node 2 to the tunnel",
+        "node 2 into containers",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(
+            after[k] >= before[k] + 20,
+            "{what}: {} -> {} IPv6 packets through the fast path; node 1: {}, node 2: {}",
+            before[k],
+            after[k],
+            fast_path(&cluster, 0)?,
+            fast_path(&cluster, 1)?
+        );
+    }
+    let endpoints = fast_path(&cluster, 0)?["endpoints"].as_u64();
+    assert_eq!(
+        endpoints,
+        Some(2),
+        "one IPv6 endpoint per container of node 1"
+    );
+    Ok(())
 }

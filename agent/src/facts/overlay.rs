@@ -64,8 +64,11 @@ pub fn observed_records(
         .collect()
 }
 
-/// The remote agents the tunnel must reach: up, with an underlay address of the family of
-/// `underlay` (this node's: VXLAN runs over one family), a held VTEP
+/// The remote agents the tunnel must reach: up, or down for less than `release` (their leases
+/// are still theirs: an agent restarting, or a node that may come back, keeps its routes, and
+/// traffic for its subnets goes to its VTEP rather than out of the default route), with an
+/// underlay address of the family of `underlay` (this node's: VXLAN runs over one family), a
+/// held VTEP
 /// lease, and held subnets of the `networks` this node has, each with its IPv6 pair on a
 /// dual-stack network (subnets of overlays it does not know are left out). With `vtep6` (some
 /// network has IPv6 subnets), each peer's VTEP has the IPv6 address its IPv4 one makes.
@@ -74,10 +77,13 @@ pub fn peers(
     underlay: IpAddr,
     networks: &[(String, NetworkPools)],
     vtep6: Option<Ipv6Network>,
+    (now, release): (SystemTime, Duration),
 ) -> Vec<Peer> {
     facts
-        .up_nodes()
+        .nodes
+        .values()
         .filter(|n| !n.is_self)
+        .filter(|n| n.is_up || now.duration_since(n.last_heard).unwrap_or_default() < release)
         .filter_map(|n| {
             let info = n.info.as_deref()?;
             if info.address.is_ipv4() != underlay.is_ipv4() {
@@ -166,7 +172,13 @@ mod tests {
         ]);
         let dcos = NetworkPools::new(Some(("9.0.0.0/8".parse().unwrap(), 24)), None).unwrap();
         let local = IpAddr::from([10, 0, 0, 9]);
-        let peers = peers(&facts(&view), local, &[("dcos".to_owned(), dcos)], None);
+        let peers = peers(
+            &facts(&view),
+            local,
+            &[("dcos".to_owned(), dcos)],
+            None,
+            (SystemTime::now(), Duration::from_secs(60)),
+        );
         assert_eq!(peers.len(), 2, "{peers:?}");
         assert_eq!(peers[0].node, "node-a");
         assert_eq!(peers[0].vtep_ip, Ipv4Addr::new(44, 128, 0, 1));
@@ -207,6 +219,7 @@ mod tests {
             local,
             &networks,
             Some("fd01:a::/64".parse().unwrap()),
+            (SystemTime::now(), Duration::from_secs(60)),
         );
         assert_eq!(peers[0].vtep_ip6, Some("fd01:a::2c80:1".parse().unwrap()));
         let subnets: Vec<String> = peers[0].subnets.iter().map(ToString::to_string).collect();
@@ -232,5 +245,39 @@ mod tests {
         let seen = observed_records(&facts, None, now, Duration::from_secs(60));
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].0, "a");
+    }
+
+    #[test]
+    fn a_peer_down_keeps_its_tunnel_until_its_leases_are_released() {
+        let mut facts = facts(&view_with(&[
+            (
+                "a",
+                keys(&[
+                    ("node", info("node-a", "10.0.0.1")),
+                    (VTEP_KEY, rec("44.128.0.1/32", "held")),
+                ]),
+            ),
+            (
+                "b",
+                keys(&[
+                    ("node", info("node-b", "10.0.0.2")),
+                    (VTEP_KEY, rec("44.128.0.2/32", "held")),
+                ]),
+            ),
+        ]));
+        let now = SystemTime::now();
+        for (id, gone_for) in [("a", 30), ("b", 300)] {
+            let node = facts.nodes.get_mut(id).unwrap();
+            node.is_up = false;
+            node.last_heard = now - Duration::from_secs(gone_for);
+        }
+        let local = IpAddr::from([10, 0, 0, 9]);
+        let peers = peers(&facts, local, &[], None, (now, Duration::from_secs(60)));
+        let names: Vec<&str> = peers.iter().map(|p| p.node.as_str()).collect();
+        assert_eq!(
+            names,
+            ["node-a"],
+            "restarting or briefly gone: still routed"
+        );
     }
 }

@@ -11,7 +11,7 @@
 //! here, or `[overlay] fast_path = false`) the same traffic takes the bridge.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -30,9 +30,11 @@ pub const PINS: &str = "fastpath";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalEndpoint {
     pub host_veth: String,
-    pub address: Ipv4Addr,
+    /// One of the container's addresses (a dual-stack container has one endpoint of each).
+    pub address: IpAddr,
     pub mac: Mac,
-    pub gateway: Ipv4Addr,
+    /// The bridge's first address, which its MAC derives from.
+    pub gateway: IpAddr,
 }
 
 /// The fast path as `GET /v1/overlay` shows it.
@@ -140,19 +142,21 @@ impl Keeper {
         // The endpoints first, then the programs: a program that replaces an earlier run's
         // (adopted from its pinned link) finds the table it needs.
         let mut wanted = BTreeMap::new();
-        let mut present = Vec::new();
+        let mut present: Vec<(&LocalEndpoint, u32)> = Vec::new();
         for e in endpoints {
             // A veth that is not there (being made, or gone) waits for the next pass.
             let Ok(ifindex) = dcnet_lb::fastpath::ifindex(&e.host_veth) else {
                 continue;
             };
-            present.push((e, ifindex));
+            if !present.iter().any(|(p, _)| p.host_veth == e.host_veth) {
+                present.push((e, ifindex));
+            }
             wanted.insert(
                 e.address,
                 Endpoint {
                     ifindex,
                     mac: e.mac.0,
-                    gateway_mac: gateway_mac(e.gateway.into()),
+                    gateway_mac: gateway_mac(e.gateway),
                 },
             );
         }

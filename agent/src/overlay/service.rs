@@ -686,7 +686,13 @@ impl Inner {
             .iter()
             .filter_map(|n| Some((n.name.clone(), n.pools().ok()?)))
             .collect();
-        let peers = facts::peers(view, self.underlay, &networks, self.vtep_range6());
+        let peers = facts::peers(
+            view,
+            self.underlay,
+            &networks,
+            self.vtep_range6(),
+            (SystemTime::now(), self.settings.lease_release),
+        );
         let desired = TunnelState::desired(&peers);
         self.metrics.peers.set(peers.len() as i64);
         self.metrics.kernel_objects.set(desired.len() as i64);
@@ -866,14 +872,11 @@ impl Inner {
         let mut endpoints = Vec::new();
         let mut learned = false;
         for entry in stored.networks.values_mut() {
-            // The fast path carries IPv4; IPv6 takes the bridge.
-            let Some(IpAddr::V4(gateway)) = entry.addresses.as_ref().map(|a| a.gateway()) else {
+            // The bridge's first address (the agreed subnet's gateway) gives it its MAC.
+            let Some(gateway) = entry.addresses.as_ref().map(|a| a.gateway()) else {
                 continue;
             };
             for attachment in entry.attachments.values_mut() {
-                let IpAddr::V4(address) = attachment.address else {
-                    continue;
-                };
                 let mut mac = attachment
                     .mac
                     .as_deref()
@@ -886,12 +889,14 @@ impl Inner {
                 let Some(mac) = mac else {
                     continue;
                 };
-                endpoints.push(super::fastpath::LocalEndpoint {
-                    host_veth: attachment.host_veth.clone(),
-                    address,
-                    mac,
-                    gateway,
-                });
+                for address in attachment.addresses() {
+                    endpoints.push(super::fastpath::LocalEndpoint {
+                        host_veth: attachment.host_veth.clone(),
+                        address,
+                        mac,
+                        gateway,
+                    });
+                }
             }
         }
         if learned {

@@ -513,6 +513,9 @@ impl VxlanStat {
 /// Name of the fast path's local endpoints: hash of a container's IPv4 address (network byte
 /// order, as in the packet) → [`Endpoint`]: where on this node that address lives.
 pub const FASTPATH_ENDPOINTS: &str = "FASTPATH_ENDPOINTS";
+/// Name of the fast path's IPv6 endpoints: hash of a container's IPv6 address (its 16 bytes)
+/// → [`Endpoint`].
+pub const FASTPATH_ENDPOINTS6: &str = "FASTPATH_ENDPOINTS6";
 /// Name of the fast path's settings: array of one [`FastpathConfig`].
 pub const FASTPATH_CONFIG: &str = "FASTPATH_CONFIG";
 /// Name of the fast path's counters: per-CPU array of `u64`, indexed by [`FastpathStat`].
