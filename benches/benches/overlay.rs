@@ -11,8 +11,8 @@
 //!
 //! "No tunnel" (both nodes route the other's container subnet over the underlay) separates
 //! the tunnel's cost from the container hop's. IPv6 rows: containers on `dcos6` (over the
-//! same IPv4 underlay; IPv6 takes the bridge, the fast path being IPv4 only) against node to
-//! node over IPv6 addresses the bench adds to the nodes' underlay interfaces.
+//! same IPv4 underlay, with the fast path) against node to node over IPv6 addresses the bench
+//! adds to the nodes' underlay interfaces.
 //!
 //! **Reconcile.** In a namespace of its own, the code the agent runs (`VtepLink::read`,
 //! `TunnelState::changes_to`, `VtepLink::apply`) against the kernel: from nothing to N peers
@@ -674,9 +674,9 @@ fn datapath(o: &Options) -> Result<()> {
         &rows6,
     );
     println!(
-        "\noverlay IPv6: dcos6 containers through VXLAN over the IPv4 underlay (bridge and \
-         forwarding: the fast path\nis IPv4 only); node to node IPv6: the nodes' namespaces over \
-         IPv6 addresses on the underlay."
+        "\noverlay IPv6: dcos6 containers through VXLAN over the IPv4 underlay, with the eBPF \
+         fast path; node to node IPv6:\nthe nodes' namespaces over IPv6 addresses on the \
+         underlay."
     );
     Ok(())
 }
