@@ -487,6 +487,9 @@ fn datapath(o: &Options) -> Result<()> {
     let e = Container::attach_to(&fast, 0, "bench-e", "dcos6")?;
     let f = Container::attach_to(&fast, 1, "bench-f", "dcos6")?;
     let f6 = f.ip6.context("the dcos6 container has no IPv6 address")?;
+    let g = Container::attach_to(&slow, 0, "bench-g", "dcos6")?;
+    let h = Container::attach_to(&slow, 1, "bench-h", "dcos6")?;
+    let h6 = h.ip6.context("the dcos6 container has no IPv6 address")?;
     let nodes6: [Ipv6Addr; 2] = ["fd00:dc0d::1".parse()?, "fd00:dc0d::2".parse()?];
     for (node, ip) in [node_a, node_b].into_iter().zip(nodes6) {
         let mut command = Command::new("ip");
@@ -513,11 +516,11 @@ fn datapath(o: &Options) -> Result<()> {
     let _ = a.ping(b.ip, 56);
     let _ = c.ping(d.ip, 56);
     wait_until("IPv6 across the overlay", Duration::from_secs(10), || {
-        Ok(e.ping(f6, 56)?.then_some(()))
+        Ok((e.ping(f6, 56)? && g.ping(h6, 56)?).then_some(()))
     })?;
 
     let (mut overlay, mut programless, mut plain, mut nodes) = Default::default();
-    let (mut overlay6, mut nodes6_results) = (PathResults::default(), PathResults::default());
+    let (mut overlay6, mut programless6, mut nodes6_results) = Default::default();
     for round in 0..o.rounds {
         let port = 5201 + round as u16 * 4;
         PathResults::measure(
@@ -565,6 +568,14 @@ fn datapath(o: &Options) -> Result<()> {
             f.ns.netns(),
             f6,
             port + 40,
+            o.seconds,
+        )?;
+        PathResults::measure(
+            &mut programless6,
+            g.ns.netns(),
+            h.ns.netns(),
+            h6,
+            port + 42,
             o.seconds,
         )?;
         PathResults::measure(
@@ -649,7 +660,11 @@ fn datapath(o: &Options) -> Result<()> {
         o.seconds.div_ceil(2),
         fast_path["fast_path"]["packets"]
     );
-    let (ov6, no6) = (overlay6.medians(), nodes6_results.medians());
+    let (ov6, np6, no6) = (
+        overlay6.medians(),
+        programless6.medians(),
+        nodes6_results.medians(),
+    );
     let rows6: Vec<Vec<String>> = measures
         .iter()
         .enumerate()
@@ -658,8 +673,10 @@ fn datapath(o: &Options) -> Result<()> {
             vec![
                 (*name).to_owned(),
                 format!("{:.d$}", ov6[i]),
+                format!("{:.d$}", np6[i]),
                 format!("{:.d$}", no6[i]),
                 format!("{:.2}", ov6[i] / no6[i]),
+                format!("{:.2}", np6[i] / no6[i]),
             ]
         })
         .collect();
@@ -668,8 +685,10 @@ fn datapath(o: &Options) -> Result<()> {
         &[
             "measure",
             "overlay IPv6",
+            "without programs",
             "node to node IPv6",
             "overlay/node to node",
+            "without programs/node to node",
         ],
         &rows6,
     );
