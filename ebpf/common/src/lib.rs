@@ -59,8 +59,9 @@ pub const TCP_VIPS6: &str = "TCP_VIPS6";
 pub const VIPS4_MAX_ENTRIES: u32 = 32_768;
 /// Capacity of [`BACKENDS4`]: backend slots over all VIPs, including a set being replaced.
 pub const BACKENDS4_MAX_ENTRIES: u32 = 262_144;
-/// Capacity of [`VIPS6`].
-pub const VIPS6_MAX_ENTRIES: u32 = 8_192;
+/// Capacity of [`VIPS6`]: as [`VIPS4`]'s, since every named VIP whose tasks have IPv6
+/// addresses has an IPv6 VIP too (allocated as used, so the capacity costs nothing idle).
+pub const VIPS6_MAX_ENTRIES: u32 = VIPS4_MAX_ENTRIES;
 /// Capacity of [`BACKENDS6`].
 pub const BACKENDS6_MAX_ENTRIES: u32 = 65_536;
 /// Capacity of [`REVERSE6`].
