@@ -206,17 +206,6 @@ async fn configure(
     })
 }
 
-/// The IPv4 default route of the main table of the namespace `inside` is a session in: its
-/// gateway (if any) and output interface index.
-pub async fn default_route(inside: &Netlink) -> Result<Option<(Option<Ipv4Addr>, u32)>, Error> {
-    Ok(default_route_of(inside, false)
-        .await?
-        .map(|(gateway, oif)| match gateway {
-            Some(IpAddr::V4(ip)) => (Some(ip), oif),
-            _ => (None, oif),
-        }))
-}
-
 /// The IPv4 or (`ipv6`) IPv6 default route of the main table of the namespace `inside` is a
 /// session in: its gateway (if any) and output interface index.
 pub async fn default_route_of(
