@@ -30,6 +30,12 @@ pub const NETNS_PREFIX: &str = "dcn-";
 pub const API_PORT: u16 = 62080;
 /// Gossip port of each agent.
 pub const GOSSIP_PORT: u16 = 62501;
+/// Where a kept cluster ([`Cluster::keep`]) is marked, one empty file per cluster tag: the
+/// leftover sweep leaves a marked cluster alone although the process that made it is gone, and
+/// the printed stop commands remove the mark. In /run, so a reboot (which takes the
+/// namespaces too) forgets it.
+pub const KEPT_DIR: &str = "/run/dcnet-kept";
+
 /// Address of the outsider ([`Cluster::add_outsider`]) on the underlay.
 pub const OUTSIDER_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 250);
 
@@ -654,10 +660,23 @@ impl Cluster {
     pub fn keep(&mut self) -> Vec<String> {
         self.keep = true;
         self.dir.disable_cleanup(true);
+        let mark = Path::new(KEPT_DIR).join(&self.tag);
+        if let Err(e) = fs::create_dir_all(KEPT_DIR).and_then(|()| fs::write(&mark, b"")) {
+            eprintln!(
+                "cannot mark the kept cluster in {}: {e}; the next test run's leftover sweep may remove it",
+                mark.display()
+            );
+        }
         let mut commands: Vec<String> = self
             .nodes
             .iter()
-            .filter_map(|n| Some(format!("kill {}", n.pid()?)))
+            // The agent writes its state as it stops: wait for it before removing the directory.
+            .filter_map(|n| {
+                let pid = n.pid()?;
+                Some(format!(
+                    "kill {pid}; timeout 10 tail --pid={pid} -f /dev/null || true"
+                ))
+            })
             .collect();
         for node in &mut self.nodes {
             if let Some(cgroup) = node.cgroup.take() {
@@ -689,7 +708,16 @@ impl Cluster {
             ));
         }
         commands.push(format!("rm -r {}", self.dir.path().display()));
+        commands.push(format!(
+            "rm -f {}; rmdir --ignore-fail-on-non-empty {KEPT_DIR}",
+            mark.display()
+        ));
         commands
+    }
+
+    /// The cluster's directory (configs, logs, state of every node).
+    pub fn dir_path(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Names of the namespaces of this cluster, its tasks' included.
@@ -854,8 +882,21 @@ pub fn node_address6(i: usize) -> std::net::Ipv6Addr {
 
 /// Removes namespaces left by harness processes that no longer exist (killed before their
 /// `Drop` ran), and the BPF filesystems their agents mounted in their state directories.
-/// Agents in them died with their parent (`PR_SET_PDEATHSIG`).
+/// Agents in them died with their parent (`PR_SET_PDEATHSIG`). A kept cluster (marked in
+/// [`KEPT_DIR`]) belongs to someone: it stays.
 pub fn sweep_leftovers() {
+    // A cluster's tag is `<pid>-<n>`: what follows a namespace's or directory's prefix.
+    let tag_of = |rest: &str| -> Option<(u32, String)> {
+        let mut parts = rest.splitn(3, '-');
+        let pid = parts.next()?;
+        let n = parts.next()?;
+        Some((pid.parse().ok()?, format!("{pid}-{n}")))
+    };
+    let abandoned = |rest: &str| {
+        tag_of(rest).is_some_and(|(pid, tag)| {
+            !Path::new(&format!("/proc/{pid}")).exists() && !Path::new(KEPT_DIR).join(tag).exists()
+        })
+    };
     if let Ok(mounts) = fs::read_to_string("/proc/self/mounts") {
         for line in mounts.lines() {
             let mut fields = line.split_whitespace();
@@ -868,9 +909,7 @@ pub fn sweep_leftovers() {
                     "{}/dcnet-cluster-",
                     std::env::temp_dir().display()
                 ))
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|pid| pid.parse::<u32>().ok())
-                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+                .is_some_and(abandoned);
             if dead {
                 let _ = dcnet_lb::pins::unmount(Path::new(at));
             }
@@ -878,14 +917,7 @@ pub fn sweep_leftovers() {
     }
     let Ok(names) = Netns::list() else { return };
     for name in names {
-        let Some(pid) = name
-            .strip_prefix(NETNS_PREFIX)
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        if name.strip_prefix(NETNS_PREFIX).is_some_and(abandoned) {
             let _ = Netns::delete_by_name(&name);
         }
     }

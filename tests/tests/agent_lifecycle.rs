@@ -233,3 +233,81 @@ fn processes(path: &std::path::Path) -> Vec<u32> {
     }
     out
 }
+
+/// A kept cluster (the demo's `--keep`) belongs to someone although the process that made it is
+/// gone: the next run's leftover sweep leaves it, and its printed stop commands remove it all,
+/// the mark included. A cluster of a dead process without the mark is swept.
+#[test]
+fn the_leftover_sweep_leaves_kept_clusters_and_their_stop_commands_remove_them() -> Result<()> {
+    use dcnet_tests::cluster::{KEPT_DIR, NETNS_PREFIX, sweep_leftovers};
+    // A pid that no longer runs: as if the harness that made these had been killed.
+    let mut gone = std::process::Command::new("true").spawn()?;
+    gone.wait()?;
+    let pid = gone.id();
+    let (kept, abandoned) = (format!("{pid}-900"), format!("{pid}-901"));
+    let kept_ns = dcnet_overlay::Netns::create(&format!("{NETNS_PREFIX}{kept}-u"))?;
+    let abandoned_ns = format!("{NETNS_PREFIX}{abandoned}-u");
+    dcnet_overlay::Netns::create(&abandoned_ns)?;
+    let mark = std::path::Path::new(KEPT_DIR).join(&kept);
+    std::fs::create_dir_all(KEPT_DIR)?;
+    std::fs::write(&mark, b"")?;
+    sweep_leftovers();
+    let names = dcnet_overlay::Netns::list()?;
+    let kept_survived = names.iter().any(|n| n == kept_ns.name());
+    let abandoned_swept = !names.contains(&abandoned_ns);
+    let _ = std::fs::remove_file(&mark);
+    let _ = std::fs::remove_dir(KEPT_DIR); // only if empty: another kept cluster may be marked
+    let _ = kept_ns.delete();
+    let _ = dcnet_overlay::Netns::delete_by_name(&abandoned_ns);
+    assert!(kept_survived, "the kept cluster's namespace was swept");
+    assert!(abandoned_swept, "the abandoned namespace was left");
+
+    // A real cluster kept, then stopped with the commands it printed (all of them run before
+    // anything is asserted, so a failure leaves nothing behind).
+    let mut cluster = Cluster::start(ClusterOptions::nodes(1))?;
+    let stop = cluster.keep();
+    let names = cluster.namespace_names();
+    let dir = cluster.dir_path().to_path_buf();
+    let marked = std::fs::read_dir(KEPT_DIR)?.flatten().any(|e| {
+        stop.iter()
+            .any(|c| c.contains(&e.path().display().to_string()))
+    });
+    drop(cluster);
+    let mut failed = Vec::new();
+    for command in &stop {
+        // The agents are this process's children: reaped here, as init would for a user.
+        if let Some(pid) = command
+            .strip_prefix("kill ")
+            .and_then(|rest| rest.split(';').next())
+            .and_then(|pid| pid.parse::<i32>().ok())
+        {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+        let status = std::process::Command::new("sh")
+            .args(["-c", command])
+            .status()?;
+        if !status.success() {
+            failed.push(command.clone());
+        }
+    }
+    assert!(marked, "the stop commands remove the mark: {stop:?}");
+    assert!(failed.is_empty(), "stop commands failed: {failed:?}");
+    let left = dcnet_overlay::Netns::list()?;
+    assert!(
+        names.iter().all(|n| !left.contains(n)),
+        "namespaces left: {names:?}"
+    );
+    assert!(!dir.exists(), "{} left", dir.display());
+    let marks_left = std::fs::read_dir(KEPT_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            stop.iter()
+                .any(|c| c.contains(&e.path().display().to_string()))
+        });
+    assert!(!marks_left, "the mark is gone");
+    Ok(())
+}
