@@ -276,15 +276,7 @@ pub fn fastpath_from_container(ctx: TcContext) -> i32 {
     fib.__bindgen_anon_2.tos = tos;
     fib.__bindgen_anon_3.ipv4_src = src;
     fib.__bindgen_anon_4.ipv4_dst = dst;
-    // SAFETY: `fib` is a live, correctly sized lookup structure.
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.skb.skb as *mut _,
-            &mut fib,
-            size_of::<FibParams>() as i32,
-            0,
-        )
-    } as u32;
+    let rc = fib_lookup(&ctx, &mut fib);
     if fib.ifindex != vtep {
         return pass();
     }
@@ -292,25 +284,50 @@ pub fn fastpath_from_container(ctx: TcContext) -> i32 {
     let Some((eth, ip)) = headers(&ctx) else {
         return pass();
     };
+    // SAFETY: bounds-checked headers.
+    unsafe { to_tunnel(rc, &fib, vtep, eth, || decrement_ttl(ip)) }
+}
+
+/// Looks the packet's next hop up in the kernel's FIB, policy rules included.
+#[inline(always)]
+fn fib_lookup(ctx: &TcContext, fib: &mut FibParams) -> u32 {
+    // SAFETY: `fib` is a live, correctly sized lookup structure; the skb is the program's.
+    let rc =
+        unsafe { bpf_fib_lookup(ctx.skb.skb as *mut _, fib, size_of::<FibParams>() as i32, 0) };
+    rc as u32
+}
+
+/// Sends a packet the FIB routed into the VTEP there: with the next hop's MACs when the lookup
+/// knew them, else through `bpf_redirect_neigh`, which resolves the neighbour. `forwarded`
+/// lowers the TTL or hop limit first, as forwarding does.
+///
+/// SAFETY: `eth` points at a bounds-checked header, and `forwarded` writes only bounds-checked
+/// ones.
+#[inline(always)]
+unsafe fn to_tunnel(
+    rc: u32,
+    fib: &FibParams,
+    vtep: u32,
+    eth: *mut EthHdr,
+    forwarded: impl FnOnce(),
+) -> i32 {
     match rc {
         BPF_FIB_LKUP_RET_SUCCESS => {
-            // SAFETY: bounds-checked headers.
+            forwarded();
+            // SAFETY: as the caller promises.
             unsafe {
-                decrement_ttl(ip);
                 (*eth).src = fib.smac;
                 (*eth).dst = fib.dmac;
-                count(FastpathStat::ToTunnel);
-                bpf_redirect(vtep, 0) as i32
             }
+            count(FastpathStat::ToTunnel);
+            // SAFETY: a redirect to an interface index; the kernel checks it.
+            unsafe { bpf_redirect(vtep, 0) as i32 }
         }
         BPF_FIB_LKUP_RET_NO_NEIGH => {
-            // SAFETY: bounds-checked header; a null parameter block makes the kernel look the
-            // next hop up again and resolve its neighbour.
-            unsafe {
-                decrement_ttl(ip);
-                count(FastpathStat::ToTunnelNeigh);
-                bpf_redirect_neigh(vtep, core::ptr::null_mut(), 0, 0) as i32
-            }
+            forwarded();
+            count(FastpathStat::ToTunnelNeigh);
+            // SAFETY: a null parameter block makes the kernel look the next hop up again.
+            unsafe { bpf_redirect_neigh(vtep, core::ptr::null_mut(), 0, 0) as i32 }
         }
         _ => pass(),
     }
@@ -362,15 +379,7 @@ fn from_container6(ctx: &TcContext) -> i32 {
     fib.__bindgen_anon_2.flowinfo = vtc_flow & 0x0fff_ffffu32.to_be();
     fib.__bindgen_anon_3.ipv6_src = words(&src);
     fib.__bindgen_anon_4.ipv6_dst = words(&dst);
-    // SAFETY: `fib` is a live, correctly sized lookup structure.
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.skb.skb as *mut _,
-            &mut fib,
-            size_of::<FibParams>() as i32,
-            0,
-        )
-    } as u32;
+    let rc = fib_lookup(ctx, &mut fib);
     if fib.ifindex != vtep {
         return pass();
     }
@@ -378,28 +387,8 @@ fn from_container6(ctx: &TcContext) -> i32 {
     let Some((eth, ip)) = headers6(ctx) else {
         return pass();
     };
-    match rc {
-        BPF_FIB_LKUP_RET_SUCCESS => {
-            // SAFETY: bounds-checked headers.
-            unsafe {
-                (*ip).hop_limit -= 1;
-                (*eth).src = fib.smac;
-                (*eth).dst = fib.dmac;
-                count(FastpathStat::ToTunnel);
-                bpf_redirect(vtep, 0) as i32
-            }
-        }
-        BPF_FIB_LKUP_RET_NO_NEIGH => {
-            // SAFETY: bounds-checked header; a null parameter block makes the kernel look the
-            // next hop up again and resolve its neighbour.
-            unsafe {
-                (*ip).hop_limit -= 1;
-                count(FastpathStat::ToTunnelNeigh);
-                bpf_redirect_neigh(vtep, core::ptr::null_mut(), 0, 0) as i32
-            }
-        }
-        _ => pass(),
-    }
+    // SAFETY: bounds-checked headers.
+    unsafe { to_tunnel(rc, &fib, vtep, eth, || (*ip).hop_limit -= 1) }
 }
 
 #[cfg(not(test))]
