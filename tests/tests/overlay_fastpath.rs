@@ -148,6 +148,39 @@ fn traffic(cluster: &Cluster, a1: &Container, a2: &Container, b: &Container) -> 
     Ok(())
 }
 
+/// The packets each node's fast path sent into the tunnel and into containers so far.
+fn moved(cluster: &Cluster) -> Result<[u64; 4]> {
+    Ok([
+        packets(cluster, 0, "to_tunnel")?,
+        packets(cluster, 0, "to_container")?,
+        packets(cluster, 1, "to_tunnel")?,
+        packets(cluster, 1, "to_container")?,
+    ])
+}
+
+/// Every one of [`moved`]'s counters grew by at least 20 from `before` to `after`.
+fn assert_moved(cluster: &Cluster, before: [u64; 4], after: [u64; 4]) -> Result<()> {
+    for (k, what) in [
+        "node 1 to the tunnel",
+        "node 1 into containers",
+        "node 2 to the tunnel",
+        "node 2 into containers",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(
+            after[k] >= before[k] + 20,
+            "{what}: {} -> {} packets through the fast path; node 1: {}, node 2: {}",
+            before[k],
+            after[k],
+            fast_path(cluster, 0)?,
+            fast_path(cluster, 1)?
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn the_fast_path_carries_container_traffic_and_is_repaired() -> Result<()> {
     let mut cluster = overlay_cluster(2)?;
@@ -180,38 +213,10 @@ fn the_fast_path_carries_container_traffic_and_is_repaired() -> Result<()> {
             Ok(a1.ping_ttl(b.ip, 56)?.map(|_| ()))
         })?;
 
-        let before = [
-            packets(cluster, 0, "to_tunnel")?,
-            packets(cluster, 0, "to_container")?,
-            packets(cluster, 1, "to_tunnel")?,
-            packets(cluster, 1, "to_container")?,
-        ];
+        let before = moved(cluster)?;
         traffic(cluster, &a1, &a2, &b)?;
-        let after = [
-            packets(cluster, 0, "to_tunnel")?,
-            packets(cluster, 0, "to_container")?,
-            packets(cluster, 1, "to_tunnel")?,
-            packets(cluster, 1, "to_container")?,
-        ];
         // 2 MiB each way across nodes is dozens of packets even in GSO batches of 64 KiB.
-        for (k, what) in [
-            "node 1 to the tunnel",
-            "node 1 into containers",
-            "node 2 to the tunnel",
-            "node 2 into containers",
-        ]
-        .iter()
-        .enumerate()
-        {
-            assert!(
-                after[k] >= before[k] + 20,
-                "{what}: {} -> {} packets through the fast path; node 1: {}, node 2: {}",
-                before[k],
-                after[k],
-                fast_path(cluster, 0)?,
-                fast_path(cluster, 1)?
-            );
-        }
+        assert_moved(cluster, before, moved(cluster)?)?;
 
         // Links removed by hand (a container's and the VTEP's) are attached again.
         let from_container = links_of(program_id(&node1, "fastpath_from_container")?)?;
@@ -340,15 +345,7 @@ fn the_fast_path_carries_ipv6_containers() -> Result<()> {
     wait_until("the tunnel", Duration::from_secs(20), || {
         Ok(a1.ping_ttl(b_ip, 56)?.map(|_| ()))
     })?;
-    let counters = |cluster: &Cluster| -> Result<[u64; 4]> {
-        Ok([
-            packets(cluster, 0, "to_tunnel")?,
-            packets(cluster, 0, "to_container")?,
-            packets(cluster, 1, "to_tunnel")?,
-            packets(cluster, 1, "to_container")?,
-        ])
-    };
-    let before = counters(&cluster)?;
+    let before = moved(&cluster)?;
     // 1372 + 48 = 1420, the network's MTU.
     assert_eq!(a1.ping_ttl(b_ip, 1372)?, Some(62), "a1 -> b");
     assert_eq!(b.ping_ttl(a2_ip, 1372)?, Some(62), "b -> a2");
@@ -362,25 +359,7 @@ fn the_fast_path_carries_ipv6_containers() -> Result<()> {
     tcp_echo(&a2, a1_ip, 1 << 20)?;
     let gateway6 = a1.attached.gateway6.context("gateway6")?;
     assert_eq!(a1.ping_ttl(gateway6, 1372)?, Some(64), "a1 -> its gateway");
-    let after = counters(&cluster)?;
-    for (k, what) in [
-        "node 1 to the tunnel",
-        "node 1 into containers",
-        "node 2 to the tunnel",
-        "node 2 into containers",
-    ]
-    .iter()
-    .enumerate()
-    {
-        assert!(
-            after[k] >= before[k] + 20,
-            "{what}: {} -> {} IPv6 packets through the fast path; node 1: {}, node 2: {}",
-            before[k],
-            after[k],
-            fast_path(&cluster, 0)?,
-            fast_path(&cluster, 1)?
-        );
-    }
+    assert_moved(&cluster, before, moved(&cluster)?)?;
     let endpoints = fast_path(&cluster, 0)?["endpoints"].as_u64();
     assert_eq!(
         endpoints,
