@@ -462,6 +462,27 @@ fn overlay_cluster(fast_path: bool) -> Result<Cluster> {
     Ok(cluster)
 }
 
+/// One table row per measure of [`PathResults::medians`]: the `paths`' values, then each of
+/// `ratios` divided by `base`.
+fn measure_rows(paths: &[[f64; 4]], ratios: &[[f64; 4]], base: [f64; 4]) -> Vec<Vec<String>> {
+    let measures = [
+        ("TCP throughput Gbit/s", 2),
+        ("request/response per s", 0),
+        ("latency p50 µs", 1),
+        ("latency p99 µs", 1),
+    ];
+    measures
+        .iter()
+        .enumerate()
+        .map(|(i, &(name, d))| {
+            std::iter::once(name.to_owned())
+                .chain(paths.iter().map(|p| format!("{:.d$}", p[i])))
+                .chain(ratios.iter().map(|r| format!("{:.2}", r[i] / base[i])))
+                .collect()
+        })
+        .collect()
+}
+
 fn datapath(o: &Options) -> Result<()> {
     println!("## Datapath: containers on two nodes, over the overlay and without the tunnel\n");
     // Two clusters side by side: the same overlay with the fast path and without programs.
@@ -614,28 +635,7 @@ fn datapath(o: &Options) -> Result<()> {
         plain.medians(),
         nodes.medians(),
     );
-    let measures = [
-        ("TCP throughput Gbit/s", 2),
-        ("request/response per s", 0),
-        ("latency p50 µs", 1),
-        ("latency p99 µs", 1),
-    ];
-    let rows: Vec<Vec<String>> = measures
-        .iter()
-        .enumerate()
-        .map(|(i, (name, decimals))| {
-            let d = *decimals;
-            vec![
-                (*name).to_owned(),
-                format!("{:.d$}", ov[i]),
-                format!("{:.d$}", np[i]),
-                format!("{:.d$}", pl[i]),
-                format!("{:.d$}", no[i]),
-                format!("{:.2}", ov[i] / no[i]),
-                format!("{:.2}", np[i] / no[i]),
-            ]
-        })
-        .collect();
+    let rows = measure_rows(&[ov, np, pl, no], &[ov, np], no);
     print_table(
         &[
             "measure",
@@ -665,21 +665,7 @@ fn datapath(o: &Options) -> Result<()> {
         programless6.medians(),
         nodes6_results.medians(),
     );
-    let rows6: Vec<Vec<String>> = measures
-        .iter()
-        .enumerate()
-        .map(|(i, (name, decimals))| {
-            let d = *decimals;
-            vec![
-                (*name).to_owned(),
-                format!("{:.d$}", ov6[i]),
-                format!("{:.d$}", np6[i]),
-                format!("{:.d$}", no6[i]),
-                format!("{:.2}", ov6[i] / no6[i]),
-                format!("{:.2}", np6[i] / no6[i]),
-            ]
-        })
-        .collect();
+    let rows6 = measure_rows(&[ov6, np6, no6], &[ov6, np6], no6);
     println!("\n## IPv6: containers on dcos6 on two nodes, and the nodes over IPv6\n");
     print_table(
         &[
