@@ -11,17 +11,21 @@ set -euo pipefail
 # made from busybox-static. openssl makes the RSA keys of the DC/OS service-account tests;
 # zookeeper (with its Java runtime) is where the DNS tests' Mesos masters register.
 # containernetworking-plugins are the reference CNI plugins dcnet-cni is chained with.
+# chromium is the browser the dashboard's tests drive (through Playwright, below).
 DEB_PACKAGES=(
   iproute2 iputils-ping bpftool iptables nftables tcpdump curl python3 python3-venv util-linux
   dnsutils knot-dnsutils dnsperf knot
   iperf3 haproxy hyperfine wrk etcd-server
-  runc podman busybox-static openssl zookeeper containernetworking-plugins
+  runc podman busybox-static openssl zookeeper containernetworking-plugins chromium
 )
 # bpf-linker links the eBPF programs; it must be built against the LLVM of the nightly toolchain
 # that compiles them (rustc emits that LLVM's bitcode).
 BPF_LINKER_VERSION=0.13.0
 # The Marathon client library the /v2 API is tested with (PyPI), in a venv of its own.
 MARATHON_PY_VERSION=0.13.0
+# Playwright's Python package (PyPI) drives Debian's chromium in the dashboard's browser tests;
+# its own browser downloads are never used.
+PLAYWRIGHT_VERSION=1.65.2
 NIGHTLY=nightly
 
 say() { printf 'setup: %s\n' "$*" >&2; }
@@ -84,6 +88,11 @@ if ! "$venv/bin/python" -c "import marathon, importlib.metadata as m; assert m.v
   "$py" -m venv "$venv" || die "creating the venv $venv failed (apt install python3-venv)"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "marathon==${MARATHON_PY_VERSION}" \
     || die "pip install marathon==${MARATHON_PY_VERSION} failed"
+fi
+if ! "$venv/bin/python" -c "import importlib.metadata as m; assert m.version('playwright') == '${PLAYWRIGHT_VERSION}'" 2>/dev/null; then
+  say "installing playwright ${PLAYWRIGHT_VERSION} into $venv (it drives /usr/bin/chromium)"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "playwright==${PLAYWRIGHT_VERSION}" \
+    || die "pip install playwright==${PLAYWRIGHT_VERSION} failed"
 fi
 
 # cnitool (libcni 1.2.3, third_party/cni) drives dcnet-cni as containerd and podman do. It needs

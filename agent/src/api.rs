@@ -22,10 +22,16 @@
 //!   /v1/keyring/keys/{id}[?force=true]` removes one: on this node, checked against what
 //!   the live nodes publish so a rotation in the wrong order is refused (see
 //!   [`crate::gossip::keyring`]).
+//! - `GET /v1/dns/lookup?name=` and `GET /v1/dns/records?app=`: what this node's DNS answers
+//!   for a name, and an app's records ([`crate::dns::lookup`]).
+//! - `GET /v1/mesos/tasks`: the running tasks of the Mesos master dcnet reads task state from
+//!   ([`MesosTaskRow`] rows), when one is configured.
+//! - `/dashboard/`: the web dashboard ([`crate::dashboard`]); its page and scripts are open,
+//!   the data they show comes from the routes above, with the viewer's credential.
 //! - `GET /metrics`: Prometheus text format.
 //! - `GET /health`: liveness (`ok`).
 //!
-//! Every route but `/v1/version` and `/health` needs a credential ([`crate::auth::http`]):
+//! Every route but `/v1/version`, `/health` and the dashboard's assets needs a credential ([`crate::auth::http`]):
 //! the local API is on loopback, but every local user can reach loopback, and whoever can
 //! attach containers or add apps can run code as root.
 
@@ -52,8 +58,18 @@ use crate::overlay::{AttachError, OverlayService};
 const MAX_KV_KEY_LEN: usize = 200;
 const MAX_KV_VALUE_LEN: usize = 16 * 1024;
 
-/// Routes served without a credential.
-pub const OPEN_ROUTES: &[&str] = &["/v1/version", "/health"];
+/// Routes served without a credential: liveness, the version, and the dashboard's page and
+/// assets ([`crate::dashboard::ROUTES`]), which hold no data.
+pub const OPEN_ROUTES: &[&str] = &[
+    "/v1/version",
+    "/health",
+    "/",
+    "/dashboard",
+    "/dashboard/",
+    "/dashboard/app.js",
+    "/dashboard/style.css",
+    "/dashboard/icon.svg",
+];
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -77,6 +93,8 @@ pub struct ApiState {
     /// Mesos-DNS's HTTP API over this node's replica, served under `/mesos_dns/` (`None`
     /// with DNS off).
     pub mesos_dns: Option<Router>,
+    /// `/v1/dns/lookup` and `/v1/dns/records` ([`crate::dns::lookup`]; `None` with DNS off).
+    pub dns_lookup: Option<Router>,
 }
 
 /// The API's routes, each behind `guard`.
@@ -86,7 +104,7 @@ pub fn router(state: ApiState, guard: crate::auth::http::Guard) -> Router {
         // DC/OS's path for it through the admin router.
         router = router.nest_service("/mesos_dns", mesos_dns);
     }
-    router
+    let router = router
         .route("/health", get(|| async { "ok\n" }))
         .route("/v1/version", get(version))
         .route("/v1/nodes", get(nodes))
@@ -99,6 +117,7 @@ pub fn router(state: ApiState, guard: crate::auth::http::Guard) -> Router {
         .route("/v1/overlay/gc", post(overlay_gc))
         .route("/v1/vips", get(vips))
         .route("/v1/tasks", get(tasks))
+        .route("/v1/mesos/tasks", get(mesos_tasks))
         .route("/v2/{*rest}", axum::routing::any(forward))
         .route("/ping", get(forward))
         .route("/v1/auth/whoami", get(whoami))
@@ -115,11 +134,20 @@ pub fn router(state: ApiState, guard: crate::auth::http::Guard) -> Router {
         )
         .route("/v1/keyring/primary", axum::routing::put(keyring_use))
         .route("/metrics", get(metrics))
+        .merge(crate::dashboard::router())
         .route_layer(axum::middleware::from_fn_with_state(
-            guard,
+            guard.clone(),
             crate::auth::http::require_credential,
         ))
-        .with_state(state)
+        .with_state(state.clone());
+    match state.dns_lookup {
+        // A router of its own (over the DNS replica), behind the same check.
+        Some(lookup) => router.merge(lookup.route_layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::auth::http::require_credential,
+        ))),
+        None => router,
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` completes, within the node's connection
@@ -604,6 +632,56 @@ async fn tasks(State(s): State<ApiState>) -> axum::Json<Vec<TaskRow>> {
     axum::Json(rows)
 }
 
+/// One running task of the Mesos master dcnet reads task state from, as `GET /v1/mesos/tasks`
+/// lists it: what the freshest publisher put in gossip.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct MesosTaskRow {
+    pub framework: String,
+    pub task_id: String,
+    pub name: String,
+    pub agent_id: String,
+    /// The Mesos agent's addresses, as the master states them.
+    pub agent_ips: Vec<std::net::IpAddr>,
+    /// The task's addresses, in IP source order.
+    pub ips: Vec<std::net::IpAddr>,
+    /// `None` without health checks.
+    pub healthy: Option<bool>,
+    /// Host ports of its port resources.
+    pub ports: Vec<u16>,
+}
+
+async fn mesos_tasks(State(s): State<ApiState>) -> axum::Json<Vec<MesosTaskRow>> {
+    let facts = s.facts.peek();
+    let Some(publisher) = facts.mesos_publisher() else {
+        return axum::Json(Vec::new());
+    };
+    let agents = &publisher.mesos.agents;
+    let mut rows: Vec<MesosTaskRow> = crate::facts::cluster::mesos_tasks(&facts)
+        // A value that does not decode is listed as malformed by the facts decoder.
+        .filter_map(|(_, value)| crate::facts::mesos::decode_task(value).ok())
+        .map(|fact| {
+            let task = &fact.task;
+            MesosTaskRow {
+                framework: fact.framework.to_string(),
+                task_id: task.id.clone(),
+                name: task.name.clone(),
+                agent_id: task.agent_id.to_string(),
+                agent_ips: agents
+                    .get(&*task.agent_id)
+                    .map(|a| a.ips.clone())
+                    .unwrap_or_default(),
+                ips: task.ips.clone(),
+                healthy: task.healthy,
+                ports: task.ports.clone(),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        (&a.framework, &a.name, &a.task_id).cmp(&(&b.framework, &b.name, &b.task_id))
+    });
+    axum::Json(rows)
+}
+
 /// Forwards a Marathon (`/v2`) or credential (`/v1/auth`) call to the leading scheduler with
 /// the caller's own credential, and its answer back. The scheduler checks the credential
 /// again: it trusts no agent to have done so.
@@ -853,5 +931,19 @@ mod metrics_tests {
         assert_eq!(v["gauges"]["b"]["value"], 2.5);
         assert_eq!(v["gauges"]["h_count"]["value"], 4.0);
         assert_eq!(v["version"], "4.0.0");
+    }
+}
+
+#[cfg(test)]
+mod open_routes_tests {
+    #[test]
+    fn the_dashboards_assets_are_open_and_nothing_else_is_added() {
+        for route in crate::dashboard::ROUTES {
+            assert!(
+                super::OPEN_ROUTES.contains(route),
+                "{route} needs a credential"
+            );
+        }
+        assert_eq!(super::OPEN_ROUTES.len(), crate::dashboard::ROUTES.len() + 2);
     }
 }

@@ -178,6 +178,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         lb: lb.clone(),
         keyring,
         mesos_dns: dns.as_ref().map(DnsService::mesos_api),
+        dns_lookup: dns.as_ref().map(DnsService::lookup_api),
     };
     let guard = auth.guard("agent", api::OPEN_ROUTES);
     let stop_api = services.stopping(Stage::Api);

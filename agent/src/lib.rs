@@ -10,7 +10,8 @@
 //! - [`overlay`]: leases, the VXLAN tunnel's reconciler, container attachment and egress;
 //!   [`nft`]: the nftables tables dcnet owns (host ports, egress).
 //! - [`auth`]: credentials on every HTTP API, TLS for the scheduler's.
-//! - [`api`]: the local HTTP API; [`cli`]: operator commands that call it.
+//! - [`api`]: the local HTTP API; [`cli`]: operator commands that call it; [`dashboard`]: the
+//!   web page that shows it.
 //! - [`daemon`]: `dcnet agent`, the wiring of all of the above; [`memory`]: how its process
 //!   holds memory.
 //!
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod dns;
 pub mod error;
 pub mod facts;

@@ -223,3 +223,145 @@ impl<'a> MarathonPy<'a> {
         })
     }
 }
+
+/// Where tests leave what a person looks at after a run (screenshots): `target/test-artifacts/<what>`.
+pub fn artifacts_dir(what: &str) -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("test-artifacts").join(what);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Debian's Chromium, headless, driven by Playwright (`tests/clients/browser.py`, in the venv
+/// `scripts/setup.sh` makes) inside a node's network namespace: what an operator's browser
+/// does, on the node. One command at a time; each answer within a minute or the browser is
+/// taken for hung. Closed on drop, and its whole process group killed.
+pub struct Browser {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    answers: std::sync::mpsc::Receiver<std::io::Result<String>>,
+}
+
+impl Browser {
+    pub fn start(cluster: &Cluster, node: usize) -> Result<Self> {
+        use std::io::BufRead as _;
+        use std::process::Stdio;
+        if !Path::new("/usr/bin/chromium").exists() {
+            bail!(
+                "/usr/bin/chromium is missing: run scripts/setup.sh (it installs Debian's chromium)"
+            );
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/browser.py");
+        let mut command = Command::new(marathon_python()?);
+        command
+            .arg(&script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        // Its own process group: Playwright's driver and Chromium's processes are killed with it.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        in_netns(&mut command, &cluster.nodes[node].netns, true);
+        let mut child = command.spawn().context("starting the browser driver")?;
+        let stdin = child.stdin.take().context("no stdin")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, answers) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            child,
+            stdin,
+            answers,
+        })
+    }
+
+    /// Sends one command (see the script's doc) and returns its value.
+    pub fn command(&mut self, command: Value) -> Result<Value> {
+        use std::io::Write as _;
+        writeln!(self.stdin, "{command}").context("the browser driver is gone")?;
+        let line = self
+            .answers
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .with_context(|| format!("no answer from the browser to {command}"))?
+            .context("reading the browser's answer")?;
+        let answer: Value = serde_json::from_str(&line)
+            .with_context(|| format!("the browser driver printed {line:?}"))?;
+        if answer["ok"] != Value::Bool(true) {
+            bail!("browser: {command} failed: {}", answer["error"]);
+        }
+        Ok(answer["value"].clone())
+    }
+
+    pub fn goto(&mut self, url: &str) -> Result<()> {
+        self.command(serde_json::json!({"op": "goto", "url": url}))
+            .map(drop)
+    }
+
+    pub fn fill(&mut self, selector: &str, value: &str) -> Result<()> {
+        self.command(serde_json::json!({"op": "fill", "selector": selector, "value": value}))
+            .map(drop)
+    }
+
+    pub fn click(&mut self, selector: &str) -> Result<()> {
+        self.command(serde_json::json!({"op": "click", "selector": selector}))
+            .map(drop)
+    }
+
+    /// Waits (up to 10 s) for `selector` to be visible.
+    pub fn wait(&mut self, selector: &str) -> Result<()> {
+        self.command(serde_json::json!({"op": "wait", "selector": selector}))
+            .map(drop)
+    }
+
+    pub fn text(&mut self, selector: &str) -> Result<String> {
+        let v = self.command(serde_json::json!({"op": "text", "selector": selector}))?;
+        Ok(v.as_str().unwrap_or_default().to_owned())
+    }
+
+    /// The cell texts of each body row of the table `selector`.
+    pub fn table(&mut self, selector: &str) -> Result<Vec<Vec<String>>> {
+        let v = self.command(serde_json::json!({"op": "table", "selector": selector}))?;
+        serde_json::from_value(v).context("a table's rows")
+    }
+
+    pub fn eval(&mut self, js: &str) -> Result<Value> {
+        self.command(serde_json::json!({"op": "eval", "js": js}))
+    }
+
+    pub fn screenshot(&mut self, path: &Path) -> Result<()> {
+        self.command(serde_json::json!({"op": "screenshot", "path": path}))
+            .map(drop)
+    }
+
+    /// The page's console messages and errors so far.
+    pub fn console(&mut self) -> Result<Vec<String>> {
+        let v = self.command(serde_json::json!({"op": "console"}))?;
+        serde_json::from_value(v).context("console messages")
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        use std::io::Write as _;
+        let _ = writeln!(self.stdin, "{}", serde_json::json!({"op": "quit"}));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // Whatever of the group is left (all of it if the driver hung).
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: a plain kill(2) of the process group this struct started.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+        let _ = self.child.wait();
+    }
+}

@@ -28,6 +28,7 @@ pub mod pki;
 pub mod zookeeper;
 
 pub use cgroup::TestCgroup;
+pub use clients::Browser;
 pub use cluster::{Cluster, ClusterOptions, NodeSpec, wait_until};
 pub use fake_master::{FakeMaster, MasterGuard};
 pub use namespace::TestNamespace;

@@ -78,6 +78,8 @@ pub struct DnsService {
     server: DnsServer,
     /// Mesos-DNS's HTTP API over this node's replica (for the agent's API to serve too).
     mesos_api: axum::Router,
+    /// `/v1/dns/...` over the same replica.
+    lookup_api: axum::Router,
 }
 
 impl DnsService {
@@ -131,6 +133,8 @@ impl DnsService {
         let stop = services.stopping(Stage::Data);
         let mesos_api =
             super::mesos_api::router(&settings, snapshot.clone(), facts.clone(), this_node);
+        let lookup_api =
+            super::lookup::router(&settings, snapshot.clone(), facts.clone(), this_node);
         if let Some(addr) = settings.http_listen {
             let listener = crate::serve::bind(addr).map_err(|source| {
                 crate::Error::Dns(dcnet_dns::Error::Bind {
@@ -181,12 +185,21 @@ impl DnsService {
             let publisher = publisher(settings, Arc::new(client), gossip, replica_metrics, stop);
             services.spawn(Stage::Data, "mesos state publisher", publisher);
         }
-        Ok(Self { server, mesos_api })
+        Ok(Self {
+            server,
+            mesos_api,
+            lookup_api,
+        })
     }
 
     /// Mesos-DNS's HTTP API over this node's replica.
     pub fn mesos_api(&self) -> axum::Router {
         self.mesos_api.clone()
+    }
+
+    /// The lookup routes over this node's replica ([`super::lookup`]).
+    pub fn lookup_api(&self) -> axum::Router {
+        self.lookup_api.clone()
     }
 
     /// Stops serving; the replica and publisher stop with their stage.

@@ -119,6 +119,9 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     pub kernel_objects: usize,
     pub last_reconcile: Option<ReconcileStatus>,
+    /// Changes made by this run's read-back (full) passes after its first: tunnel objects
+    /// found changed or missing in the kernel and put back (drift repaired).
+    pub drift_repairs: u64,
     /// The VXLAN source filter on the underlay interface; `None` until attached.
     pub vxlan_filter: Option<VxlanFilterStatus>,
     /// The container fast path; `None` unless loaded.
@@ -1073,8 +1076,11 @@ impl Inner {
             })
             .collect();
         status.kernel_objects = objects;
-        if reconcile.is_some() {
-            status.last_reconcile = reconcile;
+        if let Some(report) = reconcile {
+            if report.kind == "full" && status.last_reconcile.is_some() {
+                status.drift_repairs += report.changes as u64;
+            }
+            status.last_reconcile = Some(report);
         }
     }
 
