@@ -202,6 +202,10 @@ pub fn answer_fast(
         limit,
         recursion_available: false,
     };
+    // A linked cluster's names: the general path forwards them.
+    if snapshot.is_delegated_wire(key) {
+        return None;
+    }
     let nodata = |zone: usize| Some(&snapshot.negative().get(zone)?.as_ref()?.nodata);
     let sections = match snapshot.entry(key).filter(|(_, e)| e.exists()) {
         Some((zone, entry)) => {

@@ -10,6 +10,9 @@
 //! - Only clients in the allowed networks may recurse; others are REFUSED (never an open
 //!   resolver).
 //!
+//! - Linked clusters' names (`web.marathon.east.mesos.`) go to that cluster's servers under
+//!   its own domain, and its answers come back renamed ([`crate::linked`]).
+//!
 //! Queries to upstreams use a fresh random ID and source port each, and a response is accepted
 //! only with that ID and the question asked; a truncated UDP answer is retried over TCP.
 
@@ -19,10 +22,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use hickory_proto::op::{Edns, Message, ResponseCode};
-use hickory_proto::rr::RData;
+use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData};
 use ipnetwork::IpNetwork;
 use lru::LruCache;
 use prometheus_client::metrics::counter::Counter;
@@ -32,6 +36,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tracing::debug;
 
 use crate::answer::Transport;
+use crate::linked::LinkedZone;
 use crate::server::{Forward, Reply};
 use crate::zone::is_in_zone;
 
@@ -135,8 +140,16 @@ pub struct Forwarder {
     inner: Arc<Inner>,
 }
 
+/// A linked cluster's zone and its servers' health.
+struct Linked {
+    zone: LinkedZone,
+    servers: Vec<Arc<Upstream>>,
+}
+
 struct Inner {
     upstreams: Vec<Arc<Upstream>>,
+    /// Linked clusters' names ([`crate::linked`]), replaced whole as links change.
+    linked: ArcSwap<Vec<Linked>>,
     zones: Vec<(String, Vec<Arc<Upstream>>)>,
     timeout: Duration,
     allowed: Vec<IpNetwork>,
@@ -171,6 +184,7 @@ impl Forwarder {
         zones.sort_by_key(|(zone, _)| std::cmp::Reverse(zone.len()));
         let inner = Arc::new(Inner {
             upstreams: config.upstreams.into_iter().map(upstream).collect(),
+            linked: ArcSwap::from_pointee(Vec::new()),
             zones,
             timeout: config.timeout,
             allowed: config.allowed,
@@ -181,6 +195,35 @@ impl Forwarder {
             runtime,
         });
         Self { inner }
+    }
+
+    /// Serves the linked clusters `zones` from now on (replacing the last set). Cached answers
+    /// are dropped when the set changes: a name may now be another cluster's.
+    pub fn set_linked(&self, zones: Vec<LinkedZone>) {
+        let current = self.inner.linked.load();
+        if current.iter().map(|l| &l.zone).eq(zones.iter()) {
+            return;
+        }
+        let linked = zones
+            .into_iter()
+            .map(|zone| Linked {
+                servers: zone
+                    .servers
+                    .iter()
+                    .map(|&addr| {
+                        Arc::new(Upstream {
+                            addr,
+                            score: AtomicU32::new(0),
+                        })
+                    })
+                    .collect(),
+                zone,
+            })
+            .collect();
+        self.inner.linked.store(Arc::new(linked));
+        if let Ok(mut cache) = self.inner.cache.lock() {
+            cache.clear();
+        }
     }
 
     /// A forwarder on the current tokio runtime, its counters registered in `registry`.
@@ -266,17 +309,37 @@ impl Inner {
         }
         self.metrics.forwarded.inc();
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let candidates = self.candidates(&lower);
+        // A linked cluster's name is asked of that cluster under its own domain.
+        let linked = self.linked.load();
+        let link = crate::linked::zone_of(&linked, |l| &l.zone, &lower);
+        let (candidates, asked) = match link {
+            Some(link) => {
+                let mut servers = link.servers.clone();
+                servers.sort_by_key(|u| u.score.load(Ordering::Relaxed));
+                let remote = link
+                    .zone
+                    .to_remote(&lower)
+                    .and_then(|n| Name::from_ascii(&n).ok());
+                let Some(remote) = remote else {
+                    return error_reply(&query, ResponseCode::FormErr);
+                };
+                let mut asked = query.clone();
+                asked.queries = vec![Query::query(remote, question.query_type())];
+                (servers, asked)
+            }
+            None => (self.candidates(&lower), query.clone()),
+        };
+        let query = &query;
         // Dual dispatch in waves: the two healthiest first, the next two if both fail, ...
         for wave in candidates.chunks(FAN_OUT) {
             let mut attempts: FuturesUnordered<_> = wave
                 .iter()
                 .map(|upstream| {
                     let upstream = upstream.clone();
-                    let query = &query;
+                    let asked = &asked;
                     async move {
                         let result =
-                            tokio::time::timeout_at(deadline, exchange(upstream.addr, query)).await;
+                            tokio::time::timeout_at(deadline, exchange(upstream.addr, asked)).await;
                         (upstream, result)
                     }
                 })
@@ -286,8 +349,12 @@ impl Inner {
                     Ok(Ok(response)) if is_usable(&response) => {
                         let score = upstream.score.load(Ordering::Relaxed);
                         upstream.score.store(score / 2, Ordering::Relaxed);
+                        let response = match link {
+                            Some(link) => link.zone.localize(response),
+                            None => response,
+                        };
                         self.store(key, &response);
-                        return for_client(response, &query);
+                        return for_client(response, query);
                     }
                     other => {
                         self.metrics.upstream_failures.inc();
@@ -301,15 +368,33 @@ impl Inner {
             }
         }
         self.metrics.servfail.inc();
-        error_reply(&query, ResponseCode::ServFail)
+        error_reply(query, ResponseCode::ServFail)
+    }
+
+    /// Whether nothing would answer `query`: no upstreams, and not a linked cluster's name.
+    fn has_nowhere_to_ask(&self, query: &Message) -> bool {
+        if !self.upstreams.is_empty() || !self.zones.is_empty() {
+            return false;
+        }
+        let linked = self.linked.load();
+        let name = query
+            .queries
+            .first()
+            .map(|q| q.name().to_lowercase().to_ascii());
+        !name.is_some_and(|n| linked.iter().any(|l| is_in_zone(&n, &l.zone.suffix)))
     }
 }
 
 impl Forward for Forwarder {
     fn forward(&self, query: Message, client: SocketAddr, _transport: Transport, reply: Reply) {
         let inner = self.inner.clone();
-        if !inner.is_allowed(client.ip()) {
-            inner.metrics.refused.inc();
+        // Without upstreams, only linked clusters' names are forwarded; the rest is refused,
+        // as a server with no forwarder at all does.
+        let allowed = inner.is_allowed(client.ip());
+        if !allowed || inner.has_nowhere_to_ask(&query) {
+            if !allowed {
+                inner.metrics.refused.inc();
+            }
             if let Ok(bytes) = error_reply(&query, ResponseCode::Refused).to_vec() {
                 reply(bytes);
             }

@@ -22,6 +22,7 @@ pub mod dcos;
 pub mod error;
 pub mod fast_path;
 pub mod forward;
+pub mod linked;
 pub mod mesos;
 pub mod name;
 pub mod records;

@@ -158,9 +158,38 @@ pub struct Snapshot {
     with_records: usize,
     /// Counts the updates this snapshot descends from (see [`Update::touch`]).
     stamp: u32,
+    /// Names at or below these (lower-case, fully qualified, with their wire forms) belong to
+    /// another server even inside a served zone: a linked cluster's suffix such as
+    /// `east.mesos.`. They are not answered here, but forwarded.
+    delegated: Vec<(String, Box<[u8]>)>,
 }
 
 impl Snapshot {
+    /// Hands the names at or below `origins` to another server (see [`Snapshot`]'s
+    /// `delegated`); origins that are no DNS names are left out.
+    pub fn set_delegated(&mut self, origins: &[String]) {
+        self.delegated = origins
+            .iter()
+            .filter_map(|o| {
+                let name = fqdn(&o.to_ascii_lowercase());
+                let wire = wire_name(&name)?;
+                Some((name, wire))
+            })
+            .collect();
+    }
+
+    /// The delegated origins (see [`Self::set_delegated`]).
+    pub fn delegated(&self) -> impl Iterator<Item = &str> {
+        self.delegated.iter().map(|(name, _)| name.as_str())
+    }
+
+    /// Whether the lower-case wire-format name `wire` is at or below a delegated origin.
+    pub(crate) fn is_delegated_wire(&self, wire: &[u8]) -> bool {
+        self.delegated
+            .iter()
+            .any(|(_, origin)| is_label_suffix(wire, origin))
+    }
+
     /// Builds the snapshot. Records whose name lies outside their zone are dropped; a name in
     /// two zones belongs to the more specific one.
     pub fn build(zones: Vec<ZoneData>) -> Self {
@@ -202,6 +231,7 @@ impl Snapshot {
             names: ShardedMap::with_capacity_grouped(capacity, Key::group),
             with_records: 0,
             stamp: 0,
+            delegated: Vec::new(),
         }
     }
 
@@ -226,6 +256,7 @@ impl Snapshot {
         let mut next = Snapshot::empty(zones, 0);
         // Zero is what new entries carry: no update's stamp.
         next.stamp = self.stamp.wrapping_add(1).max(1);
+        next.delegated = self.delegated.clone();
         // Names belong to zones by origin; TTLs, weights, SOA and NS are read at query time.
         let alike = next.zones.len() == self.zones.len()
             && next
@@ -382,6 +413,13 @@ impl Snapshot {
 
     /// What the snapshot holds for `name` (lower-case, fully qualified).
     pub fn lookup(&self, name: &str) -> Lookup<'_> {
+        if self
+            .delegated
+            .iter()
+            .any(|(origin, _)| is_in_zone(name, origin))
+        {
+            return Lookup::NotAuthoritative;
+        }
         let Some(index) = self.zone_of(name) else {
             return Lookup::NotAuthoritative;
         };
@@ -751,6 +789,39 @@ pub(crate) mod tests {
             zone("l4lb.thisdcos.directory", l4lb),
             zone("spartan", dcos),
         ])
+    }
+
+    #[test]
+    fn delegated_names_go_to_the_forwarder_on_both_answer_paths() {
+        use crate::answer::{Outcome, Transport, answer, build_query};
+        use hickory_proto::rr::RecordType;
+        let mut s = snapshot();
+        s.set_delegated(&["East.Mesos".into()]);
+        assert_eq!(s.delegated().collect::<Vec<_>>(), ["east.mesos."]);
+        for name in ["web.marathon.east.mesos.", "east.mesos."] {
+            assert!(matches!(s.lookup(name), Lookup::NotAuthoritative), "{name}");
+        }
+        assert!(matches!(
+            s.lookup("web.marathon.mesos."),
+            Lookup::Found { .. }
+        ));
+        assert!(matches!(s.lookup("beast.mesos."), Lookup::NxDomain { .. }));
+        // Kept by the next snapshot.
+        let next = s.apply(s.zones().to_vec(), []);
+        for (name, ours) in [
+            ("web.marathon.east.mesos.", false),
+            ("nothing.east.mesos.", false),
+            ("web.marathon.mesos.", true),
+            ("nothing.mesos.", true),
+        ] {
+            let query = build_query(1, name, RecordType::A, None);
+            let outcome = answer(&next, &query, Transport::Udp);
+            assert_eq!(
+                matches!(outcome, Outcome::Reply(_)),
+                ours,
+                "{name}: {outcome:?}"
+            );
+        }
     }
 
     #[test]

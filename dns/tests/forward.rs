@@ -17,6 +17,10 @@ use hickory_proto::rr::RecordType;
 fn zone(origin: &str, name: &str, ip: &str) -> Snapshot {
     let mut records = RecordSet::default();
     records.add_ip(name, ip.parse().unwrap());
+    zone_with(origin, records)
+}
+
+fn zone_with(origin: &str, records: RecordSet) -> Snapshot {
     Snapshot::build(vec![ZoneData {
         origin: origin.into(),
         soa: Soa {
@@ -234,4 +238,80 @@ async fn clients_outside_the_allowed_networks_are_refused() {
     assert_eq!(r.answers.len(), 1);
     assert_eq!(s.metrics.refused.get(), 1);
     s.front.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_clusters_names_are_asked_under_its_domain_and_renamed_back() {
+    // The linked cluster: its own `mesos.` with a task and its SRV record.
+    let mut records = RecordSet::default();
+    records.add_ip("web.marathon.mesos.", "9.0.7.2".parse().unwrap());
+    records.add_ip("web-abcde-s1.marathon.mesos.", "9.0.7.2".parse().unwrap());
+    records.add_srv(
+        "_web._tcp.marathon.mesos.",
+        "web-abcde-s1.marathon.mesos.",
+        8080,
+    );
+    let remote = server(zone_with("mesos.", records), None).await;
+
+    // This cluster: its own `mesos.`, the link `east` delegated to the forwarder, no upstreams.
+    let metrics = Arc::new(ForwardMetrics::default());
+    let forwarder = Forwarder::new(
+        ForwarderConfig {
+            upstreams: vec![],
+            zones: vec![],
+            timeout: Duration::from_secs(2),
+            allowed: vec!["127.0.0.0/8".parse().unwrap()],
+            cache_entries: 100,
+        },
+        tokio::runtime::Handle::current(),
+        metrics.clone(),
+    );
+    forwarder.set_linked(vec![dcnet_dns::linked::LinkedZone {
+        suffix: "east.mesos.".into(),
+        remote: "mesos.".into(),
+        servers: vec![remote.local_addrs()[0]],
+    }]);
+    let mut local = zone("mesos.", "web.marathon.mesos.", "9.0.0.9");
+    local.set_delegated(&["east.mesos".into()]);
+    let front = server(local, Some(Arc::new(forwarder))).await;
+    let at = front.local_addrs()[0];
+
+    let (a, _) = blocking(move || ask(at, "web.marathon.east.mesos.")).await;
+    assert_eq!(a.metadata.response_code, ResponseCode::NoError);
+    let ips: Vec<String> = a.answers.iter().map(|r| r.data.to_string()).collect();
+    assert_eq!(ips, ["9.0.7.2"], "the linked cluster's task, not ours");
+    assert_eq!(a.answers[0].name.to_ascii(), "web.marathon.east.mesos.");
+    assert_eq!(a.queries[0].name().to_ascii(), "web.marathon.east.mesos.");
+    // Our own name is still ours.
+    let (own, _) = blocking(move || ask(at, "web.marathon.mesos.")).await;
+    assert_eq!(own.answers[0].data.to_string(), "9.0.0.9");
+    // An SRV's target is renamed, so following it comes back here.
+    let srv = blocking(move || {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        socket
+            .send_to(
+                &build_query(7, "_web._tcp.marathon.east.mesos.", RecordType::SRV, None),
+                at,
+            )
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let (len, _) = socket.recv_from(&mut buf).unwrap();
+        Message::from_vec(&buf[..len]).unwrap()
+    })
+    .await;
+    let target = match &srv.answers[0].data {
+        hickory_proto::rr::RData::SRV(s) => s.target.to_ascii(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(target, "web-abcde-s1.marathon.east.mesos.");
+    // A name the linked cluster does not have: its NXDOMAIN, renamed.
+    let (nx, _) = blocking(move || ask(at, "nope.marathon.east.mesos.")).await;
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    // Anything else, with no upstreams, is refused as before.
+    let (other, _) = blocking(move || ask(at, "www.example.")).await;
+    assert_eq!(other.metadata.response_code, ResponseCode::Refused);
+    assert_eq!(metrics.forwarded.get(), 3);
 }
