@@ -13,6 +13,8 @@
 //! - `GET /v1/tasks`: every launched task of the live nodes as its agent reports it
 //!   ([`TaskRow`] rows), from gossip, so it answers with no scheduler running.
 //! - `/v2/...`: Marathon's API, forwarded to the leading scheduler wherever it runs.
+//! - `GET /v1/cluster`: this cluster's id, name and DNS domain; `/cluster/v1/links[/{name}]`:
+//!   linked clusters ([`crate::scheduler::links`]), forwarded to the leading scheduler.
 //! - `GET /v1/auth/whoami`: the caller's subject and role; `/v1/auth/...` otherwise: the
 //!   masters' credential API, and `/v1/masters`: the masters' quorum, both forwarded to the
 //!   leading scheduler like `/v2`.
@@ -95,6 +97,8 @@ pub struct ApiState {
     pub mesos_dns: Option<Router>,
     /// `/v1/dns/lookup` and `/v1/dns/records` ([`crate::dns::lookup`]; `None` with DNS off).
     pub dns_lookup: Option<Router>,
+    /// This cluster's id and name (`GET /v1/cluster`).
+    pub cluster: crate::identity::ClusterIdentity,
 }
 
 /// The API's routes, each behind `guard`.
@@ -124,6 +128,8 @@ pub fn router(state: ApiState, guard: crate::auth::http::Guard) -> Router {
         .route("/v1/auth/{*rest}", axum::routing::any(forward))
         .route("/v1/masters", axum::routing::any(forward))
         .route("/v1/masters/{*rest}", axum::routing::any(forward))
+        .route("/v1/cluster", get(cluster))
+        .route("/cluster/v1/{*rest}", axum::routing::any(forward))
         .route("/v1/decommissioned", axum::routing::any(forward))
         .route("/v1/decommissioned/{*rest}", axum::routing::any(forward))
         .route("/v1/keyring", get(keyring_list))
@@ -200,6 +206,10 @@ async fn version(State(s): State<ApiState>) -> axum::Json<Version> {
         version: env!("CARGO_PKG_VERSION"),
         node_id: s.gossip.node_id().to_owned(),
     })
+}
+
+async fn cluster(State(s): State<ApiState>) -> axum::Json<crate::identity::ClusterIdentity> {
+    axum::Json(s.cluster.clone())
 }
 
 async fn nodes(State(s): State<ApiState>) -> axum::Json<Vec<node::Member>> {

@@ -40,6 +40,11 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
 
     let mut registry = Registry::default();
     let auth = Auth::load(&config.auth, state.clone(), &mut registry)?;
+    let cluster = crate::identity::ClusterIdentity::new(
+        auth.ca_pem(),
+        &config.gossip.cluster,
+        &config.dns.domain,
+    );
     let transport_metrics = TransportMetrics::default();
     transport_metrics.register(&mut registry);
     let serve_metrics = crate::serve::ServeMetrics::default();
@@ -87,7 +92,8 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             DnsService::start(
                 config.dns.clone(),
                 gossip.clone(),
-                facts.watch("dns", tasks),
+                // The scheduler's topic too: the linked clusters it publishes.
+                facts.watch("dns", tasks | Topics::SCHEDULER),
                 config.address,
                 named_vips_rx,
                 (&mut registry, &mut services),
@@ -135,16 +141,19 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         None
     };
 
+    // The agent API's router, once built: a master's scheduler API answers the dashboard's
+    // node reads from it.
+    let node_reads = Arc::new(std::sync::OnceLock::new());
     let scheduler = if config.scheduler.enabled {
         let facts = facts.watch("scheduler", Topics::NODES | Topics::LAUNCHED);
         Some(
             SchedulerService::start(
                 &config.scheduler,
                 (gossip.clone(), facts, &mut services),
-                state.clone(),
-                config.gossip.interval,
+                (state.clone(), config.gossip.interval),
                 &auth,
                 (&config.name, config.address, config.region.as_deref()),
+                (cluster.clone(), node_reads.clone()),
                 (config.http_limits, serve_metrics.clone()),
             )
             .await?,
@@ -179,8 +188,10 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         keyring,
         mesos_dns: dns.as_ref().map(DnsService::mesos_api),
         dns_lookup: dns.as_ref().map(DnsService::lookup_api),
+        cluster: cluster.clone(),
     };
     let guard = auth.guard("agent", api::OPEN_ROUTES);
+    let _ = node_reads.set(api::router(api_state.clone(), guard.clone()));
     let stop_api = services.stopping(Stage::Api);
     let limits = config.http_limits;
     services.spawn(Stage::Api, "API", async move {

@@ -90,3 +90,67 @@ mod tests {
         );
     }
 }
+
+/// The cluster as other clusters and operators know it: an id that never changes (derived
+/// from the cluster CA, which every node has) and the cluster's name (`[gossip] cluster`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterIdentity {
+    pub id: String,
+    pub name: String,
+    /// The DNS domain its tasks are named under (`mesos` by default).
+    pub domain: String,
+}
+
+impl ClusterIdentity {
+    /// The identity of the cluster whose CA is `ca_pem` (`None` in insecure mode: the id then
+    /// comes from the name alone, and two insecure clusters of one name share it).
+    pub fn new(ca_pem: Option<&str>, name: &str, domain: &str) -> Self {
+        use sha2::Digest as _;
+        let der = ca_pem
+            .and_then(|pem| dcnet_auth::tls::certificates(pem).ok())
+            .and_then(|certs| certs.into_iter().next());
+        let digest: [u8; 32] = match der {
+            Some(der) => sha2::Sha256::digest(der.as_ref()).into(),
+            None => sha2::Sha256::digest(format!("dcnet insecure cluster {name}")).into(),
+        };
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Self {
+            id: uuid::Builder::from_custom_bytes(bytes)
+                .into_uuid()
+                .to_string(),
+            name: name.to_owned(),
+            domain: domain.trim_end_matches('.').to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::ClusterIdentity;
+
+    #[test]
+    fn a_clusters_id_follows_its_ca_not_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dcnet_auth::PkiDir::new(dir.path());
+        pki.init("east").unwrap();
+        let pem = pki.ca_pem().unwrap();
+        let a = ClusterIdentity::new(Some(&pem), "east", "mesos.");
+        assert_eq!(a, ClusterIdentity::new(Some(&pem), "east", "mesos"));
+        assert_eq!(a.domain, "mesos");
+        assert_eq!(
+            a.id,
+            ClusterIdentity::new(Some(&pem), "renamed", "mesos").id
+        );
+        assert!(uuid::Uuid::parse_str(&a.id).is_ok());
+        let other = tempfile::tempdir().unwrap();
+        let pki = dcnet_auth::PkiDir::new(other.path());
+        pki.init("east").unwrap();
+        let b = ClusterIdentity::new(Some(&pki.ca_pem().unwrap()), "east", "mesos");
+        assert_ne!(a.id, b.id, "two CAs, two clusters");
+        assert_ne!(
+            ClusterIdentity::new(None, "east", "mesos").id,
+            ClusterIdentity::new(None, "west", "mesos").id
+        );
+    }
+}

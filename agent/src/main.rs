@@ -51,6 +51,79 @@ enum Command {
     Master(MasterArgs),
     /// Gossip encryption keys: list, generate, install, use, remove (rotation without downtime).
     Keyring(KeyringArgs),
+    /// Linked clusters: link, list, unlink, and switch the CLI's context between them.
+    Cluster(ClusterArgs),
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// This cluster and the clusters linked to it; `*` marks the one commands talk to.
+    List(LocalClientArgs),
+    /// Link another cluster (admin): its names resolve here as
+    /// `<task>.<framework>.<NAME>.<domain>`, and `--cluster NAME` (or `switch`) points any
+    /// command at it.
+    Link {
+        /// Its API: an agent's (http://IP:62080) or a master's scheduler (https://IP:PORT).
+        url: String,
+        /// What this cluster calls it: a DNS label.
+        #[arg(long)]
+        name: String,
+        /// Its CA certificate (its `pki/ca.crt`), to verify an https URL.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// A credential for it: a file with its token (`token = "..."` or the token alone),
+        /// stored with the link for admins of this cluster to use.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Its DNS servers (IP:PORT); default: port 53 of each of its nodes that is up.
+        #[arg(long, value_delimiter = ',')]
+        dns: Vec<SocketAddr>,
+        #[command(flatten)]
+        client: LocalClientArgs,
+    },
+    /// Remove a link (admin).
+    Unlink {
+        name: String,
+        #[command(flatten)]
+        client: LocalClientArgs,
+    },
+    /// Make later commands talk to the cluster linked as NAME (this user's context), or with
+    /// `--local` to this cluster again.
+    Switch {
+        #[arg(required_unless_present = "local")]
+        name: Option<String>,
+        #[arg(long, conflicts_with = "name")]
+        local: bool,
+        #[command(flatten)]
+        client: LocalClientArgs,
+    },
+}
+
+/// The local agent and credential, for commands that manage links (never redirected by
+/// `--cluster` or the context).
+#[derive(Args)]
+struct LocalClientArgs {
+    /// Address of the agent's local API.
+    #[arg(long, default_value = DEFAULT_API_LISTEN)]
+    api: SocketAddr,
+    /// Credential file (as for every command).
+    #[arg(long, value_name = "FILE")]
+    credentials: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl LocalClientArgs {
+    fn client(&self) -> anyhow::Result<cli::Client> {
+        cli::Client::new(self.api, self.credentials.as_deref())
+    }
 }
 
 #[derive(Args)]
@@ -462,11 +535,23 @@ struct ClientArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Talk to the cluster linked as NAME (`dcnet cluster list`) instead of this one; default:
+    /// the context `dcnet cluster switch` chose.
+    #[arg(long, value_name = "NAME", env = "DCNET_CLUSTER")]
+    cluster: Option<String>,
 }
 
 impl ClientArgs {
     fn client(&self) -> anyhow::Result<cli::Client> {
-        cli::Client::new(self.api, self.credentials.as_deref())
+        let local = cli::Client::new(self.api, self.credentials.as_deref())?;
+        let cluster = match &self.cluster {
+            Some(name) => Some(name.clone()),
+            None => cli::clusters::current_context()?,
+        };
+        match cluster {
+            Some(name) => local.for_cluster(&name),
+            None => Ok(local),
+        }
     }
 }
 
@@ -586,6 +671,7 @@ fn main() -> ExitCode {
                 .client()
                 .and_then(|c| cli::keyring::remove(&c, &key, force)),
         }),
+        Command::Cluster(ClusterArgs { command }) => report(cluster(command)),
         Command::Dns(DnsArgs {
             mesos_dns_config: Some(file),
             log_level,
@@ -826,6 +912,42 @@ fn dns_lookup(args: DnsLookupArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", cli::dns::render_lookup(&lookup));
     }
+    Ok(())
+}
+
+fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
+    let said = match command {
+        ClusterCommand::List(args) => {
+            let (answer, table) = cli::clusters::list(&args.client()?)?;
+            if args.json {
+                format!("{}\n", serde_json::to_string_pretty(&answer)?)
+            } else {
+                table
+            }
+        }
+        ClusterCommand::Link {
+            url,
+            name,
+            ca,
+            token_file,
+            dns,
+            client,
+        } => cli::clusters::link(
+            &client.client()?,
+            &cli::clusters::LinkArgs {
+                url: &url,
+                name: &name,
+                ca: ca.as_deref(),
+                token_file: token_file.as_deref(),
+                dns: &dns,
+            },
+        )?,
+        ClusterCommand::Unlink { name, client } => cli::clusters::unlink(&client.client()?, &name)?,
+        ClusterCommand::Switch { name, client, .. } => {
+            cli::clusters::switch(&client.client()?, name.as_deref())?
+        }
+    };
+    print!("{said}");
     Ok(())
 }
 

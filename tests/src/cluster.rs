@@ -77,6 +77,17 @@ pub struct ClusterOptions {
     /// The nodes also get IPv6 addresses on the underlay ([`node_address6`]) and advertise
     /// those: gossip and the overlay's VXLAN run over IPv6.
     pub underlay6: bool,
+    /// Put the nodes on another cluster's underlay ([`Cluster::shared_underlay`]) instead of
+    /// one of their own: two clusters that reach each other, as neighbouring datacenters do.
+    pub underlay: Option<SharedUnderlay>,
+}
+
+/// Another cluster's underlay bridge, and the node number this cluster's nodes start at
+/// there (their addresses are [`node_address`] of `first + i`).
+#[derive(Debug, Clone)]
+pub struct SharedUnderlay {
+    netns: String,
+    pub first: usize,
 }
 
 impl ClusterOptions {
@@ -88,6 +99,7 @@ impl ClusterOptions {
             die_with_parent: true,
             gossip_interval: "200ms",
             underlay6: false,
+            underlay: None,
         }
     }
 }
@@ -135,6 +147,8 @@ pub const TASKS_CGROUP: &str = "dcnet-tasks";
 pub struct Cluster {
     tag: String,
     underlay: Option<Netns>,
+    /// Another cluster's underlay this one's nodes are on (not removed with this one).
+    joined: Option<Netns>,
     /// A host on the underlay that is no node ([`Cluster::add_outsider`]).
     outsider: Option<Netns>,
     pub nodes: Vec<Node>,
@@ -164,6 +178,7 @@ impl Cluster {
         let mut cluster = Self {
             tag: tag.clone(),
             underlay: None,
+            joined: None,
             outsider: None,
             nodes: Vec::new(),
             dir,
@@ -175,7 +190,11 @@ impl Cluster {
         if !options.insecure {
             cluster.admin = Some(cluster.make_credentials()?);
         }
-        cluster.build_network(options.nodes.len(), options.underlay6)?;
+        cluster.build_network(
+            options.nodes.len(),
+            options.underlay6,
+            options.underlay.as_ref(),
+        )?;
         for node in &mut cluster.nodes {
             node.cgroup = Some(crate::TestCgroup::create(&format!(
                 "node{}",
@@ -248,19 +267,48 @@ impl Cluster {
         Ok(dcnet_auth::PkiDir::new(self.pki_dir()).ca_pem()?)
     }
 
-    fn build_network(&mut self, n: usize, underlay6: bool) -> Result<()> {
-        let underlay = Netns::create(&format!("{NETNS_PREFIX}{}-u", self.tag))?;
-        underlay.netlink(|nl| async move {
-            nl.set_up("lo").await?;
-            nl.add_bridge("br0").await?;
-            nl.set_up("br0").await
-        })?;
-        self.underlay = Some(underlay);
+    /// This cluster's underlay, for another cluster's nodes to join from node number `first`
+    /// on (leave room for this cluster's own).
+    pub fn shared_underlay(&self, first: usize) -> Result<SharedUnderlay> {
+        let netns = self
+            .underlay
+            .as_ref()
+            .or(self.joined.as_ref())
+            .context("the underlay is gone")?;
+        Ok(SharedUnderlay {
+            netns: netns.name().to_owned(),
+            first,
+        })
+    }
+
+    fn build_network(
+        &mut self,
+        n: usize,
+        underlay6: bool,
+        shared: Option<&SharedUnderlay>,
+    ) -> Result<()> {
+        let first = shared.map_or(0, |s| s.first);
+        match shared {
+            Some(shared) => self.joined = Some(Netns::open(&shared.netns)?),
+            None => {
+                let underlay = Netns::create(&format!("{NETNS_PREFIX}{}-u", self.tag))?;
+                underlay.netlink(|nl| async move {
+                    nl.set_up("lo").await?;
+                    nl.add_bridge("br0").await?;
+                    nl.set_up("br0").await
+                })?;
+                self.underlay = Some(underlay);
+            }
+        }
         for i in 0..n {
             let netns = Netns::create(&format!("{NETNS_PREFIX}{}-{}", self.tag, i + 1))?;
-            let address = node_address(i);
-            let port = format!("n{}", i + 1);
-            let underlay = self.underlay.as_ref().expect("just created");
+            let address = node_address(first + i);
+            let port = format!("n{}", first + i + 1);
+            let underlay = self
+                .underlay
+                .as_ref()
+                .or(self.joined.as_ref())
+                .expect("just made");
             underlay.netlink(|nl| {
                 let (port, netns) = (port.clone(), &netns);
                 async move {
@@ -269,7 +317,7 @@ impl Cluster {
                     nl.set_up(&port).await
                 }
             })?;
-            let address6 = underlay6.then(|| node_address6(i));
+            let address6 = underlay6.then(|| node_address6(first + i));
             netns.netlink(|nl| async move {
                 nl.set_up("lo").await?;
                 nl.add_address("eth0", IpAddr::V4(address), 24).await?;
@@ -299,12 +347,16 @@ impl Cluster {
     fn write_configs(&self, options: &ClusterOptions) -> Result<()> {
         let secret_path = self.dir.path().join("cluster-secret");
         write_private(&secret_path, &format!("cluster-secret-of-{}\n", self.tag))?;
-        let (seed, listen) = if options.underlay6 {
-            let seed = SocketAddr::new(IpAddr::V6(node_address6(0)), GOSSIP_PORT);
-            (seed, format!("[::]:{GOSSIP_PORT}"))
-        } else {
-            let seed = SocketAddr::new(IpAddr::V4(node_address(0)), GOSSIP_PORT);
-            (seed, format!("0.0.0.0:{GOSSIP_PORT}"))
+        let first = self.nodes.first().context("a cluster of no nodes")?;
+        let (seed, listen) = match first.address6 {
+            Some(address6) => (
+                SocketAddr::new(IpAddr::V6(address6), GOSSIP_PORT),
+                format!("[::]:{GOSSIP_PORT}"),
+            ),
+            None => (
+                SocketAddr::new(IpAddr::V4(first.address), GOSSIP_PORT),
+                format!("0.0.0.0:{GOSSIP_PORT}"),
+            ),
         };
         for (node, spec) in self.nodes.iter().zip(&options.nodes) {
             let secret_file = match &spec.secret {
@@ -584,7 +636,13 @@ impl Cluster {
         command
             .args(args)
             .env(dcnet_auth::client::ENV_FILE, self.credentials_path())
-            .env_remove(dcnet_auth::client::ENV_TOKEN);
+            .env_remove(dcnet_auth::client::ENV_TOKEN)
+            // The CLI's cluster context is the cluster's own, never the machine user's.
+            .env(
+                dcnet_agent::cli::clusters::ENV_CONTEXT,
+                self.dir.path().join("cli-context"),
+            )
+            .env_remove("DCNET_CLUSTER");
         in_netns(&mut command, &self.nodes[i].netns, true);
         command
             .output()

@@ -8,11 +8,13 @@
 //! - [`auth`]: `dcnet auth ...`: the cluster's keys, tokens and users.
 //! - [`masters`]: `dcnet master ...`: the masters' Raft quorum.
 //! - [`keyring`]: `dcnet keyring ...`: the gossip keys and their rotation.
+//! - [`clusters`]: `dcnet cluster ...`: linked clusters and the CLI's context (`--cluster`).
 //!
 //! Every call presents the credential [`Client`] found (see [`dcnet_auth::client`]).
 
 pub mod apps;
 pub mod auth;
+pub mod clusters;
 pub mod dns;
 pub mod keyring;
 pub mod masters;
@@ -28,13 +30,33 @@ use std::time::Duration;
 use anyhow::Context as _;
 use dcnet_auth::client::ClientCredential;
 
-/// The local agent's API and the credential to present to it.
+/// The local agent's API and the credential to present to it, or a linked cluster's (see
+/// [`Client::for_cluster`]).
 #[derive(Debug, Clone)]
 pub struct Client {
     pub api: SocketAddr,
     credential: Option<ClientCredential>,
     /// The file a credential was looked for in (for the message when there is none).
     looked_in: PathBuf,
+    /// The linked cluster calls go to instead of the local agent.
+    remote: Option<Remote>,
+}
+
+/// A linked cluster as the CLI reaches it: what its link holds.
+#[derive(Clone)]
+struct Remote {
+    name: String,
+    url: String,
+    ca: Option<String>,
+    /// The `Authorization` value of the link's credential.
+    header: Option<String>,
+}
+
+impl std::fmt::Debug for Remote {
+    // Never print the credential.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Remote({:?} at {})", self.name, self.url)
+    }
 }
 
 impl Client {
@@ -51,6 +73,7 @@ impl Client {
             api,
             credential,
             looked_in: dcnet_auth::client::path(credentials),
+            remote: None,
         })
     }
 
@@ -60,12 +83,69 @@ impl Client {
             api,
             credential: None,
             looked_in: PathBuf::new(),
+            remote: None,
         }
+    }
+
+    /// This client turned to the cluster linked as `name`: its URL, CA and credential as the
+    /// link holds them (read from the local cluster, which takes the admin role).
+    pub fn for_cluster(self, name: &str) -> anyhow::Result<Self> {
+        let (status, link) = call_json(&self, "GET", &format!("/cluster/v1/links/{name}"), None)?;
+        expect_ok(status, &link, &format!("reading the link {name:?}"))?;
+        let text = |key: &str| link[key].as_str().map(str::to_owned);
+        let url = text("url").with_context(|| format!("the link {name:?} has no URL"))?;
+        if link["has_token"] == true && link.get("token").is_none() {
+            anyhow::bail!(
+                "the link {name:?} has a credential, but only an admin may use it: use an admin credential here"
+            );
+        }
+        Ok(Self {
+            remote: Some(Remote {
+                name: name.to_owned(),
+                url,
+                ca: text("ca"),
+                header: text("token").map(|t| dcnet_auth::credential::token_header(&t)),
+            }),
+            ..self
+        })
+    }
+
+    /// This client turned to the API at `url` (verified against `ca` if HTTPS), presenting
+    /// `token`: a cluster about to be linked as `name`.
+    pub fn to_url(self, name: &str, url: &str, ca: Option<String>, token: Option<&str>) -> Self {
+        Self {
+            remote: Some(Remote {
+                name: name.to_owned(),
+                url: url.to_owned(),
+                ca,
+                header: token.map(dcnet_auth::credential::token_header),
+            }),
+            ..self
+        }
+    }
+
+    /// Where calls go: the local agent's API, or the linked cluster's.
+    pub fn base_url(&self) -> String {
+        match &self.remote {
+            Some(r) => r.url.clone(),
+            None => crate::api::url(self.api),
+        }
+    }
+
+    /// The linked cluster's name, when the calls go to one.
+    pub fn cluster(&self) -> Option<&str> {
+        self.remote.as_ref().map(|r| r.name.as_str())
     }
 
     /// What to tell the user when the API refuses the call with `status`.
     fn refused(&self, status: u16, url: &str, answer: &serde_json::Value) -> anyhow::Error {
         let message = answer["message"].as_str().unwrap_or("refused");
+        if let Some(remote) = &self.remote {
+            return anyhow::anyhow!(
+                "{url}: {message} ({status}); the credential stored with the link {:?} was refused or may not do this: link it again with another (`dcnet cluster link ... --token`)",
+                remote.name
+            );
+        }
         let hint = match (&self.credential, status) {
             (None, _) => format!(
                 "no credential was sent (${} is not set, {} does not exist): save one there as `token = \"...\"` (an admin makes it with `dcnet auth token create`), or pass --credentials FILE",
@@ -84,7 +164,7 @@ impl Client {
 
 /// Fetches `path` from the agent API and decodes the JSON body.
 pub fn get_json<T: serde::de::DeserializeOwned>(client: &Client, path: &str) -> anyhow::Result<T> {
-    let url = format!("{}{path}", crate::api::url(client.api));
+    let url = format!("{}{path}", client.base_url());
     let (status, answer) = call_json(client, "GET", path, None)?;
     if status != 200 {
         anyhow::bail!(
@@ -135,7 +215,7 @@ pub fn call_json(
     loop {
         let (status, retry_after, answer) = call_once(client, method, path, body)?;
         if status == 401 || status == 403 {
-            let url = format!("{}{path}", crate::api::url(client.api));
+            let url = format!("{}{path}", client.base_url());
             return Err(client.refused(status, &url, &answer));
         }
         let wait = retry_after.map(|s| Duration::from_secs(s.clamp(1, 10)));
@@ -167,13 +247,21 @@ fn call_once(
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<(u16, Option<u64>, serde_json::Value)> {
-    let url = format!("{}{path}", crate::api::url(client.api));
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(15)))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let auth = client.credential.as_ref().map(|c| c.header.as_str());
+    let url = format!("{}{path}", client.base_url());
+    let agent: ureq::Agent = match client.remote.as_ref().and_then(|r| r.ca.as_deref()) {
+        // A linked cluster's HTTPS API: verified against its own CA only.
+        Some(ca) => crate::auth::client(Some(ca), Duration::from_secs(15), false)
+            .with_context(|| format!("the CA of the link to {url} is not usable"))?,
+        None => ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(15)))
+            .http_status_as_error(false)
+            .build()
+            .into(),
+    };
+    let auth = match &client.remote {
+        Some(r) => r.header.as_deref(),
+        None => client.credential.as_ref().map(|c| c.header.as_str()),
+    };
     fn with<B>(r: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::RequestBuilder<B> {
         match auth {
             Some(value) => r.header("authorization", value),
@@ -187,8 +275,9 @@ fn call_once(
         ("PUT", Some(b)) => with(agent.put(&url), auth).send_json(b),
         _ => anyhow::bail!("{method} {path}: not a request this CLI makes"),
     };
-    let mut response = sent.with_context(|| {
-        format!("cannot reach the dcnet agent at {url}; is `dcnet agent` running here? (pass --api if it listens elsewhere)")
+    let mut response = sent.with_context(|| match &client.remote {
+        Some(r) => format!("cannot reach the cluster linked as {:?} at {url}", r.name),
+        None => format!("cannot reach the dcnet agent at {url}; is `dcnet agent` running here? (pass --api if it listens elsewhere)"),
     })?;
     let status = response.status().as_u16();
     let retry_after = response

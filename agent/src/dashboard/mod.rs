@@ -55,6 +55,56 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     response
 }
 
+/// The agent API's reads the dashboard makes (besides the scheduler's own `/v2` and
+/// `/cluster/v1`): what a master's scheduler API also answers from its own agent, so the
+/// dashboard works there too (see [`node_reads`]).
+const NODE_READS: &[&str] = &[
+    "/v1/version",
+    "/v1/nodes",
+    "/v1/tasks",
+    "/v1/mesos/tasks",
+    "/v1/vips",
+    "/v1/overlay",
+    "/v1/dns/",
+    "/v1/auth/whoami",
+];
+
+/// Whether a `method path` request to a scheduler API may be answered by the master's own
+/// agent API: the dashboard and the node reads it makes, nothing that changes anything.
+pub fn is_node_read(method: &axum::http::Method, path: &str) -> bool {
+    let read = method == axum::http::Method::GET || method == axum::http::Method::HEAD;
+    read && (path == "/"
+        || path == "/dashboard"
+        || path.starts_with("/dashboard/")
+        || NODE_READS
+            .iter()
+            .any(|r| path == *r || (r.ends_with('/') && path.starts_with(r))))
+}
+
+/// A fallback for a scheduler API: node reads ([`is_node_read`]) go to `agent` (the agent
+/// API's router, set once it is built, with its own credential check), anything else is a
+/// 404 as before.
+pub fn node_reads(
+    agent: std::sync::Arc<std::sync::OnceLock<Router>>,
+) -> impl Fn(axum::extract::Request) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>>
++ Clone
++ Send
++ Sync
++ 'static {
+    move |request: axum::extract::Request| {
+        let agent = agent.get().cloned();
+        Box::pin(async move {
+            use tower::ServiceExt as _;
+            match agent {
+                Some(router) if is_node_read(request.method(), request.uri().path()) => {
+                    router.oneshot(request).await.unwrap_or_else(|e| match e {})
+                }
+                _ => axum::http::StatusCode::NOT_FOUND.into_response(),
+            }
+        })
+    }
+}
+
 /// The dashboard's routes, to be merged into an API router (state-free).
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()

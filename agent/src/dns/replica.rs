@@ -26,6 +26,9 @@ pub struct Replica {
     this_node: IpAddr,
     contributions: Contributions<ReplicaTask>,
     current: Arc<Snapshot>,
+    /// Linked clusters' suffixes (`east.mesos.`), left to the forwarder; kept while no
+    /// scheduler leads.
+    delegated: Vec<String>,
 }
 
 impl Replica {
@@ -39,6 +42,7 @@ impl Replica {
             this_node,
             contributions: Contributions::default(),
             current,
+            delegated: Vec::new(),
         }
     }
 
@@ -66,9 +70,13 @@ impl Replica {
             }));
         let source = (mesos, (dcos, VipRecords(named_vips)));
         let zones = zones(&self.domain, &self.zone);
-        let next = self
-            .contributions
-            .update_tasks(&self.current, zones, &cluster, tasks, &source);
+        let mut next =
+            self.contributions
+                .update_tasks(&self.current, zones, &cluster, tasks, &source);
+        if let Some(linked) = linked_zones(facts, &self.domain) {
+            self.delegated = linked.into_iter().map(|z| z.suffix).collect();
+        }
+        next.set_delegated(&self.delegated);
         self.current = Arc::new(next);
     }
 
@@ -183,6 +191,24 @@ pub fn enumeration(
         }
     }
     dcnet_dns::records::generate_from(&cluster, &mesos).enumeration
+}
+
+/// The linked clusters as DNS serves them: `<link>.<domain>.` asked of the link's servers
+/// under its own domain. `None` while no scheduler leads (what was served stays).
+pub fn linked_zones(facts: &Facts, domain: &str) -> Option<Vec<dcnet_dns::linked::LinkedZone>> {
+    let links = facts::scheduler::links(facts)?;
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    Some(
+        links
+            .values()
+            .filter(|l| !l.dns.is_empty())
+            .map(|l| dcnet_dns::linked::LinkedZone {
+                suffix: format!("{}.{domain}.", l.name),
+                remote: format!("{}.", l.domain.trim_end_matches('.').to_ascii_lowercase()),
+                servers: l.dns.clone(),
+            })
+            .collect(),
+    )
 }
 
 /// The leading scheduler's node address and API port, as gossip says.

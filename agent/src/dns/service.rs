@@ -111,17 +111,19 @@ impl DnsService {
             .current()
             .clone();
         let snapshot: SharedSnapshot = Arc::new(ArcSwap::new(empty));
-        let forwards = !settings.upstreams.is_empty() || !settings.zone_resolvers.is_empty();
-        let forward: Option<Arc<dyn Forward>> = forwards.then(|| {
-            let config = ForwarderConfig {
+        // Always there: linked clusters' names are forwarded even without upstreams (the
+        // forwarder then refuses every other name, as a server without one does).
+        let forwarder = Forwarder::start(
+            ForwarderConfig {
                 upstreams: settings.upstreams.clone(),
                 zones: settings.zone_resolvers.clone(),
                 timeout: Duration::from_secs(2),
                 allowed: settings.allowed_networks.clone(),
                 cache_entries: 10_000,
-            };
-            Arc::new(Forwarder::start(config, registry)) as Arc<dyn Forward>
-        });
+            },
+            registry,
+        );
+        let forward: Option<Arc<dyn Forward>> = Some(Arc::new(forwarder.clone()));
         let mut server_config = ServerConfig::new(settings.listen.clone());
         server_config.tcp_max_connections = settings.tcp_max_connections;
         server_config.tcp_max_per_client = settings.tcp_max_per_client;
@@ -167,7 +169,7 @@ impl DnsService {
             facts,
             this_node,
             named_vips,
-            snapshot,
+            (snapshot, forwarder),
             replica_metrics.clone(),
             stop.clone(),
         );
@@ -208,20 +210,25 @@ impl DnsService {
     }
 }
 
-/// Updates the snapshot whenever the facts it is made of (nodes, Mesos state, launched tasks)
-/// or the load balancer's named VIPs change.
+/// Updates the snapshot whenever the facts it is made of (nodes, Mesos state, launched tasks,
+/// linked clusters) or the load balancer's named VIPs change, and the forwarder's linked
+/// clusters with it.
 async fn replica(
     (domain, zone): (String, crate::config::ZoneSettings),
     mut facts: FactsWatch,
     this_node: IpAddr,
     mut named_vips: watch::Receiver<NamedVips>,
-    snapshot: SharedSnapshot,
+    (snapshot, forwarder): (SharedSnapshot, Forwarder),
     metrics: Arc<ReplicaMetrics>,
     stop: Stopping,
 ) {
     let mut replica = Replica::new(domain.clone(), zone.clone(), this_node);
     loop {
         let now = facts.current();
+        // Set before the snapshot that delegates their names is served.
+        if let Some(linked) = super::replica::linked_zones(&now, &domain) {
+            forwarder.set_linked(linked);
+        }
         let vips = named_vips.borrow_and_update().clone();
         let serving = snapshot.clone();
         let updated = tokio::task::spawn_blocking(move || {

@@ -24,7 +24,7 @@ use dcnet_overlay::ipam::LeaseRecord;
 use super::launched::TaskStatus;
 use super::mesos::{self, SchedulerFact, TaskFact};
 use super::node::{NODE_INFO_KEY, NodeInfo};
-use super::scheduler::{Assignment, LEADER_KEY, LeaderFact, TASK_PREFIX};
+use super::scheduler::{Assignment, LEADER_KEY, LINK_PREFIX, LeaderFact, LinkFact, TASK_PREFIX};
 use super::{CREDENTIAL_SET_KEY, KEYRING_KEY, KV_PREFIX, launched, overlay};
 use crate::gossip::ClusterView;
 use crate::gossip::keyring::KeyringFact;
@@ -170,6 +170,8 @@ pub struct NodeFacts {
     pub leader: Option<Arc<LeaderFact>>,
     /// Its scheduler's assignments, by task id.
     pub assignments: Arc<BTreeMap<String, Arc<Assignment>>>,
+    /// The linked clusters its scheduler publishes, by link name.
+    pub links: Arc<BTreeMap<String, Arc<LinkFact>>>,
     pub vtep: Option<LeaseRecord>,
     /// Its subnet leases, by overlay network name.
     pub networks: Arc<BTreeMap<String, LeaseRecord>>,
@@ -194,6 +196,7 @@ impl NodeFacts {
             launched: Arc::default(),
             leader: None,
             assignments: Arc::default(),
+            links: Arc::default(),
             vtep: None,
             networks: Arc::default(),
             malformed: Arc::default(),
@@ -257,6 +260,7 @@ enum Key<'a> {
     Launched(&'a str),
     SchedLeader,
     Assignment(&'a str),
+    Link(&'a str),
     Vtep,
     Network(&'a str),
     /// From a newer agent, or nothing of dcnet's: ignored.
@@ -287,6 +291,8 @@ impl<'a> Key<'a> {
                     Key::Launched(k)
                 } else if let Some(k) = strip(TASK_PREFIX) {
                     Key::Assignment(k)
+                } else if let Some(k) = strip(LINK_PREFIX) {
+                    Key::Link(k)
                 } else if let Some(k) = strip(overlay::NETWORK_PREFIX) {
                     Key::Network(k)
                 } else {
@@ -309,7 +315,7 @@ impl<'a> Key<'a> {
             | Key::MesosFramework(_)
             | Key::MesosTask(_) => Topics::MESOS,
             Key::Launched(_) => Topics::LAUNCHED,
-            Key::SchedLeader | Key::Assignment(_) => Topics::SCHEDULER,
+            Key::SchedLeader | Key::Assignment(_) | Key::Link(_) => Topics::SCHEDULER,
             Key::Vtep | Key::Network(_) => Topics::OVERLAY,
             Key::Other => Topics::empty(),
         }
@@ -590,6 +596,7 @@ fn set(
         Key::Assignment(k) => {
             parse::<Assignment>(value).map(|v| put(&mut facts.assignments, k, v.map(Arc::new)))
         }
+        Key::Link(k) => parse::<LinkFact>(value).map(|v| put(&mut facts.links, k, v.map(Arc::new))),
         Key::Vtep => parse::<LeaseRecord>(value).map(|v| facts.vtep = v),
         Key::Network(k) => parse::<LeaseRecord>(value).map(|v| put(&mut facts.networks, k, v)),
         Key::Other => Some(()),

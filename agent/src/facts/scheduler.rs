@@ -6,6 +6,7 @@
 //!                        reader that counts N `sched/task/` keys has the whole set; no
 //!                        `tasks` while a new leader adopts the running tasks)
 //! sched/task/<task id>   Assignment (JSON): run this task on that node
+//! sched/link/<name>      LinkFact (JSON): a linked cluster's DNS, for every node's DNS
 //! ```
 //!
 //! The leader is the live node publishing the highest term (Raft elects at most one per
@@ -24,6 +25,18 @@ use crate::app::App;
 
 pub const LEADER_KEY: &str = "sched/leader";
 pub const TASK_PREFIX: &str = "sched/task/";
+pub const LINK_PREFIX: &str = "sched/link/";
+
+/// What every node needs of a linked cluster ([`crate::scheduler::links`]): where its names
+/// are asked. Never its credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkFact {
+    pub name: String,
+    pub id: String,
+    /// Its DNS domain and servers.
+    pub domain: String,
+    pub dns: Vec<std::net::SocketAddr>,
+}
 
 /// A task the leader wants run on a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +83,13 @@ pub fn leader(facts: &Facts) -> Option<Leader<'_>> {
         api: &fact.api,
         term: fact.term,
     })
+}
+
+/// The linked clusters the leading scheduler publishes; `None` while no scheduler leads (a
+/// reader keeps what it had: linked names resolve without a control plane).
+pub fn links(facts: &Facts) -> Option<&BTreeMap<String, Arc<LinkFact>>> {
+    let leader = leader(facts)?;
+    Some(&facts.nodes.get(leader.node_id)?.links)
 }
 
 /// The node's assignments if every one of them has arrived (and decoded).

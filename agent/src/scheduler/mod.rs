@@ -7,7 +7,7 @@
 //! keeps the apps kept on disk before Raft (imported once); [`replicated`] the state the
 //! masters agree on by Raft (apps, versions, deployments, credentials, decommissioned nodes);
 //! [`credentials`] the masters' credential store and its API; [`masters`] the quorum's API;
-//! [`decommission`] taking nodes out of service; [`marathon`] the `/v2` API as Marathon's
+//! [`decommission`] taking nodes out of service; [`links`] linked clusters; [`marathon`] the `/v2` API as Marathon's
 //! clients know it; [`service`] runs the leader's loop and assembles the API. What schedulers
 //! publish in gossip, and who leads, is [`crate::facts::scheduler`].
 
@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod decommission;
 pub mod deployments;
 pub mod events;
+pub mod links;
 pub mod marathon;
 pub mod masters;
 pub mod placement;

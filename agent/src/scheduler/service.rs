@@ -75,6 +75,8 @@ pub(super) struct Inner {
     seen: Mutex<Option<BTreeMap<String, events::Seen>>>,
     /// The masters' credential store (`None` in insecure mode).
     pub(super) credentials: Option<Arc<Credentials>>,
+    /// This cluster's id and name, for `/v1/cluster` and the links.
+    pub(super) cluster: crate::identity::ClusterIdentity,
 }
 
 /// Routes of the scheduler served without a credential: Marathon's liveness check.
@@ -91,10 +93,13 @@ impl SchedulerService {
     pub async fn start(
         settings: &SchedulerSettings,
         (gossip, facts, services): (Arc<Gossip>, FactsWatch, &mut Services),
-        dir: Arc<StateDir>,
-        gossip_interval: Duration,
+        (dir, gossip_interval): (Arc<StateDir>, Duration),
         auth: &crate::auth::Auth,
         node: (&str, std::net::IpAddr, Option<&str>),
+        (cluster, node_reads): (
+            crate::identity::ClusterIdentity,
+            Arc<std::sync::OnceLock<Router>>,
+        ),
         (limits, serve_metrics): (crate::serve::Limits, crate::serve::ServeMetrics),
     ) -> Result<Self, crate::Error> {
         let (name, address, region) = node;
@@ -151,10 +156,14 @@ impl SchedulerService {
             events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
             seen: Mutex::new(None),
             credentials,
+            cluster,
         });
         let stop = services.stopping(Stage::Control);
         let api_stop = stop.clone();
-        let router = router(inner.clone(), auth.guard("scheduler", OPEN_ROUTES)).merge(raft_routes);
+        let router = router(inner.clone(), auth.guard("scheduler", OPEN_ROUTES))
+            .merge(raft_routes)
+            // The dashboard and its reads of this master's own node.
+            .fallback(crate::dashboard::node_reads(node_reads));
         let api = async move {
             let shutdown = async move { api_stop.cancelled().await };
             let served = match tls {
@@ -211,8 +220,8 @@ impl SchedulerService {
     }
 }
 
-/// The scheduler's API: Marathon's `/v2`, and dcnet's own credentials, masters and
-/// decommissioned nodes; changes go to the leader, every call needs a credential but `/ping`.
+/// The scheduler's API: Marathon's `/v2`, and dcnet's own credentials, masters,
+/// decommissioned nodes and linked clusters; changes go to the leader, every call needs a credential but `/ping`.
 fn router(inner: Arc<Inner>, guard: crate::auth::http::Guard) -> Router {
     let credentials = super::credentials::router(super::credentials::CredentialApi {
         credentials: inner.credentials.clone(),
@@ -227,6 +236,7 @@ fn router(inner: Arc<Inner>, guard: crate::auth::http::Guard) -> Router {
     });
     super::marathon::routes(inner.clone())
         .merge(super::decommission::routes(inner.clone()))
+        .merge(super::links::routes(inner.clone()))
         .merge(credentials)
         .merge(super::masters::router(super::masters::MastersApi {
             consensus: inner.consensus().clone(),
@@ -596,6 +606,18 @@ impl Inner {
             }
             if let Some(signed) = self.credentials.as_ref().and_then(|c| c.signed(data)) {
                 wanted.insert(crate::facts::CREDENTIAL_SET_KEY.to_owned(), signed);
+            }
+            for link in super::links::all(data).into_values() {
+                let fact = crate::facts::scheduler::LinkFact {
+                    name: link.name.clone(),
+                    id: link.id,
+                    domain: link.domain,
+                    dns: link.dns,
+                };
+                wanted.insert(
+                    format!("{}{}", crate::facts::scheduler::LINK_PREFIX, link.name),
+                    serde_json::to_string(&fact).unwrap_or_default(),
+                );
             }
             let fact = LeaderFact {
                 api: self.api_url.clone(),

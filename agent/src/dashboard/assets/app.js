@@ -219,6 +219,29 @@ const views = {
     },
   },
 
+  clusters: {
+    title: 'Clusters',
+    poll: true,
+    async load() {
+      const [me, links] = await Promise.all([api('/v1/cluster'), optional('/cluster/v1/links')]);
+      return { me, links };
+    },
+    render({ me, links }) {
+      const out = [h('p', {}, `This is ${me.name} (id ${me.id}), its tasks named under ${me.domain}.`)];
+      if (links.error) {
+        out.push(h('p', { class: 'muted' }, `No scheduler answers, so the links are unknown (${links.error.message}).`));
+        return out;
+      }
+      const rows = links.data.links.map((l) => h('tr', { 'data-link': l.name },
+        td(l.name), td(l.cluster), td(l.id), td(`*.${l.name}.${me.domain}`), td((l.dns || []).join(' ')),
+        td(h('a', { href: `${l.url}/dashboard/`, rel: 'noopener' }, `switch to ${l.name}`))));
+      out.push(h('h2', {}, `Linked clusters (${rows.length})`));
+      out.push(table(['link', 'cluster', 'id', 'its names here', 'its DNS', ''], rows, { id: 'links' }));
+      out.push(h('p', { class: 'muted' }, 'Switching opens the linked cluster\'s own dashboard, where you log in with a credential of that cluster. `dcnet cluster link URL --name NAME` adds a link.'));
+      return out;
+    },
+  },
+
   dns: {
     title: 'DNS',
     poll: false,
@@ -335,6 +358,9 @@ async function start() {
     document.getElementById('who').textContent = who.insecure
       ? 'no credentials needed (insecure mode)'
       : `${who.subject} (${who.role})`;
+    optional('/v1/cluster').then(({ data }) => {
+      if (data) document.getElementById('cluster-name').textContent = data.name;
+    });
     document.getElementById('logout').hidden = !!who.insecure;
   } catch (e) {
     if (e instanceof AuthError) showLogin(e.message);
