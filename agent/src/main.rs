@@ -112,7 +112,8 @@ struct LocalClientArgs {
     /// Address of the agent's local API.
     #[arg(long, default_value = DEFAULT_API_LISTEN)]
     api: SocketAddr,
-    /// Credential file (as for every command).
+    /// Credential file (default: $DCNET_CREDENTIALS, else /etc/dcnet/credentials for root,
+    /// ~/.config/dcnet/credentials for others; $DCNET_TOKEN wins over all).
     #[arg(long, value_name = "FILE")]
     credentials: Option<PathBuf>,
     /// Print JSON instead of a table.
@@ -525,16 +526,8 @@ struct AgentArgs {
 
 #[derive(Args)]
 struct ClientArgs {
-    /// Address of the agent's local API.
-    #[arg(long, default_value = DEFAULT_API_LISTEN)]
-    api: SocketAddr,
-    /// Credential file (default: $DCNET_CREDENTIALS, else /etc/dcnet/credentials for root,
-    /// ~/.config/dcnet/credentials for others; $DCNET_TOKEN wins over all).
-    #[arg(long, value_name = "FILE")]
-    credentials: Option<PathBuf>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    local: LocalClientArgs,
     /// Talk to the cluster linked as NAME (`dcnet cluster list`) instead of this one; default:
     /// the context `dcnet cluster switch` chose.
     #[arg(long, value_name = "NAME", env = "DCNET_CLUSTER")]
@@ -543,7 +536,7 @@ struct ClientArgs {
 
 impl ClientArgs {
     fn client(&self) -> anyhow::Result<cli::Client> {
-        let local = cli::Client::new(self.api, self.credentials.as_deref())?;
+        let local = self.local.client()?;
         let cluster = match &self.cluster {
             Some(name) => Some(name.clone()),
             None => cli::clusters::current_context()?,
@@ -582,13 +575,13 @@ fn main() -> ExitCode {
         Command::App(AppArgs { command }) => report(match command {
             AppCommand::Add { file, client } => client
                 .client()
-                .and_then(|c| cli::apps::add(&c, &file, client.json)),
+                .and_then(|c| cli::apps::add(&c, &file, client.local.json)),
             AppCommand::Update { file, client } => client
                 .client()
-                .and_then(|c| cli::apps::update(&c, &file, client.json)),
+                .and_then(|c| cli::apps::update(&c, &file, client.local.json)),
             AppCommand::List(client) => client
                 .client()
-                .and_then(|c| cli::apps::list(&c, client.json)),
+                .and_then(|c| cli::apps::list(&c, client.local.json)),
             AppCommand::Scale {
                 id,
                 instances,
@@ -604,7 +597,7 @@ fn main() -> ExitCode {
                 .and_then(|c| cli::apps::restart(&c, &id)),
             AppCommand::Versions { id, client } => cli::apps::check_id(&id)
                 .and_then(|()| client.client())
-                .and_then(|c| cli::apps::versions(&c, &id, client.json)),
+                .and_then(|c| cli::apps::versions(&c, &id, client.local.json)),
             AppCommand::Rollback {
                 id,
                 version,
@@ -616,7 +609,7 @@ fn main() -> ExitCode {
         Command::Task(TaskArgs { command }) => report(match command {
             TaskCommand::List(client) => client
                 .client()
-                .and_then(|c| cli::apps::tasks(&c, client.json)),
+                .and_then(|c| cli::apps::tasks(&c, client.local.json)),
             TaskCommand::Kill {
                 task,
                 scale,
@@ -628,7 +621,7 @@ fn main() -> ExitCode {
         Command::Deployment(DeploymentArgs { command }) => report(match command {
             DeploymentCommand::List(client) => client
                 .client()
-                .and_then(|c| cli::apps::deployments(&c, client.json)),
+                .and_then(|c| cli::apps::deployments(&c, client.local.json)),
             DeploymentCommand::Rollback { id, force, client } => client
                 .client()
                 .and_then(|c| cli::apps::rollback_deployment(&c, &id, force)),
@@ -640,12 +633,12 @@ fn main() -> ExitCode {
                 .and_then(|c| cli::nodes::decommission(&c, &node)),
             NodeCommand::Decommissioned(client) => client
                 .client()
-                .and_then(|c| cli::nodes::decommissioned(&c, client.json)),
+                .and_then(|c| cli::nodes::decommissioned(&c, client.local.json)),
         }),
         Command::Master(MasterArgs { command }) => report(match command {
             MasterCommand::List(client) => client
                 .client()
-                .and_then(|c| cli::masters::list(&c, client.json)),
+                .and_then(|c| cli::masters::list(&c, client.local.json)),
             MasterCommand::Add { address, client } => client
                 .client()
                 .and_then(|c| cli::masters::add(&c, &address)),
@@ -656,7 +649,7 @@ fn main() -> ExitCode {
         Command::Keyring(KeyringArgs { command }) => report(match command {
             KeyringCommand::List(client) => client
                 .client()
-                .and_then(|c| cli::keyring::list(&c, client.json)),
+                .and_then(|c| cli::keyring::list(&c, client.local.json)),
             KeyringCommand::Generate => {
                 cli::keyring::generate();
                 Ok(())
@@ -829,7 +822,7 @@ fn auth(command: AuthCommand) -> anyhow::Result<()> {
                 client,
                 ..
             } => a::create(&client.client()?, &subject, role, ttl, save.as_deref()),
-            TokenCommand::List(client) => a::list(&client.client()?, client.json),
+            TokenCommand::List(client) => a::list(&client.client()?, client.local.json),
             TokenCommand::Revoke { id, client } => a::revoke(&client.client()?, &id),
         },
         AuthCommand::User(UserArgs { command }) => match command {
@@ -839,7 +832,7 @@ fn auth(command: AuthCommand) -> anyhow::Result<()> {
                 password_file,
                 client,
             } => a::set_user(&client.client()?, &name, role, password_file.as_deref()),
-            UserCommand::List(client) => a::users(&client.client()?, client.json),
+            UserCommand::List(client) => a::users(&client.client()?, client.local.json),
             UserCommand::Remove { name, client } => a::remove_user(&client.client()?, &name),
         },
         AuthCommand::Whoami(client) => a::whoami(&client.client()?),
@@ -848,7 +841,7 @@ fn auth(command: AuthCommand) -> anyhow::Result<()> {
 
 fn nodes(args: ClientArgs) -> anyhow::Result<()> {
     let members: Vec<dcnet_agent::node::Member> = cli::get_json(&args.client()?, "/v1/nodes")?;
-    if args.json {
+    if args.local.json {
         println!("{}", serde_json::to_string_pretty(&members)?);
     } else {
         print!("{}", cli::nodes::render_table(&members));
@@ -858,7 +851,7 @@ fn nodes(args: ClientArgs) -> anyhow::Result<()> {
 
 fn vips(args: ClientArgs) -> anyhow::Result<()> {
     let vips: Vec<dcnet_agent::lb::VipStatus> = cli::get_json(&args.client()?, "/v1/vips")?;
-    if args.json {
+    if args.local.json {
         println!("{}", serde_json::to_string_pretty(&vips)?);
     } else {
         print!("{}", cli::vips::render_table(&vips));

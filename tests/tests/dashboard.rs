@@ -482,31 +482,15 @@ fn a_thousand_tasks_and_vips_are_listed_and_timed() -> Result<()> {
     let cgroups: Vec<TestCgroup> = (0..2)
         .map(|i| TestCgroup::create(&format!("dashnode{}", i + 1)))
         .collect::<Result<_>>()?;
-    let master_addr = format!("{}:5050", node_address(0));
-    let mut options = ClusterOptions::nodes(2);
-    for (i, node) in options.nodes.iter_mut().enumerate() {
-        let mut extra = format!(
-            "\n[lb]\nenabled = true\ncgroup = \"{}\"\n",
-            cgroups[i].path().display()
-        );
-        if i == 0 {
-            extra.push_str(&format!(
-                "\n[dns.mesos]\nmasters = [\"{master_addr}\"]\nrefresh = \"1s\"\nip_sources = [\"netinfo\", \"host\"]\n"
-            ));
-        }
-        *node = NodeSpec {
-            roles: if i == 0 {
-                vec!["master".into(), "agent".into()]
-            } else {
-                vec!["agent".into()]
-            },
-            extra_config: extra,
-            ..NodeSpec::default()
-        };
-    }
-    let cluster = Cluster::start(options)?;
+    // Node 2 reads the master; node 1, where the browser is, has it all through gossip.
+    let master_addr = format!("{}:5050", node_address(1));
+    let cluster = Cluster::start(dcnet_tests::lb::two_nodes_reading_a_master(
+        &cgroups,
+        &master_addr,
+        "",
+    ))?;
     let _master = FakeMaster::start(
-        &cluster.nodes[0].netns,
+        &cluster.nodes[1].netns,
         master_addr.parse()?,
         big_state(&master_addr, N),
     )?;
@@ -515,23 +499,23 @@ fn a_thousand_tasks_and_vips_are_listed_and_timed() -> Result<()> {
 }
 
 fn thousands(cluster: &Cluster, n: usize) -> Result<()> {
-    // Node 2 reads it all through gossip.
+    // Node 1, where the browser runs, has it all through gossip.
     wait_until(
-        &format!("{n} Mesos tasks and VIPs on node 2"),
+        &format!("{n} Mesos tasks and VIPs on node 1"),
         Duration::from_secs(60),
         || {
-            let tasks: Vec<Value> = cluster.get(1, "/v1/mesos/tasks")?;
-            let vips: Vec<Value> = cluster.get(1, "/v1/vips")?;
+            let tasks: Vec<Value> = cluster.get(0, "/v1/mesos/tasks")?;
+            let vips: Vec<Value> = cluster.get(0, "/v1/vips")?;
             Ok((tasks.len() == n && vips.len() == n).then_some(()))
         },
     )?;
-    let pid = cluster.nodes[1]
+    let pid = cluster.nodes[0]
         .pid()
-        .context("node 2's agent is not running")?;
+        .context("node 1's agent is not running")?;
     let before = rss_kb(pid)?;
     let token = cluster.token_with(dcnet_auth::Role::Read, "viewer", Duration::from_secs(3600))?;
 
-    let mut browser = Browser::start(cluster, 1)?;
+    let mut browser = Browser::start(cluster, 0)?;
     browser.goto(&dashboard_url())?;
     browser.wait("#login")?;
     browser.fill("#login-token", &token)?;
@@ -567,9 +551,9 @@ fn thousands(cluster: &Cluster, n: usize) -> Result<()> {
         shot(&mut browser, &format!("{view}-{n}"))?;
     }
     // Mesos tasks as the API lists them.
-    let tasks: Vec<Value> = cluster.get(1, "/v1/mesos/tasks")?;
+    let tasks: Vec<Value> = cluster.get(0, "/v1/mesos/tasks")?;
     let shown = browser.table("#vips")?;
-    let vips: Vec<Value> = cluster.get(1, "/v1/vips")?;
+    let vips: Vec<Value> = cluster.get(0, "/v1/vips")?;
     let api_vips: BTreeSet<String> = vips
         .iter()
         .map(|v| v["vip"].as_str().unwrap_or_default().to_owned())
@@ -592,7 +576,7 @@ fn thousands(cluster: &Cluster, n: usize) -> Result<()> {
         println!("  {view:<9} first contentful paint {paint}, data drawn {data}");
     }
     println!(
-        "node 2's agent: {} kB before the browser, {} kB after 10 s of polling the VIPs ({:+} kB)",
+        "node 1's agent: {} kB before the browser, {} kB after 10 s of polling the VIPs ({:+} kB)",
         before,
         after,
         after as i64 - before as i64

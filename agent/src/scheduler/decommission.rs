@@ -38,14 +38,7 @@ pub struct Decommissioned {
 
 /// The decommissioned nodes in `data`, by node id.
 pub fn all(data: &Data) -> BTreeMap<String, Decommissioned> {
-    data.prefixed(PREFIX)
-        .filter_map(|(k, v)| {
-            Some((
-                k[PREFIX.len()..].to_owned(),
-                serde_json::from_value(v.clone()).ok()?,
-            ))
-        })
-        .collect()
+    super::replicated::prefixed(data, PREFIX)
 }
 
 pub(super) fn routes(inner: Arc<Inner>) -> Router {

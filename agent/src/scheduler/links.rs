@@ -173,14 +173,7 @@ impl LinkRequest {
 
 /// The links in `data`, by name.
 pub fn all(data: &Data) -> BTreeMap<String, Link> {
-    data.prefixed(PREFIX)
-        .filter_map(|(k, v)| {
-            Some((
-                k[PREFIX.len()..].to_owned(),
-                serde_json::from_value(v.clone()).ok()?,
-            ))
-        })
-        .collect()
+    super::replicated::prefixed(data, PREFIX)
 }
 
 /// A link as a caller of `role` may see it: without its credential unless an admin.

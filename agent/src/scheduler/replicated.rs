@@ -78,6 +78,18 @@ pub fn version_key(id: &str, version: &str) -> String {
     format!("{VERSION_PREFIX}{}/{version}", id.trim_start_matches('/'))
 }
 
+/// The values under `prefix` in `data` that decode as `T`, by key without the prefix.
+pub fn prefixed<T: serde::de::DeserializeOwned>(data: &Data, prefix: &str) -> BTreeMap<String, T> {
+    data.prefixed(prefix)
+        .filter_map(|(k, v)| {
+            Some((
+                k[prefix.len()..].to_owned(),
+                serde_json::from_value(v.clone()).ok()?,
+            ))
+        })
+        .collect()
+}
+
 /// The apps in `data`.
 pub fn apps(data: &Data) -> BTreeMap<String, App> {
     data.prefixed(APP_PREFIX)
