@@ -92,8 +92,8 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             DnsService::start(
                 config.dns.clone(),
                 gossip.clone(),
-                // The scheduler's topic too: the linked clusters it publishes.
-                facts.watch("dns", tasks | Topics::SCHEDULER),
+                // And the linked clusters the leading scheduler publishes.
+                facts.watch("dns", tasks | Topics::LINKS),
                 config.address,
                 named_vips_rx,
                 (&mut registry, &mut services),

@@ -54,8 +54,11 @@ impl Topics {
     pub const KEYRING: Topics = Topics(1 << 6);
     /// Credential sets the masters sign.
     pub const CREDENTIALS: Topics = Topics(1 << 7);
+    /// Linked clusters the leading scheduler publishes (`sched/link/`): DNS follows them
+    /// without waking for every assignment.
+    pub const LINKS: Topics = Topics(1 << 8);
     /// How many topics there are.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     /// The names of the topics, by bit, for logs and metrics.
     pub const NAMES: [&'static str; Self::COUNT] = [
         "nodes",
@@ -66,6 +69,7 @@ impl Topics {
         "kv",
         "keyring",
         "credentials",
+        "links",
     ];
 
     /// No topic.
@@ -315,7 +319,8 @@ impl<'a> Key<'a> {
             | Key::MesosFramework(_)
             | Key::MesosTask(_) => Topics::MESOS,
             Key::Launched(_) => Topics::LAUNCHED,
-            Key::SchedLeader | Key::Assignment(_) | Key::Link(_) => Topics::SCHEDULER,
+            Key::SchedLeader | Key::Assignment(_) => Topics::SCHEDULER,
+            Key::Link(_) => Topics::LINKS,
             Key::Vtep | Key::Network(_) => Topics::OVERLAY,
             Key::Other => Topics::empty(),
         }

@@ -176,4 +176,44 @@ mod tests {
         assert!(leader(&facts(&view)).unwrap().assignments.is_none());
         assert!(leader(&facts(&view_with(&[("n2", keys(&[]))]))).is_none());
     }
+
+    #[test]
+    fn links_are_the_leaders_and_unknown_without_one() {
+        let leading = serde_json::to_string(&LeaderFact {
+            api: "https://b".into(),
+            term: 4,
+            tasks: Some(0),
+        })
+        .unwrap();
+        let deposed = serde_json::to_string(&LeaderFact {
+            api: "https://a".into(),
+            term: 3,
+            tasks: Some(0),
+        })
+        .unwrap();
+        let link = |name: &str| {
+            serde_json::to_string(&LinkFact {
+                name: name.into(),
+                id: "id".into(),
+                domain: "mesos".into(),
+                dns: vec!["10.0.0.1:53".parse().unwrap()],
+            })
+            .unwrap()
+        };
+        let view = view_with(&[
+            (
+                "m1",
+                keys(&[(LEADER_KEY, deposed), ("sched/link/old", link("old"))]),
+            ),
+            (
+                "m2",
+                keys(&[(LEADER_KEY, leading), ("sched/link/east", link("east"))]),
+            ),
+        ]);
+        let facts_now = facts(&view);
+        let published = links(&facts_now).unwrap();
+        assert_eq!(published.keys().collect::<Vec<_>>(), ["east"]);
+        assert_eq!(published["east"].dns[0].port(), 53);
+        assert!(links(&facts(&view_with(&[("n2", keys(&[]))]))).is_none());
+    }
 }
