@@ -33,9 +33,9 @@
 //! - `GET /metrics`: Prometheus text format.
 //! - `GET /health`: liveness (`ok`).
 //!
-//! Every route but `/v1/version`, `/health` and the dashboard's assets needs a credential ([`crate::auth::http`]):
-//! the local API is on loopback, but every local user can reach loopback, and whoever can
-//! attach containers or add apps can run code as root.
+//! Every route but `/v1/version`, `/health` and the dashboard's assets needs a credential
+//! ([`crate::auth::http`]): the local API is on loopback, but every local user can reach
+//! loopback, and whoever can attach containers or add apps can run code as root.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -224,7 +224,8 @@ impl<'a> MarathonPy<'a> {
     }
 }
 
-/// Where tests leave what a person looks at after a run (screenshots): `target/test-artifacts/<what>`.
+/// Where tests leave what a person looks at after a run (screenshots):
+/// `target/test-artifacts/<what>`.
 pub fn artifacts_dir(what: &str) -> Result<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
