@@ -53,6 +53,35 @@ enum Command {
     Keyring(KeyringArgs),
     /// Linked clusters: link, list, unlink, and switch the CLI's context between them.
     Cluster(ClusterArgs),
+    /// Network policies: which apps may reach which (through the leading scheduler).
+    Policy(PolicyArgs),
+}
+
+#[derive(Args)]
+struct PolicyArgs {
+    #[command(subcommand)]
+    command: PolicyCommand,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Add a policy from a JSON file (see README, Network policies); admin.
+    Add {
+        file: PathBuf,
+        /// Replace the policy of the same id if there is one.
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The policies, their rules and the apps they select.
+    List(ClientArgs),
+    /// Remove a policy; admin.
+    Remove {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Args)]
@@ -665,6 +694,7 @@ fn main() -> ExitCode {
                 .and_then(|c| cli::keyring::remove(&c, &key, force)),
         }),
         Command::Cluster(ClusterArgs { command }) => report(cluster(command)),
+        Command::Policy(PolicyArgs { command }) => report(policy(command)),
         Command::Dns(DnsArgs {
             mesos_dns_config: Some(file),
             log_level,
@@ -939,6 +969,20 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
         ClusterCommand::Switch { name, client, .. } => {
             cli::clusters::switch(&client.client()?, name.as_deref())?
         }
+    };
+    print!("{said}");
+    Ok(())
+}
+
+fn policy(command: PolicyCommand) -> anyhow::Result<()> {
+    let said = match command {
+        PolicyCommand::Add {
+            file,
+            replace,
+            client,
+        } => cli::policies::add(&client.client()?, &file, replace)?,
+        PolicyCommand::List(client) => cli::policies::list(&client.client()?, client.local.json)?,
+        PolicyCommand::Remove { id, client } => cli::policies::remove(&client.client()?, &id)?,
     };
     print!("{said}");
     Ok(())

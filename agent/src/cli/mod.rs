@@ -9,6 +9,7 @@
 //! - [`masters`]: `dcnet master ...`: the masters' Raft quorum.
 //! - [`keyring`]: `dcnet keyring ...`: the gossip keys and their rotation.
 //! - [`clusters`]: `dcnet cluster ...`: linked clusters and the CLI's context (`--cluster`).
+//! - [`policies`]: `dcnet policy ...`: network policies.
 //!
 //! Every call presents the credential [`Client`] found (see [`dcnet_auth::client`]).
 
@@ -19,6 +20,7 @@ pub mod dns;
 pub mod keyring;
 pub mod masters;
 pub mod nodes;
+pub mod policies;
 pub mod vips;
 
 use std::fmt::Write as _;

@@ -24,7 +24,9 @@ use dcnet_overlay::ipam::LeaseRecord;
 use super::launched::TaskStatus;
 use super::mesos::{self, SchedulerFact, TaskFact};
 use super::node::{NODE_INFO_KEY, NodeInfo};
-use super::scheduler::{Assignment, LEADER_KEY, LINK_PREFIX, LeaderFact, LinkFact, TASK_PREFIX};
+use super::scheduler::{
+    Assignment, LEADER_KEY, LINK_PREFIX, LeaderFact, LinkFact, POLICY_PREFIX, TASK_PREFIX,
+};
 use super::{CREDENTIAL_SET_KEY, KEYRING_KEY, KV_PREFIX, launched, overlay};
 use crate::gossip::ClusterView;
 use crate::gossip::keyring::KeyringFact;
@@ -57,8 +59,10 @@ impl Topics {
     /// Linked clusters the leading scheduler publishes (`sched/link/`): DNS follows them
     /// without waking for every assignment.
     pub const LINKS: Topics = Topics(1 << 8);
+    /// Network policies the leading scheduler publishes (`sched/policy/`).
+    pub const POLICIES: Topics = Topics(1 << 9);
     /// How many topics there are.
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
     /// The names of the topics, by bit, for logs and metrics.
     pub const NAMES: [&'static str; Self::COUNT] = [
         "nodes",
@@ -70,6 +74,7 @@ impl Topics {
         "keyring",
         "credentials",
         "links",
+        "policies",
     ];
 
     /// No topic.
@@ -176,6 +181,8 @@ pub struct NodeFacts {
     pub assignments: Arc<BTreeMap<String, Arc<Assignment>>>,
     /// The linked clusters its scheduler publishes, by link name.
     pub links: Arc<BTreeMap<String, Arc<LinkFact>>>,
+    /// The network policies its scheduler publishes, by id.
+    pub policies: Arc<BTreeMap<String, Arc<dcnet_policy::Policy>>>,
     pub vtep: Option<LeaseRecord>,
     /// Its subnet leases, by overlay network name.
     pub networks: Arc<BTreeMap<String, LeaseRecord>>,
@@ -201,6 +208,7 @@ impl NodeFacts {
             leader: None,
             assignments: Arc::default(),
             links: Arc::default(),
+            policies: Arc::default(),
             vtep: None,
             networks: Arc::default(),
             malformed: Arc::default(),
@@ -265,6 +273,7 @@ enum Key<'a> {
     SchedLeader,
     Assignment(&'a str),
     Link(&'a str),
+    Policy(&'a str),
     Vtep,
     Network(&'a str),
     /// From a newer agent, or nothing of dcnet's: ignored.
@@ -297,6 +306,8 @@ impl<'a> Key<'a> {
                     Key::Assignment(k)
                 } else if let Some(k) = strip(LINK_PREFIX) {
                     Key::Link(k)
+                } else if let Some(k) = strip(POLICY_PREFIX) {
+                    Key::Policy(k)
                 } else if let Some(k) = strip(overlay::NETWORK_PREFIX) {
                     Key::Network(k)
                 } else {
@@ -321,6 +332,7 @@ impl<'a> Key<'a> {
             Key::Launched(_) => Topics::LAUNCHED,
             Key::SchedLeader | Key::Assignment(_) => Topics::SCHEDULER,
             Key::Link(_) => Topics::LINKS,
+            Key::Policy(_) => Topics::POLICIES,
             Key::Vtep | Key::Network(_) => Topics::OVERLAY,
             Key::Other => Topics::empty(),
         }
@@ -602,6 +614,8 @@ fn set(
             parse::<Assignment>(value).map(|v| put(&mut facts.assignments, k, v.map(Arc::new)))
         }
         Key::Link(k) => parse::<LinkFact>(value).map(|v| put(&mut facts.links, k, v.map(Arc::new))),
+        Key::Policy(k) => parse::<dcnet_policy::Policy>(value)
+            .map(|v| put(&mut facts.policies, k, v.map(Arc::new))),
         Key::Vtep => parse::<LeaseRecord>(value).map(|v| facts.vtep = v),
         Key::Network(k) => parse::<LeaseRecord>(value).map(|v| put(&mut facts.networks, k, v)),
         Key::Other => Some(()),

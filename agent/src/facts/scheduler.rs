@@ -7,6 +7,7 @@
 //!                        `tasks` while a new leader adopts the running tasks)
 //! sched/task/<task id>   Assignment (JSON): run this task on that node
 //! sched/link/<name>      LinkFact (JSON): a linked cluster's DNS, for every node's DNS
+//! sched/policy/<id>      Policy (JSON): a network policy, for every node's datapath
 //! ```
 //!
 //! The leader is the live node publishing the highest term (Raft elects at most one per
@@ -26,6 +27,7 @@ use crate::app::App;
 pub const LEADER_KEY: &str = "sched/leader";
 pub const TASK_PREFIX: &str = "sched/task/";
 pub const LINK_PREFIX: &str = "sched/link/";
+pub const POLICY_PREFIX: &str = "sched/policy/";
 
 /// What every node needs of a linked cluster ([`crate::scheduler::links`]): where its names
 /// are asked. Never its credential.
@@ -90,6 +92,13 @@ pub fn leader(facts: &Facts) -> Option<Leader<'_>> {
 pub fn links(facts: &Facts) -> Option<&BTreeMap<String, Arc<LinkFact>>> {
     let leader = leader(facts)?;
     Some(&facts.nodes.get(leader.node_id)?.links)
+}
+
+/// The network policies the leading scheduler publishes; `None` while no scheduler leads (a
+/// reader keeps enforcing what it had).
+pub fn policies(facts: &Facts) -> Option<&BTreeMap<String, Arc<dcnet_policy::Policy>>> {
+    let leader = leader(facts)?;
+    Some(&facts.nodes.get(leader.node_id)?.policies)
 }
 
 /// The node's assignments if every one of them has arrived (and decoded).

@@ -7,7 +7,8 @@
 //! keeps the apps kept on disk before Raft (imported once); [`replicated`] the state the
 //! masters agree on by Raft (apps, versions, deployments, credentials, decommissioned nodes);
 //! [`credentials`] the masters' credential store and its API; [`masters`] the quorum's API;
-//! [`decommission`] taking nodes out of service; [`links`] linked clusters; [`marathon`] the `/v2` API as Marathon's
+//! [`decommission`] taking nodes out of service; [`links`] linked clusters; [`policies`]
+//! network policies; [`marathon`] the `/v2` API as Marathon's
 //! clients know it; [`service`] runs the leader's loop and assembles the API. What schedulers
 //! publish in gossip, and who leads, is [`crate::facts::scheduler`].
 
@@ -20,6 +21,7 @@ pub mod marathon;
 pub mod masters;
 pub mod placement;
 pub mod plan;
+pub mod policies;
 pub mod replicated;
 pub mod service;
 pub mod store;

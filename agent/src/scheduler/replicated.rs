@@ -10,6 +10,7 @@
 //! deployments/<id>          Deployment: a change of apps under way, with the apps before it
 //! decommissioned/<node id>  a node taken out of service for good
 //! links/<name>              Link (JSON): a linked cluster (see [`super::links`])
+//! policies/<id>             Policy (JSON): a network policy (see [`super::policies`])
 //! meta/imported             set once the files of a pre-Raft master were imported
 //! meta/tasks                set once a leader kept its task set here
 //! ```

@@ -237,6 +237,7 @@ fn router(inner: Arc<Inner>, guard: crate::auth::http::Guard) -> Router {
     super::marathon::routes(inner.clone())
         .merge(super::decommission::routes(inner.clone()))
         .merge(super::links::routes(inner.clone()))
+        .merge(super::policies::routes(inner.clone()))
         .merge(credentials)
         .merge(super::masters::router(super::masters::MastersApi {
             consensus: inner.consensus().clone(),
@@ -606,6 +607,12 @@ impl Inner {
             }
             if let Some(signed) = self.credentials.as_ref().and_then(|c| c.signed(data)) {
                 wanted.insert(crate::facts::CREDENTIAL_SET_KEY.to_owned(), signed);
+            }
+            for policy in super::policies::all(data).into_values() {
+                wanted.insert(
+                    format!("{}{}", crate::facts::scheduler::POLICY_PREFIX, policy.id),
+                    serde_json::to_string(&policy).unwrap_or_default(),
+                );
             }
             for link in super::links::all(data).into_values() {
                 let fact = crate::facts::scheduler::LinkFact {
