@@ -675,6 +675,15 @@ impl Cluster {
         self.run_in(i, Path::new("/usr/bin/curl"), &all)
     }
 
+    /// Runs curl inside node `i` with `args` (and no credential but one they give); the HTTP
+    /// status it got, as curl prints it (`000` if it got no answer).
+    pub fn http_status(&self, i: usize, args: &[&str]) -> Result<String> {
+        let mut all = vec!["-s", "-o", "/dev/null", "-w", "%{http_code}"];
+        all.extend_from_slice(args);
+        let out = self.run_in(i, Path::new("/usr/bin/curl"), &all)?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// The `dcnet` binary the agents run.
     pub fn dcnet(&self) -> &Path {
         &self.dcnet

@@ -137,20 +137,9 @@ fn views(cluster: &Cluster) -> Result<()> {
         "/v1/mesos/tasks",
         "/v1/tasks",
     ] {
-        let out = cluster.run_in(
-            1,
-            Path::new("/usr/bin/curl"),
-            &[
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                &format!("http://127.0.0.1:{API_PORT}{path}"),
-            ],
-        )?;
+        let url = format!("http://127.0.0.1:{API_PORT}{path}");
         assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
+            cluster.http_status(1, &[&url])?,
             "401",
             "{path} without a credential"
         );

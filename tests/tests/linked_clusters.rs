@@ -191,23 +191,10 @@ fn linked(west: &Cluster, east: &Cluster) -> Result<()> {
     assert_eq!(seen["name"], "east");
     assert!(seen.get("token").is_none(), "{seen}");
     assert_eq!(seen["has_token"], true);
-    let out = west.run_in(
-        1,
-        Path::new("/usr/bin/curl"),
-        &[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "DELETE",
-            "-H",
-            &header,
-            &url,
-        ],
-    )?;
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+    assert_eq!(
+        west.http_status(1, &["-X", "DELETE", "-H", &header, &url])?,
+        "403"
+    );
 
     // East's names resolve on west's nodes, the one that only hears of the link by gossip
     // included; west's own names are still west's.

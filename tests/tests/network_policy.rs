@@ -89,23 +89,11 @@ fn policies(cluster: &Cluster) -> Result<()> {
     let seen: Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(seen["policies"][0]["id"], "web-in");
     assert_eq!(seen["policies"][0]["selects"][0], "/web");
-    let out = cluster.run_in(
-        1,
-        Path::new("/usr/bin/curl"),
-        &[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "DELETE",
-            "-H",
-            &reader,
-            &format!("{url}/web-in"),
-        ],
-    )?;
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+    let one = format!("{url}/web-in");
+    assert_eq!(
+        cluster.http_status(1, &["-X", "DELETE", "-H", &reader, &one])?,
+        "403"
+    );
 
     // Replaced: now it selects by id and isolates egress too.
     std::fs::write(
