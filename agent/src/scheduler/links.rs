@@ -89,6 +89,10 @@ pub enum LinkError {
     )]
     Name(String),
     #[error(
+        "the link name {0:?} is a name this cluster's DNS serves itself (<name>.<domain> would hide its own records): choose another"
+    )]
+    Reserved(String),
+    #[error(
         "the linked cluster's id is empty: `dcnet cluster link` reads it from the other cluster's /v1/cluster"
     )]
     Id,
@@ -106,6 +110,18 @@ pub enum LinkError {
     Domain(String),
 }
 
+/// Labels directly under the domain that this cluster's own records use: Mesos-DNS's
+/// `leader`, `master`, `slave`, the frameworks everyone runs, and the SOA's `ns1`.
+const RESERVED: &[&str] = &[
+    "leader",
+    "master",
+    "slave",
+    "ns1",
+    "marathon",
+    "metronome",
+    "mesos",
+];
+
 /// Whether `name` is a DNS label fit to name a link.
 fn is_label(name: &str) -> bool {
     (1..=63).contains(&name.len())
@@ -121,6 +137,9 @@ impl LinkRequest {
     pub fn into_link(self, name: &str, own_id: &str, by: &str) -> Result<Link, LinkError> {
         if !is_label(name) {
             return Err(LinkError::Name(name.to_owned()));
+        }
+        if RESERVED.contains(&name) || name.starts_with("master") {
+            return Err(LinkError::Reserved(name.to_owned()));
         }
         if self.id.trim().is_empty() {
             return Err(LinkError::Id);
@@ -339,6 +358,12 @@ mod tests {
             request().into_link("east", "0b9a", ""),
             Err(LinkError::Itself("0b9a".into()))
         );
+        for taken in ["marathon", "slave", "leader", "master2"] {
+            assert_eq!(
+                request().into_link(taken, "s", ""),
+                Err(LinkError::Reserved(taken.into()))
+            );
+        }
         let mut r = request();
         r.url = "ftp://x".into();
         assert!(matches!(
