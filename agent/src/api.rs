@@ -28,6 +28,7 @@
 //!   for a name, and an app's records ([`crate::dns::lookup`]).
 //! - `GET /v1/mesos/tasks`: the running tasks of the Mesos master dcnet reads task state from
 //!   ([`MesosTaskRow`] rows), when one is configured.
+//! - `GET /v1/policy`: the network policies as this node compiles them ([`crate::policy`]).
 //! - `/dashboard/`: the web dashboard ([`crate::dashboard`]); its page and scripts are open,
 //!   the data they show comes from the routes above, with the viewer's credential.
 //! - `GET /metrics`: Prometheus text format.
@@ -122,6 +123,7 @@ pub fn router(state: ApiState, guard: crate::auth::http::Guard) -> Router {
         .route("/v1/vips", get(vips))
         .route("/v1/tasks", get(tasks))
         .route("/v1/mesos/tasks", get(mesos_tasks))
+        .route("/v1/policy", get(policy))
         .route("/v2/{*rest}", axum::routing::any(forward))
         .route("/ping", get(forward))
         .route("/v1/auth/whoami", get(whoami))
@@ -206,6 +208,10 @@ async fn version(State(s): State<ApiState>) -> axum::Json<Version> {
         version: env!("CARGO_PKG_VERSION"),
         node_id: s.gossip.node_id().to_owned(),
     })
+}
+
+async fn policy(State(s): State<ApiState>) -> axum::Json<crate::policy::PolicyView> {
+    axum::Json(crate::policy::view(&s.facts.peek()))
 }
 
 async fn cluster(State(s): State<ApiState>) -> axum::Json<crate::identity::ClusterIdentity> {

@@ -10,6 +10,7 @@
 //! - [`overlay`]: leases, the VXLAN tunnel's reconciler, container attachment and egress;
 //!   [`nft`]: the nftables tables dcnet owns (host ports, egress).
 //! - [`auth`]: credentials on every HTTP API, TLS for the scheduler's.
+//! - [`policy`]: the network policies this node compiles from gossip.
 //! - [`api`]: the local HTTP API; [`cli`]: operator commands that call it; [`dashboard`]: the
 //!   web page that shows it.
 //! - [`daemon`]: `dcnet agent`, the wiring of all of the above; [`memory`]: how its process
@@ -38,6 +39,7 @@ pub mod memory;
 pub mod nft;
 pub mod node;
 pub mod overlay;
+pub mod policy;
 pub mod scheduler;
 pub mod serve;
 pub mod state;

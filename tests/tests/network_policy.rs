@@ -1,6 +1,7 @@
 //! Network policies through the CLI and the scheduler's `/v2/policies` (issue 23's API; the
 //! datapath that enforces them comes next): stored by the masters, listed with the apps they
-//! select, refused with reasons, changed by admins only.
+//! select, refused with reasons, changed by admins only, and compiled on every node from
+//! gossip (`GET /v1/policy`, read on the node that is no master).
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use dcnet_tests::cluster::API_PORT;
 use dcnet_tests::{Cluster, ClusterOptions, NodeSpec, wait_until};
 use serde_json::Value;
 
-const APP: &str = r#"{"id": "/web", "cmd": "sleep 1000", "instances": 0, "cpus": 0.01, "mem": 1,
+const APP: &str = r#"{"id": "/web", "cmd": "sleep 1000", "instances": 1, "cpus": 0.01, "mem": 1,
   "labels": {"tier": "front"}}"#;
 
 const POLICY: &str = r#"{"id": "web-in", "selector": {"labels": {"tier": "front"}},
@@ -40,6 +41,23 @@ fn policies(cluster: &Cluster) -> Result<()> {
     assert!(said.contains("it selects /web"), "{said}");
     let again = cluster.cli(1, &["policy", "add", file]);
     assert!(again.is_err_and(|e| e.to_string().contains("--replace")));
+    // The agent that is no master compiles it from gossip: /web's ingress is isolated there.
+    let isolated = |cluster: &Cluster, want: bool| -> Result<()> {
+        wait_until(
+            &format!("/web's ingress isolated = {want} on node 2"),
+            Duration::from_secs(20),
+            || {
+                let view: Value = cluster.get(1, "/v1/policy")?;
+                let web = &view["apps"]["/web"];
+                Ok((view["known"] == true
+                    && web["ingress_isolated"] == want
+                    && web["egress_isolated"] == false)
+                    .then_some(()))
+            },
+        )
+        .map(drop)
+    };
+    isolated(cluster, true)?;
     let list = cluster.cli(1, &["policy", "list"])?;
     assert!(
         list.lines()
@@ -104,6 +122,9 @@ fn policies(cluster: &Cluster) -> Result<()> {
     assert!(said.contains("selects no app now"), "{said}");
     let json: Value = serde_json::from_str(&cluster.cli(1, &["policy", "list", "--json"])?)?;
     assert_eq!(json["policies"][0]["egress"], serde_json::json!([]));
+
+    // Replaced: it now selects no app, and the node's view follows.
+    isolated(cluster, false)?;
 
     // Removed, from the other node's CLI (forwarded to the leader).
     cluster.cli(0, &["policy", "remove", "web-in"])?;
