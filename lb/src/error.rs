@@ -88,6 +88,16 @@ pub enum Error {
         vip: crate::Vip,
         backend: std::net::SocketAddr,
     },
+    /// The compiled network policies need more entries than a policy map holds.
+    #[error(
+        "network policies need {entries} entries in eBPF map {map:?}, which holds {capacity}: \
+         merge or remove policies, or select fewer apps"
+    )]
+    PolicyTooLarge {
+        map: &'static str,
+        entries: usize,
+        capacity: u32,
+    },
     /// A map operation failed.
     #[error("eBPF map {name:?}: {action} failed")]
     Map {

@@ -12,6 +12,7 @@
 //!   program on the underlay interface.
 //! - [`fastpath`]: the container fast path: tc programs on the VTEP and containers' veths that
 //!   deliver overlay traffic past the bridge and the node's forwarding.
+//! - [`policy`]: network policies enforced in cgroup skb programs on the tasks' cgroup.
 //! - [`pins`]: the BPF filesystem directory where the socket tables outlive the agent.
 //! - [`sockets`]: destroys UDP sockets still connected to a backend that left (sock_diag).
 //! - [`error`]: what can fail, with the program, map or cgroup concerned.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod fastpath;
 pub mod guard;
 pub mod pins;
+pub mod policy;
 pub mod slots;
 pub mod sockets;
 pub mod vip;

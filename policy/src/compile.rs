@@ -22,6 +22,9 @@ pub type Identity = u32;
 pub const ANY: Identity = u32::MAX;
 /// The identity of an address that is no task's: it matches CIDR entries only.
 pub const WORLD: Identity = 0;
+/// The identity of the enforcing node's own addresses ([`Compiled::set_hosts`]): always let
+/// in, since a task's health checks come from its node.
+pub const HOST: Identity = 1;
 
 /// A running task as policies see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,11 +107,11 @@ pub struct Compiled {
     pub selects: BTreeMap<String, BTreeSet<Identity>>,
 }
 
-/// The identity of app `id`: a hash of the id, past [`WORLD`], [`ANY`] and `taken`.
+/// The identity of app `id`: a hash of the id, past the reserved ones and `taken`.
 fn identity_of(id: &str, taken: &BTreeSet<Identity>) -> Identity {
     let digest = sha2::Sha256::digest(id.as_bytes());
     let mut identity = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
-    while identity == WORLD || identity == ANY || taken.contains(&identity) {
+    while identity == WORLD || identity == HOST || identity == ANY || taken.contains(&identity) {
         identity = identity.wrapping_add(1);
     }
     identity
@@ -249,6 +252,15 @@ impl Compiled {
         }
     }
 
+    /// Gives the enforcing node's own `addresses` the [`HOST`] identity (an address a task
+    /// has stays the task's).
+    pub fn set_hosts(&mut self, addresses: impl IntoIterator<Item = IpAddr>) {
+        self.addresses.retain(|_, identity| *identity != HOST);
+        for address in addresses {
+            self.addresses.entry(address).or_insert(HOST);
+        }
+    }
+
     /// The identity of `address` ([`WORLD`] if no task has it).
     pub fn identity(&self, address: IpAddr) -> Identity {
         self.addresses.get(&address).copied().unwrap_or(WORLD)
@@ -256,6 +268,7 @@ impl Compiled {
 
     /// Whether a new flow from `src` to `dst` (`protocol`, destination `port`) may pass the
     /// `direction` hook: egress is checked for the sending task, ingress for the receiving one.
+    /// A task talking to itself and its node talking to it always may.
     pub fn allows(
         &self,
         direction: Direction,
@@ -268,10 +281,17 @@ impl Compiled {
             Direction::Egress => (src, dst),
         };
         let subject = self.identity(subject);
-        if subject == WORLD || !self.isolated.contains(&(direction, subject)) {
+        if subject == WORLD
+            || subject == HOST
+            || src == dst
+            || !self.isolated.contains(&(direction, subject))
+        {
             return true;
         }
         let peer_identity = self.identity(peer);
+        if direction == Direction::Ingress && peer_identity == HOST {
+            return true;
+        }
         Ports::keys(protocol, port).into_iter().any(|ports| {
             let by_identity = |p| {
                 self.allow.contains(&Allow {
@@ -338,6 +358,27 @@ mod tests {
         assert_eq!(c.identity(ip("9.0.1.2")), c.identity(ip("9.0.2.2")));
         assert_eq!(c.identity(ip("fd01:b::1:2")), c.apps["/web"]);
         assert_eq!(c.identity(ip("1.1.1.1")), WORLD);
+    }
+
+    #[test]
+    fn the_node_itself_may_always_reach_its_tasks_and_a_task_itself() {
+        let mut c = Compiled::new(
+            &policies(&[r#"{"id": "closed", "selector": {"apps": ["/web"]},
+                "ingress": [], "egress": []}"#]),
+            &world(),
+            &[],
+        );
+        c.set_hosts([ip("9.0.1.1"), ip("10.0.0.5"), ip("9.0.1.2")]);
+        assert_eq!(c.identity(ip("9.0.1.1")), HOST);
+        // A task's address stays the task's.
+        assert_eq!(c.identity(ip("9.0.1.2")), c.apps["/web"]);
+        assert!(c.allows(Direction::Ingress, (ip("9.0.1.1"), ip("9.0.1.2")), TCP, 80));
+        assert!(c.allows(Direction::Ingress, (ip("9.0.1.2"), ip("9.0.1.2")), TCP, 80));
+        assert!(!c.allows(Direction::Ingress, (ip("9.0.1.3"), ip("9.0.1.2")), TCP, 80));
+        // Only into the task: what the task sends its node is up to its egress rules.
+        assert!(!c.allows(Direction::Egress, (ip("9.0.1.2"), ip("9.0.1.1")), UDP, 53));
+        c.set_hosts([ip("10.0.0.6")]);
+        assert_eq!(c.identity(ip("9.0.1.1")), WORLD);
     }
 
     #[test]

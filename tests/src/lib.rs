@@ -8,6 +8,7 @@
 //! - [`namespace`]: a single network namespace for a test; [`fake_master`]: a Mesos master's
 //!   state endpoint to serve from it (over HTTPS and with credentials if asked); [`pki`]:
 //!   certificates and keys made by a test.
+//! - [`flows`]: TCP/UDP servers and probes in a namespace and cgroup, for network policies.
 //! - [`clients`]: the client programs users have (marathon-python), run in a node;
 //!   [`images`]: a container image built here, and what container tasks leave; [`knot`]:
 //!   Knot DNS as a local upstream; [`zookeeper`]: Apache ZooKeeper with masters registered
@@ -20,6 +21,7 @@ pub mod clients;
 pub mod cluster;
 pub mod container;
 pub mod fake_master;
+pub mod flows;
 pub mod images;
 pub mod knot;
 pub mod lb;

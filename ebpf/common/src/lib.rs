@@ -24,6 +24,10 @@
 //!   [`VipEntry::counter`] and [`Backend4::counter`].
 //! - [`STATS`]: per-CPU counters of the datapath's outcomes, indexed by [`Stat`].
 //!
+//! The other programs' maps follow, each under its own heading: the control-plane guard
+//! (`GUARD*`), the VXLAN filter (`VXLAN_*`), the container fast path (`FASTPATH_*`) and network
+//! policies (`POLICY_*`).
+//!
 //! IPv6 has the same maps with `6` for `4` ([`VIPS6`], [`BACKENDS6`], [`REVERSE6`],
 //! [`TCP_VIPS6`]) over parallel types ([`Vip6Key`], [`Backend6`], ...), addresses as four
 //! network-order words as `bpf_sock_addr.user_ip6` holds them. Counters are shared.
@@ -452,6 +456,12 @@ mod tests {
         assert_eq!(size_of::<SockVip6>(), 40);
         assert_eq!(size_of::<Endpoint>(), 16);
         assert_eq!(size_of::<FastpathConfig>(), 4);
+        assert_eq!(size_of::<PolicyIsolated>(), 8);
+        assert_eq!(size_of::<PolicyAllow>(), 12);
+        assert_eq!(size_of::<PolicyNet>(), 24);
+        assert_eq!(size_of::<PolicyFlow>(), 40);
+        assert_eq!(size_of::<PolicyFlowState>(), 12);
+        assert_eq!(size_of::<PolicyConfig>(), 4);
     }
 
     #[test]
@@ -587,3 +597,171 @@ impl FastpathStat {
 unsafe impl aya::Pod for Endpoint {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FastpathConfig {}
+
+// ---------------------------------------------------------------------------------------------
+// Network policies (`ebpf/programs/src/policy.rs`, loaded by `dcnet_lb::policy`)
+//
+// Addresses are 16 bytes for both families (IPv4 as its IPv4-mapped IPv6 form, `::ffff:a.b.c.d`),
+// as four words in memory order ([`ip6_words`]): one set of maps serves both. Ports are in
+// network byte order, as in the packet.
+
+/// Name of the identities: hash of an address ([`ip6_words`] form) → identity (`u32`): a
+/// task's address → its app's identity, and this node's own addresses → [`POLICY_HOST`].
+pub const POLICY_IDENTITIES: &str = "POLICY_IDENTITIES";
+/// Name of the isolated identities: per-CPU hash of [`PolicyIsolated`] → `u64`, the packets
+/// denied to that (identity, direction). Only allowed flows may enter (leave) an identity
+/// present here.
+pub const POLICY_ISOLATED: &str = "POLICY_ISOLATED";
+/// Name of the allow entries by peer identity: hash of [`PolicyAllow`] → `u8` (1).
+pub const POLICY_ALLOW: &str = "POLICY_ALLOW";
+/// Name of the allow entries by peer network: LPM trie of [`PolicyNet`] → `u8` (1).
+pub const POLICY_NETS: &str = "POLICY_NETS";
+/// Name of the flow cache: LRU hash of [`PolicyFlow`] → [`PolicyFlowState`]: flows a hook let
+/// through, so their later packets, both ways, pass on one lookup.
+pub const POLICY_FLOWS: &str = "POLICY_FLOWS";
+/// Name of the settings: array of one [`PolicyConfig`].
+pub const POLICY_CONFIG: &str = "POLICY_CONFIG";
+/// Name of the counters: per-CPU array of `u64`, indexed by [`PolicyStat`].
+pub const POLICY_STATS: &str = "POLICY_STATS";
+
+/// Capacity of [`POLICY_IDENTITIES`]: task addresses of the cluster and this node's own.
+pub const POLICY_MAX_ADDRESSES: u32 = 262_144;
+/// Capacity of [`POLICY_ISOLATED`]: (identity, direction) pairs.
+pub const POLICY_MAX_ISOLATED: u32 = 65_536;
+/// Capacity of [`POLICY_ALLOW`].
+pub const POLICY_MAX_ALLOW: u32 = 524_288;
+/// Capacity of [`POLICY_NETS`].
+pub const POLICY_MAX_NETS: u32 = 65_536;
+/// Capacity of [`POLICY_FLOWS`]: flows of this node's tasks at once.
+pub const POLICY_MAX_FLOWS: u32 = 262_144;
+/// Bits of a [`PolicyNet`] before the address (direction, protocol, port, subject): always
+/// matched whole, so an entry's LPM prefix length is this plus its address prefix (IPv4
+/// networks: plus 96, their mapped form).
+pub const POLICY_NET_FIXED_BITS: u32 = 64;
+
+/// The identity of an address that is no task's nor this node's: only network entries match it.
+pub const POLICY_WORLD: u32 = 0;
+/// The identity of this node's own addresses: always let in (health checks come from there).
+pub const POLICY_HOST: u32 = 1;
+/// The peer of an allow entry that allows any peer.
+pub const POLICY_ANY: u32 = u32::MAX;
+
+/// [`PolicyIsolated::direction`] and friends: a packet entering a task.
+pub const POLICY_INGRESS: u8 = 0;
+/// A packet leaving a task.
+pub const POLICY_EGRESS: u8 = 1;
+
+/// An identity isolated in one direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyIsolated {
+    pub identity: u32,
+    pub direction: u8,
+    pub _pad: [u8; 3],
+}
+
+/// An allowed (direction, subject, peer, port): `proto` 0 allows every protocol, `port` 0
+/// every port of `proto`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyAllow {
+    pub subject: u32,
+    pub peer: u32,
+    pub port: u16,
+    pub proto: u8,
+    pub direction: u8,
+}
+
+/// An allowed peer network: the fixed fields first, matched whole, then the address by prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyNet {
+    pub direction: u8,
+    pub proto: u8,
+    pub port: u16,
+    pub subject: u32,
+    pub addr: [u32; 4],
+}
+
+/// A flow as its task sees it: its own address and port, the peer's, the protocol. A packet
+/// leaving and one entering the task have the same key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PolicyFlow {
+    pub local: [u32; 4],
+    pub remote: [u32; 4],
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// What the flow cache keeps of a flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyFlowState {
+    /// The [`PolicyConfig::epoch`] its verdict was reached under: a flow of an older epoch is
+    /// decided again, as its first packet was.
+    pub epoch: u32,
+    /// When a packet of it was last seen, in units of 2^30 ns (about a second).
+    pub seen: u32,
+    /// The direction of its first packet ([`POLICY_INGRESS`] or [`POLICY_EGRESS`]).
+    pub origin: u8,
+    /// 1 if its packets pass, 0 if it was refused after a change of the rules.
+    pub allowed: u8,
+    pub _pad: [u8; 2],
+}
+
+/// The policy programs' settings.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyConfig {
+    /// Raised by userspace after every change of the rules.
+    pub epoch: u32,
+}
+
+/// Idle time after which a cached TCP flow is decided anew, in [`PolicyFlowState::seen`] units
+/// (6 hours, as a stateful firewall keeps an established TCP connection).
+pub const POLICY_TCP_IDLE: u32 = 20_117;
+/// The same for UDP and other protocols (60 s).
+pub const POLICY_OTHER_IDLE: u32 = 56;
+
+/// The policy programs' counters, indexes of [`POLICY_STATS`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyStat {
+    /// A new flow was let through (and cached).
+    Allowed = 0,
+    /// A packet was dropped (of a new flow, or of a revoked one).
+    Denied = 1,
+    /// A cached flow was decided again after a change of the rules, and refused.
+    Revoked = 2,
+}
+
+impl PolicyStat {
+    pub const ALL: [PolicyStat; 3] = [PolicyStat::Allowed, PolicyStat::Denied, PolicyStat::Revoked];
+    /// Capacity of [`POLICY_STATS`].
+    pub const COUNT: u32 = Self::ALL.len() as u32;
+
+    /// The counter's name in metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            PolicyStat::Allowed => "allowed",
+            PolicyStat::Denied => "denied",
+            PolicyStat::Revoked => "revoked",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PolicyIsolated {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PolicyAllow {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PolicyNet {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PolicyFlow {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PolicyFlowState {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PolicyConfig {}
