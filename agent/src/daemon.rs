@@ -161,6 +161,18 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     } else {
         None
     };
+    if let (true, Some(cgroup)) = (config.launcher.enabled, &config.launcher.cgroup) {
+        // Before the launcher: no task starts on a node whose policies are not in force.
+        crate::policy::enforce::Enforcement::start(
+            cgroup,
+            &config.state_dir.join(crate::state::BPF_DIR),
+            (
+                gossip.clone(),
+                facts.watch("policy", tasks | Topics::SCHEDULER | Topics::POLICIES),
+            ),
+            (&mut registry, &mut services),
+        )?;
+    }
     if config.launcher.enabled {
         crate::launcher::start(
             config.launcher.clone(),

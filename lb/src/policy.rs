@@ -231,6 +231,8 @@ pub struct Enforcer {
     /// What the maps hold.
     programmed: Rules,
     epoch: u32,
+    /// Denied counts of isolation entries removed since the load, so counts never go back.
+    carried: BTreeMap<PolicyIsolated, u64>,
 }
 
 fn map_error(name: &'static str, action: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
@@ -287,6 +289,7 @@ impl Enforcer {
             cpus,
             programmed: Rules::default(),
             epoch: 0,
+            carried: BTreeMap::new(),
         };
         enforcer.read_back()?;
         Ok(enforcer)
@@ -411,6 +414,9 @@ impl Enforcer {
         }
         // 2. Isolation: lifted, then imposed.
         for i in old.isolated.difference(&new.isolated) {
+            if let Ok(values) = self.isolated.get(i, 0) {
+                *self.carried.entry(*i).or_default() += values.iter().sum::<u64>();
+            }
             self.isolated
                 .remove(i)
                 .map_err(map_error(POLICY_ISOLATED, "remove"))?;
@@ -453,9 +459,22 @@ impl Enforcer {
         Ok(())
     }
 
-    /// Packets denied per (direction, identity) isolated now, summed over CPUs.
+    /// Packets denied per (direction, identity), summed over CPUs: of the pairs isolated now,
+    /// and of those isolated earlier since the load (so a count never goes back).
     pub fn denied(&self) -> Result<BTreeMap<(Direction, Identity), u64>, Error> {
-        let mut out = BTreeMap::new();
+        let pair = |key: &PolicyIsolated| {
+            let d = if key.direction == POLICY_INGRESS {
+                Direction::Ingress
+            } else {
+                Direction::Egress
+            };
+            (d, key.identity)
+        };
+        let mut out: BTreeMap<(Direction, Identity), u64> = self
+            .carried
+            .iter()
+            .map(|(key, n)| (pair(key), *n))
+            .collect();
         for key in &self.programmed.isolated {
             let values = match self.isolated.get(key, 0) {
                 Ok(v) => v,
@@ -463,12 +482,7 @@ impl Enforcer {
                 Err(aya::maps::MapError::KeyNotFound) => continue,
                 Err(e) => return Err(map_error(POLICY_ISOLATED, "read")(e)),
             };
-            let d = if key.direction == POLICY_INGRESS {
-                Direction::Ingress
-            } else {
-                Direction::Egress
-            };
-            out.insert((d, key.identity), values.iter().sum());
+            *out.entry(pair(key)).or_default() += values.iter().sum::<u64>();
         }
         Ok(out)
     }

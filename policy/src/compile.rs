@@ -216,13 +216,19 @@ impl Compiled {
                     }
                 }
                 // A VIP's backends, at their own port unless the rule names ports.
-                Peer::Vip { vip } => {
-                    let Some(vip) = vips.iter().find(|v| v.label == *vip) else {
-                        continue;
-                    };
-                    for backend in &vip.backends {
+                // A named VIP may be written with or without its leading `/`, and has an IPv4
+                // and an IPv6 entry when its tasks have both.
+                Peer::Vip { vip: label } => {
+                    let same =
+                        |v: &&Vip| v.label.trim_start_matches('/') == label.trim_start_matches('/');
+                    for backend in vips
+                        .iter()
+                        .filter(same)
+                        .flat_map(|v| v.backends.iter().map(move |b| (v.protocol, b)))
+                    {
+                        let (protocol, backend) = backend;
                         let at: Vec<Ports> = if rule.ports.is_empty() {
-                            vec![Ports::Port(vip.protocol, backend.port())]
+                            vec![Ports::Port(protocol, backend.port())]
                         } else {
                             ports.clone()
                         };
@@ -446,7 +452,7 @@ mod tests {
         let c = Compiled::new(
             &policies(&[
                 r#"{"id": "a", "selector": {"labels": {"tier": "front"}},
-                    "egress": [{"to": [{"vip": "/db:5432"}]}]}"#,
+                    "egress": [{"to": [{"vip": "db:5432"}]}]}"#,
                 r#"{"id": "b", "selector": {"apps": ["/web"]},
                     "egress": [{"to": [{"cidr": "192.0.2.0/24"}], "ports": [{"port": 443}]}]}"#,
             ]),

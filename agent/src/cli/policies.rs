@@ -77,12 +77,13 @@ pub fn list(client: &Client, json: bool) -> anyhow::Result<String> {
                 p["id"].as_str().unwrap_or_default().to_owned(),
                 count("ingress"),
                 count("egress"),
+                p["denied"].as_u64().unwrap_or_default().to_string(),
                 selects(p),
             ]
         })
         .collect();
     Ok(super::render_table(
-        &["ID", "INGRESS RULES", "EGRESS RULES", "SELECTS"],
+        &["ID", "INGRESS RULES", "EGRESS RULES", "DENIED", "SELECTS"],
         &rows,
     ))
 }

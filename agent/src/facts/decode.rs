@@ -61,8 +61,11 @@ impl Topics {
     pub const LINKS: Topics = Topics(1 << 8);
     /// Network policies the leading scheduler publishes (`sched/policy/`).
     pub const POLICIES: Topics = Topics(1 << 9);
+    /// Each node's count of packets its policies denied (`policy/denied`): read by the
+    /// scheduler's policy list, apart from the policies so enforcers do not wake for it.
+    pub const POLICY_COUNTERS: Topics = Topics(1 << 10);
     /// How many topics there are.
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     /// The names of the topics, by bit, for logs and metrics.
     pub const NAMES: [&'static str; Self::COUNT] = [
         "nodes",
@@ -75,6 +78,7 @@ impl Topics {
         "credentials",
         "links",
         "policies",
+        "policy_counters",
     ];
 
     /// No topic.
@@ -183,6 +187,8 @@ pub struct NodeFacts {
     pub links: Arc<BTreeMap<String, Arc<LinkFact>>>,
     /// The network policies its scheduler publishes, by id.
     pub policies: Arc<BTreeMap<String, Arc<dcnet_policy::Policy>>>,
+    /// Packets denied on this node, by policy id (as its enforcer last published).
+    pub policy_denied: Option<Arc<BTreeMap<String, u64>>>,
     pub vtep: Option<LeaseRecord>,
     /// Its subnet leases, by overlay network name.
     pub networks: Arc<BTreeMap<String, LeaseRecord>>,
@@ -209,6 +215,7 @@ impl NodeFacts {
             assignments: Arc::default(),
             links: Arc::default(),
             policies: Arc::default(),
+            policy_denied: None,
             vtep: None,
             networks: Arc::default(),
             malformed: Arc::default(),
@@ -274,6 +281,7 @@ enum Key<'a> {
     Assignment(&'a str),
     Link(&'a str),
     Policy(&'a str),
+    PolicyDenied,
     Vtep,
     Network(&'a str),
     /// From a newer agent, or nothing of dcnet's: ignored.
@@ -291,6 +299,7 @@ impl<'a> Key<'a> {
             mesos::LEADER => Key::MesosLeader,
             LEADER_KEY => Key::SchedLeader,
             overlay::VTEP_KEY => Key::Vtep,
+            crate::policy::DENIED_KEY => Key::PolicyDenied,
             _ => {
                 if let Some(k) = strip(KV_PREFIX) {
                     Key::Kv(k)
@@ -333,6 +342,7 @@ impl<'a> Key<'a> {
             Key::SchedLeader | Key::Assignment(_) => Topics::SCHEDULER,
             Key::Link(_) => Topics::LINKS,
             Key::Policy(_) => Topics::POLICIES,
+            Key::PolicyDenied => Topics::POLICY_COUNTERS,
             Key::Vtep | Key::Network(_) => Topics::OVERLAY,
             Key::Other => Topics::empty(),
         }
@@ -616,6 +626,9 @@ fn set(
         Key::Link(k) => parse::<LinkFact>(value).map(|v| put(&mut facts.links, k, v.map(Arc::new))),
         Key::Policy(k) => parse::<dcnet_policy::Policy>(value)
             .map(|v| put(&mut facts.policies, k, v.map(Arc::new))),
+        Key::PolicyDenied => {
+            parse::<BTreeMap<String, u64>>(value).map(|v| facts.policy_denied = v.map(Arc::new))
+        }
         Key::Vtep => parse::<LeaseRecord>(value).map(|v| facts.vtep = v),
         Key::Network(k) => parse::<LeaseRecord>(value).map(|v| put(&mut facts.networks, k, v)),
         Key::Other => Some(()),

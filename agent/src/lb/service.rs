@@ -413,7 +413,7 @@ fn destroy_stale_udp(
 
 /// The desired VIPs of the facts: task facts, minus backends on agents gossip reports down,
 /// the nearest to this node preferred.
-fn desired_from_facts(facts: &Facts) -> Desired {
+pub(crate) fn desired_from_facts(facts: &Facts) -> Desired {
     let cluster = crate::facts::cluster::cluster(facts).unwrap_or_default();
     let down: HashSet<IpAddr> = facts
         .nodes

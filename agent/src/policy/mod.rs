@@ -1,11 +1,12 @@
 //! Network policies on a node: what this node compiles from gossip (the leading scheduler's
-//! policies, the running tasks, their apps' labels) with [`dcnet_policy`], and shows at
-//! `GET /v1/policy`. The eBPF datapath that enforces it is the next step (issue 23); this is
-//! the view it will program from.
+//! policies, the running tasks, their apps' labels, the VIPs) with [`dcnet_policy`], shown at
+//! `GET /v1/policy` and enforced by [`enforce`] in eBPF on the tasks' cgroup.
+
+pub mod enforce;
 
 use std::collections::BTreeMap;
 
-use dcnet_policy::{Compiled, Direction, Task};
+use dcnet_policy::{Compiled, Direction, Policy, Task, Vip};
 use serde::Serialize;
 
 use crate::facts::Facts;
@@ -31,12 +32,37 @@ pub fn tasks(facts: &Facts) -> Vec<Task> {
         .collect()
 }
 
+/// The gossip key under which a node publishes the packets denied per policy (JSON: id →
+/// count), for the scheduler's policy list.
+pub const DENIED_KEY: &str = "policy/denied";
+
+/// The VIPs of the cluster with their backends, by the label that declares them
+/// (`/name:port`, or `IP:port`), as the load balancer programs them.
+pub fn vips(facts: &Facts) -> Vec<Vip> {
+    let desired = crate::lb::service::desired_from_facts(facts);
+    desired
+        .vips
+        .iter()
+        .map(|(vip, backends)| Vip {
+            label: match desired.names.get(vip) {
+                Some((name, _)) => format!("/{}:{}", name.name, vip.addr.port()),
+                None => vip.addr.to_string(),
+            },
+            protocol: match vip.protocol {
+                dcnet_lb::Protocol::Tcp => dcnet_policy::Protocol::Tcp,
+                dcnet_lb::Protocol::Udp => dcnet_policy::Protocol::Udp,
+            },
+            backends: backends.iter().map(|b| b.addr).collect(),
+        })
+        .collect()
+}
+
 /// The policies compiled against what runs; `None` while no scheduler leads.
-pub fn compile(facts: &Facts) -> Option<(Vec<String>, Compiled)> {
+pub fn compile(facts: &Facts) -> Option<(Vec<Policy>, Compiled)> {
     let policies = crate::facts::scheduler::policies(facts)?;
-    let list: Vec<dcnet_policy::Policy> = policies.values().map(|p| (**p).clone()).collect();
-    let ids = policies.keys().cloned().collect();
-    Some((ids, Compiled::new(&list, &tasks(facts), &[])))
+    let list: Vec<Policy> = policies.values().map(|p| (**p).clone()).collect();
+    let compiled = Compiled::new(&list, &tasks(facts), &vips(facts));
+    Some((list, compiled))
 }
 
 /// `GET /v1/policy`.
@@ -84,7 +110,7 @@ pub fn view(facts: &Facts) -> PolicyView {
         .collect();
     PolicyView {
         known: true,
-        policies,
+        policies: policies.into_iter().map(|p| p.id).collect(),
         apps,
         allow_entries: compiled.allow.len() + compiled.allow_net.len(),
     }

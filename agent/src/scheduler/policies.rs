@@ -1,7 +1,8 @@
 //! Network policies ([`dcnet_policy`]) on the leader's API, kept in Raft by the masters
 //! (agents forward `/v2/...`):
 //!
-//! - `GET /v2/policies`: every policy, each with the apps it selects now;
+//! - `GET /v2/policies`: every policy, each with the apps it selects now and the packets it
+//!   denied (`denied`: the sum of what the nodes up publish, [`crate::policy::DENIED_KEY`]);
 //! - `GET /v2/policies/{id}`: one;
 //! - `POST /v2/policies`: adds one (admin; 409 if its id exists);
 //! - `PUT /v2/policies/{id}`: adds or replaces one (admin);
@@ -54,10 +55,20 @@ fn selected_apps(s: &Inner, policy: &Policy) -> Vec<String> {
         .collect()
 }
 
+/// Packets `id` denied on the nodes up, as they last published.
+fn denied(s: &Inner, id: &str) -> u64 {
+    s.facts
+        .peek()
+        .up_nodes()
+        .filter_map(|n| n.policy_denied.as_ref()?.get(id))
+        .sum()
+}
+
 fn shown(s: &Inner, policy: &Policy) -> serde_json::Value {
     let mut value = serde_json::to_value(policy).unwrap_or_default();
     if let Some(o) = value.as_object_mut() {
         o.insert("selects".into(), json!(selected_apps(s, policy)));
+        o.insert("denied".into(), json!(denied(s, &policy.id)));
     }
     value
 }
