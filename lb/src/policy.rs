@@ -187,6 +187,26 @@ impl Rules {
         }
     }
 
+    /// Adds what `seed` knows of and these rules do not: identities of addresses these rules
+    /// lack, and the isolation and allow entries of identities no address here has. A
+    /// restarted agent's view of the cluster fills in over its first seconds; on top of the
+    /// last run's rules (the seed), no flow passes that the last run refused only because a
+    /// task is not heard of yet, while what these rules decide for the tasks they know (a
+    /// policy removed, say) holds at once.
+    pub fn merge_seed(&mut self, seed: &Rules) {
+        let known: BTreeSet<u32> = self.identities.values().copied().collect();
+        for (key, identity) in &seed.identities {
+            self.identities.entry(*key).or_insert(*identity);
+        }
+        let unknown = |identity: &u32| !known.contains(identity);
+        self.isolated
+            .extend(seed.isolated.iter().filter(|i| unknown(&i.identity)));
+        self.allow
+            .extend(seed.allow.iter().filter(|a| unknown(&a.subject)));
+        self.nets
+            .extend(seed.nets.iter().filter(|(_, n)| unknown(&n.subject)));
+    }
+
     fn check_capacity(&self) -> Result<(), Error> {
         for (map, len, capacity) in [
             (
@@ -581,6 +601,39 @@ mod tests {
             .1;
         assert_eq!(v4.addr[3].to_ne_bytes(), [10, 1, 0, 0]);
         assert_eq!((v4.proto, v4.port), (0, 0));
+    }
+
+    #[test]
+    fn a_seed_fills_in_only_what_the_view_does_not_know_yet() {
+        let web = Task {
+            app: "/web".into(),
+            labels: Default::default(),
+            addresses: vec![ip("9.0.1.2")],
+        };
+        let db = Task {
+            app: "/db".into(),
+            labels: Default::default(),
+            addresses: vec![ip("9.0.2.2")],
+        };
+        let closed = |id: &str, app: &str| {
+            Policy::parse(&format!(
+                r#"{{"id": "{id}", "selector": {{"apps": ["{app}"]}}, "ingress": []}}"#
+            ))
+            .unwrap()
+        };
+        // The last run: /web and /db both closed.
+        let seed = Rules::new(&Compiled::new(
+            &[closed("a", "/web"), closed("b", "/db")],
+            &[web.clone(), db.clone()],
+            &[],
+        ));
+        // Now: /web's policy is gone, and /db's task is not heard of yet.
+        let mut now = Rules::new(&Compiled::new(&[closed("b", "/db")], &[web], &[]));
+        now.merge_seed(&seed);
+        let isolated: Vec<u32> = now.isolated.iter().map(|i| i.identity).collect();
+        let db_identity = seed.identities[&address_key(ip("9.0.2.2"))];
+        assert_eq!(isolated, vec![db_identity], "/db stays closed, /web opens");
+        assert_eq!(now.identities.len(), 2);
     }
 
     #[test]

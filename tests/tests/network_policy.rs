@@ -287,12 +287,28 @@ fn only_what_policies_allow_reaches_or_leaves_an_isolated_app() -> Result<()> {
             ..NodeSpec::default()
         };
     }
-    let cluster = Cluster::start(options)?;
-    let result = enforcement(&cluster);
+    let mut cluster = Cluster::start(options)?;
+    let result = enforcement(&mut cluster);
     cluster.explain(result, 60)
 }
 
-fn enforcement(cluster: &Cluster) -> Result<()> {
+/// The policy programs attached to `cgroup`, by name (bpftool's view).
+fn policy_programs(cgroup: &Path) -> Result<Vec<String>> {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "cgroup", "show"])
+        .arg(cgroup)
+        .output()
+        .context("bpftool (apt install bpftool, or scripts/setup.sh)")?;
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    Ok(list
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .filter(|n| n.starts_with("policy_"))
+        .map(str::to_owned)
+        .collect())
+}
+
+fn enforcement(cluster: &mut Cluster) -> Result<()> {
     let on = |node: &str| json!(["hostname", "IS", node]);
     let unique = json!(["hostname", "UNIQUE"]);
     cluster.add_app(
@@ -397,6 +413,46 @@ fn enforcement(cluster: &Cluster) -> Result<()> {
     )?;
     let table = cluster.cli(1, &["policy", "list"])?;
     assert!(table.contains("DENIED"), "{table}");
+
+    // node-2's agent killed: its tasks stay as isolated as they were. Restarted: the same
+    // rules and flows (pinned), and the last run's programs detached.
+    let tasks_cgroup = web.cgroup.parent().context("the tasks' cgroup")?.to_owned();
+    assert_eq!(policy_programs(&tasks_cgroup)?.len(), 2);
+    let (mut held, first) = Flows::hold(&clients[0].netns, &clients[0].cgroup, "-", &web.ip, 8080)?;
+    assert_eq!(first, "ok hello 8080");
+    cluster.stop_agent(1, nix::sys::signal::Signal::SIGKILL, Duration::from_secs(3));
+    assert_eq!(
+        other2.attempt("-", &web.ip, "tcp", 8080)?,
+        "err timeout",
+        "no agent"
+    );
+    assert_eq!(
+        client2.attempt("-", &web.ip, "tcp", 8080)?,
+        "ok",
+        "no agent"
+    );
+    cluster.start_agent(1)?;
+    wait_until(
+        "node-2's agent back, one set of policy programs",
+        Duration::from_secs(30),
+        || {
+            let view: Value = cluster.get(1, "/v1/policy")?;
+            let programs = policy_programs(&tasks_cgroup)?;
+            Ok((view["known"] == true && programs.len() == 2).then_some(programs))
+        },
+    )?;
+    assert_eq!(
+        other2.attempt("-", &web.ip, "tcp", 8080)?,
+        "err timeout",
+        "restarted"
+    );
+    assert_eq!(
+        client2.attempt("-", &web.ip, "tcp", 8080)?,
+        "ok",
+        "restarted"
+    );
+    assert_eq!(held.echo("still there")?, "echo still there");
+    drop(held);
 
     // /other may leave only to client-2's address, on TCP 8080: egress is checked on the
     // sender's node (node-3 for other-3). A refused datagram fails its send at once (EPERM);

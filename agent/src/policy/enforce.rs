@@ -33,6 +33,9 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 const RESCAN: Duration = Duration::from_secs(2);
 /// How often the denied counts are published, at most.
 const PUBLISH: Duration = Duration::from_secs(5);
+/// How long after a start the last run's rules are kept on top of what gossip shows: until
+/// then the view may lack tasks (their addresses would pass as no task's) it has not heard of.
+const SEED_GRACE: Duration = Duration::from_secs(30);
 
 /// What each policy isolates: the identities it selects, and in which directions.
 type Selections = BTreeMap<String, (BTreeSet<Identity>, bool, bool)>;
@@ -43,6 +46,8 @@ struct Inner {
     selections: Selections,
     /// Whether an earlier run's programs were detached (once this run's rules are in force).
     retired: bool,
+    /// The last run's rules (read back from the pinned maps), and when this run started.
+    seed: (Rules, Instant),
 }
 
 /// The policy programs on the tasks' cgroup, kept in step with the cluster.
@@ -105,12 +110,14 @@ impl Enforcement {
             info!(cgroup = %cgroup.display(), retired = n, rules = enforcer.rules().isolated.len(),
                   "network policy programs attached to the tasks' cgroup");
         }
+        let seed = (enforcer.rules().clone(), Instant::now());
         let this = Self {
             inner: Arc::new(Mutex::new(Inner {
                 enforcer,
                 cgroup: cgroup.to_path_buf(),
                 selections: Selections::new(),
                 retired,
+                seed,
             })),
         };
         registry.register_collector(Box::new(this.clone()));
@@ -163,7 +170,7 @@ impl Enforcement {
             return;
         };
         compiled.set_hosts(host_addresses());
-        let rules = Rules::new(&compiled);
+        let mut rules = Rules::new(&compiled);
         let selections: Selections = policies
             .iter()
             .map(|p| {
@@ -176,6 +183,9 @@ impl Enforcement {
             .collect();
         let mut inner = self.lock();
         inner.selections = selections;
+        if inner.seed.1.elapsed() < SEED_GRACE {
+            rules.merge_seed(&inner.seed.0);
+        }
         if *inner.enforcer.rules() != rules {
             match inner.enforcer.apply(rules) {
                 Ok(change) => info!(
