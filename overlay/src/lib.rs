@@ -20,6 +20,7 @@ pub mod ipam;
 pub mod link;
 pub mod netlink;
 pub mod netns;
+pub mod shaping;
 pub mod vtep;
 
 pub use error::Error;

@@ -954,6 +954,18 @@ pub fn parse(value: &Value, path_id: Option<&str>, version: &str) -> Result<Pars
         }
     };
 
+    let at = format!("/labels/{EGRESS_MBPS_LABEL}");
+    match egress_limit(&labels) {
+        Err(why) => p.add(&at, why),
+        Ok(Some(_)) if network == Some(Network::Host) => p.add(
+            &at,
+            "an egress limit needs the app's tasks on an overlay network (`networks`: \
+             [{\"mode\": \"container\", \"name\": \"dcos\"}]): on the host network they \
+             share the node's interfaces",
+        ),
+        Ok(_) => {}
+    }
+
     if !p.0.is_empty() {
         return Err(Invalid { details: p.0 });
     }
@@ -1092,6 +1104,25 @@ const MAX_UNREACHABLE_SECS: u32 = 7 * 24 * 3600;
 const MAX_KILL_GRACE_SECS: u32 = 3600;
 /// Largest `mem` (MiB) a task may ask for: 64 TiB.
 const MAX_MEM_MB: f64 = 64.0 * 1024.0 * 1024.0;
+
+/// The app label that limits what each of its tasks sends, in Mbit/s (paced by a token bucket
+/// on the task's interface: `dcnet_overlay::shaping`).
+pub const EGRESS_MBPS_LABEL: &str = "DCNET_EGRESS_MBPS";
+/// The largest egress limit, in Mbit/s (100 Gbit/s).
+const MAX_EGRESS_MBPS: u64 = 100_000;
+
+/// The egress limit `labels` set, in bit/s (`None`: unlimited).
+pub fn egress_limit(labels: &BTreeMap<String, String>) -> Result<Option<u64>, String> {
+    let Some(value) = labels.get(EGRESS_MBPS_LABEL) else {
+        return Ok(None);
+    };
+    match value.trim().parse::<u64>() {
+        Ok(mbps) if (1..=MAX_EGRESS_MBPS).contains(&mbps) => Ok(Some(mbps * 1_000_000)),
+        _ => Err(format!(
+            "expected whole Mbit/s from 1 to {MAX_EGRESS_MBPS}, e.g. \"50\", not {value:?}"
+        )),
+    }
+}
 
 /// A positive number with a default, at most `max`; `zero_ok` accepts 0.
 fn positive(
@@ -1974,6 +2005,31 @@ mod tests {
         let e = errors(json!({"id": "/x", "cmd": "x", "cpus": 1e308, "mem": 1e12}));
         assert!(has(&e, "/cpus", "at most 4096"), "{e:?}");
         assert!(has(&e, "/mem", "at most"), "{e:?}");
+    }
+
+    #[test]
+    fn an_egress_limit_is_whole_mbits_on_an_overlay() {
+        let overlay = json!([{"mode": "container", "name": "dcos"}]);
+        let app = ok(json!({"id": "/x", "cmd": "x", "networks": overlay,
+                            "labels": {"DCNET_EGRESS_MBPS": "50"}}));
+        assert_eq!(egress_limit(&app.labels), Ok(Some(50_000_000)));
+        assert_eq!(
+            egress_limit(&ok(json!({"id": "/y", "cmd": "x"})).labels),
+            Ok(None)
+        );
+        for bad in ["0", "1.5", "fast", "100001"] {
+            let e = errors(json!({"id": "/x", "cmd": "x", "networks": overlay,
+                                  "labels": {"DCNET_EGRESS_MBPS": bad}}));
+            assert!(
+                has(&e, "/labels/DCNET_EGRESS_MBPS", "whole Mbit/s"),
+                "{bad}: {e:?}"
+            );
+        }
+        let e = errors(json!({"id": "/x", "cmd": "x", "labels": {"DCNET_EGRESS_MBPS": "50"}}));
+        assert!(
+            has(&e, "/labels/DCNET_EGRESS_MBPS", "overlay network"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -143,6 +143,18 @@ struct Launcher {
     host_ports: Option<String>,
 }
 
+/// Limits what the task of namespace `netns` sends on its `eth0` to `bits` per second.
+async fn limit_egress(netns: &str, bits: u64) -> Result<(), String> {
+    let name = netns.to_owned();
+    tokio::task::spawn_blocking(move || {
+        dcnet_overlay::Netns::open(&name)?
+            .netlink(|nl| async move { nl.set_egress_limit("eth0", Some(bits)).await })
+    })
+    .await
+    .map_err(|e| format!("limiting the task's egress: {e}"))?
+    .map_err(|e| format!("limiting the task's egress to {bits} bit/s: {e}"))
+}
+
 impl Launcher {
     async fn run(
         mut self,
@@ -362,6 +374,14 @@ impl Launcher {
                     .map(|a| IpAddr::V4(a.ip()))
                     .or(attached.address6.map(|a| IpAddr::V6(a.ip())));
                 local.record.ip6 = attached.address.and(attached.address6).map(|a| a.ip());
+                // Checked when the app was submitted; a value an older scheduler let through
+                // fails the task with the reason rather than running it unlimited.
+                let limit = crate::app::definition::egress_limit(&a.app.labels).map_err(|e| {
+                    format!("label {}: {e}", crate::app::definition::EGRESS_MBPS_LABEL)
+                })?;
+                if let Some(bits) = limit {
+                    limit_egress(&netns, bits).await?;
+                }
             }
         }
         // Saved before the process exists: a crash now still leaves the namespace findable.
