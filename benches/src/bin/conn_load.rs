@@ -8,6 +8,10 @@
 //!   read to EOF, close. Prints one JSON line: connections, errors by kind, seconds, the
 //!   connection latency (connect to EOF) p50/p99 in µs, and the client's CPU time per
 //!   connection in µs.
+//! - `dcnet-conn-load serve-rr ADDR`: accepts on ADDR; per connection (a thread each) answers
+//!   every 64-byte request with 64 bytes until the client closes.
+//! - `dcnet-conn-load rr ADDR THREADS SECONDS`: each thread opens one connection and loops
+//!   a 64-byte request and its answer on it: transactions, their latency p50/p99 in µs.
 //! - `dcnet-conn-load ab ADDR_A ADDR_B THREADS SECONDS`: as `run`, but each thread alternates
 //!   its connections between A and B, so that both see the same moments of the machine (CPU
 //!   steal, other load); prints the mean and median connection time of each and their ratios.
@@ -32,12 +36,15 @@ fn main() -> Result<()> {
         .as_slice()
     {
         ["serve", addr, threads] => serve(addr.parse()?, threads.parse()?),
+        ["serve-rr", addr] => serve_rr(addr.parse()?),
+        ["rr", addr, threads, seconds] => rr(addr.parse()?, threads.parse()?, seconds.parse()?),
         ["run", addr, threads, seconds] => run(addr.parse()?, threads.parse()?, seconds.parse()?),
         ["ab", a, b, threads, seconds] => {
             ab([a.parse()?, b.parse()?], threads.parse()?, seconds.parse()?)
         }
         _ => bail!(
             "usage: dcnet-conn-load serve ADDR THREADS | run ADDR THREADS SECONDS | \
+             serve-rr ADDR | rr ADDR THREADS SECONDS | \
              ab ADDR_A ADDR_B THREADS SECONDS"
         ),
     }
@@ -65,6 +72,68 @@ fn serve(addr: SocketAddr, threads: usize) -> Result<()> {
     for w in workers {
         let _ = w.join();
     }
+    Ok(())
+}
+
+fn serve_rr(addr: SocketAddr) -> Result<()> {
+    let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        std::thread::spawn(move || {
+            let _ = stream.set_nodelay(true);
+            let mut buf = [0u8; 64];
+            while stream.read_exact(&mut buf).is_ok() {
+                if stream.write_all(&RESPONSE).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+fn rr(addr: SocketAddr, threads: usize, seconds: f64) -> Result<()> {
+    let started = Instant::now();
+    let end = started + Duration::from_secs_f64(seconds);
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || -> std::io::Result<Vec<Duration>> {
+                let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+                stream.set_nodelay(true)?;
+                stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+                let mut latencies = Vec::with_capacity(1 << 20);
+                let mut buf = [0u8; 64];
+                while Instant::now() < end {
+                    let t = Instant::now();
+                    stream.write_all(&REQUEST)?;
+                    stream.read_exact(&mut buf)?;
+                    latencies.push(t.elapsed());
+                }
+                Ok(latencies)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a client thread panicked"))?
+                .context("a request/response connection failed")?,
+        );
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    let q = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().max(1) - 1))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    let json = serde_json::json!({
+        "transactions": all.len(),
+        "seconds": elapsed,
+        "p50_us": q(0.5),
+        "p99_us": q(0.99),
+    });
+    println!("{json}");
     Ok(())
 }
 
