@@ -160,14 +160,7 @@ impl Datapath {
     /// the next run. Returns the datapath and the tables that had to be made anew because
     /// an earlier run's were of another layout.
     pub fn load_sharing(dir: &Path) -> Result<(Self, Vec<&'static str>), Error> {
-        crate::pins::ensure(dir)?;
-        let dropped = crate::pins::drop_mismatched(dir, &shared_layouts())?;
-        let paths: Vec<(&'static str, std::path::PathBuf)> =
-            SHARED_MAPS.iter().map(|&n| (n, dir.join(n))).collect();
-        let mut loader = EbpfLoader::new();
-        for (name, path) in &paths {
-            loader.map_pin_path(name, path.as_path());
-        }
+        let (mut loader, dropped) = crate::pins::sharing_loader(dir, &shared_layouts())?;
         Ok((Self::load_with(&mut loader)?, dropped))
     }
 

@@ -106,6 +106,22 @@ pub fn drop_mismatched(dir: &Path, layouts: &[Layout]) -> Result<Vec<&'static st
     Ok(dropped)
 }
 
+/// A loader that pins the maps of `layouts` in `dir` (made a BPF filesystem if it is not on
+/// one): maps an earlier run pinned there are used as they are. Also returns the maps made
+/// anew because an earlier run's pins were of another layout.
+pub(crate) fn sharing_loader(
+    dir: &Path,
+    layouts: &[Layout],
+) -> Result<(aya::EbpfLoader<'static>, Vec<&'static str>), Error> {
+    ensure(dir)?;
+    let dropped = drop_mismatched(dir, layouts)?;
+    let mut loader = aya::EbpfLoader::new();
+    for layout in layouts {
+        loader.map_pin_path(layout.name, dir.join(layout.name));
+    }
+    Ok((loader, dropped))
+}
+
 /// Removes the pins of `names` in `dir` (the maps go once no program uses them); returns how
 /// many there were.
 pub fn unpin(dir: &Path, names: &[&str]) -> Result<usize, Error> {

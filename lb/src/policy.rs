@@ -46,16 +46,6 @@ const EGRESS: &str = "policy_egress";
 const ATTACHED: &[(&str, u32)] = &[(INGRESS, 0), (EGRESS, 1)];
 
 /// Every map, pinned: the rules and the flow cache outlive the agent.
-pub const PINNED_MAPS: [&str; 7] = [
-    POLICY_IDENTITIES,
-    POLICY_ISOLATED,
-    POLICY_ALLOW,
-    POLICY_NETS,
-    POLICY_FLOWS,
-    POLICY_CONFIG,
-    POLICY_STATS,
-];
-
 fn layouts() -> [crate::pins::Layout; 7] {
     use crate::pins::Layout;
     use std::mem::size_of;
@@ -274,14 +264,7 @@ impl Enforcer {
     /// rules they hold. Returns the enforcer and the maps that had to be made anew because an
     /// earlier run's were of another layout.
     pub fn load_sharing(dir: &Path) -> Result<(Self, Vec<&'static str>), Error> {
-        crate::pins::ensure(dir)?;
-        let dropped = crate::pins::drop_mismatched(dir, &layouts())?;
-        let paths: Vec<(&'static str, std::path::PathBuf)> =
-            PINNED_MAPS.iter().map(|&n| (n, dir.join(n))).collect();
-        let mut loader = EbpfLoader::new();
-        for (name, path) in &paths {
-            loader.map_pin_path(name, path.as_path());
-        }
+        let (mut loader, dropped) = crate::pins::sharing_loader(dir, &layouts())?;
         Ok((Self::load_with(&mut loader)?, dropped))
     }
 

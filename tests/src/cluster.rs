@@ -531,6 +531,34 @@ impl Cluster {
         }
     }
 
+    /// Partitions node `i` (`on`) or heals it: everything on its underlay link is dropped in
+    /// its namespace (its loopback, hence its own API, and its tasks' traffic on the node
+    /// stay). The nftables table goes with the namespace.
+    pub fn partition(&self, i: usize, on: bool) -> Result<()> {
+        let ns = self.nodes[i].netns.name();
+        let script = if on {
+            "table inet partition {\n\
+               chain in { type filter hook input priority 0; iifname \"eth0\" drop; }\n\
+               chain out { type filter hook output priority 0; oifname \"eth0\" drop; }\n\
+             }\n"
+        } else {
+            "delete table inet partition\n"
+        };
+        let mut nft = Command::new("ip")
+            .args(["netns", "exec", ns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("nft (apt install nftables)")?;
+        std::io::Write::write_all(&mut nft.stdin.take().context("stdin")?, script.as_bytes())?;
+        let out = nft.wait_with_output()?;
+        if !out.status.success() {
+            bail!("nft in {ns}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
     /// Kills node `i` as if the machine died: its agent and every task it started.
     pub fn kill_node(&mut self, i: usize) {
         self.stop_agent(i, nix::sys::signal::Signal::SIGKILL, Duration::from_secs(3));

@@ -454,6 +454,49 @@ fn enforcement(cluster: &mut Cluster) -> Result<()> {
     assert_eq!(held.echo("still there")?, "echo still there");
     drop(held);
 
+    // node-2 cut off from the others: once it sees no scheduler leading, it keeps enforcing
+    // what it had (on the node, /other stays refused and /client let through). Healed, it
+    // follows the cluster again.
+    cluster.partition(1, true)?;
+    wait_until(
+        "node-2 to see no scheduler",
+        Duration::from_secs(30),
+        || {
+            let view: Value = cluster.get(1, "/v1/policy")?;
+            Ok((view["known"] == false).then_some(()))
+        },
+    )?;
+    assert_eq!(
+        other2.attempt("-", &web.ip, "tcp", 8080)?,
+        "err timeout",
+        "partitioned"
+    );
+    assert_eq!(
+        client2.attempt("-", &web.ip, "tcp", 8080)?,
+        "ok",
+        "partitioned"
+    );
+    cluster.partition(1, false)?;
+    wait_until(
+        "node-2 to see the scheduler again",
+        Duration::from_secs(30),
+        || {
+            let view: Value = cluster.get(1, "/v1/policy")?;
+            Ok((view["known"] == true).then_some(()))
+        },
+    )?;
+    until(
+        "client-3 across nodes again",
+        client3,
+        (&web.ip, "tcp", 8080),
+        OK,
+    )?;
+    assert_eq!(
+        other3.attempt("-", &web.ip, "tcp", 8080)?,
+        "err timeout",
+        "healed"
+    );
+
     // /other may leave only to client-2's address, on TCP 8080: egress is checked on the
     // sender's node (node-3 for other-3). A refused datagram fails its send at once (EPERM);
     // a refused SYN is retried by TCP until the connect times out.

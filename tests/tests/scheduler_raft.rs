@@ -257,37 +257,12 @@ fn a_partitioned_leader_commits_nothing_and_never_doubles_a_task() -> Result<()>
     cluster.explain(result, 50)
 }
 
-/// Drops everything on node `i`'s underlay link (its loopback, hence its own API, stays).
-fn partition(cluster: &Cluster, i: usize, on: bool) -> Result<()> {
-    let ns = cluster.nodes[i].netns.name();
-    let script = if on {
-        "table inet partition {\n\
-           chain in { type filter hook input priority 0; iifname \"eth0\" drop; }\n\
-           chain out { type filter hook output priority 0; oifname \"eth0\" drop; }\n\
-         }\n"
-    } else {
-        "delete table inet partition\n"
-    };
-    let mut nft = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    std::io::Write::write_all(&mut nft.stdin.take().context("stdin")?, script.as_bytes())?;
-    let out = nft.wait_with_output()?;
-    if !out.status.success() {
-        bail!("nft in {ns}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
 fn partitioned_leader(cluster: &mut Cluster) -> Result<()> {
     let old = leader(cluster, Duration::from_secs(30))?;
     add_app(cluster, &sleeper(4))?;
     wait_processes(cluster, 4, Duration::from_secs(30))?;
 
-    partition(cluster, old, true)?;
+    cluster.partition(old, true)?;
     let cut = Instant::now();
     let mut most = 0;
     // The majority elects another leader and takes a change.
@@ -317,7 +292,7 @@ fn partitioned_leader(cluster: &mut Cluster) -> Result<()> {
         most = most.max(processes(cluster));
         std::thread::sleep(Duration::from_millis(200));
     }
-    partition(cluster, old, false)?;
+    cluster.partition(old, false)?;
     let healed = Instant::now();
     while healed.elapsed() < Duration::from_secs(10) {
         most = most.max(processes(cluster));

@@ -28,7 +28,7 @@
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::{cgroup_skb, map},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
     programs::SkBuffContext,
@@ -103,35 +103,58 @@ struct Packet {
     proto: u8,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ipv4Hdr {
+    version_ihl: u8,
+    tos: u8,
+    tot_len: u16,
+    id: u16,
+    frag_off: u16,
+    ttl: u8,
+    protocol: u8,
+    check: u16,
+    src: u32,
+    dst: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ipv6Hdr {
+    vtc_flow: u32,
+    payload_len: u16,
+    nexthdr: u8,
+    hop_limit: u8,
+    src: [u32; 4],
+    dst: [u32; 4],
+}
+
 /// The packet's addresses, protocol and (TCP, UDP) ports; `None` if it is neither IPv4 nor
-/// IPv6 or too short. The hooks see the packet from its network header on.
+/// IPv6 or too short. The hooks see the packet from its network header on; each header is
+/// copied out in one load.
 #[inline(always)]
 fn parse(ctx: &SkBuffContext) -> Option<Packet> {
     let protocol = ctx.skb.protocol();
     let (src, dst, proto, l4) = if protocol == u32::from(ETH_P_IP.to_be()) {
-        let version_ihl: u8 = ctx.load(0).ok()?;
-        let proto: u8 = ctx.load(9).ok()?;
-        let src: u32 = ctx.load(12).ok()?;
-        let dst: u32 = ctx.load(16).ok()?;
+        let ip: Ipv4Hdr = ctx.load(0).ok()?;
         let mapped = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
         (
-            [0, 0, mapped, src],
-            [0, 0, mapped, dst],
-            proto,
-            usize::from(version_ihl & 0x0f) * 4,
+            [0, 0, mapped, ip.src],
+            [0, 0, mapped, ip.dst],
+            ip.protocol,
+            usize::from(ip.version_ihl & 0x0f) * 4,
         )
     } else if protocol == u32::from(ETH_P_IPV6.to_be()) {
         // Extension headers are not walked: a packet with them is decided as a protocol of
         // its own (only entries for any protocol match it).
-        let proto: u8 = ctx.load(6).ok()?;
-        let src: [u32; 4] = ctx.load(8).ok()?;
-        let dst: [u32; 4] = ctx.load(24).ok()?;
-        (src, dst, proto, 40)
+        let ip: Ipv6Hdr = ctx.load(0).ok()?;
+        (ip.src, ip.dst, ip.nexthdr, 40)
     } else {
         return None;
     };
     let (src_port, dst_port) = if proto == PROTO_TCP || proto == PROTO_UDP {
-        (ctx.load(l4).ok()?, ctx.load(l4 + 2).ok()?)
+        let ports: [u16; 2] = ctx.load(l4).ok()?;
+        (ports[0], ports[1])
     } else {
         (0, 0)
     };
@@ -144,10 +167,20 @@ fn parse(ctx: &SkBuffContext) -> Option<Packet> {
     })
 }
 
+/// Now, in units of 2^30 ns; the coarse clock (a tick's resolution) is plenty for idle times
+/// of a minute and more.
 #[inline(always)]
 fn now() -> u32 {
     // SAFETY: a helper every program type may call.
-    (unsafe { bpf_ktime_get_ns() } >> 30) as u32
+    (unsafe { bpf_ktime_get_coarse_ns() } >> 30) as u32
+}
+
+/// The identity of a task address, if it is one.
+#[inline(always)]
+fn identity(address: &[u32; 4]) -> Option<u32> {
+    // SAFETY: a plain value copied out at once; the map is not preallocated, so an entry
+    // replaced meanwhile stays whole until an RCU grace period after this program.
+    unsafe { POLICY_IDENTITIES.get(address) }.copied()
 }
 
 #[inline(always)]
@@ -183,12 +216,7 @@ fn decide(ctx: &SkBuffContext, direction: u8) -> i32 {
             _pad: [0; 3],
         }
     };
-    // SAFETY: a plain value copied out at once; the map is not preallocated, so an entry
-    // replaced meanwhile stays whole until an RCU grace period after this program.
-    let Some(&subject) = (unsafe { POLICY_IDENTITIES.get(&flow.local) }) else {
-        // Not a task's address (loopback, a process of the cgroup on the node's network).
-        return PASS;
-    };
+    // The cache first: a flow cached under this epoch costs one lookup.
     let epoch = epoch();
     let now = now();
     let idle = if p.proto == PROTO_TCP {
@@ -201,28 +229,40 @@ fn decide(ctx: &SkBuffContext, direction: u8) -> i32 {
         // writer on another CPU can only store one of the same values.
         let state = unsafe { &mut *state };
         if now.wrapping_sub(state.seen) <= idle {
+            if state.seen != now {
+                state.seen = now;
+            }
+            if state.epoch == epoch && state.allowed != 0 {
+                return PASS;
+            }
+            let Some(subject) = identity(&flow.local) else {
+                // No task's address any more: not for policies to decide.
+                let _ = POLICY_FLOWS.remove(&flow);
+                return PASS;
+            };
             if state.epoch != epoch {
                 // The rules changed since: decided again as its first packet was. A revoked
-                // flow stays in the cache, refused, so that a packet the other way (which alone
-                // might look like a flow of its own) does not let it through again.
+                // flow stays in the cache, refused, so that a packet the other way (which
+                // alone might look like a flow of its own) does not let it through again.
                 let allowed = allowed(&flow, subject, state.origin);
                 if !allowed && state.allowed != 0 {
                     count(PolicyStat::Revoked);
                 }
                 state.allowed = u8::from(allowed);
                 state.epoch = epoch;
-            }
-            if state.seen != now {
-                state.seen = now;
-            }
-            if state.allowed != 0 {
-                return PASS;
+                if allowed {
+                    return PASS;
+                }
             }
             deny(subject, state.origin);
             count(PolicyStat::Denied);
             return DROP;
         }
     }
+    let Some(subject) = identity(&flow.local) else {
+        // Not a task's address (loopback, a process of the cgroup on the node's network).
+        return PASS;
+    };
     if !allowed(&flow, subject, direction) {
         deny(subject, direction);
         count(PolicyStat::Denied);
