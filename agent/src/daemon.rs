@@ -161,9 +161,9 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     } else {
         None
     };
-    if let (true, Some(cgroup)) = (config.launcher.enabled, &config.launcher.cgroup) {
+    let policy = if let (true, Some(cgroup)) = (config.launcher.enabled, &config.launcher.cgroup) {
         // Before the launcher: no task starts on a node whose policies are not in force.
-        crate::policy::enforce::Enforcement::start(
+        Some(crate::policy::enforce::Enforcement::start(
             cgroup,
             &config.state_dir.join(crate::state::BPF_DIR),
             (
@@ -171,8 +171,10 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
                 facts.watch("policy", tasks | Topics::SCHEDULER | Topics::POLICIES),
             ),
             (&mut registry, &mut services),
-        )?;
-    }
+        )?)
+    } else {
+        None
+    };
     if config.launcher.enabled {
         crate::launcher::start(
             config.launcher.clone(),
@@ -180,7 +182,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
                 gossip.clone(),
                 facts.watch("launcher", Topics::NODES | Topics::SCHEDULER),
             ),
-            overlay.clone(),
+            (overlay.clone(), policy),
             config.state_dir.join("tasks"),
             config.address,
             (&mut registry, &mut services),

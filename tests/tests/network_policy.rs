@@ -547,6 +547,50 @@ fn enforcement(cluster: &mut Cluster) -> Result<()> {
     // Not isolated in egress, /client still reaches anyone.
     assert_eq!(client3.attempt("-", &others[0].ip, "udp", 8081)?, "ok");
 
+    // A task is held to its policies from its first packet: /early may send nothing, and its
+    // first connect, made the moment it starts, goes nowhere.
+    add_policy(
+        cluster,
+        dir.path(),
+        r#"{"id": "early-out", "selector": {"apps": ["/early"]}, "egress": []}"#,
+    )?;
+    wait_until("early-out on node-2", Duration::from_secs(20), || {
+        let view: Value = cluster.get(1, "/v1/policy")?;
+        Ok(view["policies"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|id| id == "early-out"))
+            .then_some(()))
+    })?;
+    let first_connect = "import os, socket\n\
+        s = socket.socket()\n\
+        s.settimeout(1)\n\
+        try:\n    s.connect((os.environ['TARGET'], 8080)); print('connected')\n\
+        except OSError as e:\n    print('refused', e)\n";
+    cluster.add_app(
+        1,
+        &json!({"id": "/early", "cpus": 0.01, "mem": 32,
+                "cmd": "python3 -c \"$FIRST\" > first.txt; exec sleep 1000",
+                "env": {"FIRST": first_connect, "TARGET": clients[0].ip},
+                "constraints": [["hostname", "IS", "node-2"]],
+                "networks": [{"mode": "container", "name": "dcos"}]})
+        .to_string(),
+    )?;
+    let first = wait_until("/early's first connect", Duration::from_secs(60), || {
+        let rows: Vec<TaskRow> = cluster.get(1, "/v1/tasks")?;
+        let Some(row) = rows.iter().find(|r| r.status.app_id == "/early") else {
+            return Ok(None);
+        };
+        let file = cluster.nodes[1]
+            .state_dir
+            .join("tasks")
+            .join(&row.status.task_id)
+            .join("first.txt");
+        Ok(std::fs::read_to_string(file)
+            .ok()
+            .filter(|t| t.ends_with('\n')))
+    })?;
+    assert!(first.starts_with("refused"), "{first}");
+
     // Removed: open again, on every node.
     cluster.cli(1, &["policy", "remove", "other-out"])?;
     let took = until(

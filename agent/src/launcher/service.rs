@@ -41,7 +41,10 @@ const KEEP_SANDBOXES: usize = 50;
 pub fn start(
     settings: LauncherSettings,
     (gossip, facts): (Arc<Gossip>, FactsWatch),
-    overlay: Option<Arc<OverlayService>>,
+    (overlay, policy): (
+        Option<Arc<OverlayService>>,
+        Option<crate::policy::enforce::Enforcement>,
+    ),
     root: PathBuf,
     host: IpAddr,
     (registry, services): (&mut prometheus_client::registry::Registry, &mut Services),
@@ -67,6 +70,7 @@ pub fn start(
         settings,
         gossip,
         overlay,
+        policy,
         root,
         host,
         tasks: BTreeMap::new(),
@@ -128,6 +132,8 @@ struct Launcher {
     settings: LauncherSettings,
     gossip: Arc<Gossip>,
     overlay: Option<Arc<OverlayService>>,
+    /// Network policies: a task's addresses are admitted before it runs.
+    policy: Option<crate::policy::enforce::Enforcement>,
     root: PathBuf,
     host: IpAddr,
     tasks: BTreeMap<String, Local>,
@@ -381,6 +387,17 @@ impl Launcher {
                 })?;
                 if let Some(bits) = limit {
                     limit_egress(&netns, bits).await?;
+                }
+                if let Some(policy) = &self.policy {
+                    let addresses = [local.record.ip, local.record.ip6.map(IpAddr::V6)]
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                    let (policy, app, labels) =
+                        (policy.clone(), a.app.id.clone(), a.app.labels.clone());
+                    tokio::task::spawn_blocking(move || policy.admit(&app, &labels, addresses))
+                        .await
+                        .map_err(|e| format!("admitting the task to the network policies: {e}"))?;
                 }
             }
         }

@@ -2,6 +2,12 @@
 //! kept in step with what this node compiles from gossip, their counters in `/metrics`, and
 //! the packets denied per policy published in gossip (`policy/denied`) for `dcnet policy list`.
 //!
+//! A task is admitted before it runs: the launcher hands over its addresses once the overlay
+//! gave them ([`Enforcement::admit`]), and they are programmed at once with its app's
+//! identity, so its first packet is decided as any other (gossip would bring them a moment
+//! later, when the task could already send). Policies for a task are enforced on its own node
+//! only, so that is all it needs.
+//!
 //! The programs and every map outlive the agent (pinned under the state directory's BPF
 //! directory, attached so the cgroup holds them): tasks stay as isolated as they were while no
 //! agent runs, and the next run goes on from the same rules and flow cache. While no scheduler
@@ -40,6 +46,9 @@ const SEED_GRACE: Duration = Duration::from_secs(30);
 /// What each policy isolates: the identities it selects, and in which directions.
 type Selections = BTreeMap<String, (BTreeSet<Identity>, bool, bool)>;
 
+/// How long an admitted task is kept on top of gossip: it is there long before this.
+const ADMITTED_FOR: Duration = Duration::from_secs(120);
+
 struct Inner {
     enforcer: Enforcer,
     cgroup: PathBuf,
@@ -48,12 +57,16 @@ struct Inner {
     retired: bool,
     /// The last run's rules (read back from the pinned maps), and when this run started.
     seed: (Rules, Instant),
+    /// Tasks of this node admitted before gossip shows them, and when.
+    admitted: Vec<(dcnet_policy::Task, Instant)>,
 }
 
 /// The policy programs on the tasks' cgroup, kept in step with the cluster.
 #[derive(Clone)]
 pub struct Enforcement {
     inner: Arc<Mutex<Inner>>,
+    /// For [`Enforcement::admit`], which programs at once from the facts of the moment.
+    facts: FactsWatch,
 }
 
 impl std::fmt::Debug for Enforcement {
@@ -118,7 +131,9 @@ impl Enforcement {
                 selections: Selections::new(),
                 retired,
                 seed,
+                admitted: Vec::new(),
             })),
+            facts: facts.clone(),
         };
         registry.register_collector(Box::new(this.clone()));
         let stop = services.stopping(Stage::Data);
@@ -164,9 +179,32 @@ impl Enforcement {
         }
     }
 
+    /// Programs `addresses` of a task of `app` (with its `labels`) that is about to run on
+    /// this node, before it runs. Returns once they are in the maps (or nothing is known of the
+    /// policies: no scheduler leads).
+    pub fn admit(&self, app: &str, labels: &BTreeMap<String, String>, addresses: Vec<IpAddr>) {
+        let task = dcnet_policy::Task {
+            app: app.to_owned(),
+            labels: labels.clone(),
+            addresses,
+        };
+        self.lock().admitted.push((task, Instant::now()));
+        self.follow(&self.facts.peek());
+    }
+
     /// Programs what `facts` compile to, if a scheduler leads and anything changed.
     pub fn follow(&self, facts: &Facts) {
-        let Some((policies, mut compiled)) = super::compile(facts) else {
+        let mut tasks = super::tasks(facts);
+        {
+            // Admitted tasks until gossip shows them (or they are long gone).
+            let mut inner = self.lock();
+            let known: BTreeSet<IpAddr> = tasks.iter().flat_map(|t| t.addresses.clone()).collect();
+            inner.admitted.retain(|(task, at)| {
+                at.elapsed() < ADMITTED_FOR && !task.addresses.iter().any(|a| known.contains(a))
+            });
+            tasks.extend(inner.admitted.iter().map(|(task, _)| task.clone()));
+        }
+        let Some((policies, mut compiled)) = super::compile_with(facts, &tasks) else {
             return;
         };
         compiled.set_hosts(host_addresses());

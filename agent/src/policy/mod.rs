@@ -59,9 +59,14 @@ pub fn vips(facts: &Facts) -> Vec<Vip> {
 
 /// The policies compiled against what runs; `None` while no scheduler leads.
 pub fn compile(facts: &Facts) -> Option<(Vec<Policy>, Compiled)> {
+    compile_with(facts, &tasks(facts))
+}
+
+/// The policies of `facts` compiled against `tasks`; `None` while no scheduler leads.
+pub fn compile_with(facts: &Facts, tasks: &[Task]) -> Option<(Vec<Policy>, Compiled)> {
     let policies = crate::facts::scheduler::policies(facts)?;
     let list: Vec<Policy> = policies.values().map(|p| (**p).clone()).collect();
-    let compiled = Compiled::new(&list, &tasks(facts), &vips(facts));
+    let compiled = Compiled::new(&list, tasks, &vips(facts));
     Some((list, compiled))
 }
 
