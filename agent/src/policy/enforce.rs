@@ -67,6 +67,9 @@ pub struct Enforcement {
     inner: Arc<Mutex<Inner>>,
     /// For [`Enforcement::admit`], which programs at once from the facts of the moment.
     facts: FactsWatch,
+    /// Held through a whole [`Enforcement::follow`], from reading the admitted tasks to the
+    /// maps: a slower compilation of an older view never undoes a newer one.
+    following: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for Enforcement {
@@ -134,6 +137,7 @@ impl Enforcement {
                 admitted: Vec::new(),
             })),
             facts: facts.clone(),
+            following: Arc::default(),
         };
         registry.register_collector(Box::new(this.clone()));
         let stop = services.stopping(Stage::Data);
@@ -155,11 +159,15 @@ impl Enforcement {
         stop: crate::lifecycle::Stopping,
     ) {
         let mut published: Option<BTreeMap<String, u64>> = None;
-        let mut last_publish = Instant::now() - PUBLISH;
+        let mut last_publish: Option<Instant> = None;
         loop {
-            self.follow(&facts.current());
-            if last_publish.elapsed() >= PUBLISH {
-                last_publish = Instant::now();
+            // Compiling thousands of policies takes a while: off the async workers.
+            let (this, view) = (self.clone(), facts.current());
+            if let Err(e) = tokio::task::spawn_blocking(move || this.follow(&view)).await {
+                warn!(error = %e, "following the network policies failed");
+            }
+            if last_publish.is_none_or(|at| at.elapsed() >= PUBLISH) {
+                last_publish = Some(Instant::now());
                 let denied = self.denied_by_policy();
                 if published.as_ref() != Some(&denied) {
                     let value = serde_json::to_string(&denied).unwrap_or_default();
@@ -194,6 +202,7 @@ impl Enforcement {
 
     /// Programs what `facts` compile to, if a scheduler leads and anything changed.
     pub fn follow(&self, facts: &Facts) {
+        let _following = self.following.lock().unwrap_or_else(|p| p.into_inner());
         let mut tasks = super::tasks(facts);
         {
             // Admitted tasks until gossip shows them (or they are long gone).
