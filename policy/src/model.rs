@@ -152,6 +152,16 @@ impl Policy {
         Ok(policy)
     }
 
+    /// Whether a rule names a VIP: only then does compiling it need the VIPs' backends.
+    pub fn names_vips(&self) -> bool {
+        self.ingress
+            .iter()
+            .chain(&self.egress)
+            .flatten()
+            .flat_map(|r| r.from.iter().chain(&r.to))
+            .any(|peer| matches!(peer, Peer::Vip { .. }))
+    }
+
     /// Checks what JSON alone does not.
     pub fn validate(&self) -> Result<(), PolicyError> {
         let ok_id = !self.id.is_empty()
@@ -262,6 +272,10 @@ mod tests {
         assert!(
             matches!(&p.egress.as_ref().unwrap()[0].to[0], Peer::Vip { vip } if vip == "/db:5432")
         );
+        assert!(p.names_vips());
+        let no_vip =
+            Policy::parse(r#"{"id": "x", "ingress": [{"from": [{"cidr": "10.0.0.0/8"}]}]}"#);
+        assert!(!no_vip.unwrap().names_vips());
     }
 
     #[test]

@@ -66,7 +66,14 @@ pub fn compile(facts: &Facts) -> Option<(Vec<Policy>, Compiled)> {
 pub fn compile_with(facts: &Facts, tasks: &[Task]) -> Option<(Vec<Policy>, Compiled)> {
     let policies = crate::facts::scheduler::policies(facts)?;
     let list: Vec<Policy> = policies.values().map(|p| (**p).clone()).collect();
-    let compiled = Compiled::new(&list, tasks, &vips(facts));
+    // The load balancer computes the VIPs on the same changes; done again here only when a
+    // policy names one.
+    let vips = if list.iter().any(Policy::names_vips) {
+        vips(facts)
+    } else {
+        Vec::new()
+    };
+    let compiled = Compiled::new(&list, tasks, &vips);
     Some((list, compiled))
 }
 
